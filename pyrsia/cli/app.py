@@ -1,0 +1,58 @@
+"""Root of the `pyrsia` command line.
+
+Each command group lives in its own module and is registered here. Heavy imports
+(the daemon, httpx) happen inside command bodies so `pyrsia --help` stays fast.
+Every `PyrsiaError` ends here as one red line and its exit code (2 for usage and
+config, 1 otherwise); a traceback is shown only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pyrsia import __version__
+from pyrsia.cli import console
+from pyrsia.cli.daemon import daemon
+from pyrsia.cli.status import status
+from pyrsia.errors import PyrsiaError
+
+app = typer.Typer(
+    name="pyrsia",
+    help="pyrsia: Docker images and Maven artifacts from a peer-to-peer network, vouched for by a "
+    "transparency log.\n\nStart a node with [bold]pyrsia daemon[/bold], then point docker, podman, "
+    "skopeo or mvn at http://localhost:7888.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
+app.command(epilog="Example: pyrsia status --json")(status)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.line(f"pyrsia {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version and exit.", callback=_show_version, is_eager=True
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Top-level options shared by every command."""
+
+
+def main() -> None:
+    try:
+        app()
+    except PyrsiaError as error:
+        if "--debug" in sys.argv:
+            raise
+        console.error(error.message)
+        sys.exit(error.exit_code)

@@ -1,0 +1,53 @@
+"""HTTP client for the node API, as the CLI commands use it.
+
+Maps every failure to a `PyrsiaError` with a sentence a user can act on: a node that
+is not running, a token that is missing, or the node's own error message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pyrsia.config import default_home
+from pyrsia.errors import NodeUnreachable, PyrsiaError, Unauthorized
+from pyrsia.node.home import read_admin_token
+
+TIMEOUT_S = 30.0
+
+
+class NodeClient:
+    def __init__(self, node_url: str, *, admin_token: str | None = None, home: Path | None = None) -> None:
+        self.node_url = node_url.rstrip("/")
+        self._token = admin_token or read_admin_token(home or default_home())
+        self._http = httpx.Client(base_url=self.node_url, timeout=TIMEOUT_S)
+
+    def get_json(self, path: str, *, admin: bool = False) -> Any:
+        headers = {}
+        if admin:
+            if not self._token:
+                raise Unauthorized("no admin token: pass --home of the node or set PYRSIA_ADMIN_TOKEN")
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            response = self._http.get(path, headers=headers)
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(
+                f"cannot reach the pyrsia node at {self.node_url} ({type(exc).__name__}); "
+                "is `pyrsia daemon` running? (--node / PYRSIA_NODE)"
+            ) from exc
+        if response.status_code != 200:
+            raise PyrsiaError(f"node answered {response.status_code}: {_error_message(response)}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PyrsiaError(f"{self.node_url}{path} did not answer JSON; is this a pyrsia node?") from exc
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["errors"][0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError, json.JSONDecodeError):
+        return response.text[:200] or response.reason_phrase

@@ -1,0 +1,62 @@
+"""All terminal output of the CLI goes through here.
+
+Results go to stdout (tables for people, `--json` for scripts); messages about what
+happened go to stderr, errors as one red line. Nothing else in pyrsia prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def line(text: str) -> None:
+    """A plain result line on stdout (no markup, never wrapped), for scripts and tests to read."""
+    out.print(text, markup=False, highlight=False)
+    sys.stdout.flush()
+
+
+def info(text: str) -> None:
+    err.print(text, markup=False)
+
+
+def success(text: str) -> None:
+    err.print(Text.assemble(("✓ ", "green"), text))
+
+
+def warning(text: str) -> None:
+    err.print(Text.assemble(("warning: ", "yellow"), text))
+
+
+def error(text: str) -> None:
+    """One red line; multi-line messages are folded so an error is always one line."""
+    err.print(Text.assemble(("error: ", "bold red"), " ".join(text.split())))
+
+
+def as_json(doc: object) -> None:
+    out.print_json(json.dumps(doc, sort_keys=True, default=str))
+
+
+def key_values(title: str, rows: Iterable[tuple[str, object]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, _cell(value))
+    out.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "\n".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return "\n".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,54 @@
+"""`pyrsia status`: what a running node says about itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pyrsia.cli import console, options
+
+
+def status(
+    node: str = options.NODE,
+    json_output: bool = options.JSON,
+    settings: bool = typer.Option(False, "--settings", help="Also show the node's settings (admin call)."),
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+) -> None:
+    """Show a node's peer id, addresses, version, uptime and storage."""
+    from pyrsia.cli.client import NodeClient
+
+    client = NodeClient(node, admin_token=admin_token, home=home)
+    doc = client.get_json("/api/v1/status")
+    if settings:
+        doc["settings"] = client.get_json("/api/v1/config", admin=True)
+    if json_output:
+        console.as_json(doc)
+        return
+    rows: list[tuple[str, object]] = [
+        ("peer id", doc["peer_id"]),
+        ("addresses", doc["addresses"]),
+        ("http", doc["http_url"]),
+        ("version", doc["version"]),
+        ("uptime", _duration(float(doc["uptime_seconds"]))),
+        ("blobs stored", f"{doc['blobs_stored']} ({_size(int(doc['blob_bytes']))})"),
+        ("docker upstream", doc["upstreams"]["docker"]),
+    ]
+    if settings:
+        rows.append(("settings", doc["settings"]))
+    console.key_values(f"pyrsia node at {node}", rows)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")

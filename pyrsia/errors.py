@@ -1,0 +1,191 @@
+"""One error hierarchy for all of pyrsia, mapped to HTTP and CLI outcomes here only.
+
+Every failure that reaches a user is a `PyrsiaError`. Shells translate foreign errors
+(`OSError`, `httpx.HTTPError`, `h11` errors) into one of these at the edge, with
+`raise X(...) from exc`; nothing below the CLI or the HTTP server prints or chooses a
+status code.
+
+    PyrsiaError                      exit 1, HTTP 500
+    ├── UsageError                   exit 2 (bad flags, bad arguments)
+    ├── ConfigError                  exit 2 (bad pyrsia.toml / PYRSIA_* value)
+    ├── NodeUnreachable              exit 1 (client cannot reach a node)
+    ├── Unauthorized                 HTTP 401 UNAUTHORIZED (admin token missing/wrong)
+    ├── RegistryError                carries an OCI distribution-spec error code
+    │   ├── NameInvalid              400 NAME_INVALID
+    │   ├── TagInvalid               400 TAG_INVALID
+    │   ├── DigestInvalid            400 DIGEST_INVALID
+    │   ├── ManifestInvalid          400 MANIFEST_INVALID
+    │   ├── NameUnknown              404 NAME_UNKNOWN
+    │   ├── ManifestUnknown          404 MANIFEST_UNKNOWN
+    │   ├── BlobUnknown              404 BLOB_UNKNOWN
+    │   ├── PaginationInvalid        400 PAGINATION_NUMBER_INVALID
+    │   ├── Unsupported              405 UNSUPPORTED (this node is pull-only)
+    │   └── PathUnknown              404 NOT_FOUND (no route)
+    ├── HttpError                    the HTTP request itself is unacceptable
+    │   ├── BadRequest               400 (malformed HTTP)
+    │   ├── RequestTimeout           408 (head or body not received in time)
+    │   ├── PayloadTooLarge          413
+    │   ├── HeadersTooLarge          431
+    │   └── ServerBusy               503 (every worker is taken)
+    ├── RangeNotSatisfiable          416
+    ├── UpstreamError                502 (an upstream registry failed us)
+    │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
+    │   └── DigestMismatch           502 (bytes do not hash to what was asked)
+    └── StorageError                 500 (the local disk failed us)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PyrsiaError(Exception):
+    """Base of every error pyrsia raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+    # OCI distribution-spec error code used when the error reaches a registry client.
+    code: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, message: str, *, detail: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class UsageError(PyrsiaError):
+    exit_code = 2
+    http_status = 400
+
+
+class ConfigError(PyrsiaError):
+    exit_code = 2
+
+
+class NodeUnreachable(PyrsiaError):
+    http_status = 503
+
+
+class Unauthorized(PyrsiaError):
+    http_status = 401
+    code = "UNAUTHORIZED"
+
+
+class RegistryError(PyrsiaError):
+    """An error with a code from the OCI distribution-spec error table."""
+
+
+class NameInvalid(RegistryError):
+    http_status = 400
+    code = "NAME_INVALID"
+
+
+class TagInvalid(RegistryError):
+    http_status = 400
+    code = "TAG_INVALID"
+
+
+class DigestInvalid(RegistryError):
+    http_status = 400
+    code = "DIGEST_INVALID"
+
+
+class ManifestInvalid(RegistryError):
+    http_status = 400
+    code = "MANIFEST_INVALID"
+
+
+class NameUnknown(RegistryError):
+    http_status = 404
+    code = "NAME_UNKNOWN"
+
+
+class ManifestUnknown(RegistryError):
+    http_status = 404
+    code = "MANIFEST_UNKNOWN"
+
+
+class BlobUnknown(RegistryError):
+    http_status = 404
+    code = "BLOB_UNKNOWN"
+
+
+class PaginationInvalid(RegistryError):
+    http_status = 400
+    code = "PAGINATION_NUMBER_INVALID"
+
+
+class Unsupported(RegistryError):
+    http_status = 405
+    code = "UNSUPPORTED"
+
+
+class PathUnknown(RegistryError):
+    http_status = 404
+    code = "NOT_FOUND"
+
+
+class HttpError(PyrsiaError):
+    """The request broke HTTP or the server's limits; the connection is closed after it."""
+
+    http_status = 400
+    code = "BAD_REQUEST"
+
+
+class BadRequest(HttpError):
+    pass
+
+
+class RequestTimeout(HttpError):
+    http_status = 408
+    code = "REQUEST_TIMEOUT"
+
+
+class PayloadTooLarge(HttpError):
+    http_status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class HeadersTooLarge(HttpError):
+    http_status = 431
+    code = "HEADERS_TOO_LARGE"
+
+
+class ServerBusy(HttpError):
+    http_status = 503
+    code = "TOOMANYREQUESTS"
+
+
+class RangeNotSatisfiable(PyrsiaError):
+    http_status = 416
+    code = "RANGE_NOT_SATISFIABLE"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class UpstreamError(PyrsiaError):
+    http_status = 502
+    code = "UPSTREAM_ERROR"
+
+
+class UpstreamUnavailable(UpstreamError):
+    http_status = 503
+    code = "UPSTREAM_UNAVAILABLE"
+
+
+class DigestMismatch(UpstreamError):
+    code = "DIGEST_INVALID"
+
+    def __init__(self, *, expected: str, calculated: str, source: str) -> None:
+        super().__init__(
+            f"{source} sent bytes hashing to {calculated}, expected {expected}",
+            detail={"expected": expected, "calculated": calculated},
+        )
+        self.expected = expected
+        self.calculated = calculated
+
+
+class StorageError(PyrsiaError):
+    code = "STORAGE_ERROR"

@@ -1,0 +1,1 @@
+"""The daemon: the node's home directory, wiring of services, lifecycle."""

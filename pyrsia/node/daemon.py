@@ -1,0 +1,114 @@
+"""Wires a node together from its `Config` and runs it until told to stop.
+
+Start order: home directory and secrets, blob store (leftover temp files from a crash
+are removed), upstream client, artifact service, HTTP server. Stop order is the
+reverse: the HTTP server drains in-flight responses first, then the upstream client
+closes and unfinished temp files are removed. Output is the CLI's job: `Node` only
+reports what it is (`NodeInfo`), it never prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from pyrsia import __version__
+from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.service import DockerArtifacts
+from pyrsia.artifacts.tags import TagStore
+from pyrsia.config import Config
+from pyrsia.http.server import HttpServer, Limits
+from pyrsia.node.home import ensure_home, load_admin_token, load_identity
+from pyrsia.registry.api import NodeApi
+from pyrsia.registry.app import NodeApp
+from pyrsia.registry.docker import DockerRegistry
+from pyrsia.upstream.registry import RegistryClient
+
+log = logging.getLogger("pyrsia.node")
+SHUTDOWN_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    peer_id: str
+    http_url: str
+    addresses: tuple[str, ...]
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        ensure_home(config.home)
+        self.identity = load_identity(config.home)
+        self._admin_token = load_admin_token(config.home)
+        self.blobs = BlobStore(config.home / "blobs")
+        removed = self.blobs.remove_temp_files()
+        if removed:
+            log.info("removed %d unfinished blob writes from an earlier run", removed)
+        self._upstream = RegistryClient(
+            config.docker_upstream,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+        )
+        artifacts = DockerArtifacts(self.blobs, TagStore(config.home / "refs" / "docker"), self._upstream)
+        api = NodeApi(self._status, self._settings, self._admin_token)
+        self._server = HttpServer(
+            NodeApp(DockerRegistry(artifacts), api),
+            config.http_host,
+            config.http_port,
+            Limits(
+                workers_max=config.http_workers_max,
+                header_bytes_max=config.http_header_bytes_max,
+                body_bytes_max=config.http_body_bytes_max,
+                header_timeout_s=config.http_header_timeout_s,
+                idle_timeout_s=config.http_idle_timeout_s,
+            ),
+        )
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+
+    @property
+    def info(self) -> NodeInfo:
+        host, port = self._server.address
+        url = f"http://{host}:{port}"
+        address = f"/ip4/{host}/tcp/{port}/http"
+        return NodeInfo(peer_id=self.identity.peer_id, http_url=url, addresses=(address,))
+
+    def start(self) -> NodeInfo:
+        self._server.start()
+        self._started = time.monotonic()
+        return self.info
+
+    def request_stop(self) -> None:
+        """Safe to call from a signal handler."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    def close(self) -> None:
+        self._server.shutdown(SHUTDOWN_GRACE_S)
+        self._upstream.close()
+        self.blobs.remove_temp_files()
+
+    def _status(self) -> dict[str, object]:
+        count, total = self.blobs.stats()
+        info = self.info
+        return {
+            "peer_id": info.peer_id,
+            "http_url": info.http_url,
+            "addresses": list(info.addresses),
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self._started, 3),
+            "blobs_stored": count,
+            "blob_bytes": total,
+            "upstreams": {"docker": self.config.docker_upstream},
+        }
+
+    def _settings(self) -> dict[str, object]:
+        return {k: str(v) if not isinstance(v, int | float) else v
+                for k, v in dataclasses.asdict(self.config).items()}

@@ -1,0 +1,50 @@
+"""Node identity: an Ed25519 key pair and the libp2p-style peer id derived from it.
+
+Peer id (DESIGN §3), so peers read like the rest of the ecosystem's:
+    base58btc(identity-multihash(protobuf PublicKey{Type: Ed25519, Data: key}))
+which for every Ed25519 key starts with `12D3KooW`. Pure: no files, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# protobuf: field 1 (KeyType) varint = 1 (Ed25519); field 2 (Data) bytes of length 32
+_PUBLIC_KEY_PROTO_PREFIX = b"\x08\x01\x12\x20"
+_IDENTITY_MULTIHASH = 0x00
+SEED_BYTES = 32
+
+
+def base58btc(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    out = []
+    while number:
+        number, rem = divmod(number, 58)
+        out.append(_B58_ALPHABET[rem])
+    leading_zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * leading_zeros + "".join(reversed(out))
+
+
+def peer_id_of(public_key: bytes) -> str:
+    proto = _PUBLIC_KEY_PROTO_PREFIX + public_key
+    return base58btc(bytes([_IDENTITY_MULTIHASH, len(proto)]) + proto)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    signing_key: SigningKey
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        return cls(SigningKey(seed))
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def peer_id(self) -> str:
+        return peer_id_of(self.public_key)

@@ -1,0 +1,32 @@
+"""Repository names and tags, checked against the OCI distribution-spec grammar.
+
+A name is validated before it is used for anything, so `..`, `%2e%2e`, absolute paths
+or empty components never reach the disk. Single-component names are normalised to
+`library/NAME` as Docker Hub does, so `alpine` and `library/alpine` are one repository.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pyrsia.errors import NameInvalid, TagInvalid
+
+# distribution-spec: <name> = [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+# distribution-spec: <reference> as a tag = [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+NAME_LENGTH_MAX = 255
+
+
+def parse_name(raw: str) -> str:
+    """Validate a repository name and apply Docker Hub's `library/` default."""
+    if len(raw) > NAME_LENGTH_MAX or not _NAME.match(raw):
+        raise NameInvalid("invalid repository name", detail=raw[:NAME_LENGTH_MAX])
+    return raw if "/" in raw else f"library/{raw}"
+
+
+def parse_tag(raw: str) -> str:
+    if not _TAG.match(raw):
+        raise TagInvalid("invalid tag", detail=raw[:200])
+    return raw

@@ -1,0 +1,1 @@
+"""Clients for the central registries a node verifies against and pulls through from."""
