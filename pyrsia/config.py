@@ -108,9 +108,7 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
             raise ValueError(raw)
         return raw
     except ValueError:
-        raise ConfigError(
-            f"{source}: {key} must be {want.__name__}, not {raw!r}"
-        ) from None
+        raise ConfigError(f"{source}: {key} must be {want.__name__}, not {raw!r}") from None
 
 
 def read_file(path: Path) -> dict[str, Any]:

@@ -141,4 +141,3 @@ class DockerArtifacts:
             return  # another flight stored it between our check and our turn
         self._upstream.fetch_blob(name, digest, self._blobs)
         log.info("pulled blob %s of %s from upstream", digest, name)
-

@@ -17,37 +17,59 @@ from pyrsia.config import LOG_LEVELS, env_name
 def daemon(
     home: Path | None = options.HOME,
     http_host: str | None = typer.Option(
-        None, "--http-host", envvar=env_name("http_host"), show_default=False,
+        None,
+        "--http-host",
+        envvar=env_name("http_host"),
+        show_default=False,
         help="Address the HTTP API binds to (default: 127.0.0.1).",
     ),
     http_port: int | None = typer.Option(
-        None, "--http-port", envvar=env_name("http_port"), show_default=False,
+        None,
+        "--http-port",
+        envvar=env_name("http_port"),
+        show_default=False,
         help="HTTP port for Docker, Maven and node API clients; 0 picks a free one (default: 7888).",
     ),
     docker_upstream: str | None = typer.Option(
-        None, "--docker-upstream", envvar=env_name("docker_upstream"), show_default=False,
+        None,
+        "--docker-upstream",
+        envvar=env_name("docker_upstream"),
+        show_default=False,
         help="Registry to pull through from (default: https://registry-1.docker.io).",
     ),
     http_header_timeout: float | None = typer.Option(
-        None, "--http-header-timeout", envvar=env_name("http_header_timeout_s"), show_default=False,
+        None,
+        "--http-header-timeout",
+        envvar=env_name("http_header_timeout_s"),
+        show_default=False,
         help="Seconds a client has to send a whole request head (default: 10).",
     ),
     http_idle_timeout: float | None = typer.Option(
-        None, "--http-idle-timeout", envvar=env_name("http_idle_timeout_s"), show_default=False,
+        None,
+        "--http-idle-timeout",
+        envvar=env_name("http_idle_timeout_s"),
+        show_default=False,
         help="Seconds an idle keep-alive connection stays open (default: 60).",
     ),
     http_workers: int | None = typer.Option(
-        None, "--http-workers", envvar=env_name("http_workers_max"), show_default=False,
+        None,
+        "--http-workers",
+        envvar=env_name("http_workers_max"),
+        show_default=False,
         help="Connections served at once (default: 64).",
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", envvar=env_name("log_level"), show_default=False,
+        None,
+        "--log-level",
+        envvar=env_name("log_level"),
+        show_default=False,
         help=f"One of {', '.join(LOG_LEVELS)} (default: info). Logs go to stderr.",
     ),
 ) -> None:
     """Run a pyrsia node: serve the Docker Registry v2 pull API, pulling through from upstream.
 
-    With no configuration it starts a one-node network on http://127.0.0.1:7888 whose data lives in ~/.local/share/pyrsia.
+    With no configuration it starts a one-node network on http://127.0.0.1:7888,
+    keeping its data in ~/.local/share/pyrsia.
 
     Settings come from <home>/pyrsia.toml, then PYRSIA_* environment variables, then these flags.
     """

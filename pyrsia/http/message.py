@@ -46,13 +46,7 @@ class Request:
         breaks content negotiation, so all lines are read.
         """
         name = name.lower()
-        return [
-            part.strip()
-            for k, v in self.headers
-            if k == name
-            for part in v.split(",")
-            if part.strip()
-        ]
+        return [part.strip() for k, v in self.headers if k == name for part in v.split(",") if part.strip()]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,6 +51,8 @@ log = logging.getLogger("pyrsia.http")
 RECV_BYTES = 64 * 1024
 SEND_TIMEOUT_S = 60.0
 BACKLOG = 128
+LINGER_S = 1.0
+LINGER_BYTES_MAX = 1024 * 1024
 
 
 class Handler(Protocol):
@@ -86,7 +88,6 @@ class HttpServer:
         self._handler = handler
         self._limits = limits
         self._listener = socket.create_server((host, port), backlog=BACKLOG, reuse_port=False)
-        self._listener.settimeout(0.25)
         self._queue: queue.Queue[_Connection | None] = queue.Queue(maxsize=limits.workers_max)
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
@@ -110,6 +111,8 @@ class HttpServer:
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop accepting, drop idle connections, let in-flight responses finish."""
         self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
         with self._lock:
             for conn in self._connections:
                 if conn.idle:
@@ -129,8 +132,6 @@ class HttpServer:
         while not self._stopping.is_set():
             try:
                 sock, addr = self._listener.accept()
-            except TimeoutError:
-                continue
             except OSError:
                 if self._stopping.is_set():
                     return
@@ -149,7 +150,7 @@ class HttpServer:
         response = self._handler.render_error(None, ServerBusy("every worker is busy"))
         with contextlib.suppress(OSError, h11.LocalProtocolError, _Closed):
             self._send(h11conn, conn, "GET", response.with_headers(("Retry-After", "1")))
-        conn.sock.close()
+        _linger_close(conn.sock, 0.05)
 
     # -- serving --------------------------------------------------------------------
 
@@ -214,15 +215,20 @@ class HttpServer:
         response = self._handler.render_error(None, error).with_headers(("Connection", "close"))
         with contextlib.suppress(OSError, _Closed, h11.LocalProtocolError):
             self._send(h11conn, conn, "GET", response)
+        _linger_close(conn.sock, LINGER_S)
 
     # -- reading --------------------------------------------------------------------
 
     def _read_request(self, h11conn: h11.Connection, conn: _Connection) -> Request:
         deadline = time.monotonic() + self._limits.idle_timeout_s
         started = False
+        received = len(h11conn.trailing_data[0])  # pipelined bytes left from the last request
         while True:
             event = self._next_event(h11conn)
             if isinstance(event, h11.Request):
+                # h11 bounds only an incomplete head; a whole oversized head in one read passes it.
+                if received - len(h11conn.trailing_data[0]) > self._limits.header_bytes_max:
+                    raise HeadersTooLarge("request head too large")
                 break
             if isinstance(event, h11.ConnectionClosed):
                 raise _Closed()
@@ -235,6 +241,7 @@ class HttpServer:
                 with self._lock:
                     conn.idle = False
                 deadline = time.monotonic() + self._limits.header_timeout_s
+            received += len(data)
             h11conn.receive_data(data)
         body = self._read_body(h11conn, conn, event)
         try:
@@ -330,9 +337,33 @@ class HttpServer:
 
     def _log_access(self, conn: _Connection, request: Request, response: Response) -> None:
         log.info(
-            '%s "%s %s" %d %d', conn.peer, request.method, request.target, response.status,
+            '%s "%s %s" %d %d',
+            conn.peer,
+            request.method,
+            request.target,
+            response.status,
             len(response.body),
         )
+
+
+def _linger_close(sock: socket.socket, linger_s: float) -> None:
+    """Close after an error without losing our reply.
+
+    Closing a socket that still holds unread request bytes makes the kernel send RST,
+    which can destroy the error response before the client reads it. So: stop
+    writing, discard what the client already sent (bounded in bytes and time), close.
+    """
+    deadline = time.monotonic() + linger_s
+    drained = 0
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        while drained < LINGER_BYTES_MAX and (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            chunk = sock.recv(RECV_BYTES)
+            if not chunk:
+                break
+            drained += len(chunk)
+    sock.close()
 
 
 def _reason(status: int) -> bytes:
@@ -378,4 +409,3 @@ def _apply_range(request: Request, response: Response) -> Response:
         headers=(*response.headers, ("Content-Range", chosen.content_range(size))),
         body=sliced,
     )
-

@@ -87,8 +87,7 @@ class Node:
         self._stop.set()
 
     def wait(self) -> None:
-        while not self._stop.wait(0.5):
-            pass
+        self._stop.wait()
 
     def close(self) -> None:
         self._server.shutdown(SHUTDOWN_GRACE_S)
@@ -110,5 +109,7 @@ class Node:
         }
 
     def _settings(self) -> dict[str, object]:
-        return {k: str(v) if not isinstance(v, int | float) else v
-                for k, v in dataclasses.asdict(self.config).items()}
+        return {
+            k: str(v) if not isinstance(v, int | float) else v
+            for k, v in dataclasses.asdict(self.config).items()
+        }

@@ -39,8 +39,10 @@ class DockerRegistry:
     def _route(self, request: Request) -> Response:
         rest = request.path[len("/v2/") :] if request.path.startswith("/v2/") else ""
         if request.method not in READ_METHODS or "/blobs/uploads" in rest:
-            raise Unsupported("this node is pull-only: push, upload and delete are not supported",
-                              detail={"method": request.method})
+            raise Unsupported(
+                "this node is pull-only: push, upload and delete are not supported",
+                detail={"method": request.method},
+            )
         if rest == "":
             return json_response(200, b"{}")
         if rest.endswith("/tags/list"):

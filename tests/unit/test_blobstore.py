@@ -1,0 +1,59 @@
+"""Blob store: only verified bytes become visible; failures leave nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.digest import Digest
+from pyrsia.errors import DigestMismatch
+
+
+def test_put_is_content_addressed(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = Digest.of(b"hello")
+    path = store.put(digest, b"hello", source="test")
+    assert path == tmp_path / "sha256" / digest.hex[:2] / digest.hex
+    assert store.read(digest) == b"hello" and store.size(digest) == 5
+    assert store.stats() == (1, 5)
+
+
+def test_sha512_and_empty_blobs(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    for digest, data in ((Digest.of(b"", "sha256"), b""), (Digest.of(b"x", "sha512"), b"x")):
+        store.put(digest, data, source="test")
+        assert store.read(digest) == data
+
+
+def test_mismatch_publishes_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = Digest.of(b"expected")
+    with pytest.raises(DigestMismatch) as info:
+        store.put(digest, b"something else", source="evil upstream")
+    assert info.value.expected == str(digest)
+    assert info.value.calculated == str(Digest.of(b"something else"))
+    assert "evil upstream" in info.value.message
+    assert store.size(digest) is None
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_interrupted_write_leaves_only_a_temp_file_that_is_cleaned(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = Digest.of(b"abc")
+    writer = store.writer(digest, source="test")
+    writer.write(b"ab")  # the process "dies" here: no commit, no abort
+    assert store.size(digest) is None
+    assert len(list(store.tmp_dir.iterdir())) == 1
+    assert store.remove_temp_files() == 1
+    assert list(store.tmp_dir.iterdir()) == []
+    writer.abort()  # releases the file handle the "dead" writer held
+
+
+def test_exception_inside_writer_aborts(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    with pytest.raises(RuntimeError), store.writer(Digest.of(b"abc"), source="test") as writer:
+        writer.write(b"a")
+        raise RuntimeError("connection dropped")
+    assert list(store.tmp_dir.iterdir()) == []
