@@ -25,6 +25,7 @@ ENV_NODE = "PYRSIA_NODE"
 ENV_ADMIN_TOKEN = "PYRSIA_ADMIN_TOKEN"
 DEFAULT_NODE_URL = "http://127.0.0.1:7888"
 DOCKER_HUB = "https://registry-1.docker.io"
+MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -48,6 +49,8 @@ class Config:
     http_host: str = "127.0.0.1"
     http_port: int = 7888
     docker_upstream: str = DOCKER_HUB
+    maven_upstream: str = MAVEN_CENTRAL
+    maven_metadata_ttl_s: float = 600.0
     log_level: str = "info"
     http_workers_max: int = 64
     http_header_bytes_max: int = 64 * 1024
@@ -68,7 +71,9 @@ class Config:
         _check_range("upstream_retries_max", self.upstream_retries_max, 0, 20)
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        _check_range("maven_metadata_ttl_s", self.maven_metadata_ttl_s, 0, 30 * 86400)
         check_url("docker_upstream", self.docker_upstream)
+        check_url("maven_upstream", self.maven_upstream)
         if not self.http_host:
             raise ConfigError("http_host must not be empty")
 

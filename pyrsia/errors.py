@@ -9,6 +9,7 @@ status code.
     ├── UsageError                   exit 2 (bad flags, bad arguments)
     ├── ConfigError                  exit 2 (bad pyrsia.toml / PYRSIA_* value)
     ├── NodeUnreachable              exit 1 (client cannot reach a node)
+    ├── ListenError                  exit 1 (a port cannot be bound)
     ├── Unauthorized                 HTTP 401 UNAUTHORIZED (admin token missing/wrong)
     ├── RegistryError                carries an OCI distribution-spec error code
     │   ├── NameInvalid              400 NAME_INVALID
@@ -20,7 +21,9 @@ status code.
     │   ├── BlobUnknown              404 BLOB_UNKNOWN
     │   ├── PaginationInvalid        400 PAGINATION_NUMBER_INVALID
     │   ├── Unsupported              405 UNSUPPORTED (this node is pull-only)
-    │   └── PathUnknown              404 NOT_FOUND (no route)
+    │   ├── PathUnknown              404 NOT_FOUND (no route)
+    │   ├── MavenPathInvalid         400 PATH_INVALID (exit 2: bad coordinates)
+    │   └── MavenFileUnknown         404 NOT_FOUND
     ├── HttpError                    the HTTP request itself is unacceptable
     │   ├── BadRequest               400 (malformed HTTP)
     │   ├── RequestTimeout           408 (head or body not received in time)
@@ -64,6 +67,10 @@ class ConfigError(PyrsiaError):
 
 class NodeUnreachable(PyrsiaError):
     http_status = 503
+
+
+class ListenError(PyrsiaError):
+    pass
 
 
 class Unauthorized(PyrsiaError):
@@ -154,6 +161,17 @@ class HeadersTooLarge(HttpError):
 class ServerBusy(HttpError):
     http_status = 503
     code = "TOOMANYREQUESTS"
+
+
+class MavenPathInvalid(RegistryError):
+    http_status = 400
+    exit_code = 2
+    code = "PATH_INVALID"
+
+
+class MavenFileUnknown(RegistryError):
+    http_status = 404
+    code = "NOT_FOUND"
 
 
 class RangeNotSatisfiable(PyrsiaError):

@@ -19,6 +19,7 @@ PURE_MODULES = [
     "http/ranges.py",
     "p2p/identity.py",
     "registry/manifest.py",
+    "registry/maven_layout.py",
     "registry/reference.py",
 ]
 FORBIDDEN_IMPORTS = {

@@ -10,8 +10,10 @@ a whole verified one, plus a temp file that the next start removes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -21,32 +23,49 @@ from pyrsia.errors import DigestMismatch, StorageError
 
 
 class BlobWriter:
-    """Streams one blob to a temp file; `commit()` verifies and publishes it."""
+    """Streams one blob to a temp file; `commit()` verifies and publishes it.
 
-    def __init__(self, store: BlobStore, digest: Digest, source: str) -> None:
+    With an expected digest, bytes that hash otherwise are refused. Without one (a
+    Maven file is asked for by path), the blob is stored under the sha256 it has, and
+    the caller verifies it by other means (`hexdigests`) before committing.
+    """
+
+    def __init__(
+        self, store: BlobStore, expected: Digest | None, source: str, also: Sequence[str] = ()
+    ) -> None:
         self._store = store
-        self._digest = digest
+        self._expected = expected
         self._source = source
-        self._hasher = digest.hasher()
+        self._algorithm = expected.algorithm if expected else "sha256"
+        self._hashers = {alg: hashlib.new(alg) for alg in (self._algorithm, *also)}
         self.size = 0
+        self.digest: Digest | None = None
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, suffix=".part")
         self._tmp = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
-        self._hasher.update(data)
+        for hasher in self._hashers.values():
+            hasher.update(data)
         self.size += len(data)
         try:
             self._file.write(data)
         except OSError as exc:
-            raise StorageError(f"cannot write blob {self._digest}: {exc.strerror}") from exc
+            raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
+
+    def hexdigests(self) -> dict[str, str]:
+        """Every digest computed so far, by algorithm name."""
+        return {alg: hasher.hexdigest() for alg, hasher in self._hashers.items()}
 
     def commit(self) -> Path:
-        calculated = f"{self._digest.algorithm}:{self._hasher.hexdigest()}"
-        if calculated != str(self._digest):
+        calculated = Digest(self._algorithm, self._hashers[self._algorithm].hexdigest())
+        if self._expected is not None and calculated != self._expected:
             self.abort()
-            raise DigestMismatch(expected=str(self._digest), calculated=calculated, source=self._source)
-        final = self._store.path(self._digest)
+            raise DigestMismatch(
+                expected=str(self._expected), calculated=str(calculated), source=self._source
+            )
+        self.digest = calculated
+        final = self._store.path(calculated)
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -56,7 +75,7 @@ class BlobWriter:
             _fsync_dir(final.parent)
         except OSError as exc:
             self.abort()
-            raise StorageError(f"cannot store blob {self._digest}: {exc.strerror}") from exc
+            raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
         return final
 
     def abort(self) -> None:
@@ -100,8 +119,8 @@ class BlobStore:
         except FileNotFoundError:
             return None
 
-    def writer(self, digest: Digest, source: str) -> BlobWriter:
-        return BlobWriter(self, digest, source)
+    def writer(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> BlobWriter:
+        return BlobWriter(self, expected, source, also)
 
     def put(self, digest: Digest, data: bytes, source: str) -> Path:
         with self.writer(digest, source) as writer:

@@ -10,17 +10,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
 from pyrsia.errors import DigestInvalid
 
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
-
-
-class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-    def hexdigest(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +34,6 @@ class Digest:
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
-
-    def hasher(self) -> Hasher:
-        return hashlib.new(self.algorithm)
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"

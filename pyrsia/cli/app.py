@@ -15,6 +15,7 @@ import typer
 from pyrsia import __version__
 from pyrsia.cli import console
 from pyrsia.cli.daemon import daemon
+from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
+app.add_typer(pull_app, name="pull")
 
 
 def _show_version(value: bool) -> None:

@@ -7,6 +7,7 @@ is not running, a token that is missing, or the node's own error message.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pyrsia.errors import NodeUnreachable, PyrsiaError, Unauthorized
 from pyrsia.node.home import read_admin_token
 
 TIMEOUT_S = 30.0
+CHUNK_BYTES = 1024 * 1024
 
 
 class NodeClient:
@@ -26,6 +28,30 @@ class NodeClient:
         self._http = httpx.Client(base_url=self.node_url, timeout=TIMEOUT_S)
 
     def get_json(self, path: str, *, admin: bool = False) -> Any:
+        response = self._get(path, admin=admin)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PyrsiaError(f"{self.node_url}{path} did not answer JSON; is this a pyrsia node?") from exc
+
+    def get_text(self, path: str) -> str:
+        return self._get(path).text
+
+    def stream(self, path: str) -> Iterator[tuple[bytes, int | None]]:
+        """Body chunks of a GET, each with the total size when the node announced it."""
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _failure(response)
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    yield chunk, total
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    def _get(self, path: str, *, admin: bool = False) -> httpx.Response:
         headers = {}
         if admin:
             if not self._token:
@@ -34,16 +60,20 @@ class NodeClient:
         try:
             response = self._http.get(path, headers=headers)
         except httpx.TransportError as exc:
-            raise NodeUnreachable(
-                f"cannot reach the pyrsia node at {self.node_url} ({type(exc).__name__}); "
-                "is `pyrsia daemon` running? (--node / PYRSIA_NODE)"
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code != 200:
-            raise PyrsiaError(f"node answered {response.status_code}: {_error_message(response)}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise PyrsiaError(f"{self.node_url}{path} did not answer JSON; is this a pyrsia node?") from exc
+            raise _failure(response)
+        return response
+
+    def _unreachable(self, exc: Exception) -> NodeUnreachable:
+        return NodeUnreachable(
+            f"cannot reach the pyrsia node at {self.node_url} ({type(exc).__name__}); "
+            "is `pyrsia daemon` running? (--node / PYRSIA_NODE)"
+        )
+
+
+def _failure(response: httpx.Response) -> PyrsiaError:
+    return PyrsiaError(f"node answered {response.status_code}: {_error_message(response)}")
 
 
 def _error_message(response: httpx.Response) -> str:

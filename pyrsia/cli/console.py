@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -43,6 +52,25 @@ def error(text: str) -> None:
 
 def as_json(doc: object) -> None:
     out.print_json(json.dumps(doc, sort_keys=True, default=str))
+
+
+@contextmanager
+def transfer(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on stderr (bytes, speed, time left); yields `advance(bytes, total)`."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as progress:
+        task = progress.add_task(label, total=None)
+
+        def advance(count: int, total: int | None) -> None:
+            progress.update(task, advance=count, total=total)
+
+        yield advance
 
 
 def key_values(title: str, rows: Iterable[tuple[str, object]]) -> None:

@@ -37,6 +37,13 @@ def daemon(
         show_default=False,
         help="Registry to pull through from (default: https://registry-1.docker.io).",
     ),
+    maven_upstream: str | None = typer.Option(
+        None,
+        "--maven-upstream",
+        envvar=env_name("maven_upstream"),
+        show_default=False,
+        help="Maven repository to pull through from (default: https://repo.maven.apache.org/maven2).",
+    ),
     http_header_timeout: float | None = typer.Option(
         None,
         "--http-header-timeout",
@@ -66,7 +73,7 @@ def daemon(
         help=f"One of {', '.join(LOG_LEVELS)} (default: info). Logs go to stderr.",
     ),
 ) -> None:
-    """Run a pyrsia node: serve the Docker Registry v2 pull API, pulling through from upstream.
+    """Run a pyrsia node: serve Docker images (/v2/) and Maven artifacts (/maven2/), pulling through.
 
     With no configuration it starts a one-node network on http://127.0.0.1:7888,
     keeping its data in ~/.local/share/pyrsia.
@@ -82,6 +89,7 @@ def daemon(
             "http_host": http_host,
             "http_port": http_port,
             "docker_upstream": docker_upstream,
+            "maven_upstream": maven_upstream,
             "http_header_timeout_s": http_header_timeout,
             "http_idle_timeout_s": http_idle_timeout,
             "http_workers_max": http_workers,
@@ -102,7 +110,8 @@ def daemon(
     for address in info.addresses:
         console.line(f"address    {address}")
     console.line(f"home       {cfg.home}")
-    console.line(f"upstream   {cfg.docker_upstream}")
+    console.line(f"docker     {cfg.docker_upstream}")
+    console.line(f"maven      {cfg.maven_upstream}")
     console.line(f"ready {info.http_url}")
     try:
         node.wait()

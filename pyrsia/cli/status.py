@@ -34,6 +34,7 @@ def status(
         ("uptime", _duration(float(doc["uptime_seconds"]))),
         ("blobs stored", f"{doc['blobs_stored']} ({_size(int(doc['blob_bytes']))})"),
         ("docker upstream", doc["upstreams"]["docker"]),
+        ("maven upstream", doc["upstreams"]["maven"]),
     ]
     if settings:
         rows.append(("settings", doc["settings"]))

@@ -38,6 +38,7 @@ from pyrsia.errors import (
     BadRequest,
     HeadersTooLarge,
     HttpError,
+    ListenError,
     PayloadTooLarge,
     PyrsiaError,
     RequestTimeout,
@@ -87,7 +88,10 @@ class HttpServer:
     def __init__(self, handler: Handler, host: str, port: int, limits: Limits) -> None:
         self._handler = handler
         self._limits = limits
-        self._listener = socket.create_server((host, port), backlog=BACKLOG, reuse_port=False)
+        try:
+            self._listener = socket.create_server((host, port), backlog=BACKLOG)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._queue: queue.Queue[_Connection | None] = queue.Queue(maxsize=limits.workers_max)
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.service import DockerArtifacts
+from pyrsia.artifacts.docker import DockerArtifacts
+from pyrsia.artifacts.maven import MavenArtifacts
+from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.tags import TagStore
 from pyrsia.config import Config
 from pyrsia.http.server import HttpServer, Limits
@@ -25,6 +27,8 @@ from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
+from pyrsia.registry.maven import MavenRepository
+from pyrsia.upstream.maven import MavenClient
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.node")
@@ -48,15 +52,21 @@ class Node:
         removed = self.blobs.remove_temp_files()
         if removed:
             log.info("removed %d unfinished blob writes from an earlier run", removed)
-        self._upstream = RegistryClient(
-            config.docker_upstream,
-            timeout_s=config.upstream_timeout_s,
-            retries_max=config.upstream_retries_max,
+        timeout_s, retries_max = config.upstream_timeout_s, config.upstream_retries_max
+        self._docker_upstream = RegistryClient(
+            config.docker_upstream, timeout_s=timeout_s, retries_max=retries_max
         )
-        artifacts = DockerArtifacts(self.blobs, TagStore(config.home / "refs" / "docker"), self._upstream)
+        self._maven_upstream = MavenClient(
+            config.maven_upstream, timeout_s=timeout_s, retries_max=retries_max
+        )
+        refs = config.home / "refs"
+        docker = DockerArtifacts(self.blobs, TagStore(refs / "docker"), self._docker_upstream)
+        maven = MavenArtifacts(
+            self.blobs, RecordStore(refs / "maven"), self._maven_upstream, config.maven_metadata_ttl_s
+        )
         api = NodeApi(self._status, self._settings, self._admin_token)
         self._server = HttpServer(
-            NodeApp(DockerRegistry(artifacts), api),
+            NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
             config.http_host,
             config.http_port,
             Limits(
@@ -91,7 +101,8 @@ class Node:
 
     def close(self) -> None:
         self._server.shutdown(SHUTDOWN_GRACE_S)
-        self._upstream.close()
+        self._docker_upstream.close()
+        self._maven_upstream.close()
         self.blobs.remove_temp_files()
 
     def _status(self) -> dict[str, object]:
@@ -105,7 +116,7 @@ class Node:
             "uptime_seconds": round(time.monotonic() - self._started, 3),
             "blobs_stored": count,
             "blob_bytes": total,
-            "upstreams": {"docker": self.config.docker_upstream},
+            "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }
 
     def _settings(self) -> dict[str, object]:

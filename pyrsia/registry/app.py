@@ -13,17 +13,22 @@ from pyrsia.errors import PathUnknown, PyrsiaError, RangeNotSatisfiable, Unautho
 from pyrsia.http.message import Request, Response, json_response
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.docker import API_VERSION_HEADER, DockerRegistry
+from pyrsia.registry.maven import PREFIX as MAVEN_PREFIX
+from pyrsia.registry.maven import MavenRepository
 
 
 class NodeApp:
-    def __init__(self, docker: DockerRegistry, api: NodeApi) -> None:
+    def __init__(self, docker: DockerRegistry, maven: MavenRepository, api: NodeApi) -> None:
         self._docker = docker
+        self._maven = maven
         self._api = api
 
     def handle(self, request: Request) -> Response:
         path = request.path
         if path == "/v2" or path.startswith("/v2/"):
             return self._docker.handle(request)
+        if path.startswith(MAVEN_PREFIX):
+            return self._maven.handle(request)
         if path.startswith("/api/v1/"):
             return self._api.handle(request)
         raise PathUnknown("no such endpoint", detail=path[:300])

@@ -18,7 +18,7 @@ import json
 from urllib.parse import urlencode
 
 from pyrsia.artifacts.digest import Digest, looks_like_digest
-from pyrsia.artifacts.service import DockerArtifacts
+from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.errors import PaginationInvalid, PathUnknown, Unsupported
 from pyrsia.http.message import FileBody, Request, Response, json_response
 from pyrsia.registry.reference import parse_name, parse_tag

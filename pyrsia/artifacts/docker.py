@@ -1,4 +1,4 @@
-"""The Docker artifact service: where a manifest or blob comes from, verified.
+"""Docker artifacts: where a manifest or blob comes from, verified.
 
 Lookup order today: local tag record → local blob store → upstream pull-through (fetch,
 verify digest, store, record the tag). DESIGN §2's full order is log → local → p2p →
@@ -6,29 +6,25 @@ verify: the transparency log will replace the tag records and vouch for each dig
 and the peer-to-peer exchange will sit before the upstream. Callers see only this
 class, so those layers slot in here.
 
-Concurrent requests for the same missing item share one upstream fetch: the first
-request leads, the others wait for its outcome (value or error).
+Concurrent requests for the same missing item share one upstream fetch (`SingleFlight`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.digest import Digest
+from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.tags import TagStore
 from pyrsia.errors import NameUnknown, UpstreamError
 from pyrsia.registry import manifest
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.artifacts")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,34 +39,6 @@ class StoredBlob:
     digest: Digest
     path: Path
     size: int
-
-
-class SingleFlight:
-    """Runs one call per key at a time; concurrent callers share its result."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inflight: dict[str, Future[object]] = {}
-
-    def run(self, key: str, call: Callable[[], T]) -> T:
-        with self._lock:
-            future = self._inflight.get(key)
-            leader = future is None
-            if future is None:
-                future = self._inflight[key] = Future()
-        if not leader:
-            return future.result()  # type: ignore[return-value]
-        try:
-            result = call()
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            with self._lock:
-                del self._inflight[key]
 
 
 class DockerArtifacts:

@@ -1,0 +1,110 @@
+"""Client for an upstream Maven repository (Maven Central by default).
+
+A file is streamed into the blob store while every checksum Maven clients may ask
+for is computed (sha1, md5, sha256, sha512). When the upstream publishes a checksum
+for the file (`.sha256`, else `.sha1`), the bytes must match it or nothing is stored.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.digest import Digest
+from pyrsia.errors import DigestMismatch, MavenFileUnknown
+from pyrsia.registry.maven_layout import CHECKSUMS
+from pyrsia.upstream.http import UpstreamHttp
+
+CHECKSUM_BYTES_MAX = 1024
+# Checked in order; the first one the upstream publishes decides.
+PUBLISHED_CHECKSUMS = ("sha256", "sha1")
+_HEX = {"sha1": 40, "md5": 32, "sha256": 64, "sha512": 128}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    digest: Digest
+    size: int
+    checksums: dict[str, str]
+    verified_with: str | None
+
+
+class MavenClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 60.0,
+        retries_max: int = 3,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = UpstreamHttp(
+            base_url, timeout_s=timeout_s, retries_max=retries_max, transport=transport, sleep=sleep
+        )
+        self.base_url = self._http.base_url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def fetch(self, path: str, store: BlobStore) -> FetchedFile:
+        """Download one file of the repository into the store, checked against its published checksum."""
+        published = self._published_checksum(path)
+        url = f"{self.base_url}/{path}"
+
+        def attempt() -> FetchedFile:
+            also = [alg for alg in CHECKSUMS if alg != "sha256"]
+            with (
+                store.writer(None, source=self._http.where, also=also) as writer,
+                self._http.stream("GET", url, {}) as response,
+            ):
+                if response.status_code == 404:
+                    raise MavenFileUnknown(f"{self._http.where} has no {path}")
+                self._http.check_status(response, url)
+                for chunk in self._http.iter_body(response, url):
+                    writer.write(chunk)
+                self._http.check_length(response, writer.size, url)
+                sums = writer.hexdigests()
+                if published is not None:
+                    algorithm, expected = published
+                    if sums[algorithm] != expected:
+                        raise DigestMismatch(
+                            expected=f"{algorithm}:{expected}",
+                            calculated=f"{algorithm}:{sums[algorithm]}",
+                            source=f"{self._http.where} ({path})",
+                        )
+                writer.commit()
+                assert writer.digest is not None
+                return FetchedFile(writer.digest, writer.size, sums, published[0] if published else None)
+
+        return self._http.with_retries(attempt)
+
+    def _published_checksum(self, path: str) -> tuple[str, str] | None:
+        for algorithm in PUBLISHED_CHECKSUMS:
+            url = f"{self.base_url}/{path}.{algorithm}"
+
+            def attempt(url: str = url) -> bytes | None:
+                with self._http.stream("GET", url, {}) as response:
+                    if response.status_code == 404:
+                        return None
+                    self._http.check_status(response, url)
+                    return self._http.read_bounded(response, CHECKSUM_BYTES_MAX, url)
+
+            body = self._http.with_retries(attempt)
+            if body is not None:
+                return algorithm, _parse_checksum(body, algorithm, url)
+        return None
+
+
+def _parse_checksum(body: bytes, algorithm: str, url: str) -> str:
+    """The hex digest in a sidecar; tools write `hex`, `hex  filename` or `SHA1(file)= hex`."""
+    text = body.decode("ascii", "replace").strip().lower()
+    for token in re.split(r"[\s=]+", text):
+        if len(token) == _HEX[algorithm] and all(c in "0123456789abcdef" for c in token):
+            return token
+    raise DigestMismatch(expected=f"{algorithm} sidecar", calculated=f"unreadable {text[:80]!r}", source=url)
