@@ -95,16 +95,21 @@ class BlobWriter:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    """`fanout=False` gives the OCI image-layout shape, `blobs/<alg>/<hex>`."""
+
+    def __init__(self, root: Path, *, fanout: bool = True, tmp_dir: Path | None = None) -> None:
         self.root = root
-        self.tmp_dir = root / "tmp"
+        self._fanout = fanout
+        self.tmp_dir = tmp_dir or root / "tmp"
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create blob store at {root}: {exc.strerror}") from exc
 
     def path(self, digest: Digest) -> Path:
-        return self.root / digest.algorithm / digest.hex[:2] / digest.hex
+        if self._fanout:
+            return self.root / digest.algorithm / digest.hex[:2] / digest.hex
+        return self.root / digest.algorithm / digest.hex
 
     def size(self, digest: Digest) -> int | None:
         """The stored blob's size, or None when it is not stored."""

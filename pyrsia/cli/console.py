@@ -73,6 +73,32 @@ def transfer(label: str) -> Iterator[Callable[[int, int | None], None]]:
         yield advance
 
 
+@contextmanager
+def transfers(title: str) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """One bar per item plus a total line with the overall speed; yields `start(label, total)`."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        overall = progress.add_task(title, total=0)
+
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(f"  {label}", total=total)
+            progress.update(overall, total=(progress.tasks[overall].total or 0) + total)
+
+            def advance(count: int) -> None:
+                progress.update(task, advance=count)
+                progress.update(overall, advance=count)
+
+            return advance
+
+        yield start
+
+
 def key_values(title: str, rows: Iterable[tuple[str, object]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")

@@ -69,3 +69,71 @@ def artifact(
         console.as_json(result)
     else:
         console.line(f"{target}  sha256:{hasher.hexdigest()}")
+
+
+@pull_app.command(
+    "image",
+    epilog="Examples: pyrsia pull image alpine:3.18 --output alpine-oci;  "
+    "pyrsia pull image library/alpine:3.18 --format docker-archive -o alpine.tar --platform linux/arm64",
+)
+def image(
+    reference: str = typer.Argument(
+        ..., metavar="NAME[:TAG|@DIGEST]", help="Image to pull, e.g. alpine:3.18."
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Directory (oci) or file (docker-archive) to write [default: from the name].",
+    ),
+    output_format: str = typer.Option("oci", "--format", help="oci (an OCI image layout) or docker-archive."),
+    platform: str | None = typer.Option(
+        None, "--platform", help="OS/ARCH to pick from a multi-platform image (default: this machine's)."
+    ),
+    node: str = options.NODE,
+    json_output: bool = options.JSON,
+) -> None:
+    """Pull an image through the node into an OCI layout or a `docker load`-able archive."""
+    import shutil
+
+    from pyrsia.artifacts.image_export import Platform, pull_to_layout, write_docker_archive
+    from pyrsia.errors import NodeUnreachable, UpstreamUnavailable, UsageError
+    from pyrsia.registry.reference import parse_image_reference
+    from pyrsia.upstream.registry import RegistryClient
+
+    if output_format not in ("oci", "docker-archive"):
+        raise UsageError(f"--format must be oci or docker-archive, not {output_format!r}")
+    name, ref = parse_image_reference(reference)
+    short = name.removeprefix("library/")
+    label = f"{short}:{ref}" if ":" not in ref else f"{short}@{ref}"
+    default_name = short.replace("/", "-") + ("-" + ref if ":" not in ref else "")
+    chosen_platform = Platform.parse(platform) if platform else Platform.host()
+    client = RegistryClient(node, retries_max=1)
+    archive = output_format == "docker-archive"
+    target = output or Path(default_name + (".tar" if archive else ""))
+    layout = Path(tempfile.mkdtemp(prefix=".pyrsia-pull-", dir=target.parent)) if archive else target
+    try:
+        with console.transfers(f"pulling {label}") as start:
+            pulled = pull_to_layout(client, name, ref, layout, chosen_platform, start)
+        if archive:
+            write_docker_archive(pulled, label if ":" not in ref else f"{short}:latest", target)
+    except UpstreamUnavailable as exc:
+        raise NodeUnreachable(f"cannot pull {label} from the node at {node}: {exc.message}") from exc
+    finally:
+        client.close()
+        if archive:
+            shutil.rmtree(layout, ignore_errors=True)
+    result = {
+        "reference": label,
+        "output": str(target),
+        "format": output_format,
+        "manifest_digest": str(pulled.manifest_digest),
+        "config_digest": str(pulled.config_digest),
+        "layers": [str(d) for d in pulled.layer_digests],
+        "bytes": pulled.total_bytes,
+        "platform": str(pulled.platform) if pulled.platform else None,
+    }
+    if json_output:
+        console.as_json(result)
+    else:
+        console.line(f"{target}  {pulled.manifest_digest}")

@@ -82,6 +82,18 @@ def children(body: bytes) -> list[Descriptor]:
     return out
 
 
+def image_parts(body: bytes) -> list[Descriptor]:
+    """A platform manifest's config followed by its layers, in order."""
+    doc = _parse(body)
+    entries = [doc.get("config"), *(doc.get("layers") or [])]  # type: ignore[misc]
+    parts: list[Descriptor] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            raise ManifestInvalid("manifest config or layer lacks a digest")
+        parts.append(Descriptor(str(entry.get("mediaType", "")), entry["digest"], int(entry.get("size", 0))))
+    return parts
+
+
 def accepts(accept: Sequence[str], media_type: str) -> bool:
     """Whether an Accept list admits a media type (an empty list admits anything)."""
     if not accept:

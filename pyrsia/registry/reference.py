@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import NameInvalid, TagInvalid
 
 # distribution-spec: <name> = [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
@@ -30,3 +31,20 @@ def parse_tag(raw: str) -> str:
     if not _TAG.match(raw):
         raise TagInvalid("invalid tag", detail=raw[:200])
     return raw
+
+
+def parse_image_reference(text: str) -> tuple[str, str]:
+    """`NAME[:TAG|@DIGEST]` as docker writes it → (repository name, tag or digest).
+
+    A `docker.io/` prefix is dropped (pyrsia serves Docker Hub's namespace); the tag
+    defaults to `latest`.
+    """
+    text = text.removeprefix("docker.io/")
+    name, at, digest = text.partition("@")
+    if at:
+        return parse_name(name), str(Digest.parse(digest))
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return parse_name(name[:colon]), parse_tag(name[colon + 1 :])
+    return parse_name(name), "latest"

@@ -87,7 +87,9 @@ class RegistryClient:
 
         return self._http.with_retries(attempt)
 
-    def fetch_blob(self, name: str, digest: Digest, store: BlobStore) -> Path:
+    def fetch_blob(
+        self, name: str, digest: Digest, store: BlobStore, progress: Callable[[int], None] | None = None
+    ) -> Path:
         """Stream a blob into the store; it is published only if its digest matches."""
         url = f"{self.base_url}/v2/{name}/blobs/{digest}"
 
@@ -98,6 +100,8 @@ class RegistryClient:
                 self._http.check_status(response, url)
                 for chunk in self._http.iter_body(response, url):
                     writer.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 self._http.check_length(response, writer.size, url)
                 return writer.commit()
 
