@@ -14,6 +14,7 @@ import typer
 
 from pyrsia import __version__
 from pyrsia.cli import console
+from pyrsia.cli.bench import bench_app
 from pyrsia.cli.daemon import daemon
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
 app.add_typer(pull_app, name="pull")
+app.add_typer(bench_app, name="bench")
 
 
 def _show_version(value: bool) -> None:

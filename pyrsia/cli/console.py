@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -97,6 +97,25 @@ def transfers(title: str) -> Iterator[Callable[[str, int], Callable[[int], None]
             return advance
 
         yield start
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    view = Table(title=title, title_justify="left")
+    for column in columns:
+        view.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        view.add_row(*(_cell(v) for v in row))
+    out.print(view)
+
+
+@contextmanager
+def status_spinner(text: str) -> Iterator[None]:
+    """A spinner on stderr while something slow runs (nothing when not a terminal)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(text):
+        yield
 
 
 def key_values(title: str, rows: Iterable[tuple[str, object]]) -> None:
