@@ -8,6 +8,7 @@ Values are validated here; a bad value is a `ConfigError` naming its source.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pyrsia.durable import write_atomic
 from pyrsia.errors import ConfigError
 
 CONFIG_FILE = "pyrsia.toml"
@@ -132,6 +134,26 @@ def read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}")
     return {k: _coerce(k, v, str(path)) for k, v in parsed.items()}
+
+
+def dump_toml(values: Mapping[str, object]) -> str:
+    """TOML for flat settings (strings, ints, floats); JSON's string escapes are valid TOML."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in sorted(values.items()))
+
+
+def set_in_file(home: Path, key: str, raw: object) -> object:
+    """Validate one setting and write it to `<home>/pyrsia.toml`; returns the stored value.
+
+    The whole file is re-validated as a `Config` first, so a bad value never lands.
+    """
+    if key not in SETTINGS:
+        raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+    path = home / CONFIG_FILE
+    values = read_file(path)
+    values[key] = _coerce(key, raw, key)
+    Config(home=home, **values)
+    write_atomic(path, dump_toml(values).encode())
+    return values[key]
 
 
 def load(

@@ -6,8 +6,8 @@ Every failure that reaches a user is a `PyrsiaError`. Shells translate foreign e
 status code.
 
     PyrsiaError                      exit 1, HTTP 500
-    ├── UsageError                   exit 2 (bad flags, bad arguments)
-    ├── ConfigError                  exit 2 (bad pyrsia.toml / PYRSIA_* value)
+    ├── UsageError                   exit 2, HTTP 400 (bad flags, bad arguments)
+    ├── ConfigError                  exit 2, HTTP 400 (bad pyrsia.toml / PYRSIA_* value)
     ├── NodeUnreachable              exit 1 (client cannot reach a node)
     ├── ListenError                  exit 1 (a port cannot be bound)
     ├── Unauthorized                 HTTP 401 UNAUTHORIZED (admin token missing/wrong)
@@ -63,6 +63,7 @@ class UsageError(PyrsiaError):
 
 class ConfigError(PyrsiaError):
     exit_code = 2
+    http_status = 400
 
 
 class NodeUnreachable(PyrsiaError):

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from pyrsia.artifacts.digest import Digest
+from pyrsia.durable import fsync_dir
 from pyrsia.errors import DigestMismatch, StorageError
 
 
@@ -72,7 +73,7 @@ class BlobWriter:
             self._file.close()
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
@@ -149,11 +150,3 @@ class BlobStore:
                 leftover.unlink()
                 removed += 1
         return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

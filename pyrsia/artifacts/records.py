@@ -8,13 +8,11 @@ record directories may use it for their own structure.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from pyrsia.durable import write_atomic
 from pyrsia.errors import StorageError
 
 
@@ -35,22 +33,7 @@ class RecordStore:
         return doc
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
-        path = self.root / key
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-        except OSError as exc:
-            raise StorageError(f"cannot write record {path}: {exc.strerror}") from exc
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(json.dumps(doc, sort_keys=True).encode())
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StorageError(f"cannot write record {path}: {exc.strerror}") from exc
+        write_atomic(self.root / key, json.dumps(doc, sort_keys=True).encode())
 
     def keys(self, directory: str) -> list[str]:
         """Names of the records directly inside a directory, sorted."""

@@ -15,6 +15,7 @@ import typer
 from pyrsia import __version__
 from pyrsia.cli import console
 from pyrsia.cli.bench import bench_app
+from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
@@ -34,6 +35,7 @@ app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(
 app.command(epilog="Example: pyrsia status --json")(status)
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
+app.add_typer(config_app, name="config")
 
 
 def _show_version(value: bool) -> None:

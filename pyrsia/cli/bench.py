@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pyrsia.cli import console, options
+from pyrsia.cli import console, options, settings
 
 if TYPE_CHECKING:
     from pyrsia.cli.client import NodeClient
@@ -65,10 +65,11 @@ def _report(label: str, node: str, rows: dict[str, list[tuple[float, int]]], jso
 def bench_image(
     reference: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
     runs: int = RUNS,
-    node: str = options.NODE,
-    json_output: bool = options.JSON,
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
 ) -> None:
     """Pull an image from its upstream and through the node (cold, then warm) and compare."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.artifacts.image_export import Platform, pull_to_layout
     from pyrsia.cli.client import NodeClient
     from pyrsia.registry.reference import parse_image_reference
@@ -99,10 +100,11 @@ def bench_image(
 def bench_artifact(
     coordinates: str = typer.Argument(..., metavar="GROUP:ARTIFACT[:EXTENSION[:CLASSIFIER]]:VERSION"),
     runs: int = RUNS,
-    node: str = options.NODE,
-    json_output: bool = options.JSON,
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
 ) -> None:
     """Download a Maven artifact from its upstream and through the node (cold, then warm) and compare."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.artifacts.blobstore import BlobStore
     from pyrsia.cli.client import NodeClient
     from pyrsia.registry.maven_layout import Coordinates

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
+from pyrsia.cli import settings
 from pyrsia.config import default_home
-from pyrsia.errors import NodeUnreachable, PyrsiaError, Unauthorized
+from pyrsia.errors import NodeUnreachable, PyrsiaError, Unauthorized, UsageError
 from pyrsia.node.home import read_admin_token
 
 TIMEOUT_S = 30.0
@@ -22,8 +23,10 @@ CHUNK_BYTES = 1024 * 1024
 
 
 class NodeClient:
-    def __init__(self, node_url: str, *, admin_token: str | None = None, home: Path | None = None) -> None:
-        self.node_url = node_url.rstrip("/")
+    def __init__(
+        self, node_url: str | None, *, admin_token: str | None = None, home: Path | None = None
+    ) -> None:
+        self.node_url = settings.node_url(node_url).rstrip("/")
         self._token = admin_token or read_admin_token(home or default_home())
         self._http = httpx.Client(base_url=self.node_url, timeout=TIMEOUT_S)
 
@@ -33,6 +36,10 @@ class NodeClient:
             return response.json()
         except ValueError as exc:
             raise PyrsiaError(f"{self.node_url}{path} did not answer JSON; is this a pyrsia node?") from exc
+
+    def put_json(self, path: str, doc: object, *, admin: bool = False) -> Any:
+        response = self._request("PUT", path, admin=admin, body=json.dumps(doc).encode())
+        return response.json()
 
     def get_text(self, path: str) -> str:
         return self._get(path).text
@@ -52,13 +59,18 @@ class NodeClient:
             raise self._unreachable(exc) from exc
 
     def _get(self, path: str, *, admin: bool = False) -> httpx.Response:
+        return self._request("GET", path, admin=admin)
+
+    def _request(
+        self, method: str, path: str, *, admin: bool = False, body: bytes | None = None
+    ) -> httpx.Response:
         headers = {}
         if admin:
             if not self._token:
                 raise Unauthorized("no admin token: pass --home of the node or set PYRSIA_ADMIN_TOKEN")
             headers["Authorization"] = f"Bearer {self._token}"
         try:
-            response = self._http.get(path, headers=headers)
+            response = self._http.request(method, path, headers=headers, content=body)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if response.status_code != 200:
@@ -73,7 +85,9 @@ class NodeClient:
 
 
 def _failure(response: httpx.Response) -> PyrsiaError:
-    return PyrsiaError(f"node answered {response.status_code}: {_error_message(response)}")
+    """The node's own message; a 400 means the request was wrong, so it counts as a usage error."""
+    kind = UsageError if response.status_code == 400 else PyrsiaError
+    return kind(f"node answered {response.status_code}: {_error_message(response)}")
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -14,7 +14,13 @@ HOME = typer.Option(
     file_okay=False,
     show_default=False,
 )
-NODE = typer.Option(DEFAULT_NODE_URL, "--node", envvar=ENV_NODE, help="URL of the pyrsia node to talk to.")
+NODE = typer.Option(
+    None,
+    "--node",
+    envvar=ENV_NODE,
+    show_default=False,
+    help=f"URL of the pyrsia node to talk to (default: client setting `node`, else {DEFAULT_NODE_URL}).",
+)
 ADMIN_TOKEN = typer.Option(
     None,
     "--admin-token",
@@ -22,4 +28,9 @@ ADMIN_TOKEN = typer.Option(
     show_default=False,
     help="Admin token for calls that change a node (default: read from --home).",
 )
-JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+JSON = typer.Option(
+    None,
+    "--json/--table",
+    show_default=False,
+    help="Print JSON for scripts, or a table for people (default: client setting `output`, else table).",
+)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from pyrsia.cli import console, options
+from pyrsia.cli import console, options, settings
 
 pull_app = typer.Typer(
     help="Fetch artifacts through a pyrsia node, without docker or mvn.", no_args_is_help=True
@@ -27,10 +27,11 @@ def artifact(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Where to write the file (default: its Maven file name, here)."
     ),
-    node: str = options.NODE,
-    json_output: bool = options.JSON,
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
 ) -> None:
     """Download one Maven artifact through the node, checked against the node's sha256."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.cli.client import NodeClient
     from pyrsia.errors import DigestMismatch, StorageError
     from pyrsia.registry.maven_layout import Coordinates
@@ -90,10 +91,11 @@ def image(
     platform: str | None = typer.Option(
         None, "--platform", help="OS/ARCH to pick from a multi-platform image (default: this machine's)."
     ),
-    node: str = options.NODE,
-    json_output: bool = options.JSON,
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
 ) -> None:
     """Pull an image through the node into an OCI layout or a `docker load`-able archive."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
     import shutil
 
     from pyrsia.artifacts.image_export import Platform, pull_to_layout, write_docker_archive

@@ -6,22 +6,25 @@ from pathlib import Path
 
 import typer
 
-from pyrsia.cli import console, options
+from pyrsia.cli import console, options, settings
 
 
 def status(
-    node: str = options.NODE,
-    json_output: bool = options.JSON,
-    settings: bool = typer.Option(False, "--settings", help="Also show the node's settings (admin call)."),
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
+    show_settings: bool = typer.Option(
+        False, "--settings", help="Also show the node's settings (admin call)."
+    ),
     home: Path | None = options.HOME,
     admin_token: str | None = options.ADMIN_TOKEN,
 ) -> None:
     """Show a node's peer id, addresses, version, uptime and storage."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.cli.client import NodeClient
 
     client = NodeClient(node, admin_token=admin_token, home=home)
     doc = client.get_json("/api/v1/status")
-    if settings:
+    if show_settings:
         doc["settings"] = client.get_json("/api/v1/config", admin=True)
     if json_output:
         console.as_json(doc)
@@ -36,7 +39,7 @@ def status(
         ("docker upstream", doc["upstreams"]["docker"]),
         ("maven upstream", doc["upstreams"]["maven"]),
     ]
-    if settings:
+    if show_settings:
         rows.append(("settings", doc["settings"]))
     console.key_values(f"pyrsia node at {node}", rows)
 

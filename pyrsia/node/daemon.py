@@ -21,7 +21,7 @@ from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.tags import TagStore
-from pyrsia.config import Config
+from pyrsia.config import CONFIG_FILE, Config, set_in_file
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.registry.api import NodeApi
@@ -64,7 +64,7 @@ class Node:
         maven = MavenArtifacts(
             self.blobs, RecordStore(refs / "maven"), self._maven_upstream, config.maven_metadata_ttl_s
         )
-        api = NodeApi(self._status, self._settings, self._admin_token)
+        api = NodeApi(self, self._admin_token)
         self._server = HttpServer(
             NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
             config.http_host,
@@ -105,7 +105,7 @@ class Node:
         self._maven_upstream.close()
         self.blobs.remove_temp_files()
 
-    def _status(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         count, total = self.blobs.stats()
         info = self.info
         return {
@@ -119,8 +119,16 @@ class Node:
             "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }
 
-    def _settings(self) -> dict[str, object]:
+    def settings(self) -> dict[str, object]:
         return {
-            k: str(v) if not isinstance(v, int | float) else v
-            for k, v in dataclasses.asdict(self.config).items()
+            k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(self.config).items()
+        }
+
+    def set_setting(self, key: str, value: object) -> dict[str, object]:
+        stored = set_in_file(self.config.home, key, value)
+        return {
+            "key": key,
+            "value": stored,
+            "file": str(self.config.home / CONFIG_FILE),
+            "restart_required": True,
         }

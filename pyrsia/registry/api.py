@@ -1,43 +1,67 @@
 """The node's own HTTP API under `/api/v1/`, used by the `pyrsia` client commands.
 
-Reads are open to anyone who can reach the HTTP port (it binds 127.0.0.1 by default);
-calls that reveal or change node settings need `Authorization: Bearer <admin token>`,
-the token the node wrote to `<home>/admin.token` on first start.
+    GET  /api/v1/status     open: peer id, addresses, version, uptime, storage
+    GET  /api/v1/config     admin: the node's effective settings
+    PUT  /api/v1/config     admin: {"key": …, "value": …} → validated, written to
+                            <home>/pyrsia.toml; takes effect at the next start
+
+Admin calls need `Authorization: Bearer <token>`, the token the node wrote to
+`<home>/admin.token` on first start. The HTTP port binds 127.0.0.1 by default.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Protocol
 
-from pyrsia.errors import PathUnknown, Unauthorized, Unsupported
+from pyrsia.errors import PathUnknown, Unauthorized, Unsupported, UsageError
 from pyrsia.http.message import Request, Response, json_response
 
-StatusSource = Callable[[], Mapping[str, object]]
+
+class NodeControl(Protocol):
+    def status(self) -> Mapping[str, object]: ...
+
+    def settings(self) -> Mapping[str, object]: ...
+
+    def set_setting(self, key: str, value: object) -> Mapping[str, object]: ...
 
 
 class NodeApi:
-    def __init__(self, status: StatusSource, settings: StatusSource, admin_token: str) -> None:
-        self._status = status
-        self._settings = settings
+    def __init__(self, node: NodeControl, admin_token: str) -> None:
+        self._node = node
         self._admin_token = admin_token
 
     def handle(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise Unsupported(f"{request.method} is not supported on {request.path}")
-        match request.path.rstrip("/"):
-            case "/api/v1/status":
-                return _json(self._status())
-            case "/api/v1/config":
+        match (request.method, request.path.rstrip("/")):
+            case ("GET" | "HEAD", "/api/v1/status"):
+                return _json(self._node.status())
+            case ("GET" | "HEAD", "/api/v1/config"):
                 self._require_admin(request)
-                return _json(self._settings())
+                return _json(self._node.settings())
+            case ("PUT", "/api/v1/config"):
+                self._require_admin(request)
+                key, value = _setting_from(request.body)
+                return _json(self._node.set_setting(key, value))
+            case (_, "/api/v1/status" | "/api/v1/config"):
+                raise Unsupported(f"{request.method} is not supported on {request.path}")
         raise PathUnknown("no such API endpoint", detail=request.path[:300])
 
     def _require_admin(self, request: Request) -> None:
         scheme, _, token = (request.header("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._admin_token):
             raise Unauthorized("this call needs the node's admin token")
+
+
+def _setting_from(body: bytes) -> tuple[str, object]:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise UsageError('request body must be JSON: {"key": …, "value": …}') from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("key"), str) or "value" not in doc:
+        raise UsageError('request body must be JSON: {"key": …, "value": …}')
+    return doc["key"], doc["value"]
 
 
 def _json(doc: Mapping[str, object]) -> Response:
