@@ -1,0 +1,216 @@
+"""The CLI as a user meets it: exit codes, one-line errors, `--json` shapes.
+
+Every command runs as a subprocess of the installed entry point, exactly as typed in
+a shell; none of these may print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PYRSIA = [sys.executable, "-m", "pyrsia"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_client_settings(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands must not read the developer's own ~/.config/pyrsia/client.toml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    monkeypatch.delenv("PYRSIA_NODE", raising=False)
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PYRSIA, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_version() -> None:
+    from pyrsia import __version__
+
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.returncode == 0 and result.stdout.strip() == f"pyrsia {__version__}"
+
+
+def test_help_lists_commands_with_examples() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "daemon" in result.stdout and "status" in result.stdout
+    assert "Example: pyrsia status --json" in run("status", "--help").stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "No such command" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_status_without_a_node() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    assert_one_line_error(run("status", "--node", url), 1, "cannot reach the pyrsia node", url)
+    assert_one_line_error(run("status", env={"PYRSIA_NODE": url}), 1, url)
+
+
+@pytest.mark.parametrize(
+    ("env", "toml", "needle"),
+    [
+        ({"PYRSIA_HTTP_PORT": "eighty"}, "", "PYRSIA_HTTP_PORT"),
+        ({"PYRSIA_DOCKER_UPSTREAM": "ftp://nowhere"}, "", "docker_upstream must be an http"),
+        ({}, "http_port = 99999\n", "http_port must be between"),
+        ({}, "surprise = true\n", "unknown key 'surprise'"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(
+    tmp_path: Path, env: dict[str, str], toml: str, needle: str
+) -> None:
+    (tmp_path / "pyrsia.toml").write_text(toml)
+    result = run("daemon", "--home", str(tmp_path), env=env)
+    assert result.returncode == 2, result
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("daemon", "--home", str(tmp_path), "--http-port", str(port))
+    assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_first_start_creates_private_identity_and_token(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run("daemon", "--home", str(tmp_path), "--http-port", str(taken.getsockname()[1]))
+    for name in ("identity.key", "admin.token"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    assert len((tmp_path / "identity.key").read_bytes()) == 32
+
+
+@pytest.fixture(scope="module")
+def node_url_and_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real daemon; no upstream is needed for status and settings."""
+    home = tmp_path_factory.mktemp("node")
+    process = subprocess.Popen(
+        [
+            *PYRSIA,
+            "daemon",
+            "--home",
+            str(home),
+            "--http-port",
+            "0",
+            "--docker-upstream",
+            "http://127.0.0.1:9",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = None
+    for line in process.stdout:  # the daemon prints its ready line once it serves
+        if line.startswith("ready "):
+            url = line.split()[1]
+            break
+    assert url, "daemon exited before it was ready"
+    yield url, home
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    process.stdout.close()
+
+
+def test_status_json_shape(node_url_and_home: tuple[str, Path]) -> None:
+    url, _home = node_url_and_home
+    result = run("status", "--node", url, "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["peer_id"].startswith("12D3KooW") and doc["http_url"] == url
+    assert {"addresses", "version", "uptime_seconds", "blobs_stored", "blob_bytes"} <= set(doc)
+    table = run("status", "--node", url)
+    assert table.returncode == 0 and doc["peer_id"] in table.stdout
+
+
+def test_settings_need_the_admin_token(node_url_and_home: tuple[str, Path], tmp_path: Path) -> None:
+    url, home = node_url_and_home
+    ok = run("status", "--node", url, "--settings", "--home", str(home), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["settings"]["http_host"] == "127.0.0.1"
+    via_env = run(
+        "status",
+        "--node",
+        url,
+        "--settings",
+        "--json",
+        env={"PYRSIA_ADMIN_TOKEN": (home / "admin.token").read_text().strip()},
+    )
+    assert via_env.returncode == 0, via_env.stderr
+    wrong = run("status", "--node", url, "--settings", env={"PYRSIA_ADMIN_TOKEN": "wrong"})
+    assert_one_line_error(wrong, 1, "401", "admin token")
+    none = run("status", "--node", url, "--settings", "--home", str(tmp_path))
+    assert_one_line_error(none, 1, "no admin token")
+
+
+def test_client_settings_round_trip_and_validation() -> None:
+    assert run("config", "set", "output", "json").returncode == 0
+    shown = run("config", "show")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["output"] == "json"
+    assert run("config", "get", "output").stdout.strip() == "json"
+    assert_one_line_error(run("config", "set", "output", "yaml"), 2, "output must be one of")
+    assert_one_line_error(run("config", "set", "nonsense", "1"), 2, "unknown client setting")
+    assert_one_line_error(run("config", "set", "node", "ftp://x"), 2, "node must be an http")
+
+
+def test_client_setting_picks_the_node(node_url_and_home: tuple[str, Path]) -> None:
+    url, _home = node_url_and_home
+    assert run("config", "set", "node", url).returncode == 0
+    result = run("status", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["http_url"] == url
+
+
+def test_node_settings_are_validated_and_written(node_url_and_home: tuple[str, Path]) -> None:
+    url, home = node_url_and_home
+    admin = ("--node", url, "--home", str(home))
+    assert_one_line_error(run("config", "set", "http_port", "99999", *admin), 2, "http_port must be between")
+    assert not (home / "pyrsia.toml").exists()
+    assert run("config", "set", "log_level", "debug", *admin).returncode == 0
+    try:
+        assert 'log_level = "debug"' in (home / "pyrsia.toml").read_text()
+        assert run("config", "get", "http_host", *admin).stdout.strip() == "127.0.0.1"
+    finally:
+        (home / "pyrsia.toml").unlink()
+
+
+def test_pull_artifact_with_bad_coordinates_is_a_usage_error() -> None:
+    assert_one_line_error(run("pull", "artifact", "not-coordinates"), 2, "GROUP:ARTIFACT")
