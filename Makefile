@@ -28,7 +28,7 @@ test: tools install check binary
 check: lint typecheck
 
 lint:
-	$(BIN)/ruff check pyrsia tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/ruff format --check pyrsia
 
 typecheck:
