@@ -1,0 +1,1 @@
+"""Real processes and fixtures that several test layers drive: nodes, upstreams, images."""

@@ -1,0 +1,101 @@
+"""A real `pyrsia daemon` process on a free loopback port, as tests and benchmarks run it.
+
+The daemon prints `ready http://HOST:PORT` once it serves; that line, not a sleep, is
+the readiness signal. Output is kept in a file under the node's home so a failing test
+can show what the daemon said.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+PYRSIA = [sys.executable, "-m", "pyrsia"]
+READY_TIMEOUT_S = 30.0
+
+
+class NodeProcess:
+    """Starts `pyrsia daemon --home HOME` with extra flags; `url` once ready."""
+
+    def __init__(
+        self,
+        home: Path,
+        *flags: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.home = home
+        self.flags = list(flags)
+        self.command = command or self.default_command()
+        self.env = {**os.environ, **(env or {})}
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+        home.mkdir(parents=True, exist_ok=True)
+        self.log_path = home / "daemon.out"
+
+    @staticmethod
+    def default_command() -> list[str]:
+        return list(PYRSIA)
+
+    def start(self) -> NodeProcess:
+        argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *self.flags]
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.url = self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("ready "):
+                    return line.split()[1]
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"node did not become ready:\n{self.output()}")
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, the form registry clients take."""
+        return self.url.removeprefix("http://")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout_s)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        self.kill()

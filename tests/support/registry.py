@@ -1,0 +1,102 @@
+"""A real CNCF `docker-registry` (distribution) on a free loopback port.
+
+It is the upstream a node pulls through in end-to-end tests and benchmarks: storage in
+a directory of the test's, no auth, ready once `GET /v2/` answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+READY_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RegistryProcess:
+    """`docker-registry serve` with its config and storage under `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        binary: str = "docker-registry",
+        prefix: list[str] | None = None,
+    ) -> None:
+        self.root = root
+        self.prefix = prefix or []  # e.g. nsenter into a namespace
+        self.port = port or free_port()
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "config.yml"
+        self.log_path = root / "registry.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryProcess:
+        self.config_path.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self.prefix, self.binary, "serve", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self._answers():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"docker-registry did not start:\n{self.log_path.read_text()}")
+
+    def _answers(self) -> bool:
+        if self.prefix:  # our own sockets live outside the namespace; ask from inside it
+            probe = [*self.prefix, "curl", "-sf", "-o", "/dev/null", f"{self.url}/v2/"]
+            return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+        try:
+            return httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
