@@ -5,14 +5,23 @@ Layout (DESIGN §3): `<home>/blobs/<algorithm>/<first two hex>/<hex>`; writes go
 digest it was written under: stream to a temp file while hashing, fsync, compare,
 rename into place, fsync the directory. A crash at any point leaves either no blob or
 a whole verified one, plus a temp file that the next start removes.
+
+Bytes can still change after that (a failing disk, a hand edit). Before a blob is
+served, `checked()` compares the file's inode, size and ctime with the stamp taken
+when it was last verified; ctime moves on every write and cannot be set back from
+user space, so a changed file is hashed again and, if it no longer matches its
+digest, removed so the caller fetches it anew. The first serve after a start hashes
+each blob once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +30,17 @@ from typing import BinaryIO
 from pyrsia.artifacts.digest import Digest
 from pyrsia.durable import fsync_dir
 from pyrsia.errors import DigestMismatch, StorageError
+
+log = logging.getLogger("pyrsia.artifacts")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, ctime) — changes whenever the file's bytes may have changed."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_ctime_ns
 
 
 class BlobWriter:
@@ -77,6 +97,7 @@ class BlobWriter:
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
+        self._store.mark_verified(calculated)
         return final
 
     def abort(self) -> None:
@@ -102,6 +123,8 @@ class BlobStore:
         self.root = root
         self._fanout = fanout
         self.tmp_dir = tmp_dir or root / "tmp"
+        self._stamps: dict[Digest, tuple[int, int, int]] = {}
+        self._stamps_lock = threading.Lock()
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,6 +147,49 @@ class BlobStore:
             return self.path(digest).read_bytes()
         except FileNotFoundError:
             return None
+
+    def checked(self, digest: Digest) -> int | None:
+        """The blob's size if its bytes still hash to `digest`, else None (and it is gone)."""
+        path = self.path(digest)
+        stamp = _stamp(path)
+        if stamp is None:
+            return None
+        with self._stamps_lock:
+            if self._stamps.get(digest) == stamp:
+                return stamp[1]
+        hasher = hashlib.new(digest.algorithm)
+        try:
+            with path.open("rb") as file:
+                while chunk := file.read(1 << 20):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {digest}: {exc.strerror}") from exc
+        if hasher.hexdigest() != digest.hex:
+            log.warning("blob %s changed on disk since it was verified; removing it", digest)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        with self._stamps_lock:
+            self._stamps[digest] = stamp
+        return stamp[1]
+
+    def read_checked(self, digest: Digest) -> bytes | None:
+        """Small blobs (manifests): the bytes, hashed on every read."""
+        data = self.read(digest)
+        if data is None or hashlib.new(digest.algorithm, data).hexdigest() == digest.hex:
+            return data
+        log.warning("blob %s changed on disk since it was verified; removing it", digest)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+        return None
+
+    def mark_verified(self, digest: Digest) -> None:
+        stamp = _stamp(self.path(digest))
+        if stamp is not None:
+            with self._stamps_lock:
+                self._stamps[digest] = stamp
 
     def writer(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> BlobWriter:
         return BlobWriter(self, expected, source, also)

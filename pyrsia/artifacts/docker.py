@@ -59,10 +59,10 @@ class DockerArtifacts:
         return found
 
     def blob(self, name: str, digest: Digest) -> StoredBlob:
-        size = self._blobs.size(digest)
+        size = self._blobs.checked(digest)
         if size is None:
             self._flights.run(f"blob {digest}", lambda: self._fetch_blob(name, digest))
-            size = self._blobs.size(digest)
+            size = self._blobs.checked(digest)
             assert size is not None, "a committed blob is on disk"
         return StoredBlob(digest, self._blobs.path(digest), size)
 
@@ -86,12 +86,12 @@ class DockerArtifacts:
 
     def _manifest_by_tag(self, name: str, tag: str) -> StoredManifest:
         digest = self._tags.get(name, tag)
-        if digest is not None and (body := self._blobs.read(digest)) is not None:
+        if digest is not None and (body := self._blobs.read_checked(digest)) is not None:
             return StoredManifest(digest, manifest.media_type_of(body), body)
         return self._flights.run(f"tag {name}:{tag}", lambda: self._fetch_manifest(name, tag))
 
     def _manifest_by_digest(self, name: str, digest: Digest) -> StoredManifest:
-        body = self._blobs.read(digest)
+        body = self._blobs.read_checked(digest)
         if body is not None:
             return StoredManifest(digest, manifest.media_type_of(body), body)
         return self._flights.run(f"manifest {digest}", lambda: self._fetch_manifest(name, str(digest)))

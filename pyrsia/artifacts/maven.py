@@ -70,7 +70,7 @@ class MavenArtifacts:
         if record is None:
             return None
         digest = Digest("sha256", str(record["sha256"]))
-        size = self._blobs.size(digest)
+        size = self._blobs.checked(digest)
         if size is None:
             return None
         checksums = {k: str(record[k]) for k in ("sha1", "md5", "sha256", "sha512")}

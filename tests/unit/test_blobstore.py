@@ -57,3 +57,41 @@ def test_exception_inside_writer_aborts(tmp_path: Path) -> None:
         writer.write(b"a")
         raise RuntimeError("connection dropped")
     assert list(store.tmp_dir.iterdir()) == []
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_checked_blob_changed_on_disk_is_removed(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"layer bytes " * 1000
+    digest = Digest.of(data)
+    path = store.put(digest, data, source="test")
+    assert store.checked(digest) == len(data)
+    _flip_a_byte(path)
+    assert store.checked(digest) is None
+    assert not path.exists()
+
+
+def test_checked_rehashes_a_blob_it_has_not_verified(tmp_path: Path) -> None:
+    """A store opened anew (a restart) trusts nothing it did not hash itself."""
+    data = b"config"
+    digest = Digest.of(data)
+    path = BlobStore(tmp_path).put(digest, data, source="test")
+    _flip_a_byte(path)
+    reopened = BlobStore(tmp_path)
+    assert reopened.size(digest) == len(data)  # the file is there ...
+    assert reopened.checked(digest) is None  # ... but not served
+
+
+def test_read_checked_refuses_changed_manifest(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b'{"schemaVersion": 2}'
+    digest = Digest.of(data)
+    path = store.put(digest, data, source="test")
+    assert store.read_checked(digest) == data
+    _flip_a_byte(path)
+    assert store.read_checked(digest) is None and not path.exists()
