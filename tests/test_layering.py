@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "pyrsia"
 PURE_MODULES = [
     "errors.py",
     "artifacts/digest.py",
+    "artifacts/provenance.py",
     "http/message.py",
     "http/ranges.py",
     "p2p/identity.py",
