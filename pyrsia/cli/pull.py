@@ -99,13 +99,16 @@ def image(
     import shutil
 
     from pyrsia.artifacts.image_export import Platform, pull_to_layout, write_docker_archive
-    from pyrsia.errors import NodeUnreachable, UpstreamUnavailable, UsageError
+    from pyrsia.errors import NodeUnreachable, RegistryError, UpstreamUnavailable, UsageError
     from pyrsia.registry.reference import parse_image_reference
     from pyrsia.upstream.registry import RegistryClient
 
     if output_format not in ("oci", "docker-archive"):
         raise UsageError(f"--format must be oci or docker-archive, not {output_format!r}")
-    name, ref = parse_image_reference(reference)
+    try:
+        name, ref = parse_image_reference(reference)
+    except RegistryError as exc:  # typed by the user: a usage error, not a registry answer
+        raise UsageError(f"{reference!r} is not an image reference: {exc.message}") from exc
     short = name.removeprefix("library/")
     label = f"{short}:{ref}" if ":" not in ref else f"{short}@{ref}"
     default_name = short.replace("/", "-") + ("-" + ref if ":" not in ref else "")

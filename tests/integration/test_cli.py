@@ -214,3 +214,8 @@ def test_node_settings_are_validated_and_written(node_url_and_home: tuple[str, P
 
 def test_pull_artifact_with_bad_coordinates_is_a_usage_error() -> None:
     assert_one_line_error(run("pull", "artifact", "not-coordinates"), 2, "GROUP:ARTIFACT")
+
+
+def test_pull_image_with_a_bad_name_is_a_usage_error() -> None:
+    result = run("pull", "image", "Bad/NAME:1", "--node", "http://127.0.0.1:9")
+    assert_one_line_error(result, 2, "'Bad/NAME:1' is not an image reference")
