@@ -34,7 +34,12 @@ status code.
     ├── UpstreamError                502 (an upstream registry failed us)
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
     │   └── DigestMismatch           502 (bytes do not hash to what was asked)
-    └── StorageError                 500 (the local disk failed us)
+    ├── StorageError                 500 (the local disk failed us)
+    └── TranslogError                500 (the transparency log)
+        ├── ChainBroken              500 (a block does not verify; names its height)
+        ├── TxInvalid                400 (a transaction is malformed or its signature fails)
+        ├── ProofInvalid             500 (a Merkle proof or checkpoint does not verify)
+        └── EntryUnknown             404 (no such block or logged digest)
 """
 
 from __future__ import annotations
@@ -208,3 +213,38 @@ class DigestMismatch(UpstreamError):
 
 class StorageError(PyrsiaError):
     code = "STORAGE_ERROR"
+
+
+class TranslogError(PyrsiaError):
+    code = "TRANSLOG_ERROR"
+
+
+class ChainBroken(TranslogError):
+    code = "CHAIN_BROKEN"
+
+    def __init__(self, height: int, reason: str) -> None:
+        super().__init__(
+            f"transparency log is broken at height {height}: {reason}", detail={"height": height}
+        )
+        self.height = height
+        self.reason = reason
+
+
+class TxInvalid(TranslogError):
+    http_status = 400
+    code = "TX_INVALID"
+
+
+class ProofInvalid(TranslogError):
+    code = "PROOF_INVALID"
+
+    def __init__(self, what: str, *, expected: str = "", calculated: str = "") -> None:
+        detail = {"expected": expected, "calculated": calculated} if expected or calculated else None
+        super().__init__(f"{what} does not verify", detail=detail)
+        self.expected = expected
+        self.calculated = calculated
+
+
+class EntryUnknown(TranslogError):
+    http_status = 404
+    code = "NOT_FOUND"

@@ -1,4 +1,11 @@
-"""Maven artifacts: which blob a repository path is, pulled through and verified.
+"""Maven artifacts: which blob a repository path is, pulled through, verified, vouched for.
+
+A file is served only while the transparency log's newest record for its path names
+the sha256 the node holds. The first request for a path fetches it from the upstream
+(checked against the checksum the upstream publishes), commits an `AddArtifact` for
+it, and only then serves it. A POM's developers and dependencies become the record's
+author and dependencies; the other files of that version take them from the POM's
+record. Checksum sidecars are not logged: they are computed from vouched bytes.
 
 Each file a node holds has a record at `<home>/refs/maven/<path>@` with its sha256
 (the blob), size, every checksum Maven may ask for, and when it was fetched. (The `@`
@@ -19,8 +26,10 @@ from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.digest import Digest
+from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
+from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
 from pyrsia.errors import UpstreamError
 from pyrsia.registry.maven_layout import MavenPath
 from pyrsia.upstream.maven import MavenClient
@@ -42,12 +51,14 @@ class MavenArtifacts:
         self,
         blobs: BlobStore,
         records: RecordStore,
+        translog: ArtifactLog,
         upstream: MavenClient,
         metadata_ttl_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._blobs = blobs
         self._records = records
+        self._translog = translog
         self._upstream = upstream
         self._metadata_ttl_s = metadata_ttl_s
         self._clock = clock
@@ -59,28 +70,51 @@ class MavenArtifacts:
             if not target.is_metadata or self._clock() - held.fetched_at < self._metadata_ttl_s:
                 return held
             try:
-                return self._fetch(target.path)
+                return self._fetch(target)
             except UpstreamError as exc:
                 log.warning("serving stale %s: %s", target.path, exc.message)
                 return MavenFile(held.blob, held.size, held.checksums, held.fetched_at, stale=True)
-        return self._fetch(target.path)
+        return self._fetch(target)
 
     def _held(self, path: str) -> MavenFile | None:
+        """The file, if held, intact, and what the log's newest record for the path names."""
         record = self._records.get(path + "@")
         if record is None:
             return None
+        vouched = self._translog.committed(MAVEN, served_path(path))
         digest = Digest("sha256", str(record["sha256"]))
+        if vouched is None or vouched.digest != str(digest):
+            return None
         size = self._blobs.checked(digest)
         if size is None:
             return None
         checksums = {k: str(record[k]) for k in ("sha1", "md5", "sha256", "sha512")}
         return MavenFile(self._blobs.path(digest), size, checksums, float(record["fetched_at"]))
 
-    def _fetch(self, path: str) -> MavenFile:
-        return self._flights.run(f"maven {path}", lambda: self._download(path))
+    def _fetch(self, target: MavenPath) -> MavenFile:
+        return self._flights.run(f"maven {target.path}", lambda: self._download(target))
 
-    def _download(self, path: str) -> MavenFile:
+    def _download(self, target: MavenPath) -> MavenFile:
+        path = target.path
         fetched = self._upstream.fetch(path, self._blobs)
+        vouched = self._translog.committed(MAVEN, served_path(path))
+        if vouched is None or vouched.digest != str(fetched.digest):  # new, or metadata that changed
+            who = self._provenance(target, fetched.digest)
+            self._translog.publish(
+                [
+                    NewArtifact(
+                        package_type=MAVEN,
+                        package_id=package_id(target),
+                        path=served_path(path),
+                        digest=str(fetched.digest),
+                        size=fetched.size,
+                        media_type=target.content_type,
+                        source=f"{self._upstream.base_url}/{path}",
+                        author=who.author,
+                        dependencies=who.dependencies,
+                    )
+                ]
+            )
         now = self._clock()
         record: dict[str, object] = {
             **fetched.checksums,
@@ -92,3 +126,23 @@ class MavenArtifacts:
         checked = fetched.verified_with or "nothing published"
         log.info("pulled %s from upstream (checked with %s)", path, checked)
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now)
+
+    def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
+        if target.path.endswith(".pom"):
+            return of_pom(self._blobs.read(digest) or b"", target.group)
+        if target.artifact and target.version:
+            pom = f"{target.path.rsplit('/', 1)[0]}/{target.artifact}-{target.version}.pom"
+            if (vouched := self._translog.committed(MAVEN, served_path(pom))) is not None:
+                return Provenance(author=vouched.author, dependencies=vouched.dependencies)
+        return Provenance(author=target.group)
+
+
+def served_path(path: str) -> str:
+    return f"/maven2/{path}"
+
+
+def package_id(target: MavenPath) -> str:
+    """`group:artifact:version` for a file of a version; the directory, dotted, for metadata."""
+    if target.artifact and target.version:
+        return f"{target.group}:{target.artifact}:{target.version}"
+    return target.group

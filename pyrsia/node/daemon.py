@@ -1,7 +1,8 @@
 """Wires a node together from its `Config` and runs it until told to stop.
 
 Start order: home directory and secrets, blob store (leftover temp files from a crash
-are removed), upstream client, artifact service, HTTP server. Stop order is the
+are removed), upstream clients, transparency log (chain verified, index brought up to
+date), artifact services, HTTP server. Stop order is the
 reverse: the HTTP server drains in-flight responses first, then the upstream client
 closes and unfinished temp files are removed. Output is the CLI's job: `Node` only
 reports what it is (`NodeInfo`), it never prints.
@@ -20,7 +21,7 @@ from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.records import RecordStore
-from pyrsia.artifacts.tags import TagStore
+from pyrsia.artifacts.vouch import LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
@@ -28,6 +29,7 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
+from pyrsia.translog.ledger import Ledger
 from pyrsia.upstream.maven import MavenClient
 from pyrsia.upstream.registry import RegistryClient
 
@@ -59,12 +61,18 @@ class Node:
         self._maven_upstream = MavenClient(
             config.maven_upstream, timeout_s=timeout_s, retries_max=retries_max
         )
-        refs = config.home / "refs"
-        docker = DockerArtifacts(self.blobs, TagStore(refs / "docker"), self._docker_upstream)
+        # Opening verifies the chain; a broken one stops the node here with ChainBroken.
+        self.ledger = Ledger.open(config.home / "translog", self.identity.signing_key)
+        vouched = LedgerArtifactLog(self.ledger)
+        docker = DockerArtifacts(self.blobs, vouched, self._docker_upstream)
         maven = MavenArtifacts(
-            self.blobs, RecordStore(refs / "maven"), self._maven_upstream, config.maven_metadata_ttl_s
+            self.blobs,
+            RecordStore(config.home / "refs" / "maven"),
+            vouched,
+            self._maven_upstream,
+            config.maven_metadata_ttl_s,
         )
-        api = NodeApi(self, self._admin_token)
+        api = NodeApi(self, self._admin_token, self.ledger)
         self._server = HttpServer(
             NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
             config.http_host,
@@ -103,6 +111,7 @@ class Node:
         self._server.shutdown(SHUTDOWN_GRACE_S)
         self._docker_upstream.close()
         self._maven_upstream.close()
+        self.ledger.close()
         self.blobs.remove_temp_files()
 
     def status(self) -> dict[str, object]:
@@ -116,6 +125,11 @@ class Node:
             "uptime_seconds": round(time.monotonic() - self._started, 3),
             "blobs_stored": count,
             "blob_bytes": total,
+            "translog": {
+                "height": self.ledger.height,
+                "size": self.ledger.size,
+                "origin": self.ledger.origin,
+            },
             "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }
 

@@ -28,6 +28,26 @@ def base58btc(data: bytes) -> str:
     return "1" * leading_zeros + "".join(reversed(out))
 
 
+def base58btc_decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        index = _B58_ALPHABET.find(char)
+        if index < 0:
+            raise ValueError(f"not base58btc: {char!r}")
+        number = number * 58 + index
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+
+
+def public_key_of(peer_id: str) -> bytes:
+    """The Ed25519 key an identity-multihash peer id embeds; ValueError for any other."""
+    raw = base58btc_decode(peer_id)
+    prefix = bytes([_IDENTITY_MULTIHASH, len(_PUBLIC_KEY_PROTO_PREFIX) + 32]) + _PUBLIC_KEY_PROTO_PREFIX
+    if len(raw) != len(prefix) + 32 or not raw.startswith(prefix):
+        raise ValueError(f"{peer_id[:60]!r} is not an Ed25519 peer id")
+    return raw[len(prefix) :]
+
+
 def peer_id_of(public_key: bytes) -> str:
     proto = _PUBLIC_KEY_PROTO_PREFIX + public_key
     return base58btc(bytes([_IDENTITY_MULTIHASH, len(proto)]) + proto)

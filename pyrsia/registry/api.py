@@ -4,6 +4,7 @@
     GET  /api/v1/config     admin: the node's effective settings
     PUT  /api/v1/config     admin: {"key": …, "value": …} → validated, written to
                             <home>/pyrsia.toml; takes effect at the next start
+    GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
 
 Admin calls need `Authorization: Bearer <token>`, the token the node wrote to
 `<home>/admin.token` on first start. The HTTP port binds 127.0.0.1 by default.
@@ -18,6 +19,9 @@ from typing import Protocol
 
 from pyrsia.errors import PathUnknown, Unauthorized, Unsupported, UsageError
 from pyrsia.http.message import Request, Response, json_response
+from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
+from pyrsia.registry.translog_api import TranslogApi
+from pyrsia.translog.ledger import Ledger
 
 
 class NodeControl(Protocol):
@@ -29,11 +33,16 @@ class NodeControl(Protocol):
 
 
 class NodeApi:
-    def __init__(self, node: NodeControl, admin_token: str) -> None:
+    def __init__(self, node: NodeControl, admin_token: str, ledger: Ledger) -> None:
         self._node = node
         self._admin_token = admin_token
+        self._translog = TranslogApi(ledger)
 
     def handle(self, request: Request) -> Response:
+        if request.path == LOG_PREFIX or request.path.startswith(LOG_PREFIX + "/"):
+            if request.method not in ("GET", "HEAD"):
+                raise Unsupported(f"{request.method} is not supported on {request.path}")
+            return self._translog.handle(request)
         match (request.method, request.path.rstrip("/")):
             case ("GET" | "HEAD", "/api/v1/status"):
                 return _json(self._node.status())

@@ -1,0 +1,156 @@
+"""What the transparency log vouches for, as the artifact services need it.
+
+The services ask three things of the log: which digest a served path is (`committed`),
+whether a digest is vouched for at all (`vouches`), and to publish new files
+(`publish`, which returns only once they are committed). `ArtifactLog` is that seam;
+the node plugs the translog ledger in (`LedgerArtifactLog`), unit tests an in-memory
+twin (`MemoryArtifactLog`).
+
+Paths are the URL paths the node serves them under, so a record reads like the
+request that fetches it: `/v2/library/alpine/manifests/3.18`,
+`/v2/library/alpine/blobs/sha256:…`, `/maven2/com/example/hello/1.0/hello-1.0.jar`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import AddArtifact
+
+DOCKER = "docker"
+MAVEN = "maven"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewArtifact:
+    """One file to publish: the AddArtifact payload less what the log fills in."""
+
+    package_type: str
+    package_id: str
+    path: str
+    digest: str
+    size: int
+    media_type: str
+    source: str
+    author: str
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vouched:
+    """A committed AddArtifact, as far as serving needs it."""
+
+    package_id: str
+    path: str
+    digest: str
+    size: int
+    media_type: str
+    author: str
+    dependencies: tuple[str, ...] = ()
+    height: int = 0
+
+
+class ArtifactLog(Protocol):
+    def committed(self, package_type: str, path: str) -> Vouched | None:
+        """The newest committed record for a served path."""
+        ...
+
+    def vouches(self, package_type: str, digest: str) -> bool: ...
+
+    def package_ids(self, package_type: str, prefix: str) -> list[str]: ...
+
+    def publish(self, artifacts: list[NewArtifact]) -> None:
+        """Commits the files (one transaction each) or raises; durable on return."""
+        ...
+
+
+@dataclass
+class MemoryArtifactLog:
+    """In-memory twin of the ledger for unit tests: commits at once, in order."""
+
+    records: list[tuple[str, Vouched]] = field(default_factory=list)
+    blocks: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def committed(self, package_type: str, path: str) -> Vouched | None:
+        with self._lock:
+            found = [v for t, v in self.records if t == package_type and v.path == path]
+        return found[-1] if found else None
+
+    def vouches(self, package_type: str, digest: str) -> bool:
+        with self._lock:
+            return any(t == package_type and v.digest == digest for t, v in self.records)
+
+    def package_ids(self, package_type: str, prefix: str) -> list[str]:
+        with self._lock:
+            ids = {v.package_id for t, v in self.records if t == package_type}
+        return sorted(i for i in ids if i.startswith(prefix))
+
+    def publish(self, artifacts: list[NewArtifact]) -> None:
+        with self._lock:
+            self.blocks += 1
+            for a in artifacts:
+                vouched = Vouched(
+                    package_id=a.package_id,
+                    path=a.path,
+                    digest=a.digest,
+                    size=a.size,
+                    media_type=a.media_type,
+                    author=a.author,
+                    dependencies=a.dependencies,
+                    height=self.blocks,
+                )
+                self.records.append((a.package_type, vouched))
+
+
+class LedgerArtifactLog:
+    """The translog ledger as the artifact services see it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def committed(self, package_type: str, path: str) -> Vouched | None:
+        record = self._ledger.latest(package_type, path)
+        if record is None:
+            return None
+        return Vouched(
+            package_id=record.package_id,
+            path=record.path,
+            digest=record.digest,
+            size=record.size,
+            media_type=record.media_type,
+            author=record.author,
+            dependencies=record.dependencies,
+            height=record.height,
+        )
+
+    def vouches(self, package_type: str, digest: str) -> bool:
+        return self._ledger.has_digest(package_type, digest)
+
+    def package_ids(self, package_type: str, prefix: str) -> list[str]:
+        return self._ledger.package_ids(package_type, prefix)
+
+    def publish(self, artifacts: list[NewArtifact]) -> None:
+        # chunk_size/chunk_root stay empty until the multi-source exchange defines chunking;
+        # until then peers verify whole digests.
+        self._ledger.publish(
+            [
+                AddArtifact(
+                    package_type=a.package_type,
+                    package_id=a.package_id,
+                    path=a.path,
+                    digest=a.digest,
+                    size=a.size,
+                    chunk_size=0,
+                    chunk_root=b"",
+                    media_type=a.media_type,
+                    source=a.source,
+                    author=a.author,
+                    dependencies=a.dependencies,
+                )
+                for a in artifacts
+            ]
+        )

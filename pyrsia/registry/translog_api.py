@@ -1,0 +1,122 @@
+"""Read-only HTTP view of the transparency log under `/api/v1/log`.
+
+    GET /api/v1/log                     height, size, origin, authorities
+    GET /api/v1/log/search?author=&package=&depends_on=&digest=&type=&since=&limit=
+    GET /api/v1/log/blocks/<height>     one block, `latest` for the tip
+    GET /api/v1/log/checkpoint          the C2SP signed note of the current tree head
+    GET /api/v1/log/proof/<digest>      inclusion proof of the newest record of a digest
+
+Bytes (hashes, signatures) are lowercase hex in JSON. The CLI renders these shapes;
+scripts get them unchanged with `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyrsia.errors import PathUnknown, UsageError
+from pyrsia.http.message import Request, Response, json_response
+from pyrsia.translog.block import Block
+from pyrsia.translog.index import Query
+from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import PACKAGE_TYPES
+
+PREFIX = "/api/v1/log"
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    header = block.header
+    first = header.log_size - len(block.transactions)
+    return {
+        "height": header.height,
+        "hash": header.hash.hex(),
+        "prev_hash": header.prev_hash.hex(),
+        "tx_root": header.tx_root.hex(),
+        "log_size": header.log_size,
+        "log_root": header.log_root.hex(),
+        "time": header.time,
+        "proposer": header.proposer,
+        "authorities_hash": header.authorities_hash.hex(),
+        "transactions": [
+            {
+                "leaf": first + i,
+                "id": tx.id.hex(),
+                "type": tx.type,
+                "submitter": tx.submitter,
+                "time": tx.time,
+                "payload": {
+                    k: v.hex() if isinstance(v, bytes) else v for k, v in tx.payload.to_map().items()
+                },
+            }
+            for i, tx in enumerate(block.transactions)
+        ],
+        "certificate": [s.signer for s in block.certificate],
+    }
+
+
+def query_from(params: dict[str, str]) -> Query:
+    kind = params.get("type") or None
+    if kind is not None and kind not in PACKAGE_TYPES:
+        raise UsageError(f"type must be one of {', '.join(PACKAGE_TYPES)}")
+    try:
+        since = int(params["since"]) if params.get("since") else None
+        limit = int(params.get("limit") or 100)
+    except ValueError as exc:
+        raise UsageError("since and limit must be integers") from exc
+    return Query(
+        author=params.get("author") or None,
+        package=params.get("package") or None,
+        depends_on=params.get("depends_on") or None,
+        digest=params.get("digest") or None,
+        package_type=kind,
+        since=since,
+        limit=limit,
+    )
+
+
+class TranslogApi:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def handle(self, request: Request) -> Response:
+        rest = request.path[len(PREFIX) :].strip("/")
+        ledger = self._ledger
+        if rest == "":
+            return _json(
+                {
+                    "height": ledger.height,
+                    "size": ledger.size,
+                    "origin": ledger.origin,
+                    "authorities": sorted(ledger.authorities),
+                }
+            )
+        if rest == "search":
+            records = ledger.search(query_from(dict(request.query)))
+            return _json({"count": len(records), "results": [r.to_json() for r in records]})
+        if rest == "checkpoint":
+            return Response(
+                headers=(("Content-Type", "text/plain; charset=utf-8"),), body=ledger.checkpoint().encode()
+            )
+        kind, _, arg = rest.partition("/")
+        if kind == "blocks" and arg:
+            if arg != "latest" and not arg.isdigit():
+                raise UsageError("block height must be a number or 'latest'")
+            return _json(block_json(ledger.block(ledger.height if arg == "latest" else int(arg))))
+        if kind == "proof" and arg:
+            proof = ledger.proof(arg)
+            return _json(
+                {
+                    "record": proof.record.to_json(),
+                    "leaf_index": proof.leaf_index,
+                    "tree_size": proof.tree_size,
+                    "leaf_hash": proof.leaf_hash.hex(),
+                    "hashes": [h.hex() for h in proof.hashes],
+                    "checkpoint": proof.checkpoint,
+                }
+            )
+        raise PathUnknown("no such log endpoint", detail=request.path[:300])
+
+
+def _json(doc: dict[str, Any]) -> Response:
+    return json_response(200, json.dumps(doc, sort_keys=True).encode())
