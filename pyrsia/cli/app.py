@@ -17,6 +17,7 @@ from pyrsia.cli import console
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
+from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
@@ -36,6 +37,8 @@ app.command(epilog="Example: pyrsia status --json")(status)
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
+app.add_typer(log_app, name="log")
+app.add_typer(inspect_app, name="inspect-log")
 
 
 def _show_version(value: bool) -> None:

@@ -12,6 +12,7 @@ Both use range scans on indexes, never `LIKE '%…'`, to stay fast at millions o
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pyrsia.errors import StorageError
 from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
 
+log = logging.getLogger("pyrsia.translog")
 SCHEMA_VERSION = "1"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
@@ -84,7 +86,12 @@ class Query:
 class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = self._connect()
+        try:
+            self._db = self._connect()
+        except StorageError as exc:  # unreadable: it is only a cache of the blocks
+            log.warning("rebuilding the log index: %s", exc.message)
+            self._remove_files()
+            self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -103,9 +110,12 @@ class Index:
         """Start over from an empty file (missing, corrupt or disagreeing index)."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+        self._remove_files()
+        self._db = self._connect()
+
+    def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        self._db = self._connect()
 
     def tip(self) -> tuple[int, bytes] | None:
         """(height, block hash) of the last block indexed; None when empty or unreadable."""

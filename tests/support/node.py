@@ -35,6 +35,7 @@ class NodeProcess:
         self.env = {**os.environ, **(env or {})}
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / "daemon.out"
 
@@ -44,6 +45,8 @@ class NodeProcess:
 
     def start(self) -> NodeProcess:
         argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *self.flags]
+        # A restarted node appends to the same file; only this run's ready line counts.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         self.url = self._wait_ready()
@@ -53,7 +56,10 @@ class NodeProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         assert self.process is not None
         while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                lines = log.read().decode(errors="replace").splitlines()
+            for line in lines:
                 if line.startswith("ready "):
                     return line.split()[1]
             if self.process.poll() is not None:
