@@ -52,6 +52,38 @@ class Vouched:
     dependencies: tuple[str, ...] = ()
     height: int = 0
 
+    @classmethod
+    def of(cls, found: _Described, height: int) -> Vouched:
+        return cls(
+            package_id=found.package_id,
+            path=found.path,
+            digest=found.digest,
+            size=found.size,
+            media_type=found.media_type,
+            author=found.author,
+            dependencies=found.dependencies,
+            height=height,
+        )
+
+
+class _Described(Protocol):
+    """What a new artifact and a log record have in common."""
+
+    @property
+    def package_id(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def dependencies(self) -> tuple[str, ...]: ...
+
 
 class ArtifactLog(Protocol):
     def committed(self, package_type: str, path: str) -> Vouched | None:
@@ -92,18 +124,7 @@ class MemoryArtifactLog:
     def publish(self, artifacts: list[NewArtifact]) -> None:
         with self._lock:
             self.blocks += 1
-            for a in artifacts:
-                vouched = Vouched(
-                    package_id=a.package_id,
-                    path=a.path,
-                    digest=a.digest,
-                    size=a.size,
-                    media_type=a.media_type,
-                    author=a.author,
-                    dependencies=a.dependencies,
-                    height=self.blocks,
-                )
-                self.records.append((a.package_type, vouched))
+            self.records += [(a.package_type, Vouched.of(a, self.blocks)) for a in artifacts]
 
 
 class LedgerArtifactLog:
@@ -114,18 +135,7 @@ class LedgerArtifactLog:
 
     def committed(self, package_type: str, path: str) -> Vouched | None:
         record = self._ledger.latest(package_type, path)
-        if record is None:
-            return None
-        return Vouched(
-            package_id=record.package_id,
-            path=record.path,
-            digest=record.digest,
-            size=record.size,
-            media_type=record.media_type,
-            author=record.author,
-            dependencies=record.dependencies,
-            height=record.height,
-        )
+        return None if record is None else Vouched.of(record, record.height)
 
     def vouches(self, package_type: str, digest: str) -> bool:
         return self._ledger.has_digest(package_type, digest)

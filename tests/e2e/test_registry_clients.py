@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -79,16 +79,23 @@ def skopeo_pull_all(node: NodeProcess, into: Path) -> None:
             assert inspected["Digest"] == image.top
 
 
-def test_skopeo_copies_and_inspects_then_node_serves_alone(seeded_storage: Path, tmp_path: Path) -> None:
+def pull_then_pull_with_upstream_gone(
+    seeded_storage: Path, tmp_path: Path, pull_all: Callable[[NodeProcess, Path], None]
+) -> None:
+    """`pull_all` into a fresh client store twice: from a node with its upstream, then without."""
     registry = RegistryProcess(seeded_storage).start()
     try:
         with NodeProcess(tmp_path / "node", "--docker-upstream", registry.url) as node:
-            skopeo_pull_all(node, tmp_path / "first")
+            pull_all(node, tmp_path / "first")
             registry.stop()
             assert_upstream_down(registry)
-            skopeo_pull_all(node, tmp_path / "second")
+            pull_all(node, tmp_path / "second")
     finally:
         registry.stop()
+
+
+def test_skopeo_copies_and_inspects_then_node_serves_alone(seeded_storage: Path, tmp_path: Path) -> None:
+    pull_then_pull_with_upstream_gone(seeded_storage, tmp_path, skopeo_pull_all)
 
 
 # --- podman -------------------------------------------------------------------------
@@ -130,15 +137,7 @@ def podman_pull_all(node: NodeProcess, root: Path) -> None:
 
 
 def test_podman_pulls_then_node_serves_alone(seeded_storage: Path, tmp_path: Path) -> None:
-    registry = RegistryProcess(seeded_storage).start()
-    try:
-        with NodeProcess(tmp_path / "node", "--docker-upstream", registry.url) as node:
-            podman_pull_all(node, tmp_path / "podman-first")
-            registry.stop()
-            assert_upstream_down(registry)
-            podman_pull_all(node, tmp_path / "podman-second")
-    finally:
-        registry.stop()
+    pull_then_pull_with_upstream_gone(seeded_storage, tmp_path, podman_pull_all)
 
 
 # --- docker -------------------------------------------------------------------------
