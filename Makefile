@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: node install tools test check lint typecheck pytest binary smoke-binary clean
+.PHONY: node install tools test check lint typecheck check-completions completions binary deb clean
 
 ## node: install pyrsia into .venv and start a node on http://127.0.0.1:7888 (Ctrl-C stops it)
 node: install
@@ -25,7 +25,7 @@ tools:
 test: tools install check binary
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-check: lint typecheck
+check: lint typecheck check-completions
 
 lint:
 	$(BIN)/ruff check .
@@ -40,6 +40,19 @@ binary: install
 	  --distpath dist --workpath build/pyinstaller --specpath build \
 	  --paths $(CURDIR) --hidden-import _cffi_backend --collect-submodules shellingham \
 	  $(CURDIR)/packaging/pyinstaller/pyrsia_main.py
+
+## completions: regenerate completions/ (bash, zsh, fish) from the CLI
+completions: install
+	$(BIN)/python packaging/generate_completions.py completions
+
+check-completions: install
+	@tmp=$$(mktemp -d) && $(BIN)/python packaging/generate_completions.py $$tmp \
+	  && diff -r completions $$tmp >/dev/null \
+	  || { rm -rf $$tmp; echo "completions/ is stale: run make completions"; exit 1; }; rm -rf $$tmp
+
+## deb: the Debian package dist/pyrsia_VERSION_ARCH.deb (binary, systemd unit, completions, man page)
+deb: binary
+	packaging/debian/build-deb.sh $$($(BIN)/python -c 'import pyrsia; print(pyrsia.__version__)')
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+complete --command pyrsia --no-files --arguments "(env _PYRSIA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) pyrsia)" --condition "env _PYRSIA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) pyrsia"

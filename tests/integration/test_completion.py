@@ -1,0 +1,52 @@
+"""Bash completion, driven for real: bash-completion loaded, our script sourced,
+COMP_* set as bash sets them on TAB, the completion function called."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BASH_COMPLETION = "/usr/share/bash-completion/bash_completion"
+
+
+def complete(line: str) -> list[str]:
+    words = line.split(" ")
+    script = f"""
+source {BASH_COMPLETION}
+source {ROOT / "completions" / "pyrsia.bash"}
+complete -p pyrsia
+COMP_LINE={line!r}
+COMP_POINT=${{#COMP_LINE}}
+COMP_WORDS=({" ".join(repr(w) for w in words)})
+COMP_CWORD={len(words) - 1}
+_pyrsia_completion pyrsia
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "complete -o default -F _pyrsia_completion pyrsia"
+    return [line.split(":")[0] for line in lines[1:] if line]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("pyrsia pu", {"pull"}),
+        ("pyrsia pull ", {"image", "artifact"}),
+        ("pyrsia log ", {"search", "show", "verify", "proof"}),
+        ("pyrsia log search --au", {"--author"}),
+    ],
+)
+def test_bash_completes_commands_and_options(line: str, expected: set[str]) -> None:
+    assert expected <= set(complete(line))
+
+
+def test_nothing_unrelated_is_offered() -> None:
+    assert set(complete("pyrsia pu")) == {"pull"}
