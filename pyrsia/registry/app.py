@@ -34,9 +34,9 @@ class NodeApp:
         raise PathUnknown("no such endpoint", detail=path[:300])
 
     def render_error(self, request: Request | None, error: PyrsiaError) -> Response:
-        entry: dict[str, object] = {"code": error.code, "message": error.message}
-        if error.detail is not None:
-            entry["detail"] = error.detail
+        # distribution-spec: every error carries code, message and detail (empty when none).
+        detail = error.detail if error.detail is not None else {}
+        entry: dict[str, object] = {"code": error.code, "message": error.message, "detail": detail}
         extra: list[tuple[str, str]] = []
         if isinstance(error, RangeNotSatisfiable):
             extra.append(("Content-Range", f"bytes */{error.size}"))
