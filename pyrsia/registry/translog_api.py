@@ -5,6 +5,7 @@
     GET /api/v1/log/blocks/<height>     one block, `latest` for the tip
     GET /api/v1/log/checkpoint          the C2SP signed note of the current tree head
     GET /api/v1/log/proof/<digest>      inclusion proof of the newest record of a digest
+    GET /api/v1/log/consistency/<size>  proof that the current tree extends the one of <size>
 
 Bytes (hashes, signatures) are lowercase hex in JSON. The CLI renders these shapes;
 scripts get them unchanged with `--json`.
@@ -115,6 +116,11 @@ class TranslogApi:
                     "checkpoint": proof.checkpoint,
                 }
             )
+        if kind == "consistency" and arg:
+            if not arg.isdigit():
+                raise UsageError("tree size must be a number")
+            hashes, note = ledger.consistency(int(arg))
+            return _json({"old_size": int(arg), "hashes": [h.hex() for h in hashes], "checkpoint": note})
         raise PathUnknown("no such log endpoint", detail=request.path[:300])
 
 

@@ -316,3 +316,10 @@ class Ledger:
                 hashes=tuple(self._tree.inclusion_proof(record.leaf, size)),
                 checkpoint=self._note(self._tip),
             )
+
+    def consistency(self, old_size: int) -> tuple[list[bytes], str]:
+        """Proof that the current tree extends the one of `old_size`, and the checkpoint it ends at."""
+        with self._lock:
+            if not 0 < old_size <= self._tree.size:
+                raise EntryUnknown(f"no tree of size {old_size}; the log holds {self._tree.size} entries")
+            return self._tree.consistency_proof(old_size), self._note(self._tip)

@@ -219,3 +219,20 @@ def test_pull_artifact_with_bad_coordinates_is_a_usage_error() -> None:
 def test_pull_image_with_a_bad_name_is_a_usage_error() -> None:
     result = run("pull", "image", "Bad/NAME:1", "--node", "http://127.0.0.1:9")
     assert_one_line_error(result, 2, "'Bad/NAME:1' is not an image reference")
+
+
+def test_every_command_help_shows_an_example() -> None:
+    """Walks the command tree the way the man page generator does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "man_generate", Path(__file__).resolve().parents[2] / "packaging" / "man" / "generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    pages = generate.walk([])
+    leaves = [(words, text) for words, text in pages if not generate.subcommands(text)]
+    assert len(leaves) >= 15  # daemon, status, pull ×2, bench ×2, config ×4, log ×4, inspect-log ×2
+    missing = [" ".join(words) for words, text in leaves if "Example" not in text]
+    assert missing == []

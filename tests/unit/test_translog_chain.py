@@ -13,6 +13,7 @@ from pyrsia.p2p.identity import peer_id_of
 from pyrsia.translog import checkpoint, codec, merkle
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import INDEX_FILE, Ledger, verify_chain
+from pyrsia.translog.merkle import Tree
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact, Transaction, check, sign
 
 
@@ -79,6 +80,7 @@ def test_publish_reopen_search_and_prove(tmp_path: Path) -> None:
 
     reopened = Ledger.open(tmp_path, key)
     assert (reopened.height, reopened.size) == (2, 4)
+    ids = [tx.id for h in range(3) for tx in reopened.block(h).transactions]
     assert [r.digest for r in reopened.search(Query(package="com.example:lib"))] == [
         artifact(3).digest,
         artifact(1).digest,
@@ -91,6 +93,9 @@ def test_publish_reopen_search_and_prove(tmp_path: Path) -> None:
     head = checkpoint.verify(proof.checkpoint, set(reopened.authorities))
     merkle.verify_inclusion(proof.leaf_hash, proof.leaf_index, head.size, proof.hashes, head.root)
     assert verify_chain(tmp_path).ok
+    hashes, note = reopened.consistency(2)
+    merkle.verify_consistency(2, head.size, Tree(ids[:2]).root(), head.root, hashes)
+    assert checkpoint.verify(note, set(reopened.authorities)) == head
 
 
 def test_index_is_rebuilt_when_missing_or_corrupt(tmp_path: Path) -> None:
@@ -105,6 +110,24 @@ def test_index_is_rebuilt_when_missing_or_corrupt(tmp_path: Path) -> None:
     (tmp_path / INDEX_FILE).write_bytes(b"this is not a database" * 100)
     for suffix in ("-wal", "-shm"):
         Path(f"{tmp_path / INDEX_FILE}{suffix}").unlink(missing_ok=True)
+    assert Ledger.open(tmp_path, key).search(Query(limit=100)) == expected
+
+
+def test_index_behind_the_blocks_catches_up(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    ledger = Ledger.open(tmp_path, key)
+    ledger.publish([artifact(1)])
+    ledger.close()
+    stale = {p.name: p.read_bytes() for p in tmp_path.glob(INDEX_FILE + "*")}
+    ledger = Ledger.open(tmp_path, key)
+    ledger.publish([artifact(2)])
+    ledger.publish([artifact(3)])
+    expected = ledger.search(Query(limit=100))
+    ledger.close()
+    for p in tmp_path.glob(INDEX_FILE + "*"):
+        p.unlink()
+    for name, data in stale.items():  # the index as it was two blocks ago
+        (tmp_path / name).write_bytes(data)
     assert Ledger.open(tmp_path, key).search(Query(limit=100)) == expected
 
 
