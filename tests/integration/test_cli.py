@@ -233,6 +233,6 @@ def test_every_command_help_shows_an_example() -> None:
     spec.loader.exec_module(generate)
     pages = generate.walk([])
     leaves = [(words, text) for words, text in pages if not generate.subcommands(text)]
-    assert len(leaves) >= 15  # daemon, status, pull ×2, bench ×2, config ×4, log ×4, inspect-log ×2
+    assert len(leaves) >= 15  # daemon, status, pull 2, bench 2, config 4, log 4, inspect-log 2
     missing = [" ".join(words) for words, text in leaves if "Example" not in text]
     assert missing == []
