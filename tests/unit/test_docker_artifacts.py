@@ -105,3 +105,22 @@ def test_tags_come_from_the_log_when_the_upstream_is_gone(tmp_path: Path) -> Non
     artifacts.manifest(nested.name, nested.tag, ALL_TYPES)
     upstream.images.clear()
     assert artifacts.tags(nested.name) == [nested.tag]
+
+
+def test_concurrent_first_pulls_publish_once(tmp_path: Path) -> None:
+    import threading
+
+    three = images.three_layer()
+    artifacts, translog, _ = make(tmp_path, three)
+    barrier = threading.Barrier(8)
+
+    def pull() -> None:
+        barrier.wait()
+        artifacts.manifest(three.name, three.tag, ALL_TYPES)
+
+    threads = [threading.Thread(target=pull) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert translog.blocks == 1
