@@ -16,6 +16,8 @@ replace that certification step; nothing else here changes.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time as _time
 from collections import deque
@@ -40,6 +42,7 @@ from pyrsia.translog.tx import (
     sign,
 )
 
+log = logging.getLogger("pyrsia.translog")
 INDEX_FILE = "index.sqlite3"
 PUBLISH_TXS_MAX = 10_000
 
@@ -249,7 +252,12 @@ class Ledger:
                 self._tree.truncate(base)
                 raise
             self._tip = block
-            self._index.apply([(block, base)])
+            try:
+                self._index.apply([(block, base)])
+            except sqlite3.Error as exc:  # the block is committed; the index is only a cache of it
+                log.warning("log index update failed (%s); rebuilding it from the blocks", exc)
+                self._index.reset()
+                self._index.apply(self._blocks_from(0))
             return block
 
     # -- reading --------------------------------------------------------------------
