@@ -129,6 +129,15 @@ class HttpServer:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._listener.close()
+        # Connections accepted while we were stopping never reached a worker: close them.
+        while True:
+            try:
+                leftover = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.sock.close()
 
     # -- accepting ------------------------------------------------------------------
 
@@ -141,6 +150,9 @@ class HttpServer:
                     return
                 log.exception("accept failed")
                 continue
+            if self._stopping.is_set():
+                sock.close()
+                return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock, f"{addr[0]}:{addr[1]}")
             try:

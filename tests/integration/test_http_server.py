@@ -191,7 +191,20 @@ def test_shutdown_lets_in_flight_response_finish(blob: Path) -> None:
     client = threading.Thread(target=lambda: result.update(r=httpx.get(slow_url, timeout=10)))
     client.start()
     assert handler.entered.wait(5)
-    idle = socket.create_connection(srv.address)  # an idle keep-alive connection is simply closed
+    # A keep-alive connection that finished a request and waits for the next is closed.
+    idle = socket.create_connection(srv.address, timeout=15)
+    idle.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += idle.recv(65536)
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    body = head.partition(b"\r\n\r\n")[2]
+    while len(body) < length:
+        body += idle.recv(65536)
     stopper = threading.Thread(target=srv.shutdown, args=(10,))
     stopper.start()
     handler.release.set()
