@@ -10,7 +10,8 @@ record. Checksum sidecars are not logged: they are computed from vouched bytes.
 Each file a node holds has a record at `<home>/refs/maven/<path>@` with its sha256
 (the blob), size, every checksum Maven may ask for, and when it was fetched. (The `@`
 suffix cannot occur in a valid path segment, so a record never collides with a
-directory of another path.) Release files never change once fetched. Metadata
+directory of another path.) Release files never change once fetched: if the upstream
+later sends other bytes for a logged path, they are refused. Metadata
 (`maven-metadata.xml`) changes upstream as versions are published: it is fetched
 again once older than the TTL, and if the upstream cannot be reached then, the old
 copy is served marked stale rather than failing the build.
@@ -30,7 +31,7 @@ from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
-from pyrsia.errors import UpstreamError
+from pyrsia.errors import DigestMismatch, UpstreamError
 from pyrsia.registry.maven_layout import MavenPath
 from pyrsia.upstream.maven import MavenClient
 
@@ -98,6 +99,11 @@ class MavenArtifacts:
         path = target.path
         fetched = self._upstream.fetch(path, self._blobs)
         vouched = self._translog.committed(MAVEN, served_path(path))
+        if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
+            # A released file never changes: the log's digest stands, the upstream's new bytes do not.
+            raise DigestMismatch(
+                expected=vouched.digest, calculated=str(fetched.digest), source=self._upstream.base_url
+            )
         if vouched is None or vouched.digest != str(fetched.digest):  # new, or metadata that changed
             who = self._provenance(target, fetched.digest)
             self._translog.publish(

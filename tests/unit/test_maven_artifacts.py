@@ -19,6 +19,7 @@ METADATA = "a/b/maven-metadata.xml"
 class Upstream:
     def __init__(self) -> None:
         self.body = b"<metadata>v1</metadata>"
+        self.pom = POM
         self.up = True
         self.requests = 0
 
@@ -29,7 +30,7 @@ class Upstream:
         if request.url.path.endswith("maven-metadata.xml"):
             return httpx.Response(200, content=self.body)
         if request.url.path.endswith(".pom"):
-            return httpx.Response(200, content=POM)
+            return httpx.Response(200, content=self.pom)
         if request.url.path.endswith(".jar"):
             return httpx.Response(200, content=b"PK jar bytes")
         return httpx.Response(404)
@@ -111,3 +112,18 @@ def test_a_held_file_the_log_does_not_vouch_for_is_not_served(tmp_path: Path) ->
     artifacts.file(parse_path("a/b/1.0/b-1.0.jar"))
     assert upstream.requests > calls  # fetched and published again rather than trusted
     assert [t for t, _ in translog.records] == [MAVEN]
+
+
+def test_a_released_file_that_changes_upstream_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from pyrsia.errors import DigestMismatch
+
+    upstream = Upstream()
+    artifacts, translog = make(tmp_path, upstream, [0.0])
+    first = artifacts.file(parse_path("a/b/1.0/b-1.0.pom"))
+    first.blob.unlink()  # the node lost its copy ...
+    upstream.pom = POM.replace(b"Ada", b"Eve")  # ... and the upstream rewrote history
+    with pytest.raises(DigestMismatch):
+        artifacts.file(parse_path("a/b/1.0/b-1.0.pom"))
+    assert len(translog.records) == 1
