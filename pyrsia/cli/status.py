@@ -36,6 +36,7 @@ def status(
         ("version", doc["version"]),
         ("uptime", _duration(float(doc["uptime_seconds"]))),
         ("blobs stored", f"{doc['blobs_stored']} ({_size(int(doc['blob_bytes']))})"),
+        ("transparency log", f"height {doc['translog']['height']}, {doc['translog']['size']} entries"),
         ("docker upstream", doc["upstreams"]["docker"]),
         ("maven upstream", doc["upstreams"]["maven"]),
     ]

@@ -157,7 +157,8 @@ def test_status_json_shape(node_url_and_home: tuple[str, Path]) -> None:
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["peer_id"].startswith("12D3KooW") and doc["http_url"] == url
-    assert {"addresses", "version", "uptime_seconds", "blobs_stored", "blob_bytes"} <= set(doc)
+    assert {"addresses", "version", "uptime_seconds", "blobs_stored", "blob_bytes", "translog"} <= set(doc)
+    assert doc["translog"]["height"] == 0 and doc["translog"]["size"] == 1  # genesis only
     table = run("status", "--node", url)
     assert table.returncode == 0 and doc["peer_id"] in table.stdout
 
