@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
@@ -30,9 +32,11 @@ from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact
 from pyrsia.errors import BlobUnknown, NameUnknown, UpstreamError
 from pyrsia.registry import manifest
+from pyrsia.registry.manifest import Descriptor
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.artifacts")
+FETCHES_PARALLEL_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +143,18 @@ class DockerArtifacts:
         top = self._upstream.get_manifest(name, reference)
         self._blobs.put(top.digest, top.body, source=source)
         package_id = f"{name}:{reference}" if ":" not in reference else f"{name}@{reference}"
-        platforms = (
-            [self._upstream.get_manifest(name, child.digest) for child in manifest.children(top.body)]
-            if top.media_type in manifest.INDEX_TYPES
-            else [top]
-        )
+        children = manifest.children(top.body) if top.media_type in manifest.INDEX_TYPES else []
+        with ThreadPoolExecutor(FETCHES_PARALLEL_MAX) as pool:
+            # An index names one manifest (and config) per platform: fetch them side by side.
+            fetched = pool.map(partial(self._upstream.get_manifest, name), [c.digest for c in children])
+            platforms = list(fetched) if children else [top]
+            parts_of = [manifest.image_parts(p.body) for p in platforms]
+            configs = list(pool.map(partial(self._config, name), parts_of))
         files: list[NewArtifact] = []
         first: Provenance | None = None
-        for platform in platforms:
+        for platform, parts, config in zip(platforms, parts_of, configs, strict=True):
             self._blobs.put(platform.digest, platform.body, source=source)
-            parts = manifest.image_parts(platform.body)
-            config_digest = Digest.parse(parts[0].digest)
-            if self._blobs.checked(config_digest) is None:
-                self._upstream.fetch_blob(name, config_digest, self._blobs)
-            found = of_image(name, platform.body, self._blobs.read(config_digest))
+            found = of_image(name, platform.body, config)
             first = first or found
             record = _Recorder(package_id, source, found)
             if platform is not top:
@@ -167,6 +169,13 @@ class DockerArtifacts:
         self._translog.publish(_unique(files))
         log.info("published %s (%s, %d files) from upstream", package_id, top.digest, len(files))
         return StoredManifest(top.digest, top.media_type, top.body)
+
+    def _config(self, name: str, parts: list[Descriptor]) -> bytes | None:
+        """The image config (first of a manifest's parts), fetched and verified if not held."""
+        digest = Digest.parse(parts[0].digest)
+        if self._blobs.checked(digest) is None:
+            self._upstream.fetch_blob(name, digest, self._blobs)
+        return self._blobs.read(digest)
 
     def _fetch_blob(self, name: str, digest: Digest) -> None:
         if self._blobs.checked(digest) is not None:
