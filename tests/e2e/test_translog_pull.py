@@ -4,6 +4,7 @@ it, with the digests podman received, and each has a proof that verifies."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,13 @@ pytestmark = pytest.mark.e2e
 
 
 def pyrsia(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyrsia", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pyrsia", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
 
 
 def test_podman_pull_is_logged_and_provable(tmp_path: Path) -> None:
@@ -48,6 +55,16 @@ def test_podman_pull_is_logged_and_provable(tmp_path: Path) -> None:
                 proved = pyrsia("log", "proof", digest, "--json", "--node", node.url)
                 assert proved.returncode == 0, proved.stderr
                 assert json.loads(proved.stdout)["verified"] is True
+
+            shown = pyrsia("log", "show", "--json", "--node", node.url)
+            block = json.loads(shown.stdout)
+            assert (
+                block["height"] == 1
+                and sorted(t["payload"]["digest"] for t in block["transactions"]) == digests
+            )
+            table = pyrsia("log", "show", "1", "--node", node.url)
+            assert table.returncode == 0 and "transactions" in table.stdout and three.top[:19] in table.stdout
+            assert pyrsia("log", "show", "99", "--node", node.url).returncode == 1
 
             csv_out = pyrsia(
                 "inspect-log", "docker", "--image", "threelayer:1.0", "--format", "csv",
