@@ -285,6 +285,11 @@ class Ledger:
         with self._lock:
             return self._index.latest(package_type, path)
 
+    def by_digest(self, digest: str) -> list[ArtifactRecord]:
+        """Every committed record of `digest`, newest first."""
+        with self._lock:
+            return self._index.by_digest(digest)
+
     def has_digest(self, package_type: str, digest: str) -> bool:
         with self._lock:
             return self._index.has_digest(package_type, digest)
@@ -324,6 +329,11 @@ class Ledger:
                 hashes=tuple(self._tree.inclusion_proof(record.leaf, size)),
                 checkpoint=self._note(self._tip),
             )
+
+    def verify(self) -> VerifyReport:
+        """Every block on disk in full (`pyrsia log verify` on a running node)."""
+        with self._lock:
+            return verify_chain(self.root)
 
     def consistency(self, old_size: int) -> tuple[list[bytes], str]:
         """Proof that the current tree extends the one of `old_size`, and the checkpoint it ends at."""

@@ -118,3 +118,59 @@ def test_truncate_undoes_appends() -> None:
     assert tree.root() == root and tree.size == 37
     tree.append(b"next")
     assert tree.root() == mth([*leaves(37), b"next"])
+
+
+def test_root_after_every_append_matches_the_reference() -> None:
+    tree, d = Tree(), leaves(130)
+    for n, leaf in enumerate(d, start=1):
+        assert tree.append(leaf) == n - 1
+        assert tree.root() == mth(d[:n])
+        assert tree.leaf(n - 1) == leaf_hash(leaf)
+
+
+def test_mismatches_carry_expected_and_calculated() -> None:
+    d = leaves(11)
+    tree = Tree(d)
+    with pytest.raises(ProofInvalid) as mismatch:
+        verify_inclusion(leaf_hash(d[4]), 4, 11, tree.inclusion_proof(4), tree.root(10))
+    assert mismatch.value.expected == tree.root(10).hex()
+    assert mismatch.value.calculated == tree.root().hex()
+    with pytest.raises(ProofInvalid) as mismatch:
+        verify_consistency(5, 11, tree.root(5), tree.root(10), tree.consistency_proof(5))
+    assert mismatch.value.expected == tree.root(10).hex() and mismatch.value.calculated == tree.root().hex()
+
+
+@given(st.integers(min_value=2, max_value=120), st.data())
+def test_proofs_for_other_positions_or_sizes_fail(n: int, data: st.DataObject) -> None:
+    d = leaves(n)
+    tree = Tree(d)
+    m = data.draw(st.integers(min_value=0, max_value=n - 1))
+    proof = tree.inclusion_proof(m)
+    other = data.draw(st.integers(min_value=0, max_value=n).filter(lambda i: i != m))
+    with pytest.raises(ProofInvalid):
+        verify_inclusion(leaf_hash(d[m]), other, n, proof, tree.root())
+    with pytest.raises(ProofInvalid):  # one hash too many or too few
+        verify_inclusion(leaf_hash(d[m]), m, n, [*proof, bytes(32)], tree.root())
+    if proof:
+        with pytest.raises(ProofInvalid):
+            verify_inclusion(leaf_hash(d[m]), m, n, proof[:-1], tree.root())
+    old = data.draw(st.integers(min_value=1, max_value=n - 1))
+    consistency = tree.consistency_proof(old)
+    with pytest.raises(ProofInvalid):  # roots swapped
+        verify_consistency(old, n, tree.root(), tree.root(old), consistency)
+    with pytest.raises(ProofInvalid):
+        verify_consistency(old, n, tree.root(old), tree.root(), [*consistency, bytes(32)])
+    with pytest.raises(ProofInvalid):
+        verify_consistency(old, n, tree.root(old), tree.root(), consistency[:-1])
+    with pytest.raises(ProofInvalid):
+        verify_consistency(n, old, tree.root(), tree.root(old), consistency)
+
+
+def test_trivial_consistency_cases() -> None:
+    tree = Tree(leaves(5))
+    verify_consistency(0, 5, tree.root(0), tree.root(), [])
+    verify_consistency(5, 5, tree.root(), tree.root(), [])
+    with pytest.raises(ProofInvalid):
+        verify_consistency(5, 5, tree.root(4), tree.root(), [])
+    with pytest.raises(ProofInvalid):
+        verify_consistency(0, 5, tree.root(0), tree.root(), [bytes(32)])
