@@ -45,14 +45,15 @@ binary: install
 completions: install
 	$(BIN)/python packaging/generate_completions.py completions
 
+## check-completions: fail when completions/ differs from what the CLI generates now
 check-completions: install
-	@tmp=$$(mktemp -d) && $(BIN)/python packaging/generate_completions.py $$tmp \
-	  && diff -r completions $$tmp >/dev/null \
-	  || { rm -rf $$tmp; echo "completions/ is stale: run make completions"; exit 1; }; rm -rf $$tmp
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
+	  && $(BIN)/python packaging/generate_completions.py "$$tmp" \
+	  && { diff -ru completions "$$tmp" || { echo "completions/ is stale: run make completions" >&2; exit 1; }; }
 
 ## deb: the Debian package dist/pyrsia_VERSION_ARCH.deb (binary, systemd unit, completions, man page)
-deb: binary
-	packaging/debian/build-deb.sh $$($(BIN)/python -c 'import pyrsia; print(pyrsia.__version__)')
+deb: binary completions
+	PYTHON=$(CURDIR)/$(BIN)/python packaging/debian/build-deb.sh $$($(BIN)/python -c 'import pyrsia; print(pyrsia.__version__)')
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

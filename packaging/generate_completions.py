@@ -25,7 +25,10 @@ def script(shell: str) -> str:
         capture_output=True, text=True, check=True, env=env,
     ).stdout  # fmt: skip
     if shell == "zsh":  # autoload form: the file body runs on each completion
-        out = out.replace("compdef _pyrsia_completion pyrsia", '_pyrsia_completion "$@"')
+        registration = "compdef _pyrsia_completion pyrsia"
+        if registration not in out:
+            raise SystemExit(f"typer's zsh script no longer ends with {registration!r}; adapt this generator")
+        out = out.replace(registration, '_pyrsia_completion "$@"')
     return out.rstrip("\n") + "\n"
 
 
