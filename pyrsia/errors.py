@@ -35,6 +35,9 @@ status code.
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
     │   └── DigestMismatch           502 (bytes do not hash to what was asked)
     ├── StorageError                 500 (the local disk failed us)
+    ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
+    │   ├── ProtocolViolation        the peer sent something its protocol forbids
+    │   └── PeerUnreachable          cannot dial, handshake failed, or the session ended
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -248,3 +251,19 @@ class ProofInvalid(TranslogError):
 class EntryUnknown(TranslogError):
     http_status = 404
     code = "NOT_FOUND"
+
+
+class PeerError(PyrsiaError):
+    """A p2p peer failed us or misbehaved; only that session is affected."""
+
+    http_status = 502
+
+
+class ProtocolViolation(PeerError):
+    """The peer sent something its protocol forbids (malformed, oversized, out of order)."""
+
+
+class PeerUnreachable(PeerError):
+    """The peer cannot be dialled, its handshake failed, or the session ended."""
+
+    http_status = 503
