@@ -4,9 +4,11 @@
     <groupId as dirs>[/<artifactId>[/<version>]]/maven-metadata.xml
     any of those + .sha1 | .md5 | .sha256 | .sha512   (checksum sidecars)
 
-Segments are limited to the characters Maven itself accepts in ids and versions, so
-`..`, `%2e%2e` (already decoded by the server), absolute paths and empty segments are
-refused with a one-line reason. Snapshot files (`app-1.0-20240101.120000-1.jar` in
+Segments, file names included, are limited to the characters Maven itself accepts in
+ids and versions, so `..`, `%2e%2e` (already decoded by the server), absolute paths,
+empty segments and characters that would change the upstream URL (`?`, `#`, `%`) or
+cannot be a file name (NUL) are refused with a one-line reason, as is the checksum of a
+checksum (`.jar.sha1.sha1`). Snapshot files (`app-1.0-20240101.120000-1.jar` in
 `1.0-SNAPSHOT/`) are accepted too.
 """
 
@@ -72,12 +74,18 @@ def parse_path(raw: str) -> MavenPath:
         if raw.endswith("." + algorithm):
             raw, checksum = raw[: -len(algorithm) - 1], algorithm
             break
+    if checksum and raw.endswith(tuple("." + algorithm for algorithm in CHECKSUMS)):
+        # Sidecars are computed from the bytes held, never fetched as files of their own.
+        raise MavenPathInvalid("a checksum of a checksum file is not part of a Maven repository")
     segments = raw.split("/")
     if len(segments) < 2 or any(not s for s in segments):
         raise MavenPathInvalid("not a Maven repository path")
     *dirs, filename = segments
     for segment in dirs:
         _check(_VERSION, segment, "path segment")
+    # The whole name, classifier and extension included, keeps to the id characters: the
+    # path goes into a record's file name and the upstream URL exactly as it is.
+    _check(_VERSION, filename, "file name")
     if filename == METADATA_FILE:
         # group-level, artifact-level or snapshot-version metadata: the path says which only
         # by what the repository holds, so all three are one kind here.

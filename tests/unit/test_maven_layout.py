@@ -110,3 +110,37 @@ def test_coordinates_to_paths(text: str, path: str) -> None:
 def test_bad_coordinates(text: str) -> None:
     with pytest.raises(MavenPathInvalid):
         Coordinates.parse(text)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "com/example/app/1.0/app-1.0-\x00.jar",
+        "com/example/app/1.0/app-1.0-\r\n.jar",
+        "com/example/app/1.0/app-1.0.jar?.jar",
+        "com/example/app/1.0/app-1.0.jar#.jar",
+        "com/example/app/1.0/app-1.0-a%b.jar",
+        "com/example/app/1.0/app-1.0-a b.jar",
+        "com/example/app/1.0/app-1.0-\u00e4.jar",
+    ],
+)
+def test_file_names_keep_to_id_characters(raw: str) -> None:
+    # Each of these once reached the record store (NUL: 500) or the upstream URL (`?`, `#`:
+    # another file was fetched than the path the log would vouch for).
+    with pytest.raises(MavenPathInvalid, match="file name"):
+        parse_path(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["com/example/app/1.0/app-1.0.jar.sha1.sha1", "com/example/app/maven-metadata.xml.sha256.md5"],
+)
+def test_a_checksum_of_a_checksum_is_refused(raw: str) -> None:
+    # Otherwise the upstream's sidecar would be fetched, stored and logged as an artifact.
+    with pytest.raises(MavenPathInvalid, match="checksum of a checksum"):
+        parse_path(raw)
+
+
+def test_checksums_of_signatures_are_still_served() -> None:
+    parsed = parse_path("com/example/app/1.0/app-1.0.jar.asc.sha1")
+    assert (parsed.path, parsed.checksum) == ("com/example/app/1.0/app-1.0.jar.asc", "sha1")
