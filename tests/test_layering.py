@@ -1,7 +1,14 @@
-"""Pure cores never do I/O: no sockets, threads, clocks, randomness or files.
+"""The package graph points one way, and pure cores never do I/O.
 
-Reads each core module's imports and calls; a core that grows a dependency on the
-outside world fails here, before it makes simulation tests nondeterministic.
+Layers, lowest first: a package may import its own modules and those of lower
+layers, never a peer or a higher one, so no two packages can form a cycle:
+
+    errors, pyrsia  <  durable, formats  <  config  <  translog, http  <  upstream, p2p
+        <  artifacts  <  registry  <  node  <  cli  <  __main__
+
+Pure cores (the modules listed below) also import nothing that touches sockets,
+threads, clocks, randomness or files: a core that grows a dependency on the outside
+world fails here, before it makes simulation tests nondeterministic.
 """
 
 from __future__ import annotations
@@ -12,9 +19,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "pyrsia"
+LAYERS = [
+    {"errors", "__init__"},
+    {"durable", "formats"},
+    {"config"},
+    {"translog", "http"},
+    {"upstream", "p2p"},
+    {"artifacts"},
+    {"registry"},
+    {"node"},
+    {"cli"},
+    {"__main__"},
+]
 PURE_MODULES = [
     "errors.py",
-    "artifacts/digest.py",
+    "formats/digest.py",
+    "formats/manifest.py",
+    "formats/maven_layout.py",
+    "formats/peer_id.py",
+    "formats/reference.py",
     "artifacts/provenance.py",
     "translog/block.py",
     "translog/checkpoint.py",
@@ -24,9 +47,8 @@ PURE_MODULES = [
     "http/message.py",
     "http/ranges.py",
     "p2p/identity.py",
-    "registry/manifest.py",
-    "registry/maven_layout.py",
-    "registry/reference.py",
+    "p2p/protobuf.py",
+    "p2p/varint.py",
 ]
 FORBIDDEN_IMPORTS = {
     "socket",
@@ -71,3 +93,56 @@ def test_core_is_pure(module: str) -> None:
 def test_checker_catches_io() -> None:
     source = "import socket\nfrom time import monotonic\nopen('x')\n"
     assert _violations(source) == ["socket", "time", "open()"]
+
+
+def _rank(unit: str) -> int:
+    for rank, layer in enumerate(LAYERS):
+        if unit in layer:
+            return rank
+    raise AssertionError(f"pyrsia/{unit} is in no layer of tests/test_layering.py")
+
+
+def _unit(module: str) -> str:
+    """`pyrsia.translog.block` -> `translog`; `pyrsia` -> `__init__`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imported_units(source: str) -> set[str]:
+    units: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            units |= {_unit(a.name) for a in node.names if a.name.startswith("pyrsia.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "pyrsia":
+            # `from pyrsia import errors` names a module; `from pyrsia import __version__` the root
+            for alias in node.names:
+                is_module = (ROOT / alias.name).is_dir() or (ROOT / f"{alias.name}.py").is_file()
+                units.add(alias.name if is_module else "__init__")
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("pyrsia.")
+        ):
+            units.add(_unit(node.module or ""))
+    return units
+
+
+def _upward_imports() -> list[str]:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        unit = relative.parts[0].removesuffix(".py")
+        for imported in _imported_units(path.read_text()) - {unit}:
+            if _rank(imported) >= _rank(unit):
+                found.append(f"{relative} imports pyrsia.{imported}")
+    return found
+
+
+def test_packages_import_only_downward() -> None:
+    assert _upward_imports() == []
+
+
+def test_rank_checker_catches_a_cycle() -> None:
+    assert _imported_units("from pyrsia.registry.docker import x\nimport pyrsia.translog.tx\n") == {
+        "registry",
+        "translog",
+    }
+    assert _rank("translog") < _rank("artifacts") < _rank("registry")

@@ -17,6 +17,7 @@ each blob once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -27,9 +28,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from pyrsia.artifacts.digest import Digest
 from pyrsia.durable import fsync_dir
 from pyrsia.errors import DigestMismatch, StorageError
+from pyrsia.formats.digest import Digest
+from pyrsia.upstream.sink import OpenSink
 
 log = logging.getLogger("pyrsia.artifacts")
 
@@ -193,6 +195,10 @@ class BlobStore:
 
     def writer(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> BlobWriter:
         return BlobWriter(self, expected, source, also)
+
+    def opener(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> OpenSink:
+        """A fresh writer per download attempt, for the upstream clients."""
+        return functools.partial(BlobWriter, self, expected, source, also)
 
     def put(self, digest: Digest, data: bytes, source: str) -> Path:
         with self.writer(digest, source) as writer:

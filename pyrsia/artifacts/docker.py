@@ -26,13 +26,13 @@ from functools import partial
 from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact
 from pyrsia.errors import BlobUnknown, NameUnknown, UpstreamError
-from pyrsia.registry import manifest
-from pyrsia.registry.manifest import Descriptor
+from pyrsia.formats import manifest
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.manifest import Descriptor
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -174,13 +174,13 @@ class DockerArtifacts:
         """The image config (first of a manifest's parts), fetched and verified if not held."""
         digest = Digest.parse(parts[0].digest)
         if self._blobs.checked(digest) is None:
-            self._upstream.fetch_blob(name, digest, self._blobs)
+            self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
         return self._blobs.read(digest)
 
     def _fetch_blob(self, name: str, digest: Digest) -> None:
         if self._blobs.checked(digest) is not None:
             return  # another flight stored it between our check and our turn
-        self._upstream.fetch_blob(name, digest, self._blobs)
+        self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
         log.info("pulled blob %s of %s from upstream", digest, name)
 
 

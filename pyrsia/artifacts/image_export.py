@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import ManifestInvalid, StorageError
-from pyrsia.registry import manifest
+from pyrsia.formats import manifest
+from pyrsia.formats.digest import Digest
 from pyrsia.upstream.registry import RegistryClient
 
 PARALLEL_DOWNLOADS = 4
@@ -93,7 +93,9 @@ def pull_to_layout(
     def fetch(part: manifest.Descriptor) -> None:
         digest = Digest.parse(part.digest)
         if store.size(digest) is None:
-            client.fetch_blob(name, digest, store, start(digest.hex[:12], part.size))
+            client.fetch_blob(
+                name, digest, store.opener(digest, client.base_url), start(digest.hex[:12], part.size)
+            )
 
     with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:
         list(pool.map(fetch, parts))

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
 from pyrsia.errors import DigestMismatch, UpstreamError
-from pyrsia.registry.maven_layout import MavenPath
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
 from pyrsia.upstream.maven import MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -97,7 +97,7 @@ class MavenArtifacts:
 
     def _download(self, target: MavenPath) -> MavenFile:
         path = target.path
-        fetched = self._upstream.fetch(path, self._blobs)
+        fetched = self._upstream.fetch(path, self._blobs.opener(None, self._upstream.base_url, CHECKSUMS))
         vouched = self._translog.committed(MAVEN, served_path(path))
         if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
             # A released file never changes: the log's digest stands, the upstream's new bytes do not.

@@ -72,7 +72,7 @@ def bench_image(
     node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.artifacts.image_export import Platform, pull_to_layout
     from pyrsia.cli.client import NodeClient
-    from pyrsia.registry.reference import parse_image_reference
+    from pyrsia.formats.reference import parse_image_reference
     from pyrsia.upstream.registry import RegistryClient
 
     name, ref = parse_image_reference(reference)
@@ -107,7 +107,7 @@ def bench_artifact(
     node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.artifacts.blobstore import BlobStore
     from pyrsia.cli.client import NodeClient
-    from pyrsia.registry.maven_layout import Coordinates
+    from pyrsia.formats.maven_layout import CHECKSUMS, Coordinates
     from pyrsia.upstream.maven import MavenClient
 
     coords = Coordinates.parse(coordinates)
@@ -118,7 +118,7 @@ def bench_artifact(
         def fetch(out: Path) -> int:
             client = MavenClient(base, retries_max=1)
             try:
-                return client.fetch(coords.path, BlobStore(out)).size
+                return client.fetch(coords.path, BlobStore(out).opener(None, base, CHECKSUMS)).size
             finally:
                 client.close()
 

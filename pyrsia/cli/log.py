@@ -236,7 +236,7 @@ def inspect_docker(
 ) -> None:
     """Log records of every file of an image."""
     from pyrsia.errors import RegistryError, UsageError
-    from pyrsia.registry.reference import parse_image_reference
+    from pyrsia.formats.reference import parse_image_reference
 
     try:
         name, ref = parse_image_reference(image)

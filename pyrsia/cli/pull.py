@@ -34,7 +34,7 @@ def artifact(
     node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.cli.client import NodeClient
     from pyrsia.errors import DigestMismatch, StorageError
-    from pyrsia.registry.maven_layout import Coordinates
+    from pyrsia.formats.maven_layout import Coordinates
 
     coords = Coordinates.parse(coordinates)
     target = output or Path(coords.filename)
@@ -100,7 +100,7 @@ def image(
 
     from pyrsia.artifacts.image_export import Platform, pull_to_layout, write_docker_archive
     from pyrsia.errors import NodeUnreachable, RegistryError, UpstreamUnavailable, UsageError
-    from pyrsia.registry.reference import parse_image_reference
+    from pyrsia.formats.reference import parse_image_reference
     from pyrsia.upstream.registry import RegistryClient
 
     if output_format not in ("oci", "docker-archive"):

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from pyrsia.artifacts.digest import Digest, looks_like_digest
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.errors import PaginationInvalid, PathUnknown, Unsupported
+from pyrsia.formats.digest import Digest, looks_like_digest
+from pyrsia.formats.reference import parse_name, parse_tag
 from pyrsia.http.message import FileBody, Request, Response, json_response
-from pyrsia.registry.reference import parse_name, parse_tag
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 READ_METHODS = frozenset({"GET", "HEAD"})

@@ -12,8 +12,8 @@ from email.utils import formatdate
 
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.errors import Unsupported
+from pyrsia.formats.maven_layout import parse_path
 from pyrsia.http.message import FileBody, Request, Response
-from pyrsia.registry.maven_layout import parse_path
 
 PREFIX = "/maven2/"
 

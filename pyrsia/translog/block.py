@@ -23,7 +23,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, TxInvalid
-from pyrsia.p2p.identity import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, codec, merkle
 from pyrsia.translog.tx import (
     ADD_AUTHORIZED_NODE,

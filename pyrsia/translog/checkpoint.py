@@ -28,7 +28,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from pyrsia.errors import ProofInvalid
-from pyrsia.p2p.identity import peer_id_of, public_key_of
+from pyrsia.formats.peer_id import peer_id_of, public_key_of
 
 ED25519 = b"\x01"
 DASH = "\u2014"

@@ -28,7 +28,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, EntryUnknown, StorageError, TxInvalid
-from pyrsia.p2p.identity import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import block as blocks
 from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import Block, BlockHeader

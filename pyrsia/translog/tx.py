@@ -16,7 +16,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from pyrsia.errors import TxInvalid
-from pyrsia.p2p.identity import peer_id_of, public_key_of
+from pyrsia.formats.peer_id import peer_id_of, public_key_of
 from pyrsia.translog import codec
 
 ADD_ARTIFACT = "AddArtifact"

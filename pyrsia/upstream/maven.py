@@ -1,6 +1,6 @@
 """Client for an upstream Maven repository (Maven Central by default).
 
-A file is streamed into the blob store while every checksum Maven clients may ask
+A file is streamed into a sink (the blob store's writer) while every checksum Maven clients may ask
 for is computed (sha1, md5, sha256, sha512). When the upstream publishes a checksum
 for the file (`.sha256`, else `.sha1`), the bytes must match it or nothing is stored.
 """
@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import DigestMismatch, MavenFileUnknown
-from pyrsia.registry.maven_layout import CHECKSUMS
+from pyrsia.formats.digest import Digest
 from pyrsia.upstream.http import UpstreamHttp
+from pyrsia.upstream.sink import OpenSink
 
 CHECKSUM_BYTES_MAX = 1024
 # Checked in order; the first one the upstream publishes decides.
@@ -32,6 +31,7 @@ class FetchedFile:
     size: int
     checksums: dict[str, str]
     verified_with: str | None
+    committed: object  # what the sink's commit() returned
 
 
 class MavenClient:
@@ -52,24 +52,25 @@ class MavenClient:
     def close(self) -> None:
         self._http.close()
 
-    def fetch(self, path: str, store: BlobStore) -> FetchedFile:
-        """Download one file of the repository into the store, checked against its published checksum."""
+    def fetch(self, path: str, open_sink: OpenSink) -> FetchedFile:
+        """Download one file of the repository into a sink, checked against its published checksum.
+
+        The sink must compute every algorithm of `CHECKSUMS`; it is stored under its sha256.
+        """
         published = self._published_checksum(path)
         url = f"{self.base_url}/{path}"
 
         def attempt() -> FetchedFile:
-            also = [alg for alg in CHECKSUMS if alg != "sha256"]
-            with (
-                store.writer(None, source=self._http.where, also=also) as writer,
-                self._http.stream("GET", url, {}) as response,
-            ):
-                if response.status_code == 404:
-                    raise MavenFileUnknown(f"{self._http.where} has no {path}")
-                self._http.check_status(response, url)
-                for chunk in self._http.iter_body(response, url):
-                    writer.write(chunk)
-                self._http.check_length(response, writer.size, url)
-                sums = writer.hexdigests()
+            sink = open_sink()
+            try:
+                with self._http.stream("GET", url, {}) as response:
+                    if response.status_code == 404:
+                        raise MavenFileUnknown(f"{self._http.where} has no {path}")
+                    self._http.check_status(response, url)
+                    for chunk in self._http.iter_body(response, url):
+                        sink.write(chunk)
+                    self._http.check_length(response, sink.size, url)
+                sums = sink.hexdigests()
                 if published is not None:
                     algorithm, expected = published
                     if sums[algorithm] != expected:
@@ -78,9 +79,17 @@ class MavenClient:
                             calculated=f"{algorithm}:{sums[algorithm]}",
                             source=f"{self._http.where} ({path})",
                         )
-                writer.commit()
-                assert writer.digest is not None
-                return FetchedFile(writer.digest, writer.size, sums, published[0] if published else None)
+                committed = sink.commit()
+            except BaseException:
+                sink.abort()
+                raise
+            return FetchedFile(
+                Digest("sha256", sums["sha256"]),
+                sink.size,
+                sums,
+                published[0] if published else None,
+                committed,
+            )
 
         return self._http.with_retries(attempt)
 

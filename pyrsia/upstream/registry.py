@@ -8,7 +8,7 @@ What it owns:
   token never forwarded to another origin (httpx drops it on cross-origin redirects);
 - bounded retries (see `upstream.http`);
 - a digest check on everything downloaded: manifests in memory (bounded size), blobs
-  streamed through a `BlobWriter` that refuses to publish mismatched bytes.
+  streamed into a `Sink` (`upstream.sink`) that refuses to publish mismatched bytes.
 httpx errors never leave this module; they become `UpstreamError`s.
 """
 
@@ -22,15 +22,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import BlobUnknown, DigestMismatch, ManifestUnknown, NameUnknown, UpstreamError
-from pyrsia.registry.manifest import ALL_TYPES, MANIFEST_BYTES_MAX, media_type_of
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.manifest import ALL_TYPES, MANIFEST_BYTES_MAX, media_type_of
 from pyrsia.upstream.http import Retryable, UpstreamHttp
+from pyrsia.upstream.sink import OpenSink
 
 TAG_PAGES_MAX = 100
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -88,22 +87,27 @@ class RegistryClient:
         return self._http.with_retries(attempt)
 
     def fetch_blob(
-        self, name: str, digest: Digest, store: BlobStore, progress: Callable[[int], None] | None = None
-    ) -> Path:
-        """Stream a blob into the store; it is published only if its digest matches."""
+        self, name: str, digest: Digest, open_sink: OpenSink, progress: Callable[[int], None] | None = None
+    ) -> object:
+        """Stream a blob into a sink; what `commit()` returns once the sink accepted the bytes."""
         url = f"{self.base_url}/v2/{name}/blobs/{digest}"
 
-        def attempt() -> Path:
-            with store.writer(digest, source=self._where) as writer, self._stream(url, name, {}) as response:
-                if response.status_code == 404:
-                    raise BlobUnknown(f"{self._where} has no blob {digest} in {name}")
-                self._http.check_status(response, url)
-                for chunk in self._http.iter_body(response, url):
-                    writer.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                self._http.check_length(response, writer.size, url)
-                return writer.commit()
+        def attempt() -> object:
+            sink = open_sink()
+            try:
+                with self._stream(url, name, {}) as response:
+                    if response.status_code == 404:
+                        raise BlobUnknown(f"{self._where} has no blob {digest} in {name}")
+                    self._http.check_status(response, url)
+                    for chunk in self._http.iter_body(response, url):
+                        sink.write(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                    self._http.check_length(response, sink.size, url)
+                    return sink.commit()
+            except BaseException:
+                sink.abort()
+                raise
 
         return self._http.with_retries(attempt)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import DigestMismatch
+from pyrsia.formats.digest import Digest
 
 
 def test_put_is_content_addressed(tmp_path: Path) -> None:

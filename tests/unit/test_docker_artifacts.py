@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.vouch import MemoryArtifactLog
 from pyrsia.errors import BlobUnknown
-from pyrsia.registry.manifest import ALL_TYPES
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.manifest import ALL_TYPES
 from pyrsia.upstream.registry import RegistryClient
 from tests.support import images
 

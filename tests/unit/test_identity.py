@@ -7,7 +7,8 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrsia.p2p.identity import _B58_ALPHABET, Identity, base58btc, peer_id_of
+from pyrsia.formats.peer_id import _B58_ALPHABET, base58btc, peer_id_of
+from pyrsia.p2p.identity import Identity
 
 
 def _b58decode(text: str) -> bytes:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pyrsia.errors import ManifestInvalid
-from pyrsia.registry import manifest as m
+from pyrsia.formats import manifest as m
 
 
 def _index(*platforms: tuple[str, str]) -> bytes:

@@ -10,7 +10,7 @@ from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import MAVEN, MemoryArtifactLog
-from pyrsia.registry.maven_layout import parse_path
+from pyrsia.formats.maven_layout import parse_path
 from pyrsia.upstream.maven import MavenClient
 
 METADATA = "a/b/maven-metadata.xml"

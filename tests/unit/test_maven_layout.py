@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyrsia.errors import MavenPathInvalid
-from pyrsia.registry.maven_layout import Coordinates, parse_path
+from pyrsia.formats.maven_layout import Coordinates, parse_path
 
 
 @pytest.mark.parametrize(

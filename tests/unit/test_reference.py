@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import DigestInvalid, NameInvalid, TagInvalid
-from pyrsia.registry.reference import parse_name, parse_tag
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.reference import parse_name, parse_tag
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, ProofInvalid, TxInvalid
-from pyrsia.p2p.identity import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, codec, merkle
 from pyrsia.translog.block import Block
 from pyrsia.translog.index import Query

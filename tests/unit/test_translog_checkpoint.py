@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ProofInvalid
-from pyrsia.p2p.identity import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.checkpoint import Checkpoint
 

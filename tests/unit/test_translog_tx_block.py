@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, TxInvalid
-from pyrsia.p2p.identity import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import block as blocks
 from pyrsia.translog import codec, merkle
 from pyrsia.translog.block import Block, CommitSignature

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import BlobUnknown, DigestMismatch, ManifestUnknown, UpstreamError, UpstreamUnavailable
-from pyrsia.registry.manifest import OCI_MANIFEST
+from pyrsia.formats.digest import Digest
+from pyrsia.formats.manifest import OCI_MANIFEST
 from pyrsia.upstream.registry import RegistryClient
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode()
@@ -84,15 +84,15 @@ def test_missing_things_are_typed(tmp_path: Path) -> None:
     with pytest.raises(ManifestUnknown):
         client.get_manifest("library/alpine", "nope")
     with pytest.raises(BlobUnknown):
-        client.fetch_blob("library/alpine", BLOB_DIGEST, BlobStore(tmp_path))
+        client.fetch_blob("library/alpine", BLOB_DIGEST, BlobStore(tmp_path).opener(BLOB_DIGEST, "test"))
 
 
 def test_retries_transient_failures_then_succeeds(tmp_path: Path) -> None:
     answers = iter([httpx.Response(503), httpx.Response(200, content=BLOB)])
     client, seen = _client(lambda r: next(answers))
     store = BlobStore(tmp_path)
-    path = client.fetch_blob("library/alpine", BLOB_DIGEST, store)
-    assert path.read_bytes() == BLOB and len(seen) == 2
+    client.fetch_blob("library/alpine", BLOB_DIGEST, store.opener(BLOB_DIGEST, "test"))
+    assert store.read(BLOB_DIGEST) == BLOB and len(seen) == 2
 
 
 def test_gives_up_after_bounded_retries() -> None:
@@ -109,7 +109,7 @@ def test_wrong_blob_bytes_are_never_stored(tmp_path: Path) -> None:
     client, _ = _client(lambda r: httpx.Response(200, content=b"evil" * 100))
     store = BlobStore(tmp_path)
     with pytest.raises(DigestMismatch):
-        client.fetch_blob("library/alpine", BLOB_DIGEST, store)
+        client.fetch_blob("library/alpine", BLOB_DIGEST, store.opener(BLOB_DIGEST, "test"))
     assert store.size(BLOB_DIGEST) is None and list(store.tmp_dir.iterdir()) == []
 
 
@@ -118,7 +118,7 @@ def test_truncated_blob_is_retried_then_refused(tmp_path: Path) -> None:
     client, seen = _client(lambda r: short, retries=1)
     store = BlobStore(tmp_path)
     with pytest.raises(UpstreamUnavailable, match="body ended after 100"):
-        client.fetch_blob("library/alpine", BLOB_DIGEST, store)
+        client.fetch_blob("library/alpine", BLOB_DIGEST, store.opener(BLOB_DIGEST, "test"))
     assert len(seen) == 2 and store.size(BLOB_DIGEST) is None
 
 
@@ -131,7 +131,9 @@ def test_blob_redirect_is_followed_without_leaking_the_token(tmp_path: Path) -> 
 
     client, _ = _client(route)
     client._tokens["repository:library/alpine:pull"] = ("SECRET", float("inf"))
-    assert client.fetch_blob("library/alpine", BLOB_DIGEST, BlobStore(tmp_path)).read_bytes() == BLOB
+    store = BlobStore(tmp_path)
+    client.fetch_blob("library/alpine", BLOB_DIGEST, store.opener(BLOB_DIGEST, "test"))
+    assert store.read(BLOB_DIGEST) == BLOB
 
 
 def test_tag_list_follows_link_pagination() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from pyrsia.artifacts.digest import Digest
 from pyrsia.errors import NameInvalid, TagInvalid
+from pyrsia.formats.digest import Digest
 
 # distribution-spec: <name> = [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
