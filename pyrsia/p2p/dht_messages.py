@@ -19,6 +19,7 @@ js-libp2p puts them on the wire, so a CID built from a blob's digest finds it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -118,7 +119,8 @@ def is_multihash(data: bytes) -> bool:
 
 def check_peer_id_bytes(raw: bytes) -> bytes:
     """`raw` if it is a peer id libp2p could have made (identity or sha2-256 multihash)."""
-    if not 2 < len(raw) <= PEER_ID_BYTES_MAX or not is_multihash(raw):
+    # Both codes and every length up to PEER_ID_BYTES_MAX are one-byte varints.
+    if not 2 < len(raw) <= PEER_ID_BYTES_MAX or len(raw) != raw[1] + 2:
         raise ProtocolViolation("peer id is not a multihash")
     if raw[0] == MULTIHASH_SHA2_256:
         if raw[1] != SHA256_BYTES:
@@ -128,6 +130,8 @@ def check_peer_id_bytes(raw: bytes) -> bytes:
     return raw
 
 
+# Peer ids are converted on every message; the same few thousand recur, so remember them.
+@functools.lru_cache(maxsize=8192)
 def peer_id_to_bytes(peer_id: str) -> bytes:
     """The multihash bytes of a base58btc peer id (`12D3KooW…` or `Qm…`)."""
     try:
@@ -137,6 +141,7 @@ def peer_id_to_bytes(peer_id: str) -> bytes:
     return check_peer_id_bytes(raw)
 
 
+@functools.lru_cache(maxsize=8192)
 def peer_id_from_bytes(raw: bytes) -> str:
     return base58btc(check_peer_id_bytes(raw))
 
