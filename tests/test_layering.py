@@ -24,6 +24,8 @@ PURE_MODULES = [
     "http/message.py",
     "http/ranges.py",
     "p2p/identity.py",
+    "p2p/dht_messages.py",
+    "p2p/kademlia.py",
     "registry/manifest.py",
     "registry/maven_layout.py",
     "registry/reference.py",
