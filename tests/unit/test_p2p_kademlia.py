@@ -467,3 +467,13 @@ def test_restore_skips_what_does_not_parse(snapshot: object) -> None:
     node = core()
     assert node.restore(snapshot, 0.0) == 0
     assert node.peers() == []
+
+
+def test_a_sparse_table_after_bootstrap_refreshes_sooner() -> None:
+    node = core(k=20, refresh_interval_s=600.0, sparse_refresh_interval_s=60.0, provider_sweep_interval_s=1e9)
+    node.add_peer(peer(1), (addr(peer(1)),), 0.0)
+    (send,) = sends(node.bootstrap(0.0))
+    assert send.message == Message(type=MessageType.FIND_NODE, key=raw(ME))
+    assert answer(node, send, now_s=0.5) == []
+    assert node.next_deadline_s() == 60.5
+    assert raw(ME) in {s.message.key for s in sends(node.tick(60.5))}
