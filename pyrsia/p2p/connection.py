@@ -169,7 +169,8 @@ class Connection:
 
     def data_to_send(self) -> list[bytes]:
         """Bytes for the wire, in order: handshake bytes, then Noise frames."""
-        out, self._raw_out = self._raw_out, []
+        out = [piece for piece in self._raw_out if piece]
+        self._raw_out = []
         if self._session is not None and self._session.has_output:
             self._plain_out += self._session.data_to_send()
         if self._plain_out and self._channel is not None:

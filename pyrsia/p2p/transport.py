@@ -988,8 +988,9 @@ class Host:
             return
         pieces = conn.core.data_to_send()
         for piece in pieces:
-            conn.wbuf.append(piece)
-            conn.wbuf_bytes += len(piece)
+            if piece:  # an empty buffer would never leave the queue
+                conn.wbuf.append(piece)
+                conn.wbuf_bytes += len(piece)
         if pieces and conn.streams:
             self._refresh_backlogs(conn)
 
@@ -1023,8 +1024,9 @@ class Host:
         if conn.core is None:
             return
         for piece in conn.core.data_to_send():
-            conn.wbuf.append(piece)
-            conn.wbuf_bytes += len(piece)
+            if piece:
+                conn.wbuf.append(piece)
+                conn.wbuf_bytes += len(piece)
         with contextlib.suppress(OSError):
             conn.sock.sendmsg(list(conn.wbuf)[:SEND_BUFFERS_MAX])
 

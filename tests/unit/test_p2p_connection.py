@@ -67,7 +67,9 @@ class ConnectionPair:
             moved = False
             for sender in (True, False):
                 source, target = self.side(sender), self.side(not sender)
-                data = b"".join(source.data_to_send())
+                pieces = source.data_to_send()
+                assert all(pieces), "an empty output piece would stall a socket writer"
+                data = b"".join(pieces)
                 if not data:
                     continue
                 moved = True
