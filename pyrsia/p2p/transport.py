@@ -151,16 +151,32 @@ class Stream:
             if not self._cond.wait_for(lambda: self._chunks or self._eof or self._error, timeout):
                 raise PeerTimeout(f"no data from {self.peer_id} on {self.protocol} within {timeout} s")
             if self._chunks:
-                chunk = self._chunks.popleft()
-                if len(chunk) > size:
-                    self._chunks.appendleft(chunk[size:])
-                    chunk = chunk[:size]
+                chunk = self._take(size)
             elif self._error is not None:
                 raise self._error
             else:
                 return b""
         self._host._post(lambda: self._conn.consume(self.stream_id, len(chunk)))
         return chunk
+
+    def _take(self, size: int) -> bytes:
+        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB)."""
+        chunks = self._chunks
+        first = chunks.popleft()
+        if len(first) >= size or not chunks:
+            if len(first) > size:
+                chunks.appendleft(first[size:])
+                return first[:size]
+            return first
+        parts, got = [first], len(first)
+        while chunks and got < size:
+            chunk = chunks.popleft()
+            if got + len(chunk) > size:
+                chunks.appendleft(chunk[size - got :])
+                chunk = chunk[: size - got]
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     def read_exactly(self, size: int, timeout: float | None = 30.0) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -369,6 +385,7 @@ class Host:
         self._read_buffer = bytearray(READ_CHUNK_BYTES)
         self.listen_port = 0
         self._timers_due = 0.0
+        self._wake_armed = False
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -532,8 +549,13 @@ class Host:
 
     def _post(self, command: Callable[[], None]) -> None:
         self._commands.put(command)
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"\0")
+        # One wake-up byte until the selector drains it. The selector clears the flag
+        # after draining the socket and before running the queue, so a command put
+        # while the flag is set is always run by that pass.
+        if not self._wake_armed:
+            self._wake_armed = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_w.send(b"\0")
 
     # -- selector thread ------------------------------------------------------------
 
@@ -544,6 +566,8 @@ class Host:
                     with contextlib.suppress(BlockingIOError):
                         while self._wake_r.recv(4096):
                             pass
+                    # Cleared after draining, before the queue runs (see _post).
+                    self._wake_armed = False
                 elif key.data == "listener":
                     self._accept()
                 else:
