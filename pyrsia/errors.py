@@ -37,7 +37,9 @@ status code.
     ├── StorageError                 500 (the local disk failed us)
     ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
     │   ├── ProtocolViolation        the peer sent something its protocol forbids
-    │   └── PeerUnreachable          cannot dial, handshake failed, or the session ended
+    │   ├── PeerUnreachable          cannot dial, handshake failed, or the session ended
+    │   │   └── PeerTimeout          a peer did not answer, connect or send in time
+    │   └── StreamClosed             a p2p stream was reset or closed; its connection lives on
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -267,3 +269,11 @@ class PeerUnreachable(PeerError):
     """The peer cannot be dialled, its handshake failed, or the session ended."""
 
     http_status = 503
+
+
+class PeerTimeout(PeerUnreachable):
+    """A peer did not connect, answer or send within the deadline."""
+
+
+class StreamClosed(PeerError):
+    """A stream was reset, refused or already closed; its connection lives on."""
