@@ -155,3 +155,9 @@ def test_malformed_requests_never_get_a_500(node: NodeProcess, request_bytes: by
     assert got, answer[:300]
     assert 200 <= got[0] < 500 or got[0] == 505, answer[:300]
     assert httpx.get(f"{node.url}/v2/").status_code == 200
+
+
+@pytest.mark.parametrize("n", ["%C2%B2", "9" * 5000])
+def test_tag_page_sizes_that_int_refuses_are_400(node: NodeProcess, n: str) -> None:
+    got = httpx.get(f"{node.url}/v2/{IMAGE.name}/tags/list?n={n}")
+    assert got.status_code == 400 and got.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
