@@ -119,12 +119,12 @@ class _Closed(Exception):
 
 
 class _Connection:
-    """One client connection and its h11 state, kept across parking and serving."""
+    """One client connection. Parked only between requests, so it carries no h11 state:
+    an idle connection costs a socket and a few dictionary entries, nothing more."""
 
-    def __init__(self, sock: socket.socket, peer: str, header_bytes_max: int) -> None:
+    def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.peer = peer
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=header_bytes_max)
 
 
 class _Lingering:
@@ -167,7 +167,7 @@ class HttpServer:
         self._accept_paused_until: float | None = None
         # Shared: the worker queue, connections workers hand back, and counters.
         self._queue: queue.Queue[_Connection | None] = queue.Queue(maxsize=limits.workers_max)
-        self._returned: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
+        self._returned: queue.SimpleQueue[_Connection | _Lingering] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._poller_open = True
         self._busy = 0
@@ -228,25 +228,31 @@ class HttpServer:
         try:
             while not self._stopping.is_set():
                 for key, _ in self._selector.select(self._poll_timeout_s()):
-                    data = key.data
-                    if isinstance(data, _Connection):
-                        self._unpark(data)
-                    elif isinstance(data, _Lingering):
-                        self._drain(data)
-                    elif isinstance(data, _Listener):
-                        self._accept_batch()
-                    else:
-                        self._drain_wake()
-                while True:
                     try:
-                        self._park(self._returned.get_nowait())
-                    except queue.Empty:
-                        break
+                        self._ready(key.data)
+                    except Exception:  # pragma: no cover - a bug must cost one connection, not all
+                        log.exception("HTTP poller failed on %r", key.data)
+                        self._drop(key.data)
+                self._take_back()
                 self._expire(time.monotonic())
-        except Exception:  # pragma: no cover - a bug here must not leave sockets open
-            log.exception("HTTP poller failed")
         finally:
             self._close_poller()
+
+    def _ready(self, data: object) -> None:
+        if isinstance(data, _Connection):
+            self._unpark(data)
+        elif isinstance(data, _Lingering):
+            self._drain(data)
+        elif isinstance(data, _Listener):
+            self._accept_batch()
+        else:
+            self._drain_wake()
+
+    def _drop(self, data: object) -> None:  # pragma: no cover - only after a bug
+        if isinstance(data, _Connection):
+            self._forget(data)
+        elif isinstance(data, _Lingering):
+            self._stop_lingering(data)
 
     def _poll_timeout_s(self) -> float | None:
         deadlines = [d for d in (_first(self._idle), _first(self._lingering)) if d is not None]
@@ -276,7 +282,18 @@ class HttpServer:
             except OSError:
                 _close(sock)
                 continue
-            self._park(_Connection(sock, f"{addr[0]}:{addr[1]}", self._limits.header_bytes_max))
+            self._park(_Connection(sock, f"{addr[0]}:{addr[1]}"))
+
+    def _take_back(self) -> None:
+        while True:
+            try:
+                returned = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(returned, _Lingering):
+                self._linger(returned)
+            else:
+                self._park(returned)
 
     def _park(self, conn: _Connection) -> None:
         if self._stopping.is_set():
@@ -325,14 +342,21 @@ class HttpServer:
         except OSError:
             _close(sock)
             return
-        self._linger(sock)
+        self._linger(_Lingering(sock))
 
-    def _linger(self, sock: socket.socket) -> None:
-        lingering = _Lingering(sock)
+    def _linger(self, lingering: _Lingering) -> None:
+        """Drain what the client still sends after our error reply, then close.
+
+        Closing a socket that holds unread request bytes makes the kernel send RST,
+        which can destroy the error response before the client reads it. So the
+        write side is shut and the poller discards what arrives (bounded in bytes and
+        time) until the client closes: no worker waits for a slow or silent client.
+        """
         try:
-            self._selector.register(sock, selectors.EVENT_READ, lingering)
+            lingering.sock.setblocking(False)
+            self._selector.register(lingering.sock, selectors.EVENT_READ, lingering)
         except (OSError, ValueError, KeyError):
-            _close(sock)
+            _close(lingering.sock)
             return
         self._lingering[lingering] = time.monotonic() + LINGER_S
         self._enforce_parked_max()
@@ -383,9 +407,10 @@ class HttpServer:
             self._stop_lingering(lingering)
         while True:
             try:
-                _close(self._returned.get_nowait().sock)
+                returned = self._returned.get_nowait()
             except queue.Empty:
                 break
+            _close(returned.sock)
         self._selector.close()
         _close(self._wake_r)
         _close(self._wake_w)
@@ -399,21 +424,22 @@ class HttpServer:
                 return
             with self._lock:
                 self._busy += 1
-            keep = False
+            then: _Connection | _Lingering | None = None
             try:
-                keep = self._serve(conn)
+                then = self._serve(conn)
             except Exception:
                 log.exception("connection %s failed", conn.peer)
             finally:
                 with self._lock:
                     self._busy -= 1
-            if keep:
-                self._hand_back(conn)
-            else:
+            if then is None:
                 _close(conn.sock)
+            else:
+                self._hand_back(then)
 
-    def _hand_back(self, conn: _Connection) -> None:
-        """Park a connection between requests: the poller watches it from now on."""
+    def _hand_back(self, conn: _Connection | _Lingering) -> None:
+        """Park a connection between requests (or after an error reply): the poller
+        watches it from now on."""
         with self._lock:
             if self._poller_open:
                 self._returned.put(conn)
@@ -421,17 +447,20 @@ class HttpServer:
                 return
         _close(conn.sock)
 
-    def _serve(self, conn: _Connection) -> bool:
-        """Serve requests while their bytes are at hand; True to park the connection."""
-        h11conn = conn.h11
+    def _serve(self, conn: _Connection) -> _Connection | _Lingering | None:
+        """Serve requests while their bytes are at hand.
+
+        Returns what the poller should watch next: the connection itself (parked for
+        its next request), a lingering close after an error reply, or None to close.
+        """
+        h11conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.header_bytes_max)
         while not self._stopping.is_set():
             try:
                 request = self._read_request(h11conn, conn)
             except _Closed:
-                return False
+                return None
             except HttpError as error:
-                self._fail(h11conn, conn, error)
-                return False
+                return self._fail(h11conn, conn, error)
             response = self._respond(request)
             try:
                 head = self._head(response)
@@ -443,15 +472,15 @@ class HttpServer:
                 self._send(h11conn, conn, request.method, head, response)
             except (_Closed, OSError) as exc:
                 log.debug("%s went away while sending: %s", conn.peer, exc)
-                return False
+                return None
             self._log_access(conn, request, response)
             if h11conn.our_state is not h11.DONE or h11conn.their_state is not h11.DONE:
-                return False
+                return None
             h11conn.start_next_cycle()
             if not h11conn.trailing_data[0]:
                 # Nothing pipelined: wait for the next request in the poller, not here.
-                return not self._stopping.is_set()
-        return False
+                return None if self._stopping.is_set() else conn
+        return None
 
     def _respond(self, request: Request) -> Response:
         try:
@@ -463,15 +492,18 @@ class HttpServer:
             log.exception("handler failed on %s %s", request.method, request.target[:200])
             return self._handler.render_error(request, PyrsiaError("internal server error"))
 
-    def _fail(self, h11conn: h11.Connection, conn: _Connection, error: HttpError) -> None:
-        """Answer a protocol-level failure if the connection still allows it, then close."""
+    def _fail(self, h11conn: h11.Connection, conn: _Connection, error: HttpError) -> _Lingering | None:
+        """Answer a protocol-level failure if the connection still allows it; linger, then close."""
         log.info("%s: %s", conn.peer, error.message)
         if h11conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+            return None
         response = self._handler.render_error(None, error).with_headers(("Connection", "close"))
-        with contextlib.suppress(OSError, _Closed, h11.LocalProtocolError):
+        try:
             self._send(h11conn, conn, "GET", self._head(response), response)
-        _linger_close(conn.sock, LINGER_S)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except (OSError, _Closed, h11.LocalProtocolError):
+            return None
+        return _Lingering(conn.sock)
 
     # -- reading --------------------------------------------------------------------
 
@@ -574,7 +606,7 @@ class HttpServer:
         if response.status not in _NO_CONTENT_STATUSES:
             headers.append(("Content-Length", str(len(response.body))))
         headers += [("Date", formatdate(usegmt=True)), ("Server", f"pyrsia/{__version__}")]
-        if self._stopping.is_set():
+        if self._stopping.is_set() and not any(name.lower() == "connection" for name, _ in headers):
             headers.append(("Connection", "close"))
         return h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
 
@@ -661,26 +693,6 @@ def _check_head(head: h11.Request) -> None:
     names = {name for name, _ in head.headers}
     if b"content-length" in names and b"transfer-encoding" in names:
         raise BadRequest("request has both Content-Length and Transfer-Encoding")
-
-
-def _linger_close(sock: socket.socket, linger_s: float) -> None:
-    """Close after an error without losing our reply.
-
-    Closing a socket that still holds unread request bytes makes the kernel send RST,
-    which can destroy the error response before the client reads it. So: stop
-    writing, discard what the client already sent (bounded in bytes and time), close.
-    """
-    deadline = time.monotonic() + linger_s
-    drained = 0
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_WR)
-        while drained < LINGER_BYTES_MAX and (remaining := deadline - time.monotonic()) > 0:
-            sock.settimeout(remaining)
-            chunk = sock.recv(RECV_BYTES)
-            if not chunk:
-                break
-            drained += len(chunk)
-    sock.close()
 
 
 def _reason(status: int) -> bytes:

@@ -160,3 +160,23 @@ def test_shutdown_closes_parked_connections_and_stops_accepting(opened: list[soc
     assert all(is_closed(sock) for sock in parked)
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=5).close()
+
+
+def test_error_replies_linger_in_the_poller_not_in_a_worker(opened: list[socket.socket]) -> None:
+    server = _serve(workers_max=1, idle_timeout_s=600)
+    try:
+        # A client that sends garbage, then neither reads nor closes.
+        rude = connect(server, opened, request=False)
+        rude.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        wait_for(lambda: server.stats().connections_lingering == 1 and server.stats().workers_busy == 0)
+        assert httpx.get(f"http://{server.address[0]}:{server.address[1]}/", timeout=10).text == "hello"
+        assert one_error(rude).startswith(b"HTTP/1.1 400")
+    finally:
+        server.shutdown(5)
+
+
+def one_error(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
