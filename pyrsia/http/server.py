@@ -22,8 +22,9 @@ Rules it keeps:
 - A 200 answer to GET or HEAD goes through the conditional-request rules
   (`pyrsia.http.conditional`: 304, 412, If-Range) and then a single Range
   (`pyrsia.http.ranges`) when the front end marked it range-capable.
-- After an error the server stops writing and drains what the client sent before
-  closing ("lingering close"), so the client reads the error instead of a reset.
+- After an error reply the server stops writing and the poller drains what the
+  client still sends before closing ("lingering close"), so the client reads the
+  error instead of a reset and no worker waits on it.
 - `shutdown()` stops accepting, closes idle connections, lets in-flight responses
   finish (with `Connection: close`), then joins the workers.
 - The handler maps its own errors to responses (`render_error`); the server only maps

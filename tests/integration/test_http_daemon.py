@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,29 +63,31 @@ def raw(node: NodeProcess, data: bytes) -> bytes:
     return received
 
 
+def ask_v2(sock: socket.socket) -> bytes:
+    """One `GET /v2/` on a keep-alive connection; its answer read to the end of the body."""
+    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"\r\n\r\n{}"):
+        chunk = sock.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
 def statuses(answer: bytes) -> list[int]:
     return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
 
 
 def test_idle_keep_alive_connections_do_not_lock_out_new_clients(node: NodeProcess) -> None:
-    request = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n"
     idle: list[socket.socket] = []
     try:
         # Far more than the default 64 workers plus their 64-deep queue.
         for _ in range(300):
-            sock = connect(node)
-            idle.append(sock)
-            sock.sendall(request)
-            answer = b""
-            while not answer.endswith(b"\r\n\r\n{}"):
-                chunk = sock.recv(65536)
-                assert chunk, answer
-                answer += chunk
-            assert statuses(answer) == [200]
+            idle.append(connect(node))
+            assert statuses(ask_v2(idle[-1])) == [200]
         assert httpx.get(blob_url(node), timeout=15).content == LAYER_BYTES
         for sock in idle[::50]:
-            sock.sendall(request)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            assert statuses(ask_v2(sock)) == [200]
     finally:
         for sock in idle:
             sock.close()
@@ -161,3 +164,24 @@ def test_malformed_requests_never_get_a_500(node: NodeProcess, request_bytes: by
 def test_tag_page_sizes_that_int_refuses_are_400(node: NodeProcess, n: str) -> None:
     got = httpx.get(f"{node.url}/v2/{IMAGE.name}/tags/list?n={n}")
     assert got.status_code == 400 and got.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+
+
+def test_parked_connections_fit_the_file_limit(tmp_path: Path) -> None:
+    """Under `ulimit -n 256` the node parks at most 256 - 128 reserved - 3 per worker
+    connections, closing the oldest idle ones, and never runs out of descriptors."""
+    command = ["prlimit", "--nofile=256:256", *NodeProcess.default_command()]
+    opened: list[socket.socket] = []
+    with NodeProcess(tmp_path / "node", "--http-workers", "4", command=command) as small:
+        try:
+            for _ in range(300):
+                opened.append(connect(small))
+                assert statuses(ask_v2(opened[-1])) == [200]
+            parked_max = 256 - 128 - 3 * 4
+            assert all(sock.recv(1) == b"" for sock in opened[: 300 - parked_max])
+            for sock in opened[-100:]:
+                assert statuses(ask_v2(sock)) == [200]
+            assert httpx.get(f"{small.url}/v2/").status_code == 200
+        finally:
+            for sock in opened:
+                sock.close()
+        assert "Traceback" not in small.output() and "Too many open files" not in small.output()

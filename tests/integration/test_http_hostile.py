@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
@@ -357,7 +358,15 @@ def test_client_gone_mid_response_frees_its_worker(served: tuple[HttpServer, Han
 def test_a_pipelining_flood_is_answered_in_order(served: tuple[HttpServer, Handler]) -> None:
     server, handler = served
     requests = b"".join(f"GET /echo/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(2000))
-    answer = raw(server, requests + b"GET /echo/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    requests += b"GET /echo/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(server.address, timeout=10) as sock:
+        # Send while reading, so neither side's buffers fill up and stall the other.
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sender.join(10)
     assert statuses(answer) == [200] * 2001
     assert handler.seen == [f"GET /echo/{i}" for i in range(2000)] + ["GET /echo/last"]
     healthy(server)
