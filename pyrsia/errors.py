@@ -29,8 +29,10 @@ status code.
     │   ├── RequestTimeout           408 (head or body not received in time)
     │   ├── PayloadTooLarge          413
     │   ├── HeadersTooLarge          431
+    │   ├── VersionNotSupported      505 (not HTTP/1.x)
     │   └── ServerBusy               503 (every worker is taken)
     ├── RangeNotSatisfiable          416
+    ├── PreconditionFailed           412 (If-Match / If-Unmodified-Since false)
     ├── UpstreamError                502 (an upstream registry failed us)
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
     │   └── DigestMismatch           502 (bytes do not hash to what was asked)
@@ -169,6 +171,11 @@ class HeadersTooLarge(HttpError):
     code = "HEADERS_TOO_LARGE"
 
 
+class VersionNotSupported(HttpError):
+    http_status = 505
+    code = "HTTP_VERSION_NOT_SUPPORTED"
+
+
 class ServerBusy(HttpError):
     http_status = 503
     code = "TOOMANYREQUESTS"
@@ -192,6 +199,11 @@ class RangeNotSatisfiable(PyrsiaError):
     def __init__(self, message: str, *, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class PreconditionFailed(PyrsiaError):
+    http_status = 412
+    code = "PRECONDITION_FAILED"
 
 
 class UpstreamError(PyrsiaError):

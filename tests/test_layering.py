@@ -45,6 +45,7 @@ PURE_MODULES = [
     "translog/codec.py",
     "translog/merkle.py",
     "translog/tx.py",
+    "http/conditional.py",
     "http/message.py",
     "http/ranges.py",
     "p2p/identity.py",
