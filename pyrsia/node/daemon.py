@@ -44,6 +44,11 @@ class NodeInfo:
     addresses: tuple[str, ...]
 
 
+def http_limits(config: Config) -> Limits:
+    """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
+    return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
+
+
 class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -79,13 +84,7 @@ class Node:
             NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
             config.http_host,
             config.http_port,
-            Limits(
-                workers_max=config.http_workers_max,
-                header_bytes_max=config.http_header_bytes_max,
-                body_bytes_max=config.http_body_bytes_max,
-                header_timeout_s=config.http_header_timeout_s,
-                idle_timeout_s=config.http_idle_timeout_s,
-            ),
+            http_limits(config),
         )
         self._started = time.monotonic()
         self._stop = threading.Event()
