@@ -20,6 +20,7 @@ from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.maven import MavenArtifacts
+from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
@@ -81,7 +82,11 @@ class Node:
         )
         api = NodeApi(self, self._admin_token, self.ledger)
         self._server = HttpServer(
-            NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
+            NodeApp(
+                DockerRegistry(docker),
+                MavenRepository(maven, MavenListings(vouched, self._maven_upstream)),
+                api,
+            ),
             config.http_host,
             config.http_port,
             http_limits(config),
