@@ -18,8 +18,8 @@ from email.utils import formatdate
 
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.maven_listing import MavenListings
-from pyrsia.errors import Unsupported
-from pyrsia.formats.maven_layout import parse_directory, parse_path
+from pyrsia.errors import MavenPathInvalid, Unsupported
+from pyrsia.formats.maven_layout import MavenPath, parse_directory, parse_path
 from pyrsia.formats.maven_listing import render
 from pyrsia.http.message import FileBody, Request, Response
 
@@ -39,7 +39,7 @@ class MavenRepository:
             directory = parse_directory(raw)
             page = render(directory, PREFIX, self._listings.entries(directory))
             return Response(headers=(("Content-Type", "text/html; charset=utf-8"),), body=page)
-        target = parse_path(raw)
+        target = _file(raw)
         found = self._artifacts.file(target)
         headers = [
             ("Content-Type", target.content_type),
@@ -56,3 +56,14 @@ class MavenRepository:
             body=FileBody(found.blob, 0, found.size),
             ranges=True,
         )
+
+
+def _file(raw: str) -> MavenPath:
+    try:
+        return parse_path(raw)
+    except MavenPathInvalid as exc:
+        try:
+            parse_directory(raw + "/")
+        except MavenPathInvalid:
+            raise exc from None
+        raise MavenPathInvalid(f"{exc.message} (a directory listing needs a trailing '/')") from None
