@@ -70,7 +70,7 @@ class Setting:
 
     @property
     def default_text(self) -> str:
-        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+        return _num(self.default) if isinstance(self.default, float) else str(self.default)
 
     def check(self, value: object) -> None:
         """Raises `ConfigError` unless `value` (already of `kind`) is allowed."""

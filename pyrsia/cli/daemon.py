@@ -1,4 +1,10 @@
-"""`pyrsia daemon`: run a node in the foreground until SIGINT or SIGTERM."""
+"""`pyrsia daemon`: run a node in the foreground until SIGINT or SIGTERM.
+
+Its options are not written out here: there is one per `config.SETTINGS` entry, built
+from it (flag, `PYRSIA_*` variable, bounds, help with the default), so a new setting
+is a new flag without touching this file. Flags left out are None, and `config.load`
+lets the file and the environment decide those.
+"""
 
 from __future__ import annotations
 
