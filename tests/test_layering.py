@@ -36,6 +36,7 @@ PURE_MODULES = [
     "formats/digest.py",
     "formats/manifest.py",
     "formats/maven_layout.py",
+    "formats/maven_listing.py",
     "formats/peer_id.py",
     "formats/reference.py",
     "artifacts/provenance.py",
