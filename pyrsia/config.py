@@ -225,6 +225,11 @@ def _settings() -> dict[str, Setting]:
 SETTINGS: dict[str, Setting] = _settings()
 
 
+def default_of(key: str) -> Any:
+    """A setting's one declared default, for modules that take settings as plain values."""
+    return SETTINGS[key].default
+
+
 def _coerce(key: str, raw: Any, source: str) -> Any:
     """`raw` (TOML value, environment string, JSON value or flag) as the setting's type.
 
