@@ -56,7 +56,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
-from pyrsia.consensus.quorum import Added, Conflict, Participation, Tally
+from pyrsia.consensus.quorum import Added, Conflict, Participation, Tally, quorum
 from pyrsia.consensus.quorum import Vote as CountedVote
 from pyrsia.errors import ConsensusError, MessageRejected, TxInvalid
 from pyrsia.translog import codec
@@ -152,6 +152,8 @@ class HardState:
     locked_round: int
     valid_value: bytes | None
     valid_round: int
+    # The quorum of prevotes that made valid_value valid, sent along when re-proposing it.
+    valid_proof: tuple[m.Prevote, ...]
     # What this node signed in `round`: re-sent after a restart, never signed anew.
     own: tuple[m.Proposal | m.Prevote | m.Precommit, ...]
     last_decision: m.Decision | None
@@ -166,6 +168,7 @@ class HardState:
                 "locked_round": self.locked_round,
                 "valid_value": self.valid_value,
                 "valid_round": self.valid_round,
+                "valid_proof": [m.to_map(vote) for vote in self.valid_proof],
                 "own": [m.to_map(message) for message in self.own],
                 "last_decision": None if self.last_decision is None else m.to_map(self.last_decision),
             }
@@ -176,11 +179,16 @@ class HardState:
         try:
             doc = codec.decode(data)
             own = [m.from_map(entry) for entry in codec.field(doc, "own", list)]
+            proof = [m.from_map(entry) for entry in codec.field(doc, "valid_proof", list)]
+            if not all(isinstance(x, m.Prevote) for x in proof):
+                raise TxInvalid("hard state proof holds something other than prevotes")
             last = doc.get("last_decision")
             decision = None if last is None else m.from_map(last)
             locked, valid = doc.get("locked_value"), doc.get("valid_value")
-            if not all(isinstance(x, m.Proposal | m.Prevote | m.Precommit) for x in own) or not (
-                decision is None or isinstance(decision, m.Decision)
+            if (
+                len(own) > 3
+                or not all(isinstance(x, m.Proposal | m.Prevote | m.Precommit) for x in own)
+                or not (decision is None or isinstance(decision, m.Decision))
             ):
                 raise TxInvalid("hard state holds the wrong kind of message")
             if not (locked is None or isinstance(locked, bytes)) or not (
@@ -195,7 +203,8 @@ class HardState:
                 locked_round=codec.field(doc, "locked_round", int),
                 valid_value=valid,
                 valid_round=codec.field(doc, "valid_round", int),
-                own=tuple(x for x in own if not isinstance(x, m.Decision)),
+                valid_proof=tuple(x for x in proof if isinstance(x, m.Prevote)),
+                own=tuple(x for x in own if isinstance(x, m.Proposal | m.Prevote | m.Precommit)),
                 last_decision=decision if isinstance(decision, m.Decision) else None,
             )
         except (TxInvalid, ValueError) as exc:
@@ -261,7 +270,8 @@ class Core:
         self._future_count = 0
         self._future_per_signer: dict[str, int] = {}
         self._recent: dict[int, tuple[m.Decision, frozenset[str]]] = {}
-        self._answered: dict[str, int] = {}
+        self._answered: dict[tuple[str, str], int] = {}
+        self._catch_up_sent = (-1, 0)
         self._last_decision = state.last_decision if state is not None else None
         self._out_messages: list[Outbound] = []
         self._out_commits: list[Commit] = []
@@ -287,6 +297,8 @@ class Core:
         """One message from a peer; raises `MessageRejected`/`CertificateInvalid` if refused."""
         if isinstance(message, m.Decision):
             self._on_decision(message)
+        elif isinstance(message, m.CatchUp):
+            self._on_catch_up(message)
         else:
             self._on_signed(message)
         self._evaluate()
@@ -336,6 +348,7 @@ class Core:
             locked_round=self.locked_round,
             valid_value=self._valid_value,
             valid_round=self.valid_round,
+            valid_proof=self._valid_proof,
             own=tuple(self._own),
             last_decision=self._last_decision,
         )
@@ -366,6 +379,7 @@ class Core:
         self.locked_round = -1
         self._valid_value: bytes | None = None
         self.valid_round = -1
+        self._valid_proof: tuple[m.Prevote, ...] = ()
         self._proposals: dict[int, dict[bytes, m.Proposal]] = {}
         self._values: dict[bytes, bytes] = {}
         self._prevotes: dict[int, Tally] = {}
@@ -376,6 +390,8 @@ class Core:
         self._valid_cache: dict[bytes, bool] = {}
         self._reported: set[tuple[str, str, int]] = set()
         self._own: list[m.Proposal | m.Prevote | m.Precommit] = []
+        # Everything signed at this height, by round: answers for peers in an earlier round.
+        self._own_by_round: dict[int, list[m.Proposal | m.Prevote | m.Precommit]] = {}
         if resume is None:
             self._start_round(0)
         else:
@@ -389,9 +405,11 @@ class Core:
             self._lock(state.locked_value, state.locked_round)
         if state.valid_value is not None:
             self._valid_value, self.valid_round = state.valid_value, state.valid_round
+            self._valid_proof = state.valid_proof
             self._values[m.value_hash(state.valid_value)] = state.valid_value
         for message in state.own:
             self._own.append(message)
+            self._own_by_round.setdefault(message.round, []).append(message)
             self._accept(message)
             self._out_messages.append(Broadcast(message=message))
         if self.current_step == Step.PROPOSE:
@@ -415,6 +433,7 @@ class Core:
                     round=round_,
                     proposal=value,
                     valid_round=valid_round,
+                    proof=self._valid_proof if valid_round >= 0 else (),
                 )
                 self._send_own(proposal)
         self._schedule("propose", round_)
@@ -423,7 +442,10 @@ class Core:
 
     def _on_signed(self, message: m.Proposal | m.Prevote | m.Precommit) -> None:
         if message.height < self.height:
-            self._answer_lagging(message.signer, message.height)
+            kept = self._recent.get(message.height)
+            # Unchecked, so answered only to an authority of that height, at a bounded rate.
+            if kept is not None and message.signer in kept[1]:
+                self._answer_lagging(message.signer, message.height)
             return
         if message.height > self.height:
             self._buffer(message)
@@ -432,6 +454,8 @@ class Core:
             return
         self._check(message, self._auth, self._sorted)
         self._accept(message)
+        if message.round < self.round:
+            self._answer_lagging_round(message.signer, message.round)
 
     def _check(
         self, message: m.Proposal | m.Prevote | m.Precommit, authorities: frozenset[str], ordered: list[str]
@@ -447,8 +471,32 @@ class Core:
                 raise MessageRejected(
                     f"{signer[:60]} is not the proposer of height {message.height} round {message.round}"
                 )
+            if message.valid_round >= 0:
+                self._check_proof(message, authorities)
         if not m.is_signed(message, self.config.genesis_hash, self._verify):
             raise MessageRejected(f"bad {_kind(message)} signature from {signer[:60]}")
+
+    def _on_catch_up(self, request: m.CatchUp) -> None:
+        if request.height >= self.height:
+            return
+        known = {request.height, *range(request.height, self.height)} & self._recent.keys()
+        if not any(request.signer in self._recent[h][1] for h in known) and request.signer not in self._auth:
+            raise MessageRejected(f"{request.signer[:60]} is no authority of the heights it asks for")
+        if not m.is_signed(request, self.config.genesis_hash, self._verify):
+            raise MessageRejected(f"bad catch-up signature from {request.signer[:60]}")
+        self._answer_lagging(request.signer, request.height)
+
+    def _check_proof(self, proposal: m.Proposal, authorities: frozenset[str]) -> None:
+        """A re-proposal's proof: a quorum of distinct authorities prevoted it in valid_round."""
+        signers = {s.signer for s in proposal.proof}
+        if len(signers) != len(proposal.proof) or not signers <= authorities:
+            raise MessageRejected("proposal proof repeats a signer or names a non-authority")
+        needed = quorum(len(authorities))
+        if len(signers) < needed:
+            raise MessageRejected(f"proposal proof has {len(signers)} prevotes, a quorum is {needed}")
+        for prevote in proposal.proof_prevotes():
+            if not m.is_signed(prevote, self.config.genesis_hash, self._verify):
+                raise MessageRejected(f"bad prevote signature from {prevote.signer[:60]} in a proposal proof")
 
     def _on_decision(self, decision: m.Decision) -> None:
         certificate = decision.certificate
@@ -476,14 +524,18 @@ class Core:
             in_round[message.value] = message
             self._values.setdefault(message.value, message.proposal)
             self._participation.add(message.round, message.proposer)
+            for prevote in message.proof_prevotes():
+                self._count(prevote, justified=True)
             return
+        self._count(message, justified=False)
+
+    def _count(self, message: m.Prevote | m.Precommit, *, justified: bool) -> None:
         tallies = self._prevotes if isinstance(message, m.Prevote) else self._precommits
         tally = tallies.get(message.round)
         if tally is None:
             tally = tallies[message.round] = Tally(self._auth)
-        outcome = tally.add(
-            CountedVote(signer=message.signer, value=message.value, signature=message.signature)
-        )
+        vote = CountedVote(signer=message.signer, value=message.value, signature=message.signature)
+        outcome = tally.add_justified(vote) if justified else tally.add(vote)
         if isinstance(outcome, Conflict):
             first = type(message)(
                 height=message.height,
@@ -510,9 +562,11 @@ class Core:
             self._reported.add(key)
             self._out_evidence.append(Evidence(first=first, second=second))
 
-    def _buffer(self, message: Message) -> None:
+    def _buffer(self, message: m.Proposal | m.Prevote | m.Precommit | m.Decision) -> None:
         """Keep a message for a later height, within bounds; check it now if we can."""
         height = message.height
+        if not isinstance(message, m.Decision):
+            self._ask_to_catch_up(message.signer)
         if height > self.height + self.config.heights_ahead_max:
             return
         signer = "" if isinstance(message, m.Decision) else message.signer
@@ -528,6 +582,17 @@ class Core:
         self._future_count += 1
         self._future_per_signer[signer] = self._future_per_signer.get(signer, 0) + 1
 
+    def _ask_to_catch_up(self, peer: str) -> None:
+        """Someone is past our height: ask it for the decisions, once per height and interval."""
+        sent = self._catch_up_sent
+        if peer == self.peer_id or (
+            sent[0] == self.height and self._now - sent[1] < self.config.rebroadcast_ticks
+        ):
+            return
+        self._catch_up_sent = (self.height, self._now)
+        request = m.sign_catch_up(self._key, self.config.genesis_hash, height=self.height)
+        self._out_messages.append(SendTo(peer=peer, message=request))
+
     def _replay_future(self, height: int) -> None:
         for stale in [h for h in self._future if h < height]:
             self._forget_future(self._future.pop(stale))
@@ -537,7 +602,7 @@ class Core:
             try:
                 if isinstance(message, m.Decision):
                     self._on_decision(message)
-                else:
+                elif not isinstance(message, m.CatchUp):
                     self._on_signed(message)
             except ConsensusError:
                 continue  # refused now that its height's authority set is known
@@ -554,17 +619,30 @@ class Core:
 
     def _answer_lagging(self, peer: str, height: int) -> None:
         """A peer still at a height we decided: send it the decisions we keep from there."""
-        entry = self._recent.get(height)
-        if peer == self.peer_id or entry is None or peer not in entry[1]:
+        if peer == self.peer_id or height not in self._recent or self._recently_answered(("height", peer)):
             return
-        last = self._answered.get(peer)
-        if last is not None and self._now - last < self.config.rebroadcast_ticks:
-            return
-        self._answered[peer] = self._now
         for later in range(height, height + self.config.decisions_sent_max):
             kept = self._recent.get(later)
             if kept is not None:
                 self._out_messages.append(SendTo(peer=peer, message=kept[0]))
+
+    def _answer_lagging_round(self, peer: str, round_: int) -> None:
+        """A peer still in an earlier round of this height: send it what we signed there.
+
+        Its round may need our precommit to reach the quorum that lets it time out into
+        the next round; our periodic re-sends cover only the round we are in.
+        """
+        own = self._own_by_round.get(round_)
+        if not own or peer == self.peer_id or self._recently_answered(("round", peer)):
+            return
+        self._out_messages.extend(SendTo(peer=peer, message=message) for message in own)
+
+    def _recently_answered(self, key: tuple[str, str]) -> bool:
+        last = self._answered.get(key)
+        if last is not None and self._now - last < self.config.rebroadcast_ticks:
+            return True
+        self._answered[key] = self._now
+        return False
 
     # -- timeouts -------------------------------------------------------------------------
 
@@ -690,6 +768,16 @@ class Core:
                     self._lock(proposal, self.round)
                     self._precommit(value)
                 self._valid_value, self.valid_round = proposal, self.round
+                self._valid_proof = tuple(
+                    m.Prevote(
+                        height=self.height,
+                        round=self.round,
+                        value=value,
+                        signer=v.signer,
+                        signature=v.signature,
+                    )
+                    for v in tally.votes_for(value)
+                )
                 return True
         return False
 
@@ -740,6 +828,7 @@ class Core:
 
     def _send_own(self, message: m.Proposal | m.Prevote | m.Precommit) -> None:
         self._own.append(message)
+        self._own_by_round.setdefault(message.round, []).append(message)
         self._out_messages.append(Broadcast(message=message))
         self._accept(message)
 

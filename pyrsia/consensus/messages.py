@@ -2,11 +2,21 @@
 
 Tendermint's three messages (arXiv:1807.04938, Algorithm 1) plus one for catching up:
 
-    Proposal   {height, round, proposal bytes, valid_round, proposer, signature}
+    Proposal   {height, round, proposal bytes, valid_round, proposer, signature,
+                proof: the prevotes for the value in valid_round}
     Prevote    {height, round, value hash or nil, signer, signature}
     Precommit  {height, round, value hash or nil, signer, signature}
     Decision   {proposal bytes, certificate}: a decided value and the quorum of
                precommits that proves it, sent to an authority that fell behind
+    CatchUp    {height, signer, signature}: "I am still at this height", from a node
+               that sees later heights but signs nothing at its own (an observer)
+
+A proposal that re-proposes a value (`valid_round` >= 0) carries the quorum of
+prevotes that made it valid (Tendermint's proof of lock change): receivers count
+them even if a Byzantine signer sent them a different prevote, so a value one honest
+node saw a quorum for can win later (Algorithm 1, line 28, without relying on gossip
+to relay other nodes' votes). The proof is self-authenticating and outside the
+proposer's signature.
 
 A proposal is opaque bytes to consensus (the chain encodes a block into them); votes
 name it by its SHA-256, the "value hash". Every signature is Ed25519 over
@@ -57,6 +67,12 @@ def value_hash(proposal: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateSignature:
+    signer: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Proposal:
     height: int
     round: int
@@ -65,6 +81,8 @@ class Proposal:
     valid_round: int
     proposer: str
     signature: bytes
+    # Prevotes for this value in valid_round (empty when valid_round is -1).
+    proof: tuple[CertificateSignature, ...] = ()
     value: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +94,18 @@ class Proposal:
 
     def sign_bytes(self, genesis_hash: bytes) -> bytes:
         return proposal_sign_bytes(genesis_hash, self.height, self.round, self.value, self.valid_round)
+
+    def proof_prevotes(self) -> list[Prevote]:
+        return [
+            Prevote(
+                height=self.height,
+                round=self.valid_round,
+                value=self.value,
+                signer=s.signer,
+                signature=s.signature,
+            )
+            for s in self.proof
+        ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,12 +140,6 @@ Vote = Prevote | Precommit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CertificateSignature:
-    signer: str
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Certificate:
     """A quorum of precommits for `value` at (height, round): proof that it was decided."""
 
@@ -143,7 +167,21 @@ class Decision:
         return self.certificate.height
 
 
-Message = Proposal | Prevote | Precommit | Decision
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchUp:
+    """A node at `height` asks for the decisions from there on (it saw later messages)."""
+
+    height: int
+    signer: str
+    signature: bytes
+
+    kind = "catch_up"
+
+    def sign_bytes(self, genesis_hash: bytes) -> bytes:
+        return vote_sign_bytes(genesis_hash, self.kind, self.height, 0, None)
+
+
+Message = Proposal | Prevote | Precommit | Decision | CatchUp
 
 
 def proposal_sign_bytes(
@@ -161,7 +199,14 @@ def signer_of(key: SigningKey) -> str:
 
 
 def sign_proposal(
-    key: SigningKey, genesis_hash: bytes, *, height: int, round: int, proposal: bytes, valid_round: int
+    key: SigningKey,
+    genesis_hash: bytes,
+    *,
+    height: int,
+    round: int,
+    proposal: bytes,
+    valid_round: int,
+    proof: Iterable[Prevote] = (),
 ) -> Proposal:
     sign_bytes = proposal_sign_bytes(genesis_hash, height, round, value_hash(proposal), valid_round)
     return Proposal(
@@ -171,6 +216,7 @@ def sign_proposal(
         valid_round=valid_round,
         proposer=signer_of(key),
         signature=key.sign(sign_bytes).signature,
+        proof=_signatures(proof),
     )
 
 
@@ -188,16 +234,24 @@ def sign_precommit(
     return Precommit(height=height, round=round, value=value, signer=signer_of(key), signature=signature)
 
 
-def is_signed(message: Proposal | Vote, genesis_hash: bytes, verify: Verifier = verify_signature) -> bool:
+def sign_catch_up(key: SigningKey, genesis_hash: bytes, *, height: int) -> CatchUp:
+    signature = key.sign(vote_sign_bytes(genesis_hash, CatchUp.kind, height, 0, None)).signature
+    return CatchUp(height=height, signer=signer_of(key), signature=signature)
+
+
+def is_signed(
+    message: Proposal | Vote | CatchUp, genesis_hash: bytes, verify: Verifier = verify_signature
+) -> bool:
     return verify(message.signer, message.sign_bytes(genesis_hash), message.signature)
 
 
+def _signatures(votes: Iterable[Prevote | Precommit]) -> tuple[CertificateSignature, ...]:
+    signatures = {v.signer: CertificateSignature(signer=v.signer, signature=v.signature) for v in votes}
+    return tuple(signatures[signer] for signer in sorted(signatures))
+
+
 def certificate_of(height: int, round_: int, value: bytes, precommits: Iterable[Precommit]) -> Certificate:
-    signatures = sorted(
-        (CertificateSignature(signer=p.signer, signature=p.signature) for p in precommits),
-        key=lambda s: s.signer,
-    )
-    return Certificate(height=height, round=round_, value=value, signatures=tuple(signatures))
+    return Certificate(height=height, round=round_, value=value, signatures=_signatures(precommits))
 
 
 def verify_certificate(
@@ -239,6 +293,7 @@ def to_map(message: Message) -> dict[str, Any]:
                 "valid_round": message.valid_round,
                 "proposer": message.proposer,
                 "signature": message.signature,
+                "proof": [{"signer": s.signer, "signature": s.signature} for s in message.proof],
             }
         case Prevote() | Precommit():
             return {
@@ -246,6 +301,13 @@ def to_map(message: Message) -> dict[str, Any]:
                 "height": message.height,
                 "round": message.round,
                 "value": message.value,
+                "signer": message.signer,
+                "signature": message.signature,
+            }
+        case CatchUp():
+            return {
+                "type": message.kind,
+                "height": message.height,
                 "signer": message.signer,
                 "signature": message.signature,
             }
@@ -288,6 +350,9 @@ def from_map(doc: Any) -> Message:
         proposal = codec.field(doc, "proposal", bytes)
         if len(proposal) > PROPOSAL_BYTES_MAX:
             raise MessageRejected(f"proposal of {len(proposal)} bytes exceeds {PROPOSAL_BYTES_MAX}")
+        proof = _signature_list(doc, "proof")
+        if valid_round == -1 and proof:
+            raise MessageRejected("a proposal with valid round -1 carries no proof")
         return Proposal(
             height=height,
             round=round_,
@@ -295,6 +360,7 @@ def from_map(doc: Any) -> Message:
             valid_round=valid_round,
             proposer=_peer(doc, "proposer"),
             signature=_signature(doc),
+            proof=proof,
         )
     if kind in (Prevote.kind, Precommit.kind):
         if "value" not in doc:
@@ -318,17 +384,21 @@ def from_map(doc: Any) -> Message:
         value = _hash(cert, "value")
         if value != value_hash(proposal):
             raise MessageRejected("certificate is for another value than the proposal")
-        entries = codec.field(cert, "signatures", list)
-        if len(entries) > CERTIFICATE_SIGNATURES_MAX:
-            raise MessageRejected(f"certificate has more than {CERTIFICATE_SIGNATURES_MAX} signatures")
-        signatures = tuple(
-            CertificateSignature(signer=_peer(e, "signer"), signature=_signature(e)) for e in entries
-        )
+        signatures = _signature_list(cert, "signatures")
         certificate = Certificate(
             height=_height(cert), round=_round(cert), value=value, signatures=signatures
         )
         return Decision(proposal=proposal, certificate=certificate)
+    if kind == CatchUp.kind:
+        return CatchUp(height=_height(doc), signer=_peer(doc, "signer"), signature=_signature(doc))
     raise MessageRejected(f"unknown message type {kind[:40]!r}")
+
+
+def _signature_list(doc: Any, key: str) -> tuple[CertificateSignature, ...]:
+    entries = codec.field(doc, key, list)
+    if len(entries) > CERTIFICATE_SIGNATURES_MAX:
+        raise MessageRejected(f"{key} has more than {CERTIFICATE_SIGNATURES_MAX} signatures")
+    return tuple(CertificateSignature(signer=_peer(e, "signer"), signature=_signature(e)) for e in entries)
 
 
 def _height(doc: Any) -> int:

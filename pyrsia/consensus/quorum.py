@@ -4,8 +4,12 @@ A `Tally` holds the votes of one (height, round, vote type): at most one vote pe
 signer, only from the authority set in force at that height. The first vote a signer
 casts is the one counted; a later vote for a different value is reported back as a
 `Conflict` (equivocation evidence) and never counted, and a replay of the same vote is
-a `Duplicate`. Because every signer counts once and a quorum is more than two thirds,
-at most one value (or nil) can ever reach a quorum in one tally.
+a `Duplicate`. `add_justified` is the one exception: a vote that arrives as part of a
+proof (the prevotes a proposer attaches for its `valid_round`) counts for its value
+even if the signer told us something else first, as in the paper, where a message
+counts for the value it names (an equivocating signer is then in two value sets, but
+still once in `total`). Two quorums share more than f signers, so with at most f
+faulty authorities at most one value (or nil) can reach a quorum in one tally.
 
 Two thresholds over n authorities (Tendermint: arXiv:1807.04938, §2 "2f+1" and
 "f+1", generalised to any n):
@@ -80,13 +84,14 @@ AddOutcome = Added | Duplicate | Conflict | NotAuthority
 class Tally:
     """The votes of one (height, round, type) from a fixed authority set."""
 
-    __slots__ = ("_by_signer", "_by_value", "authorities", "quorum")
+    __slots__ = ("_by_signer", "_by_value", "_justified", "authorities", "quorum")
 
     def __init__(self, authorities: frozenset[str]) -> None:
         self.authorities = authorities
         self.quorum = quorum(len(authorities))
         self._by_signer: dict[str, Vote] = {}
         self._by_value: dict[Value, list[Vote]] = {}
+        self._justified: set[tuple[str, Value]] = set()
 
     def add(self, vote: Vote) -> AddOutcome:
         if vote.signer not in self.authorities:
@@ -99,6 +104,15 @@ class Tally:
         self._by_signer[vote.signer] = vote
         self._by_value.setdefault(vote.value, []).append(vote)
         return Added(vote=vote)
+
+    def add_justified(self, vote: Vote) -> AddOutcome:
+        """Count `vote` for its value even if its signer already voted for another one."""
+        outcome = self.add(vote)
+        if not isinstance(outcome, Conflict) or (vote.signer, vote.value) in self._justified:
+            return outcome
+        self._justified.add((vote.signer, vote.value))
+        self._by_value.setdefault(vote.value, []).append(vote)
+        return outcome
 
     def count(self, value: Value) -> int:
         return len(self._by_value.get(value, ()))
