@@ -116,6 +116,7 @@ class ConsensusNode:
         checker: SafetyChecker | None,
         now_s: float,
         config: Config = CONFIG,
+        verify: m.Verifier = verify_cached,
     ) -> None:
         self.key = key
         self.name = m.signer_of(key)
@@ -124,6 +125,7 @@ class ConsensusNode:
         self.clock = clock
         self.checker = checker
         self.config = config
+        self.verify = verify
         self.log: list[Commit] = []
         self.persisted: HardState | None = None
         self.stats = NodeStats()
@@ -140,7 +142,7 @@ class ConsensusNode:
             height=len(self.log),
             now_ticks=self.ticks(now_s),
             state=self.persisted,
-            verify=verify_cached,
+            verify=self.verify,
         )
 
     def _value(self, height: int) -> bytes:
@@ -317,6 +319,8 @@ def build(
     byzantine: int = 0,
     authorities: Callable[[frozenset[str]], AuthoritiesAt] | None = None,
     skew: bool = True,
+    config: Config = CONFIG,
+    verify: m.Verifier = verify_cached,
 ) -> tuple[list[ConsensusNode], list[ByzantineNode], SafetyChecker]:
     """Nodes with keys from the scenario rng; `authorities(everyone)` gives the per-height sets."""
     keys = [SigningKey(sim.rng.randbytes(32)) for _ in range(honest + byzantine)]
@@ -339,6 +343,8 @@ def build(
             "authorities": per_height,
             "clock": clock(),
             "now_s": sim.now_s,
+            "config": config,
+            "verify": verify,
         }
         if index < honest:
             node = ConsensusNode(checker=checker, **common)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ nothing moves. Time moves only with `tick(ticks)`. Scenarios cite Tendermint
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pyrsia.consensus.core import (
     Core,
     Evidence,
     HardState,
+    SendTo,
     Step,
 )
 from pyrsia.errors import CertificateInvalid, MessageRejected
@@ -543,3 +545,122 @@ def test_messages_for_a_future_height_wait_and_count_once_it_is_reached() -> Non
     cluster.pump()
     # At height 1 the two buffered round-5 prevotes are f+1: the node jumps to round 5.
     assert core.height == 1 and core.round == 5
+
+
+def test_every_message_type_survives_the_wire() -> None:
+    key = key_of(0)
+    prevotes = [
+        m.sign_prevote(key_of(i), GENESIS, height=3, round=1, value=m.value_hash(b"h3:v")) for i in range(3)
+    ]
+    certificate = m.certificate_of(
+        3,
+        1,
+        m.value_hash(b"h3:v"),
+        [
+            m.sign_precommit(key_of(i), GENESIS, height=3, round=1, value=m.value_hash(b"h3:v"))
+            for i in range(3)
+        ],
+    )
+    for message in [
+        m.sign_proposal(key, GENESIS, height=3, round=2, proposal=b"h3:v", valid_round=1, proof=prevotes),
+        m.sign_proposal(key, GENESIS, height=3, round=0, proposal=b"h3:v", valid_round=-1),
+        m.sign_prevote(key, GENESIS, height=3, round=0, value=None),
+        m.sign_precommit(key, GENESIS, height=3, round=0, value=bytes(32)),
+        m.Decision(proposal=b"h3:v", certificate=certificate),
+        m.sign_catch_up(key, GENESIS, height=2),
+    ]:
+        decoded = m.decode(m.encode(message))
+        assert decoded == message and m.encode(decoded) == m.encode(message)
+    with pytest.raises(MessageRejected, match="another value"):
+        m.decode(m.encode(m.Decision(proposal=b"h3:other", certificate=certificate)))
+
+
+def test_a_reproposal_proof_counts_prevotes_a_byzantine_signer_hid_from_us() -> None:
+    """The liar prevoted v to some and nil to us; the re-proposal's proof still counts it for v."""
+    cluster = ClusterOf(4)
+    proposer1 = cluster.proposer(0, 1)
+    receiver = next(p for p in cluster.ids if p not in (proposer1, cluster.proposer(0, 0)))
+    liar = next(p for p in cluster.ids if p not in (proposer1, receiver))
+    core = cluster.cores[receiver]
+    v = b"h0:v"
+    honest_v = [
+        m.sign_prevote(cluster.keys[p], GENESIS, height=0, round=0, value=m.value_hash(v))
+        for p in (proposer1, receiver)
+    ]
+    liar_v = m.sign_prevote(cluster.keys[liar], GENESIS, height=0, round=0, value=m.value_hash(v))
+    core.step(m.sign_prevote(cluster.keys[liar], GENESIS, height=0, round=0, value=None))  # what we were told
+    core.step(honest_v[0])
+    # Into round 1 (two authorities are there), where proposer1 re-proposes v from round 0.
+    core.step(m.sign_prevote(cluster.keys[proposer1], GENESIS, height=0, round=1, value=None))
+    core.step(m.sign_prevote(cluster.keys[liar], GENESIS, height=0, round=1, value=None))
+    assert core.round == 1
+    reproposal = m.sign_proposal(
+        cluster.keys[proposer1],
+        GENESIS,
+        height=0,
+        round=1,
+        proposal=v,
+        valid_round=0,
+        proof=[*honest_v, liar_v],
+    )
+    core.step(reproposal)
+    prevote = next(
+        o.message for o in core.ready().messages if isinstance(o.message, m.Prevote) and o.message.round == 1
+    )
+    assert prevote.value == m.value_hash(v)  # line 28 holds with the proof's quorum
+    assert any(e.signer == liar for e in core.ready().evidence)
+
+
+def test_a_reproposal_with_a_thin_or_forged_proof_is_rejected() -> None:
+    cluster = ClusterOf(4)
+    proposer1 = cluster.proposer(0, 1)
+    core = cluster.cores[next(p for p in cluster.ids if p != proposer1)]
+    v = b"h0:v"
+    prevotes = [
+        m.sign_prevote(cluster.keys[p], GENESIS, height=0, round=0, value=m.value_hash(v))
+        for p in cluster.ids
+    ]
+    forged = dataclasses.replace(prevotes[2], signature=bytes(64))
+    for proof, reason in [
+        (prevotes[:2], "2 prevotes, a quorum is 3"),
+        ([*prevotes[:2], forged], "bad prevote signature"),
+        ([prevotes[0], prevotes[0], prevotes[1]], "repeats a signer"),
+    ]:
+        proposal = m.sign_proposal(
+            cluster.keys[proposer1], GENESIS, height=0, round=1, proposal=v, valid_round=0
+        )
+        proposal = dataclasses.replace(
+            proposal,
+            proof=tuple(m.CertificateSignature(signer=p.signer, signature=p.signature) for p in proof),
+        )
+        with pytest.raises(MessageRejected) as caught:
+            core.step(proposal)
+        assert reason in caught.value.reason
+
+
+def test_catch_up_requests_are_answered_only_for_authorities_with_good_signatures() -> None:
+    cluster = ClusterOf(4)
+    cluster.heights = 2
+    cluster.tick(100)
+    core = cluster.cores[cluster.ids[0]]
+    assert core.height == 2
+    core.ready()
+    core.advance()
+    with pytest.raises(MessageRejected, match="no authority"):
+        core.step(m.sign_catch_up(_outsider(), GENESIS, height=0))
+    with pytest.raises(MessageRejected, match="bad catch-up signature"):
+        core.step(
+            dataclasses.replace(
+                m.sign_catch_up(cluster.keys[cluster.ids[1]], GENESIS, height=0), signature=bytes(64)
+            )
+        )
+    core.step(m.sign_catch_up(cluster.keys[cluster.ids[1]], GENESIS, height=0))
+    answers = core.ready().messages
+    assert [(a.peer, a.message.height) for a in answers if isinstance(a, SendTo)] == [
+        (cluster.ids[1], 0),
+        (cluster.ids[1], 1),
+    ]
+    assert all(isinstance(a.message, m.Decision) for a in answers)
+    core.advance()
+    core.step(m.sign_catch_up(cluster.keys[cluster.ids[1]], GENESIS, height=0))
+    assert core.ready().messages == ()  # once per re-send interval
