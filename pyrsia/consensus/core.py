@@ -38,11 +38,18 @@ What the shell injects, all pure:
     get_value(height)     what to propose when this node is the proposer, or None
 
 Messages for the next few heights wait in a bounded buffer until the node gets
-there; messages for past heights are answered with the decisions this node keeps
-(`Decision`, a proposal and its certificate), so an authority that missed a commit
-catches up. Every authority re-sends what it signed in the current round every
-`rebroadcast_ticks`, which makes progress survive message loss once the network
-heals (the paper assumes reliable gossip after GST, §2).
+there. The paper assumes that after GST every message between correct nodes arrives
+(§2, gossip); over a lossy network without gossip relays the core gets there by:
+  - re-sending what it signed in the current round every `rebroadcast_ticks`;
+  - answering a peer still in an earlier round of this height with what it signed
+    there, and a peer at an earlier height with the decisions it keeps (`Decision`:
+    proposal and certificate; a verified certificate decides at once);
+  - asking a peer it sees at a later height to catch it up (`CatchUp`), which is how
+    a node that signs nothing at its height (not an authority there) learns decisions;
+  - re-proposing a valid value together with the quorum of prevotes that made it
+    valid (Proposal.proof), counted even when a Byzantine signer sent us another vote.
+Every answer is rate-limited per peer. A node more than `decisions_kept` heights
+behind must get blocks from the chain's sync instead, then start a core there.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from nacl.signing import SigningKey
 from pyrsia.consensus import messages as m
 from pyrsia.consensus.quorum import Added, Conflict, Participation, Tally, quorum
 from pyrsia.consensus.quorum import Vote as CountedVote
-from pyrsia.errors import ConsensusError, MessageRejected, TxInvalid
+from pyrsia.errors import ConsensusError, MessageRejected, StorageError, TxInvalid
 from pyrsia.translog import codec
 from pyrsia.translog.tx import verify_signature
 
@@ -207,8 +214,8 @@ class HardState:
                 own=tuple(x for x in own if isinstance(x, m.Proposal | m.Prevote | m.Precommit)),
                 last_decision=decision if isinstance(decision, m.Decision) else None,
             )
-        except (TxInvalid, ValueError) as exc:
-            raise MessageRejected(f"unreadable consensus state: {exc}") from exc
+        except (TxInvalid, ConsensusError, ValueError) as exc:
+            raise StorageError(f"unreadable consensus state: {exc}") from exc
 
 
 Message = m.Message

@@ -27,7 +27,7 @@ from pyrsia.consensus.core import (
     SendTo,
     Step,
 )
-from pyrsia.errors import CertificateInvalid, MessageRejected
+from pyrsia.errors import CertificateInvalid, MessageRejected, StorageError
 
 GENESIS = hashlib.sha256(b"pyrsia test genesis").digest()
 CONFIG = Config(genesis_hash=GENESIS)
@@ -664,3 +664,15 @@ def test_catch_up_requests_are_answered_only_for_authorities_with_good_signature
     core.advance()
     core.step(m.sign_catch_up(cluster.keys[cluster.ids[1]], GENESIS, height=0))
     assert core.ready().messages == ()  # once per re-send interval
+
+
+def test_unreadable_hard_state_is_a_storage_error() -> None:
+    state = ClusterOf(4).cores[key_id(0)].hard_state()
+    assert HardState.decode(state.encode()) == state
+    for broken in [b"", b"\x81\xa1x\x01", state.encode()[:-3]]:
+        with pytest.raises(StorageError, match="unreadable consensus state"):
+            HardState.decode(broken)
+
+
+def key_id(index: int) -> str:
+    return m.signer_of(key_of(index))
