@@ -28,6 +28,7 @@ from nacl.signing import SigningKey
 from pyrsia.consensus import messages as m
 from pyrsia.consensus.core import Broadcast, Commit, Config, Core, HardState, SendTo
 from pyrsia.errors import ConsensusError
+from pyrsia.translog import codec
 from pyrsia.translog.block import quorum
 from pyrsia.translog.tx import verify_signature
 from tests.sim.clock import NodeClock
@@ -247,7 +248,7 @@ class ByzantineNode(ConsensusNode):
         out: list[Outgoing] = []
         peers = [p for p in self.peers() if p != self.name]
         for effect in messages:
-            if not isinstance(effect, Broadcast) or isinstance(effect.message, m.Decision):
+            if not isinstance(effect, Broadcast) or isinstance(effect.message, m.Decision | m.CatchUp):
                 continue
             message = effect.message
             for peer in peers:
@@ -293,7 +294,7 @@ class ByzantineNode(ConsensusNode):
         if rng.random() < lies.forge:
             forged = m.to_map(sent[0])
             forged["signature"] = rng.randbytes(64)
-            encoded.append(m.codec.encode(forged))
+            encoded.append(codec.encode(forged))
             if self.log:
                 # A decision whose certificate has one signature fewer than a quorum.
                 last = self.log[-1].certificate

@@ -17,6 +17,7 @@ each, PYRSIA_SIM_SEED=N replays one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -33,7 +34,7 @@ def chaos(
     nodes: list[ConsensusNode],
     *,
     duration_s: float,
-    crash: list[ConsensusNode] = (),  # type: ignore[assignment]
+    crash: Sequence[ConsensusNode] = (),
     restart: bool = False,
 ) -> None:
     """Random partitions and heals; `crash` nodes go down at random times (and maybe return)."""
@@ -74,7 +75,7 @@ def stabilise_and_demand_progress(
     honest: list[ConsensusNode],
     checker: SafetyChecker,
     *,
-    restart: list[ConsensusNode] = (),  # type: ignore[assignment]
+    restart: Sequence[ConsensusNode] = (),
 ) -> None:
     """GST: heal, stop losing messages, restart who should; every honest node up commits once more."""
     sim.network.heal()
@@ -131,7 +132,7 @@ def test_four_authorities_partitions_and_restarts(seed: int) -> None:
 def test_authority_set_changes_per_height(seed: int) -> None:
     """Five nodes; at each height one of them (rotating) is not an authority, four are."""
 
-    def rotating(everyone: frozenset[str]):  # type: ignore[no-untyped-def]
+    def rotating(everyone: frozenset[str]) -> Callable[[int], frozenset[str]]:
         ordered = sorted(everyone)
 
         def at(height: int) -> frozenset[str]:
@@ -145,3 +146,16 @@ def test_authority_set_changes_per_height(seed: int) -> None:
         chaos(sim, honest, duration_s=sim.rng.uniform(0.3, 1.0))
         stabilise_and_demand_progress(sim, honest, checker)
         assert checker.commits > 0
+
+
+@pytest.mark.parametrize("seed", seeds(20))
+def test_byzantine_lies_are_reported_or_refused_and_change_nothing(seed: int) -> None:
+    """Two simulated seconds of a liar: honest nodes report its double votes and refuse its forgeries."""
+    with replayable(seed):
+        sim = Simulation(seed, LOSSY)
+        honest, _, checker = build(sim, honest=3, byzantine=1)
+        sim.run_for(2.0)
+        assert sum(n.stats.evidence for n in honest) > 0
+        assert sum(n.stats.rejected for n in honest) > 0
+        assert min(n.height for n in honest) > 0
+        checker.check_prefixes(honest)

@@ -28,6 +28,7 @@ from pyrsia.consensus.core import (
     Step,
 )
 from pyrsia.errors import CertificateInvalid, MessageRejected, StorageError
+from pyrsia.translog import codec
 
 GENESIS = hashlib.sha256(b"pyrsia test genesis").digest()
 CONFIG = Config(genesis_hash=GENESIS)
@@ -334,12 +335,12 @@ def test_malformed_bytes_are_rejected_by_the_decoder() -> None:
     good = m.to_map(vote)
     for broken, reason in [
         (b"\xc1", "undecodable"),
-        (m.codec.encode({**good, "type": "vote"}), "unknown message type"),
-        (m.codec.encode({**good, "value": b"short"}), "32-byte hash or nil"),
-        (m.codec.encode({**good, "round": -1}), "round -1 out of range"),
-        (m.codec.encode({**good, "signature": b"x" * 63}), "signature must be 64 bytes"),
-        (m.codec.encode({k: v for k, v in good.items() if k != "value"}), "missing field 'value'"),
-        (m.codec.encode({**good, "height": True}), "wrong type"),
+        (codec.encode({**good, "type": "vote"}), "unknown message type"),
+        (codec.encode({**good, "value": b"short"}), "32-byte hash or nil"),
+        (codec.encode({**good, "round": -1}), "round -1 out of range"),
+        (codec.encode({**good, "signature": b"x" * 63}), "signature must be 64 bytes"),
+        (codec.encode({k: v for k, v in good.items() if k != "value"}), "missing field 'value'"),
+        (codec.encode({**good, "height": True}), "wrong type"),
     ]:
         with pytest.raises(MessageRejected) as caught:
             m.decode(broken)
