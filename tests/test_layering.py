@@ -51,6 +51,8 @@ PURE_MODULES = [
     "http/message.py",
     "http/ranges.py",
     "p2p/identity.py",
+    "p2p/dht_messages.py",
+    "p2p/kademlia.py",
     "p2p/protobuf.py",
     "p2p/varint.py",
 ]

@@ -91,6 +91,8 @@ class KadConfig:
     provided_keys_max: int = 1_000_000
     republish_per_tick_max: int = 16
     refresh_interval_s: float = 600.0
+    # While the table holds fewer than k peers (a join that lost its answers), sooner.
+    sparse_refresh_interval_s: float = 60.0
     # Random keys for deeper buckets cost 2**(cpl+1) hashes to find; go-libp2p stops at 15.
     refresh_cpl_max: int = 15
     inbound_requests_per_s: float = 20.0
@@ -590,8 +592,8 @@ class Kademlia:
             self.providers.sweep(now_s)
             self._next_sweep_s = now_s + self.config.provider_sweep_interval_s
         if now_s >= self._next_refresh_s:
-            effects += self._refresh(now_s)
             self._next_refresh_s = now_s + self.config.refresh_interval_s
+            effects += self._refresh(now_s)
         effects += self._republish(now_s)
         return effects
 
@@ -914,6 +916,9 @@ class Kademlia:
         if answered and end is not LookupEnd.BUSY:
             self._bucket_refreshed_s[self.table.bucket_of(lookup.target)] = now_s
         if lookup.purpose is _Purpose.REFRESH:
+            if len(self.table) < self.config.k:
+                retry_s = now_s + self.config.sparse_refresh_interval_s
+                self._next_refresh_s = min(self._next_refresh_s, retry_s)
             return []
         if lookup.purpose is _Purpose.PROVIDE:
             return self._announce(lookup, answered)
