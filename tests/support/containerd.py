@@ -124,7 +124,8 @@ class Containerd:
         blobs = {}
         for line in self.ctr("content", "ls").stdout.splitlines()[1:]:
             # Columns are padded with tabs (Go's tabwriter); AGE holds spaces.
-            digest, _size, _age, labels = [cell for cell in line.split("\t") if cell]
+            digest, _size, _age, *rest = [cell for cell in line.split("\t") if cell]
+            labels = rest[0] if rest else ""
             pairs = (item.split("=", 1) for item in labels.split(",") if "=" in item)
             blobs[digest] = {key: value for key, value in pairs}
         return blobs
