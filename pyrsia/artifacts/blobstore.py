@@ -4,7 +4,8 @@ Layout (DESIGN §3): `<home>/blobs/<algorithm>/<first two hex>/<hex>`; writes go
 `<home>/blobs/tmp/` first. A blob becomes visible only when its bytes hashed to the
 digest it was written under: stream to a temp file while hashing, fsync, compare,
 rename into place, fsync the directory. A crash at any point leaves either no blob or
-a whole verified one, plus a temp file that the next start removes.
+a whole verified one, plus a temp file that the next start removes. Peer downloads
+use a `ResumableBlobWriter` instead, whose verified chunks survive for the next try.
 
 Bytes can still change after that (a failing disk, a hand edit). Before a blob is
 served, `checked()` compares the file's inode, size and ctime with the stamp taken
@@ -17,6 +18,7 @@ each blob once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -94,9 +96,11 @@ class BlobWriter:
         self._chunks_written: set[int] = set()
         self.size = 0
         self.digest: Digest | None = None
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, suffix=".part")
-        self._tmp = Path(name)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._tmp, self._file = self._open_temp()
+
+    def _open_temp(self) -> tuple[Path, BinaryIO]:
+        fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, suffix=".part")
+        return Path(name), os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
         """The next bytes in order."""
@@ -151,6 +155,10 @@ class BlobWriter:
         except OSError as exc:
             raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
         self._chunks_written.add(index)
+
+    def verified_chunks(self) -> frozenset[int]:
+        """Chunks written and verified so far (chunk mode)."""
+        return frozenset(self._chunks_written)
 
     def missing_chunks(self) -> list[int]:
         if self._chunk_list is None:
@@ -236,6 +244,138 @@ class BlobWriter:
     ) -> None:
         if kind is not None:
             self.abort()
+
+
+class ResumableBlobWriter(BlobWriter):
+    """A chunk-mode writer whose verified chunks survive a stop or a kill (peer downloads).
+
+    Chunks go to `<tmp>/<alg>-<hex>.partial` at their offsets; `<tmp>/<alg>-<hex>.chunks`
+    lists the chunks verified so far (a bitmap behind the chunk root, replaced
+    atomically every `PROGRESS_EVERY_CHUNKS` chunks and on `suspend`). The next writer
+    for the blob re-hashes every chunk that list names against its own root-checked
+    chunk list in `expect_chunks` and keeps only those that match: the list saves
+    work, it is never trusted. A write cut short by a kill is caught the same way.
+    While one writer holds the partial file (flock), another for the same blob writes
+    an ordinary temp file instead (`resumable` is False).
+
+    `suspend()` keeps the partial file for later; `abort()` and a failed `commit()`
+    delete it (bytes that verified chunk by chunk but not as a whole are not kept).
+    """
+
+    PROGRESS_EVERY_CHUNKS = 16
+    MAGIC = b"pyrsia-chunks\x01"
+
+    def __init__(
+        self, store: BlobStore, expected: Digest, source: str, *, size: int, chunk_root: bytes
+    ) -> None:
+        stem = f"{expected.algorithm}-{expected.hex}"
+        self.partial_path = store.tmp_dir / f"{stem}.partial"
+        self.progress_path = store.tmp_dir / f"{stem}.chunks"
+        self.resumable = True
+        self.resumed_chunks = 0
+        self._unsaved = 0
+        self._progress_lock = threading.Lock()
+        super().__init__(store, expected, source, size=size, chunk_root=chunk_root)
+
+    def _open_temp(self) -> tuple[Path, BinaryIO]:
+        try:
+            fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open {self.partial_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.resumable = False
+            return super()._open_temp()
+        return self.partial_path, os.fdopen(fd, "r+b")
+
+    def expect_chunks(self, hashes: Sequence[bytes]) -> None:
+        super().expect_chunks(hashes)
+        if not self.resumable:
+            return
+        size = self._size_expected or 0
+        fd = self._file.fileno()
+        try:
+            if os.fstat(fd).st_size > size:
+                os.ftruncate(fd, size)
+        except OSError as exc:
+            raise StorageError(f"cannot size {self.partial_path}: {exc.strerror}") from exc
+        for index in self._saved_progress(len(hashes)):
+            length = min(CHUNK_BYTES, size - index * CHUNK_BYTES)
+            try:
+                data = os.pread(fd, length, index * CHUNK_BYTES)
+            except OSError as exc:
+                raise StorageError(f"cannot read {self.partial_path}: {exc.strerror}") from exc
+            if len(data) == length and hashlib.sha256(data).digest() == hashes[index]:
+                self._chunks_written.add(index)
+        self.resumed_chunks = len(self._chunks_written)
+        if self.resumed_chunks:
+            log.info("blob %s: resuming with %d verified chunks", self._expected, self.resumed_chunks)
+
+    def _saved_progress(self, count: int) -> list[int]:
+        try:
+            raw = self.progress_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.progress_path}: {exc.strerror}") from exc
+        head = self.MAGIC + (self._chunk_root_expected or b"")
+        bitmap = raw[len(head) :]
+        if not raw.startswith(head) or len(bitmap) != -(-count // 8):
+            return []
+        return [i for i in range(count) if bitmap[i // 8] >> (i % 8) & 1]
+
+    def write_chunk(self, index: int, data: bytes) -> None:
+        super().write_chunk(index, data)
+        if not self.resumable:
+            return
+        with self._progress_lock:
+            self._unsaved += 1
+            due = self._unsaved >= self.PROGRESS_EVERY_CHUNKS
+        if due:
+            self.save_progress()
+
+    def save_progress(self) -> None:
+        """Write the list of verified chunks (a hint for the next attempt; not fsynced)."""
+        if not self.resumable or self._chunk_list is None:
+            return
+        with self._progress_lock:
+            self._unsaved = 0
+            bitmap = bytearray(-(-len(self._chunk_list) // 8))
+            for index in list(self._chunks_written):
+                bitmap[index // 8] |= 1 << (index % 8)
+            staging = self.progress_path.with_suffix(".chunks-new")
+            try:
+                staging.write_bytes(self.MAGIC + (self._chunk_root_expected or b"") + bytes(bitmap))
+                os.replace(staging, self.progress_path)
+            except OSError as exc:
+                raise StorageError(f"cannot write {self.progress_path}: {exc.strerror}") from exc
+
+    def suspend(self) -> None:
+        """Stop for now: keep the verified chunks for the next attempt."""
+        try:
+            self.save_progress()
+            self._file.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if not self.resumable:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+
+    def commit(self) -> StoredBlob:
+        stored = super().commit()
+        if self.resumable:
+            with contextlib.suppress(FileNotFoundError):
+                self.progress_path.unlink()
+        return stored
+
+    def abort(self) -> None:
+        super().abort()
+        if self.resumable:
+            with contextlib.suppress(FileNotFoundError):
+                self.progress_path.unlink()
 
 
 class BlobStore:
@@ -357,6 +497,22 @@ class BlobStore:
         chunk_root: bytes | None = None,
     ) -> BlobWriter:
         return BlobWriter(self, expected, source, also, size=size, chunk_root=chunk_root)
+
+    def resumable_writer(
+        self, expected: Digest, source: str, *, size: int, chunk_root: bytes
+    ) -> ResumableBlobWriter:
+        return ResumableBlobWriter(self, expected, source, size=size, chunk_root=chunk_root)
+
+    def remove_stale_partials(self, age_s_max: float, now_s: float) -> int:
+        """Delete resumable downloads untouched for `age_s_max` (wall-clock `now_s`)."""
+        removed = 0
+        for pattern in ("*.partial", "*.chunks"):
+            for leftover in self.tmp_dir.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    if now_s - leftover.stat().st_mtime > age_s_max:
+                        leftover.unlink()
+                        removed += 1
+        return removed
 
     def opener(
         self,

@@ -1,0 +1,112 @@
+"""The resumable writer: verified chunks survive a stop, are re-checked, and never trusted blindly."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from pyrsia.artifacts.blobstore import BlobStore, ResumableBlobWriter
+from pyrsia.errors import DigestMismatch
+from pyrsia.formats.digest import Digest
+from pyrsia.translog.chunks import CHUNK_BYTES, chunk_hashes, chunk_root
+
+BLOB = random.Random(3).randbytes(40 * CHUNK_BYTES + 777)
+DIGEST = Digest.of(BLOB)
+HASHES = chunk_hashes(BLOB)
+ROOT = chunk_root(HASHES)
+
+
+def _chunk(index: int) -> bytes:
+    return BLOB[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
+
+
+def _writer(store: BlobStore) -> ResumableBlobWriter:
+    writer = store.resumable_writer(DIGEST, "peers", size=len(BLOB), chunk_root=ROOT)
+    writer.expect_chunks(HASHES)
+    return writer
+
+
+def test_suspended_chunks_are_resumed_and_the_rest_completes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    first = _writer(store)
+    for index in range(0, 41, 2):
+        first.write_chunk(index, _chunk(index))
+    first.suspend()
+    assert store.remove_temp_files() == 0  # a start does not throw resumable work away
+    second = _writer(store)
+    assert second.resumable and second.resumed_chunks == 21
+    assert second.missing_chunks() == list(range(1, 41, 2))
+    for index in second.missing_chunks():
+        second.write_chunk(index, _chunk(index))
+    stored = second.commit()
+    assert stored.digest == DIGEST and store.read(DIGEST) == BLOB
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+def test_progress_is_saved_as_chunks_arrive_so_a_kill_loses_little(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    first = _writer(store)
+    for index in range(20):
+        first.write_chunk(index, _chunk(index))
+    # no suspend: the process died; the lock goes with its file descriptor
+    first._file.close()
+    second = _writer(store)
+    assert second.resumed_chunks == ResumableBlobWriter.PROGRESS_EVERY_CHUNKS
+    second.abort()
+
+
+def test_chunks_changed_on_disk_are_not_trusted(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    first = _writer(store)
+    for index in range(4):
+        first.write_chunk(index, _chunk(index))
+    first.suspend()
+    with first.partial_path.open("r+b") as file:
+        file.seek(CHUNK_BYTES + 10)
+        file.write(b"\xff\xff")
+    second = _writer(store)
+    assert second.verified_chunks() == frozenset({0, 2, 3})
+    second.abort()
+
+
+def test_progress_for_another_root_or_garbage_is_ignored(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    first = _writer(store)
+    first.write_chunk(0, _chunk(0))
+    first.suspend()
+    first.progress_path.write_bytes(b"garbage")
+    second = _writer(store)
+    assert second.resumed_chunks == 0
+    second.abort()
+
+
+def test_a_second_writer_for_the_same_blob_uses_a_plain_temp_file(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    holder = _writer(store)
+    other = _writer(store)
+    assert holder.resumable and not other.resumable
+    for index in range(41):
+        other.write_chunk(index, _chunk(index))
+    assert other.commit().digest == DIGEST
+    holder.abort()
+    assert not holder.partial_path.exists() and not holder.progress_path.exists()
+
+
+def test_a_whole_that_does_not_verify_is_not_kept(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    writer = _writer(store)
+    with pytest.raises(DigestMismatch):
+        writer.commit()  # chunks missing
+    assert not writer.partial_path.exists()
+
+
+def test_stale_partials_are_removed_by_age(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    writer = _writer(store)
+    writer.write_chunk(0, _chunk(0))
+    writer.suspend()
+    mtime = writer.partial_path.stat().st_mtime
+    assert store.remove_stale_partials(3600, mtime + 10) == 0
+    assert store.remove_stale_partials(3600, mtime + 7200) == 2
