@@ -41,7 +41,8 @@ status code.
     │   ├── ProtocolViolation        the peer sent something its protocol forbids
     │   ├── PeerUnreachable          cannot dial, handshake failed, or the session ended
     │   │   └── PeerTimeout          a peer did not answer, connect or send in time
-    │   └── StreamClosed             a p2p stream was reset or closed; its connection lives on
+    │   ├── StreamClosed             a p2p stream was reset or closed; its connection lives on
+    │   └── ExchangeFailed           no provider delivered a blob's chunks (each was evicted or left)
     ├── ConsensusError               a consensus input is unacceptable (only that peer's message fails)
     │   ├── MessageRejected          400 malformed, unsigned, not from an authority, wrong proposer
     │   └── CertificateInvalid       400 a commit certificate lacks a quorum of distinct valid precommits
@@ -315,3 +316,7 @@ class PeerTimeout(PeerUnreachable):
 
 class StreamClosed(PeerError):
     """A stream was reset, refused or already closed; its connection lives on."""
+
+
+class ExchangeFailed(PeerError):
+    """Every provider of a blob was evicted (bad chunk, stall, refusal) or left; names them."""

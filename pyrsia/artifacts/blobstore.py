@@ -353,7 +353,10 @@ class ResumableBlobWriter(BlobWriter):
                 raise StorageError(f"cannot write {self.progress_path}: {exc.strerror}") from exc
 
     def suspend(self) -> None:
-        """Stop for now: keep the verified chunks for the next attempt."""
+        """Stop for now: keep the verified chunks for the next attempt (if there are any)."""
+        if not self._chunks_written:
+            self.abort()
+            return
         try:
             self.save_progress()
             self._file.flush()

@@ -1,0 +1,672 @@
+"""The artifact exchange on `/pyrsia/exchange/1.0.0`: serving chunks, and `PeerSource` fetching them.
+
+Serving (`ExchangeServer`): a Host handler answers chunk lists and chunk ranges of
+blobs the log vouches for (`vouched(digest)`) and the store holds, verified. A chunk
+list is computed from the stored file once and cached by digest (bounded); chunk
+bytes are read with `os.pread`, one piece at a time, never the whole blob. Uploads
+honour `max_upload_rate` (one token bucket for every stream) and `max_upload_peers`
+(distinct peers served at once; a request beyond it is `Refused`). With
+`serve_artifacts = false` the handler is never registered, so peers cannot even
+open the protocol.
+
+Downloading (`PeerSource`, a `BlobSource` labelled "peers"): ask one provider for the
+chunk list and check it against the logged size and chunk root (`expect_chunks`); a
+list that disagrees is that provider's fault, and the next is asked. Then the pure
+scheduler (`p2p.exchange.ExchangeCore`) runs on this thread, with one reader thread
+and one stream per provider: the reader verifies each chunk against the list and
+writes it at its offset (`write_chunk`), then reports; requests are pipelined on the
+stream. A bad chunk, a refusal, a stream error or a stall evicts that provider for
+this blob (logged with its peer id) and its chunks go elsewhere. `commit()` checks the
+whole digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next
+attempt starts from the chunks that still verify. `max_download_rate` is one token
+bucket shared by every download.
+
+Counters (`ExchangeStats`): bytes served and received per peer, bytes obtained per
+source (local, peer, upstream), peers being served, transfers in progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyrsia.artifacts.blobstore import BlobStore, ResumableBlobWriter
+from pyrsia.artifacts.sources import Wanted
+from pyrsia.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ExchangeFailed,
+    PeerError,
+    ProtocolViolation,
+    StorageError,
+)
+from pyrsia.formats.digest import Digest
+from pyrsia.p2p import exchange_wire as wire
+from pyrsia.p2p.exchange import Cancel, Done, Effect, Evict, ExchangeConfig, ExchangeCore, Failed, Request
+from pyrsia.p2p.ratelimit import PeerSlots, TokenBucket
+from pyrsia.p2p.transport import Host, Stream
+from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count
+from pyrsia.upstream.sink import OpenSink
+
+log = logging.getLogger("pyrsia.exchange")
+
+SEND_PIECE_BYTES = 256 * 1024
+LIMITED_PIECE_BYTES = 64 * 1024  # smaller pieces when a rate cap is set, so the cap is smooth
+SOURCES = ("local", "peer", "upstream")
+
+
+# -- counters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer:
+    digest: str
+    size: int
+    chunks: int
+    verified: int
+    providers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeSnapshot:
+    served_bytes_by_peer: dict[str, int]
+    received_bytes_by_peer: dict[str, int]
+    bytes_by_source: dict[str, int]  # local | peer | upstream
+    serving_peers: int
+    evictions: int
+    transfers: tuple[Transfer, ...]
+
+
+@dataclass(slots=True)
+class _Transfer:
+    size: int
+    chunks: int
+    verified: int
+    providers: tuple[str, ...]
+
+
+class ExchangeStats:
+    """Thread-safe counters; `snapshot()` is what `/metrics` and `pyrsia status` read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._served: dict[str, int] = {}
+        self._received: dict[str, int] = {}
+        self._sources: dict[str, int] = dict.fromkeys(SOURCES, 0)
+        self._serving = 0
+        self._evictions = 0
+        self._transfers: dict[str, _Transfer] = {}
+
+    def served(self, peer: str, size: int) -> None:
+        with self._lock:
+            self._served[peer] = self._served.get(peer, 0) + size
+
+    def received(self, peer: str, size: int) -> None:
+        with self._lock:
+            self._received[peer] = self._received.get(peer, 0) + size
+            self._sources["peer"] += size
+
+    def obtained(self, source: str, size: int) -> None:
+        """Bytes of a blob that came from `source` ("local" or "upstream"; peers count themselves)."""
+        with self._lock:
+            self._sources[source] = self._sources.get(source, 0) + size
+
+    def evicted(self) -> None:
+        with self._lock:
+            self._evictions += 1
+
+    def set_serving(self, peers: int) -> None:
+        with self._lock:
+            self._serving = peers
+
+    def transfer(
+        self, digest: Digest, size: int, chunks: int, verified: int, providers: Sequence[str]
+    ) -> None:
+        with self._lock:
+            self._transfers[str(digest)] = _Transfer(size, chunks, verified, tuple(providers))
+
+    def transfer_progress(self, digest: Digest, verified: int) -> None:
+        with self._lock:
+            current = self._transfers.get(str(digest))
+            if current is not None:
+                current.verified = verified
+
+    def transfer_ended(self, digest: Digest) -> None:
+        with self._lock:
+            self._transfers.pop(str(digest), None)
+
+    def snapshot(self) -> ExchangeSnapshot:
+        with self._lock:
+            return ExchangeSnapshot(
+                served_bytes_by_peer=dict(self._served),
+                received_bytes_by_peer=dict(self._received),
+                bytes_by_source=dict(self._sources),
+                serving_peers=self._serving,
+                evictions=self._evictions,
+                transfers=tuple(
+                    Transfer(
+                        digest=d, size=t.size, chunks=t.chunks, verified=t.verified, providers=t.providers
+                    )
+                    for d, t in sorted(self._transfers.items())
+                ),
+            )
+
+
+class _SharedBucket:
+    """A token bucket behind a lock, with the clock and the sleep of the shell."""
+
+    def __init__(self, rate_bytes_s: int, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._bucket = TokenBucket(rate_bytes_s=rate_bytes_s)
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    @property
+    def unlimited(self) -> bool:
+        return self._bucket.unlimited
+
+    def take(self, size: int) -> None:
+        if self._bucket.unlimited:
+            return
+        with self._lock:
+            wait_s = self._bucket.reserve(size, self._clock())
+        if wait_s > 0:
+            self._sleep(wait_s)
+
+
+# -- serving -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    serve_artifacts: bool = True
+    max_upload_rate: int = 0  # bytes per second over all peers; 0 = unlimited
+    max_upload_peers: int = 0  # distinct peers served at once; 0 = unlimited
+    http_port: int = 0  # advertised in chunk lists for an HTTP Range data path; 0 = none
+    chunk_lists_cached_max: int = 256
+    idle_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    path: str
+    size: int
+    hashes: tuple[bytes, ...]
+
+
+class ExchangeServer:
+    def __init__(
+        self,
+        store: BlobStore,
+        vouched: Callable[[Digest], bool],
+        *,
+        config: ServeConfig = ServeConfig(),
+        stats: ExchangeStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._vouched = vouched
+        self.config = config
+        self.stats = stats or ExchangeStats()
+        self._upload = _SharedBucket(config.max_upload_rate, clock, sleep)
+        self._slots = PeerSlots(config.max_upload_peers)
+        self._slots_lock = threading.Lock()
+        self._lists: OrderedDict[Digest, _Listed] = OrderedDict()
+        self._lists_lock = threading.Lock()
+
+    def register(self, host: Host) -> None:
+        """Serve the protocol on `host`, unless `serve_artifacts` is off."""
+        if self.config.serve_artifacts:
+            host.set_handler(wire.PROTOCOL_ID, self.handle)
+
+    def handle(self, stream: Stream) -> None:
+        """One peer's stream: answer its requests in order until it closes."""
+        peer = stream.peer_id
+        with self._slots_lock:
+            admitted = self._slots.acquire(peer)
+            self.stats.set_serving(self._slots.serving)
+        if not admitted:
+            stream.write(wire.encode(wire.Refused(reason=f"busy: serving {self._slots.peers_max} peers")))
+            return
+        try:
+            reader = wire.RequestReader()
+            while data := stream.read(65_536, timeout=self.config.idle_timeout_s):
+                reader.receive_data(data)
+                while (request := reader.next_request()) is not None:
+                    self._answer(stream, request)
+        except StorageError as exc:
+            log.warning("exchange: cannot serve %s: %s", peer, exc.message)
+            stream.reset()
+        finally:
+            with self._slots_lock:
+                self._slots.release(peer)
+                self.stats.set_serving(self._slots.serving)
+
+    def _answer(self, stream: Stream, request: wire.Request) -> None:
+        listed = self._listed(request.digest)
+        if listed is None:
+            stream.write(wire.encode(wire.NotFound(digest=request.digest)))
+            return
+        match request:
+            case wire.GetChunkList():
+                reply = wire.ChunkList(
+                    digest=request.digest,
+                    size=listed.size,
+                    chunk_size=CHUNK_BYTES,
+                    hashes=listed.hashes,
+                    http_port=self.config.http_port,
+                )
+                stream.write(wire.encode(reply))
+            case wire.GetChunks():
+                if request.first + request.count > len(listed.hashes):
+                    reason = f"chunks {request.first}+{request.count} beyond {len(listed.hashes)}"
+                    stream.write(wire.encode(wire.Refused(reason=reason)))
+                    return
+                self._send_chunks(stream, request, listed)
+
+    def _send_chunks(self, stream: Stream, request: wire.GetChunks, listed: _Listed) -> None:
+        piece_max = SEND_PIECE_BYTES if self._upload.unlimited else LIMITED_PIECE_BYTES
+        try:
+            fd = os.open(listed.path, os.O_RDONLY)
+        except FileNotFoundError:
+            self._forget(request.digest)
+            stream.write(wire.encode(wire.NotFound(digest=request.digest)))
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {request.digest}: {exc.strerror}") from exc
+        try:
+            stream.write(
+                wire.encode(wire.Chunks(digest=request.digest, first=request.first, count=request.count))
+            )
+            for index in range(request.first, request.first + request.count):
+                offset = index * CHUNK_BYTES
+                length = min(CHUNK_BYTES, listed.size - offset)
+                stream.write(wire.chunk_frame_head(length))
+                sent = 0
+                while sent < length:
+                    piece = os.pread(fd, min(piece_max, length - sent), offset + sent)
+                    if not piece:
+                        raise StorageError(f"blob {request.digest} is shorter than its chunk list")
+                    self._upload.take(len(piece))
+                    stream.write(piece)
+                    sent += len(piece)
+                    self.stats.served(stream.peer_id, len(piece))
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {request.digest}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
+    def _listed(self, digest: Digest) -> _Listed | None:
+        """The blob's chunk list if it is vouched for and held intact; computed once."""
+        if not self._vouched(digest):
+            return None
+        stored = self._store.stored(digest)  # re-verified when the file changed
+        if stored is None:
+            self._forget(digest)
+            return None
+        with self._lists_lock:
+            listed = self._lists.get(digest)
+            if listed is not None and listed.size == stored.size:
+                self._lists.move_to_end(digest)
+                return listed
+        hasher = ChunkHasher()
+        try:
+            with stored.path.open("rb") as file:
+                while block := file.read(CHUNK_BYTES):
+                    hasher.update(block)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {digest}: {exc.strerror}") from exc
+        listed = _Listed(path=str(stored.path), size=stored.size, hashes=tuple(hasher.finish()))
+        with self._lists_lock:
+            self._lists[digest] = listed
+            while len(self._lists) > self.config.chunk_lists_cached_max:
+                self._lists.popitem(last=False)
+        return listed
+
+    def _forget(self, digest: Digest) -> None:
+        with self._lists_lock:
+            self._lists.pop(digest, None)
+
+
+# -- downloading -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadConfig:
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    providers_max: int = 8
+    max_download_rate: int = 0  # bytes per second over all downloads; 0 = unlimited
+    open_timeout_s: float = 10.0
+    chunk_list_timeout_s: float = 15.0
+    read_timeout_s: float = 60.0  # a reader's own bound; the core's stall deadline is shorter
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    peer: str
+    stream: Stream
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    peer: str
+    index: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Bad:
+    peer: str
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Gone:
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    error: StorageError
+
+
+_Event = _Opened | _Verified | _Bad | _Gone | _Broken
+
+
+class PeerSource:
+    """Blobs from the peers that provide them, verified chunk by chunk (a `BlobSource`)."""
+
+    label = "peers"
+
+    def __init__(
+        self,
+        host: Host,
+        store: BlobStore,
+        providers: Callable[[Digest], Sequence[str]],
+        *,
+        config: DownloadConfig = DownloadConfig(),
+        stats: ExchangeStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._host = host
+        self._store = store
+        self._providers = providers
+        self.config = config
+        self.stats = stats or ExchangeStats()
+        self._clock = clock
+        self._download = _SharedBucket(config.max_download_rate, clock, sleep)
+
+    def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
+        """Download, verify and commit `wanted` from its providers, or raise (progress is kept)."""
+        del open_sink  # chunks go to a resumable writer of our own, checked the same way
+        if wanted.size is None or wanted.chunk_root is None:
+            raise BlobUnknown(
+                f"blob {wanted.digest} has no logged size and chunk root to check peers against"
+            )
+        peers = [p for p in self._providers(wanted.digest) if p != self._host.peer_id]
+        peers = list(dict.fromkeys(peers))[: self.config.providers_max]
+        if not peers:
+            raise BlobUnknown(f"no peer provides blob {wanted.digest}")
+        writer = self._store.resumable_writer(
+            wanted.digest, self.label, size=wanted.size, chunk_root=wanted.chunk_root
+        )
+        try:
+            _Download(self, wanted, writer, peers).run()
+        except StorageError:
+            writer.abort()
+            raise
+        except DigestMismatch:
+            raise  # the whole did not verify: commit() already threw the chunks away
+        except BaseException:
+            writer.suspend()
+            raise
+
+    # for _Download
+    def _open(self, peer: str) -> Stream:
+        return self._host.open_stream(peer, [wire.PROTOCOL_ID], timeout=self.config.open_timeout_s)
+
+    def _rtt_s(self, peer: str) -> float | None:
+        info = self._host.peer_info(peer)
+        return info.rtt_s if info is not None else None
+
+
+class _Download:
+    """One blob: the chunk list, then the core on this thread and a reader per provider."""
+
+    def __init__(
+        self, source: PeerSource, wanted: Wanted, writer: ResumableBlobWriter, peers: list[str]
+    ) -> None:
+        self.source = source
+        self.wanted = wanted
+        self.digest = wanted.digest
+        self.writer = writer
+        self.peers = peers
+        self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self.streams: dict[str, Stream] = {}
+        self.pending: dict[str, list[Request]] = {p: [] for p in peers}
+        self.done: set[int] = set()
+        self.evicted: set[str] = set()
+        self.stopping = threading.Event()
+        self.readers: list[threading.Thread] = []
+
+    def run(self) -> None:
+        source, size = self.source, self.wanted.size or 0
+        first = self._chunk_list()
+        resumed = self.writer.verified_chunks()
+        self.done |= resumed
+        count = chunk_count(size)
+        core = ExchangeCore(
+            chunk_count=count, chunk_bytes=CHUNK_BYTES, size=size, have=resumed, config=source.config.exchange
+        )
+        source.stats.transfer(self.digest, size, count, len(resumed), self.peers)
+        try:
+            for peer in self.peers:
+                self._start_reader(peer, first[1] if first is not None and first[0] == peer else None)
+            effects = core.add_peers([(p, source._rtt_s(p)) for p in self.peers], source._clock())
+            outcome = self._execute(core, effects)
+            while outcome is None:
+                outcome = self._step(core)
+        finally:
+            self._stop()
+            source.stats.transfer_ended(self.digest)
+        if isinstance(outcome, Failed):
+            raise ExchangeFailed(f"blob {self.digest} from peers: {outcome.reason}")
+        self.writer.commit()
+        log.info(
+            "exchange: blob %s from %d peers (%d chunks resumed)", self.digest, len(self.peers), len(resumed)
+        )
+
+    def _chunk_list(self) -> tuple[str, Stream] | None:
+        """Ask providers in turn until one's chunk list matches the logged root; keep its stream."""
+        failures: list[str] = []
+        for peer in list(self.peers):
+            stream: Stream | None = None
+            try:
+                stream = self.source._open(peer)
+                stream.write(wire.encode(wire.GetChunkList(digest=self.digest)))
+                reply = self._read_reply(stream)
+                if (
+                    isinstance(reply, wire.ChunkList)
+                    and reply.digest == self.digest
+                    and reply.size == self.wanted.size
+                ):
+                    self.writer.expect_chunks(reply.hashes)
+                    return peer, stream
+                reason = f"answered {_describe(reply)}"
+            except DigestMismatch as exc:
+                reason = f"its chunk list disagrees with the logged chunk root: {exc.message}"
+            except PeerError as exc:
+                reason = exc.message
+            log.warning("exchange: peer %s has no usable chunk list for %s: %s", peer, self.digest, reason)
+            failures.append(f"{peer}: {reason}")
+            self.peers.remove(peer)
+            if stream is not None:
+                stream.reset()
+        raise ExchangeFailed(f"no usable chunk list for blob {self.digest} ({'; '.join(failures)})")
+
+    def _read_reply(self, stream: Stream) -> wire.Reply | wire.ChunkData:
+        reader = wire.ReplyReader()
+        deadline = time.monotonic() + self.source.config.chunk_list_timeout_s
+        while (event := reader.next_event()) is None:
+            data = stream.read(reader.wanted_bytes, timeout=max(0.0, deadline - time.monotonic()))
+            if not data:
+                raise ProtocolViolation(f"{stream.peer_id} closed the stream without a reply")
+            reader.receive_data(data)
+        return event
+
+    def _start_reader(self, peer: str, stream: Stream | None) -> None:
+        thread = threading.Thread(
+            target=self._read, args=(peer, stream), name=f"exchange-{peer[-6:]}", daemon=True
+        )
+        self.readers.append(thread)
+        thread.start()
+
+    def _read(self, peer: str, stream: Stream | None) -> None:
+        """A provider's replies, verified and written as they arrive; runs on its own thread."""
+        try:
+            if stream is None:
+                stream = self.source._open(peer)
+            self.events.put(_Opened(peer, stream))
+            reader = wire.ReplyReader()
+            timeout = self.source.config.read_timeout_s
+            while not self.stopping.is_set():
+                data = stream.read(reader.wanted_bytes, timeout=timeout)
+                if not data:
+                    self.events.put(_Gone(peer, "closed the stream"))
+                    return
+                reader.receive_data(data)
+                while (event := reader.next_event()) is not None:
+                    if not self._take(peer, event):
+                        return
+        except PeerError as exc:
+            self.events.put(_Gone(peer, exc.message))
+
+    def _take(self, peer: str, event: wire.Reply | wire.ChunkData) -> bool:
+        match event:
+            case wire.ChunkData(index=index, data=data):
+                self.source._download.take(len(data))
+                if index in self.done:
+                    return True  # a copy that lost the race (cancelled, or resumed)
+                try:
+                    self.writer.write_chunk(index, data)
+                except DigestMismatch as exc:
+                    self.events.put(_Bad(peer, index, exc.calculated))
+                    return False
+                except StorageError as exc:
+                    self.events.put(_Broken(exc))
+                    return False
+                self.source.stats.received(peer, len(data))
+                self.events.put(_Verified(peer, index, len(data)))
+                return True
+            case wire.Chunks(digest=digest):
+                if digest != self.digest:
+                    self.events.put(_Gone(peer, f"answered with chunks of {digest}"))
+                    return False
+                return True
+            case _:
+                self.events.put(_Gone(peer, f"answered {_describe(event)}"))
+                return False
+
+    def _step(self, core: ExchangeCore) -> Done | Failed | None:
+        clock = self.source._clock
+        deadline = core.next_deadline_s()
+        timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - clock()))
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return self._execute(core, core.tick(clock()))
+        now = clock()
+        match event:
+            case _Opened(peer=peer, stream=stream):
+                if peer in self.evicted:
+                    stream.reset()
+                    return None
+                self.streams[peer] = stream
+                effects: list[Effect] = []
+                for request in self.pending.pop(peer, []):
+                    effects += self._send(core, request)
+                return self._execute(core, effects)
+            case _Verified(peer=peer, index=index):
+                self.done.add(index)
+                outcome = self._execute(core, core.chunk_verified(peer, index, now))
+                self.source.stats.transfer_progress(self.digest, len(self.done))
+                return outcome
+            case _Bad(peer=peer, index=index, reason=reason):
+                return self._execute(core, core.chunk_refused(peer, index, reason, now))
+            case _Gone(peer=peer, reason=reason):
+                return self._execute(core, core.peer_failed(peer, reason, now))
+            case _Broken(error=error):
+                raise error
+
+    def _execute(self, core: ExchangeCore, effects: list[Effect]) -> Done | Failed | None:
+        outcome: Done | Failed | None = None
+        while effects:
+            effect, effects = effects[0], effects[1:]
+            match effect:
+                case Request(peer=peer):
+                    if peer in self.streams:
+                        effects += self._send(core, effect)
+                    else:
+                        self.pending.setdefault(peer, []).append(effect)
+                case Cancel():
+                    pass  # the stream answers in order: the copy is dropped when it arrives
+                case Evict(peer=peer, reason=reason):
+                    log.warning("exchange: evicting peer %s for blob %s: %s", peer, self.digest, reason)
+                    self.source.stats.evicted()
+                    self.evicted.add(peer)
+                    self.pending.pop(peer, None)
+                    stream = self.streams.pop(peer, None)
+                    if stream is not None:
+                        stream.reset()
+                case Done() | Failed():
+                    outcome = effect
+        return outcome
+
+    def _send(self, core: ExchangeCore, request: Request) -> list[Effect]:
+        message = wire.GetChunks(digest=self.digest, first=request.first, count=request.count)
+        try:
+            self.streams[request.peer].write(wire.encode(message), timeout=self.source.config.open_timeout_s)
+        except PeerError as exc:
+            return core.peer_failed(request.peer, exc.message, self.source._clock())
+        return []
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        for stream in self.streams.values():
+            with contextlib.suppress(PeerError):
+                stream.reset()
+        for thread in self.readers:
+            thread.join(timeout=5.0)
+        # Streams opened after we stopped listening are reset too.
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, _Opened):
+                event.stream.reset()
+
+
+def _describe(reply: object) -> str:
+    match reply:
+        case wire.NotFound():
+            return "not found"
+        case wire.Refused(reason=reason):
+            return f"refused: {reason}"
+        case wire.ChunkList(digest=digest, size=size):
+            return f"a chunk list of {digest} ({size} bytes)"
+        case _:
+            return type(reply).__name__
