@@ -53,6 +53,7 @@ PURE_MODULES = [
     "http/conditional.py",
     "http/message.py",
     "http/ranges.py",
+    "registry/metrics.py",
     "p2p/identity.py",
     "p2p/connection.py",
     "p2p/dht_messages.py",

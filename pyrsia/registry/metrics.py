@@ -1,0 +1,131 @@
+"""Prometheus text exposition (format 0.0.4) of the node's counters — a pure renderer.
+
+`render(families)` turns metric families into the text `/metrics` answers with
+(`Content-Type: text/plain; version=0.0.4`): a `# HELP` and a `# TYPE` line per
+family, then one `name{label="value"} number` line per sample. Label values escape
+backslash, double quote and newline as the format requires; names are checked
+against the format's grammar, so a bad name is our bug and fails loudly.
+`exchange_families(snapshot)` maps the artifact exchange's counters to families.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyrsia.artifacts.exchange_service import ExchangeSnapshot
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+KINDS = ("counter", "gauge", "untyped")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    value: float | int
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Family:
+    name: str
+    help: str
+    kind: str
+    samples: tuple[Sample, ...]
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def render(families: Iterable[Family]) -> str:
+    lines: list[str] = []
+    for family in families:
+        assert _NAME.match(family.name), family.name
+        assert family.kind in KINDS, family.kind
+        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for sample in family.samples:
+            assert all(_LABEL.match(k) and not k.startswith("__") for k, _ in sample.labels), sample
+            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sample.labels)
+            lines.append(
+                f"{family.name}{{{labels}}} {_number(sample.value)}"
+                if labels
+                else f"{family.name} {_number(sample.value)}"
+            )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
+    """The artifact exchange's counters and gauges."""
+
+    def by(label: str, values: dict[str, int]) -> tuple[Sample, ...]:
+        return tuple(Sample(value=v, labels=((label, k),)) for k, v in sorted(values.items()))
+
+    transfers = snapshot.transfers
+    return [
+        Family(
+            name="pyrsia_exchange_served_bytes_total",
+            help="Blob bytes sent to each peer over /pyrsia/exchange/1.0.0.",
+            kind="counter",
+            samples=by("peer", snapshot.served_bytes_by_peer),
+        ),
+        Family(
+            name="pyrsia_exchange_received_bytes_total",
+            help="Verified chunk bytes received from each peer.",
+            kind="counter",
+            samples=by("peer", snapshot.received_bytes_by_peer),
+        ),
+        Family(
+            name="pyrsia_blob_bytes_total",
+            help="Blob bytes obtained, by source: local store, peers or upstream.",
+            kind="counter",
+            samples=by("source", snapshot.bytes_by_source),
+        ),
+        Family(
+            name="pyrsia_exchange_evictions_total",
+            help="Providers dropped for a blob: bad chunks, stalls, refusals, failed streams.",
+            kind="counter",
+            samples=(Sample(value=snapshot.evictions),),
+        ),
+        Family(
+            name="pyrsia_exchange_serving_peers",
+            help="Peers being served chunks now.",
+            kind="gauge",
+            samples=(Sample(value=snapshot.serving_peers),),
+        ),
+        Family(
+            name="pyrsia_exchange_transfers",
+            help="Blob downloads from peers in progress.",
+            kind="gauge",
+            samples=(Sample(value=len(transfers)),),
+        ),
+        Family(
+            name="pyrsia_exchange_transfer_verified_ratio",
+            help="Share of each download's chunks verified so far.",
+            kind="gauge",
+            samples=tuple(
+                Sample(value=t.verified / t.chunks if t.chunks else 1.0, labels=(("digest", t.digest),))
+                for t in transfers
+            ),
+        ),
+    ]

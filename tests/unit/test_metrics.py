@@ -1,0 +1,66 @@
+"""Prometheus text rendering: the format's lines, escaping and numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyrsia.artifacts.exchange_service import ExchangeSnapshot, Transfer
+from pyrsia.registry.metrics import Family, Sample, exchange_families, render
+
+
+def test_families_render_as_help_type_and_samples() -> None:
+    text = render(
+        [
+            Family(name="a_total", help="Things.\nMore", kind="counter", samples=(Sample(value=3),)),
+            Family(
+                name="b",
+                help="back\\slash",
+                kind="gauge",
+                samples=(
+                    Sample(value=0.5, labels=(("peer", 'x"y\\z\n'), ("kind", "k"))),
+                    Sample(value=float("inf")),
+                    Sample(value=float("nan")),
+                ),
+            ),
+        ]
+    )
+    assert text == (
+        "# HELP a_total Things.\\nMore\n"
+        "# TYPE a_total counter\n"
+        "a_total 3\n"
+        "# HELP b back\\\\slash\n"
+        "# TYPE b gauge\n"
+        'b{peer="x\\"y\\\\z\\n",kind="k"} 0.5\n'
+        "b +Inf\n"
+        "b NaN\n"
+    )
+    assert render([]) == ""
+
+
+def test_bad_names_are_our_bug() -> None:
+    with pytest.raises(AssertionError):
+        render([Family(name="bad-name", help="", kind="gauge", samples=())])
+    with pytest.raises(AssertionError):
+        render([Family(name="ok", help="", kind="gauge", samples=(Sample(value=1, labels=(("__x", "y"),)),))])
+
+
+def test_exchange_snapshot_to_families() -> None:
+    snapshot = ExchangeSnapshot(
+        served_bytes_by_peer={"12D3KooWb": 20, "12D3KooWa": 10},
+        received_bytes_by_peer={"12D3KooWc": 5},
+        bytes_by_source={"local": 1, "peer": 5, "upstream": 0},
+        serving_peers=2,
+        evictions=1,
+        transfers=(Transfer(digest="sha256:ab", size=4, chunks=4, verified=1, providers=("p",)),),
+    )
+    text = render(exchange_families(snapshot))
+    lines = text.splitlines()
+    assert 'pyrsia_exchange_served_bytes_total{peer="12D3KooWa"} 10' in lines
+    assert lines.index('pyrsia_exchange_served_bytes_total{peer="12D3KooWa"} 10') < lines.index(
+        'pyrsia_exchange_served_bytes_total{peer="12D3KooWb"} 20'
+    )
+    assert 'pyrsia_blob_bytes_total{source="peer"} 5' in lines
+    assert "pyrsia_exchange_serving_peers 2" in lines
+    assert "pyrsia_exchange_evictions_total 1" in lines
+    assert 'pyrsia_exchange_transfer_verified_ratio{digest="sha256:ab"} 0.25' in lines
+    assert "# TYPE pyrsia_exchange_transfers gauge" in lines
