@@ -27,7 +27,6 @@ source (local, peer, upstream), peers being served, transfers in progress.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -644,18 +643,22 @@ class _Download:
         return []
 
     def _stop(self) -> None:
+        """Reset every stream (readers blocked on one wake up with an error), then join the readers."""
         self.stopping.set()
+        self._reset_unclaimed()
         for stream in self.streams.values():
-            with contextlib.suppress(PeerError):
-                stream.reset()
+            stream.reset()
         for thread in self.readers:
             thread.join(timeout=5.0)
-        # Streams opened after we stopped listening are reset too.
+        self._reset_unclaimed()
+
+    def _reset_unclaimed(self) -> None:
+        """Streams whose readers opened them after the last event we took."""
         while True:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
-                break
+                return
             if isinstance(event, _Opened):
                 event.stream.reset()
 
