@@ -44,7 +44,7 @@ ROOT = chunk_root(HASHES)
 CHUNKS = len(HASHES)
 OTHER = random.Random(12).randbytes(len(BLOB))
 WANTED = Wanted(digest=DIGEST, name="library/test", size=len(BLOB), chunk_root=ROOT)
-FAST_STALL = DownloadConfig(exchange=ExchangeConfig(stall_timeout_s=1.5), read_timeout_s=20.0)
+FAST_STALL = DownloadConfig(exchange=ExchangeConfig(stall_timeout_s=3.0), read_timeout_s=20.0)
 
 
 LOOPBACK = HostConfig(listen_host="127.0.0.1", listen_port=0)
@@ -231,7 +231,7 @@ def test_a_misbehaving_provider_is_evicted_and_named(
     net: Net, caplog: pytest.LogCaptureFixture, rogue: Callable[[Stream], None], logged: str
 ) -> None:
     # Slowed down when the liar stalls, so the deadline passes before the others finish.
-    config = ServeConfig(max_upload_rate=6 * MIB if rogue is stalls else 0)
+    config = ServeConfig(max_upload_rate=3 * MIB if rogue is stalls else 0)
     honest = [net.provider(config), net.provider(config)]
     liar = net.rogue(rogue)
     _, store, source = net.downloader([liar, *(p.host for p in honest)])
@@ -410,3 +410,15 @@ def test_a_stopped_download_resumes_from_verified_chunks(net: Net, tmp_path: Pat
     assert refetched <= len(BLOB) - (CHUNKS // 3 - 16) * CHUNK_BYTES, (first_bytes, refetched)
     assert resumed_chunks > 0
     assert list(store2.tmp_dir.iterdir()) == []
+
+
+def test_download_rate_cap_holds_over_the_whole_blob(net: Net) -> None:
+    cap = 8 * MIB
+    providers = [net.provider() for _ in range(2)]
+    config = DownloadConfig(exchange=FAST_STALL.exchange, max_download_rate=cap)
+    _, store, source = net.downloader([p.host for p in providers], config)
+    started = time.monotonic()
+    assert _obtain(store, source) == BLOB
+    elapsed = time.monotonic() - started
+    burst = max(64 * 1024, cap // 10)  # the bucket's burst (ratelimit.BURST_S)
+    assert len(BLOB) - burst <= cap * elapsed * 1.1, f"{len(BLOB) / elapsed / MIB:.1f} MiB/s"
