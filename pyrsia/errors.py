@@ -33,7 +33,10 @@ status code.
     ├── RangeNotSatisfiable          416
     ├── UpstreamError                502 (an upstream registry failed us)
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
-    │   └── DigestMismatch           502 (bytes do not hash to what was asked)
+    │   │   └── UpstreamTimeout      504 UPSTREAM_TIMEOUT (deadline passed, or transfer too slow)
+    │   ├── DigestMismatch           502 (bytes do not hash to what was asked)
+    │   ├── UpstreamManifestInvalid  502 MANIFEST_INVALID (the upstream's manifest is malformed)
+    │   └── UpstreamSizeInvalid      502 SIZE_INVALID (more or fewer bytes than declared)
     ├── StorageError                 500 (the local disk failed us)
     ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
     │   ├── ProtocolViolation        the peer sent something its protocol forbids
@@ -200,6 +203,25 @@ class UpstreamError(PyrsiaError):
 class UpstreamUnavailable(UpstreamError):
     http_status = 503
     code = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The fetch's overall deadline passed, or bytes arrived slower than the floor allows."""
+
+    http_status = 504
+    code = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamManifestInvalid(UpstreamError):
+    """The upstream's manifest (or index) does not parse or validate: its fault, not the client's."""
+
+    code = "MANIFEST_INVALID"
+
+
+class UpstreamSizeInvalid(UpstreamError):
+    """The upstream sent more bytes than declared (or allowed), or fewer than its descriptor said."""
+
+    code = "SIZE_INVALID"
 
 
 class DigestMismatch(UpstreamError):

@@ -18,6 +18,7 @@ Concurrent requests for the same missing item share one upstream fetch (`SingleF
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact
-from pyrsia.errors import BlobUnknown, NameUnknown, UpstreamError
+from pyrsia.errors import BlobUnknown, ManifestInvalid, NameUnknown, UpstreamError, UpstreamManifestInvalid
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
@@ -132,6 +133,29 @@ class DockerArtifacts:
         return fetched.body
 
     def _publish(self, name: str, reference: str) -> StoredManifest:
+        """`_publish_tree`, leaving nothing behind when it fails: the blobs it stored are
+        removed unless the log vouches for them, and a manifest that does not parse is
+        the upstream's fault (502), not the client's."""
+        fresh: list[Digest] = []
+        try:
+            return self._publish_tree(name, reference, fresh)
+        except BaseException as exc:
+            for digest in fresh:
+                if not self._translog.vouches(DOCKER, str(digest)):
+                    with contextlib.suppress(OSError):
+                        self._blobs.path(digest).unlink(missing_ok=True)
+            if isinstance(exc, ManifestInvalid):
+                raise UpstreamManifestInvalid(
+                    f"upstream manifest tree of {name}:{reference}: {exc.message}"
+                ) from exc
+            raise
+
+    def _store(self, fresh: list[Digest], digest: Digest, body: bytes) -> None:
+        if self._blobs.checked(digest) is None:
+            fresh.append(digest)
+        self._blobs.put(digest, body, source=self._upstream.base_url)
+
+    def _publish_tree(self, name: str, reference: str, fresh: list[Digest]) -> StoredManifest:
         """Fetch the manifest tree and configs, verify, commit them to the log, then serve."""
         # A flight that finished between our lookup and this one may have published it.
         if ":" in reference and self._translog.vouches(DOCKER, reference):
@@ -141,7 +165,7 @@ class DockerArtifacts:
             return self._vouched_manifest(name, Digest.parse(done.digest))
         source = self._upstream.base_url
         top = self._upstream.get_manifest(name, reference)
-        self._blobs.put(top.digest, top.body, source=source)
+        self._store(fresh, top.digest, top.body)
         package_id = f"{name}:{reference}" if ":" not in reference else f"{name}@{reference}"
         children = manifest.children(top.body) if top.media_type in manifest.INDEX_TYPES else []
         with ThreadPoolExecutor(FETCHES_PARALLEL_MAX) as pool:
@@ -149,11 +173,11 @@ class DockerArtifacts:
             fetched = pool.map(partial(self._upstream.get_manifest, name), [c.digest for c in children])
             platforms = list(fetched) if children else [top]
             parts_of = [manifest.image_parts(p.body) for p in platforms]
-            configs = list(pool.map(partial(self._config, name), parts_of))
+            configs = list(pool.map(partial(self._config, name, fresh), parts_of))
         files: list[NewArtifact] = []
         first: Provenance | None = None
         for platform, parts, config in zip(platforms, parts_of, configs, strict=True):
-            self._blobs.put(platform.digest, platform.body, source=source)
+            self._store(fresh, platform.digest, platform.body)
             found = of_image(name, platform.body, config)
             first = first or found
             record = _Recorder(package_id, source, found)
@@ -170,17 +194,22 @@ class DockerArtifacts:
         log.info("published %s (%s, %d files) from upstream", package_id, top.digest, len(files))
         return StoredManifest(top.digest, top.media_type, top.body)
 
-    def _config(self, name: str, parts: list[Descriptor]) -> bytes | None:
+    def _config(self, name: str, fresh: list[Digest], parts: list[Descriptor]) -> bytes | None:
         """The image config (first of a manifest's parts), fetched and verified if not held."""
         digest = Digest.parse(parts[0].digest)
         if self._blobs.checked(digest) is None:
-            self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
+            opener = self._blobs.opener(digest, self._upstream.base_url)
+            self._upstream.fetch_blob(name, digest, opener, size_bytes=parts[0].size)
+            fresh.append(digest)
         return self._blobs.read(digest)
 
     def _fetch_blob(self, name: str, digest: Digest) -> None:
         if self._blobs.checked(digest) is not None:
             return  # another flight stored it between our check and our turn
-        self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
+        # The size the log recorded (from the manifest) bounds the download.
+        logged = self._translog.committed(DOCKER, blob_path(name, str(digest)))
+        opener = self._blobs.opener(digest, self._upstream.base_url)
+        self._upstream.fetch_blob(name, digest, opener, size_bytes=logged.size if logged else None)
         log.info("pulled blob %s of %s from upstream", digest, name)
 
 

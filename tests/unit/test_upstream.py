@@ -20,7 +20,10 @@ from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import OCI_MANIFEST
 from pyrsia.upstream.registry import RegistryClient
 
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode()
+CONFIG = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{0:064x}", "size": 2}
+MANIFEST = json.dumps(
+    {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": CONFIG, "layers": []}
+).encode()
 MANIFEST_DIGEST = Digest.of(MANIFEST)
 BLOB = b"layer bytes" * 1000
 BLOB_DIGEST = Digest.of(BLOB)
