@@ -6,9 +6,9 @@ scripted_upstream.py`) that answers each path exactly as a test says. Every case
 its own repository name, so cases never see each other's log records. Each refused
 case checks the whole outcome: the status (502 for garbage, 503/504 for an upstream
 that is down or too slow), the distribution-spec error body, nothing new under
-`<home>/blobs` or in the log, and an honest image still served. The last test (in
-`test_hostile_upstream_fuzz.py`) then stops the node, verifies the log offline and
-restarts it.
+`<home>/blobs` or in the log, and an honest image still served. The hypothesis test
+at the end lets random manifests, indexes, configs and headers loose on the same node,
+then stops it, verifies its log offline and restarts it.
 """
 
 from __future__ import annotations
@@ -16,17 +16,22 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import itertools
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tests.support import images
-from tests.support.node import NodeProcess
+from tests.support.node import PYRSIA, NodeProcess
 from tests.support.scripted_upstream import Reply, ScriptedUpstream, manifest_reply, wait_for
 
 # Small limits so a dripping upstream is cut within seconds: the node derives its
@@ -500,3 +505,219 @@ def test_maven_broken_http_is_an_upstream_fault(
     path = "com/example/loop/1.0/loop-1.0.jar"
     upstream.route(f"/maven2/{path}", reply)
     refused(node, f"/maven2/{path}", (502, 503))
+
+
+# --- hypothesis: whatever the upstream sends ------------------------------------------
+
+ALL_MANIFEST_TYPES = (images.OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json",
+                      images.OCI_MANIFEST, images.DOCKER_MANIFEST)  # fmt: skip
+MEDIA_TYPES = st.sampled_from(
+    [
+        *ALL_MANIFEST_TYPES,
+        images.OCI_CONFIG,
+        images.OCI_LAYER,
+        "",
+        "text/html",
+        "a/b\n",
+        "x",
+        "application/" + "x" * 300,
+    ]
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+SIZES = st.integers(-2, 10**20) | st.none() | st.text(max_size=4) | st.floats() | st.booleans()
+DIGESTS = (
+    st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)
+    | st.text(max_size=80)
+    | st.integers()
+    | st.just("sha512:" + "a" * 128)
+)
+FIELD_VALUES = {
+    "mediaType": MEDIA_TYPES | JSON,
+    "digest": DIGESTS,
+    "size": SIZES,
+    "annotations": JSON,
+    "platform": JSON | st.fixed_dictionaries({"os": st.just("linux"), "architecture": JSON}),
+}
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@st.composite
+def descriptor(draw: st.DrawFn, honest: dict[str, Any]) -> Any:
+    """The honest descriptor with fields swapped for hostile ones, or dropped; or anything at all."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(JSON)
+    out = dict(honest)
+    for key in draw(st.sets(st.sampled_from(sorted(FIELD_VALUES)), min_size=1, max_size=2)):
+        out[key] = draw(FIELD_VALUES[key])
+    if draw(st.booleans()):
+        out.pop(draw(st.sampled_from(sorted(out))))
+    return out
+
+
+@st.composite
+def body_reply(draw: st.DrawFn, body: bytes, media_type: str | None, hostile: bool) -> Reply:
+    """The reply carrying `body`: honest, or with a lying status, length, type or digest header."""
+    headers = [("Content-Type", media_type)] if media_type else []
+    headers.append(("Docker-Content-Digest", sha256(body)))
+    if not hostile:
+        return Reply(body=body, headers=tuple(headers))
+    content_type = draw(st.sampled_from([media_type, None, "text/html", "garbage/;;"]))
+    headers = [("Content-Type", content_type)] if content_type else []
+    dcd = draw(st.sampled_from(["right", "none", "other", "garbage"]))
+    if dcd == "right":
+        headers.append(("Docker-Content-Digest", sha256(body)))
+    elif dcd == "other":
+        headers.append(("Docker-Content-Digest", sha256(body + b"x")))
+    elif dcd == "garbage":
+        printable = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+        headers.append(("Docker-Content-Digest", draw(st.text(printable, max_size=30))))
+    length = draw(st.sampled_from([None, -1, max(len(body) - 1, 0), len(body) + 7]))
+    status = draw(st.sampled_from([200, 200, 200, 404, 500, 401, 418]))
+    return Reply(status=status, body=body, headers=tuple(headers), length=length)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One example: what the upstream serves under a fresh repository name."""
+
+    routes: dict[str, Reply]
+    tag_path: str
+    served: bytes
+
+
+FAULTS = (
+    *("none", "schema", "media-type", "config", "layers", "annotations", "delete", "bytes"),
+    *("top-reply", "child-reply", "config-reply", "layer-reply", "config-bytes", "everything"),
+)
+
+
+@st.composite
+def upstream_case(draw: st.DrawFn, name: str) -> Case:
+    """An image (or an index over one) with one hostile part, none, or every part hostile."""
+    fault = draw(st.sampled_from(FAULTS))
+    event(f"fault {fault}")
+
+    def bad(aspect: str) -> bool:
+        return fault in (aspect, "everything")
+
+    labels = draw(
+        st.dictionaries(st.sampled_from(["org.opencontainers.image.authors", "k"]), st.text(max_size=20))
+    )
+    if draw(st.integers(0, 3)) == 0:
+        labels["org.opencontainers.image.authors"] = "A" * draw(st.integers(4000, 6000))
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels}}).encode()
+    if bad("config-bytes"):
+        config = draw(st.binary(max_size=64) | st.just(b'{"a":' * 50_000 + b"1" + b"}" * 50_000))
+    layer = draw(st.binary(max_size=200))
+    honest_config = {"mediaType": images.OCI_CONFIG, "digest": sha256(config), "size": len(config)}
+    honest_layer = {"mediaType": images.OCI_LAYER, "digest": sha256(layer), "size": len(layer)}
+    doc: dict[str, Any] = {
+        "schemaVersion": draw(st.sampled_from([1, "2", 2.5, None, True])) if bad("schema") else 2,
+        "mediaType": draw(MEDIA_TYPES | JSON) if bad("media-type") else images.OCI_MANIFEST,
+        "config": draw(descriptor(honest_config)) if bad("config") else honest_config,
+        "layers": draw(st.lists(descriptor(honest_layer), max_size=3) | JSON)
+        if bad("layers")
+        else [honest_layer],
+    }
+    if draw(st.booleans()) or bad("annotations"):
+        authors = st.text(max_size=20) | st.just("B" * 5000)
+        honest_annotations = st.fixed_dictionaries({"org.opencontainers.image.authors": authors})
+        doc["annotations"] = draw(JSON if bad("annotations") else honest_annotations)
+    if bad("delete"):
+        del doc[draw(st.sampled_from(sorted(doc)))]
+    image_body = draw(st.binary(max_size=100)) if bad("bytes") else json.dumps(doc).encode()
+    routes = {
+        f"/v2/{name}/blobs/{sha256(config)}": draw(body_reply(config, None, bad("config-reply"))),
+        f"/v2/{name}/blobs/{sha256(layer)}": draw(body_reply(layer, None, bad("layer-reply"))),
+    }
+    image_type = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else images.OCI_MANIFEST
+    top_body = image_body
+    if draw(st.integers(0, 3)) == 0:  # an index over the (possibly hostile) image manifest
+        honest_child = {
+            "mediaType": images.OCI_MANIFEST,
+            "digest": sha256(image_body),
+            "size": len(image_body),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }
+        entries = (
+            draw(st.lists(descriptor(honest_child), min_size=1, max_size=2) | JSON)
+            if bad("layers")
+            else [honest_child]
+        )
+        index = {"schemaVersion": 2, "mediaType": images.OCI_INDEX, "manifests": entries}
+        top_body = json.dumps(index).encode()
+        child = draw(body_reply(image_body, str(image_type), bad("child-reply")))
+        routes[f"/v2/{name}/manifests/{sha256(image_body)}"] = child
+        image_type = images.OCI_INDEX
+    routes[f"/v2/{name}/manifests/1"] = draw(body_reply(top_body, str(image_type), bad("top-reply")))
+    return Case(routes=routes, tag_path=f"/v2/{name}/manifests/1", served=top_body)
+
+
+NAMES = itertools.count()
+ACCEPT_ALL = ", ".join(ALL_MANIFEST_TYPES)
+
+
+def test_hypothesis_hostile_upstream_never_breaks_the_node(
+    node: NodeProcess, upstream: ScriptedUpstream
+) -> None:
+    """Random manifests, indexes, configs, sizes, digests and headers: never a 500, never a
+    stored byte the log does not vouch for; then the log verifies offline and the node restarts."""
+    served: list[tuple[str, bytes]] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(data=st.data())
+    def one(data: st.DataObject) -> None:
+        name = f"fuzz/n{next(NAMES)}"
+        case = data.draw(upstream_case(name))
+        for path, reply in case.routes.items():
+            upstream.route(path, reply)
+        before = footprint(node)
+        got = httpx.get(f"{node.url}{case.tag_path}", headers={"Accept": ACCEPT_ALL}, timeout=60)
+        assert got.status_code in (200, 404, 502, 503, 504), (got.status_code, got.text[:300])
+        event(f"manifest {got.status_code}")
+        if got.status_code != 200:
+            error_of(got)
+            assert footprint(node) == before
+            return
+        assert got.content == case.served
+        assert got.headers["docker-content-digest"] == sha256(got.content)
+        assert got.headers["content-type"] in ALL_MANIFEST_TYPES
+        served.append((case.tag_path, got.content))
+        for path in [p for p in case.routes if "/blobs/" in p]:
+            digest = path.rsplit("/", 1)[1]
+            blob = httpx.get(f"{node.url}{path}", timeout=60)
+            assert blob.status_code in (200, 404, 502, 503, 504), (blob.status_code, blob.text[:300])
+            event(f"blob {blob.status_code}")
+            stored = node.home / "blobs" / "sha256" / digest[7:9] / digest[7:]
+            if blob.status_code == 200:
+                assert sha256(blob.content) == digest
+            else:
+                error_of(blob)
+                assert not stored.exists() or _vouched(node, digest)
+            assert list((node.home / "blobs" / "tmp").iterdir()) == []
+
+    one()
+    assert served, "no example got through: the strategies never produce an honest image"
+    node.stop()
+    verify = subprocess.run(
+        [*PYRSIA, "log", "verify", "--home", str(node.home)], capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    node.start()
+    still_serving(node)
+    path, body = served[-1]
+    again = httpx.get(f"{node.url}{path}", headers={"Accept": ACCEPT_ALL})
+    assert again.status_code == 200 and again.content == body
+
+
+def _vouched(node: NodeProcess, digest: str) -> bool:
+    """A config the log vouches for may stay even when a later fetch of it fails."""
+    found = httpx.get(f"{node.url}/api/v1/log/search", params={"digest": digest}).json()
+    return bool(found["count"])
