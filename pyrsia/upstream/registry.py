@@ -198,10 +198,11 @@ class RegistryClient:
         """Every tag of a repository, following `Link` pagination on the registry's origin (bounded)."""
         url: str | None = f"{self.base_url}/v2/{name}/tags/list"
         tags: list[str] = []
+        # One deadline for every page: a hundred slow pages must not add up to a hundred deadlines.
+        deadline = self._http.request_deadline(f"{self._where}: tags of {name}")
         for _ in range(TAG_PAGES_MAX):
             if url is None:
                 break
-            deadline = self._http.request_deadline(f"{self._where}: tags of {name}")
             page, url = self._http.with_retries(
                 functools.partial(self._tag_page, name, url, deadline), deadline
             )
