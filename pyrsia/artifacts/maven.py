@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
@@ -33,7 +33,7 @@ from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
 from pyrsia.errors import DigestMismatch, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
-from pyrsia.upstream.maven import MavenClient
+from pyrsia.upstream.maven import FetchedFile, MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
 
@@ -114,6 +114,7 @@ class MavenArtifacts:
                         path=served_path(path),
                         digest=str(fetched.digest),
                         size=fetched.size,
+                        chunk_root=_stored(fetched).chunk_root,
                         media_type=target.content_type,
                         source=f"{self._upstream.base_url}/{path}",
                         author=who.author,
@@ -141,6 +142,11 @@ class MavenArtifacts:
             if (vouched := self._translog.committed(MAVEN, served_path(pom))) is not None:
                 return Provenance(author=vouched.author, dependencies=vouched.dependencies)
         return Provenance(author=target.group)
+
+
+def _stored(fetched: FetchedFile) -> StoredBlob:
+    assert isinstance(fetched.committed, StoredBlob), "the Maven client commits through a BlobWriter"
+    return fetched.committed
 
 
 def served_path(path: str) -> str:

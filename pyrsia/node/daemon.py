@@ -20,6 +20,7 @@ from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.maven import MavenArtifacts
+from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
@@ -44,6 +45,11 @@ class NodeInfo:
     addresses: tuple[str, ...]
 
 
+def http_limits(config: Config) -> Limits:
+    """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
+    return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
+
+
 class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -54,17 +60,27 @@ class Node:
         removed = self.blobs.remove_temp_files()
         if removed:
             log.info("removed %d unfinished blob writes from an earlier run", removed)
-        timeout_s, retries_max = config.upstream_timeout_s, config.upstream_retries_max
         self._docker_upstream = RegistryClient(
-            config.docker_upstream, timeout_s=timeout_s, retries_max=retries_max
+            config.docker_upstream,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+            deadline_s=config.upstream_deadline_s,
+            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
         )
         self._maven_upstream = MavenClient(
-            config.maven_upstream, timeout_s=timeout_s, retries_max=retries_max
+            config.maven_upstream,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+            deadline_s=config.upstream_deadline_s,
+            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
+            file_bytes_max=config.maven_file_bytes_max,
         )
         # Opening verifies the chain; a broken one stops the node here with ChainBroken.
         self.ledger = Ledger.open(config.home / "translog", self.identity.signing_key)
         vouched = LedgerArtifactLog(self.ledger)
-        docker = DockerArtifacts(self.blobs, vouched, self._docker_upstream)
+        docker = DockerArtifacts(
+            self.blobs, vouched, self._docker_upstream, RecordStore(config.home / "refs" / "docker")
+        )
         maven = MavenArtifacts(
             self.blobs,
             RecordStore(config.home / "refs" / "maven"),
@@ -74,16 +90,14 @@ class Node:
         )
         api = NodeApi(self, self._admin_token, self.ledger)
         self._server = HttpServer(
-            NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
+            NodeApp(
+                DockerRegistry(docker),
+                MavenRepository(maven, MavenListings(vouched, self._maven_upstream)),
+                api,
+            ),
             config.http_host,
             config.http_port,
-            Limits(
-                workers_max=config.http_workers_max,
-                header_bytes_max=config.http_header_bytes_max,
-                body_bytes_max=config.http_body_bytes_max,
-                header_timeout_s=config.http_header_timeout_s,
-                idle_timeout_s=config.http_idle_timeout_s,
-            ),
+            http_limits(config),
         )
         self._started = time.monotonic()
         self._stop = threading.Event()

@@ -23,7 +23,7 @@ from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
 
 log = logging.getLogger("pyrsia.translog")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS artifact (
     leaf INTEGER PRIMARY KEY, height INTEGER NOT NULL, tx_id BLOB NOT NULL,
     time INTEGER NOT NULL, submitter TEXT NOT NULL,
     package_type TEXT NOT NULL, package_id TEXT NOT NULL, path TEXT NOT NULL,
-    digest TEXT NOT NULL, size INTEGER NOT NULL, media_type TEXT NOT NULL,
+    digest TEXT NOT NULL, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL, chunk_root BLOB NOT NULL,
+    media_type TEXT NOT NULL,
     source TEXT NOT NULL, author TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifact_path ON artifact (package_type, path, leaf);
@@ -44,8 +45,8 @@ CREATE INDEX IF NOT EXISTS dependency_name ON dependency (name, leaf);
 CREATE INDEX IF NOT EXISTS dependency_leaf ON dependency (leaf);
 """
 _COLUMNS = (
-    "leaf, height, tx_id, time, submitter, package_type, package_id, path, digest, size, media_type, "
-    "source, author"
+    "leaf, height, tx_id, time, submitter, package_type, package_id, path, digest, size, chunk_size, "
+    "chunk_root, media_type, source, author"
 )
 
 
@@ -61,15 +62,16 @@ class ArtifactRecord:
     path: str
     digest: str
     size: int
+    chunk_size: int
+    chunk_root: bytes
     media_type: str
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
-            f: getattr(self, f) if f != "dependencies" else list(self.dependencies) for f in self.__slots__
-        }
+        doc = {f: getattr(self, f) for f in self.__slots__}
+        return {**doc, "chunk_root": self.chunk_root.hex(), "dependencies": list(self.dependencies)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,10 +155,10 @@ class Index:
                 continue
             p, leaf = tx.payload, first_leaf + offset
             self._db.execute(
-                f"INSERT INTO artifact ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO artifact ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     leaf, header.height, tx.id, tx.time, tx.submitter, p.package_type, p.package_id,
-                    p.path, p.digest, p.size, p.media_type, p.source, p.author,
+                    p.path, p.digest, p.size, p.chunk_size, p.chunk_root, p.media_type, p.source, p.author,
                 ),
             )  # fmt: skip
             self._db.executemany(
@@ -178,7 +180,8 @@ class Index:
                 ArtifactRecord(
                     leaf=row[0], height=row[1], tx_id=bytes(row[2]).hex(), time=row[3], submitter=row[4],
                     package_type=row[5], package_id=row[6], path=row[7], digest=row[8], size=row[9],
-                    media_type=row[10], source=row[11], author=row[12],
+                    chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12], source=row[13],
+                    author=row[14],
                     dependencies=tuple(d for (d,) in deps.fetchall()),
                 )
             )  # fmt: skip
@@ -204,6 +207,15 @@ class Index:
             "SELECT DISTINCT package_id FROM artifact WHERE package_id >= ? AND package_id < ?"
             " AND package_type = ? ORDER BY package_id",
             (prefix, prefix + "\U0010ffff", package_type),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        """Distinct logged paths starting with `prefix` and sorting after `after`, in order."""
+        rows = self._db.execute(
+            "SELECT DISTINCT path FROM artifact WHERE package_type = ? AND path >= ? AND path < ?"
+            " AND path > ? ORDER BY path LIMIT ?",
+            (package_type, prefix, prefix + "\U0010ffff", after, max(1, min(limit, SEARCH_LIMIT_MAX))),
         )
         return [r[0] for r in rows.fetchall()]
 

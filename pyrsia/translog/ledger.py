@@ -298,6 +298,10 @@ class Ledger:
         with self._lock:
             return self._index.package_ids(package_type, prefix)
 
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        with self._lock:
+            return self._index.paths(package_type, prefix, after, limit)
+
     def search(self, query: Query) -> list[ArtifactRecord]:
         with self._lock:
             return self._index.search(query)

@@ -7,6 +7,7 @@ A file is cut off past `file_bytes_max` (refused before reading when its
 `Content-Length` already says more), and its download has a deadline and a rate floor
 like every upstream fetch (`upstream.http`). The upstream's `Last-Modified` comes back
 with the file, as epoch seconds, for the node to serve on.
+A directory's HTML listing (`listing`) is read, bounded, for the node's own listings.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pyrsia.upstream.sink import OpenSink
 
 CHECKSUM_BYTES_MAX = 1024
 FILE_BYTES_MAX = 4 * 1024**3
+LISTING_BYTES_MAX = 8 * 1024 * 1024
 # Checked in order; the first one the upstream publishes decides.
 PUBLISHED_CHECKSUMS = ("sha256", "sha1")
 _HEX = {"sha1": 40, "md5": 32, "sha256": 64, "sha512": 128}
@@ -132,6 +134,26 @@ class MavenClient:
                 committed,
                 modified,
             )
+
+        return self._http.with_retries(attempt, deadline)
+
+    def listing(self, directory: str) -> tuple[str, str] | None:
+        """The upstream's HTML listing of `directory` (ending in `/`) and the URL it came
+        from after redirects; None when it has no such directory or lists it in another
+        format. At most `LISTING_BYTES_MAX` bytes are read."""
+        url = f"{self.base_url}/{directory}"
+        deadline = self._http.request_deadline(f"{self._http.where}: listing of {directory}")
+
+        def attempt() -> tuple[str, str] | None:
+            with self._http.stream("GET", url, {"Accept": "text/html"}, deadline) as response:
+                if response.status_code == 404:
+                    return None
+                self._http.check_status(response, url)
+                if "html" not in response.headers.get("Content-Type", "text/html").lower():
+                    return None
+                body = self._http.read_bounded(response, LISTING_BYTES_MAX, url, deadline)
+                # Entries are ASCII path segments; any other byte cannot make one valid.
+                return body.decode("utf-8", "replace"), str(response.url)
 
         return self._http.with_retries(attempt, deadline)
 
