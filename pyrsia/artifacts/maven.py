@@ -19,6 +19,7 @@ copy is served marked stale rather than failing the build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class MavenFile:
     size: int
     checksums: dict[str, str]
     fetched_at: float
+    # The upstream's Last-Modified (epoch seconds), else when the node fetched it: what
+    # `Last-Modified` and `If-Modified-Since` speak of is the file, not our copy of it.
+    last_modified: float
     stale: bool = False
 
 
@@ -74,7 +78,7 @@ class MavenArtifacts:
                 return self._fetch(target)
             except UpstreamError as exc:
                 log.warning("serving stale %s: %s", target.path, exc.message)
-                return MavenFile(held.blob, held.size, held.checksums, held.fetched_at, stale=True)
+                return dataclasses.replace(held, stale=True)
         return self._fetch(target)
 
     def _held(self, path: str) -> MavenFile | None:
@@ -90,7 +94,10 @@ class MavenArtifacts:
         if size is None:
             return None
         checksums = {k: str(record[k]) for k in ("sha1", "md5", "sha256", "sha512")}
-        return MavenFile(self._blobs.path(digest), size, checksums, float(record["fetched_at"]))
+        fetched_at = float(record["fetched_at"])
+        modified = record.get("last_modified")
+        last_modified = float(modified) if isinstance(modified, int | float) else fetched_at
+        return MavenFile(self._blobs.path(digest), size, checksums, fetched_at, last_modified)
 
     def _fetch(self, target: MavenPath) -> MavenFile:
         return self._flights.run(f"maven {target.path}", lambda: self._download(target))
@@ -127,12 +134,14 @@ class MavenArtifacts:
             **fetched.checksums,
             "size": fetched.size,
             "fetched_at": now,
+            "last_modified": fetched.last_modified,
             "verified_with": fetched.verified_with,
         }
         self._records.put(path + "@", record)
         checked = fetched.verified_with or "nothing published"
         log.info("pulled %s from upstream (checked with %s)", path, checked)
-        return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now)
+        modified = now if fetched.last_modified is None else fetched.last_modified
+        return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now, modified)
 
     def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
         if target.path.endswith(".pom"):
