@@ -33,6 +33,7 @@ from pyrsia.errors import BlobUnknown, NameUnknown, UpstreamError
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
+from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_hashes, chunk_root
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -159,12 +160,30 @@ class DockerArtifacts:
             record = _Recorder(package_id, source, found)
             if platform is not top:
                 path = manifest_path(name, str(platform.digest))
-                files.append(record(path, str(platform.digest), len(platform.body), platform.media_type))
-            files += [record(blob_path(name, p.digest), p.digest, p.size, p.media_type) for p in parts]
+                files.append(
+                    record(
+                        path,
+                        str(platform.digest),
+                        len(platform.body),
+                        platform.media_type,
+                        _chunks(platform.body),
+                    )
+                )
+            files += [
+                record(blob_path(name, p.digest), p.digest, p.size, p.media_type, self._chunks_of(name, p))
+                for p in parts
+            ]
         assert first is not None, "every manifest tree has at least one platform"
         top_record = _Recorder(package_id, source, first)
         files.insert(
-            0, top_record(manifest_path(name, reference), str(top.digest), len(top.body), top.media_type)
+            0,
+            top_record(
+                manifest_path(name, reference),
+                str(top.digest),
+                len(top.body),
+                top.media_type,
+                _chunks(top.body),
+            ),
         )
         self._translog.publish(_unique(files))
         log.info("published %s (%s, %d files) from upstream", package_id, top.digest, len(files))
@@ -176,6 +195,19 @@ class DockerArtifacts:
         if self._blobs.checked(digest) is None:
             self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
         return self._blobs.read(digest)
+
+    def _chunks_of(self, name: str, part: Descriptor) -> tuple[int, bytes]:
+        """Chunk size and root of a config or layer: from its bytes when held; from its
+        digest when it is one sha256 chunk (the root of one chunk is its leaf hash);
+        else its bytes are fetched (verified) first."""
+        digest = Digest.parse(part.digest)
+        if self._blobs.checked(digest) is None:
+            if digest.algorithm == "sha256" and 0 < part.size <= CHUNK_BYTES:
+                return CHUNK_BYTES, chunk_root([bytes.fromhex(digest.hex)])
+            self._fetch_blob(name, digest)
+        with self._blobs.path(digest).open("rb") as file:
+            hasher = ChunkHasher().update_all(iter(partial(file.read, CHUNK_BYTES), b""))
+        return CHUNK_BYTES, hasher.root()
 
     def _fetch_blob(self, name: str, digest: Digest) -> None:
         if self._blobs.checked(digest) is not None:
@@ -192,18 +224,26 @@ class _Recorder:
     source: str
     provenance: Provenance
 
-    def __call__(self, path: str, digest: str, size: int, media_type: str) -> NewArtifact:
+    def __call__(
+        self, path: str, digest: str, size: int, media_type: str, chunks: tuple[int, bytes]
+    ) -> NewArtifact:
         return NewArtifact(
             package_type=DOCKER,
             package_id=self.package_id,
             path=path,
             digest=digest,
             size=size,
+            chunk_size=chunks[0],
+            chunk_root=chunks[1],
             media_type=media_type,
             source=self.source,
             author=self.provenance.author,
             dependencies=self.provenance.dependencies,
         )
+
+
+def _chunks(body: bytes) -> tuple[int, bytes]:
+    return CHUNK_BYTES, chunk_root(chunk_hashes(body))
 
 
 def _unique(files: list[NewArtifact]) -> list[NewArtifact]:

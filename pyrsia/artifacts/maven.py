@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pyrsia.artifacts.blobstore import BlobStore
@@ -33,6 +34,7 @@ from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
 from pyrsia.errors import DigestMismatch, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
+from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher
 from pyrsia.upstream.maven import MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -114,6 +116,8 @@ class MavenArtifacts:
                         path=served_path(path),
                         digest=str(fetched.digest),
                         size=fetched.size,
+                        chunk_size=CHUNK_BYTES,
+                        chunk_root=self._chunk_root(fetched.digest),
                         media_type=target.content_type,
                         source=f"{self._upstream.base_url}/{path}",
                         author=who.author,
@@ -132,6 +136,11 @@ class MavenArtifacts:
         checked = fetched.verified_with or "nothing published"
         log.info("pulled %s from upstream (checked with %s)", path, checked)
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now)
+
+    def _chunk_root(self, digest: Digest) -> bytes:
+        """Chunk root of a file just fetched and stored, from its bytes."""
+        with self._blobs.path(digest).open("rb") as file:
+            return ChunkHasher().update_all(iter(partial(file.read, CHUNK_BYTES), b"")).root()
 
     def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
         if target.path.endswith(".pom"):

@@ -33,6 +33,8 @@ class NewArtifact:
     path: str
     digest: str
     size: int
+    chunk_size: int
+    chunk_root: bytes
     media_type: str
     source: str
     author: str
@@ -144,8 +146,6 @@ class LedgerArtifactLog:
         return self._ledger.package_ids(package_type, prefix)
 
     def publish(self, artifacts: list[NewArtifact]) -> None:
-        # chunk_size/chunk_root stay empty until the multi-source exchange defines chunking;
-        # until then peers verify whole digests.
         self._ledger.publish(
             [
                 AddArtifact(
@@ -154,8 +154,8 @@ class LedgerArtifactLog:
                     path=a.path,
                     digest=a.digest,
                     size=a.size,
-                    chunk_size=0,
-                    chunk_root=b"",
+                    chunk_size=a.chunk_size,
+                    chunk_root=a.chunk_root,
                     media_type=a.media_type,
                     source=a.source,
                     author=a.author,

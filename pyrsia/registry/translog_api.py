@@ -21,7 +21,7 @@ from pyrsia.http.message import Request, Response, json_response
 from pyrsia.translog.block import Block
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import Ledger
-from pyrsia.translog.tx import PACKAGE_TYPES
+from pyrsia.translog.tx import INTEGER_MAX, PACKAGE_TYPES
 
 PREFIX = "/api/v1/log"
 
@@ -49,6 +49,7 @@ def block_json(block: Block) -> dict[str, Any]:
                 "payload": {
                     k: v.hex() if isinstance(v, bytes) else v for k, v in tx.payload.to_map().items()
                 },
+                "endorsements": [e.signer for e in tx.endorsements],
             }
             for i, tx in enumerate(block.transactions)
         ],
@@ -65,6 +66,8 @@ def query_from(params: dict[str, str]) -> Query:
         limit = int(params.get("limit") or 100)
     except ValueError as exc:
         raise UsageError("since and limit must be integers") from exc
+    if since is not None and not 0 <= since <= INTEGER_MAX:
+        raise UsageError(f"since must be between 0 and {INTEGER_MAX}")
     return Query(
         author=params.get("author") or None,
         package=params.get("package") or None,

@@ -31,7 +31,10 @@ def _canonical(value: Any) -> Any:
 
 
 def encode(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
+    try:
+        packed: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
+    except (OverflowError, ValueError, UnicodeEncodeError) as exc:  # ints past 64 bits, lone surrogates
+        raise TxInvalid(f"cannot encode: {exc}") from exc
     return packed
 
 
