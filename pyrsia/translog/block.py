@@ -150,8 +150,24 @@ class Block:
         }
 
     def encode(self) -> bytes:
-        """Canonical bytes; `TxInvalid` if they would be too large to decode again."""
-        encoded = codec.encode(self.to_map())
+        """Canonical bytes (`codec.encode(self.to_map())`, assembled from each part's
+        cached encoding); `TxInvalid` if they would be too large to decode again."""
+        entries = [
+            codec.raw_map(
+                {
+                    "tx": tx.encoded(),
+                    "endorsements": codec.raw_array([codec.encode(e.to_map()) for e in tx.endorsements]),
+                }
+            )
+            for tx in self.transactions
+        ]
+        encoded = codec.raw_map(
+            {
+                "header": codec.encode(self.header.to_map()),
+                "transactions": codec.raw_array(entries),
+                "certificate": codec.raw_array([codec.encode(s.to_map()) for s in self.certificate]),
+            }
+        )
         if len(encoded) > BLOCK_BYTES_MAX:
             raise TxInvalid(f"block encodes to {len(encoded)} bytes, more than {BLOCK_BYTES_MAX}")
         return encoded

@@ -120,9 +120,16 @@ class AddArtifact:
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
+    _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.check()
+        object.__setattr__(self, "_encoded", codec.encode(self.to_map()))
+
+    def encoded(self) -> bytes:
+        """The canonical encoding of `to_map()`, made once when built."""
+        cached: bytes | None = getattr(self, "_encoded", None)  # None if built around __init__
+        return codec.encode(self.to_map()) if cached is None else cached
 
     def check(self) -> None:
         """Every field within what the decoder accepts, or `TxInvalid` naming it."""
@@ -179,6 +186,9 @@ class AuthorizedNode:
 
     def __post_init__(self) -> None:
         self.check()
+
+    def encoded(self) -> bytes:
+        return codec.encode(self.to_map())
 
     def check(self) -> None:
         check_peer_id("peer_id", self.peer_id)
@@ -243,6 +253,16 @@ def _unsigned_map(type: str, payload: Payload, submitter: str, time: int, nonce:
     return {"type": type, "payload": payload.to_map(), "submitter": submitter, "time": time, "nonce": nonce}
 
 
+def _unsigned_parts(type: str, payload: Payload, submitter: str, time: int, nonce: int) -> dict[str, bytes]:
+    return {
+        "type": codec.scalar(type),
+        "payload": payload.encoded(),
+        "submitter": codec.scalar(submitter),
+        "time": codec.scalar(time),
+        "nonce": codec.scalar(nonce),
+    }
+
+
 def _encoded_unsigned(type: str, payload: Payload, submitter: str, time: int, nonce: int) -> bytes:
     kind = _PAYLOADS.get(type) if isinstance(type, str) else None
     if kind is None:
@@ -252,7 +272,7 @@ def _encoded_unsigned(type: str, payload: Payload, submitter: str, time: int, no
     check_peer_id("submitter", submitter)
     check_int("time", time)
     check_int("nonce", nonce)
-    encoded = codec.encode(_unsigned_map(type, payload, submitter, time, nonce))
+    encoded = codec.raw_map(_unsigned_parts(type, payload, submitter, time, nonce))
     if len(encoded) > TX_BYTES_MAX:
         raise TxInvalid(f"transaction encodes to {len(encoded)} bytes, more than {TX_BYTES_MAX}")
     return encoded
@@ -302,6 +322,11 @@ class Transaction:
     def to_map(self) -> dict[str, Any]:
         return {**self.unsigned_map(), "signature": self.signature}
 
+    def encoded(self) -> bytes:
+        """The canonical encoding of `to_map()` (the signed transaction)."""
+        parts = _unsigned_parts(self.type, self.payload, self.submitter, self.time, self.nonce)
+        return codec.raw_map({**parts, "signature": codec.scalar(self.signature)})
+
     def with_endorsements(self, endorsements: tuple[Endorsement, ...]) -> Transaction:
         return Transaction(
             type=self.type,
@@ -334,13 +359,23 @@ def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int)
     """A signed transaction; `TxInvalid` if anything in it could not be read back."""
     if not isinstance(payload, AddArtifact | AuthorizedNode):
         raise TxInvalid(f"cannot sign a {payload.__class__.__name__} payload")
-    payload.check()  # again: a payload altered after it was built is still refused
-    submitter = peer_id_of(bytes(key.verify_key))
-    encoded = _encoded_unsigned(type, payload, submitter, time, nonce)
-    signature = key.sign(hashlib.sha256(encoded).digest()).signature
-    return Transaction(
-        type=type, payload=payload, submitter=submitter, time=time, nonce=nonce, signature=signature
+    if getattr(payload, "_encoded", None) is None:  # not built through __init__: check it now
+        payload.check()
+    tx = Transaction(
+        type=type,
+        payload=payload,
+        submitter=_peer_id_of_key(bytes(key.verify_key)),
+        time=time,
+        nonce=nonce,
+        signature=bytes(SIGNATURE_BYTES),
     )
+    # The signature is no part of the id, so setting it on this new, unshared value
+    # leaves every derived field true, and the id is computed once.
+    object.__setattr__(tx, "signature", key.sign(tx.id).signature)
+    return tx
+
+
+_peer_id_of_key = functools.lru_cache(maxsize=64)(peer_id_of)
 
 
 def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:

@@ -189,6 +189,7 @@ def test_hostile_fields_are_refused_when_built_or_round_trip(fields: dict[str, A
     chain = Chain()
     chain.apply(genesis_block(KEY, T0))
     block = chain.propose_certified([tx], T0, KEY)
+    assert block.encode() == codec.encode(block.to_map())  # assembled from parts, yet canonical
     again = Block.decode(block.encode())
     assert again == block
     chain.apply(again)

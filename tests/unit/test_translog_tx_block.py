@@ -94,6 +94,15 @@ def test_malformed_bytes_are_tx_invalid(data: bytes) -> None:
         codec.decode(data)
 
 
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65_535, 65_536])
+def test_maps_and_arrays_of_encoded_parts_equal_the_canonical_encoding(count: int) -> None:
+    doc = {f"k{n:06d}": n for n in range(count)}
+    shuffled = dict(reversed(list(doc.items())))
+    assert codec.raw_map({k: codec.scalar(v) for k, v in shuffled.items()}) == codec.encode(doc)
+    items = [b"x" * (n % 3) for n in range(count)]
+    assert codec.raw_array([codec.scalar(i) for i in items]) == codec.encode(items)
+
+
 def test_field_checks_presence_and_type() -> None:
     assert codec.field({"n": 3}, "n", int) == 3
     for doc in ({}, {"n": "3"}, {"n": True}, ["n"]):
