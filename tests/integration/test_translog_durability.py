@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -114,6 +115,30 @@ def test_kill_9_while_publishing_loses_no_committed_block(upstream: RegistryProc
                 assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
     verified = pyrsia("log", "verify", "--home", str(home), "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_records_carry_chunk_roots_of_the_bytes_and_search_shows_them(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    from pyrsia.translog.chunks import CHUNK_BYTES, chunk_hashes, chunk_root
+
+    image = images.three_layer(name="library/crash")
+    contents = {**image.blobs, **{d: body for d, (_, body) in image.manifests.items()}}
+    with NodeProcess(tmp_path / "node", "--docker-upstream", upstream.url) as node:
+        assert httpx.get(f"{node.url}/v2/library/crash/manifests/v7", headers=ACCEPT).status_code == 200
+        found = pyrsia("log", "search", "--package", "library/crash:v7", "--json", "--node", node.url)
+        records = json.loads(found.stdout)
+        assert len(records) == 1 + len(image.blobs)
+        for record in records:
+            assert record["chunk_size"] == CHUNK_BYTES
+            assert record["chunk_root"] == chunk_root(chunk_hashes(contents[record["digest"]])).hex()
+        argv = ["log", "search", "--package", "library/crash:v7", "--node", node.url]
+        table = subprocess.run(
+            [sys.executable, "-m", "pyrsia", *argv],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"},
+        )  # fmt: skip
+        assert table.returncode == 0 and "chunk_root" in table.stdout and "1 MiB" in table.stdout
+        assert records[0]["chunk_root"][:16] in table.stdout
 
 
 def _flip(path: Path, at: int | None = None) -> None:
