@@ -68,7 +68,7 @@ def origin_of(genesis: BlockHeader) -> str:
     return f"pyrsia.log/{genesis.hash.hex()[:16]}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mark:
     """Where a chain stood, to rewind to when a block applied in memory is not stored."""
 
@@ -95,7 +95,7 @@ class Chain:
         return self.tree.size
 
     def mark(self) -> Mark:
-        return Mark(self.tip, self.authorities, self.origin, self.tree.size)
+        return Mark(tip=self.tip, authorities=self.authorities, origin=self.origin, size=self.tree.size)
 
     def rewind(self, mark: Mark) -> None:
         self.tip, self.authorities, self.origin = mark.tip, mark.authorities, mark.origin

@@ -247,15 +247,7 @@ class Ledger:
     def _sync_index(self, indexed: IndexTip | None, expected: IndexTip | None) -> None:
         """Catch the index up, or rebuild it when it is not exactly what the chain says
         it should hold at its recorded height."""
-        if (
-            indexed is not None
-            and indexed == expected
-            and self._index.counts()
-            == (
-                indexed.artifacts,
-                indexed.dependencies,
-            )
-        ):
+        if indexed is not None and indexed == expected and self._holds(indexed):
             start = indexed.height + 1
         else:
             if indexed is not None:
@@ -266,6 +258,10 @@ class Ledger:
             start = 0
         if start <= self._chain.height:
             self._index.apply(self._blocks_from(start))
+
+    def _holds(self, tip: IndexTip) -> bool:
+        """Whether the index's rows are as many as its meta says (not partial)."""
+        return self._index.counts() == (tip.artifacts, tip.dependencies)
 
     def _blocks_from(self, start: int) -> Iterator[tuple[Block, int]]:
         for height in range(start, self._chain.height + 1):
@@ -451,8 +447,9 @@ class Ledger:
     def _index_failed(self, height: int, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, PyrsiaError) else f"{type(exc).__name__}: {exc}"
         self._index_problem = (
-            f"the transparency log index lacks block {height} after a failed update ({reason}); "
-            "lookups are refused until it catches up (free disk space; it is retried on the next request)"
+            f"the transparency log index lacks blocks up to height {height} after a failed update "
+            f"({reason}); lookups are refused until it catches up "
+            "(free disk space; it is retried on the next request)"
         )
         log.warning("%s", self._index_problem)
 
@@ -467,6 +464,7 @@ class Ledger:
                 indexed is not None
                 and indexed.height <= height
                 and self._read(indexed.height).header.hash == indexed.hash
+                and self._holds(indexed)
             ):
                 self._index.apply(self._blocks_from(indexed.height + 1))
             else:
