@@ -43,8 +43,8 @@ BLOCK_TXS_MAX = 10_000
 # notes with more lines than this (the Go reference implementation's cap).
 AUTHORITIES_MAX = checkpoint.SIGNATURES_MAX
 BLOCK_BYTES_MAX = codec.DECODED_BYTES_MAX
-# What a block's transactions may add up to (`Transaction.encoded_size`), leaving room
-# for the header, the certificate and each entry's framing within BLOCK_BYTES_MAX.
+# What a block's transactions may add up to, encoded, leaving room for the header, the
+# certificate and each entry's framing within BLOCK_BYTES_MAX.
 BLOCK_TXS_BYTES_MAX = BLOCK_BYTES_MAX - (4 << 20)
 
 

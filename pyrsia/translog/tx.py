@@ -288,14 +288,12 @@ class Transaction:
     signature: bytes
     endorsements: tuple[Endorsement, ...] = ()
     _id: bytes = field(init=False, repr=False, compare=False)
-    _size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         encoded = _encoded_unsigned(self.type, self.payload, self.submitter, self.time, self.nonce)
         check_bytes("signature", self.signature, SIGNATURE_BYTES)
         tx_id = hashlib.sha256(encoded).digest()
         object.__setattr__(self, "_id", tx_id)
-        object.__setattr__(self, "_size", len(encoded) + SIGNATURE_BYTES)
         endorsements = self.endorsements
         if not isinstance(endorsements, tuple) or len(endorsements) > ENDORSEMENTS_MAX:
             raise TxInvalid(f"endorsements must be a tuple of at most {ENDORSEMENTS_MAX}")
@@ -313,11 +311,6 @@ class Transaction:
     @property
     def id(self) -> bytes:
         return self._id
-
-    @property
-    def encoded_size(self) -> int:
-        """Bytes of the signed transaction, less map framing; what a block budget counts."""
-        return self._size
 
     def to_map(self) -> dict[str, Any]:
         return {**self.unsigned_map(), "signature": self.signature}
