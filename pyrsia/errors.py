@@ -29,15 +29,19 @@ status code.
     │   ├── RequestTimeout           408 (head or body not received in time)
     │   ├── PayloadTooLarge          413
     │   ├── HeadersTooLarge          431
+    │   ├── VersionNotSupported      505 (not HTTP/1.x)
     │   └── ServerBusy               503 (every worker is taken)
     ├── RangeNotSatisfiable          416
+    ├── PreconditionFailed           412 (If-Match / If-Unmodified-Since false)
     ├── UpstreamError                502 (an upstream registry failed us)
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
     │   └── DigestMismatch           502 (bytes do not hash to what was asked)
     ├── StorageError                 500 (the local disk failed us)
     ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
     │   ├── ProtocolViolation        the peer sent something its protocol forbids
-    │   └── PeerUnreachable          cannot dial, handshake failed, or the session ended
+    │   ├── PeerUnreachable          cannot dial, handshake failed, or the session ended
+    │   │   └── PeerTimeout          a peer did not answer, connect or send in time
+    │   └── StreamClosed             a p2p stream was reset or closed; its connection lives on
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -168,6 +172,11 @@ class HeadersTooLarge(HttpError):
     code = "HEADERS_TOO_LARGE"
 
 
+class VersionNotSupported(HttpError):
+    http_status = 505
+    code = "HTTP_VERSION_NOT_SUPPORTED"
+
+
 class ServerBusy(HttpError):
     http_status = 503
     code = "TOOMANYREQUESTS"
@@ -191,6 +200,11 @@ class RangeNotSatisfiable(PyrsiaError):
     def __init__(self, message: str, *, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class PreconditionFailed(PyrsiaError):
+    http_status = 412
+    code = "PRECONDITION_FAILED"
 
 
 class UpstreamError(PyrsiaError):
@@ -274,3 +288,11 @@ class PeerUnreachable(PeerError):
     """The peer cannot be dialled, its handshake failed, or the session ended."""
 
     http_status = 503
+
+
+class PeerTimeout(PeerUnreachable):
+    """A peer did not connect, answer or send within the deadline."""
+
+
+class StreamClosed(PeerError):
+    """A stream was reset, refused or already closed; its connection lives on."""

@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -31,6 +32,7 @@ from typing import BinaryIO
 from pyrsia.durable import fsync_dir
 from pyrsia.errors import DigestMismatch, StorageError
 from pyrsia.formats.digest import Digest
+from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count, chunk_root
 from pyrsia.upstream.sink import OpenSink
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -45,8 +47,25 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_ctime_ns
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBlob:
+    """A blob as committed: where it is and what its bytes are."""
+
+    digest: Digest
+    path: Path
+    size: int
+    chunk_root: bytes
+    hexdigests: dict[str, str]
+
+
 class BlobWriter:
-    """Streams one blob to a temp file; `commit()` verifies and publishes it.
+    """Writes one blob to a temp file; `commit()` verifies and publishes it.
+
+    Bytes arrive either in order (`write`, from an upstream) or as whole chunks at
+    any offset (`write_chunk`, from peers), each checked against a chunk list that was
+    itself checked against the chunk root the log recorded. Either way `commit()`
+    checks the whole digest (and the declared size and chunk root, when known) before
+    the blob becomes visible, and computes the chunk root from the bytes themselves.
 
     With an expected digest, bytes that hash otherwise are refused. Without one (a
     Maven file is asked for by path), the blob is stored under the sha256 it has, and
@@ -54,13 +73,25 @@ class BlobWriter:
     """
 
     def __init__(
-        self, store: BlobStore, expected: Digest | None, source: str, also: Sequence[str] = ()
+        self,
+        store: BlobStore,
+        expected: Digest | None,
+        source: str,
+        also: Sequence[str] = (),
+        *,
+        size: int | None = None,
+        chunk_root: bytes | None = None,
     ) -> None:
         self._store = store
         self._expected = expected
         self._source = source
+        self._size_expected = size
+        self._chunk_root_expected = chunk_root
         self._algorithm = expected.algorithm if expected else "sha256"
         self._hashers = {alg: hashlib.new(alg) for alg in (self._algorithm, *also)}
+        self._chunks = ChunkHasher()
+        self._chunk_list: list[bytes] | None = None
+        self._chunks_written: set[int] = set()
         self.size = 0
         self.digest: Digest | None = None
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, suffix=".part")
@@ -68,25 +99,112 @@ class BlobWriter:
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
+        """The next bytes in order."""
+        if self._chunk_list is not None:
+            raise RuntimeError("this writer takes chunks, not a stream")
+        if self._size_expected is not None and self.size + len(data) > self._size_expected:
+            # An upstream that sends more than the declared size is cut off here, not at the end.
+            raise DigestMismatch(
+                expected=f"{self._size_expected} bytes",
+                calculated=f"more than {self._size_expected} bytes",
+                source=self._source,
+            )
         for hasher in self._hashers.values():
             hasher.update(data)
+        self._chunks.update(data)
         self.size += len(data)
         try:
             self._file.write(data)
         except OSError as exc:
             raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
 
+    def expect_chunks(self, hashes: Sequence[bytes]) -> None:
+        """Switch to chunk mode with a chunk list; it must match the expected size and root."""
+        if self._size_expected is None or self._chunk_root_expected is None or self.size:
+            raise RuntimeError("chunk mode needs the logged size and chunk root, before any write")
+        if chunk_count(self._size_expected) != len(hashes) or chunk_root(hashes) != self._chunk_root_expected:
+            raise DigestMismatch(
+                expected=f"chunk root {self._chunk_root_expected.hex()}",
+                calculated=f"a list of {len(hashes)} chunks with another root",
+                source=self._source,
+            )
+        self._chunk_list = list(hashes)
+
+    def write_chunk(self, index: int, data: bytes) -> None:
+        """One whole chunk at its place; refused unless it hashes to its entry in the list."""
+        hashes, size = self._chunk_list, self._size_expected
+        if hashes is None or size is None:
+            raise RuntimeError("call expect_chunks first")
+        if not 0 <= index < len(hashes):
+            raise DigestMismatch(
+                expected=f"a chunk below {len(hashes)}", calculated=str(index), source=self._source
+            )
+        offset = index * CHUNK_BYTES
+        if len(data) != min(CHUNK_BYTES, size - offset) or hashlib.sha256(data).digest() != hashes[index]:
+            raise DigestMismatch(
+                expected=f"chunk {index} hashing to {hashes[index].hex()}",
+                calculated=f"{len(data)} bytes hashing to {hashlib.sha256(data).hexdigest()}",
+                source=self._source,
+            )
+        try:
+            os.pwrite(self._file.fileno(), data, offset)
+        except OSError as exc:
+            raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
+        self._chunks_written.add(index)
+
+    def missing_chunks(self) -> list[int]:
+        if self._chunk_list is None:
+            return []
+        return [i for i in range(len(self._chunk_list)) if i not in self._chunks_written]
+
     def hexdigests(self) -> dict[str, str]:
         """Every digest computed so far, by algorithm name."""
         return {alg: hasher.hexdigest() for alg, hasher in self._hashers.items()}
 
-    def commit(self) -> Path:
-        calculated = Digest(self._algorithm, self._hashers[self._algorithm].hexdigest())
-        if self._expected is not None and calculated != self._expected:
-            self.abort()
+    def _rehash(self) -> None:
+        """Chunks came at any offset: hash the assembled file once, in order."""
+        if self.missing_chunks():
             raise DigestMismatch(
-                expected=str(self._expected), calculated=str(calculated), source=self._source
+                expected="every chunk",
+                calculated=f"{len(self.missing_chunks())} missing",
+                source=self._source,
             )
+        self._file.flush()
+        self._hashers = {alg: hashlib.new(alg) for alg in self._hashers}
+        self._chunks = ChunkHasher()
+        self.size = 0
+        with open(self._tmp, "rb") as file:
+            while block := file.read(CHUNK_BYTES):
+                for hasher in self._hashers.values():
+                    hasher.update(block)
+                self._chunks.update(block)
+                self.size += len(block)
+
+    def commit(self) -> StoredBlob:
+        try:
+            if self._chunk_list is not None:
+                self._rehash()
+            calculated = Digest(self._algorithm, self._hashers[self._algorithm].hexdigest())
+            if self._expected is not None and calculated != self._expected:
+                raise DigestMismatch(
+                    expected=str(self._expected), calculated=str(calculated), source=self._source
+                )
+            if self._size_expected is not None and self.size != self._size_expected:
+                raise DigestMismatch(
+                    expected=f"{self._size_expected} bytes",
+                    calculated=f"{self.size} bytes",
+                    source=self._source,
+                )
+            root = self._chunks.root()
+            if self._chunk_root_expected is not None and root != self._chunk_root_expected:
+                raise DigestMismatch(
+                    expected=f"chunk root {self._chunk_root_expected.hex()}",
+                    calculated=f"chunk root {root.hex()}",
+                    source=self._source,
+                )
+        except BaseException:
+            self.abort()
+            raise
         self.digest = calculated
         final = self._store.path(calculated)
         try:
@@ -99,8 +217,10 @@ class BlobWriter:
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
-        self._store.mark_verified(calculated)
-        return final
+        self._store.mark_verified(calculated, root)
+        return StoredBlob(
+            digest=calculated, path=final, size=self.size, chunk_root=root, hexdigests=self.hexdigests()
+        )
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -126,6 +246,7 @@ class BlobStore:
         self._fanout = fanout
         self.tmp_dir = tmp_dir or root / "tmp"
         self._stamps: dict[Digest, tuple[int, int, int]] = {}
+        self._roots: dict[Digest, bytes] = {}  # chunk roots of verified blobs; dropped with their stamp
         self._stamps_lock = threading.Lock()
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +283,7 @@ class BlobStore:
         hasher = hashlib.new(digest.algorithm)
         try:
             with path.open("rb") as file:
-                while chunk := file.read(1 << 20):
+                while chunk := file.read(CHUNK_BYTES):
                     hasher.update(chunk)
         except FileNotFoundError:
             return None
@@ -170,12 +291,36 @@ class BlobStore:
             raise StorageError(f"cannot read blob {digest}: {exc.strerror}") from exc
         if hasher.hexdigest() != digest.hex:
             log.warning("blob %s changed on disk since it was verified; removing it", digest)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            self.remove(digest)
             return None
         with self._stamps_lock:
             self._stamps[digest] = stamp
         return stamp[1]
+
+    def stored(self, digest: Digest) -> StoredBlob | None:
+        """The blob as held, if its bytes still hash to `digest`; its chunk root is computed once."""
+        size = self.checked(digest)
+        if size is None:
+            return None
+        path = self.path(digest)
+        with self._stamps_lock:
+            root = self._roots.get(digest)
+        if root is None:
+            hasher = ChunkHasher()
+            try:
+                with path.open("rb") as file:
+                    while block := file.read(CHUNK_BYTES):
+                        hasher.update(block)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageError(f"cannot read blob {digest}: {exc.strerror}") from exc
+            root = hasher.root()
+            with self._stamps_lock:
+                self._roots[digest] = root
+        return StoredBlob(
+            digest=digest, path=path, size=size, chunk_root=root, hexdigests={digest.algorithm: digest.hex}
+        )
 
     def read_checked(self, digest: Digest) -> bytes | None:
         """Small blobs (manifests): the bytes, hashed on every read."""
@@ -183,24 +328,49 @@ class BlobStore:
         if data is None or hashlib.new(digest.algorithm, data).hexdigest() == digest.hex:
             return data
         log.warning("blob %s changed on disk since it was verified; removing it", digest)
-        with contextlib.suppress(FileNotFoundError):
-            self.path(digest).unlink()
+        self.remove(digest)
         return None
 
-    def mark_verified(self, digest: Digest) -> None:
+    def remove(self, digest: Digest) -> None:
+        """Forget a blob (it changed on disk, or what vouched for it never committed)."""
+        with self._stamps_lock:
+            self._stamps.pop(digest, None)
+            self._roots.pop(digest, None)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def mark_verified(self, digest: Digest, chunk_root: bytes | None = None) -> None:
         stamp = _stamp(self.path(digest))
         if stamp is not None:
             with self._stamps_lock:
                 self._stamps[digest] = stamp
+                if chunk_root is not None:
+                    self._roots[digest] = chunk_root
 
-    def writer(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> BlobWriter:
-        return BlobWriter(self, expected, source, also)
+    def writer(
+        self,
+        expected: Digest | None,
+        source: str,
+        also: Sequence[str] = (),
+        *,
+        size: int | None = None,
+        chunk_root: bytes | None = None,
+    ) -> BlobWriter:
+        return BlobWriter(self, expected, source, also, size=size, chunk_root=chunk_root)
 
-    def opener(self, expected: Digest | None, source: str, also: Sequence[str] = ()) -> OpenSink:
+    def opener(
+        self,
+        expected: Digest | None,
+        source: str,
+        also: Sequence[str] = (),
+        *,
+        size: int | None = None,
+        chunk_root: bytes | None = None,
+    ) -> OpenSink:
         """A fresh writer per download attempt, for the upstream clients."""
-        return functools.partial(BlobWriter, self, expected, source, also)
+        return functools.partial(BlobWriter, self, expected, source, also, size=size, chunk_root=chunk_root)
 
-    def put(self, digest: Digest, data: bytes, source: str) -> Path:
+    def put(self, digest: Digest, data: bytes, source: str) -> StoredBlob:
         with self.writer(digest, source) as writer:
             writer.write(data)
             return writer.commit()

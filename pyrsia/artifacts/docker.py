@@ -1,19 +1,23 @@
 """Docker artifacts: what the transparency log vouches for, fetched and verified.
 
 Lookup order (DESIGN §2): the log says which digest a tag is and whether a digest may
-be served at all; the bytes come from the local blob store, else from the upstream
-(the peer-to-peer exchange will sit before it), and are verified against that digest
-before anyone sees them.
+be served at all; the bytes come from the local blob store, else from the next source
+that has them (`Sources`: the upstream today, peers in front of it next), and are
+verified against the log's digest, size and chunk root before anyone sees them.
 
 Publishing on first pull (the embedded default is its own only authority): the tagged
 manifest, every platform manifest of an index and every image config are fetched and
-verified, then one `AddArtifact` per file — index or manifest, each platform manifest,
-each config, each layer — is committed in one block, and only then is the manifest
-served. Layers are vouched for by the digests their manifests name; their bytes are
-fetched on first request and served only once they hash to that digest. A tag keeps
-the digest the log committed for it: moving a tag upstream does not move it here.
+verified, then one `AddArtifact` per file is committed in one block, with the size and
+chunk root of the bytes held, and only then is the manifest served. A layer's record
+is committed when its bytes are first fetched and verified, never before: until then
+the layer is *expected* — named, with its declared size, by a committed manifest —
+and a request for it fetches it, refuses bytes whose size or digest disagree with the
+manifest, commits its record and serves it. Expected layers are noted under
+`<home>/refs/docker/expected/` (a local cache: a served manifest notes its layers
+again). A tag keeps the digest the log committed for it: moving a tag upstream does
+not move it here.
 
-Concurrent requests for the same missing item share one upstream fetch (`SingleFlight`).
+Concurrent requests for the same missing item share one fetch (`SingleFlight`).
 """
 
 from __future__ import annotations
@@ -23,21 +27,26 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from typing import Any
 
-from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_image
+from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
-from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact
-from pyrsia.errors import BlobUnknown, NameUnknown, UpstreamError
+from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
+from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact, Vouched
+from pyrsia.errors import BlobUnknown, ManifestInvalid, NameUnknown, UpstreamError
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
-from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_hashes, chunk_root
-from pyrsia.upstream.registry import RegistryClient
+from pyrsia.translog.chunks import chunk_hashes, chunk_root
+from pyrsia.upstream.registry import FetchedManifest, RegistryClient
+from pyrsia.upstream.sink import OpenSink
 
 log = logging.getLogger("pyrsia.artifacts")
 FETCHES_PARALLEL_MAX = 8
+# A layer shared by many images keeps the newest few manifests that name it.
+EXPECTED_BY_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +54,6 @@ class StoredManifest:
     digest: Digest
     media_type: str
     body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBlob:
-    digest: Digest
-    path: Path
-    size: int
 
 
 def manifest_path(name: str, reference: str) -> str:
@@ -62,11 +64,31 @@ def blob_path(name: str, digest: str) -> str:
     return f"/v2/{name}/blobs/{digest}"
 
 
+class RegistrySource:
+    """The upstream registry as a blob source: a blob by repository name and digest."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+        self.label = f"upstream {client.base_url}"
+
+    def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
+        self._client.fetch_blob(wanted.name, wanted.digest, open_sink)
+
+
 class DockerArtifacts:
-    def __init__(self, blobs: BlobStore, translog: ArtifactLog, upstream: RegistryClient) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        translog: ArtifactLog,
+        upstream: RegistryClient,
+        expected: RecordStore,
+        sources: Sequence[BlobSource] | None = None,
+    ) -> None:
         self._blobs = blobs
         self._translog = translog
         self._upstream = upstream
+        self._expected = expected
+        self._sources = Sources(blobs, [RegistrySource(upstream)] if sources is None else sources)
         self._flights = SingleFlight()
 
     def manifest(self, name: str, reference: str | Digest, accept: Sequence[str]) -> StoredManifest:
@@ -81,15 +103,13 @@ class DockerArtifacts:
         return found
 
     def blob(self, name: str, digest: Digest) -> StoredBlob:
-        if not self._translog.vouches(DOCKER, str(digest)):
+        vouched = self._translog.record(DOCKER, str(digest))
+        if vouched is not None:
+            return self._flights.run(f"blob {digest}", lambda: self._sources.obtain(_wanted(name, vouched)))
+        expected = self._expected_layer(digest)
+        if expected is None:
             raise BlobUnknown(f"the transparency log does not vouch for blob {digest}")
-        size = self._blobs.checked(digest)
-        if size is None:
-            self._flights.run(f"blob {digest}", lambda: self._fetch_blob(name, digest))
-            size = self._blobs.checked(digest)
-            if size is None:
-                raise BlobUnknown(f"blob {digest} could not be stored")
-        return StoredBlob(digest, self._blobs.path(digest), size)
+        return self._flights.run(f"blob {digest}", lambda: self._first_fetch(name, digest, expected))
 
     def tags(self, name: str) -> list[str]:
         """Tags the log holds and the upstream lists; the log's alone when the upstream is down."""
@@ -108,7 +128,7 @@ class DockerArtifacts:
             remote = []
         return sorted(set(local) | set(remote))
 
-    # -- internals ------------------------------------------------------------------
+    # -- manifests ------------------------------------------------------------------
 
     def _manifest_by_tag(self, name: str, tag: str) -> StoredManifest:
         vouched = self._translog.committed(DOCKER, manifest_path(name, tag))
@@ -125,7 +145,13 @@ class DockerArtifacts:
         body = self._blobs.read_checked(digest)
         if body is None:  # vouched for, but not (or no longer) held: fetch it again
             body = self._flights.run(f"manifest {digest}", lambda: self._fetch_manifest(name, digest))
-        return StoredManifest(digest, manifest.media_type_of(body), body)
+        found = StoredManifest(digest, manifest.media_type_of(body), body)
+        if found.media_type not in manifest.INDEX_TYPES:
+            record = self._translog.committed(DOCKER, manifest_path(name, str(digest)))
+            self._note_layers(
+                name, found, record.package_id if record else f"{name}@{digest}", only_missing=True
+            )
+        return found
 
     def _fetch_manifest(self, name: str, digest: Digest) -> bytes:
         fetched = self._upstream.get_manifest(name, str(digest))  # checks the digest
@@ -142,78 +168,126 @@ class DockerArtifacts:
             return self._vouched_manifest(name, Digest.parse(done.digest))
         source = self._upstream.base_url
         top = self._upstream.get_manifest(name, reference)
-        self._blobs.put(top.digest, top.body, source=source)
         package_id = f"{name}:{reference}" if ":" not in reference else f"{name}@{reference}"
         children = manifest.children(top.body) if top.media_type in manifest.INDEX_TYPES else []
         with ThreadPoolExecutor(FETCHES_PARALLEL_MAX) as pool:
             # An index names one manifest (and config) per platform: fetch them side by side.
-            fetched = pool.map(partial(self._upstream.get_manifest, name), [c.digest for c in children])
+            fetched = pool.map(partial(self._child_manifest, name), children)
             platforms = list(fetched) if children else [top]
             parts_of = [manifest.image_parts(p.body) for p in platforms]
             configs = list(pool.map(partial(self._config, name), parts_of))
         files: list[NewArtifact] = []
-        first: Provenance | None = None
-        for platform, parts, config in zip(platforms, parts_of, configs, strict=True):
-            self._blobs.put(platform.digest, platform.body, source=source)
-            found = of_image(name, platform.body, config)
-            first = first or found
+        provenances = [
+            of_image(name, platform.body, self._blobs.read(config.digest))
+            for platform, config in zip(platforms, configs, strict=True)
+        ]
+        for platform, parts, config, found in zip(platforms, parts_of, configs, provenances, strict=True):
             record = _Recorder(package_id, source, found)
             if platform is not top:
-                path = manifest_path(name, str(platform.digest))
-                files.append(
-                    record(
-                        path,
-                        str(platform.digest),
-                        len(platform.body),
-                        platform.media_type,
-                        _chunks(platform.body),
-                    )
-                )
-            files += [
-                record(blob_path(name, p.digest), p.digest, p.size, p.media_type, self._chunks_of(name, p))
-                for p in parts
-            ]
-        assert first is not None, "every manifest tree has at least one platform"
-        top_record = _Recorder(package_id, source, first)
+                files.append(record.of_body(manifest_path(name, str(platform.digest)), platform))
+            files.append(record(blob_path(name, parts[0].digest), parts[0].media_type, config))
         files.insert(
-            0,
-            top_record(
-                manifest_path(name, reference),
-                str(top.digest),
-                len(top.body),
-                top.media_type,
-                _chunks(top.body),
-            ),
+            0, _Recorder(package_id, source, provenances[0]).of_body(manifest_path(name, reference), top)
         )
-        self._translog.publish(_unique(files))
+        try:
+            for fetched_manifest in (top, *platforms):
+                self._blobs.put(fetched_manifest.digest, fetched_manifest.body, source=source)
+            for platform, found in zip(platforms, provenances, strict=True):
+                stored = StoredManifest(platform.digest, platform.media_type, platform.body)
+                self._note_layers(name, stored, package_id, provenance=found)
+            self._translog.publish(_unique(files))
+        except BaseException:
+            # Nothing the log does not vouch for stays on disk (a shared blob may be vouched already).
+            for file in files:
+                if not self._translog.vouches(DOCKER, file.digest):
+                    self._blobs.remove(Digest.parse(file.digest))
+            raise
         log.info("published %s (%s, %d files) from upstream", package_id, top.digest, len(files))
         return StoredManifest(top.digest, top.media_type, top.body)
 
-    def _config(self, name: str, parts: list[Descriptor]) -> bytes | None:
+    def _child_manifest(self, name: str, child: Descriptor) -> FetchedManifest:
+        fetched = self._upstream.get_manifest(name, child.digest)
+        if len(fetched.body) != child.size:
+            raise ManifestInvalid(
+                f"{self._upstream.base_url}: manifest {child.digest} of {name} is {len(fetched.body)} bytes,"
+                f" its index says {child.size}"
+            )
+        return fetched
+
+    def _config(self, name: str, parts: list[Descriptor]) -> StoredBlob:
         """The image config (first of a manifest's parts), fetched and verified if not held."""
-        digest = Digest.parse(parts[0].digest)
-        if self._blobs.checked(digest) is None:
-            self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
-        return self._blobs.read(digest)
+        config = parts[0]
+        wanted = Wanted(digest=Digest.parse(config.digest), name=name, size=config.size)
+        return self._sources.obtain(wanted)
 
-    def _chunks_of(self, name: str, part: Descriptor) -> tuple[int, bytes]:
-        """Chunk size and root of a config or layer: from its bytes when held; from its
-        digest when it is one sha256 chunk (the root of one chunk is its leaf hash);
-        else its bytes are fetched (verified) first."""
-        digest = Digest.parse(part.digest)
-        if self._blobs.checked(digest) is None:
-            if digest.algorithm == "sha256" and 0 < part.size <= CHUNK_BYTES:
-                return CHUNK_BYTES, chunk_root([bytes.fromhex(digest.hex)])
-            self._fetch_blob(name, digest)
-        with self._blobs.path(digest).open("rb") as file:
-            hasher = ChunkHasher().update_all(iter(partial(file.read, CHUNK_BYTES), b""))
-        return CHUNK_BYTES, hasher.root()
+    # -- layers ---------------------------------------------------------------------
 
-    def _fetch_blob(self, name: str, digest: Digest) -> None:
-        if self._blobs.checked(digest) is not None:
-            return  # another flight stored it between our check and our turn
-        self._upstream.fetch_blob(name, digest, self._blobs.opener(digest, self._upstream.base_url))
-        log.info("pulled blob %s of %s from upstream", digest, name)
+    def _note_layers(
+        self,
+        name: str,
+        platform: StoredManifest,
+        package_id: str,
+        *,
+        provenance: Provenance | None = None,
+        only_missing: bool = False,
+    ) -> None:
+        """Record the layers a manifest names as expected, with what their record will say."""
+        for layer in manifest.image_parts(platform.body)[1:]:
+            key = _expected_key(Digest.parse(layer.digest))
+            held = self._expected.get(key)
+            if only_missing and held is not None:
+                continue
+            if provenance is None:
+                provenance = Provenance(author=name)
+            entry = {
+                "manifest": str(platform.digest),
+                "name": name,
+                "package_id": package_id,
+                "size": layer.size,
+                "media_type": layer.media_type,
+                "author": provenance.author,
+                "dependencies": list(provenance.dependencies),
+            }
+            others = [e for e in (held or {}).get("by", []) if e.get("manifest") != entry["manifest"]]
+            self._expected.put(key, {"by": [entry, *others][:EXPECTED_BY_MAX]})
+
+    def _expected_layer(self, digest: Digest) -> dict[str, Any] | None:
+        """What a committed manifest says of this layer, if any committed manifest names it."""
+        held = self._expected.get(_expected_key(digest))
+        for entry in (held or {}).get("by", []):
+            if isinstance(entry, dict) and self._translog.vouches(DOCKER, str(entry.get("manifest"))):
+                return entry
+        return None
+
+    def _first_fetch(self, name: str, digest: Digest, expected: dict[str, Any]) -> StoredBlob:
+        """A layer's bytes, fetched for the first time: verify against its manifest, then commit."""
+        vouched = self._translog.record(DOCKER, str(digest))
+        if vouched is not None:  # another flight committed it between our lookup and our turn
+            return self._sources.obtain(_wanted(name, vouched))
+        size = expected.get("size")
+        wanted = Wanted(digest=digest, name=name, size=size if isinstance(size, int) else None)
+        stored = self._sources.obtain(wanted)
+        record_name = str(expected.get("name", name))
+        provenance = Provenance(
+            author=str(expected.get("author", "")),
+            dependencies=tuple(str(d) for d in expected.get("dependencies", [])),
+        )
+        record = _Recorder(str(expected.get("package_id", name)), self._upstream.base_url, provenance)
+        self._translog.publish(
+            [record(blob_path(record_name, str(digest)), str(expected.get("media_type", "")), stored)]
+        )
+        log.info("pulled blob %s of %s from upstream and committed its record", digest, name)
+        return stored
+
+
+def _wanted(name: str, vouched: Vouched) -> Wanted:
+    return Wanted(
+        digest=Digest.parse(vouched.digest), name=name, size=vouched.size, chunk_root=vouched.chunk_root
+    )
+
+
+def _expected_key(digest: Digest) -> str:
+    return f"expected/{digest.algorithm}/{digest.hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,26 +298,34 @@ class _Recorder:
     source: str
     provenance: Provenance
 
-    def __call__(
-        self, path: str, digest: str, size: int, media_type: str, chunks: tuple[int, bytes]
-    ) -> NewArtifact:
+    def __call__(self, path: str, media_type: str, stored: StoredBlob) -> NewArtifact:
         return NewArtifact(
             package_type=DOCKER,
             package_id=self.package_id,
             path=path,
-            digest=digest,
-            size=size,
-            chunk_size=chunks[0],
-            chunk_root=chunks[1],
+            digest=str(stored.digest),
+            size=stored.size,
+            chunk_root=stored.chunk_root,
             media_type=media_type,
             source=self.source,
             author=self.provenance.author,
             dependencies=self.provenance.dependencies,
         )
 
-
-def _chunks(body: bytes) -> tuple[int, bytes]:
-    return CHUNK_BYTES, chunk_root(chunk_hashes(body))
+    def of_body(self, path: str, fetched: FetchedManifest) -> NewArtifact:
+        """A manifest's record, from the bytes fetched (and already checked against its digest)."""
+        return NewArtifact(
+            package_type=DOCKER,
+            package_id=self.package_id,
+            path=path,
+            digest=str(fetched.digest),
+            size=len(fetched.body),
+            chunk_root=chunk_root(chunk_hashes(fetched.body)),
+            media_type=fetched.media_type,
+            source=self.source,
+            author=self.provenance.author,
+            dependencies=self.provenance.dependencies,
+        )
 
 
 def _unique(files: list[NewArtifact]) -> list[NewArtifact]:

@@ -23,10 +23,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
@@ -34,8 +33,7 @@ from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
 from pyrsia.errors import DigestMismatch, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
-from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher
-from pyrsia.upstream.maven import MavenClient
+from pyrsia.upstream.maven import FetchedFile, MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
 
@@ -116,8 +114,7 @@ class MavenArtifacts:
                         path=served_path(path),
                         digest=str(fetched.digest),
                         size=fetched.size,
-                        chunk_size=CHUNK_BYTES,
-                        chunk_root=self._chunk_root(fetched.digest),
+                        chunk_root=_stored(fetched).chunk_root,
                         media_type=target.content_type,
                         source=f"{self._upstream.base_url}/{path}",
                         author=who.author,
@@ -137,11 +134,6 @@ class MavenArtifacts:
         log.info("pulled %s from upstream (checked with %s)", path, checked)
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now)
 
-    def _chunk_root(self, digest: Digest) -> bytes:
-        """Chunk root of a file just fetched and stored, from its bytes."""
-        with self._blobs.path(digest).open("rb") as file:
-            return ChunkHasher().update_all(iter(partial(file.read, CHUNK_BYTES), b"")).root()
-
     def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
         if target.path.endswith(".pom"):
             return of_pom(self._blobs.read(digest) or b"", target.group)
@@ -150,6 +142,11 @@ class MavenArtifacts:
             if (vouched := self._translog.committed(MAVEN, served_path(pom))) is not None:
                 return Provenance(author=vouched.author, dependencies=vouched.dependencies)
         return Provenance(author=target.group)
+
+
+def _stored(fetched: FetchedFile) -> StoredBlob:
+    assert isinstance(fetched.committed, StoredBlob), "the Maven client commits through a BlobWriter"
+    return fetched.committed
 
 
 def served_path(path: str) -> str:

@@ -1,8 +1,11 @@
 """What the transparency log vouches for, as the artifact services need it.
 
-The services ask three things of the log: which digest a served path is (`committed`),
-whether a digest is vouched for at all (`vouches`), and to publish new files
-(`publish`, which returns only once they are committed). `ArtifactLog` is that seam;
+The services ask four things of the log: which digest a served path is (`committed`),
+what the log says of a digest (`record`: size and chunk root, to verify bytes from any
+source), whether a digest is vouched for at all (`vouches`), and to publish new files
+(`publish`, which returns only once they are committed). Every published file carries
+the size and chunk root of bytes the node holds and verified: no record is committed
+before its bytes exist. `ArtifactLog` is that seam;
 the node plugs the translog ledger in (`LedgerArtifactLog`), unit tests an in-memory
 twin (`MemoryArtifactLog`).
 
@@ -17,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import AddArtifact
 
@@ -33,7 +37,6 @@ class NewArtifact:
     path: str
     digest: str
     size: int
-    chunk_size: int
     chunk_root: bytes
     media_type: str
     source: str
@@ -49,6 +52,7 @@ class Vouched:
     path: str
     digest: str
     size: int
+    chunk_root: bytes
     media_type: str
     author: str
     dependencies: tuple[str, ...] = ()
@@ -61,6 +65,7 @@ class Vouched:
             path=found.path,
             digest=found.digest,
             size=found.size,
+            chunk_root=found.chunk_root,
             media_type=found.media_type,
             author=found.author,
             dependencies=found.dependencies,
@@ -80,6 +85,8 @@ class _Described(Protocol):
     @property
     def size(self) -> int: ...
     @property
+    def chunk_root(self) -> bytes: ...
+    @property
     def media_type(self) -> str: ...
     @property
     def author(self) -> str: ...
@@ -90,6 +97,10 @@ class _Described(Protocol):
 class ArtifactLog(Protocol):
     def committed(self, package_type: str, path: str) -> Vouched | None:
         """The newest committed record for a served path."""
+        ...
+
+    def record(self, package_type: str, digest: str) -> Vouched | None:
+        """The newest committed record of a digest."""
         ...
 
     def vouches(self, package_type: str, digest: str) -> bool: ...
@@ -114,9 +125,13 @@ class MemoryArtifactLog:
             found = [v for t, v in self.records if t == package_type and v.path == path]
         return found[-1] if found else None
 
-    def vouches(self, package_type: str, digest: str) -> bool:
+    def record(self, package_type: str, digest: str) -> Vouched | None:
         with self._lock:
-            return any(t == package_type and v.digest == digest for t, v in self.records)
+            found = [v for t, v in self.records if t == package_type and v.digest == digest]
+        return found[-1] if found else None
+
+    def vouches(self, package_type: str, digest: str) -> bool:
+        return self.record(package_type, digest) is not None
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
         with self._lock:
@@ -139,6 +154,10 @@ class LedgerArtifactLog:
         record = self._ledger.latest(package_type, path)
         return None if record is None else Vouched.of(record, record.height)
 
+    def record(self, package_type: str, digest: str) -> Vouched | None:
+        found = [r for r in self._ledger.by_digest(digest) if r.package_type == package_type]
+        return Vouched.of(found[0], found[0].height) if found else None
+
     def vouches(self, package_type: str, digest: str) -> bool:
         return self._ledger.has_digest(package_type, digest)
 
@@ -154,7 +173,7 @@ class LedgerArtifactLog:
                     path=a.path,
                     digest=a.digest,
                     size=a.size,
-                    chunk_size=a.chunk_size,
+                    chunk_size=CHUNK_BYTES,
                     chunk_root=a.chunk_root,
                     media_type=a.media_type,
                     source=a.source,

@@ -17,6 +17,7 @@ from pyrsia.cli import console
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
+from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
+app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")

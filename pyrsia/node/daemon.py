@@ -64,7 +64,9 @@ class Node:
         # Opening verifies the chain; a broken one stops the node here with ChainBroken.
         self.ledger = Ledger.open(config.home / "translog", self.identity.signing_key)
         vouched = LedgerArtifactLog(self.ledger)
-        docker = DockerArtifacts(self.blobs, vouched, self._docker_upstream)
+        docker = DockerArtifacts(
+            self.blobs, vouched, self._docker_upstream, RecordStore(config.home / "refs" / "docker")
+        )
         maven = MavenArtifacts(
             self.blobs,
             RecordStore(config.home / "refs" / "maven"),

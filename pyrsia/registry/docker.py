@@ -88,7 +88,8 @@ class DockerRegistry:
         extra: tuple[tuple[str, str], ...] = ()
         raw_n = request.query.get("n")
         if raw_n is not None:
-            if not raw_n.isdigit() or int(raw_n) > TAGS_PAGE_MAX:
+            # isdigit() alone admits "²" and 5,000-digit strings, which int() refuses (a 500).
+            if not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > 9 or int(raw_n) > TAGS_PAGE_MAX:
                 raise PaginationInvalid(f"n must be an integer from 0 to {TAGS_PAGE_MAX}")
             n = int(raw_n)
             if len(tags) > n and n > 0:

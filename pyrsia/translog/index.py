@@ -32,7 +32,7 @@ from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
 
 log = logging.getLogger("pyrsia.translog")
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -73,16 +73,15 @@ class ArtifactRecord:
     digest: str
     size: int
     chunk_size: int
-    chunk_root: str  # hex
+    chunk_root: bytes
     media_type: str
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
-            f: getattr(self, f) if f != "dependencies" else list(self.dependencies) for f in self.__slots__
-        }
+        doc = {f: getattr(self, f) for f in self.__slots__}
+        return {**doc, "chunk_root": self.chunk_root.hex(), "dependencies": list(self.dependencies)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,7 +296,7 @@ class IndexReader:
                 ArtifactRecord(
                     leaf=row[0], height=row[1], tx_id=bytes(row[2]).hex(), time=row[3], submitter=row[4],
                     package_type=row[5], package_id=row[6], path=row[7], digest=row[8], size=row[9],
-                    chunk_size=row[10], chunk_root=bytes(row[11]).hex(), media_type=row[12],
+                    chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12],
                     source=row[13], author=row[14],
                     dependencies=tuple(str(d) for (d,) in deps),
                 )

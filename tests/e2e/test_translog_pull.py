@@ -1,5 +1,7 @@
 """After podman pulls an image through a node, the log holds one record per file of
-it, with the digests podman received, and each has a proof that verifies."""
+it, with the digests podman received, each with the size and chunk root of the bytes
+the node stored, and each has a proof that verifies. The manifest and config are
+committed when the image is first asked for, each layer when its bytes first arrive."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pyrsia.translog.chunks import CHUNK_BYTES, chunk_hashes, chunk_root
 from tests.e2e.test_registry_clients import podman_env, run
 from tests.support import images
 from tests.support.node import NodeProcess
@@ -51,16 +54,23 @@ def test_podman_pull_is_logged_and_provable(tmp_path: Path) -> None:
             assert manifest_digest == three.top and f"sha256:{image_id}" in digests
             assert {r["author"] for r in records} == {"Pyrsia Tests <tests@pyrsia.example>"}
 
+            config = f"sha256:{image_id}"
+            for record in records:
+                held = node.home / "blobs" / "sha256" / record["digest"][7:9] / record["digest"][7:]
+                data = held.read_bytes()
+                assert record["size"] == len(data) and record["chunk_size"] == CHUNK_BYTES
+                assert record["chunk_root"] == chunk_root(chunk_hashes(data)).hex()
+                assert (record["height"] == 1) == (record["digest"] in (three.top, config)), record
+
             for digest in files:
                 proved = pyrsia("log", "proof", digest, "--json", "--node", node.url)
                 assert proved.returncode == 0, proved.stderr
                 assert json.loads(proved.stdout)["verified"] is True
 
-            shown = pyrsia("log", "show", "--json", "--node", node.url)
+            shown = pyrsia("log", "show", "1", "--json", "--node", node.url)
             block = json.loads(shown.stdout)
-            assert (
-                block["height"] == 1
-                and sorted(t["payload"]["digest"] for t in block["transactions"]) == digests
+            assert sorted(t["payload"]["digest"] for t in block["transactions"]) == sorted(
+                [three.top, config]
             )
             table = pyrsia("log", "show", "1", "--node", node.url)
             assert table.returncode == 0 and "transactions" in table.stdout and three.top[:19] in table.stdout

@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -80,6 +80,20 @@ def _raw(server: HttpServer, data: bytes, timeout: float = 5.0) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
 
 
 def test_keep_alive_head_and_sendfile(server: tuple[HttpServer, Handler], blob: Path) -> None:
@@ -170,14 +184,16 @@ def test_busy_server_answers_503_instead_of_queueing_forever(blob: Path) -> None
         holder = threading.Thread(target=lambda: httpx.get(_url(srv, "/slow"), timeout=10))
         holder.start()
         assert handler.entered.wait(5)
-        # One connection may wait in the backlog queue (its size is the worker count);
-        # the next one finds it full.
-        waiting = socket.create_connection(srv.address)
-        replies = [_raw(srv, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(2)]
-        assert any(r.startswith(b"HTTP/1.1 503") for r in replies)
-        waiting.close()
+        # One request may wait in the backlog queue (its size is the worker count)...
+        waiting = socket.create_connection(srv.address, timeout=10)
+        waiting.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _wait_for(lambda: srv.stats().connections_queued == 1)
+        # ...the next one finds it full.
+        assert _raw(srv, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503")
         handler.release.set()
         holder.join(10)
+        assert _read_all(waiting).startswith(b"HTTP/1.1 200")
+        waiting.close()
     finally:
         handler.release.set()
         srv.shutdown(5)

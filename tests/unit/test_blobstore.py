@@ -14,7 +14,7 @@ from pyrsia.formats.digest import Digest
 def test_put_is_content_addressed(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     digest = Digest.of(b"hello")
-    path = store.put(digest, b"hello", source="test")
+    path = store.put(digest, b"hello", source="test").path
     assert path == tmp_path / "sha256" / digest.hex[:2] / digest.hex
     assert store.read(digest) == b"hello" and store.size(digest) == 5
     assert store.stats() == (1, 5)
@@ -69,7 +69,7 @@ def test_checked_blob_changed_on_disk_is_removed(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     data = b"layer bytes " * 1000
     digest = Digest.of(data)
-    path = store.put(digest, data, source="test")
+    path = store.put(digest, data, source="test").path
     assert store.checked(digest) == len(data)
     _flip_a_byte(path)
     assert store.checked(digest) is None
@@ -80,7 +80,7 @@ def test_checked_rehashes_a_blob_it_has_not_verified(tmp_path: Path) -> None:
     """A store opened anew (a restart) trusts nothing it did not hash itself."""
     data = b"config"
     digest = Digest.of(data)
-    path = BlobStore(tmp_path).put(digest, data, source="test")
+    path = BlobStore(tmp_path).put(digest, data, source="test").path
     _flip_a_byte(path)
     reopened = BlobStore(tmp_path)
     assert reopened.size(digest) == len(data)  # the file is there ...
@@ -91,7 +91,7 @@ def test_read_checked_refuses_changed_manifest(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     data = b'{"schemaVersion": 2}'
     digest = Digest.of(data)
-    path = store.put(digest, data, source="test")
+    path = store.put(digest, data, source="test").path
     assert store.read_checked(digest) == data
     _flip_a_byte(path)
     assert store.read_checked(digest) is None and not path.exists()

@@ -22,6 +22,11 @@ from pyrsia.http.ranges import ByteRange, parse_range
         ("BYTES = 1-2", 10, ByteRange(1, 2)),
         ("bytes=0-1,4-5", 10, None),
         ("items=0-5", 10, None),
+        # Positions of any length (RFC 9110: 1*DIGIT) are read without converting them.
+        ("bytes=0-" + "9" * 5000, 2048, ByteRange(0, 2047)),
+        ("bytes=-" + "9" * 5000, 2048, ByteRange(0, 2047)),
+        ("bytes=" + "0" * 5000 + "1-" + "0" * 5000 + "2", 2048, ByteRange(1, 2)),
+        ("bytes=0-9223372036854775808", 10, ByteRange(0, 9)),
     ],
 )
 def test_satisfiable_or_ignored(header: str, size: int, expected: ByteRange | None) -> None:
@@ -41,6 +46,10 @@ def test_satisfiable_or_ignored(header: str, size: int, expected: ByteRange | No
         ("bytes=a-b", 2048),
         ("bytes=1-2-3", 2048),
         ("garbage", 2048),
+        ("bytes=" + "9" * 5000 + "-", 2048),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 5000, 2048),
+        ("bytes=9223372036854775807-", 2**62),
+        ("bytes=\u0663-\u0664", 2048),  # Unicode digits are not DIGIT
     ],
 )
 def test_refused(header: str, size: int) -> None:
@@ -60,3 +69,16 @@ def test_served_range_lies_inside_the_body(size: int, first: int, last: int) -> 
     assert 0 <= chosen.start == first <= chosen.end <= size - 1
     assert chosen.end == min(last, size - 1)
     assert chosen.content_range(size) == f"bytes {chosen.start}-{chosen.end}/{size}"
+
+
+@given(
+    size=st.integers(0, 2**63 - 1),
+    first=st.text("0123456789", max_size=6000),
+    last=st.text("0123456789", max_size=6000),
+)
+def test_any_digit_strings_give_a_range_or_416(size: int, first: str, last: str) -> None:
+    try:
+        chosen = parse_range(f"bytes={first}-{last}", size)
+    except RangeNotSatisfiable:
+        return
+    assert chosen is not None and 0 <= chosen.start <= chosen.end < size

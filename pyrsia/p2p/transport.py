@@ -1,0 +1,1132 @@
+"""The libp2p host: one selector thread owns every p2p socket; other threads get streams.
+
+`Host` listens on TCP (default port 44000), dials multiaddrs, and drives one
+`connection.Connection` core per socket. Only the selector thread touches sockets and
+cores; everyone else talks to it through a command queue plus a wake-up socket, and
+reads results from futures, `Stream` objects and immutable `PeerInfo` snapshots.
+
+Built in, answered on the selector thread itself (they never block):
+identify (`/ipfs/id/1.0.0` runs on every new connection, both ways; pushes are
+accepted and sent when handlers change), ping (`/ipfs/ping/1.0.0` echo; `ping()`
+measures RTT with the injected clock) and yamux keep-alive pings. Other protocols
+(kad, sync, exchange, …) register with `set_handler(protocol, handler)`; each
+inbound stream runs `handler(stream)` on a bounded worker pool with a blocking
+`Stream` (read/write/close).
+
+Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
+write buffer (a full buffer stops reading that socket and stops pulling output from
+its core), per-stream write backlog (writers block), yamux windows (readers that
+fall behind stop their sender), queued handlers. A `ProtocolViolation` or socket error
+closes only that connection and is logged with the peer id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from pyrsia import __version__
+from pyrsia.errors import (
+    ListenError,
+    PeerError,
+    PeerTimeout,
+    PeerUnreachable,
+    ProtocolViolation,
+    StreamClosed,
+)
+from pyrsia.p2p import connection as core
+from pyrsia.p2p import identify, ping, yamux
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.multiaddr import Multiaddr, tcp
+from pyrsia.p2p.noise import public_key_protobuf
+
+log = logging.getLogger("pyrsia.p2p")
+T = TypeVar("T")
+
+DEFAULT_PORT = 44000
+READ_CHUNK_BYTES = 256 * 1024
+SEND_BUFFERS_MAX = 64  # buffers per sendmsg call
+STREAM_WRITE_PIECE_BYTES = 256 * 1024
+TIMER_PERIOD_S = 0.25
+BUILTIN_PROTOCOLS = (identify.PROTOCOL_ID, identify.PUSH_PROTOCOL_ID, ping.PROTOCOL_ID)
+
+Handler = Callable[["Stream"], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostConfig:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = DEFAULT_PORT  # 0 picks a free port
+    announce: tuple[Multiaddr, ...] = ()  # addresses to advertise besides the bound one
+    agent_version: str = f"pyrsia/{__version__}"
+    early_muxer: bool = True
+    window_bytes: int = yamux.INITIAL_WINDOW_BYTES
+    streams_max: int = yamux.STREAMS_MAX
+    inbound_connections_max: int = 256
+    handshake_timeout_s: float = 10.0
+    keepalive_interval_s: float = 15.0
+    keepalive_timeout_s: float = 30.0
+    write_buffer_bytes_max: int = 4 * 1024 * 1024
+    stream_backlog_bytes_max: int = 1024 * 1024
+    handler_workers: int = 16
+    handlers_pending_max: int = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerInfo:
+    """What we know of a connected peer; identify fields fill in once it answered."""
+
+    peer_id: str
+    direction: str  # "inbound" | "outbound"
+    address: Multiaddr  # the remote socket's address
+    early_muxer: bool = False
+    identified: bool = False
+    agent_version: str = ""
+    protocol_version: str = ""
+    protocols: tuple[str, ...] = ()
+    listen_addrs: tuple[Multiaddr, ...] = ()
+    observed_addr: Multiaddr | None = None
+    rtt_s: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConnected:
+    peer_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerIdentified:
+    peer_id: str
+    info: PeerInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerDisconnected:
+    peer_id: str
+    reason: str
+
+
+PeerEvent = PeerConnected | PeerIdentified | PeerDisconnected
+
+
+class Stream:
+    """A yamux stream seen from any thread: blocking reads and writes with deadlines."""
+
+    def __init__(self, host: Host, conn: _Conn, stream_id: int, protocol: str) -> None:
+        self._host = host
+        self._conn = conn
+        self.stream_id = stream_id
+        self.protocol = protocol
+        self.peer_id = conn.peer_id or ""
+        self._cond = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._eof = False
+        self._error: PeerError | None = None
+        self._unapplied = 0  # handed to the selector, not yet given to the core
+        self._core_pending = 0  # in the core, waiting for the peer's window
+        self._write_closed = False
+        # Selector-thread bookkeeping: both halves closed means the stream is forgotten.
+        self._local_closed = False
+        self._remote_ended = False
+
+    # -- application side -------------------------------------------------------------
+
+    def read(self, size: int = 65536, timeout: float | None = 30.0) -> bytes:
+        """Up to `size` bytes; b"" once the peer closed its side."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._chunks or self._eof or self._error, timeout):
+                raise PeerTimeout(f"no data from {self.peer_id} on {self.protocol} within {timeout} s")
+            if self._chunks:
+                chunk = self._take(size)
+            elif self._error is not None:
+                raise self._error
+            else:
+                return b""
+        self._host._post(lambda: self._conn.consume(self.stream_id, len(chunk)))
+        return chunk
+
+    def _take(self, size: int) -> bytes:
+        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB)."""
+        chunks = self._chunks
+        first = chunks.popleft()
+        if len(first) >= size or not chunks:
+            if len(first) > size:
+                chunks.appendleft(first[size:])
+                return first[:size]
+            return first
+        parts, got = [first], len(first)
+        while chunks and got < size:
+            chunk = chunks.popleft()
+            if got + len(chunk) > size:
+                chunks.appendleft(chunk[size - got :])
+                chunk = chunk[: size - got]
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def read_exactly(self, size: int, timeout: float | None = 30.0) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            chunk = self.read(size - got, left)
+            if not chunk:
+                raise StreamClosed(f"{self.peer_id} closed {self.protocol} after {got} of {size} bytes")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def read_all(self, size_max: int, timeout: float | None = 30.0) -> bytes:
+        """Everything until the peer closes; more than `size_max` bytes is a violation."""
+        parts: list[bytes] = []
+        got = 0
+        while chunk := self.read(65536, timeout):
+            got += len(chunk)
+            if got > size_max:
+                raise ProtocolViolation(f"{self.peer_id} sent more than {size_max} bytes on {self.protocol}")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def write(self, data: bytes, timeout: float | None = 60.0) -> None:
+        """Queue `data`; blocks while the stream's backlog is full (the peer reads slowly)."""
+        data = data if isinstance(data, bytes) else bytes(data)
+        limit = self._host.config.stream_backlog_bytes_max
+        for start in range(0, len(data), STREAM_WRITE_PIECE_BYTES):
+            piece = (
+                data
+                if len(data) <= STREAM_WRITE_PIECE_BYTES
+                else data[start : start + STREAM_WRITE_PIECE_BYTES]
+            )
+            with self._cond:
+                if self._error is not None:
+                    raise self._error
+                if self._write_closed:
+                    raise StreamClosed(f"stream {self.stream_id} to {self.peer_id} is closed for writing")
+                ready = self._cond.wait_for(
+                    lambda: self._error is not None or self._unapplied + self._core_pending < limit, timeout
+                )
+                if not ready:
+                    raise PeerTimeout(
+                        f"{self.peer_id} did not take data on {self.protocol} within {timeout} s"
+                    )
+                if self._error is not None:
+                    raise self._error
+                self._unapplied += len(piece)
+            self._host._post(_bind(self._conn.write, self, piece))
+
+    def close(self) -> None:
+        """Half-close: the peer reads EOF after our data; we may still read."""
+        with self._cond:
+            if self._write_closed or self._error is not None:
+                return
+            self._write_closed = True
+        self._host._post(lambda: self._conn.close_stream(self))
+
+    def reset(self) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = StreamClosed(f"stream {self.stream_id} to {self.peer_id} was reset")
+            self._cond.notify_all()
+        self._host._post(lambda: self._conn.reset_stream(self.stream_id))
+
+    # -- selector side --------------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append(data)
+            self._cond.notify_all()
+
+    def _end(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def _fail(self, error: PeerError) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    def _applied(self, size: int, core_pending: int) -> None:
+        with self._cond:
+            self._unapplied -= size
+            self._core_pending = core_pending
+            self._cond.notify_all()
+
+    def _set_core_pending(self, core_pending: int) -> None:
+        with self._cond:
+            if core_pending != self._core_pending:
+                self._core_pending = core_pending
+                self._cond.notify_all()
+
+
+@dataclass(slots=True)
+class _Ping:
+    pinger: ping.Pinger = field(default_factory=ping.Pinger)
+    stream_id: int | None = None
+    waiting: deque[Future[float]] = field(default_factory=deque)
+    started: float = 0.0
+
+
+class _Conn:
+    """One socket and its core; touched only by the selector thread (except `peer_id`)."""
+
+    def __init__(self, host: Host, sock: socket.socket, direction: str, remote: tuple[str, int]) -> None:
+        self.host = host
+        self.sock = sock
+        self.direction = direction
+        self.remote = remote
+        self.address = tcp(remote[0], remote[1])
+        self.core: core.Connection | None = None
+        self.peer_id: str | None = None
+        self.expected_peer_id: str | None = None
+        self.dial_future: Future[str] | None = None
+        self.connecting = False
+        self.deadline: float | None = None
+        self.wbuf: deque[bytes | memoryview] = deque()
+        self.wbuf_bytes = 0
+        self.registered_mask = 0
+        self.closed = False
+        self.streams: dict[int, Stream] = {}
+        self.opening: dict[int, Future[Stream]] = {}
+        self.identify_readers: dict[int, identify.Reader] = {}
+        self.push_streams: set[int] = set()
+        self.ping_responders: dict[int, ping.Responder] = {}
+        self.ping = _Ping()
+        self.keepalive_sent: float | None = None
+        self.keepalive_opaque = 0
+        self.last_keepalive = 0.0
+        self.early_muxer = False
+
+    # Commands the Stream posts (run on the selector thread).
+    def consume(self, stream_id: int, size: int) -> None:
+        if self.core is not None and not self.closed:
+            self.core.consume(stream_id, size)
+            self.host._dirty.add(self)
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        if self.closed or self.core is None:
+            stream._applied(len(data), 0)
+            return
+        try:
+            self.core.write(stream.stream_id, data)
+        except StreamClosed as exc:
+            stream._fail(exc)
+        stream._applied(len(data), self.core.pending_bytes(stream.stream_id))
+        self.host._dirty.add(self)
+
+    def close_stream(self, stream: Stream) -> None:
+        if self.core is not None and not self.closed:
+            self.core.close_stream(stream.stream_id)
+            self.host._dirty.add(self)
+        stream._local_closed = True
+        if stream._remote_ended:
+            self.streams.pop(stream.stream_id, None)
+
+    def reset_stream(self, stream_id: int) -> None:
+        self.streams.pop(stream_id, None)
+        if self.core is not None and not self.closed:
+            self.core.reset_stream(stream_id)
+            self.host._dirty.add(self)
+
+
+class Host:
+    """A libp2p node's connection layer. `start()`, then dial, open streams, handle them."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: HostConfig = HostConfig(),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.config = config
+        self._clock = clock
+        self._random = random_bytes
+        self._handlers: dict[str, Handler] = {}
+        self._subscribers: list[Callable[[PeerEvent], None]] = []
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._conns: set[_Conn] = set()
+        self._by_peer: dict[str, list[_Conn]] = {}
+        self._dirty: set[_Conn] = set()
+        self._lock = threading.Condition()
+        self._peers: dict[str, PeerInfo] = {}
+        self._known_addrs: dict[str, list[Multiaddr]] = {}
+        self._workers = ThreadPoolExecutor(
+            max_workers=config.handler_workers, thread_name_prefix="p2p-handler"
+        )
+        self._handlers_pending = 0
+        self._handlers_lock = threading.Lock()
+        self._read_buffer = bytearray(READ_CHUNK_BYTES)
+        self.listen_port = 0
+        self._timers_due = 0.0
+        self._wake_armed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Host:
+        family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.config.listen_host, self.config.listen_port))
+        except OSError as exc:
+            listener.close()
+            raise ListenError(
+                f"cannot listen for peers on {self.config.listen_host}:{self.config.listen_port}: "
+                f"{exc.strerror}"
+            ) from exc
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener = listener
+        self.listen_port = listener.getsockname()[1]
+        self._selector.register(listener, selectors.EVENT_READ, "listener")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="p2p-selector", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._post(self._shutdown)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._wake_r.close()
+        self._wake_w.close()
+        self._selector.close()
+
+    def __enter__(self) -> Host:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        host = self.config.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "::1"
+        return [tcp(host, self.listen_port), *self.config.announce]
+
+    # -- public API (any thread) ----------------------------------------------------
+
+    def set_handler(self, protocol: str, handler: Handler) -> None:
+        """Serve `protocol` on inbound streams; connected peers hear of it by identify push."""
+        if protocol in BUILTIN_PROTOCOLS:
+            raise ValueError(f"{protocol} is built in")
+        self._handlers[protocol] = handler
+        if self._running:
+            self._post(self._push_identify_all)
+
+    def remove_handler(self, protocol: str) -> None:
+        if self._handlers.pop(protocol, None) is not None and self._running:
+            self._post(self._push_identify_all)
+
+    def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
+        """`callback(event)` runs on the worker pool for each peer connect/identify/disconnect."""
+        self._subscribers.append(callback)
+
+    @property
+    def protocols(self) -> list[str]:
+        return [*BUILTIN_PROTOCOLS, *self._handlers]
+
+    def add_addresses(self, peer_id: str, addrs: Iterable[Multiaddr]) -> None:
+        """Remember where a peer listens, so `open_stream` can dial it."""
+        with self._lock:
+            known = self._known_addrs.setdefault(peer_id, [])
+            for address in addrs:
+                if address not in known and address.tcp_endpoint() is not None:
+                    known.append(address)
+
+    def dial(self, address: Multiaddr | str) -> Future[str]:
+        """Connect (or reuse a connection) to `address`; the future gives the remote peer id."""
+        target = Multiaddr.parse(address) if isinstance(address, str) else address
+        future: Future[str] = Future()
+        endpoint = target.tcp_endpoint()
+        if endpoint is None:
+            future.set_exception(PeerUnreachable(f"cannot dial {target}: not a TCP address"))
+            return future
+        try:
+            infos = socket.getaddrinfo(endpoint[0], endpoint[1], type=socket.SOCK_STREAM)
+        except OSError as exc:
+            future.set_exception(PeerUnreachable(f"cannot resolve {target}: {exc}"))
+            return future
+        family, _, _, _, sockaddr = infos[0]
+        remote = (str(sockaddr[0]), int(sockaddr[1]))
+        self._post(lambda: self._start_dial(target, family, remote, future))
+        return future
+
+    def connect(self, address: Multiaddr | str, timeout: float = 15.0) -> str:
+        """Blocking `dial`: the remote peer id, or PeerUnreachable/ProtocolViolation."""
+        return _result(self.dial(address), timeout, f"connecting to {address}")
+
+    def open_stream(self, peer_id: str, protocols: Sequence[str], timeout: float = 15.0) -> Stream:
+        """A stream to `peer_id` speaking the first of `protocols` it accepts; dials if needed."""
+        deadline = time.monotonic() + timeout
+        if not self.is_connected(peer_id):
+            self._dial_known(peer_id, timeout)
+        future: Future[Stream] = Future()
+        self._post(lambda: self._start_stream(peer_id, list(protocols), future))
+        return _result(future, max(0.0, deadline - time.monotonic()), f"opening {protocols} to {peer_id}")
+
+    def ping(self, peer_id: str, timeout: float = 10.0) -> float:
+        """Round-trip time in seconds of one `/ipfs/ping/1.0.0` exchange."""
+        if not self.is_connected(peer_id):
+            self._dial_known(peer_id, timeout)
+        future: Future[float] = Future()
+        self._post(lambda: self._start_ping(peer_id, future))
+        return _result(future, timeout, f"pinging {peer_id}")
+
+    def disconnect(self, peer_id: str) -> None:
+        def close_all() -> None:
+            for conn in list(self._by_peer.get(peer_id, [])):
+                self._close(conn, "disconnected by us")
+
+        self._post(close_all)
+
+    def is_connected(self, peer_id: str) -> bool:
+        with self._lock:
+            return peer_id in self._peers
+
+    def peers(self) -> dict[str, PeerInfo]:
+        with self._lock:
+            return dict(self._peers)
+
+    def peer_info(self, peer_id: str) -> PeerInfo | None:
+        with self._lock:
+            return self._peers.get(peer_id)
+
+    def wait_identified(self, peer_id: str, timeout: float = 15.0) -> PeerInfo:
+        with self._lock:
+            ok = self._lock.wait_for(
+                lambda: (p := self._peers.get(peer_id)) is not None and p.identified, timeout
+            )
+            if not ok:
+                raise PeerTimeout(f"{peer_id} did not identify within {timeout} s")
+            return self._peers[peer_id]
+
+    def _dial_known(self, peer_id: str, timeout: float) -> None:
+        with self._lock:
+            addrs = list(self._known_addrs.get(peer_id, []))
+        if not addrs:
+            raise PeerUnreachable(f"not connected to {peer_id} and no address known")
+        errors = []
+        for address in addrs:
+            try:
+                self.connect(address.with_peer(peer_id), timeout)
+                return
+            except PeerError as exc:
+                errors.append(str(exc))
+        raise PeerUnreachable(f"cannot reach {peer_id}: {'; '.join(errors)}")
+
+    def _post(self, command: Callable[[], None]) -> None:
+        self._commands.put(command)
+        # One wake-up byte until the selector drains it. The selector clears the flag
+        # after draining the socket and before running the queue, so a command put
+        # while the flag is set is always run by that pass.
+        if not self._wake_armed:
+            self._wake_armed = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_w.send(b"\0")
+
+    # -- selector thread ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while self._running:
+            for key, mask in self._selector.select(self._next_timeout()):
+                if key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        while self._wake_r.recv(4096):
+                            pass
+                    # Cleared after draining, before the queue runs (see _post).
+                    self._wake_armed = False
+                elif key.data == "listener":
+                    self._accept()
+                else:
+                    conn: _Conn = key.data
+                    if mask & selectors.EVENT_WRITE and not conn.closed:
+                        self._on_writable(conn)
+                    if mask & selectors.EVENT_READ and not conn.closed:
+                        self._on_readable(conn)
+            self._run_commands()
+            self._timers()
+            self._flush_dirty()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _next_timeout(self) -> float:
+        return 0.0 if not self._commands.empty() else TIMER_PERIOD_S
+
+    def _shutdown(self) -> None:
+        for conn in list(self._conns):
+            if conn.core is not None and conn.core.established:
+                conn.core.close()
+                self._drain(conn)
+            self._close(conn, "host stopped")
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+        self._running = False
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(64):
+            try:
+                sock, remote = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("p2p accept failed: %s", exc)
+                return
+            inbound = sum(1 for c in self._conns if c.direction == "inbound")
+            if inbound >= self.config.inbound_connections_max:
+                log.info("refusing p2p connection from %s: %d inbound already", remote[0], inbound)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(self, sock, "inbound", (remote[0], remote[1]))
+            conn.core = self._new_core(initiator=False, expected=None)
+            conn.deadline = self._clock() + self.config.handshake_timeout_s
+            self._conns.add(conn)
+            self._update_interest(conn)
+
+    def _new_core(self, *, initiator: bool, expected: str | None) -> core.Connection:
+        return core.Connection(
+            initiator=initiator,
+            identity=self.identity,
+            static_private=self._random(32),
+            ephemeral_private=self._random(32),
+            supports=self._supports,
+            expected_peer_id=expected,
+            config=core.ConnectionConfig(
+                early_muxer=self.config.early_muxer,
+                window_bytes=self.config.window_bytes,
+                streams_max=self.config.streams_max,
+            ),
+        )
+
+    def _supports(self, protocol: str) -> bool:
+        return protocol in BUILTIN_PROTOCOLS or protocol in self._handlers
+
+    def _start_dial(
+        self, target: Multiaddr, family: int, remote: tuple[str, int], future: Future[str]
+    ) -> None:
+        expected = target.peer_id
+        if expected is not None and self._live_conn(expected) is not None:
+            _resolve(future, expected)
+            return
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(remote)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            _reject(future, PeerUnreachable(f"cannot reach {target}: {os.strerror(err)}"))
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(self, sock, "outbound", remote)
+        conn.expected_peer_id = expected
+        conn.dial_future = future
+        conn.connecting = True
+        conn.deadline = self._clock() + self.config.handshake_timeout_s
+        self._conns.add(conn)
+        self._update_interest(conn)
+
+    def _on_writable(self, conn: _Conn) -> None:
+        if conn.connecting:
+            err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._close(conn, f"cannot connect to {conn.address}: {os.strerror(err)}")
+                return
+            conn.connecting = False
+            conn.core = self._new_core(initiator=True, expected=conn.expected_peer_id)
+            self._dirty.add(conn)
+            return
+        self._send(conn)
+
+    def _on_readable(self, conn: _Conn) -> None:
+        try:
+            size = conn.sock.recv_into(self._read_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(conn, f"connection error: {exc.strerror or exc}")
+            return
+        if size == 0:
+            self._close(conn, "closed by the peer")
+            return
+        assert conn.core is not None
+        if conn.peer_id is not None:
+            self._count(conn.peer_id, bytes_in=size)
+        try:
+            events = conn.core.receive_data(memoryview(self._read_buffer)[:size])
+            for event in events:
+                self._on_event(conn, event)
+        except ProtocolViolation as exc:
+            log.warning("p2p: closing connection to %s: %s", conn.peer_id or conn.address, exc)
+            self._drain(conn)
+            self._close(conn, f"protocol violation: {exc}")
+            return
+        self._refresh_backlogs(conn)
+        self._dirty.add(conn)
+
+    def _refresh_backlogs(self, conn: _Conn) -> None:
+        assert conn.core is not None
+        for stream_id, stream in conn.streams.items():
+            if stream._core_pending:
+                stream._set_core_pending(conn.core.pending_bytes(stream_id))
+
+    def _on_event(self, conn: _Conn, event: core.Event) -> None:
+        match event:
+            case core.Established():
+                self._on_established(conn, event)
+            case core.StreamOpened(stream_id=stream_id, protocol=protocol, outbound=outbound):
+                if outbound:
+                    self._on_outbound_opened(conn, stream_id, protocol)
+                else:
+                    self._on_inbound_opened(conn, stream_id, protocol)
+            case core.StreamData(stream_id=stream_id, data=data):
+                self._on_stream_data(conn, stream_id, data)
+            case core.StreamEnded(stream_id=stream_id):
+                self._on_stream_ended(conn, stream_id)
+            case core.StreamReset(stream_id=stream_id):
+                self._on_stream_gone(conn, stream_id, f"{conn.peer_id} reset the stream")
+            case core.StreamFailed(stream_id=stream_id, reason=reason):
+                self._on_stream_gone(conn, stream_id, f"{conn.peer_id}: {reason}")
+            case core.Pong(opaque=opaque):
+                if conn.keepalive_sent is not None and opaque == conn.keepalive_opaque:
+                    rtt = self._clock() - conn.keepalive_sent
+                    conn.keepalive_sent = None
+                    self._update_peer(conn, rtt_s=rtt)
+            case core.ConnectionClosed(reason=reason):
+                log.info("p2p: %s is going away (%s)", conn.peer_id, reason)
+
+    def _on_established(self, conn: _Conn, event: core.Established) -> None:
+        conn.peer_id = event.remote_peer_id
+        conn.early_muxer = event.early_muxer
+        conn.deadline = None
+        conn.last_keepalive = self._clock()
+        self._by_peer.setdefault(conn.peer_id, []).append(conn)
+        with self._lock:
+            if conn.peer_id not in self._peers:
+                self._peers[conn.peer_id] = PeerInfo(
+                    peer_id=conn.peer_id,
+                    direction=conn.direction,
+                    address=conn.address,
+                    early_muxer=event.early_muxer,
+                )
+            self._lock.notify_all()
+        if conn.dial_future is not None:
+            _resolve(conn.dial_future, conn.peer_id)
+            conn.dial_future = None
+        log.info("p2p: connected %s %s at %s", conn.direction, conn.peer_id, conn.address)
+        self._notify(PeerConnected(peer_id=conn.peer_id))
+        assert conn.core is not None
+        conn.identify_readers[conn.core.open_stream([identify.PROTOCOL_ID])] = identify.Reader()
+
+    def _identify_message(self, conn: _Conn) -> bytes:
+        return identify.encode_message(
+            identify.IdentifyInfo(
+                agent_version=self.config.agent_version,
+                public_key=public_key_protobuf(self.identity.public_key),
+                listen_addrs=tuple(self.listen_addrs),
+                observed_addr=conn.address,
+                protocols=tuple(self.protocols),
+            )
+        )
+
+    def _on_outbound_opened(self, conn: _Conn, stream_id: int, protocol: str) -> None:
+        assert conn.core is not None
+        if stream_id in conn.identify_readers:
+            return
+        if stream_id in conn.push_streams:
+            conn.core.write(stream_id, self._identify_message(conn))
+            conn.core.close_stream(stream_id)
+            return
+        if stream_id == conn.ping.stream_id:
+            self._send_next_ping(conn)
+            return
+        future = conn.opening.pop(stream_id, None)
+        stream = Stream(self, conn, stream_id, protocol)
+        conn.streams[stream_id] = stream
+        if future is None or not future.set_running_or_notify_cancel():
+            conn.core.reset_stream(stream_id)
+            conn.streams.pop(stream_id)
+            return
+        future.set_result(stream)
+
+    def _on_inbound_opened(self, conn: _Conn, stream_id: int, protocol: str) -> None:
+        assert conn.core is not None
+        if protocol == identify.PROTOCOL_ID:
+            conn.core.write(stream_id, self._identify_message(conn))
+            conn.core.close_stream(stream_id)
+        elif protocol == identify.PUSH_PROTOCOL_ID:
+            conn.identify_readers[stream_id] = identify.Reader()
+        elif protocol == ping.PROTOCOL_ID:
+            conn.ping_responders[stream_id] = ping.Responder()
+        else:
+            handler = self._handlers.get(protocol)
+            with self._handlers_lock:
+                busy = self._handlers_pending >= self.config.handlers_pending_max
+                if not busy:
+                    self._handlers_pending += 1
+            if handler is None or busy:
+                log.info("p2p: refusing %s stream from %s (handlers busy)", protocol, conn.peer_id)
+                conn.core.reset_stream(stream_id)
+                return
+            stream = Stream(self, conn, stream_id, protocol)
+            conn.streams[stream_id] = stream
+            self._workers.submit(self._run_handler, handler, stream)
+
+    def _run_handler(self, handler: Handler, stream: Stream) -> None:
+        try:
+            handler(stream)
+        except PeerError as exc:
+            log.info("p2p: %s handler for %s ended: %s", stream.protocol, stream.peer_id, exc)
+            stream.reset()
+        except Exception:
+            log.exception("p2p: %s handler for %s failed", stream.protocol, stream.peer_id)
+            stream.reset()
+        else:
+            stream.close()
+        finally:
+            with self._handlers_lock:
+                self._handlers_pending -= 1
+
+    def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes) -> None:
+        assert conn.core is not None
+        stream = conn.streams.get(stream_id)
+        if stream is not None:
+            stream._deliver(data)
+            return
+        conn.core.consume(stream_id, len(data))
+        if (reader := conn.identify_readers.get(stream_id)) is not None:
+            reader.feed(data)
+        elif (responder := conn.ping_responders.get(stream_id)) is not None:
+            echo = responder.receive_data(data)
+            if echo:
+                conn.core.write(stream_id, echo)
+        elif stream_id == conn.ping.stream_id and conn.ping.pinger.receive_data(data):
+            rtt = self._clock() - conn.ping.started
+            self._update_peer(conn, rtt_s=rtt)
+            _resolve(conn.ping.waiting.popleft(), rtt)
+            self._send_next_ping(conn)
+
+    def _on_stream_ended(self, conn: _Conn, stream_id: int) -> None:
+        assert conn.core is not None
+        stream = conn.streams.get(stream_id)
+        if stream is not None:
+            stream._end()
+            stream._remote_ended = True
+            if stream._local_closed:
+                conn.streams.pop(stream_id)
+            return
+        reader = conn.identify_readers.pop(stream_id, None)
+        if reader is not None:
+            self._on_identified(conn, reader.finish())
+            conn.core.close_stream(stream_id)
+        elif conn.ping_responders.pop(stream_id, None) is not None:
+            conn.core.close_stream(stream_id)
+        elif stream_id == conn.ping.stream_id:
+            self._fail_pings(conn, StreamClosed(f"{conn.peer_id} closed the ping stream"))
+
+    def _on_stream_gone(self, conn: _Conn, stream_id: int, reason: str) -> None:
+        error = StreamClosed(reason)
+        stream = conn.streams.pop(stream_id, None)
+        if stream is not None:
+            stream._fail(error)
+        future = conn.opening.pop(stream_id, None)
+        if future is not None:
+            _reject(future, error)
+        conn.identify_readers.pop(stream_id, None)
+        conn.ping_responders.pop(stream_id, None)
+        conn.push_streams.discard(stream_id)
+        if stream_id == conn.ping.stream_id:
+            self._fail_pings(conn, error)
+
+    def _fail_pings(self, conn: _Conn, error: PeerError) -> None:
+        conn.ping.stream_id = None
+        conn.ping.pinger = ping.Pinger()
+        while conn.ping.waiting:
+            _reject(conn.ping.waiting.popleft(), error)
+
+    def _on_identified(self, conn: _Conn, info: identify.IdentifyInfo) -> None:
+        if info.public_key and info.peer_id != conn.peer_id:
+            raise ProtocolViolation(f"identify from {conn.peer_id} carries another peer's key")
+        assert conn.peer_id is not None
+        listen = tuple(a for a in info.listen_addrs if a.tcp_endpoint() is not None)
+        self.add_addresses(conn.peer_id, listen)
+        snapshot = self._update_peer(
+            conn,
+            identified=True,
+            agent_version=info.agent_version,
+            protocol_version=info.protocol_version,
+            protocols=info.protocols,
+            listen_addrs=info.listen_addrs,
+            observed_addr=info.observed_addr,
+        )
+        if snapshot is not None:
+            self._notify(PeerIdentified(peer_id=conn.peer_id, info=snapshot))
+
+    def _update_peer(self, conn: _Conn, **changes: object) -> PeerInfo | None:
+        if conn.peer_id is None:
+            return None
+        with self._lock:
+            current = self._peers.get(conn.peer_id)
+            if current is None:
+                return None
+            updated = replace(current, **changes)  # type: ignore[arg-type]
+            self._peers[conn.peer_id] = updated
+            self._lock.notify_all()
+            return updated
+
+    def _count(self, peer_id: str, *, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        with self._lock:
+            current = self._peers.get(peer_id)
+            if current is not None:
+                self._peers[peer_id] = replace(
+                    current, bytes_in=current.bytes_in + bytes_in, bytes_out=current.bytes_out + bytes_out
+                )
+
+    def _notify(self, event: PeerEvent) -> None:
+        for callback in self._subscribers:
+            self._workers.submit(_call_subscriber, callback, event)
+
+    def _push_identify_all(self) -> None:
+        for conn in self._conns:
+            if conn.core is not None and conn.core.established and not conn.closed:
+                with contextlib.suppress(StreamClosed):
+                    conn.push_streams.add(conn.core.open_stream([identify.PUSH_PROTOCOL_ID]))
+                    self._dirty.add(conn)
+
+    def _start_stream(self, peer_id: str, protocols: list[str], future: Future[Stream]) -> None:
+        conn = self._live_conn(peer_id)
+        if conn is None or conn.core is None:
+            _reject(future, PeerUnreachable(f"not connected to {peer_id}"))
+            return
+        try:
+            stream_id = conn.core.open_stream(protocols)
+        except StreamClosed as exc:
+            _reject(future, exc)
+            return
+        conn.opening[stream_id] = future
+        self._dirty.add(conn)
+
+    def _start_ping(self, peer_id: str, future: Future[float]) -> None:
+        conn = self._live_conn(peer_id)
+        if conn is None or conn.core is None:
+            _reject(future, PeerUnreachable(f"not connected to {peer_id}"))
+            return
+        conn.ping.waiting.append(future)
+        if conn.ping.stream_id is None:
+            try:
+                conn.ping.stream_id = conn.core.open_stream([ping.PROTOCOL_ID])
+            except StreamClosed as exc:
+                self._fail_pings(conn, exc)
+        elif not conn.ping.pinger.outstanding and conn.core.protocol_of(conn.ping.stream_id):
+            self._send_next_ping(conn)
+        self._dirty.add(conn)
+
+    def _send_next_ping(self, conn: _Conn) -> None:
+        assert conn.core is not None and conn.ping.stream_id is not None
+        if not conn.ping.waiting or conn.ping.pinger.outstanding:
+            return
+        conn.ping.started = self._clock()
+        conn.core.write(conn.ping.stream_id, conn.ping.pinger.request(self._random(ping.PAYLOAD_BYTES)))
+
+    def _live_conn(self, peer_id: str) -> _Conn | None:
+        for conn in self._by_peer.get(peer_id, []):
+            if not conn.closed and conn.core is not None and conn.core.established:
+                return conn
+        return None
+
+    def _timers(self) -> None:
+        now = self._clock()
+        if now < self._timers_due:
+            return
+        self._timers_due = now + TIMER_PERIOD_S
+        for conn in list(self._conns):
+            if conn.deadline is not None and now > conn.deadline:
+                self._close(
+                    conn,
+                    f"handshake with {conn.address} took longer than {self.config.handshake_timeout_s} s",
+                )
+                continue
+            if conn.core is None or not conn.core.established:
+                continue
+            if conn.keepalive_sent is not None:
+                if now - conn.keepalive_sent > self.config.keepalive_timeout_s:
+                    self._close(conn, "keep-alive ping unanswered")
+            elif now - conn.last_keepalive > self.config.keepalive_interval_s:
+                conn.last_keepalive = now
+                conn.keepalive_sent = now
+                conn.keepalive_opaque = (conn.keepalive_opaque + 1) & 0xFFFFFFFF
+                conn.core.ping(conn.keepalive_opaque)
+                self._dirty.add(conn)
+
+    # -- output ---------------------------------------------------------------------
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            if not conn.closed:
+                self._pull(conn)
+                self._send(conn)
+
+    def _pull(self, conn: _Conn) -> None:
+        if conn.core is None or conn.wbuf_bytes >= self.config.write_buffer_bytes_max:
+            return
+        pieces = conn.core.data_to_send()
+        for piece in pieces:
+            if piece:  # an empty buffer would never leave the queue
+                conn.wbuf.append(piece)
+                conn.wbuf_bytes += len(piece)
+        if pieces and conn.streams:
+            self._refresh_backlogs(conn)
+
+    def _send(self, conn: _Conn) -> None:
+        while conn.wbuf:
+            batch = [conn.wbuf[i] for i in range(min(len(conn.wbuf), SEND_BUFFERS_MAX))]
+            try:
+                sent = conn.sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._close(conn, f"connection error: {exc.strerror or exc}")
+                return
+            conn.wbuf_bytes -= sent
+            if conn.peer_id is not None:
+                self._count(conn.peer_id, bytes_out=sent)
+            while sent:
+                head = conn.wbuf[0]
+                if len(head) <= sent:
+                    sent -= len(head)
+                    conn.wbuf.popleft()
+                else:
+                    conn.wbuf[0] = memoryview(head)[sent:]
+                    sent = 0
+            if conn.wbuf_bytes < self.config.write_buffer_bytes_max:
+                self._pull(conn)
+        self._update_interest(conn)
+
+    def _drain(self, conn: _Conn) -> None:
+        """Best effort: push out what the core still has (a GO_AWAY) before closing."""
+        if conn.core is None:
+            return
+        for piece in conn.core.data_to_send():
+            if piece:
+                conn.wbuf.append(piece)
+                conn.wbuf_bytes += len(piece)
+        with contextlib.suppress(OSError):
+            conn.sock.sendmsg(list(conn.wbuf)[:SEND_BUFFERS_MAX])
+
+    def _update_interest(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        mask = 0
+        if conn.connecting or conn.wbuf:
+            mask |= selectors.EVENT_WRITE
+        if not conn.connecting and conn.wbuf_bytes < self.config.write_buffer_bytes_max:
+            mask |= selectors.EVENT_READ
+        if mask == conn.registered_mask:
+            return
+        if conn.registered_mask == 0:
+            self._selector.register(conn.sock, mask, conn)
+        elif mask == 0:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, mask, conn)
+        conn.registered_mask = mask
+
+    def _close(self, conn: _Conn, reason: str) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.registered_mask:
+            self._selector.unregister(conn.sock)
+        conn.sock.close()
+        self._conns.discard(conn)
+        error = PeerUnreachable(f"connection to {conn.peer_id or conn.address} ended: {reason}")
+        if conn.dial_future is not None:
+            _reject(conn.dial_future, error)
+        for stream in conn.streams.values():
+            stream._fail(error)
+        for future in conn.opening.values():
+            _reject(future, error)
+        self._fail_pings(conn, error)
+        if conn.peer_id is None:
+            log.info("p2p: connection with %s ended before its handshake: %s", conn.address, reason)
+            return
+        siblings = self._by_peer.get(conn.peer_id, [])
+        if conn in siblings:
+            siblings.remove(conn)
+        if not siblings:
+            self._by_peer.pop(conn.peer_id, None)
+            with self._lock:
+                self._peers.pop(conn.peer_id, None)
+                self._lock.notify_all()
+            log.info("p2p: disconnected %s: %s", conn.peer_id, reason)
+            self._notify(PeerDisconnected(peer_id=conn.peer_id, reason=reason))
+
+
+def _bind(function: Callable[[Stream, bytes], None], stream: Stream, data: bytes) -> Callable[[], None]:
+    return lambda: function(stream, data)
+
+
+def _resolve(future: Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reject(future: Future[T], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _call_subscriber(callback: Callable[[PeerEvent], None], event: PeerEvent) -> None:
+    try:
+        callback(event)
+    except Exception:
+        log.exception("p2p: peer event subscriber failed on %s", event)
+
+
+def _result(future: Future[T], timeout: float, what: str) -> T:
+    try:
+        return future.result(timeout)
+    except TimeoutError as exc:
+        future.cancel()
+        raise PeerTimeout(f"{what} took longer than {timeout:.1f} s") from exc
