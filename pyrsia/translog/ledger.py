@@ -9,13 +9,17 @@ that head's size (the tree only grows past it), block files (immutable once rena
 and the index through a read-only SQLite connection of their own thread.
 
 Group commit. The writer takes every publish waiting in the queue, up to a block's
-limits, into one block: proposed and certified by this node (the embedded network,
-where it is its own one authority), applied through the chain core, written as one
-block file with fsync, the head swapped, the index updated, and then each caller's
-future resolved with the block. Payloads are checked and signed in the caller's
-thread before they are queued, so one bad publish fails alone. `append` takes a block
-proposed and certified elsewhere (sync, consensus) through the same chain core, with
-every signature checked, then stores and indexes it the same way.
+limits, into one block (when fewer wait than the last block held, it first waits
+`GROUP_WAIT_S` once for callers still resubmitting): each payload signed, with its
+leaf index as nonce; the block proposed and certified by this node (the embedded
+network, where it is its own one authority), applied through the chain core, written
+as one block file with fsync, the head swapped, the index updated, and then each
+caller's future resolved with the block. Payloads were checked when built; `submit`
+refuses bad input in the caller's thread before anything is queued, and a payload
+that still fails to sign fails its own caller alone, never the group.
+
+`append` takes a block proposed and certified elsewhere (sync, consensus) through the
+same chain core, with every signature checked, then stores and indexes it the same way.
 
 Open. FORMAT checked, leftovers of interrupted writes removed, then every block file
 read and applied in order: without signature checks for all but the last block (each
