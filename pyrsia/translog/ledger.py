@@ -42,6 +42,7 @@ import logging
 import queue
 import threading
 import time as _time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -172,7 +173,8 @@ class Ledger:
         self._index_problem: str | None = None  # why lookups refuse; None while the index is whole
         self._repair_queued = threading.Event()
         self._local = threading.local()
-        self._readers: list[IndexReader] = []
+        # Weak: a reader thread that ends takes its connection with it.
+        self._readers: weakref.WeakSet[IndexReader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
 
     @classmethod
@@ -211,7 +213,7 @@ class Ledger:
         self._writer.join()
         self._index.close()
         with self._readers_lock:
-            for reader in self._readers:
+            for reader in list(self._readers):
                 reader.close()
             self._readers.clear()
 
@@ -516,7 +518,7 @@ class Ledger:
             reader = self._index.reader()
             self._local.reader = reader
             with self._readers_lock:
-                self._readers.append(reader)
+                self._readers.add(reader)
         return reader
 
     def block(self, height: int) -> Block:

@@ -503,3 +503,22 @@ def test_restart_after_each_failure_reopens_and_verifies(tmp_path: Path, failure
     verified = cli_verify(home)
     assert verified.returncode == 0, verified.stderr
     assert "blocks and" in verified.stderr and "verify" in verified.stderr
+
+
+def test_reader_connections_end_with_their_threads(tmp_path: Path) -> None:
+    import gc
+
+    ledger = opened(tmp_path)
+    ledger.publish([artifact(1)])
+    found: list[int] = []
+    for _ in range(20):
+        reader = threading.Thread(target=lambda: found.append(len(ledger.search(Query()))))
+        reader.start()
+        reader.join()
+    gc.collect()
+    assert found == [1] * 20 and len(ledger._readers) == 0
+    assert [r.size for r in ledger.search(Query())] == [1] and len(ledger._readers) == 1
+    ledger.close()
+    assert len(ledger._readers) == 0
+    with pytest.raises(StorageError, match="closed"):
+        ledger.publish([artifact(2)])
