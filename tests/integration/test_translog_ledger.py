@@ -382,9 +382,10 @@ def _answers(ledger: Ledger) -> bool:
 
 def test_a_restart_with_the_disk_still_full_refuses_with_one_line_then_rebuilds(tmp_path: Path) -> None:
     disk = Disk()
-    ledger = opened(tmp_path, index=IndexOnDisk(tmp_path / INDEX_FILE, disk))
+    index = IndexOnDisk(tmp_path / INDEX_FILE, disk)
+    ledger = opened(tmp_path, index=index)
     ledger.publish([artifact(1)])
-    ledger._index.fill()  # type: ignore[attr-defined]
+    index.fill()
     ledger.publish([big(n) for n in range(10, 30)])
     ledger.close()
     with pytest.raises(StorageError) as refused:
@@ -474,8 +475,8 @@ def test_restart_after_each_failure_reopens_and_verifies(tmp_path: Path, failure
     root = home / "translog"
     root.mkdir(parents=True)
     files = GatedFiles(root)
-    disk = Disk()
-    ledger = opened(root, files=files, index=IndexOnDisk(root / INDEX_FILE, disk))
+    index = IndexOnDisk(root / INDEX_FILE, Disk())
+    ledger = opened(root, files=files, index=index)
     ledger.publish([artifact(1)])
     published = 1
     match failure:
@@ -484,7 +485,7 @@ def test_restart_after_each_failure_reopens_and_verifies(tmp_path: Path, failure
             with pytest.raises(StorageError):
                 ledger.publish([artifact(2)])
         case "index update":
-            ledger._index.fill()  # type: ignore[attr-defined]
+            index.fill()
             ledger.publish([big(n) for n in range(10, 30)])
             published += 20
         case "torn last block" | "leftover temp file":
