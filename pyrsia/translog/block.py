@@ -206,7 +206,7 @@ def quorum(count: int) -> int:
 
 
 def tx_root(transactions: Iterable[Transaction]) -> bytes:
-    return merkle.Tree([tx.id for tx in transactions]).root()
+    return merkle.root_of([tx.id for tx in transactions])
 
 
 def commit_signature(key: SigningKey, header: BlockHeader, origin: str) -> CommitSignature:

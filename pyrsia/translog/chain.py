@@ -138,7 +138,7 @@ class Chain:
                 except TxInvalid as exc:
                     raise fail(exc.message) from exc
         following = authorities if prev is None else _authorities_after(authorities, block.transactions, fail)
-        if header.tx_root != merkle.Tree(ids).root():
+        if header.tx_root != merkle.root_of(ids):
             raise fail("transaction root does not match its transactions")
         origin = self.origin or origin_of(header)
         _check_certificate(header, block.certificate, authorities, origin, verify_signatures, fail)

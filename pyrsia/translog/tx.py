@@ -253,17 +253,16 @@ def _unsigned_map(type: str, payload: Payload, submitter: str, time: int, nonce:
     return {"type": type, "payload": payload.to_map(), "submitter": submitter, "time": time, "nonce": nonce}
 
 
-def _unsigned_parts(type: str, payload: Payload, submitter: str, time: int, nonce: int) -> dict[str, bytes]:
-    return {
-        "type": codec.scalar(type),
-        "payload": payload.encoded(),
-        "submitter": codec.scalar(submitter),
-        "time": codec.scalar(time),
-        "nonce": codec.scalar(nonce),
-    }
+_KEY_NONCE, _KEY_PAYLOAD, _KEY_SIGNATURE, _KEY_SUBMITTER, _KEY_TIME, _KEY_TYPE = (
+    codec.scalar(k) for k in ("nonce", "payload", "signature", "submitter", "time", "type")
+)
 
 
-def _encoded_unsigned(type: str, payload: Payload, submitter: str, time: int, nonce: int) -> bytes:
+def _encoded_unsigned(
+    type: str, payload: Payload, submitter: str, time: int, nonce: int
+) -> tuple[bytes, int]:
+    """The canonical encoding of the unsigned map, and the offset where "signature"
+    sorts in (after "payload"), so the signed encoding is one splice away."""
     kind = _PAYLOADS.get(type) if isinstance(type, str) else None
     if kind is None:
         raise TxInvalid(f"unknown transaction type {str(type)[:40]!r}")
@@ -272,10 +271,14 @@ def _encoded_unsigned(type: str, payload: Payload, submitter: str, time: int, no
     check_peer_id("submitter", submitter)
     check_int("time", time)
     check_int("nonce", nonce)
-    encoded = codec.raw_map(_unsigned_parts(type, payload, submitter, time, nonce))
+    # Keys in sorted order (nonce, payload, submitter, time, type): codec.raw_map unrolled,
+    # as this runs for every transaction built or read.
+    head = b"\x85" + _KEY_NONCE + codec.scalar(nonce) + _KEY_PAYLOAD + payload.encoded()
+    encoded = head + _KEY_SUBMITTER + codec.scalar(submitter) + _KEY_TIME + codec.scalar(time)
+    encoded += _KEY_TYPE + codec.scalar(type)
     if len(encoded) > TX_BYTES_MAX:
         raise TxInvalid(f"transaction encodes to {len(encoded)} bytes, more than {TX_BYTES_MAX}")
-    return encoded
+    return encoded, len(head)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,12 +291,16 @@ class Transaction:
     signature: bytes
     endorsements: tuple[Endorsement, ...] = ()
     _id: bytes = field(init=False, repr=False, compare=False)
+    _unsigned: bytes = field(init=False, repr=False, compare=False)
+    _split: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        encoded = _encoded_unsigned(self.type, self.payload, self.submitter, self.time, self.nonce)
+        encoded, split = _encoded_unsigned(self.type, self.payload, self.submitter, self.time, self.nonce)
         check_bytes("signature", self.signature, SIGNATURE_BYTES)
         tx_id = hashlib.sha256(encoded).digest()
         object.__setattr__(self, "_id", tx_id)
+        object.__setattr__(self, "_unsigned", encoded)
+        object.__setattr__(self, "_split", split)
         endorsements = self.endorsements
         if not isinstance(endorsements, tuple) or len(endorsements) > ENDORSEMENTS_MAX:
             raise TxInvalid(f"endorsements must be a tuple of at most {ENDORSEMENTS_MAX}")
@@ -316,9 +323,11 @@ class Transaction:
         return {**self.unsigned_map(), "signature": self.signature}
 
     def encoded(self) -> bytes:
-        """The canonical encoding of `to_map()` (the signed transaction)."""
-        parts = _unsigned_parts(self.type, self.payload, self.submitter, self.time, self.nonce)
-        return codec.raw_map({**parts, "signature": codec.scalar(self.signature)})
+        """The canonical encoding of `to_map()` (the signed transaction): the unsigned
+        map, one entry longer, with the signature spliced in after the payload."""
+        unsigned, split = self._unsigned, self._split
+        signature = _KEY_SIGNATURE + codec.scalar(self.signature)
+        return b"\x86" + unsigned[1:split] + signature + unsigned[split:]
 
     def with_endorsements(self, endorsements: tuple[Endorsement, ...]) -> Transaction:
         return Transaction(

@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 from pyrsia.errors import ChainBroken, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import block as blocks
-from pyrsia.translog import merkle
+from pyrsia.translog import codec, merkle
 from pyrsia.translog.block import Block, CommitSignature
 from pyrsia.translog.chain import Chain, genesis_block, origin_of
 from pyrsia.translog.tx import (
@@ -288,6 +288,7 @@ def test_endorsements_survive_encoding_and_are_verified() -> None:
     endorsed = tx.with_endorsements((endorse(key(1), tx.id), endorse(key(2), tx.id)))
     assert endorsed.id == tx.id and endorsed != tx
     block = chain.propose_certified([endorsed], T0, key(0))
+    assert block.encode() == codec.encode(block.to_map())  # spliced from cached parts, yet canonical
     again = Block.decode(block.encode())
     assert again == block and again.transactions[0].endorsements == endorsed.endorsements
     assert [e.signer for e in again.transactions[0].endorsements] == [me(key(1)), me(key(2))]
