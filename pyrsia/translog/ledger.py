@@ -9,8 +9,8 @@ that head's size (the tree only grows past it), block files (immutable once rena
 and the index through a read-only SQLite connection of their own thread.
 
 Group commit. The writer takes every publish waiting in the queue, up to a block's
-limits, into one block (when fewer wait than the last block held, it first waits
-`GROUP_WAIT_S` once for callers still resubmitting): each payload signed, with its
+limits, into one block (when fewer wait than the last block held, it first waits up
+to about a millisecond for callers still resubmitting): each payload signed, with its
 leaf index as nonce; the block proposed and certified by this node (the embedded
 network, where it is its own one authority), applied through the chain core, written
 as one block file with fsync, the head swapped, the index updated, and then each
@@ -64,10 +64,12 @@ log = logging.getLogger("pyrsia.translog")
 INDEX_FILE = "index.sqlite3"
 PUBLISH_TXS_MAX = BLOCK_TXS_MAX
 QUEUE_REQUESTS_MAX = 4096
-# Commit delay: when fewer publishes wait than the last block held, the writer waits
-# this long once for the rest (its callers are resubmitting) before it starts a block,
-# so one fsync keeps serving them all instead of the group splitting in two.
-GROUP_WAIT_S = 0.0005
+# Commit delay: when fewer publishes wait than the last block held, the writer looks
+# again after GROUP_WAIT_S, at most GROUP_WAITS_MAX times (about a millisecond), for the
+# rest (its callers are resubmitting), so one fsync keeps serving them all instead of
+# the group splitting in two. A lone publisher never waits.
+GROUP_WAIT_S = 0.0001
+GROUP_WAITS_MAX = 10
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 
 
@@ -330,14 +332,14 @@ class Ledger:
         last_group = 0
         while not stopping:
             batch = [self._queue.get()]
-            waited = False
+            waits = 0
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
-                    if waited or len(batch) >= last_group:
+                    if waits == GROUP_WAITS_MAX or len(batch) >= last_group:
                         break
-                    waited = True
+                    waits += 1
                     _time.sleep(GROUP_WAIT_S)
             last_group = len(batch)
             group: list[_Publish] = []
