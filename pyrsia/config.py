@@ -1,18 +1,23 @@
 """Node configuration: one frozen `Config`, loaded from file, environment and flags.
 
 Precedence, lowest first: built-in defaults, `<home>/pyrsia.toml`, `PYRSIA_*`
-environment variables, command-line flags. Every key is declared once in `SETTINGS`
-so the file, the environment and `--help` can never disagree about names or types.
-Values are validated here; a bad value is a `ConfigError` naming its source.
+environment variables, command-line flags. Every setting is declared once, as a field
+of `Config` carrying its type, default, help text, bounds and flag; `SETTINGS` is
+derived from those fields, and from it the file keys, the `PYRSIA_<NAME>` variables,
+the `pyrsia daemon` options and their help, so none of them can drift from another.
+Values are validated here; a bad value is a `ConfigError` naming its source, and a
+value that would not read back from `pyrsia.toml` is never written there.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +34,8 @@ DEFAULT_NODE_URL = "http://127.0.0.1:7888"
 DOCKER_HUB = "https://registry-1.docker.io"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+STRING_CHARS_MAX = 2048
+GIB = 1024 * 1024 * 1024
 
 
 def default_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -44,49 +51,151 @@ def env_name(key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One node setting: everything the file, the environment, `--help` and validation need."""
+
+    name: str
+    kind: type  # int, float or str
+    default: int | float | str
+    help: str
+    flag: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    url: bool = False
+
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
+
+    @property
+    def default_text(self) -> str:
+        return _num(self.default) if isinstance(self.default, float) else str(self.default)
+
+    def check(self, value: object) -> None:
+        """Raises `ConfigError` unless `value` (already of `kind`) is allowed."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self.name} must be a finite number, not {value}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low = -math.inf if self.minimum is None else self.minimum
+            high = math.inf if self.maximum is None else self.maximum
+            if not low <= value <= high:
+                raise ConfigError(f"{self.name} must be between {_num(low)} and {_num(high)}, not {value}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+        if self.url:
+            check_url(self.name, str(value))
+        if isinstance(value, str):
+            if not value:
+                raise ConfigError(f"{self.name} must not be empty")
+            if len(value) > STRING_CHARS_MAX or not value.isprintable():
+                raise ConfigError(f"{self.name} must be printable and at most {STRING_CHARS_MAX} characters")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    url: bool = False,
+) -> Any:
+    """A `Config` field that is also a setting: its one declaration (see `SETTINGS`)."""
+    spec = {
+        "help": help,
+        "flag": flag,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "url": url,
+    }
+    return field(default=default, metadata={"setting": spec})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """Everything a node needs to start; immutable once loaded."""
+    """Everything a node needs to start; immutable once loaded.
+
+    Each field but `home` is a setting, declared once here: its type, default, help
+    text, bounds and (when it is not the name less a `_s` unit) its daemon flag.
+    """
 
     home: Path
-    http_host: str = "127.0.0.1"
-    http_port: int = 7888
-    docker_upstream: str = DOCKER_HUB
-    maven_upstream: str = MAVEN_CENTRAL
-    maven_metadata_ttl_s: float = 600.0
-    log_level: str = "info"
-    http_workers_max: int = 64
-    http_header_bytes_max: int = 64 * 1024
-    http_body_bytes_max: int = 1024 * 1024
-    http_header_timeout_s: float = 10.0
-    http_idle_timeout_s: float = 60.0
-    upstream_timeout_s: float = 60.0
-    upstream_retries_max: int = 3
+    http_host: str = _setting("127.0.0.1", "Address the HTTP API binds to.")
+    http_port: int = _setting(
+        7888,
+        "HTTP port for Docker, Maven and node API clients; 0 picks a free one.",
+        minimum=0,
+        maximum=65535,
+    )
+    docker_upstream: str = _setting(DOCKER_HUB, "Registry to pull images through from.", url=True)
+    maven_upstream: str = _setting(
+        MAVEN_CENTRAL, "Maven repository to pull artifacts through from.", url=True
+    )
+    maven_metadata_ttl_s: float = _setting(
+        600.0,
+        "Seconds a maven-metadata.xml is served before it is fetched from the upstream again.",
+        minimum=0,
+        maximum=30 * 86400,
+    )
+    maven_file_bytes_max: int = _setting(
+        4 * GIB,
+        "Largest Maven file, in bytes, the node fetches from its upstream.",
+        minimum=1,
+        maximum=1024 * GIB,
+    )
+    log_level: str = _setting("info", "Log level; logs go to stderr.", choices=LOG_LEVELS)
+    http_workers_max: int = _setting(
+        64, "Connections served at once.", flag="--http-workers", minimum=1, maximum=4096
+    )
+    http_idle_connections_max: int = _setting(
+        10_000, "Idle keep-alive connections kept open between requests.", minimum=0, maximum=1_000_000
+    )
+    http_header_bytes_max: int = _setting(
+        64 * 1024, "Largest request head, in bytes.", minimum=1024, maximum=16 * 1024 * 1024
+    )
+    http_body_bytes_max: int = _setting(
+        1024 * 1024, "Largest request body, in bytes.", minimum=0, maximum=GIB
+    )
+    http_header_timeout_s: float = _setting(
+        10.0, "Seconds a client has to send a whole request head.", minimum=0.05, maximum=3600
+    )
+    http_idle_timeout_s: float = _setting(
+        60.0, "Seconds an idle keep-alive connection stays open.", minimum=0.05, maximum=86400
+    )
+    upstream_timeout_s: float = _setting(
+        60.0, "Seconds an upstream may stay silent (connect, or between bytes).", minimum=0.05, maximum=3600
+    )
+    upstream_deadline_s: float = _setting(
+        600.0, "Seconds one upstream fetch may take in all, retries included.", minimum=1, maximum=86400
+    )
+    upstream_rate_min_bytes_s: int = _setting(
+        10 * 1024,
+        "Slowest upstream transfer, in bytes per second, tolerated after a grace period; 0 allows any.",
+        flag="--upstream-rate-min",
+        minimum=0,
+        maximum=GIB,
+    )
+    upstream_retries_max: int = _setting(
+        3, "Further attempts after an upstream fetch fails.", minimum=0, maximum=20
+    )
 
     def __post_init__(self) -> None:
-        _check_range("http_port", self.http_port, 0, 65535)
-        _check_range("http_workers_max", self.http_workers_max, 1, 4096)
-        _check_range("http_header_bytes_max", self.http_header_bytes_max, 1024, 16 * 1024 * 1024)
-        _check_range("http_body_bytes_max", self.http_body_bytes_max, 0, 1024 * 1024 * 1024)
-        _check_range("http_header_timeout_s", self.http_header_timeout_s, 0.05, 3600)
-        _check_range("http_idle_timeout_s", self.http_idle_timeout_s, 0.05, 86400)
-        _check_range("upstream_timeout_s", self.upstream_timeout_s, 0.05, 3600)
-        _check_range("upstream_retries_max", self.upstream_retries_max, 0, 20)
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
-        _check_range("maven_metadata_ttl_s", self.maven_metadata_ttl_s, 0, 30 * 86400)
-        check_url("docker_upstream", self.docker_upstream)
-        check_url("maven_upstream", self.maven_upstream)
-        if not self.http_host:
-            raise ConfigError("http_host must not be empty")
+        for setting in SETTINGS.values():
+            value = getattr(self, setting.name)
+            if not isinstance(value, setting.kind) or isinstance(value, bool):
+                raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
+            setting.check(value)
 
     @property
     def http_url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
-
-
-def _check_range(key: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"{key} must be between {low} and {high}, not {value}")
 
 
 def check_url(key: str, value: str) -> str:
@@ -96,26 +205,66 @@ def check_url(key: str, value: str) -> str:
     return value.rstrip("/")
 
 
-# Keys a user may set, with their types; `home` is chosen before the file is read.
-SETTINGS: dict[str, type] = {f.name: type(f.default) for f in fields(Config) if f.name != "home"}
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+def _settings() -> dict[str, Setting]:
+    out = {}
+    for f in fields(Config):
+        if "setting" not in f.metadata:
+            continue
+        spec = dict(f.metadata["setting"])
+        kind, default = _KINDS[str(f.type)], f.default
+        assert isinstance(default, int | float | str) and isinstance(default, kind), f.name
+        spec["flag"] = spec["flag"] or "--" + f.name.removesuffix("_s").replace("_", "-")
+        out[f.name] = Setting(name=f.name, kind=kind, default=default, **spec)
+    return out
+
+
+# Every key a user may set, in declaration order; `home` is chosen before the file is read.
+SETTINGS: dict[str, Setting] = _settings()
+
+
+def default_of(key: str) -> Any:
+    """A setting's one declared default, for modules that take settings as plain values."""
+    return SETTINGS[key].default
 
 
 def _coerce(key: str, raw: Any, source: str) -> Any:
-    want = SETTINGS[key]
+    """`raw` (TOML value, environment string, JSON value or flag) as the setting's type.
+
+    Floats must be finite; an int setting takes an int or a decimal string, never a
+    fraction silently truncated. Ranges are checked by `Config` itself.
+    """
+    want = SETTINGS[key].kind
     try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
         if want is int:
-            if isinstance(raw, bool):
+            if isinstance(raw, float) and raw.is_integer():
+                raw = int(raw)
+            if isinstance(raw, str) and _DECIMAL.match(raw.strip()):
+                raw = int(raw.strip())
+            if not isinstance(raw, int):
                 raise ValueError(raw)
-            return int(raw)
+            return raw
         if want is float:
-            if isinstance(raw, bool):
+            if not isinstance(raw, int | float | str):
                 raise ValueError(raw)
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
         if not isinstance(raw, str):
             raise ValueError(raw)
         return raw
-    except ValueError:
-        raise ConfigError(f"{source}: {key} must be {want.__name__}, not {raw!r}") from None
+    except (ValueError, OverflowError):
+        shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
+        raise ConfigError(f"{source}: {key} must be {_DESCRIBE[want]}, not {shown}") from None
+
+
+_DECIMAL = re.compile(r"^[+-]?[0-9]{1,30}\Z")
+_DESCRIBE = {int: "int (a whole number)", float: "float (a finite number)", str: "str (a string)"}
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -147,12 +296,16 @@ def set_in_file(home: Path, key: str, raw: object) -> object:
     The whole file is re-validated as a `Config` first, so a bad value never lands.
     """
     if key not in SETTINGS:
-        raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+        raise ConfigError(f"unknown setting {key[:100]!r}; known: {', '.join(sorted(SETTINGS))}")
     path = home / CONFIG_FILE
     values = read_file(path)
     values[key] = _coerce(key, raw, key)
     Config(home=home, **values)
-    write_atomic(path, dump_toml(values).encode())
+    text = dump_toml(values)
+    # What lands must read back as itself, or the node could not start again.
+    if tomllib.loads(text) != values:  # pragma: no cover - the checks above make this unreachable
+        raise ConfigError(f"{key}: value cannot be written to {CONFIG_FILE}")
+    write_atomic(path, text.encode())
     return values[key]
 
 
@@ -169,5 +322,5 @@ def load(
             values[key] = _coerce(key, raw, env_name(key))
     for key, flag in (flags or {}).items():
         if flag is not None:
-            values[key] = _coerce(key, flag, "--" + key.replace("_", "-"))
+            values[key] = _coerce(key, flag, SETTINGS[key].flag)
     return Config(home=home, **values)

@@ -42,6 +42,9 @@ status code.
     │   ├── PeerUnreachable          cannot dial, handshake failed, or the session ended
     │   │   └── PeerTimeout          a peer did not answer, connect or send in time
     │   └── StreamClosed             a p2p stream was reset or closed; its connection lives on
+    ├── ConsensusError               a consensus input is unacceptable (only that peer's message fails)
+    │   ├── MessageRejected          400 malformed, unsigned, not from an authority, wrong proposer
+    │   └── CertificateInvalid       400 a commit certificate lacks a quorum of distinct valid precommits
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -272,6 +275,29 @@ class FormatUnsupported(TranslogError):
     """The log directory was written in an on-disk format this version cannot read."""
 
     code = "FORMAT_UNSUPPORTED"
+
+
+class ConsensusError(PyrsiaError):
+    """A consensus message or certificate is unacceptable; only that input is refused."""
+
+    http_status = 400
+    code = "CONSENSUS_ERROR"
+
+
+class MessageRejected(ConsensusError):
+    """A proposal, vote or decision that the core refuses; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"consensus message rejected: {reason}", detail={"reason": reason})
+        self.reason = reason
+
+
+class CertificateInvalid(ConsensusError):
+    """A commit certificate without a quorum of distinct, valid precommits; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"commit certificate invalid: {reason}", detail={"reason": reason})
+        self.reason = reason
 
 
 class PeerError(PyrsiaError):

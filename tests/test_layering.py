@@ -4,7 +4,7 @@ Layers, lowest first: a package may import its own modules and those of lower
 layers, never a peer or a higher one, so no two packages can form a cycle:
 
     errors, pyrsia  <  durable, formats  <  config  <  translog, http  <  upstream, p2p
-        <  artifacts  <  registry  <  node  <  cli  <  __main__
+        <  consensus  <  artifacts  <  registry  <  node  <  cli  <  __main__
 
 Pure cores (the modules listed below) also import nothing that touches sockets,
 threads, clocks, randomness or files: a core that grows a dependency on the outside
@@ -25,6 +25,7 @@ LAYERS = [
     {"config"},
     {"translog", "http"},
     {"upstream", "p2p"},
+    {"consensus"},
     {"artifacts"},
     {"registry"},
     {"node"},
@@ -36,9 +37,13 @@ PURE_MODULES = [
     "formats/digest.py",
     "formats/manifest.py",
     "formats/maven_layout.py",
+    "formats/maven_listing.py",
     "formats/peer_id.py",
     "formats/reference.py",
     "artifacts/provenance.py",
+    "consensus/core.py",
+    "consensus/messages.py",
+    "consensus/quorum.py",
     "translog/block.py",
     "translog/chain.py",
     "translog/checkpoint.py",

@@ -128,6 +128,12 @@ class DockerArtifacts:
             remote = []
         return sorted(set(local) | set(remote))
 
+    def repositories(self) -> list[str]:
+        """Every repository the log holds a committed manifest of, sorted (`/v2/_catalog`)."""
+        # Each record's package id is `name:tag` or `name@digest`; neither ':' nor '@' is in a name.
+        ids = self._translog.package_ids(DOCKER, "")
+        return sorted({i.partition("@")[0].partition(":")[0] for i in ids})
+
     # -- manifests ------------------------------------------------------------------
 
     def _manifest_by_tag(self, name: str, tag: str) -> StoredManifest:

@@ -107,6 +107,10 @@ class ArtifactLog(Protocol):
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]: ...
 
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        """Distinct committed paths under `prefix`, sorted, after `after`, at most `limit`."""
+        ...
+
     def publish(self, artifacts: list[NewArtifact]) -> None:
         """Commits the files (one transaction each) or raises; durable on return."""
         ...
@@ -138,6 +142,11 @@ class MemoryArtifactLog:
             ids = {v.package_id for t, v in self.records if t == package_type}
         return sorted(i for i in ids if i.startswith(prefix))
 
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        with self._lock:
+            found = {v.path for t, v in self.records if t == package_type}
+        return sorted(p for p in found if p.startswith(prefix) and p > after)[:limit]
+
     def publish(self, artifacts: list[NewArtifact]) -> None:
         with self._lock:
             self.blocks += 1
@@ -163,6 +172,9 @@ class LedgerArtifactLog:
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
         return self._ledger.package_ids(package_type, prefix)
+
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        return self._ledger.paths(package_type, prefix, after, limit)
 
     def publish(self, artifacts: list[NewArtifact]) -> None:
         self._ledger.publish(

@@ -1,78 +1,44 @@
-"""`pyrsia daemon`: run a node in the foreground until SIGINT or SIGTERM."""
+"""`pyrsia daemon`: run a node in the foreground until SIGINT or SIGTERM.
+
+Its options are not written out here: there is one per `config.SETTINGS` entry, built
+from it (flag, `PYRSIA_*` variable, bounds, help with the default), so a new setting
+is a new flag without touching this file. Flags left out are None, and `config.load`
+lets the file and the environment decide those.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
 from pyrsia.cli import console, options
-from pyrsia.config import LOG_LEVELS, env_name
+from pyrsia.config import SETTINGS, Setting
 
 
-def daemon(
-    home: Path | None = options.HOME,
-    http_host: str | None = typer.Option(
+def _option(setting: Setting) -> Any:
+    """The `pyrsia daemon` option of one setting, with its variable, default and bounds."""
+    numeric = setting.kind is not str
+    choices = f" One of {', '.join(setting.choices)}." if setting.choices else ""
+    return typer.Option(
         None,
-        "--http-host",
-        envvar=env_name("http_host"),
+        setting.flag,
+        envvar=setting.env,
+        help=f"{setting.help}{choices} (default: {setting.default_text})",
         show_default=False,
-        help="Address the HTTP API binds to (default: 127.0.0.1).",
-    ),
-    http_port: int | None = typer.Option(
-        None,
-        "--http-port",
-        envvar=env_name("http_port"),
-        show_default=False,
-        help="HTTP port for Docker, Maven and node API clients; 0 picks a free one (default: 7888).",
-    ),
-    docker_upstream: str | None = typer.Option(
-        None,
-        "--docker-upstream",
-        envvar=env_name("docker_upstream"),
-        show_default=False,
-        help="Registry to pull through from (default: https://registry-1.docker.io).",
-    ),
-    maven_upstream: str | None = typer.Option(
-        None,
-        "--maven-upstream",
-        envvar=env_name("maven_upstream"),
-        show_default=False,
-        help="Maven repository to pull through from (default: https://repo.maven.apache.org/maven2).",
-    ),
-    http_header_timeout: float | None = typer.Option(
-        None,
-        "--http-header-timeout",
-        envvar=env_name("http_header_timeout_s"),
-        show_default=False,
-        help="Seconds a client has to send a whole request head (default: 10).",
-    ),
-    http_idle_timeout: float | None = typer.Option(
-        None,
-        "--http-idle-timeout",
-        envvar=env_name("http_idle_timeout_s"),
-        show_default=False,
-        help="Seconds an idle keep-alive connection stays open (default: 60).",
-    ),
-    http_workers: int | None = typer.Option(
-        None,
-        "--http-workers",
-        envvar=env_name("http_workers_max"),
-        show_default=False,
-        help="Connections served at once (default: 64).",
-    ),
-    log_level: str | None = typer.Option(
-        None,
-        "--log-level",
-        envvar=env_name("log_level"),
-        show_default=False,
-        help=f"One of {', '.join(LOG_LEVELS)} (default: info). Logs go to stderr.",
-    ),
-) -> None:
+        metavar=f"<{setting.kind.__name__}>",
+        min=setting.minimum if numeric else None,
+        max=setting.maximum if numeric else None,
+    )
+
+
+def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
     """Run a pyrsia node: serve Docker images (/v2/) and Maven artifacts (/maven2/), pulling through.
 
     With no configuration it starts a one-node network on http://127.0.0.1:7888,
@@ -83,19 +49,7 @@ def daemon(
     from pyrsia import config
     from pyrsia.node.daemon import Node
 
-    cfg = config.load(
-        home,
-        flags={
-            "http_host": http_host,
-            "http_port": http_port,
-            "docker_upstream": docker_upstream,
-            "maven_upstream": maven_upstream,
-            "http_header_timeout_s": http_header_timeout,
-            "http_idle_timeout_s": http_idle_timeout,
-            "http_workers_max": http_workers,
-            "log_level": log_level,
-        },
-    )
+    cfg = config.load(home, flags=flags)
     _setup_logging(cfg.log_level)
     node = Node(cfg)
     info = node.start()
@@ -118,6 +72,20 @@ def daemon(
     finally:
         node.close()
     console.info("stopped")
+
+
+# typer reads a command's options from its signature: one keyword parameter per setting.
+_PARAMETERS = [
+    inspect.Parameter("home", inspect.Parameter.KEYWORD_ONLY, default=options.HOME, annotation=Path | None),
+    *(
+        inspect.Parameter(
+            s.name, inspect.Parameter.KEYWORD_ONLY, default=_option(s), annotation=s.kind | None
+        )
+        for s in SETTINGS.values()
+    ),
+]
+daemon.__signature__ = inspect.Signature(_PARAMETERS, return_annotation=None)  # type: ignore[attr-defined]
+daemon.__annotations__ = {p.name: p.annotation for p in _PARAMETERS} | {"return": None}
 
 
 def _setup_logging(level: str) -> None:

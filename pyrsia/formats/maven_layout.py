@@ -145,3 +145,35 @@ class Coordinates:
     @property
     def path(self) -> str:
         return "/".join([*self.group.split("."), self.artifact, self.version, self.filename])
+
+
+@dataclass(frozen=True, slots=True)
+class MavenDirectory:
+    """A directory of a Maven repository, as its listing is asked for: `com/example/lib/`."""
+
+    path: str  # segments joined by "/", with the trailing slash
+    segments: tuple[str, ...]
+
+
+def parse_directory(raw: str) -> MavenDirectory:
+    """`seg/…/seg/`: the trailing slash says directory; every segment is a valid one.
+
+    The repository root is not listed: its children are every top-level group there is,
+    which no build tool asks for.
+    """
+    if len(raw) > PATH_LENGTH_MAX:
+        raise MavenPathInvalid(f"Maven path longer than {PATH_LENGTH_MAX} characters")
+    if not raw.endswith("/") or raw == "/":
+        raise MavenPathInvalid("a directory listing needs a directory path ending in '/', below the root")
+    segments = raw[:-1].split("/")
+    if any(not s for s in segments):
+        raise MavenPathInvalid("not a Maven repository path")
+    for segment in segments:
+        if not is_segment(segment):
+            raise MavenPathInvalid(f"invalid path segment {segment[:100]!r} in Maven path")
+    return MavenDirectory(path=raw, segments=tuple(segments))
+
+
+def is_segment(name: str) -> bool:
+    """Whether `name` may be one segment (directory or file name) of a repository path."""
+    return bool(_VERSION.fullmatch(name)) and name not in (".", "..") and len(name) <= PATH_LENGTH_MAX

@@ -53,6 +53,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import h11
 
 from pyrsia import __version__
+from pyrsia.config import default_of
 from pyrsia.errors import (
     BadRequest,
     HeadersTooLarge,
@@ -96,13 +97,15 @@ class Handler(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    workers_max: int = 64
-    header_bytes_max: int = 64 * 1024
-    body_bytes_max: int = 1024 * 1024
-    header_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
+    """Each field `x` is the node setting `http_x`; its default is declared there, once."""
+
+    workers_max: int = default_of("http_workers_max")
+    header_bytes_max: int = default_of("http_header_bytes_max")
+    body_bytes_max: int = default_of("http_body_bytes_max")
+    header_timeout_s: float = default_of("http_header_timeout_s")
+    idle_timeout_s: float = default_of("http_idle_timeout_s")
     # Parked (idle keep-alive or not yet speaking) connections; also capped by RLIMIT_NOFILE.
-    idle_connections_max: int = 10_000
+    idle_connections_max: int = default_of("http_idle_connections_max")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

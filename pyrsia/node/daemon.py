@@ -20,6 +20,7 @@ from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.artifacts.maven import MavenArtifacts
+from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
@@ -42,6 +43,11 @@ class NodeInfo:
     peer_id: str
     http_url: str
     addresses: tuple[str, ...]
+
+
+def http_limits(config: Config) -> Limits:
+    """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
+    return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
 
 
 class Node:
@@ -76,16 +82,14 @@ class Node:
         )
         api = NodeApi(self, self._admin_token, self.ledger)
         self._server = HttpServer(
-            NodeApp(DockerRegistry(docker), MavenRepository(maven), api),
+            NodeApp(
+                DockerRegistry(docker),
+                MavenRepository(maven, MavenListings(vouched, self._maven_upstream)),
+                api,
+            ),
             config.http_host,
             config.http_port,
-            Limits(
-                workers_max=config.http_workers_max,
-                header_bytes_max=config.http_header_bytes_max,
-                body_bytes_max=config.http_body_bytes_max,
-                header_timeout_s=config.http_header_timeout_s,
-                idle_timeout_s=config.http_idle_timeout_s,
-            ),
+            http_limits(config),
         )
         self._started = time.monotonic()
         self._stop = threading.Event()

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Mapping
 from typing import Protocol
 
-from pyrsia.errors import PathUnknown, Unauthorized, Unsupported, UsageError
+from pyrsia.errors import ConfigError, PathUnknown, Unauthorized, Unsupported, UsageError
 from pyrsia.http.message import Request, Response, json_response
 from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
 from pyrsia.registry.translog_api import TranslogApi
@@ -35,7 +36,7 @@ class NodeControl(Protocol):
 class NodeApi:
     def __init__(self, node: NodeControl, admin_token: str, ledger: Ledger) -> None:
         self._node = node
-        self._admin_token = admin_token
+        self._admin_token_bytes = admin_token.encode()
         self._translog = TranslogApi(ledger)
 
     def handle(self, request: Request) -> Response:
@@ -59,18 +60,42 @@ class NodeApi:
 
     def _require_admin(self, request: Request) -> None:
         scheme, _, token = (request.header("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._admin_token):
+        # Header values arrive as latin-1 text: compare their bytes, so a token with any
+        # characters at all is simply wrong (hmac refuses non-ASCII str).
+        given = token.strip().encode("latin-1", "replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._admin_token_bytes):
             raise Unauthorized("this call needs the node's admin token")
 
 
 def _setting_from(body: bytes) -> tuple[str, object]:
+    """`{"key": …, "value": …}`; the value is checked by `config.set_in_file`.
+
+    JSON's non-finite numbers (`NaN`, `Infinity`, and `1e400`, which parses as
+    infinity) are refused here: no setting takes them and TOML could not hold them.
+    A body nested deeper than Python's recursion limit is refused, not a crash.
+    """
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ConfigError:
+        raise
+    except RecursionError as exc:
+        raise ConfigError("request body is nested too deeply to be a setting") from exc
     except ValueError as exc:
         raise UsageError('request body must be JSON: {"key": …, "value": …}') from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("key"), str) or "value" not in doc:
         raise UsageError('request body must be JSON: {"key": …, "value": …}')
     return doc["key"], doc["value"]
+
+
+def _refuse_constant(name: str) -> float:
+    raise ConfigError(f"a setting cannot be {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ConfigError(f"a setting cannot be {text[:40]} (not a finite number)")
+    return value
 
 
 def _json(doc: Mapping[str, object]) -> Response:

@@ -5,11 +5,15 @@ Routes, all under `/v2/`:
     GET, HEAD  /v2/<name>/manifests/<tag|digest>    manifest bytes, exact
     GET, HEAD  /v2/<name>/blobs/<digest>            blob bytes, single Range
     GET        /v2/<name>/tags/list?n=&last=        tags, paginated with Link
+    GET        /v2/_catalog?n=&last=                repositories the log holds, paginated with Link
 Push routes answer 405 UNSUPPORTED: a node is pull-only; artifacts enter through
 the build and consensus flows. Names, tags and digests are parsed (and so checked
 against the spec grammar) before anything reaches the artifact service or the disk.
 Query parameters other than `n`/`last` are ignored, which is what lets containerd's
-mirror requests (`?ns=docker.io`) through.
+mirror requests (`?ns=docker.io`) through. Both lists page the same way
+(distribution-spec "content discovery", Docker's catalog API): sorted, entries after
+`last`, at most `n` of them, and a `Link: <…?last=…&n=…>; rel="next"` header while
+more remain. `_catalog` cannot be a repository (names start with a letter or digit).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from pyrsia.errors import PaginationInvalid, PathUnknown, Unsupported
 from pyrsia.formats.digest import Digest, looks_like_digest
 from pyrsia.formats.reference import parse_name, parse_tag
 from pyrsia.http.message import FileBody, Request, Response, json_response
+from pyrsia.registry.params import whole_number
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 READ_METHODS = frozenset({"GET", "HEAD"})
-TAGS_PAGE_MAX = 10_000
+PAGE_MAX = 10_000
+CATALOG = "_catalog"
 
 
 class DockerRegistry:
@@ -45,6 +51,9 @@ class DockerRegistry:
             )
         if rest == "":
             return json_response(200, b"{}")
+        if rest == CATALOG:
+            names, link = _page(request, self._artifacts.repositories(), f"/v2/{CATALOG}")
+            return json_response(200, json.dumps({"repositories": names}).encode(), *link)
         if rest.endswith("/tags/list"):
             return self._tags(request, parse_name(rest.removesuffix("/tags/list")))
         for kind in ("/manifests/", "/blobs/"):
@@ -82,19 +91,19 @@ class DockerRegistry:
         )
 
     def _tags(self, request: Request, name: str) -> Response:
-        tags = self._artifacts.tags(name)
-        if last := request.query.get("last"):
-            tags = [t for t in tags if t > last]
-        extra: tuple[tuple[str, str], ...] = ()
-        raw_n = request.query.get("n")
-        if raw_n is not None:
-            # isdigit() alone admits "²" and 5,000-digit strings, which int() refuses (a 500).
-            if not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > 9 or int(raw_n) > TAGS_PAGE_MAX:
-                raise PaginationInvalid(f"n must be an integer from 0 to {TAGS_PAGE_MAX}")
-            n = int(raw_n)
-            if len(tags) > n and n > 0:
-                query = urlencode({"n": n, "last": tags[n - 1]})
-                extra = (("Link", f'</v2/{name}/tags/list?{query}>; rel="next"'),)
-            tags = tags[:n]
-        body = json.dumps({"name": name, "tags": tags}).encode()
-        return json_response(200, body, *extra)
+        tags, link = _page(request, self._artifacts.tags(name), f"/v2/{name}/tags/list")
+        return json_response(200, json.dumps({"name": name, "tags": tags}).encode(), *link)
+
+
+def _page(request: Request, items: list[str], path: str) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """One page of a sorted list, and the `Link` to the next page when one follows."""
+    if last := request.query.get("last"):
+        items = [i for i in items if i > last]
+    raw_n = request.query.get("n")
+    if raw_n is None:
+        return items, ()
+    n = whole_number(raw_n, "n", 0, PAGE_MAX, PaginationInvalid)
+    if len(items) > n > 0:
+        query = urlencode({"last": items[n - 1], "n": n})
+        return items[:n], (("Link", f'<{path}?{query}>; rel="next"'),)
+    return items[:n], ()

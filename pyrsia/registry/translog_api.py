@@ -7,6 +7,9 @@
     GET /api/v1/log/proof/<digest>      inclusion proof of the newest record of a digest
     GET /api/v1/log/consistency/<size>  proof that the current tree extends the one of <size>
 
+Numbers in the path and query are checked by `params.whole_number` (`since` in unix
+seconds, `limit` from 1 to SEARCH_LIMIT_MAX); a bad one is a 400 naming it.
+
 Bytes (hashes, signatures) are lowercase hex in JSON. The CLI renders these shapes;
 scripts get them unchanged with `--json`.
 """
@@ -18,10 +21,11 @@ from typing import Any
 
 from pyrsia.errors import PathUnknown, UsageError
 from pyrsia.http.message import Request, Response, json_response
+from pyrsia.registry.params import INT64_MAX, whole_number
 from pyrsia.translog.block import Block
-from pyrsia.translog.index import Query
+from pyrsia.translog.index import SEARCH_LIMIT_MAX, Query
 from pyrsia.translog.ledger import Ledger
-from pyrsia.translog.tx import INTEGER_MAX, PACKAGE_TYPES
+from pyrsia.translog.tx import PACKAGE_TYPES
 
 PREFIX = "/api/v1/log"
 
@@ -61,13 +65,8 @@ def query_from(params: dict[str, str]) -> Query:
     kind = params.get("type") or None
     if kind is not None and kind not in PACKAGE_TYPES:
         raise UsageError(f"type must be one of {', '.join(PACKAGE_TYPES)}")
-    try:
-        since = int(params["since"]) if params.get("since") else None
-        limit = int(params.get("limit") or 100)
-    except ValueError as exc:
-        raise UsageError("since and limit must be integers") from exc
-    if since is not None and not 0 <= since <= INTEGER_MAX:
-        raise UsageError(f"since must be between 0 and {INTEGER_MAX}")
+    since = whole_number(params["since"], "since", 0, INT64_MAX) if params.get("since") else None
+    limit = whole_number(params["limit"], "limit", 1, SEARCH_LIMIT_MAX) if params.get("limit") else 100
     return Query(
         author=params.get("author") or None,
         package=params.get("package") or None,
@@ -104,9 +103,8 @@ class TranslogApi:
             )
         kind, _, arg = rest.partition("/")
         if kind == "blocks" and arg:
-            if arg != "latest" and not arg.isdigit():
-                raise UsageError("block height must be a number or 'latest'")
-            return _json(block_json(ledger.block(ledger.height if arg == "latest" else int(arg))))
+            height = ledger.height if arg == "latest" else whole_number(arg, "block height", 0, INT64_MAX)
+            return _json(block_json(ledger.block(height)))
         if kind == "proof" and arg:
             proof = ledger.proof(arg)
             return _json(
@@ -120,10 +118,9 @@ class TranslogApi:
                 }
             )
         if kind == "consistency" and arg:
-            if not arg.isdigit():
-                raise UsageError("tree size must be a number")
-            hashes, note = ledger.consistency(int(arg))
-            return _json({"old_size": int(arg), "hashes": [h.hex() for h in hashes], "checkpoint": note})
+            old_size = whole_number(arg, "tree size", 1, INT64_MAX)
+            hashes, note = ledger.consistency(old_size)
+            return _json({"old_size": old_size, "hashes": [h.hex() for h in hashes], "checkpoint": note})
         raise PathUnknown("no such log endpoint", detail=request.path[:300])
 
 

@@ -326,6 +326,15 @@ class IndexReader:
         )
         return [str(r[0]) for r in rows]
 
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        """Distinct logged paths starting with `prefix` and sorting after `after`, in order."""
+        rows = self._rows(
+            "SELECT DISTINCT path FROM artifact WHERE package_type = ? AND path >= ? AND path < ?"
+            " AND path > ? ORDER BY path LIMIT ?",
+            (package_type, prefix, prefix + "\U0010ffff", after, max(1, min(limit, SEARCH_LIMIT_MAX))),
+        )
+        return [str(r[0]) for r in rows]
+
     def search(self, query: Query) -> list[ArtifactRecord]:
         where: list[str] = []
         params: list[object] = []

@@ -542,6 +542,9 @@ class Ledger:
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
         return self._reader().package_ids(package_type, prefix)
 
+    def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
+        return self._reader().paths(package_type, prefix, after, limit)
+
     def search(self, query: Query) -> list[ArtifactRecord]:
         return self._reader().search(query)
 

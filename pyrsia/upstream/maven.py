@@ -3,6 +3,7 @@
 A file is streamed into a sink (the blob store's writer) while every checksum Maven clients may ask
 for is computed (sha1, md5, sha256, sha512). When the upstream publishes a checksum
 for the file (`.sha256`, else `.sha1`), the bytes must match it or nothing is stored.
+A directory's HTML listing (`listing`) is read, bounded, for the node's own listings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pyrsia.upstream.http import UpstreamHttp
 from pyrsia.upstream.sink import OpenSink
 
 CHECKSUM_BYTES_MAX = 1024
+LISTING_BYTES_MAX = 8 * 1024 * 1024
 # Checked in order; the first one the upstream publishes decides.
 PUBLISHED_CHECKSUMS = ("sha256", "sha1")
 _HEX = {"sha1": 40, "md5": 32, "sha256": 64, "sha512": 128}
@@ -90,6 +92,26 @@ class MavenClient:
                 published[0] if published else None,
                 committed,
             )
+
+        return self._http.with_retries(attempt)
+
+    def listing(self, directory: str) -> tuple[str, str] | None:
+        """The upstream's HTML listing of `directory` (ending in `/`) and the URL it came
+        from after redirects; None when it has no such directory or lists it in another
+        format. At most `LISTING_BYTES_MAX` bytes are read."""
+        url = f"{self.base_url}/{directory}"
+
+        def attempt() -> tuple[str, str] | None:
+            with self._http.stream("GET", url, {"Accept": "text/html"}) as response:
+                if response.status_code == 404:
+                    return None
+                self._http.check_status(response, url)
+                if "html" not in response.headers.get("Content-Type", "text/html").lower():
+                    return None
+                body = self._http.read_bounded(response, LISTING_BYTES_MAX, url)
+                self._http.check_length(response, len(body), url)
+                # Entries are ASCII path segments; any other byte cannot make one valid.
+                return body.decode("utf-8", "replace"), str(response.url)
 
         return self._http.with_retries(attempt)
 

@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
+import httpx
 import pytest
 
 PYRSIA = [sys.executable, "-m", "pyrsia"]
@@ -246,3 +248,56 @@ def test_every_command_help_shows_an_example() -> None:
     assert missing == []
     shown = run("log", "search", "--help")
     assert "Example" in shown.stdout
+
+
+def test_every_setting_is_a_daemon_flag_with_its_variable_and_default() -> None:
+    from pyrsia.config import SETTINGS, Config
+
+    shown = run("daemon", "--help", env={"COLUMNS": "250"})
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    for f in fields(Config):
+        if f.name == "home":
+            continue
+        setting = SETTINGS[f.name]
+        assert f" {setting.flag} " in text, setting.flag
+        assert f"[env var: {setting.env}]" in text, setting.env
+        assert f"(default: {setting.default_text})" in text, setting.name
+
+
+def _effective_settings(home: Path, *flags: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    from tests.support.node import NodeProcess
+
+    with NodeProcess(home, *flags, env=env) as node:
+        token = (home / "admin.token").read_text().strip()
+        response = httpx.get(
+            f"{node.url}/api/v1/config", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+def _values_to_try() -> dict[str, object]:
+    from pyrsia.config import SETTINGS
+    from tests.unit.test_config import other_value
+
+    # The port stays 0 (a free one): the daemon must start, and it prints where.
+    return {name: 0 if name == "http_port" else other_value(s) for name, s in SETTINGS.items()}
+
+
+def test_every_setting_takes_effect_from_its_environment_variable(tmp_path: Path) -> None:
+    from pyrsia.config import SETTINGS
+
+    values = _values_to_try()
+    env = {SETTINGS[name].env: str(value) for name, value in values.items()}
+    effective = _effective_settings(tmp_path, env=env)
+    assert {name: effective[name] for name in values} == values
+
+
+def test_every_setting_takes_effect_from_its_flag(tmp_path: Path) -> None:
+    from pyrsia.config import SETTINGS
+
+    values = _values_to_try()
+    flags = [part for name, value in values.items() for part in (SETTINGS[name].flag, str(value))]
+    effective = _effective_settings(tmp_path, *flags)
+    assert {name: effective[name] for name in values} == values

@@ -136,6 +136,16 @@ class MavenRepo:
         target.write_bytes(data)
         write_sidecars(target, data if sidecars_of is None else sidecars_of, sha256=sha256)
 
+    def remove(self, path: str) -> None:
+        """Takes a directory, or a file with its sidecars, out of the repository: e.g. an
+        artifact's `maven-metadata.xml`, so clients must list its directory instead."""
+        target = self.file(path)
+        if target.is_dir():
+            shutil.rmtree(target)
+            return
+        for suffix in ("", ".sha1", ".md5", ".sha256"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+
 
 def write_sidecars(path: Path, data: bytes, *, sha256: bool) -> None:
     for algorithm in ("sha1", "md5", "sha256") if sha256 else ("sha1", "md5"):

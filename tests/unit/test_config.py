@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,105 @@ def test_bad_values_name_their_source(tmp_path: Path, toml: str, env: dict[str, 
     (tmp_path / "pyrsia.toml").write_text(toml)
     with pytest.raises(ConfigError, match=message):
         config.load(tmp_path, environ=env, flags={})
+
+
+def other_value(setting: config.Setting) -> object:
+    """A valid value that differs from the default, for any setting."""
+    if setting.choices:
+        return next(c for c in setting.choices if c != setting.default)
+    if setting.url:
+        return "http://127.0.0.1:9/elsewhere"
+    if setting.kind is str:
+        return "localhost"
+    step = 1 if setting.kind is int else 0.5
+    assert isinstance(setting.default, int | float)
+    value = setting.default + step
+    return value if setting.maximum is None or value <= setting.maximum else setting.default - step
+
+
+def test_every_config_field_is_one_declared_setting() -> None:
+    names = [f.name for f in fields(config.Config) if f.name != "home"]
+    assert list(config.SETTINGS) == names
+    for name, setting in config.SETTINGS.items():
+        default = getattr(config.Config(home=Path("/h")), name)
+        assert setting.default == default and type(default) is setting.kind
+        assert setting.env == "PYRSIA_" + name.upper()
+        assert setting.flag.startswith("--") and setting.help.endswith(".")
+        if setting.kind is not str:
+            assert setting.minimum is not None and setting.maximum is not None, name
+            assert setting.minimum <= default <= setting.maximum
+    flags = [s.flag for s in config.SETTINGS.values()]
+    assert len(set(flags)) == len(flags)
+
+
+def test_flags_kept_from_earlier_releases() -> None:
+    by_flag = {s.flag: s.name for s in config.SETTINGS.values()}
+    assert by_flag["--http-workers"] == "http_workers_max"
+    assert by_flag["--http-header-timeout"] == "http_header_timeout_s"
+    assert by_flag["--http-idle-timeout"] == "http_idle_timeout_s"
+    for flag in ("--http-host", "--http-port", "--docker-upstream", "--maven-upstream", "--log-level"):
+        assert flag in by_flag
+
+
+def test_settings_other_engineers_read_exist_with_their_defaults() -> None:
+    cfg = config.Config(home=Path("/h"))
+    assert cfg.upstream_deadline_s == 600.0
+    assert cfg.upstream_rate_min_bytes_s == 10240
+    assert cfg.http_idle_connections_max == 10_000
+    assert cfg.maven_file_bytes_max == 4 * 1024**3
+
+
+@pytest.mark.parametrize("name", list(config.SETTINGS))
+def test_each_setting_takes_effect_from_file_environment_and_flag(tmp_path: Path, name: str) -> None:
+    setting = config.SETTINGS[name]
+    value = other_value(setting)
+    assert getattr(config.load(tmp_path, environ={setting.env: str(value)}), name) == value
+    assert getattr(config.load(tmp_path, environ={}, flags={name: value}), name) == value
+    (tmp_path / "pyrsia.toml").write_text(config.dump_toml({name: value}))
+    assert getattr(config.load(tmp_path, environ={}), name) == value
+
+
+@pytest.mark.parametrize("name", list(config.SETTINGS))
+def test_each_setting_refuses_out_of_range_and_wrong_types(tmp_path: Path, name: str) -> None:
+    setting = config.SETTINGS[name]
+    bad: list[object] = [True, [1], {"a": 1}]
+    if setting.kind is str:
+        bad += [3, "", "x\ny", "\ud800", "x" * 5000]
+    else:
+        assert setting.minimum is not None and setting.maximum is not None
+        bad += [setting.minimum - 1, setting.maximum + 1, math.inf, -math.inf, math.nan, "1e400", "nan", "x"]
+        if setting.kind is int:
+            bad += [1.5, "1.5", "9" * 5000, 10**400]
+    for value in bad:
+        with pytest.raises(ConfigError, match=name):
+            config.load(tmp_path, environ={}, flags={name: value})
+        with pytest.raises(ConfigError, match=name):
+            config.set_in_file(tmp_path, name, value)
+        assert not (tmp_path / "pyrsia.toml").exists()
+
+
+def test_a_whole_float_is_taken_for_an_int_and_toml_specials_are_refused(tmp_path: Path) -> None:
+    assert config.set_in_file(tmp_path, "http_port", 8080.0) == 8080
+    assert config.load(tmp_path, environ={}).http_port == 8080
+    for text in ("http_idle_timeout_s = inf\n", "http_idle_timeout_s = nan\n", "http_port = 1979-05-27\n"):
+        (tmp_path / "pyrsia.toml").write_text(text)
+        with pytest.raises(ConfigError):
+            config.load(tmp_path, environ={})
+
+
+def test_what_set_in_file_writes_reads_back(tmp_path: Path) -> None:
+    config.set_in_file(tmp_path, "http_host", "h\u00e9te")
+    config.set_in_file(tmp_path, "maven_metadata_ttl_s", "1e3")
+    cfg = config.load(tmp_path, environ={})
+    assert (cfg.http_host, cfg.maven_metadata_ttl_s) == ("h\u00e9te", 1000.0)
+
+
+def test_http_limits_come_from_settings() -> None:
+    from pyrsia.http.server import Limits
+    from pyrsia.node.daemon import http_limits
+
+    cfg = config.load(Path("/h"), environ={}, flags={"http_workers_max": 7, "http_idle_timeout_s": 2.5})
+    limits = http_limits(cfg)
+    for f in fields(Limits):
+        assert getattr(limits, f.name) == getattr(cfg, f"http_{f.name}")
+    assert (limits.workers_max, limits.idle_timeout_s) == (7, 2.5)
