@@ -52,7 +52,8 @@ status code.
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
         ├── ProofInvalid             500 (a Merkle proof or checkpoint does not verify)
-        └── EntryUnknown             404 (no such block or logged digest)
+        ├── EntryUnknown             404 (no such block or logged digest)
+        └── FormatUnsupported        500 (the log on disk is in a format this pyrsia cannot read)
 """
 
 from __future__ import annotations
@@ -290,6 +291,12 @@ class ProofInvalid(TranslogError):
 class EntryUnknown(TranslogError):
     http_status = 404
     code = "NOT_FOUND"
+
+
+class FormatUnsupported(TranslogError):
+    """The log directory was written in an on-disk format this version cannot read."""
+
+    code = "FORMAT_UNSUPPORTED"
 
 
 class ConsensusError(PyrsiaError):

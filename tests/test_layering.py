@@ -45,6 +45,7 @@ PURE_MODULES = [
     "consensus/messages.py",
     "consensus/quorum.py",
     "translog/block.py",
+    "translog/chain.py",
     "translog/checkpoint.py",
     "translog/chunks.py",
     "translog/codec.py",
