@@ -148,9 +148,12 @@ class Node:
         }
 
     def settings(self) -> dict[str, object]:
-        return {
-            k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(self.config).items()
-        }
+        def shown(value: object) -> object:
+            if isinstance(value, tuple):
+                return list(value)
+            return value if isinstance(value, int | float) else str(value)
+
+        return {k: shown(v) for k, v in dataclasses.asdict(self.config).items()}
 
     def set_setting(self, key: str, value: object) -> dict[str, object]:
         stored = set_in_file(self.config.home, key, value)
