@@ -26,7 +26,8 @@ addresses. Failures reach callers as `PeerError` subclasses.
 
 Public API (any thread, blocking): `start()`, `stop()`, `bootstrap(addrs)`,
 `provide(digest)`, `stop_providing(digest)`, `find_providers(digest, timeout)`,
-`find_peer(peer_id, timeout)`, `peers()`, `routing_table_size`, `stats()`.
+`find_peer(peer_id, timeout)`, `peers()`, `routing_table_size`, `stats()`; and
+`lookup_providers(key)` / `lookup_node(key)` for the whole `LookupDone` (hops, requests).
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ class KadService:
             raise PeerUnreachable(f"no bootstrap peer reachable: {'; '.join(errors)}")
         own_key = dm.peer_id_to_bytes(self.peer_id)
         self._lookup(lambda core, now: core.find_node(own_key, now), deadline)
-        return self.routing_table_size
+        return self._call(lambda now: len(self._core_now().table), _left(deadline))
 
     def provide(self, digest: str, timeout: float = 60.0) -> list[str]:
         """Announce that we hold blob `digest`, now and every republish interval.
@@ -315,9 +316,7 @@ class KadService:
 
     def find_providers(self, digest: str, timeout: float = 30.0) -> list[tuple[str, list[Multiaddr]]]:
         """Peers that announced blob `digest` (not us), each with its addrs; [] if none."""
-        key = _provider_key(digest)
-        done = self._lookup(lambda core, now: core.find_providers(key, now), time.monotonic() + timeout)
-        assert isinstance(done, LookupDone)
+        done = self.lookup_providers(_provider_key(digest), timeout=timeout)
         found = []
         for provider in done.providers:
             if provider.peer_id == self.peer_id:
@@ -329,9 +328,7 @@ class KadService:
 
     def find_peer(self, peer_id: str, timeout: float = 30.0) -> list[Multiaddr]:
         """Addresses `peer_id` answered the lookup at; [] when the DHT does not reach it."""
-        key = dm.peer_id_to_bytes(peer_id)
-        done = self._lookup(lambda core, now: core.find_node(key, now), time.monotonic() + timeout)
-        assert isinstance(done, LookupDone)
+        done = self.lookup_node(dm.peer_id_to_bytes(peer_id), timeout=timeout)
         for peer in done.closest:
             if peer.peer_id == peer_id:
                 # It answered: over a live connection, identify says where it listens now.
@@ -339,6 +336,20 @@ class KadService:
                 self.host.add_addresses(peer_id, addrs)
                 return addrs
         return []
+
+    def lookup_providers(self, key: bytes, *, wanted: int | None = None, timeout: float = 30.0) -> LookupDone:
+        """The whole GET_PROVIDERS lookup of a raw key: providers, hops, requests, time."""
+        done = self._lookup(
+            lambda core, now: core.find_providers(key, now, wanted=wanted), time.monotonic() + timeout
+        )
+        assert isinstance(done, LookupDone)
+        return done
+
+    def lookup_node(self, key: bytes, *, timeout: float = 30.0) -> LookupDone:
+        """The whole FIND_NODE lookup of a raw key: the k closest that answered, hops, time."""
+        done = self._lookup(lambda core, now: core.find_node(key, now), time.monotonic() + timeout)
+        assert isinstance(done, LookupDone)
+        return done
 
     # -- API plumbing --------------------------------------------------------------------
 
@@ -378,6 +389,11 @@ class KadService:
                 lookup_id, effects = start(self._core_now(), now)
             except ValueError as exc:  # the core's own bound on provided keys
                 raise PeerTimeout(str(exc)) from exc
+            if not effects:
+                # Only a provide the core could not start (every lookup slot taken)
+                # returns nothing: it is scheduled for a later tick, sent nowhere yet.
+                _resolve(done, ProvideDone(lookup_id=lookup_id, key=b"", stored_at=()))
+                return
             self._waiting[lookup_id] = done
             self._execute(effects)
 
