@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -329,4 +330,48 @@ def test_stopped_service_refuses_calls(tmp_path: Path) -> None:
         with pytest.raises(PeerError):
             kad.provide(digest_of(b"late"), timeout=1.0)
     finally:
+        host.stop()
+
+
+def test_a_full_input_queue_refuses_inbound_requests(tmp_path: Path) -> None:
+    # The injected clock is the seam: closing the gate stalls the core thread at its
+    # next input, so the one-slot queue fills and further requests must be refused.
+    gate = threading.Event()
+    gate.set()
+
+    def clock() -> float:
+        gate.wait()
+        return time.monotonic()
+
+    identity = Identity.from_seed(os.urandom(32))
+    host = Host(identity, HostConfig(listen_host="127.0.0.1", listen_port=0)).start()
+    limits = KadServiceLimits(inputs_max=1)
+    kad = KadService(host, identity, config=KadConfig(request_timeout_s=20.0), clock=clock, limits=limits)
+    kad.start()
+    client = Host(Identity.from_seed(os.urandom(32)), HostConfig(listen_host="127.0.0.1", listen_port=0))
+    client.start()
+    try:
+        client.connect(str(host.listen_addrs[0].with_peer(host.peer_id)), timeout=TIMEOUT_S)
+        gate.clear()
+        results: list[tuple[list[Message], bool]] = []
+        ping = [Message(type=MessageType.PING)]
+        workers = [
+            threading.Thread(target=lambda: results.append(raw_exchange(client, host.peer_id, ping)))
+            for _ in range(5)
+        ]
+        for worker in workers:
+            worker.start()
+        # One request reaches the stalled core thread, one waits in the queue: 3 are refused.
+        wait_until(lambda: kad.stats().requests_dropped >= 3, "requests to be refused")
+        gate.set()
+        for worker in workers:
+            worker.join(TIMEOUT_S)
+        answered = [replies for replies, _ in results if replies]
+        assert len(results) == 5
+        assert len(answered) == 5 - kad.stats().requests_dropped >= 1
+        assert raw_exchange(client, host.peer_id, ping)[0][0].type is MessageType.PING
+    finally:
+        gate.set()
+        client.stop()
+        kad.stop()
         host.stop()
