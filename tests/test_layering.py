@@ -64,6 +64,7 @@ PURE_MODULES = [
     "p2p/noise.py",
     "p2p/ping.py",
     "p2p/protobuf.py",
+    "p2p/requests.py",
     "p2p/sync.py",
     "p2p/varint.py",
     "p2p/yamux.py",

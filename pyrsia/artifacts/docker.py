@@ -34,8 +34,15 @@ from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
-from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact, Vouched
-from pyrsia.errors import BlobUnknown, ManifestInvalid, NameUnknown, UpstreamError, UpstreamManifestInvalid
+from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, Authority, NewArtifact, Vouched
+from pyrsia.errors import (
+    BlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    UpstreamError,
+    UpstreamManifestInvalid,
+)
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
@@ -84,13 +91,16 @@ class DockerArtifacts:
         upstream: RegistryClient,
         expected: RecordStore,
         sources: Sequence[BlobSource] | None = None,
+        authority: Authority | None = None,
     ) -> None:
+        """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
         self._translog = translog
         self._upstream = upstream
         self._expected = expected
         self._sources = Sources(blobs, [RegistrySource(upstream)] if sources is None else sources)
         self._flights = SingleFlight()
+        self._authority = authority
 
     def manifest(self, name: str, reference: str | Digest, accept: Sequence[str]) -> StoredManifest:
         """The manifest for a tag or digest, negotiated against the client's Accept list."""
@@ -168,7 +178,10 @@ class DockerArtifacts:
     def _publish(self, name: str, reference: str) -> StoredManifest:
         """`_publish_tree`, leaving nothing behind when it fails: configs it fetched are
         removed unless the log vouches for them, and a manifest tree that does not parse
-        is the upstream's fault (502), not the client's."""
+        is the upstream's fault (502), not the client's. A node that is not an authority
+        asks one instead, and serves what then reaches its log."""
+        if self._authority is not None:
+            return self._requested_manifest(name, reference)
         fresh: list[Digest] = []
         try:
             return self._publish_tree(name, reference, fresh)
@@ -285,10 +298,25 @@ class DockerArtifacts:
                 return entry
         return None
 
+    def _requested_manifest(self, name: str, reference: str) -> StoredManifest:
+        assert self._authority is not None
+        self._authority.request_publish("docker_manifest", name, reference)
+        if ":" in reference:
+            if self._translog.vouches(DOCKER, reference):
+                return self._vouched_manifest(name, Digest.parse(reference))
+        elif (done := self._translog.committed(DOCKER, manifest_path(name, reference))) is not None:
+            return self._vouched_manifest(name, Digest.parse(done.digest))
+        raise ManifestUnknown(f"an authority published {name}:{reference}, but this node's log lacks it")
+
     def _first_fetch(self, name: str, digest: Digest, expected: dict[str, Any]) -> StoredBlob:
         """A layer's bytes, fetched for the first time: verify against its manifest, then commit."""
         vouched = self._translog.record(DOCKER, str(digest))
-        if vouched is not None:  # another flight committed it between our lookup and our turn
+        if vouched is None and self._authority is not None:
+            self._authority.request_publish("docker_blob", name, str(digest))
+            vouched = self._translog.record(DOCKER, str(digest))
+            if vouched is None:
+                raise BlobUnknown(f"an authority published blob {digest}, but this node's log lacks it")
+        if vouched is not None:  # committed by another flight (or the authority asked)
             return self._sources.obtain(_wanted(name, vouched))
         size = expected.get("size")
         wanted = Wanted(digest=digest, name=name, size=size if isinstance(size, int) else None)

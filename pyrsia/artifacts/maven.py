@@ -30,8 +30,8 @@ from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
-from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
-from pyrsia.errors import DigestMismatch, UpstreamError
+from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, Authority, NewArtifact
+from pyrsia.errors import DigestMismatch, MavenFileUnknown, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
 from pyrsia.upstream.maven import FetchedFile, MavenClient
@@ -60,7 +60,9 @@ class MavenArtifacts:
         upstream: MavenClient,
         metadata_ttl_s: float,
         clock: Callable[[], float] = time.time,
+        authority: Authority | None = None,
     ) -> None:
+        """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
         self._records = records
         self._translog = translog
@@ -68,6 +70,7 @@ class MavenArtifacts:
         self._metadata_ttl_s = metadata_ttl_s
         self._clock = clock
         self._flights = SingleFlight()
+        self._authority = authority
 
     def file(self, target: MavenPath) -> MavenFile:
         held = self._held(target.path)
@@ -104,14 +107,24 @@ class MavenArtifacts:
 
     def _download(self, target: MavenPath) -> MavenFile:
         path = target.path
-        fetched = self._upstream.fetch(path, self._blobs.opener(None, self._upstream.base_url, CHECKSUMS))
         vouched = self._translog.committed(MAVEN, served_path(path))
+        expected: Digest | None = None
+        if self._authority is not None:
+            # Not an authority: the log must hold the file first, and the bytes must be its.
+            if vouched is None or target.is_metadata:
+                self._authority.request_publish("maven", path)
+                vouched = self._translog.committed(MAVEN, served_path(path))
+            if vouched is None:
+                raise MavenFileUnknown(f"an authority published {path}, but this node's log lacks it")
+            expected = Digest.parse(vouched.digest)
+        fetched = self._upstream.fetch(path, self._blobs.opener(expected, self._upstream.base_url, CHECKSUMS))
         if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
             # A released file never changes: the log's digest stands, the upstream's new bytes do not.
             raise DigestMismatch(
                 expected=vouched.digest, calculated=str(fetched.digest), source=self._upstream.base_url
             )
-        if vouched is None or vouched.digest != str(fetched.digest):  # new, or metadata that changed
+        if self._authority is None and (vouched is None or vouched.digest != str(fetched.digest)):
+            # new, or metadata that changed: an authority commits it
             who = self._provenance(target, fetched.digest)
             self._translog.publish(
                 [

@@ -19,6 +19,7 @@ from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
 from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
+from pyrsia.cli.peers import peers, ping
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
@@ -36,6 +37,9 @@ app = typer.Typer(
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
 app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
+app.command(epilog="Example: pyrsia peers --json")(peers)
+app.command("list", epilog="Example: pyrsia list", help="Alias of `pyrsia peers`.")(peers)
+app.command(epilog="Example: pyrsia ping /ip4/127.0.0.1/tcp/44000/p2p/12D3KooW…")(ping)
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")

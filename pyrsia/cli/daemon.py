@@ -64,6 +64,8 @@ def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
     console.line(f"peer id    {info.peer_id}")
     for address in info.addresses:
         console.line(f"address    {address}")
+    for address in info.p2p_addresses:
+        console.line(f"p2p        {address}")
     console.line(f"home       {cfg.home}")
     console.line(f"docker     {cfg.docker_upstream}")
     console.line(f"maven      {cfg.maven_upstream}")

@@ -167,6 +167,8 @@ class Ledger:
         self._clock = clock
         self._chain = Chain()
         self._head: Head | None = None
+        self._listeners: list[Callable[[Block], None]] = []
+        self._genesis_hash = b""
         self.origin = ""
         self._queue: queue.Queue[_Request] = queue.Queue(QUEUE_REQUESTS_MAX)
         self._writer = threading.Thread(target=self._run, name="translog-writer", daemon=True)
@@ -188,8 +190,14 @@ class Ledger:
         *,
         files: BlockFiles | None = None,
         index: Index | None = None,
+        genesis: Block | None = None,
     ) -> Ledger:
-        """Open (or start) the log under `root`: chain verified, index whole, writer running."""
+        """Open (or start) the log under `root`: chain verified, index whole, writer running.
+
+        A log with no blocks yet starts from `genesis` (a network's first block, verified
+        in full here) when one is given, else from a genesis of its own (the embedded
+        one-authority network). A log that has blocks must begin with `genesis` if given.
+        """
         files = files or BlockFiles(root)
         files.check_format(create=True)
         removed = files.remove_leftovers()
@@ -198,7 +206,7 @@ class Ledger:
         index = index or Index(root / INDEX_FILE)
         ledger = cls(root, key, files, index, clock)
         try:
-            ledger._load()
+            ledger._load(genesis)
         except BaseException:
             index.close()
             raise
@@ -221,7 +229,7 @@ class Ledger:
 
     # -- opening --------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self, genesis: Block | None) -> None:
         chain, files = self._chain, self._files
         heights = files.heights()
         if heights:
@@ -243,12 +251,15 @@ class Ledger:
                     height=height, hash=block.header.hash, artifacts=artifacts, dependencies=dependencies
                 )
         if not heights:
-            genesis = genesis_block(self._key, int(self._clock()))
-            chain.apply(genesis)
-            files.write(0, genesis.encode())
+            first = genesis if genesis is not None else genesis_block(self._key, int(self._clock()))
+            chain.apply(first)
+            files.write(0, first.encode())
             at_index_tip = None
+        elif genesis is not None and self._read(0).header.hash != genesis.header.hash:
+            raise ChainBroken(0, "this log belongs to another network than the genesis given")
         assert chain.tip is not None
         self.origin = chain.origin
+        self._genesis_hash = self._read(0).header.hash
         self._head = Head(tip=chain.tip, size=chain.size, authorities=chain.authorities)
         self._sync_index(indexed, at_index_tip)
 
@@ -444,13 +455,29 @@ class Ledger:
         request.future.set_result(request.block)
 
     def _committed(self, block: Block, first_leaf: int) -> None:
-        """The block is durable: readers see it, then the index learns it."""
+        """The block is durable: readers see it, then the index learns it, then listeners."""
         chain = self._chain
         self._head = Head(tip=block, size=chain.size, authorities=chain.authorities)
         try:
             self._index.apply([(block, first_leaf)])
         except Exception as exc:
             self._index_failed(block.header.height, exc)
+        for listener in self._listeners:
+            listener(block)
+
+    def on_commit(self, listener: Callable[[Block], None]) -> None:
+        """`listener(block)` runs on the writer thread after each durable block: keep it short."""
+        self._listeners.append(listener)
+
+    def block_bytes(self, height: int) -> bytes:
+        """A stored block as encoded on disk (what peers are sent), without decoding it."""
+        if not 0 <= height <= self.height:
+            raise EntryUnknown(f"no block at height {height}; the log is at {self.height}")
+        return self._files.read(height)
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self._genesis_hash
 
     def _index_failed(self, height: int, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, PyrsiaError) else f"{type(exc).__name__}: {exc}"

@@ -282,9 +282,11 @@ def _values_to_try() -> dict[str, object]:
     from tests.unit.test_config import other_value
 
     # Ports stay 0 (free ones): the daemon must start, and it prints where. A genesis file
-    # is a network's, tried where a network is started (tests/integration/test_p2p_node.py).
+    # and bootstrap peers make a fresh node join a network before it serves: they are
+    # tried where networks are started (tests/integration/test_p2p_network.py).
     fixed = {"http_port": 0, "p2p_port": 0}
-    return {name: fixed.get(name, other_value(s)) for name, s in SETTINGS.items() if name != "genesis"}
+    joining = ("genesis", "bootstrap")
+    return {name: fixed.get(name, other_value(s)) for name, s in SETTINGS.items() if name not in joining}
 
 
 def _shown(value: object) -> object:
