@@ -49,7 +49,7 @@ LOOPBACK = "127.0.0.1"
 NODES_MAX = 32
 READY_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 3.0
-TERM_TIMEOUT_S = 20.0
+TERM_TIMEOUT_S = 40.0  # longer than a daemon's own shutdown grace for requests in flight
 KILL_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 5
@@ -106,27 +106,34 @@ class DevnetNode:
         """Raises `ValueError` unless `doc` is a node as `to_json` writes it."""
         if not isinstance(doc, dict):
             raise ValueError("a node is not an object")
-        texts = {k: doc.get(k) for k in ("name", "role", "home", "peer_id", "http_url", "p2p")}
-        numbers = {k: doc.get(k) for k in ("http_port", "p2p_port", "pid")}
-        for key, text in texts.items():
-            if not isinstance(text, str):
-                raise ValueError(f"{key} is not a string")
-        for key, number in numbers.items():
-            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-                raise ValueError(f"{key} is not a whole number")
-        if texts["role"] not in (AUTHORITY, REGULAR) or not Path(str(texts["home"])).is_absolute():
-            raise ValueError(f"node {texts['name']!r} has a bad role or home")
-        return cls(
-            name=str(texts["name"]),
-            role=str(texts["role"]),
-            home=Path(str(texts["home"])),
-            peer_id=str(texts["peer_id"]),
-            http_url=str(texts["http_url"]),
-            p2p=str(texts["p2p"]),
-            http_port=int(numbers["http_port"]),  # type: ignore[arg-type]
-            p2p_port=int(numbers["p2p_port"]),  # type: ignore[arg-type]
-            pid=int(numbers["pid"]),  # type: ignore[arg-type]
+        node = cls(
+            name=_text(doc, "name"),
+            role=_text(doc, "role"),
+            home=Path(_text(doc, "home")),
+            peer_id=_text(doc, "peer_id"),
+            http_url=_text(doc, "http_url"),
+            p2p=_text(doc, "p2p"),
+            http_port=_number(doc, "http_port"),
+            p2p_port=_number(doc, "p2p_port"),
+            pid=_number(doc, "pid"),
         )
+        if node.role not in (AUTHORITY, REGULAR) or not node.home.is_absolute() or node.pid <= 1:
+            raise ValueError(f"node {node.name!r} has a bad role, home or process id")
+        return node
+
+
+def _text(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def _number(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**31:
+        raise ValueError(f"{key} is not a whole number")
+    return value
 
 
 # --- devnet.json ----------------------------------------------------------------------
@@ -381,24 +388,34 @@ class _Interrupts:
     def __init__(self) -> None:
         self._depth = 0
         self._pending = False
+        self._fired = False
 
     def _handle(self, _signum: int, _frame: FrameType | None) -> None:
-        if self._depth:
+        # Only the first signal interrupts: a second Ctrl-C must not cut the cleanup short.
+        if self._depth or self._fired:
             self._pending = True
             return
+        self._fired = True
         raise KeyboardInterrupt
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        """Our handlers for the block; a block that fails leaves the command on its way
+        out, past its cleanup, so a further signal is then ignored rather than let cut
+        the exit short."""
         previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        except BaseException:
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+            raise
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self, *, deliver: bool = True) -> Iterator[None]:
+        """Defers signals to the end of the block; drops them if not `deliver` (cleanup)."""
         self._depth += 1
         try:
             yield
@@ -406,7 +423,9 @@ class _Interrupts:
             self._depth -= 1
         if self._pending and not self._depth:
             self._pending = False
-            raise KeyboardInterrupt
+            if deliver and not self._fired:
+                self._fired = True
+                raise KeyboardInterrupt
 
 
 # --- ports ----------------------------------------------------------------------------
@@ -524,16 +543,19 @@ def up(
         log = node.home / LOG_FILE
         argv = _daemon_argv(node, bootstrap, docker_upstream, maven_upstream)
         with interrupts.held():
-            offset = log.stat().st_size if log.exists() else 0
-            with log.open("ab") as out:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            try:
+                offset = log.stat().st_size if log.exists() else 0
+                with log.open("ab") as out:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                raise PyrsiaError(f"cannot start {node.name} ({argv[0]}): {exc.strerror}") from exc
             launches.append(_Launch(replace(node, pid=popen.pid), popen, offset))
             record(STARTING)
 
@@ -556,7 +578,7 @@ def up(
                 with interrupts.held():
                     record(RUNNING)
         except BaseException as exc:
-            with interrupts.held():
+            with interrupts.held(deliver=False):
                 _stop([_Daemon(s.node, s.popen) for s in launches])
                 _forget(directory)
             if isinstance(exc, KeyboardInterrupt):
@@ -638,6 +660,9 @@ def _probe(node: DevnetNode) -> dict[str, Any]:
     }
     if not row["alive"]:
         row["error"] = "process not running"
+        return row
+    if not node.http_url:
+        row["error"] = "not ready yet"
         return row
     try:
         doc = _status(node.http_url)

@@ -273,7 +273,8 @@ def test_up_whose_node_fails_stops_the_others_and_names_it(tmp_path: Path) -> No
         kill_leftovers(directory)
 
 
-def test_interrupted_up_stops_what_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_up_stops_what_it_started(tmp_path: Path, signum: int) -> None:
     directory = tmp_path / "net"
     # node1 blocks for good opening its config (a FIFO nobody writes), so `up` is caught
     # half way: node0 ready, node1 and node2 started, `up` waiting for node1.
@@ -300,7 +301,7 @@ def test_interrupted_up_stops_what_it_started(tmp_path: Path) -> None:
         pids = [n["pid"] for n in record(directory)["nodes"]]
         assert record(directory)["state"] == "starting"
         assert set(daemons_under(directory)) == set(pids)
-        up.send_signal(signal.SIGINT)
+        up.send_signal(signum)
         _out, err = up.communicate(timeout=EXIT_TIMEOUT_S)
         assert up.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
@@ -322,3 +323,42 @@ def test_base_port_that_is_taken_is_refused_before_anything_starts(tmp_path: Pat
     one_line_error(result, f"port {port}", "--base-port")
     assert daemons_under(directory) == {}
     assert not (directory / "devnet.json").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b'{"format": 1, "state": "running", "nodes": [{"name": "node0", "pid": 1}]}', b"[]"],
+)
+def test_a_damaged_record_is_one_line_and_signals_nothing(tmp_path: Path, content: bytes) -> None:
+    directory = tmp_path / "net"
+    directory.mkdir()
+    (directory / "devnet.json").write_bytes(content)
+    for command in ("up", "status", "down"):
+        one_line_error(devnet(command, "--dir", str(directory)), f"{directory / 'devnet.json'} is damaged")
+    assert daemons_under(directory) == {}
+    assert (directory / "devnet.json").read_bytes() == content
+
+
+def test_signals_wait_while_held_and_only_the_first_interrupts() -> None:
+    """The rule `up` relies on: no KeyboardInterrupt between starting a daemon and
+    recording it, and none once the cleanup after the first one has begun."""
+    from pyrsia.cli.devnet import _Interrupts
+
+    interrupts = _Interrupts()
+    before, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt), interrupts.held():
+            signal.raise_signal(signal.SIGINT)
+            reached = True  # the block runs to its end first
+        assert reached
+        with interrupts.held(deliver=False):
+            signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)  # already interrupted once: recorded, not raised
+    assert signal.getsignal(signal.SIGINT) == before
+
+    fresh = _Interrupts()
+    with pytest.raises(KeyboardInterrupt), fresh.installed():
+        signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # on its way out: ignored
+    signal.signal(signal.SIGTERM, before_term)
+    signal.signal(signal.SIGINT, before)
