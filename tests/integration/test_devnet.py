@@ -362,3 +362,11 @@ def test_signals_wait_while_held_and_only_the_first_interrupts() -> None:
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # on its way out: ignored
     signal.signal(signal.SIGTERM, before_term)
     signal.signal(signal.SIGINT, before)
+
+
+def test_devnet_help_imports_nothing_heavy() -> None:
+    from tests.integration.test_help_imports import heavy, imported
+
+    modules = imported("-m", "pyrsia", "devnet", "up", "--help")
+    assert "pyrsia.cli.devnet" in modules
+    assert not heavy(modules)
