@@ -17,6 +17,7 @@ from pyrsia.cli import console
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
+from pyrsia.cli.devnet import devnet_app
 from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.peers import peers, ping
@@ -45,6 +46,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 app.add_typer(log_app, name="log")
 app.add_typer(inspect_app, name="inspect-log")
+app.add_typer(devnet_app, name="devnet")
 
 
 def _show_version(value: bool) -> None:
