@@ -18,7 +18,6 @@ import pytest
 from tests.e2e.test_registry_clients import podman_env, run
 from tests.integration.test_devnet import (
     IMAGE,
-    REGULAR_NODES_PENDING,
     daemons_under,
     devnet,
     kill_leftovers,
@@ -59,7 +58,6 @@ def network(tmp_path: Path) -> Iterator[Path]:
             kill_leftovers(directory)
 
 
-@REGULAR_NODES_PENDING
 def test_podman_pulls_through_a_regular_node(network: Path, tmp_path: Path) -> None:
     regular = record(network)["nodes"][1]
     assert regular["role"] == "regular"

@@ -37,9 +37,6 @@ MANIFEST_ACCEPT = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
-REGULAR_NODES_PENDING = pytest.mark.xfail(
-    reason="regular nodes request publication once the p2p wiring lands", strict=False
-)
 COMMAND_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 60.0
 
@@ -216,10 +213,13 @@ def test_authority_serves_the_upstream_manifest(network: Path) -> None:
     assert_upstream_manifest(fetch_manifest(authority["http_url"]))
 
 
-@REGULAR_NODES_PENDING
-def test_regular_node_serves_the_upstream_manifest(network: Path) -> None:
-    regular = record(network)["nodes"][1]
+def test_regular_node_serves_what_the_authority_committed(network: Path) -> None:
+    authority, regular = record(network)["nodes"][:2]
     assert_upstream_manifest(fetch_manifest(regular["http_url"]))
+    # The regular node committed nothing itself: the authority did, and sync brought it.
+    found = httpx.get(f"{regular['http_url']}/api/v1/log/search", params={"package": IMAGE.name}, timeout=30)
+    submitters = {r["submitter"] for r in found.json()["results"]}
+    assert submitters == {authority["peer_id"]}
 
 
 def test_up_refuses_while_a_devnet_runs(network: Path) -> None:
