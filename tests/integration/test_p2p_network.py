@@ -218,3 +218,42 @@ def test_peers_ping_and_status_show_the_network(tmp_path: Path) -> None:
             unknown = pyrsia("ping", "12D3KooWNotAPeerWeKnow", "--node", second.url)
             assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
             assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_a_genesis_file_pins_the_network_and_on_missing_fail_answers_404(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    _publish_blocks(tmp_path / "a", 1)
+    ledger = Ledger.open(tmp_path / "a" / "translog", load_identity(tmp_path / "a").signing_key)
+    try:
+        (tmp_path / "genesis.blk").write_bytes(ledger.block_bytes(0))
+    finally:
+        ledger.close()
+    _publish_blocks(tmp_path / "other", 1)  # another network: its own genesis
+    ledger = Ledger.open(tmp_path / "other" / "translog", load_identity(tmp_path / "other").signing_key)
+    try:
+        (tmp_path / "other.blk").write_bytes(ledger.block_bytes(0))
+    finally:
+        ledger.close()
+    three = images.three_layer()
+    with NodeProcess(tmp_path / "a", "--docker-upstream", upstream.url) as authority:
+        flags = ("--docker-upstream", upstream.url, "--bootstrap", authority.p2p_address)
+        with NodeProcess(
+            tmp_path / "b", *flags, "--genesis", str(tmp_path / "genesis.blk"), "--on-missing", "fail"
+        ) as pinned:
+            eventually(lambda: height(pinned) == 1, "b synced a's network")
+            refused = httpx.get(f"{pinned.url}/v2/{three.name}/manifests/{three.tag}", headers=ACCEPT)
+            assert refused.status_code == 404
+            assert 'on_missing = "fail"' in refused.json()["errors"][0]["message"]
+            assert height(authority) == 1  # nothing was requested
+        # A node pinned to another network refuses a's blocks, naming why.
+        with NodeProcess(tmp_path / "c", *flags, "--genesis", str(tmp_path / "other.blk")) as stranger:
+            eventually(lambda: "another network" in stranger.output(), "c refuses a")
+            assert height(stranger) == 0
+    # Stopped, a's log given another network's genesis file: the node refuses with one line.
+    wrong = subprocess.run(
+        [sys.executable, "-m", "pyrsia", "daemon", "--home", str(tmp_path / "a"), "--http-port", "0",
+         "--genesis", str(tmp_path / "other.blk")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "another network" in wrong.stderr and "Traceback" not in wrong.stderr
