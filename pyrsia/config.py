@@ -35,6 +35,7 @@ DOCKER_HUB = "https://registry-1.docker.io"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STRING_CHARS_MAX = 2048
+LIST_ITEMS_MAX = 64
 GIB = 1024 * 1024 * 1024
 
 
@@ -55,14 +56,15 @@ class Setting:
     """One node setting: everything the file, the environment, `--help` and validation need."""
 
     name: str
-    kind: type  # int, float or str
-    default: int | float | str
+    kind: type  # int, float, str, or tuple (a list of strings: repeatable flag, TOML array)
+    default: int | float | str | tuple[str, ...]
     help: str
     flag: str
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     url: bool = False
+    empty_ok: bool = False  # a string setting whose empty value means "none"
 
     @property
     def env(self) -> str:
@@ -70,7 +72,11 @@ class Setting:
 
     @property
     def default_text(self) -> str:
-        return _num(self.default) if isinstance(self.default, float) else str(self.default)
+        if isinstance(self.default, tuple):
+            return ", ".join(self.default) or "none"
+        if isinstance(self.default, float):
+            return _num(self.default)
+        return str(self.default) or "none"
 
     def check(self, value: object) -> None:
         """Raises `ConfigError` unless `value` (already of `kind`) is allowed."""
@@ -85,11 +91,19 @@ class Setting:
             raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
         if self.url:
             check_url(self.name, str(value))
+        if isinstance(value, tuple):
+            if len(value) > LIST_ITEMS_MAX:
+                raise ConfigError(f"{self.name} takes at most {LIST_ITEMS_MAX} entries")
+            for item in value:
+                self._check_text(item, empty_ok=False)
         if isinstance(value, str):
-            if not value:
-                raise ConfigError(f"{self.name} must not be empty")
-            if len(value) > STRING_CHARS_MAX or not value.isprintable():
-                raise ConfigError(f"{self.name} must be printable and at most {STRING_CHARS_MAX} characters")
+            self._check_text(value, empty_ok=self.empty_ok)
+
+    def _check_text(self, value: str, *, empty_ok: bool) -> None:
+        if not value and not empty_ok:
+            raise ConfigError(f"{self.name} must not be empty")
+        if len(value) > STRING_CHARS_MAX or not value.isprintable():
+            raise ConfigError(f"{self.name} must be printable and at most {STRING_CHARS_MAX} characters")
 
 
 def _num(value: float) -> str:
@@ -105,6 +119,7 @@ def _setting(
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
     url: bool = False,
+    empty_ok: bool = False,
 ) -> Any:
     """A `Config` field that is also a setting: its one declaration (see `SETTINGS`)."""
     spec = {
@@ -114,6 +129,7 @@ def _setting(
         "maximum": maximum,
         "choices": choices,
         "url": url,
+        "empty_ok": empty_ok,
     }
     return field(default=default, metadata={"setting": spec})
 
@@ -186,6 +202,34 @@ class Config:
         3, "Further attempts after an upstream fetch fails.", minimum=0, maximum=20
     )
 
+    p2p_host: str = _setting("0.0.0.0", "Address the p2p transport listens on (libp2p over TCP).")
+    p2p_port: int = _setting(44000, "p2p port; 0 picks a free one.", minimum=0, maximum=65535)
+    bootstrap: tuple[str, ...] = _setting(
+        (),
+        "Multiaddr of a node to join through, /ip4/HOST/tcp/PORT/p2p/PEER_ID; repeatable. "
+        "With none and no log, the node starts its own one-authority network.",
+    )
+    genesis: str = _setting(
+        "",
+        "File holding the genesis block of the network to join; its hash is pinned.",
+        empty_ok=True,
+    )
+    on_missing: str = _setting(
+        "request",
+        "What a pull of something the log does not vouch for does on a node that is not an "
+        "authority: ask an authority to publish it and wait, or fail with 404.",
+        choices=("request", "fail"),
+    )
+    request_timeout_s: float = _setting(
+        120.0,
+        "Seconds a pull waits for an authority to publish what it asked for.",
+        minimum=1,
+        maximum=3600,
+    )
+    p2p_connections_max: int = _setting(
+        256, "Inbound p2p connections accepted at once.", minimum=1, maximum=65536
+    )
+
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():
             value = getattr(self, setting.name)
@@ -205,7 +249,7 @@ def check_url(key: str, value: str) -> str:
     return value.rstrip("/")
 
 
-_KINDS: dict[str, type] = {"int": int, "float": float, "str": str}
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "tuple[str, ...]": tuple}
 
 
 def _settings() -> dict[str, Setting]:
@@ -215,7 +259,7 @@ def _settings() -> dict[str, Setting]:
             continue
         spec = dict(f.metadata["setting"])
         kind, default = _KINDS[str(f.type)], f.default
-        assert isinstance(default, int | float | str) and isinstance(default, kind), f.name
+        assert isinstance(default, int | float | str | tuple) and isinstance(default, kind), f.name
         spec["flag"] = spec["flag"] or "--" + f.name.removesuffix("_s").replace("_", "-")
         out[f.name] = Setting(name=f.name, kind=kind, default=default, **spec)
     return out
@@ -255,6 +299,13 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
             if not math.isfinite(value):
                 raise ValueError(raw)
             return value
+        if want is tuple:
+            # An environment variable (which click also hands over as one flag value) is
+            # comma- or space-separated.
+            items = [raw] if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+                raise ValueError(raw)
+            return tuple(part for item in items for part in re.split(r"[,\s]+", item) if part)
         if not isinstance(raw, str):
             raise ValueError(raw)
         return raw
@@ -264,7 +315,12 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
 
 
 _DECIMAL = re.compile(r"^[+-]?[0-9]{1,30}\Z")
-_DESCRIBE = {int: "int (a whole number)", float: "float (a finite number)", str: "str (a string)"}
+_DESCRIBE = {
+    int: "int (a whole number)",
+    float: "float (a finite number)",
+    str: "str (a string)",
+    tuple: "a list of strings",
+}
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -303,7 +359,9 @@ def set_in_file(home: Path, key: str, raw: object) -> object:
     Config(home=home, **values)
     text = dump_toml(values)
     # What lands must read back as itself, or the node could not start again.
-    if tomllib.loads(text) != values:  # pragma: no cover - the checks above make this unreachable
+    if {
+        k: _coerce(k, v, key) for k, v in tomllib.loads(text).items()
+    } != values:  # pragma: no cover - the checks above make this unreachable
         raise ConfigError(f"{key}: value cannot be written to {CONFIG_FILE}")
     write_atomic(path, text.encode())
     return values[key]
@@ -321,6 +379,6 @@ def load(
         if (raw := environ.get(env_name(key))) is not None:
             values[key] = _coerce(key, raw, env_name(key))
     for key, flag in (flags or {}).items():
-        if flag is not None:
+        if flag is not None and flag != ():  # a repeatable flag never given is empty
             values[key] = _coerce(key, flag, SETTINGS[key].flag)
     return Config(home=home, **values)

@@ -35,7 +35,10 @@ status code.
     ├── PreconditionFailed           412 (If-Match / If-Unmodified-Since false)
     ├── UpstreamError                502 (an upstream registry failed us)
     │   ├── UpstreamUnavailable      503 (cannot connect, timed out, 5xx after retries)
-    │   └── DigestMismatch           502 (bytes do not hash to what was asked)
+    │   │   └── UpstreamTimeout      504 UPSTREAM_TIMEOUT (deadline passed, or transfer too slow)
+    │   ├── DigestMismatch           502 (bytes do not hash to what was asked)
+    │   ├── UpstreamManifestInvalid  502 MANIFEST_INVALID (the upstream's manifest is malformed)
+    │   └── UpstreamSizeInvalid      502 SIZE_INVALID (more or fewer bytes than declared)
     ├── StorageError                 500 (the local disk failed us)
     ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
     │   ├── ProtocolViolation        the peer sent something its protocol forbids
@@ -50,7 +53,8 @@ status code.
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
         ├── ProofInvalid             500 (a Merkle proof or checkpoint does not verify)
-        └── EntryUnknown             404 (no such block or logged digest)
+        ├── EntryUnknown             404 (no such block or logged digest)
+        └── FormatUnsupported        500 (the log on disk is in a format this pyrsia cannot read)
 """
 
 from __future__ import annotations
@@ -220,6 +224,25 @@ class UpstreamUnavailable(UpstreamError):
     code = "UPSTREAM_UNAVAILABLE"
 
 
+class UpstreamTimeout(UpstreamUnavailable):
+    """The fetch's overall deadline passed, or bytes arrived slower than the floor allows."""
+
+    http_status = 504
+    code = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamManifestInvalid(UpstreamError):
+    """The upstream's manifest (or index) does not parse or validate: its fault, not the client's."""
+
+    code = "MANIFEST_INVALID"
+
+
+class UpstreamSizeInvalid(UpstreamError):
+    """The upstream sent more bytes than declared (or allowed), or fewer than its descriptor said."""
+
+    code = "SIZE_INVALID"
+
+
 class DigestMismatch(UpstreamError):
     code = "DIGEST_INVALID"
 
@@ -269,6 +292,12 @@ class ProofInvalid(TranslogError):
 class EntryUnknown(TranslogError):
     http_status = 404
     code = "NOT_FOUND"
+
+
+class FormatUnsupported(TranslogError):
+    """The log directory was written in an on-disk format this version cannot read."""
+
+    code = "FORMAT_UNSUPPORTED"
 
 
 class ConsensusError(PyrsiaError):

@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -226,6 +226,8 @@ class BlobWriter:
             self.abort()
             raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
         self._store.mark_verified(calculated, root)
+        for listener in self._store._listeners:
+            listener(calculated)
         return StoredBlob(
             digest=calculated, path=final, size=self.size, chunk_root=root, hexdigests=self.hexdigests()
         )
@@ -389,7 +391,10 @@ class BlobStore:
         self._fanout = fanout
         self.tmp_dir = tmp_dir or root / "tmp"
         self._stamps: dict[Digest, tuple[int, int, int]] = {}
-        self._roots: dict[Digest, bytes] = {}  # chunk roots of verified blobs; dropped with their stamp
+        self._roots: dict[Digest, bytes] = {}
+        self._listeners: list[
+            Callable[[Digest], None]
+        ] = []  # chunk roots of verified blobs; dropped with their stamp
         self._stamps_lock = threading.Lock()
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -533,6 +538,16 @@ class BlobStore:
         with self.writer(digest, source) as writer:
             writer.write(data)
             return writer.commit()
+
+    def digests(self) -> Iterator[Digest]:
+        """Every stored blob's digest (not re-verified), for announcing what is held."""
+        for algorithm in ("sha256", "sha512"):
+            for path in (self.root / algorithm).glob("*/*"):
+                yield Digest(algorithm, path.name)
+
+    def on_stored(self, listener: Callable[[Digest], None]) -> None:
+        """`listener(digest)` after each new blob is committed (on the writer's thread)."""
+        self._listeners.append(listener)
 
     def stats(self) -> tuple[int, int]:
         """(number of blobs, total bytes) — walks the tree, for status pages only."""

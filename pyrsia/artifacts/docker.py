@@ -34,8 +34,15 @@ from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
-from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, NewArtifact, Vouched
-from pyrsia.errors import BlobUnknown, ManifestInvalid, NameUnknown, UpstreamError
+from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, Authority, NewArtifact, Vouched
+from pyrsia.errors import (
+    BlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    UpstreamError,
+    UpstreamManifestInvalid,
+)
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
@@ -72,7 +79,8 @@ class RegistrySource:
         self.label = f"upstream {client.base_url}"
 
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
-        self._client.fetch_blob(wanted.name, wanted.digest, open_sink)
+        # The declared size bounds the download (and its deadline) in the client too.
+        self._client.fetch_blob(wanted.name, wanted.digest, open_sink, size_bytes=wanted.size)
 
 
 class DockerArtifacts:
@@ -83,13 +91,16 @@ class DockerArtifacts:
         upstream: RegistryClient,
         expected: RecordStore,
         sources: Sequence[BlobSource] | None = None,
+        authority: Authority | None = None,
     ) -> None:
+        """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
         self._translog = translog
         self._upstream = upstream
         self._expected = expected
         self._sources = Sources(blobs, [RegistrySource(upstream)] if sources is None else sources)
         self._flights = SingleFlight()
+        self._authority = authority
 
     def manifest(self, name: str, reference: str | Digest, accept: Sequence[str]) -> StoredManifest:
         """The manifest for a tag or digest, negotiated against the client's Accept list."""
@@ -165,6 +176,26 @@ class DockerArtifacts:
         return fetched.body
 
     def _publish(self, name: str, reference: str) -> StoredManifest:
+        """`_publish_tree`, leaving nothing behind when it fails: configs it fetched are
+        removed unless the log vouches for them, and a manifest tree that does not parse
+        is the upstream's fault (502), not the client's. A node that is not an authority
+        asks one instead, and serves what then reaches its log."""
+        if self._authority is not None:
+            return self._requested_manifest(name, reference)
+        fresh: list[Digest] = []
+        try:
+            return self._publish_tree(name, reference, fresh)
+        except BaseException as exc:
+            for digest in fresh:
+                if not self._translog.vouches(DOCKER, str(digest)):
+                    self._blobs.remove(digest)
+            if isinstance(exc, ManifestInvalid):
+                raise UpstreamManifestInvalid(
+                    f"upstream manifests of {name}:{reference}: {exc.message}"
+                ) from exc
+            raise
+
+    def _publish_tree(self, name: str, reference: str, fresh: list[Digest]) -> StoredManifest:
         """Fetch the manifest tree and configs, verify, commit them to the log, then serve."""
         # A flight that finished between our lookup and this one may have published it.
         if ":" in reference and self._translog.vouches(DOCKER, reference):
@@ -181,7 +212,7 @@ class DockerArtifacts:
             fetched = pool.map(partial(self._child_manifest, name), children)
             platforms = list(fetched) if children else [top]
             parts_of = [manifest.image_parts(p.body) for p in platforms]
-            configs = list(pool.map(partial(self._config, name), parts_of))
+            configs = list(pool.map(partial(self._config, name, fresh), parts_of))
         files: list[NewArtifact] = []
         provenances = [
             of_image(name, platform.body, self._blobs.read(config.digest))
@@ -220,10 +251,12 @@ class DockerArtifacts:
             )
         return fetched
 
-    def _config(self, name: str, parts: list[Descriptor]) -> StoredBlob:
+    def _config(self, name: str, fresh: list[Digest], parts: list[Descriptor]) -> StoredBlob:
         """The image config (first of a manifest's parts), fetched and verified if not held."""
         config = parts[0]
         wanted = Wanted(digest=Digest.parse(config.digest), name=name, size=config.size)
+        if self._blobs.stored(wanted.digest) is None:
+            fresh.append(wanted.digest)  # fetched by this publish: removed if the publish fails
         return self._sources.obtain(wanted)
 
     # -- layers ---------------------------------------------------------------------
@@ -265,10 +298,25 @@ class DockerArtifacts:
                 return entry
         return None
 
+    def _requested_manifest(self, name: str, reference: str) -> StoredManifest:
+        assert self._authority is not None
+        self._authority.request_publish("docker_manifest", name, reference)
+        if ":" in reference:
+            if self._translog.vouches(DOCKER, reference):
+                return self._vouched_manifest(name, Digest.parse(reference))
+        elif (done := self._translog.committed(DOCKER, manifest_path(name, reference))) is not None:
+            return self._vouched_manifest(name, Digest.parse(done.digest))
+        raise ManifestUnknown(f"an authority published {name}:{reference}, but this node's log lacks it")
+
     def _first_fetch(self, name: str, digest: Digest, expected: dict[str, Any]) -> StoredBlob:
         """A layer's bytes, fetched for the first time: verify against its manifest, then commit."""
         vouched = self._translog.record(DOCKER, str(digest))
-        if vouched is not None:  # another flight committed it between our lookup and our turn
+        if vouched is None and self._authority is not None:
+            self._authority.request_publish("docker_blob", name, str(digest))
+            vouched = self._translog.record(DOCKER, str(digest))
+            if vouched is None:
+                raise BlobUnknown(f"an authority published blob {digest}, but this node's log lacks it")
+        if vouched is not None:  # committed by another flight (or the authority asked)
             return self._sources.obtain(_wanted(name, vouched))
         size = expected.get("size")
         wanted = Wanted(digest=digest, name=name, size=size if isinstance(size, int) else None)

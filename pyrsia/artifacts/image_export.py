@@ -94,7 +94,11 @@ def pull_to_layout(
         digest = Digest.parse(part.digest)
         if store.size(digest) is None:
             client.fetch_blob(
-                name, digest, store.opener(digest, client.base_url), start(digest.hex[:12], part.size)
+                name,
+                digest,
+                store.opener(digest, client.base_url),
+                start(digest.hex[:12], part.size),
+                size_bytes=part.size,
             )
 
     with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:

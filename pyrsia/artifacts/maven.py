@@ -19,6 +19,7 @@ copy is served marked stale rather than failing the build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -29,8 +30,8 @@ from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
-from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, NewArtifact
-from pyrsia.errors import DigestMismatch, UpstreamError
+from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, Authority, NewArtifact
+from pyrsia.errors import DigestMismatch, MavenFileUnknown, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
 from pyrsia.upstream.maven import FetchedFile, MavenClient
@@ -44,6 +45,9 @@ class MavenFile:
     size: int
     checksums: dict[str, str]
     fetched_at: float
+    # The upstream's Last-Modified (epoch seconds), else when the node fetched it: what
+    # `Last-Modified` and `If-Modified-Since` speak of is the file, not our copy of it.
+    last_modified: float
     stale: bool = False
 
 
@@ -56,7 +60,9 @@ class MavenArtifacts:
         upstream: MavenClient,
         metadata_ttl_s: float,
         clock: Callable[[], float] = time.time,
+        authority: Authority | None = None,
     ) -> None:
+        """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
         self._records = records
         self._translog = translog
@@ -64,6 +70,7 @@ class MavenArtifacts:
         self._metadata_ttl_s = metadata_ttl_s
         self._clock = clock
         self._flights = SingleFlight()
+        self._authority = authority
 
     def file(self, target: MavenPath) -> MavenFile:
         held = self._held(target.path)
@@ -74,7 +81,7 @@ class MavenArtifacts:
                 return self._fetch(target)
             except UpstreamError as exc:
                 log.warning("serving stale %s: %s", target.path, exc.message)
-                return MavenFile(held.blob, held.size, held.checksums, held.fetched_at, stale=True)
+                return dataclasses.replace(held, stale=True)
         return self._fetch(target)
 
     def _held(self, path: str) -> MavenFile | None:
@@ -90,21 +97,34 @@ class MavenArtifacts:
         if size is None:
             return None
         checksums = {k: str(record[k]) for k in ("sha1", "md5", "sha256", "sha512")}
-        return MavenFile(self._blobs.path(digest), size, checksums, float(record["fetched_at"]))
+        fetched_at = float(record["fetched_at"])
+        modified = record.get("last_modified")
+        last_modified = float(modified) if isinstance(modified, int | float) else fetched_at
+        return MavenFile(self._blobs.path(digest), size, checksums, fetched_at, last_modified)
 
     def _fetch(self, target: MavenPath) -> MavenFile:
         return self._flights.run(f"maven {target.path}", lambda: self._download(target))
 
     def _download(self, target: MavenPath) -> MavenFile:
         path = target.path
-        fetched = self._upstream.fetch(path, self._blobs.opener(None, self._upstream.base_url, CHECKSUMS))
         vouched = self._translog.committed(MAVEN, served_path(path))
+        expected: Digest | None = None
+        if self._authority is not None:
+            # Not an authority: the log must hold the file first, and the bytes must be its.
+            if vouched is None or target.is_metadata:
+                self._authority.request_publish("maven", path)
+                vouched = self._translog.committed(MAVEN, served_path(path))
+            if vouched is None:
+                raise MavenFileUnknown(f"an authority published {path}, but this node's log lacks it")
+            expected = Digest.parse(vouched.digest)
+        fetched = self._upstream.fetch(path, self._blobs.opener(expected, self._upstream.base_url, CHECKSUMS))
         if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
             # A released file never changes: the log's digest stands, the upstream's new bytes do not.
             raise DigestMismatch(
                 expected=vouched.digest, calculated=str(fetched.digest), source=self._upstream.base_url
             )
-        if vouched is None or vouched.digest != str(fetched.digest):  # new, or metadata that changed
+        if self._authority is None and (vouched is None or vouched.digest != str(fetched.digest)):
+            # new, or metadata that changed: an authority commits it
             who = self._provenance(target, fetched.digest)
             self._translog.publish(
                 [
@@ -127,12 +147,14 @@ class MavenArtifacts:
             **fetched.checksums,
             "size": fetched.size,
             "fetched_at": now,
+            "last_modified": fetched.last_modified,
             "verified_with": fetched.verified_with,
         }
         self._records.put(path + "@", record)
         checked = fetched.verified_with or "nothing published"
         log.info("pulled %s from upstream (checked with %s)", path, checked)
-        return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now)
+        modified = now if fetched.last_modified is None else fetched.last_modified
+        return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now, modified)
 
     def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
         if target.path.endswith(".pom"):

@@ -6,6 +6,12 @@ namespace (`library` for Docker Official Images); the one dependency is the
 `org.opencontainers.image.base.name` a build tool recorded. For Maven the author is
 the POM's developers, else its organization, else the groupId; dependencies are the
 POM's `groupId:artifactId:version`, with `${…}` properties of the same POM filled in.
+
+What comes out always fits a log record: an author is informational, so one longer than
+the log's text limit is cut to it; a dependency is a reference, so one that long is
+dropped rather than cut into a wrong one, and at most the log's count are kept. Input
+that does not parse (bad JSON, JSON nested past the parser's depth, non-string labels)
+yields no labels, never an error.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from pyrsia.translog.tx import DEPENDENCIES_MAX, TEXT_FIELD_CHARS_MAX
 
 AUTHORS = "org.opencontainers.image.authors"
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -26,10 +35,15 @@ class Provenance:
     dependencies: tuple[str, ...] = ()
 
 
+def _fitted(author: str, dependencies: Iterable[str]) -> Provenance:
+    kept = tuple(d for d in dependencies if len(d) <= TEXT_FIELD_CHARS_MAX)[:DEPENDENCIES_MAX]
+    return Provenance(author=author[:TEXT_FIELD_CHARS_MAX], dependencies=kept)
+
+
 def _object(data: bytes) -> dict[str, object]:
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past json's depth
         return {}
     return doc if isinstance(doc, dict) else {}
 
@@ -40,7 +54,7 @@ def _labels(doc: dict[str, object], *path: str) -> dict[str, str]:
         node = node.get(key) if isinstance(node, dict) else None
     if not isinstance(node, dict):
         return {}
-    return {str(k): str(v) for k, v in node.items()}
+    return {str(k): v for k, v in node.items() if isinstance(v, str)}
 
 
 def of_image(name: str, manifest: bytes, config: bytes | None) -> Provenance:
@@ -52,7 +66,7 @@ def of_image(name: str, manifest: bytes, config: bytes | None) -> Provenance:
     namespace = name.split("/", 1)[0] if "/" in name else "library"
     author = found.get(AUTHORS, "").strip() or namespace
     base = found.get(BASE_NAME, "").strip()
-    return Provenance(author=author, dependencies=(base,) if base else ())
+    return _fitted(author, (base,) if base else ())
 
 
 def _local(tag: str) -> str:
@@ -73,7 +87,7 @@ def of_pom(pom: bytes, group_id: str) -> Provenance:
     try:
         root = ET.fromstring(pom)
     except ET.ParseError:
-        return Provenance(author=group_id)
+        return _fitted(group_id, ())
     properties = {_local(p.tag): (p.text or "").strip() for p in _child(root, "properties") or []}
     parent = _child(root, "parent")
     properties["project.version"] = _text(root, "version") or _text(parent, "version")
@@ -93,4 +107,4 @@ def of_pom(pom: bytes, group_id: str) -> Provenance:
     for dependency in _child(root, "dependencies") or []:
         coordinates = [fill(_text(dependency, key)) for key in ("groupId", "artifactId", "version")]
         dependencies.append(":".join(part for part in coordinates if part))
-    return Provenance(author=author, dependencies=tuple(dependencies))
+    return _fitted(author, dependencies)

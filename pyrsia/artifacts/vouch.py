@@ -116,6 +116,17 @@ class ArtifactLog(Protocol):
         ...
 
 
+class Authority(Protocol):
+    """How a node that is not an authority gets something into the log: it asks one.
+
+    `kind` is `docker_manifest` (name, tag or digest), `docker_blob` (name, digest) or
+    `maven` (the repository path as `name`). Returns once this node's own log holds the
+    authority's commit (it arrives by sync); raises a `PyrsiaError` otherwise.
+    """
+
+    def request_publish(self, kind: str, name: str, reference: str = "") -> None: ...
+
+
 @dataclass
 class MemoryArtifactLog:
     """In-memory twin of the ledger for unit tests: commits at once, in order."""

@@ -17,8 +17,10 @@ from pyrsia.cli import console
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
+from pyrsia.cli.devnet import devnet_app
 from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
+from pyrsia.cli.peers import peers, ping
 from pyrsia.cli.pull import pull_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
@@ -36,11 +38,15 @@ app = typer.Typer(
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
 app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
+app.command(epilog="Example: pyrsia peers --json")(peers)
+app.command("list", epilog="Example: pyrsia list", help="Alias of `pyrsia peers`.")(peers)
+app.command(epilog="Example: pyrsia ping /ip4/127.0.0.1/tcp/44000/p2p/12D3KooW…")(ping)
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 app.add_typer(log_app, name="log")
 app.add_typer(inspect_app, name="inspect-log")
+app.add_typer(devnet_app, name="devnet")
 
 
 def _show_version(value: bool) -> None:

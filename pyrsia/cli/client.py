@@ -41,6 +41,9 @@ class NodeClient:
         response = self._request("PUT", path, admin=admin, body=json.dumps(doc).encode())
         return response.json()
 
+    def post_json(self, path: str) -> Any:
+        return self._request("POST", path).json()
+
     def get_text(self, path: str) -> str:
         return self._get(path).text
 

@@ -24,15 +24,16 @@ from pyrsia.config import SETTINGS, Setting
 
 def _option(setting: Setting) -> Any:
     """The `pyrsia daemon` option of one setting, with its variable, default and bounds."""
-    numeric = setting.kind is not str
+    numeric = setting.kind in (int, float)
     choices = f" One of {', '.join(setting.choices)}." if setting.choices else ""
+    listed = setting.kind is tuple
     return typer.Option(
         None,
         setting.flag,
         envvar=setting.env,
         help=f"{setting.help}{choices} (default: {setting.default_text})",
         show_default=False,
-        metavar=f"<{setting.kind.__name__}>",
+        metavar="<str>" if listed else f"<{setting.kind.__name__}>",
         min=setting.minimum if numeric else None,
         max=setting.maximum if numeric else None,
     )
@@ -63,6 +64,8 @@ def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
     console.line(f"peer id    {info.peer_id}")
     for address in info.addresses:
         console.line(f"address    {address}")
+    for address in info.p2p_addresses:
+        console.line(f"p2p        {address}")
     console.line(f"home       {cfg.home}")
     console.line(f"docker     {cfg.docker_upstream}")
     console.line(f"maven      {cfg.maven_upstream}")
@@ -79,7 +82,10 @@ _PARAMETERS = [
     inspect.Parameter("home", inspect.Parameter.KEYWORD_ONLY, default=options.HOME, annotation=Path | None),
     *(
         inspect.Parameter(
-            s.name, inspect.Parameter.KEYWORD_ONLY, default=_option(s), annotation=s.kind | None
+            s.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=_option(s),
+            annotation=list[str] | None if s.kind is tuple else s.kind | None,
         )
         for s in SETTINGS.values()
     ),

@@ -22,7 +22,9 @@ log_app = typer.Typer(help="Search, show, prove and verify the transparency log.
 inspect_app = typer.Typer(
     help="Transparency log records of one image or Maven artifact (JSON or CSV).", no_args_is_help=True
 )
-SEARCH_COLUMNS = ("height", "time", "package_type", "package_id", "path", "digest", "author")
+SEARCH_COLUMNS = (
+    "height", "time", "package_type", "package_id", "path", "digest", "chunk_size", "chunk_root", "author",
+)  # fmt: skip
 
 
 def _client(node: str | None) -> Any:
@@ -33,6 +35,13 @@ def _client(node: str | None) -> Any:
 
 def _when(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} B"
 
 
 def _since(text: str | None) -> str | None:
@@ -100,6 +109,8 @@ def search(
             r["package_id"],
             r["path"],
             r["digest"][:19],
+            _bytes(r["chunk_size"]),
+            r["chunk_root"][:16],
             r["author"],
         )
         for r in found

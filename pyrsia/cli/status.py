@@ -37,12 +37,24 @@ def status(
         ("uptime", _duration(float(doc["uptime_seconds"]))),
         ("blobs stored", f"{doc['blobs_stored']} ({_size(int(doc['blob_bytes']))})"),
         ("transparency log", f"height {doc['translog']['height']}, {doc['translog']['size']} entries"),
+        ("network", _network(doc.get("p2p"))),
         ("docker upstream", doc["upstreams"]["docker"]),
         ("maven upstream", doc["upstreams"]["maven"]),
     ]
     if show_settings:
         rows.append(("settings", doc["settings"]))
     console.key_values(f"pyrsia node at {node}", rows)
+
+
+def _network(p2p: object) -> str:
+    if not isinstance(p2p, dict):
+        return "-"
+    role = "authority" if p2p.get("authority") else "regular node"
+    return (
+        f"{role}, {p2p.get('peers')} peers, {p2p.get('dht_peers')} in the DHT, "
+        f"{p2p.get('provided_keys')} blobs provided, genesis {str(p2p.get('genesis'))[:16]}\n"
+        + "\n".join(str(a) for a in p2p.get("addresses", []))
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pyrsia.errors import DigestInvalid
 
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+# Matched whole (`fullmatch`): `$` would also accept a trailing newline.
+_DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST.match(text)
+        match = _DIGEST.fullmatch(text)
         if match is None or len(match.group(2)) != _HEX_LENGTHS[match.group(1)]:
             raise DigestInvalid(
                 "invalid digest: expected sha256:<64 hex> or sha512:<128 hex>", detail=text[:200]

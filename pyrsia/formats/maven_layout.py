@@ -22,9 +22,10 @@ from pyrsia.errors import MavenPathInvalid
 CHECKSUMS = ("sha1", "md5", "sha256", "sha512")
 METADATA_FILE = "maven-metadata.xml"
 PATH_LENGTH_MAX = 1024
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-+]*$")
-_EXTENSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.]*$")
+# Matched whole with `fullmatch`: `$` would also accept a trailing newline.
+_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-+]*")
+_EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.]*")
 _CONTENT_TYPES = {
     "jar": "application/java-archive",
     "war": "application/java-archive",
@@ -61,7 +62,7 @@ class MavenPath:
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.match(value) or value in (".", ".."):
+    if not pattern.fullmatch(value) or value in (".", ".."):
         raise MavenPathInvalid(f"invalid {what} {value[:100]!r} in Maven path")
     return value
 
@@ -103,7 +104,7 @@ def parse_path(raw: str) -> MavenPath:
     rest = filename[len(stem) :]
     if version.endswith("-SNAPSHOT") and rest.startswith("-SNAPSHOT"):
         rest = rest[len("-SNAPSHOT") :]
-    if rest[0] not in ".-" or not _EXTENSION.match(rest.rsplit(".", 1)[-1]):
+    if rest[0] not in ".-" or not _EXTENSION.fullmatch(rest.rsplit(".", 1)[-1]):
         raise MavenPathInvalid(f"file {filename[:100]!r} has no extension")
     return MavenPath(path=raw, group=".".join(group), artifact=artifact, version=version, checksum=checksum)
 

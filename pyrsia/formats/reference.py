@@ -14,21 +14,22 @@ from pyrsia.formats.digest import Digest
 
 # distribution-spec: <name> = [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+# Patterns are matched whole (`fullmatch`): `$` would also accept a trailing newline.
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 # distribution-spec: <reference> as a tag = [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 NAME_LENGTH_MAX = 255
 
 
 def parse_name(raw: str) -> str:
     """Validate a repository name and apply Docker Hub's `library/` default."""
-    if len(raw) > NAME_LENGTH_MAX or not _NAME.match(raw):
+    if len(raw) > NAME_LENGTH_MAX or not _NAME.fullmatch(raw):
         raise NameInvalid("invalid repository name", detail=raw[:NAME_LENGTH_MAX])
     return raw if "/" in raw else f"library/{raw}"
 
 
 def parse_tag(raw: str) -> str:
-    if not _TAG.match(raw):
+    if not _TAG.fullmatch(raw):
         raise TagInvalid("invalid tag", detail=raw[:200])
     return raw
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
@@ -24,8 +25,13 @@ from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
+from pyrsia.formats.digest import Digest, looks_like_digest
+from pyrsia.formats.maven_layout import parse_path
+from pyrsia.formats.reference import parse_name, parse_tag
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
+from pyrsia.node.network import Network, bootstrap_addresses, host_for, join, read_genesis
+from pyrsia.p2p.requests import PublishRequest
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
@@ -43,6 +49,7 @@ class NodeInfo:
     peer_id: str
     http_url: str
     addresses: tuple[str, ...]
+    p2p_addresses: tuple[str, ...] = ()
 
 
 def http_limits(config: Config) -> Limits:
@@ -60,26 +67,48 @@ class Node:
         removed = self.blobs.remove_temp_files()
         if removed:
             log.info("removed %d unfinished blob writes from an earlier run", removed)
-        timeout_s, retries_max = config.upstream_timeout_s, config.upstream_retries_max
         self._docker_upstream = RegistryClient(
-            config.docker_upstream, timeout_s=timeout_s, retries_max=retries_max
+            config.docker_upstream,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+            deadline_s=config.upstream_deadline_s,
+            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
         )
         self._maven_upstream = MavenClient(
-            config.maven_upstream, timeout_s=timeout_s, retries_max=retries_max
+            config.maven_upstream,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+            deadline_s=config.upstream_deadline_s,
+            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
+            file_bytes_max=config.maven_file_bytes_max,
         )
-        # Opening verifies the chain; a broken one stops the node here with ChainBroken.
-        self.ledger = Ledger.open(config.home / "translog", self.identity.signing_key)
+        self.host = host_for(config, self.identity)
+        self.host.start()
+        try:
+            self.ledger = self._open_log(config)
+        except BaseException:
+            self.host.stop()
+            raise
+        self.network = Network(config, self.identity, self.host, self.ledger)
+        # A node that is not an authority never commits: it asks one (fixed at start).
+        authority = None if self.network.is_authority else self.network
         vouched = LedgerArtifactLog(self.ledger)
-        docker = DockerArtifacts(
-            self.blobs, vouched, self._docker_upstream, RecordStore(config.home / "refs" / "docker")
+        self._docker = DockerArtifacts(
+            self.blobs,
+            vouched,
+            self._docker_upstream,
+            RecordStore(config.home / "refs" / "docker"),
+            authority=authority,
         )
-        maven = MavenArtifacts(
+        self._maven = MavenArtifacts(
             self.blobs,
             RecordStore(config.home / "refs" / "maven"),
             vouched,
             self._maven_upstream,
             config.maven_metadata_ttl_s,
+            authority=authority,
         )
+        docker, maven = self._docker, self._maven
         api = NodeApi(self, self._admin_token, self.ledger)
         self._server = HttpServer(
             NodeApp(
@@ -94,17 +123,55 @@ class Node:
         self._started = time.monotonic()
         self._stop = threading.Event()
 
+    def _open_log(self, config: Config) -> Ledger:
+        """Open the log, or start it: from a genesis file, from the bootstrap peers' network,
+        or (neither given) as this node's own one-authority network. Opening verifies the
+        chain; a broken one, or one of another network than `--genesis`, stops the node."""
+        root = config.home / "translog"
+        genesis = read_genesis(Path(config.genesis)) if config.genesis else None
+        fresh = not any((root / "blocks").glob("*.blk"))
+        bootstrap = bootstrap_addresses(config)
+        if fresh and genesis is None and bootstrap:
+            genesis = join(self.host, bootstrap, None)
+        return Ledger.open(root, self.identity.signing_key, genesis=genesis)
+
     @property
     def info(self) -> NodeInfo:
         host, port = self._server.address
         url = f"http://{host}:{port}"
         address = f"/ip4/{host}/tcp/{port}/http"
-        return NodeInfo(peer_id=self.identity.peer_id, http_url=url, addresses=(address,))
+        return NodeInfo(
+            peer_id=self.identity.peer_id,
+            http_url=url,
+            addresses=(address,),
+            p2p_addresses=tuple(self.network.addresses()),
+        )
 
     def start(self) -> NodeInfo:
+        self.blobs.on_stored(self.network.provide)
+        self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
         self._started = time.monotonic()
         return self.info
+
+    def _serve_request(self, request: PublishRequest) -> None:
+        """A publish request from another node, served as a pull through this one would be."""
+        match request.kind:
+            case "docker_manifest":
+                name, ref = parse_name(request.name), request.reference
+                self._docker.manifest(
+                    name, Digest.parse(ref) if looks_like_digest(ref) else parse_tag(ref), ()
+                )
+            case "docker_blob":
+                self._docker.blob(parse_name(request.name), Digest.parse(request.reference))
+            case "maven":
+                self._maven.file(parse_path(request.name))
+
+    def peers(self) -> list[dict[str, object]]:
+        return self.network.peers()
+
+    def ping(self, target: str) -> dict[str, object]:
+        return self.network.ping(target)
 
     def request_stop(self) -> None:
         """Safe to call from a signal handler."""
@@ -115,6 +182,8 @@ class Node:
 
     def close(self) -> None:
         self._server.shutdown(SHUTDOWN_GRACE_S)
+        self.network.stop()
+        self.host.stop()
         self._docker_upstream.close()
         self._maven_upstream.close()
         self.ledger.close()
@@ -136,13 +205,17 @@ class Node:
                 "size": self.ledger.size,
                 "origin": self.ledger.origin,
             },
+            "p2p": self.network.status(),
             "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }
 
     def settings(self) -> dict[str, object]:
-        return {
-            k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(self.config).items()
-        }
+        def shown(value: object) -> object:
+            if isinstance(value, tuple):
+                return list(value)
+            return value if isinstance(value, int | float) else str(value)
+
+        return {k: shown(v) for k, v in dataclasses.asdict(self.config).items()}
 
     def set_setting(self, key: str, value: object) -> dict[str, object]:
         stored = set_in_file(self.config.home, key, value)

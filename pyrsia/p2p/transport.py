@@ -47,7 +47,7 @@ from pyrsia.errors import (
     StreamClosed,
 )
 from pyrsia.p2p import connection as core
-from pyrsia.p2p import identify, ping, yamux
+from pyrsia.p2p import identify, ping, varint, yamux
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.multiaddr import Multiaddr, tcp
 from pyrsia.p2p.noise import public_key_protobuf
@@ -190,6 +190,30 @@ class Stream:
             parts.append(chunk)
             got += len(chunk)
         return b"".join(parts)
+
+    def read_message(self, size_max: int, timeout: float | None = 30.0) -> bytes | None:
+        """One unsigned-varint length-prefixed message (DESIGN §3); None if the peer closed first.
+
+        The length is checked against `size_max` before its bytes are read.
+        """
+        head = bytearray()
+        while True:
+            byte = self.read(1, timeout)
+            if not byte:
+                if head:
+                    raise StreamClosed(f"{self.peer_id} closed {self.protocol} inside a length prefix")
+                return None
+            head += byte
+            decoded = varint.decode(head)
+            if decoded is not None:
+                break
+        length = decoded[0]
+        if length > size_max:
+            raise ProtocolViolation(f"{self.peer_id} sent a {length}-byte message on {self.protocol}")
+        return self.read_exactly(length, timeout) if length else b""
+
+    def write_message(self, payload: bytes, timeout: float | None = 60.0) -> None:
+        self.write(varint.prefixed(payload), timeout)
 
     def read_all(self, size_max: int, timeout: float | None = 30.0) -> bytes:
         """Everything until the peer closes; more than `size_max` bytes is a violation."""

@@ -4,6 +4,8 @@
     GET  /api/v1/config     admin: the node's effective settings
     PUT  /api/v1/config     admin: {"key": …, "value": …} → validated, written to
                             <home>/pyrsia.toml; takes effect at the next start
+    GET  /api/v1/peers      open: connected p2p peers (address, direction, RTT, bytes, agent)
+    POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)
     GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
 
 Admin calls need `Authorization: Bearer <token>`, the token the node wrote to
@@ -32,6 +34,10 @@ class NodeControl(Protocol):
 
     def set_setting(self, key: str, value: object) -> Mapping[str, object]: ...
 
+    def peers(self) -> list[dict[str, object]]: ...
+
+    def ping(self, target: str) -> Mapping[str, object]: ...
+
 
 class NodeApi:
     def __init__(self, node: NodeControl, admin_token: str, ledger: Ledger) -> None:
@@ -54,7 +60,14 @@ class NodeApi:
                 self._require_admin(request)
                 key, value = _setting_from(request.body)
                 return _json(self._node.set_setting(key, value))
-            case (_, "/api/v1/status" | "/api/v1/config"):
+            case ("GET" | "HEAD", "/api/v1/peers"):
+                return _json({"peers": self._node.peers()})
+            case ("POST", "/api/v1/ping"):
+                target = request.query.get("peer", "")
+                if not target or len(target) > 1000:
+                    raise UsageError("ping needs ?peer=PEER_ID or ?peer=MULTIADDR")
+                return _json(self._node.ping(target))
+            case (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/peers" | "/api/v1/ping"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
         raise PathUnknown("no such API endpoint", detail=request.path[:300])
 

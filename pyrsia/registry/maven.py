@@ -43,7 +43,7 @@ class MavenRepository:
         found = self._artifacts.file(target)
         headers = [
             ("Content-Type", target.content_type),
-            ("Last-Modified", formatdate(found.fetched_at, usegmt=True)),
+            ("Last-Modified", formatdate(found.last_modified, usegmt=True)),
         ]
         if found.stale:
             # RFC 9111 §5.5 (obsolete but still understood): the upstream could not confirm this copy.

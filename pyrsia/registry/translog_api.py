@@ -53,6 +53,7 @@ def block_json(block: Block) -> dict[str, Any]:
                 "payload": {
                     k: v.hex() if isinstance(v, bytes) else v for k, v in tx.payload.to_map().items()
                 },
+                "endorsements": [e.signer for e in tx.endorsements],
             }
             for i, tx in enumerate(block.transactions)
         ],

@@ -1,6 +1,8 @@
 """The transparency log: signed transactions in hash-chained blocks, one file each.
 
-Pure cores: `codec` (canonical msgpack), `tx`, `merkle` (RFC 6962), `block`,
-`checkpoint` (C2SP signed notes). Disk shells: `store` (block files), `index`
-(SQLite). `ledger` is the one object the node talks to.
+Pure cores: `codec` (canonical msgpack), `tx` (transactions, endorsements, limits),
+`merkle` (RFC 6962), `block` (the block format), `chain` (which block may come next,
+and the state it leaves), `checkpoint` (C2SP signed notes), `chunks` (chunk hashes
+and roots of blobs). Disk shells: `store` (block files, FORMAT), `index` (SQLite).
+`ledger` is the one object the node talks to: one writer thread, lock-free readers.
 """

@@ -5,36 +5,47 @@ authorities_hash}` (DESIGN §3). `tx_root` is the RFC 6962 root over this block'
 transaction ids, `log_root` over every id so far, so each header is a signed tree
 head. The block hash is SHA-256 of the canonical header. The certificate holds, per
 authority, an Ed25519 signature over the block hash and one over the C2SP checkpoint
-of `(log_size, log_root)`; it is valid with signatures from more than two thirds of
-the authorities in force at that height. Each transaction travels with its
-endorsements (empty until consensus brings them).
+of `(log_size, log_root)`. Each transaction travels with its endorsements:
 
-Genesis (height 0) carries the first AddAuthorizedNode; its authority set is that
-node. AddAuthorizedNode/RemoveAuthorizedNode take effect from the next height.
+    {header, transactions: [{tx, endorsements: [{signer, tx_id, signature}]}], certificate}
+
+This module is the format: values, their limits (checked when built, so whatever
+is built can be decoded), encoding and hashing. Whether a block may follow another
+is `chain.Chain.apply`'s question.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.signing import SigningKey
 
-from pyrsia.errors import ChainBroken, TxInvalid
+from pyrsia.errors import TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, codec, merkle
 from pyrsia.translog.tx import (
-    ADD_AUTHORIZED_NODE,
-    REMOVE_AUTHORIZED_NODE,
-    AuthorizedNode,
+    ENDORSEMENTS_MAX,
+    HASH_BYTES,
+    SIGNATURE_BYTES,
+    Endorsement,
     Transaction,
-    check,
-    verify_signature,
+    check_bytes,
+    check_int,
+    check_peer_id,
 )
 
-ZERO_HASH = bytes(32)
+ZERO_HASH = bytes(HASH_BYTES)
+BLOCK_TXS_MAX = 10_000
+# A checkpoint note carries one signature line per authority, and readers refuse
+# notes with more lines than this (the Go reference implementation's cap).
+AUTHORITIES_MAX = checkpoint.SIGNATURES_MAX
+BLOCK_BYTES_MAX = codec.DECODED_BYTES_MAX
+# What a block's transactions may add up to, encoded, leaving room for the header, the
+# certificate and each entry's framing within BLOCK_BYTES_MAX.
+BLOCK_TXS_BYTES_MAX = BLOCK_BYTES_MAX - (4 << 20)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +58,15 @@ class BlockHeader:
     time: int
     proposer: str
     authorities_hash: bytes
+    _hash: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("height", "log_size", "time"):
+            check_int(name, getattr(self, name))
+        for name in ("prev_hash", "tx_root", "log_root", "authorities_hash"):
+            check_bytes(name, getattr(self, name), HASH_BYTES)
+        check_peer_id("proposer", self.proposer)
+        object.__setattr__(self, "_hash", hashlib.sha256(codec.encode(self.to_map())).digest())
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -62,7 +82,7 @@ class BlockHeader:
 
     @property
     def hash(self) -> bytes:
-        return hashlib.sha256(codec.encode(self.to_map())).digest()
+        return self._hash
 
     @classmethod
     def from_map(cls, doc: Any) -> BlockHeader:
@@ -84,6 +104,22 @@ class CommitSignature:
     block: bytes  # over the block hash
     checkpoint: bytes  # over the checkpoint body of (log_size, log_root)
 
+    def __post_init__(self) -> None:
+        check_peer_id("certificate signer", self.signer)
+        check_bytes("certificate block signature", self.block, SIGNATURE_BYTES)
+        check_bytes("certificate checkpoint signature", self.checkpoint, SIGNATURE_BYTES)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"signer": self.signer, "block": self.block, "checkpoint": self.checkpoint}
+
+    @classmethod
+    def from_map(cls, doc: Any) -> CommitSignature:
+        return cls(
+            signer=codec.field(doc, "signer", str),
+            block=codec.field(doc, "block", bytes),
+            checkpoint=codec.field(doc, "checkpoint", bytes),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Block:
@@ -91,34 +127,72 @@ class Block:
     transactions: tuple[Transaction, ...]
     certificate: tuple[CommitSignature, ...]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, BlockHeader):
+            raise TxInvalid("a block needs a header")
+        if not isinstance(self.transactions, tuple) or len(self.transactions) > BLOCK_TXS_MAX:
+            raise TxInvalid(f"a block holds a tuple of at most {BLOCK_TXS_MAX} transactions")
+        if not all(isinstance(tx, Transaction) for tx in self.transactions):
+            raise TxInvalid("a block holds transactions only")
+        if not isinstance(self.certificate, tuple) or len(self.certificate) > AUTHORITIES_MAX:
+            raise TxInvalid(f"a certificate holds a tuple of at most {AUTHORITIES_MAX} signatures")
+        if not all(isinstance(s, CommitSignature) for s in self.certificate):
+            raise TxInvalid("a certificate holds commit signatures only")
+
     def to_map(self) -> dict[str, Any]:
         return {
             "header": self.header.to_map(),
-            "transactions": [{"tx": tx.to_map(), "endorsements": []} for tx in self.transactions],
-            "certificate": [
-                {"signer": s.signer, "block": s.block, "checkpoint": s.checkpoint} for s in self.certificate
+            "transactions": [
+                {"tx": tx.to_map(), "endorsements": [e.to_map() for e in tx.endorsements]}
+                for tx in self.transactions
             ],
+            "certificate": [s.to_map() for s in self.certificate],
         }
 
     def encode(self) -> bytes:
-        return codec.encode(self.to_map())
+        """Canonical bytes (`codec.encode(self.to_map())`, assembled from each part's
+        cached encoding); `TxInvalid` if they would be too large to decode again."""
+        entries = [
+            codec.raw_map(
+                {
+                    "tx": tx.encoded(),
+                    "endorsements": codec.raw_array([codec.encode(e.to_map()) for e in tx.endorsements]),
+                }
+            )
+            for tx in self.transactions
+        ]
+        encoded = codec.raw_map(
+            {
+                "header": codec.encode(self.header.to_map()),
+                "transactions": codec.raw_array(entries),
+                "certificate": codec.raw_array([codec.encode(s.to_map()) for s in self.certificate]),
+            }
+        )
+        if len(encoded) > BLOCK_BYTES_MAX:
+            raise TxInvalid(f"block encodes to {len(encoded)} bytes, more than {BLOCK_BYTES_MAX}")
+        return encoded
 
     @classmethod
     def decode(cls, data: bytes) -> Block:
         doc = codec.decode(data)
         entries = codec.field(doc, "transactions", list)
         signatures = codec.field(doc, "certificate", list)
+        if len(entries) > BLOCK_TXS_MAX or len(signatures) > AUTHORITIES_MAX:
+            raise TxInvalid("block has too many transactions or signatures")
+        transactions = []
+        for entry in entries:
+            endorsements = codec.field(entry, "endorsements", list)
+            if len(endorsements) > ENDORSEMENTS_MAX:
+                raise TxInvalid("transaction has too many endorsements")
+            transactions.append(
+                Transaction.from_map(
+                    codec.field(entry, "tx", dict), tuple(Endorsement.from_map(e) for e in endorsements)
+                )
+            )
         return cls(
             header=BlockHeader.from_map(codec.field(doc, "header", dict)),
-            transactions=tuple(Transaction.from_map(codec.field(e, "tx", dict)) for e in entries),
-            certificate=tuple(
-                CommitSignature(
-                    signer=codec.field(s, "signer", str),
-                    block=codec.field(s, "block", bytes),
-                    checkpoint=codec.field(s, "checkpoint", bytes),
-                )
-                for s in signatures
-            ),
+            transactions=tuple(transactions),
+            certificate=tuple(CommitSignature.from_map(s) for s in signatures),
         )
 
 
@@ -132,44 +206,7 @@ def quorum(count: int) -> int:
 
 
 def tx_root(transactions: Iterable[Transaction]) -> bytes:
-    return merkle.Tree([tx.id for tx in transactions]).root()
-
-
-def next_authorities(authorities: frozenset[str], block: Block) -> frozenset[str]:
-    """The authority set in force after `block` commits."""
-    current = set(authorities)
-    for tx in block.transactions:
-        if tx.type == ADD_AUTHORIZED_NODE and isinstance(tx.payload, AuthorizedNode):
-            current.add(tx.payload.peer_id)
-        elif tx.type == REMOVE_AUTHORIZED_NODE and isinstance(tx.payload, AuthorizedNode):
-            current.discard(tx.payload.peer_id)
-    return frozenset(current)
-
-
-def genesis_authorities(block: Block) -> frozenset[str]:
-    return next_authorities(frozenset(), block)
-
-
-def propose(
-    *,
-    prev: BlockHeader | None,
-    transactions: list[Transaction],
-    tree: merkle.Tree,
-    authorities: frozenset[str],
-    time: int,
-    proposer: str,
-) -> BlockHeader:
-    """The header for `transactions` on top of `prev`; `tree` already holds their ids."""
-    return BlockHeader(
-        height=0 if prev is None else prev.height + 1,
-        prev_hash=ZERO_HASH if prev is None else prev.hash,
-        tx_root=tx_root(transactions),
-        log_size=tree.size,
-        log_root=tree.root(),
-        time=time,
-        proposer=proposer,
-        authorities_hash=authorities_hash(authorities),
-    )
+    return merkle.root_of([tx.id for tx in transactions])
 
 
 def commit_signature(key: SigningKey, header: BlockHeader, origin: str) -> CommitSignature:
@@ -179,48 +216,3 @@ def commit_signature(key: SigningKey, header: BlockHeader, origin: str) -> Commi
         block=key.sign(header.hash).signature,
         checkpoint=checkpoint.sign_body(key, point),
     )
-
-
-def verify_link(prev: BlockHeader | None, block: Block, authorities: frozenset[str], origin: str) -> None:
-    """Everything about `block` that its predecessor and the authority set decide.
-
-    Checks height, previous hash, log size, tx root, transaction signatures, the
-    authorities hash and a quorum of valid, distinct certificate signatures (block and
-    checkpoint). `log_root` needs every earlier id, so the caller checks it.
-    """
-    header = block.header
-    height = header.height
-
-    def fail(reason: str) -> ChainBroken:
-        return ChainBroken(height, reason)
-
-    expected_height = 0 if prev is None else prev.height + 1
-    if height != expected_height:
-        raise fail(f"height {height} follows {expected_height - 1}")
-    if header.prev_hash != (ZERO_HASH if prev is None else prev.hash):
-        raise fail("previous block hash does not match")
-    if header.log_size != (0 if prev is None else prev.log_size) + len(block.transactions):
-        raise fail("log size does not add up")
-    if not block.transactions:
-        raise fail("block has no transactions")
-    for tx in block.transactions:
-        try:
-            check(tx)
-        except TxInvalid as exc:
-            raise fail(exc.message) from exc
-    if header.tx_root != tx_root(block.transactions):
-        raise fail("transaction root does not match its transactions")
-    if header.authorities_hash != authorities_hash(authorities):
-        raise fail("authority set hash does not match")
-    point = checkpoint.Checkpoint(origin=origin, size=header.log_size, root=header.log_root).body()
-    signers = {
-        s.signer
-        for s in block.certificate
-        if s.signer in authorities
-        and verify_signature(s.signer, header.hash, s.block)
-        and verify_signature(s.signer, point, s.checkpoint)
-    }
-    if len(signers) < quorum(len(authorities)):
-        raise fail(
-            f"commit certificate has {len(signers)} valid signatures of {quorum(len(authorities))} needed"
-        )

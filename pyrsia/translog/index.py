@@ -1,12 +1,20 @@
 """SQLite index over the block files: search and lookups without reading blocks.
 
-The blocks are the truth; this is a cache of them (`<root>/index.sqlite3`). It records
-the height and hash of the last block it holds, and the ledger brings it up to date
-on open: applying the blocks it lacks, or rebuilding it from all block files when it
-is missing, unreadable, or disagrees with them. Queries are parameterized only.
-Package search matches `package_id` exactly or as the name before `:` or `@`
-(`library/alpine` finds `library/alpine:3.18`); author search matches a prefix.
-Both use range scans on indexes, never `LIKE '%…'`, to stay fast at millions of rows.
+The blocks are the truth; this is a cache of them (`<root>/index.sqlite3`). Its meta
+table records the height and hash of the last block it holds and how many artifact
+and dependency rows those blocks make; the ledger compares them with the chain on
+open and rebuilds the index from the block files when it is missing, unreadable,
+from another schema, disagrees with the chain, or holds other row counts than its
+meta says (a partial index). Each update is one SQLite transaction: after a failure
+it is rolled back (when SQLite has not already done so: a full disk ends the
+transaction itself), so the index stays whole as of an earlier block, never partial.
+
+One writer connection (`Index`, the ledger's writer thread); readers each open their
+own read-only connection (`IndexReader`), so in WAL mode they read the last committed
+state and never wait behind a write. Queries are parameterized only. Package search
+matches `package_id` exactly or as the name before `:` or `@` (`library/alpine` finds
+`library/alpine:3.18`); author search matches a prefix. Both use range scans on
+indexes, never `LIKE '%…'`, to stay fast at millions of rows.
 """
 
 from __future__ import annotations
@@ -17,13 +25,14 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyrsia.errors import StorageError
 from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
 
 log = logging.getLogger("pyrsia.translog")
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -31,8 +40,8 @@ CREATE TABLE IF NOT EXISTS artifact (
     leaf INTEGER PRIMARY KEY, height INTEGER NOT NULL, tx_id BLOB NOT NULL,
     time INTEGER NOT NULL, submitter TEXT NOT NULL,
     package_type TEXT NOT NULL, package_id TEXT NOT NULL, path TEXT NOT NULL,
-    digest TEXT NOT NULL, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL, chunk_root BLOB NOT NULL,
-    media_type TEXT NOT NULL,
+    digest TEXT NOT NULL, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
+    chunk_root BLOB NOT NULL, media_type TEXT NOT NULL,
     source TEXT NOT NULL, author TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifact_path ON artifact (package_type, path, leaf);
@@ -48,6 +57,7 @@ _COLUMNS = (
     "leaf, height, tx_id, time, submitter, package_type, package_id, path, digest, size, chunk_size, "
     "chunk_root, media_type, source, author"
 )
+_PLACES = ",".join("?" * len(_COLUMNS.split(",")))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +95,30 @@ class Query:
     limit: int = 100
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexTip:
+    """What the index says it holds: blocks 0..height, the last with `hash`, making
+    `artifacts` artifact rows and `dependencies` dependency rows."""
+
+    height: int
+    hash: bytes
+    artifacts: int
+    dependencies: int
+
+
+def rows_of(block: Block) -> tuple[int, int]:
+    """(artifact rows, dependency rows) indexing `block` adds."""
+    artifacts = dependencies = 0
+    for tx in block.transactions:
+        if tx.type == ADD_ARTIFACT and isinstance(tx.payload, AddArtifact):
+            artifacts += 1
+            dependencies += len(tx.payload.dependencies)
+    return artifacts, dependencies
+
+
 class Index:
+    """The writer's connection: creates, updates and rebuilds the index."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
@@ -109,7 +142,8 @@ class Index:
         self._db.close()
 
     def reset(self) -> None:
-        """Start over from an empty file (missing, corrupt or disagreeing index)."""
+        """Start over from an empty file (missing, corrupt or disagreeing index).
+        Only while no reader has a connection open."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._remove_files()
@@ -117,72 +151,154 @@ class Index:
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            try:
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot remove the log index {self.path}: {exc.strerror}") from exc
 
-    def tip(self) -> tuple[int, bytes] | None:
-        """(height, block hash) of the last block indexed; None when empty or unreadable."""
+    def reader(self) -> IndexReader:
+        return IndexReader(self.path)
+
+    def tip(self) -> IndexTip | None:
+        """What the meta table says; None when empty, unreadable or of another schema."""
         try:
             rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError:
+            return (
+                IndexTip(
+                    height=int(rows["height"]),
+                    hash=bytes(rows["hash"]),
+                    artifacts=int(rows["artifacts"]),
+                    dependencies=int(rows["dependencies"]),
+                )
+                if rows.get("schema") == SCHEMA_VERSION
+                else None
+            )
+        except (sqlite3.DatabaseError, KeyError, TypeError, ValueError):
             return None
-        if rows.get("schema") != SCHEMA_VERSION or "height" not in rows:
-            return None
-        return int(rows["height"]), bytes(rows["hash"])
 
-    def apply(self, blocks: Iterable[tuple[Block, int]]) -> None:
-        """Index blocks in order; each pair is (block, leaf index of its first transaction)."""
-        db = self._db
-        db.execute("BEGIN")
+    def counts(self) -> tuple[int, int]:
+        """Rows actually held: (artifacts, dependencies)."""
         try:
+            (artifacts,) = self._db.execute("SELECT COUNT(*) FROM artifact").fetchone()
+            (dependencies,) = self._db.execute("SELECT COUNT(*) FROM dependency").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot read the log index {self.path}: {exc}") from exc
+        return int(artifacts), int(dependencies)
+
+    def apply(self, blocks: Iterable[tuple[Block, int]], *, replace: bool = False) -> IndexTip | None:
+        """Index blocks in order, in one transaction; each pair is (block, leaf index of
+        its first transaction). `replace` empties the index first (in the same
+        transaction, so readers see the old index until the new one is whole).
+
+        A SQLite failure leaves the index as it was and raises `StorageError`.
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            if replace:
+                db.execute("DELETE FROM dependency")
+                db.execute("DELETE FROM artifact")
+                db.execute("DELETE FROM meta")
+            before = self.tip()
+            artifacts, dependencies = (before.artifacts, before.dependencies) if before else (0, 0)
             last: Block | None = None
             for block, first_leaf in blocks:
-                self._insert(block, first_leaf)
+                added = self._insert(block, first_leaf)
+                artifacts, dependencies = artifacts + added[0], dependencies + added[1]
                 last = block
+            tip = before
             if last is not None:
+                tip = IndexTip(
+                    height=last.header.height,
+                    hash=last.header.hash,
+                    artifacts=artifacts,
+                    dependencies=dependencies,
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    [("schema", SCHEMA_VERSION), ("height", last.header.height), ("hash", last.header.hash)],
-                )
+                    [("schema", SCHEMA_VERSION), ("height", tip.height), ("hash", tip.hash),
+                     ("artifacts", tip.artifacts), ("dependencies", tip.dependencies)],
+                )  # fmt: skip
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+            return tip
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, sqlite3.Error | OverflowError):
+                raise StorageError(f"cannot update the log index {self.path}: {exc}") from exc
             raise
 
-    def _insert(self, block: Block, first_leaf: int) -> None:
+    def _abandon(self) -> None:
+        """Roll back a failed update, unless SQLite already did (it ends the
+        transaction itself on a full disk or I/O error); reconnect if even that fails."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("log index rollback failed (%s); reopening it", exc)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = self._connect()
+
+    def _insert(self, block: Block, first_leaf: int) -> tuple[int, int]:
         header = block.header
+        artifacts = dependencies = 0
+        rows = []
+        deps: list[tuple[int, str]] = []
         for offset, tx in enumerate(block.transactions):
             if tx.type != ADD_ARTIFACT or not isinstance(tx.payload, AddArtifact):
                 continue
             p, leaf = tx.payload, first_leaf + offset
-            self._db.execute(
-                f"INSERT INTO artifact ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows.append(
                 (
                     leaf, header.height, tx.id, tx.time, tx.submitter, p.package_type, p.package_id,
                     p.path, p.digest, p.size, p.chunk_size, p.chunk_root, p.media_type, p.source, p.author,
-                ),
+                )
             )  # fmt: skip
-            self._db.executemany(
-                "INSERT INTO dependency (leaf, name) VALUES (?, ?)", [(leaf, d) for d in p.dependencies]
-            )
+            deps += [(leaf, d) for d in p.dependencies]
+            artifacts += 1
+            dependencies += len(p.dependencies)
+        self._db.executemany(f"INSERT INTO artifact ({_COLUMNS}) VALUES ({_PLACES})", rows)
+        self._db.executemany("INSERT INTO dependency (leaf, name) VALUES (?, ?)", deps)
+        return artifacts, dependencies
 
-    # -- queries --------------------------------------------------------------------
+
+class IndexReader:
+    """A read-only connection for one reader thread: lookups and search."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the log index {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _rows(self, sql: str, params: Iterable[object]) -> list[tuple[object, ...]]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StorageError(f"cannot read the log index {self.path}: {exc}") from exc
 
     def _records(
         self, where: str, params: list[object], limit: int, order: str = "leaf DESC"
     ) -> list[ArtifactRecord]:
-        rows = self._db.execute(
+        rows: list[Any] = self._rows(
             f"SELECT {_COLUMNS} FROM artifact WHERE {where} ORDER BY {order} LIMIT ?", [*params, limit]
-        ).fetchall()
+        )
         out = []
         for row in rows:
-            deps = self._db.execute("SELECT name FROM dependency WHERE leaf = ? ORDER BY rowid", (row[0],))
+            deps = self._rows("SELECT name FROM dependency WHERE leaf = ? ORDER BY rowid", (row[0],))
             out.append(
                 ArtifactRecord(
                     leaf=row[0], height=row[1], tx_id=bytes(row[2]).hex(), time=row[3], submitter=row[4],
                     package_type=row[5], package_id=row[6], path=row[7], digest=row[8], size=row[9],
-                    chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12], source=row[13],
-                    author=row[14],
-                    dependencies=tuple(d for (d,) in deps.fetchall()),
+                    chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12],
+                    source=row[13], author=row[14],
+                    dependencies=tuple(str(d) for (d,) in deps),
                 )
             )  # fmt: skip
         return out
@@ -197,27 +313,27 @@ class Index:
         return self._records("digest = ? AND package_type = ?", [digest, package_type], SEARCH_LIMIT_MAX)
 
     def has_digest(self, package_type: str, digest: str) -> bool:
-        row = self._db.execute(
+        rows = self._rows(
             "SELECT 1 FROM artifact WHERE digest = ? AND package_type = ? LIMIT 1", (digest, package_type)
-        ).fetchone()
-        return row is not None
+        )
+        return bool(rows)
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT DISTINCT package_id FROM artifact WHERE package_id >= ? AND package_id < ?"
             " AND package_type = ? ORDER BY package_id",
             (prefix, prefix + "\U0010ffff", package_type),
         )
-        return [r[0] for r in rows.fetchall()]
+        return [str(r[0]) for r in rows]
 
     def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
         """Distinct logged paths starting with `prefix` and sorting after `after`, in order."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT DISTINCT path FROM artifact WHERE package_type = ? AND path >= ? AND path < ?"
             " AND path > ? ORDER BY path LIMIT ?",
             (package_type, prefix, prefix + "\U0010ffff", after, max(1, min(limit, SEARCH_LIMIT_MAX))),
         )
-        return [r[0] for r in rows.fetchall()]
+        return [str(r[0]) for r in rows]
 
     def search(self, query: Query) -> list[ArtifactRecord]:
         where: list[str] = []
@@ -246,4 +362,5 @@ class Index:
         return self._records(" AND ".join(where) or "1", params, limit)
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM artifact").fetchone()[0])
+        (row,) = self._rows("SELECT COUNT(*) FROM artifact", ())
+        return int(str(row[0]))

@@ -1,50 +1,76 @@
-"""The node's transparency log: open, verify, publish, look up, prove.
+"""The node's transparency log: open, verify, commit, look up, prove.
 
-One object owns the block files, the Merkle tree over every transaction id and the
-SQLite index, behind one lock (HTTP workers call in concurrently). Opening checks the
-chain: every block file's checksum, each header's link to its predecessor, every
-block's transaction root and log root against the rebuilt tree, and the last block in
-full (signatures and commit certificate); `verify_chain` checks every block in full.
-A torn last file is dropped; anything else broken raises `ChainBroken` naming the
-height, and the node refuses to start.
+Shape. One writer thread owns the chain core (`chain.Chain`), the block files and the
+index's write connection. Everything that changes the log reaches it through one
+bounded queue, and callers get a `concurrent.futures.Future`. Readers take no lock and
+never wait behind an fsync: they read an immutable `Head` (tip block, size,
+authorities) that the writer swaps in once a block is durable, the Merkle tree up to
+that head's size (the tree only grows past it), block files (immutable once renamed),
+and the index through a read-only SQLite connection of their own thread.
 
-The embedded default is its own only authority: `publish` signs the transactions,
-proposes the block, certifies it alone (one signature is the quorum of one) and
-returns only once the block file is durable. Consensus among several authorities will
-replace that certification step; nothing else here changes.
+Group commit. The writer takes every publish waiting in the queue, up to a block's
+limits, into one block (when fewer wait than the last block held, it first waits up
+to about a millisecond for callers still resubmitting): each payload signed, with its
+leaf index as nonce; the block proposed and certified by this node (the embedded
+network, where it is its own one authority), applied through the chain core, written
+as one block file with fsync, the head swapped, the index updated, and then each
+caller's future resolved with the block. Payloads were checked when built; `submit`
+refuses bad input in the caller's thread before anything is queued, and a payload
+that still fails to sign fails its own caller alone, never the group.
+
+`append` takes a block proposed and certified elsewhere (sync, consensus) through the
+same chain core, with every signature checked, then stores and indexes it the same way.
+
+Open. FORMAT checked, leftovers of interrupted writes removed, then every block file
+read and applied in order: without signature checks for all but the last block (each
+was verified before it was written), in full for the last; `verify_chain` (`pyrsia
+log verify`) checks every block in full. A torn last file is dropped. The index is
+compared with the chain (tip height and hash, and its row counts with both its own
+meta and the chain's transactions) and caught up, or rebuilt when anything differs.
+
+Index failures. The block files are the truth, and a block is committed once its
+file is durable. If indexing it fails (a full disk), the index stays whole as of the
+block before, and lookups refuse with one `StorageError` line rather than answer from
+an index that lacks a committed block (a pull would otherwise publish it again). The
+writer retries the catch-up when a lookup finds the index behind and before the next
+block, and commits nothing new until it succeeds; a restart rebuilds it.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
+import queue
 import threading
 import time as _time
-from collections import deque
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from pyrsia.errors import ChainBroken, EntryUnknown, StorageError, TxInvalid
+from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, TranslogError, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
-from pyrsia.translog import block as blocks
-from pyrsia.translog import checkpoint, merkle
-from pyrsia.translog.block import Block, BlockHeader
-from pyrsia.translog.index import ArtifactRecord, Index, Query
+from pyrsia.translog import checkpoint
+from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
+from pyrsia.translog.chain import Chain, genesis_block
+from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
-from pyrsia.translog.tx import (
-    ADD_ARTIFACT,
-    ADD_AUTHORIZED_NODE,
-    AddArtifact,
-    AuthorizedNode,
-    sign,
-)
+from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
 
 log = logging.getLogger("pyrsia.translog")
 INDEX_FILE = "index.sqlite3"
-PUBLISH_TXS_MAX = 10_000
+PUBLISH_TXS_MAX = BLOCK_TXS_MAX
+QUEUE_REQUESTS_MAX = 4096
+# Commit delay: when fewer publishes wait than the last block held, the writer looks
+# again after GROUP_WAIT_S, at most GROUP_WAITS_MAX times (about a millisecond), for the
+# rest (its callers are resubmitting), so one fsync keeps serving them all instead of
+# the group splitting in two. A lone publisher never waits.
+GROUP_WAIT_S = 0.0001
+GROUP_WAITS_MAX = 10
+TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,69 +95,59 @@ class VerifyReport:
         return self.bad_height is None
 
 
-@dataclass
-class _Replay:
-    """What walking the chain yields: the tip, the tree, the authorities in force."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Head:
+    """The log as of its last durable block: what readers see."""
 
-    tip: Block | None = None
-    tree: merkle.Tree | None = None
-    authorities: frozenset[str] = frozenset()
-    origin: str = ""
-    blocks: int = 0
+    tip: Block
+    size: int
+    authorities: frozenset[str]
 
 
-def origin_of(genesis: BlockHeader) -> str:
-    """The log's name in checkpoints, fixed by its genesis block."""
-    return f"pyrsia.log/{genesis.hash.hex()[:16]}"
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    payloads: tuple[AddArtifact, ...]
+    size_bytes: int
+    future: Future[Block]
 
 
-def _walk(files: BlockFiles, state: _Replay, *, full: bool, drop_torn: bool) -> Iterator[tuple[Block, int]]:
-    """Each block in order, verified, with the leaf index of its first transaction;
-    `state` follows along (tip, tree, authorities in force)."""
-    state.tree = merkle.Tree()
-    heights = files.heights()
-    for height in heights:
-        try:
-            payload = files.read(height)
-        except Torn as exc:
-            if height != heights[-1] or not drop_torn:
-                raise ChainBroken(height, "block file is truncated") from exc
-            files.drop_torn(height)
-            return
-        try:
-            block = Block.decode(payload)
-        except TxInvalid as exc:
-            raise ChainBroken(height, f"block does not decode: {exc.message}") from exc
-        prev = state.tip.header if state.tip else None
-        if height == 0:
-            state.authorities = blocks.genesis_authorities(block)
-            state.origin = origin_of(block.header)
-        if full or height == heights[-1]:
-            blocks.verify_link(prev, block, state.authorities, state.origin)
-        elif (
-            block.header.prev_hash != (prev.hash if prev else blocks.ZERO_HASH)
-            or block.header.height != height
-        ):
-            raise ChainBroken(height, "previous block hash does not match")
-        first_leaf = state.tree.size
-        for tx in block.transactions:
-            state.tree.append(tx.id)
-        if block.header.tx_root != blocks.tx_root(block.transactions):
-            raise ChainBroken(height, "transaction root does not match its transactions")
-        if block.header.log_size != state.tree.size or block.header.log_root != state.tree.root():
-            raise ChainBroken(height, "log root does not match the transactions so far")
-        state.tip = block
-        state.blocks += 1
-        yield block, first_leaf
-        state.authorities = blocks.next_authorities(state.authorities, block)
+@dataclass(frozen=True, slots=True)
+class _Append:
+    block: Block
+    future: Future[Block]
+
+
+class _Repair:
+    """A reader found the index behind: try to catch it up."""
+
+
+class _Stop:
+    pass
+
+
+_Request = _Publish | _Append | _Repair | _Stop
+
+
+def _decode(files: BlockFiles, height: int) -> Block:
+    try:
+        return Block.decode(files.read(height))
+    except Torn as exc:
+        raise ChainBroken(height, "block file is truncated") from exc
+    except TxInvalid as exc:
+        raise ChainBroken(height, f"block does not decode: {exc.message}") from exc
 
 
 def verify_chain(root: Path) -> VerifyReport:
-    """Every block in full, without changing anything on disk."""
-    files = BlockFiles(root)
+    """Every block on disk in full, changing nothing; `FormatUnsupported` for a log
+    this version cannot read."""
+    files = BlockFiles(root, create=False)
+    files.check_format(create=False)
+    chain = Chain()
     count = txs = 0
     try:
-        for block, _ in _walk(files, _Replay(), full=True, drop_torn=False):
+        for height in files.heights():
+            block = _decode(files, height)
+            chain.apply(block)
             count += 1
             txs += len(block.transactions)
     except ChainBroken as exc:
@@ -145,71 +161,129 @@ class Ledger:
     ) -> None:
         self.root = root
         self._key = key
+        self._me = peer_id_of(bytes(key.verify_key))
         self._files = files
         self._index = index
         self._clock = clock
-        self._lock = threading.Lock()
-        self._tip: Block | None = None
-        self._tree = merkle.Tree()
-        self._authorities: frozenset[str] = frozenset()
+        self._chain = Chain()
+        self._head: Head | None = None
+        self._listeners: list[Callable[[Block], None]] = []
+        self._genesis_hash = b""
         self.origin = ""
+        self._queue: queue.Queue[_Request] = queue.Queue(QUEUE_REQUESTS_MAX)
+        self._writer = threading.Thread(target=self._run, name="translog-writer", daemon=True)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._index_problem: str | None = None  # why lookups refuse; None while the index is whole
+        self._repair_queued = threading.Event()
+        self._local = threading.local()
+        # Weak: a reader thread that ends takes its connection with it.
+        self._readers: weakref.WeakSet[IndexReader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
 
     @classmethod
-    def open(cls, root: Path, key: SigningKey, clock: Callable[[], float] = _time.time) -> Ledger:
-        files = BlockFiles(root)
-        ledger = cls(root, key, files, Index(root / INDEX_FILE), clock)
-        ledger._load()
+    def open(
+        cls,
+        root: Path,
+        key: SigningKey,
+        clock: Callable[[], float] = _time.time,
+        *,
+        files: BlockFiles | None = None,
+        index: Index | None = None,
+        genesis: Block | None = None,
+    ) -> Ledger:
+        """Open (or start) the log under `root`: chain verified, index whole, writer running.
+
+        A log with no blocks yet starts from `genesis` (a network's first block, verified
+        in full here) when one is given, else from a genesis of its own (the embedded
+        one-authority network). A log that has blocks must begin with `genesis` if given.
+        """
+        files = files or BlockFiles(root)
+        files.check_format(create=True)
+        removed = files.remove_leftovers()
+        if removed:
+            log.info("removed %d block writes a crash interrupted", removed)
+        index = index or Index(root / INDEX_FILE)
+        ledger = cls(root, key, files, index, clock)
+        try:
+            ledger._load(genesis)
+        except BaseException:
+            index.close()
+            raise
+        ledger._writer.start()
         return ledger
 
     def close(self) -> None:
-        with self._lock:
-            self._index.close()
+        """Commit what is queued, stop the writer, close the index."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_Stop())
+        self._writer.join()
+        self._index.close()
+        with self._readers_lock:
+            for reader in list(self._readers):
+                reader.close()
+            self._readers.clear()
 
     # -- opening --------------------------------------------------------------------
 
-    def _load(self) -> None:
-        state = _Replay()
-        deque(_walk(self._files, state, full=False, drop_torn=True), maxlen=0)
-        if state.tip is None:
-            self._genesis()
-        else:
-            assert state.tree is not None
-            self._tip, self._tree, self.origin = state.tip, state.tree, state.origin
-            self._authorities = blocks.next_authorities(state.authorities, state.tip)
-        self._sync_index()
+    def _load(self, genesis: Block | None) -> None:
+        chain, files = self._chain, self._files
+        heights = files.heights()
+        if heights:
+            try:
+                files.read(heights[-1])
+            except Torn:
+                files.drop_torn(heights[-1])
+                heights.pop()
+        indexed = self._index.tip()
+        at_index_tip: IndexTip | None = None  # what the chain says the index should hold
+        artifacts = dependencies = 0
+        for height in heights:
+            block = _decode(files, height)
+            chain.apply(block, verify_signatures=height == heights[-1])
+            added = rows_of(block)
+            artifacts, dependencies = artifacts + added[0], dependencies + added[1]
+            if indexed is not None and height == indexed.height:
+                at_index_tip = IndexTip(
+                    height=height, hash=block.header.hash, artifacts=artifacts, dependencies=dependencies
+                )
+        if not heights:
+            first = genesis if genesis is not None else genesis_block(self._key, int(self._clock()))
+            chain.apply(first)
+            files.write(0, first.encode())
+            at_index_tip = None
+        elif genesis is not None and self._read(0).header.hash != genesis.header.hash:
+            raise ChainBroken(0, "this log belongs to another network than the genesis given")
+        assert chain.tip is not None
+        self.origin = chain.origin
+        self._genesis_hash = self._read(0).header.hash
+        self._head = Head(tip=chain.tip, size=chain.size, authorities=chain.authorities)
+        self._sync_index(indexed, at_index_tip)
 
-    def _genesis(self) -> None:
-        me = peer_id_of(bytes(self._key.verify_key))
-        now = int(self._clock())
-        tx = sign(self._key, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=me), time=now, nonce=0)
-        tree = merkle.Tree([tx.id])
-        authorities = frozenset({me})
-        header = blocks.propose(
-            prev=None, transactions=[tx], tree=tree, authorities=authorities, time=now, proposer=me
-        )
-        self.origin = origin_of(header)
-        genesis = Block(
-            header=header,
-            transactions=(tx,),
-            certificate=(blocks.commit_signature(self._key, header, self.origin),),
-        )
-        self._files.write(0, genesis.encode())
-        self._tip, self._tree, self._authorities = genesis, tree, authorities
-
-    def _sync_index(self) -> None:
-        assert self._tip is not None
-        tip = self._index.tip()
-        height = self._tip.header.height
-        if tip is not None and tip[0] <= height and tip[1] == self._read(tip[0]).header.hash:
-            start = tip[0] + 1
+    def _sync_index(self, indexed: IndexTip | None, expected: IndexTip | None) -> None:
+        """Catch the index up, or rebuild it when it is not exactly what the chain says
+        it should hold at its recorded height."""
+        if indexed is not None and indexed == expected and self._holds(indexed):
+            start = indexed.height + 1
         else:
+            if indexed is not None:
+                log.warning(
+                    "rebuilding the log index: it does not match the blocks at height %d", indexed.height
+                )
             self._index.reset()
             start = 0
-        if start <= height:
+        if start <= self._chain.height:
             self._index.apply(self._blocks_from(start))
 
+    def _holds(self, tip: IndexTip) -> bool:
+        """Whether the index's rows are as many as its meta says (not partial)."""
+        return self._index.counts() == (tip.artifacts, tip.dependencies)
+
     def _blocks_from(self, start: int) -> Iterator[tuple[Block, int]]:
-        for height in range(start, self.height + 1):
+        for height in range(start, self._chain.height + 1):
             block = self._read(height)
             yield block, block.header.log_size - len(block.transactions)
 
@@ -219,100 +293,293 @@ class Ledger:
         except (Torn, TxInvalid) as exc:
             raise ChainBroken(height, "block file changed while the node ran") from exc
 
-    # -- writing --------------------------------------------------------------------
+    # -- writing (callers) ----------------------------------------------------------
 
-    def publish(self, payloads: list[AddArtifact]) -> Block:
-        """Commit one AddArtifact per payload in one block; durable on return."""
+    def submit(self, payloads: Sequence[AddArtifact]) -> Future[Block]:
+        """Queue one AddArtifact per payload, all in one block; the future resolves with
+        that block once it is durable. Bad payloads raise `TxInvalid` here, before
+        anything is queued."""
+        payloads = tuple(payloads)
         if not 0 < len(payloads) <= PUBLISH_TXS_MAX:
             raise TxInvalid(f"a block holds 1 to {PUBLISH_TXS_MAX} transactions")
-        with self._lock:
-            assert self._tip is not None
-            now = int(self._clock())
-            base = self._tree.size
-            txs = [
-                sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=base + i)
-                for i, p in enumerate(payloads)
-            ]
-            me = peer_id_of(bytes(self._key.verify_key))
-            for tx in txs:
-                self._tree.append(tx.id)
-            header = blocks.propose(
-                prev=self._tip.header,
-                transactions=txs,
-                tree=self._tree,
-                authorities=self._authorities,
-                time=max(now, self._tip.header.time),
-                proposer=me,
+        size = 0
+        for p in payloads:
+            if not isinstance(p, AddArtifact):
+                raise TxInvalid(f"publish takes AddArtifact payloads, not {type(p).__name__}")
+            encoded = len(p.encoded()) + TX_ENVELOPE_BYTES_MAX
+            if encoded > TX_BYTES_MAX:
+                raise TxInvalid(
+                    f"a transaction would encode to about {encoded} bytes, more than {TX_BYTES_MAX}"
+                )
+            size += encoded
+        if size > BLOCK_TXS_BYTES_MAX:
+            raise TxInvalid(f"the payloads encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}")
+        future: Future[Block] = Future()
+        self._enqueue(_Publish(payloads, size, future))
+        return future
+
+    def publish(self, payloads: Sequence[AddArtifact]) -> Block:
+        """Commit one AddArtifact per payload in one block; durable on return."""
+        return self.submit(payloads).result()
+
+    def append(self, block: Block) -> Block:
+        """Store a block proposed and certified elsewhere, once the chain core accepts
+        it with every signature checked; `ChainBroken`/`TxInvalid` change nothing."""
+        if not isinstance(block, Block):
+            raise TxInvalid(f"append takes a Block, not {type(block).__name__}")
+        future: Future[Block] = Future()
+        self._enqueue(_Append(block, future))
+        return future.result()
+
+    def _enqueue(self, request: _Request) -> None:
+        if self._closed:
+            raise StorageError("the transparency log is closed")
+        self._queue.put(request)
+
+    # -- writing (the writer thread) ------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        last_group = 0
+        while not stopping:
+            batch = [self._queue.get()]
+            waits = 0
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    if waits == GROUP_WAITS_MAX or len(batch) >= last_group:
+                        break
+                    waits += 1
+                    _time.sleep(GROUP_WAIT_S)
+            last_group = len(batch)
+            group: list[_Publish] = []
+            txs = size = 0
+            for request in batch:
+                match request:
+                    case _Publish():
+                        if not request.future.set_running_or_notify_cancel():
+                            continue
+                        if group and (
+                            txs + len(request.payloads) > BLOCK_TXS_MAX
+                            or size + request.size_bytes > BLOCK_TXS_BYTES_MAX
+                        ):
+                            self._commit_guarded(group)
+                            group, txs, size = [], 0, 0
+                        group.append(request)
+                        txs, size = txs + len(request.payloads), size + request.size_bytes
+                    case _Append():
+                        self._commit_guarded(group)
+                        group, txs, size = [], 0, 0
+                        if request.future.set_running_or_notify_cancel():
+                            self._guarded([request], partial(self._append, request))
+                    case _Repair():
+                        self._repair_queued.clear()
+                        self._repair()
+                    case _Stop():
+                        stopping = True
+            self._commit_guarded(group)
+        while True:  # requests queued while closing: refuse them rather than leave them waiting
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(request, _Publish | _Append) and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(StorageError("the transparency log is closed"))
+
+    def _commit_guarded(self, group: list[_Publish]) -> None:
+        if group:
+            self._guarded(group, lambda: self._commit(group))
+
+    def _guarded(self, requests: Sequence[_Publish | _Append], step: Callable[[], None]) -> None:
+        """Run one writer step; whatever it raises reaches its callers, never the loop."""
+        try:
+            step()
+        except BaseException as exc:
+            if not isinstance(exc, PyrsiaError):
+                log.exception("transparency log writer failed")
+            for request in requests:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+
+    def _commit(self, group: list[_Publish]) -> None:
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
+        chain = self._chain
+        if self._me not in chain.authorities or quorum(len(chain.authorities)) > 1:
+            raise TranslogError(
+                f"this node cannot commit blocks alone: {len(chain.authorities)} authorities are in force"
+                f" and {quorum(len(chain.authorities))} must certify"
             )
-            certificate = (blocks.commit_signature(self._key, header, self.origin),)
-            block = Block(header=header, transactions=tuple(txs), certificate=certificate)
+        now = int(self._clock())
+        txs: list[Transaction] = []
+        signed: list[_Publish] = []
+        for request in group:  # signed here, so nonces are leaf indexes: unique in the log
             try:
-                self._files.write(header.height, block.encode())
-            except StorageError:
-                self._tree.truncate(base)
-                raise
-            self._tip = block
-            try:
-                self._index.apply([(block, base)])
-            except sqlite3.Error as exc:  # the block is committed; the index is only a cache of it
-                log.warning("log index update failed (%s); rebuilding it from the blocks", exc)
-                self._index.reset()
-                self._index.apply(self._blocks_from(0))
-            return block
+                txs += [
+                    sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=chain.size + len(txs) + i)
+                    for i, p in enumerate(request.payloads)
+                ]
+            except TxInvalid as exc:  # fails this caller alone
+                request.future.set_exception(exc)
+                continue
+            signed.append(request)
+        if not signed:
+            return
+        group = signed
+        mark = chain.mark()
+        try:
+            block = chain.propose_certified(txs, now, self._key)
+            encoded = block.encode()
+            first = chain.apply(block, verify_signatures=False)  # signed by us, just now
+            self._files.write(block.header.height, encoded)
+        except BaseException:
+            chain.rewind(mark)
+            raise
+        self._committed(block, first)
+        for request in group:
+            request.future.set_result(block)
+
+    def _append(self, request: _Append) -> None:
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
+        chain = self._chain
+        mark = chain.mark()
+        first = chain.apply(request.block)  # raises, changing nothing, for a bad block
+        try:
+            self._files.write(request.block.header.height, request.block.encode())
+        except BaseException:
+            chain.rewind(mark)
+            raise
+        self._committed(request.block, first)
+        request.future.set_result(request.block)
+
+    def _committed(self, block: Block, first_leaf: int) -> None:
+        """The block is durable: readers see it, then the index learns it, then listeners."""
+        chain = self._chain
+        self._head = Head(tip=block, size=chain.size, authorities=chain.authorities)
+        try:
+            self._index.apply([(block, first_leaf)])
+        except Exception as exc:
+            self._index_failed(block.header.height, exc)
+        for listener in self._listeners:
+            listener(block)
+
+    def on_commit(self, listener: Callable[[Block], None]) -> None:
+        """`listener(block)` runs on the writer thread after each durable block: keep it short."""
+        self._listeners.append(listener)
+
+    def block_bytes(self, height: int) -> bytes:
+        """A stored block as encoded on disk (what peers are sent), without decoding it."""
+        if not 0 <= height <= self.height:
+            raise EntryUnknown(f"no block at height {height}; the log is at {self.height}")
+        return self._files.read(height)
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self._genesis_hash
+
+    def _index_failed(self, height: int, exc: Exception) -> None:
+        reason = exc.message if isinstance(exc, PyrsiaError) else f"{type(exc).__name__}: {exc}"
+        self._index_problem = (
+            f"the transparency log index lacks blocks up to height {height} after a failed update "
+            f"({reason}); lookups are refused until it catches up "
+            "(free disk space; it is retried on the next request)"
+        )
+        log.warning("%s", self._index_problem)
+
+    def _repair(self) -> bool:
+        """Bring a lagging index up to the chain; whether it is whole now."""
+        if self._index_problem is None:
+            return True
+        height = self._chain.height
+        try:
+            indexed = self._index.tip()
+            if (
+                indexed is not None
+                and indexed.height <= height
+                and self._read(indexed.height).header.hash == indexed.hash
+                and self._holds(indexed)
+            ):
+                self._index.apply(self._blocks_from(indexed.height + 1))
+            else:
+                self._index.apply(self._blocks_from(0), replace=True)
+        except (StorageError, ChainBroken) as exc:
+            self._index_failed(height, exc)
+            return False
+        self._index_problem = None
+        log.info("the log index caught up with the blocks at height %d", height)
+        return True
 
     # -- reading --------------------------------------------------------------------
 
     @property
+    def head(self) -> Head:
+        head = self._head
+        assert head is not None, "opened ledgers have a head"
+        return head
+
+    @property
     def height(self) -> int:
-        assert self._tip is not None
-        return self._tip.header.height
+        return self.head.tip.header.height
 
     @property
     def size(self) -> int:
-        return self._tree.size
+        return self.head.size
 
     @property
     def authorities(self) -> frozenset[str]:
-        return self._authorities
+        return self.head.authorities
+
+    def _reader(self) -> IndexReader:
+        """This thread's index connection, unless the index lacks a committed block."""
+        problem = self._index_problem
+        if problem is not None:
+            if not self._repair_queued.is_set() and not self._closed:
+                self._repair_queued.set()
+                try:
+                    self._queue.put_nowait(_Repair())
+                except queue.Full:
+                    self._repair_queued.clear()
+            raise StorageError(problem)
+        reader: IndexReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._index.reader()
+            self._local.reader = reader
+            with self._readers_lock:
+                self._readers.add(reader)
+        return reader
 
     def block(self, height: int) -> Block:
-        if not 0 <= height <= self.height:
-            raise EntryUnknown(f"no block at height {height}; the log is at {self.height}")
-        with self._lock:
-            return self._read(height)
+        head = self.head
+        if not 0 <= height <= head.tip.header.height:
+            raise EntryUnknown(f"no block at height {height}; the log is at {head.tip.header.height}")
+        return head.tip if height == head.tip.header.height else self._read(height)
 
     def latest(self, package_type: str, path: str) -> ArtifactRecord | None:
-        with self._lock:
-            return self._index.latest(package_type, path)
+        return self._reader().latest(package_type, path)
 
     def by_digest(self, digest: str) -> list[ArtifactRecord]:
         """Every committed record of `digest`, newest first."""
-        with self._lock:
-            return self._index.by_digest(digest)
+        return self._reader().by_digest(digest)
 
     def has_digest(self, package_type: str, digest: str) -> bool:
-        with self._lock:
-            return self._index.has_digest(package_type, digest)
+        return self._reader().has_digest(package_type, digest)
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
-        with self._lock:
-            return self._index.package_ids(package_type, prefix)
+        return self._reader().package_ids(package_type, prefix)
 
     def paths(self, package_type: str, prefix: str, after: str, limit: int) -> list[str]:
-        with self._lock:
-            return self._index.paths(package_type, prefix, after, limit)
+        return self._reader().paths(package_type, prefix, after, limit)
 
     def search(self, query: Query) -> list[ArtifactRecord]:
-        with self._lock:
-            return self._index.search(query)
+        return self._reader().search(query)
 
     def checkpoint(self) -> str:
         """The C2SP note for the current tree head, signed by the tip's certificate."""
-        with self._lock:
-            return self._note(self._tip)
+        return self._note(self.head.tip)
 
-    def _note(self, block: Block | None) -> str:
-        assert block is not None
+    def _note(self, block: Block) -> str:
         point = checkpoint.Checkpoint(
             origin=self.origin, size=block.header.log_size, root=block.header.log_root
         )
@@ -320,28 +587,28 @@ class Ledger:
 
     def proof(self, digest: str) -> InclusionProof:
         """Inclusion of the newest transaction logging `digest`, against the current head."""
-        with self._lock:
-            found = self._index.by_digest(digest)
-            if not found:
-                raise EntryUnknown(f"the transparency log has no artifact with digest {digest}")
-            record, size = found[0], self._tree.size
-            return InclusionProof(
-                record=record,
-                leaf_index=record.leaf,
-                tree_size=size,
-                leaf_hash=self._tree.leaf(record.leaf),
-                hashes=tuple(self._tree.inclusion_proof(record.leaf, size)),
-                checkpoint=self._note(self._tip),
-            )
+        found = self._reader().by_digest(digest)
+        head = self.head  # read after the index: a block is in the head before the index
+        if not found:
+            raise EntryUnknown(f"the transparency log has no artifact with digest {digest}")
+        record, size, tree = found[0], head.size, self._chain.tree
+        assert record.leaf < size, "the index never runs ahead of the head"
+        return InclusionProof(
+            record=record,
+            leaf_index=record.leaf,
+            tree_size=size,
+            leaf_hash=tree.leaf(record.leaf),
+            hashes=tuple(tree.inclusion_proof(record.leaf, size)),
+            checkpoint=self._note(head.tip),
+        )
 
     def verify(self) -> VerifyReport:
         """Every block on disk in full (`pyrsia log verify` on a running node)."""
-        with self._lock:
-            return verify_chain(self.root)
+        return verify_chain(self.root)
 
     def consistency(self, old_size: int) -> tuple[list[bytes], str]:
         """Proof that the current tree extends the one of `old_size`, and the checkpoint it ends at."""
-        with self._lock:
-            if not 0 < old_size <= self._tree.size:
-                raise EntryUnknown(f"no tree of size {old_size}; the log holds {self._tree.size} entries")
-            return self._tree.consistency_proof(old_size), self._note(self._tip)
+        head = self.head
+        if not 0 < old_size <= head.size:
+            raise EntryUnknown(f"no tree of size {old_size}; the log holds {head.size} entries")
+        return self._chain.tree.consistency_proof(old_size, head.size), self._note(head.tip)

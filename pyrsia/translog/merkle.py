@@ -26,6 +26,23 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """MTH of `leaves` (their data, hashed here): `Tree(leaves).root()` without keeping
+    the tree (RFC 6962 §2.1: pairs combine level by level; an odd last node moves up
+    unchanged, which is the same split as the largest power of two below n)."""
+    if not leaves:
+        return EMPTY_ROOT
+    level = [hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    while len(level) > 1:
+        paired = [
+            hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
+        if len(level) & 1:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
 def _split(n: int) -> int:
     """The largest power of two smaller than n (n > 1)."""
     return 1 << ((n - 1).bit_length() - 1)

@@ -7,6 +7,12 @@ whole block. A *torn* last file — shorter than its frame says, which only a di
 lost acknowledged writes can produce — never committed and is removed on open; any
 other damage (a checksum mismatch, a gap) is reported by height and never repaired
 silently.
+
+`<root>/FORMAT` names the on-disk format version, written atomically before the
+genesis block. A log without it (format 1, before this file existed) or with another
+version is refused with one line saying what to do: its transactions mean something
+else (format 2 made `chunk_size`/`chunk_root` of AddArtifact required), and a node
+must never mix formats in one chain.
 """
 
 from __future__ import annotations
@@ -15,11 +21,10 @@ import contextlib
 import hashlib
 import logging
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from pyrsia.durable import write_atomic
-from pyrsia.errors import ChainBroken, StorageError
+from pyrsia.errors import ChainBroken, FormatUnsupported, StorageError
 
 log = logging.getLogger("pyrsia.translog")
 MAGIC = b"PYRSIA-BLOCK-1\n"
@@ -28,6 +33,8 @@ _LENGTH_CRC = slice(len(MAGIC) + 8, len(MAGIC) + 12)
 _DIGEST = slice(len(MAGIC) + 12, len(MAGIC) + 44)
 _HEADER = len(MAGIC) + 44
 SUFFIX = ".blk"
+FORMAT_FILE = "FORMAT"
+FORMAT_VERSION = 2
 
 
 def frame(payload: bytes) -> bytes:
@@ -58,21 +65,66 @@ def unframe(data: bytes, height: int) -> bytes:
 
 
 class BlockFiles:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = root
         self.dir = root / "blocks"
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {self.dir}: {exc.strerror}") from exc
+        if create:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {self.dir}: {exc.strerror}") from exc
 
     def path(self, height: int) -> Path:
         return self.dir / f"{height:012d}{SUFFIX}"
 
-    def heights(self) -> list[int]:
-        """Heights on disk, checked to be 0..n-1 with no gap."""
-        for leftover in self.dir.glob(".*.part"):  # writes a crash interrupted
+    def check_format(self, *, create: bool) -> None:
+        """The directory holds a log in FORMAT_VERSION, or none yet (then, with `create`,
+        FORMAT is written now); anything else is `FormatUnsupported`."""
+        path = self.root / FORMAT_FILE
+        try:
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+        except FileNotFoundError:
+            text = None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        if text is None:
+            if self.dir.is_dir() and any(self.dir.glob(f"*{SUFFIX}")):
+                raise self._unsupported(1)
+            if create:
+                write_atomic(path, f"{FORMAT_VERSION}\n".encode())
+            return
+        if not text.isdigit() or len(text) > 9:
+            raise FormatUnsupported(
+                f"{path} does not name a transparency log format ({text[:40]!r}); "
+                f"move {self.root} aside and restart to start a new log"
+            )
+        if int(text) != FORMAT_VERSION:
+            raise self._unsupported(int(text))
+
+    def _unsupported(self, version: int) -> FormatUnsupported:
+        if version < FORMAT_VERSION:
+            return FormatUnsupported(
+                f"this transparency log was written in format {version} by an older pyrsia; "
+                f"move {self.root} aside and restart to start a new log"
+            )
+        return FormatUnsupported(
+            f"this transparency log was written in format {version} by a newer pyrsia "
+            f"(this one reads format {FORMAT_VERSION}); upgrade pyrsia"
+        )
+
+    def remove_leftovers(self) -> int:
+        """Remove temp files of writes a crash interrupted; only while nothing writes."""
+        removed = 0
+        for leftover in self.dir.glob(".*.part"):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+                removed += 1
+        return removed
+
+    def heights(self) -> list[int]:
+        """Heights on disk, checked to be 0..n-1 with no gap."""
+        if not self.dir.is_dir():
+            return []
         names = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}"))
         heights = []
         for expected, name in enumerate(names):
@@ -91,10 +143,6 @@ class BlockFiles:
         except OSError as exc:
             raise StorageError(f"cannot read block {height}: {exc.strerror}") from exc
         return unframe(data, height)
-
-    def iter_payloads(self, heights: list[int]) -> Iterator[tuple[int, bytes]]:
-        for height in heights:
-            yield height, self.read(height)
 
     def write(self, height: int, payload: bytes) -> None:
         write_atomic(self.path(height), frame(payload))

@@ -4,12 +4,25 @@
 SHA-256 of the canonical encoding without the signature; the signature is Ed25519
 over that id by the key the submitter's peer id embeds, so a transaction proves who
 submitted it with nothing but itself. `time` is whole seconds since the epoch.
+
+What is written can be read: every limit the decoder enforces is checked when a
+value is built (`__post_init__`), because decoding builds values the same way. A
+node can therefore never sign, commit or index something it would refuse to read
+back. Integers fit SQLite's signed 64-bit INTEGER (0 ≤ x ≤ 2**63-1); text is at most
+`TEXT_FIELD_CHARS_MAX` characters of encodable UTF-8; a transaction encodes to at
+most `TX_BYTES_MAX` bytes.
+
+An endorsement is an authority's signature over a domain-separated message naming a
+transaction id. It travels with the transaction inside a block but is no part of the
+transaction's id or of its submitter's signature; consensus adds endorsements (and
+later a verdict, under a new domain string) to a transaction others submitted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -25,6 +38,73 @@ REMOVE_AUTHORIZED_NODE = "RemoveAuthorizedNode"
 PACKAGE_TYPES = ("docker", "maven")
 TEXT_FIELD_CHARS_MAX = 4096
 DEPENDENCIES_MAX = 1000
+INTEGER_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit
+CHUNK_SIZE_BYTES_MIN = 1 << 10
+CHUNK_SIZE_BYTES_MAX = 1 << 26
+HASH_BYTES = 32
+SIGNATURE_BYTES = 64
+TX_BYTES_MAX = 1 << 20
+ENDORSEMENTS_MAX = 100
+PEER_ID_CHARS_MAX = 100  # an Ed25519 peer id is 52
+ENDORSEMENT_DOMAIN = b"pyrsia endorsement v1\n"
+_TEXT_FIELDS = ("package_type", "package_id", "path", "digest", "media_type", "source", "author")
+_REQUIRED_TEXT = ("package_id", "path", "digest")
+
+
+def check_int(name: str, value: object, low: int = 0, high: int = INTEGER_MAX) -> int:
+    """`value` as an int in [low, high]; bools and other types are refused."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TxInvalid(f"{name} must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise TxInvalid(f"{name} {_shown(value)} is outside {low}..{high}")
+    return value
+
+
+def check_bytes(name: str, value: object, length: int) -> bytes:
+    if not isinstance(value, bytes):
+        raise TxInvalid(f"{name} must be bytes, not {type(value).__name__}")
+    if len(value) != length:
+        raise TxInvalid(f"{name} is {len(value)} bytes, not {length}")
+    return value
+
+
+def check_text(name: str, value: object, *, required: bool = False) -> str:
+    """Text that encodes as UTF-8 (no lone surrogates) and fits the field limit."""
+    if not isinstance(value, str):
+        raise TxInvalid(f"{name} must be text, not {type(value).__name__}")
+    if len(value) > TEXT_FIELD_CHARS_MAX:
+        raise TxInvalid(f"{name} is {len(value)} characters, more than {TEXT_FIELD_CHARS_MAX}")
+    if required and not value:
+        raise TxInvalid(f"{name} is empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TxInvalid(f"{name} is not encodable as UTF-8") from exc
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_id_problem(peer_id: str) -> str:
+    try:
+        public_key_of(peer_id)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def check_peer_id(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TxInvalid(f"{name} must be a peer id, not {type(value).__name__}")
+    problem = _peer_id_problem(value) if len(value) <= PEER_ID_CHARS_MAX else "peer id is too long"
+    if problem:
+        raise TxInvalid(f"{name}: {problem}")
+    return value
+
+
+def _shown(value: int) -> str:
+    text = str(value) if value.bit_length() < 200 else f"of {value.bit_length()} bits"
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +120,33 @@ class AddArtifact:
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.check()
+        object.__setattr__(self, "_encoded", codec.encode(self.to_map()))
+
+    def encoded(self) -> bytes:
+        """The canonical encoding of `to_map()`, made once when built."""
+        cached: bytes | None = getattr(self, "_encoded", None)  # None if built around __init__
+        return codec.encode(self.to_map()) if cached is None else cached
+
+    def check(self) -> None:
+        """Every field within what the decoder accepts, or `TxInvalid` naming it."""
+        for name in _TEXT_FIELDS:
+            check_text(name, getattr(self, name), required=name in _REQUIRED_TEXT)
+        if self.package_type not in PACKAGE_TYPES:
+            raise TxInvalid(f"unknown package type {self.package_type[:40]!r}")
+        check_int("size", self.size)
+        check_int("chunk_size", self.chunk_size, CHUNK_SIZE_BYTES_MIN, CHUNK_SIZE_BYTES_MAX)
+        check_bytes("chunk_root", self.chunk_root, HASH_BYTES)
+        deps = self.dependencies
+        if not isinstance(deps, tuple):
+            raise TxInvalid(f"dependencies must be a tuple, not {type(deps).__name__}")
+        if len(deps) > DEPENDENCIES_MAX:
+            raise TxInvalid(f"{len(deps)} dependencies, more than {DEPENDENCIES_MAX}")
+        for dep in deps:
+            check_text("a dependency", dep, required=True)
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -58,17 +165,10 @@ class AddArtifact:
 
     @classmethod
     def from_map(cls, doc: Any) -> AddArtifact:
-        text = {
-            key: codec.field(doc, key, str)
-            for key in ("package_type", "package_id", "path", "digest", "media_type", "source", "author")
-        }
-        if text["package_type"] not in PACKAGE_TYPES:
-            raise TxInvalid(f"unknown package type {text['package_type'][:40]!r}")
-        if any(len(v) > TEXT_FIELD_CHARS_MAX for v in text.values()):
-            raise TxInvalid("a text field is too long")
+        text = {key: codec.field(doc, key, str) for key in _TEXT_FIELDS}
         dependencies = codec.field(doc, "dependencies", list)
-        if len(dependencies) > DEPENDENCIES_MAX or not all(isinstance(d, str) for d in dependencies):
-            raise TxInvalid("dependencies must be a bounded list of strings")
+        if len(dependencies) > DEPENDENCIES_MAX:
+            raise TxInvalid(f"{len(dependencies)} dependencies, more than {DEPENDENCIES_MAX}")
         return cls(
             **text,
             size=codec.field(doc, "size", int),
@@ -84,17 +184,21 @@ class AuthorizedNode:
 
     peer_id: str
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def encoded(self) -> bytes:
+        return codec.encode(self.to_map())
+
+    def check(self) -> None:
+        check_peer_id("peer_id", self.peer_id)
+
     def to_map(self) -> dict[str, Any]:
         return {"peer_id": self.peer_id}
 
     @classmethod
     def from_map(cls, doc: Any) -> AuthorizedNode:
-        peer_id = codec.field(doc, "peer_id", str)
-        try:
-            public_key_of(peer_id)
-        except ValueError as exc:
-            raise TxInvalid(str(exc)) from exc
-        return cls(peer_id=peer_id)
+        return cls(peer_id=codec.field(doc, "peer_id", str))
 
 
 Payload = AddArtifact | AuthorizedNode
@@ -106,32 +210,138 @@ _PAYLOADS: dict[str, type[AddArtifact] | type[AuthorizedNode]] = {
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Endorsement:
+    """`signer` vouches for transaction `tx_id`: Ed25519 over `endorsement_message(tx_id)`."""
+
+    signer: str
+    tx_id: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_peer_id("endorsement signer", self.signer)
+        check_bytes("endorsement tx_id", self.tx_id, HASH_BYTES)
+        check_bytes("endorsement signature", self.signature, SIGNATURE_BYTES)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"signer": self.signer, "tx_id": self.tx_id, "signature": self.signature}
+
+    @classmethod
+    def from_map(cls, doc: Any) -> Endorsement:
+        return cls(
+            signer=codec.field(doc, "signer", str),
+            tx_id=codec.field(doc, "tx_id", bytes),
+            signature=codec.field(doc, "signature", bytes),
+        )
+
+    def verify(self) -> bool:
+        return verify_signature(self.signer, endorsement_message(self.tx_id), self.signature)
+
+
+def endorsement_message(tx_id: bytes) -> bytes:
+    return ENDORSEMENT_DOMAIN + tx_id
+
+
+def endorse(key: SigningKey, tx_id: bytes) -> Endorsement:
+    return Endorsement(
+        signer=peer_id_of(bytes(key.verify_key)),
+        tx_id=tx_id,
+        signature=key.sign(endorsement_message(tx_id)).signature,
+    )
+
+
+def _unsigned_map(type: str, payload: Payload, submitter: str, time: int, nonce: int) -> dict[str, Any]:
+    return {"type": type, "payload": payload.to_map(), "submitter": submitter, "time": time, "nonce": nonce}
+
+
+_KEY_NONCE, _KEY_PAYLOAD, _KEY_SIGNATURE, _KEY_SUBMITTER, _KEY_TIME, _KEY_TYPE = (
+    codec.scalar(k) for k in ("nonce", "payload", "signature", "submitter", "time", "type")
+)
+
+
+def _encoded_unsigned(
+    type: str, payload: Payload, submitter: str, time: int, nonce: int
+) -> tuple[bytes, int]:
+    """The canonical encoding of the unsigned map, and the offset where "signature"
+    sorts in (after "payload"), so the signed encoding is one splice away."""
+    kind = _PAYLOADS.get(type) if isinstance(type, str) else None
+    if kind is None:
+        raise TxInvalid(f"unknown transaction type {str(type)[:40]!r}")
+    if not isinstance(payload, kind):
+        raise TxInvalid(f"{type} needs a {kind.__name__} payload, not {payload.__class__.__name__}")
+    check_peer_id("submitter", submitter)
+    check_int("time", time)
+    check_int("nonce", nonce)
+    # Keys in sorted order (nonce, payload, submitter, time, type): codec.raw_map unrolled,
+    # as this runs for every transaction built or read.
+    head = b"\x85" + _KEY_NONCE + codec.scalar(nonce) + _KEY_PAYLOAD + payload.encoded()
+    encoded = head + _KEY_SUBMITTER + codec.scalar(submitter) + _KEY_TIME + codec.scalar(time)
+    encoded += _KEY_TYPE + codec.scalar(type)
+    if len(encoded) > TX_BYTES_MAX:
+        raise TxInvalid(f"transaction encodes to {len(encoded)} bytes, more than {TX_BYTES_MAX}")
+    return encoded, len(head)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Transaction:
     type: str
     payload: Payload
     submitter: str
     time: int
     nonce: int
-    signature: bytes = b""
+    signature: bytes
+    endorsements: tuple[Endorsement, ...] = ()
+    _id: bytes = field(init=False, repr=False, compare=False)
+    _unsigned: bytes = field(init=False, repr=False, compare=False)
+    _split: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded, split = _encoded_unsigned(self.type, self.payload, self.submitter, self.time, self.nonce)
+        check_bytes("signature", self.signature, SIGNATURE_BYTES)
+        tx_id = hashlib.sha256(encoded).digest()
+        object.__setattr__(self, "_id", tx_id)
+        object.__setattr__(self, "_unsigned", encoded)
+        object.__setattr__(self, "_split", split)
+        endorsements = self.endorsements
+        if not isinstance(endorsements, tuple) or len(endorsements) > ENDORSEMENTS_MAX:
+            raise TxInvalid(f"endorsements must be a tuple of at most {ENDORSEMENTS_MAX}")
+        signers = set()
+        for e in endorsements:
+            if not isinstance(e, Endorsement) or e.tx_id != tx_id:
+                raise TxInvalid(f"an endorsement of transaction {tx_id.hex()[:16]} names another one")
+            if e.signer in signers:
+                raise TxInvalid(f"transaction {tx_id.hex()[:16]} is endorsed twice by {e.signer}")
+            signers.add(e.signer)
 
     def unsigned_map(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "payload": self.payload.to_map(),
-            "submitter": self.submitter,
-            "time": self.time,
-            "nonce": self.nonce,
-        }
+        return _unsigned_map(self.type, self.payload, self.submitter, self.time, self.nonce)
 
     @property
     def id(self) -> bytes:
-        return hashlib.sha256(codec.encode(self.unsigned_map())).digest()
+        return self._id
 
     def to_map(self) -> dict[str, Any]:
         return {**self.unsigned_map(), "signature": self.signature}
 
+    def encoded(self) -> bytes:
+        """The canonical encoding of `to_map()` (the signed transaction): the unsigned
+        map, one entry longer, with the signature spliced in after the payload."""
+        unsigned, split = self._unsigned, self._split
+        signature = _KEY_SIGNATURE + codec.scalar(self.signature)
+        return b"\x86" + unsigned[1:split] + signature + unsigned[split:]
+
+    def with_endorsements(self, endorsements: tuple[Endorsement, ...]) -> Transaction:
+        return Transaction(
+            type=self.type,
+            payload=self.payload,
+            submitter=self.submitter,
+            time=self.time,
+            nonce=self.nonce,
+            signature=self.signature,
+            endorsements=endorsements,
+        )
+
     @classmethod
-    def from_map(cls, doc: Any) -> Transaction:
+    def from_map(cls, doc: Any, endorsements: tuple[Endorsement, ...] = ()) -> Transaction:
         kind = codec.field(doc, "type", str)
         payload_type = _PAYLOADS.get(kind)
         if payload_type is None:
@@ -143,17 +353,31 @@ class Transaction:
             time=codec.field(doc, "time", int),
             nonce=codec.field(doc, "nonce", int),
             signature=codec.field(doc, "signature", bytes),
+            endorsements=endorsements,
         )
 
 
 def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int) -> Transaction:
-    unsigned = Transaction(
-        type=type, payload=payload, submitter=peer_id_of(bytes(key.verify_key)), time=time, nonce=nonce
+    """A signed transaction; `TxInvalid` if anything in it could not be read back."""
+    if not isinstance(payload, AddArtifact | AuthorizedNode):
+        raise TxInvalid(f"cannot sign a {payload.__class__.__name__} payload")
+    if getattr(payload, "_encoded", None) is None:  # not built through __init__: check it now
+        payload.check()
+    tx = Transaction(
+        type=type,
+        payload=payload,
+        submitter=_peer_id_of_key(bytes(key.verify_key)),
+        time=time,
+        nonce=nonce,
+        signature=bytes(SIGNATURE_BYTES),
     )
-    signature = key.sign(unsigned.id).signature
-    return Transaction(
-        type=type, payload=payload, submitter=unsigned.submitter, time=time, nonce=nonce, signature=signature
-    )
+    # The signature is no part of the id, so setting it on this new, unshared value
+    # leaves every derived field true, and the id is computed once.
+    object.__setattr__(tx, "signature", key.sign(tx.id).signature)
+    return tx
+
+
+_peer_id_of_key = functools.lru_cache(maxsize=64)(peer_id_of)
 
 
 def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:
@@ -166,6 +390,10 @@ def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:
 
 
 def check(tx: Transaction) -> None:
-    """A transaction is well-signed by its submitter, or `TxInvalid`."""
+    """A transaction is well-signed by its submitter, and every endorsement by its signer;
+    or `TxInvalid`."""
     if not verify_signature(tx.submitter, tx.id, tx.signature):
         raise TxInvalid(f"transaction {tx.id.hex()[:16]} is not signed by its submitter {tx.submitter[:60]}")
+    for e in tx.endorsements:
+        if not e.verify():
+            raise TxInvalid(f"endorsement of transaction {tx.id.hex()[:16]} by {e.signer} does not verify")

@@ -12,10 +12,12 @@ the path first.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 
 import httpx
@@ -155,3 +157,20 @@ def test_with_the_upstream_gone_the_log_is_listed_alone(built: Path, tmp_path: P
         assert hrefs == ["../", "lib-a-1.0.pom", *(f"lib-a-1.0.pom.{s}" for s in SIDECARS)]
         status, body = raw_request(running.node, "/maven2/com/example/lib-b/")
         assert status == 503 and "upstream" in one_line(body)
+
+
+def test_a_file_keeps_its_upstream_last_modified_for_conditional_gets(built: Path, tmp_path: Path) -> None:
+    """`Last-Modified` is the upstream's date for the file, not when the node fetched it."""
+    path = "com/example/lib-a/1.0/lib-a-1.0.pom"
+    old = 1_600_000_000  # 2020-09-13: far from any fetch time
+    os.utime(built / path, (old, old))
+    for stack in stack_of(built, tmp_path / "node"):
+        upstream = httpx.get(f"{stack.upstream.url}/{path}", timeout=30)
+        through = httpx.get(f"{stack.node.url}/maven2/{path}", timeout=30)
+        assert through.status_code == 200 and through.content == upstream.content
+        modified = formatdate(old, usegmt=True)
+        assert through.headers["last-modified"] == upstream.headers["last-modified"] == modified
+        since = {"If-Modified-Since": modified}
+        assert httpx.get(f"{stack.node.url}/maven2/{path}", headers=since).status_code == 304
+        etag = {"If-None-Match": through.headers["etag"]}
+        assert httpx.get(f"{stack.node.url}/maven2/{path}", headers=etag).status_code == 304

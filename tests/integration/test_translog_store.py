@@ -16,7 +16,7 @@ from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import Block
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import INDEX_FILE, Ledger, verify_chain
-from pyrsia.translog.store import MAGIC, BlockFiles, frame
+from pyrsia.translog.store import FORMAT_FILE, MAGIC, BlockFiles, frame
 from pyrsia.translog.tx import AddArtifact
 
 KEY = SigningKey(bytes(range(32)))
@@ -236,6 +236,7 @@ def test_the_index_is_rebuilt_or_caught_up_and_equals_the_blocks(tmp_path: Path,
 
     expected_root = tmp_path / "expected"
     shutil.copytree(tmp_path / "blocks", expected_root / "blocks")
+    shutil.copy(tmp_path / FORMAT_FILE, expected_root / FORMAT_FILE)
     expected = everything(opened(expected_root))  # built from nothing but the blocks
 
     match state:
@@ -254,7 +255,10 @@ def test_the_index_is_rebuilt_or_caught_up_and_equals_the_blocks(tmp_path: Path,
     ledger = opened(tmp_path)
     assert everything(ledger) == expected
     assert len(expected) == (3 if state == "ahead" else 5)
-    assert ledger._index.tip() == (ledger.height, ledger.block(ledger.height).header.hash)
+    tip = ledger._index.tip()
+    assert tip is not None and tip.height == ledger.height
+    assert tip.hash == ledger.block(ledger.height).header.hash
+    assert (tip.artifacts, tip.dependencies) == (len(expected), 1) == (ledger._index.counts()[0], 1)
     assert [r.size for r in ledger.search(Query(depends_on="library/base:1"))] == [3]
 
 
@@ -338,14 +342,16 @@ def test_proofs_verify_against_the_checkpoint_and_every_earlier_head(tmp_path: P
         ledger.proof("sha256:" + "f" * 64)
 
 
-def test_concurrent_publishers_each_get_their_own_block(tmp_path: Path) -> None:
+def test_concurrent_publishers_each_get_the_block_holding_their_transactions(tmp_path: Path) -> None:
     ledger = opened(tmp_path)
     errors: list[BaseException] = []
+    got: dict[int, Block] = {}
 
     def publish(worker: int) -> None:
         try:
             for i in range(10):
-                ledger.publish([artifact(worker * 100 + i)])
+                n = worker * 100 + i
+                got[n] = ledger.publish([artifact(n)])
         except BaseException as exc:  # reported below; a thread must not swallow it
             errors.append(exc)
 
@@ -355,7 +361,10 @@ def test_concurrent_publishers_each_get_their_own_block(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert (ledger.height, ledger.size) == (40, 41)
+    assert ledger.size == 41 and 1 <= ledger.height <= 40
+    for n, block in got.items():
+        assert artifact(n) in [tx.payload for tx in block.transactions]
+        assert ledger.block(block.header.height) == block
     assert len(ledger.search(Query(limit=1000))) == 40
     ledger.close()
-    assert verify_chain(tmp_path).ok and opened(tmp_path).height == 40
+    assert verify_chain(tmp_path).ok and opened(tmp_path).size == 41

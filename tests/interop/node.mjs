@@ -1,7 +1,8 @@
 // A js-libp2p node driven by pyrsia's interop tests: one JSON command per stdin line,
 // one JSON answer per stdout line ({"id", "ok", ...} or {"id", "ok": false, "error"}).
 // Startup prints {"op":"ready","peerId","addrs"}. It serves /interop/js-echo/1.0.0
-// (echo until the remote closes) besides identify and ping.
+// (echo until the remote closes) besides identify and ping, and runs kad-dht on pyrsia's
+// protocol id as a DHT server that keeps loopback addresses (see toolchain notes).
 
 // js-libp2p 3.x calls Promise.withResolvers, which Node 20 lacks.
 Promise.withResolvers ??= function () {
@@ -18,6 +19,9 @@ const { identify } = await import('@libp2p/identify')
 const { ping } = await import('@libp2p/ping')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
+const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
+const { CID } = await import('multiformats/cid')
+const Digest = await import('multiformats/hashes/digest')
 const readline = await import('node:readline')
 
 const JS_ECHO = '/interop/js-echo/1.0.0'
@@ -27,7 +31,11 @@ const node = await createLibp2p({
   transports: [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
-  services: { identify: identify(), ping: ping() }
+  services: {
+    identify: identify(),
+    ping: ping(),
+    dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper })
+  }
 })
 
 await node.handle(JS_ECHO, async (stream) => {
@@ -39,6 +47,9 @@ await node.handle(JS_ECHO, async (stream) => {
 
 const out = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 const hex = (bytes) => Buffer.from(bytes).toString('hex')
+// A blob's CID: v1, raw codec 0x55, sha2-256 multihash (0x12) of its digest.
+const cidOf = (digest) => CID.create(1, 0x55, Digest.create(0x12, Buffer.from(digest, 'hex')))
+const peerInfo = (info) => ({ peer: info.id.toString(), addrs: info.multiaddrs.map(a => a.toString()) })
 
 async function identified (peer) {
   // identify runs right after connecting; wait until the peer store has its answer.
@@ -85,6 +96,31 @@ const ops = {
     const chunks = []
     for await (const chunk of stream) chunks.push(Buffer.from(chunk.subarray()))
     return { data: hex(Buffer.concat(chunks)) }
+  },
+  async routingTable () {
+    return { size: node.services.dht.routingTable.size }
+  },
+  async provide ({ digest }) {
+    const cid = cidOf(digest)
+    await node.contentRouting.provide(cid, { signal: AbortSignal.timeout(20000) })
+    return { cid: cid.toString() }
+  },
+  async findProviders ({ digest, want }) {
+    // Every provider the query yields, or those up to the peer `want` when given.
+    const cid = cidOf(digest)
+    const providers = []
+    for await (const info of node.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(20000) })) {
+      providers.push(peerInfo(info))
+      if (info.id.toString() === want) break
+    }
+    return { cid: cid.toString(), providers }
+  },
+  async findPeer ({ peer }) {
+    // useCache: false, so the answer comes from a DHT query, not the local peer store.
+    const info = await node.peerRouting.findPeer(peerIdFromString(peer), {
+      useCache: false, signal: AbortSignal.timeout(20000)
+    })
+    return peerInfo(info)
   },
   async stop () {
     await node.stop()

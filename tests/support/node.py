@@ -68,6 +68,16 @@ class NodeProcess:
         raise RuntimeError(f"node did not become ready:\n{self.output()}")
 
     @property
+    def p2p_address(self) -> str:
+        """This run's p2p multiaddr (`/ip4/…/tcp/…/p2p/<peer id>`), as the daemon printed it."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            for line in log.read().decode(errors="replace").splitlines():
+                if line.startswith("p2p "):
+                    return line.split()[1]
+        raise RuntimeError(f"node printed no p2p address:\n{self.output()}")
+
+    @property
     def address(self) -> str:
         """`127.0.0.1:PORT`, the form registry clients take."""
         return self.url.removeprefix("http://")

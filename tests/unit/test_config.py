@@ -10,6 +10,7 @@ import pytest
 
 from pyrsia import config
 from pyrsia.errors import ConfigError
+from pyrsia.formats.peer_id import peer_id_of
 
 
 def test_defaults_without_any_source(tmp_path: Path) -> None:
@@ -59,6 +60,8 @@ def other_value(setting: config.Setting) -> object:
         return "http://127.0.0.1:9/elsewhere"
     if setting.kind is str:
         return "localhost"
+    if setting.kind is tuple:  # nothing listens there: a node dials, fails, and goes on
+        return tuple(f"/ip4/127.0.0.1/tcp/9/p2p/{peer_id_of(bytes([i]) * 32)}" for i in (1, 2))
     step = 1 if setting.kind is int else 0.5
     assert isinstance(setting.default, int | float)
     value = setting.default + step
@@ -73,7 +76,7 @@ def test_every_config_field_is_one_declared_setting() -> None:
         assert setting.default == default and type(default) is setting.kind
         assert setting.env == "PYRSIA_" + name.upper()
         assert setting.flag.startswith("--") and setting.help.endswith(".")
-        if setting.kind is not str:
+        if setting.kind in (int, float):
             assert setting.minimum is not None and setting.maximum is not None, name
             assert setting.minimum <= default <= setting.maximum
     flags = [s.flag for s in config.SETTINGS.values()]
@@ -101,7 +104,8 @@ def test_settings_other_engineers_read_exist_with_their_defaults() -> None:
 def test_each_setting_takes_effect_from_file_environment_and_flag(tmp_path: Path, name: str) -> None:
     setting = config.SETTINGS[name]
     value = other_value(setting)
-    assert getattr(config.load(tmp_path, environ={setting.env: str(value)}), name) == value
+    env_value = ",".join(value) if isinstance(value, tuple) else str(value)
+    assert getattr(config.load(tmp_path, environ={setting.env: env_value}), name) == value
     assert getattr(config.load(tmp_path, environ={}, flags={name: value}), name) == value
     (tmp_path / "pyrsia.toml").write_text(config.dump_toml({name: value}))
     assert getattr(config.load(tmp_path, environ={}), name) == value
@@ -112,7 +116,9 @@ def test_each_setting_refuses_out_of_range_and_wrong_types(tmp_path: Path, name:
     setting = config.SETTINGS[name]
     bad: list[object] = [True, [1], {"a": 1}]
     if setting.kind is str:
-        bad += [3, "", "x\ny", "\ud800", "x" * 5000]
+        bad += [3, "x\ny", "\ud800", "x" * 5000] + ([] if setting.empty_ok else [""])
+    elif setting.kind is tuple:
+        bad += [3, [3], ["x" * 5000], ["/ip4/127.0.0.1/tcp/1"] * 65]
     else:
         assert setting.minimum is not None and setting.maximum is not None
         bad += [setting.minimum - 1, setting.maximum + 1, math.inf, -math.inf, math.nan, "1e400", "nan", "x"]

@@ -273,7 +273,7 @@ def test_index_paths_is_a_sorted_distinct_range(tmp_path: Path) -> None:
             [
                 AddArtifact(
                     package_type=MAVEN, package_id="a:b:1", path=p, digest="sha256:" + "1" * 64, size=1,
-                    chunk_size=0, chunk_root=b"", media_type="x", source="s", author="a", dependencies=(),
+                    chunk_size=1 << 20, chunk_root=bytes(32), media_type="x", source="s", author="a",
                 )
                 for p in paths
             ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
-from pyrsia.errors import DigestInvalid, NameInvalid, TagInvalid
+from pyrsia.errors import DigestInvalid, MavenPathInvalid, NameInvalid, TagInvalid
 from pyrsia.formats.digest import Digest
-from pyrsia.formats.reference import parse_name, parse_tag
+from pyrsia.formats.maven_layout import Coordinates, parse_path
+from pyrsia.formats.reference import parse_image_reference, parse_name, parse_tag
 
 
 @pytest.mark.parametrize(
@@ -85,3 +87,44 @@ def test_digest_round_trip_sha256_and_sha512() -> None:
 def test_invalid_digests(raw: str) -> None:
     with pytest.raises(DigestInvalid):
         Digest.parse(raw)
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda: parse_name("library/alpine\n"),
+        lambda: parse_name("alpine\n"),
+        lambda: parse_tag("latest\n"),
+        lambda: Digest.parse("sha256:" + "a" * 64 + "\n"),
+        lambda: parse_image_reference("alpine:3.18\n"),
+        lambda: parse_image_reference("alpine@sha256:" + "a" * 64 + "\n"),
+    ],
+    ids=["name", "short-name", "tag", "digest", "reference-tag", "reference-digest"],
+)
+def test_a_trailing_newline_is_refused(parse: Callable[[], object]) -> None:
+    """`$` in a regex also matches before a final newline; the grammar is matched whole."""
+    with pytest.raises((NameInvalid, TagInvalid, DigestInvalid)):
+        parse()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "com/example/lib/1.0/lib-1.0.jar\n",
+        "com/example/lib\n/1.0/lib-1.0.jar",
+        "com/example/lib/1.0\n/lib-1.0.jar",
+        "com/example\n/lib/1.0/lib-1.0.jar",
+        "com/example/lib/maven-metadata.xml\n",
+    ],
+)
+def test_a_maven_path_with_a_newline_is_refused(path: str) -> None:
+    with pytest.raises(MavenPathInvalid):
+        parse_path(path)
+
+
+@pytest.mark.parametrize(
+    "text", ["com.example:lib:1.0\n", "com.example:lib\n:1.0", "com.example:lib:jar\n:1.0"]
+)
+def test_maven_coordinates_with_a_newline_are_refused(text: str) -> None:
+    with pytest.raises(MavenPathInvalid):
+        Coordinates.parse(text)

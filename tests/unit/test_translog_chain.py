@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from nacl.signing import SigningKey
 from pyrsia.errors import ChainBroken, ProofInvalid, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, codec, merkle
-from pyrsia.translog.block import Block
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import INDEX_FILE, Ledger, verify_chain
 from pyrsia.translog.merkle import Tree
@@ -26,8 +24,8 @@ def artifact(i: int, *, author: str = "Ada <ada@example.com>", deps: tuple[str, 
         path=f"/p/{i}",
         digest=f"sha256:{i:064x}",
         size=i,
-        chunk_size=0,
-        chunk_root=b"",
+        chunk_size=1_048_576,
+        chunk_root=bytes(32),
         media_type="application/octet-stream",
         source="https://upstream.example",
         author=author,
@@ -163,25 +161,3 @@ def test_a_block_signed_by_a_stranger_breaks_the_chain(tmp_path: Path) -> None:
     os.replace(tmp_path / "other" / "blocks" / "000000000001.blk", tmp_path / "blocks" / "000000000001.blk")
     report = verify_chain(tmp_path)
     assert report.bad_height == 1 and "previous block hash" in report.reason
-
-
-def test_index_failure_after_a_durable_block_rebuilds_the_index(tmp_path: Path) -> None:
-    import sqlite3
-
-    from pyrsia.translog.index import Index
-
-    class FailingOnce(Index):
-        failed = False
-
-        def apply(self, blocks: Iterable[tuple[Block, int]]) -> None:
-            if not FailingOnce.failed:
-                FailingOnce.failed = True
-                raise sqlite3.OperationalError("disk I/O error")
-            super().apply(blocks)
-
-    key = SigningKey.generate()
-    ledger = Ledger.open(tmp_path, key)
-    ledger._index.close()
-    ledger._index = FailingOnce(tmp_path / INDEX_FILE)
-    ledger.publish([artifact(1)])  # committed despite the index failing
-    assert FailingOnce.failed and [r.size for r in ledger.search(Query())] == [1]

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProofInvalid
-from pyrsia.translog.merkle import Tree, leaf_hash, node_hash, verify_consistency, verify_inclusion
+from pyrsia.translog.merkle import Tree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
 
 
 def mth(d: list[bytes]) -> bytes:
@@ -174,3 +174,8 @@ def test_trivial_consistency_cases() -> None:
         verify_consistency(5, 5, tree.root(4), tree.root(), [])
     with pytest.raises(ProofInvalid):
         verify_consistency(0, 5, tree.root(0), tree.root(), [bytes(32)])
+
+
+@given(st.lists(st.binary(max_size=8), max_size=70))
+def test_root_of_equals_the_tree_root(leaves: list[bytes]) -> None:
+    assert root_of(leaves) == Tree(leaves).root()

@@ -1,0 +1,708 @@
+"""`pyrsia devnet`: a whole pyrsia network on loopback, started and stopped in one command.
+
+`up` makes DIR/node0 … DIR/node{N-1}. node0 is the authority: started with no
+bootstrap, it creates its own one-authority network. Every other node is a regular
+node that joins through node0's p2p multiaddr. Each node is a detached
+`pyrsia daemon` in a session of its own (so a Ctrl-C meant for the shell never reaches
+it), bound to 127.0.0.1 only, its output appended to DIR/nodeI/daemon.log.
+
+DIR/devnet.json records a process the moment it exists (rewritten atomically after
+every start), so `down` can always find what `up` left behind, even an `up` that was
+itself killed. An `up` that fails or is interrupted stops what it started before it
+exits. Readiness is the daemon's `ready URL` line and then a `/api/v1/status` that
+names the expected peer id, polled against a deadline. A process counts as alive
+when `kill(pid, 0)` finds it and, where /proc exists, it is not a zombie and still
+runs with that node's home on its command line, so a recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+
+from pyrsia.cli import console, options, settings
+from pyrsia.errors import ListenError, PyrsiaError, UsageError
+
+devnet_app = typer.Typer(
+    help="Run a local pyrsia network on loopback: one authority and regular nodes.", no_args_is_help=True
+)
+
+STATE_FILE = "devnet.json"
+LOG_FILE = "daemon.log"
+STATE_FORMAT = 1
+AUTHORITY, REGULAR = "authority", "regular"
+STARTING, RUNNING = "starting", "running"
+LOOPBACK = "127.0.0.1"
+NODES_MAX = 32
+READY_TIMEOUT_S = 60.0
+STATUS_TIMEOUT_S = 3.0
+TERM_TIMEOUT_S = 40.0  # longer than a daemon's own shutdown grace for requests in flight
+KILL_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_LINES = 5
+LOG_TAIL_CHARS_MAX = 600
+EXAMPLE_IMAGE = "library/alpine:3.18"
+# Variables a daemon would read that would change what the devnet decides for it.
+_SCRUBBED_ENV = ("PYRSIA_HOME", "PYRSIA_BOOTSTRAP", "PYRSIA_GENESIS")
+
+DIR = typer.Option(
+    None,
+    "--dir",
+    help="Directory holding the nodes and devnet.json (default: $PYRSIA_HOME/devnet, "
+    "else ~/.local/share/pyrsia-devnet).",
+    file_okay=False,
+    show_default=False,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevnetNode:
+    """One node of the devnet as devnet.json records it."""
+
+    name: str
+    role: str
+    home: Path
+    http_port: int
+    p2p_port: int
+    peer_id: str
+    pid: int = 0
+    http_url: str = ""
+    p2p: str = ""  # the multiaddr other nodes dial, /ip4/127.0.0.1/tcp/PORT/p2p/PEER_ID
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, the form registry clients take."""
+        return (self.http_url or f"http://{LOOPBACK}:{self.http_port}").removeprefix("http://")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "home": str(self.home),
+            "http_port": self.http_port,
+            "p2p_port": self.p2p_port,
+            "peer_id": self.peer_id,
+            "pid": self.pid,
+            "http_url": self.http_url,
+            "p2p": self.p2p,
+            "log": str(self.home / LOG_FILE),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> DevnetNode:
+        """Raises `ValueError` unless `doc` is a node as `to_json` writes it."""
+        if not isinstance(doc, dict):
+            raise ValueError("a node is not an object")
+        node = cls(
+            name=_text(doc, "name"),
+            role=_text(doc, "role"),
+            home=Path(_text(doc, "home")),
+            peer_id=_text(doc, "peer_id"),
+            http_url=_text(doc, "http_url"),
+            p2p=_text(doc, "p2p"),
+            http_port=_number(doc, "http_port"),
+            p2p_port=_number(doc, "p2p_port"),
+            pid=_number(doc, "pid"),
+        )
+        if node.role not in (AUTHORITY, REGULAR) or not node.home.is_absolute() or node.pid <= 1:
+            raise ValueError(f"node {node.name!r} has a bad role, home or process id")
+        return node
+
+
+def _text(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def _number(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**31:
+        raise ValueError(f"{key} is not a whole number")
+    return value
+
+
+# --- devnet.json ----------------------------------------------------------------------
+
+
+def default_dir(environ: dict[str, str] | None = None) -> Path:
+    from pyrsia.config import ENV_HOME, default_home
+
+    env = dict(os.environ) if environ is None else environ
+    if env.get(ENV_HOME):
+        return default_home(env) / "devnet"
+    return default_home(env).with_name("pyrsia-devnet")
+
+
+def _directory(given: Path | None) -> Path:
+    return (given if given is not None else default_dir()).expanduser().absolute()
+
+
+def _load(directory: Path) -> tuple[str, list[DevnetNode]] | None:
+    """(state, nodes) from devnet.json, or None when there is none."""
+    path = directory / STATE_FILE
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PyrsiaError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise PyrsiaError(f"{path} is damaged ({exc}); stop its daemons by hand and remove it") from exc
+    try:
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a devnet record of format {STATE_FORMAT}")
+        state, nodes = doc.get("state"), doc.get("nodes")
+        if state not in (STARTING, RUNNING) or not isinstance(nodes, list):
+            raise ValueError("no state or no node list")
+        return str(state), [DevnetNode.from_json(node) for node in nodes]
+    except ValueError as exc:
+        raise PyrsiaError(f"{path} is damaged ({exc}); stop its daemons by hand and remove it") from exc
+
+
+def _save(directory: Path, state: str, nodes: Sequence[DevnetNode]) -> None:
+    from pyrsia.durable import write_atomic
+
+    doc = {"format": STATE_FORMAT, "state": state, "nodes": [n.to_json() for n in nodes]}
+    write_atomic(directory / STATE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def _forget(directory: Path) -> None:
+    try:
+        (directory / STATE_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        raise PyrsiaError(f"cannot remove {directory / STATE_FILE}: {exc.strerror}") from exc
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def _runs_node(pid: int, home: Path) -> bool:
+    """Whether `pid` is a live (not zombie) process running the node at `home`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: the pid was recycled
+        return False
+    proc = Path("/proc") / str(pid)
+    if not Path("/proc/self").is_dir():
+        return True  # no /proc (macOS): kill(pid, 0) is all there is
+    try:
+        stat = (proc / "stat").read_text()
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    # proc(5): the state follows the parenthesised command name, which may hold spaces.
+    if stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"]):
+        return False
+    return os.fsencode(str(home)) in argv
+
+
+class _Daemon:
+    """A node's process: through its `Popen` while `up` holds one, else by pid."""
+
+    def __init__(self, node: DevnetNode, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.node = node
+        self.popen = popen
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return self.node.pid > 0 and _runs_node(self.node.pid, self.node.home)
+
+    def signal(self, signum: int) -> None:
+        # The daemon leads its own process group (start_new_session): signal all of it.
+        try:
+            os.killpg(self.node.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(self.node.pid, signum)
+
+
+def _wait_gone(daemons: Sequence[_Daemon], timeout_s: float) -> list[_Daemon]:
+    """Polls until none of `daemons` is alive or the deadline passes; returns the living."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        living = [d for d in daemons if d.alive()]
+        if not living or time.monotonic() >= deadline:
+            return living
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _stop(daemons: Sequence[_Daemon]) -> dict[str, str]:
+    """SIGTERM, wait, SIGKILL what is left, wait; returns how each node ended.
+
+    Raises `PyrsiaError` naming any process still alive after SIGKILL.
+    """
+    outcome = {d.node.name: "was not running" for d in daemons}
+    living = [d for d in daemons if d.alive()]
+    for daemon in living:
+        daemon.signal(signal.SIGTERM)
+        outcome[daemon.node.name] = "stopped"
+    stragglers = _wait_gone(living, TERM_TIMEOUT_S)
+    for daemon in stragglers:
+        daemon.signal(signal.SIGKILL)
+        outcome[daemon.node.name] = "killed (it ignored SIGTERM)"
+    left = _wait_gone(stragglers, KILL_TIMEOUT_S)
+    if left:
+        names = ", ".join(f"{d.node.name} (pid {d.node.pid})" for d in left)
+        raise PyrsiaError(f"could not stop {names}")
+    return outcome
+
+
+def _pyrsia_command() -> list[str]:
+    """How to run this very pyrsia: the single executable itself, or this interpreter."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "pyrsia"]
+
+
+def _daemon_argv(
+    node: DevnetNode, bootstrap: str | None, docker_upstream: str | None, maven_upstream: str | None
+) -> list[str]:
+    argv = [
+        *_pyrsia_command(),
+        "daemon",
+        "--home", str(node.home),
+        "--http-host", LOOPBACK,
+        "--http-port", str(node.http_port),
+        "--p2p-host", LOOPBACK,
+        "--p2p-port", str(node.p2p_port),
+    ]  # fmt: skip
+    if docker_upstream:
+        argv += ["--docker-upstream", docker_upstream]
+    if maven_upstream:
+        argv += ["--maven-upstream", maven_upstream]
+    if bootstrap:
+        argv += ["--bootstrap", bootstrap]
+    return argv
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return "(no output)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    tail = " | ".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
+    return tail if len(tail) <= LOG_TAIL_CHARS_MAX else "…" + tail[-LOG_TAIL_CHARS_MAX:]
+
+
+def _read_from(path: Path, offset: int) -> list[str]:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _p2p_multiaddr(node: DevnetNode, lines: Sequence[str]) -> str:
+    """The daemon's own `p2p MULTIADDR` line for loopback, else the one its flags imply."""
+    printed = [line.split()[1] for line in lines if line.startswith("p2p ") and len(line.split()) > 1]
+    for addr in printed:
+        if addr.startswith(f"/ip4/{LOOPBACK}/"):
+            return addr
+    if printed:
+        return printed[0]
+    return f"/ip4/{LOOPBACK}/tcp/{node.p2p_port}/p2p/{node.peer_id}"
+
+
+def _status(url: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+    """A node's `/api/v1/status`; raises `PyrsiaError` when it does not answer one."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}/api/v1/status", timeout=timeout_s)
+        doc = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise PyrsiaError(f"{url} did not answer: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PyrsiaError(f"{url}/api/v1/status answered {response.status_code}, not a status")
+    return doc
+
+
+class _Launch:
+    """One node being started by `up`: its process and where this run's output begins."""
+
+    def __init__(self, node: DevnetNode, popen: subprocess.Popen[bytes], log_offset: int) -> None:
+        self.node = node
+        self.popen = popen
+        self.log_offset = log_offset
+
+    @property
+    def log(self) -> Path:
+        return self.node.home / LOG_FILE
+
+    def wait_ready(self, deadline: float, timeout_s: float) -> DevnetNode:
+        """Polls for the `ready URL` line and a status naming our peer id, until `deadline`."""
+        name = self.node.name
+        while True:
+            lines = _read_from(self.log, self.log_offset)
+            ready = next((line.split()[1] for line in lines if line.startswith("ready ")), None)
+            if ready is not None:
+                try:
+                    doc = _status(ready)
+                except PyrsiaError:
+                    doc = {}
+                if doc.get("peer_id") == self.node.peer_id:
+                    return replace(self.node, http_url=ready, p2p=_p2p_multiaddr(self.node, lines))
+                if doc:
+                    raise PyrsiaError(
+                        f"{name}: {ready} answers as peer {doc.get('peer_id')!r}, not {self.node.peer_id}"
+                    )
+            code = self.popen.poll()
+            if code is not None:
+                tail = _log_tail(self.log, self.log_offset)
+                raise PyrsiaError(f"{name} exited with code {code} before it was ready: {tail}")
+            if time.monotonic() >= deadline:
+                tail = _log_tail(self.log, self.log_offset)
+                raise PyrsiaError(f"{name} was not ready within {timeout_s:g} s: {tail}")
+            time.sleep(POLL_INTERVAL_S)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM during `up` become KeyboardInterrupt, except inside `held()`.
+
+    A signal that arrives between starting a process and recording it waits until the
+    record is written, so an interrupted `up` always knows every process to stop.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+        self._fired = False
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        # Only the first signal interrupts: a second Ctrl-C must not cut the cleanup short.
+        if self._depth or self._fired:
+            self._pending = True
+            return
+        self._fired = True
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Our handlers for the block; a block that fails leaves the command on its way
+        out, past its cleanup, so a further signal is then ignored rather than let cut
+        the exit short."""
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        except BaseException:
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+            raise
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    @contextmanager
+    def held(self, *, deliver: bool = True) -> Iterator[None]:
+        """Defers signals to the end of the block; drops them if not `deliver` (cleanup)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._pending and not self._depth:
+            self._pending = False
+            if deliver and not self._fired:
+                self._fired = True
+                raise KeyboardInterrupt
+
+
+# --- ports ----------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports, all held open at once while they are picked."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind((LOOPBACK, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _check_free(port: int, base_port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise ListenError(
+                f"port {port} on {LOOPBACK} is taken ({exc.strerror}); choose another --base-port than "
+                f"{base_port}"
+            ) from exc
+
+
+def _ports(count: int, base_port: int | None) -> list[tuple[int, int]]:
+    """(HTTP, p2p) port of each node: free ones, or base+2i and base+2i+1."""
+    if base_port is None:
+        picked = _free_ports(2 * count)
+        return [(picked[2 * i], picked[2 * i + 1]) for i in range(count)]
+    if base_port + 2 * count - 1 > 65535:
+        raise UsageError(f"--base-port {base_port} leaves no room for {count} nodes (2 ports each)")
+    pairs = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(count)]
+    for http_port, p2p_port in pairs:
+        _check_free(http_port, base_port)
+        _check_free(p2p_port, base_port)
+    return pairs
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+@devnet_app.command(
+    "up",
+    epilog="Example: pyrsia devnet up --nodes 3 --docker-upstream http://127.0.0.1:5000",
+)
+def up(
+    nodes: int = typer.Option(
+        3, "--nodes", min=1, max=NODES_MAX, help="Nodes to start; node0 is the authority."
+    ),
+    directory: Path | None = DIR,
+    docker_upstream: str | None = typer.Option(
+        None, "--docker-upstream", help="Registry every node pulls images through from (default: Docker Hub)."
+    ),
+    maven_upstream: str | None = typer.Option(
+        None,
+        "--maven-upstream",
+        help="Maven repository every node pulls through from (default: Central).",
+    ),
+    base_port: int | None = typer.Option(
+        None,
+        "--base-port",
+        min=1,
+        max=65535,
+        help="Node i gets HTTP port BASE+2i and p2p port BASE+2i+1 (default: free ports).",
+    ),
+    timeout_s: float = typer.Option(
+        READY_TIMEOUT_S, "--timeout", min=1, max=3600, help="Seconds each node has to become ready."
+    ),
+) -> None:
+    """Start a network of pyrsia nodes on 127.0.0.1: node0 the authority, the others joining through it.
+
+    Each node is a detached `pyrsia daemon` with its home in DIR/nodeI and its output in
+    DIR/nodeI/daemon.log; DIR/devnet.json records them for `status` and `down`.
+    """
+    from pyrsia.config import check_url
+    from pyrsia.node.home import ensure_home, load_identity
+
+    directory = _directory(directory)
+    docker_upstream = check_url("--docker-upstream", docker_upstream) if docker_upstream else None
+    maven_upstream = check_url("--maven-upstream", maven_upstream) if maven_upstream else None
+    previous = _load(directory)
+    if previous is not None and any(_Daemon(n).alive() for n in previous[1]):
+        raise PyrsiaError(f"a devnet is already running in {directory}; run pyrsia devnet down")
+
+    planned = []
+    for index, (http_port, p2p_port) in enumerate(_ports(nodes, base_port)):
+        home = directory / f"node{index}"
+        ensure_home(home)
+        planned.append(
+            DevnetNode(
+                name=f"node{index}",
+                role=AUTHORITY if index == 0 else REGULAR,
+                home=home,
+                http_port=http_port,
+                p2p_port=p2p_port,
+                peer_id=load_identity(home).peer_id,  # as the daemon will load it, and `pyrsia id` shows it
+            )
+        )
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    launches: list[_Launch] = []
+    interrupts = _Interrupts()
+
+    def record(state: str) -> None:
+        done = {started.node.name: started.node for started in launches}
+        _save(directory, state, [done[n.name] for n in planned if n.name in done])
+
+    def start(node: DevnetNode, bootstrap: str | None) -> None:
+        log = node.home / LOG_FILE
+        argv = _daemon_argv(node, bootstrap, docker_upstream, maven_upstream)
+        with interrupts.held():
+            try:
+                offset = log.stat().st_size if log.exists() else 0
+                with log.open("ab") as out:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                raise PyrsiaError(f"cannot start {node.name} ({argv[0]}): {exc.strerror}") from exc
+            launches.append(_Launch(replace(node, pid=popen.pid), popen, offset))
+            record(STARTING)
+
+    def wait(started: _Launch, deadline: float) -> None:
+        started.node = started.wait_ready(deadline, timeout_s)
+        with interrupts.held():
+            record(STARTING)
+
+    with interrupts.installed():
+        try:
+            with console.status_spinner(f"starting {nodes} pyrsia nodes in {directory}"):
+                start(planned[0], None)
+                wait(launches[0], time.monotonic() + timeout_s)
+                authority = launches[0].node
+                for node in planned[1:]:
+                    start(node, authority.p2p)
+                deadline = time.monotonic() + timeout_s
+                for started in launches[1:]:
+                    wait(started, deadline)
+                with interrupts.held():
+                    record(RUNNING)
+        except BaseException as exc:
+            with interrupts.held(deliver=False):
+                _stop([_Daemon(s.node, s.popen) for s in launches])
+                _forget(directory)
+            if isinstance(exc, KeyboardInterrupt):
+                console.error(f"interrupted; stopped the {len(launches)} node(s) started in {directory}")
+                raise typer.Exit(130) from None
+            raise
+    _show_network(directory, [s.node for s in launches])
+
+
+def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
+    console.table(
+        f"pyrsia devnet in {directory}",
+        ["node", "role", "peer id", "HTTP", "p2p"],
+        [[n.name, n.role, n.peer_id, n.http_url, n.p2p] for n in nodes],
+    )
+    client = nodes[1] if len(nodes) > 1 else nodes[0]
+    where = "a regular node" if client.role == REGULAR else "the authority"
+    dir_flag = "" if directory == _directory(None) else f" --dir {directory}"
+    for text in (
+        "",
+        f"Pull through {client.name}, {where}:",
+        f"  podman pull --tls-verify=false {client.address}/{EXAMPLE_IMAGE}",
+        "Docker, in /etc/docker/daemon.json:",
+        f'  {{ "registry-mirrors": ["{client.http_url}"], "insecure-registries": ["{client.address}"] }}',
+        "Maven, in ~/.m2/settings.xml:",
+        f"  <settings><mirrors><mirror><id>pyrsia</id><mirrorOf>*</mirrorOf>"
+        f"<url>{client.http_url}/maven2/</url></mirror></mirrors></settings>",
+        f"Check it with `pyrsia devnet status{dir_flag}`, stop it with `pyrsia devnet down{dir_flag}`.",
+    ):
+        console.line(text)
+
+
+@devnet_app.command("status", epilog="Example: pyrsia devnet status --json")
+def status(directory: Path | None = DIR, json_output: bool | None = options.JSON) -> None:
+    """Show whether each devnet node's process is alive and what its /api/v1/status says."""
+    directory = _directory(directory)
+    json_output = settings.wants_json(json_output)
+    loaded = _load(directory)
+    if loaded is None:
+        raise PyrsiaError(f"no devnet in {directory}; start one with pyrsia devnet up")
+    state, nodes = loaded
+    rows = [_probe(node) for node in nodes]
+    if json_output:
+        console.as_json({"dir": str(directory), "state": state, "nodes": rows})
+        return
+    console.table(
+        f"pyrsia devnet in {directory} ({state})",
+        ["node", "role", "pid", "process", "peer id", "HTTP", "log height", "peers"],
+        [
+            [
+                r["name"],
+                r["role"],
+                r["pid"],
+                "alive" if r["alive"] else "gone",
+                r["peer_id"],
+                r["http_url"] if r["error"] is None else f"{r['http_url']} ({r['error']})",
+                "-" if r["height"] is None else r["height"],
+                "-" if r["peers"] is None else r["peers"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _probe(node: DevnetNode) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": node.name,
+        "role": node.role,
+        "pid": node.pid,
+        "home": str(node.home),
+        "http_url": node.http_url,
+        "p2p": node.p2p,
+        "peer_id": node.peer_id,
+        "alive": _Daemon(node).alive(),
+        "answers": False,
+        "height": None,
+        "peers": None,
+        "error": None,
+    }
+    if not row["alive"]:
+        row["error"] = "process not running"
+        return row
+    if not node.http_url:
+        row["error"] = "not ready yet"
+        return row
+    try:
+        doc = _status(node.http_url)
+    except PyrsiaError as exc:
+        row["error"] = exc.message
+        return row
+    translog, p2p = doc.get("translog"), doc.get("p2p")
+    row["answers"] = doc.get("peer_id") == node.peer_id
+    if not row["answers"]:
+        row["error"] = f"answers as peer {doc.get('peer_id')!r}"
+    row["height"] = translog.get("height") if isinstance(translog, dict) else None
+    row["peers"] = p2p.get("peers") if isinstance(p2p, dict) else None
+    return row
+
+
+@devnet_app.command("down", epilog="Example: pyrsia devnet down --purge")
+def down(
+    directory: Path | None = DIR,
+    purge: bool = typer.Option(False, "--purge", help="Also delete the nodes' data (keys, logs, blobs)."),
+) -> None:
+    """Stop every node of the devnet (SIGTERM, then SIGKILL after a deadline); keeps their data."""
+    import shutil
+
+    directory = _directory(directory)
+    loaded = _load(directory)
+    if loaded is None:
+        console.info(f"no devnet running in {directory}")
+    else:
+        nodes = loaded[1]
+        outcome = _stop([_Daemon(node) for node in nodes])
+        _forget(directory)
+        for node in nodes:
+            console.line(f"{node.name} ({node.role}, pid {node.pid}): {outcome[node.name]}")
+    if purge:
+        homes = sorted(p for p in directory.glob("node*") if p.is_dir() and p.name[4:].isdigit())
+        for home in homes:
+            try:
+                shutil.rmtree(home)
+            except OSError as exc:
+                raise PyrsiaError(f"cannot delete {home}: {exc.strerror}") from exc
+        with suppress(OSError):  # not empty (something else lives there) or already gone
+            directory.rmdir()
+        console.line(f"deleted the data of {len(homes)} node(s) in {directory}")

@@ -1,0 +1,53 @@
+"""`pyrsia peers` (alias `pyrsia list`) and `pyrsia ping`: a running node's p2p view."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import typer
+
+from pyrsia.cli import console, options, settings
+
+
+def peers(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
+    """List the peers a node is connected to: id, address, direction, RTT, bytes, agent."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
+    from pyrsia.cli.client import NodeClient
+
+    found = NodeClient(node).get_json("/api/v1/peers")["peers"]
+    if json_output:
+        console.as_json(found)
+        return
+    console.table(
+        f"{len(found)} peers of {node}",
+        ("peer id", "address", "direction", "rtt ms", "in", "out", "height", "agent"),
+        (
+            (
+                p["peer_id"],
+                p["address"],
+                p["direction"],
+                "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+                p["bytes_in"],
+                p["bytes_out"],
+                "-" if p["height"] is None else p["height"],
+                p["agent"],
+            )
+            for p in found
+        ),
+    )
+
+
+def ping(
+    peer: str = typer.Argument(..., help="A peer id the node knows, or a multiaddr to dial."),
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Measure the round trip from a node to a peer over libp2p ping."""
+    node, json_output = settings.node_url(node), settings.wants_json(json_output)
+    from pyrsia.cli.client import NodeClient
+
+    answer = NodeClient(node).post_json(f"/api/v1/ping?peer={quote(peer, safe='')}")
+    if json_output:
+        console.as_json(answer)
+    else:
+        console.line(f"{answer['peer_id']}  {answer['rtt_ms']:.1f} ms")

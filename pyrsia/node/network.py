@@ -1,0 +1,372 @@
+"""The node's p2p side: the libp2p Host, log sync, and publish requests to authorities.
+
+Boot (DESIGN §2): identity, then the log — a node with no log joins the network of
+its `--genesis` file or of its bootstrap peers (block 0 fetched over sync, verified in
+full, its hash pinned), or else starts its own one-authority network — then the Host
+listens, dials the bootstrap peers (retried with back-off until one answers) and sync
+brings the log up to the highest peer's. Every block this node commits is announced.
+
+An authority answers `/pyrsia/request/1.0.0`: a request is served exactly as a pull
+through it would be (fetch, verify, commit), and the reply names the height the
+requester must sync to. A node that is not an authority never commits: its artifact
+services call `request_publish`, which asks the authorities in turn and returns once
+sync brought the commit here (or fails with one clear line, and with `on_missing =
+"fail"` at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from pyrsia.config import Config
+from pyrsia.errors import (
+    BlobUnknown,
+    ConfigError,
+    ManifestUnknown,
+    MavenFileUnknown,
+    PeerError,
+    PyrsiaError,
+    TxInvalid,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from pyrsia.formats.digest import Digest
+from pyrsia.p2p import requests, sync
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.kad_service import KadService
+from pyrsia.p2p.multiaddr import Multiaddr
+from pyrsia.p2p.requests import PublishReply, PublishRequest
+from pyrsia.p2p.sync import Blocks, GetBlocks, Status
+from pyrsia.p2p.sync_service import SyncService
+from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.translog.block import Block
+from pyrsia.translog.ledger import Ledger
+
+log = logging.getLogger("pyrsia.node")
+DIAL_TIMEOUT_S = 10.0
+KAD_TABLE_FILE = "kad-table.msgpack"
+ANNOUNCE_QUEUE_MAX = 100_000
+JOIN_TIMEOUT_S = 60.0
+BOOTSTRAP_RETRY_S_MAX = 30.0
+GENESIS_BYTES_MAX = 1024 * 1024
+
+# What an authority's refusal means to this node's client, by the status it reported.
+_REFUSALS: dict[int, type[PyrsiaError]] = {404: ManifestUnknown, 503: UpstreamUnavailable}
+
+
+def bootstrap_addresses(config: Config) -> list[Multiaddr]:
+    """The configured bootstrap peers, each a /…/tcp/…/p2p/<peer id> multiaddr."""
+    found = []
+    for text in config.bootstrap:
+        try:
+            address = Multiaddr.parse(text)
+        except PyrsiaError as exc:
+            raise ConfigError(f"bootstrap: {text[:200]!r} is not a multiaddr: {exc.message}") from exc
+        if address.peer_id is None or address.tcp_endpoint() is None:
+            raise ConfigError(f"bootstrap: {text[:200]!r} needs /tcp/PORT and /p2p/PEER_ID")
+        found.append(address)
+    return found
+
+
+def read_genesis(path: Path) -> Block:
+    """A network's genesis block from a file (`pyrsia genesis` writes one)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"genesis: cannot read {path}: {exc.strerror}") from exc
+    if len(data) > GENESIS_BYTES_MAX:
+        raise ConfigError(f"genesis: {path} is larger than a genesis block can be")
+    try:
+        block = Block.decode(data)
+    except TxInvalid as exc:
+        raise ConfigError(f"genesis: {path} is not a pyrsia block: {exc.message}") from exc
+    if block.header.height != 0:
+        raise ConfigError(f"genesis: {path} holds block {block.header.height}, not a genesis block")
+    return block
+
+
+class LedgerChain:
+    """The ledger as sync sees it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def sync_status(self) -> Status:
+        head = self._ledger.head
+        return Status(
+            genesis=self._ledger.genesis_hash, height=head.tip.header.height, tip=head.tip.header.hash
+        )
+
+    def encoded_blocks(self, start: int, count: int, bytes_max: int) -> list[bytes]:
+        out: list[bytes] = []
+        size = 0
+        for height in range(start, min(start + count, self._ledger.height + 1)):
+            data = self._ledger.block_bytes(height)
+            size += len(data)
+            if out and size > bytes_max:
+                break
+            out.append(data)
+        return out
+
+    def append_encoded(self, blocks: Sequence[bytes]) -> None:
+        for data in blocks:
+            block = Block.decode(data)
+            height = block.header.height
+            if height <= self._ledger.height and block.header.hash == self._ledger.block(height).header.hash:
+                continue  # already here (a duplicate or an overlapping batch)
+            self._ledger.append(block)
+
+
+class Network:
+    def __init__(self, config: Config, identity: Identity, host: Host, ledger: Ledger) -> None:
+        self._config = config
+        self._identity = identity
+        self.host = host
+        self.ledger = ledger
+        self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
+        self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
+        self._bootstrap = bootstrap_addresses(config)
+        self._stop = threading.Event()
+        self._serve_request: Callable[[PublishRequest], None] | None = None
+        self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
+        self.announced = 0
+
+    @property
+    def is_authority(self) -> bool:
+        return self._identity.peer_id in self.ledger.authorities
+
+    def start(self, serve_request: Callable[[PublishRequest], None], held: Iterable[Digest]) -> None:
+        """`serve_request` performs a publish request as a pull through this node would;
+        `held` are the blobs stored at boot, announced as provided."""
+        self._serve_request = serve_request
+        self.host.set_handler(requests.PROTOCOL_ID, self._serve)
+        self.sync.start()
+        self.kad.start()
+        self.ledger.on_commit(lambda _block: self.sync.committed())
+        threading.Thread(target=self._announcer, name="pyrsia-announce", daemon=True).start()
+        for digest in held:
+            self.provide(digest)
+        if self._bootstrap:
+            threading.Thread(target=self._dial_bootstrap, name="pyrsia-bootstrap", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sync.stop()
+        self.kad.stop()
+
+    def provide(self, digest: Digest) -> None:
+        """Announce a held blob in the DHT (queued; a full queue drops it until the next boot)."""
+        if digest.algorithm == "sha256":
+            with contextlib.suppress(queue.Full):
+                self._announce.put_nowait(digest)
+
+    def _announcer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                digest = self._announce.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                self.kad.provide(str(digest))
+                self.announced += 1
+            except PyrsiaError as exc:
+                log.debug("announcing %s: %s", digest, exc.message)
+
+    # -- boot ------------------------------------------------------------------------
+
+    def _dial_bootstrap(self) -> None:
+        """Dial every bootstrap peer; retry the ones that fail with back-off while none answers."""
+        wait = 1.0
+        addresses = [str(a) for a in self._bootstrap]
+        while not self._stop.is_set():
+            try:
+                peers = self.kad.bootstrap(addresses, timeout=JOIN_TIMEOUT_S)
+                log.info("joined through %s; %d peers in the DHT table", ", ".join(addresses), peers)
+                return  # identify, sync and the DHT take it from there
+            except PyrsiaError as exc:
+                log.warning("bootstrap: %s; retrying in %.0f s", exc.message, wait)
+            self._stop.wait(wait)
+            wait = min(wait * 2, BOOTSTRAP_RETRY_S_MAX)
+
+    # -- publish requests ------------------------------------------------------------
+
+    def request_publish(self, kind: str, name: str, reference: str = "") -> None:
+        """Ask an authority to publish, then wait until sync brought its commit here."""
+        what = f"{name}:{reference}" if kind == "docker_manifest" else name
+        refused = {"docker_blob": BlobUnknown, "maven": MavenFileUnknown}.get(kind, ManifestUnknown)
+        if self._config.on_missing == "fail":
+            raise refused(
+                f"{what} is not in the transparency log, and this node does not ask authorities to "
+                'publish (on_missing = "fail"): pull it through an authority, or set on_missing = "request"'
+            )
+        deadline = time.monotonic() + self._config.request_timeout_s
+        failures: list[str] = []
+        for authority in sorted(self.ledger.authorities):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                if not self.host.is_connected(authority):  # learn where it is from the DHT
+                    self.host.add_addresses(authority, self.kad.find_peer(authority, timeout=min(left, 10.0)))
+                reply = self._ask(authority, PublishRequest(kind=kind, name=name, reference=reference), left)
+            except PeerError as exc:
+                failures.append(f"{authority}: {exc.message}")
+                continue
+            if not reply.ok:
+                error = _REFUSALS.get(reply.status, UpstreamError)
+                raise (refused if error is ManifestUnknown else error)(
+                    f"authority {authority} could not publish {what}: {reply.error}"
+                )
+            if self.sync.wait_for_height(reply.height, max(0.0, deadline - time.monotonic())):
+                return
+            failures.append(f"{authority} committed it at height {reply.height}, not yet synced here")
+        raise UpstreamUnavailable(
+            f"no authority published {what} within {self._config.request_timeout_s:g} s",
+            detail=failures or ["no authority reachable"],
+        )
+
+    def _ask(self, authority: str, request: PublishRequest, timeout_s: float) -> PublishReply:
+        stream = self.host.open_stream(
+            authority, [requests.PROTOCOL_ID], timeout=min(timeout_s, DIAL_TIMEOUT_S)
+        )
+        try:
+            stream.write_message(requests.encode(request), timeout_s)
+            raw = stream.read_message(requests.MESSAGE_BYTES_MAX, timeout_s)
+        finally:
+            stream.close()
+        reply = requests.decode(raw) if raw is not None else None
+        if not isinstance(reply, PublishReply):
+            raise PeerError(f"{authority} did not answer the publish request")
+        return reply
+
+    def _serve(self, stream: Stream) -> None:
+        """An authority serving a publish request from any peer."""
+        try:
+            raw = stream.read_message(requests.MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S)
+            request = requests.decode(raw) if raw is not None else None
+            if not isinstance(request, PublishRequest):
+                raise PeerError(f"{stream.peer_id} sent no publish request")
+        except PeerError as exc:
+            log.info("publish request from %s refused: %s", stream.peer_id, exc.message)
+            stream.reset()
+            return
+        reply = self._perform(stream.peer_id, request)
+        try:
+            stream.write_message(requests.encode(reply))
+            stream.close()
+        except PeerError:
+            stream.reset()
+
+    def _perform(self, peer: str, request: PublishRequest) -> PublishReply:
+        if not self.is_authority or self._serve_request is None:
+            return PublishReply(ok=False, status=403, error="this node is not an authority")
+        try:
+            self._serve_request(request)
+        except PyrsiaError as exc:
+            log.info("publish request from %s for %s failed: %s", peer, request.name, exc.message)
+            return PublishReply(ok=False, status=exc.http_status, error=exc.message)
+        log.info("published %s %s %s for %s", request.kind, request.name, request.reference, peer)
+        return PublishReply(ok=True, height=self.ledger.height)
+
+    # -- status ----------------------------------------------------------------------
+
+    def addresses(self) -> list[str]:
+        """Where peers reach us, each ending in /p2p/<our peer id> (a bootstrap address)."""
+        me = self._identity.peer_id
+        return [str(a) if a.peer_id else f"{a}/p2p/{me}" for a in self.host.listen_addrs]
+
+    def status(self) -> dict[str, object]:
+        peers = self.host.peers()
+        return {
+            "addresses": self.addresses(),
+            "peers": len(peers),
+            "authority": self.is_authority,
+            "authorities": sorted(self.ledger.authorities),
+            "genesis": self.ledger.genesis_hash.hex(),
+            "dht_peers": self.kad.routing_table_size,
+            "provided_keys": self.kad.stats().provided_keys,
+            "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
+        }
+
+    def peers(self) -> list[dict[str, object]]:
+        heights = self.sync.peer_heights()
+        return [
+            {
+                "peer_id": info.peer_id,
+                "address": str(info.address),
+                "direction": info.direction,
+                "rtt_ms": None if info.rtt_s is None else round(info.rtt_s * 1000, 3),
+                "bytes_in": info.bytes_in,
+                "bytes_out": info.bytes_out,
+                "agent": info.agent_version,
+                "protocols": list(info.protocols),
+                "height": heights.get(info.peer_id),
+            }
+            for info in sorted(self.host.peers().values(), key=lambda i: i.peer_id)
+        ]
+
+    def ping(self, target: str) -> dict[str, object]:
+        """RTT to a peer id we know, or to a multiaddr (dialled first)."""
+        if target.startswith("/"):
+            try:
+                address = Multiaddr.parse(target)
+            except PyrsiaError as exc:
+                raise ConfigError(f"{target[:200]!r} is not a multiaddr: {exc.message}") from exc
+            peer = self.host.connect(address, timeout=DIAL_TIMEOUT_S)
+        else:
+            peer = target
+        rtt_s = self.host.ping(peer, timeout=DIAL_TIMEOUT_S)
+        return {"peer_id": peer, "rtt_ms": round(rtt_s * 1000, 3)}
+
+
+def host_for(config: Config, identity: Identity) -> Host:
+    return Host(
+        identity,
+        HostConfig(
+            listen_host=config.p2p_host,
+            listen_port=config.p2p_port,
+            inbound_connections_max=config.p2p_connections_max,
+        ),
+    )
+
+
+def join(host: Host, bootstrap: list[Multiaddr], pinned: Block | None) -> Block:
+    """The genesis block of the network our bootstrap peers belong to, fetched over sync.
+
+    Called only when the node has no log yet. Each peer in turn is asked for block 0;
+    the first that answers decides (its hash is then pinned by the log itself).
+    """
+    if pinned is not None:
+        return pinned
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    failures: list[str] = []
+    while time.monotonic() < deadline:
+        for address in bootstrap:
+            try:
+                peer = host.connect(address, timeout=DIAL_TIMEOUT_S)
+                stream = host.open_stream(peer, [sync.PROTOCOL_ID], timeout=DIAL_TIMEOUT_S)
+                try:
+                    stream.write_message(sync.encode(GetBlocks(start=0, count=1)))
+                    raw = stream.read_message(sync.MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S)
+                finally:
+                    stream.close()
+                reply = sync.decode(raw) if raw is not None else None
+                if isinstance(reply, Blocks) and len(reply.blocks) == 1:
+                    block = Block.decode(reply.blocks[0])
+                    if block.header.height == 0:
+                        log.info("joining the network of %s (genesis %s)", peer, block.header.hash.hex()[:16])
+                        return block
+                failures.append(f"{address}: no genesis block in its answer")
+            except (PeerError, TxInvalid) as exc:
+                failures.append(f"{address}: {exc.message}")
+        time.sleep(1.0)  # every bootstrap peer failed this round; the next round retries them
+    raise ConfigError(
+        "cannot join a network: no bootstrap peer gave its genesis block within "
+        f"{JOIN_TIMEOUT_S:g} s ({'; '.join(failures[-3:])})"
+    )

@@ -1,0 +1,269 @@
+"""The chain core: whether a block may come next, and the state it leaves behind.
+
+`Chain` holds the tip block, the RFC 6962 tree over every transaction id, the
+authority set in force for the next height and the log's origin. `apply(block)` is
+the only way the state moves, for every block there is: replayed from disk at open,
+committed by this node, synced from a peer or agreed by consensus. It checks, in
+order of cost:
+
+- the link: height, previous hash, non-decreasing time, log size;
+- the authority set: `authorities_hash` names the set in force at this height, and
+  the proposer is in it;
+- every transaction: distinct ids, the submitter's signature and each endorsement's
+  (when `verify_signatures`), and the authority rules below;
+- `tx_root`, then the commit certificate: distinct signers, each an authority in
+  force, each signature over the block hash and over the C2SP checkpoint valid (when
+  `verify_signatures`), at least a quorum (more than two thirds) of them;
+- `log_root` against the tree with this block's ids appended.
+
+Only then does the state advance; a block that fails raises `ChainBroken` naming its
+height and leaves the state as it was. `verify_signatures=False` is for blocks this
+node verified (or signed) before it wrote them: replay at open is then hashing only.
+
+Authority rules. Genesis (height 0) holds only AddAuthorizedNode transactions, each
+submitted by a peer it adds: those peers are the first set. Later,
+AddAuthorizedNode/RemoveAuthorizedNode must be submitted by an authority in force,
+may not add a member or remove a stranger, and may not leave the set empty or larger
+than `AUTHORITIES_MAX`; the new set is in force from the next height on.
+
+Pure: no clock (`now` is an argument), no files, no lock; one owner drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+from pyrsia.errors import ChainBroken, TxInvalid
+from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.translog import checkpoint, merkle
+from pyrsia.translog.block import (
+    AUTHORITIES_MAX,
+    ZERO_HASH,
+    Block,
+    BlockHeader,
+    CommitSignature,
+    authorities_hash,
+    commit_signature,
+    quorum,
+    tx_root,
+)
+from pyrsia.translog.tx import (
+    ADD_AUTHORIZED_NODE,
+    REMOVE_AUTHORIZED_NODE,
+    AuthorizedNode,
+    Transaction,
+    check,
+    sign,
+    verify_signature,
+)
+
+_Fail = Callable[[str], ChainBroken]
+
+
+def origin_of(genesis: BlockHeader) -> str:
+    """The log's name in checkpoints, fixed by its genesis block."""
+    return f"pyrsia.log/{genesis.hash.hex()[:16]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mark:
+    """Where a chain stood, to rewind to when a block applied in memory is not stored."""
+
+    tip: Block | None
+    authorities: frozenset[str]
+    origin: str
+    size: int
+
+
+class Chain:
+    def __init__(self) -> None:
+        self.tip: Block | None = None
+        self.tree = merkle.Tree()
+        self.authorities: frozenset[str] = frozenset()  # in force for the next height
+        self.origin = ""
+
+    @property
+    def height(self) -> int:
+        """Height of the tip; -1 before genesis."""
+        return -1 if self.tip is None else self.tip.header.height
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+    def mark(self) -> Mark:
+        return Mark(tip=self.tip, authorities=self.authorities, origin=self.origin, size=self.tree.size)
+
+    def rewind(self, mark: Mark) -> None:
+        self.tip, self.authorities, self.origin = mark.tip, mark.authorities, mark.origin
+        self.tree.truncate(mark.size)
+
+    # -- applying ---------------------------------------------------------------------
+
+    def apply(self, block: Block, *, verify_signatures: bool = True) -> int:
+        """Verify `block` as the next one and advance; returns the leaf index of its
+        first transaction. `ChainBroken` (state unchanged) if it may not follow."""
+        header = block.header
+        height = header.height
+
+        def fail(reason: str) -> ChainBroken:
+            return ChainBroken(height, reason)
+
+        prev = None if self.tip is None else self.tip.header
+        if height != self.height + 1:
+            raise fail(f"height {height} follows {self.height}")
+        if header.prev_hash != (ZERO_HASH if prev is None else prev.hash):
+            raise fail("previous block hash does not match")
+        if prev is not None and header.time < prev.time:
+            raise fail(f"block time {header.time} is before its predecessor's {prev.time}")
+        if not block.transactions:
+            raise fail("block has no transactions")
+        if header.log_size != self.tree.size + len(block.transactions):
+            raise fail("log size does not add up")
+        authorities = self.authorities if prev is not None else _genesis_set(block.transactions, fail)
+        if header.authorities_hash != authorities_hash(authorities):
+            raise fail("authority set hash does not match")
+        if header.proposer not in authorities:
+            raise fail(f"proposer {header.proposer} is not an authority at this height")
+        ids = [tx.id for tx in block.transactions]
+        if len(set(ids)) != len(ids):
+            raise fail("a transaction appears twice in the block")
+        if verify_signatures:
+            for tx in block.transactions:
+                try:
+                    check(tx)
+                except TxInvalid as exc:
+                    raise fail(exc.message) from exc
+        following = authorities if prev is None else _authorities_after(authorities, block.transactions, fail)
+        if header.tx_root != merkle.root_of(ids):
+            raise fail("transaction root does not match its transactions")
+        origin = self.origin or origin_of(header)
+        _check_certificate(header, block.certificate, authorities, origin, verify_signatures, fail)
+        first = self.tree.size
+        for tx_id in ids:
+            self.tree.append(tx_id)
+        if self.tree.root() != header.log_root:
+            self.tree.truncate(first)
+            raise fail("log root does not match the transactions so far")
+        self.tip, self.authorities, self.origin = block, following, origin
+        return first
+
+    # -- proposing --------------------------------------------------------------------
+
+    def propose(self, transactions: Sequence[Transaction], now: int, proposer: str) -> BlockHeader:
+        """The header of the next block holding `transactions`, proposed at `now`."""
+        if not transactions:
+            raise TxInvalid("a block needs at least one transaction")
+        prev = None if self.tip is None else self.tip.header
+        if prev is None:
+            authorities = frozenset(
+                tx.payload.peer_id for tx in transactions if isinstance(tx.payload, AuthorizedNode)
+            )
+        else:
+            authorities = self.authorities
+        size = self.tree.size
+        for tx in transactions:
+            self.tree.append(tx.id)
+        try:
+            log_root = self.tree.root()
+        finally:
+            self.tree.truncate(size)
+        return BlockHeader(
+            height=self.height + 1,
+            prev_hash=ZERO_HASH if prev is None else prev.hash,
+            tx_root=tx_root(transactions),
+            log_size=size + len(transactions),
+            log_root=log_root,
+            time=now if prev is None else max(now, prev.time),
+            proposer=proposer,
+            authorities_hash=authorities_hash(authorities),
+        )
+
+    def certify(self, header: BlockHeader, key: SigningKey) -> CommitSignature:
+        """`key`'s commit signature over a header proposed on this chain."""
+        return commit_signature(key, header, self.origin or origin_of(header))
+
+    def propose_certified(self, transactions: Sequence[Transaction], now: int, key: SigningKey) -> Block:
+        """The next block, proposed and certified by `key` alone: the embedded network,
+        where this node is the one authority and one signature is the quorum."""
+        header = self.propose(transactions, now, peer_id_of(bytes(key.verify_key)))
+        return Block(
+            header=header, transactions=tuple(transactions), certificate=(self.certify(header, key),)
+        )
+
+
+def genesis_block(key: SigningKey, now: int) -> Block:
+    """Height 0 of a new log whose only authority is `key`'s peer."""
+    me = peer_id_of(bytes(key.verify_key))
+    tx = sign(key, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=me), time=now, nonce=0)
+    return Chain().propose_certified([tx], now, key)
+
+
+def _genesis_set(transactions: Sequence[Transaction], fail: _Fail) -> frozenset[str]:
+    added: set[str] = set()
+    for tx in transactions:
+        if tx.type != ADD_AUTHORIZED_NODE or not isinstance(tx.payload, AuthorizedNode):
+            raise fail("genesis holds only AddAuthorizedNode transactions")
+        added.add(tx.payload.peer_id)
+    if len(added) > AUTHORITIES_MAX:
+        raise fail(f"genesis names more than {AUTHORITIES_MAX} authorities")
+    strangers = {tx.submitter for tx in transactions} - added
+    if strangers:
+        raise fail(f"genesis authority submitted by {sorted(strangers)[0]}, a peer it does not add")
+    return frozenset(added)
+
+
+def _authorities_after(
+    authorities: frozenset[str], transactions: Sequence[Transaction], fail: _Fail
+) -> frozenset[str]:
+    current = set(authorities)
+    for tx in transactions:
+        if tx.type not in (ADD_AUTHORIZED_NODE, REMOVE_AUTHORIZED_NODE):
+            continue
+        assert isinstance(tx.payload, AuthorizedNode), "tx.py pairs these types with this payload"
+        peer = tx.payload.peer_id
+        if tx.submitter not in authorities:
+            raise fail(f"{tx.type} submitted by {tx.submitter}, not an authority")
+        if tx.type == ADD_AUTHORIZED_NODE:
+            if peer in current:
+                raise fail(f"{peer} is already an authority")
+            current.add(peer)
+        else:
+            if peer not in current:
+                raise fail(f"{peer} is not an authority, so cannot be removed")
+            current.discard(peer)
+    if not current:
+        raise fail("the block would remove every authority")
+    if len(current) > AUTHORITIES_MAX:
+        raise fail(f"the block would make more than {AUTHORITIES_MAX} authorities")
+    return frozenset(current)
+
+
+def _check_certificate(
+    header: BlockHeader,
+    certificate: Sequence[CommitSignature],
+    authorities: frozenset[str],
+    origin: str,
+    verify_signatures: bool,
+    fail: _Fail,
+) -> None:
+    seen: set[str] = set()
+    for s in certificate:
+        if s.signer in seen:
+            raise fail(f"commit certificate names {s.signer} twice")
+        if s.signer not in authorities:
+            raise fail(f"commit certificate signer {s.signer} is not an authority at this height")
+        seen.add(s.signer)
+    needed = quorum(len(authorities))
+    if len(seen) < needed:
+        raise fail(f"commit certificate has {len(seen)} signatures of {needed} needed")
+    if verify_signatures:
+        point = checkpoint.Checkpoint(origin=origin, size=header.log_size, root=header.log_root).body()
+        for s in certificate:
+            if not verify_signature(s.signer, header.hash, s.block):
+                raise fail(f"commit signature of {s.signer} over the block does not verify")
+            if not verify_signature(s.signer, point, s.checkpoint):
+                raise fail(f"commit signature of {s.signer} over the checkpoint does not verify")
