@@ -5,7 +5,8 @@ blobs the log vouches for (`vouched(digest)`) and the store holds, verified. A c
 list is computed from the stored file once and cached by digest (bounded); chunk
 bytes are read with `os.pread`, one piece at a time, never the whole blob. Uploads
 honour `max_upload_rate` (one token bucket for every stream) and `max_upload_peers`
-(distinct peers served at once; a request beyond it is `Refused`). With
+(distinct peers served at once; a request beyond it is `Refused`), and at most
+`streams_max` streams are served at once, since each holds a Host handler worker. With
 `serve_artifacts = false` the handler is never registered, so peers cannot even
 open the protocol.
 
@@ -189,6 +190,9 @@ class ServeConfig:
     max_upload_rate: int = 0  # bytes per second over all peers; 0 = unlimited
     max_upload_peers: int = 0  # distinct peers served at once; 0 = unlimited
     http_port: int = 0  # advertised in chunk lists for an HTTP Range data path; 0 = none
+    # Streams served at once, whoever asks: each holds one of the Host's handler workers
+    # for a whole download, and kad and sync answer from the same pool.
+    streams_max: int = 8
     chunk_lists_cached_max: int = 256
     idle_timeout_s: float = 60.0
 
@@ -218,6 +222,7 @@ class ExchangeServer:
         self._upload = _SharedBucket(config.max_upload_rate, clock, sleep)
         self._slots = PeerSlots(config.max_upload_peers)
         self._slots_lock = threading.Lock()
+        self._streams = 0
         self._lists: OrderedDict[Digest, _Listed] = OrderedDict()
         self._lists_lock = threading.Lock()
 
@@ -230,10 +235,14 @@ class ExchangeServer:
         """One peer's stream: answer its requests in order until it closes."""
         peer = stream.peer_id
         with self._slots_lock:
-            admitted = self._slots.acquire(peer)
+            busy = self._streams >= self.config.streams_max
+            admitted = not busy and self._slots.acquire(peer)
+            if admitted:
+                self._streams += 1
             self.stats.set_serving(self._slots.serving)
         if not admitted:
-            stream.write(wire.encode(wire.Refused(reason=f"busy: serving {self._slots.peers_max} peers")))
+            what = f"{self._streams} streams" if busy else f"{self._slots.peers_max} peers"
+            stream.write(wire.encode(wire.Refused(reason=f"busy: serving {what}")))
             return
         try:
             reader = wire.RequestReader()
@@ -247,6 +256,7 @@ class ExchangeServer:
         finally:
             with self._slots_lock:
                 self._slots.release(peer)
+                self._streams -= 1
                 self.stats.set_serving(self._slots.serving)
 
     def _answer(self, stream: Stream, request: wire.Request) -> None:

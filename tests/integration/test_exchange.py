@@ -345,6 +345,37 @@ def test_max_upload_peers_refuses_the_next_peer(net: Net) -> None:
     assert isinstance(refused, wire.Refused) and "busy" in refused.reason
 
 
+def test_streams_beyond_streams_max_are_refused(net: Net) -> None:
+    provider = net.provider(ServeConfig(streams_max=2))
+    client = _host()
+    net.hosts.append(client)
+    client.add_addresses(provider.host.peer_id, provider.host.listen_addrs)
+    replies = []
+    streams = [client.open_stream(provider.host.peer_id, [wire.PROTOCOL_ID]) for _ in range(3)]
+    for stream in streams:  # one at a time, so the first two hold their workers first
+        stream.write(wire.encode(wire.GetChunkList(digest=DIGEST)))
+        reader = wire.ReplyReader()
+        while (reply := reader.next_event()) is None:
+            data = stream.read(65536, timeout=10)
+            assert data
+            reader.receive_data(data)
+        replies.append(reply)
+    assert [type(r) for r in replies] == [wire.ChunkList, wire.ChunkList, wire.Refused]
+    streams[0].close()  # its handler ends and frees a worker
+    deadline = time.monotonic() + 10
+    while True:
+        again = client.open_stream(provider.host.peer_id, [wire.PROTOCOL_ID])
+        again.write(wire.encode(wire.GetChunkList(digest=DIGEST)))
+        reader = wire.ReplyReader()
+        while (reply := reader.next_event()) is None:
+            reader.receive_data(again.read(65536, timeout=10))
+        again.reset()
+        if isinstance(reply, wire.ChunkList) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert isinstance(reply, wire.ChunkList)
+
+
 def test_upload_rate_cap_holds_over_five_second_windows(net: Net) -> None:
     cap = 2 * MIB
     provider = net.provider(ServeConfig(max_upload_rate=cap))
