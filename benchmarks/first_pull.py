@@ -21,8 +21,6 @@ upstream's. The first-pull ratio is the cost of pulling through a node the first
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import shutil
 import statistics
 import subprocess
@@ -41,46 +39,7 @@ from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
 
 NAME, TAG = "bench/firstpull", "1.0"
-LAYERS = 3
-
-
-def build_image(layer_bytes: int) -> images.Image:
-    """A Docker schema2 image of `LAYERS` gzip'd tars of seeded random bytes (reproducible)."""
-    image = images.Image(NAME, TAG)
-    layers = [images.layer({f"data/{i}.bin": random.Random(i).randbytes(layer_bytes)}) for i in range(LAYERS)]
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
-        },
-        sort_keys=True,
-    ).encode()
-    image.blobs[images.sha256(config)] = config
-    for blob, _ in layers:
-        image.blobs[images.sha256(blob)] = blob
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": images.DOCKER_MANIFEST,
-            "config": {
-                "mediaType": images.DOCKER_CONFIG,
-                "digest": images.sha256(config),
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": images.DOCKER_LAYER, "digest": images.sha256(blob), "size": len(blob)}
-                for blob, _ in layers
-            ],
-        },
-        indent=2,
-    ).encode()
-    image.top = images.sha256(manifest)
-    image.top_media_type = images.DOCKER_MANIFEST
-    image.manifests[image.top] = (images.DOCKER_MANIFEST, manifest)
-    image.platforms["linux/amd64"] = image.top
-    return image
+LAYERS = 3  # images.large
 
 
 def skopeo_pull(address: str, into: Path, image: images.Image) -> float:
@@ -108,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     with console.status("building the image"):
-        image = build_image(args.layer_mb * 1_000_000)
+        image = images.large(NAME, TAG, args.layer_mb * 1_000_000)
     total_mb = sum(len(blob) for blob in image.blobs.values()) / 1e6
     samples: dict[str, list[float]] = {"upstream": [], "node, first": [], "node, warm": []}
     with tempfile.TemporaryDirectory(prefix="pyrsia-bench-") as tmp:

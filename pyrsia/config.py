@@ -56,8 +56,8 @@ class Setting:
     """One node setting: everything the file, the environment, `--help` and validation need."""
 
     name: str
-    kind: type  # int, float, str, or tuple (a list of strings: repeatable flag, TOML array)
-    default: int | float | str | tuple[str, ...]
+    kind: type  # int, float, str, bool, or tuple (a list of strings: repeatable flag, TOML array)
+    default: int | float | str | bool | tuple[str, ...]
     help: str
     flag: str
     minimum: float | None = None
@@ -72,6 +72,8 @@ class Setting:
 
     @property
     def default_text(self) -> str:
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
         if isinstance(self.default, tuple):
             return ", ".join(self.default) or "none"
         if isinstance(self.default, float):
@@ -229,11 +231,31 @@ class Config:
     p2p_connections_max: int = _setting(
         256, "Inbound p2p connections accepted at once.", minimum=1, maximum=65536
     )
+    serve_artifacts: bool = _setting(
+        True, "Serve held blobs to peers and announce them; false downloads only, never serves."
+    )
+    max_upload_rate: int = _setting(
+        0,
+        "Bytes per second served to all peers together; 0 is unlimited.",
+        flag="--max-upload-rate",
+        minimum=0,
+        maximum=1024 * GIB,
+    )
+    max_download_rate: int = _setting(
+        0,
+        "Bytes per second received from peers together; 0 is unlimited.",
+        flag="--max-download-rate",
+        minimum=0,
+        maximum=1024 * GIB,
+    )
+    max_upload_peers: int = _setting(
+        32, "Peers served at once.", flag="--max-upload-peers", minimum=1, maximum=4096
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():
             value = getattr(self, setting.name)
-            if not isinstance(value, setting.kind) or isinstance(value, bool):
+            if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
 
@@ -249,7 +271,7 @@ def check_url(key: str, value: str) -> str:
     return value.rstrip("/")
 
 
-_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "tuple[str, ...]": tuple}
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "tuple[str, ...]": tuple}
 
 
 def _settings() -> dict[str, Setting]:
@@ -259,7 +281,7 @@ def _settings() -> dict[str, Setting]:
             continue
         spec = dict(f.metadata["setting"])
         kind, default = _KINDS[str(f.type)], f.default
-        assert isinstance(default, int | float | str | tuple) and isinstance(default, kind), f.name
+        assert isinstance(default, int | float | str | bool | tuple) and isinstance(default, kind), f.name
         spec["flag"] = spec["flag"] or "--" + f.name.removesuffix("_s").replace("_", "-")
         out[f.name] = Setting(name=f.name, kind=kind, default=default, **spec)
     return out
@@ -282,6 +304,12 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
     """
     want = SETTINGS[key].kind
     try:
+        if want is bool:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
+                return _BOOLEANS[raw.strip().lower()]
+            raise ValueError(raw)
         if isinstance(raw, bool):
             raise ValueError(raw)
         if want is int:
@@ -314,8 +342,19 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {key} must be {_DESCRIBE[want]}, not {shown}") from None
 
 
+_BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 _DECIMAL = re.compile(r"^[+-]?[0-9]{1,30}\Z")
 _DESCRIBE = {
+    bool: "true or false",
     int: "int (a whole number)",
     float: "float (a finite number)",
     str: "str (a string)",

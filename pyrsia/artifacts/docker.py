@@ -23,7 +23,7 @@ Concurrent requests for the same missing item share one fetch (`SingleFlight`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +40,7 @@ from pyrsia.errors import (
     ManifestInvalid,
     ManifestUnknown,
     NameUnknown,
+    PyrsiaError,
     UpstreamError,
     UpstreamManifestInvalid,
 )
@@ -92,13 +93,20 @@ class DockerArtifacts:
         expected: RecordStore,
         sources: Sequence[BlobSource] | None = None,
         authority: Authority | None = None,
+        observe: Callable[[str, int], None] | None = None,
     ) -> None:
         """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
         self._translog = translog
         self._upstream = upstream
         self._expected = expected
-        self._sources = Sources(blobs, [RegistrySource(upstream)] if sources is None else sources)
+        chosen = [RegistrySource(upstream)] if sources is None else sources
+        self._sources = Sources(blobs, chosen, observe)
+        # Manifests come from the registry's manifest endpoint, so only the other sources
+        # (peers) can stand in for it.
+        self._manifest_sources = Sources(
+            blobs, [s for s in chosen if not isinstance(s, RegistrySource)], observe
+        )
         self._flights = SingleFlight()
         self._authority = authority
 
@@ -171,6 +179,17 @@ class DockerArtifacts:
         return found
 
     def _fetch_manifest(self, name: str, digest: Digest) -> bytes:
+        """A vouched manifest's bytes: from peers when the record says what they must be, else
+        from the upstream (which checks the digest)."""
+        record = self._translog.record(DOCKER, str(digest))
+        if record is not None:
+            try:
+                stored = self._manifest_sources.obtain(_wanted(name, record))
+                body = self._blobs.read_checked(stored.digest)
+                if body is not None:
+                    return body
+            except PyrsiaError as exc:
+                log.info("manifest %s not from peers: %s", digest, exc.message)
         fetched = self._upstream.get_manifest(name, str(digest))  # checks the digest
         self._blobs.put(fetched.digest, fetched.body, source=self._upstream.base_url)
         return fetched.body

@@ -11,7 +11,7 @@ source is trusted: a source that fails or lies is logged and the next one is tri
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +42,18 @@ class BlobSource(Protocol):
 
 
 class Sources:
-    def __init__(self, store: BlobStore, sources: Sequence[BlobSource]) -> None:
+    """`observe(source, size)` hears where each blob's bytes came from ("local" when held,
+    "upstream" for the upstream sources; peers count their own bytes as they arrive)."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        sources: Sequence[BlobSource],
+        observe: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._store = store
         self._sources = list(sources)
+        self._observe = observe
 
     @property
     def labels(self) -> list[str]:
@@ -54,6 +63,7 @@ class Sources:
         """The blob, verified, from the store or the first source that delivers it."""
         held = self._store.stored(wanted.digest)
         if held is not None:
+            self._count("local", held.size)
             return held
         failures: list[PyrsiaError] = []
         for source in self._sources:
@@ -70,7 +80,14 @@ class Sources:
                 continue
             stored = self._store.stored(wanted.digest)
             if stored is not None:
+                if not source.label.startswith("peer"):
+                    self._count("upstream", stored.size)
                 return stored
         if failures:
+            # The last source is the upstream: its error says most (a peer's is in the log).
             raise failures[-1]
         raise BlobUnknown(f"no source holds blob {wanted.digest}")
+
+    def _count(self, source: str, size: int) -> None:
+        if self._observe is not None:
+            self._observe(source, size)

@@ -33,7 +33,7 @@ def _option(setting: Setting) -> Any:
         envvar=setting.env,
         help=f"{setting.help}{choices} (default: {setting.default_text})",
         show_default=False,
-        metavar="<str>" if listed else f"<{setting.kind.__name__}>",
+        metavar="<str>" if listed else f"<{setting.kind.__name__}>",  # bool: true or false
         min=setting.minimum if numeric else None,
         max=setting.maximum if numeric else None,
     )
@@ -85,7 +85,8 @@ _PARAMETERS = [
             s.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=_option(s),
-            annotation=list[str] | None if s.kind is tuple else s.kind | None,
+            # A bool takes a value (`--serve-artifacts false`), as in pyrsia.toml.
+            annotation=list[str] | None if s.kind is tuple else (str if s.kind is bool else s.kind) | None,
         )
         for s in SETTINGS.values()
     ),

@@ -19,11 +19,18 @@ from pathlib import Path
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.docker import DockerArtifacts
+from pyrsia.artifacts.docker import DockerArtifacts, RegistrySource
+from pyrsia.artifacts.exchange_service import (
+    DownloadConfig,
+    ExchangeServer,
+    ExchangeStats,
+    PeerSource,
+    ServeConfig,
+)
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
-from pyrsia.artifacts.vouch import LedgerArtifactLog
+from pyrsia.artifacts.vouch import DOCKER, MAVEN, LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
 from pyrsia.formats.digest import Digest, looks_like_digest
 from pyrsia.formats.maven_layout import parse_path
@@ -36,12 +43,14 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
+from pyrsia.registry.metrics import exchange_families, render
 from pyrsia.translog.ledger import Ledger
 from pyrsia.upstream.maven import MavenClient
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.node")
 SHUTDOWN_GRACE_S = 30.0
+PARTIALS_KEPT_S = 7 * 86400.0  # a peer download older than this is not resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class Node:
         self._admin_token = load_admin_token(config.home)
         self.blobs = BlobStore(config.home / "blobs")
         removed = self.blobs.remove_temp_files()
+        removed += self.blobs.remove_stale_partials(PARTIALS_KEPT_S, time.time())
         if removed:
             log.info("removed %d unfinished blob writes from an earlier run", removed)
         self._docker_upstream = RegistryClient(
@@ -93,12 +103,33 @@ class Node:
         # A node that is not an authority never commits: it asks one (fixed at start).
         authority = None if self.network.is_authority else self.network
         vouched = LedgerArtifactLog(self.ledger)
+        self.exchange = ExchangeStats()
+        self._exchange_server = ExchangeServer(
+            self.blobs,
+            lambda d: vouched.vouches(DOCKER, str(d)) or vouched.vouches(MAVEN, str(d)),
+            config=ServeConfig(
+                serve_artifacts=config.serve_artifacts,
+                max_upload_rate=config.max_upload_rate,
+                max_upload_peers=config.max_upload_peers,
+            ),
+            stats=self.exchange,
+        )
+        peers = PeerSource(
+            self.host,
+            self.blobs,
+            self.network.providers,
+            config=DownloadConfig(max_download_rate=config.max_download_rate),
+            stats=self.exchange,
+        )
+        # DESIGN §2: log record → local store → peers → the upstream named in the record.
         self._docker = DockerArtifacts(
             self.blobs,
             vouched,
             self._docker_upstream,
             RecordStore(config.home / "refs" / "docker"),
+            sources=[peers, RegistrySource(self._docker_upstream)],
             authority=authority,
+            observe=self.exchange.obtained,
         )
         self._maven = MavenArtifacts(
             self.blobs,
@@ -149,6 +180,7 @@ class Node:
 
     def start(self) -> NodeInfo:
         self.blobs.on_stored(self.network.provide)
+        self._exchange_server.register(self.host)
         self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
         self._started = time.monotonic()
@@ -169,6 +201,26 @@ class Node:
 
     def peers(self) -> list[dict[str, object]]:
         return self.network.peers()
+
+    def exchange_status(self) -> dict[str, object]:
+        snapshot = self.exchange.snapshot()
+        return {
+            "bytes_by_source": dict(snapshot.bytes_by_source),
+            "served_bytes_by_peer": dict(snapshot.served_bytes_by_peer),
+            "received_bytes_by_peer": dict(snapshot.received_bytes_by_peer),
+            "serving_peers": snapshot.serving_peers,
+            "evictions": snapshot.evictions,
+            "transfers": [
+                {"digest": t.digest, "size": t.size, "verified_chunks": t.verified, "chunks": t.chunks,
+                 "providers": list(t.providers)}
+                for t in snapshot.transfers
+            ],
+            "serve_artifacts": self.config.serve_artifacts,
+        }  # fmt: skip
+
+    def metrics(self) -> str:
+        families = exchange_families(self.exchange.snapshot())
+        return render(families)
 
     def ping(self, target: str) -> dict[str, object]:
         return self.network.ping(target)
@@ -206,6 +258,7 @@ class Node:
                 "origin": self.ledger.origin,
             },
             "p2p": self.network.status(),
+            "exchange": self.exchange_status(),
             "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }
 

@@ -51,6 +51,7 @@ from pyrsia.translog.ledger import Ledger
 log = logging.getLogger("pyrsia.node")
 DIAL_TIMEOUT_S = 10.0
 KAD_TABLE_FILE = "kad-table.msgpack"
+PROVIDERS_TIMEOUT_S = 10.0
 ANNOUNCE_QUEUE_MAX = 100_000
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
@@ -160,9 +161,18 @@ class Network:
         self.sync.stop()
         self.kad.stop()
 
+    def providers(self, digest: Digest) -> list[str]:
+        """Peers the DHT names as providers of a blob (their addresses go to the Host)."""
+        try:
+            return [peer for peer, _ in self.kad.find_providers(str(digest), timeout=PROVIDERS_TIMEOUT_S)]
+        except PyrsiaError as exc:
+            log.info("finding providers of %s: %s", digest, exc.message)
+            return []
+
     def provide(self, digest: Digest) -> None:
-        """Announce a held blob in the DHT (queued; a full queue drops it until the next boot)."""
-        if digest.algorithm == "sha256":
+        """Announce a held blob in the DHT (queued; a full queue drops it until the next boot).
+        A node with `serve_artifacts = false` never announces."""
+        if digest.algorithm == "sha256" and self._config.serve_artifacts:
             with contextlib.suppress(queue.Full):
                 self._announce.put_nowait(digest)
 

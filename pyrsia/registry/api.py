@@ -4,6 +4,7 @@
     GET  /api/v1/config     admin: the node's effective settings
     PUT  /api/v1/config     admin: {"key": …, "value": …} → validated, written to
                             <home>/pyrsia.toml; takes effect at the next start
+    GET  /metrics           open: Prometheus text (bytes per peer and source, transfers)
     GET  /api/v1/peers      open: connected p2p peers (address, direction, RTT, bytes, agent)
     POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)
     GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from pyrsia.errors import ConfigError, PathUnknown, Unauthorized, Unsupported, UsageError
 from pyrsia.http.message import Request, Response, json_response
+from pyrsia.registry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
 from pyrsia.registry.translog_api import TranslogApi
 from pyrsia.translog.ledger import Ledger
@@ -37,6 +39,8 @@ class NodeControl(Protocol):
     def peers(self) -> list[dict[str, object]]: ...
 
     def ping(self, target: str) -> Mapping[str, object]: ...
+
+    def metrics(self) -> str: ...
 
 
 class NodeApi:
@@ -60,6 +64,9 @@ class NodeApi:
                 self._require_admin(request)
                 key, value = _setting_from(request.body)
                 return _json(self._node.set_setting(key, value))
+            case ("GET" | "HEAD", "/metrics"):
+                body = self._node.metrics().encode()
+                return Response(headers=(("Content-Type", METRICS_CONTENT_TYPE),), body=body)
             case ("GET" | "HEAD", "/api/v1/peers"):
                 return _json({"peers": self._node.peers()})
             case ("POST", "/api/v1/ping"):

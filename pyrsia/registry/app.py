@@ -29,7 +29,7 @@ class NodeApp:
             return self._docker.handle(request)
         if path.startswith(MAVEN_PREFIX):
             return self._maven.handle(request)
-        if path.startswith("/api/v1/"):
+        if path.startswith("/api/v1/") or path == "/metrics":
             return self._api.handle(request)
         raise PathUnknown("no such endpoint", detail=path[:300])
 

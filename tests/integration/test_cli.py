@@ -289,6 +289,13 @@ def _values_to_try() -> dict[str, object]:
     return {name: fixed.get(name, other_value(s)) for name, s in SETTINGS.items() if name not in joining}
 
 
+def _text(value: object) -> str:
+    """A setting as a variable or a flag's value spells it."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _shown(value: object) -> object:
     """A setting as the node API shows it: lists for repeatable ones."""
     return list(value) if isinstance(value, tuple) else value
@@ -298,7 +305,7 @@ def test_every_setting_takes_effect_from_its_environment_variable(tmp_path: Path
     from pyrsia.config import SETTINGS
 
     values = _values_to_try()
-    env = {SETTINGS[name].env: ",".join(v) if isinstance(v, tuple) else str(v) for name, v in values.items()}
+    env = {SETTINGS[name].env: _text(v) for name, v in values.items()}
     effective = _effective_settings(tmp_path, env=env)
     assert {name: effective[name] for name in values} == {k: _shown(v) for k, v in values.items()}
 
@@ -311,7 +318,7 @@ def test_every_setting_takes_effect_from_its_flag(tmp_path: Path) -> None:
         part
         for name, value in values.items()
         for item in (value if isinstance(value, tuple) else (value,))
-        for part in (SETTINGS[name].flag, str(item))
+        for part in (SETTINGS[name].flag, _text(item))
     ]
     effective = _effective_settings(tmp_path, *flags)
     assert {name: effective[name] for name in values} == {k: _shown(v) for k, v in values.items()}

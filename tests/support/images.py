@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import tarfile
 from dataclasses import dataclass, field
 
@@ -132,6 +133,16 @@ def three_layer(name: str = "library/threelayer", tag: str = "1.0") -> Image:
         docker=True,
         labels={"org.opencontainers.image.authors": "Pyrsia Tests <tests@pyrsia.example>"},
     )
+    image.top_media_type = DOCKER_MANIFEST
+    image.platforms["linux/amd64"] = image.top
+    return image
+
+
+def large(name: str = "bench/large", tag: str = "1.0", layer_bytes: int = 20_000_000) -> Image:
+    """A Docker schema2 image of three layers of seeded random bytes (incompressible, reproducible)."""
+    image = Image(name, tag)
+    files = [{f"data/{i}.bin": random.Random(i).randbytes(layer_bytes)} for i in range(3)]
+    image.top = _single(image, files, docker=True)
     image.top_media_type = DOCKER_MANIFEST
     image.platforms["linux/amd64"] = image.top
     return image

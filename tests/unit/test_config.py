@@ -60,6 +60,8 @@ def other_value(setting: config.Setting) -> object:
         return "http://127.0.0.1:9/elsewhere"
     if setting.kind is str:
         return "localhost"
+    if setting.kind is bool:
+        return not setting.default
     if setting.kind is tuple:  # nothing listens there: a node dials, fails, and goes on
         return tuple(f"/ip4/127.0.0.1/tcp/9/p2p/{peer_id_of(bytes([i]) * 32)}" for i in (1, 2))
     step = 1 if setting.kind is int else 0.5
@@ -104,7 +106,7 @@ def test_settings_other_engineers_read_exist_with_their_defaults() -> None:
 def test_each_setting_takes_effect_from_file_environment_and_flag(tmp_path: Path, name: str) -> None:
     setting = config.SETTINGS[name]
     value = other_value(setting)
-    env_value = ",".join(value) if isinstance(value, tuple) else str(value)
+    env_value = ",".join(value) if isinstance(value, tuple) else str(value).lower()
     assert getattr(config.load(tmp_path, environ={setting.env: env_value}), name) == value
     assert getattr(config.load(tmp_path, environ={}, flags={name: value}), name) == value
     (tmp_path / "pyrsia.toml").write_text(config.dump_toml({name: value}))
@@ -114,8 +116,10 @@ def test_each_setting_takes_effect_from_file_environment_and_flag(tmp_path: Path
 @pytest.mark.parametrize("name", list(config.SETTINGS))
 def test_each_setting_refuses_out_of_range_and_wrong_types(tmp_path: Path, name: str) -> None:
     setting = config.SETTINGS[name]
-    bad: list[object] = [True, [1], {"a": 1}]
-    if setting.kind is str:
+    bad: list[object] = [[1], {"a": 1}] + ([] if setting.kind is bool else [True])
+    if setting.kind is bool:
+        bad += ["maybe", 2, 1.5, ""]
+    elif setting.kind is str:
         bad += [3, "x\ny", "\ud800", "x" * 5000] + ([] if setting.empty_ok else [""])
     elif setting.kind is tuple:
         bad += [3, [3], ["x" * 5000], ["/ip4/127.0.0.1/tcp/1"] * 65]
