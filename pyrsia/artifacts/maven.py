@@ -20,9 +20,10 @@ copy is served marked stale rather than failing the build.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,12 @@ from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_pom
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
-from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, Authority, NewArtifact
-from pyrsia.errors import DigestMismatch, MavenFileUnknown, UpstreamError
+from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
+from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, Authority, NewArtifact, Vouched
+from pyrsia.errors import DigestMismatch, MavenFileUnknown, PyrsiaError, StorageError, UpstreamError
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
+from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.upstream.maven import FetchedFile, MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -61,6 +64,8 @@ class MavenArtifacts:
         metadata_ttl_s: float,
         clock: Callable[[], float] = time.time,
         authority: Authority | None = None,
+        peers: Sequence[BlobSource] = (),
+        observe: Callable[[str, int], None] | None = None,
     ) -> None:
         """`authority` is set on a node that is not one: what its log lacks, it asks for."""
         self._blobs = blobs
@@ -71,6 +76,8 @@ class MavenArtifacts:
         self._clock = clock
         self._flights = SingleFlight()
         self._authority = authority
+        # A file the log already vouches for can come from peers, checked against its record.
+        self._peers = Sources(blobs, peers, observe)
 
     def file(self, target: MavenPath) -> MavenFile:
         held = self._held(target.path)
@@ -117,6 +124,8 @@ class MavenArtifacts:
             if vouched is None:
                 raise MavenFileUnknown(f"an authority published {path}, but this node's log lacks it")
             expected = Digest.parse(vouched.digest)
+            if (from_peers := self._from_peers(target, vouched)) is not None:
+                return from_peers
         fetched = self._upstream.fetch(path, self._blobs.opener(expected, self._upstream.base_url, CHECKSUMS))
         if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
             # A released file never changes: the log's digest stands, the upstream's new bytes do not.
@@ -155,6 +164,40 @@ class MavenArtifacts:
         log.info("pulled %s from upstream (checked with %s)", path, checked)
         modified = now if fetched.last_modified is None else fetched.last_modified
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now, modified)
+
+    def _from_peers(self, target: MavenPath, vouched: Vouched) -> MavenFile | None:
+        """The file from peers, its bytes the record's; None when no peer delivers it."""
+        wanted = Wanted(
+            digest=Digest.parse(vouched.digest),
+            name=target.path,
+            size=vouched.size,
+            chunk_root=vouched.chunk_root,
+        )
+        try:
+            stored = self._peers.obtain(wanted)
+        except PyrsiaError as exc:
+            log.info("%s not from peers: %s", target.path, exc.message)
+            return None
+        hashers = {algorithm: hashlib.new(algorithm) for algorithm in CHECKSUMS}
+        try:
+            with stored.path.open("rb") as file:
+                while block := file.read(CHUNK_BYTES):
+                    for hasher in hashers.values():
+                        hasher.update(block)
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {stored.digest}: {exc.strerror}") from exc
+        checksums = {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
+        now = self._clock()
+        record = {
+            **checksums,
+            "size": stored.size,
+            "fetched_at": now,
+            "last_modified": None,
+            "verified_with": "log",
+        }
+        self._records.put(target.path + "@", record)
+        log.info("pulled %s from peers (checked against the log)", target.path)
+        return MavenFile(stored.path, stored.size, checksums, now, now)
 
     def _provenance(self, target: MavenPath, digest: Digest) -> Provenance:
         if target.path.endswith(".pom"):

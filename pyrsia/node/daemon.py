@@ -138,6 +138,8 @@ class Node:
             self._maven_upstream,
             config.maven_metadata_ttl_s,
             authority=authority,
+            peers=[peers],
+            observe=self.exchange.obtained,
         )
         docker, maven = self._docker, self._maven
         api = NodeApi(self, self._admin_token, self.ledger)

@@ -62,3 +62,9 @@ def test_the_last_node_pulls_from_its_peers_with_the_upstream_gone(tmp_path: Pat
         sources = {source: int(n) for source, n in BY_SOURCE.findall(metrics)}
         total = sum(len(blob) for blob in image.blobs.values())
         assert sources.get("upstream", 0) == 0 and sources["peer"] >= total
+        # Origin bytes: the image crossed from the upstream once, into the authority alone.
+        origin = {}
+        for node in (a, b, c):
+            text = httpx.get(f"{node.url}/metrics", timeout=10).text
+            origin[node.home.name] = dict(BY_SOURCE.findall(text)).get("upstream", "0")
+        assert int(origin["a"]) == total and origin["b"] == origin["c"] == "0", origin
