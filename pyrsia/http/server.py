@@ -319,9 +319,22 @@ class HttpServer:
                 self._forget(next(iter(self._idle)))
 
     def _unpark(self, conn: _Connection) -> None:
-        """The connection has bytes (or EOF) to read: a worker takes it from here."""
+        """The connection has bytes (or EOF) to read: a worker takes it from here.
+
+        A client that closed (EOF, or a reset) is closed here: hundreds of idle clients
+        leaving at once must not fill the workers' queue and turn new clients away.
+        """
         self._selector.unregister(conn.sock)
         del self._idle[conn]
+        try:
+            if conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                _close(conn.sock)
+                return
+        except BlockingIOError:
+            pass  # readable but nothing yet after all: let a worker wait for it
+        except OSError:
+            _close(conn.sock)
+            return
         try:
             self._queue.put_nowait(conn)
         except queue.Full:

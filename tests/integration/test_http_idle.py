@@ -10,6 +10,7 @@ condition with a deadline.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -180,3 +181,39 @@ def one_error(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         data += chunk
     return data
+
+
+class Held(Handler):
+    """Answers `/hold` only once released, keeping the one worker busy meanwhile."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/hold":
+            self.release.wait(20)
+        return super().handle(request)
+
+
+def test_idle_clients_leaving_at_once_never_turn_a_new_client_away(opened: list[socket.socket]) -> None:
+    """Each departure is an EOF the poller closes itself, never a job queued for a worker."""
+    handler = Held()
+    server = HttpServer(handler, "127.0.0.1", 0, Limits(workers_max=1))
+    server.start()
+    try:
+        leaving = [connect(server, opened) for _ in range(60)]
+        busy = connect(server, opened, request=False)
+        busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: server.stats().workers_busy == 1)
+        for sock in leaving:
+            sock.close()
+        wait_for(lambda: server.stats().connections_idle == 0)
+        assert server.stats().connections_queued == 0
+        newcomer = connect(server, opened, request=False)
+        newcomer.sendall(REQUEST)
+        wait_for(lambda: server.stats().connections_queued == 1)
+        handler.release.set()
+        assert one_response(newcomer).startswith(b"HTTP/1.1 200")
+    finally:
+        handler.release.set()
+        server.shutdown(5)
