@@ -467,6 +467,10 @@ class _Download:
         self.streams: dict[str, Stream] = {}
         self.pending: dict[str, list[Request]] = {p: [] for p in peers}
         self.done: set[int] = set()
+        # Chunks whose bytes were counted: two copies can both be written before `done`
+        # (main thread) learns of either (the end game asks two peers); counted once.
+        self.counted: set[int] = set()
+        self.counted_lock = threading.Lock()
         self.evicted: set[str] = set()
         self.stopping = threading.Event()
         self.readers: list[threading.Thread] = []
@@ -577,7 +581,11 @@ class _Download:
                 except StorageError as exc:
                     self.events.put(_Broken(exc))
                     return False
-                self.source.stats.received(peer, len(data))
+                with self.counted_lock:
+                    first_copy = index not in self.counted
+                    self.counted.add(index)
+                if first_copy:
+                    self.source.stats.received(peer, len(data))
                 self.events.put(_Verified(peer, index, len(data)))
                 return True
             case wire.Chunks(digest=digest):

@@ -8,7 +8,7 @@ OCI and takes the tag annotation for the image name.
 
 Every blob is written through a `BlobStore` without fan-out (the layout's own
 shape), so each one is digest-checked and atomically placed; layers download in
-parallel, each reporting progress to its own callback.
+parallel, each reporting progress to its own callback (started with the blob's digest).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pyrsia.upstream.registry import RegistryClient
 PARALLEL_DOWNLOADS = 4
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 REF_NAME = "org.opencontainers.image.ref.name"
-# `start(label, total_bytes)` returns the callback that receives byte counts.
-ProgressStart = Callable[[str, int], Callable[[int], None]]
+# `start(digest, total_bytes)` returns the callback that receives byte counts.
+ProgressStart = Callable[[Digest, int], Callable[[int], None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ def pull_to_layout(
                 name,
                 digest,
                 store.opener(digest, client.base_url),
-                start(digest.hex[:12], part.size),
+                start(digest, part.size),
                 size_bytes=part.size,
             )
 

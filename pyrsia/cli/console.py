@@ -16,6 +16,8 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -54,47 +56,52 @@ def as_json(doc: object) -> None:
     out.print_json(json.dumps(doc, sort_keys=True, default=str))
 
 
-@contextmanager
-def transfer(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar on stderr (bytes, speed, time left); yields `advance(bytes, total)`."""
-    columns = (
+class Bar:
+    """One progress bar: called with a byte count (and the total, once known) to advance;
+    `note(text)` shows `text` after the label (empty for none)."""
+
+    __slots__ = ("_label", "_overall", "_progress", "_task")
+
+    def __init__(self, progress: Progress, task: TaskID, label: str, overall: TaskID | None = None) -> None:
+        self._progress, self._task, self._label, self._overall = progress, task, label, overall
+
+    def __call__(self, count: int, total: int | None = None) -> None:
+        self._progress.update(self._task, advance=count, total=total)
+        if self._overall is not None:
+            self._progress.update(self._overall, advance=count)
+
+    def note(self, text: str) -> None:
+        self._progress.update(self._task, description=f"{self._label}  {text}" if text else self._label)
+
+
+def _transfer_columns() -> tuple[ProgressColumn, ...]:
+    return (
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
+
+
+@contextmanager
+def transfer(label: str) -> Iterator[Bar]:
+    """A progress bar on stderr (bytes, speed, time left); yields it, `bar(bytes, total)` to advance."""
+    columns = _transfer_columns()
     with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as progress:
-        task = progress.add_task(label, total=None)
-
-        def advance(count: int, total: int | None) -> None:
-            progress.update(task, advance=count, total=total)
-
-        yield advance
+        yield Bar(progress, progress.add_task(label, total=None), label)
 
 
 @contextmanager
-def transfers(title: str) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+def transfers(title: str) -> Iterator[Callable[[str, int], Bar]]:
     """One bar per item plus a total line with the overall speed; yields `start(label, total)`."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+    with Progress(*_transfer_columns(), console=err, disable=not err.is_terminal) as progress:
         overall = progress.add_task(title, total=0)
 
-        def start(label: str, total: int) -> Callable[[int], None]:
+        def start(label: str, total: int) -> Bar:
             task = progress.add_task(f"  {label}", total=total)
             progress.update(overall, total=(progress.tasks[overall].total or 0) + total)
-
-            def advance(count: int) -> None:
-                progress.update(task, advance=count)
-                progress.update(overall, advance=count)
-
-            return advance
+            return Bar(progress, task, f"  {label}", overall)
 
         yield start
 

@@ -1,15 +1,98 @@
-"""`pyrsia pull …`: fetch artifacts through a node without docker or mvn."""
+"""`pyrsia pull …`: fetch artifacts through a node without docker or mvn.
+
+While progress bars run, `PeerWatch` polls the node's `/api/v1/status` (its
+`exchange.transfers`) and notes "from N peers" on the bar of each blob the node is
+fetching from its peers; a blob the node serves from its store or its upstream gets no
+note. Nothing is polled when the bars are off (no terminal), so `--json` and piped
+output stay as they were, with an optional `peers` field when a count was seen.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
+from types import TracebackType
 
 import typer
 
 from pyrsia.cli import console, options, settings
+
+STATUS_POLL_S = 0.5
+
+
+def peers_by_digest(status: object) -> dict[str, int]:
+    """`{digest: providers}` of every peer transfer in a node's status document; odd entries skipped."""
+    exchange = status.get("exchange") if isinstance(status, dict) else None
+    transfers = exchange.get("transfers") if isinstance(exchange, dict) else None
+    found: dict[str, int] = {}
+    for transfer in transfers if isinstance(transfers, list) else []:
+        if not isinstance(transfer, dict):
+            continue
+        digest, providers = transfer.get("digest"), transfer.get("providers")
+        if isinstance(digest, str) and isinstance(providers, list) and providers:
+            found[digest] = len(providers)
+    return found
+
+
+def peers_note(count: int) -> str:
+    return f"from {count} peer{'' if count == 1 else 's'}"
+
+
+class PeerWatch:
+    """A light background poll of the node's status while bars run; notes peers on watched bars."""
+
+    def __init__(self, node: str, *, enabled: bool) -> None:
+        self._node = node
+        self._enabled = enabled
+        self._bars: dict[str, console.Bar] = {}
+        self._peers: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, digest: str, bar: console.Bar) -> None:
+        with self._lock:
+            self._bars[digest] = bar
+
+    @property
+    def peers(self) -> int:
+        """The most peers any watched blob came from (0 when none came from peers)."""
+        with self._lock:
+            return max(self._peers.values(), default=0)
+
+    def _poll(self) -> None:
+        from pyrsia.cli.client import NodeClient
+        from pyrsia.errors import PyrsiaError
+
+        client = NodeClient(self._node)
+        while not self._stopped.wait(STATUS_POLL_S):
+            try:
+                found = peers_by_digest(client.get_json("/api/v1/status"))
+            except PyrsiaError:
+                continue  # the pull itself reports a node that went away
+            with self._lock:
+                for digest, count in found.items():
+                    bar = self._bars.get(digest)
+                    if bar is not None and self._peers.get(digest) != count:
+                        self._peers[digest] = count
+                        bar.note(peers_note(count))
+
+    def __enter__(self) -> PeerWatch:
+        if self._enabled:
+            self._thread = threading.Thread(target=self._poll, name="pull-peers", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STATUS_POLL_S * 4)
+
 
 pull_app = typer.Typer(
     help="Fetch artifacts through a pyrsia node, without docker or mvn.", no_args_is_help=True
@@ -47,7 +130,12 @@ def artifact(
     except OSError as exc:
         raise StorageError(f"cannot write to {target.parent}: {exc.strerror}") from exc
     try:
-        with os.fdopen(fd, "wb") as file, console.transfer(coords.filename) as progress:
+        with (
+            os.fdopen(fd, "wb") as file,
+            PeerWatch(node, enabled=console.err.is_terminal) as watch,
+            console.transfer(coords.filename) as progress,
+        ):
+            watch.watch(f"sha256:{expected}", progress)
             for chunk, total in client.stream(url_path):
                 file.write(chunk)
                 hasher.update(chunk)
@@ -60,12 +148,14 @@ def artifact(
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-    result = {
+    result: dict[str, object] = {
         "path": str(target),
         "sha256": hasher.hexdigest(),
         "size": target.stat().st_size,
         "coordinates": coordinates,
     }
+    if watch.peers:
+        result["peers"] = watch.peers
     if json_output:
         console.as_json(result)
     else:
@@ -100,6 +190,7 @@ def image(
 
     from pyrsia.artifacts.image_export import Platform, pull_to_layout, write_docker_archive
     from pyrsia.errors import NodeUnreachable, RegistryError, UpstreamUnavailable, UsageError
+    from pyrsia.formats.digest import Digest
     from pyrsia.formats.reference import parse_image_reference
     from pyrsia.upstream.registry import RegistryClient
 
@@ -118,7 +209,16 @@ def image(
     target = output or Path(default_name + (".tar" if archive else ""))
     layout = Path(tempfile.mkdtemp(prefix=".pyrsia-pull-", dir=target.parent)) if archive else target
     try:
-        with console.transfers(f"pulling {label}") as start:
+        with (
+            PeerWatch(node, enabled=console.err.is_terminal) as watch,
+            console.transfers(f"pulling {label}") as start_bar,
+        ):
+
+            def start(digest: Digest, total: int) -> console.Bar:
+                bar = start_bar(digest.hex[:12], total)
+                watch.watch(str(digest), bar)
+                return bar
+
             pulled = pull_to_layout(client, name, ref, layout, chosen_platform, start)
         if archive:
             write_docker_archive(pulled, label if ":" not in ref else f"{short}:latest", target)
@@ -128,7 +228,7 @@ def image(
         client.close()
         if archive:
             shutil.rmtree(layout, ignore_errors=True)
-    result = {
+    result: dict[str, object] = {
         "reference": label,
         "output": str(target),
         "format": output_format,
@@ -138,6 +238,8 @@ def image(
         "bytes": pulled.total_bytes,
         "platform": str(pulled.platform) if pulled.platform else None,
     }
+    if watch.peers:
+        result["peers"] = watch.peers
     if json_output:
         console.as_json(result)
     else:
