@@ -92,8 +92,7 @@ def test_a_stream_that_fails_or_ends_short_closes_the_connection(
     base, _ = served
     got = b""
     with httpx.Client(timeout=30) as client:
-        with pytest.raises(httpx.RemoteProtocolError):
-            with client.stream("GET", f"{base}{path}") as response:
-                for data in response.iter_raw():
-                    got += data
+        with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", f"{base}{path}") as response:
+            for data in response.iter_raw():
+                got += data
         assert got == PIECE  # the bytes produced, nothing more
