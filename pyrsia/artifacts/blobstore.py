@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from pyrsia.durable import fsync_dir
-from pyrsia.errors import DigestMismatch, StorageError
+from pyrsia.errors import DigestMismatch, ExchangeFailed, StorageError
 from pyrsia.formats.digest import Digest
 from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count, chunk_root
 from pyrsia.upstream.sink import OpenSink
@@ -58,6 +59,118 @@ class StoredBlob:
     size: int
     chunk_root: bytes
     hexdigests: dict[str, str]
+
+
+class BlobProgress:
+    """What a peer download has verified so far, for readers that stream the blob meanwhile.
+
+    The writer reports each chunk once it hashed to its entry in the root-checked chunk
+    list; readers see only the contiguous verified prefix (`readable_bytes`), so chunks
+    that arrive out of order are released once the gap before them is filled. The last
+    chunk is held back until the whole blob verified and was committed, so a reader never
+    gets a complete body the digest check refused. Changes are announced on the store's
+    condition (`BlobStore.downloads_changed`), which every download shares.
+    """
+
+    def __init__(self, changed: threading.Condition, *, path: Path, size: int) -> None:
+        self.path = path  # the file the chunks are written to (renamed into place on commit)
+        self.size = size
+        self._changed = changed
+        self._chunks: set[int] = set()
+        self._contiguous_chunks = 0
+        self.committed: Path | None = None
+        self.failure: str | None = None
+
+    def chunk_verified(self, index: int) -> None:
+        with self._changed:
+            self._chunks.add(index)
+            before = self._contiguous_chunks
+            while self._contiguous_chunks in self._chunks:
+                self._contiguous_chunks += 1
+            if self._contiguous_chunks != before:
+                self._changed.notify_all()
+
+    def commit(self, path: Path) -> None:
+        with self._changed:
+            self.committed = path
+            self._changed.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self._changed:
+            if self.committed is None and self.failure is None:
+                self.failure = reason
+                self._changed.notify_all()
+
+    @property
+    def ended(self) -> bool:
+        return self.committed is not None or self.failure is not None
+
+    def readable_bytes(self) -> int:
+        """The verified, contiguous prefix that may be served now."""
+        with self._changed:
+            if self.committed is not None:
+                return self.size
+            last = max(0, chunk_count(self.size) - 1)
+            return min(self._contiguous_chunks, last) * CHUNK_BYTES
+
+    def wait_readable(self, offset: int, timeout_s: float) -> int:
+        """Block until more than `offset` bytes are readable; the readable count.
+
+        Raises `ExchangeFailed` when the download failed or made no progress for `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while (readable := self.readable_bytes()) <= offset:
+                if self.failure is not None:
+                    raise ExchangeFailed(f"the download this blob streamed from failed: {self.failure}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ExchangeFailed(f"the download this blob streamed from stalled for {timeout_s:g} s")
+                self._changed.wait(left)
+            return readable
+
+    def pieces(self, piece_bytes_max: int = CHUNK_BYTES, stall_timeout_s: float = 60.0) -> Iterator[bytes]:
+        """The blob's bytes in order, each piece verified, as the download makes them readable.
+
+        Ends with `ExchangeFailed` (after the verified prefix) when the download fails.
+        """
+        fd = self._open()
+        try:
+            offset = 0
+            while offset < self.size:
+                readable = self.wait_readable(offset, stall_timeout_s)
+                while offset < readable:
+                    try:
+                        piece = os.pread(fd, min(piece_bytes_max, readable - offset), offset)
+                    except OSError as exc:
+                        raise StorageError(f"cannot read {self.path}: {exc.strerror}") from exc
+                    if not piece:
+                        raise StorageError(f"{self.path} is shorter than its verified chunks")
+                    offset += len(piece)
+                    yield piece
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        """The file being written, or the committed blob once it was renamed into place."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        with self._changed:
+            # Opened before the download ended: it is the file this download writes (the
+            # rename on commit keeps the inode). Otherwise the outcome decides.
+            if fd is not None and not self.ended:
+                return fd
+            committed, failure = self.committed, self.failure
+        if fd is not None:
+            os.close(fd)
+        if committed is None:
+            raise ExchangeFailed(f"the download this blob streamed from failed: {failure or 'it ended'}")
+        try:
+            return os.open(committed, os.O_RDONLY)
+        except OSError as exc:
+            raise StorageError(f"cannot read {committed}: {exc.strerror}") from exc
 
 
 class BlobWriter:
@@ -279,6 +392,7 @@ class ResumableBlobWriter(BlobWriter):
         self.resumed_chunks = 0
         self._unsaved = 0
         self._progress_lock = threading.Lock()
+        self.progress: BlobProgress | None = None
         super().__init__(store, expected, source, size=size, chunk_root=chunk_root)
 
     def _open_temp(self) -> tuple[Path, BinaryIO]:
@@ -297,6 +411,7 @@ class ResumableBlobWriter(BlobWriter):
     def expect_chunks(self, hashes: Sequence[bytes]) -> None:
         super().expect_chunks(hashes)
         if not self.resumable:
+            self._announce()
             return
         size = self._size_expected or 0
         fd = self._file.fileno()
@@ -316,6 +431,23 @@ class ResumableBlobWriter(BlobWriter):
         self.resumed_chunks = len(self._chunks_written)
         if self.resumed_chunks:
             log.info("blob %s: resuming with %d verified chunks", self._expected, self.resumed_chunks)
+        self._announce()
+
+    def _announce(self) -> None:
+        """Let readers stream what this writer verifies (once its chunk list is accepted)."""
+        if self._expected is None or self.progress is not None:
+            return
+        self.progress = BlobProgress(
+            self._store.downloads_changed, path=self._tmp, size=self._size_expected or 0
+        )
+        for index in list(self._chunks_written):
+            self.progress.chunk_verified(index)
+        self._store._download_started(self._expected, self.progress)
+
+    def _unannounce(self, reason: str) -> None:
+        if self.progress is not None and self._expected is not None:
+            self.progress.fail(reason)
+            self._store._download_ended(self._expected, self.progress)
 
     def _saved_progress(self, count: int) -> list[int]:
         try:
@@ -332,6 +464,8 @@ class ResumableBlobWriter(BlobWriter):
 
     def write_chunk(self, index: int, data: bytes) -> None:
         super().write_chunk(index, data)
+        if self.progress is not None:
+            self.progress.chunk_verified(index)
         if not self.resumable:
             return
         with self._progress_lock:
@@ -358,6 +492,7 @@ class ResumableBlobWriter(BlobWriter):
 
     def suspend(self) -> None:
         """Stop for now: keep the verified chunks for the next attempt (if there are any)."""
+        self._unannounce("stopped before every chunk arrived")
         if not self._chunks_written:
             self.abort()
             return
@@ -373,12 +508,16 @@ class ResumableBlobWriter(BlobWriter):
 
     def commit(self) -> StoredBlob:
         stored = super().commit()
+        if self.progress is not None:
+            self.progress.commit(stored.path)
+            self._store._download_ended(stored.digest, self.progress)
         if self.resumable:
             with contextlib.suppress(FileNotFoundError):
                 self.progress_path.unlink()
         return stored
 
     def abort(self) -> None:
+        self._unannounce("abandoned")
         super().abort()
         if self.resumable:
             with contextlib.suppress(FileNotFoundError):
@@ -398,6 +537,9 @@ class BlobStore:
             Callable[[Digest], None]
         ] = []  # chunk roots of verified blobs; dropped with their stamp
         self._stamps_lock = threading.Lock()
+        # Peer downloads in progress, for readers that stream them (`BlobProgress`).
+        self.downloads_changed = threading.Condition()
+        self._downloads: dict[Digest, BlobProgress] = {}
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -507,6 +649,27 @@ class BlobStore:
         chunk_root: bytes | None = None,
     ) -> BlobWriter:
         return BlobWriter(self, expected, source, also, size=size, chunk_root=chunk_root)
+
+    def download_progress(self, digest: Digest) -> BlobProgress | None:
+        """The peer download of `digest` in progress, if one is."""
+        with self.downloads_changed:
+            return self._downloads.get(digest)
+
+    def notify_downloads(self) -> None:
+        """Wake whoever waits on `downloads_changed` (a fetch ended some other way)."""
+        with self.downloads_changed:
+            self.downloads_changed.notify_all()
+
+    def _download_started(self, digest: Digest, progress: BlobProgress) -> None:
+        with self.downloads_changed:
+            self._downloads[digest] = progress
+            self.downloads_changed.notify_all()
+
+    def _download_ended(self, digest: Digest, progress: BlobProgress) -> None:
+        with self.downloads_changed:
+            if self._downloads.get(digest) is progress:
+                del self._downloads[digest]
+            self.downloads_changed.notify_all()
 
     def resumable_writer(
         self, expected: Digest, source: str, *, size: int, chunk_root: bytes

@@ -18,18 +18,25 @@ again). A tag keeps the digest the log committed for it: moving a tag upstream d
 not move it here.
 
 Concurrent requests for the same missing item share one fetch (`SingleFlight`).
+
+A blob the log vouches for (size and chunk root recorded) but the node lacks can be
+served while peers deliver it (`blob_or_download`): the fetch runs in the background
+and, once its first chunk verified, the caller gets the download's `BlobProgress`,
+which yields only the verified, contiguous prefix. When peers cannot deliver, the
+caller waits for the fetch (upstream) as before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pyrsia.artifacts.blobstore import BlobStore, StoredBlob
+from pyrsia.artifacts.blobstore import BlobProgress, BlobStore, StoredBlob
 from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
@@ -55,6 +62,9 @@ log = logging.getLogger("pyrsia.artifacts")
 FETCHES_PARALLEL_MAX = 8
 # A layer shared by many images keeps the newest few manifests that name it.
 EXPECTED_BY_MAX = 8
+# Waiting for a download to become streamable re-checks at least this often (a wake-up
+# may be missed between the flight starting and the first chunk).
+STREAM_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +139,38 @@ class DockerArtifacts:
         if expected is None:
             raise BlobUnknown(f"the transparency log does not vouch for blob {digest}")
         return self._flights.run(f"blob {digest}", lambda: self._first_fetch(name, digest, expected))
+
+    def blob_or_download(self, name: str, digest: Digest) -> StoredBlob | BlobProgress:
+        """The blob when held (or fetched whole), or the peer download serving it meanwhile.
+
+        Only a vouched blob with a logged size and chunk root streams (its chunks verify
+        one by one); a download is handed out once its first bytes are readable.
+        """
+        vouched = self._translog.record(DOCKER, str(digest))
+        if vouched is None or vouched.size is None or vouched.chunk_root is None:
+            return self.blob(name, digest)
+        held = self._blobs.stored(digest)
+        if held is not None:
+            return self.blob(name, digest)  # counts the local serve the same way
+        done: Future[StoredBlob] = Future()
+
+        def fetch() -> None:
+            try:
+                done.set_result(self.blob(name, digest))
+            except BaseException as exc:  # handed to the caller below
+                done.set_exception(exc)
+            finally:
+                self._blobs.notify_downloads()
+
+        threading.Thread(target=fetch, name=f"blob-{digest.hex[:12]}", daemon=True).start()
+        changed = self._blobs.downloads_changed
+        with changed:
+            while not done.done():
+                progress = self._blobs.download_progress(digest)
+                if progress is not None and progress.readable_bytes() > 0:
+                    return progress
+                changed.wait(STREAM_POLL_S)
+        return done.result()
 
     def tags(self, name: str) -> list[str]:
         """Tags the log holds and the upstream lists; the log's alone when the upstream is down."""

@@ -1,13 +1,17 @@
 """Request and response values passed between the HTTP server and the front ends.
 
 Front ends (Docker registry, Maven, node API) are functions from `Request` to
-`Response` and never see a socket. A response body is either bytes or a `FileBody`,
-a slice of a file on disk that the server sends with `socket.sendfile`, so blob
-serving costs no Python-level copying and memory stays flat whatever the size.
+`Response` and never see a socket. A response body is bytes, a `FileBody`
+(a slice of a file on disk that the server sends with `socket.sendfile`, so blob
+serving costs no Python-level copying and memory stays flat whatever the size), or a
+`StreamBody`: a known length whose bytes are produced piece by piece while the
+response is sent (a blob still downloading). A stream that raises, or ends short,
+makes the server close the connection: the client sees a short body, never a wrong one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +26,18 @@ class FileBody:
         return self.length
 
 
-Body = bytes | FileBody
+@dataclass(frozen=True, slots=True)
+class StreamBody:
+    """`length` bytes from `pieces()`, called once when the body is sent (not for HEAD, 304)."""
+
+    length: int
+    pieces: Callable[[], Iterator[bytes]]
+
+    def __len__(self) -> int:
+        return self.length
+
+
+Body = bytes | FileBody | StreamBody
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -67,7 +67,7 @@ from pyrsia.errors import (
     VersionNotSupported,
 )
 from pyrsia.http import conditional
-from pyrsia.http.message import FileBody, Request, Response
+from pyrsia.http.message import FileBody, Request, Response, StreamBody
 from pyrsia.http.ranges import parse_range
 
 log = logging.getLogger("pyrsia.http")
@@ -638,6 +638,8 @@ class HttpServer:
             if method != "HEAD" and response.status not in _NO_CONTENT_STATUSES and len(response.body):
                 if isinstance(response.body, FileBody):
                     self._send_file(h11conn, sock, response.body)
+                elif isinstance(response.body, StreamBody):
+                    self._send_stream(h11conn, sock, response.body)
                 else:
                     write(h11conn.send(h11.Data(data=response.body)) or b"")
             write(h11conn.send(h11.EndOfMessage()) or b"")
@@ -656,6 +658,25 @@ class HttpServer:
                         raise _Closed()
                 else:
                     sock.sendall(cast(bytes, piece))
+
+    @staticmethod
+    def _send_stream(h11conn: h11.Connection, sock: socket.socket, body: StreamBody) -> None:
+        """Each piece as it is produced; a stream that fails or ends short closes the connection."""
+        pieces = body.pieces()
+        sent = 0
+        try:
+            for piece in pieces:
+                sock.sendall(h11conn.send(h11.Data(data=piece)) or b"")
+                sent += len(piece)
+            if sent != body.length:
+                raise _Closed()
+        except (PyrsiaError, h11.LocalProtocolError) as exc:
+            log.warning("response body stream ended early: %s", exc)
+            raise _Closed() from exc
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # a generator left early releases what it holds now
 
     def _log_access(self, conn: _Connection, request: Request, response: Response) -> None:
         log.info(
@@ -758,6 +779,8 @@ def _apply_range(request: Request, response: Response) -> Response:
     """Turn a 200 into a 206 (or 416) when a range-capable GET asked for one range."""
     if not response.ranges or response.status != 200 or request.method != "GET":
         return response
+    if isinstance(response.body, StreamBody):
+        return response  # a body still being produced is served whole (RFC 9110 §14.2 allows it)
     fields = [value for name, value in request.headers if name == "range"]
     # Range is a single value (RFC 9110 §14.2); several fields make it invalid: ignore it.
     if len(fields) != 1:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
+from pyrsia.artifacts.blobstore import BlobProgress
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.errors import PaginationInvalid, PathUnknown, Unsupported
 from pyrsia.formats.digest import Digest, looks_like_digest
 from pyrsia.formats.reference import parse_name, parse_tag
-from pyrsia.http.message import FileBody, Request, Response, json_response
+from pyrsia.http.message import Body, FileBody, Request, Response, StreamBody, json_response
 from pyrsia.registry.params import whole_number
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -60,7 +61,7 @@ class DockerRegistry:
             name, sep, reference = rest.rpartition(kind)
             if sep:
                 if kind == "/blobs/":
-                    return self._blob(parse_name(name), Digest.parse(reference))
+                    return self._blob(request, parse_name(name), Digest.parse(reference))
                 return self._manifest(request, parse_name(name), reference)
         raise PathUnknown("no such registry endpoint", detail=request.path[:300])
 
@@ -76,8 +77,19 @@ class DockerRegistry:
             body=found.body,
         )
 
-    def _blob(self, name: str, digest: Digest) -> Response:
-        blob = self._artifacts.blob(name, digest)
+    def _blob(self, request: Request, name: str, digest: Digest) -> Response:
+        """A whole GET of a blob still arriving from peers streams its verified prefix; a
+        Range or HEAD request waits for the whole blob, as does anything from the upstream."""
+        body: Body
+        if request.method == "GET" and request.header("range") is None:
+            found = self._artifacts.blob_or_download(name, digest)
+            if isinstance(found, BlobProgress):
+                body = StreamBody(found.size, found.pieces)
+            else:
+                body = FileBody(found.path, 0, found.size)
+        else:
+            blob = self._artifacts.blob(name, digest)
+            body = FileBody(blob.path, 0, blob.size)
         return Response(
             headers=(
                 ("Content-Type", "application/octet-stream"),
@@ -86,7 +98,7 @@ class DockerRegistry:
                 ("Accept-Ranges", "bytes"),
                 ("Cache-Control", "max-age=31536000, immutable"),
             ),
-            body=FileBody(blob.path, 0, blob.size),
+            body=body,
             ranges=True,
         )
 
