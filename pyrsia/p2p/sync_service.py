@@ -81,6 +81,7 @@ class SyncService:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._heights: dict[str, int] = {}
+        self._announce_pending = False
         self.penalties: list[tuple[str, str]] = []  # (peer, reason), newest last, bounded
 
     # -- lifecycle -------------------------------------------------------------------
@@ -103,12 +104,27 @@ class SyncService:
     # -- what the node tells us and asks ---------------------------------------------
 
     def committed(self) -> None:
-        """A block was stored locally: announce the new tip to every peer."""
+        """A block was stored locally: announce the new tip to every peer.
+
+        Announcements coalesce: blocks stored while one is pending are covered by it (it
+        reads the tip when it runs), and blocks a fetch brings in are announced once, by
+        the core, when the batch is applied — never one status exchange per block.
+        """
+        with self._lock:
+            if self._announce_pending:
+                return
+            self._announce_pending = True
 
         def announce(now: float) -> list[Effect]:
+            with self._lock:
+                self._announce_pending = False
+            if self._core.fetching:
+                return []
             return self._core.committed(self._chain.sync_status(), now)
 
-        self._loop.post(announce)
+        if not self._loop.post(announce):
+            with self._lock:
+                self._announce_pending = False
 
     def peer_heights(self) -> dict[str, int]:
         with self._lock:

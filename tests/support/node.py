@@ -44,7 +44,9 @@ class NodeProcess:
         return list(PYRSIA)
 
     def start(self) -> NodeProcess:
-        argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *self.flags]
+        # Free ports for HTTP and p2p, unless the flags choose (nodes run side by side).
+        ports = [] if "--p2p-port" in self.flags else ["--p2p-port", "0"]
+        argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *ports, *self.flags]
         # A restarted node appends to the same file; only this run's ready line counts.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
