@@ -23,39 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pyrsia.node.home import load_identity
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.transport import Host, HostConfig
-from pyrsia.translog.chunks import CHUNK_BYTES
-from pyrsia.translog.ledger import Ledger
-from pyrsia.translog.tx import AddArtifact
 from tests.support.node import NodeProcess
-
-
-def fill(home: Path, count: int) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open(home / "translog", load_identity(home).signing_key)
-    try:
-        for i in range(count):
-            digest = f"sha256:{i:064x}"
-            ledger.publish(
-                [
-                    AddArtifact(
-                        package_type="docker",
-                        package_id=f"library/filler:{i}",
-                        path=f"/v2/library/filler/blobs/{digest}",
-                        digest=digest,
-                        size=1,
-                        chunk_size=CHUNK_BYTES,
-                        chunk_root=bytes(32),
-                        media_type="application/octet-stream",
-                        source="https://registry.example",
-                        author="filler",
-                    )
-                ]
-            )
-    finally:
-        ledger.close()
+from tests.support.translog import fill
 
 
 def height(node: NodeProcess) -> int:

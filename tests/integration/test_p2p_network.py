@@ -22,13 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyrsia.node.home import load_identity
-from pyrsia.translog.chunks import CHUNK_BYTES
-from pyrsia.translog.ledger import Ledger
-from pyrsia.translog.tx import AddArtifact
 from tests.support import images
 from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
+from tests.support.translog import fill, genesis_bytes
 
 ACCEPT = {"Accept": ", ".join([images.OCI_MANIFEST, images.DOCKER_MANIFEST, images.OCI_INDEX])}
 DEADLINE_S = 60.0
@@ -133,35 +130,8 @@ def test_a_chain_of_regular_nodes_syncs_and_requests_through_the_dht(
         assert peers and all(p["peer_id"].startswith("12D3KooW") for p in peers)
 
 
-def _publish_blocks(home: Path, count: int) -> None:
-    """`count` one-transaction blocks in a node's own log, written before it starts."""
-    home.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open(home / "translog", load_identity(home).signing_key)
-    try:
-        for i in range(count):
-            digest = f"sha256:{i:064x}"
-            ledger.publish(
-                [
-                    AddArtifact(
-                        package_type="docker",
-                        package_id=f"library/filler:{i}",
-                        path=f"/v2/library/filler/blobs/{digest}",
-                        digest=digest,
-                        size=1,
-                        chunk_size=CHUNK_BYTES,
-                        chunk_root=bytes(32),
-                        media_type="application/octet-stream",
-                        source="https://registry.example",
-                        author="filler",
-                    )
-                ]
-            )
-    finally:
-        ledger.close()
-
-
 def test_a_late_node_catches_up_a_thousand_blocks_and_its_log_verifies(tmp_path: Path) -> None:
-    _publish_blocks(tmp_path / "a", 1000)
+    fill(tmp_path / "a", 1000)
     with NodeProcess(tmp_path / "a") as authority:
         assert height(authority) == 1000
         started = time.monotonic()
@@ -223,18 +193,10 @@ def test_peers_ping_and_status_show_the_network(tmp_path: Path) -> None:
 def test_a_genesis_file_pins_the_network_and_on_missing_fail_answers_404(
     upstream: RegistryProcess, tmp_path: Path
 ) -> None:
-    _publish_blocks(tmp_path / "a", 1)
-    ledger = Ledger.open(tmp_path / "a" / "translog", load_identity(tmp_path / "a").signing_key)
-    try:
-        (tmp_path / "genesis.blk").write_bytes(ledger.block_bytes(0))
-    finally:
-        ledger.close()
-    _publish_blocks(tmp_path / "other", 1)  # another network: its own genesis
-    ledger = Ledger.open(tmp_path / "other" / "translog", load_identity(tmp_path / "other").signing_key)
-    try:
-        (tmp_path / "other.blk").write_bytes(ledger.block_bytes(0))
-    finally:
-        ledger.close()
+    fill(tmp_path / "a", 1)
+    (tmp_path / "genesis.blk").write_bytes(genesis_bytes(tmp_path / "a"))
+    fill(tmp_path / "other", 1)  # another network: its own genesis
+    (tmp_path / "other.blk").write_bytes(genesis_bytes(tmp_path / "other"))
     three = images.three_layer()
     with NodeProcess(tmp_path / "a", "--docker-upstream", upstream.url) as authority:
         flags = ("--docker-upstream", upstream.url, "--bootstrap", authority.p2p_address)
