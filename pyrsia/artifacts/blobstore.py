@@ -565,18 +565,40 @@ class BlobStore:
 
     def checked(self, digest: Digest) -> int | None:
         """The blob's size if its bytes still hash to `digest`, else None (and it is gone)."""
+        verified = self._verified(digest)
+        return None if verified is None else verified[0]
+
+    def stored(self, digest: Digest) -> StoredBlob | None:
+        """The blob as held, if its bytes still hash to `digest`, with its chunk root."""
+        verified = self._verified(digest)
+        if verified is None:
+            return None
+        size, root = verified
+        return StoredBlob(
+            digest=digest,
+            path=self.path(digest),
+            size=size,
+            chunk_root=root,
+            hexdigests={digest.algorithm: digest.hex},
+        )
+
+    def _verified(self, digest: Digest) -> tuple[int, bytes] | None:
+        """(size, chunk root) of an intact blob: from the stamp when the file is unchanged
+        since it was verified, else from one pass that hashes it whole and by chunk."""
         path = self.path(digest)
         stamp = _stamp(path)
         if stamp is None:
             return None
         with self._stamps_lock:
-            if self._stamps.get(digest) == stamp:
-                return stamp[1]
-        hasher = hashlib.new(digest.algorithm)
+            root = self._roots.get(digest)
+            if self._stamps.get(digest) == stamp and root is not None:
+                return stamp[1], root
+        hasher, chunks = hashlib.new(digest.algorithm), ChunkHasher()
         try:
             with path.open("rb") as file:
-                while chunk := file.read(CHUNK_BYTES):
-                    hasher.update(chunk)
+                while block := file.read(CHUNK_BYTES):
+                    hasher.update(block)
+                    chunks.update(block)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -585,34 +607,11 @@ class BlobStore:
             log.warning("blob %s changed on disk since it was verified; removing it", digest)
             self.remove(digest)
             return None
+        root = chunks.root()
         with self._stamps_lock:
             self._stamps[digest] = stamp
-        return stamp[1]
-
-    def stored(self, digest: Digest) -> StoredBlob | None:
-        """The blob as held, if its bytes still hash to `digest`; its chunk root is computed once."""
-        size = self.checked(digest)
-        if size is None:
-            return None
-        path = self.path(digest)
-        with self._stamps_lock:
-            root = self._roots.get(digest)
-        if root is None:
-            hasher = ChunkHasher()
-            try:
-                with path.open("rb") as file:
-                    while block := file.read(CHUNK_BYTES):
-                        hasher.update(block)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                raise StorageError(f"cannot read blob {digest}: {exc.strerror}") from exc
-            root = hasher.root()
-            with self._stamps_lock:
-                self._roots[digest] = root
-        return StoredBlob(
-            digest=digest, path=path, size=size, chunk_root=root, hexdigests={digest.algorithm: digest.hex}
-        )
+            self._roots[digest] = root
+        return stamp[1], root
 
     def read_checked(self, digest: Digest) -> bytes | None:
         """Small blobs (manifests): the bytes, hashed on every read."""
@@ -631,13 +630,12 @@ class BlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()
 
-    def mark_verified(self, digest: Digest, chunk_root: bytes | None = None) -> None:
+    def mark_verified(self, digest: Digest, chunk_root: bytes) -> None:
         stamp = _stamp(self.path(digest))
         if stamp is not None:
             with self._stamps_lock:
                 self._stamps[digest] = stamp
-                if chunk_root is not None:
-                    self._roots[digest] = chunk_root
+                self._roots[digest] = chunk_root
 
     def writer(
         self,
