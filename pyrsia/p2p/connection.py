@@ -26,6 +26,12 @@ from pyrsia.errors import ProtocolViolation, StreamClosed
 from pyrsia.p2p import multistream, noise, yamux
 from pyrsia.p2p.identity import Identity
 
+# Stream data, ends, resets and pongs reach the shell as the muxer reports them.
+from pyrsia.p2p.yamux import Pong as Pong
+from pyrsia.p2p.yamux import StreamData as StreamData
+from pyrsia.p2p.yamux import StreamEnded as StreamEnded
+from pyrsia.p2p.yamux import StreamReset as StreamReset
+
 STREAM_PROTOCOLS_MAX = 8
 
 
@@ -59,35 +65,13 @@ class StreamFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StreamData:
-    stream_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamEnded:
-    """The peer closed its write side; data already delivered stays valid."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamReset:
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pong:
-    opaque: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionClosed:
     """The peer sent GO_AWAY: no new streams; the socket will end soon."""
 
     reason: str
 
 
+# Stream data, ends, resets and pongs reach the shell as the muxer reported them.
 Event = (
     Established
     | StreamOpened
@@ -339,7 +323,7 @@ class Connection:
                 negotiation = self._negotiating.get(stream_id)
                 if negotiation is None:
                     if stream_id in self._protocols:
-                        events.append(StreamData(stream_id=stream_id, data=data))
+                        events.append(event)
                     return
                 self._negotiate_stream(stream_id, negotiation, data, events)
             case yamux.StreamOpened(stream_id=stream_id):
@@ -348,15 +332,15 @@ class Connection:
                 if stream_id in self._negotiating:
                     self._fail_negotiation(stream_id, "stream ended while negotiating", events)
                 elif stream_id in self._protocols:
-                    events.append(StreamEnded(stream_id=stream_id))
+                    events.append(event)
             case yamux.StreamReset(stream_id=stream_id):
                 if stream_id in self._negotiating:
                     self._fail_negotiation(stream_id, "stream reset while negotiating", events, reset=False)
                 elif stream_id in self._protocols:
                     self._protocols.pop(stream_id)
-                    events.append(StreamReset(stream_id=stream_id))
-            case yamux.Pong(opaque=opaque):
-                events.append(Pong(opaque=opaque))
+                    events.append(event)
+            case yamux.Pong():
+                events.append(event)
             case yamux.GoneAway(code=code):
                 events.append(ConnectionClosed(reason=f"peer sent GO_AWAY code {code}"))
 
