@@ -57,9 +57,6 @@ JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
 
-# What an authority's refusal means to this node's client, by the status it reported.
-_REFUSALS: dict[int, type[PyrsiaError]] = {404: ManifestUnknown, 503: UpstreamUnavailable}
-
 
 def bootstrap_addresses(config: Config) -> list[Multiaddr]:
     """The configured bootstrap peers, each a /…/tcp/…/p2p/<peer id> multiaddr."""
@@ -229,10 +226,9 @@ class Network:
                 failures.append(f"{authority}: {exc.message}")
                 continue
             if not reply.ok:
-                error = _REFUSALS.get(reply.status, UpstreamError)
-                raise (refused if error is ManifestUnknown else error)(
-                    f"authority {authority} could not publish {what}: {reply.error}"
-                )
+                # What the authority's refusal means to this node's client, by its status.
+                error = {404: refused, 503: UpstreamUnavailable}.get(reply.status, UpstreamError)
+                raise error(f"authority {authority} could not publish {what}: {reply.error}")
             if self.sync.wait_for_height(reply.height, max(0.0, deadline - time.monotonic())):
                 return
             failures.append(f"{authority} committed it at height {reply.height}, not yet synced here")
