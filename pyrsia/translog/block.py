@@ -1,9 +1,9 @@
 """Blocks: ordered batches of transactions, chained by hash and certified by authorities.
 
 Header `{height, prev_hash, tx_root, log_size, log_root, time, proposer,
-authorities_hash}` (DESIGN §3). `tx_root` is the RFC 6962 root over this block's
-transaction ids, `log_root` over every id so far, so each header is a signed tree
-head. The block hash is SHA-256 of the canonical header. The certificate holds, per
+authorities_hash}` (DESIGN §3), and in a genesis block optionally `origin`. `tx_root`
+is the RFC 6962 root over this block's transaction ids, `log_root` over every id so
+far, so each header is a signed tree head. The block hash is SHA-256 of the canonical header. The certificate holds, per
 authority, an Ed25519 signature over the block hash and one over the C2SP checkpoint
 of `(log_size, log_root)`. Each transaction travels with its endorsements:
 
@@ -58,6 +58,9 @@ class BlockHeader:
     time: int
     proposer: str
     authorities_hash: bytes
+    # The log's name in checkpoints, chosen by a genesis block's creator; omitted from
+    # the encoding when empty (every later block, and a genesis that derives its name).
+    origin: str = ""
     _hash: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,10 +69,12 @@ class BlockHeader:
         for name in ("prev_hash", "tx_root", "log_root", "authorities_hash"):
             check_bytes(name, getattr(self, name), HASH_BYTES)
         check_peer_id("proposer", self.proposer)
+        if not isinstance(self.origin, str) or (self.origin and not checkpoint.valid_origin(self.origin)):
+            raise TxInvalid(f"origin must be 1 to {checkpoint.ORIGIN_CHARS_MAX} printable characters")
         object.__setattr__(self, "_hash", hashlib.sha256(codec.encode(self.to_map())).digest())
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "height": self.height,
             "prev_hash": self.prev_hash,
             "tx_root": self.tx_root,
@@ -79,6 +84,9 @@ class BlockHeader:
             "proposer": self.proposer,
             "authorities_hash": self.authorities_hash,
         }
+        if self.origin:
+            doc["origin"] = self.origin
+        return doc
 
     @property
     def hash(self) -> bytes:
@@ -95,6 +103,7 @@ class BlockHeader:
             time=codec.field(doc, "time", int),
             proposer=codec.field(doc, "proposer", str),
             authorities_hash=codec.field(doc, "authorities_hash", bytes),
+            origin=codec.field(doc, "origin", str) if "origin" in doc else "",
         )
 
 

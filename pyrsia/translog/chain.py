@@ -10,7 +10,9 @@ order of cost:
 - the authority set: `authorities_hash` names the set in force at this height, and
   the proposer is in it;
 - every transaction: distinct ids, the submitter's signature and each endorsement's
-  (when `verify_signatures`), and the authority rules below;
+  (when `verify_signatures`), endorsements from a quorum of the authorities in force
+  (after genesis: each authority verified the transaction on its own before it could be
+  ordered), and the authority rules below;
 - `tx_root`, then the commit certificate: distinct signers, each an authority in
   force, each signature over the block hash and over the C2SP checkpoint valid (when
   `verify_signatures`), at least a quorum (more than two thirds) of them;
@@ -20,8 +22,10 @@ Only then does the state advance; a block that fails raises `ChainBroken` naming
 height and leaves the state as it was. `verify_signatures=False` is for blocks this
 node verified (or signed) before it wrote them: replay at open is then hashing only.
 
-Authority rules. Genesis (height 0) holds only AddAuthorizedNode transactions, each
-submitted by a peer it adds: those peers are the first set. Later,
+Authority rules. Genesis (height 0) holds only AddAuthorizedNode transactions, all
+submitted, proposed and certified by one key, its creator (`pyrsia genesis`): the peers
+they add are the first set, and the creator vouches for nothing after it (everyone
+pins the genesis block by hash, so its creator has no further say). Later,
 AddAuthorizedNode/RemoveAuthorizedNode must be submitted by an authority in force,
 may not add a member or remove a stranger, and may not leave the set empty or larger
 than `AUTHORITIES_MAX`; the new set is in force from the next height on.
@@ -56,6 +60,7 @@ from pyrsia.translog.tx import (
     AuthorizedNode,
     Transaction,
     check,
+    endorse,
     sign,
     verify_signature,
 )
@@ -64,8 +69,9 @@ _Fail = Callable[[str], ChainBroken]
 
 
 def origin_of(genesis: BlockHeader) -> str:
-    """The log's name in checkpoints, fixed by its genesis block."""
-    return f"pyrsia.log/{genesis.hash.hex()[:16]}"
+    """The log's name in checkpoints, fixed by its genesis block: the name its creator
+    chose, else one derived from its hash."""
+    return genesis.origin or f"pyrsia.log/{genesis.hash.hex()[:16]}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,9 +109,10 @@ class Chain:
 
     # -- applying ---------------------------------------------------------------------
 
-    def apply(self, block: Block, *, verify_signatures: bool = True) -> int:
+    def apply(self, block: Block, *, verify_signatures: bool = True, certified: bool = True) -> int:
         """Verify `block` as the next one and advance; returns the leaf index of its
-        first transaction. `ChainBroken` (state unchanged) if it may not follow."""
+        first transaction. `ChainBroken` (state unchanged) if it may not follow.
+        `certified=False` skips the certificate: `check_proposal` only."""
         header = block.header
         height = header.height
 
@@ -123,11 +130,17 @@ class Chain:
             raise fail("block has no transactions")
         if header.log_size != self.tree.size + len(block.transactions):
             raise fail("log size does not add up")
-        authorities = self.authorities if prev is not None else _genesis_set(block.transactions, fail)
+        if prev is not None and header.origin:
+            raise fail("only a genesis block names the log's origin")
+        if prev is None:
+            authorities = _genesis_set(block.transactions, header.proposer, fail)
+            certifiers = frozenset({header.proposer})
+        else:
+            authorities = certifiers = self.authorities
+            if header.proposer not in authorities:
+                raise fail(f"proposer {header.proposer} is not an authority at this height")
         if header.authorities_hash != authorities_hash(authorities):
             raise fail("authority set hash does not match")
-        if header.proposer not in authorities:
-            raise fail(f"proposer {header.proposer} is not an authority at this height")
         ids = [tx.id for tx in block.transactions]
         if len(set(ids)) != len(ids):
             raise fail("a transaction appears twice in the block")
@@ -137,11 +150,14 @@ class Chain:
                     check(tx)
                 except TxInvalid as exc:
                     raise fail(exc.message) from exc
+        if prev is not None:
+            _check_endorsed(block.transactions, authorities, fail)
         following = authorities if prev is None else _authorities_after(authorities, block.transactions, fail)
         if header.tx_root != merkle.root_of(ids):
             raise fail("transaction root does not match its transactions")
         origin = self.origin or origin_of(header)
-        _check_certificate(header, block.certificate, authorities, origin, verify_signatures, fail)
+        if certified:
+            _check_certificate(header, block.certificate, certifiers, origin, verify_signatures, fail)
         first = self.tree.size
         for tx_id in ids:
             self.tree.append(tx_id)
@@ -151,10 +167,20 @@ class Chain:
         self.tip, self.authorities, self.origin = block, following, origin
         return first
 
+    def check_proposal(self, block: Block) -> None:
+        """Whether `block` (its certificate not yet gathered) may come next: everything
+        `apply` checks but the certificate, with every signature; the state is unchanged."""
+        mark = self.mark()
+        self.apply(block, certified=False)
+        self.rewind(mark)
+
     # -- proposing --------------------------------------------------------------------
 
-    def propose(self, transactions: Sequence[Transaction], now: int, proposer: str) -> BlockHeader:
-        """The header of the next block holding `transactions`, proposed at `now`."""
+    def propose(
+        self, transactions: Sequence[Transaction], now: int, proposer: str, origin: str = ""
+    ) -> BlockHeader:
+        """The header of the next block holding `transactions`, proposed at `now`
+        (`origin`: the log's name, for a genesis block only)."""
         if not transactions:
             raise TxInvalid("a block needs at least one transaction")
         prev = None if self.tip is None else self.tip.header
@@ -180,6 +206,7 @@ class Chain:
             time=now if prev is None else max(now, prev.time),
             proposer=proposer,
             authorities_hash=authorities_hash(authorities),
+            origin=origin,
         )
 
     def certify(self, header: BlockHeader, key: SigningKey) -> CommitSignature:
@@ -187,33 +214,60 @@ class Chain:
         return commit_signature(key, header, self.origin or origin_of(header))
 
     def propose_certified(self, transactions: Sequence[Transaction], now: int, key: SigningKey) -> Block:
-        """The next block, proposed and certified by `key` alone: the embedded network,
-        where this node is the one authority and one signature is the quorum."""
-        header = self.propose(transactions, now, peer_id_of(bytes(key.verify_key)))
-        return Block(
-            header=header, transactions=tuple(transactions), certificate=(self.certify(header, key),)
-        )
+        """The next block, endorsed, proposed and certified by `key` alone: the embedded
+        network, where this node is the one authority and one signature is the quorum."""
+        me = peer_id_of(bytes(key.verify_key))
+        endorsed = tuple(
+            tx if any(e.signer == me for e in tx.endorsements)
+            else tx.with_endorsements((*tx.endorsements, endorse(key, tx.id)))
+            for tx in transactions
+        )  # fmt: skip
+        header = self.propose(endorsed, now, me)
+        return Block(header=header, transactions=endorsed, certificate=(self.certify(header, key),))
 
 
-def genesis_block(key: SigningKey, now: int) -> Block:
-    """Height 0 of a new log whose only authority is `key`'s peer."""
+def genesis_block(key: SigningKey, now: int, authorities: Sequence[str] = (), origin: str = "") -> Block:
+    """Height 0 of a new log, created by `key`: its authorities are `authorities`, or
+    `key`'s own peer alone (the embedded one-authority network)."""
     me = peer_id_of(bytes(key.verify_key))
-    tx = sign(key, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=me), time=now, nonce=0)
-    return Chain().propose_certified([tx], now, key)
+    members = list(dict.fromkeys(authorities)) or [me]
+    txs = [
+        sign(key, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=peer), time=now, nonce=i)
+        for i, peer in enumerate(members)
+    ]
+    header = Chain().propose(txs, now, me, origin)
+    certificate = (commit_signature(key, header, origin_of(header)),)
+    return Block(header=header, transactions=tuple(txs), certificate=certificate)
 
 
-def _genesis_set(transactions: Sequence[Transaction], fail: _Fail) -> frozenset[str]:
+def _genesis_set(transactions: Sequence[Transaction], creator: str, fail: _Fail) -> frozenset[str]:
     added: set[str] = set()
     for tx in transactions:
         if tx.type != ADD_AUTHORIZED_NODE or not isinstance(tx.payload, AuthorizedNode):
             raise fail("genesis holds only AddAuthorizedNode transactions")
+        if tx.submitter != creator:
+            raise fail(f"genesis transaction submitted by {tx.submitter}, not by its proposer {creator}")
+        if tx.payload.peer_id in added:
+            raise fail(f"genesis adds {tx.payload.peer_id} twice")
         added.add(tx.payload.peer_id)
     if len(added) > AUTHORITIES_MAX:
         raise fail(f"genesis names more than {AUTHORITIES_MAX} authorities")
-    strangers = {tx.submitter for tx in transactions} - added
-    if strangers:
-        raise fail(f"genesis authority submitted by {sorted(strangers)[0]}, a peer it does not add")
     return frozenset(added)
+
+
+def _check_endorsed(transactions: Sequence[Transaction], authorities: frozenset[str], fail: _Fail) -> None:
+    """Each transaction carries endorsements from a quorum of `authorities` (their
+    signatures are `check`ed with the transaction's own)."""
+    needed = quorum(len(authorities))
+    for tx in transactions:
+        signers = {e.signer for e in tx.endorsements}
+        outsiders = signers - authorities
+        if outsiders:
+            raise fail(
+                f"transaction {tx.id.hex()[:16]} is endorsed by {sorted(outsiders)[0]}, not an authority"
+            )
+        if len(signers) < needed:
+            raise fail(f"transaction {tx.id.hex()[:16]} has {len(signers)} endorsements of {needed} needed")
 
 
 def _authorities_after(

@@ -35,6 +35,7 @@ DASH = "\u2014"
 NOTE_CHARS_MAX = 1024 * 1024
 SIGNATURES_MAX = 100  # the Go reference implementation's cap
 ROOT_BYTES = 32
+ORIGIN_CHARS_MAX = 200
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 
 
@@ -63,6 +64,12 @@ def key_hash(name: str, public_key: bytes) -> bytes:
 
 def sign_body(key: SigningKey, checkpoint: Checkpoint) -> bytes:
     return key.sign(checkpoint.body()).signature
+
+
+def valid_origin(origin: str) -> bool:
+    """C2SP tlog-checkpoint: the origin is one non-empty line; pyrsia also keeps it
+    printable ASCII and short, as log names (`example.com/log`) are."""
+    return 0 < len(origin) <= ORIGIN_CHARS_MAX and origin.isascii() and origin.isprintable()
 
 
 def _valid_name(name: str) -> bool:

@@ -49,6 +49,7 @@ CREATE INDEX IF NOT EXISTS artifact_digest ON artifact (digest, package_type);
 CREATE INDEX IF NOT EXISTS artifact_package ON artifact (package_id);
 CREATE INDEX IF NOT EXISTS artifact_author ON artifact (author);
 CREATE INDEX IF NOT EXISTS artifact_time ON artifact (time);
+CREATE INDEX IF NOT EXISTS artifact_tx ON artifact (tx_id);
 CREATE TABLE IF NOT EXISTS dependency (leaf INTEGER NOT NULL, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS dependency_name ON dependency (name, leaf);
 CREATE INDEX IF NOT EXISTS dependency_leaf ON dependency (leaf);
@@ -317,6 +318,9 @@ class IndexReader:
             "SELECT 1 FROM artifact WHERE digest = ? AND package_type = ? LIMIT 1", (digest, package_type)
         )
         return bool(rows)
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        return bool(self._rows("SELECT 1 FROM artifact WHERE tx_id = ? LIMIT 1", (tx_id,)))
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
         rows = self._rows(

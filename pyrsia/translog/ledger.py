@@ -20,6 +20,8 @@ that still fails to sign fails its own caller alone, never the group.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
+`call(fn)` runs `fn(chain)` on the writer thread, between blocks: how consensus proposes
+the next block and checks a peer's proposal against the chain it would follow.
 
 Open. FORMAT checked, leftovers of interrupted writes removed, then every block file
 read and applied in order: without signature checks for all but the last block (each
@@ -48,6 +50,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar, cast
 
 from nacl.signing import SigningKey
 
@@ -61,6 +64,7 @@ from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
 
 log = logging.getLogger("pyrsia.translog")
+T = TypeVar("T")
 INDEX_FILE = "index.sqlite3"
 PUBLISH_TXS_MAX = BLOCK_TXS_MAX
 QUEUE_REQUESTS_MAX = 4096
@@ -106,7 +110,8 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class _Publish:
-    payloads: tuple[AddArtifact, ...]
+    # AddArtifact payloads are signed by the writer; transactions arrive signed already.
+    payloads: tuple[AddArtifact | Transaction, ...]
     size_bytes: int
     future: Future[Block]
 
@@ -117,6 +122,12 @@ class _Append:
     future: Future[Block]
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    fn: Callable[[Chain], object]
+    future: Future[object]
+
+
 class _Repair:
     """A reader found the index behind: try to catch it up."""
 
@@ -125,7 +136,7 @@ class _Stop:
     pass
 
 
-_Request = _Publish | _Append | _Repair | _Stop
+_Request = _Publish | _Append | _Call | _Repair | _Stop
 
 
 def _decode(files: BlockFiles, height: int) -> Block:
@@ -322,6 +333,32 @@ class Ledger:
         """Commit one AddArtifact per payload in one block; durable on return."""
         return self.submit(payloads).result()
 
+    def commit_signed(self, txs: Sequence[Transaction]) -> Block:
+        """Commit transactions this node signed (an authority change) in one block of its
+        own, as the one authority; durable on return."""
+        txs = tuple(txs)
+        if not 0 < len(txs) <= PUBLISH_TXS_MAX or not all(isinstance(t, Transaction) for t in txs):
+            raise TxInvalid(f"a block holds 1 to {PUBLISH_TXS_MAX} transactions")
+        size = sum(len(t.encoded()) for t in txs)
+        if size > BLOCK_TXS_BYTES_MAX:
+            raise TxInvalid(
+                f"the transactions encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}"
+            )
+        future: Future[Block] = Future()
+        self._enqueue(_Publish(txs, size, future))
+        return future.result()
+
+    def call(self, fn: Callable[[Chain], T]) -> T:
+        """`fn(chain)` on the writer thread, between blocks; `fn` must leave the chain as it
+        found it (`Chain.propose`, `Chain.check_proposal`). Its exception is the caller's."""
+        future: Future[object] = Future()
+        self._enqueue(_Call(fn, future))
+        return cast(T, future.result())
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        """Whether an AddArtifact transaction with this id is committed (a replay otherwise)."""
+        return self._reader().has_tx(tx_id)
+
     def append(self, block: Block) -> Block:
         """Store a block proposed and certified elsewhere, once the chain core accepts
         it with every signature checked; `ChainBroken`/`TxInvalid` change nothing."""
@@ -373,6 +410,14 @@ class Ledger:
                         group, txs, size = [], 0, 0
                         if request.future.set_running_or_notify_cancel():
                             self._guarded([request], partial(self._append, request))
+                    case _Call():
+                        self._commit_guarded(group)
+                        group, txs, size = [], 0, 0
+                        if request.future.set_running_or_notify_cancel():
+                            try:
+                                request.future.set_result(request.fn(self._chain))
+                            except BaseException as exc:  # the caller's to handle
+                                request.future.set_exception(exc)
                     case _Repair():
                         self._repair_queued.clear()
                         self._repair()
@@ -384,7 +429,10 @@ class Ledger:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(request, _Publish | _Append) and request.future.set_running_or_notify_cancel():
+            if (
+                isinstance(request, _Publish | _Append | _Call)
+                and request.future.set_running_or_notify_cancel()
+            ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
 
     def _commit_guarded(self, group: list[_Publish]) -> None:
@@ -417,7 +465,11 @@ class Ledger:
         for request in group:  # signed here, so nonces are leaf indexes: unique in the log
             try:
                 txs += [
-                    sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=chain.size + len(txs) + i)
+                    p
+                    if isinstance(p, Transaction)
+                    else sign(
+                        self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=chain.size + len(txs) + i
+                    )
                     for i, p in enumerate(request.payloads)
                 ]
             except TxInvalid as exc:  # fails this caller alone

@@ -11,7 +11,8 @@ silently.
 `<root>/FORMAT` names the on-disk format version, written atomically before the
 genesis block. A log without it (format 1, before this file existed) or with another
 version is refused with one line saying what to do: its transactions mean something
-else (format 2 made `chunk_size`/`chunk_root` of AddArtifact required), and a node
+else (format 2 made `chunk_size`/`chunk_root` of AddArtifact required, format 3 a quorum
+of endorsements on every transaction after genesis), and a node
 must never mix formats in one chain.
 """
 
@@ -34,7 +35,7 @@ _DIGEST = slice(len(MAGIC) + 12, len(MAGIC) + 44)
 _HEADER = len(MAGIC) + 44
 SUFFIX = ".blk"
 FORMAT_FILE = "FORMAT"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def frame(payload: bytes) -> bytes:

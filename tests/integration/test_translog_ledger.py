@@ -27,6 +27,7 @@ from pyrsia.translog.tx import (
     AddArtifact,
     AuthorizedNode,
     Transaction,
+    endorse,
     sign,
 )
 
@@ -260,7 +261,18 @@ def replica_of(ledger: Ledger) -> Chain:
     return chain
 
 
-def certified(chain: Chain, txs: list[Transaction], signers: list[SigningKey], proposer: SigningKey) -> Block:
+def certified(
+    chain: Chain,
+    txs: list[Transaction],
+    signers: list[SigningKey],
+    proposer: SigningKey,
+    endorsers: list[SigningKey] | None = None,
+) -> Block:
+    """The next block of `txs`, endorsed by `endorsers` (default: the signers), certified by `signers`."""
+    txs = [
+        tx.with_endorsements(tuple(endorse(k, tx.id) for k in (signers if endorsers is None else endorsers)))
+        for tx in txs
+    ]
     header = chain.propose(txs, T0 + 100, me(proposer))
     return Block(
         header=header, transactions=tuple(txs), certificate=tuple(chain.certify(header, k) for k in signers)
@@ -313,7 +325,9 @@ def test_append_takes_blocks_certified_elsewhere_and_refuses_bad_ones(tmp_path: 
     assert ledger.authorities == {me(KEY), *(me(k) for k in OTHERS[:3])}
     with pytest.raises(TranslogError, match="cannot commit blocks alone"):
         ledger.publish([artifact(4)])
-    too_few = certified(network, [artifact_tx(OTHERS[1], 5)], [KEY, OTHERS[0]], OTHERS[1])
+    too_few = certified(
+        network, [artifact_tx(OTHERS[1], 5)], [KEY, OTHERS[0]], OTHERS[1], endorsers=[KEY, *OTHERS[:2]]
+    )
     with pytest.raises(ChainBroken, match="2 signatures of 3"):
         ledger.append(too_few)
     ledger.append(certified(network, [artifact_tx(OTHERS[1], 5)], [OTHERS[2], KEY, OTHERS[0]], OTHERS[1]))
@@ -429,10 +443,10 @@ def test_a_partial_index_is_detected_at_open_and_rebuilt(tmp_path: Path, damage:
 
 def test_a_new_log_records_its_format(tmp_path: Path) -> None:
     opened(tmp_path).close()
-    assert (tmp_path / FORMAT_FILE).read_text() == "2\n"
+    assert (tmp_path / FORMAT_FILE).read_text() == "3\n"
 
 
-@pytest.mark.parametrize("written", [None, "1\n", "3\n", "garbage"])
+@pytest.mark.parametrize("written", [None, "1\n", "2\n", "4\n", "garbage"])
 def test_a_log_of_another_format_is_refused_with_one_line(tmp_path: Path, written: str | None) -> None:
     home = tmp_path / "home"
     root = home / "translog"
@@ -449,8 +463,10 @@ def test_a_log_of_another_format_is_refused_with_one_line(tmp_path: Path, writte
             "this transparency log was written in format 1 by an older pyrsia; "
             f"move {root} aside and restart to start a new log"
         )
-    elif written == "3\n":
-        assert "format 3 by a newer pyrsia" in message
+    elif written == "2\n":
+        assert "format 2 by an older pyrsia" in message
+    elif written == "4\n":
+        assert "format 4 by a newer pyrsia" in message
     else:
         assert f"move {root} aside" in message
     with pytest.raises(FormatUnsupported):

@@ -177,7 +177,7 @@ def test_a_rewritten_block_with_a_valid_frame_is_caught_by_the_chain(tmp_path: P
     evil = AddArtifact(**{**tx.payload.to_map(), "digest": "sha256:" + "e" * 64, "dependencies": ()})
     forged = Block(
         header=original.header,
-        transactions=(dataclasses.replace(tx, payload=evil),),
+        transactions=(dataclasses.replace(tx, payload=evil, endorsements=()),),
         certificate=original.certificate,
     )
     (tmp_path / "blocks" / "000000000002.blk").write_bytes(frame(forged.encode()))  # checksum is fine

@@ -64,8 +64,16 @@ def authority_tx(k: SigningKey, kind: str, peer: SigningKey, nonce: int = 0) -> 
     return sign(k, type=kind, payload=AuthorizedNode(peer_id=me(peer)), time=T0, nonce=nonce)
 
 
+def endorsed(tx: Transaction, endorsers: Sequence[SigningKey]) -> Transaction:
+    return tx.with_endorsements(tuple(endorse(k, tx.id) for k in dict.fromkeys(endorsers)))
+
+
 def made(chain: Chain, txs: Sequence[Transaction], signers: Sequence[SigningKey], *,
-         proposer: SigningKey | None = None, now: int = T0) -> Block:  # fmt: skip
+         proposer: SigningKey | None = None, now: int = T0,
+         endorsers: Sequence[SigningKey] | None = None) -> Block:  # fmt: skip
+    """The next block of `txs`, endorsed by `endorsers` (default: the certificate's signers)."""
+    chosen = signers if endorsers is None else endorsers
+    txs = [endorsed(tx, chosen) if chosen else tx for tx in txs]  # () keeps what they carry
     header = chain.propose(txs, now, me(proposer or signers[0]))
     return Block(
         header=header, transactions=tuple(txs), certificate=tuple(chain.certify(header, k) for k in signers)
@@ -154,7 +162,7 @@ def test_each_broken_link_is_named_with_its_height_and_changes_nothing() -> None
         header = dataclasses.replace(good.header, **changes)
         return dataclasses.replace(good, header=header, certificate=(chain.certify(header, key(0)),))
 
-    forged_tx = dataclasses.replace(good.transactions[0], nonce=99)  # same signature, other content
+    forged_tx = dataclasses.replace(good.transactions[0], nonce=99, endorsements=())  # same signature
     cases: list[tuple[Block, str]] = [
         (resigned(height=3), "height 3 follows 1"),
         (resigned(prev_hash=bytes(32)), "previous block hash"),
@@ -182,10 +190,14 @@ def test_each_broken_link_is_named_with_its_height_and_changes_nothing() -> None
 
 def test_certificates_need_a_quorum_of_distinct_authorities_with_valid_signatures() -> None:
     chain = four_authorities()
-    txs = [artifact_tx(key(1), 10)]
-    broken(chain, made(chain, txs, [key(0), key(1)]), "2 signatures of 3 needed")
-    broken(chain, made(chain, txs, [key(0), key(1), key(1)]), "names " + me(key(1)) + " twice")
-    broken(chain, made(chain, txs, [key(0), key(1), key(9)]), f"signer {me(key(9))} is not an authority")
+    txs = [endorsed(artifact_tx(key(1), 10), [key(0), key(1), key(2)])]
+    broken(chain, made(chain, txs, [key(0), key(1)], endorsers=()), "2 signatures of 3 needed")
+    broken(chain, made(chain, txs, [key(0), key(1), key(1)], endorsers=()), "names " + me(key(1)) + " twice")
+    broken(
+        chain,
+        made(chain, txs, [key(0), key(1), key(9)], endorsers=()),
+        f"signer {me(key(9))} is not an authority",
+    )
     good = made(chain, txs, [key(0), key(1), key(2)])
     other_origin = blocks.commit_signature(key(2), good.header, "another.log/origin")
     broken(
@@ -225,7 +237,8 @@ def test_an_added_authority_counts_from_the_next_height() -> None:
     assert chain.apply(add) == 1
     assert chain.authorities == {me(key(0)), me(key(1))}
     txs = [artifact_tx(key(0), 1)]
-    broken(chain, chain.propose_certified(txs, T0, key(0)), "1 signatures of 2 needed")
+    broken(chain, chain.propose_certified(txs, T0, key(0)), "1 endorsements of 2 needed")
+    broken(chain, made(chain, txs, [key(0)], endorsers=[key(0), key(1)]), "1 signatures of 2 needed")
     chain.apply(made(chain, txs, [key(1), key(0)]))
     assert chain.height == 2
 
@@ -235,7 +248,13 @@ def test_a_removed_authority_no_longer_counts_and_the_rules_hold() -> None:
     remove = authority_tx(key(0), REMOVE_AUTHORIZED_NODE, key(3), 9)
     chain.apply(made(chain, [remove], [key(0), key(1), key(3)]))  # still in force at this height
     assert chain.authorities == {me(key(n)) for n in range(3)}
-    broken(chain, made(chain, [artifact_tx(key(0), 11)], [key(0), key(1), key(3)]), "is not an authority")
+    broken(
+        chain,
+        made(chain, [artifact_tx(key(0), 11)], [key(0), key(1), key(3)], endorsers=[key(0), key(1), key(2)]),
+        "is not an authority",
+    )
+    outsider = made(chain, [artifact_tx(key(0), 11)], [key(0), key(1), key(2)], endorsers=[key(0), key(3)])
+    broken(chain, outsider, f"endorsed by {me(key(3))}, not an authority")
     signers = [key(0), key(1), key(2)]
     broken(
         chain, made(chain, [authority_tx(key(7), ADD_AUTHORIZED_NODE, key(7))], signers), "not an authority"
@@ -270,30 +289,68 @@ def test_a_block_of_another_authority_set_applies_through_apply() -> None:
     assert state(replica)[1:] == state(network)[1:]
 
 
-def test_genesis_holds_only_self_submitted_authorities() -> None:
+def test_genesis_is_created_by_its_proposer_alone() -> None:
     chain = Chain()
     header = chain.propose([artifact_tx(key(0), 1)], T0, me(key(0)))
     block = Block(header=header, transactions=(artifact_tx(key(0), 1),), certificate=())
     broken(chain, block, "only AddAuthorizedNode")
     foreign = [authority_tx(key(1), ADD_AUTHORIZED_NODE, key(0))]
-    broken(chain, made(chain, foreign, [key(0)]), "a peer it does not add")
+    broken(chain, made(chain, foreign, [key(0)], endorsers=()), "not by its proposer")
+    twice = [authority_tx(key(0), ADD_AUTHORIZED_NODE, key(1), n) for n in (1, 2)]
+    broken(chain, made(chain, twice, [key(0)], endorsers=()), "twice")
+    header = chain.propose([authority_tx(key(0), ADD_AUTHORIZED_NODE, key(1))], T0, me(key(0)))
+    by_member = Block(header=header, transactions=(authority_tx(key(0), ADD_AUTHORIZED_NODE, key(1)),),
+                      certificate=(chain.certify(header, key(1)),))  # fmt: skip
+    broken(chain, by_member, "is not an authority")  # certified by the creator, not a member
+
+
+def test_a_genesis_names_several_authorities_and_its_origin() -> None:
+    members = [me(key(n)) for n in (1, 2, 3, 4)]
+    genesis = genesis_block(key(9), T0, members, origin="example.org/pyrsia")
+    chain = Chain()
+    chain.apply(Block.decode(genesis.encode()))
+    assert chain.authorities == set(members) and me(key(9)) not in chain.authorities
+    assert chain.origin == origin_of(genesis.header) == "example.org/pyrsia"
+    derived = genesis_block(key(9), T0, members)
+    assert origin_of(derived.header).startswith("pyrsia.log/")
+    assert "origin" not in derived.header.to_map()  # hashes of logs without one are unchanged
+    with pytest.raises(TxInvalid, match="origin"):
+        genesis_block(key(9), T0, members, origin="two\nlines")
+    block = made(chain, [artifact_tx(key(1), 1)], [key(1), key(2), key(3)])
+    late = dataclasses.replace(block, header=dataclasses.replace(block.header, origin="x"))
+    broken(chain, late, "only a genesis block names")
+    chain.apply(block)
+    assert chain.origin == "example.org/pyrsia"
+
+
+def test_a_proposal_is_checked_in_full_except_its_certificate() -> None:
+    chain = four_authorities()
+    before = state(chain)
+    proposal = made(chain, [artifact_tx(key(1), 3)], [key(0)], endorsers=[key(0), key(1), key(2)])
+    chain.check_proposal(dataclasses.replace(proposal, certificate=()))
+    assert state(chain) == before
+    short = made(chain, [artifact_tx(key(1), 3)], [key(0)], endorsers=[key(0), key(1)])
+    with pytest.raises(ChainBroken, match="2 endorsements of 3 needed"):
+        chain.check_proposal(dataclasses.replace(short, certificate=()))
+    assert state(chain) == before
 
 
 # -- endorsements --------------------------------------------------------------------------
 
 
 def test_endorsements_survive_encoding_and_are_verified() -> None:
-    chain = started()
+    chain = four_authorities()
     tx = artifact_tx(key(0), 1)
-    endorsed = tx.with_endorsements((endorse(key(1), tx.id), endorse(key(2), tx.id)))
-    assert endorsed.id == tx.id and endorsed != tx
-    block = chain.propose_certified([endorsed], T0, key(0))
+    by_three = tx.with_endorsements(tuple(endorse(key(n), tx.id) for n in (1, 2, 3)))
+    assert by_three.id == tx.id and by_three != tx
+    block = made(chain, [by_three], [key(0), key(1), key(2)], endorsers=())
     assert block.encode() == codec.encode(block.to_map())  # spliced from cached parts, yet canonical
     again = Block.decode(block.encode())
-    assert again == block and again.transactions[0].endorsements == endorsed.endorsements
-    assert [e.signer for e in again.transactions[0].endorsements] == [me(key(1)), me(key(2))]
+    assert again == block
+    assert [e.signer for e in again.transactions[0].endorsements] == [me(key(n)) for n in (1, 2, 3)]
     forged = Endorsement(signer=me(key(3)), tx_id=tx.id, signature=endorse(key(4), tx.id).signature)
-    bad = chain.propose_certified([tx.with_endorsements((forged,))], T0, key(0))
+    lying = tx.with_endorsements((*by_three.endorsements[:2], forged))
+    bad = made(chain, [lying], [key(0), key(1), key(2)], endorsers=())
     broken(chain, bad, f"by {me(key(3))} does not verify")
     chain.apply(again)
 
