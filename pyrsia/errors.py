@@ -48,7 +48,10 @@ status code.
     │   └── ExchangeFailed           no provider delivered a blob's chunks (each was evicted or left)
     ├── ConsensusError               a consensus input is unacceptable (only that peer's message fails)
     │   ├── MessageRejected          400 malformed, unsigned, not from an authority, wrong proposer
-    │   └── CertificateInvalid       400 a commit certificate lacks a quorum of distinct valid precommits
+    │   ├── CertificateInvalid       400 a commit certificate lacks a quorum of distinct valid precommits
+    │   ├── NotAnAuthority           403 only an authorized node may do this (authorize-node, verify)
+    │   └── PublishRefused           422 the authorities refused a transaction (names each reason)
+    ├── BuildUnknown                 404 no build with that id on this node
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -321,6 +324,23 @@ class CertificateInvalid(ConsensusError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"commit certificate invalid: {reason}", detail={"reason": reason})
         self.reason = reason
+
+
+class NotAnAuthority(ConsensusError):
+    http_status = 403
+    code = "DENIED"
+
+
+class PublishRefused(ConsensusError):
+    """Too many authorities refused a transaction for it ever to gather a quorum."""
+
+    http_status = 422
+    code = "PUBLISH_REFUSED"
+
+
+class BuildUnknown(PyrsiaError):
+    http_status = 404
+    code = "NOT_FOUND"
 
 
 class PeerError(PyrsiaError):
