@@ -94,6 +94,8 @@ TX_AGE_MAX_S = 3600
 # ... and a proposal may not claim a time this far ahead of ours.
 CLOCK_SKEW_MAX_S = 60
 OUTCOMES_KEPT = 10_000
+# A core with nothing ready and no message from a peer for this long is stopped.
+CORE_IDLE_S = 3.0
 STATE_FILE = "state.msgpack"
 
 
@@ -202,6 +204,7 @@ class ConsensusService:
         self._verifying: set[bytes] = set()
         self._last_rebroadcast = 0.0
         self._persisted: HardState | None = None
+        self._last_core_message = 0.0
         # Shared with callers (publish, status): guarded.
         self._outcomes: OrderedDict[bytes, Outcome] = OrderedDict()
         self._outcomes_lock = threading.Lock()
@@ -536,14 +539,18 @@ class ConsensusService:
         )
 
     def _on_committed(self, block: Block) -> None:
+        self._settle(block)
+        core = self._core
+        if core is not None and core.height <= self.ledger.height:
+            self._rebuild_core()
+
+    def _settle(self, block: Block) -> None:
+        """What the block committed (and whatever published the same) leaves the mempool."""
         height = block.header.height
         for entry in self.mempool.settle(block.transactions):
             self._finish(entry.tx.id, "committed", height)
         for tx in block.transactions:
             self._finish(tx.id, "committed", height)
-        core = self._core
-        if core is not None and core.height <= self.ledger.height:
-            self._rebuild_core()
 
     def _finish(self, tx_id: bytes, state: str, height: int | None) -> None:
         outcome = self.outcome(tx_id)
@@ -582,6 +589,11 @@ class ConsensusService:
                 )
         if self._core is None:
             self._maybe_start_core()
+        elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
+            # Nothing to agree on and no peer talking: stop the rounds (and their messages).
+            # What the core signed stays persisted; it resumes from there if woken again.
+            self._persist(self._core.hard_state())
+            self._core = None
 
     # -- the core --------------------------------------------------------------------
 
@@ -600,6 +612,7 @@ class ConsensusService:
         core = self._core
         if core is None:
             return
+        self._last_core_message = self._clock()
         try:
             core.step(message)
         except ConsensusError as exc:
@@ -689,6 +702,7 @@ class ConsensusService:
         try:
             self.ledger.append(certified)
             self.stats.commits += 1
+            self._settle(certified)
         except (ChainBroken, TxInvalid, StorageError) as exc:
             log.error("the block agreed at height %d does not apply: %s", height, exc.message)
 

@@ -150,7 +150,7 @@ class Node:
             find_peer=lambda peer, timeout: self.network.kad.find_peer(peer, timeout=timeout),
         )
         self._approvals = Approvals(config.home / CONSENSUS_DIR / APPROVALS_FILE)
-        self.builds = Builds()
+        self._builds = Builds()
         self._build_context = threading.local()
         # A node that is not an authority never commits: it asks one (fixed at start).
         authority = None if self.network.is_authority else self.network
@@ -245,7 +245,7 @@ class Node:
         """A publish request from another node, served as a pull through this one would be;
         a build request runs (or joins) that build here and answers once it ended."""
         if request.kind.startswith("build_"):
-            build, new = self.builds.start(
+            build, new = self._builds.start(
                 request.kind.removeprefix("build_"), request.name, THIS_NODE, time.time()
             )
             if new:
@@ -362,15 +362,15 @@ class Node:
 
     def start_build(self, kind: str, target: str) -> dict[str, object]:
         via = THIS_NODE if self.network.is_authority else VIA_AUTHORITIES
-        build, new = self.builds.start(kind, target, via, time.time())
+        build, new = self._builds.start(kind, target, via, time.time())
         if new:
             threading.Thread(
                 target=self._run_build, args=(build,), name=f"build-{build.id}", daemon=True
             ).start()
         return self.build(build.id)
 
-    def builds_list(self) -> list[dict[str, object]]:
-        return [self.build(b.id) for b in self.builds.all()]
+    def builds(self) -> list[dict[str, object]]:
+        return [self.build(b.id) for b in self._builds.all()]
 
     def _run_build(self, build: Build) -> None:
         try:
@@ -466,7 +466,7 @@ class Node:
         return [(a, v, r) for a, (v, r) in sorted(verdicts.items())]
 
     def build(self, build_id: str) -> dict[str, object]:
-        build = self.builds.get(build_id)
+        build = self._builds.get(build_id)
         with build.lock:
             outcomes, committed, answers = list(build.outcomes), list(build.committed), dict(build.answers)
             doc: dict[str, object] = {
