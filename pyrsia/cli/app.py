@@ -14,10 +14,13 @@ import typer
 
 from pyrsia import __version__
 from pyrsia.cli import console
+from pyrsia.cli.authorities import authorities, authorize, authorize_node, deauthorize_node
 from pyrsia.cli.bench import bench_app
+from pyrsia.cli.build import build_app
 from pyrsia.cli.configure import config_app
 from pyrsia.cli.daemon import daemon
 from pyrsia.cli.devnet import devnet_app
+from pyrsia.cli.genesis import genesis
 from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.peers import peers, ping
@@ -41,6 +44,22 @@ app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
 app.command(epilog="Example: pyrsia peers --json")(peers)
 app.command("list", epilog="Example: pyrsia list", help="Alias of `pyrsia peers`.")(peers)
 app.command(epilog="Example: pyrsia ping /ip4/127.0.0.1/tcp/44000/p2p/12D3KooW…")(ping)
+app.command(
+    epilog="Example: pyrsia genesis --authority 12D3KooWA… --authority 12D3KooWB… "
+    "--authority 12D3KooWC… --authority 12D3KooWD… --origin example.org/pyrsia -o genesis.blk"
+)(genesis)
+app.command(
+    "authorize-node",
+    epilog="Example: pyrsia authorize-node 12D3KooWE… --node http://127.0.0.1:7888 --home /var/lib/pyrsia",
+)(authorize_node)
+app.command(epilog="Example: pyrsia authorize --peer 12D3KooWE… --home /var/lib/pyrsia")(authorize)
+app.command("deauthorize-node", epilog="Example: pyrsia deauthorize-node 12D3KooWE… --home /var/lib/pyrsia")(
+    deauthorize_node
+)
+app.command(epilog="Examples: pyrsia authorities;  pyrsia authorities --json --node http://127.0.0.1:7888")(
+    authorities
+)
+app.add_typer(build_app, name="build")
 app.add_typer(pull_app, name="pull")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")

@@ -41,8 +41,13 @@ class NodeClient:
         response = self._request("PUT", path, admin=admin, body=json.dumps(doc).encode())
         return response.json()
 
-    def post_json(self, path: str) -> Any:
-        return self._request("POST", path).json()
+    def post_json(self, path: str, doc: object = None, *, admin: bool = False) -> Any:
+        body = None if doc is None else json.dumps(doc).encode()
+        response = self._request("POST", path, admin=admin, body=body)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PyrsiaError(f"{self.node_url}{path} did not answer JSON; is this a pyrsia node?") from exc
 
     def get_text(self, path: str) -> str:
         return self._get(path).text
@@ -76,7 +81,7 @@ class NodeClient:
             response = self._http.request(method, path, headers=headers, content=body)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:  # 202: a build was accepted and runs on
             raise _failure(response)
         return response
 

@@ -1,8 +1,14 @@
 """`pyrsia devnet`: a whole pyrsia network on loopback, started and stopped in one command.
 
-`up` makes DIR/node0 … DIR/node{N-1}. node0 is the authority: started with no
-bootstrap, it creates its own one-authority network. Every other node is a regular
-node that joins through node0's p2p multiaddr. Each node is a detached
+`up` makes DIR/node0 … DIR/node{N-1}. With one authority (the default), node0 is it:
+started with no bootstrap, it creates its own one-authority network, and every other
+node is a regular node that joins through node0's p2p multiaddr. With `--authorities
+A` > 1, node0 … node{A-1} are the authorities: their peer ids (read from the identity
+keys `up` makes in their homes) go into DIR/genesis.blk, signed with node0's key, and
+every node starts with `--genesis` that file. Authorities start one after another,
+each bootstrapping to all those before it, so they end up connected pairwise; regular
+nodes bootstrap to node0. A later `up` in the same DIR reuses the genesis file while
+it names the same authorities, so the nodes' logs stay valid. Each node is a detached
 `pyrsia daemon` in a session of its own (so a Ctrl-C meant for the shell never reaches
 it), bound to 127.0.0.1 only, its output appended to DIR/nodeI/daemon.log.
 
@@ -29,24 +35,29 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pyrsia.cli import console, options, settings
 from pyrsia.errors import ListenError, PyrsiaError, UsageError
 
+if TYPE_CHECKING:
+    from nacl.signing import SigningKey
+
 devnet_app = typer.Typer(
-    help="Run a local pyrsia network on loopback: one authority and regular nodes.", no_args_is_help=True
+    help="Run a local pyrsia network on loopback: authorities and regular nodes.", no_args_is_help=True
 )
 
 STATE_FILE = "devnet.json"
+GENESIS_FILE = "genesis.blk"
 LOG_FILE = "daemon.log"
 STATE_FORMAT = 1
 AUTHORITY, REGULAR = "authority", "regular"
 STARTING, RUNNING = "starting", "running"
 LOOPBACK = "127.0.0.1"
 NODES_MAX = 32
+REGULAR_NODES_DEFAULT = 2
 READY_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 3.0
 TERM_TIMEOUT_S = 40.0  # longer than a daemon's own shutdown grace for requests in flight
@@ -174,10 +185,12 @@ def _load(directory: Path) -> tuple[str, list[DevnetNode]] | None:
         raise PyrsiaError(f"{path} is damaged ({exc}); stop its daemons by hand and remove it") from exc
 
 
-def _save(directory: Path, state: str, nodes: Sequence[DevnetNode]) -> None:
+def _save(directory: Path, state: str, nodes: Sequence[DevnetNode], genesis: Path | None = None) -> None:
     from pyrsia.durable import write_atomic
 
-    doc = {"format": STATE_FORMAT, "state": state, "nodes": [n.to_json() for n in nodes]}
+    doc: dict[str, object] = {"format": STATE_FORMAT, "state": state, "nodes": [n.to_json() for n in nodes]}
+    if genesis is not None:
+        doc["genesis"] = str(genesis)
     write_atomic(directory / STATE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
 
@@ -273,7 +286,11 @@ def _pyrsia_command() -> list[str]:
 
 
 def _daemon_argv(
-    node: DevnetNode, bootstrap: str | None, docker_upstream: str | None, maven_upstream: str | None
+    node: DevnetNode,
+    bootstrap: Sequence[str],
+    genesis: Path | None,
+    docker_upstream: str | None,
+    maven_upstream: str | None,
 ) -> list[str]:
     argv = [
         *_pyrsia_command(),
@@ -288,9 +305,37 @@ def _daemon_argv(
         argv += ["--docker-upstream", docker_upstream]
     if maven_upstream:
         argv += ["--maven-upstream", maven_upstream]
-    if bootstrap:
-        argv += ["--bootstrap", bootstrap]
+    if genesis is not None:
+        argv += ["--genesis", str(genesis)]
+    for address in bootstrap:
+        argv += ["--bootstrap", address]
     return argv
+
+
+def _genesis_for(directory: Path, members: Sequence[str], key: SigningKey) -> Path:
+    """DIR/genesis.blk naming exactly `members` as authorities: the one already there
+    when it does (a restarted devnet keeps its network), else a new one signed by `key`."""
+    from pyrsia.durable import write_atomic
+    from pyrsia.translog.block import Block
+    from pyrsia.translog.chain import genesis_block
+    from pyrsia.translog.tx import AuthorizedNode
+
+    path = directory / GENESIS_FILE
+    try:
+        block = Block.decode(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (OSError, PyrsiaError) as exc:
+        console.warning(f"replacing {path}, which cannot be read as a genesis block: {exc}")
+    else:
+        named = [tx.payload.peer_id for tx in block.transactions if isinstance(tx.payload, AuthorizedNode)]
+        if block.header.height == 0 and named == list(members):
+            return path
+        console.warning(
+            f"replacing {path}: it names other authorities (nodes with an old log will refuse it)"
+        )
+    write_atomic(path, genesis_block(key, int(time.time()), members).encode())
+    return path
 
 
 def _log_tail(path: Path, offset: int) -> str:
@@ -476,11 +521,25 @@ def _ports(count: int, base_port: int | None) -> list[tuple[int, int]]:
 
 @devnet_app.command(
     "up",
-    epilog="Example: pyrsia devnet up --nodes 3 --docker-upstream http://127.0.0.1:5000",
+    epilog="Examples: pyrsia devnet up --nodes 3 --docker-upstream http://127.0.0.1:5000;  "
+    "pyrsia devnet up --authorities 4 --nodes 6",
 )
 def up(
-    nodes: int = typer.Option(
-        3, "--nodes", min=1, max=NODES_MAX, help="Nodes to start; node0 is the authority."
+    nodes: int | None = typer.Option(
+        None,
+        "--nodes",
+        min=1,
+        max=NODES_MAX,
+        show_default=False,
+        help="Nodes to start, authorities included "
+        f"(default: the authorities and {REGULAR_NODES_DEFAULT} regular nodes).",
+    ),
+    authorities: int = typer.Option(
+        1,
+        "--authorities",
+        min=1,
+        max=NODES_MAX,
+        help="How many of the nodes (node0, node1, …) are authorities, sharing one genesis block.",
     ),
     directory: Path | None = DIR,
     docker_upstream: str | None = typer.Option(
@@ -502,14 +561,22 @@ def up(
         READY_TIMEOUT_S, "--timeout", min=1, max=3600, help="Seconds each node has to become ready."
     ),
 ) -> None:
-    """Start a network of pyrsia nodes on 127.0.0.1: node0 the authority, the others joining through it.
+    """Start a network of pyrsia nodes on 127.0.0.1: the first --authorities are its authorities,
+    the others regular nodes joining through node0.
 
     Each node is a detached `pyrsia daemon` with its home in DIR/nodeI and its output in
-    DIR/nodeI/daemon.log; DIR/devnet.json records them for `status` and `down`.
+    DIR/nodeI/daemon.log; DIR/devnet.json records them for `status` and `down`. With
+    several authorities, DIR/genesis.blk names them and every node starts from it.
     """
     from pyrsia.config import check_url
     from pyrsia.node.home import ensure_home, load_identity
 
+    if nodes is None:
+        nodes = min(authorities + REGULAR_NODES_DEFAULT, NODES_MAX)
+    if nodes < authorities:
+        raise UsageError(
+            f"--nodes {nodes} counts every node, so it cannot be fewer than --authorities {authorities}"
+        )
     directory = _directory(directory)
     docker_upstream = check_url("--docker-upstream", docker_upstream) if docker_upstream else None
     maven_upstream = check_url("--maven-upstream", maven_upstream) if maven_upstream else None
@@ -524,24 +591,28 @@ def up(
         planned.append(
             DevnetNode(
                 name=f"node{index}",
-                role=AUTHORITY if index == 0 else REGULAR,
+                role=AUTHORITY if index < authorities else REGULAR,
                 home=home,
                 http_port=http_port,
                 p2p_port=p2p_port,
                 peer_id=load_identity(home).peer_id,  # as the daemon will load it, and `pyrsia id` shows it
             )
         )
+    genesis = None
+    if authorities > 1:
+        founder = load_identity(planned[0].home).signing_key
+        genesis = _genesis_for(directory, [n.peer_id for n in planned[:authorities]], founder)
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     launches: list[_Launch] = []
     interrupts = _Interrupts()
 
     def record(state: str) -> None:
         done = {started.node.name: started.node for started in launches}
-        _save(directory, state, [done[n.name] for n in planned if n.name in done])
+        _save(directory, state, [done[n.name] for n in planned if n.name in done], genesis)
 
-    def start(node: DevnetNode, bootstrap: str | None) -> None:
+    def start(node: DevnetNode, bootstrap: Sequence[str]) -> None:
         log = node.home / LOG_FILE
-        argv = _daemon_argv(node, bootstrap, docker_upstream, maven_upstream)
+        argv = _daemon_argv(node, bootstrap, genesis, docker_upstream, maven_upstream)
         with interrupts.held():
             try:
                 offset = log.stat().st_size if log.exists() else 0
@@ -567,13 +638,15 @@ def up(
     with interrupts.installed():
         try:
             with console.status_spinner(f"starting {nodes} pyrsia nodes in {directory}"):
-                start(planned[0], None)
-                wait(launches[0], time.monotonic() + timeout_s)
-                authority = launches[0].node
-                for node in planned[1:]:
-                    start(node, authority.p2p)
+                # One at a time, each dialling every authority already up: a full mesh.
+                for node in planned[:authorities]:
+                    start(node, [started.node.p2p for started in launches])
+                    wait(launches[-1], time.monotonic() + timeout_s)
+                first = launches[0].node
+                for node in planned[authorities:]:
+                    start(node, [first.p2p])
                 deadline = time.monotonic() + timeout_s
-                for started in launches[1:]:
+                for started in launches[authorities:]:
                     wait(started, deadline)
                 with interrupts.held():
                     record(RUNNING)
@@ -594,8 +667,8 @@ def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
         ["node", "role", "peer id", "HTTP", "p2p"],
         [[n.name, n.role, n.peer_id, n.http_url, n.p2p] for n in nodes],
     )
-    client = nodes[1] if len(nodes) > 1 else nodes[0]
-    where = "a regular node" if client.role == REGULAR else "the authority"
+    client = next((n for n in nodes if n.role == REGULAR), nodes[0])
+    where = "a regular node" if client.role == REGULAR else "an authority"
     dir_flag = "" if directory == _directory(None) else f" --dir {directory}"
     for text in (
         "",
@@ -630,7 +703,7 @@ def status(directory: Path | None = DIR, json_output: bool | None = options.JSON
         [
             [
                 r["name"],
-                r["role"],
+                _role_shown(r),
                 r["pid"],
                 "alive" if r["alive"] else "gone",
                 r["peer_id"],
@@ -641,6 +714,14 @@ def status(directory: Path | None = DIR, json_output: bool | None = options.JSON
             for r in rows
         ],
     )
+
+
+def _role_shown(row: dict[str, Any]) -> str:
+    """The recorded role, and what the node itself says when that differs."""
+    says = row["is_authority"]
+    if says is None or says == (row["role"] == AUTHORITY):
+        return str(row["role"])
+    return f"{row['role']} (node says {AUTHORITY if says else REGULAR})"
 
 
 def _probe(node: DevnetNode) -> dict[str, Any]:
@@ -656,6 +737,7 @@ def _probe(node: DevnetNode) -> dict[str, Any]:
         "answers": False,
         "height": None,
         "peers": None,
+        "is_authority": None,
         "error": None,
     }
     if not row["alive"]:
@@ -675,6 +757,8 @@ def _probe(node: DevnetNode) -> dict[str, Any]:
         row["error"] = f"answers as peer {doc.get('peer_id')!r}"
     row["height"] = translog.get("height") if isinstance(translog, dict) else None
     row["peers"] = p2p.get("peers") if isinstance(p2p, dict) else None
+    authority = p2p.get("authority") if isinstance(p2p, dict) else None
+    row["is_authority"] = authority if isinstance(authority, bool) else None
     return row
 
 

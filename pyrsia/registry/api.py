@@ -8,6 +8,19 @@
     GET  /api/v1/peers      open: connected p2p peers (address, direction, RTT, bytes, agent)
     POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)
     GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
+    POST /api/v1/builds     admin: {"kind": "docker"|"maven", "target": …} → 202, the build
+    GET  /api/v1/builds     open: {"builds": [build, …]}
+    GET  /api/v1/builds/ID  open: one build: its transactions and each authority's verdict
+    POST /api/v1/authorities  admin: {"peer_id": …, "action": "add"|"remove"}: this node's
+                            admin approves the change and the node submits it
+    GET  /api/v1/authorities  open: the set in force, its quorum, approvals, pending changes
+
+A build (`NodeControl.build`) is `{"id": 16 hex, "kind", "target", "state":
+running|committed|refused|failed, "error", "height", "started_at", "finished_at", "via":
+"this node"|"authorities", "transactions": [{"tx_id", "path", "digest", "state"}],
+"verdicts": [{"authority", "verdict": endorsed|refused|pending, "reason"}]}`. Request
+bodies are checked here (shape, kind, target syntax, peer id) so the node only ever
+sees well-formed requests; what they mean is the node's to judge.
 
 Admin calls need `Authorization: Bearer <token>`, the token the node wrote to
 `<home>/admin.token` on first start. The HTTP port binds 127.0.0.1 by default.
@@ -21,7 +34,18 @@ import math
 from collections.abc import Mapping
 from typing import Protocol
 
-from pyrsia.errors import ConfigError, PathUnknown, Unauthorized, Unsupported, UsageError
+from pyrsia.errors import (
+    BuildUnknown,
+    ConfigError,
+    PathUnknown,
+    PyrsiaError,
+    Unauthorized,
+    Unsupported,
+    UsageError,
+)
+from pyrsia.formats.maven_layout import Coordinates
+from pyrsia.formats.peer_id import public_key_of
+from pyrsia.formats.reference import parse_image_reference
 from pyrsia.http.message import Request, Response, json_response
 from pyrsia.registry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
@@ -41,6 +65,25 @@ class NodeControl(Protocol):
     def ping(self, target: str) -> Mapping[str, object]: ...
 
     def metrics(self) -> str: ...
+
+    def start_build(self, kind: str, target: str) -> Mapping[str, object]: ...
+
+    def build(self, build_id: str) -> Mapping[str, object]: ...
+
+    def builds(self) -> list[Mapping[str, object]]: ...
+
+    def authorize(self, peer_id: str, remove: bool) -> Mapping[str, object]: ...
+
+    def authorities(self) -> Mapping[str, object]: ...
+
+
+BUILDS = "/api/v1/builds"
+AUTHORITIES = "/api/v1/authorities"
+BUILD_KINDS = ("docker", "maven")
+BUILD_ID_CHARS = 16
+TARGET_CHARS_MAX = 512
+PEER_ID_CHARS_MAX = 100
+AUTHORITY_ACTIONS = ("add", "remove")
 
 
 class NodeApi:
@@ -74,7 +117,25 @@ class NodeApi:
                 if not target or len(target) > 1000:
                     raise UsageError("ping needs ?peer=PEER_ID or ?peer=MULTIADDR")
                 return _json(self._node.ping(target))
+            case ("POST", "/api/v1/builds"):
+                self._require_admin(request)
+                kind, target = build_request_from(request.body)
+                return _json(self._node.start_build(kind, target), status=202)
+            case ("GET" | "HEAD", "/api/v1/builds"):
+                return _json({"builds": self._node.builds()})
+            case ("GET" | "HEAD", path) if path.startswith(BUILDS + "/"):
+                return _json(self._node.build(check_build_id(path.removeprefix(BUILDS + "/"))))
+            case ("POST", "/api/v1/authorities"):
+                self._require_admin(request)
+                peer_id, remove = authority_change_from(request.body)
+                return _json(self._node.authorize(peer_id, remove))
+            case ("GET" | "HEAD", "/api/v1/authorities"):
+                return _json(self._node.authorities())
             case (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/peers" | "/api/v1/ping"):
+                raise Unsupported(f"{request.method} is not supported on {request.path}")
+            case (_, "/api/v1/builds" | "/api/v1/authorities"):
+                raise Unsupported(f"{request.method} is not supported on {request.path}")
+            case (_, path) if path.startswith(BUILDS + "/"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
         raise PathUnknown("no such API endpoint", detail=request.path[:300])
 
@@ -107,6 +168,87 @@ def _setting_from(body: bytes) -> tuple[str, object]:
     return doc["key"], doc["value"]
 
 
+def build_request_from(body: bytes) -> tuple[str, str]:
+    """`{"kind": "docker"|"maven", "target": …}` with a target that parses as its kind's
+    reference: `NAME[:TAG|@DIGEST]`, or Maven's `GROUP:ARTIFACT:VERSION`."""
+    shape = '{"kind": "docker"|"maven", "target": IMAGE or GROUP:ARTIFACT:VERSION}'
+    doc = _object_from(body, shape)
+    kind, target = doc.get("kind"), doc.get("target")
+    if not isinstance(kind, str) or not isinstance(target, str):
+        raise UsageError(f"request body must be JSON: {shape}")
+    if kind not in BUILD_KINDS:
+        raise UsageError(f"kind must be one of {', '.join(BUILD_KINDS)}, not {kind[:40]!r}")
+    if not target or len(target) > TARGET_CHARS_MAX:
+        raise UsageError(f"target must be 1 to {TARGET_CHARS_MAX} characters")
+    check_target(kind, target)
+    return kind, target
+
+
+def check_target(kind: str, target: str) -> None:
+    """Raises `UsageError` unless `target` names one artifact of `kind` (the CLI checks
+    the same before it asks, so a typo never reaches a node)."""
+    try:
+        if kind == "docker":
+            parse_image_reference(target)
+        elif len(target.split(":")) != 3:
+            raise UsageError(f"{target[:200]!r} is not GROUP:ARTIFACT:VERSION")
+        else:
+            Coordinates.parse(target)
+    except UsageError:
+        raise
+    except PyrsiaError as exc:
+        what = "an image reference" if kind == "docker" else "Maven coordinates"
+        raise UsageError(f"{target[:200]!r} is not {what}: {exc.message}") from exc
+
+
+def check_build_id(text: str) -> str:
+    """A build id is 16 lowercase hex characters; anything else names no build."""
+    if len(text) != BUILD_ID_CHARS or text.strip("0123456789abcdef"):
+        raise BuildUnknown(f"no build {text[:40]!r}: a build id is {BUILD_ID_CHARS} hex characters")
+    return text
+
+
+def authority_change_from(body: bytes) -> tuple[str, bool]:
+    """`{"peer_id": …, "action": "add"|"remove"}` → (peer id, whether it is a removal)."""
+    shape = '{"peer_id": PEER_ID, "action": "add"|"remove"}'
+    doc = _object_from(body, shape)
+    peer_id, action = doc.get("peer_id"), doc.get("action")
+    if not isinstance(peer_id, str) or not isinstance(action, str):
+        raise UsageError(f"request body must be JSON: {shape}")
+    if action not in AUTHORITY_ACTIONS:
+        raise UsageError(f"action must be add or remove, not {action[:40]!r}")
+    return check_peer_id(peer_id), action == "remove"
+
+
+def check_peer_id(text: str) -> str:
+    """Raises `UsageError` unless `text` is an Ed25519 peer id (`12D3KooW…`)."""
+    try:
+        if len(text) > PEER_ID_CHARS_MAX:
+            raise ValueError("too long")
+        public_key_of(text)
+    except ValueError as exc:
+        raise UsageError(f"{text[:60]!r} is not a peer id (12D3KooW…)") from exc
+    return text
+
+
+def _object_from(body: bytes, shape: str) -> dict[str, object]:
+    """A JSON object; non-finite numbers and bodies nested past the recursion limit are
+    refused like any other malformed body."""
+    try:
+        doc = json.loads(body, parse_constant=_refuse_json_constant)
+    except RecursionError as exc:
+        raise UsageError("request body is nested too deeply") from exc
+    except ValueError as exc:  # also UnicodeDecodeError: the body is not UTF-8
+        raise UsageError(f"request body must be JSON: {shape}") from exc
+    if not isinstance(doc, dict):
+        raise UsageError(f"request body must be JSON: {shape}")
+    return doc
+
+
+def _refuse_json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _refuse_constant(name: str) -> float:
     raise ConfigError(f"a setting cannot be {name}")
 
@@ -118,5 +260,5 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _json(doc: Mapping[str, object]) -> Response:
-    return json_response(200, json.dumps(doc, sort_keys=True).encode())
+def _json(doc: Mapping[str, object], *, status: int = 200) -> Response:
+    return json_response(status, json.dumps(doc, sort_keys=True).encode())

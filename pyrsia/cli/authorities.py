@@ -1,0 +1,137 @@
+"""`pyrsia authorize-node`, `authorize --peer`, `deauthorize-node` and `authorities`.
+
+The authority set changes only by consensus: `authorize-node PEER_ID`, run against an
+authority with its admin token, records that this node's admin approves the candidate
+and submits AddAuthorizedNode; other authorities endorse it only when their own admins
+approved the same peer, and once committed the set changes from the next height on.
+`deauthorize-node` is the same for RemoveAuthorizedNode. `authorities` shows the set in
+force, its quorum, this node's approvals and the changes still gathering endorsements.
+Calls go to `/api/v1/authorities` (see `pyrsia.registry.api`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pyrsia.cli import console, options, settings
+
+PEER_ARGUMENT = typer.Argument(..., metavar="PEER_ID", help="Peer id of the node (`pyrsia id` on it).")
+
+
+def _change(
+    peer_id: str, *, remove: bool, node: str | None, home: Path | None, admin_token: str | None
+) -> dict[str, Any]:
+    from pyrsia.cli.client import NodeClient
+    from pyrsia.registry.api import AUTHORITIES, check_peer_id
+
+    check_peer_id(peer_id)
+    client = NodeClient(node, admin_token=admin_token, home=home)
+    body = {"peer_id": peer_id, "action": "remove" if remove else "add"}
+    return dict(client.post_json(AUTHORITIES, body, admin=True))
+
+
+def _show_change(answer: dict[str, Any], json_output: bool | None) -> None:
+    if settings.wants_json(json_output):
+        console.as_json(answer)
+        return
+    verb = "removing" if answer["action"] == "remove" else "adding"
+    console.success(f"this node's admin approves {verb} {answer['peer_id']} as an authority")
+    if answer["state"] == "committed":
+        console.line(f"committed at height {answer['height']}; in force from the next height")
+    elif answer["tx_id"]:
+        console.line(
+            f"transaction {answer['tx_id']} is pending: it commits once a quorum of authorities "
+            "endorse it (each after its own admin approved the same peer); see `pyrsia authorities`"
+        )
+    else:
+        console.line("recorded: this node endorses the change when another authority submits it")
+
+
+def authorize_node(
+    peer_id: str = PEER_ARGUMENT,
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Approve a node as an authority and submit the change (on an authority; admin token).
+
+    It takes effect once a quorum of authorities endorse it, each because its own admin
+    ran this command for the same peer id.
+    """
+    answer = _change(peer_id, remove=False, node=node, home=home, admin_token=admin_token)
+    _show_change(answer, json_output)
+
+
+def authorize(
+    peer: str = typer.Option(..., "--peer", metavar="PEER_ID", help="Peer id of the node to authorize."),
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Alias of `pyrsia authorize-node PEER_ID`."""
+    answer = _change(peer, remove=False, node=node, home=home, admin_token=admin_token)
+    _show_change(answer, json_output)
+
+
+def deauthorize_node(
+    peer_id: str = PEER_ARGUMENT,
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Approve removing an authority and submit the change (on an authority; admin token)."""
+    answer = _change(peer_id, remove=True, node=node, home=home, admin_token=admin_token)
+    _show_change(answer, json_output)
+
+
+def authorities(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
+    """List the authorities in force with their quorum, this node's approvals and pending changes."""
+    from pyrsia.cli.client import NodeClient
+    from pyrsia.registry.api import AUTHORITIES
+
+    node = settings.node_url(node)
+    doc = NodeClient(node).get_json(AUTHORITIES)
+    if settings.wants_json(json_output):
+        console.as_json(doc)
+        return
+    render(doc)
+
+
+def render(doc: dict[str, Any]) -> None:
+    """The authorities document as three tables and a line about this node."""
+    members: list[str] = list(doc["authorities"])
+    me = doc["me"]
+    console.table(
+        f"{len(members)} authorities at height {doc['height']}, quorum {doc['quorum']}",
+        ("peer id", "this node"),
+        ((peer, "yes" if peer == me else "") for peer in members),
+    )
+    approvals = doc["approvals"]
+    console.table(
+        f"approved by this node's admin ({len(approvals)})",
+        ("peer id", "action"),
+        ((a["peer_id"], a["action"]) for a in approvals),
+    )
+    pending = doc["pending"]
+    console.table(
+        f"pending authority changes ({len(pending)})",
+        ("peer id", "action", "tx id", "submitter", "endorsed by"),
+        (
+            (
+                p["peer_id"],
+                p["action"],
+                p["tx_id"],
+                p["submitter"],
+                [f"{len(p['endorsed_by'])} of {doc['quorum']} needed", *p["endorsed_by"]],
+            )
+            for p in pending
+        ),
+    )
+    role = "an authority" if doc["is_authority"] else "not an authority"
+    console.line(f"this node {me} is {role}")

@@ -1,0 +1,245 @@
+"""`pyrsia build docker|maven|status|list`: ask the authorities to publish an artifact.
+
+`build docker IMAGE` and `build maven G:A:V` start a build on a node (admin token):
+on an authority it starts the verification round itself, on a regular node the request
+goes to the authorities. Either way the answer is a build id at once; `build status ID`
+shows its transactions, each authority's verdict with its reason and the final state,
+and with `--wait` polls (against a deadline) until the build is no longer running. A
+build that ends refused or failed exits 1, so scripts can `pyrsia build … --wait &&`.
+Calls go to `/api/v1/builds` (see `pyrsia.registry.api`).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pyrsia.cli import console, options, settings
+
+build_app = typer.Typer(
+    help="Publish an image or Maven artifact through the authorities, and follow its build.",
+    no_args_is_help=True,
+)
+RUNNING, COMMITTED = "running", "committed"
+WAIT_TIMEOUT_S = 300.0
+POLL_INTERVAL_S = 0.25
+
+WAIT = typer.Option(False, "--wait", help="Follow the build until it is committed, refused or failed.")
+TIMEOUT = typer.Option(
+    WAIT_TIMEOUT_S, "--timeout", min=0.1, max=86400, help="Seconds --wait follows the build before giving up."
+)
+
+
+def _client(node: str | None, home: Path | None = None, admin_token: str | None = None) -> Any:
+    from pyrsia.cli.client import NodeClient
+
+    return NodeClient(settings.node_url(node), admin_token=admin_token, home=home)
+
+
+def _start(
+    kind: str,
+    target: str,
+    *,
+    wait: bool,
+    timeout_s: float,
+    node: str | None,
+    home: Path | None,
+    admin_token: str | None,
+    json_output: bool | None,
+) -> None:
+    from pyrsia.registry.api import BUILDS, check_target
+
+    check_target(kind, target)
+    client = _client(node, home, admin_token)
+    doc = client.post_json(BUILDS, {"kind": kind, "target": target}, admin=True)
+    if wait:
+        _follow(client, doc, timeout_s, json_output)
+        return
+    if settings.wants_json(json_output):
+        console.as_json(doc)
+        return
+    console.line(str(doc["id"]))
+    via = "on this node" if doc.get("via") == "this node" else "by the authorities"
+    console.info(
+        f"build of {kind} {target} started {via}; follow it with: pyrsia build status {doc['id']} --wait"
+    )
+
+
+@build_app.command(
+    "docker",
+    epilog="Examples: pyrsia build docker alpine:3.18;  "
+    "pyrsia build docker library/alpine@sha256:<digest> --wait --json",
+)
+def docker(
+    image: str = typer.Argument(..., metavar="IMAGE[:TAG|@DIGEST]", help="Image as docker names it."),
+    wait: bool = WAIT,
+    timeout_s: float = TIMEOUT,
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Publish a Docker image: the authorities each fetch and check it, then commit it (admin token).
+
+    Prints the build id; --wait follows it like `pyrsia build status ID --wait`.
+    """
+    _start(
+        "docker", image, wait=wait, timeout_s=timeout_s, node=node, home=home,
+        admin_token=admin_token, json_output=json_output,
+    )  # fmt: skip
+
+
+@build_app.command("maven", epilog="Example: pyrsia build maven com.example:hello:1.0 --wait")
+def maven(
+    coordinates: str = typer.Argument(..., metavar="GROUP:ARTIFACT:VERSION", help="Maven coordinates."),
+    wait: bool = WAIT,
+    timeout_s: float = TIMEOUT,
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Publish a Maven artifact (jar and pom): checked by each authority, then committed (admin token).
+
+    Prints the build id; --wait follows it like `pyrsia build status ID --wait`.
+    """
+    _start(
+        "maven", coordinates, wait=wait, timeout_s=timeout_s, node=node, home=home,
+        admin_token=admin_token, json_output=json_output,
+    )  # fmt: skip
+
+
+@build_app.command(
+    "status",
+    epilog="Examples: pyrsia build status 3f9c2a7d1e4b8c60;  pyrsia build status 3f9c2a7d1e4b8c60 --wait",
+)
+def status(
+    build_id: str = typer.Argument(
+        ..., metavar="ID", help="Build id, as `pyrsia build docker|maven` printed it."
+    ),
+    wait: bool = WAIT,
+    timeout_s: float = TIMEOUT,
+    node: str | None = options.NODE,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Show a build: its transactions, each authority's verdict and reason, its state.
+
+    Exits 1 when the build was refused or failed (or is still running when --wait gives up).
+    """
+    from pyrsia.registry.api import BUILDS, check_build_id
+
+    client = _client(node)
+    doc = client.get_json(f"{BUILDS}/{check_build_id(build_id)}")
+    if wait:
+        _follow(client, doc, timeout_s, json_output)
+    else:
+        _finish(doc, json_output, waited=False)
+
+
+@build_app.command("list", epilog="Example: pyrsia build list --json")
+def list_(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
+    """List the builds this node knows, newest first."""
+    from pyrsia.registry.api import BUILDS
+
+    node = settings.node_url(node)
+    found = sorted(_client(node).get_json(BUILDS)["builds"], key=lambda b: -float(b["started_at"]))
+    if settings.wants_json(json_output):
+        console.as_json(found)
+        return
+    console.table(
+        f"{len(found)} builds on {node}",
+        ("id", "kind", "target", "state", "height", "started", "via"),
+        (
+            (
+                b["id"],
+                b["kind"],
+                b["target"],
+                b["state"],
+                _or_dash(b["height"]),
+                _when(b["started_at"]),
+                b["via"],
+            )
+            for b in found
+        ),
+    )
+
+
+def _follow(client: Any, doc: dict[str, Any], timeout_s: float, json_output: bool | None) -> None:
+    """Polls the build until it leaves `running` or `timeout_s` passes, then shows it."""
+    from pyrsia.registry.api import BUILDS
+
+    deadline = time.monotonic() + timeout_s
+    build_id = str(doc["id"])
+    with console.status_spinner(f"build {build_id}: {doc['kind']} {doc['target']} running"):
+        while doc["state"] == RUNNING and time.monotonic() < deadline:
+            time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0.0)))
+            doc = client.get_json(f"{BUILDS}/{build_id}")
+    _finish(doc, json_output, waited=True, timeout_s=timeout_s)
+
+
+def _finish(doc: dict[str, Any], json_output: bool | None, *, waited: bool, timeout_s: float = 0.0) -> None:
+    """Shows the build; raises (exit 1) when it ended refused or failed, or outlived --wait."""
+    from pyrsia.errors import PyrsiaError
+
+    if settings.wants_json(json_output):
+        console.as_json(doc)
+    else:
+        render(doc)
+    state, build_id = doc["state"], doc["id"]
+    if state == RUNNING and waited:
+        raise PyrsiaError(
+            f"build {build_id} is still running after {timeout_s:g} s; "
+            f"follow it with: pyrsia build status {build_id} --wait"
+        )
+    if state not in (RUNNING, COMMITTED):
+        reason = doc.get("error") or _refusals(doc) or "no reason given"
+        raise PyrsiaError(f"build {build_id} {state}: {reason}")
+    if state == COMMITTED and not settings.wants_json(json_output):
+        console.success(f"build {build_id} committed at height {doc['height']}")
+
+
+def render(doc: dict[str, Any]) -> None:
+    """A build for people: a summary, its transactions, each authority's verdict."""
+    console.key_values(
+        f"build {doc['id']}",
+        [
+            ("target", f"{doc['kind']} {doc['target']}"),
+            ("state", doc["state"]),
+            ("height", _or_dash(doc["height"])),
+            ("via", doc["via"]),
+            ("started", _when(doc["started_at"])),
+            ("finished", "-" if doc["finished_at"] is None else _when(doc["finished_at"])),
+            ("error", _or_dash(doc["error"])),
+        ],
+    )
+    transactions = doc["transactions"]
+    console.table(
+        f"{len(transactions)} transactions",
+        ("path", "digest", "tx id", "state"),
+        ((t["path"], t["digest"], t["tx_id"], t["state"]) for t in transactions),
+    )
+    verdicts = doc["verdicts"]
+    console.table(
+        f"verdicts of {len(verdicts)} authorities",
+        ("authority", "verdict", "reason"),
+        ((v["authority"], v["verdict"], v["reason"] or "-") for v in verdicts),
+    )
+    console.line(f"state {doc['state']}")
+
+
+def _refusals(doc: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{v['authority'][:16]}… refused: {v['reason']}" for v in doc["verdicts"] if v["verdict"] == "refused"
+    )
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S")
