@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -369,7 +369,7 @@ class Node:
             ).start()
         return self.build(build.id)
 
-    def builds(self) -> list[dict[str, object]]:
+    def builds(self) -> list[Mapping[str, object]]:
         return [self.build(b.id) for b in self._builds.all()]
 
     def _run_build(self, build: Build) -> None:
