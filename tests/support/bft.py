@@ -115,10 +115,18 @@ def start_network(
         bootstrap = ["--bootstrap", members[0].node.p2p_address] if members else []
         node = NodeProcess(home, "--genesis", str(genesis), *bootstrap, *flags("authority", i))
         members.append(Member(stack.enter_context(node), ids[i]))
-    others = [join(stack, root / f"node-{i}", genesis, members[0], *flags("regular", i)) for i in range(regular)]
-    for member in members + others:  # every authority knows the others before anything is asked
-        eventually(lambda m=member: m.get("/api/v1/status")["p2p"]["peers"] >= 1, f"{m.peer_id} has a peer")  # type: ignore[index]
+    others = [
+        join(stack, root / f"node-{i}", genesis, members[0], *flags("regular", i)) for i in range(regular)
+    ]
+    for member in members + others:
+        eventually(lambda m=member: peers(m) >= 1, f"{member.peer_id} has a peer")
     return members, others, genesis
+
+
+def peers(member: Member) -> int:
+    p2p = member.get("/api/v1/status")["p2p"]
+    assert isinstance(p2p, dict)
+    return int(p2p["peers"])
 
 
 def join(stack: ExitStack, home: Path, genesis: Path, bootstrap: Member, *flags: str) -> Member:
