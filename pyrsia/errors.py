@@ -338,6 +338,11 @@ class PublishRefused(ConsensusError):
     code = "PUBLISH_REFUSED"
 
 
+class ConsensusTimeout(ConsensusError):
+    http_status = 504
+    code = "CONSENSUS_TIMEOUT"
+
+
 class BuildUnknown(PyrsiaError):
     http_status = 404
     code = "NOT_FOUND"

@@ -55,6 +55,7 @@ from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
 from pyrsia.translog.chunks import chunk_hashes, chunk_root
+from pyrsia.translog.tx import AddArtifact
 from pyrsia.upstream.registry import FetchedManifest, RegistryClient
 from pyrsia.upstream.sink import OpenSink
 
@@ -119,6 +120,7 @@ class DockerArtifacts:
         )
         self._flights = SingleFlight()
         self._authority = authority
+        self._upstream_only = Sources(blobs, [RegistrySource(upstream)])
 
     def manifest(self, name: str, reference: str | Digest, accept: Sequence[str]) -> StoredManifest:
         """The manifest for a tag or digest, negotiated against the client's Accept list."""
@@ -194,6 +196,35 @@ class DockerArtifacts:
         # Each record's package id is `name:tag` or `name@digest`; neither ':' nor '@' is in a name.
         ids = self._translog.package_ids(DOCKER, "")
         return sorted({i.partition("@")[0].partition(":")[0] for i in ids})
+
+    # -- endorsing ------------------------------------------------------------------
+
+    def verify_record(self, record: AddArtifact) -> str | None:
+        """Why this node would not vouch for another authority's `record`, or None.
+
+        The file is fetched from this node's own upstream, never from peers, and must
+        have the record's digest, size and chunk root; the bytes are kept (this node will
+        serve them). Failures of the upstream raise, and are a refusal too.
+        """
+        head, sep, ref = record.path.rpartition("/manifests/")
+        if sep and head.startswith("/v2/"):
+            name = head.removeprefix("/v2/")
+            fetched = self._upstream.get_manifest(name, ref)  # checks a digest reference
+            found = (str(fetched.digest), len(fetched.body), chunk_root(chunk_hashes(fetched.body)))
+            problem = _disagreement(record, found, f"{name}:{ref}", self._upstream.base_url)
+            if problem is None:
+                self._blobs.put(fetched.digest, fetched.body, source=self._upstream.base_url)
+            return problem
+        head, sep, ref = record.path.rpartition("/blobs/")
+        if not (sep and head.startswith("/v2/")) or ref != record.digest:
+            return f"{record.path} is not a Docker path for {record.digest}"
+        name, digest = head.removeprefix("/v2/"), Digest.parse(ref)
+        stored = self._blobs.stored(digest) or self._upstream_only.obtain(
+            Wanted(digest=digest, name=name, size=record.size)
+        )
+        return _disagreement(
+            record, (str(stored.digest), stored.size, stored.chunk_root), ref, self._upstream.base_url
+        )
 
     # -- manifests ------------------------------------------------------------------
 
@@ -393,6 +424,17 @@ class DockerArtifacts:
         )
         log.info("pulled blob %s of %s from upstream and committed its record", digest, name)
         return stored
+
+
+def _disagreement(record: AddArtifact, found: tuple[str, int, bytes], what: str, upstream: str) -> str | None:
+    digest, size, root = found
+    if digest != record.digest:
+        return f"{upstream} serves {digest} for {what}, not {record.digest}"
+    if size != record.size:
+        return f"{what} is {size} bytes at {upstream}, the record says {record.size}"
+    if root != record.chunk_root:
+        return f"the chunk root of {what} from {upstream} differs from the record's"
+    return None
 
 
 def _wanted(name: str, vouched: Vouched) -> Wanted:

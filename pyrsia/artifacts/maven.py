@@ -35,8 +35,9 @@ from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
 from pyrsia.artifacts.vouch import MAVEN, ArtifactLog, Authority, NewArtifact, Vouched
 from pyrsia.errors import DigestMismatch, MavenFileUnknown, PyrsiaError, StorageError, UpstreamError
 from pyrsia.formats.digest import Digest
-from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath
+from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath, parse_path
 from pyrsia.translog.chunks import CHUNK_BYTES
+from pyrsia.translog.tx import AddArtifact
 from pyrsia.upstream.maven import FetchedFile, MavenClient
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -164,6 +165,38 @@ class MavenArtifacts:
         log.info("pulled %s from upstream (checked with %s)", path, checked)
         modified = now if fetched.last_modified is None else fetched.last_modified
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now, modified)
+
+    def verify_record(self, record: AddArtifact) -> str | None:
+        """Why this node would not vouch for another authority's `record`, or None: the
+        file, fetched from this node's own upstream, must have its digest, size and chunk
+        root. The bytes are kept and served from here on."""
+        path = record.path.removeprefix("/maven2/")
+        target = parse_path(path)
+        fetched = self._upstream.fetch(path, self._blobs.opener(None, self._upstream.base_url, CHECKSUMS))
+        stored = _stored(fetched)
+        base = self._upstream.base_url
+        problem = None
+        if str(fetched.digest) != record.digest:
+            problem = f"{base} serves {fetched.digest} for {path}, not {record.digest}"
+        elif fetched.size != record.size:
+            problem = f"{path} is {fetched.size} bytes at {base}, the record says {record.size}"
+        elif stored.chunk_root != record.chunk_root:
+            problem = f"the chunk root of {path} from {base} differs from the record's"
+        if problem is not None:
+            if not self._translog.vouches(MAVEN, str(fetched.digest)):
+                self._blobs.remove(fetched.digest)
+            return problem
+        self._records.put(
+            target.path + "@",
+            {
+                **fetched.checksums,
+                "size": fetched.size,
+                "fetched_at": self._clock(),
+                "last_modified": fetched.last_modified,
+                "verified_with": fetched.verified_with,
+            },
+        )
+        return None
 
     def _from_peers(self, target: MavenPath, vouched: Vouched) -> MavenFile | None:
         """The file from peers, its bytes the record's; None when no peer delivers it."""

@@ -17,6 +17,7 @@ request that fetches it: `/v2/library/alpine/manifests/3.18`,
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -164,11 +165,16 @@ class MemoryArtifactLog:
             self.records += [(a.package_type, Vouched.of(a, self.blocks)) for a in artifacts]
 
 
-class LedgerArtifactLog:
-    """The translog ledger as the artifact services see it."""
+Commit = Callable[[Sequence[AddArtifact]], object]
 
-    def __init__(self, ledger: Ledger) -> None:
+
+class LedgerArtifactLog:
+    """The translog ledger as the artifact services see it. `commit` is how payloads
+    reach the log: the ledger's own `publish` (one authority), or consensus among several."""
+
+    def __init__(self, ledger: Ledger, commit: Commit | None = None) -> None:
         self._ledger = ledger
+        self._commit = commit or ledger.publish
 
     def committed(self, package_type: str, path: str) -> Vouched | None:
         record = self._ledger.latest(package_type, path)
@@ -188,7 +194,7 @@ class LedgerArtifactLog:
         return self._ledger.paths(package_type, prefix, after, limit)
 
     def publish(self, artifacts: list[NewArtifact]) -> None:
-        self._ledger.publish(
+        self._commit(
             [
                 AddArtifact(
                     package_type=a.package_type,

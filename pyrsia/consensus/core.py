@@ -36,6 +36,16 @@ What the shell injects, all pure:
                           the chain, its transactions are well signed, and each carries
                           endorsements from a quorum of the authorities at `height`
     get_value(height)     what to propose when this node is the proposer, or None
+    extend(height, round, v)
+                          the vote extension this node attaches to its precommit for
+                          proposal bytes `v` (CometBFT ABCI++'s ExtendVote): the node
+                          signs there what the chain's block certificate needs from
+                          each authority. Never called for a nil precommit
+    verify_extension(height, round, v, signer, extension)
+                          whether `signer`'s extension is valid for proposal `v`
+                          (ABCI++'s VerifyVoteExtension). A decision counts only
+                          precommits whose extension verifies, so its certificate
+                          holds every extension the block certificate is built from
 
 Messages for the next few heights wait in a bounded buffer until the node gets
 there. The paper assumes that after GST every message between correct nodes arrives
@@ -48,7 +58,15 @@ there. The paper assumes that after GST every message between correct nodes arri
     a node that signs nothing at its height (not an authority there) learns decisions;
   - re-proposing a valid value together with the quorum of prevotes that made it
     valid (Proposal.proof), counted even when a Byzantine signer sent us another vote.
-Every answer is rate-limited per peer. A node more than `decisions_kept` heights
+Every answer is rate-limited per peer.
+
+Extensions are not covered by the precommit's signature, so anyone relaying a
+precommit could swap its extension. A precommit whose extension fails against a
+proposal the core holds is refused on arrival, and its signer's vote is not taken:
+its genuine precommit still counts. One that arrives before the proposal is kept,
+with a few alternative extensions per signer, and checked once the proposal is known;
+a signer none of whose extensions verifies is left out of the count for that value.
+ A node more than `decisions_kept` heights
 behind must get blocks from the chain's sync instead, then start a core there.
 """
 
@@ -72,6 +90,22 @@ from pyrsia.translog.tx import verify_signature
 Authorities = Callable[[int], frozenset[str] | None]
 Validate = Callable[[int, bytes], bool]
 GetValue = Callable[[int], bytes | None]
+# extend(height, round, proposal bytes) -> the extension for this node's precommit.
+Extend = Callable[[int, int, bytes], bytes]
+# verify_extension(height, round, proposal bytes, signer, extension) -> valid?
+VerifyExtension = m.VerifyExtension
+# Alternative extensions kept per (round, signer) until the proposal is known.
+EXTENSIONS_PENDING_PER_SIGNER_MAX = 4
+
+
+def no_extension(height: int, round_: int, proposal: bytes) -> bytes:
+    """The default `extend`: precommits carry nothing."""
+    return b""
+
+
+def any_extension(height: int, round_: int, proposal: bytes, signer: str, extension: bytes) -> bool:
+    """The default `verify_extension`: every extension is accepted."""
+    return True
 
 
 class Step(IntEnum):
@@ -255,6 +289,8 @@ class Core:
         now_ticks: int = 0,
         state: HardState | None = None,
         verify: m.Verifier = verify_signature,
+        extend: Extend = no_extension,
+        verify_extension: VerifyExtension = any_extension,
     ) -> None:
         """Start at `height` (the chain's height + 1), or resume from `state` at that height.
 
@@ -270,6 +306,8 @@ class Core:
         self._validate = validate
         self._get_value = get_value
         self._verify = verify
+        self._extend = extend
+        self._verify_extension = verify_extension
         self._now = now_ticks
         self._timers: list[tuple[int, int, str, int, int]] = []
         self._timer_seq = 0
@@ -393,6 +431,10 @@ class Core:
         self._precommits: dict[int, Tally] = {}
         self._participation = Participation(authorities)
         self._decidable: dict[tuple[int, bytes], m.Certificate | None] = {}
+        # Extensions of the precommits counted for (round, value hash), by signer: those
+        # verified against the value's proposal, and those still waiting for it.
+        self._extensions: dict[tuple[int, bytes], dict[str, bytes]] = {}
+        self._extensions_pending: dict[tuple[int, bytes], dict[str, list[bytes]]] = {}
         self._once: set[tuple[str, int]] = set()
         self._valid_cache: dict[bytes, bool] = {}
         self._reported: set[tuple[str, str, int]] = set()
@@ -460,7 +502,8 @@ class Core:
         if message.round > self.round + self.config.rounds_ahead_max:
             return
         self._check(message, self._auth, self._sorted)
-        self._accept(message)
+        verified = isinstance(message, m.Precommit) and self._check_extension(message)
+        self._accept(message, extension_verified=verified)
         if message.round < self.round:
             self._answer_lagging_round(message.signer, message.round)
 
@@ -480,8 +523,30 @@ class Core:
                 )
             if message.valid_round >= 0:
                 self._check_proof(message, authorities)
+        if isinstance(message, m.Precommit):
+            m.check_extension(message.value, message.extension)
         if not m.is_signed(message, self.config.genesis_hash, self._verify):
             raise MessageRejected(f"bad {_kind(message)} signature from {signer[:60]}")
+
+    def _check_extension(self, precommit: m.Precommit) -> bool:
+        """Whether the extension was verified now; `MessageRejected` if it fails.
+
+        Only checkable once the proposal for the precommit's value is held; until then
+        it waits in `_extensions_pending` (see `_counted_precommits`).
+        """
+        if precommit.value is None:
+            return False
+        proposal = self._values.get(precommit.value)
+        if proposal is None:
+            return False
+        known = self._extensions.get((precommit.round, precommit.value), {}).get(precommit.signer)
+        if known == precommit.extension:
+            return True
+        if not self._verify_extension(
+            self.height, precommit.round, proposal, precommit.signer, precommit.extension
+        ):
+            raise MessageRejected(f"precommit extension from {precommit.signer[:60]} does not verify")
+        return True
 
     def _on_catch_up(self, request: m.CatchUp) -> None:
         if request.height >= self.height:
@@ -514,11 +579,20 @@ class Core:
             return
         if certificate.value != m.value_hash(decision.proposal):
             raise MessageRejected("certificate is for another value than the proposal")
-        m.verify_certificate(certificate, self._auth, self.config.genesis_hash, self._verify)
+        m.verify_certificate(
+            certificate,
+            self._auth,
+            self.config.genesis_hash,
+            self._verify,
+            proposal=decision.proposal,
+            verify_extension=self._verify_extension,
+        )
         self._values.setdefault(certificate.value, decision.proposal)
         self._decidable[(certificate.round, certificate.value)] = certificate
 
-    def _accept(self, message: m.Proposal | m.Prevote | m.Precommit) -> None:
+    def _accept(
+        self, message: m.Proposal | m.Prevote | m.Precommit, *, extension_verified: bool = False
+    ) -> None:
         """Count a message of this height that is known to be signed by an authority."""
         if isinstance(message, m.Proposal):
             in_round = self._proposals.setdefault(message.round, {})
@@ -535,6 +609,55 @@ class Core:
                 self._count(prevote, justified=True)
             return
         self._count(message, justified=False)
+        if isinstance(message, m.Precommit) and message.value is not None:
+            self._keep_extension(message, verified=extension_verified)
+
+    def _keep_extension(self, precommit: m.Precommit, *, verified: bool) -> None:
+        """Remember the extension of a precommit counted for its value."""
+        assert precommit.value is not None
+        counted = self._precommits[precommit.round].vote_of(precommit.signer)
+        if counted is None or counted.value != precommit.value:
+            return  # the signer's counted precommit is for another value (or it is no authority)
+        key = (precommit.round, precommit.value)
+        verified_extensions = self._extensions.setdefault(key, {})
+        if precommit.signer in verified_extensions:
+            return
+        if verified:
+            verified_extensions[precommit.signer] = precommit.extension
+            return
+        pending = self._extensions_pending.setdefault(key, {}).setdefault(precommit.signer, [])
+        if precommit.extension not in pending and len(pending) < EXTENSIONS_PENDING_PER_SIGNER_MAX:
+            pending.append(precommit.extension)
+
+    def _counted_precommits(self, round_: int, value: bytes, proposal: bytes) -> list[m.Precommit]:
+        """The precommits for `value` in `round_` whose extension verifies against `proposal`.
+
+        Extensions that arrived before the proposal are checked here, once; a signer
+        none of whose extensions verifies is not counted (it may still send a good one).
+        """
+        key = (round_, value)
+        verified = self._extensions.setdefault(key, {})
+        pending = self._extensions_pending.pop(key, {})
+        counted = []
+        for vote in self._precommits[round_].votes_for(value):
+            for candidate in pending.get(vote.signer, ()):
+                if vote.signer in verified:
+                    break
+                if self._verify_extension(self.height, round_, proposal, vote.signer, candidate):
+                    verified[vote.signer] = candidate
+            extension = verified.get(vote.signer)
+            if extension is not None:
+                counted.append(
+                    m.Precommit(
+                        height=self.height,
+                        round=round_,
+                        value=value,
+                        signer=vote.signer,
+                        signature=vote.signature,
+                        extension=extension,
+                    )
+                )
+        return counted
 
     def _count(self, message: m.Prevote | m.Precommit, *, justified: bool) -> None:
         tallies = self._prevotes if isinstance(message, m.Prevote) else self._precommits
@@ -700,19 +823,20 @@ class Core:
         raise AssertionError("consensus rules did not settle")
 
     def _upon_decide(self) -> bool:
-        """Lines 49-54: a proposal and a quorum of precommits for it, in any round."""
+        """Lines 49-54: a proposal and a quorum of precommits for it, in any round.
+
+        Only precommits whose extension verifies against the proposal count, so the
+        certificate carries a quorum of valid extensions (`_decidable` holds the values
+        with a quorum of precommits before that check).
+        """
         for (round_, value), certificate in sorted(self._decidable.items(), key=lambda item: item[0]):
             proposal = self._values.get(value)
             if proposal is None or not self._is_valid(value):
                 continue
             if certificate is None:
-                votes = self._precommits[round_].votes_for(value)
-                precommits = [
-                    m.Precommit(
-                        height=self.height, round=round_, value=value, signer=v.signer, signature=v.signature
-                    )
-                    for v in votes
-                ]
+                precommits = self._counted_precommits(round_, value, proposal)
+                if len(precommits) < quorum(len(self._auth)):
+                    continue
                 certificate = m.certificate_of(self.height, round_, value, precommits)
             decision = m.Decision(proposal=proposal, certificate=certificate)
             self._out_commits.append(
@@ -789,7 +913,11 @@ class Core:
         return False
 
     def _upon_precommits(self) -> bool:
-        """Lines 47-48: a quorum of precommits for anything starts the precommit timeout."""
+        """Lines 47-48: a quorum of precommits for anything starts the precommit timeout.
+
+        This counts signed precommits whatever their extensions: the rule only tells
+        that a quorum has moved on, and a bad extension does not undo a signed vote.
+        """
         tally = self._precommits.get(self.round)
         if tally is not None and tally.has_quorum_of_any() and self._first_time("precommit-timeout"):
             self._schedule("precommit", self.round)
@@ -827,9 +955,15 @@ class Core:
     def _precommit(self, value: bytes | None) -> None:
         self.current_step = Step.PRECOMMIT
         if self._is_authority:
+            extension = b"" if value is None else self._extend(self.height, self.round, self._values[value])
             self._send_own(
                 m.sign_precommit(
-                    self._key, self.config.genesis_hash, height=self.height, round=self.round, value=value
+                    self._key,
+                    self.config.genesis_hash,
+                    height=self.height,
+                    round=self.round,
+                    value=value,
+                    extension=extension,
                 )
             )
 

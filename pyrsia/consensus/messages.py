@@ -5,7 +5,7 @@ Tendermint's three messages (arXiv:1807.04938, Algorithm 1) plus one for catchin
     Proposal   {height, round, proposal bytes, valid_round, proposer, signature,
                 proof: the prevotes for the value in valid_round}
     Prevote    {height, round, value hash or nil, signer, signature}
-    Precommit  {height, round, value hash or nil, signer, signature}
+    Precommit  {height, round, value hash or nil, signer, signature, extension}
     Decision   {proposal bytes, certificate}: a decided value and the quorum of
                precommits that proves it, sent to an authority that fell behind
     CatchUp    {height, signer, signature}: "I am still at this height", from a node
@@ -28,6 +28,13 @@ so a vote can be replayed neither as another kind of message nor into another ne
 (the genesis block hash names the chain). A `Certificate` is the quorum of precommit
 signatures for one (height, round, value hash); `verify_certificate` checks it against
 the authority set of that height.
+
+A precommit for a value carries a vote extension (as in CometBFT's ABCI++): opaque
+bytes, at most EXTENSION_BYTES_MAX, that the shell's `extend` makes from the proposal
+(the chain puts in it the signatures a block certificate needs from each authority)
+and its `verify_extension` checks against the proposal. The extension is outside the
+precommit's signature, so it is verified on its own wherever it is counted; a nil
+precommit carries none. A certificate keeps each signer's extension.
 
 The wire form is one canonical msgpack map per message (`translog.codec`). `decode`
 bounds every field and turns anything malformed into `MessageRejected`.
@@ -55,11 +62,17 @@ PEER_ID_CHARS_MAX = 128
 HEIGHT_MAX = 2**62
 ROUND_MAX = 2**31
 PROPOSAL_BYTES_MAX = 16 * 1024 * 1024
+EXTENSION_BYTES_MAX = 1024
 CERTIFICATE_SIGNATURES_MAX = 1024
-MESSAGE_BYTES_MAX = PROPOSAL_BYTES_MAX + 256 * 1024
+# A decision: the proposal, plus up to CERTIFICATE_SIGNATURES_MAX signatures with their
+# extensions, plus room for peer ids and framing.
+MESSAGE_BYTES_MAX = PROPOSAL_BYTES_MAX + CERTIFICATE_SIGNATURES_MAX * (EXTENSION_BYTES_MAX + 256) + 256 * 1024
 
 # verify(peer_id, message, signature) -> bool; `translog.tx.verify_signature` by default.
 Verifier = Callable[[str, bytes, bytes], bool]
+# verify_extension(height, round, proposal bytes, signer, extension) -> bool: whether
+# `signer`'s vote extension is valid for that proposal (the shell's rule, injected).
+VerifyExtension = Callable[[int, int, bytes, str, bytes], bool]
 
 
 def value_hash(proposal: bytes) -> bytes:
@@ -70,6 +83,8 @@ def value_hash(proposal: bytes) -> bytes:
 class CertificateSignature:
     signer: str
     signature: bytes
+    # The precommit's vote extension (always empty in a proposal's proof of prevotes).
+    extension: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +144,8 @@ class Precommit:
     value: bytes | None
     signer: str
     signature: bytes
+    # Vote extension: not covered by `signature`, checked by the shell's verify_extension.
+    extension: bytes = b""
 
     kind = "precommit"
 
@@ -151,7 +168,12 @@ class Certificate:
     def precommits(self) -> list[Precommit]:
         return [
             Precommit(
-                height=self.height, round=self.round, value=self.value, signer=s.signer, signature=s.signature
+                height=self.height,
+                round=self.round,
+                value=self.value,
+                signer=s.signer,
+                signature=s.signature,
+                extension=s.extension,
             )
             for s in self.signatures
         ]
@@ -228,10 +250,34 @@ def sign_prevote(
 
 
 def sign_precommit(
-    key: SigningKey, genesis_hash: bytes, *, height: int, round: int, value: bytes | None
+    key: SigningKey,
+    genesis_hash: bytes,
+    *,
+    height: int,
+    round: int,
+    value: bytes | None,
+    extension: bytes = b"",
 ) -> Precommit:
+    """A precommit; `extension` (for a value, never nil) travels with it, unsigned by it."""
+    if (value is None and extension) or len(extension) > EXTENSION_BYTES_MAX:
+        raise ValueError(f"an extension of {len(extension)} bytes cannot go with this precommit")
     signature = key.sign(vote_sign_bytes(genesis_hash, Precommit.kind, height, round, value)).signature
-    return Precommit(height=height, round=round, value=value, signer=signer_of(key), signature=signature)
+    return Precommit(
+        height=height,
+        round=round,
+        value=value,
+        signer=signer_of(key),
+        signature=signature,
+        extension=extension,
+    )
+
+
+def check_extension(value: bytes | None, extension: bytes) -> None:
+    """A precommit's extension is within bounds, and empty on a nil precommit; or `MessageRejected`."""
+    if len(extension) > EXTENSION_BYTES_MAX:
+        raise MessageRejected(f"extension of {len(extension)} bytes exceeds {EXTENSION_BYTES_MAX}")
+    if value is None and extension:
+        raise MessageRejected("a nil precommit carries no extension")
 
 
 def sign_catch_up(key: SigningKey, genesis_hash: bytes, *, height: int) -> CatchUp:
@@ -246,7 +292,12 @@ def is_signed(
 
 
 def _signatures(votes: Iterable[Prevote | Precommit]) -> tuple[CertificateSignature, ...]:
-    signatures = {v.signer: CertificateSignature(signer=v.signer, signature=v.signature) for v in votes}
+    signatures = {
+        v.signer: CertificateSignature(
+            signer=v.signer, signature=v.signature, extension=v.extension if isinstance(v, Precommit) else b""
+        )
+        for v in votes
+    }
     return tuple(signatures[signer] for signer in sorted(signatures))
 
 
@@ -259,12 +310,21 @@ def verify_certificate(
     authorities: frozenset[str],
     genesis_hash: bytes,
     verify: Verifier = verify_signature,
+    *,
+    proposal: bytes | None = None,
+    verify_extension: VerifyExtension | None = None,
 ) -> None:
     """A quorum of distinct authorities precommitted `value`, or `CertificateInvalid`.
 
     Any duplicate signer, signer outside the authority set, or bad signature fails
-    the whole certificate: an honest node never builds one like that.
+    the whole certificate: an honest node never builds one like that. Given the
+    `proposal` and a `verify_extension`, every signer's vote extension must verify
+    against that proposal as well.
     """
+    if (proposal is None) != (verify_extension is None):
+        raise ValueError("checking extensions takes both the proposal and verify_extension")
+    if proposal is not None and value_hash(proposal) != certificate.value:
+        raise CertificateInvalid("certificate is for another value than the proposal")
     signers = [s.signer for s in certificate.signatures]
     if len(set(signers)) != len(signers):
         raise CertificateInvalid("a signer appears more than once")
@@ -277,6 +337,13 @@ def verify_certificate(
     for precommit in certificate.precommits():
         if not is_signed(precommit, genesis_hash, verify):
             raise CertificateInvalid(f"precommit of {precommit.signer[:60]} has a bad signature")
+    if proposal is None or verify_extension is None:
+        return
+    for s in certificate.signatures:
+        if len(s.extension) > EXTENSION_BYTES_MAX or not verify_extension(
+            certificate.height, certificate.round, proposal, s.signer, s.extension
+        ):
+            raise CertificateInvalid(f"precommit of {s.signer[:60]} has a bad extension")
 
 
 # -- wire form --------------------------------------------------------------------------
@@ -295,7 +362,7 @@ def to_map(message: Message) -> dict[str, Any]:
                 "signature": message.signature,
                 "proof": [{"signer": s.signer, "signature": s.signature} for s in message.proof],
             }
-        case Prevote() | Precommit():
+        case Prevote():
             return {
                 "type": message.kind,
                 "height": message.height,
@@ -303,6 +370,16 @@ def to_map(message: Message) -> dict[str, Any]:
                 "value": message.value,
                 "signer": message.signer,
                 "signature": message.signature,
+            }
+        case Precommit():
+            return {
+                "type": message.kind,
+                "height": message.height,
+                "round": message.round,
+                "value": message.value,
+                "signer": message.signer,
+                "signature": message.signature,
+                "extension": message.extension,
             }
         case CatchUp():
             return {
@@ -320,7 +397,8 @@ def to_map(message: Message) -> dict[str, Any]:
                     "round": certificate.round,
                     "value": certificate.value,
                     "signatures": [
-                        {"signer": s.signer, "signature": s.signature} for s in certificate.signatures
+                        {"signer": s.signer, "signature": s.signature, "extension": s.extension}
+                        for s in certificate.signatures
                     ],
                 },
             }
@@ -368,13 +446,24 @@ def from_map(doc: Any) -> Message:
         value = doc["value"]
         if value is not None and not (isinstance(value, bytes) and len(value) == HASH_BYTES):
             raise MessageRejected("vote value must be a 32-byte hash or nil")
-        vote_type = Prevote if kind == Prevote.kind else Precommit
-        return vote_type(
+        if kind == Prevote.kind:
+            return Prevote(
+                height=_height(doc),
+                round=_round(doc),
+                value=value,
+                signer=_peer(doc, "signer"),
+                signature=_signature(doc),
+            )
+        # A nil precommit may leave the extension out; one for a value always names it.
+        extension = _extension(doc) if value is not None or "extension" in doc else b""
+        check_extension(value, extension)
+        return Precommit(
             height=_height(doc),
             round=_round(doc),
             value=value,
             signer=_peer(doc, "signer"),
             signature=_signature(doc),
+            extension=extension,
         )
     if kind == "decision":
         proposal = codec.field(doc, "proposal", bytes)
@@ -384,7 +473,7 @@ def from_map(doc: Any) -> Message:
         value = _hash(cert, "value")
         if value != value_hash(proposal):
             raise MessageRejected("certificate is for another value than the proposal")
-        signatures = _signature_list(cert, "signatures")
+        signatures = _signature_list(cert, "signatures", extensions=True)
         certificate = Certificate(
             height=_height(cert), round=_round(cert), value=value, signatures=signatures
         )
@@ -394,11 +483,26 @@ def from_map(doc: Any) -> Message:
     raise MessageRejected(f"unknown message type {kind[:40]!r}")
 
 
-def _signature_list(doc: Any, key: str) -> tuple[CertificateSignature, ...]:
+def _signature_list(doc: Any, key: str, *, extensions: bool = False) -> tuple[CertificateSignature, ...]:
+    """Signatures of a proof (prevotes) or, with `extensions`, of a certificate (precommits)."""
     entries = codec.field(doc, key, list)
     if len(entries) > CERTIFICATE_SIGNATURES_MAX:
         raise MessageRejected(f"{key} has more than {CERTIFICATE_SIGNATURES_MAX} signatures")
-    return tuple(CertificateSignature(signer=_peer(e, "signer"), signature=_signature(e)) for e in entries)
+    return tuple(
+        CertificateSignature(
+            signer=_peer(e, "signer"),
+            signature=_signature(e),
+            extension=_extension(e) if extensions else b"",
+        )
+        for e in entries
+    )
+
+
+def _extension(doc: Any) -> bytes:
+    extension: bytes = codec.field(doc, "extension", bytes)
+    if len(extension) > EXTENSION_BYTES_MAX:
+        raise MessageRejected(f"extension of {len(extension)} bytes exceeds {EXTENSION_BYTES_MAX}")
+    return extension
 
 
 def _height(doc: Any) -> int:

@@ -14,12 +14,15 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
-from pyrsia.artifacts.docker import DockerArtifacts, RegistrySource
+from pyrsia.artifacts.docker import DockerArtifacts, RegistrySource, StoredManifest
 from pyrsia.artifacts.exchange_service import (
     DownloadConfig,
     ExchangeServer,
@@ -32,23 +35,53 @@ from pyrsia.artifacts.maven_listing import MavenListings
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.vouch import DOCKER, MAVEN, LedgerArtifactLog
 from pyrsia.config import CONFIG_FILE, Config, set_in_file
+from pyrsia.consensus.service import PENDING, ConsensusService, VerifyResult
+from pyrsia.errors import (
+    ConsensusTimeout,
+    MavenFileUnknown,
+    NotAnAuthority,
+    PeerError,
+    PublishRefused,
+    PyrsiaError,
+    TxInvalid,
+    UpstreamError,
+    UsageError,
+)
 from pyrsia.formats.digest import Digest, looks_like_digest
+from pyrsia.formats.manifest import INDEX_TYPES, children, image_parts
 from pyrsia.formats.maven_layout import parse_path
 from pyrsia.formats.reference import parse_name, parse_tag
 from pyrsia.http.server import HttpServer, Limits
+from pyrsia.node.approvals import Approvals
+from pyrsia.node.builds import Build, Builds, Committed, docker_target, maven_paths
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
-from pyrsia.node.network import Network, bootstrap_addresses, host_for, join, read_genesis
+from pyrsia.node.network import Network, Verdicts, bootstrap_addresses, host_for, join, read_genesis
 from pyrsia.p2p.requests import PublishRequest
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, render
+from pyrsia.translog.block import quorum
 from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import (
+    ADD_ARTIFACT,
+    ADD_AUTHORIZED_NODE,
+    REMOVE_AUTHORIZED_NODE,
+    AddArtifact,
+    AuthorizedNode,
+    Transaction,
+    check_peer_id,
+)
 from pyrsia.upstream.maven import MavenClient
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.node")
+CONSENSUS_DIR = "consensus"
+APPROVALS_FILE = "approvals.json"
+THIS_NODE = "this node"
+VIA_AUTHORITIES = "authorities"
+BUILD_FETCHES_MAX = 4
 SHUTDOWN_GRACE_S = 30.0
 PARTIALS_KEPT_S = 7 * 86400.0  # a peer download older than this is not resumed
 
@@ -64,6 +97,14 @@ class NodeInfo:
 def http_limits(config: Config) -> Limits:
     """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
     return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
+
+
+def _merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict: str, reason: str) -> None:
+    """One authority's verdict over several transactions: a refusal wins, then pending."""
+    rank = {"refused": 2, "pending": 1, "endorsed": 0}
+    held = verdicts.get(authority)
+    if held is None or rank.get(verdict, 1) > rank.get(held[0], 1):
+        verdicts[authority] = (verdict, reason)
 
 
 class Node:
@@ -100,9 +141,20 @@ class Node:
             self.host.stop()
             raise
         self.network = Network(config, self.identity, self.host, self.ledger)
+        self.consensus = ConsensusService(
+            self.host,
+            self.ledger,
+            self.identity.signing_key,
+            state_dir=config.home / CONSENSUS_DIR,
+            verify=self._verify_tx,
+            find_peer=lambda peer, timeout: self.network.kad.find_peer(peer, timeout=timeout),
+        )
+        self._approvals = Approvals(config.home / CONSENSUS_DIR / APPROVALS_FILE)
+        self._builds = Builds()
+        self._build_context = threading.local()
         # A node that is not an authority never commits: it asks one (fixed at start).
         authority = None if self.network.is_authority else self.network
-        vouched = LedgerArtifactLog(self.ledger)
+        vouched = LedgerArtifactLog(self.ledger, commit=self._commit)
         self.exchange = ExchangeStats()
         self._exchange_server = ExchangeServer(
             self.blobs,
@@ -183,13 +235,31 @@ class Node:
     def start(self) -> NodeInfo:
         self.blobs.on_stored(self.network.provide)
         self._exchange_server.register(self.host)
+        self.consensus.start()
         self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
         self._started = time.monotonic()
         return self.info
 
-    def _serve_request(self, request: PublishRequest) -> None:
-        """A publish request from another node, served as a pull through this one would be."""
+    def _serve_request(self, request: PublishRequest) -> Verdicts:
+        """A publish request from another node, served as a pull through this one would be;
+        a build request runs (or joins) that build here and answers once it ended."""
+        if request.kind.startswith("build_"):
+            build, new = self._builds.start(
+                request.kind.removeprefix("build_"), request.name, THIS_NODE, time.time()
+            )
+            if new:
+                self._run_build(build)
+            elif not build.done.wait(self.config.request_timeout_s):
+                raise ConsensusTimeout(f"build {build.id} of {build.target} is still running")
+            verdicts = self._verdicts_of(build)
+            if build.state == "committed":
+                return verdicts
+            error = PublishRefused if build.state == "refused" else UpstreamError
+            raise error(
+                build.error or f"build {build.state}",
+                detail=[{"authority": a, "verdict": v, "reason": r} for a, v, r in verdicts],
+            )
         match request.kind:
             case "docker_manifest":
                 name, ref = parse_name(request.name), request.reference
@@ -200,6 +270,239 @@ class Node:
                 self._docker.blob(parse_name(request.name), Digest.parse(request.reference))
             case "maven":
                 self._maven.file(parse_path(request.name))
+        return ()
+
+    # -- publishing through the authorities -------------------------------------------
+
+    def _commit(self, payloads: Sequence[AddArtifact]) -> None:
+        """How the artifact services commit: alone as the one authority, else by consensus."""
+        build: Build | None = getattr(self._build_context, "build", None)
+        if self.ledger.authorities == {self.identity.peer_id}:
+            block = self.ledger.publish(payloads)
+            if build is not None:
+                with build.lock:
+                    build.committed += [
+                        Committed(
+                            tx_id=tx.id.hex(),
+                            path=tx.payload.path,
+                            digest=tx.payload.digest,
+                            height=block.header.height,
+                            submitter=tx.submitter,
+                        )
+                        for tx in block.transactions
+                        if isinstance(tx.payload, AddArtifact)
+                    ]
+            return
+        outcomes = self.consensus.submit([self.consensus.sign(ADD_ARTIFACT, p) for p in payloads])
+        if build is not None:
+            with build.lock:
+                build.outcomes += outcomes
+        self.consensus.wait(outcomes, self.config.request_timeout_s)
+
+    def _verify_tx(self, tx: Transaction) -> VerifyResult:
+        """This authority's own check of another's transaction (the consensus verifier)."""
+        payload = tx.payload
+        if isinstance(payload, AddArtifact):
+            service = self._docker if payload.package_type == DOCKER else self._maven
+            return service.verify_record(payload)
+        assert isinstance(payload, AuthorizedNode)
+        action = "add" if tx.type == ADD_AUTHORIZED_NODE else "remove"
+        return None if self._approvals.has(payload.peer_id, action) else PENDING
+
+    def authorize(self, peer_id: str, remove: bool) -> dict[str, object]:
+        """This node's admin approves adding (removing) `peer_id` as an authority, and the
+        change is submitted (or an equal pending one endorsed)."""
+        try:
+            check_peer_id("peer id", peer_id)
+        except TxInvalid as exc:
+            raise UsageError(f"{peer_id[:100]!r} is not a peer id: {exc.message}") from exc
+        me = self.identity.peer_id
+        authorities = self.ledger.authorities
+        if me not in authorities:
+            raise NotAnAuthority("this node is not an authority: run this on an authorized node")
+        action = "remove" if remove else "add"
+        if not remove and peer_id in authorities:
+            raise UsageError(f"{peer_id} is an authority already")
+        if remove and peer_id not in authorities:
+            raise UsageError(f"{peer_id} is not an authority")
+        if remove and authorities == {peer_id}:
+            raise UsageError("the last authority cannot be removed")
+        self._approvals.approve(peer_id, action)
+        answer: dict[str, object] = {"peer_id": peer_id, "action": action, "approved": True}
+        tx = self.consensus.sign(
+            REMOVE_AUTHORIZED_NODE if remove else ADD_AUTHORIZED_NODE, AuthorizedNode(peer_id=peer_id)
+        )
+        if authorities == {me}:
+            block = self.ledger.commit_signed([tx])
+            return {**answer, "tx_id": tx.id.hex(), "state": "committed", "height": block.header.height}
+        pending = [
+            p
+            for p in self.consensus.pending_authority_changes()
+            if (p["peer_id"], p["action"]) == (peer_id, action)
+        ]
+        if pending:
+            self.consensus.reverify()  # endorse the one already going round
+            return {**answer, "tx_id": pending[0]["tx_id"], "state": "pending", "height": None}
+        self.consensus.submit([tx])
+        return {**answer, "tx_id": tx.id.hex(), "state": "pending", "height": None}
+
+    def authorities(self) -> dict[str, object]:
+        authorities = self.ledger.authorities
+        return {
+            "height": self.ledger.height,
+            "quorum": quorum(len(authorities)),
+            "authorities": sorted(authorities),
+            "me": self.identity.peer_id,
+            "is_authority": self.identity.peer_id in authorities,
+            "approvals": self._approvals.entries(),
+            "pending": self.consensus.pending_authority_changes(),
+        }
+
+    # -- builds -------------------------------------------------------------------------
+
+    def start_build(self, kind: str, target: str) -> dict[str, object]:
+        via = THIS_NODE if self.network.is_authority else VIA_AUTHORITIES
+        build, new = self._builds.start(kind, target, via, time.time())
+        if new:
+            threading.Thread(
+                target=self._run_build, args=(build,), name=f"build-{build.id}", daemon=True
+            ).start()
+        return self.build(build.id)
+
+    def builds(self) -> list[Mapping[str, object]]:
+        return [self.build(b.id) for b in self._builds.all()]
+
+    def _run_build(self, build: Build) -> None:
+        try:
+            if build.via == THIS_NODE:
+                self._build_here(build)
+                heights = [o.height for o in build.outcomes if o.height is not None]
+                heights += [c.height for c in build.committed]
+                build.finish("committed", time.time(), height=max(heights, default=self.ledger.height))
+            else:
+                self._build_via_authorities(build)
+        except PublishRefused as exc:
+            build.finish("refused", time.time(), error=exc.message)
+        except PyrsiaError as exc:
+            build.finish("failed", time.time(), error=exc.message)
+        except Exception as exc:
+            log.exception("build %s failed", build.id)
+            build.finish("failed", time.time(), error=f"{type(exc).__name__}: {exc}")
+
+    def _build_here(self, build: Build) -> None:
+        """Publish every file of the target through this authority (with consensus among several)."""
+
+        def within(step: Callable[[], object]) -> object:
+            self._build_context.build = build
+            try:
+                return step()
+            finally:
+                self._build_context.build = None
+
+        if build.kind == "maven":
+            pom, jar = maven_paths(build.target)
+            within(lambda: self._maven.file(parse_path(pom)))
+            try:
+                within(lambda: self._maven.file(parse_path(jar)))
+            except MavenFileUnknown:
+                log.info("build %s: %s has no jar (a POM-only module)", build.id, build.target)
+            return
+        name, reference = docker_target(build.target)
+        ref: str | Digest = Digest.parse(reference) if looks_like_digest(reference) else reference
+        top = within(lambda: self._docker.manifest(name, ref, ()))
+        assert isinstance(top, StoredManifest)
+        platforms = [top]
+        if top.media_type in INDEX_TYPES:
+            platforms = [
+                self._docker.manifest(name, Digest.parse(child.digest), ()) for child in children(top.body)
+            ]
+        layers = {Digest.parse(d.digest) for p in platforms for d in image_parts(p.body)[1:]}
+        with ThreadPoolExecutor(BUILD_FETCHES_MAX) as pool:
+            for done in [
+                pool.submit(within, partial(self._docker.blob, name, d)) for d in sorted(layers, key=str)
+            ]:
+                done.result()
+
+    def _build_via_authorities(self, build: Build) -> None:
+        """Send the build to every authority; committed once one did and sync brought it here."""
+        request = PublishRequest(kind=f"build_{build.kind}", name=build.target)
+        deadline = time.monotonic() + self.config.request_timeout_s
+        refused = False
+        for authority, answer in self.network.ask_authorities(request):
+            with build.lock:
+                if isinstance(answer, PeerError):
+                    build.answers[authority] = ("unreachable", answer.message)
+                    continue
+                for who, verdict, reason in answer.verdicts:
+                    build.reported[who] = (verdict, reason)
+                if answer.ok:
+                    build.answers[authority] = ("committed", f"at height {answer.height}")
+                else:
+                    refused = refused or answer.status == PublishRefused.http_status
+                    build.answers[authority] = ("refused" if answer.status == 422 else "failed", answer.error)
+            left = max(0.0, deadline - time.monotonic())
+            if (
+                answer.ok
+                and build.state == "running"
+                and self.network.sync.wait_for_height(answer.height, left)
+            ):
+                build.finish("committed", time.time(), height=answer.height)
+        if build.state == "running":
+            errors = "; ".join(f"{a}: {d}" for a, (_, d) in sorted(build.answers.items()))
+            build.finish(
+                "refused" if refused else "failed", time.time(), error=errors or "no authority answered"
+            )
+
+    def _verdicts_of(self, build: Build) -> list[tuple[str, str, str]]:
+        """Each authority's verdict over the build's transactions (a refusal wins, then pending)."""
+        with build.lock:
+            verdicts = dict(build.reported)
+            outcomes, committed = list(build.outcomes), list(build.committed)
+        for outcome in outcomes:
+            for v in self.consensus.verdicts_of(outcome):
+                _merge_verdict(verdicts, v["authority"], v["verdict"], v["reason"])
+        for c in committed:
+            _merge_verdict(verdicts, c.submitter, "endorsed", "")
+        return [(a, v, r) for a, (v, r) in sorted(verdicts.items())]
+
+    def build(self, build_id: str) -> dict[str, object]:
+        build = self._builds.get(build_id)
+        with build.lock:
+            outcomes, committed, answers = list(build.outcomes), list(build.committed), dict(build.answers)
+            doc: dict[str, object] = {
+                "id": build.id,
+                "kind": build.kind,
+                "target": build.target,
+                "state": build.state,
+                "error": build.error,
+                "height": build.height,
+                "started_at": build.started_at,
+                "finished_at": build.finished_at,
+                "via": build.via,
+            }
+        transactions: list[dict[str, object]] = []
+        for outcome in outcomes:
+            payload = outcome.tx.payload
+            assert isinstance(payload, AddArtifact)
+            transactions.append(
+                {
+                    "tx_id": outcome.tx.id.hex(),
+                    "path": payload.path,
+                    "digest": payload.digest,
+                    "state": outcome.state,
+                }
+            )
+        for c in committed:
+            transactions.append({"tx_id": c.tx_id, "path": c.path, "digest": c.digest, "state": "committed"})
+        doc["transactions"] = transactions
+        doc["verdicts"] = [
+            {"authority": a, "verdict": v, "reason": r} for a, v, r in self._verdicts_of(build)
+        ]
+        if build.via == VIA_AUTHORITIES:
+            doc["answers"] = [
+                {"authority": a, "answer": v, "detail": d} for a, (v, d) in sorted(answers.items())
+            ]
+        return doc
 
     def peers(self) -> list[dict[str, object]]:
         return self.network.peers()
@@ -236,6 +539,7 @@ class Node:
 
     def close(self) -> None:
         self._server.shutdown(SHUTDOWN_GRACE_S)
+        self.consensus.stop()
         self.network.stop()
         self.host.stop()
         self._docker_upstream.close()
@@ -260,6 +564,7 @@ class Node:
                 "origin": self.ledger.origin,
             },
             "p2p": self.network.status(),
+            "consensus": self.consensus.status(),
             "exchange": self.exchange_status(),
             "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
         }

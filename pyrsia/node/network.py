@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pyrsia.config import Config
@@ -31,6 +31,7 @@ from pyrsia.errors import (
     ManifestUnknown,
     MavenFileUnknown,
     PeerError,
+    PeerTimeout,
     PyrsiaError,
     TxInvalid,
     UpstreamError,
@@ -56,6 +57,21 @@ ANNOUNCE_QUEUE_MAX = 100_000
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
+
+
+Verdicts = Sequence[tuple[str, str, str]]  # (authority, endorsed | refused | pending, reason)
+ServeRequest = Callable[[PublishRequest], Verdicts]
+
+
+def _verdicts_in(detail: object) -> tuple[tuple[str, str, str], ...]:
+    """The verdicts a `PublishRefused`/`ConsensusTimeout` carries in its detail, if any."""
+    if not isinstance(detail, list):
+        return ()
+    return tuple(
+        (str(d["authority"]), str(d["verdict"]), str(d["reason"]))
+        for d in detail
+        if isinstance(d, dict) and {"authority", "verdict", "reason"} <= d.keys()
+    )
 
 
 def bootstrap_addresses(config: Config) -> list[Multiaddr]:
@@ -131,7 +147,7 @@ class Network:
         self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
         self._bootstrap = bootstrap_addresses(config)
         self._stop = threading.Event()
-        self._serve_request: Callable[[PublishRequest], None] | None = None
+        self._serve_request: ServeRequest | None = None
         self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
         self.announced = 0
 
@@ -139,9 +155,10 @@ class Network:
     def is_authority(self) -> bool:
         return self._identity.peer_id in self.ledger.authorities
 
-    def start(self, serve_request: Callable[[PublishRequest], None], held: Iterable[Digest]) -> None:
-        """`serve_request` performs a publish request as a pull through this node would;
-        `held` are the blobs stored at boot, announced as provided."""
+    def start(self, serve_request: ServeRequest, held: Iterable[Digest]) -> None:
+        """`serve_request` performs a publish request as a pull through this node would (or
+        a build), and returns each authority's verdict if it knows them; `held` are the blobs
+        stored at boot, announced as provided."""
         self._serve_request = serve_request
         self.host.set_handler(requests.PROTOCOL_ID, self._serve)
         self.sync.start()
@@ -204,7 +221,7 @@ class Network:
     # -- publish requests ------------------------------------------------------------
 
     def request_publish(self, kind: str, name: str, reference: str = "") -> None:
-        """Ask an authority to publish, then wait until sync brought its commit here."""
+        """Ask every authority to publish, then wait until sync brought the commit here."""
         what = f"{name}:{reference}" if kind == "docker_manifest" else name
         refused = {"docker_blob": BlobUnknown, "maven": MavenFileUnknown}.get(kind, ManifestUnknown)
         if self._config.on_missing == "fail":
@@ -214,28 +231,60 @@ class Network:
             )
         deadline = time.monotonic() + self._config.request_timeout_s
         failures: list[str] = []
-        for authority in sorted(self.ledger.authorities):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                if not self.host.is_connected(authority):  # learn where it is from the DHT
-                    self.host.add_addresses(authority, self.kad.find_peer(authority, timeout=min(left, 10.0)))
-                reply = self._ask(authority, PublishRequest(kind=kind, name=name, reference=reference), left)
-            except PeerError as exc:
-                failures.append(f"{authority}: {exc.message}")
-                continue
-            if not reply.ok:
+        refusal: PyrsiaError | None = None
+        for authority, answer in self.ask_authorities(
+            PublishRequest(kind=kind, name=name, reference=reference)
+        ):
+            if isinstance(answer, PeerError):
+                failures.append(f"{authority}: {answer.message}")
+            elif not answer.ok:
                 # What the authority's refusal means to this node's client, by its status.
-                error = {404: refused, 503: UpstreamUnavailable}.get(reply.status, UpstreamError)
-                raise error(f"authority {authority} could not publish {what}: {reply.error}")
-            if self.sync.wait_for_height(reply.height, max(0.0, deadline - time.monotonic())):
+                error = {404: refused, 503: UpstreamUnavailable}.get(answer.status, UpstreamError)
+                refusal = refusal or error(f"authority {authority} could not publish {what}: {answer.error}")
+                failures.append(f"{authority}: {answer.error}")
+            elif self.sync.wait_for_height(answer.height, max(0.0, deadline - time.monotonic())):
                 return
-            failures.append(f"{authority} committed it at height {reply.height}, not yet synced here")
+            else:
+                failures.append(f"{authority} committed it at height {answer.height}, not yet synced here")
+        if refusal is not None:
+            raise refusal
         raise UpstreamUnavailable(
             f"no authority published {what} within {self._config.request_timeout_s:g} s",
             detail=failures or ["no authority reachable"],
         )
+
+    def ask_authorities(self, request: PublishRequest) -> Iterator[tuple[str, PublishReply | PeerError]]:
+        """Send `request` to every authority at once; their answers as they come, within
+        `request_timeout_s` (an authority that did not answer by then yields a `PeerTimeout`)."""
+        timeout_s = self._config.request_timeout_s
+        deadline = time.monotonic() + timeout_s
+        answers: queue.Queue[tuple[str, PublishReply | PeerError]] = queue.Queue()
+        authorities = sorted(self.ledger.authorities)
+
+        def ask(authority: str) -> None:
+            try:
+                if not self.host.is_connected(authority):  # learn where it is from the DHT
+                    self.host.add_addresses(
+                        authority, self.kad.find_peer(authority, timeout=min(timeout_s, 10.0))
+                    )
+                answers.put((authority, self._ask(authority, request, max(0.1, deadline - time.monotonic()))))
+            except PeerError as exc:
+                answers.put((authority, exc))
+            except PyrsiaError as exc:  # finding the peer failed in another way
+                answers.put((authority, PeerError(exc.message)))
+
+        for authority in authorities:
+            threading.Thread(target=ask, args=(authority,), name="pyrsia-ask", daemon=True).start()
+        waiting = set(authorities)
+        while waiting:
+            try:
+                authority, answer = answers.get(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+            except queue.Empty:
+                for authority in sorted(waiting):
+                    yield authority, PeerTimeout(f"{authority} did not answer within {timeout_s:g} s")
+                return
+            waiting.discard(authority)
+            yield authority, answer
 
     def _ask(self, authority: str, request: PublishRequest, timeout_s: float) -> PublishReply:
         stream = self.host.open_stream(
@@ -273,12 +322,14 @@ class Network:
         if not self.is_authority or self._serve_request is None:
             return PublishReply(ok=False, status=403, error="this node is not an authority")
         try:
-            self._serve_request(request)
+            verdicts = self._serve_request(request)
         except PyrsiaError as exc:
             log.info("publish request from %s for %s failed: %s", peer, request.name, exc.message)
-            return PublishReply(ok=False, status=exc.http_status, error=exc.message)
+            return PublishReply(
+                ok=False, status=exc.http_status, error=exc.message, verdicts=_verdicts_in(exc.detail)
+            )
         log.info("published %s %s %s for %s", request.kind, request.name, request.reference, peer)
-        return PublishReply(ok=True, height=self.ledger.height)
+        return PublishReply(ok=True, height=self.ledger.height, verdicts=tuple(verdicts))
 
     # -- status ----------------------------------------------------------------------
 

@@ -17,9 +17,12 @@ from pyrsia.errors import ProtocolViolation, TxInvalid
 from pyrsia.translog import codec
 
 PROTOCOL_ID = "/pyrsia/request/1.0.0"
-MESSAGE_BYTES_MAX = 16 * 1024
-KINDS = ("docker_manifest", "docker_blob", "maven")
+MESSAGE_BYTES_MAX = 256 * 1024
+# Pull-driven publishes, and builds (`pyrsia build`: name is the image or G:A:V).
+KINDS = ("docker_manifest", "docker_blob", "maven", "build_docker", "build_maven")
 FIELD_CHARS_MAX = 4096
+VERDICTS_MAX = 128
+REASON_CHARS_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +38,9 @@ class PublishReply:
     height: int = -1  # the authority's log height once it holds the commit
     status: int = 0  # on failure, the HTTP status the authority's own client would have had
     error: str = ""
+    # What each authority said of the transactions, as the answering one saw it:
+    # (authority, "endorsed" | "refused" | "pending", reason).
+    verdicts: tuple[tuple[str, str, str], ...] = ()
 
 
 def encode(message: PublishRequest | PublishReply) -> bytes:
@@ -48,6 +54,7 @@ def encode(message: PublishRequest | PublishReply) -> bytes:
             "height": message.height,
             "status": message.status,
             "error": message.error[:FIELD_CHARS_MAX],
+            "verdicts": [[a, v, r[:REASON_CHARS_MAX]] for a, v, r in message.verdicts[:VERDICTS_MAX]],
         }
     return codec.encode(doc)
 
@@ -75,6 +82,7 @@ def decode(data: bytes) -> PublishRequest | PublishReply:
                 height=codec.field(doc, "height", int),
                 status=codec.field(doc, "status", int),
                 error=codec.field(doc, "error", str),
+                verdicts=_verdicts(doc.get("verdicts", [])),
             )
             if not -1 <= reply.height < 2**63 or not 0 <= reply.status < 1000:
                 raise ProtocolViolation("publish reply out of range")
@@ -82,3 +90,19 @@ def decode(data: bytes) -> PublishRequest | PublishReply:
     except TxInvalid as exc:
         raise ProtocolViolation(f"malformed request message: {exc.message}") from exc
     raise ProtocolViolation(f"unknown request message type {kind[:40]!r}")
+
+
+def _verdicts(entries: Any) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(entries, list) or len(entries) > VERDICTS_MAX:
+        raise ProtocolViolation("publish reply verdicts malformed")
+    out = []
+    for entry in entries:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not all(isinstance(x, str) and len(x) <= REASON_CHARS_MAX for x in entry)
+            or entry[1] not in ("endorsed", "refused", "pending")
+        ):
+            raise ProtocolViolation("publish reply verdict malformed")
+        out.append((entry[0], entry[1], entry[2]))
+    return tuple(out)

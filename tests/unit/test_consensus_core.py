@@ -23,9 +23,13 @@ from pyrsia.consensus.core import (
     Config,
     Core,
     Evidence,
+    Extend,
     HardState,
     SendTo,
     Step,
+    VerifyExtension,
+    any_extension,
+    no_extension,
 )
 from pyrsia.errors import CertificateInvalid, MessageRejected, StorageError
 from pyrsia.translog import codec
@@ -67,6 +71,9 @@ class ClusterOf:
     down: set[str] = field(default_factory=set)
     # Proposers have something to propose only below this height, so a pump ends.
     heights: int = 1
+    # Vote extensions: each node's `extend` made from its key, and the common check.
+    extend_of: Callable[[SigningKey], Extend] = lambda _key: no_extension
+    verify_extension: VerifyExtension = any_extension
 
     def __post_init__(self) -> None:
         for index in range(self.size):
@@ -92,6 +99,8 @@ class ClusterOf:
             height=height,
             now_ticks=self.now,
             state=state,
+            extend=self.extend_of(self.keys[peer]),
+            verify_extension=self.verify_extension,
         )
 
     def proposer(self, height: int, round_: int) -> str:

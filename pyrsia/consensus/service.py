@@ -1,0 +1,907 @@
+"""The consensus shell: an authority's part in verifying and ordering what enters the log.
+
+One thread (`pyrsia-consensus`) owns the mempool and the consensus core and takes
+events from one bounded queue: messages from peers, this node's own submissions,
+verdicts its verifier reached, blocks the log committed (by consensus or by sync) and
+the core's timers. Nothing else touches either, so neither needs a lock.
+
+Endorsement. A transaction submitted by an authority is gossiped to every authority;
+each verifies it on its own (`verify`: re-fetch the artifact from its own upstream and
+compare digest, size and chunk root; for an authority change, whether its own admin
+approved it) on a small worker pool, and gossips its signed verdict. The submitter
+endorses its own at once (it fetched and verified the bytes to submit them). Once
+endorsements from a quorum of the authorities in force back a transaction, it may be
+proposed; once more than n - quorum refuse it, it never can be, and its waiters hear
+the reasons (`PublishRefused`).
+
+Ordering. The core (`core.py`) runs only while there is something to agree on: it is
+started when a transaction becomes ready or a peer's consensus message for the next
+height arrives, and dropped after a commit that leaves nothing ready (an idle network
+sends nothing). Its value is the next block without its certificate; `validate` puts a
+peer's proposal through the chain core (`Chain.check_proposal`: links, signatures,
+each transaction endorsed by a quorum) and refuses replays and stale transactions;
+every precommit carries this authority's commit signature (over the block hash and the
+C2SP checkpoint) as a vote extension, so the decision's quorum of precommits is the
+block's certificate. The decided block goes through `Ledger.append` like a synced one.
+The core's hard state is written (fsync) before anything it signed is sent.
+
+Regular nodes do not run this service: they get committed blocks by sync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from pyrsia.consensus import messages as m
+from pyrsia.consensus import wire
+from pyrsia.consensus.core import Broadcast, Config, Core, HardState, Ready, SendTo, Step
+from pyrsia.consensus.mempool import Entry, Mempool
+from pyrsia.durable import write_atomic
+from pyrsia.errors import (
+    ChainBroken,
+    ConsensusError,
+    ConsensusTimeout,
+    PeerError,
+    PublishRefused,
+    PyrsiaError,
+    StorageError,
+    TxInvalid,
+)
+from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.p2p.multiaddr import Multiaddr
+from pyrsia.p2p.transport import Host, Stream
+from pyrsia.translog import codec
+from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
+from pyrsia.translog.chain import Chain
+from pyrsia.translog.checkpoint import Checkpoint
+from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import (
+    ADD_ARTIFACT,
+    ADD_AUTHORIZED_NODE,
+    REMOVE_AUTHORIZED_NODE,
+    AddArtifact,
+    AuthorizedNode,
+    Transaction,
+    check,
+    sign,
+    verify_signature,
+)
+
+log = logging.getLogger("pyrsia.consensus")
+
+TICK_S = 0.01  # one core tick; its timeouts are counted in these
+EVENTS_MAX = 65_536
+OUTBOX_MAX = 4096
+VERIFY_WORKERS = 4
+STREAM_TIMEOUT_S = 10.0
+REBROADCAST_S = 2.0
+PROPOSAL_TXS_MAX = 2000
+# A transaction is ordered only within this long of its own time (refuses replays of old
+# ones, whose endorsements would otherwise still verify) ...
+TX_AGE_MAX_S = 3600
+# ... and a proposal may not claim a time this far ahead of ours.
+CLOCK_SKEW_MAX_S = 60
+OUTCOMES_KEPT = 10_000
+# A core with nothing ready and no message from a peer for this long is stopped.
+CORE_IDLE_S = 3.0
+STATE_FILE = "state.msgpack"
+
+
+class _Pending:
+    """`verify` has not decided yet (an authority change this node's admin has not approved)."""
+
+
+PENDING = _Pending()
+VerifyResult = str | None | _Pending  # None: endorse; text: refuse with that reason
+Verify = Callable[[Transaction], VerifyResult]
+FindPeer = Callable[[str, float], list[Multiaddr]]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a transaction this node has seen."""
+
+    tx: Transaction
+    state: str = "pending"  # pending | committed | refused | expired
+    height: int | None = None
+    verdicts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    done: Future[int] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class Stats:
+    commits: int = 0
+    proposals_refused: int = 0
+    messages_rejected: int = 0
+    verdicts_given: int = 0
+    evidence: int = 0
+    last_refusal: str = ""
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    peer: str
+    message: wire.Message
+
+
+@dataclass(frozen=True, slots=True)
+class _Local:
+    txs: tuple[Transaction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    tx_id: bytes
+    result: VerifyResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    block: Block
+
+
+class _Reverify:
+    pass
+
+
+class _Stop:
+    pass
+
+
+_Event = _Inbound | _Local | _Verified | _Committed | _Reverify | _Stop
+
+
+class ConsensusService:
+    def __init__(
+        self,
+        host: Host,
+        ledger: Ledger,
+        key: SigningKey,
+        *,
+        state_dir: Path,
+        verify: Verify,
+        find_peer: FindPeer | None = None,
+        core_config: Config | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._host = host
+        self.ledger = ledger
+        self._key = key
+        self.me = peer_id_of(bytes(key.verify_key))
+        self._state_path = state_dir / STATE_FILE
+        self._state_dir = state_dir
+        self._verify = verify
+        self._find_peer = find_peer
+        self._core_config = core_config or Config(genesis_hash=ledger.genesis_hash)
+        self._clock = clock
+        self._wall = wall
+        self._events: queue.Queue[_Event] = queue.Queue(EVENTS_MAX)
+        self._thread = threading.Thread(target=self._run, name="pyrsia-consensus", daemon=True)
+        self._verifiers = ThreadPoolExecutor(VERIFY_WORKERS, thread_name_prefix="pyrsia-verify")
+        self._outboxes: dict[str, _Outbox] = {}
+        self._outboxes_lock = threading.Lock()
+        self._stopped = threading.Event()
+        # Owned by the service thread:
+        self.mempool = Mempool()
+        self._core: Core | None = None
+        self._decoded: OrderedDict[bytes, Block] = OrderedDict()
+        self._verifying: set[bytes] = set()
+        self._last_rebroadcast = 0.0
+        self._persisted: HardState | None = None
+        self._last_core_message = 0.0
+        # Shared with callers (publish, status): guarded.
+        self._outcomes: OrderedDict[bytes, Outcome] = OrderedDict()
+        self._outcomes_lock = threading.Lock()
+        self.stats = Stats()
+
+    # -- life ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._persisted = self._load_state()
+        self._host.set_handler(wire.PROTOCOL_ID, self._serve)
+        self.ledger.on_commit(lambda block: self._post(_Committed(block)))
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(_Stop())
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        self._verifiers.shutdown(wait=False, cancel_futures=True)
+        with self._outboxes_lock:
+            for outbox in self._outboxes.values():
+                outbox.stop()
+
+    @property
+    def is_authority(self) -> bool:
+        return self.me in self.ledger.authorities
+
+    # -- callers' side ---------------------------------------------------------------
+
+    def sign(self, type: str, payload: AddArtifact | AuthorizedNode) -> Transaction:
+        """A transaction of this node's, with a random nonce (ids stay unique across authorities)."""
+        return sign(self._key, type=type, payload=payload, time=int(self._wall()), nonce=secrets.randbits(62))
+
+    def submit(self, txs: Sequence[Transaction]) -> list[Outcome]:
+        """Gossip this node's signed transactions for endorsement; each outcome's `done`
+        resolves with the committing height or fails with `PublishRefused`/`ConsensusTimeout`."""
+        if not self.is_authority:
+            raise ConsensusError("only an authority submits transactions; this node is not one")
+        outcomes = [self._outcome_of(tx) for tx in txs]
+        self._post(_Local(tuple(txs)))
+        return outcomes
+
+    def publish(self, payloads: Sequence[AddArtifact], timeout_s: float) -> int:
+        """Commit one AddArtifact per payload through the authorities; the height that
+        committed the last, once this node's log holds it."""
+        if self.ledger.authorities == {self.me}:  # the one authority: nothing to agree on
+            return self.ledger.publish(payloads).header.height
+        outcomes = self.submit([self.sign(ADD_ARTIFACT, p) for p in payloads])
+        return self.wait(outcomes, timeout_s)
+
+    def wait(self, outcomes: Sequence[Outcome], timeout_s: float) -> int:
+        deadline = self._clock() + timeout_s
+        height = -1
+        for outcome in outcomes:
+            try:
+                height = max(height, outcome.done.result(timeout=max(0.0, deadline - self._clock())))
+            except TimeoutError as exc:
+                raise ConsensusTimeout(
+                    f"no quorum of authorities committed {_describe(outcome.tx)} within {timeout_s:g} s",
+                    detail=self.verdicts_of(outcome),
+                ) from exc
+        return height
+
+    def outcome(self, tx_id: bytes) -> Outcome | None:
+        with self._outcomes_lock:
+            return self._outcomes.get(tx_id)
+
+    def verdicts_of(self, outcome: Outcome) -> list[dict[str, str]]:
+        with self._outcomes_lock:
+            items = sorted(outcome.verdicts.items())
+        return [{"authority": peer, "verdict": v, "reason": reason} for peer, (v, reason) in items]
+
+    def reverify(self) -> None:
+        """This node's admin approved something: look again at what is pending undecided."""
+        self._post(_Reverify())
+
+    def pending_authority_changes(self) -> list[dict[str, object]]:
+        with self._outcomes_lock:
+            outcomes = [o for o in self._outcomes.values() if o.state == "pending"]
+        out: list[dict[str, object]] = []
+        for o in outcomes:
+            if isinstance(o.tx.payload, AuthorizedNode):
+                endorsed = sorted(p for p, (v, _) in o.verdicts.items() if v == "endorsed")
+                out.append(
+                    {
+                        "tx_id": o.tx.id.hex(),
+                        "action": "add" if o.tx.type == ADD_AUTHORIZED_NODE else "remove",
+                        "peer_id": o.tx.payload.peer_id,
+                        "submitter": o.tx.submitter,
+                        "endorsed_by": endorsed,
+                    }
+                )
+        return out
+
+    def status(self) -> dict[str, object]:
+        core = self._core
+        return {
+            "running": core is not None,
+            "height": None if core is None else core.height,
+            "round": None if core is None else core.round,
+            "pending": len(self.mempool),
+            "commits": self.stats.commits,
+            "proposals_refused": self.stats.proposals_refused,
+            "messages_rejected": self.stats.messages_rejected,
+            "evidence": self.stats.evidence,
+            "last_refusal": self.stats.last_refusal,
+        }
+
+    def _outcome_of(self, tx: Transaction) -> Outcome:
+        with self._outcomes_lock:
+            found = self._outcomes.get(tx.id)
+            if found is None:
+                found = self._outcomes[tx.id] = Outcome(tx=tx.with_endorsements(()))
+                while len(self._outcomes) > OUTCOMES_KEPT:
+                    self._outcomes.popitem(last=False)
+            return found
+
+    def _post(self, event: _Event) -> None:
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            log.warning("consensus event queue full; dropped a %s", type(event).__name__.strip("_"))
+
+    # -- the network -----------------------------------------------------------------
+
+    def _serve(self, stream: Stream) -> None:
+        """One inbound stream: messages until the peer closes it."""
+        try:
+            while True:
+                raw = stream.read_message(wire.MESSAGE_BYTES_MAX, STREAM_TIMEOUT_S)
+                if raw is None:
+                    break
+                try:
+                    message = wire.decode(raw)
+                except ConsensusError as exc:
+                    self.stats.messages_rejected += 1
+                    log.info("consensus message from %s refused: %s", stream.peer_id, exc.message)
+                    stream.reset()
+                    return
+                self._post(_Inbound(stream.peer_id, message))
+            stream.close()
+        except PeerError as exc:
+            log.debug("consensus stream from %s ended: %s", stream.peer_id, exc.message)
+            stream.reset()
+
+    def _send(self, peer: str, message: wire.Message) -> None:
+        if peer == self.me or self._stopped.is_set():
+            return
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(peer)
+            if outbox is None:
+                outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
+        outbox.put(wire.encode(message))
+
+    def _broadcast(self, message: wire.Message) -> None:
+        for peer in self.ledger.authorities:
+            self._send(peer, message)
+
+    # -- the service thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                event: _Event | None = self._events.get(timeout=self._wait_s())
+            except queue.Empty:
+                event = None
+            try:
+                while event is not None:
+                    if isinstance(event, _Stop):
+                        return
+                    self._handle(event)
+                    try:
+                        event = self._events.get_nowait()
+                    except queue.Empty:
+                        event = None
+                if self._core is not None:
+                    self._core.tick(self._ticks())
+                self._drive()
+                self._housekeeping()
+            except Exception:
+                log.exception("consensus service step failed; continuing")
+
+    def _wait_s(self) -> float:
+        wait = REBROADCAST_S
+        if self._core is not None:
+            deadline = self._core.next_deadline_ticks()
+            if deadline is not None:
+                wait = min(wait, max(0.0, (deadline - self._ticks()) * TICK_S))
+        return wait
+
+    def _ticks(self) -> int:
+        return int(self._clock() / TICK_S)
+
+    def _handle(self, event: _Event) -> None:
+        match event:
+            case _Inbound(peer=peer, message=wire.Submit(tx=tx)):
+                self._on_submit(peer, tx)
+            case _Inbound(peer=peer, message=wire.Verdict() as verdict):
+                self._on_verdict(peer, verdict)
+            case _Inbound(peer=peer, message=message):
+                self._on_core_message(peer, message)  # type: ignore[arg-type]
+            case _Local(txs=txs):
+                for tx in txs:
+                    self._on_local(tx)
+            case _Verified(tx_id=tx_id, result=result):
+                self._on_verified(tx_id, result)
+            case _Committed(block=block):
+                self._on_committed(block)
+            case _Reverify():
+                for entry in self.mempool.entries():
+                    if self.me not in entry.endorsements and self.me not in entry.refusals:
+                        self._start_verify(entry)
+
+    def _on_local(self, tx: Transaction) -> None:
+        entry = self.mempool.add(tx, self._clock(), local=True)
+        if entry is None:
+            return
+        self._record_verdict(entry, wire.endorsement_verdict(self._key, tx.id))
+        self._broadcast(wire.Submit(tx=entry.endorsed(self.ledger.authorities)))
+        self._maybe_start_core()
+
+    def _on_submit(self, peer: str, tx: Transaction) -> None:
+        authorities = self.ledger.authorities
+        if self.mempool.get(tx.id) is not None:
+            for e in tx.endorsements:  # what the sender knows that we may not
+                if e.signer in authorities and e.verify():
+                    self._apply_verdict(
+                        wire.Verdict(
+                            tx_id=tx.id, signer=e.signer, endorse=True, reason="", signature=e.signature
+                        )
+                    )
+            return
+        try:
+            if tx.submitter not in authorities:
+                raise TxInvalid(f"submitted by {tx.submitter}, not an authority")
+            check(tx)
+            if tx.type == ADD_ARTIFACT and self.ledger.has_tx(tx.id):
+                raise TxInvalid("already committed")
+        except PyrsiaError as exc:
+            self.stats.messages_rejected += 1
+            log.info("transaction %s from %s refused: %s", tx.id.hex()[:16], peer, exc.message)
+            return
+        endorsed = tx.with_endorsements(tuple(e for e in tx.endorsements if e.signer in authorities))
+        entry = self.mempool.add(endorsed, self._clock())
+        if entry is None:
+            return
+        outcome = self._outcome_of(tx)
+        self._sync_outcome(entry, outcome)
+        if self.is_authority:
+            self._start_verify(entry)
+        self._maybe_start_core()
+
+    def _on_verdict(self, peer: str, verdict: wire.Verdict) -> None:
+        if verdict.signer not in self.ledger.authorities or not verdict.verify():
+            self.stats.messages_rejected += 1
+            log.info("verdict from %s refused: not signed by an authority", peer)
+            return
+        self._apply_verdict(verdict)
+
+    def _apply_verdict(self, verdict: wire.Verdict) -> None:
+        entry = self.mempool.verdict(verdict)
+        if entry is None:
+            return
+        outcome = self.outcome(entry.tx.id)
+        if outcome is not None:
+            self._sync_outcome(entry, outcome)
+        if entry.is_refused(self.ledger.authorities):
+            self._settle_refused(entry)
+        else:
+            self._maybe_start_core()
+
+    def _record_verdict(self, entry: Entry, verdict: wire.Verdict) -> None:
+        self.stats.verdicts_given += 1
+        self._apply_verdict(verdict)
+
+    def _start_verify(self, entry: Entry) -> None:
+        tx = entry.tx
+        if tx.id in self._verifying:
+            return
+        self._verifying.add(tx.id)
+
+        def run() -> None:
+            try:
+                result = self._verify(tx)
+            except PyrsiaError as exc:
+                result = exc.message
+            except Exception as exc:  # a verifier bug refuses, never endorses
+                log.exception("verifying %s failed", tx.id.hex()[:16])
+                result = f"verification failed: {type(exc).__name__}"
+            self._post(_Verified(tx.id, result))
+
+        try:
+            self._verifiers.submit(run)
+        except RuntimeError:  # shutting down
+            self._verifying.discard(tx.id)
+
+    def _on_verified(self, tx_id: bytes, result: VerifyResult) -> None:
+        self._verifying.discard(tx_id)
+        entry = self.mempool.get(tx_id)
+        if entry is None or isinstance(result, _Pending):
+            return
+        if result is None:
+            verdict = wire.endorsement_verdict(self._key, tx_id)
+        else:
+            log.info("refusing %s: %s", _describe(entry.tx), result)
+            verdict = wire.refusal_verdict(self._key, tx_id, result)
+        self._record_verdict(entry, verdict)
+        self._broadcast(verdict)
+
+    def _sync_outcome(self, entry: Entry, outcome: Outcome) -> None:
+        verdicts = entry.verdicts(self.ledger.authorities)
+        with self._outcomes_lock:
+            outcome.verdicts = verdicts
+
+    def _settle_refused(self, entry: Entry) -> None:
+        self.mempool.remove(entry.tx.id)
+        outcome = self.outcome(entry.tx.id)
+        if outcome is None or outcome.done.done():
+            return
+        reasons = [f"{peer}: {reason}" for peer, reason in sorted(entry.refusals.items())]
+        with self._outcomes_lock:
+            outcome.state = "refused"
+        outcome.done.set_exception(
+            PublishRefused(
+                f"authorities refused {_describe(entry.tx)}: {'; '.join(reasons)}",
+                detail=self.verdicts_of(outcome),
+            )
+        )
+
+    def _on_committed(self, block: Block) -> None:
+        self._settle(block)
+        core = self._core
+        if core is not None and core.height <= self.ledger.height:
+            self._rebuild_core()
+
+    def _settle(self, block: Block) -> None:
+        """What the block committed (and whatever published the same) leaves the mempool."""
+        height = block.header.height
+        for entry in self.mempool.settle(block.transactions):
+            self._finish(entry.tx.id, "committed", height)
+        for tx in block.transactions:
+            self._finish(tx.id, "committed", height)
+
+    def _finish(self, tx_id: bytes, state: str, height: int | None) -> None:
+        outcome = self.outcome(tx_id)
+        if outcome is None or outcome.done.done():
+            return
+        with self._outcomes_lock:
+            outcome.state, outcome.height = state, height
+        if height is not None:
+            outcome.done.set_result(height)
+        else:
+            outcome.done.set_exception(
+                ConsensusTimeout(f"{_describe(outcome.tx)} expired before a quorum endorsed it")
+            )
+
+    def _housekeeping(self) -> None:
+        now = self._clock()
+        if now - self._last_rebroadcast < REBROADCAST_S:
+            return
+        self._last_rebroadcast = now
+        for entry in self.mempool.expire(now):
+            self._finish(entry.tx.id, "expired", None)
+        if not self.is_authority:
+            return
+        authorities = self.ledger.authorities
+        for entry in self.mempool.entries():
+            if now - entry.received_s < REBROADCAST_S:
+                continue
+            if entry.local:  # keep gossiping our own until it settles: peers may have restarted
+                self._broadcast(wire.Submit(tx=entry.endorsed(authorities)))
+            own = entry.endorsements.get(self.me)
+            if own is not None:
+                self._broadcast(
+                    wire.Verdict(
+                        tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
+                    )
+                )
+        if self._core is None:
+            self._maybe_start_core()
+        elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
+            # Nothing to agree on and no peer talking: stop the rounds (and their messages).
+            # What the core signed stays persisted; it resumes from there if woken again.
+            self._persist(self._core.hard_state())
+            self._core = None
+
+    # -- the core --------------------------------------------------------------------
+
+    def _maybe_start_core(self) -> None:
+        if self._core is None and self.is_authority and self.mempool.ready(self.ledger.authorities, 1):
+            self._rebuild_core()
+
+    def _on_core_message(self, peer: str, message: m.Message) -> None:
+        if not self.is_authority:
+            return
+        height = message.height if not isinstance(message, m.Decision) else message.certificate.height
+        if self._core is None:
+            if height <= self.ledger.height:
+                return  # a lagging peer: sync brings it the blocks
+            self._rebuild_core()
+        core = self._core
+        if core is None:
+            return
+        self._last_core_message = self._clock()
+        try:
+            core.step(message)
+        except ConsensusError as exc:
+            self.stats.messages_rejected += 1
+            log.debug("consensus message from %s refused: %s", peer, exc.message)
+
+    def _rebuild_core(self) -> None:
+        """A core for the height after the log's tip: resumed from what it signed there, if anything."""
+        if not self.is_authority:
+            self._core = None
+            return
+        state = self._core.hard_state() if self._core is not None else self._persisted
+        decided = state.last_decision if state is not None else None
+        if decided is not None and decided.certificate.height == self.ledger.height + 1:
+            # Agreed, persisted, but not applied (a crash, or the append failed): apply it now,
+            # and never start that height again, which could sign something else there.
+            self._apply(decided.certificate.height, decided.proposal, decided.certificate)
+            if self.ledger.height < decided.certificate.height:
+                self._core = None
+                return
+        height = self.ledger.height + 1
+        if state is not None and (
+            state.height != height or (not state.own and state.round == 0 and state.step == Step.PROPOSE)
+        ):
+            state = None  # nothing signed at this height: start it afresh (and ask for a value now)
+        self._core = Core(
+            key=self._key,
+            config=self._core_config,
+            authorities=self._authorities_at,
+            validate=self._validate,
+            get_value=self._get_value,
+            height=height,
+            now_ticks=self._ticks(),
+            state=state,
+            extend=self._extend,
+            verify_extension=self._verify_extension,
+        )
+
+    def _drive(self) -> None:
+        """Carry out what the core asks, in its contract's order, until it asks nothing."""
+        for _ in range(1000):
+            core = self._core
+            if core is None:
+                return
+            ready = core.ready()
+            if not ready:
+                return
+            self._carry_out(core, ready)
+            core.advance()
+            if ready.commits:
+                self._rebuild_core()
+                if self._core is not None and not self.mempool.ready(self.ledger.authorities, 1):
+                    state = self._core.hard_state()
+                    if not state.own and state.round == 0:
+                        self._core = None  # idle: start again when there is work
+                        self._persist(state)
+
+    def _carry_out(self, core: Core, ready: Ready) -> None:
+        if ready.hard_state is not None:
+            self._persist(ready.hard_state)
+        for out in ready.messages:
+            if isinstance(out, Broadcast):
+                self._broadcast(out.message)
+            elif isinstance(out, SendTo):
+                self._send(out.peer, out.message)
+        for commit in ready.commits:
+            self._apply(commit.height, commit.proposal, commit.certificate)
+        for evidence in ready.evidence:
+            self.stats.evidence += 1
+            log.warning(
+                "authority %s signed two different messages at height %d",
+                evidence.signer,
+                evidence.first.height,
+            )
+
+    def _apply(self, height: int, proposal: bytes, certificate: m.Certificate) -> None:
+        """The agreed block, its certificate made of the precommits' commit signatures."""
+        if height <= self.ledger.height:
+            return  # sync was faster
+        block = self._block(proposal)
+        signatures = (_commit_signature(s.signer, s.extension) for s in certificate.signatures)
+        certified = Block(
+            header=block.header,
+            transactions=block.transactions,
+            certificate=tuple(c for c in signatures if c),
+        )
+        try:
+            self.ledger.append(certified)
+            self.stats.commits += 1
+            self._settle(certified)
+        except (ChainBroken, TxInvalid, StorageError) as exc:
+            log.error("the block agreed at height %d does not apply: %s", height, exc.message)
+
+    def _persist(self, state: HardState) -> None:
+        write_atomic(self._state_path, state.encode())
+        self._persisted = state
+
+    def _load_state(self) -> HardState | None:
+        try:
+            data = self._state_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._state_path}: {exc.strerror}") from exc
+        return HardState.decode(data)
+
+    # -- what the core asks of the chain ---------------------------------------------
+
+    def _authorities_at(self, height: int) -> frozenset[str] | None:
+        # The set in force for the block after the tip; a core that just decided asks for
+        # the height after that before the block is applied, and is rebuilt once it is.
+        return self.ledger.authorities if height > self.ledger.height else None
+
+    def _block(self, proposal: bytes) -> Block:
+        digest = m.value_hash(proposal)
+        block = self._decoded.get(digest)
+        if block is None:
+            block = self._decoded[digest] = Block.decode(proposal)
+            while len(self._decoded) > 64:
+                self._decoded.popitem(last=False)
+        return block
+
+    def _validate(self, height: int, proposal: bytes) -> bool:
+        try:
+            block = self._block(proposal)
+            header = block.header
+            if header.height != height or block.certificate:
+                raise TxInvalid(f"a proposal for height {height} must be an uncertified block of that height")
+            if height != self.ledger.height + 1:
+                raise TxInvalid(f"this node's log is at height {self.ledger.height}")
+            if header.time > self._wall() + CLOCK_SKEW_MAX_S:
+                raise TxInvalid(f"block time {header.time} is in the future")
+            for tx in block.transactions:
+                if abs(header.time - tx.time) > TX_AGE_MAX_S:
+                    raise TxInvalid(f"transaction {tx.id.hex()[:16]} is too old (or too new) for this block")
+                if tx.type == ADD_ARTIFACT and self.ledger.has_tx(tx.id):
+                    raise TxInvalid(f"transaction {tx.id.hex()[:16]} is committed already")
+            self.ledger.call(lambda chain: chain.check_proposal(block))
+        except PyrsiaError as exc:
+            self.stats.proposals_refused += 1
+            self.stats.last_refusal = exc.message
+            log.info("refusing the proposal for height %d: %s", height, exc.message)
+            return False
+        return True
+
+    def _get_value(self, height: int) -> bytes | None:
+        if height != self.ledger.height + 1:
+            return None
+        authorities = self.ledger.authorities
+        txs: list[Transaction] = []
+        size = 0
+        for tx in self.mempool.ready(authorities, PROPOSAL_TXS_MAX):
+            if tx.type == ADD_ARTIFACT and self.ledger.has_tx(tx.id):
+                self.mempool.remove(tx.id)
+                continue
+            encoded = len(tx.encoded()) + 256 * len(tx.endorsements)
+            if size + encoded > min(BLOCK_TXS_BYTES_MAX, m.PROPOSAL_BYTES_MAX - (1 << 20)):
+                break
+            txs.append(tx)
+            size += encoded
+        txs = self._valid_for_chain(txs)
+        if not txs:
+            return None
+        now = int(self._wall())
+        header = self.ledger.call(lambda chain: chain.propose(txs, now, self.me))
+        return Block(header=header, transactions=tuple(txs), certificate=()).encode()
+
+    def _valid_for_chain(self, txs: list[Transaction]) -> list[Transaction]:
+        """The transactions the chain would take, in order; one it refuses is dropped."""
+
+        def fits(chain: Chain) -> list[Transaction]:
+            kept: list[Transaction] = []
+            for tx in txs:
+                candidate = [*kept, tx]
+                header = chain.propose(candidate, int(self._wall()), self.me)
+                try:
+                    chain.check_proposal(Block(header=header, transactions=tuple(candidate), certificate=()))
+                except ChainBroken as exc:
+                    log.info("not proposing %s: %s", _describe(tx), exc.reason)
+                    self.mempool.remove(tx.id)
+                    continue
+                kept.append(tx)
+            return kept
+
+        if not txs:
+            return txs
+        now = int(self._wall())
+
+        def whole(chain: Chain) -> bool:
+            header = chain.propose(txs, now, self.me)
+            try:
+                chain.check_proposal(Block(header=header, transactions=tuple(txs), certificate=()))
+            except ChainBroken:
+                return False
+            return True
+
+        return txs if self.ledger.call(whole) else self.ledger.call(fits)
+
+    def _extend(self, height: int, round_: int, proposal: bytes) -> bytes:
+        """This authority's commit signature for the block, carried on its precommit."""
+        signature = commit_signature(self._key, self._block(proposal).header, self.ledger.origin)
+        return codec.encode({"block": signature.block, "checkpoint": signature.checkpoint})
+
+    def _verify_extension(
+        self, height: int, round_: int, proposal: bytes, signer: str, extension: bytes
+    ) -> bool:
+        signature = _commit_signature(signer, extension)
+        if signature is None:
+            return False
+        header = self._block(proposal).header
+        point = Checkpoint(origin=self.ledger.origin, size=header.log_size, root=header.log_root).body()
+        return verify_signature(signer, header.hash, signature.block) and verify_signature(
+            signer, point, signature.checkpoint
+        )
+
+
+def _commit_signature(signer: str, extension: bytes) -> CommitSignature | None:
+    try:
+        doc = codec.decode(extension)
+        return CommitSignature(
+            signer=signer,
+            block=codec.field(doc, "block", bytes),
+            checkpoint=codec.field(doc, "checkpoint", bytes),
+        )
+    except TxInvalid:
+        return None
+
+
+def _describe(tx: Transaction) -> str:
+    payload = tx.payload
+    if isinstance(payload, AddArtifact):
+        return f"{payload.path} ({payload.digest})"
+    verb = "adding" if tx.type == ADD_AUTHORIZED_NODE else "removing"
+    assert tx.type in (ADD_AUTHORIZED_NODE, REMOVE_AUTHORIZED_NODE)
+    return f"{verb} authority {getattr(payload, 'peer_id', '?')}"
+
+
+class _Outbox:
+    """Messages for one peer, written by one thread over a stream opened per burst."""
+
+    def __init__(self, host: Host, peer: str, find_peer: FindPeer | None, stopped: threading.Event) -> None:
+        self._host = host
+        self._peer = peer
+        self._find_peer = find_peer
+        self._stopped = stopped
+        self._queue: queue.Queue[bytes | None] = queue.Queue(OUTBOX_MAX)
+        self._thread = threading.Thread(target=self._run, name=f"consensus-out-{peer[-8:]}", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        with contextlib.suppress(queue.Full):  # dropped: the core re-sends what matters
+            self._queue.put_nowait(data)
+
+    def stop(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopped.is_set():
+            first = self._queue.get()
+            if first is None:
+                return
+            burst = [first]
+            while len(burst) < 256:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                burst.append(more)
+            try:
+                self._write(burst)
+                backoff = 0.5
+            except PeerError as exc:
+                log.debug("consensus messages to %s dropped: %s", self._peer, exc.message)
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _write(self, burst: list[bytes]) -> None:
+        if not self._host.is_connected(self._peer) and self._find_peer is not None:
+            with contextlib.suppress(PyrsiaError):
+                self._host.add_addresses(self._peer, self._find_peer(self._peer, STREAM_TIMEOUT_S))
+        stream = self._host.open_stream(self._peer, [wire.PROTOCOL_ID], timeout=STREAM_TIMEOUT_S)
+        try:
+            for data in burst:
+                stream.write_message(data, STREAM_TIMEOUT_S)
+            stream.close()
+        except PeerError:
+            stream.reset()
+            raise
