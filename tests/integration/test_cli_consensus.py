@@ -331,7 +331,7 @@ def test_authorities_shows_the_set_approvals_and_pending_changes(served: tuple[s
     assert "3 authorities at height 3, quorum 3" in out
     for peer in (ME, OTHER, THIRD, CANDIDATE):
         assert peer in out
-    assert "2 of 3 needed" in out and "34" * 32 in out
+    assert "2 of 3 needed" in out and ("34" * 32)[:20] + "…" in out
     assert out.splitlines()[-1] == f"this node {ME} is an authority"
     doc = json.loads(ok(run("authorities", "--json", "--node", url)))
     assert doc["quorum"] == 3 and doc["pending"][0]["endorsed_by"] == [OTHER, ME]
@@ -349,3 +349,21 @@ def test_the_scripted_node_is_what_the_api_sees() -> None:
     assert {"start_build", "build", "builds", "authorize", "authorities"} <= wanted
     with pytest.raises(PyrsiaError):
         ScriptedNode().build(COMMITS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("genesis", "--help"),
+        ("build", "docker", "--help"),
+        ("build", "status", "--help"),
+        ("authorize-node", "--help"),
+        ("authorities", "--help"),
+    ],
+)
+def test_help_of_the_new_commands_imports_nothing_heavy(args: tuple[str, ...]) -> None:
+    from tests.integration.test_help_imports import heavy, imported
+
+    modules = imported("-m", "pyrsia", *args)
+    assert "pyrsia.cli.build" in modules and "pyrsia.cli.genesis" in modules
+    assert not heavy(modules)

@@ -50,6 +50,12 @@ def test_a_running_build_renders_every_part(capsys: pytest.CaptureFixture[str]) 
     assert out.splitlines()[-1] == "state running"
 
 
+def test_a_build_without_transactions_or_verdicts_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    build.render(build_doc(state="failed", error="no such tag", transactions=[], verdicts=[]))
+    out = capsys.readouterr().out
+    assert "no transactions yet" in out and "no verdicts yet" in out and "no such tag" in out
+
+
 def test_a_running_build_is_not_a_failure_unless_waited_for(capsys: pytest.CaptureFixture[str]) -> None:
     build._finish(build_doc(), False, waited=False)
     with pytest.raises(PyrsiaError, match="still running after 2 s"):
