@@ -94,6 +94,7 @@ TX_AGE_MAX_S = 3600
 # ... and a proposal may not claim a time this far ahead of ours.
 CLOCK_SKEW_MAX_S = 60
 OUTCOMES_KEPT = 10_000
+VERDICTS_KEPT = 10_000
 # A core with nothing ready and no message from a peer for this long is stopped.
 CORE_IDLE_S = 3.0
 STATE_FILE = "state.msgpack"
@@ -202,6 +203,7 @@ class ConsensusService:
         self._core: Core | None = None
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._verifying: set[bytes] = set()
+        self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
         self._last_rebroadcast = 0.0
         self._persisted: HardState | None = None
         self._last_core_message = 0.0
@@ -488,6 +490,10 @@ class ConsensusService:
         tx = entry.tx
         if tx.id in self._verifying:
             return
+        known = self._verified.get(_checked_fields(tx))
+        if known is not None:  # the same file, submitted again (by another authority): same answer
+            self._on_verified(tx.id, known)
+            return
         self._verifying.add(tx.id)
 
         def run() -> None:
@@ -510,6 +516,10 @@ class ConsensusService:
         entry = self.mempool.get(tx_id)
         if entry is None or isinstance(result, _Pending):
             return
+        if isinstance(entry.tx.payload, AddArtifact):
+            self._verified[_checked_fields(entry.tx)] = result
+            while len(self._verified) > VERDICTS_KEPT:
+                self._verified.popitem(last=False)
         if result is None:
             verdict = wire.endorsement_verdict(self._key, tx_id)
         else:
@@ -839,6 +849,14 @@ def _commit_signature(signer: str, extension: bytes) -> CommitSignature | None:
         )
     except TxInvalid:
         return None
+
+
+def _checked_fields(tx: Transaction) -> tuple[object, ...]:
+    """What verifying an artifact compares: two transactions equal in these get one verdict."""
+    p = tx.payload
+    if isinstance(p, AddArtifact):
+        return (p.package_type, p.path, p.digest, p.size, p.chunk_size, p.chunk_root)
+    return (tx.id,)  # an authority change is decided by approvals, which may change
 
 
 def _describe(tx: Transaction) -> str:
