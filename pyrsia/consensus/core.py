@@ -51,6 +51,8 @@ Messages for the next few heights wait in a bounded buffer until the node gets
 there. The paper assumes that after GST every message between correct nodes arrives
 (§2, gossip); over a lossy network without gossip relays the core gets there by:
   - re-sending what it signed in the current round every `rebroadcast_ticks`;
+  - voting nil in a round it leaves (by its precommit timeout or a round skip)
+    before it voted there, so that peers still in that round can get a quorum;
   - answering a peer still in an earlier round of this height with what it signed
     there, and a peer at an earlier height with the decisions it keeps (`Decision`:
     proposal and certificate; a verified certificate decides at once);
@@ -532,7 +534,7 @@ class Core:
         """Whether the extension was verified now; `MessageRejected` if it fails.
 
         Only checkable once the proposal for the precommit's value is held; until then
-        it waits in `_extensions_pending` (see `_counted_precommits`).
+        it waits in `_extensions_pending` (see `_verified_extensions`).
         """
         if precommit.value is None:
             return False
@@ -629,35 +631,42 @@ class Core:
         if precommit.extension not in pending and len(pending) < EXTENSIONS_PENDING_PER_SIGNER_MAX:
             pending.append(precommit.extension)
 
-    def _counted_precommits(self, round_: int, value: bytes, proposal: bytes) -> list[m.Precommit]:
-        """The precommits for `value` in `round_` whose extension verifies against `proposal`.
+    def _verified_extensions(self, round_: int, value: bytes) -> dict[str, bytes]:
+        """Signer -> verified extension, for the precommits counted for `value` in `round_`.
 
-        Extensions that arrived before the proposal are checked here, once; a signer
-        none of whose extensions verifies is not counted (it may still send a good one).
+        Extensions that arrived before the proposal are checked here once it is held,
+        each once; a signer none of whose extensions verifies is left out (it may
+        still send a good one).
         """
-        key = (round_, value)
-        verified = self._extensions.setdefault(key, {})
-        pending = self._extensions_pending.pop(key, {})
-        counted = []
-        for vote in self._precommits[round_].votes_for(value):
-            for candidate in pending.get(vote.signer, ()):
-                if vote.signer in verified:
+        verified = self._extensions.setdefault((round_, value), {})
+        proposal = self._values.get(value)
+        if proposal is None:
+            return verified
+        pending = self._extensions_pending.pop((round_, value), {})
+        for signer, candidates in pending.items():
+            if signer in verified:
+                continue
+            for candidate in candidates:
+                if self._verify_extension(self.height, round_, proposal, signer, candidate):
+                    verified[signer] = candidate
                     break
-                if self._verify_extension(self.height, round_, proposal, vote.signer, candidate):
-                    verified[vote.signer] = candidate
-            extension = verified.get(vote.signer)
-            if extension is not None:
-                counted.append(
-                    m.Precommit(
-                        height=self.height,
-                        round=round_,
-                        value=value,
-                        signer=vote.signer,
-                        signature=vote.signature,
-                        extension=extension,
-                    )
-                )
-        return counted
+        return verified
+
+    def _counted_precommits(self, round_: int, value: bytes) -> list[m.Precommit]:
+        """The precommits for `value` in `round_` whose extension verifies against its proposal."""
+        verified = self._verified_extensions(round_, value)
+        return [
+            m.Precommit(
+                height=self.height,
+                round=round_,
+                value=value,
+                signer=vote.signer,
+                signature=vote.signature,
+                extension=verified[vote.signer],
+            )
+            for vote in self._precommits[round_].votes_for(value)
+            if vote.signer in verified
+        ]
 
     def _count(self, message: m.Prevote | m.Precommit, *, justified: bool) -> None:
         tallies = self._prevotes if isinstance(message, m.Prevote) else self._precommits
@@ -805,6 +814,7 @@ class Core:
         elif kind == "prevote" and self.current_step == Step.PREVOTE:  # OnTimeoutPrevote, lines 61-64
             self._precommit(None)
         elif kind == "precommit":  # OnTimeoutPrecommit, lines 65-67
+            self._leave_round()
             self._start_round(self.round + 1)
 
     # -- the upon-rules -------------------------------------------------------------------
@@ -834,7 +844,7 @@ class Core:
             if proposal is None or not self._is_valid(value):
                 continue
             if certificate is None:
-                precommits = self._counted_precommits(round_, value, proposal)
+                precommits = self._counted_precommits(round_, value)
                 if len(precommits) < quorum(len(self._auth)):
                     continue
                 certificate = m.certificate_of(self.height, round_, value, precommits)
@@ -855,6 +865,7 @@ class Core:
         later = self._participation.highest_round_joined_above(self.round)
         if later is None:
             return False
+        self._leave_round()
         self._start_round(later)
         return True
 
@@ -915,8 +926,9 @@ class Core:
     def _upon_precommits(self) -> bool:
         """Lines 47-48: a quorum of precommits for anything starts the precommit timeout.
 
-        This counts signed precommits whatever their extensions: the rule only tells
-        that a quorum has moved on, and a bad extension does not undo a signed vote.
+        This counts signed precommits whatever their extensions (and one for a value
+        whose proposal is not here yet cannot be checked): the rule only bounds how
+        long to wait once a quorum has voted, and a decision counts only good ones.
         """
         tally = self._precommits.get(self.round)
         if tally is not None and tally.has_quorum_of_any() and self._first_time("precommit-timeout"):
@@ -938,6 +950,21 @@ class Core:
         if known is None:
             known = self._valid_cache[value] = self._validate(self.height, self._values[value])
         return known
+
+    def _leave_round(self) -> None:
+        """Vote nil where this node has not voted yet in the round it leaves.
+
+        As if the timeouts of lines 57 and 61 had fired just before: nil votes are
+        always safe (they never help a value to a quorum, nor lock anything). Without
+        gossip, a node that left a round unvoted (its precommit timeout counted a
+        precommit the others never saw or refused, like one with a bad extension)
+        could leave them waiting in that round for a quorum it alone could complete;
+        now its nil precommit reaches them with the answers to a lagging round.
+        """
+        if self.current_step == Step.PROPOSE:
+            self._prevote(None)
+        if self.current_step == Step.PREVOTE:
+            self._precommit(None)
 
     def _lock(self, proposal: bytes, round_: int) -> None:
         self._locked_value, self._locked_hash, self.locked_round = proposal, m.value_hash(proposal), round_
