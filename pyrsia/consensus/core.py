@@ -60,7 +60,8 @@ there. The paper assumes that after GST every message between correct nodes arri
     a node that signs nothing at its height (not an authority there) learns decisions;
   - re-proposing a valid value together with the quorum of prevotes that made it
     valid (Proposal.proof), counted even when a Byzantine signer sent us another vote.
-Every answer is rate-limited per peer.
+Every answer is rate-limited per peer. A node more than `decisions_kept` heights
+behind must get blocks from the chain's sync instead, then start a core there.
 
 Extensions are not covered by the precommit's signature, so anyone relaying a
 precommit could swap its extension. A precommit whose extension fails against a
@@ -68,8 +69,8 @@ proposal the core holds is refused on arrival, and its signer's vote is not take
 its genuine precommit still counts. One that arrives before the proposal is kept,
 with a few alternative extensions per signer, and checked once the proposal is known;
 a signer none of whose extensions verifies is left out of the count for that value.
- A node more than `decisions_kept` heights
-behind must get blocks from the chain's sync instead, then start a core there.
+The precommit timeout (line 47) counts every precommit taken, its extension checked
+or not (see `_upon_precommits`, and `_leave_round` for why that stays live).
 """
 
 from __future__ import annotations
