@@ -321,6 +321,11 @@ class Core:
         self._answered: dict[tuple[str, str], int] = {}
         self._catch_up_sent = (-1, 0)
         self._last_decision = state.last_decision if state is not None else None
+        if self._last_decision is not None:
+            # Kept across a restart: peers still at that height may need it to get past it.
+            decided_by = authorities(self._last_decision.height)
+            if decided_by:
+                self._recent[self._last_decision.height] = (self._last_decision, decided_by)
         self._out_messages: list[Outbound] = []
         self._out_commits: list[Commit] = []
         self._out_timeouts: list[ScheduleTimeout] = []
