@@ -600,7 +600,8 @@ class ConsensusService:
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
-            # Nothing to agree on and no peer talking: stop the rounds (and their messages).
+            # Nothing to agree on and no peer proposing or voting for a value: stop the rounds
+            # (and their messages).
             # What the core signed stays persisted; it resumes from there if woken again.
             self._persist(self._core.hard_state())
             self._core = None
@@ -615,19 +616,28 @@ class ConsensusService:
         if not self.is_authority:
             return
         height = message.height if not isinstance(message, m.Decision) else message.certificate.height
-        if self._core is None:
+        woken = self._core is None
+        if woken:
             if height <= self.ledger.height:
                 return  # a lagging peer: sync brings it the blocks
             self._rebuild_core()
         core = self._core
         if core is None:
             return
-        self._last_core_message = self._clock()
         try:
             core.step(message)
         except ConsensusError as exc:
             self.stats.messages_rejected += 1
-            log.debug("consensus message from %s refused: %s", peer, exc.message)
+            log.info("consensus message from %s refused: %s", peer, exc.message)
+            if woken:
+                self._core = None  # what the core refuses wakes nothing (a stranger's vote, say)
+            return
+        if _carries_value(message):
+            self._last_core_message = self._clock()
+        elif woken:
+            # Nil votes and catch-ups are not work: answering them with rounds of our own
+            # would keep every idle authority voting nil forever.
+            self._core = None
 
     def _rebuild_core(self) -> None:
         """A core for the height after the log's tip: resumed from what it signed there, if anything."""
@@ -837,6 +847,13 @@ class ConsensusService:
         return verify_signature(signer, header.hash, signature.block) and verify_signature(
             signer, point, signature.checkpoint
         )
+
+
+def _carries_value(message: m.Message) -> bool:
+    """A proposal, a decision or a vote for a value: something to agree on."""
+    if isinstance(message, m.Prevote | m.Precommit):
+        return message.value is not None
+    return isinstance(message, m.Proposal | m.Decision)
 
 
 def _commit_signature(signer: str, extension: bytes) -> CommitSignature | None:
