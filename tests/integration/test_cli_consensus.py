@@ -9,9 +9,6 @@ build to its end, and that nothing without the admin token reaches the node.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,8 +21,8 @@ from pyrsia.http.server import HttpServer, Limits
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.translog.ledger import Ledger
+from tests.support.cli import ok, one_line_error, run
 
-PYRSIA = [sys.executable, "-m", "pyrsia"]
 TOKEN = "test-admin-token"
 ME = "12D3KooWGB8xhz81oyJXnCSH8JmLr7DJMjAcJycAmCqoMnizCpsQ"
 OTHER = "12D3KooWDcCpT68LkwzbPHjGgFY857qe9p3RyCHudPw5BXFGU2yj"
@@ -150,32 +147,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, ScriptedNode]]:
     yield f"http://{host}:{port}", node
     server.shutdown(5)
     ledger.close()
-
-
-def run(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PYRSIA, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_build_docker_prints_the_build_id(served: tuple[str, ScriptedNode]) -> None:

@@ -9,9 +9,6 @@ loopback. Every command runs as `python -m pyrsia …`, exactly as typed in a sh
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +16,11 @@ import httpx
 import pytest
 
 from tests.support import images
+from tests.support.cli import ok, one_line_error, run
 from tests.support.maven_repo import MavenRepo, MavenServer
 from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
 
-PYRSIA = [sys.executable, "-m", "pyrsia"]
 CANDIDATE = "12D3KooWPR5a27uw5gWSi2G2SD6LzLksuSABgWSPJpBmgYodNcTr"
 HELLO_POM = b"<project><modelVersion>4.0.0</modelVersion><groupId>com.example</groupId>" + (
     b"<artifactId>hello</artifactId><version>1.0</version></project>\n"
@@ -85,32 +82,6 @@ def regular(
         yield node
 
 
-def run(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PYRSIA, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 def on(node: NodeProcess) -> tuple[str, ...]:
     """Flags that point a command at `node` with its admin token (read from its home)."""
     return ("--node", node.url, "--home", str(node.home))
@@ -138,28 +109,30 @@ def logged(node: NodeProcess, package: str) -> set[str]:
 
 def test_authorities_on_the_embedded_network(authority: NodeProcess) -> None:
     me = peer_id(authority)
-    out = ok(run("authorities", "--node", authority.url))
+    out = ok(run("authorities", "--node", authority.url, timeout_s=180))
     assert "1 authorities at height" in out and "quorum 1" in out
     assert out.splitlines()[-1] == f"this node {me} is an authority"
-    doc = json.loads(ok(run("authorities", "--json", "--node", authority.url)))
+    doc = json.loads(ok(run("authorities", "--json", "--node", authority.url, timeout_s=180)))
     assert doc["authorities"] == [me] and doc["me"] == me and doc["is_authority"] is True
     assert doc["quorum"] == 1 and doc["pending"] == [] and isinstance(doc["height"], int)
 
 
 def test_build_docker_on_the_authority_commits_directly(authority: NodeProcess) -> None:
     image = images.three_layer()
-    result = run("build", "docker", image.reference, "--wait", "--timeout", WAIT_S, *on(authority))
+    result = run(
+        "build", "docker", image.reference, "--wait", "--timeout", WAIT_S, *on(authority), timeout_s=180
+    )
     out = ok(result)
     assert out.splitlines()[-1] == "state committed"
     assert "committed at height" in result.stderr
     build_id = next(line.split()[1] for line in out.splitlines() if line.startswith("build "))
-    doc = json.loads(ok(run("build", "status", build_id, "--json", "--node", authority.url)))
+    doc = json.loads(ok(run("build", "status", build_id, "--json", "--node", authority.url, timeout_s=180)))
     assert doc["state"] == "committed" and doc["via"] == "this node" and doc["height"] >= 1
     assert doc["transactions"] and all(t["state"] == "committed" for t in doc["transactions"])
     assert image.top in {t["digest"] for t in doc["transactions"]}
     assert [(v["authority"], v["verdict"]) for v in doc["verdicts"]] == [(peer_id(authority), "endorsed")]
     assert image.top in logged(authority, image.name)
-    listed = json.loads(ok(run("build", "list", "--json", "--node", authority.url)))
+    listed = json.loads(ok(run("build", "list", "--json", "--node", authority.url, timeout_s=180)))
     assert build_id in {b["id"] for b in listed}
 
 
@@ -167,16 +140,28 @@ def test_build_docker_without_wait_prints_the_id_and_the_build_can_be_followed(
     authority: NodeProcess,
 ) -> None:
     image = images.nested()
-    build_id = ok(run("build", "docker", image.reference, *on(authority))).strip()
+    build_id = ok(run("build", "docker", image.reference, *on(authority), timeout_s=180)).strip()
     assert len(build_id) == 16 and int(build_id, 16) >= 0
-    out = ok(run("build", "status", build_id, "--wait", "--timeout", WAIT_S, "--node", authority.url))
+    out = ok(
+        run(
+            "build", "status", build_id, "--wait", "--timeout", WAIT_S, "--node", authority.url, timeout_s=180
+        )
+    )
     assert out.splitlines()[-1] == "state committed"
     assert image.top in logged(authority, image.name)
 
 
 def test_build_maven_on_the_authority_commits_jar_and_pom(authority: NodeProcess) -> None:
     result = run(
-        "build", "maven", "com.example:hello:1.0", "--wait", "--timeout", WAIT_S, "--json", *on(authority)
+        "build",
+        "maven",
+        "com.example:hello:1.0",
+        "--wait",
+        "--timeout",
+        WAIT_S,
+        "--json",
+        *on(authority),
+        timeout_s=180,
     )
     doc = json.loads(ok(result))
     assert doc["state"] == "committed"
@@ -188,7 +173,14 @@ def test_build_maven_on_the_authority_commits_jar_and_pom(authority: NodeProcess
 def test_a_build_of_what_the_upstream_lacks_fails_in_one_line(authority: NodeProcess) -> None:
     before = height(authority)
     result = run(
-        "build", "docker", "library/threelayer:missing", "--wait", "--timeout", WAIT_S, *on(authority)
+        "build",
+        "docker",
+        "library/threelayer:missing",
+        "--wait",
+        "--timeout",
+        WAIT_S,
+        *on(authority),
+        timeout_s=180,
     )
     one_line_error(result, 1, "failed")
     assert result.stdout.splitlines()[-1] == "state failed"
@@ -208,15 +200,21 @@ def test_a_build_of_what_the_upstream_lacks_fails_in_one_line(authority: NodePro
 def test_without_the_admin_token_nothing_changes(authority: NodeProcess, args: tuple[str, ...]) -> None:
     before_height, before_builds = (
         height(authority),
-        ok(run("build", "list", "--json", "--node", authority.url)),
+        ok(run("build", "list", "--json", "--node", authority.url, timeout_s=180)),
     )
-    one_line_error(run(*args, "--node", authority.url), 1, "no admin token")
+    one_line_error(run(*args, "--node", authority.url, timeout_s=180), 1, "no admin token")
     one_line_error(
-        run(*args, "--node", authority.url, "--admin-token", "not-the-token"), 1, "401", "admin token"
+        run(*args, "--node", authority.url, "--admin-token", "not-the-token", timeout_s=180),
+        1,
+        "401",
+        "admin token",
     )
     assert height(authority) == before_height
-    assert ok(run("build", "list", "--json", "--node", authority.url)) == before_builds
-    assert json.loads(ok(run("authorities", "--json", "--node", authority.url)))["approvals"] == []
+    assert ok(run("build", "list", "--json", "--node", authority.url, timeout_s=180)) == before_builds
+    assert (
+        json.loads(ok(run("authorities", "--json", "--node", authority.url, timeout_s=180)))["approvals"]
+        == []
+    )
 
 
 def test_a_build_on_a_regular_node_goes_to_the_authorities(
@@ -224,22 +222,46 @@ def test_a_build_on_a_regular_node_goes_to_the_authorities(
 ) -> None:
     image = images.three_layer(tag="regular")
     # Not in the upstream under this tag: the authority refuses to vouch, and says so.
-    result = run("build", "docker", image.reference, "--wait", "--timeout", WAIT_S, "--json", *on(regular))
+    result = run(
+        "build",
+        "docker",
+        image.reference,
+        "--wait",
+        "--timeout",
+        WAIT_S,
+        "--json",
+        *on(regular),
+        timeout_s=180,
+    )
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
     assert doc["via"] == "authorities" and doc["state"] in ("refused", "failed") and doc["error"]
     # What the upstream has commits on the authority and reaches the regular node.
     good = images.nested()
     doc = json.loads(
-        ok(run("build", "docker", good.reference, "--wait", "--timeout", WAIT_S, "--json", *on(regular)))
+        ok(
+            run(
+                "build",
+                "docker",
+                good.reference,
+                "--wait",
+                "--timeout",
+                WAIT_S,
+                "--json",
+                *on(regular),
+                timeout_s=180,
+            )
+        )
     )
     assert doc["via"] == "authorities" and doc["state"] == "committed"
     assert good.top in logged(regular, good.name)
 
 
 def test_a_regular_nodes_admin_cannot_approve_authorities(regular: NodeProcess) -> None:
-    one_line_error(run("authorize-node", CANDIDATE, *on(regular)), 1, "403", "not an authority")
-    doc = json.loads(ok(run("authorities", "--json", "--node", regular.url)))
+    one_line_error(
+        run("authorize-node", CANDIDATE, *on(regular), timeout_s=180), 1, "403", "not an authority"
+    )
+    doc = json.loads(ok(run("authorities", "--json", "--node", regular.url, timeout_s=180)))
     assert doc["is_authority"] is False and doc["me"] not in doc["authorities"]
 
 
@@ -249,31 +271,31 @@ def test_authorize_node_commits_at_once_on_the_embedded_network(
 ) -> None:
     with NodeProcess(tmp_path / "solo") as solo:
         me = peer_id(solo)
-        result = run(*command, *on(solo))
+        result = run(*command, *on(solo), timeout_s=180)
         out = ok(result)
         assert f"approves adding {CANDIDATE}" in result.stderr
         assert "committed at height 1" in out
-        doc = json.loads(ok(run("authorities", "--json", "--node", solo.url)))
+        doc = json.loads(ok(run("authorities", "--json", "--node", solo.url, timeout_s=180)))
         assert sorted(doc["authorities"]) == sorted([me, CANDIDATE])
         assert doc["quorum"] == 2 and doc["height"] == 1
         assert {"peer_id": CANDIDATE, "action": "add"} in doc["approvals"]
-        table = ok(run("authorities", "--node", solo.url))
+        table = ok(run("authorities", "--node", solo.url, timeout_s=180))
         assert "2 authorities at height 1, quorum 2" in table and CANDIDATE in table
         # Adding it twice is the node's usage error, in one line.
-        one_line_error(run("authorize-node", CANDIDATE, *on(solo)), 2, "400", "already")
+        one_line_error(run("authorize-node", CANDIDATE, *on(solo), timeout_s=180), 2, "400", "already")
 
 
 def test_deauthorize_node_waits_for_the_other_authority(tmp_path: Path) -> None:
     with NodeProcess(tmp_path / "solo") as solo:
         me = peer_id(solo)
-        ok(run("authorize-node", CANDIDATE, *on(solo)))
+        ok(run("authorize-node", CANDIDATE, *on(solo), timeout_s=180))
         # Two authorities now, the candidate offline: a removal needs both, so it stays pending.
-        answer = json.loads(ok(run("deauthorize-node", CANDIDATE, "--json", *on(solo))))
+        answer = json.loads(ok(run("deauthorize-node", CANDIDATE, "--json", *on(solo), timeout_s=180)))
         assert answer["action"] == "remove" and answer["state"] == "pending" and answer["tx_id"]
-        doc = json.loads(ok(run("authorities", "--json", "--node", solo.url)))
+        doc = json.loads(ok(run("authorities", "--json", "--node", solo.url, timeout_s=180)))
         assert sorted(doc["authorities"]) == sorted([me, CANDIDATE])
         pending = [p for p in doc["pending"] if p["action"] == "remove"]
         assert [(p["peer_id"], p["tx_id"]) for p in pending] == [(CANDIDATE, answer["tx_id"])]
         assert pending[0]["submitter"] == me and me in pending[0]["endorsed_by"]
-        table = ok(run("authorities", "--node", solo.url))
+        table = ok(run("authorities", "--node", solo.url, timeout_s=180))
         assert "pending authority changes (1)" in table and "of 2 needed" in table

@@ -5,9 +5,6 @@ Every refusal is one line and a non-zero exit, and leaves no file behind."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,9 +13,8 @@ import pytest
 from pyrsia.translog.block import AUTHORITIES_MAX, Block, quorum
 from pyrsia.translog.chain import Chain, origin_of
 from pyrsia.translog.tx import ADD_AUTHORIZED_NODE, AuthorizedNode
+from tests.support.cli import ok, one_line_error, run
 from tests.support.node import NodeProcess
-
-PYRSIA = [sys.executable, "-m", "pyrsia"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,27 +22,6 @@ def isolated_client(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     for name in ("PYRSIA_NODE", "PYRSIA_HOME", "PYRSIA_GENESIS", "PYRSIA_BOOTSTRAP"):
         monkeypatch.delenv(name, raising=False)
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PYRSIA, *args], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"}
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert result.returncode == code, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def peer_ids(tmp_path: Path, count: int) -> list[str]:
