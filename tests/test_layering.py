@@ -34,6 +34,7 @@ LAYERS = [
 ]
 PURE_MODULES = [
     "errors.py",
+    "formats/build_target.py",
     "formats/digest.py",
     "formats/manifest.py",
     "formats/maven_layout.py",

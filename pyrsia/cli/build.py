@@ -51,7 +51,8 @@ def _start(
     admin_token: str | None,
     json_output: bool | None,
 ) -> None:
-    from pyrsia.registry.api import BUILDS, check_target
+    from pyrsia.formats.build_target import check_target
+    from pyrsia.registry.api import BUILDS
 
     check_target(kind, target)
     client = _client(node, home, admin_token)

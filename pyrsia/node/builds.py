@@ -17,13 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyrsia.consensus.service import Outcome
-from pyrsia.errors import BuildUnknown, UsageError
-from pyrsia.formats.digest import Digest, looks_like_digest
-from pyrsia.formats.maven_layout import parse_path
-from pyrsia.formats.reference import parse_name, parse_tag
+from pyrsia.errors import BuildUnknown
+from pyrsia.formats.build_target import check_target
 
 BUILDS_KEPT = 1000
-KINDS = ("docker", "maven")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,46 +57,6 @@ class Build:
         with self.lock:
             self.state, self.height, self.error, self.finished_at = state, height, error, now
         self.done.set()
-
-
-def docker_target(target: str) -> tuple[str, str]:
-    """`alpine`, `alpine:3.18`, `library/alpine@sha256:…` → (repository name, tag or digest)."""
-    name, at, digest = target.partition("@")
-    if not at:
-        slash = name.rfind("/")
-        colon = name.rfind(":")
-        name, reference = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
-    else:
-        reference = digest
-    if looks_like_digest(reference):
-        Digest.parse(reference)
-    else:
-        parse_tag(reference)
-    return parse_name(name), reference
-
-
-def maven_paths(target: str) -> list[str]:
-    """`G:A:V` → the repository paths of its POM and jar."""
-    parts = target.split(":")
-    if len(parts) != 3 or not all(parts):
-        raise UsageError(f"{target!r} is not a Maven coordinate GROUP:ARTIFACT:VERSION")
-    group, artifact, version = parts
-    base = f"{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}"
-    paths = [f"{base}.pom", f"{base}.jar"]
-    for path in paths:
-        parse_path(path)  # MavenPathInvalid for anything a repository could not hold
-    return paths
-
-
-def check_target(kind: str, target: str) -> None:
-    if kind not in KINDS:
-        raise UsageError(f"build kind must be one of {', '.join(KINDS)}, not {kind[:40]!r}")
-    if not target or len(target) > 1024:
-        raise UsageError("a build needs a target of at most 1024 characters")
-    if kind == "docker":
-        docker_target(target)
-    else:
-        maven_paths(target)
 
 
 class Builds:

@@ -47,13 +47,14 @@ from pyrsia.errors import (
     UpstreamError,
     UsageError,
 )
+from pyrsia.formats.build_target import maven_paths
 from pyrsia.formats.digest import Digest, looks_like_digest
 from pyrsia.formats.manifest import INDEX_TYPES, children, image_parts
 from pyrsia.formats.maven_layout import parse_path
-from pyrsia.formats.reference import parse_name, parse_tag
+from pyrsia.formats.reference import parse_image_reference, parse_name, parse_tag
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.approvals import Approvals
-from pyrsia.node.builds import Build, Builds, Committed, docker_target, maven_paths
+from pyrsia.node.builds import Build, Builds, Committed
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.node.network import Network, Verdicts, bootstrap_addresses, host_for, join, read_genesis
 from pyrsia.p2p.requests import PublishRequest
@@ -407,7 +408,7 @@ class Node:
             except MavenFileUnknown:
                 log.info("build %s: %s has no jar (a POM-only module)", build.id, build.target)
             return
-        name, reference = docker_target(build.target)
+        name, reference = parse_image_reference(build.target)
         ref: str | Digest = Digest.parse(reference) if looks_like_digest(reference) else reference
         top = within(lambda: self._docker.manifest(name, ref, ()))
         assert isinstance(top, StoredManifest)

@@ -38,14 +38,13 @@ from pyrsia.errors import (
     BuildUnknown,
     ConfigError,
     PathUnknown,
-    PyrsiaError,
     Unauthorized,
     Unsupported,
     UsageError,
 )
-from pyrsia.formats.maven_layout import Coordinates
+from pyrsia.formats.build_target import KINDS as BUILD_KINDS
+from pyrsia.formats.build_target import check_target
 from pyrsia.formats.peer_id import public_key_of
-from pyrsia.formats.reference import parse_image_reference
 from pyrsia.http.message import Request, Response, json_response
 from pyrsia.registry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
@@ -79,7 +78,6 @@ class NodeControl(Protocol):
 
 BUILDS = "/api/v1/builds"
 AUTHORITIES = "/api/v1/authorities"
-BUILD_KINDS = ("docker", "maven")
 BUILD_ID_CHARS = 16
 TARGET_CHARS_MAX = 512
 PEER_ID_CHARS_MAX = 100
@@ -182,23 +180,6 @@ def build_request_from(body: bytes) -> tuple[str, str]:
         raise UsageError(f"target must be 1 to {TARGET_CHARS_MAX} characters")
     check_target(kind, target)
     return kind, target
-
-
-def check_target(kind: str, target: str) -> None:
-    """Raises `UsageError` unless `target` names one artifact of `kind` (the CLI checks
-    the same before it asks, so a typo never reaches a node)."""
-    try:
-        if kind == "docker":
-            parse_image_reference(target)
-        elif len(target.split(":")) != 3:
-            raise UsageError(f"{target[:200]!r} is not GROUP:ARTIFACT:VERSION")
-        else:
-            Coordinates.parse(target)
-    except UsageError:
-        raise
-    except PyrsiaError as exc:
-        what = "an image reference" if kind == "docker" else "Maven coordinates"
-        raise UsageError(f"{target[:200]!r} is not {what}: {exc.message}") from exc
 
 
 def check_build_id(text: str) -> str:

@@ -132,7 +132,7 @@ def test_typer_refuses_incomplete_commands(args: list[str], needle: str) -> None
 
 
 def test_targets_are_checked_before_any_call() -> None:
-    from pyrsia.registry.api import check_target
+    from pyrsia.formats.build_target import check_target
 
     check_target("docker", "alpine")
     check_target("maven", "com.example:hello:1.0")

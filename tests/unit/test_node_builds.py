@@ -8,30 +8,17 @@ from pathlib import Path
 import pytest
 
 from pyrsia.errors import BuildUnknown, RegistryError, StorageError, UsageError
+from pyrsia.formats.build_target import check_target, maven_paths
 from pyrsia.node.approvals import Approvals
-from pyrsia.node.builds import Builds, docker_target, maven_paths
-
-DIGEST = "sha256:" + "a" * 64
-
-
-@pytest.mark.parametrize(
-    ("target", "expected"),
-    [
-        ("alpine", ("library/alpine", "latest")),
-        ("alpine:3.18", ("library/alpine", "3.18")),
-        ("team/tools/hello:v3", ("team/tools/hello", "v3")),
-        (f"library/alpine@{DIGEST}", ("library/alpine", DIGEST)),
-        ("localhost/app", ("localhost/app", "latest")),
-    ],
-)
-def test_docker_targets_name_a_repository_and_a_tag_or_digest(target: str, expected: tuple[str, str]) -> None:
-    assert docker_target(target) == expected
+from pyrsia.node.builds import Builds
 
 
 @pytest.mark.parametrize("target", ["Alpine:1", "alpine:", "alpine@sha256:xyz", "alpine:bad tag", "../x:1"])
-def test_bad_docker_targets_are_refused(target: str) -> None:
+def test_bad_targets_are_refused_before_a_build_starts(target: str) -> None:
     with pytest.raises((UsageError, RegistryError)):
-        docker_target(target)
+        check_target("docker", target)
+    with pytest.raises((UsageError, RegistryError)):
+        Builds().start("docker", target, "this node", 0.0)
 
 
 def test_maven_targets_are_coordinates() -> None:
