@@ -777,64 +777,80 @@ class Spy:
 
 
 def report(
-    heavy: Sequence[Heavy], light: Sequence[Light], alone: tuple[float, float, float], cores: int
+    heavy: Sequence[Heavy],
+    light: Sequence[Light],
+    alone: tuple[float, float, float],
+    cores: int,
+    clients: int,
 ) -> None:
+    """One column per network, one row per figure (ratios against the one-node baseline)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=160)
     rate, pair_ms, nginx_cpu = alone
     console.print(
-        f"upstream alone (nginx, {UPSTREAM_ALONE_S:g} s, same client, .sha256 + .jar pairs): "
+        f"upstream alone (nginx, {UPSTREAM_ALONE_S:g} s, {clients} clients, .sha256 + .jar pairs): "
         f"{rate:,.0f} requests/s, p50 {pair_ms:.1f} ms per pair, "
         f"nginx {nginx_cpu:.3f} CPU s per 1000 requests"
     )
     base = next((h for h in heavy if h.n == 1), None)
-    table = Table(title="heavy load: throughput (each GET returns once its record is committed)")
-    for column in (
-        "network", "files ok/failed", "wall s", "tx/s", "÷ 1 node", "blocks", "tx/block mean/max",
-        "log Δ records", "CPU ms/tx daemons", "nginx", "client", "cores busy", "upstream req/s",
-        "p2p KiB/tx", "heights past round 0", "refused props/msgs",
-    ):  # fmt: skip
-        table.add_column(column, justify="right")
+    lbase = next((r for r in light if r.n == 1), None)
+    table = Table(title=f"heavy load: {clients} clients, each GET returns once its record is committed")
+    table.add_column("")
     for h in heavy:
-        cpu = h.cpu
-        table.add_row(
-            h.label,
-            f"{h.ok}/{h.failed}",
-            f"{h.wall_s:.1f}",
-            f"{h.tx_s:.0f}",
-            f"{h.tx_s / base.tx_s:.2f}" if base and base.ok else "-",
-            str(h.blocks),
-            f"{h.records / h.blocks:.1f} / {max(h.block_txs, default=0)}" if h.blocks else "-",
-            f"{h.records}" + ("" if h.records == h.ok else f" (≠ {h.ok}!)"),
-            *(f"{cpu[k] / max(h.ok, 1) * 1000:.1f}" for k in ("daemons", "nginx", "client")),
-            f"{sum(cpu.values()) / h.wall_s:.2f} of {cores}",
-            f"{h.upstream_requests / h.wall_s:,.0f}",
-            f"{h.counters['p2p_bytes_out'] / max(h.ok, 1) / 1024:.1f}",
-            h.rounds,
-            f"{h.counters['proposals_refused']}/{h.counters['messages_rejected']}",
-        )
+        table.add_column(h.label, justify="right")
+
+    def row(name: str, cells: Sequence[str]) -> None:
+        table.add_row(name, *cells)
+
+    def cpu(h: Heavy, k: str) -> str:
+        return f"{h.cpu[k] / max(h.ok, 1) * 1000:.1f}"
+
+    row("files committed / failed", [f"{h.ok} / {h.failed}" for h in heavy])
+    row("wall s", [f"{h.wall_s:.1f}" for h in heavy])
+    row("committed tx/s", [f"{h.tx_s:.1f}" for h in heavy])
+    row("  ÷ 1 node", [f"{h.tx_s / base.tx_s:.2f}" if base and base.ok else "-" for h in heavy])
+    row("  clients ÷ mean GET s", [f"{clients / (statistics.fmean(h.timing.get_ms) / 1000):.1f}"
+                                  if h.timing.get_ms else "-" for h in heavy])  # fmt: skip
+    row(
+        "log Δ records (node 0)", [f"{h.records}" + ("" if h.records == h.ok else " ≠ files!") for h in heavy]
+    )
+    row("blocks", [str(h.blocks) for h in heavy])
+    row("tx/block mean / max", [f"{h.records / h.blocks:.1f} / {max(h.block_txs, default=0)}"
+                                if h.blocks else "-" for h in heavy])  # fmt: skip
+    row("heights past round 0 (seen)", [h.rounds for h in heavy])
+    row("GET (submit→commit) ms p50/p99", [ms(h.timing.get_ms) for h in heavy])
+    row("  ÷ 1 node p50", [f"{pct(h.timing.get_ms, 0.5) / pct(base.timing.get_ms, 0.5):.1f}"
+                           if base else "-" for h in heavy])  # fmt: skip
+    row("submitter fetch done ms", [ms(h.timing.fetch_ms) for h in heavy])
+    row("1st verification→commit ms", [ms(h.timing.first_verify_ms) for h in heavy])
+    row("quorum verified→commit ms", [ms(h.timing.quorum_verify_ms) for h in heavy])
+    row("CPU ms/tx: all daemons", [cpu(h, "daemons") for h in heavy])
+    row("CPU ms/tx: nginx", [cpu(h, "nginx") for h in heavy])
+    row("CPU ms/tx: this client", [cpu(h, "client") for h in heavy])
+    row("cores busy (of " + str(cores) + ")", [f"{sum(h.cpu.values()) / h.wall_s:.2f}" for h in heavy])
+    row("upstream requests/s", [f"{h.upstream_requests / h.wall_s:,.0f}" for h in heavy])
+    row(
+        "p2p KiB sent/tx (all nodes)",
+        [f"{h.counters['p2p_bytes_out'] / max(h.ok, 1) / 1024:.1f}" for h in heavy],
+    )
+    refused = [f"{h.counters['proposals_refused']} / {h.counters['messages_rejected']}" for h in heavy]
+    row("proposals refused / msgs rejected", refused)
     console.print(table)
-    runs: list[tuple[str, Heavy | Light]] = [("heavy", h) for h in heavy] + [("light", r) for r in light]
-    table = Table(title="commit latency, ms p50 / p99 (light: one client, sequential)")
-    for column in ("load", "network", "files", "GET (submit→commit)", "÷ 1 node p50",
-                   "1st verification→commit", "quorum verified→commit", "submitter fetch"):  # fmt: skip
-        table.add_column(column, justify="right")
-    for load, r in runs:
-        one = next((x for kind, x in runs if kind == load and x.n == 1), None)
-        p50 = pct(r.timing.get_ms, 0.5)
-        table.add_row(
-            load,
-            r.label,
-            str(len(r.timing.get_ms)) + (f" ({r.failed} failed)" if r.failed else ""),
-            ms(r.timing.get_ms),
-            f"{p50 / pct(one.timing.get_ms, 0.5):.1f}" if one else "-",
-            ms(r.timing.first_verify_ms),
-            ms(r.timing.quorum_verify_ms),
-            ms(r.timing.fetch_ms),
-        )
-    console.print(table)
+    if light:
+        table = Table(title="light load: one client, sequential, round-robin over the authorities")
+        table.add_column("")
+        for r in light:
+            table.add_column(r.label, justify="right")
+        row("files committed / failed", [f"{len(r.timing.get_ms)} / {r.failed}" for r in light])
+        row("GET (submit→commit) ms p50/p99", [ms(r.timing.get_ms) for r in light])
+        row("  ÷ 1 node p50", [f"{pct(r.timing.get_ms, 0.5) / pct(lbase.timing.get_ms, 0.5):.1f}"
+                               if lbase else "-" for r in light])  # fmt: skip
+        row("submitter fetch done ms", [ms(r.timing.fetch_ms) for r in light])
+        row("1st verification→commit ms", [ms(r.timing.first_verify_ms) for r in light])
+        row("quorum verified→commit ms", [ms(r.timing.quorum_verify_ms) for r in light])
+        console.print(table)
     four_light = next((r for r in light if r.n == 4), None)
     four_heavy = next((h for h in heavy if h.n == 4), None)
     if four_light is not None:
@@ -911,7 +927,7 @@ def main() -> None:
                     root / "profiled", web.url, n, baseline=False, profile=args.profile.resolve()
                 ) as net:
                     h, _ = measure(net, web, n, f"{n} authorities (profiled)", args.clients, heavy_files, ())
-                report([h], [], alone, cores)
+                report([h], [], alone, cores, args.clients)
                 print_profile(args.profile / "authority-0.pstats", args.profile_top)
                 return
             heavy: list[Heavy] = []
@@ -930,7 +946,7 @@ def main() -> None:
                 if lr is not None:
                     light.append(lr)
                 print(f"  {h.tx_s:.0f} tx/s, GET p50/p99 {ms(h.timing.get_ms)} ms", flush=True)
-            report(heavy, light, alone, cores)
+            report(heavy, light, alone, cores, args.clients)
             for label, spy in spied:
                 print(f"\n== {label}, heavy run ==\n{spy.summary(args.profile_top)}")
 
