@@ -1,7 +1,8 @@
 """Committed transactions per second and commit latency of authority daemons on loopback.
 
     PYTHONPATH=. .venv/bin/python benchmarks/consensus.py [--authorities 4 7] [--clients 64]
-        [--files 1000] [--light-files 200] [--file-bytes 1024] [--profile DIR]
+        [--files 1000] [--light-files 200] [--file-bytes 1024] [--no-baseline]
+        [--py-spy BIN] [--profile DIR]
 
 Every run starts a fresh network of real `pyrsia daemon` processes from one genesis
 (as `tests/support/bft.py` does), all with one upstream: a static Maven repository of
@@ -23,23 +24,33 @@ Per network, after a few warm-up pulls (connections between the authorities open
          (the pull-through waits for the commit), so records / wall time is committed
          transactions per second (target >= 500 tx/s). Cross-checked: the log's size and
          height before and after, on one node, once every node holds the last block.
+         The clients wait for their commits (a closed loop), so tx/s cannot exceed
+         clients / mean GET latency; that ceiling is shown beside it.
 
-Latency columns (ms, p50/p99 over files):
+Latency rows (ms, p50 / p99 over files):
 
-  GET          submit -> commit as the client sees it (GET start to response)
-  1st verif.   the first other authority's verification fetch done -> commit
-  quorum verif the fetch completing a quorum (submitter + quorum-1 verifiers) -> commit:
-               the time ordering takes once the transaction could be proposed
-  fetch        GET start -> the submitter's own fetch of the file done
+  GET (submit→commit)          GET start to response, as the client sees it
+  submitter fetch done         GET start -> the submitter's own fetch of the file done
+  1st verification→commit      the first other authority's verification fetch done -> commit
+  quorum verified→commit       the fetch completing a quorum (the submitter endorses its
+                               own; quorum - 1 others) -> commit: what ordering takes once
+                               the transaction could be proposed
 
-Where the time goes: CPU seconds per committed transaction of all daemons together, of
-nginx and of this client process (from /proc), and the machine's cores busy over the
-run. The upstream is measured alone first, with the same client against the same
-files, and its request rate during each heavy run is shown: it must stay far from its
-own limit. `--profile DIR` instead runs the heavy load once, at the first authority
-count, with every daemon thread under cProfile on a CPU-time clock, and prints where
-authority 0 spent its CPU (profiling slows the daemons: those figures are not
-comparable with an unprofiled run).
+Where the time goes: CPU ms per committed transaction of all daemons together, of nginx
+and of this client process (from /proc), and the cores busy over the run; p2p bytes
+sent per transaction by all nodes (`/api/v1/peers`); how many heights needed a round
+after the first (every node's `/api/v1/status` polled at 10 Hz: each extra round costs
+at least a propose timeout); proposals refused and peer messages rejected. The upstream
+is measured alone first, with the same client against the same files, and its request
+rate during each heavy run is shown: it must stay far from its own limit.
+
+`--py-spy BIN` samples authority 0 of every heavy run with py-spy (`--gil`: what the
+thread holding the GIL runs, and how much of the time the GIL is held at all) and
+prints it by thread, inclusive and by leaf function. `--profile DIR` instead runs
+the heavy load once, at the first authority count, with every daemon thread under
+cProfile on a CPU-time clock, and prints where authority 0 spent its CPU; cProfile
+slows the daemons several-fold, so those figures (and its call counts, which depend
+on timing through rebroadcasts) do not compare with an unprofiled run.
 
 Two cores serve every daemon, nginx and the clients: the figures say what this machine
 does, and the ratios to the baseline say what consensus costs.
