@@ -18,6 +18,7 @@ import typer
 
 from pyrsia.cli import console, options, settings
 
+SHORT_CHARS = 20
 PEER_ARGUMENT = typer.Argument(..., metavar="PEER_ID", help="Peer id of the node (`pyrsia id` on it).")
 
 
@@ -121,17 +122,22 @@ def render(doc: dict[str, Any]) -> None:
     pending = doc["pending"]
     console.table(
         f"pending authority changes ({len(pending)})",
-        ("peer id", "action", "tx id", "submitter", "endorsed by"),
+        ("peer id", "action", "endorsed by", "submitter", "tx id"),
         (
             (
                 p["peer_id"],
                 p["action"],
-                p["tx_id"],
-                p["submitter"],
-                [f"{len(p['endorsed_by'])} of {doc['quorum']} needed", *p["endorsed_by"]],
+                [f"{len(p['endorsed_by'])} of {doc['quorum']} needed", *map(_short, p["endorsed_by"])],
+                _short(p["submitter"]),
+                _short(p["tx_id"]),
             )
             for p in pending
         ),
     )
     role = "an authority" if doc["is_authority"] else "not an authority"
     console.line(f"this node {me} is {role}")
+
+
+def _short(text: str) -> str:
+    """A peer id or transaction id cut to what tells it apart in a table (`--json` has it whole)."""
+    return text if len(text) <= SHORT_CHARS else text[:SHORT_CHARS] + "…"

@@ -217,17 +217,23 @@ def render(doc: dict[str, Any]) -> None:
         ],
     )
     transactions = doc["transactions"]
-    console.table(
-        f"{len(transactions)} transactions",
-        ("path", "digest", "tx id", "state"),
-        ((t["path"], t["digest"], t["tx_id"], t["state"]) for t in transactions),
-    )
+    if transactions:
+        console.table(
+            f"{len(transactions)} transactions",
+            ("path", "digest", "tx id", "state"),
+            ((t["path"], t["digest"], t["tx_id"], t["state"]) for t in transactions),
+        )
+    else:
+        console.line("no transactions yet")
     verdicts = doc["verdicts"]
-    console.table(
-        f"verdicts of {len(verdicts)} authorities",
-        ("authority", "verdict", "reason"),
-        ((v["authority"], v["verdict"], v["reason"] or "-") for v in verdicts),
-    )
+    if verdicts:
+        console.table(
+            f"verdicts of {len(verdicts)} authorities",
+            ("authority", "verdict", "reason"),
+            ((v["authority"], v["verdict"], v["reason"] or "-") for v in verdicts),
+        )
+    else:
+        console.line("no verdicts yet")
     console.line(f"state {doc['state']}")
 
 

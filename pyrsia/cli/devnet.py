@@ -679,6 +679,8 @@ def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
         "Maven, in ~/.m2/settings.xml:",
         f"  <settings><mirrors><mirror><id>pyrsia</id><mirrorOf>*</mirrorOf>"
         f"<url>{client.http_url}/maven2/</url></mirror></mirrors></settings>",
+        f"Publish through {nodes[0].name}, an authority, and follow each authority's verdict:",
+        f"  pyrsia build docker {EXAMPLE_IMAGE} --wait --node {nodes[0].http_url} --home {nodes[0].home}",
         f"Check it with `pyrsia devnet status{dir_flag}`, stop it with `pyrsia devnet down{dir_flag}`.",
     ):
         console.line(text)

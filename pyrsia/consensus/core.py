@@ -51,6 +51,8 @@ Messages for the next few heights wait in a bounded buffer until the node gets
 there. The paper assumes that after GST every message between correct nodes arrives
 (§2, gossip); over a lossy network without gossip relays the core gets there by:
   - re-sending what it signed in the current round every `rebroadcast_ticks`;
+  - voting nil in a round it leaves (by its precommit timeout or a round skip)
+    before it voted there, so that peers still in that round can get a quorum;
   - answering a peer still in an earlier round of this height with what it signed
     there, and a peer at an earlier height with the decisions it keeps (`Decision`:
     proposal and certificate; a verified certificate decides at once);
@@ -58,7 +60,8 @@ there. The paper assumes that after GST every message between correct nodes arri
     a node that signs nothing at its height (not an authority there) learns decisions;
   - re-proposing a valid value together with the quorum of prevotes that made it
     valid (Proposal.proof), counted even when a Byzantine signer sent us another vote.
-Every answer is rate-limited per peer.
+Every answer is rate-limited per peer. A node more than `decisions_kept` heights
+behind must get blocks from the chain's sync instead, then start a core there.
 
 Extensions are not covered by the precommit's signature, so anyone relaying a
 precommit could swap its extension. A precommit whose extension fails against a
@@ -66,8 +69,8 @@ proposal the core holds is refused on arrival, and its signer's vote is not take
 its genuine precommit still counts. One that arrives before the proposal is kept,
 with a few alternative extensions per signer, and checked once the proposal is known;
 a signer none of whose extensions verifies is left out of the count for that value.
- A node more than `decisions_kept` heights
-behind must get blocks from the chain's sync instead, then start a core there.
+The precommit timeout (line 47) counts every precommit taken, its extension checked
+or not (see `_upon_precommits`, and `_leave_round` for why that stays live).
 """
 
 from __future__ import annotations
@@ -318,6 +321,11 @@ class Core:
         self._answered: dict[tuple[str, str], int] = {}
         self._catch_up_sent = (-1, 0)
         self._last_decision = state.last_decision if state is not None else None
+        if self._last_decision is not None:
+            # Kept across a restart: peers still at that height may need it to get past it.
+            decided_by = authorities(self._last_decision.height)
+            if decided_by:
+                self._recent[self._last_decision.height] = (self._last_decision, decided_by)
         self._out_messages: list[Outbound] = []
         self._out_commits: list[Commit] = []
         self._out_timeouts: list[ScheduleTimeout] = []
@@ -532,7 +540,7 @@ class Core:
         """Whether the extension was verified now; `MessageRejected` if it fails.
 
         Only checkable once the proposal for the precommit's value is held; until then
-        it waits in `_extensions_pending` (see `_counted_precommits`).
+        it waits in `_extensions_pending` (see `_verified_extensions`).
         """
         if precommit.value is None:
             return False
@@ -629,35 +637,42 @@ class Core:
         if precommit.extension not in pending and len(pending) < EXTENSIONS_PENDING_PER_SIGNER_MAX:
             pending.append(precommit.extension)
 
-    def _counted_precommits(self, round_: int, value: bytes, proposal: bytes) -> list[m.Precommit]:
-        """The precommits for `value` in `round_` whose extension verifies against `proposal`.
+    def _verified_extensions(self, round_: int, value: bytes) -> dict[str, bytes]:
+        """Signer -> verified extension, for the precommits counted for `value` in `round_`.
 
-        Extensions that arrived before the proposal are checked here, once; a signer
-        none of whose extensions verifies is not counted (it may still send a good one).
+        Extensions that arrived before the proposal are checked here once it is held,
+        each once; a signer none of whose extensions verifies is left out (it may
+        still send a good one).
         """
-        key = (round_, value)
-        verified = self._extensions.setdefault(key, {})
-        pending = self._extensions_pending.pop(key, {})
-        counted = []
-        for vote in self._precommits[round_].votes_for(value):
-            for candidate in pending.get(vote.signer, ()):
-                if vote.signer in verified:
+        verified = self._extensions.setdefault((round_, value), {})
+        proposal = self._values.get(value)
+        if proposal is None:
+            return verified
+        pending = self._extensions_pending.pop((round_, value), {})
+        for signer, candidates in pending.items():
+            if signer in verified:
+                continue
+            for candidate in candidates:
+                if self._verify_extension(self.height, round_, proposal, signer, candidate):
+                    verified[signer] = candidate
                     break
-                if self._verify_extension(self.height, round_, proposal, vote.signer, candidate):
-                    verified[vote.signer] = candidate
-            extension = verified.get(vote.signer)
-            if extension is not None:
-                counted.append(
-                    m.Precommit(
-                        height=self.height,
-                        round=round_,
-                        value=value,
-                        signer=vote.signer,
-                        signature=vote.signature,
-                        extension=extension,
-                    )
-                )
-        return counted
+        return verified
+
+    def _counted_precommits(self, round_: int, value: bytes) -> list[m.Precommit]:
+        """The precommits for `value` in `round_` whose extension verifies against its proposal."""
+        verified = self._verified_extensions(round_, value)
+        return [
+            m.Precommit(
+                height=self.height,
+                round=round_,
+                value=value,
+                signer=vote.signer,
+                signature=vote.signature,
+                extension=verified[vote.signer],
+            )
+            for vote in self._precommits[round_].votes_for(value)
+            if vote.signer in verified
+        ]
 
     def _count(self, message: m.Prevote | m.Precommit, *, justified: bool) -> None:
         tallies = self._prevotes if isinstance(message, m.Prevote) else self._precommits
@@ -805,6 +820,7 @@ class Core:
         elif kind == "prevote" and self.current_step == Step.PREVOTE:  # OnTimeoutPrevote, lines 61-64
             self._precommit(None)
         elif kind == "precommit":  # OnTimeoutPrecommit, lines 65-67
+            self._leave_round()
             self._start_round(self.round + 1)
 
     # -- the upon-rules -------------------------------------------------------------------
@@ -834,7 +850,7 @@ class Core:
             if proposal is None or not self._is_valid(value):
                 continue
             if certificate is None:
-                precommits = self._counted_precommits(round_, value, proposal)
+                precommits = self._counted_precommits(round_, value)
                 if len(precommits) < quorum(len(self._auth)):
                     continue
                 certificate = m.certificate_of(self.height, round_, value, precommits)
@@ -855,6 +871,7 @@ class Core:
         later = self._participation.highest_round_joined_above(self.round)
         if later is None:
             return False
+        self._leave_round()
         self._start_round(later)
         return True
 
@@ -915,8 +932,9 @@ class Core:
     def _upon_precommits(self) -> bool:
         """Lines 47-48: a quorum of precommits for anything starts the precommit timeout.
 
-        This counts signed precommits whatever their extensions: the rule only tells
-        that a quorum has moved on, and a bad extension does not undo a signed vote.
+        This counts signed precommits whatever their extensions (and one for a value
+        whose proposal is not here yet cannot be checked): the rule only bounds how
+        long to wait once a quorum has voted, and a decision counts only good ones.
         """
         tally = self._precommits.get(self.round)
         if tally is not None and tally.has_quorum_of_any() and self._first_time("precommit-timeout"):
@@ -938,6 +956,21 @@ class Core:
         if known is None:
             known = self._valid_cache[value] = self._validate(self.height, self._values[value])
         return known
+
+    def _leave_round(self) -> None:
+        """Vote nil where this node has not voted yet in the round it leaves.
+
+        As if the timeouts of lines 57 and 61 had fired just before: nil votes are
+        always safe (they never help a value to a quorum, nor lock anything). Without
+        gossip, a node that left a round unvoted (its precommit timeout counted a
+        precommit the others never saw or refused, like one with a bad extension)
+        could leave them waiting in that round for a quorum it alone could complete;
+        now its nil precommit reaches them with the answers to a lagging round.
+        """
+        if self.current_step == Step.PROPOSE:
+            self._prevote(None)
+        if self.current_step == Step.PREVOTE:
+            self._precommit(None)
 
     def _lock(self, proposal: bytes, round_: int) -> None:
         self._locked_value, self._locked_hash, self.locked_round = proposal, m.value_hash(proposal), round_

@@ -26,8 +26,9 @@ domain-separated sign bytes, the canonical msgpack array
 
 so a vote can be replayed neither as another kind of message nor into another network
 (the genesis block hash names the chain). A `Certificate` is the quorum of precommit
-signatures for one (height, round, value hash); `verify_certificate` checks it against
-the authority set of that height.
+signatures, with their extensions, for one (height, round, value hash);
+`verify_certificate` checks it against the authority set of that height (and, given
+the proposal and a verifier, every extension).
 
 A precommit for a value carries a vote extension (as in CometBFT's ABCI++): opaque
 bytes, at most EXTENSION_BYTES_MAX, that the shell's `extend` makes from the proposal

@@ -94,6 +94,7 @@ TX_AGE_MAX_S = 3600
 # ... and a proposal may not claim a time this far ahead of ours.
 CLOCK_SKEW_MAX_S = 60
 OUTCOMES_KEPT = 10_000
+VERDICTS_KEPT = 10_000
 # A core with nothing ready and no message from a peer for this long is stopped.
 CORE_IDLE_S = 3.0
 STATE_FILE = "state.msgpack"
@@ -202,6 +203,7 @@ class ConsensusService:
         self._core: Core | None = None
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._verifying: set[bytes] = set()
+        self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
         self._last_rebroadcast = 0.0
         self._persisted: HardState | None = None
         self._last_core_message = 0.0
@@ -488,6 +490,10 @@ class ConsensusService:
         tx = entry.tx
         if tx.id in self._verifying:
             return
+        known = self._verified.get(_checked_fields(tx))
+        if known is not None:  # the same file, submitted again (by another authority): same answer
+            self._on_verified(tx.id, known)
+            return
         self._verifying.add(tx.id)
 
         def run() -> None:
@@ -510,6 +516,10 @@ class ConsensusService:
         entry = self.mempool.get(tx_id)
         if entry is None or isinstance(result, _Pending):
             return
+        if isinstance(entry.tx.payload, AddArtifact):
+            self._verified[_checked_fields(entry.tx)] = result
+            while len(self._verified) > VERDICTS_KEPT:
+                self._verified.popitem(last=False)
         if result is None:
             verdict = wire.endorsement_verdict(self._key, tx_id)
         else:
@@ -590,7 +600,8 @@ class ConsensusService:
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
-            # Nothing to agree on and no peer talking: stop the rounds (and their messages).
+            # Nothing to agree on and no peer proposing or voting for a value: stop the rounds
+            # (and their messages).
             # What the core signed stays persisted; it resumes from there if woken again.
             self._persist(self._core.hard_state())
             self._core = None
@@ -605,19 +616,28 @@ class ConsensusService:
         if not self.is_authority:
             return
         height = message.height if not isinstance(message, m.Decision) else message.certificate.height
-        if self._core is None:
+        woken = self._core is None
+        if woken:
             if height <= self.ledger.height:
                 return  # a lagging peer: sync brings it the blocks
             self._rebuild_core()
         core = self._core
         if core is None:
             return
-        self._last_core_message = self._clock()
         try:
             core.step(message)
         except ConsensusError as exc:
             self.stats.messages_rejected += 1
-            log.debug("consensus message from %s refused: %s", peer, exc.message)
+            log.info("consensus message from %s refused: %s", peer, exc.message)
+            if woken:
+                self._core = None  # what the core refuses wakes nothing (a stranger's vote, say)
+            return
+        if _carries_value(message):
+            self._last_core_message = self._clock()
+        elif woken:
+            # Nil votes and catch-ups are not work: answering them with rounds of our own
+            # would keep every idle authority voting nil forever.
+            self._core = None
 
     def _rebuild_core(self) -> None:
         """A core for the height after the log's tip: resumed from what it signed there, if anything."""
@@ -829,6 +849,13 @@ class ConsensusService:
         )
 
 
+def _carries_value(message: m.Message) -> bool:
+    """A proposal, a decision or a vote for a value: something to agree on."""
+    if isinstance(message, m.Prevote | m.Precommit):
+        return message.value is not None
+    return isinstance(message, m.Proposal | m.Decision)
+
+
 def _commit_signature(signer: str, extension: bytes) -> CommitSignature | None:
     try:
         doc = codec.decode(extension)
@@ -839,6 +866,14 @@ def _commit_signature(signer: str, extension: bytes) -> CommitSignature | None:
         )
     except TxInvalid:
         return None
+
+
+def _checked_fields(tx: Transaction) -> tuple[object, ...]:
+    """What verifying an artifact compares: two transactions equal in these get one verdict."""
+    p = tx.payload
+    if isinstance(p, AddArtifact):
+        return (p.package_type, p.path, p.digest, p.size, p.chunk_size, p.chunk_root)
+    return (tx.id,)  # an authority change is decided by approvals, which may change
 
 
 def _describe(tx: Transaction) -> str:

@@ -3,9 +3,9 @@
 Header `{height, prev_hash, tx_root, log_size, log_root, time, proposer,
 authorities_hash}` (DESIGN §3), and in a genesis block optionally `origin`. `tx_root`
 is the RFC 6962 root over this block's transaction ids, `log_root` over every id so
-far, so each header is a signed tree head. The block hash is SHA-256 of the canonical header. The certificate holds, per
-authority, an Ed25519 signature over the block hash and one over the C2SP checkpoint
-of `(log_size, log_root)`. Each transaction travels with its endorsements:
+far, so each header is a signed tree head. The block hash is SHA-256 of the canonical
+header. The certificate holds, per authority, an Ed25519 signature over the block hash
+and one over the C2SP checkpoint of `(log_size, log_root)`. Each transaction travels with its endorsements:
 
     {header, transactions: [{tx, endorsements: [{signer, tx_id, signature}]}], certificate}
 

@@ -48,6 +48,11 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         ("pyrsia pull ", {"image", "artifact"}),
         ("pyrsia log ", {"search", "show", "verify", "proof"}),
         ("pyrsia log search --au", {"--author"}),
+        ("pyrsia build ", {"docker", "maven", "status", "list"}),
+        ("pyrsia build status --", {"--wait", "--timeout"}),
+        ("pyrsia auth", {"authorize-node", "authorize", "authorities"}),
+        ("pyrsia gen", {"genesis"}),
+        ("pyrsia devnet up --auth", {"--authorities"}),
     ],
 )
 def test_bash_completes_commands_and_options(line: str, expected: set[str]) -> None:

@@ -213,3 +213,24 @@ def test_admin_calls_need_the_token_and_refuse_bad_input(upstream: RegistryProce
         assert first.post("/api/v1/builds", {"kind": "maven", "target": "no-coordinates"}).status_code == 400
         assert first.get("/api/v1/authorities")["pending"] == []
         assert first.height() == before
+
+
+def test_a_pull_through_a_regular_node_asks_every_authority_and_commits_once(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    image = images.nested()
+    with ExitStack() as stack:
+        authorities, regular, _ = start_network(
+            stack,
+            tmp_path,
+            authorities=4,
+            regular=1,
+            flags=lambda role, i: ("--docker-upstream", upstream.url),
+        )
+        pull(regular[0], image)  # unknown to the log: every authority is asked, one commit wins
+        eventually(lambda: all(committed_digests(a, image) == {image.top, *image.blobs} for a in authorities),
+                   "every authority holds the records")  # fmt: skip
+        found = regular[0].get("/api/v1/log/search", package=image.name)["results"]
+        assert isinstance(found, list)
+        paths = [r["path"] for r in found]
+        assert len(paths) == len(set(paths)) == 1 + len(image.blobs)  # each file recorded once

@@ -260,6 +260,77 @@ def test_down_stops_every_node_and_is_idempotent(tmp_path: Path) -> None:
         kill_leftovers(directory)
 
 
+def peers_of(url: str) -> set[str]:
+    return {p["peer_id"] for p in httpx.get(f"{url}/api/v1/peers", timeout=10).json()["peers"]}
+
+
+def test_up_with_four_authorities_starts_one_connected_network(tmp_path: Path) -> None:
+    from pyrsia.translog.block import Block
+    from pyrsia.translog.tx import AuthorizedNode
+
+    directory = tmp_path / "bft"
+    pids: list[int] = []
+    try:
+        shown = ok(devnet("up", "--authorities", "4", "--nodes", "5", "--dir", str(directory)))
+        doc = record(directory)
+        nodes = doc["nodes"]
+        pids = [n["pid"] for n in nodes]
+        assert [(n["name"], n["role"]) for n in nodes] == [
+            *((f"node{i}", "authority") for i in range(4)),
+            ("node4", "regular"),
+        ]
+        assert f"{nodes[4]['http_url'].removeprefix('http://')}/" in shown  # pull through the regular node
+        genesis = Block.decode(Path(doc["genesis"]).read_bytes())
+        named = [tx.payload.peer_id for tx in genesis.transactions if isinstance(tx.payload, AuthorizedNode)]
+        assert named == [n["peer_id"] for n in nodes[:4]]
+        for index, node in enumerate(nodes):
+            argv = cmdline(node["pid"])
+            assert argv[argv.index("--genesis") + 1] == doc["genesis"]
+            dialled = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bootstrap"]
+            expected = [n["p2p"] for n in nodes[:index]] if index < 4 else [nodes[0]["p2p"]]
+            assert dialled == expected
+
+        status = json.loads(ok(devnet("status", "--dir", str(directory), "--json")))
+        assert [(n["role"], n["is_authority"]) for n in status["nodes"]] == [("authority", True)] * 4 + [
+            ("regular", False)
+        ]
+        assert all(n["alive"] and n["answers"] for n in status["nodes"])
+        for node in nodes:
+            p2p = httpx.get(f"{node['http_url']}/api/v1/status", timeout=10).json()["p2p"]
+            assert p2p["genesis"] == genesis.header.hash.hex()
+        authorities = [n["peer_id"] for n in nodes[:4]]
+        for node in nodes[:4]:
+            others = set(authorities) - {node["peer_id"]}
+            wait_for(
+                lambda n=node, o=others: o <= peers_of(n["http_url"]),
+                30,
+                f"{node['name']} to meet the others",
+            )
+        table = ok(devnet("status", "--dir", str(directory)))
+        assert table.count("authority") == 4 and "node says" not in table
+
+        # Stopped and started again, the devnet keeps its network: same genesis, logs still valid.
+        ok(devnet("down", "--dir", str(directory)))
+        assert_nothing_left(directory, pids)
+        ok(devnet("up", "--authorities", "4", "--nodes", "5", "--dir", str(directory)))
+        pids = [n["pid"] for n in record(directory)["nodes"]]
+        assert Block.decode(Path(doc["genesis"]).read_bytes()) == genesis
+    finally:
+        devnet("down", "--dir", str(directory))
+        kill_leftovers(directory)
+    assert_nothing_left(directory, pids)
+
+
+def test_fewer_nodes_than_authorities_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    directory = tmp_path / "net"
+    one_line_error(
+        devnet("up", "--authorities", "4", "--nodes", "3", "--dir", str(directory)),
+        "--nodes 3 counts every node",
+        "--authorities 4",
+    )
+    assert not (directory / "devnet.json").exists() and daemons_under(tmp_path) == {}
+
+
 def test_up_whose_node_fails_stops_the_others_and_names_it(tmp_path: Path) -> None:
     directory = tmp_path / "net"
     (directory / "node1").mkdir(parents=True)

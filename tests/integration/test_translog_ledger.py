@@ -539,3 +539,33 @@ def test_reader_connections_end_with_their_threads(tmp_path: Path) -> None:
     assert len(ledger._readers) == 0
     with pytest.raises(StorageError, match="closed"):
         ledger.publish([artifact(2)])
+
+
+# -- what consensus asks of the ledger -----------------------------------------------------
+
+
+def test_consensus_proposes_and_checks_on_the_writer_and_commits_authority_changes(tmp_path: Path) -> None:
+    ledger = opened(tmp_path)
+    block = ledger.publish([artifact(1)])
+    assert ledger.has_tx(block.transactions[0].id) and not ledger.has_tx(bytes(32))
+    # Every committed transaction carries this authority's endorsement (the quorum of one).
+    assert [e.signer for e in block.transactions[0].endorsements] == [me(KEY)]
+
+    tx = artifact_tx(KEY, 2).with_endorsements((endorse(KEY, artifact_tx(KEY, 2).id),))
+    header = ledger.call(lambda chain: chain.propose([tx], T0 + 5, me(KEY)))
+    proposal = Block(header=header, transactions=(tx,), certificate=())
+    ledger.call(lambda chain: chain.check_proposal(proposal))  # a valid proposal; nothing changes
+    assert ledger.height == 1
+    bare = Block(header=header, transactions=(artifact_tx(KEY, 2),), certificate=())
+    with pytest.raises(ChainBroken, match="0 endorsements of 1"):
+        ledger.call(lambda chain: chain.check_proposal(bare))  # the caller gets the chain's error
+    assert ledger.height == 1
+
+    change = sign(
+        KEY, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=me(OTHERS[0])), time=T0, nonce=7
+    )
+    committed = ledger.commit_signed([change])
+    assert committed.transactions[0].id == change.id and ledger.authorities == {me(KEY), me(OTHERS[0])}
+    with pytest.raises(TranslogError, match="cannot commit blocks alone"):
+        ledger.commit_signed([change])
+    ledger.close()

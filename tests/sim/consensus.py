@@ -6,28 +6,42 @@ payload, steps the core, and carries out `Ready` in contract order (persist the 
 state, send, apply commits) before `advance()`. Crash and restart rebuild the core
 from what was persisted and the commits applied, nothing else.
 
+A proposal is a `SimBlock`: its height and a list of transactions, each with the
+endorsements (Ed25519 signatures over the transaction bytes) of authorities of that
+height. A transaction is true or false (false ones end in `:bad`); `Endorsers` is the
+out-of-band endorsement every authority runs, and honest authorities endorse only true
+transactions. A node's `validate` accepts a block only if every transaction carries
+endorsements from a quorum of the height's authorities, so a false one can never
+gather enough. Precommits carry real vote extensions: the signer's signature over
+`b"ext" + value_hash(proposal)`, checked with its public key.
+
 `ByzantineNode` runs an honest core for its state but lies on the way out: it
 equivocates proposals, sends different votes to different peers, votes for invalid
-values, forges signatures, replays old messages and sends decisions with too few
-signers. `SafetyChecker` checks each commit as it happens (agreement, contiguity, an
-independently verified certificate). Proposals are `b"h<height>:<who>:<n>"`; a
-proposal ending in `:bad` is invalid everywhere.
+values, forges signatures, replays old messages, sends decisions with too few
+signers, endorses false transactions and proposes them (alone, or with honest
+endorsements copied from other transactions), strips endorsements, and sends
+precommits with garbage or another signer's extension, or honest precommits with
+their extension swapped. `SafetyChecker` checks each commit as it happens
+(agreement, contiguity, an independently verified certificate and its extensions, a
+quorum of valid endorsements on every transaction, no false transaction).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus.core import Broadcast, Commit, Config, Core, HardState, SendTo
-from pyrsia.errors import ConsensusError
+from pyrsia.errors import CertificateInvalid, ConsensusError, MessageRejected, TxInvalid
 from pyrsia.translog import codec
 from pyrsia.translog.block import quorum
 from pyrsia.translog.tx import verify_signature
@@ -56,11 +70,81 @@ def verify_cached(peer_id: str, message: bytes, signature: bytes) -> bool:
     return verify_signature(peer_id, message, signature)
 
 
-def valid(height: int, proposal: bytes) -> bool:
-    return proposal.startswith(b"h%d:" % height) and not proposal.endswith(b":bad")
-
-
 AuthoritiesAt = Callable[[int], frozenset[str]]
+
+
+def extension_bytes(proposal: bytes) -> bytes:
+    """What a precommit's extension signs: the block certificate's stand-in."""
+    return b"ext" + m.value_hash(proposal)
+
+
+def is_false(body: bytes) -> bool:
+    return body.endswith(b":bad")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimTx:
+    body: bytes
+    # (authority, Ed25519 signature over `body`)
+    endorsements: tuple[tuple[str, bytes], ...]
+
+    def endorsers(self, authorities: frozenset[str], verify: m.Verifier) -> set[str]:
+        """The distinct authorities whose endorsement verifies."""
+        return {
+            s for s, signature in self.endorsements if s in authorities and verify(s, self.body, signature)
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimBlock:
+    height: int
+    txs: tuple[SimTx, ...]
+
+    def encode(self) -> bytes:
+        txs = [[tx.body, [[s, sig] for s, sig in tx.endorsements]] for tx in self.txs]
+        return codec.encode({"height": self.height, "txs": txs})
+
+    @classmethod
+    def decode(cls, data: bytes) -> SimBlock | None:
+        """The block in proposal bytes, or None for anything else (proposals are hostile input)."""
+        try:
+            doc = codec.decode(data)
+            height = codec.field(doc, "height", int)
+            entries = codec.field(doc, "txs", list)
+            return cls(height=height, txs=tuple(_tx(entry) for entry in entries))
+        except (TxInvalid, TypeError, ValueError):
+            return None
+
+
+def _tx(entry: Any) -> SimTx:
+    body, endorsements = entry
+    if not isinstance(body, bytes) or not isinstance(endorsements, list):
+        raise TypeError("not a transaction")
+    pairs = tuple((signer, signature) for signer, signature in endorsements)
+    if not all(isinstance(s, str) and isinstance(sig, bytes) for s, sig in pairs):
+        raise TypeError("not an endorsement")
+    return SimTx(body=body, endorsements=pairs)
+
+
+class Endorsers:
+    """The authorities' endorsement, out of band: honest ones sign only true transactions.
+
+    A true transaction gets a quorum of the honest authorities of its height (which
+    ones rotates with the transaction); a false one gets nothing from them.
+    """
+
+    def __init__(self, honest: list[SigningKey], authorities: AuthoritiesAt) -> None:
+        self.keys = {m.signer_of(key): key for key in honest}
+        self.authorities = authorities
+
+    def endorse(self, height: int, body: bytes) -> tuple[tuple[str, bytes], ...]:
+        if is_false(body):
+            return ()
+        authorities = self.authorities(height)
+        willing = sorted(a for a in authorities if a in self.keys)
+        start = hashlib.sha256(body).digest()[0] % len(willing)
+        chosen = (willing[start:] + willing[:start])[: quorum(len(authorities))]
+        return tuple((signer, self.keys[signer].sign(body).signature) for signer in sorted(chosen))
 
 
 class SafetyChecker:
@@ -70,6 +154,9 @@ class SafetyChecker:
         self.authorities = authorities
         self.decided: dict[int, bytes] = {}
         self.commits = 0
+        # Transactions in the decided blocks, each height counted once.
+        self.transactions = 0
+        self.counted_heights = 0
 
     def on_commit(self, node: ConsensusNode, commit: Commit) -> None:
         self.commits += 1
@@ -84,13 +171,25 @@ class SafetyChecker:
         assert len(set(signers)) == len(signers), "certificate repeats a signer"
         assert set(signers) <= authorities, "certificate names a non-authority"
         assert len(signers) >= quorum(len(authorities)), f"certificate has {len(signers)} signers"
+        sign_bytes = m.vote_sign_bytes(GENESIS, "precommit", height, certificate.round, certificate.value)
         for s in certificate.signatures:
-            sign_bytes = m.vote_sign_bytes(GENESIS, "precommit", height, certificate.round, certificate.value)
             assert verify_cached(s.signer, sign_bytes, s.signature), "certificate carries a bad signature"
-        assert valid(height, commit.proposal), "an invalid proposal was committed"
+            # Every signer's extension: what the block certificate is built from.
+            assert verify_cached(s.signer, extension_bytes(commit.proposal), s.extension), (
+                f"certificate carries a bad extension from {s.signer[-6:]}"
+            )
+        block = SimBlock.decode(commit.proposal)
+        assert block is not None and block.height == height, "a proposal that is no block was committed"
+        for tx in block.txs:
+            assert not is_false(tx.body), f"a false transaction committed: {tx.body!r}"
+            endorsers = tx.endorsers(authorities, verify_cached)
+            assert len(endorsers) >= quorum(len(authorities)), f"{tx.body!r} committed with {len(endorsers)}"
         # Agreement: no two different values are committed at one height anywhere.
         first = self.decided.setdefault(height, certificate.value)
         assert first == certificate.value, f"two values committed at height {height}"
+        if len(self.decided) > self.counted_heights:
+            self.counted_heights = len(self.decided)
+            self.transactions += len(block.txs)
 
     def check_prefixes(self, nodes: list[ConsensusNode]) -> None:
         logs = sorted(([c.certificate.value for c in n.log] for n in nodes), key=len)
@@ -101,6 +200,10 @@ class SafetyChecker:
 @dataclass
 class NodeStats:
     rejected: int = 0
+    # Refused for a bad vote extension (on a precommit or in a certificate).
+    bad_extensions: int = 0
+    # Proposals this node's validate refused.
+    invalid_blocks: int = 0
     evidence: int = 0
     restarts: int = 0
     sent: int = 0
@@ -116,6 +219,8 @@ class ConsensusNode:
         clock: NodeClock,
         checker: SafetyChecker | None,
         now_s: float,
+        endorsers: Endorsers,
+        txs_per_block: int = 2,
         config: Config = CONFIG,
         verify: m.Verifier = verify_cached,
     ) -> None:
@@ -125,6 +230,8 @@ class ConsensusNode:
         self.authorities = authorities
         self.clock = clock
         self.checker = checker
+        self.endorsers = endorsers
+        self.txs_per_block = txs_per_block
         self.config = config
         self.verify = verify
         self.log: list[Commit] = []
@@ -138,17 +245,52 @@ class ConsensusNode:
             key=self.key,
             config=self.config,
             authorities=self.authorities,
-            validate=valid,
+            validate=self._validate,
             get_value=self._value,
             height=len(self.log),
             now_ticks=self.ticks(now_s),
             state=self.persisted,
             verify=self.verify,
+            extend=self._extend,
+            verify_extension=self._verify_extension,
         )
+
+    # -- what the shell injects -----------------------------------------------------------
 
     def _value(self, height: int) -> bytes:
         self._proposed += 1
-        return b"h%d:%s:%d" % (height, self.name[-8:].encode(), self._proposed)
+        bodies = [
+            b"h%d:%s:%d:%d" % (height, self.name[-8:].encode(), self._proposed, index)
+            for index in range(self.txs_per_block)
+        ]
+        return self.block_of(height, bodies)
+
+    def block_of(self, height: int, bodies: list[bytes]) -> bytes:
+        txs = tuple(SimTx(body=body, endorsements=self.endorsers.endorse(height, body)) for body in bodies)
+        return SimBlock(height=height, txs=txs).encode()
+
+    def _validate(self, height: int, proposal: bytes) -> bool:
+        """The chain's rule, in miniature: every transaction endorsed by a quorum of the height."""
+        block = SimBlock.decode(proposal)
+        authorities = self.authorities(height)
+        needed = quorum(len(authorities))
+        valid = (
+            block is not None
+            and block.height == height
+            and bool(block.txs)
+            and all(len(tx.endorsers(authorities, self.verify)) >= needed for tx in block.txs)
+        )
+        if not valid:
+            self.stats.invalid_blocks += 1
+        return valid
+
+    def _extend(self, height: int, round_: int, proposal: bytes) -> bytes:
+        return bytes(self.key.sign(extension_bytes(proposal)).signature)
+
+    def _verify_extension(
+        self, height: int, round_: int, proposal: bytes, signer: str, extension: bytes
+    ) -> bool:
+        return self.verify(signer, extension_bytes(proposal), extension)
 
     @property
     def height(self) -> int:
@@ -164,6 +306,10 @@ class ConsensusNode:
         self.core.tick(self.ticks(now_s))
         try:
             self.core.step(m.decode(payload))
+        except (MessageRejected, CertificateInvalid) as exc:
+            self.stats.rejected += 1
+            if "extension" in exc.reason:
+                self.stats.bad_extensions += 1
         except ConsensusError:
             self.stats.rejected += 1
         return self.drain()
@@ -233,6 +379,12 @@ class Lies:
     forge: float = 0.1
     replay: float = 0.2
     junk: float = 0.1
+    # Its precommit for a value carries garbage or another signer's extension.
+    bad_extension: float = 0.3
+    # It relays an honest precommit it received, with the extension swapped for garbage.
+    swap_extension: float = 0.2
+    # Its own proposals (not only the lies) hold a false transaction it endorsed.
+    false_block: float = 0.3
     history: list[bytes] = field(default_factory=list)
 
 
@@ -242,7 +394,46 @@ class ByzantineNode(ConsensusNode):
     def __init__(self, *, rng: random.Random, lies: Lies | None = None, **kwargs: object) -> None:
         self.rng = rng
         self.lies = lies or Lies()
+        # Honest precommits for values it received, newest last: material for its lies.
+        self.overheard: list[m.Precommit] = []
+        self._false: dict[int, bytes] = {}
         super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def receive(self, src: str, payload: object, now_s: float) -> list[Outgoing]:
+        assert isinstance(payload, bytes)
+        try:
+            message = m.decode(payload)
+        except ConsensusError:
+            message = None
+        if isinstance(message, m.Precommit) and message.value is not None and message.extension:
+            self.overheard.append(message)
+            del self.overheard[:-32]
+        return super().receive(src, payload, now_s)
+
+    def _value(self, height: int) -> bytes:
+        if self.rng.random() < self.lies.false_block:
+            return self.false_block(height)
+        return super()._value(height)
+
+    def false_block(self, height: int) -> bytes:
+        """A block with a false transaction it endorses (with honest endorsements copied
+        from a true one when it has some: signatures over other bytes); one per height."""
+        block = self._false.get(height)
+        if block is None:
+            body = b"h%d:%s:lie:bad" % (height, self.name[-8:].encode())
+            true_body = b"h%d:%s:lie:true" % (height, self.name[-8:].encode())
+            copied = self.endorsers.endorse(height, true_body)
+            mine = (self.name, self.key.sign(body).signature)
+            endorsements = (*[e for e in copied if e[0] != self.name], mine)
+            block = SimBlock(height=height, txs=(SimTx(body=body, endorsements=endorsements),)).encode()
+            self._false[height] = block
+        return block
+
+    def thin_block(self, height: int) -> bytes:
+        """True transactions, but one endorsement short of a quorum."""
+        body = b"h%d:%s:thin:%d" % (height, self.name[-8:].encode(), self.rng.getrandbits(16))
+        endorsements = self.endorsers.endorse(height, body)[1:]
+        return SimBlock(height=height, txs=(SimTx(body=body, endorsements=endorsements),)).encode()
 
     def send(self, messages: tuple[Broadcast | SendTo, ...]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -256,33 +447,61 @@ class ByzantineNode(ConsensusNode):
                     out.append(Outgoing(peer, lie))
         return out
 
+    def _proposal_lie(self, message: m.Proposal) -> m.Proposal:
+        rng, h, r = self.rng, message.height, message.round
+        if rng.random() >= self.lies.equivocate:
+            return message
+        choice = rng.random()
+        if choice < self.lies.invalid:
+            proposal = self.false_block(h)
+        elif choice < 2 * self.lies.invalid:
+            proposal = self.thin_block(h)
+        else:  # a valid block of its own: equivocation proper
+            proposal = self.block_of(
+                h, [b"h%d:%s:alt:%d" % (h, self.name[-8:].encode(), rng.getrandbits(16))]
+            )
+        vr = message.valid_round if rng.random() < 0.5 else -1
+        return m.sign_proposal(self.key, GENESIS, height=h, round=r, proposal=proposal, valid_round=vr)
+
+    def _vote_lie(self, message: m.Prevote | m.Precommit) -> m.Prevote | m.Precommit:
+        rng, h, r = self.rng, message.height, message.round
+        value = message.value
+        if rng.random() < self.lies.equivocate:
+            choice = rng.random()
+            if choice < self.lies.invalid:
+                value = m.value_hash(self.false_block(h))
+            elif choice < 0.6:
+                value = None if message.value is not None else m.value_hash(b"h%d:lie:%d" % (h, r))
+            else:
+                value = rng.randbytes(32)
+        if isinstance(message, m.Prevote):
+            return (
+                message
+                if value == message.value
+                else m.sign_prevote(self.key, GENESIS, height=h, round=r, value=value)
+            )
+        extension = message.extension if value == message.value else b""
+        if value is not None and rng.random() < self.lies.bad_extension:
+            stolen = [x.extension for x in self.overheard if x.value == value and x.signer != self.name]
+            if stolen and rng.random() < 0.5:
+                extension = rng.choice(stolen)  # another signer's, for the very same value
+            else:
+                extension = rng.randbytes(rng.choice((0, 64, 200)))
+        elif value is not None and not extension:
+            extension = self.key.sign(b"ext" + value).signature  # valid for the value it names
+        if value == message.value and extension == message.extension:
+            return message
+        return m.sign_precommit(self.key, GENESIS, height=h, round=r, value=value, extension=extension)
+
     def _lies_about(self, message: m.Proposal | m.Prevote | m.Precommit) -> list[bytes]:
         rng, lies = self.rng, self.lies
-        h, r = message.height, message.round
+        h = message.height
         sent: list[m.Message] = []
         if isinstance(message, m.Proposal):
-            if rng.random() < lies.equivocate:
-                suffix = b":bad" if rng.random() < lies.invalid else b":%d" % rng.getrandbits(16)
-                proposal = b"h%d:lie%s" % (h, suffix)
-                vr = message.valid_round if rng.random() < 0.5 else -1
-                sent.append(
-                    m.sign_proposal(self.key, GENESIS, height=h, round=r, proposal=proposal, valid_round=vr)
-                )
-            else:
-                sent.append(message)
+            sent.append(self._proposal_lie(message))
         else:
+            sent.append(self._vote_lie(message))
             sign = m.sign_prevote if isinstance(message, m.Prevote) else m.sign_precommit
-            if rng.random() < lies.equivocate:
-                choice = rng.random()
-                if choice < lies.invalid:
-                    value: bytes | None = m.value_hash(b"h%d:lie:bad" % h)
-                elif choice < 0.6:
-                    value = None if message.value is not None else m.value_hash(b"h%d:lie:%d" % (h, r))
-                else:
-                    value = rng.randbytes(32)
-                sent.append(sign(self.key, GENESIS, height=h, round=r, value=value))
-            else:
-                sent.append(message)
             if rng.random() < lies.junk:
                 # A vote far in the future and one a few rounds ahead: buffer and round-skip bait.
                 sent.append(
@@ -290,6 +509,11 @@ class ByzantineNode(ConsensusNode):
                         self.key, GENESIS, height=h + rng.randint(1, 6), round=rng.randint(0, 400), value=None
                     )
                 )
+            if isinstance(message, m.Precommit) and rng.random() < lies.swap_extension:
+                honest = [x for x in self.overheard if x.height == h and x.signer != self.name]
+                if honest:
+                    relayed = rng.choice(honest)
+                    sent.append(dataclasses.replace(relayed, extension=rng.randbytes(64)))
         encoded = [m.encode(x) for x in sent]
         if rng.random() < lies.forge:
             forged = m.to_map(sent[0])
@@ -301,10 +525,13 @@ class ByzantineNode(ConsensusNode):
                 thin = m.Certificate(
                     height=h,
                     round=last.round,
-                    value=m.value_hash(b"h%d:lie:bad" % h),
+                    value=m.value_hash(self.false_block(h)),
                     signatures=last.signatures[:-1],
                 )
-                encoded.append(m.encode(m.Decision(proposal=b"h%d:lie:bad" % h, certificate=thin)))
+                encoded.append(m.encode(m.Decision(proposal=self.false_block(h), certificate=thin)))
+            # A nil precommit with an extension: the decoder refuses it.
+            nil = m.sign_precommit(self.key, GENESIS, height=h, round=message.round, value=None)
+            encoded.append(m.encode(dataclasses.replace(nil, extension=b"x")))
         if lies.history and rng.random() < lies.replay:
             encoded.append(rng.choice(lies.history))
         lies.history.extend(encoded[:1])
@@ -322,12 +549,15 @@ def build(
     skew: bool = True,
     config: Config = CONFIG,
     verify: m.Verifier = verify_cached,
+    txs_per_block: int = 2,
+    lies: Lies | None = None,
 ) -> tuple[list[ConsensusNode], list[ByzantineNode], SafetyChecker]:
     """Nodes with keys from the scenario rng; `authorities(everyone)` gives the per-height sets."""
     keys = [SigningKey(sim.rng.randbytes(32)) for _ in range(honest + byzantine)]
     everyone = frozenset(m.signer_of(k) for k in keys)
     per_height = authorities(everyone) if authorities is not None else (lambda _height: everyone)
     checker = SafetyChecker(per_height)
+    endorsers = Endorsers(keys[:honest], per_height)
     names = sorted(everyone)
 
     def clock() -> NodeClock:
@@ -346,12 +576,17 @@ def build(
             "now_s": sim.now_s,
             "config": config,
             "verify": verify,
+            "endorsers": endorsers,
+            "txs_per_block": txs_per_block,
         }
         if index < honest:
             node = ConsensusNode(checker=checker, **common)  # type: ignore[arg-type]
             honest_nodes.append(node)
         else:
-            node = ByzantineNode(rng=random.Random(sim.rng.getrandbits(64)), checker=None, **common)
+            liar_rng = random.Random(sim.rng.getrandbits(64))
+            node = ByzantineNode(
+                rng=liar_rng, lies=dataclasses.replace(lies or Lies()), checker=None, **common
+            )
             liars.append(node)
     for node in [*honest_nodes, *liars]:
         sim.add(node.name, node)

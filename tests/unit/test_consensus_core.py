@@ -478,6 +478,23 @@ def test_a_valid_decision_commits_at_once_and_a_lagging_node_catches_up() -> Non
     assert any(isinstance(x, m.Decision) for p in ahead for x in cluster.sent[p])
 
 
+def test_nodes_restarted_after_a_decision_still_hand_it_to_a_node_that_missed_it() -> None:
+    cluster = ClusterOf(4)
+    behind = cluster.ids[3]
+    ahead = cluster.ids[:3]
+    cluster.crash(behind)
+    cluster.pump()
+    assert all(len(cluster.commits[p]) == 1 for p in ahead)
+    # Everyone who decided restarts: only the persisted hard state remembers the decision,
+    # and they cannot decide height 1 without the node still at height 0.
+    for peer in ahead:
+        cluster.crash(peer)
+        cluster.restart(peer)
+    cluster.restart(behind)
+    cluster.tick(100)
+    assert cluster.committed(behind) == cluster.committed(ahead[0])
+
+
 def test_a_restarted_node_resumes_from_its_hard_state_and_never_signs_twice() -> None:
     cluster = ClusterOf(4)
     proposer = cluster.proposer(0, 0)

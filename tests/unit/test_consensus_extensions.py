@@ -287,3 +287,36 @@ def test_verify_certificate_checks_every_extension_against_the_proposal() -> Non
     core.step(m.Decision(proposal=V, certificate=good))
     [commit] = s.commits()
     assert commit.certificate == good and core.height == 1
+
+
+def test_a_node_that_times_out_of_a_round_unvoted_votes_nil_there_so_the_others_follow() -> None:
+    """Without gossip, what one node counts for its precommit timeout (line 47) the others
+    may refuse: here a liar's precommit with a bad extension, counted unchecked by the
+    node that lacks the proposal and refused by the one that holds it. The first leaves
+    round 0 (line 65); its nil votes there are what lets the second leave it too."""
+    s = setup()
+    liar, holder, lagger = s.b, s.a, s.c
+    held, lagging = s.cluster.cores[holder], s.cluster.cores[lagger]
+    v = m.value_hash(V)
+    held.step(s.proposal())
+    for signer in (s.p0, liar):
+        held.step(m.sign_prevote(s.cluster.keys[signer], GENESIS, height=0, round=0, value=v))
+    own = [o.message for o in held.ready().messages if isinstance(o.message, m.Precommit)]
+    assert [p.value for p in own] == [v]  # locked on V and precommitted it (line 36)
+    held.step(s.precommit(s.p0))
+    with pytest.raises(MessageRejected):
+        held.step(s.precommit(liar, GARBAGE))
+    held.tick(1000)
+    assert held.round == 0  # two precommits: no timeout, no decision
+    # The lagging node never got the proposal: the liar's precommit counts there, unchecked.
+    for precommit in (s.precommit(s.p0), own[0], s.precommit(liar, GARBAGE)):
+        lagging.step(precommit)
+    lagging.ready()
+    lagging.advance()
+    lagging.tick(1000)
+    assert lagging.round >= 1 and lagging.ready().commits == ()
+    left = [o.message for o in lagging.ready().messages if o.message.round == 0]
+    assert [(type(x), x.value) for x in left] == [(m.Prevote, None), (m.Precommit, None)]
+    held.step(left[1])
+    held.tick(1010)
+    assert held.round >= 1

@@ -212,7 +212,9 @@ def test_malformed_build_requests_are_400_and_never_reach_the_node(
 
 
 @pytest.mark.parametrize(("action", "remove"), [("add", False), ("remove", True)])
-def test_an_authority_change_reaches_the_node(api: NodeApi, node: FakeNode, action: str, remove: bool) -> None:
+def test_an_authority_change_reaches_the_node(
+    api: NodeApi, node: FakeNode, action: str, remove: bool
+) -> None:
     answer = doc(api.handle(request("POST", "/api/v1/authorities", {"peer_id": PEER, "action": action})))
     assert isinstance(answer, dict) and answer["action"] == action and answer["peer_id"] == PEER
     assert node.calls == [("authorize", (PEER, remove))]

@@ -193,5 +193,3 @@ def test_malformed_transaction_maps_are_tx_invalid(change: dict[str, Any]) -> No
     doc = {**sign(key(0), type=ADD_ARTIFACT, payload=alpine(), time=T0, nonce=1).to_map(), **change}
     with pytest.raises(TxInvalid):
         Transaction.from_map(doc)
-
-

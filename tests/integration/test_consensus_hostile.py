@@ -1,0 +1,582 @@
+"""Hostile consensus input against four real authority daemons: refused, nothing commits.
+
+A stranger (an in-process p2p host with its own key) dials the authorities and speaks
+`/pyrsia/consensus/1.0.0` to them: varint-framed messages as `wire.encode` writes them.
+Where a case needs a real authority's signature the test signs with that authority's
+key (the test made the homes), as a Byzantine authority or a replaying relay could:
+
+- votes and proposals signed by the stranger, or naming an authority the stranger is not;
+- decisions whose certificate has too few signers, a repeated one, or a stranger;
+- an authority's vote replayed from a committed height or an earlier round, verbatim
+  (ignored: its signature binds it to where it was cast) or relabelled (bad signature);
+- a proposal signed by the right proposer whose block holds a transaction with no
+  endorsements: every authority refuses it and prevotes nil;
+- a transaction submitted by the stranger, or with a broken signature; verdicts with
+  forged signatures; garbage, an unknown message type, an oversized length prefix.
+
+Each case shows the refusal (the `consensus` counters of `/api/v1/status`, the reason in
+the daemon's log), that nothing was committed (heights, commits and the log's search),
+that the refusal woke no idle core, and that a build still commits on every node after.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import pytest
+from nacl.signing import SigningKey
+
+from pyrsia.consensus import messages as m
+from pyrsia.consensus import wire
+from pyrsia.errors import PeerTimeout, StreamClosed
+from pyrsia.node.home import load_identity
+from pyrsia.p2p import sync, varint
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.translog import codec
+from pyrsia.translog.block import Block, commit_signature, quorum
+from pyrsia.translog.chain import Chain
+from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact, Transaction, endorse, sign
+from tests.support import images
+from tests.support.bft import DEADLINE_S, Member, eventually, start_network
+from tests.support.registry import RegistryProcess
+
+STREAM_TIMEOUT_S = 30.0
+FORGED_PACKAGE = "hostile/forged"
+_SIZES = itertools.count()
+
+
+@dataclass
+class Network:
+    authorities: list[Member]
+    regular: list[Member]
+    keys: dict[str, SigningKey]  # each authority's signing key, by peer id
+    genesis_hash: bytes
+    upstream: RegistryProcess
+
+    @property
+    def members(self) -> list[Member]:
+        return [*self.authorities, *self.regular]
+
+    @property
+    def ordered(self) -> list[str]:
+        """The authority set as the core rotates proposers over it."""
+        return sorted(self.keys)
+
+    def proposer(self, height: int, round_: int) -> str:
+        return self.ordered[(height + round_) % len(self.ordered)]
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    root = tmp_path_factory.mktemp("hostile")
+    with ExitStack() as stack:
+        upstream = stack.enter_context(RegistryProcess(root / "upstream"))
+        authorities, regular, genesis = start_network(
+            stack,
+            root,
+            authorities=4,
+            regular=1,
+            flags=lambda role, i: ("--docker-upstream", upstream.url),
+        )
+        keys = {a.peer_id: load_identity(a.node.home).signing_key for a in authorities}
+        net = Network(
+            authorities=authorities,
+            regular=regular,
+            keys=keys,
+            genesis_hash=Block.decode(genesis.read_bytes()).header.hash,
+            upstream=upstream,
+        )
+        # A committed block to replay votes from, and a log that is not just genesis.
+        still_works(net, "hostile/first")
+        yield net
+
+
+class Stranger:
+    """A p2p host of its own key, not an authority, talking consensus to the daemons."""
+
+    def __init__(self) -> None:
+        self.identity = Identity.from_seed(os.urandom(32))
+        self.key = self.identity.signing_key
+        self.peer_id = self.identity.peer_id
+        self.host = Host(self.identity, HostConfig(listen_host="127.0.0.1", listen_port=0)).start()
+
+    def stream(self, member: Member, protocol: str = wire.PROTOCOL_ID) -> Stream:
+        if not self.host.is_connected(member.peer_id):
+            assert self.host.connect(member.node.p2p_address) == member.peer_id
+        return self.host.open_stream(member.peer_id, [protocol], timeout=STREAM_TIMEOUT_S)
+
+    def send(self, member: Member, *messages: wire.Message) -> None:
+        """Each message framed on one stream, then EOF; the node must close it, not reset it."""
+        stream = self.stream(member)
+        for message in messages:
+            stream.write_message(wire.encode(message), STREAM_TIMEOUT_S)
+        stream.close()
+        assert stream.read(timeout=STREAM_TIMEOUT_S) == b"", "the node answered on a consensus stream"
+
+    def reset_by(self, member: Member, frame: bytes) -> bool:
+        """Writes `frame` and keeps the stream open: whether the node reset it."""
+        stream = self.stream(member)
+        stream.write(frame, STREAM_TIMEOUT_S)
+        try:
+            stream.read(timeout=STREAM_TIMEOUT_S)
+        except StreamClosed:
+            return True
+        except PeerTimeout:
+            return False  # still waiting for the rest of the message
+        return False
+
+    def blocks(self, member: Member) -> list[Block]:
+        """Every block `member` holds, fetched over `/pyrsia/sync/1.0.0` like a syncing peer."""
+        stream = self.stream(member, sync.PROTOCOL_ID)
+        stream.write_message(sync.encode(sync.GetBlocks(start=0, count=member.height() + 1)))
+        raw = stream.read_message(sync.MESSAGE_BYTES_MAX, STREAM_TIMEOUT_S)
+        assert raw is not None
+        reply = sync.decode(raw)
+        assert isinstance(reply, sync.Blocks)
+        return [Block.decode(b) for b in reply.blocks]
+
+    def chain(self, member: Member) -> Chain:
+        """The chain core replayed from `member`'s blocks, every signature checked."""
+        chain = Chain()
+        for block in self.blocks(member):
+            chain.apply(block)
+        return chain
+
+    def stop(self) -> None:
+        self.host.stop()
+
+
+@pytest.fixture
+def stranger() -> Iterator[Stranger]:
+    peer = Stranger()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+# -- what the tests observe ----------------------------------------------------------------
+
+
+def consensus(member: Member) -> dict[str, object]:
+    found = member.get("/api/v1/status")["consensus"]
+    assert isinstance(found, dict)
+    return found
+
+
+def counter(member: Member, name: str) -> int:
+    return number(consensus(member)[name])
+
+
+def number(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+@dataclass
+class Snapshot:
+    """Heights and consensus counters of every node, to compare after the hostile input."""
+
+    heights: dict[str, int]
+    tips: dict[str, object]
+    counters: dict[str, dict[str, object]]
+
+    @classmethod
+    def of(cls, net: Network) -> Snapshot:
+        return cls(
+            heights={m.peer_id: m.height() for m in net.members},
+            tips={m.peer_id: m.block("latest")["hash"] for m in net.members},
+            counters={a.peer_id: consensus(a) for a in net.authorities},
+        )
+
+    def grew(self, member: Member, name: str) -> int:
+        return counter(member, name) - number(self.counters[member.peer_id][name])
+
+
+def quiet(net: Network) -> Snapshot:
+    """Waits until every node is at one height with no core running (nothing to agree on)."""
+
+    def settled() -> bool:
+        heights = {m.height() for m in net.members}
+        return len(heights) == 1 and not any(consensus(a)["running"] for a in net.authorities)
+
+    eventually(settled, "every node at one height, every core idle")
+    return Snapshot.of(net)
+
+
+def refused(member: Member, before: Snapshot, count: int, name: str = "messages_rejected") -> None:
+    """`member` counted exactly `count` more refusals of kind `name`."""
+    eventually(lambda: before.grew(member, name) >= count, f"{member.peer_id} refused {count} ({name})")
+    assert before.grew(member, name) == count, consensus(member)
+
+
+def logged(member: Member, *fragments: str) -> int:
+    """How many lines of the daemon's log hold every one of `fragments`."""
+    return sum(all(f in line for f in fragments) for line in member.node.output().splitlines())
+
+
+def said(member: Member, *fragments: str) -> None:
+    """The daemon logged a line holding every one of `fragments` (a refusal and its reason)."""
+    assert logged(member, *fragments), (
+        f"no line with {fragments} in the log of {member.peer_id}:\n" + (member.node.output()[-4000:])
+    )
+
+
+def nothing_committed(net: Network, before: Snapshot) -> None:
+    after = Snapshot.of(net)
+    assert after.heights == before.heights
+    assert after.tips == before.tips
+    for a in net.authorities:
+        assert after.counters[a.peer_id]["commits"] == before.counters[a.peer_id]["commits"]
+    for member in net.members:
+        assert member.get("/api/v1/log/search", package=FORGED_PACKAGE)["results"] == []
+
+
+def still_works(net: Network, name: str) -> None:
+    """A new image builds on an authority and its records reach every node."""
+    image = images.large(name, "1.0", layer_bytes=1000 + next(_SIZES))  # content of its own
+    images.push(net.upstream.url, image)
+    builder = net.authorities[len(name) % len(net.authorities)]
+    done = builder.finished_build(builder.build("docker", image.reference))
+    assert done["state"] == "committed", done
+    height = number(done["height"])
+
+    missing: dict[str, object] = {}
+
+    def everywhere() -> bool:
+        missing.clear()
+        for member in net.members:
+            found = member.get("/api/v1/log/search", package=image.name)["results"]
+            digests = {r["digest"] for r in found}  # type: ignore[attr-defined]
+            if member.height() < height or digests != {image.top, *image.blobs}:
+                missing[member.peer_id] = (member.height(), sorted(digests))
+        return not missing
+
+    deadline = time.monotonic() + DEADLINE_S
+    while not everywhere():
+        assert time.monotonic() < deadline, (
+            f"{image.reference} (height {height}) not on every node: {missing}"
+        )
+        time.sleep(0.1)
+
+
+# -- what the tests forge ------------------------------------------------------------------
+
+
+def artifact_tx(key: SigningKey) -> Transaction:
+    """An AddArtifact of a file no upstream holds, signed by `key`."""
+    data = os.urandom(64)
+    digest = images.sha256(data)
+    payload = AddArtifact(
+        package_type="docker",
+        package_id=FORGED_PACKAGE,
+        path=f"/v2/{FORGED_PACKAGE}/blobs/{digest}",
+        digest=digest,
+        size=len(data),
+        chunk_size=1 << 20,
+        chunk_root=os.urandom(32),
+        media_type="application/octet-stream",
+        source="https://forged.example",
+        author="",
+    )
+    return sign(key, type=ADD_ARTIFACT, payload=payload, time=int(time.time()), nonce=1)
+
+
+def endorsed(tx: Transaction, keys: Sequence[SigningKey]) -> Transaction:
+    return tx.with_endorsements(tuple(endorse(k, tx.id) for k in keys))
+
+
+def proposal_block(chain: Chain, txs: Sequence[Transaction], proposer: str) -> Block:
+    """The next block as a proposer would put it in a proposal: uncertified."""
+    header = chain.propose(txs, int(time.time()), proposer)
+    return Block(header=header, transactions=tuple(txs), certificate=())
+
+
+def precommit(net: Network, signer: str, height: int, round_: int, block: Block) -> m.Precommit:
+    """`signer`'s precommit for `block`, carrying its commit signature as the shell's `extend` does."""
+    key = net.keys[signer]
+    signature = commit_signature(key, block.header, origin_of(net))
+    extension = codec.encode({"block": signature.block, "checkpoint": signature.checkpoint})
+    return m.sign_precommit(
+        key,
+        net.genesis_hash,
+        height=height,
+        round=round_,
+        value=m.value_hash(block.encode()),
+        extension=extension,
+    )
+
+
+def origin_of(net: Network) -> str:
+    return str(net.authorities[0].get("/api/v1/log")["origin"])
+
+
+def decision(height: int, round_: int, block: Block, votes: Sequence[m.Precommit]) -> m.Decision:
+    """A decision whose certificate holds exactly `votes`, repeats and all (as a liar sends it)."""
+    proposal = block.encode()
+    signatures = tuple(
+        m.CertificateSignature(signer=v.signer, signature=v.signature, extension=v.extension) for v in votes
+    )
+    certificate = m.Certificate(
+        height=height, round=round_, value=m.value_hash(proposal), signatures=signatures
+    )
+    return m.Decision(proposal=proposal, certificate=certificate)
+
+
+def relabelled(vote: m.Prevote, *, height: int | None = None, round_: int | None = None) -> m.Prevote:
+    """The same signature under another height or round: what a replaying relay would send."""
+    return m.Prevote(
+        height=vote.height if height is None else height,
+        round=vote.round if round_ is None else round_,
+        value=vote.value,
+        signer=vote.signer,
+        signature=vote.signature,
+    )
+
+
+# -- the cases -----------------------------------------------------------------------------
+
+
+def test_votes_and_proposals_signed_by_a_stranger_are_refused(network: Network, stranger: Stranger) -> None:
+    before = quiet(network)
+    target = network.authorities[1]
+    height = before.heights[target.peer_id] + 1
+    genesis = network.genesis_hash
+    value = os.urandom(32)
+    chain = stranger.chain(target)
+    block = proposal_block(chain, [artifact_tx(stranger.key)], stranger.peer_id)
+    impersonated = network.ordered[0]
+    forged_name = m.Prevote(
+        height=height,
+        round=0,
+        value=value,
+        signer=impersonated,
+        signature=m.sign_prevote(stranger.key, genesis, height=height, round=0, value=value).signature,
+    )
+    stranger.send(
+        target,
+        m.sign_prevote(stranger.key, genesis, height=height, round=0, value=value),
+        m.sign_prevote(stranger.key, genesis, height=height, round=0, value=None),
+        m.sign_precommit(stranger.key, genesis, height=height, round=0, value=value, extension=b"x"),
+        m.sign_proposal(
+            stranger.key, genesis, height=height, round=0, proposal=block.encode(), valid_round=-1
+        ),
+        forged_name,
+    )
+    refused(target, before, 5)
+    by = f"consensus message from {stranger.peer_id} refused"
+    assert logged(target, by, f"{stranger.peer_id} is not an authority at height {height}") == 4
+    said(target, by, f"bad prevote signature from {impersonated}")
+    # The refusals woke no core: a stranger cannot set the authorities voting.
+    assert not any(consensus(a)["running"] for a in network.authorities)
+    assert counter(target, "proposals_refused") == before.counters[target.peer_id]["proposals_refused"]
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-strangers")
+
+
+def test_decisions_with_too_few_repeated_or_foreign_signers_are_refused(
+    network: Network, stranger: Stranger
+) -> None:
+    before = quiet(network)
+    target = network.authorities[2]
+    height = before.heights[target.peer_id] + 1
+    chain = stranger.chain(target)
+    signers = network.ordered
+    keys = [network.keys[s] for s in signers]
+    block = proposal_block(chain, [endorsed(artifact_tx(keys[0]), keys)], network.proposer(height, 0))
+    votes = [precommit(network, s, height, 0, block) for s in signers]
+    assert quorum(len(signers)) == 3
+
+    # Control: with three distinct authorities the same certificate would be the block's.
+    full = decision(height, 0, block, votes[:3])
+    m.verify_certificate(full.certificate, frozenset(signers), network.genesis_hash)
+    certified = Block(
+        header=block.header,
+        transactions=block.transactions,
+        certificate=tuple(commit_signature(k, block.header, origin_of(network)) for k in keys[:3]),
+    )
+    chain.check_proposal(certified)
+
+    outsider = m.sign_precommit(
+        stranger.key,
+        network.genesis_hash,
+        height=height,
+        round=0,
+        value=m.value_hash(block.encode()),
+        extension=votes[0].extension,
+    )
+    stranger.send(
+        target,
+        decision(height, 0, block, votes[:2]),
+        decision(height, 0, block, [votes[0], votes[0], votes[1]]),
+        decision(height, 0, block, [votes[0], votes[1], outsider]),
+    )
+    refused(target, before, 3)
+    by = f"consensus message from {stranger.peer_id} refused"
+    said(target, by, "2 precommits of 3 needed")
+    said(target, by, "a signer appears more than once")
+    said(target, by, f"{stranger.peer_id} is not an authority at height {height}")
+    assert not any(consensus(a)["running"] for a in network.authorities)
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-decisions")
+
+
+def test_replayed_votes_from_an_earlier_height_or_round_are_refused_or_ignored(
+    network: Network, stranger: Stranger
+) -> None:
+    before = quiet(network)
+    target = network.authorities[3]
+    tip = before.heights[target.peer_id]
+    assert tip >= 1, "a build committed before"
+    genesis = network.genesis_hash
+    voter = next(a for a in network.ordered if a != target.peer_id)
+    key = network.keys[voter]
+    # What `voter` signed for the committed tip in round 0 (Ed25519 is deterministic,
+    # so these are byte for byte the votes it sent then).
+    committed = stranger.blocks(target)[tip]
+    value = m.value_hash(
+        Block(header=committed.header, transactions=committed.transactions, certificate=()).encode()
+    )
+    old_prevote = m.sign_prevote(key, genesis, height=tip, round=0, value=value)
+    old_precommit = m.sign_precommit(key, genesis, height=tip, round=0, value=value)
+    # And a vote of the next height's round 0, replayed as if cast in a later round.
+    early = m.sign_prevote(key, genesis, height=tip + 1, round=0, value=os.urandom(32))
+    sentinel = m.sign_prevote(stranger.key, genesis, height=tip + 1, round=0, value=None)
+
+    stranger.send(
+        target,
+        old_prevote,  # verbatim, for a decided height: ignored
+        old_precommit,
+        relabelled(old_prevote, height=tip + 1),  # moved to the height being decided
+        relabelled(early, round_=3),  # moved to a later round
+        relabelled(early, round_=1),
+        sentinel,  # one stream, handled in order: once this is refused, all of them were
+    )
+    refused(target, before, 4)
+    by = f"consensus message from {stranger.peer_id} refused"
+    assert logged(target, by, f"bad prevote signature from {voter}") == 3
+    said(target, by, f"{stranger.peer_id} is not an authority at height {tip + 1}")
+    # The verbatim replays counted for nothing: no equivocation reported, no core woken.
+    assert before.grew(target, "evidence") == 0
+    assert not any(consensus(a)["running"] for a in network.authorities)
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-replays")
+
+
+def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_authority(
+    network: Network, stranger: Stranger
+) -> None:
+    before = quiet(network)
+    height = next(iter(before.heights.values())) + 1
+    proposer = network.proposer(height, 0)
+    receivers = [a for a in network.authorities if a.peer_id != proposer]
+    chain = stranger.chain(receivers[0])
+    submitter = network.keys[network.ordered[1]]
+    tx = artifact_tx(submitter)  # well signed by an authority, endorsed by nobody
+    block = proposal_block(chain, [tx], proposer)
+    proposal = m.sign_proposal(
+        network.keys[proposer],
+        network.genesis_hash,
+        height=height,
+        round=0,
+        proposal=block.encode(),
+        valid_round=-1,
+    )
+    for receiver in receivers:
+        stranger.send(receiver, proposal)
+    needed = quorum(len(network.authorities))
+    for receiver in receivers:
+        refused(receiver, before, 1, "proposals_refused")
+        assert f"has 0 endorsements of {needed} needed" in str(consensus(receiver)["last_refusal"])
+        said(receiver, f"refusing the proposal for height {height}")
+        assert before.grew(receiver, "messages_rejected") == 0  # well signed: refused as a value
+    # They prevoted nil and let the rounds run out: nothing of it commits.
+    eventually(
+        lambda: not any(consensus(a)["running"] for a in network.authorities), "the rounds it started ended"
+    )
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-proposal")
+
+
+def test_transactions_from_strangers_and_forged_verdicts_are_refused(
+    network: Network, stranger: Stranger
+) -> None:
+    before = quiet(network)
+    target = network.authorities[0]
+    authority = network.ordered[2]
+    theirs = artifact_tx(stranger.key)
+    genuine = artifact_tx(network.keys[authority])
+    tampered = Transaction.from_map({**genuine.to_map(), "nonce": genuine.nonce + 1})
+    assert tampered.submitter == authority and tampered.id != genuine.id
+    tx_id = os.urandom(32)
+    fake_signature = os.urandom(64)
+    stranger.send(
+        target,
+        wire.Submit(tx=theirs),
+        wire.Submit(tx=endorsed(theirs, [network.keys[a] for a in network.ordered])),
+        wire.Submit(tx=tampered),
+        wire.Verdict(tx_id=tx_id, signer=authority, endorse=True, reason="", signature=fake_signature),
+        wire.Verdict(  # a refusal in an authority's name, signed by the stranger
+            tx_id=genuine.id,
+            signer=authority,
+            endorse=False,
+            reason="forged refusal",
+            signature=stranger.key.sign(wire.refusal_message(genuine.id, "forged refusal")).signature,
+        ),
+        wire.endorsement_verdict(stranger.key, genuine.id),
+    )
+    refused(target, before, 6)
+    theirs_refused = f"transaction {theirs.id.hex()[:16]} from {stranger.peer_id} refused"
+    assert logged(target, theirs_refused, f"submitted by {stranger.peer_id}, not an authority") == 2
+    said(
+        target,
+        f"transaction {tampered.id.hex()[:16]} from {stranger.peer_id} refused",
+        f"is not signed by its submitter {authority}",
+    )
+    assert logged(target, f"verdict from {stranger.peer_id} refused", "not signed by an authority") == 3
+    # Nothing entered the mempool, so nothing waits for endorsement or ordering.
+    assert consensus(target)["pending"] == 0
+    assert not any(consensus(a)["running"] for a in network.authorities)
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-submits")
+
+
+def test_garbage_and_oversized_frames_reset_the_stream_and_the_node_serves_on(
+    network: Network, stranger: Stranger
+) -> None:
+    before = quiet(network)
+    target = network.authorities[1]
+    oversized = varint.encode(wire.MESSAGE_BYTES_MAX + 1)
+    frames = {
+        "garbage": varint.prefixed(b"\xc1\xff not msgpack"),
+        "unknown type": varint.prefixed(codec.encode({"type": "gossip", "height": 1})),
+        "a vote without a signature": varint.prefixed(
+            codec.encode({"type": "prevote", "height": 1, "round": 0, "value": None, "signer": "x"})
+        ),
+        "oversized length prefix": oversized,
+        "unterminated varint": b"\xff" * 10,
+    }
+    for what, frame in frames.items():
+        assert stranger.reset_by(target, frame), f"{what}: the stream was not reset"
+    # The three framed ones were decoded and refused; the two bad prefixes never got that far.
+    refused(target, before, 3)
+    said(target, f"consensus message from {stranger.peer_id} refused", "unknown message type 'gossip'")
+    said(target, f"consensus message from {stranger.peer_id} refused", "missing field 'signature'")
+    assert target.node.process is not None and target.node.process.poll() is None
+    # The same connection still speaks consensus: a stranger's vote is read and refused.
+    assert stranger.host.is_connected(target.peer_id)
+    stranger.send(
+        target,
+        m.sign_prevote(
+            stranger.key, network.genesis_hash, height=before.heights[target.peer_id] + 1, round=0, value=None
+        ),
+    )
+    refused(target, before, 4)
+    nothing_committed(network, before)
+    still_works(network, "hostile/after-garbage")
