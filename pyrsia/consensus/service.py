@@ -87,6 +87,19 @@ OUTBOX_MAX = 4096
 VERIFY_WORKERS = 4
 STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
+OUTBOX_LINGER_S = 0.5
+# The core's timeouts, in ticks of TICK_S: a proposal must be built, sent and checked
+# within the propose timeout, and a block of thousands of transactions takes a while.
+CORE_TIMEOUTS = {
+    "timeout_propose_ticks": 100,
+    "timeout_propose_delta_ticks": 50,
+    "timeout_prevote_ticks": 50,
+    "timeout_prevote_delta_ticks": 25,
+    "timeout_precommit_ticks": 50,
+    "timeout_precommit_delta_ticks": 25,
+    "timeout_ticks_max": 3000,
+    "rebroadcast_ticks": 200,
+}
 PROPOSAL_TXS_MAX = 2000
 # A transaction is ordered only within this long of its own time (refuses replays of old
 # ones, whose endorsements would otherwise still verify) ...
@@ -189,7 +202,7 @@ class ConsensusService:
         self._state_dir = state_dir
         self._verify = verify
         self._find_peer = find_peer
-        self._core_config = core_config or Config(genesis_hash=ledger.genesis_hash)
+        self._core_config = core_config or Config(genesis_hash=ledger.genesis_hash, **CORE_TIMEOUTS)
         self._clock = clock
         self._wall = wall
         self._events: queue.Queue[_Event] = queue.Queue(EVENTS_MAX)
@@ -886,7 +899,9 @@ def _describe(tx: Transaction) -> str:
 
 
 class _Outbox:
-    """Messages for one peer, written by one thread over a stream opened per burst."""
+    """Messages for one peer, written in order by one thread. A stream stays open while
+    messages keep coming and is closed after `OUTBOX_LINGER_S` without one (the peer's
+    handler holds a worker while it is open)."""
 
     def __init__(self, host: Host, peer: str, find_peer: FindPeer | None, stopped: threading.Event) -> None:
         self._host = host
@@ -908,35 +923,33 @@ class _Outbox:
     def _run(self) -> None:
         backoff = 0.5
         while not self._stopped.is_set():
-            first = self._queue.get()
-            if first is None:
+            data = self._queue.get()
+            if data is None:
                 return
-            burst = [first]
-            while len(burst) < 256:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    return
-                burst.append(more)
             try:
-                self._write(burst)
-                backoff = 0.5
+                stream = self._open()
             except PeerError as exc:
                 log.debug("consensus messages to %s dropped: %s", self._peer, exc.message)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.5
+            try:
+                while data is not None:
+                    stream.write_message(data, STREAM_TIMEOUT_S)
+                    try:
+                        data = self._queue.get(timeout=OUTBOX_LINGER_S)
+                    except queue.Empty:
+                        break
+                stream.close()
+                if data is None:
+                    return
+            except PeerError as exc:
+                log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
+                stream.reset()
 
-    def _write(self, burst: list[bytes]) -> None:
+    def _open(self) -> Stream:
         if not self._host.is_connected(self._peer) and self._find_peer is not None:
             with contextlib.suppress(PyrsiaError):
                 self._host.add_addresses(self._peer, self._find_peer(self._peer, STREAM_TIMEOUT_S))
-        stream = self._host.open_stream(self._peer, [wire.PROTOCOL_ID], timeout=STREAM_TIMEOUT_S)
-        try:
-            for data in burst:
-                stream.write_message(data, STREAM_TIMEOUT_S)
-            stream.close()
-        except PeerError:
-            stream.reset()
-            raise
+        return self._host.open_stream(self._peer, [wire.PROTOCOL_ID], timeout=STREAM_TIMEOUT_S)

@@ -380,13 +380,25 @@ def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int)
 _peer_id_of_key = functools.lru_cache(maxsize=64)(peer_id_of)
 
 
+# One signature reaches a node many times (a transaction on arrival, in each proposal,
+# in its block; a vote again in a certificate): each answer is computed once. The check
+# is a pure function of its arguments, so a remembered answer is the answer.
+VERIFIED_KEPT = 1 << 16
+
+
+@functools.lru_cache(maxsize=VERIFIED_KEPT)
 def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:
     """Whether `signature` is `peer_id`'s Ed25519 signature over `message`."""
     try:
-        VerifyKey(public_key_of(peer_id)).verify(message, signature)
+        _verify_key(peer_id).verify(message, signature)
     except (ValueError, BadSignatureError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_key(peer_id: str) -> VerifyKey:
+    return VerifyKey(public_key_of(peer_id))
 
 
 def check(tx: Transaction) -> None:
