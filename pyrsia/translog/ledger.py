@@ -361,7 +361,8 @@ class Ledger:
 
     def append(self, block: Block) -> Block:
         """Store a block proposed and certified elsewhere, once the chain core accepts
-        it with every signature checked; `ChainBroken`/`TxInvalid` change nothing."""
+        it with every signature checked; `ChainBroken`/`TxInvalid` change nothing. A
+        block the log holds already (the same hash at its height) is accepted as is."""
         if not isinstance(block, Block):
             raise TxInvalid(f"append takes a Block, not {type(block).__name__}")
         future: Future[Block] = Future()
@@ -496,6 +497,12 @@ class Ledger:
         if not self._repair():
             raise StorageError(self._index_problem or "the log index is behind")
         chain = self._chain
+        height = request.block.header.height
+        held = None if height > chain.height else chain.tip if height == chain.height else self._read(height)
+        if held is not None and held.header.hash == request.block.header.hash:
+            # Held already: sync and consensus may both bring one block; the second is a no-op.
+            request.future.set_result(request.block)
+            return
         mark = chain.mark()
         first = chain.apply(request.block)  # raises, changing nothing, for a bad block
         try:

@@ -254,9 +254,10 @@ def test_a_failed_block_write_fails_its_callers_and_changes_nothing(tmp_path: Pa
 # -- blocks certified elsewhere ---------------------------------------------------------
 
 
-def replica_of(ledger: Ledger) -> Chain:
+def replica_of(ledger: Ledger, height_max: int | None = None) -> Chain:
+    """The ledger's chain (up to `height_max`), rebuilt in memory."""
     chain = Chain()
-    for height in range(ledger.height + 1):
+    for height in range((ledger.height if height_max is None else height_max) + 1):
         chain.apply(ledger.block(height))
     return chain
 
@@ -301,10 +302,12 @@ def test_append_takes_blocks_certified_elsewhere_and_refuses_bad_ones(tmp_path: 
         transactions=(Transaction(**{**_fields(forged.transactions[0]), "signature": bytes(64)}),),
         certificate=forged.certificate,
     )
+    assert ledger.append(block) == block  # held already (sync and consensus both bring it): a no-op
+    assert (ledger.height, ledger.size) == state[:2]
     for bad, reason in (
         (stranger, "not an authority"),
         (forged, "not signed by its submitter"),
-        (block, "follows"),
+        (certified(replica_of(ledger, 1), [artifact_tx(KEY, 9)], [KEY], KEY), "follows"),  # another block 2
     ):
         with pytest.raises(ChainBroken, match=reason) as raised:
             ledger.append(bad)
