@@ -441,7 +441,7 @@ class ConsensusService:
         entry = self.mempool.add(tx, self._clock(), local=True)
         if entry is None:
             return
-        self._record_verdict(entry, wire.endorsement_verdict(self._key, tx.id))
+        self._record_verdict(wire.endorsement_verdict(self._key, tx.id))
         self._broadcast(wire.Submit(tx=entry.endorsed(self.ledger.authorities)))
         self._maybe_start_core()
 
@@ -495,7 +495,8 @@ class ConsensusService:
         else:
             self._maybe_start_core()
 
-    def _record_verdict(self, entry: Entry, verdict: wire.Verdict) -> None:
+    def _record_verdict(self, verdict: wire.Verdict) -> None:
+        """A verdict of this node's own: counted here like a peer's."""
         self.stats.verdicts_given += 1
         self._apply_verdict(verdict)
 
@@ -538,7 +539,7 @@ class ConsensusService:
         else:
             log.info("refusing %s: %s", _describe(entry.tx), result)
             verdict = wire.refusal_verdict(self._key, tx_id, result)
-        self._record_verdict(entry, verdict)
+        self._record_verdict(verdict)
         self._broadcast(verdict)
 
     def _sync_outcome(self, entry: Entry, outcome: Outcome) -> None:
