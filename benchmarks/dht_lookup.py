@@ -31,11 +31,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyrsia.p2p.dht_messages import peer_id_to_bytes
+from pyrsia.p2p.behaviours.kad.core import KadConfig, LookupDone
+from pyrsia.p2p.behaviours.kad.messages import peer_id_to_bytes
+from pyrsia.p2p.behaviours.kad.service import KadService
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kad_service import KadService
-from pyrsia.p2p.kademlia import KadConfig, LookupDone
-from pyrsia.p2p.transport import Host, HostConfig
+from pyrsia.p2p.swarm.host import Host, HostConfig
 from tests.sim.driver import Simulation
 from tests.sim.kad import KadNode, grow
 from tests.sim.network import Faults

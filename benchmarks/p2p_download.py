@@ -44,8 +44,8 @@ from pyrsia.artifacts.exchange_service import ExchangeServer, ExchangeStats, Pee
 from pyrsia.artifacts.sources import Wanted
 from pyrsia.formats.digest import Digest
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.transport import Host, HostConfig
+from pyrsia.p2p.swarm.host import Host, HostConfig
+from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher
 
 MIB = 1 << 20

@@ -24,7 +24,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.transport import Host, HostConfig
+from pyrsia.p2p.swarm.host import Host, HostConfig
 from tests.support.node import NodeProcess
 from tests.support.translog import fill
 

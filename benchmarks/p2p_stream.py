@@ -22,7 +22,7 @@ import time
 from nacl import bindings
 
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 
 MIB = 1 << 20
 BLOCK = os.urandom(MIB)

@@ -48,10 +48,19 @@ from pyrsia.errors import (
     StorageError,
 )
 from pyrsia.formats.digest import Digest
-from pyrsia.p2p import exchange_wire as wire
-from pyrsia.p2p.exchange import Cancel, Done, Effect, Evict, ExchangeConfig, ExchangeCore, Failed, Request
+from pyrsia.p2p.behaviours.exchange import wire
+from pyrsia.p2p.behaviours.exchange.scheduler import (
+    Cancel,
+    Done,
+    Effect,
+    Evict,
+    ExchangeConfig,
+    ExchangeCore,
+    Failed,
+    Request,
+)
 from pyrsia.p2p.ratelimit import PeerSlots, TokenBucket
-from pyrsia.p2p.transport import Host, Stream
+from pyrsia.p2p.swarm.host import Host, Stream
 from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count
 from pyrsia.upstream.sink import OpenSink
 

@@ -60,8 +60,8 @@ from pyrsia.errors import (
     TxInvalid,
 )
 from pyrsia.formats.peer_id import peer_id_of
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.transport import Host, Stream
+from pyrsia.p2p.swarm.host import Host, Stream
+from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog import codec
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
 from pyrsia.translog.chain import Chain

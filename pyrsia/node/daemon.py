@@ -57,7 +57,7 @@ from pyrsia.node.approvals import Approvals
 from pyrsia.node.builds import Build, Builds, Committed
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.node.network import Network, Verdicts, bootstrap_addresses, host_for, join, read_genesis
-from pyrsia.p2p.requests import PublishRequest
+from pyrsia.p2p.behaviours.requests import PublishRequest
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry

@@ -38,14 +38,15 @@ from pyrsia.errors import (
     UpstreamUnavailable,
 )
 from pyrsia.formats.digest import Digest
-from pyrsia.p2p import requests, sync
+from pyrsia.p2p.behaviours import requests
+from pyrsia.p2p.behaviours.kad.service import KadService
+from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
+from pyrsia.p2p.behaviours.sync import core as sync
+from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
+from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kad_service import KadService
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.requests import PublishReply, PublishRequest
-from pyrsia.p2p.sync import Blocks, GetBlocks, Status
-from pyrsia.p2p.sync_service import SyncService
-from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog.block import Block
 from pyrsia.translog.ledger import Ledger
 

@@ -35,9 +35,10 @@ from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
 from pyrsia.errors import PeerTimeout, StreamClosed
 from pyrsia.node.home import load_identity
-from pyrsia.p2p import sync, varint
+from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.block import Block, commit_signature, quorum
 from pyrsia.translog.chain import Chain

@@ -30,10 +30,10 @@ from pyrsia.artifacts.exchange_service import (
 from pyrsia.artifacts.sources import Sources, Wanted
 from pyrsia.errors import ExchangeFailed, PeerError
 from pyrsia.formats.digest import Digest
-from pyrsia.p2p import exchange_wire as wire
-from pyrsia.p2p.exchange import ExchangeConfig
+from pyrsia.p2p.behaviours.exchange import wire
+from pyrsia.p2p.behaviours.exchange.scheduler import ExchangeConfig
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.translog.chunks import CHUNK_BYTES, chunk_hashes, chunk_root
 
 MIB = 1 << 20
@@ -297,7 +297,7 @@ def test_out_of_range_and_malformed_requests(net: Net) -> None:
 
 
 def varint_frame(doc: dict[str, object]) -> bytes:
-    from pyrsia.p2p import varint
+    from pyrsia.p2p.wire import varint
     from pyrsia.translog import codec
 
     return varint.prefixed(codec.encode(doc))

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.transport import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 PY_ECHO = "/interop/py-echo/1.0.0"

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from pyrsia.errors import DigestInvalid, PeerError
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p.dht_messages import Message, MessageType, Peer
+from pyrsia.p2p.behaviours.kad import messages as dm
+from pyrsia.p2p.behaviours.kad.core import KadConfig
+from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
+from pyrsia.p2p.behaviours.kad.service import PROTOCOL_ID, KadService, KadServiceLimits
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kad_service import PROTOCOL_ID, KadService, KadServiceLimits
-from pyrsia.p2p.kademlia import KadConfig
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.transport import Host, HostConfig
+from pyrsia.p2p.swarm.host import Host, HostConfig
+from pyrsia.p2p.wire.multiaddr import Multiaddr
 
 TIMEOUT_S = 30.0
 

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pyrsia.p2p.behaviours.kad.core import KadConfig
+from pyrsia.p2p.behaviours.kad.service import KadService
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kad_service import KadService
-from pyrsia.p2p.kademlia import KadConfig
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.transport import Host, HostConfig
+from pyrsia.p2p.swarm.host import Host, HostConfig
+from pyrsia.p2p.wire.multiaddr import Multiaddr
 from tests.integration.test_p2p_js_interop import JsNode
 
 TIMEOUT_S = 30.0

@@ -15,8 +15,8 @@ import pytest
 
 from pyrsia.errors import PeerError, PeerTimeout, PeerUnreachable, StreamClosed
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.multiaddr import tcp
-from pyrsia.p2p.transport import Host, HostConfig, PeerConnected, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.swarm.host import Host, HostConfig, PeerConnected, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.wire.multiaddr import tcp
 
 LOOPBACK = HostConfig(listen_host="127.0.0.1", listen_port=0)
 

@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from pyrsia.p2p.exchange import Cancel, Done, Evict, ExchangeConfig, ExchangeCore, Failed, Request
+from pyrsia.p2p.behaviours.exchange.scheduler import (
+    Cancel,
+    Done,
+    Evict,
+    ExchangeConfig,
+    ExchangeCore,
+    Failed,
+    Request,
+)
 from tests.sim.driver import Outgoing
 
 MIB = 1 << 20

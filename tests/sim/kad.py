@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kademlia import (
+from pyrsia.p2p.behaviours.kad import messages as dm
+from pyrsia.p2p.behaviours.kad.core import (
     Effect,
     KadConfig,
     Kademlia,
@@ -22,6 +21,7 @@ from pyrsia.p2p.kademlia import (
     Reply,
     Send,
 )
+from pyrsia.p2p.identity import Identity
 from tests.sim.driver import Outgoing, Simulation
 
 

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import hashlib
 
-from pyrsia.p2p import sync
-from pyrsia.p2p.sync import Blocks, Fetch, GetBlocks, Penalize, SendStatus, Status, SyncConfig, SyncCore
+from pyrsia.p2p.behaviours.sync import core as sync
+from pyrsia.p2p.behaviours.sync.core import (
+    Blocks,
+    Fetch,
+    GetBlocks,
+    Penalize,
+    SendStatus,
+    Status,
+    SyncConfig,
+    SyncCore,
+)
 from tests.sim.driver import Outgoing
 
 ZERO = bytes(32)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyrsia.p2p.exchange import Done, ExchangeConfig, Failed
+from pyrsia.p2p.behaviours.exchange.scheduler import Done, ExchangeConfig, Failed
 from tests.sim.driver import Simulation, replayable, seeds
 from tests.sim.exchange import MIB, Downloader, Provider
 from tests.sim.network import Faults

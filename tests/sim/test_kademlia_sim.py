@@ -20,7 +20,7 @@ from collections import Counter
 
 import pytest
 
-from pyrsia.p2p.kademlia import KadConfig, Kademlia, LookupEnd
+from pyrsia.p2p.behaviours.kad.core import KadConfig, Kademlia, LookupEnd
 from tests.sim.driver import Simulation, replayable, seeds
 from tests.sim.kad import KadNode, grow, sim_addr
 from tests.sim.network import Faults

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from pyrsia.p2p.sync import SyncConfig
+from pyrsia.p2p.behaviours.sync.core import SyncConfig
 from tests.sim.driver import Simulation, replayable, seeds
 from tests.sim.network import Faults
 from tests.sim.sync import SyncNode, make_block

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pyrsia.p2p.exchange import Cancel, Done, Evict, ExchangeConfig, ExchangeCore, Failed, Request
+from pyrsia.p2p.behaviours.exchange.scheduler import (
+    Cancel,
+    Done,
+    Evict,
+    ExchangeConfig,
+    ExchangeCore,
+    Failed,
+    Request,
+)
 
 MIB = 1 << 20
 CONFIG = ExchangeConfig(window_chunks_max=4, window_chunks_min=2, request_chunks_max=2, stall_timeout_s=5.0)

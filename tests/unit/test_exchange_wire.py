@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.digest import Digest
-from pyrsia.p2p import exchange_wire as wire
-from pyrsia.p2p import varint
+from pyrsia.p2p.behaviours.exchange import wire
+from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.chunks import CHUNK_BYTES
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation, StreamClosed
-from pyrsia.p2p import connection as conn
-from pyrsia.p2p import multistream, noise, yamux
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire import connection as conn
+from pyrsia.p2p.wire import multistream, noise, yamux
 
 
 def _key(label: str) -> bytes:

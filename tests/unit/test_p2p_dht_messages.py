@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p import protobuf, varint
+from pyrsia.p2p.behaviours.kad import messages as dm
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire import protobuf, varint
 
 # From a real js-libp2p 3.2 session (kad-dht 16.4.5, protocol /pyrsia/kad/1.0.0).
 JS_PEER_A = "12D3KooWPkxWkmMjtF7XLJ1b88ShwUZ7RSkvAeg42mSshUVNerm8"

@@ -7,10 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import identify, ping, protobuf, varint
+from pyrsia.p2p.behaviours import identify, ping
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.noise import public_key_protobuf
+from pyrsia.p2p.wire import protobuf, varint
+from pyrsia.p2p.wire.multiaddr import Multiaddr
+from pyrsia.p2p.wire.noise import public_key_protobuf
 
 ME = Identity.from_seed(bytes(range(32)))
 

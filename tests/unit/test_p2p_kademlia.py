@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p.dht_messages import Message, MessageType, Peer
-from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kademlia import (
+from pyrsia.p2p.behaviours.kad import messages as dm
+from pyrsia.p2p.behaviours.kad.core import (
     HOUR_S,
     Effect,
     InboundRateLimit,
@@ -27,6 +25,8 @@ from pyrsia.p2p.kademlia import (
     common_prefix_len,
     key_point,
 )
+from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
+from pyrsia.p2p.identity import Identity
 
 
 @functools.cache

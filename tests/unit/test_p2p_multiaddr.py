@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.multiaddr import Multiaddr, tcp
+from pyrsia.p2p.wire.multiaddr import Multiaddr, tcp
 
 PEER = Identity.from_seed(bytes(32)).peer_id
 

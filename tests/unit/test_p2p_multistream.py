@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import multistream, varint
+from pyrsia.p2p.wire import multistream, varint
 
 
 def test_dialer_bytes_match_js_libp2p() -> None:

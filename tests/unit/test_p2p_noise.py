@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import noise
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire import noise
 
 
 def _key(label: str) -> bytes:

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import requests
-from pyrsia.p2p.requests import PublishReply, PublishRequest
+from pyrsia.p2p.behaviours import requests
+from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
 from pyrsia.translog import codec
 
 

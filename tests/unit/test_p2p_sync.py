@@ -7,8 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import sync
-from pyrsia.p2p.sync import Blocks, Fetch, GetBlocks, Penalize, SendStatus, Status, SyncConfig, SyncCore
+from pyrsia.p2p.behaviours.sync import core as sync
+from pyrsia.p2p.behaviours.sync.core import (
+    Blocks,
+    Fetch,
+    GetBlocks,
+    Penalize,
+    SendStatus,
+    Status,
+    SyncConfig,
+    SyncCore,
+)
 from pyrsia.translog import codec
 
 G = b"\x01" * 32

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import protobuf, varint
+from pyrsia.p2p.wire import protobuf, varint
 
 
 @given(st.integers(min_value=0, max_value=varint.VALUE_MAX))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrsia.errors import ProtocolViolation, StreamClosed
-from pyrsia.p2p import yamux
+from pyrsia.p2p.wire import yamux
 
 
 @given(

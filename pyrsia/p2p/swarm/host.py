@@ -46,11 +46,12 @@ from pyrsia.errors import (
     ProtocolViolation,
     StreamClosed,
 )
-from pyrsia.p2p import connection as core
-from pyrsia.p2p import identify, ping, varint, yamux
+from pyrsia.p2p.behaviours import identify, ping
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.multiaddr import Multiaddr, tcp
-from pyrsia.p2p.noise import public_key_protobuf
+from pyrsia.p2p.wire import connection as core
+from pyrsia.p2p.wire import varint, yamux
+from pyrsia.p2p.wire.multiaddr import Multiaddr, tcp
+from pyrsia.p2p.wire.noise import public_key_protobuf
 
 log = logging.getLogger("pyrsia.p2p")
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from typing import Any
 
 from pyrsia.errors import DigestInvalid, ProtocolViolation, TxInvalid
 from pyrsia.formats.digest import Digest
-from pyrsia.p2p import varint
+from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.chunks import CHUNK_BYTES
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import base58btc, base58btc_decode
-from pyrsia.p2p import varint
+from pyrsia.p2p.wire import varint
 
 ADDRESS_BYTES_MAX = 1024
 DNS_NAME_CHARS_MAX = 255

@@ -23,9 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from pyrsia.errors import PeerError, PyrsiaError, TranslogError
-from pyrsia.p2p import sync
-from pyrsia.p2p.loop import CoreLoop
-from pyrsia.p2p.sync import (
+from pyrsia.p2p.behaviours.sync import core as sync
+from pyrsia.p2p.behaviours.sync.core import (
     Blocks,
     Effect,
     Fetch,
@@ -36,7 +35,8 @@ from pyrsia.p2p.sync import (
     SyncConfig,
     SyncCore,
 )
-from pyrsia.p2p.transport import Host, PeerDisconnected, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.swarm.host import Host, PeerDisconnected, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.swarm.loop import CoreLoop
 
 log = logging.getLogger("pyrsia.p2p")
 BLOCKS_REPLY_BYTES_MAX = 16 * 1024 * 1024

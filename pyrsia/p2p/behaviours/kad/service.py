@@ -57,9 +57,8 @@ from pyrsia.errors import (
     StorageError,
     StreamClosed,
 )
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.kademlia import (
+from pyrsia.p2p.behaviours.kad import messages as dm
+from pyrsia.p2p.behaviours.kad.core import (
     Effect,
     KadConfig,
     Kademlia,
@@ -71,9 +70,10 @@ from pyrsia.p2p.kademlia import (
     Rng,
     Send,
 )
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.transport import Host, PeerEvent, PeerIdentified, Stream
-from pyrsia.p2p.varint import LengthPrefixedReader
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.host import Host, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.wire.multiaddr import Multiaddr
+from pyrsia.p2p.wire.varint import LengthPrefixedReader
 
 log = logging.getLogger("pyrsia.p2p.kad")
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import varint
+from pyrsia.p2p.wire import varint
 
 PROTOCOL_ID = "/multistream/1.0.0"
 NOT_AVAILABLE = "na"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import varint
+from pyrsia.p2p.wire import varint
 
 VARINT = 0
 FIXED64 = 1

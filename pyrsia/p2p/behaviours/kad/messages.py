@@ -25,7 +25,7 @@ from enum import IntEnum
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import base58btc, base58btc_decode
-from pyrsia.p2p import protobuf, varint
+from pyrsia.p2p.wire import protobuf, varint
 
 PROTOCOL_ID = "/pyrsia/kad/1.0.0"
 

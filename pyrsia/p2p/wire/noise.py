@@ -37,8 +37,8 @@ from nacl.signing import VerifyKey
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import peer_id_of
-from pyrsia.p2p import protobuf
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire import protobuf
 
 PROTOCOL_ID = "/noise"
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"

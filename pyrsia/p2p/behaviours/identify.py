@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import peer_id_of
-from pyrsia.p2p import protobuf, varint
-from pyrsia.p2p.multiaddr import Multiaddr
-from pyrsia.p2p.noise import ed25519_key_of
+from pyrsia.p2p.wire import protobuf, varint
+from pyrsia.p2p.wire.multiaddr import Multiaddr
+from pyrsia.p2p.wire.noise import ed25519_key_of
 
 PROTOCOL_ID = "/ipfs/id/1.0.0"
 PUSH_PROTOCOL_ID = "/ipfs/id/push/1.0.0"

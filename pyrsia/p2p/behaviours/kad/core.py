@@ -50,8 +50,8 @@ from enum import Enum
 from typing import Protocol
 
 from pyrsia.errors import ProtocolViolation
-from pyrsia.p2p import dht_messages as dm
-from pyrsia.p2p.dht_messages import Message, MessageType, Peer
+from pyrsia.p2p.behaviours.kad import messages as dm
+from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
 
 KEY_BITS = 256
 HOUR_S = 3600.0

@@ -23,14 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation, StreamClosed
-from pyrsia.p2p import multistream, noise, yamux
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire import multistream, noise, yamux
 
 # Stream data, ends, resets and pongs reach the shell as the muxer reports them.
-from pyrsia.p2p.yamux import Pong as Pong
-from pyrsia.p2p.yamux import StreamData as StreamData
-from pyrsia.p2p.yamux import StreamEnded as StreamEnded
-from pyrsia.p2p.yamux import StreamReset as StreamReset
+from pyrsia.p2p.wire.yamux import Pong as Pong
+from pyrsia.p2p.wire.yamux import StreamData as StreamData
+from pyrsia.p2p.wire.yamux import StreamEnded as StreamEnded
+from pyrsia.p2p.wire.yamux import StreamReset as StreamReset
 
 STREAM_PROTOCOLS_MAX = 8
 
