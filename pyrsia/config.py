@@ -11,6 +11,7 @@ value that would not read back from `pyrsia.toml` is never written there.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -229,7 +230,29 @@ class Config:
         maximum=3600,
     )
     p2p_connections_max: int = _setting(
-        256, "Inbound p2p connections accepted at once.", minimum=1, maximum=65536
+        256, "Inbound p2p connections accepted at once.", minimum=2, maximum=65536
+    )
+    p2p_connections_per_ip_max: int = _setting(
+        32, "Inbound p2p connections one IP address may hold.", minimum=1, maximum=65536
+    )
+    p2p_connections_per_subnet_max: int = _setting(
+        64,
+        "Inbound p2p connections one subnet (IPv4 /24, IPv6 /64) may hold.",
+        minimum=1,
+        maximum=65536,
+    )
+    p2p_handshakes_max: int = _setting(
+        64, "Inbound p2p connections still in their handshake at once.", minimum=1, maximum=65536
+    )
+    p2p_connections_reserved: int = _setting(
+        32,
+        "Inbound p2p connections only known peers (authorities, bootstrap peers) may use.",
+        minimum=0,
+        maximum=65536,
+    )
+    p2p_limits_allow: tuple[str, ...] = _setting(
+        (),
+        "CIDR prefix exempt from the per-IP and per-subnet connection limits; repeatable.",
     )
     serve_artifacts: bool = _setting(
         True, "Serve held blobs to peers and announce them; false downloads only, never serves."
@@ -258,6 +281,11 @@ class Config:
             if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
+        for prefix in self.p2p_limits_allow:
+            try:
+                ipaddress.ip_network(prefix, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"p2p_limits_allow: {prefix[:100]!r} is not a CIDR prefix") from exc
 
     @property
     def http_url(self) -> str:

@@ -238,7 +238,9 @@ class ExchangeServer:
     def register(self, host: Host) -> None:
         """Serve the protocol on `host`, unless `serve_artifacts` is off."""
         if self.config.serve_artifacts:
-            host.set_handler(wire.PROTOCOL_ID, self.handle)
+            # Room beyond `streams_max` for the workers that answer `Refused` when it is full.
+            workers = self.config.streams_max + 2
+            host.set_handler(wire.PROTOCOL_ID, self.handle, workers=workers, pending_max=2 * workers)
 
     def handle(self, stream: Stream) -> None:
         """One peer's stream: answer its requests in order until it closes."""

@@ -230,7 +230,10 @@ class ConsensusService:
     def start(self) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._persisted = self._load_state()
-        self._host.set_handler(wire.PROTOCOL_ID, self._serve)
+        # Authorities keep a stream open while messages flow: room for every one of them.
+        self._host.set_handler(
+            wire.PROTOCOL_ID, self._serve, workers=16, pending_max=64, streams_per_peer_max=4
+        )
         self.ledger.on_commit(lambda block: self._post(_Committed(block)))
         self._thread.start()
 

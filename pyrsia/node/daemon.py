@@ -62,7 +62,7 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
-from pyrsia.registry.metrics import exchange_families, render
+from pyrsia.registry.metrics import exchange_families, p2p_families, render
 from pyrsia.translog.block import quorum
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
@@ -142,6 +142,8 @@ class Node:
             self.host.stop()
             raise
         self.network = Network(config, self.identity, self.host, self.ledger)
+        bootstrap_ids = frozenset(a.peer_id for a in bootstrap_addresses(config) if a.peer_id)
+        self.host.set_known(lambda peer: peer in bootstrap_ids or peer in self.ledger.authorities)
         self.consensus = ConsensusService(
             self.host,
             self.ledger,
@@ -525,7 +527,14 @@ class Node:
         }  # fmt: skip
 
     def metrics(self) -> str:
-        families = exchange_families(self.exchange.snapshot())
+        host = self.host.stats()
+        families = [
+            *exchange_families(self.exchange.snapshot()),
+            *p2p_families(
+                peers_by_direction={"inbound": host.peers_inbound, "outbound": host.peers_outbound},
+                refusals=host.refusals,
+            ),
+        ]
         return render(families)
 
     def ping(self, target: str) -> dict[str, object]:

@@ -46,6 +46,7 @@ from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
 from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.limits import Limits
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog.block import Block
 from pyrsia.translog.ledger import Ledger
@@ -157,7 +158,7 @@ class Network:
         a build), and returns each authority's verdict if it knows them; `held` are the blobs
         stored at boot, announced as provided."""
         self._serve_request = serve_request
-        self.host.set_handler(requests.PROTOCOL_ID, self._serve)
+        self.host.set_handler(requests.PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=2)
         self.sync.start()
         self.kad.start()
         self.ledger.on_commit(lambda _block: self.sync.committed())
@@ -385,7 +386,14 @@ def host_for(config: Config, identity: Identity) -> Host:
         HostConfig(
             listen_host=config.p2p_host,
             listen_port=config.p2p_port,
-            inbound_connections_max=config.p2p_connections_max,
+            limits=Limits(
+                connections_inbound_max=config.p2p_connections_max,
+                connections_per_ip_max=config.p2p_connections_per_ip_max,
+                connections_per_subnet_max=config.p2p_connections_per_subnet_max,
+                handshakes_inbound_max=config.p2p_handshakes_max,
+                reserved_known=min(config.p2p_connections_reserved, config.p2p_connections_max - 1),
+                allow=config.p2p_limits_allow,
+            ),
         ),
     )
 

@@ -5,7 +5,8 @@
 family, then one `name{label="value"} number` line per sample. Label values escape
 backslash, double quote and newline as the format requires; names are checked
 against the format's grammar, so a bad name is our bug and fails loudly.
-`exchange_families(snapshot)` maps the artifact exchange's counters to families.
+`exchange_families(snapshot)` maps the artifact exchange's counters to families;
+`p2p_families(...)` the swarm's connections and every refusal by the limit that made it.
 """
 
 from __future__ import annotations
@@ -127,5 +128,30 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
                 Sample(value=t.verified / t.chunks if t.chunks else 1.0, labels=(("digest", t.digest),))
                 for t in transfers
             ),
+        ),
+    ]
+
+
+def p2p_families(*, peers_by_direction: dict[str, int], refusals: dict[str, int]) -> list[Family]:
+    """Peers held and refusals, keyed `limit` or `limit:protocol` as the swarm counts them."""
+
+    def refusal(key: str, value: int) -> Sample:
+        limit, _, protocol = key.partition(":")
+        return Sample(value=value, labels=(("limit", limit), ("protocol", protocol)))
+
+    return [
+        Family(
+            name="pyrsia_p2p_peers",
+            help="Peers connected now, by who dialled.",
+            kind="gauge",
+            samples=tuple(
+                Sample(value=v, labels=(("direction", k),)) for k, v in sorted(peers_by_direction.items())
+            ),
+        ),
+        Family(
+            name="pyrsia_p2p_refusals_total",
+            help="Connections, streams and messages refused, by the limit that refused them.",
+            kind="counter",
+            samples=tuple(refusal(k, v) for k, v in sorted(refusals.items())),
         ),
     ]

@@ -224,7 +224,7 @@ class KadService:
             if not self._subscribed:
                 self.host.subscribe(self._on_peer_event)
                 self._subscribed = True
-            self.host.set_handler(PROTOCOL_ID, self._serve)
+            self.host.set_handler(PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=4)
             for info in self.host.peers().values():
                 if info.identified and PROTOCOL_ID in info.protocols:
                     self._offer(_KadPeer(peer=info.peer_id, addrs=_addr_bytes(info.listen_addrs)))
