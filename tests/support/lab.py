@@ -42,6 +42,7 @@ the project verified for hole punching.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -182,7 +183,8 @@ class Lab:
         _ip("netns", "add", namespace)
         self._namespaces.append(namespace)  # from here on, teardown deletes it
         port = f"h{number}"  # the switch side; names are per namespace, so short and fixed
-        _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        peer = ("peer", "name", "eth0", "netns", namespace)  # made inside the host, never in root
+        _ip("-n", self.switch, "link", "add", port, "type", "veth", *peer)
         _ip("-n", self.switch, "link", "set", port, "master", BRIDGE)
         _ip("-n", self.switch, "link", "set", port, "up")
         address = f"{SUBNET_BLOCK}.{self.index}.{HOST_OFFSET + number}"
@@ -217,12 +219,12 @@ class Lab:
     @staticmethod
     def _kill_inside(namespace: str) -> None:
         """SIGKILLs what was started in the namespace by other means (NodeProcess, nsenter)."""
-        listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=30)
+        listed = subprocess.run(
+            ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=30
+        )
         for pid in listed.stdout.split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
