@@ -210,6 +210,9 @@ class Lab:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
         self._processes.clear()
         for namespace in reversed(self._namespaces):
             self._kill_inside(namespace)
