@@ -132,6 +132,7 @@ def test_every_node_joined_the_authoritys_network(network: Network) -> None:
 def test_nodes_advertise_their_bridge_address_and_no_loopback(network: Network) -> None:
     a = network.nodes["a"]
     assert a.multiaddr in a.status()["p2p"]["addresses"]
+    # p2p addresses only: the top-level `addresses` are the HTTP API's, on 127.0.0.1 by design.
     advertised = {name: node.status()["p2p"]["addresses"] for name, node in network.nodes.items()}
     loopback = {name: [x for x in addresses if is_loopback(x)] for name, addresses in advertised.items()}
     assert not any(loopback.values()), f"loopback among a node's own p2p addresses: {loopback}"
