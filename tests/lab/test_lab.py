@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.support.lab import NETNS_DIR, Lab, LabError, LabHost
+from tests.support.lab import NETNS_DIR, Lab, LabError, LabHost, require_tools
 
 pytestmark = pytest.mark.lab
 
@@ -95,3 +95,8 @@ def test_a_host_that_fails_halfway_through_setup_is_deleted_too() -> None:
         names = namespaces_of(lab)
         assert f"{lab.switch}-b" in names  # created before the failing step
     assert not any((NETNS_DIR / name).exists() for name in names)
+
+
+def test_a_missing_tool_fails_and_names_the_installer() -> None:
+    with pytest.raises(LabError, match=r"missing pyrsia-no-such-tool: run \.ci/install-tools"):
+        require_tools("ip", "pyrsia-no-such-tool")

@@ -170,6 +170,8 @@ class Lab:
                 self.index = index
                 self._namespaces.append(name)
                 return
+            if "exists" not in result.stderr:  # not a lost race for this X: a real failure
+                raise LabError(f"ip netns add {name}: {result.stderr.strip()}")
         raise LabError(f"no free lab subnet in {SUBNET_BLOCK}.0.0/16 (stale {NAMESPACE_PREFIX}* namespaces?)")
 
     def add_host(self, name: str) -> LabHost:
