@@ -21,7 +21,9 @@ NOT_FOUND = PublishReply(ok=False, status=404, error="library/missing:1.0: not f
 def guard(**limits: float) -> RequestGuard:
     settings = {"rate_per_s": 2.0, "burst": 5, "missing_ttl_s": 60.0} | limits
     return RequestGuard(
-        rate_per_s=settings["rate_per_s"], burst=int(settings["burst"]), missing_ttl_s=settings["missing_ttl_s"]
+        rate_per_s=settings["rate_per_s"],
+        burst=int(settings["burst"]),
+        missing_ttl_s=settings["missing_ttl_s"],
     )
 
 
