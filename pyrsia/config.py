@@ -274,6 +274,42 @@ class Config:
     max_upload_peers: int = _setting(
         32, "Peers served at once.", flag="--max-upload-peers", minimum=1, maximum=4096
     )
+    max_upload_streams_per_peer: int = _setting(
+        4,
+        "Exchange streams served to one peer at once (of the 8 served in all).",
+        minimum=1,
+        maximum=64,
+    )
+    upload_request_deadline_s: float = _setting(
+        120.0,
+        "Seconds a peer has to take the whole answer to one exchange request; a slower "
+        "or silent reader loses its stream.",
+        minimum=0.5,
+        maximum=3600,
+    )
+    request_rate: float = _setting(
+        10.0,
+        "Publish and build requests per second an authority serves to one peer; 0 is unlimited.",
+        minimum=0,
+        maximum=1_000_000,
+    )
+    request_burst: int = _setting(
+        100,
+        "Publish and build requests one peer may send at once before request_rate applies.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    request_missing_ttl_s: float = _setting(
+        60.0,
+        "Seconds an authority answers a request for what its upstream said is missing from "
+        "memory, without asking the upstream again; 0 always asks.",
+        minimum=0,
+        maximum=86400,
+    )
+    build_requesters: tuple[str, ...] = _setting(
+        (),
+        "Peer id besides the authorities allowed to request builds from this authority; repeatable.",
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():

@@ -7,13 +7,15 @@ backslash, double quote and newline as the format requires; names are checked
 against the format's grammar, so a bad name is our bug and fails loudly.
 `exchange_families(snapshot)` maps the artifact exchange's counters to families;
 `p2p_families(...)` the swarm's connections and every refusal by the limit that made it.
+`refusals_family` makes one counter family of refusals by reason (exchange serving,
+consensus streams, publish requests).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,6 +122,11 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
             kind="gauge",
             samples=(Sample(value=len(transfers)),),
         ),
+        refusals_family(
+            "pyrsia_exchange_refused_total",
+            "Exchange streams refused or cut while serving, by reason.",
+            snapshot.refused,
+        ),
         Family(
             name="pyrsia_exchange_transfer_verified_ratio",
             help="Share of each download's chunks verified so far.",
@@ -155,3 +162,13 @@ def p2p_families(*, peers_by_direction: dict[str, int], refusals: dict[str, int]
             samples=tuple(refusal(k, v) for k, v in sorted(refusals.items())),
         ),
     ]
+
+
+def refusals_family(name: str, help: str, counts: Mapping[str, int]) -> Family:
+    """A counter of refusals, one sample per reason."""
+    return Family(
+        name=name,
+        help=help,
+        kind="counter",
+        samples=tuple(Sample(value=v, labels=(("reason", k),)) for k, v in sorted(counts.items())),
+    )
