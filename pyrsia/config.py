@@ -11,6 +11,7 @@ value that would not read back from `pyrsia.toml` is never written there.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -251,6 +252,35 @@ class Config:
     max_upload_peers: int = _setting(
         32, "Peers served at once.", flag="--max-upload-peers", minimum=1, maximum=4096
     )
+    kad_ip_group_peers_per_bucket_max: int = _setting(
+        16,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in one k-bucket (of 20).",
+        minimum=1,
+        maximum=20,
+    )
+    kad_ip_group_peers_max: int = _setting(
+        64,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in the whole table.",
+        minimum=1,
+        maximum=100_000,
+    )
+    kad_ip_group_exempt: tuple[str, ...] = _setting(
+        (),
+        "CIDR whose peers the DHT's per-address limits do not count (table and provider "
+        "records); repeatable.",
+    )
+    kad_provider_records_per_peer_max: int = _setting(
+        16_384,
+        "DHT provider records held from one providing peer (of 65,536 in all).",
+        minimum=1,
+        maximum=65_536,
+    )
+    kad_provider_records_per_ip_group_max: int = _setting(
+        16_384,
+        "DHT provider records held from peers of one IPv4 /24 or IPv6 /48.",
+        minimum=1,
+        maximum=65_536,
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():
@@ -258,6 +288,11 @@ class Config:
             if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
+        for cidr in self.kad_ip_group_exempt:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"kad_ip_group_exempt: {cidr!r} is not a CIDR network") from None
 
     @property
     def http_url(self) -> str:

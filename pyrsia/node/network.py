@@ -39,7 +39,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.digest import Digest
 from pyrsia.p2p.behaviours import requests
-from pyrsia.p2p.behaviours.kad.service import KadService
+from pyrsia.p2p.behaviours.kad.service import KadService, kad_config
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
 from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
@@ -141,7 +141,9 @@ class Network:
         self.host = host
         self.ledger = ledger
         self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
-        self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
+        self.kad = KadService(
+            host, identity, config=kad_config(config), snapshot_path=config.home / "p2p" / KAD_TABLE_FILE
+        )
         self._bootstrap = bootstrap_addresses(config)
         self._stop = threading.Event()
         self._serve_request: ServeRequest | None = None

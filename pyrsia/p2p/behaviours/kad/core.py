@@ -9,15 +9,17 @@ providers were found), answers to inbound requests, the provider store (records 
 22 h). It never touches a socket, a clock or a global random source: the shell feeds it
 inputs with the current time and carries out the effects it returns (etcd-raft style).
 
-Inputs (every one returns `list[Effect]`; `now_s` is any monotonic clock in seconds):
-    add_peer(peer, addrs, now_s)       a peer known to serve kad (bootstrap list, identify)
+Inputs (every one returns `list[Effect]`; `now_s` is any monotonic clock in seconds;
+`remote_ip` is the IP at the far end of the connection the input came over, "" if
+unknown; `addrs` are always the listen addrs a peer advertises, never that socket's):
+    add_peer(peer, addrs, now_s, remote_ip=)  a peer known to serve kad (bootstrap, identify)
     bootstrap(now_s)                   look ourselves up to fill the table
     find_node / find_providers / provide(key, now_s)  -> (lookup_id, effects)
-    request_received(peer, inbound_id, message, now_s, addrs)
+    request_received(peer, inbound_id, message, now_s, addrs, remote_ip=)
                                        a request read from a stream the peer opened;
                                        `addrs` are its listen addrs if it serves kad
                                        (empty: answer it, but keep it out of the table)
-    response_received(request_id, message, now_s)   the reply on a stream we opened
+    response_received(request_id, message, now_s, remote_ip=)  the reply on a stream we opened
     request_failed(request_id, now_s)  that stream failed (dial error, reset, bad frame)
     tick(now_s)                        timeouts, refresh, republish, record expiry;
                                        call it by `next_deadline_s()` at the latest
@@ -38,6 +40,16 @@ replies fail that one request. Every collection is bounded (`KadConfig`), and a 
 held to a token bucket of inbound requests, so a flood of FIND_NODE or ADD_PROVIDER
 costs bounded memory and time. A full bucket keeps its peers while they answer: the
 least-recently-seen one is pinged before a newcomer may replace it (Kademlia §2.2).
+
+Sybils from one address are held off three ways (groups and scopes: `addresses.py`):
+the table holds at most `ip_group_peers_per_bucket_max` peers of one IP group per
+bucket and `ip_group_peers_max` in all (go-libp2p-kbucket's peer diversity filter);
+the provider store holds at most `provider_records_per_peer_max` records from one
+peer and `provider_records_per_ip_group_max` from one group; and answers carry only
+addresses the asker could dial (no loopback or link-local unless it is on loopback).
+A peer's group is that of `remote_ip`, which it cannot pick; only without one (a
+restored table, a bare core in tests) that of the first IP it advertises. Refusals
+are counted by name (`refusals()`).
 """
 
 from __future__ import annotations
