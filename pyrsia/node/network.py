@@ -339,6 +339,7 @@ class Network:
 
     def status(self) -> dict[str, object]:
         peers = self.host.peers()
+        kad = self.kad.stats()
         return {
             "addresses": self.addresses(),
             "peers": len(peers),
@@ -346,7 +347,16 @@ class Network:
             "authorities": sorted(self.ledger.authorities),
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
-            "provided_keys": self.kad.stats().provided_keys,
+            "provided_keys": kad.provided_keys,
+            "dht_provider_records": kad.provider_records,
+            "dht_refused": {
+                "table_bucket_group": kad.table_refused_bucket_group,
+                "table_group": kad.table_refused_table_group,
+                "provider_store_full": kad.provider_refused_store_full,
+                "provider_peer_quota": kad.provider_refused_peer_quota,
+                "provider_group_quota": kad.provider_refused_group_quota,
+                "addrs_withheld": kad.addrs_withheld,
+            },
             "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
         }
 

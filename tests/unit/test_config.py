@@ -166,6 +166,7 @@ def test_http_limits_come_from_settings() -> None:
 
 
 def test_kad_ip_group_exempt_takes_only_cidrs(tmp_path: Path) -> None:
-    assert config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.1.2.3/16"]}).kad_ip_group_exempt
+    loaded = config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.1.2.3/16"]})
+    assert loaded.kad_ip_group_exempt == ("10.1.2.3/16",)
     with pytest.raises(ConfigError, match="kad_ip_group_exempt"):
         config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.0.0.0/33"]})
