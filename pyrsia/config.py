@@ -310,6 +310,35 @@ class Config:
         (),
         "Peer id besides the authorities allowed to request builds from this authority; repeatable.",
     )
+    kad_ip_group_peers_per_bucket_max: int = _setting(
+        16,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in one k-bucket (of 20).",
+        minimum=1,
+        maximum=20,
+    )
+    kad_ip_group_peers_max: int = _setting(
+        64,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in the whole table.",
+        minimum=1,
+        maximum=100_000,
+    )
+    kad_ip_group_exempt: tuple[str, ...] = _setting(
+        (),
+        "CIDR whose peers the DHT's per-address limits do not count (table and provider "
+        "records); repeatable.",
+    )
+    kad_provider_records_per_peer_max: int = _setting(
+        16_384,
+        "DHT provider records held from one providing peer (of 65,536 in all).",
+        minimum=1,
+        maximum=65_536,
+    )
+    kad_provider_records_per_ip_group_max: int = _setting(
+        16_384,
+        "DHT provider records held from peers of one IPv4 /24 or IPv6 /48.",
+        minimum=1,
+        maximum=65_536,
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():
@@ -317,11 +346,12 @@ class Config:
             if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
-        for prefix in self.p2p_limits_allow:
-            try:
-                ipaddress.ip_network(prefix, strict=False)
-            except ValueError as exc:
-                raise ConfigError(f"p2p_limits_allow: {prefix[:100]!r} is not a CIDR prefix") from exc
+        for name in ("p2p_limits_allow", "kad_ip_group_exempt"):
+            for prefix in getattr(self, name):
+                try:
+                    ipaddress.ip_network(prefix, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {prefix[:100]!r} is not a CIDR prefix") from exc
 
     @property
     def http_url(self) -> str:

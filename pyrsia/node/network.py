@@ -47,7 +47,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.digest import Digest
 from pyrsia.p2p.behaviours import requests
-from pyrsia.p2p.behaviours.kad.service import KadService
+from pyrsia.p2p.behaviours.kad.service import KadService, kad_config
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest, RequestGuard
 from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
@@ -165,7 +165,9 @@ class Network:
         self.host = host
         self.ledger = ledger
         self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
-        self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
+        self.kad = KadService(
+            host, identity, config=kad_config(config), snapshot_path=config.home / "p2p" / KAD_TABLE_FILE
+        )
         self._bootstrap = bootstrap_addresses(config)
         self._stop = threading.Event()
         self._serve_request: ServeRequest | None = None
@@ -403,6 +405,7 @@ class Network:
 
     def status(self) -> dict[str, object]:
         peers = self.host.peers()
+        kad = self.kad.stats()
         return {
             "addresses": self.addresses(),
             "peers": len(peers),
@@ -410,7 +413,16 @@ class Network:
             "authorities": sorted(self.ledger.authorities),
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
-            "provided_keys": self.kad.stats().provided_keys,
+            "provided_keys": kad.provided_keys,
+            "dht_provider_records": kad.provider_records,
+            "dht_refused": {
+                "table_bucket_group": kad.table_refused_bucket_group,
+                "table_group": kad.table_refused_table_group,
+                "provider_store_full": kad.provider_refused_store_full,
+                "provider_peer_quota": kad.provider_refused_peer_quota,
+                "provider_group_quota": kad.provider_refused_group_quota,
+                "addrs_withheld": kad.addrs_withheld,
+            },
             "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
         }
 
