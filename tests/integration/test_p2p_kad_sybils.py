@@ -12,24 +12,20 @@ finds a provider through the daemon, and the daemon still answers at once.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import httpx
 import pytest
 
-from pyrsia.errors import PeerError, PeerUnreachable
+from pyrsia.errors import PeerError
 from pyrsia.p2p.behaviours.kad import messages as dm
 from pyrsia.p2p.behaviours.kad.core import KadConfig
 from pyrsia.p2p.behaviours.kad.service import PROTOCOL_ID, KadService
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.swarm import host as host_module
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from tests.support.node import NodeProcess
@@ -40,34 +36,6 @@ FLOOD_PER_SYBIL = 4
 GROUP_QUOTA = 500
 TABLE_GROUP_MAX = 64  # the default of kad_ip_group_peers_max
 TIMEOUT_S = 30.0
-
-
-class SourceBoundHost(Host):
-    """A Host whose outbound connections leave from `source` (the Host offers no such setting yet)."""
-
-    def __init__(self, identity: Identity, config: HostConfig, *, source: str) -> None:
-        super().__init__(identity, config)
-        self._source = source
-
-    def _start_dial(
-        self, target: Multiaddr, family: int, remote: tuple[str, int], future: Future[str]
-    ) -> None:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.bind((self._source, 0))
-        sock.setblocking(False)
-        err = sock.connect_ex(remote)
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
-            sock.close()
-            future.set_exception(PeerUnreachable(f"cannot reach {target}: {os.strerror(err)}"))
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = host_module._Conn(self, sock, "outbound", remote)
-        conn.expected_peer_id = target.peer_id
-        conn.dial_future = future
-        conn.connecting = True
-        conn.deadline = self._clock() + self.config.handshake_timeout_s
-        self._conns.add(conn)
-        self._update_interest(conn)
 
 
 def eventually(condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S) -> None:
@@ -113,7 +81,7 @@ def daemon(tmp_path: Path) -> Iterator[NodeProcess]:
 
 def sybil(target: Multiaddr, daemon_id: str) -> None:
     identity = Identity.from_seed(os.urandom(32))
-    host = SourceBoundHost(identity, HostConfig(listen_host=ATTACKER_IP, listen_port=0), source=ATTACKER_IP)
+    host = Host(identity, HostConfig(listen_host=ATTACKER_IP, listen_port=0, dial_source=ATTACKER_IP))
     host.start()
     try:
         host.set_handler(PROTOCOL_ID, lambda stream: stream.reset())
