@@ -11,13 +11,14 @@ value that would not read back from `pyrsia.toml` is never written there.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -479,13 +480,20 @@ def dump_toml(values: Mapping[str, object]) -> str:
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in sorted(values.items()))
 
 
+def unknown_setting(key: str, known: Iterable[str]) -> ConfigError:
+    """One line naming the closest settings, not all of them (there are dozens)."""
+    close = difflib.get_close_matches(key[:100], list(known), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "`pyrsia daemon --help` lists every setting"
+    return ConfigError(f"unknown setting {key[:100]!r}; {hint}")
+
+
 def set_in_file(home: Path, key: str, raw: object) -> object:
     """Validate one setting and write it to `<home>/pyrsia.toml`; returns the stored value.
 
     The whole file is re-validated as a `Config` first, so a bad value never lands.
     """
     if key not in SETTINGS:
-        raise ConfigError(f"unknown setting {key[:100]!r}; known: {', '.join(sorted(SETTINGS))}")
+        raise unknown_setting(key, SETTINGS)
     path = home / CONFIG_FILE
     values = read_file(path)
     values[key] = _coerce(key, raw, key)
