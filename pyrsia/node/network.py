@@ -42,7 +42,7 @@ from pyrsia.p2p.behaviours import requests
 from pyrsia.p2p.behaviours.kad.service import KadService
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
 from pyrsia.p2p.behaviours.sync import core as sync
-from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
+from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status, SyncConfig
 from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
@@ -140,7 +140,14 @@ class Network:
         self._identity = identity
         self.host = host
         self.ledger = ledger
-        self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
+        self.sync = SyncService(
+            host,
+            LedgerChain(ledger),
+            pinned_genesis=ledger.genesis_hash,
+            config=SyncConfig(
+                peers_max=config.sync_peers_max, strikes_max=config.sync_strikes_max, ban_s=config.sync_ban_s
+            ),
+        )
         self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
         self._bootstrap = bootstrap_addresses(config)
         self._stop = threading.Event()
@@ -345,7 +352,7 @@ class Network:
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
             "provided_keys": self.kad.stats().provided_keys,
-            "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
+            "best_known_height": max(self.ledger.height, self.sync.best_known_height()),
         }
 
     def peers(self) -> list[dict[str, object]]:
