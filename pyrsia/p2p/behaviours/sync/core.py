@@ -26,12 +26,13 @@ cannot forge (each carries a commit certificate), so:
 - `best_known_height` believes only claims of *proven* peers (they delivered verified
   blocks that advanced our log). Counting peers that agree would not do: a sybil
   attacker has as many identities as it wants, so agreement proves nothing.
-- Candidates to fetch from are ranked: fewest strikes, proven, outbound (we chose to
+- Candidates to fetch from are ranked: fewest strikes and failures, proven, outbound (we chose to
   dial them; sybils arrive inbound), not the lone highest claim, then at random (an
   injected `rng`, so peer ids cannot be ground to win ties). While no proven peer is
-  being asked, up to `fetches_max` peers are asked for the same batch at once (at most
-  one request each), so a few stalling sybils cannot hold sync up; the first good
-  answer wins, and answers overtaken by it are neither credited nor struck.
+  being asked, up to `fetches_max` unproven peers are asked for the same batch at once
+  (one request each), so stalling sybils cannot hold sync up; the first good answer
+  wins, and answers overtaken by it are neither credited nor struck. One request to a
+  proven peer is allowed beside those, so at most `fetches_max + 1` are in flight.
 - At most `peers_max` peers are tracked; when full, an outbound peer displaces an
   unproven inbound one. A failed or stalled request backs its peer off for `backoff_s`,
   doubled per consecutive failure up to `BACKOFF_GROWTH_MAX` times.
@@ -454,6 +455,9 @@ class SyncCore:
         return True
 
     def _maybe_fetch(self, now_s: float) -> list[Effect]:
+        """Ask the best candidates for our next batch: one proven peer, or else up to
+        `fetches_max` unproven ones at once. A proven peer never waits for a slot that
+        unproven ones hold (stalling sybils would hold every slot)."""
         busy = {request.peer for request in self._inflight.values()}
         if any(self._peers[p].proven for p in busy if p in self._peers):
             return []  # a peer that delivered before is being asked: wait for it
@@ -463,7 +467,7 @@ class SyncCore:
         top_alone = claims[0] if claims and (len(claims) == 1 or claims[1] < claims[0]) else None
         ranked = sorted(
             (
-                state.strikes,
+                state.strikes + state.failures,
                 not state.proven,
                 not state.outbound,
                 state.status.height == top_alone,
@@ -478,15 +482,18 @@ class SyncCore:
             and (genesis is None or state.status.genesis == genesis)
         )
         effects: list[Effect] = []
-        for *_, name in ranked[: self.config.fetches_max - len(self._inflight)]:
-            claim = self._peers[name].status
-            assert claim is not None
-            start, count = ours + 1, min(self.config.batch_blocks_max, claim.height - ours)
+        unproven_slots = self.config.fetches_max - len(self._inflight)
+        for *_, name in ranked:
+            state = self._peers[name]
+            if not state.proven and unproven_slots <= 0:
+                continue
+            assert state.status is not None
+            start, count = ours + 1, min(self.config.batch_blocks_max, state.status.height - ours)
             request_id, self._next_id = self._next_id, self._next_id + 1
-            self._inflight[request_id] = _Request(
-                name, request_id, start, count, now_s + self.config.request_timeout_s
-            )
+            deadline_s = now_s + self.config.request_timeout_s
+            self._inflight[request_id] = _Request(name, request_id, start, count, deadline_s)
             effects.append(Fetch(peer=name, request_id=request_id, start=start, count=count))
-            if self._peers[name].proven:
+            if state.proven:
                 break  # it delivered before: no need to ask anyone beside it
+            unproven_slots -= 1
         return effects

@@ -10,7 +10,7 @@ log stands after them — goes back to the core, which judges the peer. A peer t
 drops is disconnected, and while its ban lasts its streams are refused.
 
 Streams run on worker pools, never on the loop thread, and in two lanes: fetches on
-`fetches_max` workers of their own, status exchanges on `STATUS_WORKERS` others with a
+`fetches_max + 1` workers of their own, status exchanges on `STATUS_WORKERS` others with a
 short timeout and at most one pending per peer. So hundreds of peers that never
 answer a status cost a bounded queue and a few seconds each, and never hold up a fetch.
 """
@@ -92,7 +92,7 @@ class SyncService:
         self._core = SyncCore(status=chain.sync_status(), pinned_genesis=pinned_genesis, config=self._config)
         self._loop: CoreLoop[Effect] = CoreLoop("pyrsia-sync", self._core, self._execute, clock)
         self._fetch_pool = ThreadPoolExecutor(
-            self._config.fetches_max, thread_name_prefix="pyrsia-sync-fetch"
+            self._config.fetches_max + 1, thread_name_prefix="pyrsia-sync-fetch"
         )
         self._status_pool = ThreadPoolExecutor(STATUS_WORKERS, thread_name_prefix="pyrsia-sync-status")
         self._lock = threading.Lock()
