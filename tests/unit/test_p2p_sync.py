@@ -37,7 +37,7 @@ def fetches(effects: list[sync.Effect]) -> list[Fetch]:
 
 def core(status: Status = EMPTY, **config: float) -> SyncCore:
     settings: dict[str, float] = {"batch_blocks_max": 10, "fetches_max": 1, **config}
-    return SyncCore(status=status, config=SyncConfig(**settings))  # type: ignore[arg-type]
+    return SyncCore(status=status, rng=random.Random(0), config=SyncConfig(**settings))  # type: ignore[arg-type]
 
 
 def penalties(effects: list[sync.Effect]) -> list[Penalize]:
@@ -69,7 +69,7 @@ def test_an_empty_node_adopts_the_first_network_it_hears_of_then_refuses_others(
 
 
 def test_a_pinned_genesis_refuses_other_networks_before_any_block() -> None:
-    sync_core = SyncCore(status=EMPTY, pinned_genesis=G)
+    sync_core = SyncCore(status=EMPTY, rng=random.Random(0), pinned_genesis=G)
     [penalty] = sync_core.status_received("evil", at(100, OTHER), 0.0)
     assert isinstance(penalty, Penalize)
     assert fetches(sync_core.status_received("late", EMPTY, 0.0)) == []

@@ -50,9 +50,8 @@ does I/O.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyrsia.errors import ProtocolViolation, TxInvalid
 from pyrsia.translog import codec
@@ -222,12 +221,18 @@ class _Ban:
     times: int
 
 
+class Rng(Protocol):
+    """The randomness the core needs; `random.Random(seed)` satisfies it."""
+
+    def random(self) -> float: ...
+
+
 @dataclass(slots=True)
 class SyncCore:
     status: Status
+    rng: Rng
     pinned_genesis: bytes | None = None
     config: SyncConfig = field(default_factory=SyncConfig)
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
     penalties: dict[str, int] = field(default_factory=dict)  # by kind, strikes included
     drops: dict[str, int] = field(default_factory=dict)  # by kind
     _peers: dict[str, _Peer] = field(default_factory=dict)
@@ -451,7 +456,8 @@ class SyncCore:
         victims = [n for n, s in self._peers.items() if not s.outbound and not s.proven and n not in busy]
         if not victims:
             return False
-        del self._peers[self.rng.choice(sorted(victims))]
+        victims.sort()
+        del self._peers[victims[int(self.rng.random() * len(victims)) % len(victims)]]
         return True
 
     def _maybe_fetch(self, now_s: float) -> list[Effect]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -89,7 +90,12 @@ class SyncService:
         self._chain = chain
         self._clock = clock
         self._config = config or SyncConfig()
-        self._core = SyncCore(status=chain.sync_status(), pinned_genesis=pinned_genesis, config=self._config)
+        self._core = SyncCore(
+            status=chain.sync_status(),
+            rng=random.Random(),
+            pinned_genesis=pinned_genesis,
+            config=self._config,
+        )
         self._loop: CoreLoop[Effect] = CoreLoop("pyrsia-sync", self._core, self._execute, clock)
         self._fetch_pool = ThreadPoolExecutor(
             self._config.fetches_max + 1, thread_name_prefix="pyrsia-sync-fetch"
