@@ -66,6 +66,9 @@ def test_an_empty_node_adopts_the_first_network_it_hears_of_then_refuses_others(
     [penalty] = sync_core.status_received("evil", at(9, OTHER), 2.0)
     assert isinstance(penalty, Penalize) and penalty.disconnect and "another network" in penalty.reason
     assert sync_core.drops == {sync.OTHER_NETWORK: 1}
+    # It comes back: still ignored, but left connected so it can read our status and why.
+    assert sync_core.peer_connected("evil", 3.0) == []
+    assert sync_core.status_received("evil", at(9, OTHER), 3.0) == []
 
 
 def test_a_pinned_genesis_refuses_other_networks_before_any_block() -> None:

@@ -21,7 +21,8 @@ cannot forge (each carries a commit certificate), so:
   already (block 0 again), blocks not starting where we asked, no blocks while it
   claims the height we asked for, a short batch below its claim — earns a strike;
   `strikes_max` strikes drop it. A good batch clears its strikes.
-- A dropped peer is banned: ignored and disconnected again if it comes back, for
+- A dropped peer is banned: ignored and (unless only of another network, which
+  cannot harm us and should learn why) disconnected again if it comes back, for
   `ban_s`, doubled on each repeat up to `BAN_GROWTH_MAX` times that (`bans_max` kept).
 - `best_known_height` believes only claims of *proven* peers (they delivered verified
   blocks that advanced our log). Counting peers that agree would not do: a sybil
@@ -219,6 +220,7 @@ class _Request:
 class _Ban:
     until_s: float
     times: int
+    kind: str
 
 
 class Rng(Protocol):
@@ -267,6 +269,8 @@ class SyncCore:
 
     def peer_connected(self, peer: str, now_s: float, *, outbound: bool = False) -> list[Effect]:
         if self._is_banned(peer, now_s):
+            if self._bans[peer].kind == OTHER_NETWORK:
+                return []  # harmless, refused by its genesis; left connected so it can read why
             return [self._penalize(peer, BANNED, "banned peer came back", disconnect=True)]
         state = self._peers.get(peer)
         if state is None:
@@ -437,7 +441,7 @@ class SyncCore:
         times = 1 if previous is None else previous.times + 1
         if len(self._bans) >= self.config.bans_max:
             del self._bans[min(self._bans, key=lambda name: self._bans[name].until_s)]
-        self._bans[peer] = _Ban(until_s=now_s + self._ban_length(times), times=times)
+        self._bans[peer] = _Ban(until_s=now_s + self._ban_length(times), times=times, kind=kind)
         return [self._penalize(peer, kind, reason, disconnect=True)]
 
     def _forget_requests(self, peer: str) -> bool:

@@ -7,7 +7,8 @@ stream too: `get_blocks` out, one `blocks` message back, bounded in count and by
 the batch goes to the chain (`SyncedChain.append_encoded`: each block verified by the
 chain core before it is stored), and the outcome — how many blocks came and where our
 log stands after them — goes back to the core, which judges the peer. A peer the core
-drops is disconnected, and while its ban lasts its streams are refused.
+drops is disconnected, and while its ban lasts it is asked nothing, served no blocks,
+and its statuses are answered but ignored.
 
 Streams run on worker pools, never on the loop thread, and in two lanes: fetches on
 `fetches_max + 1` workers of their own, status exchanges on `STATUS_WORKERS` others with a
@@ -304,9 +305,7 @@ class SyncService:
     def _serve(self, stream: Stream) -> None:
         """An inbound sync stream: a status to answer with ours, or a request for blocks."""
         peer = stream.peer_id
-        if self._is_banned(peer):
-            stream.reset()
-            return
+        banned = self._is_banned(peer)
         try:
             raw = stream.read_message(sync.MESSAGE_BYTES_MAX, STREAM_TIMEOUT_S)
             if raw is None:
@@ -315,7 +314,10 @@ class SyncService:
             match message:
                 case Status():
                     stream.write_message(sync.encode(self._chain.sync_status()), STREAM_TIMEOUT_S)
-                    self._loop.post(lambda now: self._core.status_received(peer, message, now))
+                    if not banned:  # it still learns ours, so a peer of another network reads why
+                        self._loop.post(lambda now: self._core.status_received(peer, message, now))
+                case GetBlocks() if banned:
+                    raise PeerError(f"{peer} is banned from sync")
                 case GetBlocks():
                     count = min(message.count, self._config.batch_blocks_max)
                     blocks = self._chain.encoded_blocks(message.start, count, BLOCKS_REPLY_BYTES_MAX)
