@@ -255,6 +255,26 @@ class Config:
         (),
         "CIDR prefix exempt from the per-IP and per-subnet connection limits; repeatable.",
     )
+    sync_peers_max: int = _setting(
+        1024,
+        "Peers whose log height sync tracks (and exchanges status with); when full, a peer this "
+        "node dialled displaces one that dialled in and never delivered a block.",
+        minimum=1,
+        maximum=65536,
+    )
+    sync_strikes_max: int = _setting(
+        3,
+        "Sync answers that do not advance the log (blocks held already or not asked for, fewer "
+        "than claimed) before the peer is dropped and banned.",
+        minimum=1,
+        maximum=1000,
+    )
+    sync_ban_s: float = _setting(
+        600.0,
+        "Seconds a peer dropped by sync is ignored; doubled on each repeat, up to 16 times.",
+        minimum=1,
+        maximum=7 * 24 * 3600,
+    )
     serve_artifacts: bool = _setting(
         True, "Serve held blobs to peers and announce them; false downloads only, never serves."
     )
