@@ -1,6 +1,6 @@
 """What a node holds against many peers, and an honest pull while one peer attacks it.
 
-    python benchmarks/p2p_resources.py [--before-tree PATH] [--peers 200] [--runs 3]
+    python benchmarks/p2p_resources.py [--before-tree PATH] [--peers 200] [--runs 5] [--layer-mib 16]
 
 Everything runs on 127.0.0.0/8: each peer or attacker sends from its own address, so
 the per-IP and per-/24 limits see them as different hosts.
@@ -15,22 +15,28 @@ resources   a real `pyrsia daemon` of the tree before the swarm's resource manag
             with the same thread count and RSS within 1 % (at most 30 s; a figure
             marked `~` did not settle).
 attacks     a provider daemon (one authority, image pulled through from a local
-            `docker-registry`, which is then stopped) and a second daemon that pulls
-            a layer of it over p2p. The honest pull is timed (median of `--runs`, a
-            layer not pulled before each time) with no attack, then while each attack
-            runs against the provider, then once more after the last:
-              connections    300 TCP connections held open from 127.9.0.1 (those the
-                             provider closes are opened again once a second);
+            `docker-registry`, which is then stopped) and a second daemon, already
+            connected to it, that pulls a layer of it over p2p (checked: digest, and
+            the puller's exchange byte counter rose by the layer's size). Per row,
+            `--runs` times: the honest pull (a layer not pulled before each time),
+            then a new peer from 127.30.0.1 connects to the provider and waits for
+            identify ("new peer joins"). Rows: no attack; each attack running
+            against the provider; no attack again after the last.
+              connections    300 TCP connections held open from 127.9.0.1 that
+                             never speak (those the provider closes are opened
+                             again once a second);
               sync streams   20 silent `/pyrsia/sync/1.0.0` streams from one peer at
                              127.9.1.1 (ended ones opened again every 0.5 s);
               identify push  one peer at 127.9.2.1 pushing `/ipfs/id/push/1.0.0` in
                              a loop, each push a new protocol list.
-            Each attack runs from `--warmup-s` before the first pull until the last
-            pull of its row ends, bounded in count and time. The table shows the
-            provider's threads and RSS at the end of each attack, and the rise of its
-            `pyrsia_p2p_refusals_total` counters during it; provider CPU is its CPU
-            time over the row's wall time (100 % = one core), attack warm-up included.
-            An untimed pull of one more layer comes first, so no row pays for setup.
+            Every row waits `--warmup-s` before its first pull (an attack starts
+            then) and an attack stops after the row's last join; each is bounded to
+            50,000 actions and its row's time. Shown per row: medians, the
+            provider's CPU time over the row's wall time (100 % = one core; the
+            attacker's loop in this process competes for the same two cores), its
+            threads and RSS at the end of the row, and the rise of its
+            `pyrsia_p2p_refusals_total` counters during the row. An untimed pull of
+            one more layer comes first, so no row pays for setup.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ RSS_AGREE = 0.01  # two readings agree when within 1 % of each other
 DEADLINE_S = 120.0
 CONNECT_WORKERS = 8
 ATTACKER_IPS = {"connections": "127.9.0.1", "sync streams": "127.9.1.1", "identify push": "127.9.2.1"}
+NEWCOMER_IP = "127.30.0.1"
 REFUSALS = re.compile(r'^pyrsia_p2p_refusals_total\{limit="([^"]*)",protocol="([^"]*)"\} (\d+)$', re.M)
 RECEIVED = re.compile(r'^pyrsia_exchange_received_bytes_total\{peer="[^"]+"\} (\d+)$', re.M)
 REFUSED_COLUMN = "provider refusals during it"
@@ -188,9 +195,12 @@ def resources(tree: Path, home: Path, count: int) -> Resources:
                 peer = host.connect(node.p2p_address, timeout=60)
                 host.wait_identified(peer, timeout=60)
 
-            with ThreadPoolExecutor(CONNECT_WORKERS) as pool:
+            pool = ThreadPoolExecutor(CONNECT_WORKERS)
+            try:
                 for done in [pool.submit(join, i) for i in range(count)]:
                     done.result()
+            finally:  # on Ctrl-C or a failed join, joins not yet begun never begin
+                pool.shutdown(wait=True, cancel_futures=True)
             poll(lambda: peers_of(node) >= count, f"the daemon counts {count} peers")
             loaded = settled(node.pid)
             connected = peers_of(node)
@@ -442,6 +452,19 @@ def timed_pull(node: NodeProcess, image: images.Image, digest: str) -> float:
     return seconds
 
 
+def timed_join(node: NodeProcess) -> float:
+    """Seconds for a new peer (from its own address) to connect to `node` and be identified."""
+    config = HostConfig(listen_host="127.0.0.1", listen_port=0, dial_source=NEWCOMER_IP)
+    host = Host(Identity.from_seed(os.urandom(32)), config).start()
+    try:
+        started = time.perf_counter()
+        peer = host.connect(node.p2p_address, timeout=60)
+        host.wait_identified(peer, timeout=60)
+        return time.perf_counter() - started
+    finally:
+        host.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -451,14 +474,14 @@ def main() -> None:
     )
     parser.add_argument("--before-ref", default=BEFORE_REF, help="the commit before the resource manager")
     parser.add_argument("--peers", type=int, default=200, help="peers connected at once (at most 250)")
-    parser.add_argument("--runs", type=int, default=3, help="honest pulls per row")
+    parser.add_argument("--runs", type=int, default=5, help="honest pulls (and joins) per row")
     parser.add_argument("--layer-mib", type=int, default=16, help="size of each layer pulled")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="an attack runs this long before pulls")
     parser.add_argument("--skip", choices=["resources", "attacks"], help="leave one part out")
     args = parser.parse_args()
     if not 1 <= args.peers <= 250:
         parser.error("--peers: 1 to 250 (one source /24 each under 127.20.0.0/16)")
-    console = Console(width=150)
+    console = Console(width=180)
     with tempfile.TemporaryDirectory(prefix="pyrsia-res-bench-") as tmp:
         root = Path(tmp)
         if args.skip != "resources":
@@ -492,6 +515,7 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
         "row",
         "pull median",
         "runs (ms)",
+        "new peer joins",
         "provider CPU",
         "provider threads",
         "provider RSS",
@@ -525,19 +549,21 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
             attack: Attack | None = None
             counted = refusals(provider)
             began_cpu_s, began_s = cpu_s(provider.pid), time.perf_counter()
-            if row in ATTACKS:
-                attack = ATTACKS[row](
-                    provider,
-                    ATTACKER_IPS[row],
-                    actions_max=50_000,
-                    duration_s_max=args.warmup_s + args.runs * 60 + 30,
-                ).start()
-                poll(attack.began, f"{row} began", 30)
-                time.sleep(args.warmup_s)  # the attack's head start, part of the measurement
             try:
-                took = [
-                    timed_pull(puller, image, layers[index * args.runs + run]) for run in range(args.runs)
-                ]
+                if row in ATTACKS:
+                    attack = ATTACKS[row](
+                        provider,
+                        ATTACKER_IPS[row],
+                        actions_max=50_000,
+                        duration_s_max=args.warmup_s + args.runs * 60 + 30,
+                    ).start()
+                    poll(attack.began, f"{row} began", 30)
+                time.sleep(args.warmup_s)  # the attack's head start; every row waits alike, so CPU compares
+                took: list[float] = []
+                joins: list[float] = []
+                for run in range(args.runs):
+                    took.append(timed_pull(puller, image, layers[index * args.runs + run]))
+                    joins.append(timed_join(provider))
                 state = reading(provider.pid)
                 busy = (cpu_s(provider.pid) - began_cpu_s) / (time.perf_counter() - began_s)
             finally:
@@ -550,6 +576,7 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
                 row,
                 f"{statistics.median(took) * 1000:.0f} ms",
                 " ".join(f"{t * 1000:.0f}" for t in took),
+                f"{statistics.median(joins) * 1000:.0f} ms",
                 f"{busy:.0%}",
                 threads,
                 rss,
@@ -568,4 +595,7 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # everything started was stopped on the way out
+        raise SystemExit(130) from None
