@@ -16,12 +16,15 @@ resources   a real `pyrsia daemon` of the tree before the swarm's resource manag
             marked `~` did not settle).
 attacks     a provider daemon (one authority, image pulled through from a local
             `docker-registry`, which is then stopped) and a second daemon, already
-            connected to it, that pulls a layer of it over p2p (checked: digest, and
-            the puller's exchange byte counter rose by the layer's size). Per row,
-            `--runs` times: the honest pull (a layer not pulled before each time),
-            then a new peer from 127.30.0.1 connects to the provider and waits for
-            identify ("new peer joins"). Rows: no attack; each attack running
-            against the provider; no attack again after the last.
+            connected to it, that pulls layers of it over p2p (checked: digest, and
+            the puller's exchange byte counter rose by the layer's size). A round of
+            a row: start the row's attack (if any) against the provider, wait
+            `--warmup-s` (every row alike), pull a layer not pulled before, have a
+            new peer from 127.30.0.1 connect to the provider and wait for identify
+            ("new peer joins"), stop the attack. `--runs` rounds go through the rows
+            no attack, connections, sync streams, identify push in turn (so a
+            change in the machine's load falls on every row alike), then `--runs`
+            rounds of no attack again ("after all": any lasting harm). Attacks:
               connections    300 TCP connections held open from 127.9.0.1 that
                              never speak (those the provider closes are opened
                              again once a second);
@@ -29,14 +32,12 @@ attacks     a provider daemon (one authority, image pulled through from a local
                              127.9.1.1 (ended ones opened again every 0.5 s);
               identify push  one peer at 127.9.2.1 pushing `/ipfs/id/push/1.0.0` in
                              a loop, each push a new protocol list.
-            Every row waits `--warmup-s` before its first pull (an attack starts
-            then) and an attack stops after the row's last join; each is bounded to
-            50,000 actions and its row's time. Shown per row: medians, the
-            provider's CPU time over the row's wall time (100 % = one core; the
-            attacker's loop in this process competes for the same two cores), its
-            threads and RSS at the end of the row, and the rise of its
-            `pyrsia_p2p_refusals_total` counters during the row. An untimed pull of
-            one more layer comes first, so no row pays for setup.
+            Each attack is bounded to 50,000 actions and warm-up + 120 s. Shown per
+            row: medians, the provider's CPU time over the rounds' wall time (100 %
+            = one core; the attacker's loop runs in this process on the same two
+            cores), its largest thread count and RSS seen at a round's end, and the
+            rise of its `pyrsia_p2p_refusals_total` counters over the rounds. An
+            untimed pull of one more layer comes first, so no row pays for setup.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -87,6 +89,17 @@ NEWCOMER_IP = "127.30.0.1"
 REFUSALS = re.compile(r'^pyrsia_p2p_refusals_total\{limit="([^"]*)",protocol="([^"]*)"\} (\d+)$', re.M)
 RECEIVED = re.compile(r'^pyrsia_exchange_received_bytes_total\{peer="[^"]+"\} (\d+)$', re.M)
 REFUSED_COLUMN = "provider refusals during it"
+COLUMNS = (
+    "row",
+    "pull median",
+    "pulls (ms)",
+    "new peer joins",
+    "provider CPU",
+    "provider threads",
+    "provider RSS",
+    REFUSED_COLUMN,
+)
+AFTER_ROW = "no attack, after all"
 ACCEPT = {"Accept": ", ".join([images.OCI_MANIFEST, images.DOCKER_MANIFEST])}
 
 
@@ -264,7 +277,8 @@ class Attack:
     def teardown(self) -> None:
         pass
 
-    def summary(self) -> str:
+    def counts(self) -> dict[str, int]:
+        """What the attacker did and saw, by name, for the report."""
         raise NotImplementedError
 
 
@@ -278,7 +292,6 @@ class ConnectionFlood(Attack):
         self.port = int(self.target.p2p_address.split("/tcp/")[1].split("/")[0])
         self.sockets: list[socket.socket] = []
         self.closed_by_node = 0
-        self.open_now = 0
 
     def step(self) -> None:
         while len(self.sockets) < self.held and self.actions < self.actions_max:
@@ -292,10 +305,12 @@ class ConnectionFlood(Attack):
                 break
             sock.setblocking(False)
             self.sockets.append(sock)
-        self.open_now = len(self.sockets)
         self._stop.wait(1.0)
-        readable, _, _ = select.select(self.sockets, [], [], 0)
-        for sock in readable:
+        poller = select.poll()  # not select(): descriptors may pass FD_SETSIZE
+        for sock in self.sockets:
+            poller.register(sock, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(0)}
+        for sock in [s for s in self.sockets if s.fileno() in ready]:
             try:
                 gone = sock.recv(65536) == b""
             except BlockingIOError:
@@ -311,9 +326,8 @@ class ConnectionFlood(Attack):
         for sock in getattr(self, "sockets", []):
             sock.close()
 
-    def summary(self) -> str:
-        closed, now = self.closed_by_node, self.open_now
-        return f"{self.actions} opened, {closed} closed by the node, {now} open at the end"
+    def counts(self) -> dict[str, int]:
+        return {"opened": self.actions, "closed by the node": self.closed_by_node, "failed": self.errors}
 
 
 class HostAttack(Attack):
@@ -344,7 +358,6 @@ class SilentStreams(HostAttack):
         super().setup()
         self.streams: list[Stream] = []
         self.ended_by_node = 0
-        self.open_now = 0
 
     def step(self) -> None:
         alive: list[Stream] = []
@@ -366,13 +379,10 @@ class SilentStreams(HostAttack):
                 self.errors += 1
                 self.reconnect()
                 break
-        self.open_now = len(self.streams)
         self._stop.wait(0.5)
 
-    def summary(self) -> str:
-        return (
-            f"{self.actions} opened, {self.ended_by_node} ended by the node, {self.open_now} open at the end"
-        )
+    def counts(self) -> dict[str, int]:
+        return {"opened": self.actions, "ended by the node": self.ended_by_node, "failed": self.errors}
 
 
 class IdentifyPushLoop(HostAttack):
@@ -393,8 +403,8 @@ class IdentifyPushLoop(HostAttack):
             self.errors += 1
             self.reconnect()
 
-    def summary(self) -> str:
-        return f"{self.actions} pushes, {self.errors} reset by the node or failed to open"
+    def counts(self) -> dict[str, int]:
+        return {"pushes": self.actions, "reset by the node or failed": self.errors}
 
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -506,23 +516,68 @@ def main() -> None:
             attack_table(args, root, console)
 
 
+@dataclass(slots=True)
+class Row:
+    """What one row gathered over its rounds."""
+
+    pulls_s: list[float] = field(default_factory=list)
+    joins_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    threads_max: int = 0
+    rss_kib_max: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    attacked: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bench:
+    provider: NodeProcess
+    puller: NodeProcess
+    image: images.Image
+    warmup_s: float
+
+
+def round_of(bench: Bench, row: str, layer: str, into: Row) -> None:
+    """One pull and one join with `row`'s attack (if any) running; adds to `into`."""
+    provider = bench.provider
+    counted = refusals(provider)
+    began_cpu_s, began_s = cpu_s(provider.pid), time.perf_counter()
+    attack: Attack | None = None
+    try:
+        if row in ATTACKS:
+            attack = ATTACKS[row](
+                provider, ATTACKER_IPS[row], actions_max=50_000, duration_s_max=bench.warmup_s + 120
+            ).start()
+            poll(attack.began, f"{row} began", 30)
+        time.sleep(bench.warmup_s)  # the attack's head start; every row waits alike, so CPU compares
+        into.pulls_s.append(timed_pull(bench.puller, bench.image, layer))
+        into.joins_s.append(timed_join(provider))
+        state = reading(provider.pid)
+        into.cpu_s += cpu_s(provider.pid) - began_cpu_s
+        into.wall_s += time.perf_counter() - began_s
+    finally:
+        if attack is not None:
+            attack.stop()
+    into.threads_max = max(into.threads_max, state.threads)
+    into.rss_kib_max = max(into.rss_kib_max, state.rss_kib)
+    for key, value in refusals(provider).items():
+        if value > counted.get(key, 0):
+            into.refused[key] += value - counted.get(key, 0)
+    if attack is not None:
+        into.attacked.update(attack.counts())
+        if attack.failure is not None:
+            into.failures.append(repr(attack.failure))
+
+
 def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None:
-    rows = ["no attack", *ATTACKS, "after the attacks"]
+    interleaved = ["no attack", *ATTACKS]
+    rows = [*interleaved, AFTER_ROW]
     image = layered("library/bench", 1 + len(rows) * args.runs, args.layer_mib * MIB)
-    warmup, *layers = image.layers_of(image.top)
-    table = Table(title=f"honest p2p pull of a {args.layer_mib} MiB layer, median of {args.runs}")
-    for column in (
-        "row",
-        "pull median",
-        "runs (ms)",
-        "new peer joins",
-        "provider CPU",
-        "provider threads",
-        "provider RSS",
-        REFUSED_COLUMN,
-    ):
-        table.add_column(column, justify="left" if column in ("row", REFUSED_COLUMN) else "right")
-    notes: list[str] = []
+    warmup, *fresh = image.layers_of(image.top)
+    layers = iter(fresh)
+    gathered = {row: Row() for row in rows}
     with ExitStack() as stack:
         registry = stack.enter_context(RegistryProcess(root / "upstream"))
         images.push(registry.url, image)
@@ -534,8 +589,8 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
         if manifest.status_code != 200:
             raise SystemExit(f"provider could not pull the manifest: {manifest.text}")
         for digest in image.blobs:
-            got = httpx.get(f"{provider.url}/v2/{image.name}/blobs/{digest}", timeout=120)
-            if images.sha256(got.content) != digest:
+            blob = httpx.get(f"{provider.url}/v2/{image.name}/blobs/{digest}", timeout=120)
+            if images.sha256(blob.content) != digest:
                 raise SystemExit(f"provider could not pull {digest}")
         registry.stop()  # from here on the layers can only come from the provider
         puller = stack.enter_context(daemon(root / "puller", TREE, *up, "--bootstrap", provider.p2p_address))
@@ -544,51 +599,36 @@ def attack_table(args: argparse.Namespace, root: Path, console: Console) -> None
             return int(httpx.get(f"{node.url}/api/v1/status", timeout=30).json()["translog"]["height"])
 
         poll(lambda: height(puller) == height(provider) > 0, "the puller synced the provider's log")
+        bench = Bench(provider=provider, puller=puller, image=image, warmup_s=args.warmup_s)
         timed_pull(puller, image, warmup)  # untimed: the first transfer sets up what later ones reuse
-        for index, row in enumerate(rows):
-            attack: Attack | None = None
-            counted = refusals(provider)
-            began_cpu_s, began_s = cpu_s(provider.pid), time.perf_counter()
-            try:
-                if row in ATTACKS:
-                    attack = ATTACKS[row](
-                        provider,
-                        ATTACKER_IPS[row],
-                        actions_max=50_000,
-                        duration_s_max=args.warmup_s + args.runs * 60 + 30,
-                    ).start()
-                    poll(attack.began, f"{row} began", 30)
-                time.sleep(args.warmup_s)  # the attack's head start; every row waits alike, so CPU compares
-                took: list[float] = []
-                joins: list[float] = []
-                for run in range(args.runs):
-                    took.append(timed_pull(puller, image, layers[index * args.runs + run]))
-                    joins.append(timed_join(provider))
-                state = reading(provider.pid)
-                busy = (cpu_s(provider.pid) - began_cpu_s) / (time.perf_counter() - began_s)
-            finally:
-                if attack is not None:
-                    attack.stop()
-            now = refusals(provider)
-            rose = {k: v - counted.get(k, 0) for k, v in now.items() if v > counted.get(k, 0)}
-            threads, rss = state.cells()
-            table.add_row(
-                row,
-                f"{statistics.median(took) * 1000:.0f} ms",
-                " ".join(f"{t * 1000:.0f}" for t in took),
-                f"{statistics.median(joins) * 1000:.0f} ms",
-                f"{busy:.0%}",
-                threads,
-                rss,
-                "\n".join(f"{k} +{v}" for k, v in sorted(rose.items())) or "-",
-            )
-            if attack is not None:
-                failed = f"; STOPPED EARLY: {attack.failure!r}" if attack.failure else ""
-                notes.append(f"{row} from {attack.source_ip}: {attack.summary()}{failed}")
+        for _ in range(args.runs):
+            for row in interleaved:
+                round_of(bench, row, next(layers), gathered[row])
+        for _ in range(args.runs):
+            round_of(bench, AFTER_ROW, next(layers), gathered[AFTER_ROW])
         totals = refusals(provider)
+
+    table = Table(title=f"honest p2p pull of a {args.layer_mib} MiB layer, {args.runs} rounds")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("row", REFUSED_COLUMN) else "right")
+    for row, got in gathered.items():
+        table.add_row(
+            row,
+            f"{statistics.median(got.pulls_s) * 1000:.0f} ms",
+            " ".join(f"{t * 1000:.0f}" for t in got.pulls_s),
+            f"{statistics.median(got.joins_s) * 1000:.0f} ms",
+            f"{got.cpu_s / got.wall_s:.0%}",
+            str(got.threads_max),
+            f"{got.rss_kib_max / 1024:.1f} MiB",
+            "\n".join(f"{k} +{v}" for k, v in sorted(got.refused.items())) or "-",
+        )
     console.print(table)
-    for note in notes:
-        console.print(note)
+    for row in ATTACKS:
+        got = gathered[row]
+        did = ", ".join(f"{k} {v}" for k, v in got.attacked.items())
+        console.print(f"{row} from {ATTACKER_IPS[row]}, over {args.runs} rounds: {did}")
+        for failure in got.failures:
+            console.print(f"  the attack STOPPED EARLY in a round: {failure}")
     console.print(
         "provider refusals, totals: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none")
     )
