@@ -363,13 +363,15 @@ class SilentStreams(HostAttack):
         alive: list[Stream] = []
         for stream in self.streams:
             try:
-                stream.read(1, timeout=0)
+                held = stream.read(1, timeout=0) != b""  # b"": the node ended it
             except PeerTimeout:
-                alive.append(stream)  # nothing came and nothing ended: still held
-                continue
+                held = True  # nothing came and nothing ended
             except PeerError:
-                pass
-            self.ended_by_node += 1
+                held = False  # reset
+            if held:
+                alive.append(stream)
+            else:
+                self.ended_by_node += 1
         self.streams = alive
         while len(self.streams) < self.held and self.actions < self.actions_max:
             self.actions += 1
@@ -382,7 +384,12 @@ class SilentStreams(HostAttack):
         self._stop.wait(0.5)
 
     def counts(self) -> dict[str, int]:
-        return {"opened": self.actions, "ended by the node": self.ended_by_node, "failed": self.errors}
+        return {
+            "opened": self.actions,
+            "ended by the node": self.ended_by_node,
+            "failed to open": self.errors,
+            "reconnects": self.reconnects,
+        }
 
 
 class IdentifyPushLoop(HostAttack):
@@ -404,7 +411,11 @@ class IdentifyPushLoop(HostAttack):
             self.reconnect()
 
     def counts(self) -> dict[str, int]:
-        return {"pushes": self.actions, "reset by the node or failed": self.errors}
+        return {
+            "pushes": self.actions,
+            "reset by the node or failed": self.errors,
+            "reconnects": self.reconnects,
+        }
 
 
 ATTACKS: dict[str, type[Attack]] = {
