@@ -104,6 +104,21 @@ def test_pushes_are_one_at_a_time_and_rate_limited_per_connection() -> None:
     assert behaviour.on_event(sw.InboundStream(conn=1, stream=999, protocol=push), 120.0) == []
 
 
+def test_a_peer_pushing_in_a_loop_loses_its_connection() -> None:
+    behaviour = identify.Identify(_local, pushes_per_minute_max=1)
+    _up(behaviour)
+    push = identify.PUSH_PROTOCOL_ID
+    behaviour.on_event(sw.InboundStream(conn=1, stream=2, protocol=push), 0.0)
+    effects = [
+        behaviour.on_event(sw.InboundStream(conn=1, stream=4 + 2 * n, protocol=push), 0.01 * n)
+        for n in range(40)
+    ]
+    resets = [e for e in effects if e and isinstance(e[0], sw.ResetStream)]
+    closes = [e for e in effects if e and isinstance(e[0], sw.CloseConnection)]
+    assert len(resets) == identify.PUSH_REFUSALS_PER_MINUTE_MAX
+    assert closes and behaviour.refusals["identify_push_flood"] >= 1
+
+
 def test_push_all_reaches_every_connection_and_down_forgets_one() -> None:
     behaviour = identify.Identify(_local)
     _up(behaviour, 1)

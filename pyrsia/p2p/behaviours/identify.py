@@ -17,8 +17,9 @@ transports we do not speak.
 `Identify` is the behaviour: it asks every new connection's peer who it is, answers
 the same question, pushes our message when our protocols or addresses change and
 reads the peer's pushes. A peer may push at most `pushes_per_minute_max` times per
-connection and one push at a time; more is reset and counted, so a peer that pushes
-in a loop costs a few bytes, not the selector thread. A message whose key names
+connection and one push at a time; more is reset and counted, and a peer refused
+`PUSH_REFUSALS_PER_MINUTE_MAX` times in a minute loses the connection, so a peer that
+pushes in a loop costs a few resets, not the selector thread. A message whose key names
 another peer than the one the connection authenticated closes that connection. Pure.
 """
 
@@ -43,6 +44,7 @@ LISTEN_ADDRS_MAX = 64
 PROTOCOLS_MAX = 256
 TEXT_BYTES_MAX = 1024
 PUSHES_PER_MINUTE_MAX = 10
+PUSH_REFUSALS_PER_MINUTE_MAX = 30  # then the peer is pushing in a loop: its connection closes
 PUSH_WINDOW_S = 60.0
 
 
@@ -162,6 +164,7 @@ class Identify:
         self._readers: dict[tuple[int, int], Reader] = {}
         self._pushes: dict[int, deque[float]] = {}
         self._push_readers: set[tuple[int, int]] = set()
+        self._push_refusals: dict[int, deque[float]] = {}
         self.refusals: Counter[str] = Counter()
 
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
@@ -172,6 +175,7 @@ class Identify:
             case sw.ConnectionDown(conn=conn):
                 self._conns.pop(conn, None)
                 self._pushes.pop(conn, None)
+                self._push_refusals.pop(conn, None)
                 for key in [k for k in self._readers if k[0] == conn]:
                     del self._readers[key]
                     self._push_readers.discard(key)
@@ -216,6 +220,13 @@ class Identify:
         busy = any(k[0] == conn for k in self._push_readers)
         if busy or len(recent) >= self._pushes_max:
             self.refusals["identify_push_rate" if not busy else "identify_push_concurrent"] += 1
+            refused = self._push_refusals.setdefault(conn, deque())
+            while refused and now_s - refused[0] > PUSH_WINDOW_S:
+                refused.popleft()
+            refused.append(now_s)
+            if len(refused) > PUSH_REFUSALS_PER_MINUTE_MAX:
+                self.refusals["identify_push_flood"] += 1
+                return [sw.CloseConnection(conn=conn, reason="identify pushes in a loop")]
             return [sw.ResetStream(conn=conn, stream=stream)]
         recent.append(now_s)
         self._readers[(conn, stream)] = Reader()
