@@ -199,7 +199,8 @@ class Network:
         a build), and returns each authority's verdict if it knows them; `held` are the blobs
         stored at boot, announced as provided."""
         self._serve_request = serve_request
-        self.host.set_handler(requests.PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=2)
+        # A regular node asks for a whole image's files at once (podman pulls layers in parallel).
+        self.host.set_handler(requests.PROTOCOL_ID, self._serve, workers=16, streams_per_peer_max=8)
         self.sync.start()
         self.kad.start()
         self.ledger.on_commit(lambda _block: self.sync.committed())
