@@ -348,7 +348,8 @@ def _address_parts_ok(parts: list[str], *, prefix_ok: bool) -> bool:
         multihash = base58btc_decode(rest[1])
     except ValueError:
         return False
-    return 2 < len(multihash) <= 64
+    # A multihash: one-byte code (identity, sha2-256), one-byte length, that many bytes.
+    return 2 < len(multihash) <= 66 and multihash[0] < 0x80 and multihash[1] == len(multihash) - 2
 
 
 _KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "tuple[str, ...]": tuple}
