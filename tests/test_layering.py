@@ -59,6 +59,7 @@ PURE_MODULES = [
     "http/ranges.py",
     "registry/metrics.py",
     "p2p/identity.py",
+    "p2p/swarm/behaviour.py",
     "p2p/wire/connection.py",
     "p2p/behaviours/kad/messages.py",
     "p2p/behaviours/exchange/scheduler.py",

@@ -12,15 +12,25 @@ same message, unasked, when a peer's protocols or addresses change. Fields:
 
 A message split over several length-prefixed pieces merges like protobuf (fields
 concatenate). An address we cannot parse is skipped, not fatal: peers advertise
-transports we do not speak. Pure.
+transports we do not speak.
+
+`Identify` is the behaviour: it asks every new connection's peer who it is, answers
+the same question, pushes our message when our protocols or addresses change and
+reads the peer's pushes. A peer may push at most `pushes_per_minute_max` times per
+connection and one push at a time; more is reset and counted, so a peer that pushes
+in a loop costs a few bytes, not the selector thread. A message whose key names
+another peer than the one the connection authenticated closes that connection. Pure.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.wire import protobuf, varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.p2p.wire.noise import ed25519_key_of
@@ -32,6 +42,8 @@ MESSAGE_BYTES_MAX = 8192
 LISTEN_ADDRS_MAX = 64
 PROTOCOLS_MAX = 256
 TEXT_BYTES_MAX = 1024
+PUSHES_PER_MINUTE_MAX = 10
+PUSH_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,3 +131,117 @@ def _text(raw: int | bytes) -> str:
         return raw.decode()
     except UnicodeDecodeError as exc:
         raise ProtocolViolation("identify text field is not UTF-8") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identified:
+    """A peer's identify message, checked against the connection's peer id."""
+
+    peer: str
+    info: IdentifyInfo
+
+
+_ASK = "identify"
+_PUSH = "identify-push"
+
+
+class Identify:
+    """The identify behaviour; `local(remote)` builds our message for a connection's peer."""
+
+    protocols = (PROTOCOL_ID, PUSH_PROTOCOL_ID)
+
+    def __init__(
+        self,
+        local: Callable[[Multiaddr], IdentifyInfo],
+        *,
+        pushes_per_minute_max: int = PUSHES_PER_MINUTE_MAX,
+    ) -> None:
+        self._local = local
+        self._pushes_max = pushes_per_minute_max
+        self._conns: dict[int, tuple[str, Multiaddr]] = {}
+        self._readers: dict[tuple[int, int], Reader] = {}
+        self._pushes: dict[int, deque[float]] = {}
+        self._push_readers: set[tuple[int, int]] = set()
+        self.refusals: Counter[str] = Counter()
+
+    def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
+        match event:
+            case sw.ConnectionUp(conn=conn, peer=peer, remote=remote):
+                self._conns[conn] = (peer, remote)
+                return [sw.OpenStream(conn=conn, protocols=(PROTOCOL_ID,), tag=_ASK)]
+            case sw.ConnectionDown(conn=conn):
+                self._conns.pop(conn, None)
+                self._pushes.pop(conn, None)
+                for key in [k for k in self._readers if k[0] == conn]:
+                    del self._readers[key]
+                    self._push_readers.discard(key)
+            case sw.InboundStream(conn=conn, stream=stream, protocol=protocol):
+                if protocol == PROTOCOL_ID:
+                    return self._answer(conn, stream)
+                return self._accept_push(conn, stream, now_s)
+            case sw.StreamOpened(conn=conn, stream=stream, tag=tag):
+                if tag == _PUSH:
+                    return self._answer(conn, stream)
+                self._readers[(conn, stream)] = Reader()
+            case sw.StreamData(conn=conn, stream=stream, data=data):
+                reader = self._readers.get((conn, stream))
+                if reader is not None:
+                    try:
+                        reader.feed(data)
+                    except ProtocolViolation as exc:
+                        return self._violation(conn, stream, exc)
+            case sw.StreamEnded(conn=conn, stream=stream):
+                return self._finish(conn, stream)
+            case sw.StreamGone(conn=conn, stream=stream):
+                if stream is not None:
+                    self._readers.pop((conn, stream), None)
+                    self._push_readers.discard((conn, stream))
+        return ()
+
+    def push_all(self) -> list[sw.Effect]:
+        """Tell every connected peer our message again (our protocols or addresses changed)."""
+        return [sw.OpenStream(conn=conn, protocols=(PUSH_PROTOCOL_ID,), tag=_PUSH) for conn in self._conns]
+
+    def _answer(self, conn: int, stream: int) -> list[sw.Effect]:
+        known = self._conns.get(conn)
+        if known is None:
+            return [sw.ResetStream(conn=conn, stream=stream)]
+        message = encode_message(self._local(known[1]))
+        return [sw.Write(conn=conn, stream=stream, data=message), sw.CloseStream(conn=conn, stream=stream)]
+
+    def _accept_push(self, conn: int, stream: int, now_s: float) -> list[sw.Effect]:
+        recent = self._pushes.setdefault(conn, deque())
+        while recent and now_s - recent[0] > PUSH_WINDOW_S:
+            recent.popleft()
+        busy = any(k[0] == conn for k in self._push_readers)
+        if busy or len(recent) >= self._pushes_max:
+            self.refusals["identify_push_rate" if not busy else "identify_push_concurrent"] += 1
+            return [sw.ResetStream(conn=conn, stream=stream)]
+        recent.append(now_s)
+        self._readers[(conn, stream)] = Reader()
+        self._push_readers.add((conn, stream))
+        return []
+
+    def _finish(self, conn: int, stream: int) -> list[sw.Effect]:
+        reader = self._readers.pop((conn, stream), None)
+        self._push_readers.discard((conn, stream))
+        if reader is None:
+            return []
+        try:
+            info = reader.finish()
+        except ProtocolViolation as exc:
+            return self._violation(conn, stream, exc)
+        peer = self._conns[conn][0]
+        if info.public_key and info.peer_id != peer:
+            self.refusals["identify_wrong_key"] += 1
+            return [sw.CloseConnection(conn=conn, reason=f"identify from {peer} carries another peer's key")]
+        return [
+            sw.CloseStream(conn=conn, stream=stream),
+            sw.Report(conn=conn, outcome=Identified(peer=peer, info=info)),
+        ]
+
+    def _violation(self, conn: int, stream: int, exc: ProtocolViolation) -> list[sw.Effect]:
+        self._readers.pop((conn, stream), None)
+        self._push_readers.discard((conn, stream))
+        self.refusals["identify_malformed"] += 1
+        return [sw.CloseConnection(conn=conn, reason=f"identify: {exc}")]

@@ -5,13 +5,13 @@
 cores; everyone else talks to it through a command queue plus a wake-up socket, and
 reads results from futures, `Stream` objects and immutable `PeerInfo` snapshots.
 
-Built in, answered on the selector thread itself (they never block):
-identify (`/ipfs/id/1.0.0` runs on every new connection, both ways; pushes are
-accepted and sent when handlers change), ping (`/ipfs/ping/1.0.0` echo; `ping()`
-measures RTT with the injected clock) and yamux keep-alive pings. Other protocols
-(kad, sync, exchange, …) register with `set_handler(protocol, handler)`; each
-inbound stream runs `handler(stream)` on a bounded worker pool with a blocking
-`Stream` (read/write/close).
+Behaviours (`swarm/behaviour.py`: events in, effects out, no I/O) run on the selector
+thread and own their streams: identify (`/ipfs/id/1.0.0` on every new connection,
+both ways, and pushes when our protocols change) and ping (`/ipfs/ping/1.0.0`;
+`ping()` measures RTT with the injected clock). The host keeps the yamux keep-alive
+pings itself. Other protocols (kad, sync, exchange, …) register with
+`set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
+bounded worker pool with a blocking `Stream` (read/write/close).
 
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import queue
@@ -34,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from pyrsia import __version__
@@ -48,6 +49,8 @@ from pyrsia.errors import (
 )
 from pyrsia.p2p.behaviours import identify, ping
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm import behaviour as sw
+from pyrsia.p2p.swarm.behaviour import Behaviour
 from pyrsia.p2p.wire import connection as core
 from pyrsia.p2p.wire import varint, yamux
 from pyrsia.p2p.wire.multiaddr import Multiaddr, tcp
@@ -61,7 +64,6 @@ READ_CHUNK_BYTES = 256 * 1024
 SEND_BUFFERS_MAX = 64  # buffers per sendmsg call
 STREAM_WRITE_PIECE_BYTES = 256 * 1024
 TIMER_PERIOD_S = 0.25
-BUILTIN_PROTOCOLS = (identify.PROTOCOL_ID, identify.PUSH_PROTOCOL_ID, ping.PROTOCOL_ID)
 
 Handler = Callable[["Stream"], None]
 
@@ -300,19 +302,14 @@ class Stream:
                 self._cond.notify_all()
 
 
-@dataclass(slots=True)
-class _Ping:
-    pinger: ping.Pinger = field(default_factory=ping.Pinger)
-    stream_id: int | None = None
-    waiting: deque[Future[float]] = field(default_factory=deque)
-    started: float = 0.0
-
-
 class _Conn:
     """One socket and its core; touched only by the selector thread (except `peer_id`)."""
 
-    def __init__(self, host: Host, sock: socket.socket, direction: str, remote: tuple[str, int]) -> None:
+    def __init__(
+        self, host: Host, conn_id: int, sock: socket.socket, direction: str, remote: tuple[str, int]
+    ) -> None:
         self.host = host
+        self.id = conn_id
         self.sock = sock
         self.direction = direction
         self.remote = remote
@@ -329,10 +326,9 @@ class _Conn:
         self.closed = False
         self.streams: dict[int, Stream] = {}
         self.opening: dict[int, Future[Stream]] = {}
-        self.identify_readers: dict[int, identify.Reader] = {}
-        self.push_streams: set[int] = set()
-        self.ping_responders: dict[int, ping.Responder] = {}
-        self.ping = _Ping()
+        # Streams a behaviour owns, and those it asked for that are not yet open.
+        self.owned: dict[int, Behaviour] = {}
+        self.behaviour_opening: dict[int, tuple[Behaviour, object]] = {}
         self.keepalive_sent: float | None = None
         self.keepalive_opaque = 0
         self.last_keepalive = 0.0
@@ -408,6 +404,14 @@ class Host:
         self._handlers_pending = 0
         self._handlers_lock = threading.Lock()
         self._read_buffer = bytearray(READ_CHUNK_BYTES)
+        self._conn_ids = itertools.count(1)
+        self._by_id: dict[int, _Conn] = {}
+        self._identify = identify.Identify(self._identify_info)
+        self._ping = ping.Ping(random_bytes)
+        self._behaviours: list[Behaviour] = [self._identify, self._ping]
+        self._by_protocol: dict[str, Behaviour] = {p: b for b in self._behaviours for p in b.protocols}
+        self._ping_tags = itertools.count(1)
+        self._pings: dict[int, Future[float]] = {}
         self.listen_port = 0
         self._timers_due = 0.0
         self._wake_armed = False
@@ -465,15 +469,15 @@ class Host:
 
     def set_handler(self, protocol: str, handler: Handler) -> None:
         """Serve `protocol` on inbound streams; connected peers hear of it by identify push."""
-        if protocol in BUILTIN_PROTOCOLS:
+        if protocol in self._by_protocol:
             raise ValueError(f"{protocol} is built in")
         self._handlers[protocol] = handler
         if self._running:
-            self._post(self._push_identify_all)
+            self._post(lambda: self._apply(self._identify, self._identify.push_all()))
 
     def remove_handler(self, protocol: str) -> None:
         if self._handlers.pop(protocol, None) is not None and self._running:
-            self._post(self._push_identify_all)
+            self._post(lambda: self._apply(self._identify, self._identify.push_all()))
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
         """`callback(event)` runs on the worker pool for each peer connect/identify/disconnect."""
@@ -481,7 +485,7 @@ class Host:
 
     @property
     def protocols(self) -> list[str]:
-        return [*BUILTIN_PROTOCOLS, *self._handlers]
+        return [*self._by_protocol, *self._handlers]
 
     def add_addresses(self, peer_id: str, addrs: Iterable[Multiaddr]) -> None:
         """Remember where a peer listens, so `open_stream` can dial it."""
@@ -644,10 +648,11 @@ class Host:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(self, sock, "inbound", (remote[0], remote[1]))
+            conn = _Conn(self, next(self._conn_ids), sock, "inbound", (remote[0], remote[1]))
             conn.core = self._new_core(initiator=False, expected=None)
             conn.deadline = self._clock() + self.config.handshake_timeout_s
             self._conns.add(conn)
+            self._by_id[conn.id] = conn
             self._update_interest(conn)
 
     def _new_core(self, *, initiator: bool, expected: str | None) -> core.Connection:
@@ -666,7 +671,7 @@ class Host:
         )
 
     def _supports(self, protocol: str) -> bool:
-        return protocol in BUILTIN_PROTOCOLS or protocol in self._handlers
+        return protocol in self._by_protocol or protocol in self._handlers
 
     def _start_dial(
         self, target: Multiaddr, family: int, remote: tuple[str, int], future: Future[str]
@@ -683,12 +688,13 @@ class Host:
             _reject(future, PeerUnreachable(f"cannot reach {target}: {os.strerror(err)}"))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(self, sock, "outbound", remote)
+        conn = _Conn(self, next(self._conn_ids), sock, "outbound", remote)
         conn.expected_peer_id = expected
         conn.dial_future = future
         conn.connecting = True
         conn.deadline = self._clock() + self.config.handshake_timeout_s
         self._conns.add(conn)
+        self._by_id[conn.id] = conn
         self._update_interest(conn)
 
     def _on_writable(self, conn: _Conn) -> None:
@@ -780,30 +786,91 @@ class Host:
             conn.dial_future = None
         log.info("p2p: connected %s %s at %s", conn.direction, conn.peer_id, conn.address)
         self._notify(PeerConnected(peer_id=conn.peer_id))
-        assert conn.core is not None
-        conn.identify_readers[conn.core.open_stream([identify.PROTOCOL_ID])] = identify.Reader()
-
-    def _identify_message(self, conn: _Conn) -> bytes:
-        return identify.encode_message(
-            identify.IdentifyInfo(
-                agent_version=self.config.agent_version,
-                public_key=public_key_protobuf(self.identity.public_key),
-                listen_addrs=tuple(self.listen_addrs),
-                observed_addr=conn.address,
-                protocols=tuple(self.protocols),
-            )
+        self._dispatch(
+            sw.ConnectionUp(conn=conn.id, peer=conn.peer_id, direction=conn.direction, remote=conn.address)
         )
+
+    def _identify_info(self, remote: Multiaddr) -> identify.IdentifyInfo:
+        return identify.IdentifyInfo(
+            agent_version=self.config.agent_version,
+            public_key=public_key_protobuf(self.identity.public_key),
+            listen_addrs=tuple(self.listen_addrs),
+            observed_addr=remote,
+            protocols=tuple(self.protocols),
+        )
+
+    # -- behaviours -----------------------------------------------------------------
+
+    def _dispatch(self, event: sw.Event) -> None:
+        """Tell every behaviour of a connection event (ups and downs go to all)."""
+        for behaviour in self._behaviours:
+            self._apply(behaviour, behaviour.on_event(event, self._clock()))
+
+    def _to_owner(self, behaviour: Behaviour, event: sw.Event) -> None:
+        self._apply(behaviour, behaviour.on_event(event, self._clock()))
+
+    def _apply(self, behaviour: Behaviour, effects: Iterable[sw.Effect]) -> None:
+        """Carry out what a behaviour asked for, on the selector thread."""
+        for effect in effects:
+            conn = self._by_id.get(effect.conn)
+            if conn is None or conn.closed or conn.core is None:
+                if isinstance(effect, sw.OpenStream):
+                    gone = sw.StreamGone(conn=effect.conn, stream=None, tag=effect.tag, reason="closed")
+                    self._to_owner(behaviour, gone)
+                elif isinstance(effect, sw.Report):
+                    self._on_report(None, effect.outcome)
+                continue
+            match effect:
+                case sw.OpenStream(protocols=protocols, tag=tag):
+                    try:
+                        stream_id = conn.core.open_stream(list(protocols))
+                    except StreamClosed as exc:
+                        gone = sw.StreamGone(conn=conn.id, stream=None, tag=tag, reason=str(exc))
+                        self._to_owner(behaviour, gone)
+                        continue
+                    conn.behaviour_opening[stream_id] = (behaviour, tag)
+                case sw.Write(stream=stream_id, data=data):
+                    with contextlib.suppress(StreamClosed):
+                        conn.core.write(stream_id, data)
+                case sw.CloseStream(stream=stream_id):
+                    conn.core.close_stream(stream_id)
+                    conn.owned.pop(stream_id, None)
+                case sw.ResetStream(stream=stream_id):
+                    conn.core.reset_stream(stream_id)
+                    conn.owned.pop(stream_id, None)
+                case sw.CloseConnection(reason=reason):
+                    log.warning("p2p: closing connection to %s: %s", conn.peer_id or conn.address, reason)
+                    self._drain(conn)
+                    self._close(conn, reason)
+                    continue
+                case sw.Report(outcome=outcome):
+                    self._on_report(conn, outcome)
+            self._dirty.add(conn)
+
+    def _on_report(self, conn: _Conn | None, outcome: object) -> None:
+        match outcome:
+            case identify.Identified(info=info):
+                if conn is not None:
+                    self._on_identified(conn, info)
+            case ping.PingResult(tag=tag, rtt_s=rtt_s, error=error):
+                future = self._pings.pop(tag, None) if isinstance(tag, int) else None
+                if future is None:
+                    return
+                if rtt_s is None:
+                    _reject(future, StreamClosed(f"ping failed: {error}"))
+                    return
+                if conn is not None:
+                    self._update_peer(conn, rtt_s=rtt_s)
+                _resolve(future, rtt_s)
 
     def _on_outbound_opened(self, conn: _Conn, stream_id: int, protocol: str) -> None:
         assert conn.core is not None
-        if stream_id in conn.identify_readers:
-            return
-        if stream_id in conn.push_streams:
-            conn.core.write(stream_id, self._identify_message(conn))
-            conn.core.close_stream(stream_id)
-            return
-        if stream_id == conn.ping.stream_id:
-            self._send_next_ping(conn)
+        opening = conn.behaviour_opening.pop(stream_id, None)
+        if opening is not None:
+            behaviour, tag = opening
+            conn.owned[stream_id] = behaviour
+            opened = sw.StreamOpened(conn=conn.id, stream=stream_id, protocol=protocol, tag=tag)
+            self._to_owner(behaviour, opened)
             return
         future = conn.opening.pop(stream_id, None)
         stream = Stream(self, conn, stream_id, protocol)
@@ -816,13 +883,10 @@ class Host:
 
     def _on_inbound_opened(self, conn: _Conn, stream_id: int, protocol: str) -> None:
         assert conn.core is not None
-        if protocol == identify.PROTOCOL_ID:
-            conn.core.write(stream_id, self._identify_message(conn))
-            conn.core.close_stream(stream_id)
-        elif protocol == identify.PUSH_PROTOCOL_ID:
-            conn.identify_readers[stream_id] = identify.Reader()
-        elif protocol == ping.PROTOCOL_ID:
-            conn.ping_responders[stream_id] = ping.Responder()
+        behaviour = self._by_protocol.get(protocol)
+        if behaviour is not None:
+            conn.owned[stream_id] = behaviour
+            self._to_owner(behaviour, sw.InboundStream(conn=conn.id, stream=stream_id, protocol=protocol))
         else:
             handler = self._handlers.get(protocol)
             with self._handlers_lock:
@@ -859,17 +923,9 @@ class Host:
             stream._deliver(data)
             return
         conn.core.consume(stream_id, len(data))
-        if (reader := conn.identify_readers.get(stream_id)) is not None:
-            reader.feed(data)
-        elif (responder := conn.ping_responders.get(stream_id)) is not None:
-            echo = responder.receive_data(data)
-            if echo:
-                conn.core.write(stream_id, echo)
-        elif stream_id == conn.ping.stream_id and conn.ping.pinger.receive_data(data):
-            rtt = self._clock() - conn.ping.started
-            self._update_peer(conn, rtt_s=rtt)
-            _resolve(conn.ping.waiting.popleft(), rtt)
-            self._send_next_ping(conn)
+        behaviour = conn.owned.get(stream_id)
+        if behaviour is not None:
+            self._to_owner(behaviour, sw.StreamData(conn=conn.id, stream=stream_id, data=bytes(data)))
 
     def _on_stream_ended(self, conn: _Conn, stream_id: int) -> None:
         assert conn.core is not None
@@ -880,14 +936,9 @@ class Host:
             if stream._local_closed:
                 conn.streams.pop(stream_id)
             return
-        reader = conn.identify_readers.pop(stream_id, None)
-        if reader is not None:
-            self._on_identified(conn, reader.finish())
-            conn.core.close_stream(stream_id)
-        elif conn.ping_responders.pop(stream_id, None) is not None:
-            conn.core.close_stream(stream_id)
-        elif stream_id == conn.ping.stream_id:
-            self._fail_pings(conn, StreamClosed(f"{conn.peer_id} closed the ping stream"))
+        behaviour = conn.owned.get(stream_id)
+        if behaviour is not None:
+            self._to_owner(behaviour, sw.StreamEnded(conn=conn.id, stream=stream_id))
 
     def _on_stream_gone(self, conn: _Conn, stream_id: int, reason: str) -> None:
         error = StreamClosed(reason)
@@ -897,21 +948,14 @@ class Host:
         future = conn.opening.pop(stream_id, None)
         if future is not None:
             _reject(future, error)
-        conn.identify_readers.pop(stream_id, None)
-        conn.ping_responders.pop(stream_id, None)
-        conn.push_streams.discard(stream_id)
-        if stream_id == conn.ping.stream_id:
-            self._fail_pings(conn, error)
-
-    def _fail_pings(self, conn: _Conn, error: PeerError) -> None:
-        conn.ping.stream_id = None
-        conn.ping.pinger = ping.Pinger()
-        while conn.ping.waiting:
-            _reject(conn.ping.waiting.popleft(), error)
+        behaviour = conn.owned.pop(stream_id, None)
+        tag: object = None
+        if behaviour is None and (opening := conn.behaviour_opening.pop(stream_id, None)) is not None:
+            behaviour, tag = opening
+        if behaviour is not None:
+            self._to_owner(behaviour, sw.StreamGone(conn=conn.id, stream=stream_id, tag=tag, reason=reason))
 
     def _on_identified(self, conn: _Conn, info: identify.IdentifyInfo) -> None:
-        if info.public_key and info.peer_id != conn.peer_id:
-            raise ProtocolViolation(f"identify from {conn.peer_id} carries another peer's key")
         assert conn.peer_id is not None
         listen = tuple(a for a in info.listen_addrs if a.tcp_endpoint() is not None)
         self.add_addresses(conn.peer_id, listen)
@@ -951,13 +995,6 @@ class Host:
         for callback in self._subscribers:
             self._workers.submit(_call_subscriber, callback, event)
 
-    def _push_identify_all(self) -> None:
-        for conn in self._conns:
-            if conn.core is not None and conn.core.established and not conn.closed:
-                with contextlib.suppress(StreamClosed):
-                    conn.push_streams.add(conn.core.open_stream([identify.PUSH_PROTOCOL_ID]))
-                    self._dirty.add(conn)
-
     def _start_stream(self, peer_id: str, protocols: list[str], future: Future[Stream]) -> None:
         conn = self._live_conn(peer_id)
         if conn is None or conn.core is None:
@@ -976,22 +1013,9 @@ class Host:
         if conn is None or conn.core is None:
             _reject(future, PeerUnreachable(f"not connected to {peer_id}"))
             return
-        conn.ping.waiting.append(future)
-        if conn.ping.stream_id is None:
-            try:
-                conn.ping.stream_id = conn.core.open_stream([ping.PROTOCOL_ID])
-            except StreamClosed as exc:
-                self._fail_pings(conn, exc)
-        elif not conn.ping.pinger.outstanding and conn.core.protocol_of(conn.ping.stream_id):
-            self._send_next_ping(conn)
-        self._dirty.add(conn)
-
-    def _send_next_ping(self, conn: _Conn) -> None:
-        assert conn.core is not None and conn.ping.stream_id is not None
-        if not conn.ping.waiting or conn.ping.pinger.outstanding:
-            return
-        conn.ping.started = self._clock()
-        conn.core.write(conn.ping.stream_id, conn.ping.pinger.request(self._random(ping.PAYLOAD_BYTES)))
+        tag = next(self._ping_tags)
+        self._pings[tag] = future
+        self._apply(self._ping, self._ping.start(conn.id, tag, self._clock()))
 
     def _live_conn(self, peer_id: str) -> _Conn | None:
         for conn in self._by_peer.get(peer_id, []):
@@ -1105,6 +1129,7 @@ class Host:
             self._selector.unregister(conn.sock)
         conn.sock.close()
         self._conns.discard(conn)
+        self._by_id.pop(conn.id, None)
         error = PeerUnreachable(f"connection to {conn.peer_id or conn.address} ended: {reason}")
         if conn.dial_future is not None:
             _reject(conn.dial_future, error)
@@ -1112,13 +1137,13 @@ class Host:
             stream._fail(error)
         for future in conn.opening.values():
             _reject(future, error)
-        self._fail_pings(conn, error)
         if conn.peer_id is None:
             log.info("p2p: connection with %s ended before its handshake: %s", conn.address, reason)
             return
         siblings = self._by_peer.get(conn.peer_id, [])
         if conn in siblings:
             siblings.remove(conn)
+            self._dispatch(sw.ConnectionDown(conn=conn.id, peer=conn.peer_id, reason=reason))
         if not siblings:
             self._by_peer.pop(conn.peer_id, None)
             with self._lock:

@@ -1,0 +1,142 @@
+"""The seam between the swarm and its behaviours: events in, effects out.
+
+A behaviour (identify, ping, and next autonat, relay, dcutr) is a pure object that
+never touches a socket, a thread or a clock. The swarm (`host.py`) tells it what
+happened on the connections it owns — a connection came up or went away, a stream for
+one of its protocols was opened by the peer or by us, data arrived, a stream ended —
+and executes what it answers: open a stream, write, close, reset, close a connection,
+or report an outcome to the swarm (`Report`), which turns it into peer state and
+events for the rest of the node. Time reaches a behaviour as `now_s` on every call.
+
+Connections are named by a number the swarm gives them (`conn`), so one peer may
+have several; streams by their yamux id on that connection. A stream a behaviour
+opens carries a `tag` of its choosing, returned with the outcome. Every stream the
+swarm hands a behaviour is the behaviour's until it ends or is reset; the swarm
+forgets it after that. Rules: a behaviour answers only for the streams it owns, and
+its bounds (message sizes, streams at once, rates) are its own to enforce, refusing
+with `ResetStream` or `CloseConnection` and counting the refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pyrsia.p2p.wire.multiaddr import Multiaddr
+
+# -- events: what the swarm tells a behaviour ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionUp:
+    conn: int
+    peer: str
+    direction: str  # "inbound" | "outbound"
+    remote: Multiaddr  # the socket's remote address (for inbound, an ephemeral port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionDown:
+    conn: int
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundStream:
+    conn: int
+    stream: int
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOpened:
+    """A stream this behaviour asked for was accepted by the peer."""
+
+    conn: int
+    stream: int
+    protocol: str
+    tag: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamData:
+    conn: int
+    stream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnded:
+    """The peer closed its side; we may still write until we close ours."""
+
+    conn: int
+    stream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamGone:
+    """Reset by the peer, refused, or its connection closed: the stream is forgotten."""
+
+    conn: int
+    stream: int | None  # None when it was never opened
+    tag: object
+    reason: str
+
+
+Event = ConnectionUp | ConnectionDown | InboundStream | StreamOpened | StreamData | StreamEnded | StreamGone
+
+# -- effects: what a behaviour asks of the swarm ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenStream:
+    conn: int
+    protocols: tuple[str, ...]
+    tag: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Write:
+    conn: int
+    stream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseStream:
+    conn: int
+    stream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetStream:
+    conn: int
+    stream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseConnection:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """An outcome for the swarm (a peer identified, a ping's round trip, …)."""
+
+    conn: int
+    outcome: object
+
+
+Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Report
+
+
+class Behaviour(Protocol):
+    """What the swarm drives. `protocols` are the inbound protocols it answers."""
+
+    @property
+    def protocols(self) -> tuple[str, ...]: ...
+
+    def on_event(self, event: Event, now_s: float) -> Sequence[Effect]: ...
