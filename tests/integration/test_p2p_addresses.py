@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,54 @@ def test_a_bad_announce_is_one_clear_error(tmp_path: Path) -> None:
         node.start()
     lines = [line for line in node.output().splitlines() if "announce" in line]
     assert len(lines) == 1 and "'1.2.3.4:4001' is not a multiaddr" in lines[0], node.output()
+
+
+def test_ipv6_listener_on_all_interfaces_takes_ipv6_and_ipv4_dials(tmp_path: Path) -> None:
+    identity = Identity.from_seed(os.urandom(32))
+    listener = Host(identity, HostConfig(listen_host="::", listen_port=0)).start()
+    dialers = [Host(Identity.from_seed(os.urandom(32)), HostConfig(listen_host="::1", listen_port=0)).start()]
+    dialers.append(
+        Host(Identity.from_seed(os.urandom(32)), HostConfig(listen_host="127.0.0.1", listen_port=0)).start()
+    )
+    try:
+        port = listener.listen_port
+        kinds = listener.address_kinds()
+        assert f"/ip6/::1/tcp/{port}" in kinds["listen"] and f"/ip4/127.0.0.1/tcp/{port}" in kinds["listen"]
+        for dialer, via in zip(dialers, ("/ip6/::1", "/ip4/127.0.0.1"), strict=True):
+            assert (
+                dialer.connect(f"{via}/tcp/{port}/p2p/{identity.peer_id}", timeout=TIMEOUT_S)
+                == identity.peer_id
+            )
+            seen = listener.wait_identified(dialer.peer_id, timeout=TIMEOUT_S)
+            assert str(seen.address).startswith(via + "/tcp/")  # IPv4 peers are not shown IPv4-mapped
+            heard = [str(a) for a in dialer.wait_identified(identity.peer_id, timeout=TIMEOUT_S).listen_addrs]
+            assert heard[0].startswith(via + "/"), heard  # a peer on loopback hears its own family's loopback
+    finally:
+        for host in (*dialers, listener):
+            host.stop()
+
+
+def test_a_dead_address_first_does_not_hold_up_the_live_one(peer: Host) -> None:
+    identity = Identity.from_seed(os.urandom(32))
+    config = HostConfig(listen_host="127.0.0.1", listen_port=0)
+    target = Host(identity, config).start()
+    # A listener that never accepts: its connects hang in the backlog, never handshake.
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    try:
+        dead = Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}")
+        peer.add_addresses(identity.peer_id, [dead, *target.listen_addrs])
+        assert peer.known_addresses(identity.peer_id)[0] == dead
+        started = time.monotonic()
+        stream = peer.open_stream(identity.peer_id, ["/ipfs/ping/1.0.0"], timeout=TIMEOUT_S)
+        took = time.monotonic() - started
+        stream.reset()
+        # Far less than the per-address timeout (5 s): the next address started after the stagger.
+        assert took < 2.5, took
+        assert peer.is_connected(identity.peer_id)
+    finally:
+        silent.close()
+        target.stop()

@@ -399,3 +399,11 @@ def test_what_the_settings_accept_the_policy_parses() -> None:
         except ConfigError:
             continue
         assert AdvertisePolicy.from_settings(no_announce=[text]).no_announce, text
+
+
+def test_the_remote_peers_family_comes_first_within_a_kind() -> None:
+    over_ipv6 = texts(advertised(listen=LISTEN, remote=ma("/ip6/2a00:1450::99/tcp/5")))
+    assert over_ipv6[:2] == ["/ip6/2a00:1450::7/tcp/44000", "/ip4/93.184.216.34/tcp/44000"]
+    assert over_ipv6[2:] == ["/ip6/fd00::2/tcp/44000", "/ip4/192.0.2.2/tcp/44000"]
+    on_loopback6 = texts(advertised(listen=LISTEN, remote=ma("/ip6/::1/tcp/5")))
+    assert on_loopback6[:2] == ["/ip6/::1/tcp/44000", "/ip4/127.0.0.1/tcp/44000"]

@@ -221,11 +221,21 @@ def advertised(
     routable = [a for a in candidates if kind_of(a) != "loopback"]
     if not loopback_first and routable:
         candidates = routable
-    ranked = sorted(
-        _unique(candidates),
-        key=lambda a: -1 if loopback_first and kind_of(a) == "loopback" else _RANK[kind_of(a)],
-    )
+    family = _family(remote) if remote is not None else None
+
+    def order(address: Multiaddr) -> tuple[int, int]:
+        rank = -1 if loopback_first and kind_of(address) == "loopback" else _RANK[kind_of(address)]
+        return rank, 0 if family is None or _family(address) in (family, None) else 1
+
+    ranked = sorted(_unique(candidates), key=order)
     return tuple(ranked[:addresses_max])
+
+
+def _family(address: Multiaddr) -> int | None:
+    ip = ip_of(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return 4
+    return None if ip is None else ip.version
 
 
 def _is_ipv6_link_local(address: Multiaddr) -> bool:
