@@ -13,6 +13,14 @@ pings itself. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
 bounded worker pool with a blocking `Stream` (read/write/close).
 
+Addresses (rules in `swarm/addresses.py`): a listener on `0.0.0.0` or `::` (dual-stack
+when the system allows) is expanded to the interface addresses, re-read every
+`addresses_refresh_s`; identify tells each peer what `advertised` chooses for it (a
+peer on loopback may hear loopback); a peer's identify replaces its entry in the
+bounded address book, and its `observedAddr` is one observer's vote for an address of
+ours. `open_stream` to an unconnected peer dials its known addresses staggered
+(`dial_stagger_s`), each for at most `dial_address_timeout_s`; the first to connect wins.
+
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
 its core), per-stream write backlog (writers block), yamux windows (readers that
