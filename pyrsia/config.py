@@ -248,7 +248,29 @@ class Config:
         addresses="multiaddr_or_cidr",
     )
     p2p_connections_max: int = _setting(
-        256, "Inbound p2p connections accepted at once.", minimum=1, maximum=65536
+        256, "Inbound p2p connections accepted at once.", minimum=2, maximum=65536
+    )
+    p2p_connections_per_ip_max: int = _setting(
+        32, "Inbound p2p connections one IP address may hold.", minimum=1, maximum=65536
+    )
+    p2p_connections_per_subnet_max: int = _setting(
+        64,
+        "Inbound p2p connections one subnet (IPv4 /24, IPv6 /64) may hold.",
+        minimum=1,
+        maximum=65536,
+    )
+    p2p_handshakes_max: int = _setting(
+        64, "Inbound p2p connections still in their handshake at once.", minimum=1, maximum=65536
+    )
+    p2p_connections_reserved: int = _setting(
+        32,
+        "Inbound p2p connections only known peers (authorities, bootstrap peers) may use.",
+        minimum=0,
+        maximum=65536,
+    )
+    p2p_limits_allow: tuple[str, ...] = _setting(
+        (),
+        "CIDR prefix exempt from the per-IP and per-subnet connection limits; repeatable.",
     )
     serve_artifacts: bool = _setting(
         True, "Serve held blobs to peers and announce them; false downloads only, never serves."
@@ -270,6 +292,71 @@ class Config:
     max_upload_peers: int = _setting(
         32, "Peers served at once.", flag="--max-upload-peers", minimum=1, maximum=4096
     )
+    max_upload_streams_per_peer: int = _setting(
+        4,
+        "Exchange streams served to one peer at once (of the 8 served in all).",
+        minimum=1,
+        maximum=64,
+    )
+    upload_request_deadline_s: float = _setting(
+        120.0,
+        "Seconds a peer has to take the whole answer to one exchange request; a slower "
+        "or silent reader loses its stream.",
+        minimum=0.5,
+        maximum=3600,
+    )
+    request_rate: float = _setting(
+        10.0,
+        "Publish and build requests per second an authority serves to one peer; 0 is unlimited.",
+        minimum=0,
+        maximum=1_000_000,
+    )
+    request_burst: int = _setting(
+        100,
+        "Publish and build requests one peer may send at once before request_rate applies.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    request_missing_ttl_s: float = _setting(
+        60.0,
+        "Seconds an authority answers a request for what its upstream said is missing from "
+        "memory, without asking the upstream again; 0 always asks.",
+        minimum=0,
+        maximum=86400,
+    )
+    build_requesters: tuple[str, ...] = _setting(
+        (),
+        "Peer id besides the authorities allowed to request builds from this authority; repeatable.",
+    )
+    kad_ip_group_peers_per_bucket_max: int = _setting(
+        16,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in one k-bucket (of 20).",
+        minimum=1,
+        maximum=20,
+    )
+    kad_ip_group_peers_max: int = _setting(
+        64,
+        "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in the whole table.",
+        minimum=1,
+        maximum=100_000,
+    )
+    kad_ip_group_exempt: tuple[str, ...] = _setting(
+        (),
+        "CIDR whose peers the DHT's per-address limits do not count (table and provider "
+        "records); repeatable.",
+    )
+    kad_provider_records_per_peer_max: int = _setting(
+        16_384,
+        "DHT provider records held from one providing peer (of 65,536 in all).",
+        minimum=1,
+        maximum=65_536,
+    )
+    kad_provider_records_per_ip_group_max: int = _setting(
+        16_384,
+        "DHT provider records held from peers of one IPv4 /24 or IPv6 /48.",
+        minimum=1,
+        maximum=65_536,
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS.values():
@@ -277,6 +364,12 @@ class Config:
             if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
+        for name in ("p2p_limits_allow", "kad_ip_group_exempt"):
+            for prefix in getattr(self, name):
+                try:
+                    ipaddress.ip_network(prefix, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {prefix[:100]!r} is not a CIDR prefix") from exc
 
     @property
     def http_url(self) -> str:

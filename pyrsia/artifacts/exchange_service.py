@@ -6,7 +6,12 @@ list is computed from the stored file once and cached by digest (bounded); chunk
 bytes are read with `os.pread`, one piece at a time, never the whole blob. Uploads
 honour `max_upload_rate` (one token bucket for every stream) and `max_upload_peers`
 (distinct peers served at once; a request beyond it is `Refused`), and at most
-`streams_max` streams are served at once, since each holds a Host handler worker. With
+`streams_max` streams are served at once, since each holds a Host handler worker, of
+which one peer holds at most `streams_per_peer_max` (`max_upload_streams_per_peer`),
+so one peer cannot take every upload slot. Each request must be answered in full
+within `request_deadline_s` (`upload_request_deadline_s`) and the next must come
+within the idle timeout: a slow or silent reader loses its stream, not the node its
+slot. Each refusal is counted by reason (`ExchangeSnapshot.refused`). With
 `serve_artifacts = false` the handler is never registered, so peers cannot even
 open the protocol.
 
@@ -44,6 +49,7 @@ from pyrsia.errors import (
     DigestMismatch,
     ExchangeFailed,
     PeerError,
+    PeerTimeout,
     ProtocolViolation,
     StorageError,
 )
@@ -69,6 +75,13 @@ log = logging.getLogger("pyrsia.exchange")
 SEND_PIECE_BYTES = 256 * 1024
 LIMITED_PIECE_BYTES = 64 * 1024  # smaller pieces when a rate cap is set, so the cap is smooth
 SOURCES = ("local", "peer", "upstream")
+# Serving refusals, as counted (`pyrsia_exchange_refused_total{reason=…}`).
+STREAMS_BUSY = "streams_max"
+PEERS_BUSY = "peers_max"
+PEER_STREAMS = "peer_streams"
+DEADLINE = "deadline"
+IDLE = "idle"
+REFUSAL_REASONS = (STREAMS_BUSY, PEERS_BUSY, PEER_STREAMS, DEADLINE, IDLE)
 
 
 # -- counters ------------------------------------------------------------------------
@@ -91,6 +104,7 @@ class ExchangeSnapshot:
     serving_peers: int
     evictions: int
     transfers: tuple[Transfer, ...]
+    refused: dict[str, int] = field(default_factory=dict)  # serving refusals by reason
 
 
 @dataclass(slots=True)
@@ -112,6 +126,11 @@ class ExchangeStats:
         self._serving = 0
         self._evictions = 0
         self._transfers: dict[str, _Transfer] = {}
+        self._refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+
+    def refused(self, reason: str) -> None:
+        with self._lock:
+            self._refused[reason] = self._refused.get(reason, 0) + 1
 
     def served(self, peer: str, size: int) -> None:
         with self._lock:
@@ -165,6 +184,7 @@ class ExchangeStats:
                     )
                     for d, t in sorted(self._transfers.items())
                 ),
+                refused=dict(self._refused),
             )
 
 
@@ -202,6 +222,8 @@ class ServeConfig:
     # Streams served at once, whoever asks: each holds one of the Host's handler workers
     # for a whole download, and kad and sync answer from the same pool.
     streams_max: int = 8
+    streams_per_peer_max: int = 4
+    request_deadline_s: float = 120.0
     chunk_lists_cached_max: int = 256
     idle_timeout_s: float = 60.0
 
@@ -232,46 +254,85 @@ class ExchangeServer:
         self._slots = PeerSlots(config.max_upload_peers)
         self._slots_lock = threading.Lock()
         self._streams = 0
+        self._peer_streams: dict[str, int] = {}
+        self._clock = clock
         self._lists: OrderedDict[Digest, _Listed] = OrderedDict()
         self._lists_lock = threading.Lock()
 
     def register(self, host: Host) -> None:
         """Serve the protocol on `host`, unless `serve_artifacts` is off."""
         if self.config.serve_artifacts:
-            host.set_handler(wire.PROTOCOL_ID, self.handle)
+            # Room beyond `streams_max` for the workers that answer `Refused` when it is full.
+            workers = self.config.streams_max + 2
+            host.set_handler(wire.PROTOCOL_ID, self.handle, workers=workers, pending_max=2 * workers)
 
     def handle(self, stream: Stream) -> None:
         """One peer's stream: answer its requests in order until it closes."""
         peer = stream.peer_id
+        config = self.config
         with self._slots_lock:
-            busy = self._streams >= self.config.streams_max
-            admitted = not busy and self._slots.acquire(peer)
-            if admitted:
+            held = self._peer_streams.get(peer, 0)
+            if self._streams >= config.streams_max:
+                refusal: tuple[str, str] | None = (STREAMS_BUSY, f"{self._streams} streams")
+            elif held >= config.streams_per_peer_max:
+                refusal = (PEER_STREAMS, f"{held} streams for {peer}")
+            elif not self._slots.acquire(peer):
+                refusal = (PEERS_BUSY, f"{self._slots.peers_max} peers")
+            else:
+                refusal = None
                 self._streams += 1
+                self._peer_streams[peer] = held + 1
             self.stats.set_serving(self._slots.serving)
-        if not admitted:
-            what = f"{self._streams} streams" if busy else f"{self._slots.peers_max} peers"
-            stream.write(wire.encode(wire.Refused(reason=f"busy: serving {what}")))
+        if refusal is not None:
+            self.stats.refused(refusal[0])
+            log.debug("exchange: refused a stream of %s: busy serving %s", peer, refusal[1])
+            stream.write(wire.encode(wire.Refused(reason=f"busy: serving {refusal[1]}")))
             return
+        idle_s = min(config.idle_timeout_s, config.request_deadline_s)
         try:
             reader = wire.RequestReader()
-            while data := stream.read(65_536, timeout=self.config.idle_timeout_s):
+            while data := stream.read(65_536, timeout=idle_s):
                 reader.receive_data(data)
                 while (request := reader.next_request()) is not None:
-                    self._answer(stream, request)
+                    self._answer(stream, request, self._clock() + config.request_deadline_s)
         except StorageError as exc:
             log.warning("exchange: cannot serve %s: %s", peer, exc.message)
+            stream.reset()
+        except _Late:
+            self.stats.refused(DEADLINE)
+            log.info("exchange: %s did not take an answer within %g s; stream reset", peer,
+                     config.request_deadline_s)  # fmt: skip
+            stream.reset()
+        except PeerTimeout:
+            self.stats.refused(IDLE)
+            log.info("exchange: %s sent no request within %g s; stream reset", peer, idle_s)
             stream.reset()
         finally:
             with self._slots_lock:
                 self._slots.release(peer)
                 self._streams -= 1
+                left = self._peer_streams.pop(peer, 1) - 1
+                if left > 0:
+                    self._peer_streams[peer] = left
                 self.stats.set_serving(self._slots.serving)
 
-    def _answer(self, stream: Stream, request: wire.Request) -> None:
+    def _left(self, deadline_s: float) -> float:
+        """Seconds left before the request's deadline; `_Late` once it passed."""
+        left = deadline_s - self._clock()
+        if left <= 0:
+            raise _Late()
+        return left
+
+    def _write(self, stream: Stream, data: bytes, deadline_s: float) -> None:
+        try:
+            stream.write(data, timeout=self._left(deadline_s))
+        except PeerTimeout as exc:
+            raise _Late() from exc
+
+    def _answer(self, stream: Stream, request: wire.Request, deadline_s: float) -> None:
         listed = self._listed(request.digest)
         if listed is None:
-            stream.write(wire.encode(wire.NotFound(digest=request.digest)))
+            self._write(stream, wire.encode(wire.NotFound(digest=request.digest)), deadline_s)
             return
         match request:
             case wire.GetChunkList():
@@ -282,39 +343,43 @@ class ExchangeServer:
                     hashes=listed.hashes,
                     http_port=self.config.http_port,
                 )
-                stream.write(wire.encode(reply))
+                self._write(stream, wire.encode(reply), deadline_s)
             case wire.GetChunks():
                 if request.first + request.count > len(listed.hashes):
                     reason = f"chunks {request.first}+{request.count} beyond {len(listed.hashes)}"
-                    stream.write(wire.encode(wire.Refused(reason=reason)))
+                    self._write(stream, wire.encode(wire.Refused(reason=reason)), deadline_s)
                     return
-                self._send_chunks(stream, request, listed)
+                self._send_chunks(stream, request, listed, deadline_s)
 
-    def _send_chunks(self, stream: Stream, request: wire.GetChunks, listed: _Listed) -> None:
+    def _send_chunks(
+        self, stream: Stream, request: wire.GetChunks, listed: _Listed, deadline_s: float
+    ) -> None:
         piece_max = SEND_PIECE_BYTES if self._upload.unlimited else LIMITED_PIECE_BYTES
         try:
             fd = os.open(listed.path, os.O_RDONLY)
         except FileNotFoundError:
             self._forget(request.digest)
-            stream.write(wire.encode(wire.NotFound(digest=request.digest)))
+            self._write(stream, wire.encode(wire.NotFound(digest=request.digest)), deadline_s)
             return
         except OSError as exc:
             raise StorageError(f"cannot read blob {request.digest}: {exc.strerror}") from exc
         try:
-            stream.write(
-                wire.encode(wire.Chunks(digest=request.digest, first=request.first, count=request.count))
+            self._write(
+                stream,
+                wire.encode(wire.Chunks(digest=request.digest, first=request.first, count=request.count)),
+                deadline_s,
             )
             for index in range(request.first, request.first + request.count):
                 offset = index * CHUNK_BYTES
                 length = min(CHUNK_BYTES, listed.size - offset)
-                stream.write(wire.chunk_frame_head(length))
+                self._write(stream, wire.chunk_frame_head(length), deadline_s)
                 sent = 0
                 while sent < length:
                     piece = os.pread(fd, min(piece_max, length - sent), offset + sent)
                     if not piece:
                         raise StorageError(f"blob {request.digest} is shorter than its chunk list")
                     self._upload.take(len(piece))
-                    stream.write(piece)
+                    self._write(stream, piece, deadline_s)
                     sent += len(piece)
                     self.stats.served(stream.peer_id, len(piece))
         except OSError as exc:
@@ -354,6 +419,10 @@ class ExchangeServer:
     def _forget(self, digest: Digest) -> None:
         with self._lists_lock:
             self._lists.pop(digest, None)
+
+
+class _Late(Exception):
+    """A served request passed its deadline (the peer reads too slowly, or not at all)."""
 
 
 # -- downloading -----------------------------------------------------------------------

@@ -25,6 +25,14 @@ C2SP checkpoint) as a vote extension, so the decision's quorum of precommits is 
 block's certificate. The decided block goes through `Ledger.append` like a synced one.
 The core's hard state is written (fsync) before anything it signed is sent.
 
+Inbound streams defend the authority: a stream from a peer that is not an authority
+of the current set is reset before anything is read; a peer has at most
+`STREAMS_PER_PEER_MAX` streams read at once; each message's size is checked against
+its type's bound before it is decoded (`wire.check_size`); and the bytes of one
+peer's messages waiting on the event queue are bounded (`INBOUND_BYTES_PER_PEER_MAX`:
+its reader waits for room, then gives up and resets). Decoded proposals are cached
+within `DECODED_BYTES_MAX`. Every refusal is counted by reason (`Stats.refused`).
+
 Regular nodes do not run this service: they get committed blocks by sync.
 """
 
@@ -54,6 +62,7 @@ from pyrsia.errors import (
     ConsensusError,
     ConsensusTimeout,
     PeerError,
+    ProtocolViolation,
     PublishRefused,
     PyrsiaError,
     StorageError,
@@ -111,6 +120,19 @@ VERDICTS_KEPT = 10_000
 # A core with nothing ready and no message from a peer for this long is stopped.
 CORE_IDLE_S = 3.0
 STATE_FILE = "state.msgpack"
+STREAMS_PER_PEER_MAX = 4
+# What one peer's messages may hold on the event queue: two of the largest.
+INBOUND_BYTES_PER_PEER_MAX = 2 * wire.FRAME_BYTES_MAX
+DECODED_KEPT = 64
+DECODED_BYTES_MAX = 4 * wire.PROPOSED_BLOCK_BYTES_MAX
+REFUSALS_LOGGED_MAX = 1024
+# Inbound refusals, as counted (`pyrsia_consensus_refused_total{reason=…}`).
+NOT_AUTHORITY = "not_authority"
+PEER_STREAMS = "peer_streams"
+OVERSIZED = "oversized"
+MALFORMED = "malformed"
+INBOUND_FULL = "inbound_full"
+REFUSAL_REASONS = (NOT_AUTHORITY, PEER_STREAMS, OVERSIZED, MALFORMED, INBOUND_FULL)
 
 
 class _Pending:
@@ -142,6 +164,7 @@ class Stats:
     verdicts_given: int = 0
     evidence: int = 0
     last_refusal: str = ""
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSAL_REASONS, 0))
 
 
 # -- events ------------------------------------------------------------------------------
@@ -151,6 +174,7 @@ class Stats:
 class _Inbound:
     peer: str
     message: wire.Message
+    size: int = 0  # its encoded bytes, counted against the peer's inbound bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +238,8 @@ class ConsensusService:
         # Owned by the service thread:
         self.mempool = Mempool()
         self._core: Core | None = None
-        self._decoded: OrderedDict[bytes, Block] = OrderedDict()
+        self._decoded: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
+        self._decoded_bytes = 0
         self._verifying: set[bytes] = set()
         self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
         self._last_rebroadcast = 0.0
@@ -224,13 +249,21 @@ class ConsensusService:
         self._outcomes: OrderedDict[bytes, Outcome] = OrderedDict()
         self._outcomes_lock = threading.Lock()
         self.stats = Stats()
+        # Inbound streams and queued bytes per peer, shared by the handler threads.
+        self._inbound = threading.Condition()
+        self._inbound_streams: dict[str, int] = {}
+        self._inbound_bytes: dict[str, int] = {}
+        self._refusals_logged: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- life ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._persisted = self._load_state()
-        self._host.set_handler(wire.PROTOCOL_ID, self._serve)
+        # Authorities keep a stream open while messages flow: room for every one of them.
+        self._host.set_handler(
+            wire.PROTOCOL_ID, self._serve, workers=16, pending_max=64, streams_per_peer_max=4
+        )
         self.ledger.on_commit(lambda block: self._post(_Committed(block)))
         self._thread.start()
 
@@ -238,6 +271,8 @@ class ConsensusService:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        with self._inbound:
+            self._inbound.notify_all()  # readers waiting for room give up
         with contextlib.suppress(queue.Full):
             self._events.put_nowait(_Stop())
         if self._thread.is_alive():
@@ -330,7 +365,13 @@ class ConsensusService:
             "messages_rejected": self.stats.messages_rejected,
             "evidence": self.stats.evidence,
             "last_refusal": self.stats.last_refusal,
+            "refused": self.refusals(),
         }
+
+    def refusals(self) -> dict[str, int]:
+        """Inbound streams and messages refused, by reason (for `/metrics`)."""
+        with self._inbound:
+            return dict(self.stats.refused)
 
     def _outcome_of(self, tx: Transaction) -> Outcome:
         with self._outcomes_lock:
@@ -351,23 +392,103 @@ class ConsensusService:
 
     def _serve(self, stream: Stream) -> None:
         """One inbound stream: messages until the peer closes it."""
+        peer = stream.peer_id
+        if peer not in self.ledger.authorities:
+            self._refuse(stream, NOT_AUTHORITY, "not an authority of the current set")
+            return
+        with self._inbound:
+            if self._inbound_streams.get(peer, 0) >= STREAMS_PER_PEER_MAX:
+                admitted = False
+            else:
+                admitted = True
+                self._inbound_streams[peer] = self._inbound_streams.get(peer, 0) + 1
+        if not admitted:
+            self._refuse(stream, PEER_STREAMS, f"more than {STREAMS_PER_PEER_MAX} streams at once")
+            return
+        try:
+            self._read_stream(stream)
+        finally:
+            with self._inbound:
+                left = self._inbound_streams.pop(peer, 1) - 1
+                if left > 0:
+                    self._inbound_streams[peer] = left
+
+    def _read_stream(self, stream: Stream) -> None:
+        peer = stream.peer_id
         try:
             while True:
-                raw = stream.read_message(wire.MESSAGE_BYTES_MAX, STREAM_TIMEOUT_S)
+                raw = stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)
                 if raw is None:
                     break
+                try:
+                    wire.check_size(raw)
+                except ConsensusError as exc:
+                    self.stats.messages_rejected += 1
+                    self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
+                    return
                 try:
                     message = wire.decode(raw)
                 except ConsensusError as exc:
                     self.stats.messages_rejected += 1
-                    log.info("consensus message from %s refused: %s", stream.peer_id, exc.message)
-                    stream.reset()
+                    self._refuse(stream, MALFORMED, exc.message)
                     return
-                self._post(_Inbound(stream.peer_id, message))
+                if not self._queue_inbound(_Inbound(peer, message, len(raw))):
+                    self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                    return
             stream.close()
+        except ProtocolViolation as exc:  # a bad length prefix, or one beyond any message's
+            self._refuse(stream, OVERSIZED if "-byte message" in exc.message else MALFORMED, exc.message)
         except PeerError as exc:
-            log.debug("consensus stream from %s ended: %s", stream.peer_id, exc.message)
+            log.debug("consensus stream from %s ended: %s", peer, exc.message)
             stream.reset()
+
+    def _queue_inbound(self, event: _Inbound) -> bool:
+        """Queue a peer's message once its queued bytes leave room (within STREAM_TIMEOUT_S)."""
+        peer, size = event.peer, event.size
+        with self._inbound:
+            room = self._inbound.wait_for(
+                lambda: (
+                    self._inbound_bytes.get(peer, 0) + size <= INBOUND_BYTES_PER_PEER_MAX
+                    or self._stopped.is_set()
+                ),
+                STREAM_TIMEOUT_S,
+            )
+            if not room or self._stopped.is_set():
+                return False
+            self._inbound_bytes[peer] = self._inbound_bytes.get(peer, 0) + size
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            self._dequeued(event)
+            log.warning("consensus event queue full; dropped a message from %s", peer)
+        return True
+
+    def _dequeued(self, event: _Inbound) -> None:
+        with self._inbound:
+            left = self._inbound_bytes.pop(event.peer, 0) - event.size
+            if left > 0:
+                self._inbound_bytes[event.peer] = left
+            self._inbound.notify_all()
+
+    def _refuse(self, stream: Stream, reason: str, detail: str) -> None:
+        """Reset the stream and count the refusal; logged once per peer and reason."""
+        peer = stream.peer_id
+        with self._inbound:
+            self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+            first = (peer, reason) not in self._refusals_logged
+            self._refusals_logged[(peer, reason)] = None
+            while len(self._refusals_logged) > REFUSALS_LOGGED_MAX:
+                self._refusals_logged.popitem(last=False)
+        if reason in (OVERSIZED, MALFORMED):
+            first = True  # each such message is its own line (what was wrong with it)
+        log.log(
+            logging.INFO if first else logging.DEBUG,
+            "consensus message from %s refused: %s (%s)",
+            peer,
+            detail,
+            reason,
+        )
+        stream.reset()
 
     def _send(self, peer: str, message: wire.Message) -> None:
         if peer == self.me or self._stopped.is_set():
@@ -419,6 +540,9 @@ class ConsensusService:
 
     def _handle(self, event: _Event) -> None:
         match event:
+            case _Inbound(size=size) if size:
+                self._dequeued(event)
+                self._handle(_Inbound(event.peer, event.message))
             case _Inbound(peer=peer, message=wire.Submit(tx=tx)):
                 self._on_submit(peer, tx)
             case _Inbound(peer=peer, message=wire.Verdict() as verdict):
@@ -762,11 +886,16 @@ class ConsensusService:
 
     def _block(self, proposal: bytes) -> Block:
         digest = m.value_hash(proposal)
-        block = self._decoded.get(digest)
-        if block is None:
-            block = self._decoded[digest] = Block.decode(proposal)
-            while len(self._decoded) > 64:
-                self._decoded.popitem(last=False)
+        found = self._decoded.get(digest)
+        if found is not None:
+            return found[0]
+        block = Block.decode(proposal)
+        self._decoded[digest] = (block, len(proposal))
+        self._decoded_bytes += len(proposal)
+        while len(self._decoded) > 1 and (
+            len(self._decoded) > DECODED_KEPT or self._decoded_bytes > DECODED_BYTES_MAX
+        ):
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1][1]
         return block
 
     def _validate(self, height: int, proposal: bytes) -> bool:

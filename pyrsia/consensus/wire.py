@@ -13,6 +13,11 @@ unsigned-varint length (DESIGN §3):
 
 Pure: decoding bounds every field and raises `MessageRejected`; nothing here knows who
 the authorities are (the service checks that).
+
+Size per type, before decoding: `check_size` reads only the message's type (walking
+the top-level msgpack map without building any value) and refuses a message longer
+than its type can be (`BYTES_MAX_BY_TYPE`, derived from the transaction and block
+limits), so a 16 MiB "prevote" is never decoded and a proposal never exceeds a block.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from pyrsia.consensus import messages as m
 from pyrsia.errors import MessageRejected, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
+from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_BYTES_MAX
 from pyrsia.translog.tx import (
     ENDORSEMENTS_MAX,
     HASH_BYTES,
     SIGNATURE_BYTES,
+    TX_BYTES_MAX,
     Endorsement,
     Transaction,
     check_peer_id,
@@ -41,6 +48,40 @@ PROTOCOL_ID = "/pyrsia/consensus/1.0.0"
 MESSAGE_BYTES_MAX = m.MESSAGE_BYTES_MAX
 REASON_CHARS_MAX = 1024
 REFUSAL_DOMAIN = b"pyrsia refusal v1\n"
+
+# Encoded sizes, generous: a map's keys, framing, a peer id of at most 128 characters,
+# a 64-byte signature, 32-byte hashes and 64-bit integers fit well within them.
+FIELDS_BYTES_MAX = 1024  # a vote's or a catch-up's fields, a proposal's or decision's own
+SIGNATURE_ENTRY_BYTES_MAX = 512  # one {signer, signature, (tx_id)} in a proof or list
+VOTE_BYTES_MAX = FIELDS_BYTES_MAX
+PRECOMMIT_BYTES_MAX = VOTE_BYTES_MAX + m.EXTENSION_BYTES_MAX + 16
+VERDICT_BYTES_MAX = FIELDS_BYTES_MAX + 4 * REASON_CHARS_MAX  # UTF-8: at most 4 bytes a char
+SUBMIT_BYTES_MAX = TX_BYTES_MAX + ENDORSEMENTS_MAX * SIGNATURE_ENTRY_BYTES_MAX + FIELDS_BYTES_MAX
+# A proposal is a block without its certificate; its proof is at most one prevote per
+# authority. A decision adds a certificate: one signature and extension per authority.
+PROPOSED_BLOCK_BYTES_MAX = min(BLOCK_BYTES_MAX, m.PROPOSAL_BYTES_MAX)
+PROPOSAL_MESSAGE_BYTES_MAX = (
+    PROPOSED_BLOCK_BYTES_MAX + AUTHORITIES_MAX * SIGNATURE_ENTRY_BYTES_MAX + FIELDS_BYTES_MAX
+)
+DECISION_BYTES_MAX = (
+    PROPOSED_BLOCK_BYTES_MAX
+    + AUTHORITIES_MAX * (SIGNATURE_ENTRY_BYTES_MAX + m.EXTENSION_BYTES_MAX)
+    + FIELDS_BYTES_MAX
+)
+BYTES_MAX_BY_TYPE = {
+    "submit": SUBMIT_BYTES_MAX,
+    "verdict": VERDICT_BYTES_MAX,
+    "proposal": PROPOSAL_MESSAGE_BYTES_MAX,
+    "prevote": VOTE_BYTES_MAX,
+    "precommit": PRECOMMIT_BYTES_MAX,
+    "catch_up": VOTE_BYTES_MAX,
+    "decision": DECISION_BYTES_MAX,
+}
+# The largest message of any type: what a stream reader may take before `check_size`.
+FRAME_BYTES_MAX = max(BYTES_MAX_BY_TYPE.values())
+# Values `message_type` steps over before it gives up: a real message has at most a few
+# per signature of its proof or certificate.
+PEEK_VALUES_MAX = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,3 +178,117 @@ def decode(data: bytes) -> Message:
         return m.from_map(doc)
     except TxInvalid as exc:
         raise MessageRejected(exc.message) from exc
+
+
+def check_size(data: bytes) -> str:
+    """The message's type, if `data` is no longer than that type may be; else `MessageRejected`.
+
+    Nothing is decoded: the type is found by stepping over the other values.
+    """
+    if len(data) > FRAME_BYTES_MAX:
+        raise MessageRejected(f"message of {len(data)} bytes exceeds {FRAME_BYTES_MAX}")
+    kind = message_type(data)
+    bound = BYTES_MAX_BY_TYPE.get(kind)
+    if bound is None:
+        raise MessageRejected(f"unknown message type {kind[:40]!r}")
+    if len(data) > bound:
+        raise MessageRejected(f"{kind} of {len(data)} bytes exceeds {bound}")
+    return kind
+
+
+def message_type(data: bytes) -> str:
+    """The string under the key "type" of the msgpack map `data` is, without decoding the rest."""
+    view = memoryview(data)
+    pos, count = _container(view, 0, map_=True)
+    budget = [PEEK_VALUES_MAX]
+    for _ in range(count):
+        key, pos = _string(view, pos)
+        if key == "type":
+            value, _ = _string(view, pos)
+            return value
+        pos = _skip(view, pos, budget)
+    raise MessageRejected("message has no type")
+
+
+# msgpack spec (github.com/msgpack/msgpack/blob/master/spec.md): the first byte names the
+# format; these are the formats whose payload follows a big-endian length of n bytes.
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin 8/16/32, str 8/16/32
+_EXT_SIZED = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext 8/16/32: length, then a type byte
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_FIXED |= {0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17}
+
+
+def _uint(view: memoryview, pos: int, size: int) -> int:
+    if pos + size > len(view):
+        raise MessageRejected("message truncated")
+    return int.from_bytes(view[pos : pos + size], "big")
+
+
+def _byte(view: memoryview, pos: int) -> int:
+    if pos >= len(view):
+        raise MessageRejected("message truncated")
+    return view[pos]
+
+
+def _container(view: memoryview, pos: int, *, map_: bool) -> tuple[int, int]:
+    """(position after the header, entry count) of a map (or an array) at `pos`."""
+    first = _byte(view, pos)
+    fix, sixteen, thirty_two = (0x80, 0xDE, 0xDF) if map_ else (0x90, 0xDC, 0xDD)
+    if first & 0xF0 == fix:
+        return pos + 1, first & 0x0F
+    if first == sixteen:
+        return pos + 3, _uint(view, pos + 1, 2)
+    if first == thirty_two:
+        return pos + 5, _uint(view, pos + 1, 4)
+    raise MessageRejected("message is not a map" if map_ else "expected an array")
+
+
+def _string(view: memoryview, pos: int) -> tuple[str, int]:
+    first = _byte(view, pos)
+    if first & 0xE0 == 0xA0:
+        start, length = pos + 1, first & 0x1F
+    elif first in (0xD9, 0xDA, 0xDB):
+        size = _SIZED[first]
+        start, length = pos + 1 + size, _uint(view, pos + 1, size)
+    else:
+        raise MessageRejected("message key or type is not a string")
+    if start + length > len(view):
+        raise MessageRejected("message truncated")
+    if length > 64:
+        return "", start + length  # no key or type this long: only stepped over
+    try:
+        return bytes(view[start : start + length]).decode(), start + length
+    except UnicodeDecodeError as exc:
+        raise MessageRejected("message key is not UTF-8") from exc
+
+
+def _skip(view: memoryview, pos: int, budget: list[int]) -> int:
+    """The position after the value at `pos` (and everything inside it), iteratively."""
+    pending = 1  # values still to step over
+    while pending:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise MessageRejected(f"message holds more than {PEEK_VALUES_MAX} values")
+        pending -= 1
+        first = _byte(view, pos)
+        if first <= 0x7F or first >= 0xE0:  # positive and negative fixint
+            pos += 1
+        elif first & 0xE0 == 0xA0:  # fixstr
+            pos += 1 + (first & 0x1F)
+        elif first & 0xF0 in (0x80, 0x90) or first in (0xDC, 0xDD, 0xDE, 0xDF):
+            is_map = first & 0xF0 == 0x80 or first in (0xDE, 0xDF)
+            pos, count = _container(view, pos, map_=is_map)
+            pending += count * (2 if is_map else 1)
+        elif first in _SIZED:
+            size = _SIZED[first]
+            pos += 1 + size + _uint(view, pos + 1, size)
+        elif first in _EXT_SIZED:
+            size = _EXT_SIZED[first]
+            pos += 2 + size + _uint(view, pos + 1, size)
+        elif first in _FIXED:
+            pos += 1 + _FIXED[first]
+        else:  # 0xC1 is never used
+            raise MessageRejected(f"message holds an invalid msgpack byte 0x{first:02x}")
+        if pos > len(view):
+            raise MessageRejected("message truncated")
+    return pos

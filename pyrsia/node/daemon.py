@@ -62,7 +62,7 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
-from pyrsia.registry.metrics import exchange_families, render
+from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
 from pyrsia.translog.block import quorum
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
@@ -142,6 +142,8 @@ class Node:
             self.host.stop()
             raise
         self.network = Network(config, self.identity, self.host, self.ledger)
+        bootstrap_ids = frozenset(a.peer_id for a in bootstrap_addresses(config) if a.peer_id)
+        self.host.set_known(lambda peer: peer in bootstrap_ids or peer in self.ledger.authorities)
         self.consensus = ConsensusService(
             self.host,
             self.ledger,
@@ -164,6 +166,8 @@ class Node:
                 serve_artifacts=config.serve_artifacts,
                 max_upload_rate=config.max_upload_rate,
                 max_upload_peers=config.max_upload_peers,
+                streams_per_peer_max=config.max_upload_streams_per_peer,
+                request_deadline_s=config.upload_request_deadline_s,
             ),
             stats=self.exchange,
         )
@@ -516,6 +520,7 @@ class Node:
             "received_bytes_by_peer": dict(snapshot.received_bytes_by_peer),
             "serving_peers": snapshot.serving_peers,
             "evictions": snapshot.evictions,
+            "refused": dict(snapshot.refused),
             "transfers": [
                 {"digest": t.digest, "size": t.size, "verified_chunks": t.verified, "chunks": t.chunks,
                  "providers": list(t.providers)}
@@ -525,7 +530,24 @@ class Node:
         }  # fmt: skip
 
     def metrics(self) -> str:
-        families = exchange_families(self.exchange.snapshot())
+        host = self.host.stats()
+        families = [
+            *exchange_families(self.exchange.snapshot()),
+            *p2p_families(
+                peers_by_direction={"inbound": host.peers_inbound, "outbound": host.peers_outbound},
+                refusals=host.refusals,
+            ),
+            refusals_family(
+                "pyrsia_consensus_refused_total",
+                "Consensus streams and messages refused, by reason.",
+                self.consensus.refusals(),
+            ),
+            refusals_family(
+                "pyrsia_request_refused_total",
+                "Publish and build requests refused or answered from the negative cache, by reason.",
+                self.network.request_refusals(),
+            ),
+        ]
         return render(families)
 
     def ping(self, target: str) -> dict[str, object]:

@@ -12,6 +12,13 @@ requester must sync to. A node that is not an authority never commits: its artif
 services call `request_publish`, which asks the authorities in turn and returns once
 sync brought the commit here (or fails with one clear line, and with `on_missing =
 "fail"` at once).
+
+Before serving a request the authority puts it through `requests.RequestGuard`: a
+token bucket per requesting peer (`request_rate`, `request_burst`; refused with 429),
+builds only from authorities and `build_requesters` (403), and a negative cache of
+what its upstream said is missing (`request_missing_ttl_s`; answered 404 from
+memory). Requests for the same thing that arrive together share one serving. Each
+refusal is counted by reason (`request_refusals()`, `/metrics`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.config import Config
 from pyrsia.errors import (
     BlobUnknown,
@@ -39,17 +47,19 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.digest import Digest
 from pyrsia.p2p.behaviours import requests
-from pyrsia.p2p.behaviours.kad.service import KadService
-from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
+from pyrsia.p2p.behaviours.kad.service import KadService, kad_config
+from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest, RequestGuard
 from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
 from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.addresses import AdvertisePolicy
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from pyrsia.p2p.swarm.limits import Limits
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog.block import Block
 from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import check_peer_id
 
 log = logging.getLogger("pyrsia.node")
 DIAL_TIMEOUT_S = 10.0
@@ -59,6 +69,10 @@ ANNOUNCE_QUEUE_MAX = 100_000
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
+# Refusals of `/pyrsia/request/1.0.0`, as counted: the guard's, and these two.
+MALFORMED = "malformed"
+NOT_AUTHORITY = "not_authority"
+REQUEST_REFUSALS = (*requests.REFUSAL_REASONS, MALFORMED, NOT_AUTHORITY)
 
 
 Verdicts = Sequence[tuple[str, str, str]]  # (authority, endorsed | refused | pending, reason)
@@ -74,6 +88,16 @@ def _verdicts_in(detail: object) -> tuple[tuple[str, str, str], ...]:
         for d in detail
         if isinstance(d, dict) and {"authority", "verdict", "reason"} <= d.keys()
     )
+
+
+def _build_requesters(config: Config) -> frozenset[str]:
+    """The peers besides the authorities that may request builds; each must be a peer id."""
+    for peer in config.build_requesters:
+        try:
+            check_peer_id("build_requesters", peer)
+        except TxInvalid as exc:
+            raise ConfigError(f"build_requesters: {peer[:200]!r} is not a peer id: {exc.message}") from exc
+    return frozenset(config.build_requesters)
 
 
 def bootstrap_addresses(config: Config) -> list[Multiaddr]:
@@ -142,7 +166,9 @@ class Network:
         self.host = host
         self.ledger = ledger
         self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
-        self.kad = KadService(host, identity, snapshot_path=config.home / "p2p" / KAD_TABLE_FILE)
+        self.kad = KadService(
+            host, identity, config=kad_config(config), snapshot_path=config.home / "p2p" / KAD_TABLE_FILE
+        )
         self._bootstrap = bootstrap_addresses(config)
         for address in self._bootstrap:
             assert address.peer_id is not None  # bootstrap_addresses insists
@@ -151,6 +177,15 @@ class Network:
         self._serve_request: ServeRequest | None = None
         self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
         self.announced = 0
+        self._build_requesters = _build_requesters(config)
+        self._guard = RequestGuard(
+            rate_per_s=config.request_rate,
+            burst=config.request_burst,
+            missing_ttl_s=config.request_missing_ttl_s,
+        )
+        self._guard_lock = threading.Lock()
+        self._refused: dict[str, int] = dict.fromkeys(REQUEST_REFUSALS, 0)
+        self._serving = SingleFlight()
 
     @property
     def is_authority(self) -> bool:
@@ -161,7 +196,7 @@ class Network:
         a build), and returns each authority's verdict if it knows them; `held` are the blobs
         stored at boot, announced as provided."""
         self._serve_request = serve_request
-        self.host.set_handler(requests.PROTOCOL_ID, self._serve)
+        self.host.set_handler(requests.PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=2)
         self.sync.start()
         self.kad.start()
         self.ledger.on_commit(lambda _block: self.sync.committed())
@@ -240,7 +275,9 @@ class Network:
                 failures.append(f"{authority}: {answer.message}")
             elif not answer.ok:
                 # What the authority's refusal means to this node's client, by its status.
-                error = {404: refused, 503: UpstreamUnavailable}.get(answer.status, UpstreamError)
+                error = {404: refused, 429: UpstreamUnavailable, 503: UpstreamUnavailable}.get(
+                    answer.status, UpstreamError
+                )
                 refusal = refusal or error(f"authority {authority} could not publish {what}: {answer.error}")
                 failures.append(f"{authority}: {answer.error}")
             elif self.sync.wait_for_height(answer.height, max(0.0, deadline - time.monotonic())):
@@ -301,18 +338,49 @@ class Network:
             raise PeerError(f"{authority} did not answer the publish request")
         return reply
 
+    def request_refusals(self) -> dict[str, int]:
+        """Requests refused or answered without serving, by reason (for `/metrics`)."""
+        with self._guard_lock:
+            return dict(self._refused)
+
+    def _count(self, reason: str) -> None:
+        with self._guard_lock:
+            self._refused[reason] = self._refused.get(reason, 0) + 1
+
     def _serve(self, stream: Stream) -> None:
         """An authority serving a publish request from any peer."""
+        peer = stream.peer_id
         try:
             raw = stream.read_message(requests.MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S)
             request = requests.decode(raw) if raw is not None else None
             if not isinstance(request, PublishRequest):
-                raise PeerError(f"{stream.peer_id} sent no publish request")
+                raise PeerError(f"{peer} sent no publish request")
         except PeerError as exc:
-            log.info("publish request from %s refused: %s", stream.peer_id, exc.message)
+            self._count(MALFORMED)
+            log.info("publish request from %s refused: %s", peer, exc.message)
             stream.reset()
             return
-        reply = self._perform(stream.peer_id, request)
+        if not self.is_authority or self._serve_request is None:
+            self._count(NOT_AUTHORITY)
+            reply = PublishReply(ok=False, status=403, error="this node is not an authority")
+        else:
+            may_build = peer in self.ledger.authorities or peer in self._build_requesters
+            with self._guard_lock:
+                refusal = self._guard.admit(peer, request, time.monotonic(), may_build=may_build)
+            if refusal is not None:
+                self._count(refusal.reason)
+                # One line per refusal a peer can be told about; a flood of them logs at debug.
+                level = logging.DEBUG if refusal.reason == requests.RATE_LIMITED else logging.INFO
+                log.log(level, "request %s %s from %s refused: %s", request.kind, request.name[:200],
+                        peer, refusal.reply.error)  # fmt: skip
+                reply = refusal.reply
+            else:
+                reply = self._serving.run(
+                    "\0".join((request.kind, request.name, request.reference)),
+                    lambda: self._perform(peer, request),
+                )
+                with self._guard_lock:
+                    self._guard.served(request, reply, time.monotonic())
         try:
             stream.write_message(requests.encode(reply))
             stream.close()
@@ -341,6 +409,7 @@ class Network:
 
     def status(self) -> dict[str, object]:
         peers = self.host.peers()
+        kad = self.kad.stats()
         return {
             "addresses": self.addresses(),
             **self.host.address_kinds(),
@@ -349,7 +418,16 @@ class Network:
             "authorities": sorted(self.ledger.authorities),
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
-            "provided_keys": self.kad.stats().provided_keys,
+            "provided_keys": kad.provided_keys,
+            "dht_provider_records": kad.provider_records,
+            "dht_refused": {
+                "table_bucket_group": kad.table_refused_bucket_group,
+                "table_group": kad.table_refused_table_group,
+                "provider_store_full": kad.provider_refused_store_full,
+                "provider_peer_quota": kad.provider_refused_peer_quota,
+                "provider_group_quota": kad.provider_refused_group_quota,
+                "addrs_withheld": kad.addrs_withheld,
+            },
             "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
         }
 
@@ -391,9 +469,16 @@ def host_for(config: Config, identity: Identity) -> Host:
         HostConfig(
             listen_host=config.p2p_host,
             listen_port=config.p2p_port,
-            inbound_connections_max=config.p2p_connections_max,
             announce=policy.announce,
             no_announce=policy.no_announce,
+            limits=Limits(
+                connections_inbound_max=config.p2p_connections_max,
+                connections_per_ip_max=config.p2p_connections_per_ip_max,
+                connections_per_subnet_max=config.p2p_connections_per_subnet_max,
+                handshakes_inbound_max=config.p2p_handshakes_max,
+                reserved_known=min(config.p2p_connections_reserved, config.p2p_connections_max - 1),
+                allow=config.p2p_limits_allow,
+            ),
         ),
     )
 

@@ -5,14 +5,17 @@
 family, then one `name{label="value"} number` line per sample. Label values escape
 backslash, double quote and newline as the format requires; names are checked
 against the format's grammar, so a bad name is our bug and fails loudly.
-`exchange_families(snapshot)` maps the artifact exchange's counters to families.
+`exchange_families(snapshot)` maps the artifact exchange's counters to families;
+`p2p_families(...)` the swarm's connections and every refusal by the limit that made it.
+`refusals_family` makes one counter family of refusals by reason (exchange serving,
+consensus streams, publish requests).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -119,6 +122,11 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
             kind="gauge",
             samples=(Sample(value=len(transfers)),),
         ),
+        refusals_family(
+            "pyrsia_exchange_refused_total",
+            "Exchange streams refused or cut while serving, by reason.",
+            snapshot.refused,
+        ),
         Family(
             name="pyrsia_exchange_transfer_verified_ratio",
             help="Share of each download's chunks verified so far.",
@@ -129,3 +137,38 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
             ),
         ),
     ]
+
+
+def p2p_families(*, peers_by_direction: dict[str, int], refusals: dict[str, int]) -> list[Family]:
+    """Peers held and refusals, keyed `limit` or `limit:protocol` as the swarm counts them."""
+
+    def refusal(key: str, value: int) -> Sample:
+        limit, _, protocol = key.partition(":")
+        return Sample(value=value, labels=(("limit", limit), ("protocol", protocol)))
+
+    return [
+        Family(
+            name="pyrsia_p2p_peers",
+            help="Peers connected now, by who dialled.",
+            kind="gauge",
+            samples=tuple(
+                Sample(value=v, labels=(("direction", k),)) for k, v in sorted(peers_by_direction.items())
+            ),
+        ),
+        Family(
+            name="pyrsia_p2p_refusals_total",
+            help="Connections, streams and messages refused, by the limit that refused them.",
+            kind="counter",
+            samples=tuple(refusal(k, v) for k, v in sorted(refusals.items())),
+        ),
+    ]
+
+
+def refusals_family(name: str, help: str, counts: Mapping[str, int]) -> Family:
+    """A counter of refusals, one sample per reason."""
+    return Family(
+        name=name,
+        help=help,
+        kind="counter",
+        samples=tuple(Sample(value=v, labels=(("reason", k),)) for k, v in sorted(counts.items())),
+    )

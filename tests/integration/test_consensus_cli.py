@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support import images
+from tests.support.bft import prepare
 from tests.support.cli import ok, one_line_error, run
 from tests.support.maven_repo import MavenRepo, MavenServer
 from tests.support.node import NodeProcess
@@ -60,23 +61,36 @@ def upstream_flags(docker: RegistryProcess, maven: MavenServer) -> tuple[str, ..
 
 
 @pytest.fixture(scope="module")
+def regular_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The regular node's home, its identity made first so the authority may list it."""
+    home = tmp_path_factory.mktemp("regular")
+    prepare(home)
+    return home
+
+
+@pytest.fixture(scope="module")
 def authority(
-    tmp_path_factory: pytest.TempPathFactory, docker_upstream: RegistryProcess, maven_upstream: MavenServer
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_upstream: RegistryProcess,
+    maven_upstream: MavenServer,
+    regular_home: Path,
 ) -> Iterator[NodeProcess]:
-    """The embedded network's only authority; its authority set is never changed here."""
+    """The embedded network's only authority; its authority set is never changed here.
+    It takes build requests from the regular node below (`build_requesters`)."""
     home = tmp_path_factory.mktemp("authority")
-    with NodeProcess(home, *upstream_flags(docker_upstream, maven_upstream)) as node:
+    requester = ("--build-requesters", prepare(regular_home))
+    with NodeProcess(home, *upstream_flags(docker_upstream, maven_upstream), *requester) as node:
         yield node
 
 
 @pytest.fixture(scope="module")
 def regular(
-    tmp_path_factory: pytest.TempPathFactory,
+    regular_home: Path,
     authority: NodeProcess,
     docker_upstream: RegistryProcess,
     maven_upstream: MavenServer,
 ) -> Iterator[NodeProcess]:
-    home = tmp_path_factory.mktemp("regular")
+    home = regular_home
     flags = (*upstream_flags(docker_upstream, maven_upstream), "--bootstrap", authority.p2p_address)
     with NodeProcess(home, *flags) as node:
         yield node

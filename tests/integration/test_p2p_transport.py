@@ -40,7 +40,7 @@ def _digest(stream: Stream) -> None:
 @pytest.fixture
 def pair() -> Iterator[tuple[Host, Host]]:
     dialer, listener = _host(), _host()
-    listener.set_handler("/test/echo/1.0.0", _echo)
+    listener.set_handler("/test/echo/1.0.0", _echo, workers=16, streams_per_peer_max=64)
     listener.set_handler("/test/digest/1.0.0", _digest)
     dialer.set_handler("/test/dialer-only/1.0.0", _echo)
     try:

@@ -2,12 +2,16 @@
 
 Payloads on the fake network are what a stream would carry: `("req", id, bytes)` on a
 stream the sender opened, `("resp", id, bytes)` back on it, `("reset", id, b"")` when
-the answering side refuses. Each node's addresses are opaque bytes naming it, and
-every node serves kad, so it passes the sender's address with each inbound request.
+the answering side refuses. Each node has an IP of its own (`node_ip`, from its peer
+id: its own /24 but by rare chance) and advertises `/ip4/IP/tcp/4001`; every node
+serves kad, so it passes the sender's address with each inbound request, and the
+sender's IP as the connection's remote IP. `remote_ips` overrides that IP for some
+peers: sybils that all come from one address.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from pyrsia.p2p.behaviours.kad import messages as dm
@@ -22,19 +26,28 @@ from pyrsia.p2p.behaviours.kad.core import (
     Send,
 )
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.wire.multiaddr import tcp
 from tests.sim.driver import Outgoing, Simulation
 
 
+def node_ip(peer_id: str) -> str:
+    digest = hashlib.sha256(peer_id.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2] % 254 + 1}"
+
+
 def sim_addr(peer_id: str) -> bytes:
-    return b"/sim/" + peer_id.encode()
+    return tcp(node_ip(peer_id), 4001).to_bytes()
 
 
 class KadNode:
     """`wire=False` hands the (immutable) messages over as they are: the same run, faster."""
 
-    def __init__(self, core: Kademlia, *, wire: bool = True) -> None:
+    def __init__(
+        self, core: Kademlia, *, wire: bool = True, remote_ips: dict[str, str] | None = None
+    ) -> None:
         self.core = core
         self.wire = wire
+        self.remote_ips = {} if remote_ips is None else remote_ips
         self.lookups: dict[int, LookupDone] = {}
         self.provides: dict[int, ProvideDone] = {}
         self.last_started = 0
@@ -47,12 +60,13 @@ class KadNode:
     def receive(self, src: str, payload: object, now_s: float) -> list[Outgoing]:
         assert isinstance(payload, tuple)
         kind, number, body = payload
+        remote_ip = self.remote_ips.get(src) or node_ip(src)
         if kind == "req":
             effects = self.core.request_received(
-                src, number, self._decode(body), now_s, addrs=(sim_addr(src),)
+                src, number, self._decode(body), now_s, addrs=(sim_addr(src),), remote_ip=remote_ip
             )
         elif kind == "resp":
-            effects = self.core.response_received(number, self._decode(body), now_s)
+            effects = self.core.response_received(number, self._decode(body), now_s, remote_ip=remote_ip)
         else:
             effects = self.core.request_failed(number, now_s)
         return self.execute(effects)
@@ -102,7 +116,9 @@ class KadNode:
         return out
 
 
-def new_node(sim: Simulation, config: KadConfig, *, wire: bool = True) -> KadNode:
+def new_node(
+    sim: Simulation, config: KadConfig, *, wire: bool = True, remote_ips: dict[str, str] | None = None
+) -> KadNode:
     peer_id = Identity.from_seed(sim.rng.randbytes(32)).peer_id
     core = Kademlia(
         peer_id=peer_id,
@@ -111,7 +127,7 @@ def new_node(sim: Simulation, config: KadConfig, *, wire: bool = True) -> KadNod
         now_s=sim.now_s,
         config=config,
     )
-    return KadNode(core, wire=wire)
+    return KadNode(core, wire=wire, remote_ips=remote_ips)
 
 
 def join(sim: Simulation, node: KadNode, known: list[KadNode]) -> None:
@@ -120,18 +136,31 @@ def join(sim: Simulation, node: KadNode, known: list[KadNode]) -> None:
     for other in known:
         sim.call(
             node.peer_id,
-            lambda now, o=other: node.execute(node.core.add_peer(o.peer_id, (sim_addr(o.peer_id),), now)),
+            lambda now, o=other: node.execute(
+                node.core.add_peer(
+                    o.peer_id,
+                    (sim_addr(o.peer_id),),
+                    now,
+                    remote_ip=node.remote_ips.get(o.peer_id) or node_ip(o.peer_id),
+                )
+            ),
         )
     sim.call(node.peer_id, lambda now: node.execute(node.core.bootstrap(now)))
 
 
 def grow(
-    sim: Simulation, count: int, config: KadConfig, *, join_interval_s: float = 0.5, wire: bool = True
+    sim: Simulation,
+    count: int,
+    config: KadConfig,
+    *,
+    join_interval_s: float = 0.5,
+    wire: bool = True,
+    remote_ips: dict[str, str] | None = None,
 ) -> list[KadNode]:
     """`count` nodes join one after another, each knowing one to three random earlier ones."""
     nodes: list[KadNode] = []
     for index in range(count):
-        node = new_node(sim, config, wire=wire)
+        node = new_node(sim, config, wire=wire, remote_ips=remote_ips)
         known = sim.rng.sample(nodes, min(index, sim.rng.randint(1, 3)))
         join(sim, node, known)
         nodes.append(node)

@@ -62,6 +62,8 @@ def other_value(setting: config.Setting) -> object:
         return "localhost"
     if setting.kind is bool:
         return not setting.default
+    if setting.name in ("p2p_limits_allow", "kad_ip_group_exempt"):
+        return ("10.0.0.0/8", "fd00::/8")
     if setting.kind is tuple:  # nothing listens there: a node dials, fails, and goes on
         return tuple(f"/ip4/127.0.0.1/tcp/9/p2p/{peer_id_of(bytes([i]) * 32)}" for i in (1, 2))
     step = 1 if setting.kind is int else 0.5
@@ -199,3 +201,10 @@ def test_address_settings_accept_their_forms(tmp_path: Path) -> None:
     cfg = config.load(tmp_path, environ={}, flags={"announce": announce, "no_announce": no_announce})
     assert (cfg.announce, cfg.no_announce) == (announce, no_announce)
     assert config.Config(home=tmp_path).announce == () and config.Config(home=tmp_path).no_announce == ()
+
+
+def test_kad_ip_group_exempt_takes_only_cidrs(tmp_path: Path) -> None:
+    loaded = config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.1.2.3/16"]})
+    assert loaded.kad_ip_group_exempt == ("10.1.2.3/16",)
+    with pytest.raises(ConfigError, match="kad_ip_group_exempt"):
+        config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.0.0.0/33"]})

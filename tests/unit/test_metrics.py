@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyrsia.artifacts.exchange_service import ExchangeSnapshot, Transfer
-from pyrsia.registry.metrics import Family, Sample, exchange_families, render
+from pyrsia.registry.metrics import Family, Sample, exchange_families, p2p_families, render
 
 
 def test_families_render_as_help_type_and_samples() -> None:
@@ -64,3 +64,15 @@ def test_exchange_snapshot_to_families() -> None:
     assert "pyrsia_exchange_evictions_total 1" in lines
     assert 'pyrsia_exchange_transfer_verified_ratio{digest="sha256:ab"} 0.25' in lines
     assert "# TYPE pyrsia_exchange_transfers gauge" in lines
+
+
+def test_p2p_refusals_carry_their_limit_and_protocol() -> None:
+    text = render(
+        p2p_families(
+            peers_by_direction={"inbound": 3, "outbound": 1},
+            refusals={"connections_per_ip": 92, "streams_per_peer:/pyrsia/sync/1.0.0": 4},
+        )
+    )
+    assert 'pyrsia_p2p_peers{direction="inbound"} 3' in text
+    assert 'pyrsia_p2p_refusals_total{limit="connections_per_ip",protocol=""} 92' in text
+    assert 'pyrsia_p2p_refusals_total{limit="streams_per_peer",protocol="/pyrsia/sync/1.0.0"} 4' in text

@@ -6,10 +6,17 @@ one request, one reply) and waits for the commit to reach it by sync. The author
 treats the request exactly as if a client had pulled through it: it fetches from its
 upstream, verifies, commits, and answers with the height its log has then, so the
 requester knows how far to sync. Canonical msgpack behind a varint length; bounded.
+
+Builds (`build_docker`, `build_maven`: `pyrsia build` on a regular node) make an
+authority fetch and publish whole images or Maven versions, so only authorities and
+peers the admin listed may ask for them. `RequestGuard` holds what an authority checks
+before serving anything: a request rate per peer, who may build, and what its
+upstream said is missing (a bounded, expiring negative cache).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +113,134 @@ def _verdicts(entries: Any) -> tuple[tuple[str, str, str], ...]:
             raise ProtocolViolation("publish reply verdict malformed")
         out.append((entry[0], entry[1], entry[2]))
     return tuple(out)
+
+
+# -- the serving side's guard ------------------------------------------------------------
+
+BUILD_KINDS = ("build_docker", "build_maven")
+PEERS_TRACKED_MAX = 4096
+MISSING_KEPT_MAX = 4096
+MISSING_STATUS = 404
+# Refusal reasons, as counted (`pyrsia_request_refused_total{reason=…}`).
+RATE_LIMITED = "rate_limited"
+BUILD_FORBIDDEN = "build_forbidden"
+KNOWN_MISSING = "known_missing"
+REFUSAL_REASONS = (RATE_LIMITED, BUILD_FORBIDDEN, KNOWN_MISSING)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """A request answered without serving it: the reason counted and the reply sent."""
+
+    reason: str
+    reply: PublishReply
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    last_s: float
+
+
+class RequestGuard:
+    """What an authority checks before it serves a request from a peer — pure: time is an input.
+
+    - A token bucket per requesting peer (`rate_per_s` refilled, at most `burst` held; a
+      rate of 0 is unlimited): a request finding it empty is answered 429. At most
+      `peers_max` buckets are kept; the one used least recently goes first (it comes
+      back full, which is what an idle peer's bucket would be anyway).
+    - Builds (`BUILD_KINDS`) only from an authority of the current set or a peer the
+      node's admin listed (`allowed`); others are answered 403.
+    - A negative cache: a request the upstream answered 404 is answered 404 again, from
+      here, for `missing_ttl_s` (at most `missing_max` entries, the oldest dropped first),
+      so a flood of requests for a missing name costs one upstream fetch per TTL.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_per_s: float,
+        burst: int,
+        missing_ttl_s: float,
+        peers_max: int = PEERS_TRACKED_MAX,
+        missing_max: int = MISSING_KEPT_MAX,
+    ) -> None:
+        if rate_per_s < 0 or burst < 1 or missing_ttl_s < 0 or peers_max < 1 or missing_max < 1:
+            raise ValueError("request guard limits must be positive")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.missing_ttl_s = missing_ttl_s
+        self._peers_max = peers_max
+        self._missing_max = missing_max
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._missing: OrderedDict[tuple[str, str, str], tuple[float, str]] = OrderedDict()
+
+    def admit(self, peer: str, request: PublishRequest, now_s: float, *, may_build: bool) -> Refusal | None:
+        """None if `request` from `peer` is to be served now; else the refusal to answer with."""
+        if not self._take(peer, now_s):
+            return Refusal(
+                reason=RATE_LIMITED,
+                reply=PublishReply(
+                    ok=False,
+                    status=429,
+                    error=f"too many requests from {peer}: at most {self.rate_per_s:g} per second",
+                ),
+            )
+        if request.kind in BUILD_KINDS and not may_build:
+            return Refusal(
+                reason=BUILD_FORBIDDEN,
+                reply=PublishReply(
+                    ok=False,
+                    status=403,
+                    error=f"{peer} may not request builds: not an authority nor listed in build_requesters",
+                ),
+            )
+        key = _key(request)
+        missing = self._missing.get(key)
+        if missing is not None:
+            until_s, error = missing
+            if now_s < until_s:
+                return Refusal(
+                    reason=KNOWN_MISSING, reply=PublishReply(ok=False, status=MISSING_STATUS, error=error)
+                )
+            del self._missing[key]
+        return None
+
+    def served(self, request: PublishRequest, reply: PublishReply, now_s: float) -> None:
+        """What serving `request` answered: a 404 is remembered for `missing_ttl_s`."""
+        if reply.ok or reply.status != MISSING_STATUS or self.missing_ttl_s == 0:
+            return
+        key = _key(request)
+        self._missing.pop(key, None)
+        self._missing[key] = (now_s + self.missing_ttl_s, reply.error)
+        while len(self._missing) > self._missing_max:
+            self._missing.popitem(last=False)
+
+    @property
+    def missing_count(self) -> int:
+        return len(self._missing)
+
+    @property
+    def peers_tracked(self) -> int:
+        return len(self._buckets)
+
+    def _take(self, peer: str, now_s: float) -> bool:
+        if self.rate_per_s == 0:
+            return True
+        bucket = self._buckets.pop(peer, None)
+        if bucket is None:
+            bucket = _Bucket(tokens=float(self.burst), last_s=now_s)
+        elif now_s > bucket.last_s:
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now_s - bucket.last_s) * self.rate_per_s)
+            bucket.last_s = now_s
+        self._buckets[peer] = bucket  # most recently used last
+        while len(self._buckets) > self._peers_max:
+            self._buckets.popitem(last=False)
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+
+def _key(request: PublishRequest) -> tuple[str, str, str]:
+    return (request.kind, request.name, request.reference)

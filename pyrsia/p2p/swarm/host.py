@@ -41,10 +41,10 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from pyrsia import __version__
@@ -62,6 +62,7 @@ from pyrsia.p2p.swarm import addresses
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.behaviour import Behaviour
 from pyrsia.p2p.swarm.interfaces import interface_addresses
+from pyrsia.p2p.swarm.limits import HANDLERS_BUSY, Limits, ResourceManager
 from pyrsia.p2p.wire import connection as core
 from pyrsia.p2p.wire import varint, yamux
 from pyrsia.p2p.wire.multiaddr import Multiaddr, tcp
@@ -77,6 +78,24 @@ STREAM_WRITE_PIECE_BYTES = 256 * 1024
 TIMER_PERIOD_S = 0.25
 
 Handler = Callable[["Stream"], None]
+
+# Per protocol, unless `set_handler` says otherwise: worker threads, streams queued or
+# running, and streams one peer may hold open at once.
+HANDLER_WORKERS = 4
+HANDLER_PENDING_MAX = 64
+HANDLER_STREAMS_PER_PEER_MAX = 8
+
+
+@dataclass(slots=True)
+class _Service:
+    """One protocol's handler with its own bounded pool: a flood of one protocol's
+    streams waits for that protocol's workers, never another's."""
+
+    handler: Handler
+    pool: ThreadPoolExecutor
+    pending_max: int
+    streams_per_peer_max: int
+    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,14 +113,14 @@ class HostConfig:
     early_muxer: bool = True
     window_bytes: int = yamux.INITIAL_WINDOW_BYTES
     streams_max: int = yamux.STREAMS_MAX
-    inbound_connections_max: int = 256
+    limits: Limits = field(default_factory=Limits)
+    dial_source: str = ""  # the local address outbound connections leave from ("" = the kernel's choice)
     handshake_timeout_s: float = 10.0
     keepalive_interval_s: float = 15.0
     keepalive_timeout_s: float = 30.0
     write_buffer_bytes_max: int = 4 * 1024 * 1024
     stream_backlog_bytes_max: int = 1024 * 1024
-    handler_workers: int = 16
-    handlers_pending_max: int = 256
+    event_workers: int = 4  # run peer-event subscribers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +140,13 @@ class PeerInfo:
     rtt_s: float | None = None
     bytes_in: int = 0
     bytes_out: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStats:
+    peers_inbound: int
+    peers_outbound: int
+    refusals: dict[str, int]  # by limit name, `limit:protocol` for per-protocol limits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,11 +240,14 @@ class Stream:
     def read_message(self, size_max: int, timeout: float | None = 30.0) -> bytes | None:
         """One unsigned-varint length-prefixed message (DESIGN §3); None if the peer closed first.
 
-        The length is checked against `size_max` before its bytes are read.
+        The length is checked against `size_max` before its bytes are read. `timeout`
+        bounds the whole message, not each read: a peer trickling a byte at a time
+        loses the stream when it runs out.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         head = bytearray()
         while True:
-            byte = self.read(1, timeout)
+            byte = self.read(1, _left(deadline))
             if not byte:
                 if head:
                     raise StreamClosed(f"{self.peer_id} closed {self.protocol} inside a length prefix")
@@ -230,7 +259,7 @@ class Stream:
         length = decoded[0]
         if length > size_max:
             raise ProtocolViolation(f"{self.peer_id} sent a {length}-byte message on {self.protocol}")
-        return self.read_exactly(length, timeout) if length else b""
+        return self.read_exactly(length, _left(deadline)) if length else b""
 
     def write_message(self, payload: bytes, timeout: float | None = 60.0) -> None:
         self.write(varint.prefixed(payload), timeout)
@@ -401,7 +430,6 @@ class Host:
         self.config = config
         self._clock = clock
         self._random = random_bytes
-        self._handlers: dict[str, Handler] = {}
         self._subscribers: list[Callable[[PeerEvent], None]] = []
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
@@ -425,11 +453,11 @@ class Host:
         self._observed = addresses.ObservedAddresses(listen_port=0)  # selector thread
         self._dual_stack = False
         self._addresses_due = 0.0
-        self._workers = ThreadPoolExecutor(
-            max_workers=config.handler_workers, thread_name_prefix="p2p-handler"
-        )
-        self._handlers_pending = 0
-        self._handlers_lock = threading.Lock()
+        self._events = ThreadPoolExecutor(max_workers=config.event_workers, thread_name_prefix="p2p-events")
+        self._services: dict[str, _Service] = {}
+        self._services_lock = threading.Lock()
+        self._resources = ResourceManager(config.limits)
+        self._is_known: Callable[[str], bool] = lambda _peer: False
         self._read_buffer = bytearray(READ_CHUNK_BYTES)
         self._conn_ids = itertools.count(1)
         self._by_id: dict[int, _Conn] = {}
@@ -482,7 +510,9 @@ class Host:
         self._post(self._shutdown)
         if self._thread is not None:
             self._thread.join(10)
-        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._events.shutdown(wait=True, cancel_futures=True)
+        for service in list(self._services.values()):
+            service.pool.shutdown(wait=True, cancel_futures=True)
         self._wake_r.close()
         self._wake_w.close()
         self._selector.close()
@@ -530,17 +560,61 @@ class Host:
 
     # -- public API (any thread) ----------------------------------------------------
 
-    def set_handler(self, protocol: str, handler: Handler) -> None:
-        """Serve `protocol` on inbound streams; connected peers hear of it by identify push."""
+    def set_handler(
+        self,
+        protocol: str,
+        handler: Handler,
+        *,
+        workers: int = HANDLER_WORKERS,
+        pending_max: int = HANDLER_PENDING_MAX,
+        streams_per_peer_max: int = HANDLER_STREAMS_PER_PEER_MAX,
+    ) -> None:
+        """Serve `protocol` on inbound streams with a pool of its own; peers hear of it by push.
+
+        At most `pending_max` streams of this protocol wait or run at once, and one peer
+        holds at most `streams_per_peer_max` of them; more are reset and counted.
+        """
         if protocol in self._by_protocol:
             raise ValueError(f"{protocol} is built in")
-        self._handlers[protocol] = handler
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"p2p{protocol.replace('/', '-')}")
+        with self._services_lock:
+            old = self._services.get(protocol)
+            self._services[protocol] = _Service(
+                handler=handler, pool=pool, pending_max=pending_max, streams_per_peer_max=streams_per_peer_max
+            )
+        if old is not None:
+            old.pool.shutdown(wait=False)
         if self._running:
             self._post(lambda: self._apply(self._identify, self._identify.push_all()))
 
     def remove_handler(self, protocol: str) -> None:
-        if self._handlers.pop(protocol, None) is not None and self._running:
-            self._post(lambda: self._apply(self._identify, self._identify.push_all()))
+        with self._services_lock:
+            old = self._services.pop(protocol, None)
+        if old is not None:
+            old.pool.shutdown(wait=False)
+            if self._running:
+                self._post(lambda: self._apply(self._identify, self._identify.push_all()))
+
+    def set_known(self, is_known: Callable[[str], bool]) -> None:
+        """Which peers are known (authorities, bootstrap peers): they may use the reserved room.
+
+        Asked on the selector thread as each inbound connection completes its handshake,
+        so it must be quick and must not block.
+        """
+        self._is_known = is_known
+
+    def stats(self) -> HostStats:
+        """Connections held and every refusal by the limit that made it, for `/metrics`."""
+        refusals: Counter[str] = Counter(self._resources.refusals)
+        refusals.update(self._identify.refusals)
+        refusals.update(self._ping.refusals)
+        with self._lock:
+            directions = Counter(info.direction for info in self._peers.values())
+        return HostStats(
+            peers_inbound=directions["inbound"],
+            peers_outbound=directions["outbound"],
+            refusals=dict(refusals),
+        )
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
         """`callback(event)` runs on the worker pool for each peer connect/identify/disconnect."""
@@ -548,7 +622,7 @@ class Host:
 
     @property
     def protocols(self) -> list[str]:
-        return [*self._by_protocol, *self._handlers]
+        return [*self._by_protocol, *self._services]
 
     def add_addresses(self, peer_id: str, addrs: Iterable[Multiaddr]) -> None:
         """Remember where a peer listens (heard from a third party: they expire), for dialling."""
@@ -731,14 +805,15 @@ class Host:
             except OSError as exc:
                 log.warning("p2p accept failed: %s", exc)
                 return
-            inbound = sum(1 for c in self._conns if c.direction == "inbound")
-            if inbound >= self.config.inbound_connections_max:
-                log.info("refusing p2p connection from %s: %d inbound already", remote[0], inbound)
+            conn_id = next(self._conn_ids)
+            refusal = self._resources.admit_inbound(conn_id, remote[0], self._clock())
+            if refusal is not None:
+                log.debug("refusing p2p connection from %s: %s", remote[0], refusal)
                 sock.close()
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(self, next(self._conn_ids), sock, "inbound", (remote[0], remote[1]))
+            conn = _Conn(self, conn_id, sock, "inbound", (remote[0], remote[1]))
             conn.core = self._new_core(initiator=False, expected=None)
             conn.deadline = self._clock() + self.config.handshake_timeout_s
             self._conns.add(conn)
@@ -761,7 +836,7 @@ class Host:
         )
 
     def _supports(self, protocol: str) -> bool:
-        return protocol in self._by_protocol or protocol in self._handlers
+        return protocol in self._by_protocol or protocol in self._services
 
     def _abandon_dials(self, peer_id: str) -> None:
         """Close our dials to `peer_id` still connecting or handshaking (another address won)."""
@@ -783,6 +858,14 @@ class Host:
             return
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if self.config.dial_source:
+            try:
+                sock.bind((self.config.dial_source, 0))
+            except OSError as exc:
+                sock.close()
+                source = self.config.dial_source
+                _reject(future, PeerUnreachable(f"cannot dial from {source}: {exc.strerror}"))
+                return
         err = sock.connect_ex(remote)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
@@ -873,6 +956,18 @@ class Host:
                 log.info("p2p: %s is going away (%s)", conn.peer_id, reason)
 
     def _on_established(self, conn: _Conn, event: core.Established) -> None:
+        now = self._clock()
+        known = self._is_known(event.remote_peer_id)
+        refusal = self._resources.established(conn.id, known=known, now_s=now)
+        if refusal is not None and (victim := self._resources.idle_victim(now)) is not None:
+            idle = self._by_id.get(victim)
+            if idle is not None:
+                self._close(idle, "idle while the node is full: room made for a newcomer")
+            refusal = self._resources.established(conn.id, known=known, now_s=now)
+        if refusal is not None:
+            self._resources.refuse(refusal)
+            self._close(conn, f"refused by the {refusal} limit")
+            return
         conn.peer_id = event.remote_peer_id
         conn.early_muxer = event.early_muxer
         conn.deadline = None
@@ -994,22 +1089,41 @@ class Host:
             conn.owned[stream_id] = behaviour
             self._to_owner(behaviour, sw.InboundStream(conn=conn.id, stream=stream_id, protocol=protocol))
         else:
-            handler = self._handlers.get(protocol)
-            with self._handlers_lock:
-                busy = self._handlers_pending >= self.config.handlers_pending_max
-                if not busy:
-                    self._handlers_pending += 1
-            if handler is None or busy:
-                log.info("p2p: refusing %s stream from %s (handlers busy)", protocol, conn.peer_id)
-                conn.core.reset_stream(stream_id)
-                return
-            stream = Stream(self, conn, stream_id, protocol)
-            conn.streams[stream_id] = stream
-            self._workers.submit(self._run_handler, handler, stream)
+            self._start_handler(conn, stream_id, protocol)
 
-    def _run_handler(self, handler: Handler, stream: Stream) -> None:
+    def _start_handler(self, conn: _Conn, stream_id: int, protocol: str) -> None:
+        assert conn.core is not None and conn.peer_id is not None
+        service = self._services.get(protocol)
+        if service is None:
+            conn.core.reset_stream(stream_id)
+            return
+        refusal = self._resources.open_stream(conn.peer_id, protocol, service.streams_per_peer_max)
+        if refusal is None:
+            with self._services_lock:
+                if service.pending >= service.pending_max:
+                    refusal = HANDLERS_BUSY
+                else:
+                    service.pending += 1
+            if refusal is not None:
+                self._resources.refuse(refusal, protocol)
+                self._resources.close_stream(conn.peer_id, protocol)
+        if refusal is not None:
+            log.debug("p2p: refusing %s stream from %s: %s", protocol, conn.peer_id, refusal)
+            conn.core.reset_stream(stream_id)
+            return
+        self._resources.used(conn.id, self._clock())
+        stream = Stream(self, conn, stream_id, protocol)
+        conn.streams[stream_id] = stream
         try:
-            handler(stream)
+            service.pool.submit(self._run_handler, service, stream)
+        except RuntimeError:  # the pool was replaced or shut down
+            self._handler_done(service, stream)
+            conn.streams.pop(stream_id, None)
+            conn.core.reset_stream(stream_id)
+
+    def _run_handler(self, service: _Service, stream: Stream) -> None:
+        try:
+            service.handler(stream)
         except PeerError as exc:
             log.info("p2p: %s handler for %s ended: %s", stream.protocol, stream.peer_id, exc)
             stream.reset()
@@ -1019,8 +1133,12 @@ class Host:
         else:
             stream.close()
         finally:
-            with self._handlers_lock:
-                self._handlers_pending -= 1
+            self._handler_done(service, stream)
+
+    def _handler_done(self, service: _Service, stream: Stream) -> None:
+        with self._services_lock:
+            service.pending -= 1
+        self._post(lambda: self._resources.close_stream(stream.peer_id, stream.protocol))
 
     def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes) -> None:
         assert conn.core is not None
@@ -1104,7 +1222,7 @@ class Host:
 
     def _notify(self, event: PeerEvent) -> None:
         for callback in self._subscribers:
-            self._workers.submit(_call_subscriber, callback, event)
+            self._events.submit(_call_subscriber, callback, event)
 
     def _start_stream(self, peer_id: str, protocols: list[str], future: Future[Stream]) -> None:
         conn = self._live_conn(peer_id)
@@ -1117,6 +1235,7 @@ class Host:
             _reject(future, exc)
             return
         conn.opening[stream_id] = future
+        self._resources.used(conn.id, self._clock())
         self._dirty.add(conn)
 
     def _start_ping(self, peer_id: str, future: Future[float]) -> None:
@@ -1266,6 +1385,7 @@ class Host:
         conn.sock.close()
         self._conns.discard(conn)
         self._by_id.pop(conn.id, None)
+        self._resources.closed(conn.id)
         error = PeerUnreachable(f"connection to {conn.peer_id or conn.address} ended: {reason}")
         if conn.dial_future is not None:
             _reject(conn.dial_future, error)
@@ -1287,6 +1407,10 @@ class Host:
                 self._lock.notify_all()
             log.info("p2p: disconnected %s: %s", conn.peer_id, reason)
             self._notify(PeerDisconnected(peer_id=conn.peer_id, reason=reason))
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _bind(function: Callable[[Stream, bytes], None], stream: Stream, data: bytes) -> Callable[[], None]:

@@ -9,15 +9,17 @@ providers were found), answers to inbound requests, the provider store (records 
 22 h). It never touches a socket, a clock or a global random source: the shell feeds it
 inputs with the current time and carries out the effects it returns (etcd-raft style).
 
-Inputs (every one returns `list[Effect]`; `now_s` is any monotonic clock in seconds):
-    add_peer(peer, addrs, now_s)       a peer known to serve kad (bootstrap list, identify)
+Inputs (every one returns `list[Effect]`; `now_s` is any monotonic clock in seconds;
+`remote_ip` is the IP at the far end of the connection the input came over, "" if
+unknown; `addrs` are always the listen addrs a peer advertises, never that socket's):
+    add_peer(peer, addrs, now_s, remote_ip=)  a peer known to serve kad (bootstrap, identify)
     bootstrap(now_s)                   look ourselves up to fill the table
     find_node / find_providers / provide(key, now_s)  -> (lookup_id, effects)
-    request_received(peer, inbound_id, message, now_s, addrs)
+    request_received(peer, inbound_id, message, now_s, addrs, remote_ip=)
                                        a request read from a stream the peer opened;
                                        `addrs` are its listen addrs if it serves kad
                                        (empty: answer it, but keep it out of the table)
-    response_received(request_id, message, now_s)   the reply on a stream we opened
+    response_received(request_id, message, now_s, remote_ip=)  the reply on a stream we opened
     request_failed(request_id, now_s)  that stream failed (dial error, reset, bad frame)
     tick(now_s)                        timeouts, refresh, republish, record expiry;
                                        call it by `next_deadline_s()` at the latest
@@ -38,6 +40,16 @@ replies fail that one request. Every collection is bounded (`KadConfig`), and a 
 held to a token bucket of inbound requests, so a flood of FIND_NODE or ADD_PROVIDER
 costs bounded memory and time. A full bucket keeps its peers while they answer: the
 least-recently-seen one is pinged before a newcomer may replace it (Kademlia §2.2).
+
+Sybils from one address are held off three ways (groups and scopes: `addresses.py`):
+the table holds at most `ip_group_peers_per_bucket_max` peers of one IP group per
+bucket and `ip_group_peers_max` in all (go-libp2p-kbucket's peer diversity filter);
+the provider store holds at most `provider_records_per_peer_max` records from one
+peer and `provider_records_per_ip_group_max` from one group; and answers carry only
+addresses the asker could dial (no loopback or link-local unless it is on loopback).
+A peer's group is that of `remote_ip`, which it cannot pick; only without one (a
+restored table, a bare core in tests) that of the first IP it advertises. Refusals
+are counted by name (`refusals()`).
 """
 
 from __future__ import annotations
@@ -47,11 +59,14 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pyrsia.errors import ProtocolViolation
+from pyrsia.p2p.behaviours.kad import addresses
 from pyrsia.p2p.behaviours.kad import messages as dm
 from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
+
+T = TypeVar("T")
 
 KEY_BITS = 256
 HOUR_S = 3600.0
@@ -98,6 +113,22 @@ class KadConfig:
     inbound_requests_per_s: float = 20.0
     inbound_burst: float = 100.0
     rate_limited_peers_max: int = 4096
+    # Peer diversity (see `addresses.py` for the groups): table peers whose connection
+    # comes from one IPv4 /24 or IPv6 /48, per bucket and in the whole table. Per
+    # bucket, 16 of k = 20 leaves every bucket 4 places for other groups, and a
+    # 20-node network on one address (tests on loopback) fills bucket 0 past 16
+    # with odds below 1 in 2,500 per node. In the whole table, 64 is three times such
+    # a network, and a quarter of 250 sybils from one address.
+    ip_group_peers_per_bucket_max: int = 16
+    ip_group_peers_max: int = 64
+    # CIDRs whose peers count in no group (a private cluster behind one NAT, say).
+    ip_group_exempt: tuple[str, ...] = ()
+    # Provider records held per providing peer and per IP group of the peers that sent
+    # them: no one peer or address fills the store. A quarter of the store each lets an
+    # honest node announce 16,384 blobs to a network of up to k nodes (where every
+    # node is among the k closest to every key), and more in a larger one.
+    provider_records_per_peer_max: int = 16_384
+    provider_records_per_ip_group_max: int = 16_384
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +216,11 @@ def _bounded_addrs(addrs: tuple[bytes, ...], count_max: int, bytes_max: int) -> 
     return tuple(kept)
 
 
+def _is_loopback(remote_ip: str) -> bool:
+    ip = addresses.parse_ip(remote_ip) if remote_ip else None
+    return ip is not None and ip.is_loopback
+
+
 # -- routing table -----------------------------------------------------------------
 
 
@@ -196,6 +232,8 @@ class _Entry:
     addrs: tuple[bytes, ...]
     last_seen_s: float
     failures: int = 0
+    # The IP group its connection came from (`addresses.ip_group`); None: counted in none.
+    group: str | None = None
 
 
 class RoutingTable:
@@ -204,15 +242,32 @@ class RoutingTable:
     Bucket order is least-recently-seen first (Kademlia §2.2). A peer is added only
     while its bucket has room; otherwise it waits in the bucket's replacement cache
     and takes the place of a peer that is removed.
+
+    Peer diversity: at most `group_per_bucket_max` peers of one IP group in a bucket
+    and `group_max` in the table. A newcomer whose group is at either bound is refused
+    (not even cached as a replacement) and counted in `refused`; a replacement moves in
+    only if its group has room then.
     """
 
-    def __init__(self, self_point: int, *, k: int, replacements_max: int) -> None:
+    def __init__(
+        self,
+        self_point: int,
+        *,
+        k: int,
+        replacements_max: int,
+        group_per_bucket_max: int | None = None,
+        group_max: int | None = None,
+    ) -> None:
         self.self_point = self_point
         self.k = k
         self._replacements_max = replacements_max
+        self._group_per_bucket_max = k if group_per_bucket_max is None else group_per_bucket_max
+        self._group_max = group_max
         self._buckets: list[OrderedDict[bytes, _Entry]] = [OrderedDict() for _ in range(KEY_BITS)]
         self._replacements: list[OrderedDict[bytes, _Entry]] = [OrderedDict() for _ in range(KEY_BITS)]
         self._where: dict[bytes, int] = {}  # peer -> its bucket
+        self._groups: dict[str, int] = {}  # group -> table peers in it
+        self.refused = {"bucket_group": 0, "table_group": 0}
 
     def __len__(self) -> int:
         return len(self._where)
@@ -236,6 +291,26 @@ class RoutingTable:
     def deepest_bucket(self) -> int:
         return max((i for i, b in enumerate(self._buckets) if b), default=0)
 
+    def group_size(self, group: str) -> int:
+        return self._groups.get(group, 0)
+
+    def _room_for(self, group: str | None, index: int) -> str | None:
+        """None when a peer of `group` may join bucket `index`, else the bound it would pass."""
+        if group is None:
+            return None
+        if self._group_max is not None and self._groups.get(group, 0) >= self._group_max:
+            return "table_group"
+        in_bucket = sum(1 for e in self._buckets[index].values() if e.group == group)
+        if in_bucket >= self._group_per_bucket_max:
+            return "bucket_group"
+        return None
+
+    def _insert(self, index: int, entry: _Entry) -> None:
+        self._buckets[index][entry.id] = entry
+        self._where[entry.id] = index
+        if entry.group is not None:
+            self._groups[entry.group] = self._groups.get(entry.group, 0) + 1
+
     def offer(self, entry: _Entry) -> _Entry | None:
         """Add or refresh `entry`. Returns the bucket's least-recently-seen peer when the
         bucket is full and `entry` went to the replacement cache instead."""
@@ -243,16 +318,21 @@ class RoutingTable:
         bucket = self._buckets[index]
         known = bucket.get(entry.id)
         if known is not None:
+            # It keeps the group it was admitted with: the counts stay exact.
             known.last_seen_s = max(known.last_seen_s, entry.last_seen_s)
             known.failures = 0
             if entry.addrs:
                 known.addrs = entry.addrs
             bucket.move_to_end(entry.id)
             return None
-        if len(bucket) < self.k:
-            bucket[entry.id] = entry
+        bound = self._room_for(entry.group, index)
+        if bound is not None:
+            self.refused[bound] += 1
             self._replacements[index].pop(entry.id, None)
-            self._where[entry.id] = index
+            return None
+        if len(bucket) < self.k:
+            self._insert(index, entry)
+            self._replacements[index].pop(entry.id, None)
             return None
         replacements = self._replacements[index]
         replacements[entry.id] = entry
@@ -262,16 +342,19 @@ class RoutingTable:
         return next(iter(bucket.values()))
 
     def remove(self, peer: bytes) -> None:
-        """Drop `peer`; the most recently seen replacement takes its place."""
+        """Drop `peer`; the most recently seen replacement whose group has room takes its place."""
         index = self._where.pop(peer, None)
         if index is None:
             return
-        bucket = self._buckets[index]
-        del bucket[peer]
-        if self._replacements[index]:
-            _, newcomer = self._replacements[index].popitem(last=True)
-            bucket[newcomer.id] = newcomer
-            self._where[newcomer.id] = index
+        gone = self._buckets[index].pop(peer)
+        if gone.group is not None:
+            _decrement(self._groups, gone.group)
+        replacements = self._replacements[index]
+        for candidate in reversed(list(replacements.values())):
+            if self._room_for(candidate.group, index) is None:
+                del replacements[candidate.id]
+                self._insert(index, candidate)
+                return
 
     def closest(self, point: int, count: int, exclude: frozenset[bytes] = frozenset()) -> list[_Entry]:
         """The `count` peers nearest `point`, nearest first, reading only the buckets needed.
@@ -299,36 +382,94 @@ class RoutingTable:
 class _ProviderRecord:
     addrs: tuple[bytes, ...]
     expires_s: float
+    group: str | None
 
 
 class ProviderStore:
-    """Who provides which key, until when. Bounded in records overall and per key."""
+    """Who provides which key, until when.
 
-    def __init__(self, *, records_max: int, per_key_max: int) -> None:
+    Bounded in records overall, per key, per providing peer and per IP group of the
+    peers that sent them, so neither one peer nor throwaway ids from one address fill
+    the store. A record that names a provider already held for that key only renews
+    it (and keeps the group it was counted in). Refusals are counted by bound in
+    `refused`.
+    """
+
+    def __init__(
+        self,
+        *,
+        records_max: int,
+        per_key_max: int,
+        per_provider_max: int | None = None,
+        per_group_max: int | None = None,
+    ) -> None:
         self._records: dict[bytes, OrderedDict[bytes, _ProviderRecord]] = {}
         self._records_max = records_max
         self._per_key_max = per_key_max
+        self._per_provider_max = per_provider_max
+        self._per_group_max = per_group_max
         self._count = 0
+        self._by_provider: dict[bytes, int] = {}
+        self._by_group: dict[str, int] = {}
+        self.refused = {"store_full": 0, "peer_quota": 0, "group_quota": 0}
 
     def __len__(self) -> int:
         return self._count
 
-    def add(self, key: bytes, provider: bytes, addrs: tuple[bytes, ...], expires_s: float) -> bool:
+    def records_of(self, provider: bytes) -> int:
+        return self._by_provider.get(provider, 0)
+
+    def records_of_group(self, group: str) -> int:
+        return self._by_group.get(group, 0)
+
+    def add(
+        self,
+        key: bytes,
+        provider: bytes,
+        addrs: tuple[bytes, ...],
+        expires_s: float,
+        group: str | None = None,
+    ) -> bool:
         records = self._records.get(key)
         if records is not None and provider in records:
-            records[provider] = _ProviderRecord(addrs, expires_s)
+            known = records[provider]
+            records[provider] = _ProviderRecord(addrs, expires_s, known.group)
             records.move_to_end(provider)
             return True
-        if self._count >= self._records_max:
+        refusal = self._refusal(provider, group)
+        if refusal is not None:
+            self.refused[refusal] += 1
             return False
         if records is None:
             records = self._records[key] = OrderedDict()
         if len(records) >= self._per_key_max:
-            records.popitem(last=False)
-            self._count -= 1
-        records[provider] = _ProviderRecord(addrs, expires_s)
+            evicted, record = records.popitem(last=False)
+            self._forget(evicted, record)
+        records[provider] = _ProviderRecord(addrs, expires_s, group)
         self._count += 1
+        self._by_provider[provider] = self._by_provider.get(provider, 0) + 1
+        if group is not None:
+            self._by_group[group] = self._by_group.get(group, 0) + 1
         return True
+
+    def _refusal(self, provider: bytes, group: str | None) -> str | None:
+        if self._count >= self._records_max:
+            return "store_full"
+        if self._per_provider_max is not None and self.records_of(provider) >= self._per_provider_max:
+            return "peer_quota"
+        if (
+            group is not None
+            and self._per_group_max is not None
+            and self.records_of_group(group) >= self._per_group_max
+        ):
+            return "group_quota"
+        return None
+
+    def _forget(self, provider: bytes, record: _ProviderRecord) -> None:
+        self._count -= 1
+        _decrement(self._by_provider, provider)
+        if record.group is not None:
+            _decrement(self._by_group, record.group)
 
     def get(self, key: bytes, now_s: float, limit: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
         records = self._records.get(key)
@@ -342,12 +483,19 @@ class ProviderStore:
         for key in list(self._records):
             records = self._records[key]
             for provider in [p for p, r in records.items() if r.expires_s <= now_s]:
-                del records[provider]
+                self._forget(provider, records.pop(provider))
                 removed += 1
             if not records:
                 del self._records[key]
-        self._count -= removed
         return removed
+
+
+def _decrement(counts: dict[T, int], name: T) -> None:
+    left = counts[name] - 1
+    if left:
+        counts[name] = left
+    else:
+        del counts[name]
 
 
 # -- inbound rate limit ------------------------------------------------------------
@@ -452,12 +600,21 @@ class Kademlia:
         self._id = dm.peer_id_to_bytes(peer_id)
         self._point = key_point(self._id)
         self._rng = rng
+        self._exempt = addresses.parse_networks(self.config.ip_group_exempt)
         self.table = RoutingTable(
-            self._point, k=self.config.k, replacements_max=self.config.replacements_per_bucket_max
+            self._point,
+            k=self.config.k,
+            replacements_max=self.config.replacements_per_bucket_max,
+            group_per_bucket_max=self.config.ip_group_peers_per_bucket_max,
+            group_max=self.config.ip_group_peers_max,
         )
         self.providers = ProviderStore(
-            records_max=self.config.provider_records_max, per_key_max=self.config.providers_per_key_max
+            records_max=self.config.provider_records_max,
+            per_key_max=self.config.providers_per_key_max,
+            per_provider_max=self.config.provider_records_per_peer_max,
+            per_group_max=self.config.provider_records_per_ip_group_max,
         )
+        self._addrs_withheld = 0
         self._limit = InboundRateLimit(
             rate_per_s=self.config.inbound_requests_per_s,
             burst=self.config.inbound_burst,
@@ -482,6 +639,18 @@ class Kademlia:
     def provided_keys(self) -> list[bytes]:
         return list(self._provided)
 
+    def refusals(self) -> dict[str, int]:
+        """Every refusal of the table and the provider store, by name; addresses withheld."""
+        table, store = self.table.refused, self.providers.refused
+        return {
+            "table_bucket_group": table["bucket_group"],
+            "table_group": table["table_group"],
+            "provider_store_full": store["store_full"],
+            "provider_peer_quota": store["peer_quota"],
+            "provider_group_quota": store["group_quota"],
+            "addrs_withheld": self._addrs_withheld,
+        }
+
     @property
     def active_lookups(self) -> int:
         return len(self._lookups)
@@ -501,11 +670,14 @@ class Kademlia:
 
     # -- inputs: peers and lookups ---------------------------------------------------
 
-    def add_peer(self, peer: str, addrs: tuple[bytes, ...], now_s: float) -> list[Effect]:
+    def add_peer(
+        self, peer: str, addrs: tuple[bytes, ...], now_s: float, *, remote_ip: str = ""
+    ) -> list[Effect]:
+        """`addrs`: the listen addrs it advertises; `remote_ip`: where its connection comes from."""
         raw = dm.peer_id_to_bytes(peer)
         if raw == self._id:
             return []
-        return self._seen(raw, addrs, now_s, peer_id=peer)
+        return self._seen(raw, addrs, now_s, peer_id=peer, remote_ip=remote_ip)
 
     def bootstrap(self, now_s: float) -> list[Effect]:
         """libp2p/specs kad-dht "Bootstrap process": look up our own id."""
@@ -540,27 +712,32 @@ class Kademlia:
         message: Message,
         now_s: float,
         addrs: tuple[bytes, ...] = (),
+        *,
+        remote_ip: str = "",
     ) -> list[Effect]:
         raw = dm.peer_id_to_bytes(peer)
         if not self._limit.allow(raw, now_s):
             return [Refuse(peer=peer, inbound_id=inbound_id, reason="too many requests")]
         effects: list[Effect] = []
         if addrs and raw != self._id:
-            effects += self._seen(raw, addrs, now_s, peer_id=peer)
+            effects += self._seen(raw, addrs, now_s, peer_id=peer, remote_ip=remote_ip)
         else:
             entry = self.table.get(raw)
             if entry is not None:
                 entry.last_seen_s = max(entry.last_seen_s, now_s)
-        answer = self._answer(raw, peer, inbound_id, message, now_s)
+        answer = self._answer(raw, peer, inbound_id, message, now_s, remote_ip)
         return effects if answer is None else [*effects, answer]
 
-    def response_received(self, request_id: int, message: Message, now_s: float) -> list[Effect]:
+    def response_received(
+        self, request_id: int, message: Message, now_s: float, *, remote_ip: str = ""
+    ) -> list[Effect]:
+        """`remote_ip`: where the connection the reply came on reaches the peer."""
         pending = self._pending.pop(request_id, None)
         if pending is None:
             return []  # late, duplicated, or for a lookup that already ended
         if message.type is not pending.message.type:
             return self._failed(pending, now_s)
-        effects = self._seen(pending.peer, pending.addrs, now_s)
+        effects = self._seen(pending.peer, pending.addrs, now_s, remote_ip=remote_ip)
         if pending.lookup_id is None:
             self._pinging.pop(pending.bucket, None)
             return effects
@@ -572,7 +749,7 @@ class Kademlia:
             return effects
         candidate.state = _State.SUCCEEDED
         lookup.in_flight -= 1
-        self._merge(lookup, candidate, message)
+        self._merge(lookup, candidate, message, from_loopback=_is_loopback(remote_ip))
         return effects + self._advance(lookup, now_s)
 
     def request_failed(self, request_id: int, now_s: float) -> list[Effect]:
@@ -603,7 +780,10 @@ class Kademlia:
         """The routing table as plain data (str, bytes, lists) for the shell to save."""
         return {
             "version": 1,
-            "peers": [{"id": e.peer_id, "addrs": list(e.addrs)} for e in self.table.entries()],
+            "peers": [
+                {"id": e.peer_id, "addrs": list(e.addrs), **({"group": e.group} if e.group else {})}
+                for e in self.table.entries()
+            ],
         }
 
     def restore(self, snapshot: object, now_s: float) -> int:
@@ -624,15 +804,32 @@ class Kademlia:
                 raw = dm.peer_id_to_bytes(peer)
             except ProtocolViolation:
                 continue
+            group = item.get("group")
             if raw != self._id:
-                self._seen(raw, tuple(addrs), now_s, peer_id=peer)
+                # Saved by this node: the group it was admitted with, else its advertised IP's.
+                self._seen(
+                    raw, tuple(addrs), now_s, peer_id=peer, group=group if isinstance(group, str) else None
+                )
                 restored += 1
         return restored
 
     # -- routing table upkeep ------------------------------------------------------
 
-    def _seen(self, raw: bytes, addrs: tuple[bytes, ...], now_s: float, peer_id: str = "") -> list[Effect]:
-        """`raw` answered us or asked us something: add or refresh it in the table."""
+    def _seen(
+        self,
+        raw: bytes,
+        addrs: tuple[bytes, ...],
+        now_s: float,
+        peer_id: str = "",
+        *,
+        remote_ip: str = "",
+        group: str | None = None,
+    ) -> list[Effect]:
+        """`raw` answered us or asked us something: add or refresh it in the table.
+
+        Its diversity group is `group` if given, else that of `remote_ip` (the socket's
+        far end); only without either, that of the first IP it advertises.
+        """
         if raw == self._id:
             return []
         known = self.table.get(raw)
@@ -640,8 +837,15 @@ class Kademlia:
         kept = _bounded_addrs(addrs, self.config.addrs_per_peer_max, self.config.addr_bytes_per_peer_max)
         if known is not None:
             peer_id = known.peer_id
+        elif group is None:
+            group = self._group(remote_ip, kept)
         entry = _Entry(
-            id=raw, peer_id=peer_id or dm.peer_id_from_bytes(raw), point=point, addrs=kept, last_seen_s=now_s
+            id=raw,
+            peer_id=peer_id or dm.peer_id_from_bytes(raw),
+            point=point,
+            addrs=kept,
+            last_seen_s=now_s,
+            group=group,
         )
         oldest = self.table.offer(entry)
         if oldest is None:
@@ -720,17 +924,27 @@ class Kademlia:
 
     # -- answering -----------------------------------------------------------------
 
+    def _group(self, remote_ip: str, addrs: tuple[bytes, ...]) -> str | None:
+        ip = addresses.parse_ip(remote_ip) if remote_ip else addresses.advertised_ip(addrs)
+        return addresses.ip_group(ip, self._exempt)
+
+    def _servable(self, addrs: tuple[bytes, ...], to_loopback: bool) -> tuple[bytes, ...]:
+        served = addresses.servable(addrs, to_loopback=to_loopback)
+        self._addrs_withheld += len(addrs) - len(served)
+        return served
+
     def _answer(
-        self, raw: bytes, peer: str, inbound_id: int, message: Message, now_s: float
+        self, raw: bytes, peer: str, inbound_id: int, message: Message, now_s: float, remote_ip: str
     ) -> Effect | None:
         key = message.key
+        to_loopback = _is_loopback(remote_ip)
 
         def reply(answer: Message) -> Reply:
             return Reply(peer=peer, inbound_id=inbound_id, message=answer)
 
         def closer() -> tuple[Peer, ...]:
             found = self.table.closest(key_point(key), self.config.k, exclude=frozenset((raw,)))
-            return tuple(Peer(id=e.id, addrs=e.addrs) for e in found)
+            return tuple(Peer(id=e.id, addrs=self._servable(e.addrs, to_loopback)) for e in found)
 
         match message.type:
             case MessageType.PING:
@@ -746,35 +960,42 @@ class Kademlia:
                         type=MessageType.GET_PROVIDERS,
                         key=key,
                         closer_peers=closer(),
-                        provider_peers=self._local_providers(key, now_s),
+                        provider_peers=self._local_providers(key, now_s, to_loopback),
                     )
                 )
             case MessageType.ADD_PROVIDER if dm.is_multihash(key):
-                return self._add_provider(raw, peer, inbound_id, message, now_s)
+                group = self._group(remote_ip, ())
+                return self._add_provider(raw, peer, inbound_id, message, now_s, group)
             case MessageType.PUT_VALUE:
                 return Refuse(peer=peer, inbound_id=inbound_id, reason="PUT_VALUE is not supported")
         return Refuse(peer=peer, inbound_id=inbound_id, reason=f"{message.type.name} without a valid key")
 
-    def _local_providers(self, key: bytes, now_s: float) -> tuple[Peer, ...]:
-        found = [Peer(id=self._id, addrs=self.addrs)] if key in self._provided else []
+    def _local_providers(self, key: bytes, now_s: float, to_loopback: bool) -> tuple[Peer, ...]:
+        found = [(self._id, self.addrs)] if key in self._provided else []
         limit = self.config.providers_returned_max - len(found)
-        found += [Peer(id=p, addrs=a) for p, a in self.providers.get(key, now_s, limit)]
-        return tuple(found)
+        found += self.providers.get(key, now_s, limit)
+        return tuple(Peer(id=p, addrs=self._servable(a, to_loopback)) for p, a in found)
 
     def _add_provider(
-        self, raw: bytes, peer: str, inbound_id: int, message: Message, now_s: float
+        self, raw: bytes, peer: str, inbound_id: int, message: Message, now_s: float, group: str | None
     ) -> Effect | None:
         # libp2p/specs kad-dht: only provider records naming the sender are kept; like
         # js-libp2p, a record without an address to reach the provider is useless.
         stored = False
+        named = False
         for provider in message.provider_peers:
             if provider.id == raw and provider.addrs:
+                named = True
                 addrs = _bounded_addrs(
                     provider.addrs, self.config.addrs_per_peer_max, self.config.addr_bytes_per_peer_max
                 )
-                stored |= self.providers.add(message.key, raw, addrs, now_s + self.config.provider_ttl_s)
-        if not stored:
+                expires_s = now_s + self.config.provider_ttl_s
+                stored |= self.providers.add(message.key, raw, addrs, expires_s, group)
+                break  # one record per sender and key: repeats add nothing
+        if not named:
             return Refuse(peer=peer, inbound_id=inbound_id, reason="no provider record naming the sender")
+        if not stored:
+            return Refuse(peer=peer, inbound_id=inbound_id, reason="provider store or quota full")
         return None  # ADD_PROVIDER is never answered
 
     # -- lookup state machine ------------------------------------------------------
@@ -813,7 +1034,8 @@ class Kademlia:
             )
         return lookup_id, self._advance(lookup, now_s)
 
-    def _merge(self, lookup: _Lookup, source: _Candidate, message: Message) -> None:
+    def _merge(self, lookup: _Lookup, source: _Candidate, message: Message, *, from_loopback: bool) -> None:
+        """Fold a reply into the lookup; loopback and link-local addrs count only from loopback."""
         hop = source.hop + 1
         for peer in message.closer_peers[: self.config.k]:
             if peer.id == self._id:
@@ -822,10 +1044,16 @@ class Kademlia:
             if known is not None:
                 if known.state is _State.WAITING:
                     known.hop = min(known.hop, hop)
-                    known.addrs = known.addrs or peer.addrs
+                    known.addrs = known.addrs or _bounded_addrs(
+                        self._servable(peer.addrs, from_loopback),
+                        self.config.addrs_per_peer_max,
+                        self.config.addr_bytes_per_peer_max,
+                    )
                 continue
             addrs = _bounded_addrs(
-                peer.addrs, self.config.addrs_per_peer_max, self.config.addr_bytes_per_peer_max
+                self._servable(peer.addrs, from_loopback),
+                self.config.addrs_per_peer_max,
+                self.config.addr_bytes_per_peer_max,
             )
             lookup.candidates[peer.id] = _Candidate(
                 id=peer.id, distance=key_point(peer.id) ^ lookup.target, addrs=addrs, hop=hop
@@ -845,7 +1073,9 @@ class Kademlia:
                     break
                 if provider.id not in lookup.providers:
                     lookup.providers[provider.id] = _bounded_addrs(
-                        provider.addrs, self.config.addrs_per_peer_max, self.config.addr_bytes_per_peer_max
+                        self._servable(provider.addrs, from_loopback),
+                        self.config.addrs_per_peer_max,
+                        self.config.addr_bytes_per_peer_max,
                     )
                     if lookup.provider_hops is None:
                         lookup.provider_hops = source.hop

@@ -15,7 +15,11 @@ Inbound streams follow libp2p/specs kad-dht and js-libp2p: a stream may carry se
 requests in sequence, each answered before the next is read; a `Refuse` resets the
 stream, an unanswered ADD_PROVIDER closes it. The sender's listen addrs go to the core
 only when its identify lists the kad protocol, so clients are answered but never
-enter the routing table.
+enter the routing table. The addrs the core records and serves are those identify
+advertises (or, at bootstrap, the one we dialled), never the remote socket address of
+a connection (an inbound one's port is ephemeral); that remote IP goes to the core
+apart, as `remote_ip`, to place the peer in its IP group and to tell whether the asker
+is on loopback.
 
 Bounds: the input queue (a full queue refuses inbound requests, it never grows), the
 Host's handler pool, the request workers, and the core's own limits (per-peer token
@@ -47,6 +51,7 @@ from typing import TypeVar, cast
 
 import msgpack
 
+from pyrsia.config import Config
 from pyrsia.durable import write_atomic
 from pyrsia.errors import (
     DigestInvalid,
@@ -71,7 +76,7 @@ from pyrsia.p2p.behaviours.kad.core import (
     Send,
 )
 from pyrsia.p2p.identity import Identity
-from pyrsia.p2p.swarm.host import Host, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.swarm.host import Host, PeerEvent, PeerIdentified, PeerInfo, Stream
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.p2p.wire.varint import LengthPrefixedReader
 
@@ -109,6 +114,16 @@ class KadStats:
     requests_out: int = 0  # Send effects executed
     requests_failed: int = 0  # of those, dial, stream, timeout or decode failures
     lookups_done: int = 0
+    # Refused by peer diversity: the peer's IP group was at its bound in the bucket / table.
+    table_refused_bucket_group: int = 0
+    table_refused_table_group: int = 0
+    # ADD_PROVIDER records refused: store full, the sender's quota, its IP group's quota.
+    provider_refused_store_full: int = 0
+    provider_refused_peer_quota: int = 0
+    provider_refused_group_quota: int = 0
+    # Addresses left out of answers and out of replies taken in (loopback, link-local,
+    # unspecified, port 0, not a multiaddr).
+    addrs_withheld: int = 0
 
 
 # -- inputs to the core thread (a closed union, consumed with match) ---------------
@@ -118,6 +133,7 @@ class KadStats:
 class _Inbound:
     peer: str
     addrs: tuple[bytes, ...]
+    remote_ip: str
     message: dm.Message
     waiter: Future[Reply | Refuse | None]
 
@@ -130,6 +146,7 @@ class _Answered:
     # The peer's listen addrs from identify, if it lists kad: the core learns where it
     # listens now, not only the (perhaps stale) addrs the request was meant for.
     addrs: tuple[bytes, ...]
+    remote_ip: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +159,7 @@ class _Failed:
 class _KadPeer:
     peer: str
     addrs: tuple[bytes, ...]
+    remote_ip: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,10 +242,10 @@ class KadService:
             if not self._subscribed:
                 self.host.subscribe(self._on_peer_event)
                 self._subscribed = True
-            self.host.set_handler(PROTOCOL_ID, self._serve)
+            self.host.set_handler(PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=4)
             for info in self.host.peers().values():
                 if info.identified and PROTOCOL_ID in info.protocols:
-                    self._offer(_KadPeer(peer=info.peer_id, addrs=_addr_bytes(info.listen_addrs)))
+                    self._offer(_kad_peer(info))
             if restored:
                 # Reconnect through the saved peers: libp2p/specs kad-dht bootstrap.
                 self._call(lambda now: self._execute(self._core_now().bootstrap(now)))
@@ -292,7 +310,7 @@ class KadService:
                 errors.append(f"{text}: {peer} does not serve {PROTOCOL_ID}")
                 continue
             listen = _addr_bytes(info.listen_addrs) or _addr_bytes([address])
-            self._call(self._adder(peer, listen), _left(deadline))
+            self._call(self._adder(peer, listen, _remote_ip(info)), _left(deadline))
             added += 1
         if addrs and not added:
             raise PeerUnreachable(f"no bootstrap peer reachable: {'; '.join(errors)}")
@@ -353,8 +371,8 @@ class KadService:
 
     # -- API plumbing --------------------------------------------------------------------
 
-    def _adder(self, peer: str, addrs: tuple[bytes, ...]) -> Callable[[float], None]:
-        return lambda now: self._execute(self._core_now().add_peer(peer, addrs, now))
+    def _adder(self, peer: str, addrs: tuple[bytes, ...], remote_ip: str) -> Callable[[float], None]:
+        return lambda now: self._execute(self._core_now().add_peer(peer, addrs, now, remote_ip=remote_ip))
 
     def _core_now(self) -> Kademlia:
         assert self._core is not None
@@ -433,27 +451,29 @@ class KadService:
 
     def _step(self, core: Kademlia, item: _Input, now: float) -> None:
         match item:
-            case _Inbound(peer=peer, addrs=addrs, message=message, waiter=waiter):
+            case _Inbound(peer=peer, addrs=addrs, remote_ip=remote_ip, message=message, waiter=waiter):
                 inbound_id = self._next_inbound_id
                 self._next_inbound_id += 1
                 self._inbound[inbound_id] = waiter
                 self._counts["requests_in"] += 1
                 try:
-                    self._execute(core.request_received(peer, inbound_id, message, now, addrs))
+                    self._execute(
+                        core.request_received(peer, inbound_id, message, now, addrs, remote_ip=remote_ip)
+                    )
                 finally:
                     pending = self._inbound.pop(inbound_id, None)
                     if pending is not None:
                         _resolve(pending, None)  # accepted, never answered: close the stream
-            case _Answered(request_id=request_id, message=message, peer=peer, addrs=addrs):
-                self._execute(core.response_received(request_id, message, now))
+            case _Answered(request_id=request_id, message=message, peer=peer, addrs=addrs, remote_ip=ip):
+                self._execute(core.response_received(request_id, message, now, remote_ip=ip))
                 if addrs:
-                    self._execute(core.add_peer(peer, addrs, now))
+                    self._execute(core.add_peer(peer, addrs, now, remote_ip=ip))
             case _Failed(request_id=request_id, reason=reason):
                 self._counts["requests_failed"] += 1
                 log.debug("kad: request %d failed: %s", request_id, reason)
                 self._execute(core.request_failed(request_id, now))
-            case _KadPeer(peer=peer, addrs=addrs):
-                self._execute(core.add_peer(peer, addrs, now))
+            case _KadPeer(peer=peer, addrs=addrs, remote_ip=remote_ip):
+                self._execute(core.add_peer(peer, addrs, now, remote_ip=remote_ip))
             case _Call(run=run, future=future):
                 if future.set_running_or_notify_cancel():
                     try:
@@ -485,6 +505,7 @@ class KadService:
 
     def _publish(self, core: Kademlia) -> None:
         counts = self._counts
+        refused = core.refusals()
         self._stats = KadStats(
             table_peers=len(core.table),
             provider_records=len(core.providers),
@@ -496,6 +517,12 @@ class KadService:
             requests_out=counts["requests_out"],
             requests_failed=counts["requests_failed"],
             lookups_done=counts["lookups_done"],
+            table_refused_bucket_group=refused["table_bucket_group"],
+            table_refused_table_group=refused["table_group"],
+            provider_refused_store_full=refused["provider_store_full"],
+            provider_refused_peer_quota=refused["provider_peer_quota"],
+            provider_refused_group_quota=refused["provider_group_quota"],
+            addrs_withheld=refused["addrs_withheld"],
         )
 
     def _fail_leftovers(self) -> None:
@@ -524,7 +551,7 @@ class KadService:
         if not self._running or not isinstance(event, PeerIdentified):
             return
         if PROTOCOL_ID in event.info.protocols:
-            self._offer(_KadPeer(peer=event.peer_id, addrs=_addr_bytes(event.info.listen_addrs)))
+            self._offer(_kad_peer(event.info))
 
     def _offer(self, item: _KadPeer) -> None:
         try:
@@ -549,8 +576,15 @@ class KadService:
                 self._feed(_Failed(request_id=effect.request_id, reason=repr(exc)))
             return
         if reply is not None:
-            addrs = self._kad_addrs(effect.peer)
-            self._feed(_Answered(request_id=effect.request_id, message=reply, peer=effect.peer, addrs=addrs))
+            info = self.host.peer_info(effect.peer)
+            answered = _Answered(
+                request_id=effect.request_id,
+                message=reply,
+                peer=effect.peer,
+                addrs=_kad_listen_addrs(info),
+                remote_ip=_remote_ip(info),
+            )
+            self._feed(answered)
 
     def _exchange(self, effect: Send) -> dm.Message | None:
         deadline = time.monotonic() + self.config.request_timeout_s
@@ -601,7 +635,14 @@ class KadService:
                 stream.reset()
                 return
             waiter: Future[Reply | Refuse | None] = Future()
-            item = _Inbound(peer=peer, addrs=self._kad_addrs(peer), message=message, waiter=waiter)
+            info = self.host.peer_info(peer)
+            item = _Inbound(
+                peer=peer,
+                addrs=_kad_listen_addrs(info),
+                remote_ip=_remote_ip(info),
+                message=message,
+                waiter=waiter,
+            )
             try:
                 self._inputs.put_nowait(item)
             except queue.Full:
@@ -625,10 +666,7 @@ class KadService:
                     return
 
     def _kad_addrs(self, peer: str) -> tuple[bytes, ...]:
-        info = self.host.peer_info(peer)
-        if info is None or not info.identified or PROTOCOL_ID not in info.protocols:
-            return ()
-        return _addr_bytes(info.listen_addrs)
+        return _kad_listen_addrs(self.host.peer_info(peer))
 
     # -- the routing table on disk -------------------------------------------------------
 
@@ -665,6 +703,36 @@ class KadService:
 
 
 # -- module helpers ----------------------------------------------------------------------
+
+
+def kad_config(config: Config) -> KadConfig:
+    """The core's limits from the node's settings (the rest keep `KadConfig`'s defaults)."""
+    return KadConfig(
+        ip_group_peers_per_bucket_max=config.kad_ip_group_peers_per_bucket_max,
+        ip_group_peers_max=config.kad_ip_group_peers_max,
+        ip_group_exempt=config.kad_ip_group_exempt,
+        provider_records_per_peer_max=config.kad_provider_records_per_peer_max,
+        provider_records_per_ip_group_max=config.kad_provider_records_per_ip_group_max,
+    )
+
+
+def _kad_listen_addrs(info: PeerInfo | None) -> tuple[bytes, ...]:
+    """What a peer advertises by identify, if it serves kad: never its socket's address."""
+    if info is None or not info.identified or PROTOCOL_ID not in info.protocols:
+        return ()
+    return _addr_bytes(info.listen_addrs)
+
+
+def _remote_ip(info: PeerInfo | None) -> str:
+    """The IP at the far end of the peer's connection: what its diversity group comes from."""
+    if info is None or not info.address.components:
+        return ""
+    name, value = info.address.components[0]
+    return value if name in ("ip4", "ip6") else ""
+
+
+def _kad_peer(info: PeerInfo) -> _KadPeer:
+    return _KadPeer(peer=info.peer_id, addrs=_kad_listen_addrs(info), remote_ip=_remote_ip(info))
 
 
 def _read_message(stream: Stream, reader: LengthPrefixedReader, deadline: float) -> dm.Message | None:
@@ -726,4 +794,4 @@ def _wait(future: Future[T], deadline: float, what: str) -> T:
         raise PeerTimeout(f"{what} did not answer in time") from None
 
 
-__all__ = ["PROTOCOL_ID", "KadService", "KadServiceLimits", "KadStats"]
+__all__ = ["PROTOCOL_ID", "KadService", "KadServiceLimits", "KadStats", "kad_config"]

@@ -88,7 +88,7 @@ class SyncService:
 
     def start(self) -> None:
         self._loop.start()
-        self._host.set_handler(sync.PROTOCOL_ID, self._serve)
+        self._host.set_handler(sync.PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=2)
         self._host.subscribe(self._on_peer_event)
         for peer_id, info in self._host.peers().items():
             if sync.PROTOCOL_ID in info.protocols:
