@@ -211,8 +211,8 @@ def test_one_lying_observer_never_gets_its_address_advertised() -> None:
         observe(book, f"/ip4/6.6.{i % 256}.{i // 256 % 256}/tcp/1", liar_ips[i % 7], now=float(i))
     assert book.confirmed(5000.0) == ()
     assert book.groups == 1
-    # Over IPv6 the liar's whole /56 is one group too.
-    for i in range(256):
+    # Over IPv6 the liar's whole /48 (65,536 /64s) is one group too.
+    for i in range(300):
         observe(book, "/ip6/2001:db8:6::6/tcp/1", f"/ip6/2001:db8:1:{i:x}::{i:x}/tcp/1", now=5000.0)
     assert book.confirmed(5000.0) == ()
 
@@ -267,9 +267,9 @@ def test_observer_groups_and_confirmed_addresses_are_bounded() -> None:
     assert len(book.confirmed(0.0)) == 4
 
 
-def test_observer_groups_are_slash_24_and_slash_56() -> None:
+def test_observer_groups_are_slash_24_and_slash_48() -> None:
     assert observer_group(ma("/ip4/203.0.113.77/tcp/1")) == "203.0.113.0/24"
-    assert observer_group(ma("/ip6/2001:db8:1:2ff::1/tcp/1")) == "2001:db8:1:200::/56"
+    assert observer_group(ma("/ip6/2001:db8:1:2ff::1/tcp/1")) == "2001:db8:1::/48"
     assert observer_group(ma("/ip6/::ffff:203.0.113.77/tcp/1")) == "203.0.113.0/24"
     assert observer_group(ma("/dns4/a.example/tcp/1")) is None
 

@@ -19,8 +19,9 @@ socket or the clock):
 * **Observed addresses** (`ObservedAddresses`): identify's `observedAddr` is how one
   peer sees us. One peer may lie, or sit behind its own NAT, so an address becomes
   *observed*, and is advertised, only once `observers_min` distinct observer groups
-  report it: an IPv4 observer's group is its /24, an IPv6 observer's its /56 (one
-  operator usually holds a whole such block, so it counts once). The default is 2,
+  report it: an IPv4 observer's group is its /24, an IPv6 observer's its /48 (the
+  groups the DHT uses too: one operator usually holds a whole such block, and an IPv6
+  site is given a /48, so it counts once). The default is 2,
   not go-libp2p's 4: pyrsia networks are small (a few authorities and their nodes), and
   4 would never be reached in most of them; 2 still means that a single lying observer,
   however many connections or addresses it uses, never gets its address advertised.
@@ -60,7 +61,7 @@ OBSERVED_TTL_S = 30 * 60.0
 OBSERVER_GROUPS_MAX = 256
 OBSERVED_ADDRESSES_MAX = 4
 IPV4_GROUP_PREFIX = 24
-IPV6_GROUP_PREFIX = 56
+IPV6_GROUP_PREFIX = 48  # as the DHT's peer groups (kad/addresses.py): one IPv6 site
 BOOK_PEERS_MAX = 4096
 BOOK_ADDRESSES_PER_PEER_MAX = 16
 BOOK_IDENTIFY_TTL_S = 60 * 60.0
@@ -251,7 +252,7 @@ def _unique(addresses: Iterable[Multiaddr]) -> list[Multiaddr]:
 
 
 def observer_group(observer: Multiaddr) -> str | None:
-    """The network an observer counts for: its IPv4 /24 or IPv6 /56; None for a name."""
+    """The network an observer counts for: its IPv4 /24 or IPv6 /48; None for a name."""
     ip = ip_of(observer)
     if ip is None:
         return None
