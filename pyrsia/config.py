@@ -11,13 +11,14 @@ value that would not read back from `pyrsia.toml` is never written there.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,26 @@ class Config:
     p2p_limits_allow: tuple[str, ...] = _setting(
         (),
         "CIDR prefix exempt from the per-IP and per-subnet connection limits; repeatable.",
+    )
+    sync_peers_max: int = _setting(
+        1024,
+        "Peers whose log height sync tracks (and exchanges status with); when full, a peer this "
+        "node dialled displaces one that dialled in and never delivered a block.",
+        minimum=1,
+        maximum=65536,
+    )
+    sync_strikes_max: int = _setting(
+        3,
+        "Sync answers that do not advance the log (blocks held already or not asked for, fewer "
+        "than claimed) before the peer is dropped and banned.",
+        minimum=1,
+        maximum=1000,
+    )
+    sync_ban_s: float = _setting(
+        600.0,
+        "Seconds a peer dropped by sync is ignored; doubled on each repeat, up to 16 times.",
+        minimum=1,
+        maximum=7 * 24 * 3600,
     )
     serve_artifacts: bool = _setting(
         True, "Serve held blobs to peers and announce them; false downloads only, never serves."
@@ -559,13 +580,20 @@ def dump_toml(values: Mapping[str, object]) -> str:
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in sorted(values.items()))
 
 
+def unknown_setting(key: str, known: Iterable[str]) -> ConfigError:
+    """One line naming the closest settings, not all of them (there are dozens)."""
+    close = difflib.get_close_matches(key[:100], list(known), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "`pyrsia daemon --help` lists every setting"
+    return ConfigError(f"unknown setting {key[:100]!r}; {hint}")
+
+
 def set_in_file(home: Path, key: str, raw: object) -> object:
     """Validate one setting and write it to `<home>/pyrsia.toml`; returns the stored value.
 
     The whole file is re-validated as a `Config` first, so a bad value never lands.
     """
     if key not in SETTINGS:
-        raise ConfigError(f"unknown setting {key[:100]!r}; known: {', '.join(sorted(SETTINGS))}")
+        raise unknown_setting(key, SETTINGS)
     path = home / CONFIG_FILE
     values = read_file(path)
     values[key] = _coerce(key, raw, key)

@@ -56,11 +56,11 @@ def get(
     admin_token: str | None = options.ADMIN_TOKEN,
 ) -> None:
     """Print one setting's value."""
-    from pyrsia.errors import ConfigError
+    from pyrsia.config import unknown_setting
 
     values = _node_settings(node, home, admin_token) if node else dict(settings.load())
     if key not in values:
-        raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(values))}")
+        raise unknown_setting(key, values)
     console.line(str(values[key]))
 
 

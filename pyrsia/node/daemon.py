@@ -531,6 +531,7 @@ class Node:
 
     def metrics(self) -> str:
         host = self.host.stats()
+        sync = self.network.sync.counters()
         families = [
             *exchange_families(self.exchange.snapshot()),
             *p2p_families(
@@ -541,6 +542,16 @@ class Node:
                 "pyrsia_consensus_refused_total",
                 "Consensus streams and messages refused, by reason.",
                 self.consensus.refusals(),
+            ),
+            refusals_family(
+                "pyrsia_sync_penalties_total",
+                "Sync answers that did not advance the log, and bad blocks, by kind.",
+                sync.penalties,
+            ),
+            refusals_family(
+                "pyrsia_sync_drops_total",
+                "Sync peers dropped and banned, by kind.",
+                sync.drops,
             ),
             refusals_family(
                 "pyrsia_request_refused_total",

@@ -50,7 +50,7 @@ from pyrsia.p2p.behaviours import requests
 from pyrsia.p2p.behaviours.kad.service import KadService, kad_config
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest, RequestGuard
 from pyrsia.p2p.behaviours.sync import core as sync
-from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status
+from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status, SyncConfig
 from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.addresses import AdvertisePolicy
@@ -165,7 +165,14 @@ class Network:
         self._identity = identity
         self.host = host
         self.ledger = ledger
-        self.sync = SyncService(host, LedgerChain(ledger), pinned_genesis=ledger.genesis_hash)
+        self.sync = SyncService(
+            host,
+            LedgerChain(ledger),
+            pinned_genesis=ledger.genesis_hash,
+            config=SyncConfig(
+                peers_max=config.sync_peers_max, strikes_max=config.sync_strikes_max, ban_s=config.sync_ban_s
+            ),
+        )
         self.kad = KadService(
             host, identity, config=kad_config(config), snapshot_path=config.home / "p2p" / KAD_TABLE_FILE
         )
@@ -428,7 +435,7 @@ class Network:
                 "provider_group_quota": kad.provider_refused_group_quota,
                 "addrs_withheld": kad.addrs_withheld,
             },
-            "best_known_height": max([self.ledger.height, *self.sync.peer_heights().values()]),
+            "best_known_height": max(self.ledger.height, self.sync.best_known_height()),
         }
 
     def peers(self) -> list[dict[str, object]]:

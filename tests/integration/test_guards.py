@@ -119,7 +119,8 @@ def test_a_request_flood_costs_one_upstream_fetch_and_strangers_cannot_build(
         honest = Stranger()
         stack.callback(honest.host.stop)
         answers: list[PublishReply] = []
-        with ThreadPoolExecutor(8) as pool:
+        # Two at a time: the most request streams the swarm lets one peer hold open.
+        with ThreadPoolExecutor(2) as pool:
             flood = [pool.submit(stranger.ask, node, missing) for _ in range(200)]
             # Meanwhile another peer asks for something that exists: served, in its normal time.
             started = time.monotonic()
@@ -139,7 +140,7 @@ def test_a_request_flood_costs_one_upstream_fetch_and_strangers_cannot_build(
         # The rest of the 404s were answered from memory, but for those that arrived while
         # the first was being fetched (at most one per other sender) and shared its answer.
         cached = metric(node, "pyrsia_request_refused_total", "known_missing")
-        assert statuses.count(404) - 8 <= cached <= statuses.count(404) - 1, cached
+        assert statuses.count(404) - 2 <= cached <= statuses.count(404) - 1, cached
 
         build = honest.ask(node, PublishRequest(kind="build_docker", name=image.reference))
         assert (build.ok, build.status) == (False, 403), build

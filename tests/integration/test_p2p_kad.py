@@ -357,18 +357,18 @@ def test_a_full_input_queue_refuses_inbound_requests(tmp_path: Path) -> None:
         ping = [Message(type=MessageType.PING)]
         workers = [
             threading.Thread(target=lambda: results.append(raw_exchange(client, host.peer_id, ping)))
-            for _ in range(5)
+            for _ in range(4)  # the most streams one peer may hold on the kad protocol
         ]
         for worker in workers:
             worker.start()
-        # One request reaches the stalled core thread, one waits in the queue: 3 are refused.
-        wait_until(lambda: kad.stats().requests_dropped >= 3, "requests to be refused")
+        # One request reaches the stalled core thread, one waits in the queue: 2 are refused.
+        wait_until(lambda: kad.stats().requests_dropped >= 2, "requests to be refused")
         gate.set()
         for worker in workers:
             worker.join(TIMEOUT_S)
         answered = [replies for replies, _ in results if replies]
-        assert len(results) == 5
-        assert len(answered) == 5 - kad.stats().requests_dropped >= 1
+        assert len(results) == 4
+        assert len(answered) == 4 - kad.stats().requests_dropped >= 1
         assert raw_exchange(client, host.peer_id, ping)[0][0].type is MessageType.PING
     finally:
         gate.set()

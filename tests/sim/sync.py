@@ -3,13 +3,20 @@
 A block here is `prev_hash ‖ height ‖ payload`, valid when it links to the tip; that
 is all sync needs to know of blocks (the node checks real ones through the chain
 core). Payloads on the fake network are `("msg", bytes)` for a status or a request,
-`("reply", request_id, bytes)` for blocks. A `liar` answers every request with blocks
-that do not link, and claims a height above everyone's.
+`("reply", request_id, bytes)` for blocks. Roles:
+
+- `honest`; `slow`: honest, but each answer waits 0.5 to 3 s (past the requester's timeout
+  at times);
+- `liar`: answers with blocks that do not link; `repeater`: answers with block 0 again
+  and again; `claimer`: answers with what it has (its genesis) — all three claim a
+  height far above everyone's;
+- `sybil`: claims 10^12 and never answers a request for blocks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 
 from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import (
@@ -35,23 +42,47 @@ def block_hash(block: bytes) -> bytes:
     return hashlib.sha256(block).digest()
 
 
+HONEST_ROLES = ("honest", "slow")
+LYING_ROLES = ("liar", "repeater", "claimer")
+ROLES = (*HONEST_ROLES, *LYING_ROLES, "sybil")
+
+
 class SyncNode:
     def __init__(
-        self, name: str, neighbours: list[str], chain: list[bytes], *, liar: bool = False, config: SyncConfig
+        self,
+        name: str,
+        neighbours: list[str],
+        chain: list[bytes],
+        *,
+        role: str = "honest",
+        config: SyncConfig,
+        rng: random.Random | None = None,
+        dials: frozenset[str] = frozenset(),
     ) -> None:
+        assert role in ROLES, role
         self.name = name
         self.neighbours = list(neighbours)
+        self.dials = dials  # the neighbours this node dialled (outbound to it)
         self.chain = list(chain)
-        self.liar = liar
-        self.penalized: dict[str, str] = {}
+        self.role = role
+        self.rng = rng or random.Random(0)
+        self.penalized: dict[str, str] = {}  # peers dropped (disconnected), with the reason
+        self.strikes: dict[str, int] = {}
         self.answered_by: set[str] = set()
-        self.core = SyncCore(status=self.status(), config=config)
+        self.core = SyncCore(status=self.status(), config=config, rng=random.Random(self.rng.random()))
         self._fetches: dict[int, Fetch] = {}
+        self._delayed: list[tuple[float, Outgoing]] = []
+
+    @property
+    def honest(self) -> bool:
+        return self.role in HONEST_ROLES
 
     def status(self) -> Status:
         if not self.chain:
             return Status(genesis=b"", height=-1, tip=b"")
-        if self.liar:
+        if self.role == "sybil":
+            return Status(genesis=block_hash(self.chain[0]), height=10**12, tip=bytes(32))
+        if not self.honest:
             return Status(genesis=block_hash(self.chain[0]), height=10**6, tip=bytes(32))
         return Status(
             genesis=block_hash(self.chain[0]), height=len(self.chain) - 1, tip=block_hash(self.chain[-1])
@@ -60,7 +91,7 @@ class SyncNode:
     def connect(self, now_s: float) -> list[Outgoing]:
         out: list[Outgoing] = []
         for peer in self.neighbours:
-            out += self.execute(self.core.peer_connected(peer, now_s))
+            out += self.execute(self.core.peer_connected(peer, now_s, outbound=peer in self.dials))
         return out
 
     def produce(self, payload: bytes, now_s: float) -> list[Outgoing]:
@@ -78,7 +109,13 @@ class SyncNode:
             if isinstance(message, Status):
                 return self.execute(self.core.status_received(src, message, now_s))
             assert isinstance(message, GetBlocks)
-            return [Outgoing(src, ("reply", payload[2], sync.encode(self._answer(message))))]
+            if self.role == "sybil":
+                return []
+            reply = Outgoing(src, ("reply", payload[2], sync.encode(self._answer(message))))
+            if self.role == "slow":
+                self._delayed.append((now_s + self.rng.uniform(0.5, 3.0), reply))
+                return []
+            return [reply]
         _, request_id, body = payload
         fetch = self._fetches.pop(request_id, None)
         if fetch is None:
@@ -89,10 +126,15 @@ class SyncNode:
         return self.execute(self._apply(fetch, reply, now_s))
 
     def tick(self, now_s: float) -> list[Outgoing]:
-        return self.execute(self.core.tick(now_s))
+        due = [out for when, out in self._delayed if when <= now_s]
+        self._delayed = [(when, out) for when, out in self._delayed if when > now_s]
+        return due + self.execute(self.core.tick(now_s))
 
     def next_deadline_s(self) -> float | None:
-        return self.core.next_deadline_s()
+        deadlines = [when for when, _ in self._delayed]
+        if (core_deadline := self.core.next_deadline_s()) is not None:
+            deadlines.append(core_deadline)
+        return min(deadlines) if deadlines else None
 
     def execute(self, effects: list[sync.Effect]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -104,24 +146,29 @@ class SyncNode:
                     self._fetches[effect.request_id] = effect
                     request = GetBlocks(start=effect.start, count=effect.count)
                     out.append(Outgoing(effect.peer, ("msg", sync.encode(request), effect.request_id)))
-                case Penalize():
+                case Penalize() if effect.disconnect:
                     self.penalized[effect.peer] = effect.reason
+                case Penalize():
+                    self.strikes[effect.peer] = self.strikes.get(effect.peer, 0) + 1
         return out
 
     def _answer(self, request: GetBlocks) -> Blocks:
-        if self.liar:
+        if self.role == "liar":
             return Blocks(blocks=tuple(b"\xff" * 40 for _ in range(min(request.count, 4))))
+        if self.role == "repeater":
+            return Blocks(blocks=(self.chain[0],))
         return Blocks(blocks=tuple(self.chain[request.start : request.start + request.count]))
 
     def _apply(self, fetch: Fetch, reply: Blocks, now_s: float) -> list[sync.Effect]:
-        if not reply.blocks:
-            return self.core.request_failed(fetch.request_id, now_s)
+        """As the ledger does: a block held already is a no-op, the next one must link."""
         for block in reply.blocks:
-            height = len(self.chain)
+            height = int.from_bytes(block[32:40], "big") if len(block) >= 40 else -1
+            if 0 <= height < len(self.chain) and self.chain[height] == block:
+                continue
             prev = block_hash(self.chain[-1]) if self.chain else ZERO
-            if block[:32] != prev or block[32:40] != height.to_bytes(8, "big"):
+            if block[:32] != prev or height != len(self.chain):
                 return self.core.blocks_refused(
-                    fetch.request_id, f"block {height} does not link", self.status(), now_s
+                    fetch.request_id, f"block {len(self.chain)} does not link", self.status(), now_s
                 )
             self.chain.append(block)
-        return self.core.blocks_applied(fetch.request_id, self.status(), now_s)
+        return self.core.blocks_applied(fetch.request_id, self.status(), now_s, received=len(reply.blocks))
