@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pyrsia.durable import write_atomic
 from pyrsia.errors import ConfigError
+from pyrsia.formats.peer_id import base58btc_decode
 
 CONFIG_FILE = "pyrsia.toml"
 ENV_PREFIX = "PYRSIA_"
@@ -67,6 +68,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     url: bool = False
     empty_ok: bool = False  # a string setting whose empty value means "none"
+    addresses: str = ""  # "multiaddr" or "multiaddr_or_cidr": what each list entry must be
 
     @property
     def env(self) -> str:
@@ -100,6 +102,8 @@ class Setting:
                 raise ConfigError(f"{self.name} takes at most {LIST_ITEMS_MAX} entries")
             for item in value:
                 self._check_text(item, empty_ok=False)
+                if self.addresses:
+                    check_address(self.name, item, cidr_ok=self.addresses == "multiaddr_or_cidr")
         if isinstance(value, str):
             self._check_text(value, empty_ok=self.empty_ok)
 
@@ -124,6 +128,7 @@ def _setting(
     choices: tuple[str, ...] = (),
     url: bool = False,
     empty_ok: bool = False,
+    addresses: str = "",
 ) -> Any:
     """A `Config` field that is also a setting: its one declaration (see `SETTINGS`)."""
     spec = {
@@ -134,6 +139,7 @@ def _setting(
         "choices": choices,
         "url": url,
         "empty_ok": empty_ok,
+        "addresses": addresses,
     }
     return field(default=default, metadata={"setting": spec})
 
@@ -229,6 +235,18 @@ class Config:
         "Seconds a pull waits for an authority to publish what it asked for.",
         minimum=1,
         maximum=3600,
+    )
+    announce: tuple[str, ...] = _setting(
+        (),
+        "Address to advertise to peers instead of the discovered ones, /ip4|ip6|dns*/HOST/tcp/PORT; "
+        "repeatable. Use it behind a NAT that maps the p2p port.",
+        addresses="multiaddr",
+    )
+    no_announce: tuple[str, ...] = _setting(
+        (),
+        "Address never to advertise: a multiaddr prefix (/ip4/10.1.2.3 or /ip4/10.1.2.3/tcp/44000) "
+        "or a CIDR prefix (10.0.0.0/8, fd00::/8); repeatable.",
+        addresses="multiaddr_or_cidr",
     )
     p2p_connections_max: int = _setting(
         256, "Inbound p2p connections accepted at once.", minimum=2, maximum=65536
@@ -384,6 +402,68 @@ def check_url(key: str, value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{key} must be an http:// or https:// URL, not {value!r}")
     return value.rstrip("/")
+
+
+_ADDRESS_HOSTS = ("ip4", "ip6", "dns", "dns4", "dns6")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
+)
+_ADDRESS_FORMS = "/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT[/p2p/PEER_ID]"
+
+
+def check_address(key: str, value: str, *, cidr_ok: bool = False) -> None:
+    """A TCP multiaddr (`cidr_ok`: also a prefix of one, or a CIDR network), else `ConfigError`.
+
+    The p2p layer parses these fully; this check lives here, below it, so a bad entry
+    is refused with one line when the setting is read, naming it.
+    """
+    shown = repr(value[:200])
+    if not value.startswith("/"):
+        if cidr_ok:
+            try:
+                ipaddress.ip_network(value, strict=False)
+                return
+            except ValueError:
+                raise ConfigError(
+                    f"{key}: {shown} is neither a multiaddr ({_ADDRESS_FORMS}) nor a CIDR prefix "
+                    "(10.0.0.0/8, fd00::/8)"
+                ) from None
+        raise ConfigError(f"{key}: {shown} is not a multiaddr {_ADDRESS_FORMS}")
+    parts = value.removesuffix("/").split("/")[1:]
+    if _address_parts_ok(parts, prefix_ok=cidr_ok):
+        return
+    wanted = f"a multiaddr {_ADDRESS_FORMS}" + (" or a prefix of one" if cidr_ok else "")
+    raise ConfigError(f"{key}: {shown} is not {wanted}")
+
+
+def _address_parts_ok(parts: list[str], *, prefix_ok: bool) -> bool:
+    if len(parts) < 2 or parts[0] not in _ADDRESS_HOSTS:
+        return False
+    family, host, rest = parts[0], parts[1], parts[2:]
+    try:
+        if family in ("ip4", "ip6"):
+            ip = ipaddress.ip_address(host)
+            if ip.version != int(family[-1]):
+                return False
+        elif not _HOSTNAME.match(host):
+            return False
+    except ValueError:
+        return False
+    if not rest:
+        return prefix_ok
+    if len(rest) < 2 or rest[0] != "tcp" or not rest[1].isdigit() or not 0 < int(rest[1]) <= 65535:
+        return False
+    rest = rest[2:]
+    if not rest:
+        return True
+    if len(rest) != 2 or rest[0] not in ("p2p", "ipfs"):
+        return False
+    try:
+        multihash = base58btc_decode(rest[1])
+    except ValueError:
+        return False
+    # A multihash: one-byte code (identity, sha2-256), one-byte length, that many bytes.
+    return 2 < len(multihash) <= 66 and multihash[0] < 0x80 and multihash[1] == len(multihash) - 2
 
 
 _KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "tuple[str, ...]": tuple}

@@ -68,6 +68,7 @@ PURE_MODULES = [
     "p2p/behaviours/kad/core.py",
     "p2p/behaviours/kad/addresses.py",
     "p2p/wire/multiaddr.py",
+    "p2p/swarm/addresses.py",
     "p2p/wire/multistream.py",
     "p2p/wire/noise.py",
     "p2p/behaviours/ping.py",

@@ -50,11 +50,17 @@ def _network(p2p: object) -> str:
     if not isinstance(p2p, dict):
         return "-"
     role = "authority" if p2p.get("authority") else "regular node"
-    return (
+    lines = [
         f"{role}, {p2p.get('peers')} peers, {p2p.get('dht_peers')} in the DHT, "
-        f"{p2p.get('provided_keys')} blobs provided, genesis {str(p2p.get('genesis'))[:16]}\n"
-        + "\n".join(str(a) for a in p2p.get("addresses", []))
-    )
+        f"{p2p.get('provided_keys')} blobs provided, genesis {str(p2p.get('genesis'))[:16]}",
+        *(str(a) for a in p2p.get("addresses", [])),
+    ]
+    # Where the node listens, what it tells peers, and what peers agree they see.
+    for kind in ("listen", "announced", "observed"):
+        found = p2p.get(kind)
+        if isinstance(found, list):
+            lines.append(f"{kind}: {', '.join(str(a) for a in found) or '-'}")
+    return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:

@@ -569,7 +569,10 @@ class Node:
         self._stop.set()
 
     def wait(self) -> None:
-        self._stop.wait()
+        # Woken every second: a signal the kernel hands to another thread only sets a flag
+        # the main thread checks when it runs, and an untimed wait would never run again.
+        while not self._stop.wait(1.0):
+            pass
 
     def close(self) -> None:
         self._server.shutdown(SHUTDOWN_GRACE_S)

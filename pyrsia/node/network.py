@@ -53,6 +53,7 @@ from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status, SyncConfig
 from pyrsia.p2p.behaviours.sync.service import SyncService
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.addresses import AdvertisePolicy
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.p2p.swarm.limits import Limits
 from pyrsia.p2p.wire.multiaddr import Multiaddr
@@ -176,6 +177,9 @@ class Network:
             host, identity, config=kad_config(config), snapshot_path=config.home / "p2p" / KAD_TABLE_FILE
         )
         self._bootstrap = bootstrap_addresses(config)
+        for address in self._bootstrap:
+            assert address.peer_id is not None  # bootstrap_addresses insists
+            host.add_permanent_addresses(address.peer_id, [address])
         self._stop = threading.Event()
         self._serve_request: ServeRequest | None = None
         self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
@@ -416,6 +420,7 @@ class Network:
         kad = self.kad.stats()
         return {
             "addresses": self.addresses(),
+            **self.host.address_kinds(),
             "peers": len(peers),
             "authority": self.is_authority,
             "authorities": sorted(self.ledger.authorities),
@@ -466,11 +471,14 @@ class Network:
 
 
 def host_for(config: Config, identity: Identity) -> Host:
+    policy = AdvertisePolicy.from_settings(announce=config.announce, no_announce=config.no_announce)
     return Host(
         identity,
         HostConfig(
             listen_host=config.p2p_host,
             listen_port=config.p2p_port,
+            announce=policy.announce,
+            no_announce=policy.no_announce,
             limits=Limits(
                 connections_inbound_max=config.p2p_connections_max,
                 connections_per_ip_max=config.p2p_connections_per_ip_max,

@@ -167,6 +167,44 @@ def test_http_limits_come_from_settings() -> None:
     assert (limits.workers_max, limits.idle_timeout_s) == (7, 2.5)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("announce", "1.2.3.4:44000", "announce: '1.2.3.4:44000' is not a multiaddr /ip4|ip6"),
+        ("announce", "/ip4/1.2.3/tcp/1", "is not a multiaddr"),
+        ("announce", "/ip4/1.2.3.4", "announce: '/ip4/1.2.3.4' is not a multiaddr"),
+        ("announce", "/ip4/1.2.3.4/tcp/0", "is not a multiaddr"),
+        ("announce", "/ip4/1.2.3.4/tcp/70000", "is not a multiaddr"),
+        ("announce", "/ip6/1.2.3.4/tcp/1", "is not a multiaddr"),
+        ("announce", "/dns4/bad_name!/tcp/1", "is not a multiaddr"),
+        ("announce", "/ip4/1.2.3.4/tcp/1/p2p/0OIl", "is not a multiaddr"),
+        ("announce", "/ip4/1.2.3.4/udp/1/quic-v1", "is not a multiaddr"),
+        ("no_announce", "10.0.0.0/33", "no_announce: '10.0.0.0/33' is neither a multiaddr"),
+        ("no_announce", "/ip4/10.0.0.300", "no_announce: '/ip4/10.0.0.300' is not a multiaddr"),
+        ("no_announce", "eth0", "is neither a multiaddr"),
+    ],
+)
+def test_address_settings_refuse_bad_entries_in_one_line(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config.load(tmp_path, environ={config.env_name(name): value})
+    assert message in raised.value.message and "\n" not in raised.value.message
+
+
+def test_address_settings_accept_their_forms(tmp_path: Path) -> None:
+    peer = peer_id_of(b"\x07" * 32)
+    announce = (
+        "/ip4/198.51.100.7/tcp/4001",
+        "/ip6/2001:db8::1/tcp/4001",
+        f"/dns4/node.example.org/tcp/1/p2p/{peer}",
+    )
+    no_announce = ("10.0.0.0/8", "fd00::/8", "192.0.2.7", "/ip4/172.16.0.1", "/ip6/fd00::2/tcp/44000")
+    cfg = config.load(tmp_path, environ={}, flags={"announce": announce, "no_announce": no_announce})
+    assert (cfg.announce, cfg.no_announce) == (announce, no_announce)
+    assert config.Config(home=tmp_path).announce == () and config.Config(home=tmp_path).no_announce == ()
+
+
 def test_kad_ip_group_exempt_takes_only_cidrs(tmp_path: Path) -> None:
     loaded = config.load(tmp_path, environ={}, flags={"kad_ip_group_exempt": ["10.1.2.3/16"]})
     assert loaded.kad_ip_group_exempt == ("10.1.2.3/16",)

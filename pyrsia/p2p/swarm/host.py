@@ -13,6 +13,14 @@ pings itself. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
 bounded worker pool with a blocking `Stream` (read/write/close).
 
+Addresses (rules in `swarm/addresses.py`): a listener on `0.0.0.0` or `::` (dual-stack
+when the system allows) is expanded to the interface addresses, re-read every
+`addresses_refresh_s`; identify tells each peer what `advertised` chooses for it (a
+peer on loopback may hear loopback); a peer's identify replaces its entry in the
+bounded address book, and its `observedAddr` is one observer's vote for an address of
+ours. `open_stream` to an unconnected peer dials its known addresses staggered
+(`dial_stagger_s`), each for at most `dial_address_timeout_s`; the first to connect wins.
+
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
 its core), per-stream write backlog (writers block), yamux windows (readers that
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import itertools
 import logging
 import os
@@ -34,7 +43,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -49,8 +58,10 @@ from pyrsia.errors import (
 )
 from pyrsia.p2p.behaviours import identify, ping
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm import addresses
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.behaviour import Behaviour
+from pyrsia.p2p.swarm.interfaces import interface_addresses
 from pyrsia.p2p.swarm.limits import HANDLERS_BUSY, Limits, ResourceManager
 from pyrsia.p2p.wire import connection as core
 from pyrsia.p2p.wire import varint, yamux
@@ -91,7 +102,13 @@ class _Service:
 class HostConfig:
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT  # 0 picks a free port
-    announce: tuple[Multiaddr, ...] = ()  # addresses to advertise besides the bound one
+    # Advertised instead of the interface and observed addresses, and never advertised
+    # (see swarm/addresses.py).
+    announce: tuple[Multiaddr, ...] = ()
+    no_announce: tuple[addresses.AddressFilter, ...] = ()
+    dial_address_timeout_s: float = 5.0  # one address of a peer, connect and handshake
+    dial_stagger_s: float = 0.25  # the next address of a peer is tried after this (RFC 8305)
+    addresses_refresh_s: float = 60.0  # interface addresses re-read, observations renewed
     agent_version: str = f"pyrsia/{__version__}"
     early_muxer: bool = True
     window_bytes: int = yamux.INITIAL_WINDOW_BYTES
@@ -342,7 +359,8 @@ class _Conn:
         self.sock = sock
         self.direction = direction
         self.remote = remote
-        self.address = tcp(remote[0], remote[1])
+        self.address = tcp(_unmapped(remote[0]), remote[1])
+        self.observed: Multiaddr | None = None  # how this peer last said it sees us
         self.core: core.Connection | None = None
         self.peer_id: str | None = None
         self.expected_peer_id: str | None = None
@@ -405,6 +423,7 @@ class Host:
         *,
         clock: Callable[[], float] = time.monotonic,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        interfaces: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
@@ -425,7 +444,15 @@ class Host:
         self._dirty: set[_Conn] = set()
         self._lock = threading.Condition()
         self._peers: dict[str, PeerInfo] = {}
-        self._known_addrs: dict[str, list[Multiaddr]] = {}
+        self._book = addresses.AddressBook()  # under _lock
+        self._policy = addresses.AdvertisePolicy(announce=config.announce, no_announce=config.no_announce)
+        self._interfaces = interfaces or _interface_ips
+        # Swapped whole by the selector thread, read by any.
+        self._listen: tuple[Multiaddr, ...] = ()
+        self._observed_confirmed: tuple[Multiaddr, ...] = ()
+        self._observed = addresses.ObservedAddresses(listen_port=0)  # selector thread
+        self._dual_stack = False
+        self._addresses_due = 0.0
         self._events = ThreadPoolExecutor(max_workers=config.event_workers, thread_name_prefix="p2p-events")
         self._services: dict[str, _Service] = {}
         self._services_lock = threading.Lock()
@@ -450,6 +477,11 @@ class Host:
         family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and self.config.listen_host == "::":
+            # `::` takes IPv4 too (as IPv4-mapped addresses) unless the system forbids it.
+            with contextlib.suppress(OSError):
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                self._dual_stack = True
         try:
             listener.bind((self.config.listen_host, self.config.listen_port))
         except OSError as exc:
@@ -462,6 +494,9 @@ class Host:
         listener.setblocking(False)
         self._listener = listener
         self.listen_port = listener.getsockname()[1]
+        self._observed = addresses.ObservedAddresses(listen_port=self.listen_port)
+        self._refresh_listen()
+        self._addresses_due = self._clock() + self.config.addresses_refresh_s
         self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._running = True
@@ -490,10 +525,38 @@ class Host:
 
     @property
     def listen_addrs(self) -> list[Multiaddr]:
-        host = self.config.listen_host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1" if host != "::" else "::1"
-        return [tcp(host, self.listen_port), *self.config.announce]
+        """What we advertise to a peer not on loopback (and in DHT records): see `advertised`."""
+        return list(self.advertised_to(None))
+
+    def advertised_to(self, remote: Multiaddr | None) -> tuple[Multiaddr, ...]:
+        """Our addresses as told to a peer at `remote` (None: any peer)."""
+        listen = self._listen or (self._bound(),)
+        return addresses.advertised(
+            listen=listen, observed=self._observed_confirmed, policy=self._policy, remote=remote
+        )
+
+    def address_kinds(self) -> dict[str, list[str]]:
+        """`listen` (bound, expanded to interfaces), `announced` (advertised), `observed` (confirmed)."""
+        return {
+            "listen": [str(a) for a in self._listen or (self._bound(),)],
+            "announced": [str(a) for a in self.advertised_to(None)],
+            "observed": [str(a) for a in self._observed_confirmed],
+        }
+
+    def _bound(self) -> Multiaddr:
+        return tcp(self.config.listen_host or "0.0.0.0", self.listen_port)
+
+    def _refresh_listen(self) -> bool:
+        """Re-expand the bound address to the interfaces; whether it changed."""
+        bound = self._bound()
+        ip = addresses.ip_of(bound)
+        found = self._interfaces() if ip is not None and ip.is_unspecified else ()
+        fresh = addresses.listen_addresses(bound, found, dual_stack=self._dual_stack)
+        if not fresh:  # no interface listing on this system: the old loopback fallback
+            fresh = (tcp("::1" if ip is not None and ip.version == 6 else "127.0.0.1", self.listen_port),)
+        changed = fresh != self._listen
+        self._listen = fresh
+        return changed
 
     # -- public API (any thread) ----------------------------------------------------
 
@@ -562,14 +625,20 @@ class Host:
         return [*self._by_protocol, *self._services]
 
     def add_addresses(self, peer_id: str, addrs: Iterable[Multiaddr]) -> None:
-        """Remember where a peer listens, so `open_stream` can dial it."""
+        """Remember where a peer listens (heard from a third party: they expire), for dialling."""
         with self._lock:
-            known = self._known_addrs.setdefault(peer_id, [])
-            for address in addrs:
-                if address not in known and address.tcp_endpoint() is not None:
-                    known.append(address)
+            self._book.add(peer_id, addrs, now_s=self._clock())
 
-    def dial(self, address: Multiaddr | str) -> Future[str]:
+    def add_permanent_addresses(self, peer_id: str, addrs: Iterable[Multiaddr]) -> None:
+        """Configured addresses of a peer (bootstrap): kept for the host's lifetime."""
+        with self._lock:
+            self._book.add_permanent(peer_id, addrs)
+
+    def known_addresses(self, peer_id: str) -> tuple[Multiaddr, ...]:
+        with self._lock:
+            return self._book.addresses(peer_id, now_s=self._clock())
+
+    def dial(self, address: Multiaddr | str, timeout_s: float | None = None) -> Future[str]:
         """Connect (or reuse a connection) to `address`; the future gives the remote peer id."""
         target = Multiaddr.parse(address) if isinstance(address, str) else address
         future: Future[str] = Future()
@@ -584,7 +653,7 @@ class Host:
             return future
         family, _, _, _, sockaddr = infos[0]
         remote = (str(sockaddr[0]), int(sockaddr[1]))
-        self._post(lambda: self._start_dial(target, family, remote, future))
+        self._post(lambda: self._start_dial(target, family, remote, future, timeout_s))
         return future
 
     def connect(self, address: Multiaddr | str, timeout: float = 15.0) -> str:
@@ -637,17 +706,38 @@ class Host:
             return self._peers[peer_id]
 
     def _dial_known(self, peer_id: str, timeout: float) -> None:
-        with self._lock:
-            addrs = list(self._known_addrs.get(peer_id, []))
-        if not addrs:
+        """Dial a peer's known addresses, staggered (RFC 8305 "happy eyeballs"): the next
+        starts `dial_stagger_s` after the last, or at once when one fails; the first to
+        connect wins and the others are abandoned. Each has `dial_address_timeout_s`."""
+        remaining = list(self.known_addresses(peer_id))
+        if not remaining:
             raise PeerUnreachable(f"not connected to {peer_id} and no address known")
-        errors = []
-        for address in addrs:
-            try:
-                self.connect(address.with_peer(peer_id), timeout)
-                return
-            except PeerError as exc:
-                errors.append(str(exc))
+        deadline = time.monotonic() + timeout
+        per_address_s = min(timeout, self.config.dial_address_timeout_s)
+        pending: dict[Future[str], Multiaddr] = {}
+        errors: list[str] = []
+        while remaining or pending:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            if remaining:
+                address = remaining.pop(0)
+                pending[self.dial(address.with_peer(peer_id), timeout_s=per_address_s)] = address
+                left_s = min(left_s, self.config.dial_stagger_s)
+            done, _ = wait(pending, timeout=left_s, return_when=FIRST_COMPLETED)
+            for future in done:
+                address = pending.pop(future)
+                error = future.exception()
+                if error is None:
+                    if pending:
+                        self._post(lambda: self._abandon_dials(peer_id))
+                    return
+                errors.append(f"{address}: {error}")
+        if pending:
+            self._post(lambda: self._abandon_dials(peer_id))
+            raise PeerTimeout(
+                f"cannot reach {peer_id} within {timeout} s: {'; '.join(errors) or 'no answer'}"
+            )
         raise PeerUnreachable(f"cannot reach {peer_id}: {'; '.join(errors)}")
 
     def _post(self, command: Callable[[], None]) -> None:
@@ -748,8 +838,19 @@ class Host:
     def _supports(self, protocol: str) -> bool:
         return protocol in self._by_protocol or protocol in self._services
 
+    def _abandon_dials(self, peer_id: str) -> None:
+        """Close our dials to `peer_id` still connecting or handshaking (another address won)."""
+        for conn in list(self._conns):
+            if conn.expected_peer_id == peer_id and conn.direction == "outbound" and conn.peer_id is None:
+                self._close(conn, "another address of the peer answered first")
+
     def _start_dial(
-        self, target: Multiaddr, family: int, remote: tuple[str, int], future: Future[str]
+        self,
+        target: Multiaddr,
+        family: int,
+        remote: tuple[str, int],
+        future: Future[str],
+        timeout_s: float | None = None,
     ) -> None:
         expected = target.peer_id
         if expected is not None and self._live_conn(expected) is not None:
@@ -775,7 +876,12 @@ class Host:
         conn.expected_peer_id = expected
         conn.dial_future = future
         conn.connecting = True
-        conn.deadline = self._clock() + self.config.handshake_timeout_s
+        limit_s = (
+            self.config.handshake_timeout_s
+            if timeout_s is None
+            else min(timeout_s, self.config.handshake_timeout_s)
+        )
+        conn.deadline = self._clock() + limit_s
         self._conns.add(conn)
         self._by_id[conn.id] = conn
         self._update_interest(conn)
@@ -889,7 +995,7 @@ class Host:
         return identify.IdentifyInfo(
             agent_version=self.config.agent_version,
             public_key=public_key_protobuf(self.identity.public_key),
-            listen_addrs=tuple(self.listen_addrs),
+            listen_addrs=self.advertised_to(remote),
             observed_addr=remote,
             protocols=tuple(self.protocols),
         )
@@ -1075,8 +1181,13 @@ class Host:
 
     def _on_identified(self, conn: _Conn, info: identify.IdentifyInfo) -> None:
         assert conn.peer_id is not None
-        listen = tuple(a for a in info.listen_addrs if a.tcp_endpoint() is not None)
-        self.add_addresses(conn.peer_id, listen)
+        now = self._clock()
+        with self._lock:  # the peer's own list replaces what it said before
+            self._book.set_identified(conn.peer_id, info.listen_addrs, now_s=now)
+        if info.observed_addr is not None:
+            conn.observed = info.observed_addr
+            self._observe(conn, now)
+            self._update_advertised(now, listen_changed=False)
         snapshot = self._update_peer(
             conn,
             identified=True,
@@ -1142,11 +1253,36 @@ class Host:
                 return conn
         return None
 
+    def _observe(self, conn: _Conn, now: float) -> None:
+        if conn.observed is not None:
+            inbound = conn.direction == "inbound"
+            self._observed.record(observed=conn.observed, observer=conn.address, inbound=inbound, now_s=now)
+
+    def _update_advertised(self, now: float, *, listen_changed: bool) -> None:
+        """Recompute the observed addresses; tell connected peers when what we advertise changed."""
+        before = self.advertised_to(None)
+        self._observed_confirmed = self._observed.confirmed(now)
+        if listen_changed or self.advertised_to(None) != before:
+            log.info("p2p: now advertising %s", ", ".join(str(a) for a in self.advertised_to(None)))
+            self._apply(self._identify, self._identify.push_all())
+
+    def _refresh_addresses(self, now: float) -> None:
+        """Re-read the interfaces, renew live connections' observations, expire the book."""
+        self._addresses_due = now + self.config.addresses_refresh_s
+        for conn in self._conns:
+            if not conn.closed and conn.peer_id is not None:
+                self._observe(conn, now)
+        with self._lock:
+            self._book.expire(now)
+        self._update_advertised(now, listen_changed=self._refresh_listen())
+
     def _timers(self) -> None:
         now = self._clock()
         if now < self._timers_due:
             return
         self._timers_due = now + TIMER_PERIOD_S
+        if now >= self._addresses_due:
+            self._refresh_addresses(now)
         for conn in list(self._conns):
             if conn.deadline is not None and now > conn.deadline:
                 self._close(
@@ -1304,3 +1440,16 @@ def _result(future: Future[T], timeout: float, what: str) -> T:
     except TimeoutError as exc:
         future.cancel()
         raise PeerTimeout(f"{what} took longer than {timeout:.1f} s") from exc
+
+
+def _unmapped(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as plain IPv4."""
+    with contextlib.suppress(ValueError):
+        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+    return ip
+
+
+def _interface_ips() -> list[str]:
+    return [found.ip for found in interface_addresses()]
