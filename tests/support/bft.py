@@ -3,8 +3,10 @@
 `start_network` makes the authorities' homes (their identities first, so their peer
 ids can go into the genesis block), writes one genesis file naming them, and starts
 the authorities and then the regular nodes with `--genesis FILE`, each bootstrapped
-to the first authority. Every node's flags can differ (an authority with its own,
-lying upstream). Admin calls go through the node API with each node's own token.
+to the first authority. The genesis may name further authorities that run no daemon
+(`absent`: a test holds their keys and speaks for them, or leaves them silent). Every
+node's flags can differ (an authority with its own, lying upstream). Admin calls go
+through the node API with each node's own token.
 """
 
 from __future__ import annotations
@@ -103,13 +105,15 @@ def start_network(
     *,
     authorities: int,
     regular: int = 0,
+    absent: Sequence[str] = (),
     flags: Callable[[str, int], Sequence[str]] = lambda role, i: (),
 ) -> tuple[list[Member], list[Member], Path]:
     """`authorities` authority daemons and `regular` regular ones of one new network;
-    `flags(role, index)` adds each node's own flags. Returns them and the genesis file."""
+    `flags(role, index)` adds each node's own flags; `absent` are peer ids the genesis
+    also names as authorities, with no daemon started. Returns them and the genesis file."""
     homes = [root / f"authority-{i}" for i in range(authorities)]
     ids = [prepare(home) for home in homes]
-    genesis = write_genesis(root / "genesis.blk", ids)
+    genesis = write_genesis(root / "genesis.blk", [*ids, *absent])
     members: list[Member] = []
     for i, home in enumerate(homes):
         bootstrap = ["--bootstrap", members[0].node.p2p_address] if members else []
