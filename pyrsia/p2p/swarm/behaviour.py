@@ -5,8 +5,10 @@ never touches a socket, a thread or a clock. The swarm (`host.py`) tells it what
 happened on the connections it owns — a connection came up or went away, a stream for
 one of its protocols was opened by the peer or by us, data arrived, a stream ended —
 and executes what it answers: open a stream, write, close, reset, close a connection,
-or report an outcome to the swarm (`Report`), which turns it into peer state and
-events for the rest of the node. Time reaches a behaviour as `now_s` on every call.
+run a new connection over one of its streams (`Upgrade`: a relay's circuit), or
+report an outcome to the swarm (`Report`), which turns it into peer state and events
+for the rest of the node. A relayed connection is a connection like any other to the
+behaviours (`ConnectionUp.relayed` says which). Time reaches a behaviour as `now_s` on every call.
 
 Connections are named by a number the swarm gives them (`conn`), so one peer may
 have several; streams by their yamux id on that connection. A stream a behaviour
@@ -34,6 +36,7 @@ class ConnectionUp:
     peer: str
     direction: str  # "inbound" | "outbound"
     remote: Multiaddr  # the socket's remote address (for inbound, an ephemeral port)
+    relayed: bool = False  # it rides a relay's circuit, not a socket of its own
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +126,22 @@ class CloseConnection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Upgrade:
+    """Run a new connection (Noise, yamux) over this stream: a relay's circuit.
+
+    The stream stops being the behaviour's: its bytes are the new connection's. The
+    side that dialled through the relay is the `initiator`; `peer` is who must answer
+    at the far end (checked by the handshake), `relay` the peer carrying it.
+    """
+
+    conn: int
+    stream: int
+    initiator: bool
+    peer: str
+    relay: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """An outcome for the swarm (a peer identified, a ping's round trip, …)."""
 
@@ -130,7 +149,7 @@ class Report:
     outcome: object
 
 
-Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Report
+Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Upgrade | Report
 
 
 class Behaviour(Protocol):

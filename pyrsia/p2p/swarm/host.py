@@ -140,6 +140,7 @@ class PeerInfo:
     rtt_s: float | None = None
     bytes_in: int = 0
     bytes_out: int = 0
+    relayed: bool = False  # every connection to it rides a relay's circuit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,17 +350,30 @@ class Stream:
 
 
 class _Conn:
-    """One socket and its core; touched only by the selector thread (except `peer_id`)."""
+    """One connection and its core; touched only by the selector thread (except `peer_id`).
+
+    The raw connection under the core is a TCP socket (`sock`), or a stream of another
+    connection (`carrier`: a relayed connection, whose bytes ride a relay's circuit). The
+    core above cannot tell them apart; only reading and writing differ.
+    """
 
     def __init__(
-        self, host: Host, conn_id: int, sock: socket.socket, direction: str, remote: tuple[str, int]
+        self,
+        host: Host,
+        conn_id: int,
+        sock: socket.socket | None,
+        direction: str,
+        address: Multiaddr,
+        *,
+        carrier: tuple[_Conn, int] | None = None,
     ) -> None:
         self.host = host
         self.id = conn_id
         self.sock = sock
+        self.carrier = carrier
         self.direction = direction
-        self.remote = remote
-        self.address = tcp(_unmapped(remote[0]), remote[1])
+        self.address = address
+        self.tunnels: dict[int, _Conn] = {}  # streams of this connection carrying others
         self.observed: Multiaddr | None = None  # how this peer last said it sees us
         self.core: core.Connection | None = None
         self.peer_id: str | None = None
@@ -467,6 +481,7 @@ class Host:
         self._by_protocol: dict[str, Behaviour] = {p: b for b in self._behaviours for p in b.protocols}
         self._ping_tags = itertools.count(1)
         self._pings: dict[int, Future[float]] = {}
+        self._reporters: dict[int, Callable[[str | None, object], None]] = {}
         self.listen_port = 0
         self._timers_due = 0.0
         self._wake_armed = False
@@ -594,6 +609,44 @@ class Host:
             old.pool.shutdown(wait=False)
             if self._running:
                 self._post(lambda: self._apply(self._identify, self._identify.push_all()))
+
+    def add_behaviour(
+        self, behaviour: Behaviour, on_report: Callable[[str | None, object], None] | None = None
+    ) -> None:
+        """Drive `behaviour` on the selector thread; `on_report(peer, outcome)` takes its reports.
+
+        `on_report` runs on the selector thread: it must be quick and must not block
+        (resolve a future, put on a queue). Its protocols are announced to peers.
+        """
+
+        def add() -> None:
+            taken = [p for p in behaviour.protocols if p in self._by_protocol or p in self._services]
+            if taken:
+                raise ValueError(f"{', '.join(taken)} already served")
+            self._behaviours.append(behaviour)
+            self._by_protocol.update((p, behaviour) for p in behaviour.protocols)
+            if on_report is not None:
+                self._reporters[id(behaviour)] = on_report
+            for conn in list(self._conns):
+                if conn.peer_id is not None and not conn.closed:
+                    up = sw.ConnectionUp(
+                        conn=conn.id,
+                        peer=conn.peer_id,
+                        direction=conn.direction,
+                        remote=conn.address,
+                        relayed=conn.carrier is not None,
+                    )
+                    self._to_owner(behaviour, up)
+            self._apply(self._identify, self._identify.push_all())
+
+        if self._running:
+            self._post(add)
+        else:
+            add()
+
+    def run(self, behaviour: Behaviour, action: Callable[[float], Iterable[sw.Effect]]) -> None:
+        """Call `action(now_s)` on the selector thread and carry out the effects it returns."""
+        self._post(lambda: self._apply(behaviour, action(self._clock())))
 
     def set_known(self, is_known: Callable[[str], bool]) -> None:
         """Which peers are known (authorities, bootstrap peers): they may use the reserved room.
@@ -782,7 +835,9 @@ class Host:
             command()
 
     def _next_timeout(self) -> float:
-        return 0.0 if not self._commands.empty() else TIMER_PERIOD_S
+        # A relayed connection's output marks its carrier dirty while the dirty set is
+        # flushed: go round again at once rather than after a timer period.
+        return 0.0 if not self._commands.empty() or self._dirty else TIMER_PERIOD_S
 
     def _shutdown(self) -> None:
         for conn in list(self._conns):
@@ -813,7 +868,7 @@ class Host:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(self, conn_id, sock, "inbound", (remote[0], remote[1]))
+            conn = _Conn(self, conn_id, sock, "inbound", tcp(_unmapped(remote[0]), remote[1]))
             conn.core = self._new_core(initiator=False, expected=None)
             conn.deadline = self._clock() + self.config.handshake_timeout_s
             self._conns.add(conn)
@@ -853,7 +908,8 @@ class Host:
         timeout_s: float | None = None,
     ) -> None:
         expected = target.peer_id
-        if expected is not None and self._live_conn(expected) is not None:
+        live = None if expected is None else self._live_conn(expected)
+        if live is not None and live.carrier is None:  # over a relay, a direct dial is still worth it
             _resolve(future, expected)
             return
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -872,7 +928,7 @@ class Host:
             _reject(future, PeerUnreachable(f"cannot reach {target}: {os.strerror(err)}"))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(self, next(self._conn_ids), sock, "outbound", remote)
+        conn = _Conn(self, next(self._conn_ids), sock, "outbound", tcp(_unmapped(remote[0]), remote[1]))
         conn.expected_peer_id = expected
         conn.dial_future = future
         conn.connecting = True
@@ -887,6 +943,7 @@ class Host:
         self._update_interest(conn)
 
     def _on_writable(self, conn: _Conn) -> None:
+        assert conn.sock is not None
         if conn.connecting:
             err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
@@ -899,6 +956,7 @@ class Host:
         self._send(conn)
 
     def _on_readable(self, conn: _Conn) -> None:
+        assert conn.sock is not None
         try:
             size = conn.sock.recv_into(self._read_buffer)
         except (BlockingIOError, InterruptedError):
@@ -909,11 +967,15 @@ class Host:
         if size == 0:
             self._close(conn, "closed by the peer")
             return
+        self._feed(conn, memoryview(self._read_buffer)[:size])
+
+    def _feed(self, conn: _Conn, data: memoryview | bytes) -> None:
+        """Bytes that arrived on a connection's raw connection, whichever kind it is."""
         assert conn.core is not None
         if conn.peer_id is not None:
-            self._count(conn.peer_id, bytes_in=size)
+            self._count(conn.peer_id, bytes_in=len(data))
         try:
-            events = conn.core.receive_data(memoryview(self._read_buffer)[:size])
+            events = conn.core.receive_data(data)
             for event in events:
                 self._on_event(conn, event)
         except ProtocolViolation as exc:
@@ -929,6 +991,8 @@ class Host:
         for stream_id, stream in conn.streams.items():
             if stream._core_pending:
                 stream._set_core_pending(conn.core.pending_bytes(stream_id))
+        # The carrier's window may have opened: relayed connections may write again.
+        self._dirty.update(conn.tunnels.values())
 
     def _on_event(self, conn: _Conn, event: core.Event) -> None:
         match event:
@@ -980,6 +1044,12 @@ class Host:
                     direction=conn.direction,
                     address=conn.address,
                     early_muxer=event.early_muxer,
+                    relayed=conn.carrier is not None,
+                )
+            elif conn.carrier is None and self._peers[conn.peer_id].relayed:
+                # A direct connection joins a relayed one: say so, and prefer it from now on.
+                self._peers[conn.peer_id] = replace(
+                    self._peers[conn.peer_id], relayed=False, direction=conn.direction, address=conn.address
                 )
             self._lock.notify_all()
         if conn.dial_future is not None:
@@ -988,7 +1058,13 @@ class Host:
         log.info("p2p: connected %s %s at %s", conn.direction, conn.peer_id, conn.address)
         self._notify(PeerConnected(peer_id=conn.peer_id))
         self._dispatch(
-            sw.ConnectionUp(conn=conn.id, peer=conn.peer_id, direction=conn.direction, remote=conn.address)
+            sw.ConnectionUp(
+                conn=conn.id,
+                peer=conn.peer_id,
+                direction=conn.direction,
+                remote=conn.address,
+                relayed=conn.carrier is not None,
+            )
         )
 
     def _identify_info(self, remote: Multiaddr) -> identify.IdentifyInfo:
@@ -1019,7 +1095,7 @@ class Host:
                     gone = sw.StreamGone(conn=effect.conn, stream=None, tag=effect.tag, reason="closed")
                     self._to_owner(behaviour, gone)
                 elif isinstance(effect, sw.Report):
-                    self._on_report(None, effect.outcome)
+                    self._on_report(None, effect.outcome, behaviour)
                 continue
             match effect:
                 case sw.OpenStream(protocols=protocols, tag=tag):
@@ -1044,11 +1120,43 @@ class Host:
                     self._drain(conn)
                     self._close(conn, reason)
                     continue
+                case sw.Upgrade(stream=stream_id, initiator=initiator, peer=peer, relay=relay):
+                    conn.owned.pop(stream_id, None)
+                    self._start_carried(conn, stream_id, initiator=initiator, peer=peer, relay=relay)
                 case sw.Report(outcome=outcome):
-                    self._on_report(conn, outcome)
+                    self._on_report(conn, outcome, behaviour)
             self._dirty.add(conn)
 
-    def _on_report(self, conn: _Conn | None, outcome: object) -> None:
+    def _start_carried(
+        self, parent: _Conn, stream_id: int, *, initiator: bool, peer: str, relay: str
+    ) -> None:
+        """A relayed connection: Noise and yamux over a stream of the connection to the relay."""
+        if parent.carrier is not None:  # libp2p/specs relay/circuit-v2.md: never relay over a relay
+            assert parent.core is not None
+            parent.core.reset_stream(stream_id)
+            self._resources.refuse("relay_over_relay")
+            return
+        address = Multiaddr.parse(f"/p2p/{relay}/p2p-circuit")
+        child = _Conn(
+            self,
+            next(self._conn_ids),
+            None,
+            "outbound" if initiator else "inbound",
+            address,
+            carrier=(parent, stream_id),
+        )
+        child.core = self._new_core(initiator=initiator, expected=peer)
+        child.deadline = self._clock() + self.config.handshake_timeout_s
+        parent.tunnels[stream_id] = child
+        self._conns.add(child)
+        self._by_id[child.id] = child
+        self._dirty.add(child)
+
+    def _on_report(self, conn: _Conn | None, outcome: object, behaviour: Behaviour) -> None:
+        reporter = self._reporters.get(id(behaviour))
+        if reporter is not None:
+            reporter(None if conn is None else conn.peer_id, outcome)
+            return
         match outcome:
             case identify.Identified(info=info):
                 if conn is not None:
@@ -1147,6 +1255,11 @@ class Host:
             stream._deliver(data)
             return
         conn.core.consume(stream_id, len(data))
+        tunnel = conn.tunnels.get(stream_id)
+        if tunnel is not None:
+            if not tunnel.closed:
+                self._feed(tunnel, data)
+            return
         behaviour = conn.owned.get(stream_id)
         if behaviour is not None:
             self._to_owner(behaviour, sw.StreamData(conn=conn.id, stream=stream_id, data=bytes(data)))
@@ -1160,11 +1273,19 @@ class Host:
             if stream._local_closed:
                 conn.streams.pop(stream_id)
             return
+        tunnel = conn.tunnels.get(stream_id)
+        if tunnel is not None:
+            self._close(tunnel, "the relay closed the circuit")
+            return
         behaviour = conn.owned.get(stream_id)
         if behaviour is not None:
             self._to_owner(behaviour, sw.StreamEnded(conn=conn.id, stream=stream_id))
 
     def _on_stream_gone(self, conn: _Conn, stream_id: int, reason: str) -> None:
+        tunnel = conn.tunnels.pop(stream_id, None)
+        if tunnel is not None:
+            self._close(tunnel, f"the relay reset the circuit: {reason}")
+            return
         error = StreamClosed(reason)
         stream = conn.streams.pop(stream_id, None)
         if stream is not None:
@@ -1248,13 +1369,18 @@ class Host:
         self._apply(self._ping, self._ping.start(conn.id, tag, self._clock()))
 
     def _live_conn(self, peer_id: str) -> _Conn | None:
-        for conn in self._by_peer.get(peer_id, []):
-            if not conn.closed and conn.core is not None and conn.core.established:
-                return conn
-        return None
+        """The connection new streams to `peer_id` use: a direct one before a relayed one."""
+        live = [
+            c
+            for c in self._by_peer.get(peer_id, [])
+            if not c.closed and c.core is not None and c.core.established
+        ]
+        live.sort(key=lambda c: c.carrier is not None)
+        return live[0] if live else None
 
     def _observe(self, conn: _Conn, now: float) -> None:
-        if conn.observed is not None:
+        # Over a relay the peer sees the circuit, not us: nothing to learn of our address.
+        if conn.observed is not None and conn.carrier is None:
             inbound = conn.direction == "inbound"
             self._observed.record(observed=conn.observed, observer=conn.address, inbound=inbound, now_s=now)
 
@@ -1314,6 +1440,8 @@ class Host:
     def _pull(self, conn: _Conn) -> None:
         if conn.core is None or conn.wbuf_bytes >= self.config.write_buffer_bytes_max:
             return
+        if conn.carrier is not None and self._carrier_backlog(conn) >= self.config.write_buffer_bytes_max:
+            return  # the relay's stream is full: the core keeps its bytes until it drains
         pieces = conn.core.data_to_send()
         for piece in pieces:
             if piece:  # an empty buffer would never leave the queue
@@ -1322,7 +1450,36 @@ class Host:
         if pieces and conn.streams:
             self._refresh_backlogs(conn)
 
+    def _carrier_backlog(self, conn: _Conn) -> int:
+        assert conn.carrier is not None
+        parent, stream_id = conn.carrier
+        if parent.closed or parent.core is None:
+            return 0
+        return parent.core.pending_bytes(stream_id)
+
+    def _send_carried(self, conn: _Conn) -> None:
+        """A relayed connection's output becomes data on its carrier stream."""
+        assert conn.carrier is not None
+        parent, stream_id = conn.carrier
+        if parent.closed or parent.core is None:
+            return
+        data = b"".join(bytes(piece) for piece in conn.wbuf)
+        conn.wbuf.clear()
+        conn.wbuf_bytes = 0
+        if data:
+            if conn.peer_id is not None:
+                self._count(conn.peer_id, bytes_out=len(data))
+            try:
+                parent.core.write(stream_id, data)
+            except StreamClosed as exc:
+                self._close(conn, f"the circuit closed: {exc}")
+                return
+            self._dirty.add(parent)
+
     def _send(self, conn: _Conn) -> None:
+        if conn.sock is None:
+            self._send_carried(conn)
+            return
         while conn.wbuf:
             batch = [conn.wbuf[i] for i in range(min(len(conn.wbuf), SEND_BUFFERS_MAX))]
             try:
@@ -1355,11 +1512,14 @@ class Host:
             if piece:
                 conn.wbuf.append(piece)
                 conn.wbuf_bytes += len(piece)
+        if conn.sock is None:
+            self._send_carried(conn)
+            return
         with contextlib.suppress(OSError):
             conn.sock.sendmsg(list(conn.wbuf)[:SEND_BUFFERS_MAX])
 
     def _update_interest(self, conn: _Conn) -> None:
-        if conn.closed:
+        if conn.closed or conn.sock is None:
             return
         mask = 0
         if conn.connecting or conn.wbuf:
@@ -1380,9 +1540,18 @@ class Host:
         if conn.closed:
             return
         conn.closed = True
-        if conn.registered_mask:
-            self._selector.unregister(conn.sock)
-        conn.sock.close()
+        if conn.sock is not None:
+            if conn.registered_mask:
+                self._selector.unregister(conn.sock)
+            conn.sock.close()
+        elif conn.carrier is not None:
+            parent, stream_id = conn.carrier
+            carried = parent.tunnels.pop(stream_id, None) is not None
+            if carried and not parent.closed and parent.core is not None:
+                parent.core.reset_stream(stream_id)
+                self._dirty.add(parent)
+        for tunnel in list(conn.tunnels.values()):
+            self._close(tunnel, "the relay's connection closed")
         self._conns.discard(conn)
         self._by_id.pop(conn.id, None)
         self._resources.closed(conn.id)
