@@ -167,6 +167,9 @@ class Identify:
         self._push_refusals: dict[int, deque[float]] = {}
         self.refusals: Counter[str] = Counter()
 
+    def tick(self, now_s: float) -> Sequence[sw.Effect]:
+        return ()
+
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:
             case sw.ConnectionUp(conn=conn, peer=peer, remote=remote):

@@ -116,6 +116,9 @@ class Ping:
             return [sw.OpenStream(conn=conn, protocols=(PROTOCOL_ID,), tag=_TAG)]
         return self._send_next(conn, out, now_s)
 
+    def tick(self, now_s: float) -> Sequence[sw.Effect]:
+        return ()
+
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:
             case sw.ConnectionDown(conn=conn):

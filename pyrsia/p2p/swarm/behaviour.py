@@ -88,7 +88,25 @@ class StreamGone:
     reason: str
 
 
-Event = ConnectionUp | ConnectionDown | InboundStream | StreamOpened | StreamData | StreamEnded | StreamGone
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialFailed:
+    """A `Dial` this behaviour asked for reached none of the addresses."""
+
+    peer: str
+    tag: object
+    reason: str
+
+
+Event = (
+    ConnectionUp
+    | ConnectionDown
+    | InboundStream
+    | StreamOpened
+    | StreamData
+    | StreamEnded
+    | StreamGone
+    | DialFailed
+)
 
 # -- effects: what a behaviour asks of the swarm ----------------------------------------
 
@@ -126,6 +144,21 @@ class CloseConnection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dial:
+    """Connect to `peer` at one of `addrs` (in order) unless a direct connection exists.
+
+    Success arrives as a `ConnectionUp` for that peer (to every behaviour, as any
+    connection does); failure as `DialFailed` with `tag`, to this behaviour only.
+    `conn` is ignored: a dial has no connection yet.
+    """
+
+    peer: str
+    addrs: tuple[Multiaddr, ...]
+    tag: object
+    conn: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Upgrade:
     """Run a new connection (Noise, yamux) over this stream: a relay's circuit.
 
@@ -143,19 +176,32 @@ class Upgrade:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
-    """An outcome for the swarm (a peer identified, a ping's round trip, …)."""
+    """An outcome for the swarm (a peer identified, a ping's round trip, …).
+
+    `conn` may be `NO_CONN` for an outcome of no one connection (a timer's).
+    """
 
     conn: int
     outcome: object
 
 
-Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Upgrade | Report
+NO_CONN = 0  # connection numbers start at 1
+
+Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Dial | Upgrade | Report
 
 
 class Behaviour(Protocol):
-    """What the swarm drives. `protocols` are the inbound protocols it answers."""
+    """What the swarm drives. `protocols` are the inbound protocols it answers.
+
+    `tick` is called about every `TICK_S` seconds: deadlines, renewals and retries.
+    """
 
     @property
     def protocols(self) -> tuple[str, ...]: ...
 
     def on_event(self, event: Event, now_s: float) -> Sequence[Effect]: ...
+
+    def tick(self, now_s: float) -> Sequence[Effect]: ...
+
+
+TICK_S = 0.25

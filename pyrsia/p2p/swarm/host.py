@@ -909,8 +909,8 @@ class Host:
     ) -> None:
         expected = target.peer_id
         live = None if expected is None else self._live_conn(expected)
-        if live is not None and live.carrier is None:  # over a relay, a direct dial is still worth it
-            _resolve(future, expected)
+        if expected is not None and live is not None and live.carrier is None:
+            _resolve(future, expected)  # over a relay, a direct dial is still worth it
             return
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -1089,6 +1089,12 @@ class Host:
     def _apply(self, behaviour: Behaviour, effects: Iterable[sw.Effect]) -> None:
         """Carry out what a behaviour asked for, on the selector thread."""
         for effect in effects:
+            if isinstance(effect, sw.Dial):
+                self._behaviour_dial(behaviour, effect)
+                continue
+            if isinstance(effect, sw.Report) and effect.conn == sw.NO_CONN:
+                self._on_report(None, effect.outcome, behaviour)
+                continue
             conn = self._by_id.get(effect.conn)
             if conn is None or conn.closed or conn.core is None:
                 if isinstance(effect, sw.OpenStream):
@@ -1126,6 +1132,50 @@ class Host:
                 case sw.Report(outcome=outcome):
                     self._on_report(conn, outcome, behaviour)
             self._dirty.add(conn)
+
+    def _behaviour_dial(self, behaviour: Behaviour, dial: sw.Dial) -> None:
+        """Try `dial.addrs` one after another, never blocking the selector thread."""
+        live = self._live_conn(dial.peer)
+        if live is not None and live.carrier is None:
+            return
+        remaining = [a for a in dial.addrs if a.tcp_endpoint() is not None][
+            : addresses.BOOK_ADDRESSES_PER_PEER_MAX
+        ]
+        errors: list[str] = []
+
+        def next_address() -> None:
+            if not remaining:
+                failed = sw.DialFailed(
+                    peer=dial.peer, tag=dial.tag, reason="; ".join(errors) or "no TCP address"
+                )
+                self._to_owner(behaviour, failed)
+                return
+            address = remaining.pop(0)
+            endpoint = address.tcp_endpoint()
+            assert endpoint is not None
+            try:  # an IP literal resolves without a look-up; a name would block: refuse it here
+                infos = socket.getaddrinfo(
+                    endpoint[0], endpoint[1], type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+                )
+            except OSError:
+                errors.append(f"{address}: not an IP address")
+                next_address()
+                return
+            family, _, _, _, sockaddr = infos[0]
+            future: Future[str] = Future()
+            future.add_done_callback(lambda f: self._post(lambda: done(f, address)))
+            self._start_dial(
+                address.with_peer(dial.peer), family, (str(sockaddr[0]), int(sockaddr[1])), future
+            )
+
+        def done(future: Future[str], address: Multiaddr) -> None:
+            error = future.exception()
+            if error is None:
+                return
+            errors.append(f"{address}: {error}")
+            next_address()
+
+        next_address()
 
     def _start_carried(
         self, parent: _Conn, stream_id: int, *, initiator: bool, peer: str, relay: str
@@ -1409,6 +1459,8 @@ class Host:
         self._timers_due = now + TIMER_PERIOD_S
         if now >= self._addresses_due:
             self._refresh_addresses(now)
+        for behaviour in list(self._behaviours):
+            self._apply(behaviour, behaviour.tick(now))
         for conn in list(self._conns):
             if conn.deadline is not None and now > conn.deadline:
                 self._close(
