@@ -47,6 +47,7 @@ PUNCH_ATTEMPTS_MAX = 3
 PUNCH_SUCCESSES_MIN = 18  # of PUNCH_TRIES, through two port-keeping routers
 TRY_S_MAX = 20.0  # a peer process that runs longer than this is hung
 P2P_PORT = 44000
+ROOT_FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")  # read by the test, in the root namespace
 IMAGE = images.three_layer(name="lab/behind-nat", tag="1.0")
 
 # The source address a connection arrived from, sent back to the client.
@@ -361,6 +362,7 @@ def root_rules_on_wan() -> list[str]:
 
 
 def test_routers_and_their_hosts_leave_nothing_behind_also_after_a_failed_setup() -> None:
+    forwarding = ROOT_FORWARDING.read_text()  # the root namespace's, never a router's
     with pytest.raises(RuntimeError, match="the test failed"), Lab() as lab:
         router = lab.add_router("r1")
         host = router.add_host("h1")
@@ -380,3 +382,4 @@ def test_routers_and_their_hosts_leave_nothing_behind_also_after_a_failed_setup(
     assert not any((NETNS_DIR / name).exists() for name in names)
     assert not lab_links_in_root()
     assert not root_rules_on_wan()
+    assert ROOT_FORWARDING.read_text() == forwarding

@@ -11,6 +11,8 @@ straight into the host's, so deleting the namespaces deletes every link.
         a = lab.add_host("a")               # namespace, veth, a.ip == "10.231.X.10"
         a.run("ip", "-br", "addr")          # CompletedProcess, inside a's namespace
         node = NodeProcess(home, "--p2p-host", "0.0.0.0", command=a.pyrsia_command())
+        router = lab.add_router("r1")       # wan 10.231.X.1, its LAN 10.232.X.0/24
+        b = router.add_host("b")            # b.ip == "10.232.X.10", b.public_ip == "10.231.X.1"
 
 Addresses: every lab claims one /24 of 10.231.0.0/16 (`SUBNET_BLOCK`) by creating its
 switch namespace, `pyrsia-lab<X>`; `ip netns add` refuses a name that exists, so two
@@ -70,7 +72,7 @@ BRIDGE = "br0"
 TOOLS = ("ip", "nsenter")
 ROUTERS_MAX = 9  # wan addresses .1-.9, below the hosts
 LAN_BLOCK_FIRST = 232  # router r's LAN is 10.(232+r).X.0/24
-ROUTER_TOOLS = ("iptables", "sysctl")
+ROUTER_TOOLS = ("iptables",)
 KILL_GRACE_S = 5.0
 NETNS_DIR = Path("/run/netns")
 
@@ -203,7 +205,8 @@ class LabRouter:
         _ip("-n", self.namespace, "link", "add", "lan", "type", "bridge")
         _ip("-n", self.namespace, "addr", "add", f"{self.lan_ip}/{PREFIX_LEN}", "dev", "lan")
         _ip("-n", self.namespace, "link", "set", "lan", "up")
-        self._must("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # /proc/sys/net is the opener's namespace: this turns forwarding on in the router only.
+        self._must("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
         # Linux's SNAT keeps the source port unless that mapping is taken; --random-fully
         # draws one for every new connection, so each peer sees another port.
         random_port = ["--random-fully"] if self.kind == "random" else []
