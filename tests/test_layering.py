@@ -72,6 +72,7 @@ PURE_MODULES = [
     "p2p/wire/multistream.py",
     "p2p/wire/noise.py",
     "p2p/behaviours/ping.py",
+    "p2p/behaviours/dcutr.py",
     "p2p/wire/protobuf.py",
     "p2p/ratelimit.py",
     "p2p/behaviours/requests.py",
