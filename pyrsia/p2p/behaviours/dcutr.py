@@ -49,6 +49,12 @@ What the swarm seam does not have yet, and how this module stands in for it:
 * *Timers.* `tick(now_s)` fails attempts whose deadline passed and starts due retries;
   the host calls it from its timer (every 0.25 s is plenty).
 
+We offer the TCP addresses `local_addrs()` gives (observed and listen; names from the
+`announce` setting too), in the same reach as the peer's, at most `DIAL_ADDRS_MAX`. An
+empty list is still sent: the peer's dial to us cannot work then, but ours to it may.
+B keeps no memory of a peer between relayed connections; A's per-peer window is what
+bounds how often one peer can make us punch.
+
 Outcomes reported: `PunchDial`, `DirectConnection(peer, conn, relayed_conn)` (the host
 prefers `conn` for new streams and closes the relayed connection after a grace period,
 spec step 6), `PunchFailed(peer, reason, attempts, final)` (`final` when B gives up or a
@@ -144,7 +150,7 @@ def dialable(
             counted["dcutr_addr_unparsed"] += 1
             continue
         named = address.peer_id
-        if named is not None and named != peer:
+        if not address.is_relayed and named is not None and named != peer:
             counted["dcutr_addr_other_peer"] += 1
             continue
         address = address.without_peer()
