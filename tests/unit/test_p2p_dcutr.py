@@ -563,3 +563,11 @@ def test_a_silent_answerer_holds_its_slot_only_until_the_exchange_timeout() -> N
     (failed,) = _reports(effects, dcutr.PunchFailed)
     assert isinstance(failed, dcutr.PunchFailed) and not failed.final
     assert a.punching == ()
+
+
+def test_without_start_on_connect_the_host_starts_it_with_upgrade() -> None:
+    b = dcutr.Dcutr(lambda: B_ADDRS, start_on_connect=False)
+    assert b.on_event(sw.ConnectionUp(conn=1, peer=A_ID, direction="inbound", remote=PUBLIC_RELAY), 0.0) == []
+    (open_,) = b.upgrade(1, 2.0)
+    assert isinstance(open_, sw.OpenStream) and open_.conn == 1 and b.punching == (A_ID,)
+    assert b.upgrade(1, 2.0) == []  # one punch per peer at a time

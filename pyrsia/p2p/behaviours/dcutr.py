@@ -258,7 +258,12 @@ _READING = ("connect_sent", "await_connect", "await_sync")
 
 
 class Dcutr:
-    """The DCUtR behaviour; `local_addrs()` gives the addresses we offer (observed, listen)."""
+    """The DCUtR behaviour; `local_addrs()` gives the addresses we offer (observed, listen).
+
+    As B it starts on every relayed connection it accepts, unless `start_on_connect` is
+    off; then the host calls `upgrade(conn)` when it chooses (after identify, say, as
+    go-libp2p does, once the peer is known to speak dcutr and a unilateral dial failed).
+    """
 
     protocols = (PROTOCOL_ID,)
 
@@ -272,8 +277,10 @@ class Dcutr:
         retry_backoff_s: float = RETRY_BACKOFF_S,
         exchange_timeout_s: float = EXCHANGE_TIMEOUT_S,
         dial_timeout_s: float = DIAL_TIMEOUT_S,
+        start_on_connect: bool = True,
     ) -> None:
         self._local = local_addrs
+        self._start_on_connect = start_on_connect
         self._attempts_max = attempts_max
         self._punches_max = punches_max
         self._obs_addrs_max = obs_addrs_max
@@ -362,7 +369,7 @@ class Dcutr:
         relayed = remote.is_relayed
         self._conns[conn] = _Conn(peer=peer, relayed=relayed, inbound=inbound, reach=kind_of(remote))
         if relayed:
-            return self.upgrade(conn, now_s)
+            return self.upgrade(conn, now_s) if self._start_on_connect else []
         punch = self._punches.pop(peer, None)
         if punch is None:
             return []
