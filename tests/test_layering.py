@@ -77,6 +77,7 @@ PURE_MODULES = [
     "p2p/behaviours/relay/hop.py",
     "p2p/behaviours/relay/messages.py",
     "p2p/behaviours/relay/voucher.py",
+    "p2p/behaviours/dcutr.py",
     "p2p/wire/protobuf.py",
     "p2p/ratelimit.py",
     "p2p/behaviours/requests.py",
