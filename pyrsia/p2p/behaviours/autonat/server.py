@@ -182,7 +182,8 @@ class AutonatServer:
                 if (rid := self._by_stream.get((conn, stream))) is not None:
                     request = self._requests[rid]
                     if request.state in ("reading", "dial-data"):
-                        self._forget(request)  # the client gave up (the spec: it resets to refuse dial data)
+                        self._unpaid(request)
+                        self._forget(request)
                         return [sw.CloseStream(conn=conn, stream=stream)]
                 if (rid := self._by_dial_stream.get((conn, stream))) is not None:
                     return self._finish(self._requests[rid], m.DIAL_BACK_ERROR)
@@ -246,10 +247,13 @@ class AutonatServer:
             return [sw.ResetStream(conn=conn, stream=stream)]
         peer = known[0]
         _prune(self._accepted, now_s)
+        if len(self._accepted_by_peer) > self._rate_max:  # only peers heard from in the last minute
+            for stale, stamps in list(self._accepted_by_peer.items()):
+                _prune(stamps, now_s)
+                if not stamps:
+                    del self._accepted_by_peer[stale]
         peer_recent = self._accepted_by_peer.get(peer, deque())
         _prune(peer_recent, now_s)
-        if not peer_recent:
-            self._accepted_by_peer.pop(peer, None)
         live = [r for r in self._requests.values() if not r.orphan]
         reason = ""
         if sum(1 for r in live if r.peer == peer) >= REQUESTS_PER_PEER_CONCURRENT_MAX:
@@ -286,16 +290,15 @@ class AutonatServer:
         effects: list[sw.Effect] = []
         try:
             request.reader.feed(data)
-            while (body := request.reader.next_message()) is not None:
+            while request.state != "done" and (body := request.reader.next_message()) is not None:
                 effects += self._request_message(request, m.decode_body(body), now_s)
-                if request.state not in ("reading", "dial-data"):
-                    break
         except ProtocolViolation:
             self.refusals["autonat_malformed"] += 1
-            self._forget(request)
-            return [sw.ResetStream(conn=request.conn, stream=request.stream)]
-        if request.state in ("dialing", "dialed"):
-            request.reader = varint.LengthPrefixedReader(size_max=m.MESSAGE_BYTES_MAX)  # surplus dial data
+            if request.state in ("dialing", "dialed"):
+                self._request_gone(request)  # the dial-back under way ends on its own
+            else:
+                self._forget(request)
+            return [*effects, sw.ResetStream(conn=request.conn, stream=request.stream)]
         return effects
 
     def _request_message(self, request: _Request, message: m.Message, now_s: float) -> list[sw.Effect]:
@@ -307,6 +310,8 @@ class AutonatServer:
                 if request.data_received >= request.data_needed:
                     return self._dial(request, now_s)
                 return []
+            case "dialing" | "dialed", m.DialDataResponse():
+                return []  # data sent past what was asked: harmless, already paid for
         raise ProtocolViolation(f"autonat: unexpected {type(message).__name__} while {request.state}")
 
     def _dial_request(self, request: _Request, message: m.DialRequest, now_s: float) -> list[sw.Effect]:
@@ -361,7 +366,13 @@ class AutonatServer:
         asked = DialBackRequested(peer=request.peer, address=request.address, tag=tag)
         return [sw.Report(conn=request.conn, outcome=asked)]
 
+    def _unpaid(self, request: _Request) -> None:
+        # The client refused the cost (the spec: it resets) or never meant to pay: no dial.
+        if request.state == "dial-data":
+            self.refusals["autonat_dial_data_unpaid"] += 1
+
     def _request_gone(self, request: _Request) -> list[sw.Effect]:
+        self._unpaid(request)
         if request.state in ("dialing", "dialed"):
             request.orphan = True  # the dial-back goes on; its answer has nowhere to go
             self._by_stream.pop((request.conn, request.stream), None)
