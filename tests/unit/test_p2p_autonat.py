@@ -83,6 +83,7 @@ class Wire:
         self.queue: deque[tuple[Node, Behaviour, sw.Effect]] = deque()
         self.hold_dial_backs = False
         self.held: list[tuple[Node, sv.DialBackRequested]] = []
+        self.filtered: list[Node] = []  # servers whose egress is filtered: every dial-back fails
 
     def add(self, node: Node) -> Node:
         self.nodes.append(node)
@@ -177,7 +178,7 @@ class Wire:
     def dial_back(self, server_node: Node, asked: sv.DialBackRequested) -> None:
         """What the host does: a new connection to the address, then tells the server."""
         target = self.listeners.get(asked.address)
-        if target is None or not target.reachable:
+        if target is None or not target.reachable or server_node in self.filtered:
             self.push(
                 server_node, server_node.server, server_node.server.dial_back_failed(asked.tag, "refused", 0)
             )
@@ -803,3 +804,35 @@ def test_a_client_hanging_up_mid_dial_back_gets_no_answer_but_the_dial_back_ends
         sw.CloseConnection(conn=9, reason="autonat dial-back done"),
     ]
     assert server.dial_backs == 0
+
+
+class _ClaimsSuccess(sv.AutonatServer):
+    """A lying server: answers that every dial-back worked, without dialling."""
+
+    def _dial(self, request: sv._Request, now_s: float) -> list[sw.Effect]:
+        request.state = "dialing"
+        return self._finish(request, m.DIAL_OK)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_two_lying_servers_of_seven_never_decide_the_verdict(seed: int) -> None:
+    rng = random.Random(seed)
+    wire = Wire()
+    reachable = rng.random() < 0.5
+    me = wire.add(Node("me", "1.2.3.4", reachable=reachable, seed=1))
+    servers = _servers(wire, 7)
+    liars = rng.sample(servers, rng.randint(0, 2))
+    for liar in liars:
+        if rng.random() < 0.5:
+            liar.server = _ClaimsSuccess(_random(seed))
+        else:
+            wire.filtered.append(liar)
+    rng.shuffle(servers)
+    for server in servers:
+        conn, _ = wire.connect(me, server)
+        wire.probe(me, conn, [me.listen])
+    expected = ("reachable", "public") if reachable else ("unreachable", "private")
+    assert (me.client.status(me.listen), me.client.reachability) == expected, f"seed={seed}"
+    assert me.client.refusals["autonat_unverified_dial_ok"] == sum(
+        isinstance(s.server, _ClaimsSuccess) for s in liars
+    )
