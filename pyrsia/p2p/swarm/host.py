@@ -57,6 +57,11 @@ from pyrsia.errors import (
     StreamClosed,
 )
 from pyrsia.p2p.behaviours import identify, ping
+from pyrsia.p2p.behaviours.relay import client as relay_client
+from pyrsia.p2p.behaviours.relay import hop
+from pyrsia.p2p.behaviours.relay import messages as relay_messages
+from pyrsia.p2p.behaviours.relay.client import RelayClient
+from pyrsia.p2p.behaviours.relay.hop import Relay, RelayLimits
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm import addresses
 from pyrsia.p2p.swarm import behaviour as sw
@@ -121,6 +126,12 @@ class HostConfig:
     write_buffer_bytes_max: int = 4 * 1024 * 1024
     stream_backlog_bytes_max: int = 1024 * 1024
     event_workers: int = 4  # run peer-event subscribers
+    # Circuit relay v2: serve as a relay; and whether we are reachable ("private": keep
+    # reservations on `relay_reservations_wanted` relays and advertise circuit addresses).
+    relay_service: bool = True
+    relay_limits: RelayLimits = field(default_factory=RelayLimits)
+    reachability: str = "public"
+    relay_reservations_wanted: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +159,10 @@ class HostStats:
     peers_inbound: int
     peers_outbound: int
     refusals: dict[str, int]  # by limit name, `limit:protocol` for per-protocol limits
+    reachability: str = "public"
+    reservations: int = 0  # relays holding a reservation for us
+    circuits_relayed: int = 0  # circuits we relay for others now
+    relay: dict[str, int] = field(default_factory=dict)  # reservations granted, circuits, bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -482,6 +497,22 @@ class Host:
         self._ping_tags = itertools.count(1)
         self._pings: dict[int, Future[float]] = {}
         self._reporters: dict[int, Callable[[str | None, object], None]] = {}
+        # Circuit relay v2 (behaviours/relay): our client side always, the relay side if served.
+        unix_offset_s = time.time() - clock()
+        self._relay_client = RelayClient(identity.peer_id, unix_offset_s=unix_offset_s)
+        self._behaviours.append(self._relay_client)
+        self._relay: Relay | None = None
+        if config.relay_service:
+            self._relay = Relay(
+                identity, self._direct_advertised, unix_offset_s=unix_offset_s, limits=config.relay_limits
+            )
+            self._behaviours.append(self._relay)
+        self._by_protocol = {p: b for b in self._behaviours for p in b.protocols}
+        self._circuit_addrs: dict[str, tuple[Multiaddr, ...]] = {}  # by relay: swapped whole
+        self._reserving: set[str] = set()  # relays asked, not yet answered
+        self._circuit_dials: dict[int, Future[str]] = {}
+        self._circuit_tags = itertools.count(1)
+        self._relay_stats: Counter[str] = Counter()
         self.listen_port = 0
         self._timers_due = 0.0
         self._wake_armed = False
@@ -544,7 +575,11 @@ class Host:
         return list(self.advertised_to(None))
 
     def advertised_to(self, remote: Multiaddr | None) -> tuple[Multiaddr, ...]:
-        """Our addresses as told to a peer at `remote` (None: any peer)."""
+        """Our addresses as told to a peer at `remote` (None: any peer), circuit ones last."""
+        relayed = tuple(a for addrs in self._circuit_addrs.values() for a in addrs)
+        return (*self._direct_advertised(remote), *relayed)
+
+    def _direct_advertised(self, remote: Multiaddr | None = None) -> tuple[Multiaddr, ...]:
         listen = self._listen or (self._bound(),)
         return addresses.advertised(
             listen=listen, observed=self._observed_confirmed, policy=self._policy, remote=remote
@@ -556,6 +591,7 @@ class Host:
             "listen": [str(a) for a in self._listen or (self._bound(),)],
             "announced": [str(a) for a in self.advertised_to(None)],
             "observed": [str(a) for a in self._observed_confirmed],
+            "relayed": [str(a) for addrs in self._circuit_addrs.values() for a in addrs],
         }
 
     def _bound(self) -> Multiaddr:
@@ -659,14 +695,18 @@ class Host:
     def stats(self) -> HostStats:
         """Connections held and every refusal by the limit that made it, for `/metrics`."""
         refusals: Counter[str] = Counter(self._resources.refusals)
-        refusals.update(self._identify.refusals)
-        refusals.update(self._ping.refusals)
+        for behaviour in self._behaviours:
+            refusals.update(getattr(behaviour, "refusals", {}))
         with self._lock:
             directions = Counter(info.direction for info in self._peers.values())
         return HostStats(
             peers_inbound=directions["inbound"],
             peers_outbound=directions["outbound"],
             refusals=dict(refusals),
+            reachability=self.config.reachability,
+            reservations=len(self._circuit_addrs),
+            circuits_relayed=self._relay.circuits if self._relay is not None else 0,
+            relay=dict(self._relay_stats),
         )
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
@@ -695,6 +735,9 @@ class Host:
         """Connect (or reuse a connection) to `address`; the future gives the remote peer id."""
         target = Multiaddr.parse(address) if isinstance(address, str) else address
         future: Future[str] = Future()
+        if target.is_relayed:
+            self._dial_circuit(target, future, timeout_s)
+            return future
         endpoint = target.tcp_endpoint()
         if endpoint is None:
             future.set_exception(PeerUnreachable(f"cannot dial {target}: not a TCP address"))
@@ -708,6 +751,41 @@ class Host:
         remote = (str(sockaddr[0]), int(sockaddr[1]))
         self._post(lambda: self._start_dial(target, family, remote, future, timeout_s))
         return future
+
+    def _dial_circuit(self, target: Multiaddr, future: Future[str], timeout_s: float | None) -> None:
+        """`/…/p2p/RELAY/p2p-circuit/p2p/PEER`: reach the relay (directly), then CONNECT through it."""
+        names = [name for name, _ in target.components]
+        at = names.index("p2p-circuit")
+        relay_part, peer = Multiaddr(target.components[:at]), target.peer_id
+        relay = relay_part.peer_id
+        if relay is None or peer is None or at != len(names) - 2:
+            future.set_exception(
+                PeerUnreachable(f"cannot dial {target}: not /…/p2p/RELAY/p2p-circuit/p2p/PEER")
+            )
+            return
+
+        def through(relay_dialled: Future[str]) -> None:
+            error = relay_dialled.exception()
+            if error is not None:
+                _reject(future, PeerUnreachable(f"cannot reach relay {relay}: {error}"))
+                return
+            self._post(lambda: self._connect_through(relay, peer, future))
+
+        if relay_part.tcp_endpoint() is not None:
+            self.dial(relay_part, timeout_s).add_done_callback(through)
+        else:
+            done: Future[str] = Future()
+            done.set_result(relay)
+            through(done)
+
+    def _connect_through(self, relay: str, peer: str, future: Future[str]) -> None:
+        conn = self._live_conn(relay)
+        if conn is None or conn.carrier is not None:
+            _reject(future, PeerUnreachable(f"not directly connected to relay {relay}"))
+            return
+        tag = next(self._circuit_tags)
+        self._circuit_dials[tag] = future
+        self._apply(self._relay_client, self._relay_client.connect(conn.id, peer, tag, self._clock()))
 
     def connect(self, address: Multiaddr | str, timeout: float = 15.0) -> str:
         """Blocking `dial`: the remote peer id, or PeerUnreachable/ProtocolViolation."""
@@ -1133,6 +1211,83 @@ class Host:
                     self._on_report(conn, outcome, behaviour)
             self._dirty.add(conn)
 
+    def _on_relay_report(self, conn: _Conn | None, outcome: object) -> bool:
+        """What the relay behaviours report; False when the outcome is not theirs."""
+        now = self._clock()
+        match outcome:
+            case relay_client.CircuitOpened(stream=stream, peer=peer, relay=relay, initiator=initiator):
+                tag = outcome.tag
+                future = self._circuit_dials.pop(tag, None) if initiator and isinstance(tag, int) else None
+                if conn is None:
+                    return True
+                self._relay_stats["circuits_opened"] += 1
+                self._start_carried(
+                    conn,
+                    stream,
+                    initiator=initiator,
+                    peer=peer,
+                    relay=relay,
+                    initial=outcome.initial,
+                    dial_future=future,
+                )
+            case relay_client.CircuitFailed(tag=tag, target=target, reason=reason):
+                future = self._circuit_dials.pop(tag, None) if isinstance(tag, int) else None
+                if future is not None:
+                    _reject(future, PeerUnreachable(f"no circuit to {target}: {reason}"))
+            case relay_client.Reserved(relay=relay, addrs=addrs):
+                self._reserving.discard(relay)
+                fresh = relay not in self._circuit_addrs
+                self._circuit_addrs = {**self._circuit_addrs, relay: addrs}
+                if fresh:
+                    log.info("p2p: reserved on relay %s: reachable at %s", relay, ", ".join(map(str, addrs)))
+                    self._apply(self._identify, self._identify.push_all())
+            case (
+                relay_client.ReservationFailed(relay=relay, reason=reason)
+                | relay_client.ReservationLost(relay=relay, reason=reason)
+            ):
+                self._reserving.discard(relay)
+                if relay in self._circuit_addrs:
+                    self._circuit_addrs = {r: a for r, a in self._circuit_addrs.items() if r != relay}
+                    self._apply(self._identify, self._identify.push_all())
+                log.info("p2p: no reservation on relay %s: %s", relay, reason)
+                self._reserve_more(exclude=relay)
+            case hop.ReservationGranted(expire_s=expire_s):
+                self._relay_stats["reservations_granted"] += 1
+                if conn is not None:  # a reserved peer's connection is never idle
+                    self._resources.used(conn.id, expire_s)
+            case hop.ReservationEnded():
+                if conn is not None:
+                    self._resources.used(conn.id, now)
+            case hop.CircuitRelayed(bytes_to_target=to_target, bytes_to_source=to_source):
+                self._relay_stats["circuits_relayed"] += 1
+                self._relay_stats["bytes_relayed"] += to_target + to_source
+            case _:
+                return False
+        return True
+
+    def _reserve_more(self, exclude: str = "") -> None:
+        """A private node keeps reservations on `relay_reservations_wanted` relays among its peers."""
+        if self.config.reachability != "private":
+            return
+        wanted = self.config.relay_reservations_wanted - len(self._circuit_addrs) - len(self._reserving)
+        if wanted <= 0:
+            return
+        with self._lock:
+            candidates = [
+                info.peer_id
+                for info in self._peers.values()
+                if relay_messages.HOP_PROTOCOL_ID in info.protocols
+                and info.peer_id not in self._circuit_addrs
+                and info.peer_id not in self._reserving
+                and info.peer_id != exclude
+            ]
+        for relay in sorted(candidates)[:wanted]:
+            conn = self._live_conn(relay)
+            if conn is None or conn.carrier is not None:
+                continue  # libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection
+            self._reserving.add(relay)
+            self._apply(self._relay_client, self._relay_client.reserve(conn.id, self._clock()))
+
     def _behaviour_dial(self, behaviour: Behaviour, dial: sw.Dial) -> None:
         """Try `dial.addrs` one after another, never blocking the selector thread."""
         live = self._live_conn(dial.peer)
@@ -1178,7 +1333,15 @@ class Host:
         next_address()
 
     def _start_carried(
-        self, parent: _Conn, stream_id: int, *, initiator: bool, peer: str, relay: str
+        self,
+        parent: _Conn,
+        stream_id: int,
+        *,
+        initiator: bool,
+        peer: str,
+        relay: str,
+        initial: bytes = b"",
+        dial_future: Future[str] | None = None,
     ) -> None:
         """A relayed connection: Noise and yamux over a stream of the connection to the relay."""
         if parent.carrier is not None:  # libp2p/specs relay/circuit-v2.md: never relay over a relay
@@ -1197,15 +1360,21 @@ class Host:
         )
         child.core = self._new_core(initiator=initiator, expected=peer)
         child.deadline = self._clock() + self.config.handshake_timeout_s
+        child.dial_future = dial_future
+        parent.owned.pop(stream_id, None)
         parent.tunnels[stream_id] = child
         self._conns.add(child)
         self._by_id[child.id] = child
         self._dirty.add(child)
+        if initial:
+            self._feed(child, initial)
 
     def _on_report(self, conn: _Conn | None, outcome: object, behaviour: Behaviour) -> None:
         reporter = self._reporters.get(id(behaviour))
         if reporter is not None:
             reporter(None if conn is None else conn.peer_id, outcome)
+            return
+        if self._on_relay_report(conn, outcome):
             return
         match outcome:
             case identify.Identified(info=info):
@@ -1370,6 +1539,8 @@ class Host:
         )
         if snapshot is not None:
             self._notify(PeerIdentified(peer_id=conn.peer_id, info=snapshot))
+        if relay_messages.HOP_PROTOCOL_ID in info.protocols and conn.carrier is None:
+            self._reserve_more()
 
     def _update_peer(self, conn: _Conn, **changes: object) -> PeerInfo | None:
         if conn.peer_id is None:
@@ -1598,6 +1769,7 @@ class Host:
             conn.sock.close()
         elif conn.carrier is not None:
             parent, stream_id = conn.carrier
+            self._relay_client.circuit_closed(parent.id, stream_id)
             carried = parent.tunnels.pop(stream_id, None) is not None
             if carried and not parent.closed and parent.core is not None:
                 parent.core.reset_stream(stream_id)

@@ -85,6 +85,7 @@ class CircuitOpened:
     limit: m.Limit | None
     initiator: bool  # we sent CONNECT (we dial: Noise initiator)
     initial: bytes = b""  # bytes that arrived after the relay's message, the circuit's first
+    tag: object = None  # the `connect` call's tag, for the initiator
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,6 +326,7 @@ class RelayClient:
             limit=reply.limit,
             initiator=True,
             initial=ask.reader.rest,
+            tag=ask.tag,
         )
         return [sw.Report(conn=ask.conn, outcome=opened)]
 

@@ -1,0 +1,106 @@
+"""Circuit relay v2 between real Hosts on loopback: a private node reserves, a peer reaches it.
+
+R relays (the default); B says it is private, so it reserves on the relays among its
+peers and advertises `/p2p/R/p2p-circuit/p2p/B`; A, connected only to R, dials that
+address and gets a relayed connection that carries identify, ping and handler streams.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pyrsia.errors import PeerError
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+
+ECHO = "/test/echo/1.0.0"
+
+
+def _echo(stream: Stream) -> None:
+    while data := stream.read():
+        stream.write(data)
+
+
+def _poll(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def _host(**changes: object) -> Host:
+    config = HostConfig(listen_host="127.0.0.1", listen_port=0, **changes)  # type: ignore[arg-type]
+    return Host(Identity.from_seed(os.urandom(32)), config)
+
+
+@pytest.fixture
+def network() -> Iterator[tuple[Host, Host, Host]]:
+    relay = _host()
+    private = _host(reachability="private", relay_service=False)
+    public = _host(relay_service=False)
+    private.set_handler(ECHO, _echo)
+    for host in (relay, private, public):
+        host.start()
+    try:
+        for host in (private, public):
+            host.connect(str(relay.listen_addrs[0].with_peer(relay.peer_id)))
+        yield relay, private, public
+    finally:
+        for host in (public, private, relay):
+            host.stop()
+
+
+def _circuit_address(private: Host, relay: Host) -> str:
+    _poll(lambda: bool(private.address_kinds()["relayed"]))
+    (address,) = private.address_kinds()["relayed"]
+    assert f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{private.peer_id}" in address
+    return address
+
+
+def test_a_private_node_reserves_and_is_reached_through_the_relay(network: tuple[Host, Host, Host]) -> None:
+    relay, private, public = network
+    address = _circuit_address(private, relay)
+    assert address in [str(a) for a in private.listen_addrs]  # advertised, in identify too
+    assert relay.stats().relay["reservations_granted"] == 1
+    assert public.connect(address) == private.peer_id
+    info = public.wait_identified(private.peer_id)
+    assert info.relayed and ECHO in info.protocols
+    assert public.ping(private.peer_id) > 0
+    stream = public.open_stream(private.peer_id, [ECHO])
+    payload = os.urandom(96 * 1024)  # within the relay's default circuit limit
+    echoed: list[bytes] = []
+    reader = threading.Thread(target=lambda: echoed.append(stream.read_all(len(payload) + 1, timeout=20)))
+    reader.start()
+    stream.write(payload)
+    stream.close()
+    reader.join(30)
+    assert echoed == [payload]
+    assert private.peer_info(public.peer_id) is not None
+    assert relay.stats().circuits_relayed == 1
+
+
+def test_the_circuit_byte_limit_resets_it(network: tuple[Host, Host, Host]) -> None:
+    relay, private, public = network
+    public.connect(_circuit_address(private, relay))
+    stream = public.open_stream(private.peer_id, [ECHO])
+    with pytest.raises(PeerError):  # 128 KiB each way by default: the relay resets both ends
+        for _ in range(64):
+            stream.write(os.urandom(16 * 1024), timeout=5)
+            stream.read(16 * 1024, timeout=5)
+    _poll(lambda: not public.is_connected(private.peer_id))
+    assert relay.stats().refusals.get("relay_circuit_bytes", 0) >= 1
+
+
+def test_no_circuit_to_a_peer_without_a_reservation(network: tuple[Host, Host, Host]) -> None:
+    relay, private, public = network
+    _circuit_address(private, relay)
+    stranger = f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{public.peer_id}"
+    with pytest.raises(PeerError, match="no circuit"):
+        private.connect(stranger, timeout=10)
