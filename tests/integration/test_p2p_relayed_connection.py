@@ -38,6 +38,9 @@ class Splice:
         self.waiting: dict[tuple[int, int], bytearray] = {}
         self.opening: set[tuple[int, int]] = set()
 
+    def tick(self, now_s: float) -> Sequence[sw.Effect]:
+        return ()
+
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:
             case sw.ConnectionUp(conn=conn, peer=peer):
@@ -97,6 +100,9 @@ class Ends:
             return [sw.OpenStream(conn=self.conns[relay], protocols=(HOP,), tag=(relay, target))]
 
         return action
+
+    def tick(self, now_s: float) -> Sequence[sw.Effect]:
+        return ()
 
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:

@@ -682,7 +682,7 @@ class Host:
 
     def run(self, behaviour: Behaviour, action: Callable[[float], Iterable[sw.Effect]]) -> None:
         """Call `action(now_s)` on the selector thread and carry out the effects it returns."""
-        self._post(lambda: self._apply(behaviour, action(self._clock())))
+        self._post(lambda: self._guarded(behaviour, action))
 
     def set_known(self, is_known: Callable[[str], bool]) -> None:
         """Which peers are known (authorities, bootstrap peers): they may use the reserved room.
@@ -1159,10 +1159,19 @@ class Host:
     def _dispatch(self, event: sw.Event) -> None:
         """Tell every behaviour of a connection event (ups and downs go to all)."""
         for behaviour in self._behaviours:
-            self._apply(behaviour, behaviour.on_event(event, self._clock()))
+            self._to_owner(behaviour, event)
 
     def _to_owner(self, behaviour: Behaviour, event: sw.Event) -> None:
-        self._apply(behaviour, behaviour.on_event(event, self._clock()))
+        self._guarded(behaviour, lambda now: behaviour.on_event(event, now))
+
+    def _guarded(self, behaviour: Behaviour, call: Callable[[float], Iterable[sw.Effect]]) -> None:
+        """A behaviour's bug is logged and costs its own input, never the selector thread."""
+        try:
+            effects = list(call(self._clock()))
+        except Exception:
+            log.exception("p2p: behaviour %s failed", type(behaviour).__name__)
+            return
+        self._apply(behaviour, effects)
 
     def _apply(self, behaviour: Behaviour, effects: Iterable[sw.Effect]) -> None:
         """Carry out what a behaviour asked for, on the selector thread."""
@@ -1631,7 +1640,7 @@ class Host:
         if now >= self._addresses_due:
             self._refresh_addresses(now)
         for behaviour in list(self._behaviours):
-            self._apply(behaviour, behaviour.tick(now))
+            self._guarded(behaviour, behaviour.tick)
         for conn in list(self._conns):
             if conn.deadline is not None and now > conn.deadline:
                 self._close(
