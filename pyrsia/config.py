@@ -269,6 +269,31 @@ class Config:
         minimum=0,
         maximum=65536,
     )
+    reachability: str = _setting(
+        "auto",
+        "Whether peers can dial this node: private keeps reservations on relays and advertises "
+        "circuit addresses; auto treats the node as public for now.",
+        choices=("auto", "public", "private"),
+    )
+    relay_service: bool = _setting(True, "Relay circuits (libp2p circuit relay v2) for nodes behind NAT.")
+    relay_reservations_max: int = _setting(
+        128, "Reservations this node holds for others as a relay.", minimum=0, maximum=65536
+    )
+    relay_circuits_per_peer_max: int = _setting(
+        16, "Relayed circuits one peer may have open through this node.", minimum=0, maximum=4096
+    )
+    relay_circuit_duration_s: int = _setting(
+        600, "Seconds one relayed circuit may last; 0 is unlimited.", minimum=0, maximum=86400
+    )
+    relay_circuit_bytes_max: int = _setting(
+        256 * 1024 * 1024,
+        "Bytes one relayed circuit may carry each way (artifacts of NATed peers ride it); 0 is unlimited.",
+        minimum=0,
+        maximum=1024 * GIB,
+    )
+    relay_rate_max: int = _setting(
+        30, "Relay requests (reserve, connect) one peer may make per minute.", minimum=1, maximum=100_000
+    )
     p2p_limits_allow: tuple[str, ...] = _setting(
         (),
         "CIDR prefix exempt from the per-IP and per-subnet connection limits; repeatable.",

@@ -10,7 +10,7 @@ from pyrsia.cli import console, options, settings
 
 
 def peers(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
-    """List the peers a node is connected to: id, address, direction, RTT, bytes, agent."""
+    """List the peers a node is connected to: id, address, direction (direct or relayed), RTT, bytes."""
     node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.cli.client import NodeClient
 
@@ -20,12 +20,13 @@ def peers(node: str | None = options.NODE, json_output: bool | None = options.JS
         return
     console.table(
         f"{len(found)} peers of {node}",
-        ("peer id", "address", "direction", "rtt ms", "in", "out", "height", "agent"),
+        ("peer id", "address", "direction", "path", "rtt ms", "in", "out", "height", "agent"),
         (
             (
                 p["peer_id"],
                 p["address"],
                 p["direction"],
+                "relayed" if p.get("relayed") else "direct",
                 "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
                 p["bytes_in"],
                 p["bytes_out"],

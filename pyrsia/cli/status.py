@@ -55,8 +55,11 @@ def _network(p2p: object) -> str:
         f"{p2p.get('provided_keys')} blobs provided, genesis {str(p2p.get('genesis'))[:16]}",
         *(str(a) for a in p2p.get("addresses", [])),
     ]
-    # Where the node listens, what it tells peers, and what peers agree they see.
-    for kind in ("listen", "announced", "observed"):
+    if p2p.get("reachability"):
+        lines.append(f"reachability: {p2p['reachability']}")
+    # Where the node listens, what it tells peers, what peers agree they see, and the
+    # circuit addresses relays hold for it.
+    for kind in ("listen", "announced", "observed", "relayed"):
         found = p2p.get(kind)
         if isinstance(found, list):
             lines.append(f"{kind}: {', '.join(str(a) for a in found) or '-'}")

@@ -48,6 +48,7 @@ from pyrsia.errors import (
 from pyrsia.formats.digest import Digest
 from pyrsia.p2p.behaviours import requests
 from pyrsia.p2p.behaviours.kad.service import KadService, kad_config
+from pyrsia.p2p.behaviours.relay.hop import RelayLimits
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest, RequestGuard
 from pyrsia.p2p.behaviours.sync import core as sync
 from pyrsia.p2p.behaviours.sync.core import Blocks, GetBlocks, Status, SyncConfig
@@ -418,6 +419,7 @@ class Network:
     def status(self) -> dict[str, object]:
         peers = self.host.peers()
         kad = self.kad.stats()
+        host = self.host.stats()
         return {
             "addresses": self.addresses(),
             **self.host.address_kinds(),
@@ -437,6 +439,12 @@ class Network:
                 "addrs_withheld": kad.addrs_withheld,
             },
             "best_known_height": max(self.ledger.height, self.sync.best_known_height()),
+            "reachability": host.reachability,
+            "relay": {
+                "reservations_held": host.reservations,
+                "circuits_relayed_now": host.circuits_relayed,
+                **host.relay,
+            },
         }
 
     def peers(self) -> list[dict[str, object]]:
@@ -446,6 +454,7 @@ class Network:
                 "peer_id": info.peer_id,
                 "address": str(info.address),
                 "direction": info.direction,
+                "relayed": info.relayed,
                 "rtt_ms": None if info.rtt_s is None else round(info.rtt_s * 1000, 3),
                 "bytes_in": info.bytes_in,
                 "bytes_out": info.bytes_out,
@@ -486,6 +495,15 @@ def host_for(config: Config, identity: Identity) -> Host:
                 handshakes_inbound_max=config.p2p_handshakes_max,
                 reserved_known=min(config.p2p_connections_reserved, config.p2p_connections_max - 1),
                 allow=config.p2p_limits_allow,
+            ),
+            reachability="private" if config.reachability == "private" else "public",
+            relay_service=config.relay_service,
+            relay_limits=RelayLimits(
+                reservations_max=config.relay_reservations_max,
+                circuits_per_peer_max=config.relay_circuits_per_peer_max,
+                circuit_duration_s=config.relay_circuit_duration_s,
+                circuit_bytes_max=config.relay_circuit_bytes_max,
+                rate_per_minute_max=config.relay_rate_max,
             ),
         ),
     )

@@ -89,6 +89,8 @@ Handler = Callable[["Stream"], None]
 HANDLER_WORKERS = 4
 HANDLER_PENDING_MAX = 64
 HANDLER_STREAMS_PER_PEER_MAX = 8
+# Bytes a behaviour may leave queued on one stream beyond the peer's window.
+BEHAVIOUR_BACKLOG_BYTES_MAX = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -1202,6 +1204,14 @@ class Host:
                 case sw.Write(stream=stream_id, data=data):
                     with contextlib.suppress(StreamClosed):
                         conn.core.write(stream_id, data)
+                    if conn.core.pending_bytes(stream_id) > BEHAVIOUR_BACKLOG_BYTES_MAX:
+                        # The reader at the far end is slower than what the behaviour passes on
+                        # (a relay's circuit to a slow peer): the stream goes, not our memory.
+                        self._resources.refuse("behaviour_backlog")
+                        conn.core.reset_stream(stream_id)
+                        conn.owned.pop(stream_id, None)
+                        gone = sw.StreamGone(conn=conn.id, stream=stream_id, tag=None, reason="backlog full")
+                        self._to_owner(behaviour, gone)
                 case sw.CloseStream(stream=stream_id):
                     conn.core.close_stream(stream_id)
                     conn.owned.pop(stream_id, None)
