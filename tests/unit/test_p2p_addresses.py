@@ -324,8 +324,13 @@ def test_garbage_and_undialable_addresses_are_refused() -> None:
         ma("/dns4/peer.example/tcp/3"),
     ]
     book.set_identified(PEER, addresses, now_s=0.0)
-    assert texts(book.addresses(PEER, now_s=0.0)) == ["/ip4/192.0.2.1/tcp/2", "/dns4/peer.example/tcp/3"]
-    assert dict(book.refused) == {"address_not_dialable": 4, "address_of_another_peer": 1}
+    # A circuit through a relay (OTHER) is one of PEER's addresses; OTHER's own address is not.
+    assert texts(book.addresses(PEER, now_s=0.0)) == [
+        f"/ip4/192.0.2.1/tcp/1/p2p/{OTHER}/p2p-circuit",
+        "/ip4/192.0.2.1/tcp/2",
+        "/dns4/peer.example/tcp/3",
+    ]
+    assert dict(book.refused) == {"address_not_dialable": 3, "address_of_another_peer": 1}
     assert not dialable(ma("/ip4/192.0.2.1/udp/1"))
 
 
@@ -407,3 +412,15 @@ def test_the_remote_peers_family_comes_first_within_a_kind() -> None:
     assert over_ipv6[2:] == ["/ip6/fd00::2/tcp/44000", "/ip4/192.0.2.2/tcp/44000"]
     on_loopback6 = texts(advertised(listen=LISTEN, remote=ma("/ip6/::1/tcp/5")))
     assert on_loopback6[:2] == ["/ip6/::1/tcp/44000", "/ip4/127.0.0.1/tcp/44000"]
+
+
+def test_circuit_addresses_through_one_dialable_relay_are_dialable() -> None:
+    relay = "12D3KooWMfQHV1T9WmipTMYNyPm252fV4K8q92iw6SYq6zcf9Zge"
+    peer = "12D3KooWByFxDL4r95cz1vWicp42uSiU9EXdTQndEpvb4ULk5s3R"
+    good = Multiaddr.parse(f"/ip4/198.51.100.7/tcp/44000/p2p/{relay}/p2p-circuit/p2p/{peer}")
+    assert dialable(good)
+    assert dialable(Multiaddr.parse(f"/ip4/198.51.100.7/tcp/44000/p2p/{relay}/p2p-circuit"))
+    assert not dialable(Multiaddr.parse(f"/ip4/0.0.0.0/tcp/44000/p2p/{relay}/p2p-circuit"))
+    assert not dialable(Multiaddr.parse(f"/ip4/198.51.100.7/tcp/44000/p2p-circuit/p2p/{peer}"))
+    chained = f"/ip4/198.51.100.7/tcp/1/p2p/{relay}/p2p-circuit/p2p/{peer}/p2p-circuit/p2p/{relay}"
+    assert not dialable(Multiaddr.parse(chained))

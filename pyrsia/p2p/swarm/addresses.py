@@ -330,8 +330,15 @@ class ObservedAddresses:
 
 
 def dialable(address: Multiaddr) -> bool:
-    """A direct TCP address to a specified IP (not IPv6 link-local) or to a DNS name."""
-    if address.is_relayed or address.tcp_endpoint() is None:
+    """A direct TCP address to a specified IP (not IPv6 link-local) or to a DNS name, or a
+    circuit through one relay at such an address (`…/p2p/RELAY/p2p-circuit[/p2p/PEER]`)."""
+    if address.is_relayed:
+        names = [name for name, _ in address.components]
+        at = names.index("p2p-circuit")
+        relay = Multiaddr(address.components[:at])
+        chained = "p2p-circuit" in names[at + 1 :]
+        return not chained and relay.peer_id is not None and dialable(relay)
+    if address.tcp_endpoint() is None:
         return False
     return kind_of(address) != "unspecified" and not _is_ipv6_link_local(address)
 

@@ -144,12 +144,13 @@ class Multiaddr:
 
     @property
     def peer_id(self) -> str | None:
-        """The last `/p2p/` component: the peer this address reaches."""
-        found = None
-        for name, value in self.components:
-            if name == "p2p":
-                found = value
-        return found
+        """The peer this address reaches: a closing `/p2p/` component.
+
+        `…/p2p/RELAY/p2p-circuit` names a relay, not the peer behind it: None.
+        """
+        if self.components and self.components[-1][0] == "p2p":
+            return self.components[-1][1]
+        return None
 
     def with_peer(self, peer_id: str) -> Multiaddr:
         return Multiaddr((*self.without_peer().components, ("p2p", peer_id)))
