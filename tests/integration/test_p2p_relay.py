@@ -26,7 +26,7 @@ def _echo(stream: Stream) -> None:
         stream.write(data)
 
 
-def _poll(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+def _poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
