@@ -232,6 +232,9 @@ class Network:
         """Announce a held blob in the DHT (queued; a full queue drops it until the next boot).
         A node with `serve_artifacts = false` never announces."""
         if digest.algorithm == "sha256" and self._config.serve_artifacts:
+            # Peers asking us find us at once; the announcement to the DHT follows in turn.
+            with contextlib.suppress(PyrsiaError):
+                self.kad.hold(str(digest))
             with contextlib.suppress(queue.Full):
                 self._announce.put_nowait(digest)
 

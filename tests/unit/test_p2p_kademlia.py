@@ -481,3 +481,15 @@ def test_a_sparse_table_after_bootstrap_refreshes_sooner() -> None:
     assert answer(node, send, now_s=0.5) == []
     assert node.next_deadline_s() == 60.5
     assert raw(ME) in {s.message.key for s in sends(node.tick(60.5))}
+
+
+def test_a_held_key_is_answered_for_at_once_and_announced_later() -> None:
+    node = core()
+    for i in range(1, 5):
+        node.add_peer(peer(i), (addr(peer(i)),), 0.0)
+    assert get_providers(node, 0.0) == []
+    node.hold(KEY, 0.0)  # no lookup yet: the announcement waits its turn
+    assert get_providers(node, 0.0) == [ME]
+    assert node.active_lookups == 0
+    node.hold(KEY, 1.0)  # holding again changes nothing
+    assert node.next_deadline_s() <= 22 * HOUR_S

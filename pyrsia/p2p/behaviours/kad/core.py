@@ -700,6 +700,14 @@ class Kademlia:
         self._schedule_republish(key, now_s + self.config.republish_interval_s)
         return self._start(MessageType.FIND_NODE, _Purpose.PROVIDE, key, now_s, wanted=0)
 
+    def hold(self, key: bytes, now_s: float) -> None:
+        """We provide `key` from now on: GET_PROVIDERS answers name us at once, before the
+        announcement (`provide`, a lookup that may take a while) has reached anyone."""
+        if key not in self._provided and len(self._provided) >= self.config.provided_keys_max:
+            raise ValueError(f"already providing {self.config.provided_keys_max} keys")
+        if key not in self._provided:
+            self._schedule_republish(key, now_s + self.config.republish_interval_s)
+
     def stop_providing(self, key: bytes) -> None:
         self._provided.pop(key, None)
 

@@ -328,6 +328,15 @@ class KadService:
         assert isinstance(done, ProvideDone)
         return list(done.stored_at)
 
+    def hold(self, digest: str) -> None:
+        """Answer for blob `digest` as its provider at once; `provide` announces it.
+
+        Never waits: a stopped or full service raises `PeerError`, and the announcement
+        that follows marks the key as ours all the same.
+        """
+        key = _provider_key(digest)
+        self._put(_Call(run=lambda now: self._core_now().hold(key, now), future=Future()), timeout=0.0)
+
     def stop_providing(self, digest: str, timeout: float = 10.0) -> None:
         key = _provider_key(digest)
         self._call(lambda now: self._core_now().stop_providing(key), timeout)
