@@ -679,8 +679,12 @@ def test_3_an_identify_push_loop_is_refused_and_loses_its_connection(net: Lab3) 
     rate = rise(got.before, got.after, refusal("identify_push_rate"))
     rate += rise(got.before, got.after, refusal("identify_push_concurrent"))
     assert rate >= identify.PUSH_REFUSALS_PER_MINUTE_MAX, refusals(got.after)
-    assert rise(got.before, got.after, refusal("identify_push_flood")) >= 1, refusals(got.after)
+    floods = rise(got.before, got.after, refusal("identify_push_flood"))
+    assert floods >= 1, refusals(got.after)
     assert got.counts.get("reconnects", 0) >= 1, got.counts
+    # Once it looped it is banned: its reconnections are refused, it pushes no more.
+    assert floods == 1, refusals(got.after)
+    assert rise(got.before, got.after, refusal("banned")) >= 1, refusals(got.after)
 
 
 def test_4_twenty_silent_sync_streams_hold_only_the_per_peer_share(net: Lab3) -> None:

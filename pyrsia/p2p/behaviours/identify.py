@@ -18,8 +18,9 @@ transports we do not speak.
 the same question, pushes our message when our protocols or addresses change and
 reads the peer's pushes. A peer may push at most `pushes_per_minute_max` times per
 connection and one push at a time; more is reset and counted, and a peer refused
-`PUSH_REFUSALS_PER_MINUTE_MAX` times in a minute loses the connection, so a peer that
-pushes in a loop costs a few resets, not the selector thread. A message whose key names
+`PUSH_REFUSALS_PER_MINUTE_MAX` times in a minute loses the connection and is refused
+for `PUSH_FLOOD_BAN_S`, so a peer that pushes in a loop costs a few resets, not the
+selector thread. A message whose key names
 another peer than the one the connection authenticated closes that connection. Pure.
 """
 
@@ -45,6 +46,7 @@ PROTOCOLS_MAX = 256
 TEXT_BYTES_MAX = 1024
 PUSHES_PER_MINUTE_MAX = 10
 PUSH_REFUSALS_PER_MINUTE_MAX = 30  # then the peer is pushing in a loop: its connection closes
+PUSH_FLOOD_BAN_S = 300.0  # and it may not come back for a while
 PUSH_WINDOW_S = 60.0
 
 
@@ -229,7 +231,8 @@ class Identify:
             refused.append(now_s)
             if len(refused) > PUSH_REFUSALS_PER_MINUTE_MAX:
                 self.refusals["identify_push_flood"] += 1
-                return [sw.CloseConnection(conn=conn, reason="identify pushes in a loop")]
+                flood = sw.Misbehaved(reason="identify pushes in a loop", ban_s=PUSH_FLOOD_BAN_S)
+                return [sw.Report(conn=conn, outcome=flood)]
             return [sw.ResetStream(conn=conn, stream=stream)]
         recent.append(now_s)
         self._readers[(conn, stream)] = Reader()

@@ -187,6 +187,16 @@ class Report:
 
 NO_CONN = 0  # connection numbers start at 1
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Misbehaved:
+    """A `Report` outcome the swarm acts on itself: close the connection and refuse the
+    peer for `ban_s` seconds, so a peer that floods cannot simply reconnect and go on."""
+
+    reason: str
+    ban_s: float
+
+
 Effect = OpenStream | Write | CloseStream | ResetStream | CloseConnection | Dial | Upgrade | Report
 
 

@@ -91,6 +91,7 @@ HANDLER_PENDING_MAX = 64
 HANDLER_STREAMS_PER_PEER_MAX = 8
 # Bytes a behaviour may leave queued on one stream beyond the peer's window.
 BEHAVIOUR_BACKLOG_BYTES_MAX = 8 * 1024 * 1024
+BANNED_PEERS_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -515,6 +516,7 @@ class Host:
         self._circuit_dials: dict[int, Future[str]] = {}
         self._circuit_tags = itertools.count(1)
         self._relay_stats: Counter[str] = Counter()
+        self._banned: dict[str, float] = {}  # peer -> refused until (selector thread)
         self.listen_port = 0
         self._timers_due = 0.0
         self._wake_armed = False
@@ -1101,6 +1103,13 @@ class Host:
 
     def _on_established(self, conn: _Conn, event: core.Established) -> None:
         now = self._clock()
+        banned_until = self._banned.get(event.remote_peer_id)
+        if banned_until is not None:
+            if now < banned_until:
+                self._resources.refuse("banned")
+                self._close(conn, "refused: banned for misbehaving")
+                return
+            del self._banned[event.remote_peer_id]
         known = self._is_known(event.remote_peer_id)
         refusal = self._resources.established(conn.id, known=known, now_s=now)
         if refusal is not None and (victim := self._resources.idle_victim(now)) is not None:
@@ -1396,6 +1405,14 @@ class Host:
         if self._on_relay_report(conn, outcome):
             return
         match outcome:
+            case sw.Misbehaved(reason=reason, ban_s=ban_s):
+                if conn is not None and conn.peer_id is not None:
+                    self._banned[conn.peer_id] = self._clock() + ban_s
+                    if len(self._banned) > BANNED_PEERS_MAX:  # the soonest to expire goes first
+                        del self._banned[min(self._banned, key=self._banned.__getitem__)]
+                    log.info("p2p: refusing %s for %.0f s: %s", conn.peer_id, ban_s, reason)
+                    self._drain(conn)
+                    self._close(conn, reason)
             case identify.Identified(info=info):
                 if conn is not None:
                     self._on_identified(conn, info)
