@@ -74,6 +74,8 @@ GENESIS_BYTES_MAX = 1024 * 1024
 MALFORMED = "malformed"
 NOT_AUTHORITY = "not_authority"
 REQUEST_REFUSALS = (*requests.REFUSAL_REASONS, MALFORMED, NOT_AUTHORITY)
+# The host counts relay events only once they happen; status shows each of them from 0.
+RELAY_COUNTERS = ("reservations_granted", "circuits_opened", "circuits_relayed", "bytes_relayed")
 
 
 Verdicts = Sequence[tuple[str, str, str]]  # (authority, endorsed | refused | pending, reason)
@@ -446,6 +448,7 @@ class Network:
             "relay": {
                 "reservations_held": host.reservations,
                 "circuits_relayed_now": host.circuits_relayed,
+                **dict.fromkeys(RELAY_COUNTERS, 0),
                 **host.relay,
             },
         }

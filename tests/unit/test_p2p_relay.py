@@ -309,6 +309,9 @@ def test_bytes_are_spliced_both_ways_and_half_closes_travel() -> None:
     wire.send_raw(at_b, b"+more")
     assert wire.raw[at_a] == b"noise message 1+more" and wire.raw[at_b] == b"noise message 2"
     assert _relay(wire).circuits == 1
+    # Counted while the circuit runs, before any CircuitRelayed.
+    assert not wire.outcomes("r", hop.CircuitRelayed)
+    assert _relay(wire).counters == {"circuits_spliced": 1, "bytes_relayed": 35}
     wire.run("b", [sw.CloseStream(conn=at_b[1], stream=at_b[2])])
     assert at_a in wire.raw_ended
     wire.run("a", [sw.CloseStream(conn=at_a[1], stream=at_a[2])])
@@ -328,6 +331,7 @@ def test_the_byte_limit_delivers_up_to_it_then_resets_both_streams() -> None:
     assert _relay(wire).refusals["relay_circuit_bytes"] == 1 and _relay(wire).circuits == 0
     (done,) = wire.outcomes("r", hop.CircuitRelayed)
     assert (done.bytes_to_target, done.bytes_to_source, done.reason) == (1000, 900, "data limit")
+    assert _relay(wire).counters["bytes_relayed"] == 1900  # what was delivered, not what was sent
 
 
 def test_the_duration_limit_resets_both_streams_on_tick_or_on_data() -> None:

@@ -35,6 +35,10 @@ What this needs from the swarm beyond the seam (see the report outcomes below):
 - the node's public addresses for `Reservation.addrs`: the `addresses` callable;
 - `ReservationGranted` / `ReservationEnded` ask the swarm to keep (or stop keeping)
   the reserving connection open against idle trimming.
+
+`counters` run live: `circuits_spliced` when a circuit is bridged and `bytes_relayed`
+as each write is passed on, so a long circuit (up to `circuit_duration_s`, carrying up
+to `circuit_bytes_max` each way) shows while it runs, not only in its `CircuitRelayed`.
 Pure.
 """
 
@@ -177,6 +181,7 @@ class Relay:
         self._next_circuit = 0
         self._requests: dict[str, deque[float]] = {}
         self.refusals: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter({"circuits_spliced": 0, "bytes_relayed": 0})
 
     # -- inputs beyond the seam -----------------------------------------------------------
 
@@ -418,6 +423,7 @@ class Relay:
         # initiator OK "and then proceeds to bridge the two streams".
         circuit.spliced = True
         circuit.started_s = now_s
+        self.counters["circuits_spliced"] += 1
         reply = m.HopMessage(type=m.HopType.STATUS, status=m.Status.OK, limit=self.limits.limit)
         src_conn, src_stream = circuit.src
         effects: list[sw.Effect] = [sw.Write(conn=src_conn, stream=src_stream, data=m.frame(reply))]
@@ -446,6 +452,7 @@ class Relay:
             circuit.to_target += allowed
         else:
             circuit.to_source += allowed
+        self.counters["bytes_relayed"] += allowed
         effects: list[sw.Effect] = []
         if allowed:
             effects.append(sw.Write(conn=other[0], stream=other[1], data=data[:allowed]))

@@ -1,0 +1,170 @@
+"""A node behind a home router serves its artifacts through a relay.
+
+One lab: authority A (its upstream, a CNCF docker-registry, on A's own loopback) and
+regular nodes R and P on the segment; N behind a port-keeping router, run with
+`--reachability private`, joining through A and R. P joins through R only. The
+module runs in order:
+
+1. N reserves on the relays among its peers (R and A: every public node relays) and
+   advertises `/p2p/RELAY/p2p-circuit/p2p/N` addresses; P's own dials to N's LAN
+   address and to the router's address time out: the NAT is real.
+2. podman inside N's host pulls an image only A's upstream holds (N dials out only);
+   N then provides its blobs in the DHT.
+3. A stops: the authority and the upstream are gone. podman inside P's host pulls the
+   same image; it can only come from N, and only through R's relay: P lists N as a
+   relayed peer, R counts a circuit and relayed bytes, P's exchange counts bytes
+   received from N, and the digests match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.test_lab_network import P2P_PORT, LabNode, eventually, p2p_log, podman_pull, start_node
+from tests.support import images
+from tests.support.lab import Lab, NatHost, require_tools
+from tests.support.registry import RegistryProcess
+
+pytestmark = pytest.mark.lab
+
+RESERVE_S = 45.0  # N reserves once it identified the relays: start-up, identify, a reservation each
+IMAGE = images.three_layer(name="lab/served-behind-nat", tag="1.0")
+EXCHANGE_RECEIVED = "pyrsia_exchange_received_bytes_total"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayLab:
+    lab: Lab
+    nodes: dict[str, LabNode]  # a, r, n, p
+    behind: NatHost  # n's host
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def relay_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayLab]:
+    require_tools("docker-registry", "podman", "curl", "iptables")
+    root = tmp_path_factory.mktemp("lab-relay")
+    storage = root / "upstream"
+    with RegistryProcess(storage) as seeding:  # loopback of the test, then served inside A
+        images.push(seeding.url, IMAGE)
+    with ExitStack() as stack:
+        lab = stack.enter_context(Lab())
+        hosts = {name: lab.add_host(name) for name in ("a", "r", "p")}
+        behind = lab.add_router("r1").add_host("n")
+        upstream = stack.enter_context(RegistryProcess(storage, prefix=hosts["a"].prefix))
+        a = start_node(stack, root, hosts["a"], "--docker-upstream", upstream.url)
+        r = start_node(stack, root, hosts["r"], "--bootstrap", a.multiaddr)
+        n = start_node(
+            stack,
+            root,
+            behind,
+            "--reachability",
+            "private",
+            "--bootstrap",
+            a.multiaddr,
+            "--bootstrap",
+            r.multiaddr,
+            "--request-timeout",
+            "60",
+        )
+        p = start_node(stack, root, hosts["p"], "--bootstrap", r.multiaddr, "--request-timeout", "60")
+        yield RelayLab(lab=lab, nodes={"a": a, "r": r, "n": n, "p": p}, behind=behind, root=root)
+
+
+def relayed_via(node: LabNode) -> dict[str, str]:
+    """The node's circuit addresses, by the relay's peer id."""
+    relayed: list[str] = node.status()["p2p"]["relayed"]
+    found = {}
+    for address in relayed:
+        match = re.search(r"/p2p/([^/]+)/p2p-circuit/p2p/([^/]+)$", address)
+        assert match is not None and match.group(2) == node.peer_id, address
+        found[match.group(1)] = address
+    return found
+
+
+def peer_entry(node: LabNode, peer_id: str) -> dict[str, Any] | None:
+    listed: list[dict[str, Any]] = node.cli("peers")
+    return next((p for p in listed if p["peer_id"] == peer_id), None)
+
+
+def relay_counters(node: LabNode) -> dict[str, int]:
+    counters: dict[str, int] = node.status()["p2p"]["relay"]
+    return counters
+
+
+def received_from(node: LabNode, peer_id: str) -> float:
+    """`pyrsia_exchange_received_bytes_total{peer=PEER}` on the node's /metrics; 0 if absent."""
+    scraped = node.host.run("curl", "-sf", f"{node.process.url}/metrics")
+    assert scraped.returncode == 0, scraped.stderr
+    for line in scraped.stdout.splitlines():
+        if line.startswith(EXCHANGE_RECEIVED + "{") and f'peer="{peer_id}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_private_node_reserves_on_the_relays_and_cannot_be_dialled(relay_lab: RelayLab) -> None:
+    a, r, n, p = (relay_lab.nodes[name] for name in ("a", "r", "n", "p"))
+    p2p = n.status()["p2p"]
+    assert p2p["reachability"] == "private"
+    eventually(
+        lambda: {a.peer_id, r.peer_id} <= relayed_via(n).keys(),
+        lambda: f"n's relayed addresses {relayed_via(n)}; n's p2p log:\n{p2p_log(n)}",
+        within_s=RESERVE_S,
+    )
+    via_r = relayed_via(n)[r.peer_id]
+    assert via_r.startswith(f"/ip4/{r.host.ip}/tcp/{P2P_PORT}/p2p/{r.peer_id}/p2p-circuit/"), via_r
+    assert relay_counters(r)["reservations_granted"] >= 1  # R granted it
+    assert relay_counters(n)["reservations_held"] >= 2  # N holds one on R and one on A
+    # Advertised: N's circuit addresses are among its own p2p addresses (identify, DHT).
+    assert via_r in n.status()["p2p"]["addresses"]
+
+    # P's own dials to N's LAN address and to the router's address: the router drops the SYN.
+    behind = relay_lab.behind
+    for address in (behind.multiaddr(P2P_PORT), f"/ip4/{behind.public_ip}/tcp/{P2P_PORT}"):
+        dialled = p.host.pyrsia("ping", address, "--json", "--node", p.process.url, timeout_s=60)
+        assert dialled.returncode != 0, f"p reached {address}: {dialled.stdout}"
+        assert "took longer than" in dialled.stderr, dialled.stderr
+
+
+def test_the_private_node_pulls_from_the_authority_and_provides_the_blobs(relay_lab: RelayLab) -> None:
+    n = relay_lab.nodes["n"]
+    podman_pull(n, IMAGE, relay_lab.root / "podman-n")
+    eventually(
+        lambda: n.status()["p2p"]["provided_keys"] >= 1,
+        lambda: f"n provides nothing; n's p2p log:\n{p2p_log(n)}",
+    )
+
+
+def test_with_the_authority_gone_a_public_node_pulls_from_the_private_one_through_the_relay(
+    relay_lab: RelayLab,
+) -> None:
+    a, r, n, p = (relay_lab.nodes[name] for name in ("a", "r", "n", "p"))
+    before = relay_counters(r)
+    a.process.stop()
+    eventually(lambda: peer_entry(p, a.peer_id) is None, "p saw a leave")
+
+    # The image is in no upstream any more: P can have it only from N, only through R.
+    podman_pull(p, IMAGE, relay_lab.root / "podman-p")
+
+    entry = peer_entry(p, n.peer_id)
+    assert entry is not None and entry["relayed"] is True, entry
+    assert received_from(p, n.peer_id) > 0, f"p's exchange got nothing from n; p's log:\n{p2p_log(p)}"
+    # P dialled N through R: a circuit P opened, that R carries now.
+    assert relay_counters(p)["circuits_opened"] >= 1
+    assert relay_counters(r)["circuits_relayed_now"] >= 1
+
+    # R counts a circuit's bytes when it ends: N leaves, and the circuit, blobs and all, is counted.
+    n.process.stop()
+    blob_bytes = sum(len(blob) for blob in IMAGE.blobs.values())
+    eventually(
+        lambda: relay_counters(r)["bytes_relayed"] - before["bytes_relayed"] >= blob_bytes,
+        lambda: f"r relayed {relay_counters(r)} (before {before}, blobs {blob_bytes} bytes)",
+    )
+    assert relay_counters(r)["circuits_relayed"] > before["circuits_relayed"]
