@@ -75,7 +75,15 @@ MALFORMED = "malformed"
 NOT_AUTHORITY = "not_authority"
 REQUEST_REFUSALS = (*requests.REFUSAL_REASONS, MALFORMED, NOT_AUTHORITY)
 # The host counts relay events only once they happen; status shows each of them from 0.
-RELAY_COUNTERS = ("reservations_granted", "circuits_opened", "circuits_relayed", "bytes_relayed")
+# Circuits this node opened or accepted as an end, and, as a relay: reservations granted,
+# circuits bridged (spliced) and ended (relayed), bytes relayed.
+RELAY_COUNTERS = (
+    "reservations_granted",
+    "circuits_opened",
+    "circuits_spliced",
+    "circuits_relayed",
+    "bytes_relayed",
+)
 
 
 Verdicts = Sequence[tuple[str, str, str]]  # (authority, endorsed | refused | pending, reason)

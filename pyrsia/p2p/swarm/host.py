@@ -710,7 +710,7 @@ class Host:
             reachability=self.config.reachability,
             reservations=len(self._circuit_addrs),
             circuits_relayed=self._relay.circuits if self._relay is not None else 0,
-            relay=dict(self._relay_stats),
+            relay={**self._relay_stats, **(self._relay.counters if self._relay is not None else {})},
         )
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
@@ -1286,9 +1286,8 @@ class Host:
             case hop.ReservationEnded():
                 if conn is not None:
                     self._resources.used(conn.id, now)
-            case hop.CircuitRelayed(bytes_to_target=to_target, bytes_to_source=to_source):
+            case hop.CircuitRelayed():  # its bytes were counted live (`Relay.counters`)
                 self._relay_stats["circuits_relayed"] += 1
-                self._relay_stats["bytes_relayed"] += to_target + to_source
             case _:
                 return False
         return True
