@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,7 @@ from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from tests.support.node import NodeProcess
+from tests.support.wait import eventually
 
 ATTACKER_IP = "127.3.0.1"
 SYBILS = 250
@@ -36,14 +37,6 @@ FLOOD_PER_SYBIL = 4
 GROUP_QUOTA = 500
 TABLE_GROUP_MAX = 64  # the default of kad_ip_group_peers_max
 TIMEOUT_S = 30.0
-
-
-def eventually(condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def status(node: NodeProcess) -> dict[str, object]:

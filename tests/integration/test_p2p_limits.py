@@ -22,6 +22,7 @@ from pyrsia.p2p.swarm import limits
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.p2p.swarm.limits import Limits
 from pyrsia.p2p.wire import varint
+from tests.support.wait import eventually
 
 ATTACKER_IP = "127.9.0.1"
 SILENT = "/test/silent/1.0.0"
@@ -39,15 +40,6 @@ class FakeClock:
 def _host(config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic) -> Host:
     config = config or HostConfig(listen_host="127.0.0.1", listen_port=0)
     return Host(Identity.from_seed(os.urandom(32)), config, clock=clock).start()
-
-
-def _poll(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def _addr(host: Host) -> str:
@@ -77,7 +69,7 @@ def test_one_address_cannot_take_every_connection(hosts: list[Host]) -> None:
             held.append(
                 socket.create_connection(("127.0.0.1", listener.listen_port), source_address=(ATTACKER_IP, 0))
             )
-        _poll(lambda: listener.stats().refusals.get(limits.PER_IP, 0) >= 92)
+        eventually(lambda: listener.stats().refusals.get(limits.PER_IP, 0) >= 92)
         honest = _host()
         hosts.append(honest)
         assert honest.connect(_addr(listener)) == listener.peer_id
@@ -107,7 +99,7 @@ def test_a_flood_of_silent_streams_holds_only_its_own_protocol(hosts: list[Host]
         for _ in range(20):
             attacker.open_stream(listener.peer_id, [SILENT])
         refused = f"{limits.STREAMS_PER_PEER}:{SILENT}"
-        _poll(lambda: listener.stats().refusals.get(refused, 0) >= 16)
+        eventually(lambda: listener.stats().refusals.get(refused, 0) >= 16)
         stream = honest.open_stream(listener.peer_id, [ECHO])
         stream.write(b"still served")
         stream.close()
@@ -127,20 +119,20 @@ def test_an_idle_throwaway_identity_loses_its_slot_to_a_newcomer_when_full(hosts
     hosts += idlers
     for idler in idlers:
         idler.connect(_addr(listener))
-    _poll(lambda: len(listener.peers()) == 3)
+    eventually(lambda: len(listener.peers()) == 3)
 
     early = _host()
     hosts.append(early)
     with contextlib.suppress(PeerError):
         early.connect(_addr(listener))
-    _poll(lambda: listener.stats().refusals.get(limits.INBOUND, 0) == 1)
+    eventually(lambda: listener.stats().refusals.get(limits.INBOUND, 0) == 1)
     assert early.peer_id not in listener.peers()
 
     clock.now += 31  # every idler has now been idle past idle_trim_s
     newcomer = _host()
     hosts.append(newcomer)
     newcomer.connect(_addr(listener))
-    _poll(lambda: newcomer.peer_id in listener.peers())
+    eventually(lambda: newcomer.peer_id in listener.peers())
     assert sum(idler.peer_id in listener.peers() for idler in idlers) == 2
     assert listener.stats().refusals.get(limits.INBOUND, 0) == 1
 
@@ -148,7 +140,7 @@ def test_an_idle_throwaway_identity_loses_its_slot_to_a_newcomer_when_full(hosts
     hosts.append(known)
     listener.set_known(lambda peer: peer == known.peer_id)
     known.connect(_addr(listener))  # nobody is idle now, but the reserved room is its
-    _poll(lambda: known.peer_id in listener.peers())
+    eventually(lambda: known.peer_id in listener.peers())
     assert len(listener.peers()) == 4
 
 
@@ -173,6 +165,6 @@ def test_a_trickled_message_loses_the_stream_at_its_deadline(hosts: list[Host]) 
             stream.write(b"x")
         sent += 1
         time.sleep(0.05)
-    _poll(lambda: bool(outcome))
+    eventually(lambda: bool(outcome))
     assert isinstance(outcome[0], PeerTimeout)
     assert sent < 100

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from pyrsia.errors import PeerError
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from tests.support.wait import eventually
 
 ECHO = "/test/echo/1.0.0"
 
@@ -24,15 +24,6 @@ ECHO = "/test/echo/1.0.0"
 def _echo(stream: Stream) -> None:
     while data := stream.read():
         stream.write(data)
-
-
-def _poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def _host(**changes: object) -> Host:
@@ -58,7 +49,7 @@ def network() -> Iterator[tuple[Host, Host, Host]]:
 
 
 def _circuit_address(private: Host, relay: Host) -> str:
-    _poll(lambda: bool(private.address_kinds()["relayed"]))
+    eventually(lambda: bool(private.address_kinds()["relayed"]))
     (address,) = private.address_kinds()["relayed"]
     assert f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{private.peer_id}" in address
     return address
@@ -94,7 +85,7 @@ def test_the_circuit_byte_limit_resets_it(network: tuple[Host, Host, Host]) -> N
         for _ in range(64):
             stream.write(os.urandom(16 * 1024), timeout=5)
             stream.read(16 * 1024, timeout=5)
-    _poll(lambda: not public.is_connected(private.peer_id))
+    eventually(lambda: not public.is_connected(private.peer_id))
     assert relay.stats().refusals.get("relay_circuit_bytes", 0) >= 1
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
+from tests.support.wait import eventually
 
 HOP = "/test/hop/1.0.0"
 STOP = "/test/stop/1.0.0"
@@ -127,15 +127,6 @@ def _echo(stream: Stream) -> None:
         stream.write(data)
 
 
-def _poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
 def trio() -> Iterator[tuple[Host, Host, Host, Ends]]:
     config = HostConfig(listen_host="127.0.0.1", listen_port=0)
@@ -150,7 +141,9 @@ def trio() -> Iterator[tuple[Host, Host, Host, Ends]]:
     try:
         for host in (a, b):
             host.connect(str(relay.listen_addrs[0].with_peer(relay.peer_id)))
-        _poll(lambda: relay.peer_id in ends_a.conns and relay.peer_id in ends_b.conns)
+        # The relay too: a responder completes its handshake after the dialler does.
+        eventually(lambda: relay.peer_id in ends_a.conns and relay.peer_id in ends_b.conns)
+        eventually(lambda: relay.is_connected(a.peer_id) and relay.is_connected(b.peer_id))
         EXPECTED[:] = [a.peer_id]
         yield relay, a, b, ends_a
     finally:
@@ -185,7 +178,7 @@ def test_a_direct_connection_is_preferred_and_the_circuit_ends_with_the_relay(
     a.run(ends_a, ends_a.dial(relay.peer_id, b.peer_id))
     assert a.wait_identified(b.peer_id).relayed
     a.connect(str(b.listen_addrs[0].with_peer(b.peer_id)))
-    _poll(lambda: (info := a.peer_info(b.peer_id)) is not None and not info.relayed)
+    eventually(lambda: (info := a.peer_info(b.peer_id)) is not None and not info.relayed)
     relay.stop()  # the circuit goes with the relay; the direct connection stays
     stream = a.open_stream(b.peer_id, [ECHO])
     stream.write(b"direct")
@@ -198,7 +191,7 @@ def test_the_circuit_closes_when_the_relay_goes(trio: tuple[Host, Host, Host, En
     a.run(ends_a, ends_a.dial(relay.peer_id, b.peer_id))
     a.wait_identified(b.peer_id)
     relay.stop()
-    _poll(lambda: not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id))
+    eventually(lambda: not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id))
     # What B said of itself over the circuit is kept: the next stream dials it directly.
     stream = a.open_stream(b.peer_id, [ECHO])
     info = a.peer_info(b.peer_id)
