@@ -1501,7 +1501,9 @@ class Host:
                 self._later(at_s, lambda: self._punch(outcome))
             case dcutr.DirectConnection(peer=peer, relayed_conn=relayed_conn, attempts=attempts):
                 self._holepunch["successes"] += 1
-                log.info("p2p: hole punched to %s (attempt %d): the relayed connection closes", peer, attempts)
+                log.info(
+                    "p2p: hole punched to %s (attempt %d): the relayed connection closes", peer, attempts
+                )
                 self._later(
                     self._clock() + self.config.relayed_grace_s, lambda: self._close_relayed(relayed_conn)
                 )
