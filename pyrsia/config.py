@@ -276,6 +276,10 @@ class Config:
         choices=("auto", "public", "private"),
     )
     relay_service: bool = _setting(True, "Relay circuits (libp2p circuit relay v2) for nodes behind NAT.")
+    hole_punching: bool = _setting(
+        True,
+        "Turn connections through a relay into direct ones by hole punching (libp2p DCUtR).",
+    )
     relay_reservations_max: int = _setting(
         128, "Reservations this node holds for others as a relay.", minimum=0, maximum=65536
     )

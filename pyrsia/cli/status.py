@@ -63,6 +63,12 @@ def _network(p2p: object) -> str:
         found = p2p.get(kind)
         if isinstance(found, list):
             lines.append(f"{kind}: {', '.join(str(a) for a in found) or '-'}")
+    punch = p2p.get("holepunch")
+    if isinstance(punch, dict):
+        lines.append(
+            f"hole punching: {punch.get('attempts', 0)} dials, {punch.get('successes', 0)} direct, "
+            f"{punch.get('failures', 0)} failed"
+        )
     return "\n".join(lines)
 
 

@@ -537,6 +537,7 @@ class Node:
             *p2p_families(
                 peers_by_direction={"inbound": host.peers_inbound, "outbound": host.peers_outbound},
                 refusals=host.refusals,
+                holepunch=host.holepunch,
             ),
             refusals_family(
                 "pyrsia_consensus_refused_total",

@@ -459,6 +459,7 @@ class Network:
                 **dict.fromkeys(RELAY_COUNTERS, 0),
                 **host.relay,
             },
+            "holepunch": host.holepunch,
         }
 
     def peers(self) -> list[dict[str, object]]:
@@ -512,6 +513,7 @@ def host_for(config: Config, identity: Identity) -> Host:
             ),
             reachability="private" if config.reachability == "private" else "public",
             relay_service=config.relay_service,
+            hole_punching=config.hole_punching,
             relay_limits=RelayLimits(
                 reservations_max=config.relay_reservations_max,
                 circuits_per_peer_max=config.relay_circuits_per_peer_max,

@@ -139,8 +139,14 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
     ]
 
 
-def p2p_families(*, peers_by_direction: dict[str, int], refusals: dict[str, int]) -> list[Family]:
-    """Peers held and refusals, keyed `limit` or `limit:protocol` as the swarm counts them."""
+def p2p_families(
+    *,
+    peers_by_direction: dict[str, int],
+    refusals: dict[str, int],
+    holepunch: Mapping[str, int] | None = None,
+) -> list[Family]:
+    """Peers held, refusals (keyed `limit` or `limit:protocol` as the swarm counts them),
+    and hole punches by outcome (dials made, punches that went direct, punches given up)."""
 
     def refusal(key: str, value: int) -> Sample:
         limit, _, protocol = key.partition(":")
@@ -160,6 +166,14 @@ def p2p_families(*, peers_by_direction: dict[str, int], refusals: dict[str, int]
             help="Connections, streams and messages refused, by the limit that refused them.",
             kind="counter",
             samples=tuple(refusal(k, v) for k, v in sorted(refusals.items())),
+        ),
+        Family(
+            name="pyrsia_p2p_holepunch_total",
+            help="Hole punches (DCUtR): dials made (attempts), punches that went direct, punches given up.",
+            kind="counter",
+            samples=tuple(
+                Sample(value=v, labels=(("outcome", k),)) for k, v in sorted((holepunch or {}).items())
+            ),
         ),
     ]
 

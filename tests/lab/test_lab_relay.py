@@ -73,6 +73,11 @@ def relay_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayLab]:
             r.multiaddr,
             "--request-timeout",
             "60",
+            # This module is about the relay's path: N would otherwise punch through to P
+            # (P is public: N's dial out works) and the transfer would go direct
+            # (test_lab_dcutr.py is about that).
+            "--hole-punching",
+            "false",
         )
         p = start_node(stack, root, hosts["p"], "--bootstrap", r.multiaddr, "--request-timeout", "60")
         yield RelayLab(lab=lab, nodes={"a": a, "r": r, "n": n, "p": p}, behind=behind, root=root)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import ipaddress
 import itertools
 import logging
@@ -56,7 +57,7 @@ from pyrsia.errors import (
     ProtocolViolation,
     StreamClosed,
 )
-from pyrsia.p2p.behaviours import identify, ping
+from pyrsia.p2p.behaviours import dcutr, identify, ping
 from pyrsia.p2p.behaviours.relay import client as relay_client
 from pyrsia.p2p.behaviours.relay import hop
 from pyrsia.p2p.behaviours.relay import messages as relay_messages
@@ -92,6 +93,10 @@ HANDLER_STREAMS_PER_PEER_MAX = 8
 # Bytes a behaviour may leave queued on one stream beyond the peer's window.
 BEHAVIOUR_BACKLOG_BYTES_MAX = 8 * 1024 * 1024
 BANNED_PEERS_MAX = 4096
+# Hole punches: dials made for one (each attempt, each side), punches that gave a direct
+# connection, punches given up.
+HOLEPUNCH_COUNTERS = ("attempts", "successes", "failures")
+PUNCH_CLIENTS_MAX = 256  # endpoints remembered as a punch's, for the Noise role of an accept
 
 
 @dataclass(slots=True)
@@ -104,6 +109,16 @@ class _Service:
     pending_max: int
     streams_per_peer_max: int
     pending: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class _PunchAttempt:
+    """One `dcutr.PunchDial` being carried out: its sockets still connecting, why others failed."""
+
+    dial: dcutr.PunchDial
+    endpoints: frozenset[tuple[str, int]]
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +150,10 @@ class HostConfig:
     relay_limits: RelayLimits = field(default_factory=RelayLimits)
     reachability: str = "public"
     relay_reservations_wanted: int = 2
+    # DCUtR (behaviours/dcutr.py): turn relayed connections into direct ones by hole
+    # punching; the relayed connection is closed this long after a direct one came up.
+    hole_punching: bool = True
+    relayed_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +185,7 @@ class HostStats:
     reservations: int = 0  # relays holding a reservation for us
     circuits_relayed: int = 0  # circuits we relay for others now
     relay: dict[str, int] = field(default_factory=dict)  # reservations granted, circuits, bytes
+    holepunch: dict[str, int] = field(default_factory=dict)  # attempts, successes, failures
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -412,6 +432,9 @@ class _Conn:
         self.keepalive_opaque = 0
         self.last_keepalive = 0.0
         self.early_muxer = False
+        self.fed = False  # any bytes arrived yet (a silent responder core may still turn initiator)
+        self.punch: _PunchAttempt | None = None  # a hole punch's dial
+        self.noise_initiator = direction == "outbound"  # a hole punch's dial may be the server
 
     # Commands the Stream posts (run on the selector thread).
     def consume(self, stream_id: int, size: int) -> None:
@@ -510,6 +533,17 @@ class Host:
                 identity, self._direct_advertised, unix_offset_s=unix_offset_s, limits=config.relay_limits
             )
             self._behaviours.append(self._relay)
+        # DCUtR: hole punching over relayed connections (the host dials at the punch's time).
+        self._dcutr: dcutr.Dcutr | None = None
+        if config.hole_punching:
+            self._dcutr = dcutr.Dcutr(self._punch_addrs)
+            self._behaviours.append(self._dcutr)
+        self._holepunch: Counter[str] = Counter()
+        # Endpoints a punch of ours dials as the TCP client, by (ip, port): an inbound
+        # connection from one is the same simultaneous open, and we run Noise as initiator.
+        self._punch_clients: dict[tuple[str, int], tuple[str, float]] = {}
+        self._later_heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._later_seq = itertools.count()
         self._by_protocol = {p: b for b in self._behaviours for p in b.protocols}
         self._circuit_addrs: dict[str, tuple[Multiaddr, ...]] = {}  # by relay: swapped whole
         self._reserving: set[str] = set()  # relays asked, not yet answered
@@ -527,6 +561,9 @@ class Host:
         family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            # A hole punch dials from the listen port (the NAT maps it where peers saw us).
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and self.config.listen_host == "::":
             # `::` takes IPv4 too (as IPv4-mapped addresses) unless the system forbids it.
             with contextlib.suppress(OSError):
@@ -673,7 +710,7 @@ class Host:
                         conn=conn.id,
                         peer=conn.peer_id,
                         direction=conn.direction,
-                        remote=conn.address,
+                        remote=self._remote_of(conn),
                         relayed=conn.carrier is not None,
                     )
                     self._to_owner(behaviour, up)
@@ -711,6 +748,7 @@ class Host:
             reservations=len(self._circuit_addrs),
             circuits_relayed=self._relay.circuits if self._relay is not None else 0,
             relay={**self._relay_stats, **(self._relay.counters if self._relay is not None else {})},
+            holepunch={name: self._holepunch[name] for name in HOLEPUNCH_COUNTERS},
         )
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
@@ -905,6 +943,7 @@ class Host:
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._on_readable(conn)
             self._run_commands()
+            self._run_later()
             self._timers()
             self._flush_dirty()
 
@@ -919,7 +958,24 @@ class Host:
     def _next_timeout(self) -> float:
         # A relayed connection's output marks its carrier dirty while the dirty set is
         # flushed: go round again at once rather than after a timer period.
-        return 0.0 if not self._commands.empty() or self._dirty else TIMER_PERIOD_S
+        if not self._commands.empty() or self._dirty:
+            return 0.0
+        if self._later_heap:
+            return max(0.0, min(TIMER_PERIOD_S, self._later_heap[0][0] - self._clock()))
+        return TIMER_PERIOD_S
+
+    def _later(self, due_s: float, action: Callable[[], None]) -> None:
+        """Run `action` on the selector thread once the clock reaches `due_s`."""
+        heapq.heappush(self._later_heap, (due_s, next(self._later_seq), action))
+
+    def _run_later(self) -> None:
+        now = self._clock()
+        while self._later_heap and self._later_heap[0][0] <= now:
+            _, _, action = heapq.heappop(self._later_heap)
+            try:
+                action()
+            except Exception:
+                log.exception("p2p: timer failed")
 
     def _shutdown(self) -> None:
         for conn in list(self._conns):
@@ -951,7 +1007,12 @@ class Host:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(self, conn_id, sock, "inbound", tcp(_unmapped(remote[0]), remote[1]))
-            conn.core = self._new_core(initiator=False, expected=None)
+            punched = self._punch_clients.get((_unmapped(remote[0]), int(remote[1])))
+            if punched is not None and self._clock() < punched[1]:
+                # Our hole punch's SYN and the peer's crossed: we are its TCP client still.
+                conn.noise_initiator = True
+                conn.expected_peer_id = punched[0]
+            conn.core = self._new_core(initiator=conn.noise_initiator, expected=conn.expected_peer_id)
             conn.deadline = self._clock() + self.config.handshake_timeout_s
             self._conns.add(conn)
             self._by_id[conn.id] = conn
@@ -1032,7 +1093,7 @@ class Host:
                 self._close(conn, f"cannot connect to {conn.address}: {os.strerror(err)}")
                 return
             conn.connecting = False
-            conn.core = self._new_core(initiator=True, expected=conn.expected_peer_id)
+            conn.core = self._new_core(initiator=conn.noise_initiator, expected=conn.expected_peer_id)
             self._dirty.add(conn)
             return
         self._send(conn)
@@ -1054,6 +1115,7 @@ class Host:
     def _feed(self, conn: _Conn, data: memoryview | bytes) -> None:
         """Bytes that arrived on a connection's raw connection, whichever kind it is."""
         assert conn.core is not None
+        conn.fed = True
         if conn.peer_id is not None:
             self._count(conn.peer_id, bytes_in=len(data))
         try:
@@ -1151,10 +1213,19 @@ class Host:
                 conn=conn.id,
                 peer=conn.peer_id,
                 direction=conn.direction,
-                remote=conn.address,
+                remote=self._remote_of(conn),
                 relayed=conn.carrier is not None,
             )
         )
+
+    @staticmethod
+    def _remote_of(conn: _Conn) -> Multiaddr:
+        """A connection's remote as behaviours see it: for a relayed one, the relay's socket
+        address and the circuit (`/ip4/R/tcp/P/p2p/RELAY/p2p-circuit`), as libp2p gives it."""
+        if conn.carrier is None:
+            return conn.address
+        parent = conn.carrier[0]
+        return Multiaddr((*parent.address.without_peer().components, *conn.address.components))
 
     def _identify_info(self, remote: Multiaddr) -> identify.IdentifyInfo:
         return identify.IdentifyInfo(
@@ -1396,12 +1467,196 @@ class Host:
         if initial:
             self._feed(child, initial)
 
+    # -- hole punching (DCUtR) ------------------------------------------------------
+
+    def _punch_addrs(self) -> tuple[Multiaddr, ...]:
+        """What we offer a peer to punch to: announced, observed (confirmed, then as single
+        direct peers see us now), listen. Behind a NAT only our relay may observe us, so
+        one observer's word is offered here, never advertised (the peer only dials it)."""
+        seen: list[Multiaddr] = []
+        for conn in self._conns:
+            if conn.closed or conn.carrier is not None or conn.observed is None:
+                continue
+            endpoint = conn.observed.tcp_endpoint()
+            if endpoint is None or addresses.ip_of(conn.observed) is None:
+                continue
+            port = endpoint[1] if conn.direction == "inbound" else self.listen_port
+            seen.append(Multiaddr((conn.observed.components[0], ("tcp", str(port)))))
+        ordered = (*self._policy.announce, *self._observed_confirmed, *sorted(seen, key=str), *self._listen)
+        return tuple(dict.fromkeys(ordered))
+
+    def _on_dcutr_report(self, conn: _Conn | None, outcome: object) -> bool:
+        """What the DCUtR behaviour reports; False when the outcome is not its."""
+        match outcome:
+            case dcutr.PunchDial(peer=peer, addrs=addrs, at_s=at_s, client=client):
+                self._holepunch["attempts"] += 1
+                expires_s = at_s + dcutr.DIAL_TIMEOUT_S
+                if client:
+                    for address in addrs:
+                        endpoint = address.tcp_endpoint()
+                        if endpoint is not None:
+                            self._punch_clients[(endpoint[0], endpoint[1])] = (peer, expires_s)
+                    self._forget_punch_clients()
+                    self._turn_initiator(peer, addrs)
+                self._later(at_s, lambda: self._punch(outcome))
+            case dcutr.DirectConnection(peer=peer, relayed_conn=relayed_conn, attempts=attempts):
+                self._holepunch["successes"] += 1
+                log.info(
+                    "p2p: hole punched to %s (attempt %d): the relayed connection closes", peer, attempts
+                )
+                self._later(
+                    self._clock() + self.config.relayed_grace_s, lambda: self._close_relayed(relayed_conn)
+                )
+            case dcutr.PunchFailed(peer=peer, reason=reason, attempts=attempts, final=final):
+                self._holepunch["failures"] += 1
+                log.info(
+                    "p2p: hole punch to %s failed after %d attempt(s)%s: %s",
+                    peer,
+                    attempts,
+                    "" if final else " (the peer may retry)",
+                    reason,
+                )
+            case _:
+                return False
+        return True
+
+    def _forget_punch_clients(self) -> None:
+        now = self._clock()
+        for endpoint in [e for e, (_, until) in self._punch_clients.items() if until <= now]:
+            del self._punch_clients[endpoint]
+        while len(self._punch_clients) > PUNCH_CLIENTS_MAX:
+            del self._punch_clients[next(iter(self._punch_clients))]
+
+    def _turn_initiator(self, peer: str, addrs: Sequence[Multiaddr]) -> None:
+        """The peer's SYN reached our listener before we dialled (no NAT in between): the
+        accepted socket is our punch's, and we are its client; both sides waiting as Noise
+        responders would deadlock. A responder core that has heard nothing has said nothing."""
+        endpoints = {a.tcp_endpoint() for a in addrs}
+        for conn in list(self._conns):
+            if (
+                conn.direction == "inbound"
+                and conn.sock is not None
+                and not conn.closed
+                and not conn.fed
+                and not conn.noise_initiator
+                and conn.address.tcp_endpoint() in endpoints
+            ):
+                conn.noise_initiator = True
+                conn.expected_peer_id = peer
+                conn.core = self._new_core(initiator=True, expected=peer)
+                self._dirty.add(conn)
+
+    def _punch(self, dial: dcutr.PunchDial) -> None:
+        """Dial every address of `dial` now, each from our listen address and port."""
+        live = self._live_conn(dial.peer)
+        if live is not None and live.carrier is None:
+            return  # a direct connection came first: the behaviour has seen it
+        attempt = _PunchAttempt(
+            dial=dial,
+            endpoints=frozenset(e for a in dial.addrs if (e := a.tcp_endpoint()) is not None),
+        )
+        for address in dial.addrs:
+            error = self._punch_socket(attempt, address)
+            if error:
+                attempt.errors.append(f"{address}: {error}")
+        if attempt.pending == 0:
+            self._punch_dial_failed(attempt)
+
+    def _punch_socket(self, attempt: _PunchAttempt, address: Multiaddr) -> str:
+        """Start one punch dial; an error message, or "" when it is under way."""
+        endpoint = address.tcp_endpoint()
+        if endpoint is None:
+            return "not a TCP address"
+        try:
+            remote_ip = ipaddress.ip_address(endpoint[0])
+        except ValueError:
+            return "not an IP address"
+        listen_ip = addresses.ip_of(self._bound())
+        family = socket.AF_INET6 if listen_ip is not None and listen_ip.version == 6 else socket.AF_INET
+        target = str(remote_ip)
+        if family == socket.AF_INET6 and remote_ip.version == 4:
+            if not self._dual_stack:
+                return "an IPv4 address, and we listen on IPv6 only"
+            target = f"::ffff:{remote_ip}"
+        elif family == socket.AF_INET and remote_ip.version == 6:
+            return "an IPv6 address, and we listen on IPv4"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and self._dual_stack:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((self.config.listen_host, self.listen_port))
+            err = sock.connect_ex((target, endpoint[1]))
+        except OSError as exc:
+            sock.close()
+            return exc.strerror or str(exc)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            return os.strerror(err)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(self, next(self._conn_ids), sock, "outbound", tcp(str(remote_ip), endpoint[1]))
+        conn.expected_peer_id = attempt.dial.peer
+        conn.noise_initiator = attempt.dial.client
+        conn.punch = attempt
+        conn.connecting = True
+        conn.deadline = self._clock() + min(dcutr.DIAL_TIMEOUT_S, self.config.handshake_timeout_s)
+        attempt.pending += 1
+        self._conns.add(conn)
+        self._by_id[conn.id] = conn
+        self._update_interest(conn)
+        return ""
+
+    def _punch_socket_failed(self, attempt: _PunchAttempt, reason: str) -> None:
+        attempt.pending -= 1
+        attempt.errors.append(reason)
+        if attempt.pending == 0:
+            self._punch_dial_failed(attempt)
+
+    def _punch_dial_failed(self, attempt: _PunchAttempt) -> None:
+        """Every socket of a punch failed: tell the behaviour, unless a connection from one of
+        the peer's endpoints is still handshaking (its SYN reached our listener first, and our
+        own dial found that connection's ports taken)."""
+        dial = attempt.dial
+        for conn in self._conns:
+            if conn.closed or conn.sock is None or conn.punch is attempt:
+                continue
+            if conn.peer_id == dial.peer or (
+                conn.peer_id is None and conn.address.tcp_endpoint() in attempt.endpoints
+            ):
+                return
+        if self._dcutr is not None:
+            reason = "; ".join(attempt.errors) or "no address"
+            self._guarded(self._dcutr, lambda now: self._dcutr_failed(dial.tag, reason, now))
+
+    def _dcutr_failed(self, tag: object, reason: str, now_s: float) -> list[sw.Effect]:
+        assert self._dcutr is not None
+        return self._dcutr.dial_failed(tag, reason, now_s)
+
+    def _close_relayed(self, conn_id: int) -> None:
+        """libp2p/specs relay/DCUtR.md: once direct, the relayed connection goes (after a grace
+        for streams under way on it), if a direct connection to the peer is still there."""
+        conn = self._by_id.get(conn_id)
+        if conn is None or conn.closed or conn.carrier is None or conn.peer_id is None:
+            return
+        direct = self._live_conn(conn.peer_id)
+        if direct is None or direct.carrier is not None:
+            return
+        if conn.core is not None and conn.core.established:
+            conn.core.close()
+            self._drain(conn)
+        self._close(conn, "a direct connection replaced it")
+
     def _on_report(self, conn: _Conn | None, outcome: object, behaviour: Behaviour) -> None:
         reporter = self._reporters.get(id(behaviour))
         if reporter is not None:
             reporter(None if conn is None else conn.peer_id, outcome)
             return
         if self._on_relay_report(conn, outcome):
+            return
+        if self._on_dcutr_report(conn, outcome):
             return
         match outcome:
             case sw.Misbehaved(reason=reason, ban_s=ban_s):
@@ -1814,6 +2069,8 @@ class Host:
         self._conns.discard(conn)
         self._by_id.pop(conn.id, None)
         self._resources.closed(conn.id)
+        if conn.punch is not None and conn.peer_id is None:
+            self._punch_socket_failed(conn.punch, f"{conn.address}: {reason}")
         error = PeerUnreachable(f"connection to {conn.peer_id or conn.address} ended: {reason}")
         if conn.dial_future is not None:
             _reject(conn.dial_future, error)
