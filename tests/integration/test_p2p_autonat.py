@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from pyrsia.config import Config
+from pyrsia.node.network import host_for
 from pyrsia.p2p.behaviours.autonat import messages as m
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig
@@ -79,3 +82,11 @@ def test_a_forced_setting_is_not_probed(servers: list[Host]) -> None:
         assert node.stats().reachability == "public"  # the setting, not "unknown" while unasked
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("setting", ["auto", "public", "private"])
+def test_the_node_passes_the_setting_to_the_host(setting: str, tmp_path: Path) -> None:
+    config = Config(home=tmp_path, reachability=setting)
+    host = host_for(config, Identity.from_seed(os.urandom(32)))
+    assert host.config.reachability == setting
+    assert host.stats().reachability == ("unknown" if setting == "auto" else setting)
