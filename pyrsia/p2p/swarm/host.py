@@ -9,7 +9,11 @@ Behaviours (`swarm/behaviour.py`: events in, effects out, no I/O) run on the sel
 thread and own their streams: identify (`/ipfs/id/1.0.0` on every new connection,
 both ways, and pushes when our protocols change) and ping (`/ipfs/ping/1.0.0`;
 `ping()` measures RTT with the injected clock). The host keeps the yamux keep-alive
-pings itself. Other protocols (kad, sync, exchange, …) register with
+pings itself. AutoNAT v2 (`behaviours/autonat`): every host answers dial-requests and
+dials the client back on a connection made for that alone; with reachability "auto"
+the host probes its direct addresses with up to 5 servers per `autonat_interval_s`,
+and the effective reachability (`stats().reachability`) decides whether it reserves
+on relays. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
 bounded worker pool with a blocking `Stream` (read/write/close).
 
