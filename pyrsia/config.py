@@ -272,7 +272,7 @@ class Config:
     reachability: str = _setting(
         "auto",
         "Whether peers can dial this node: private keeps reservations on relays and advertises "
-        "circuit addresses; auto treats the node as public for now.",
+        "circuit addresses; auto asks AutoNAT servers among its peers and acts on their answer.",
         choices=("auto", "public", "private"),
     )
     relay_service: bool = _setting(True, "Relay circuits (libp2p circuit relay v2) for nodes behind NAT.")

@@ -511,7 +511,7 @@ def host_for(config: Config, identity: Identity) -> Host:
                 reserved_known=min(config.p2p_connections_reserved, config.p2p_connections_max - 1),
                 allow=config.p2p_limits_allow,
             ),
-            reachability="private" if config.reachability == "private" else "public",
+            reachability=config.reachability,
             relay_service=config.relay_service,
             hole_punching=config.hole_punching,
             relay_limits=RelayLimits(

@@ -9,7 +9,11 @@ Behaviours (`swarm/behaviour.py`: events in, effects out, no I/O) run on the sel
 thread and own their streams: identify (`/ipfs/id/1.0.0` on every new connection,
 both ways, and pushes when our protocols change) and ping (`/ipfs/ping/1.0.0`;
 `ping()` measures RTT with the injected clock). The host keeps the yamux keep-alive
-pings itself. Other protocols (kad, sync, exchange, …) register with
+pings itself. AutoNAT v2 (`behaviours/autonat`): every host answers dial-requests and
+dials the client back on a connection made for that alone; with reachability "auto"
+the host probes its direct addresses with up to 5 servers per `autonat_interval_s`,
+and the effective reachability (`stats().reachability`) decides whether it reserves
+on relays. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
 bounded worker pool with a blocking `Stream` (read/write/close).
 
@@ -58,6 +62,10 @@ from pyrsia.errors import (
     StreamClosed,
 )
 from pyrsia.p2p.behaviours import dcutr, identify, ping
+from pyrsia.p2p.behaviours.autonat import messages as autonat_messages
+from pyrsia.p2p.behaviours.autonat import server as autonat_server
+from pyrsia.p2p.behaviours.autonat.client import AutonatClient, ProbeResult, ReachabilityChanged
+from pyrsia.p2p.behaviours.autonat.server import AutonatServer, DialBackRequested, DialBackTag
 from pyrsia.p2p.behaviours.relay import client as relay_client
 from pyrsia.p2p.behaviours.relay import hop
 from pyrsia.p2p.behaviours.relay import messages as relay_messages
@@ -97,6 +105,10 @@ BANNED_PEERS_MAX = 4096
 # connection, punches given up.
 HOLEPUNCH_COUNTERS = ("attempts", "successes", "failures")
 PUNCH_CLIENTS_MAX = 256  # endpoints remembered as a punch's, for the Noise role of an accept
+# AutoNAT (reachability "auto"): servers asked per `autonat_interval_s` (the tally is 3 of
+# the last 5 distinct servers), and how soon a node with no verdict looks for servers again.
+AUTONAT_SERVERS_PER_ROUND_MAX = 5
+AUTONAT_RETRY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -148,8 +160,11 @@ class HostConfig:
     # reservations on `relay_reservations_wanted` relays and advertise circuit addresses).
     relay_service: bool = True
     relay_limits: RelayLimits = field(default_factory=RelayLimits)
+    # "auto": AutoNAT v2 servers among our peers tell whether we are reachable, asked
+    # again every `autonat_interval_s`; private then reserves as the forced setting does.
     reachability: str = "public"
     relay_reservations_wanted: int = 2
+    autonat_interval_s: float = 300.0
     # DCUtR (behaviours/dcutr.py): turn relayed connections into direct ones by hole
     # punching; the relayed connection is closed this long after a direct one came up.
     hole_punching: bool = True
@@ -181,7 +196,7 @@ class HostStats:
     peers_inbound: int
     peers_outbound: int
     refusals: dict[str, int]  # by limit name, `limit:protocol` for per-protocol limits
-    reachability: str = "public"
+    reachability: str = "public"  # the effective one: public | private | unknown
     reservations: int = 0  # relays holding a reservation for us
     circuits_relayed: int = 0  # circuits we relay for others now
     relay: dict[str, int] = field(default_factory=dict)  # reservations granted, circuits, bytes
@@ -539,6 +554,13 @@ class Host:
             self._dcutr = dcutr.Dcutr(self._punch_addrs)
             self._behaviours.append(self._dcutr)
         self._holepunch: Counter[str] = Counter()
+        # AutoNAT v2: every node serves dial-backs and answers them; "auto" also probes.
+        self._autonat_server = AutonatServer(random_bytes)
+        self._autonat_client = AutonatClient(random_bytes, reachability=config.reachability)
+        self._behaviours += [self._autonat_server, self._autonat_client]
+        self._reachability = "unknown" if config.reachability == "auto" else config.reachability
+        self._autonat_asked: dict[str, float] = {}  # server peer -> when we last probed it
+        self._autonat_due = 0.0
         # Endpoints a punch of ours dials as the TCP client, by (ip, port): an inbound
         # connection from one is the same simultaneous open, and we run Noise as initiator.
         self._punch_clients: dict[tuple[str, int], tuple[str, float]] = {}
@@ -744,7 +766,7 @@ class Host:
             peers_inbound=directions["inbound"],
             peers_outbound=directions["outbound"],
             refusals=dict(refusals),
-            reachability=self.config.reachability,
+            reachability=self._reachability,
             reservations=len(self._circuit_addrs),
             circuits_relayed=self._relay.circuits if self._relay is not None else 0,
             relay={**self._relay_stats, **(self._relay.counters if self._relay is not None else {})},
@@ -791,7 +813,11 @@ class Host:
             return future
         family, _, _, _, sockaddr = infos[0]
         remote = (str(sockaddr[0]), int(sockaddr[1]))
-        self._post(lambda: self._start_dial(target, family, remote, future, timeout_s))
+
+        def start() -> None:
+            self._start_dial(target, family, remote, future, timeout_s)
+
+        self._post(start)
         return future
 
     def _dial_circuit(self, target: Multiaddr, future: Future[str], timeout_s: float | None) -> None:
@@ -1049,12 +1075,15 @@ class Host:
         remote: tuple[str, int],
         future: Future[str],
         timeout_s: float | None = None,
-    ) -> None:
+        *,
+        fresh: bool = False,
+    ) -> _Conn | None:
+        """Dial `remote`; `fresh` makes a new connection even when one to the peer is up."""
         expected = target.peer_id
         live = None if expected is None else self._live_conn(expected)
-        if expected is not None and live is not None and live.carrier is None:
+        if not fresh and expected is not None and live is not None and live.carrier is None:
             _resolve(future, expected)  # over a relay, a direct dial is still worth it
-            return
+            return None
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         if self.config.dial_source:
@@ -1064,12 +1093,12 @@ class Host:
                 sock.close()
                 source = self.config.dial_source
                 _reject(future, PeerUnreachable(f"cannot dial from {source}: {exc.strerror}"))
-                return
+                return None
         err = sock.connect_ex(remote)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
             _reject(future, PeerUnreachable(f"cannot reach {target}: {os.strerror(err)}"))
-            return
+            return None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(self, next(self._conn_ids), sock, "outbound", tcp(_unmapped(remote[0]), remote[1]))
         conn.expected_peer_id = expected
@@ -1084,6 +1113,7 @@ class Host:
         self._conns.add(conn)
         self._by_id[conn.id] = conn
         self._update_interest(conn)
+        return conn
 
     def _on_writable(self, conn: _Conn) -> None:
         assert conn.sock is not None
@@ -1365,7 +1395,7 @@ class Host:
 
     def _reserve_more(self, exclude: str = "") -> None:
         """A private node keeps reservations on `relay_reservations_wanted` relays among its peers."""
-        if self.config.reachability != "private":
+        if self._reachability != "private":
             return
         wanted = self.config.relay_reservations_wanted - len(self._circuit_addrs) - len(self._reserving)
         if wanted <= 0:
@@ -1466,6 +1496,97 @@ class Host:
         self._dirty.add(child)
         if initial:
             self._feed(child, initial)
+
+    # -- AutoNAT v2 -----------------------------------------------------------------
+
+    def _on_autonat_report(self, outcome: object) -> bool:
+        """What the AutoNAT behaviours report; False when the outcome is not theirs."""
+        match outcome:
+            case DialBackRequested():
+                self._autonat_dial_back(outcome)
+            case ReachabilityChanged(reachability=reachability, reachable=reachable):
+                if self.config.reachability != "auto" or reachability == self._reachability:
+                    return True
+                log.info(
+                    "p2p: reachability %s (reachable: %s)",
+                    reachability,
+                    ", ".join(map(str, reachable)) or "none",
+                )
+                self._reachability = reachability
+                self._reserve_more()
+            case ProbeResult(server=server, result=result, address=address, detail=detail):
+                log.debug("p2p: autonat probe by %s: %s %s %s", server, result, address or "", detail)
+            case _:
+                return isinstance(outcome, autonat_server.DialBackServed)
+        return True
+
+    def _autonat_dial_back(self, asked: DialBackRequested) -> None:
+        """Dial a client back on a connection of its own (the server closes it when done):
+        an existing connection to that peer proves nothing about the address."""
+        server = self._autonat_server
+        tag: DialBackTag = asked.tag
+
+        def failed(reason: str) -> None:
+            self._guarded(server, lambda now: server.dial_back_failed(tag, reason, now))
+
+        endpoint = asked.address.tcp_endpoint()
+        if endpoint is None:
+            failed("not a TCP address")
+            return
+        try:  # the server chose an IP literal: this resolves without a look-up
+            infos = socket.getaddrinfo(
+                endpoint[0], endpoint[1], type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except OSError:
+            failed("not an IP address")
+            return
+        family, _, _, _, sockaddr = infos[0]
+        future: Future[str] = Future()
+        target = asked.address.with_peer(asked.peer)
+        conn = self._start_dial(target, family, (str(sockaddr[0]), int(sockaddr[1])), future, fresh=True)
+
+        def done(dialled: Future[str]) -> None:
+            error = dialled.exception()
+            if error is not None or conn is None:
+                failed(str(error))
+                return
+            self._guarded(server, lambda now: server.dial_back_connected(tag, conn.id, now))
+
+        future.add_done_callback(lambda dialled: self._post(lambda: done(dialled)))
+
+    def _autonat_candidates(self) -> tuple[Multiaddr, ...]:
+        """Our direct addresses worth testing: routable ones, loopback only when all are."""
+        direct = [a for a in self._direct_advertised() if not a.is_relayed and a.tcp_endpoint() is not None]
+        return tuple(direct[: autonat_messages.ADDRS_MAX])
+
+    def _autonat_round(self, now: float) -> None:
+        """With reachability "auto": probe our addresses with servers among our peers, at most
+        `AUTONAT_SERVERS_PER_ROUND_MAX` distinct ones per `autonat_interval_s`."""
+        if self.config.reachability != "auto" or now < self._autonat_due:
+            return
+        self._autonat_due = now + AUTONAT_RETRY_S
+        interval_s = self.config.autonat_interval_s
+        self._autonat_asked = {p: at for p, at in self._autonat_asked.items() if now - at < interval_s}
+        room = AUTONAT_SERVERS_PER_ROUND_MAX - len(self._autonat_asked)
+        candidates = self._autonat_candidates()
+        if room <= 0 or not candidates:
+            return
+        with self._lock:
+            servers = sorted(
+                info.peer_id
+                for info in self._peers.values()
+                if autonat_messages.DIAL_REQUEST_PROTOCOL in info.protocols
+                and info.peer_id not in self._autonat_asked
+            )
+        for server in servers:
+            if room <= 0:
+                break
+            conn = self._live_conn(server)
+            if conn is None or conn.carrier is not None:
+                continue  # through a relay every dial-back would cost dial data: direct servers only
+            room -= 1
+            self._autonat_asked[server] = now
+            self._apply(self._autonat_client, self._autonat_client.probe(conn.id, candidates, now))
 
     # -- hole punching (DCUtR) ------------------------------------------------------
 
@@ -1657,6 +1778,8 @@ class Host:
         if self._on_relay_report(conn, outcome):
             return
         if self._on_dcutr_report(conn, outcome):
+            return
+        if self._on_autonat_report(outcome):
             return
         match outcome:
             case sw.Misbehaved(reason=reason, ban_s=ban_s):
@@ -1922,6 +2045,7 @@ class Host:
             self._refresh_addresses(now)
         for behaviour in list(self._behaviours):
             self._guarded(behaviour, behaviour.tick)
+        self._autonat_round(now)
         for conn in list(self._conns):
             if conn.deadline is not None and now > conn.deadline:
                 self._close(
