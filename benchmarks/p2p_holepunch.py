@@ -24,7 +24,8 @@ by `LabHost.popen`; every try has fresh identities and fresh listen ports, so no
 mapping or conntrack entry of a former try is reused. Tries alternate between the
 kinds, so a change in the machine's load falls on both alike. Shown per kind: tries,
 successes, median and p90 of the time from the relayed connection to the direct one
-(successes only), and the punch attempts the successes needed. The lab tears down
+(successes only), the median time A's dial of the circuit address took (for scale), and
+the punch attempts each success needed (B's count). The lab tears down
 every namespace and process at the end, also on failure.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -102,6 +104,7 @@ def role_dialler(relay: str, circuit: str, peer_id: str, deadline_s: float) -> N
     try:
         relay_id = host.connect(relay)
         host.wait_identified(relay_id)
+        dialled = time.monotonic()
         host.connect(circuit)
         up = time.monotonic()
         info = host.peer_info(peer_id)
@@ -124,6 +127,7 @@ def role_dialler(relay: str, circuit: str, peer_id: str, deadline_s: float) -> N
             {
                 "relayed_at_first": relayed_at_first,
                 "direct_s": direct_s,
+                "circuit_dial_s": up - dialled,
                 "waited_s": time.monotonic() - up,
                 "address": str(info.address) if info is not None else None,
                 "holepunch": host.stats().holepunch,
@@ -140,6 +144,7 @@ def role_dialler(relay: str, circuit: str, peer_id: str, deadline_s: float) -> N
 class Try:
     kind: str
     direct_s: float | None
+    circuit_dial_s: float  # A's connect to B's circuit address
     waited_s: float
     attempts: int  # B's punch attempts
     address: str | None  # A's address of B at the end
@@ -197,6 +202,7 @@ def one_try(kind: str, relay_host: Any, b_host: Any, a_host: Any, deadline_s: fl
         return Try(
             kind=kind,
             direct_s=a["direct_s"],
+            circuit_dial_s=a["circuit_dial_s"],
             waited_s=a["waited_s"],
             attempts=b_end["holepunch"].get("attempts", 0),
             address=a["address"],
@@ -210,7 +216,7 @@ def one_try(kind: str, relay_host: Any, b_host: Any, a_host: Any, deadline_s: fl
 
 def _p90(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(0.9 * len(ordered)) - 1))]
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]  # nearest rank
 
 
 def main() -> None:
@@ -238,7 +244,7 @@ def main() -> None:
     with Lab() as lab:
         relay_host = lab.add_host("relay")
         pairs = {}
-        for i, kind in enumerate(args.kinds):
+        for kind in args.kinds:
             routers = [lab.add_router(f"{kind[0]}{n}", kind) for n in (1, 2)]
             pairs[kind] = (routers[0].add_host(f"{kind[0]}b"), routers[1].add_host(f"{kind[0]}a"))
         for number in range(args.tries):
@@ -246,7 +252,9 @@ def main() -> None:
                 b_host, a_host = pairs[kind]
                 result = one_try(kind, relay_host, b_host, a_host, args.deadline_s)
                 results[kind].append(result)
-                outcome = f"direct after {result.direct_s:.3f} s" if result.direct_s is not None else "relayed"
+                outcome = (
+                    f"direct after {result.direct_s:.3f} s" if result.direct_s is not None else "relayed"
+                )
                 print(
                     f"  try {number + 1:2d} {kind:10s} {outcome:24s} B's attempts {result.attempts}"
                     f"  (waited {result.waited_s:.1f} s; A reaches B at {result.address})",
@@ -254,13 +262,16 @@ def main() -> None:
                     flush=True,
                 )
     print(f"DCUtR in the NAT lab, {args.tries} tries per router kind (deadline {args.deadline_s:.0f} s)")
-    print(f"  {'router':12s} {'tries':>5s} {'direct':>6s} {'median s':>9s} {'p90 s':>7s}  attempts of successes")
+    print("  relayed connection up -> direct (successes only); the relayed dial itself for scale")
+    header = f"  {'router':12s} {'tries':>5s} {'direct':>6s} {'median s':>9s} {'p90 s':>7s} {'dial s':>7s}"
+    print(f"{header}  attempts of successes")
     for kind, tries in results.items():
         times = [t.direct_s for t in tries if t.direct_s is not None]
         attempts = sorted(t.attempts for t in tries if t.direct_s is not None)
         median = f"{statistics.median(times):9.3f}" if times else f"{'-':>9s}"
         p90 = f"{_p90(times):7.3f}" if times else f"{'-':>7s}"
-        print(f"  {kind:12s} {len(tries):5d} {len(times):6d} {median} {p90}  {attempts or '-'}")
+        dial = statistics.median(t.circuit_dial_s for t in tries)
+        print(f"  {kind:12s} {len(tries):5d} {len(times):6d} {median} {p90} {dial:7.3f}  {attempts or '-'}")
 
 
 if __name__ == "__main__":
