@@ -88,5 +88,8 @@ def test_a_forced_setting_is_not_probed(servers: list[Host]) -> None:
 def test_the_node_passes_the_setting_to_the_host(setting: str, tmp_path: Path) -> None:
     config = Config(home=tmp_path, reachability=setting)
     host = host_for(config, Identity.from_seed(os.urandom(32)))
-    assert host.config.reachability == setting
-    assert host.stats().reachability == ("unknown" if setting == "auto" else setting)
+    try:
+        assert host.config.reachability == setting
+        assert host.stats().reachability == ("unknown" if setting == "auto" else setting)
+    finally:
+        host.stop()  # never started: frees its wake-up sockets all the same

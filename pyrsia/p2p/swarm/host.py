@@ -614,7 +614,12 @@ class Host:
         return self
 
     def stop(self) -> None:
+        """Close every connection and the listener; also frees a host that never started."""
         if not self._running:
+            if self._thread is None and self._selector.get_map() is not None:
+                self._wake_r.close()
+                self._wake_w.close()
+                self._selector.close()
             return
         self._post(self._shutdown)
         if self._thread is not None:
