@@ -28,6 +28,13 @@ const { CID } = await import('multiformats/cid')
 const Digest = await import('multiformats/hashes/digest')
 const readline = await import('node:readline')
 const { circuitRelayServer, circuitRelayTransport } = await import('@libp2p/circuit-relay-v2')
+const { RecordEnvelope } = await import('@libp2p/peer-record')
+const { generateKeyPair } = await import('@libp2p/crypto/keys')
+const { peerIdFromPrivateKey, peerIdFromPublicKey, peerIdFromMultihash } = await import('@libp2p/peer-id')
+// The voucher record and its protobuf are not in the package's exports: load them by path.
+const { ReservationVoucherRecord } = await import('./node_modules/@libp2p/circuit-relay-v2/dist/src/server/reservation-voucher.js')
+const { ReservationVoucher } = await import('./node_modules/@libp2p/circuit-relay-v2/dist/src/pb/index.js')
+const VOUCHER_DOMAIN = 'libp2p-relay-rsvp'
 
 const flags = new Set(process.argv.slice(2))
 const relayServer = flags.has('--relay-server')
@@ -42,7 +49,8 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: {
     identify: identify(),
-    ping: ping(),
+    // js-libp2p's connection monitor pings too: room for its stream beside the tests' own.
+    ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
     dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
     ...(relayServer ? { relay: circuitRelayServer() } : {})
   }
@@ -129,6 +137,27 @@ const ops = {
   async reservations () {
     // The relay server's current reservations (--relay-server only).
     return { peers: [...node.services.relay.reservations.keys()].map(p => p.toString()) }
+  },
+  async sealVoucher ({ peer, expiration }) {
+    // A reservation voucher as js-libp2p's relay seals it, by a fresh relay key.
+    const key = await generateKeyPair('Ed25519')
+    const relay = peerIdFromPrivateKey(key)
+    const record = new ReservationVoucherRecord({ relay, peer: peerIdFromString(peer), expiration })
+    const envelope = await RecordEnvelope.seal(record, key)
+    return { relay: relay.toString(), envelope: hex(envelope.marshal()) }
+  },
+  async openVoucher ({ envelope }) {
+    // js-libp2p's check of a voucher: the envelope's signature for the relay domain, then the record.
+    const opened = await RecordEnvelope.openAndCertify(Buffer.from(envelope, 'hex'), VOUCHER_DOMAIN)
+    const voucher = ReservationVoucher.decode(opened.payload)
+    const idOf = (bytes) => peerIdFromMultihash(Digest.decode(bytes)).toString()
+    return {
+      signer: peerIdFromPublicKey(opened.publicKey).toString(),
+      payloadType: hex(opened.payloadType),
+      relay: idOf(voucher.relay),
+      peer: idOf(voucher.peer),
+      expiration: Number(voucher.expiration)
+    }
   },
   async routingTable () {
     return { size: node.services.dht.routingTable.size }
