@@ -78,8 +78,11 @@ def _relayed_address(host: Host, relay_id: str) -> str:
 
 
 def _js_relayed_connection(js: JsNode, peer: str) -> None:
+    # `limited`: js read the relay's Limit (both relays apply one by default)
     connections = [c for c in js.call("connections")["connections"] if c["peer"] == peer]
-    assert connections and all(c["relayed"] and "/p2p-circuit" in c["addr"] for c in connections), connections
+    assert connections, f"{js.peer_id} has no connection to {peer}"
+    for c in connections:
+        assert c["relayed"] and c["limited"] and "/p2p-circuit" in c["addr"], c
 
 
 # 1. A private pyrsia node reserves on a js relay.
