@@ -31,15 +31,15 @@ TIMEOUT_S = 30.0
 
 
 class JsNode:
-    """The js-libp2p harness as a child process speaking JSON lines."""
+    """The js-libp2p harness as a child process speaking JSON lines (`flags`: node.mjs's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *flags: str) -> None:
         node = shutil.which("node")
         assert node is not None, "node is not installed: run .ci/install-tools"
         installed = (INTEROP / "node_modules" / "libp2p").is_dir()
         assert installed, "js-libp2p is not installed: run .ci/install-tools"
         self.process = subprocess.Popen(
-            [node, str(INTEROP / "node.mjs")],
+            [node, str(INTEROP / "node.mjs"), *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -3,6 +3,10 @@
 // Startup prints {"op":"ready","peerId","addrs"}. It serves /interop/js-echo/1.0.0
 // (echo until the remote closes) besides identify and ping, and runs kad-dht on pyrsia's
 // protocol id as a DHT server that keeps loopback addresses (see toolchain notes).
+// Flags: --relay-server runs circuit relay v2's hop service (circuitRelayServer, its default
+// limits: 2 min and 128 KiB each way per circuit); --relay-client adds circuitRelayTransport,
+// so the node dials `/p2p-circuit` addresses and can `listen` on `/p2p/<relay>/p2p-circuit`
+// (a reservation on that relay).
 
 // js-libp2p 3.x calls Promise.withResolvers, which Node 20 lacks.
 Promise.withResolvers ??= function () {
@@ -23,18 +27,32 @@ const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
 const { CID } = await import('multiformats/cid')
 const Digest = await import('multiformats/hashes/digest')
 const readline = await import('node:readline')
+const { circuitRelayServer, circuitRelayTransport } = await import('@libp2p/circuit-relay-v2')
+const { RecordEnvelope } = await import('@libp2p/peer-record')
+const { generateKeyPair } = await import('@libp2p/crypto/keys')
+const { peerIdFromPrivateKey, peerIdFromPublicKey, peerIdFromMultihash } = await import('@libp2p/peer-id')
+// The voucher record and its protobuf are not in the package's exports: load them by path.
+const { ReservationVoucherRecord } = await import('./node_modules/@libp2p/circuit-relay-v2/dist/src/server/reservation-voucher.js')
+const { ReservationVoucher } = await import('./node_modules/@libp2p/circuit-relay-v2/dist/src/pb/index.js')
+const VOUCHER_DOMAIN = 'libp2p-relay-rsvp'
+
+const flags = new Set(process.argv.slice(2))
+const relayServer = flags.has('--relay-server')
+const relayClient = flags.has('--relay-client')
 
 const JS_ECHO = '/interop/js-echo/1.0.0'
 
 const node = await createLibp2p({
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
+  transports: relayClient ? [tcp(), circuitRelayTransport()] : [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   services: {
     identify: identify(),
-    ping: ping(),
-    dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper })
+    // js-libp2p's connection monitor pings too: room for its stream beside the tests' own.
+    ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
+    dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
+    ...(relayServer ? { relay: circuitRelayServer() } : {})
   }
 })
 
@@ -43,7 +61,7 @@ await node.handle(JS_ECHO, async (stream) => {
     if (!stream.send(chunk.subarray())) await stream.onDrain()
   }
   await stream.close()
-})
+}, { runOnLimitedConnection: true })
 
 const out = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 const hex = (bytes) => Buffer.from(bytes).toString('hex')
@@ -85,17 +103,61 @@ const ops = {
   async connections () {
     return {
       connections: node.getConnections().map(c => ({
-        peer: c.remotePeer.toString(), direction: c.direction, muxer: c.multiplexer, addr: c.remoteAddr.toString()
+        peer: c.remotePeer.toString(),
+        direction: c.direction,
+        muxer: c.multiplexer,
+        addr: c.remoteAddr.toString(),
+        relayed: !c.direct,
+        limited: c.limits != null
       }))
     }
   },
   async echo ({ peer, protocol, data }) {
-    const stream = await node.dialProtocol(peerIdFromString(peer), protocol)
+    const stream = await node.dialProtocol(peerIdFromString(peer), protocol, { runOnLimitedConnection: true })
     stream.send(Buffer.from(data, 'hex'))
     await stream.close()
     const chunks = []
     for await (const chunk of stream) chunks.push(Buffer.from(chunk.subarray()))
     return { data: hex(Buffer.concat(chunks)) }
+  },
+  async listen ({ addr }) {
+    // A reservation on the relay in `addr` (/p2p/<relay>/p2p-circuit, or with the relay's
+    // transport address before it); answers with the node's addresses once one is relayed.
+    await node.components.transportManager.listen([multiaddr(addr)])
+    for (let i = 0; i < 200; i++) {
+      const addrs = node.getMultiaddrs().map(a => a.toString())
+      if (addrs.some(a => a.includes('/p2p-circuit'))) return { addrs }
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    throw new Error(`no relayed address after listening on ${addr}`)
+  },
+  async addrs () {
+    return { addrs: node.getMultiaddrs().map(a => a.toString()) }
+  },
+  async reservations () {
+    // The relay server's current reservations (--relay-server only).
+    return { peers: [...node.services.relay.reservations.keys()].map(p => p.toString()) }
+  },
+  async sealVoucher ({ peer, expiration }) {
+    // A reservation voucher as js-libp2p's relay seals it, by a fresh relay key.
+    const key = await generateKeyPair('Ed25519')
+    const relay = peerIdFromPrivateKey(key)
+    const record = new ReservationVoucherRecord({ relay, peer: peerIdFromString(peer), expiration })
+    const envelope = await RecordEnvelope.seal(record, key)
+    return { relay: relay.toString(), envelope: hex(envelope.marshal()) }
+  },
+  async openVoucher ({ envelope }) {
+    // js-libp2p's check of a voucher: the envelope's signature for the relay domain, then the record.
+    const opened = await RecordEnvelope.openAndCertify(Buffer.from(envelope, 'hex'), VOUCHER_DOMAIN)
+    const voucher = ReservationVoucher.decode(opened.payload)
+    const idOf = (bytes) => peerIdFromMultihash(Digest.decode(bytes)).toString()
+    return {
+      signer: peerIdFromPublicKey(opened.publicKey).toString(),
+      payloadType: hex(opened.payloadType),
+      relay: idOf(voucher.relay),
+      peer: idOf(voucher.peer),
+      expiration: Number(voucher.expiration)
+    }
   },
   async routingTable () {
     return { size: node.services.dht.routingTable.size }
