@@ -538,6 +538,8 @@ class Node:
                 peers_by_direction={"inbound": host.peers_inbound, "outbound": host.peers_outbound},
                 refusals=host.refusals,
                 holepunch=host.holepunch,
+                relay=host.relay,
+                reservations=host.reservations,
             ),
             refusals_family(
                 "pyrsia_consensus_refused_total",

@@ -144,9 +144,13 @@ def p2p_families(
     peers_by_direction: dict[str, int],
     refusals: dict[str, int],
     holepunch: Mapping[str, int] | None = None,
+    relay: Mapping[str, int] | None = None,
+    reservations: int = 0,
 ) -> list[Family]:
     """Peers held, refusals (keyed `limit` or `limit:protocol` as the swarm counts them),
-    and hole punches by outcome (dials made, punches that went direct, punches given up)."""
+    hole punches by outcome (dials made, punches that went direct, punches given up), and
+    the relay's counters (reservations granted, circuits opened, spliced and ended, bytes
+    relayed) with the reservations this node holds on relays."""
 
     def refusal(key: str, value: int) -> Sample:
         limit, _, protocol = key.partition(":")
@@ -174,6 +178,18 @@ def p2p_families(
             samples=tuple(
                 Sample(value=v, labels=(("outcome", k),)) for k, v in sorted((holepunch or {}).items())
             ),
+        ),
+        Family(
+            name="pyrsia_p2p_relay_total",
+            help="Circuit relay v2: reservations granted, circuits opened, spliced and ended, bytes relayed.",
+            kind="counter",
+            samples=tuple(Sample(value=v, labels=(("event", k),)) for k, v in sorted((relay or {}).items())),
+        ),
+        Family(
+            name="pyrsia_p2p_relay_reservations",
+            help="Relays holding a reservation for this node now.",
+            kind="gauge",
+            samples=(Sample(value=reservations),),
         ),
     ]
 

@@ -18,6 +18,7 @@ module runs in order:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -136,6 +137,10 @@ def test_the_private_node_reserves_on_the_relays_and_cannot_be_dialled(relay_lab
         dialled = p.host.pyrsia("ping", address, "--json", "--node", p.process.url, timeout_s=60)
         assert dialled.returncode != 0, f"p reached {address}: {dialled.stdout}"
         assert "took longer than" in dialled.stderr, dialled.stderr
+    # Through R it answers: `pyrsia ping` dials the circuit address.
+    through = p.host.pyrsia("ping", via_r, "--json", "--node", p.process.url, timeout_s=60)
+    assert through.returncode == 0, through.stderr
+    assert json.loads(through.stdout)["peer_id"] == n.peer_id
 
 
 def test_the_private_node_pulls_from_the_authority_and_provides_the_blobs(relay_lab: RelayLab) -> None:

@@ -26,7 +26,7 @@ only through the host: `host.pyrsia("status", "--json", "--node", url)`.
 
 Hostile peers: an attack test runs any code as another machine on the segment,
 `host.popen([sys.executable, "-c", code])` or `host.popen([sys.executable, script])`
-(the child inherits the environment, so PYTHONPATH reaches the worktree's `pyrsia`
+(the child inherits the environment, so PYTHONPATH reaches the checkout's `pyrsia`
 and `tests` packages); `host.run(...)` waits for it. The lab tracks what `popen`
 started and kills it on exit.
 

@@ -76,3 +76,17 @@ def test_p2p_refusals_carry_their_limit_and_protocol() -> None:
     assert 'pyrsia_p2p_peers{direction="inbound"} 3' in text
     assert 'pyrsia_p2p_refusals_total{limit="connections_per_ip",protocol=""} 92' in text
     assert 'pyrsia_p2p_refusals_total{limit="streams_per_peer",protocol="/pyrsia/sync/1.0.0"} 4' in text
+
+
+def test_relay_counters_and_reservations_are_exported() -> None:
+    text = render(
+        p2p_families(
+            peers_by_direction={},
+            refusals={},
+            relay={"bytes_relayed": 805306368, "circuits_spliced": 3},
+            reservations=2,
+        )
+    )
+    assert 'pyrsia_p2p_relay_total{event="bytes_relayed"} 805306368' in text
+    assert 'pyrsia_p2p_relay_total{event="circuits_spliced"} 3' in text
+    assert "pyrsia_p2p_relay_reservations 2" in text
