@@ -628,3 +628,26 @@ def test_a_leg_reset_or_a_connection_down_resets_the_other_leg() -> None:
     assert at_a2 in wire2.gone and _relay(wire2).circuits == 0
     (done,) = wire2.outcomes("r", hop.CircuitRelayed)
     assert done.reason == "connection closed"
+
+
+def test_a_released_reservation_is_never_renewed_nor_a_late_grant_kept() -> None:
+    wire = _reserved(hop.RelayLimits(reservation_ttl_s=100))
+    a = wire.nodes["a"]
+    assert isinstance(a, rc.RelayClient)
+    wire.run("a", a.release(1))
+    assert wire.outcomes("a", rc.ReservationLost) == [rc.ReservationLost(relay=R.peer_id, reason="released")]
+    assert a.reservation(1) is None
+    wire.now = 80.0  # past the renewal point: nothing is asked again
+    wire.run("a", a.tick(wire.now))
+    assert len(wire.outcomes("a", rc.Reserved)) == 1
+    assert a.release(1) == []  # nothing left to give up
+
+    late = _network()
+    client = late.nodes["a"]
+    assert isinstance(client, rc.RelayClient)
+    asked = client.reserve(1, late.now)  # RESERVE goes out, then the node turns public
+    assert client.release(1) == []
+    late.run("a", asked)
+    assert late.outcomes("a", rc.Reserved) == []
+    assert late.outcomes("a", rc.ReservationLost) == [rc.ReservationLost(relay=R.peer_id, reason="released")]
+    assert client.reservation(1) is None

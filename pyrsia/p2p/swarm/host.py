@@ -1421,6 +1421,15 @@ class Host:
             self._reserving.add(relay)
             self._apply(self._relay_client, self._relay_client.reserve(conn.id, self._clock()))
 
+    def _release_reservations(self) -> None:
+        """A node found reachable needs no relay: give up every reservation (and any asked
+        for), so its circuit addresses leave what it advertises."""
+        relays = {*self._circuit_addrs, *self._reserving}
+        for relay in sorted(relays):
+            for conn in self._by_peer.get(relay, []):
+                if not conn.closed and conn.carrier is None:
+                    self._apply(self._relay_client, self._relay_client.release(conn.id))
+
     def _behaviour_dial(self, behaviour: Behaviour, dial: sw.Dial) -> None:
         """Try `dial.addrs` one after another, never blocking the selector thread."""
         live = self._live_conn(dial.peer)
@@ -1518,6 +1527,8 @@ class Host:
                     ", ".join(map(str, reachable)) or "none",
                 )
                 self._reachability = reachability
+                if reachability == "public":
+                    self._release_reservations()
                 self._reserve_more()
             case ProbeResult(server=server, result=result, address=address, detail=detail):
                 log.debug("p2p: autonat probe by %s: %s %s %s", server, result, address or "", detail)

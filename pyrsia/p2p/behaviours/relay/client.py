@@ -5,7 +5,9 @@ connected to and sends RESERVE; the STATUS OK carries a `Reservation` (its expir
 relay's addresses, a voucher the relay signed) and the `Limit` circuits will have.
 `RelayClient` keeps the reservation while the connection lives, renews it when
 `renew_fraction` of its time has passed (`tick`), and reports `Reserved` (with the
-`/p2p-circuit` addresses to advertise) or `ReservationLost`. A voucher that does not
+`/p2p-circuit` addresses to advertise) or `ReservationLost`; `release` gives one up
+(the node turned out reachable: it is never renewed, and a grant still on its way is
+dropped), which the relay lets expire, the spec having no message for it. A voucher that does not
 verify (another signer, another peer, another expiry) refuses the reservation.
 
 A peer reaching us sends CONNECT to the relay, which opens `stop` to us with
@@ -126,6 +128,7 @@ class _Ask:
 
 
 _ASK = "relay-ask"
+_RELEASED = object()  # the tag of a RESERVE whose grant we no longer want
 
 
 class RelayClient:
@@ -187,6 +190,18 @@ class RelayClient:
         if any(a.conn == conn and a.target is None for a in self._asks.values()):
             return []
         return self._ask(conn, None, None, now_s)
+
+    def release(self, conn: int) -> list[sw.Effect]:
+        """Give up the reservation on `conn` (we turned out reachable): never renew it, and
+        report `ReservationLost` so its circuit addresses stop being advertised. The spec
+        has no message for this; the relay lets it expire. An answer still on its way
+        to a RESERVE of ours is dropped the same way when it comes."""
+        info = self._conns.get(conn)
+        for n in [n for n, a in self._asks.items() if a.conn == conn and a.target is None]:
+            self._asks[n].tag = _RELEASED
+        if self._held.pop(conn, None) is None or info is None:
+            return []
+        return [sw.Report(conn=conn, outcome=ReservationLost(relay=info.peer, reason="released"))]
 
     def connect(self, conn: int, target: str, tag: object, now_s: float) -> list[sw.Effect]:
         """Ask the relay on `conn` for a circuit to `target`; `CircuitOpened` or `CircuitFailed` follows."""
@@ -314,6 +329,11 @@ class RelayClient:
                 sw.CloseStream(conn=ask.conn, stream=stream),
                 *self._ask_failed(n, reply.status, "relay refused"),
             ]
+        if ask.target is None and ask.tag is _RELEASED:
+            self._forget_ask(n)
+            relay = self._conns[ask.conn].peer
+            lost = ReservationLost(relay=relay, reason="released")
+            return [sw.CloseStream(conn=ask.conn, stream=stream), sw.Report(conn=ask.conn, outcome=lost)]
         if ask.target is None:
             return [sw.CloseStream(conn=ask.conn, stream=stream), *self._reserved(n, reply, now_s)]
         self._forget_ask(n)
