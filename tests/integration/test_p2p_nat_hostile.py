@@ -30,6 +30,7 @@ import queue
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -39,6 +40,7 @@ from pyrsia.errors import PeerError
 from pyrsia.p2p.behaviours import dcutr, identify
 from pyrsia.p2p.behaviours.autonat import messages as am
 from pyrsia.p2p.behaviours.autonat import server as autonat_server
+from pyrsia.p2p.behaviours.relay import client as relay_client
 from pyrsia.p2p.behaviours.relay import messages as rm
 from pyrsia.p2p.behaviours.relay.hop import RelayLimits
 from pyrsia.p2p.identity import Identity
@@ -673,3 +675,69 @@ def test_reachability_turning_public_drops_reservations_and_turning_private_rese
     finally:
         forwarder.close()
         _stop_all(witness, node, *servers)
+
+
+# -- circuit relay v2: a relay that lies in its reservation -------------------------------------
+
+
+def _lying_relay(addrs: list[Multiaddr]) -> Host:
+    """A host whose hop handler grants every RESERVE with `addrs` as the relay's addresses."""
+    host = _host(relay_service=False, hole_punching=False)
+
+    def grant(stream: Stream) -> None:
+        body = stream.read_message(rm.MESSAGE_BYTES_MAX, timeout=20)
+        if body is None or rm.HopMessage.decode(body).type != rm.HopType.RESERVE:
+            stream.reset()
+            return
+        expire = int(time.time()) + 3600
+        reservation = rm.Reservation(expire=expire, addrs=tuple(addrs))
+        stream.write(
+            rm.frame(rm.HopMessage(type=rm.HopType.STATUS, status=rm.Status.OK, reservation=reservation))
+        )
+        stream.close()
+        while stream.read():  # hold the stream until the node closes its side
+            pass
+
+    host.set_handler(rm.HOP_PROTOCOL_ID, grant)
+    return host.start()
+
+
+def test_a_relay_listing_many_or_bogus_addresses_cannot_bloat_or_poison_what_the_node_advertises() -> None:
+    long_name = "r" * 60 + ".example"
+    relays: list[Host] = []
+    bogus = [
+        tcp("0.0.0.0", 4001),  # unspecified
+        Multiaddr.parse("/ip6/fe80::1/tcp/4001"),  # IPv6 link-local
+        tcp("198.51.100.9", 0),  # port 0
+        Multiaddr.parse("/ip4/198.51.100.9/udp/4001"),  # not TCP: nothing we dial
+    ]
+    for n in range(2):
+        many = [
+            Multiaddr.parse(f"/dns4/{long_name}{n}/tcp/{4000 + i}") for i in range(rm.ADDRS_MAX - len(bogus))
+        ]
+        relays.append(_lying_relay([*bogus, *many]))
+    node = _host(reachability="private", relay_service=False, hole_punching=False).start()
+    witness = _host(relay_service=False, hole_punching=False).start()
+    try:
+        for relay in relays:
+            node.connect(_at(relay))
+        eventually(lambda: node.stats().reservations == 2, lambda: f"{node.stats()}")
+        relayed = [Multiaddr.parse(a) for a in node.address_kinds()["relayed"]]
+        assert len(relayed) == 2 * relay_client.CIRCUIT_ADDRS_PER_RELAY_MAX
+        for address in relayed:
+            relay_part = Multiaddr(
+                address.components[: [n for n, _ in address.components].index("p2p-circuit")]
+            )
+            assert relay_part.tcp_endpoint() is not None and relay_part.value_of("tcp") != "0", address
+            assert str(relay_part).startswith("/dns4/"), address
+        # What the node tells a peer stays within what identify takes (libp2p: 8 KiB,
+        # pyrsia: 64 addresses), so the peer identifies it.
+        witness.connect(_at(node))
+        info = witness.wait_identified(node.peer_id)
+        assert {str(a) for a in relayed} <= {str(a) for a in info.listen_addrs}
+        dropped = 2 * (rm.ADDRS_MAX - relay_client.CIRCUIT_ADDRS_PER_RELAY_MAX)
+        assert node.stats().refusals["relay_reservation_addrs"] == dropped
+        assert all(node.is_connected(relay.peer_id) for relay in relays)  # nobody refused our identify
+        assert witness.ping(node.peer_id) > 0
+    finally:
+        _stop_all(witness, node, *relays)

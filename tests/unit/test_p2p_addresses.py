@@ -10,11 +10,13 @@ import pytest
 from pyrsia.errors import ConfigError
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.swarm.addresses import (
+    CIRCUITS_ADVERTISED_MAX,
     AddressBook,
     AddressFilter,
     AdvertisePolicy,
     ObservedAddresses,
     advertised,
+    advertised_circuits,
     dialable,
     kind_of,
     listen_addresses,
@@ -424,3 +426,19 @@ def test_circuit_addresses_through_one_dialable_relay_are_dialable() -> None:
     assert not dialable(Multiaddr.parse(f"/ip4/198.51.100.7/tcp/44000/p2p-circuit/p2p/{peer}"))
     chained = f"/ip4/198.51.100.7/tcp/1/p2p/{relay}/p2p-circuit/p2p/{peer}/p2p-circuit/p2p/{relay}"
     assert not dialable(Multiaddr.parse(chained))
+
+
+def test_circuit_addresses_follow_the_loopback_rule_by_their_relay_and_are_bounded() -> None:
+    suffix = f"/p2p/{OTHER}/p2p-circuit/p2p/{PEER}"
+    on_loopback = Multiaddr.parse(f"/ip4/127.0.0.1/tcp/4001{suffix}")
+    routable = [Multiaddr.parse(f"/ip4/198.51.100.{i}/tcp/4001{suffix}") for i in range(1, 40)]
+    remote = Multiaddr.parse("/ip4/192.0.2.9/tcp/50000")
+    assert advertised_circuits([on_loopback, routable[0]], remote=remote) == (routable[0],)
+    assert advertised_circuits([on_loopback, routable[0]]) == (routable[0],)
+    loopback_remote = Multiaddr.parse("/ip4/127.0.0.1/tcp/50000")
+    assert advertised_circuits([on_loopback, routable[0]], remote=loopback_remote) == (
+        on_loopback,
+        routable[0],
+    )
+    assert advertised_circuits([on_loopback], remote=remote) == (on_loopback,)  # nothing else to offer
+    assert advertised_circuits([*routable, *routable]) == tuple(routable[:CIRCUITS_ADVERTISED_MAX])

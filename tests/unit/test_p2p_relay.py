@@ -651,3 +651,26 @@ def test_a_released_reservation_is_never_renewed_nor_a_late_grant_kept() -> None
     assert late.outcomes("a", rc.Reserved) == []
     assert late.outcomes("a", rc.ReservationLost) == [rc.ReservationLost(relay=R.peer_id, reason="released")]
     assert client.reservation(1) is None
+
+
+def test_only_usable_relay_addresses_make_circuit_addresses_and_few_of_them() -> None:
+    offered = [
+        "/ip4/0.0.0.0/tcp/4001",  # unspecified
+        "/ip6/fe80::1/tcp/4001",  # IPv6 link-local
+        "/ip4/203.0.113.5/tcp/0",  # no port
+        "/ip4/203.0.113.5/udp/4001",  # not TCP
+        f"/ip4/203.0.113.5/tcp/4001/p2p/{OTHER.peer_id}",  # another peer's
+        f"/dns4/{'r' * 120}.example/tcp/4001",  # too long once a circuit address
+        *(f"/ip4/203.0.113.5/tcp/{4001 + i}" for i in range(6)),
+    ]
+    relay = hop.Relay(R, lambda: [Multiaddr.parse(a) for a in offered], unix_offset_s=OFFSET)
+    a = rc.RelayClient(A.peer_id, unix_offset_s=OFFSET)
+    wire = Wire(nodes={"r": relay, "a": a, "b": rc.RelayClient(B.peer_id, unix_offset_s=OFFSET)})
+    wire.connect("a", 1, "r", 10, x_seen="/ip4/198.51.100.7/tcp/50001", y_seen="/ip4/203.0.113.5/tcp/4001")
+    wire.run("a", a.reserve(1, wire.now))
+    (reserved,) = wire.outcomes("a", rc.Reserved)
+    suffix = f"/p2p/{R.peer_id}/p2p-circuit/p2p/{A.peer_id}"
+    assert [str(x) for x in reserved.addrs] == [
+        f"/ip4/203.0.113.5/tcp/{4001 + i}{suffix}" for i in range(rc.CIRCUIT_ADDRS_PER_RELAY_MAX)
+    ]
+    assert a.refusals["relay_reservation_addrs"] == len(offered) - rc.CIRCUIT_ADDRS_PER_RELAY_MAX

@@ -14,7 +14,9 @@ socket or the clock):
   `no_announce` removes addresses, each entry a multiaddr prefix (`/ip4/10.1.2.3`
   removes every port, `/ip4/10.1.2.3/tcp/44000` one) or a CIDR prefix (`10.0.0.0/8`,
   `fd00::/8`). It applies to announced addresses too. Public addresses come first,
-  then private, then the rest: dialers try them in order.
+  then private, then the rest: dialers try them in order. Circuit addresses
+  (`advertised_circuits`) follow the direct ones, judged by their relay's part by the
+  same loopback rule, and are bounded on their own.
 
 * **Observed addresses** (`ObservedAddresses`): identify's `observedAddr` is how one
   peer sees us. One peer may lie, or sit behind its own NAT, so an address becomes
@@ -56,6 +58,7 @@ from pyrsia.errors import ConfigError, ProtocolViolation
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
 ADVERTISED_MAX = 32  # addresses in one identify message (identify accepts 64)
+CIRCUITS_ADVERTISED_MAX = 16  # circuit addresses besides them (4 per relay by the relay client)
 OBSERVERS_MIN = 2
 OBSERVED_TTL_S = 30 * 60.0
 OBSERVER_GROUPS_MAX = 256
@@ -230,6 +233,22 @@ def advertised(
 
     ranked = sorted(_unique(candidates), key=order)
     return tuple(ranked[:addresses_max])
+
+
+def advertised_circuits(
+    circuits: Sequence[Multiaddr],
+    *,
+    remote: Multiaddr | None = None,
+    addresses_max: int = CIRCUITS_ADVERTISED_MAX,
+) -> tuple[Multiaddr, ...]:
+    """Our `/p2p-circuit` addresses as told to `remote`, judged by each relay's part as
+    `advertised` judges direct ones: a relay on loopback only to a peer on loopback, or
+    when no other relay is there; at most `addresses_max`, so that with the direct ones
+    they stay within what identify carries."""
+    loopback_ok = remote is not None and kind_of(remote) == "loopback"
+    routable = [a for a in circuits if kind_of(a) != "loopback"]
+    chosen = circuits if loopback_ok or not routable else routable
+    return tuple(_unique(chosen))[:addresses_max]
 
 
 def _family(address: Multiaddr) -> int | None:

@@ -644,8 +644,8 @@ class Host:
 
     def advertised_to(self, remote: Multiaddr | None) -> tuple[Multiaddr, ...]:
         """Our addresses as told to a peer at `remote` (None: any peer), circuit ones last."""
-        relayed = tuple(a for addrs in self._circuit_addrs.values() for a in addrs)
-        return (*self._direct_advertised(remote), *relayed)
+        relayed = [a for addrs in self._circuit_addrs.values() for a in addrs]
+        return (*self._direct_advertised(remote), *addresses.advertised_circuits(relayed, remote=remote))
 
     def _direct_advertised(self, remote: Multiaddr | None = None) -> tuple[Multiaddr, ...]:
         listen = self._listen or (self._bound(),)

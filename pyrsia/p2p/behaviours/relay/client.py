@@ -5,7 +5,13 @@ connected to and sends RESERVE; the STATUS OK carries a `Reservation` (its expir
 relay's addresses, a voucher the relay signed) and the `Limit` circuits will have.
 `RelayClient` keeps the reservation while the connection lives, renews it when
 `renew_fraction` of its time has passed (`tick`), and reports `Reserved` (with the
-`/p2p-circuit` addresses to advertise) or `ReservationLost`; `release` gives one up
+`/p2p-circuit` addresses to advertise) or `ReservationLost`. The relay's addresses are
+its word: only direct TCP addresses with a port, to a specified IP (not IPv6
+link-local) or a name, naming no other peer, make circuit addresses, at most
+`CIRCUIT_ADDRS_PER_RELAY_MAX` of them, each at most `CIRCUIT_ADDRESS_BYTES_MAX` long;
+the rest are counted (`relay_reservation_addrs`) and dropped, so a relay listing
+many or long addresses cannot swell what the node advertises past what identify
+carries (8 KiB), which would cost the node every peer. `release` gives one up
 (the node turned out reachable: it is never renewed, and a grant still on its way is
 dropped), which the relay lets expire, the spec having no message for it. A voucher that does not
 verify (another signer, another peer, another expiry) refuses the reservation.
@@ -31,6 +37,7 @@ Pure.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +46,7 @@ from pyrsia.errors import ProtocolViolation
 from pyrsia.p2p.behaviours.relay import messages as m
 from pyrsia.p2p.behaviours.relay import voucher
 from pyrsia.p2p.swarm import behaviour as sw
+from pyrsia.p2p.swarm.addresses import ip_of, kind_of
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
 REQUEST_TIMEOUT_S = 30.0
@@ -46,6 +54,8 @@ RENEW_FRACTION = 0.75
 RESERVATION_S_MAX = 24 * 3600.0  # a relay promising more is believed for a day
 CIRCUITS_MAX = 16
 PENDING_PER_CONN_MAX = 8  # stop streams still waiting for the relay's CONNECT, per connection
+CIRCUIT_ADDRS_PER_RELAY_MAX = 4  # circuit addresses made from one reservation
+CIRCUIT_ADDRESS_BYTES_MAX = 200  # ip6/tcp/p2p/p2p-circuit/p2p is ~100 bytes; a long name fits too
 
 
 # -- outcomes reported to the swarm ----------------------------------------------------
@@ -366,7 +376,7 @@ class RelayClient:
                 return self._ask_failed(n, reply.status, f"voucher: {exc}")
         self._forget_ask(n)
         remaining = min(reservation.expire - now_unix, RESERVATION_S_MAX)
-        addrs = tuple(_circuit_address(a, relay, self._me) for a in reservation.addrs if _usable(a, relay))
+        addrs = self._circuit_addresses(reservation.addrs, relay)
         self._held[ask.conn] = _Held(
             addrs=addrs,
             expire=reservation.expire,
@@ -375,6 +385,21 @@ class RelayClient:
         )
         outcome = Reserved(relay=relay, addrs=addrs, expire=reservation.expire, limit=reply.limit)
         return [sw.Report(conn=ask.conn, outcome=outcome)]
+
+    def _circuit_addresses(self, offered: Sequence[Multiaddr], relay: str) -> tuple[Multiaddr, ...]:
+        out: list[Multiaddr] = []
+        for address in offered:
+            circuit = _circuit_address(address, relay, self._me) if _usable(address, relay) else None
+            if (
+                circuit is None
+                or circuit in out
+                or len(out) >= CIRCUIT_ADDRS_PER_RELAY_MAX
+                or len(circuit.to_bytes()) > CIRCUIT_ADDRESS_BYTES_MAX
+            ):
+                self.refusals["relay_reservation_addrs"] += 1
+                continue
+            out.append(circuit)
+        return tuple(out)
 
     def _ask_failed(self, n: int, status: int | None, reason: str) -> list[sw.Effect]:
         ask = self._forget_ask(n)
@@ -444,7 +469,14 @@ def _ask_of(tag: object) -> int | None:
 
 
 def _usable(address: Multiaddr, relay: str) -> bool:
-    return not address.is_relayed and address.peer_id in (None, relay)
+    """A relay address a peer could dial: direct TCP with a port, to a specified IP or a name."""
+    if address.is_relayed or address.peer_id not in (None, relay):
+        return False
+    endpoint = address.tcp_endpoint()
+    if endpoint is None or endpoint[1] == 0 or kind_of(address) == "unspecified":
+        return False
+    ip = ip_of(address)
+    return not (isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local)
 
 
 def _circuit_address(address: Multiaddr, relay: str, me: str) -> Multiaddr:
