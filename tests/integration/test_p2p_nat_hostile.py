@@ -11,14 +11,18 @@ victim still serves an honest peer afterwards.
   peer ids (the total limit) and from one IP group, CONNECT to the relay itself, to
   the initiator itself and to a peer without a reservation, hop requests over a relayed
   connection (and a private node never reserving over one), a circuit past its
-  duration limit;
+  duration limit, and a relay whose reservation lists many, long or unusable
+  addresses (the node must neither advertise them nor swell its identify past what
+  peers take);
 - AutoNAT v2 (autonat/autonat-v2.md): a dial-request for an address of another IP is
   answered with a dial-data request and dials nothing until the data is paid; dial-data
   requests are bounded per minute, so the server's bytes to third parties stay bounded;
 - DCUtR (relay/DCUtR.md): CONNECT answers that are garbage, too large, with too many or
-  too long addresses, or only addresses the node must not dial;
+  too long addresses, or only addresses the node must not dial (through a relay on
+  the LAN, loopback ones too), and a dcutr stream on a direct connection;
 - identify: one lying observer (many peer ids, one network group) never gets its
-  address advertised;
+  address advertised (identify to a third peer; `listen_addrs` and `address_kinds`,
+  which are what `pyrsia status` shows);
 - reachability turning private → public drops the reservations and the circuit
   addresses; public → private reserves again (verdicts from real AutoNAT servers).
 """
@@ -479,6 +483,46 @@ def test_dcutr_connect_with_bad_addresses_dials_nothing_and_is_counted(
             lambda: f"honest sees {honest.peer_info(private.peer_id)}; {private.stats().holepunch}",
         )
         assert private.stats().holepunch["successes"] >= 1
+
+
+def test_dcutr_through_a_relay_on_the_lan_never_dials_loopback() -> None:
+    lan_ip = _own_ip(4)
+    if lan_ip is None:
+        pytest.skip("no IPv4 address off loopback to put the relay on")
+    relay = _host(listen_host="0.0.0.0", hole_punching=False).start()
+    private = _host(listen_host="0.0.0.0", reachability="private", relay_service=False).start()
+    seen: queue.Queue[str] = queue.Queue()
+
+    def offer_loopback(stream: Stream) -> None:
+        stream.read_message(dcutr.MESSAGE_BYTES_MAX, timeout=20)
+        # B's own loopback listener is there to be hit: a SYN to it would connect at once.
+        stream.write(_connect_message([tcp("127.0.0.1", private.listen_port).to_bytes()]))
+        after = stream.read_message(dcutr.MESSAGE_BYTES_MAX, timeout=20)
+        seen.put("sync" if after is not None and dcutr.HolePunch.decode(after).kind == dcutr.SYNC else "?")
+
+    attacker = _host(listen_host="0.0.0.0", relay_service=False, hole_punching=False)
+    attacker.set_handler(dcutr.PROTOCOL_ID, offer_loopback)
+    honest = _host(listen_host="0.0.0.0", relay_service=False)
+    try:
+        # B meets the relay on the LAN: a peer reached through it may be punched to on
+        # the LAN, never on loopback, which would be B's own machine.
+        private.connect(_at(relay, lan_ip))
+        (circuit,) = _circuit_addresses(private)
+        assert circuit.startswith(f"/ip4/{lan_ip}/")
+        attacker.start().connect(_at(relay, lan_ip))
+        assert attacker.connect(circuit) == private.peer_id
+        assert seen.get(timeout=30) == "sync"
+        assert private.stats().refusals["dcutr_addr_out_of_reach"] == 1
+        assert private.stats().holepunch["attempts"] == 0
+
+        honest.start().connect(_at(relay, lan_ip))
+        assert honest.connect(circuit) == private.peer_id
+        eventually(
+            lambda: (info := honest.peer_info(private.peer_id)) is not None and not info.relayed,
+            lambda: f"honest sees {honest.peer_info(private.peer_id)}; {private.stats().holepunch}",
+        )
+    finally:
+        _stop_all(honest, attacker, private, relay)
 
 
 def test_a_dcutr_stream_on_a_direct_connection_is_reset(punching: tuple[Host, Host]) -> None:
