@@ -21,7 +21,7 @@ victim still serves an honest peer afterwards.
   too long addresses, or only addresses the node must not dial (through a relay on
   the LAN, loopback ones too), and a dcutr stream on a direct connection;
 - identify: one lying observer (many peer ids, one network group) never gets its
-  address advertised (identify to a third peer; `listen_addrs` and `address_kinds`,
+  address advertised, nor crowds the few addresses a DCUtR CONNECT offers (identify to a third peer; `listen_addrs` and `address_kinds`,
   which are what `pyrsia status` shows);
 - reachability turning private → public drops the reservations and the circuit
   addresses; public → private reserves again (verdicts from real AutoNAT servers).
@@ -785,3 +785,35 @@ def test_a_relay_listing_many_or_bogus_addresses_cannot_bloat_or_poison_what_the
         assert witness.ping(node.peer_id) > 0
     finally:
         _stop_all(witness, node, *relays)
+
+
+def test_a_lying_observer_cannot_crowd_the_addresses_offered_for_a_hole_punch(
+    punching: tuple[Host, Host],
+) -> None:
+    relay, private = punching
+    # One observer, many peer ids, each with an address that sorts before the true one.
+    liars = [_liar(tcp(f"1.0.0.{n}", 4001)) for n in range(1, dcutr.DIAL_ADDRS_MAX + 3)]
+    offered: queue.Queue[tuple[Multiaddr, ...]] = queue.Queue()
+
+    def read_offer(stream: Stream) -> None:
+        body = stream.read_message(dcutr.MESSAGE_BYTES_MAX, timeout=20)
+        assert body is not None
+        offered.put(tuple(Multiaddr.from_bytes(raw) for raw in dcutr.HolePunch.decode(body).obs_addrs))
+        stream.reset()
+
+    probe = _host(relay_service=False, hole_punching=False)
+    probe.set_handler(dcutr.PROTOCOL_ID, read_offer)
+    try:
+        for liar in liars:
+            liar.connect(_at(private))
+            private.wait_identified(liar.peer_id)
+        (circuit,) = _circuit_addresses(private)
+        probe.start().connect(_at(relay))
+        assert probe.connect(circuit) == private.peer_id
+        addrs = offered.get(timeout=30)
+        # What the relay sees (B's address with its listen port) is offered; the liars,
+        # one network however many peer ids, take one place at most.
+        assert tcp("127.0.0.1", private.listen_port) in addrs, addrs
+        assert sum(1 for a in addrs if str(a).startswith("/ip4/1.0.0.")) <= 1, addrs
+    finally:
+        _stop_all(probe, *liars)

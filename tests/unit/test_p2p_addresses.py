@@ -15,12 +15,14 @@ from pyrsia.p2p.swarm.addresses import (
     AddressFilter,
     AdvertisePolicy,
     ObservedAddresses,
+    Sighting,
     advertised,
     advertised_circuits,
     dialable,
     kind_of,
     listen_addresses,
     observer_group,
+    punch_sightings,
 )
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
@@ -442,3 +444,22 @@ def test_circuit_addresses_follow_the_loopback_rule_by_their_relay_and_are_bound
     )
     assert advertised_circuits([on_loopback], remote=remote) == (on_loopback,)  # nothing else to offer
     assert advertised_circuits([*routable, *routable]) == tuple(routable[:CIRCUITS_ADVERTISED_MAX])
+
+
+def test_punch_sightings_put_relays_first_and_give_one_observer_group_one_place() -> None:
+    def seen(candidate: str, observer: str, *, relay: bool = False) -> Sighting:
+        return Sighting(candidate=Multiaddr.parse(candidate), observer=Multiaddr.parse(observer), relay=relay)
+
+    true = "/ip4/198.51.100.7/tcp/44000"
+    liars = [seen(f"/ip4/1.0.0.{n}/tcp/4001", f"/ip4/203.0.113.{n}/tcp/5000") for n in range(1, 20)]
+    offered = punch_sightings(
+        [
+            *liars,  # one /24: one place, for its most reported candidate (1.0.0.1, twice)
+            seen(true, "/ip4/192.0.2.1/tcp/4001", relay=True),
+            seen("/ip4/198.51.100.8/tcp/44000", "/ip4/192.0.2.50/tcp/4001"),
+            seen("/ip4/198.51.100.8/tcp/44000", "/ip6/2001:db8::1/tcp/4001"),
+            seen("/ip4/1.0.0.1/tcp/4001", "/ip4/203.0.113.1/tcp/5001"),
+        ]
+    )
+    assert [str(a) for a in offered] == [true, "/ip4/198.51.100.8/tcp/44000", "/ip4/1.0.0.1/tcp/4001"]
+    assert punch_sightings([]) == ()

@@ -251,6 +251,36 @@ def advertised_circuits(
     return tuple(_unique(chosen))[:addresses_max]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sighting:
+    """How one directly connected peer says it sees us now (identify's `observedAddr`)."""
+
+    candidate: Multiaddr  # the observed IP with the port a dialer should use
+    observer: Multiaddr  # the peer's socket address
+    relay: bool  # the peer is a relay we hold a reservation on
+
+
+def punch_sightings(sightings: Iterable[Sighting]) -> tuple[Multiaddr, ...]:
+    """What single peers see us at, to offer a peer we hole-punch to (never advertised).
+
+    Behind a NAT only our relay may observe us, so one observer's word is worth a dial
+    by the punching peer; but a DCUtR CONNECT carries few addresses, so no one observer
+    may fill it. What our relays see comes first; then one candidate per observer group
+    (its most reported), those chosen by more groups first: a lying observer, however
+    many connections it holds, takes one place."""
+    from_relays: list[Multiaddr] = []
+    by_group: dict[str, Counter[Multiaddr]] = {}
+    for sighting in sightings:
+        if sighting.relay:
+            from_relays.append(sighting.candidate)
+            continue
+        group = observer_group(sighting.observer) or str(sighting.observer)
+        by_group.setdefault(group, Counter())[sighting.candidate] += 1
+    picks = Counter(max(tally, key=lambda a: (tally[a], str(a))) for tally in by_group.values())
+    ranked = sorted(picks, key=lambda a: (-picks[a], str(a)))
+    return tuple(_unique([*sorted(from_relays, key=str), *ranked]))
+
+
 def _family(address: Multiaddr) -> int | None:
     ip = ip_of(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -1608,9 +1608,8 @@ class Host:
 
     def _punch_addrs(self) -> tuple[Multiaddr, ...]:
         """What we offer a peer to punch to: announced, observed (confirmed, then as single
-        direct peers see us now), listen. Behind a NAT only our relay may observe us, so
-        one observer's word is offered here, never advertised (the peer only dials it)."""
-        seen: list[Multiaddr] = []
+        direct peers see us now: `addresses.punch_sightings`), listen."""
+        seen: list[addresses.Sighting] = []
         for conn in self._conns:
             if conn.closed or conn.carrier is not None or conn.observed is None:
                 continue
@@ -1618,8 +1617,11 @@ class Host:
             if endpoint is None or addresses.ip_of(conn.observed) is None:
                 continue
             port = endpoint[1] if conn.direction == "inbound" else self.listen_port
-            seen.append(Multiaddr((conn.observed.components[0], ("tcp", str(port)))))
-        ordered = (*self._policy.announce, *self._observed_confirmed, *sorted(seen, key=str), *self._listen)
+            candidate = Multiaddr((conn.observed.components[0], ("tcp", str(port))))
+            relay = conn.peer_id is not None and conn.peer_id in self._circuit_addrs
+            seen.append(addresses.Sighting(candidate=candidate, observer=conn.address, relay=relay))
+        sightings = addresses.punch_sightings(seen)
+        ordered = (*self._policy.announce, *self._observed_confirmed, *sightings, *self._listen)
         return tuple(dict.fromkeys(ordered))
 
     def _on_dcutr_report(self, conn: _Conn | None, outcome: object) -> bool:
