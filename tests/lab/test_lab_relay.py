@@ -251,6 +251,8 @@ def test_a_circuit_reset_mid_transfer_leaves_the_pull_to_the_other_provider(rela
     resets_before = circuits_over_the_byte_limit(r)
     relayed_before = relay_counters(r)["circuits_relayed"]
     from_s_before = received_from(p, s.peer_id)
+    evicted = f"exchange: evicting peer {n.peer_id}"
+    evictions_before = p.process.output().count(evicted)
 
     # N's chunks can reach P only through R, and R resets any circuit that carries one.
     podman_pull(p, LARGE, relay_lab.root / "podman-large-p")
@@ -259,6 +261,8 @@ def test_a_circuit_reset_mid_transfer_leaves_the_pull_to_the_other_provider(rela
         f"r reset no circuit: {relay_counters(r)}; p's log:\n{p2p_log(p)}"
     )
     assert relay_counters(r)["circuits_relayed"] > relayed_before  # the reset circuit ended
+    # P had asked N for chunks: the reset failed that stream and P's exchange dropped N.
+    assert p.process.output().count(evicted) > evictions_before, p.process.output()[-4000:]
     # Whatever N could not deliver came from S: P got at least the blobs' bytes from the two,
     # and N (cut off after 512 KiB) sent none of its 1 MiB chunks whole.
     from_s = received_from(p, s.peer_id) - from_s_before
