@@ -76,13 +76,15 @@ NOT_AUTHORITY = "not_authority"
 REQUEST_REFUSALS = (*requests.REFUSAL_REASONS, MALFORMED, NOT_AUTHORITY)
 # The host counts relay events only once they happen; status shows each of them from 0.
 # Circuits this node opened or accepted as an end, and, as a relay: reservations granted,
-# circuits bridged (spliced) and ended (relayed), bytes relayed.
+# circuits bridged (spliced) and ended (relayed), bytes relayed, and times a circuit's
+# sender was held back (no yamux credit) while its receiver's leg was backlogged.
 RELAY_COUNTERS = (
     "reservations_granted",
     "circuits_opened",
     "circuits_spliced",
     "circuits_relayed",
     "bytes_relayed",
+    "splices_held",
 )
 
 

@@ -320,6 +320,18 @@ def test_bytes_are_spliced_both_ways_and_half_closes_travel() -> None:
     assert (done.bytes_to_target, done.bytes_to_source, done.reason) == (20, 15, "closed")
 
 
+def test_a_splice_names_the_leg_its_bytes_came_from() -> None:
+    """`Write.source`: the swarm holds back that leg's credit while the other leg is backlogged."""
+    wire, at_a, at_b = _circuit()
+    from_b = wire.streams[at_b]  # the relay's end of B's leg
+    to_a = wire.streams[at_a]  # the relay's end of A's leg
+    assert from_b[0] == to_a[0] == "r"
+    effects = _relay(wire).on_event(sw.StreamData(conn=from_b[1], stream=from_b[2], data=b"bytes"), wire.now)
+    (write,) = effects
+    assert isinstance(write, sw.Write) and (write.conn, write.stream) == to_a[1:]
+    assert write.source == from_b[1:] and write.data == b"bytes"
+
+
 def test_the_byte_limit_delivers_up_to_it_then_resets_both_streams() -> None:
     wire, at_a, at_b = _circuit(hop.RelayLimits(circuit_bytes_max=1000))
     wire.send_raw(at_b, b"x" * 600)

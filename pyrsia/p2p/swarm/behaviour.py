@@ -120,9 +120,18 @@ class OpenStream:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Write:
+    """Write `data` on a stream the behaviour owns.
+
+    `source` (conn, stream), another stream of the behaviour, says the bytes were read
+    from there (a relay's splice): while this stream's backlog beyond the peer's window
+    is high, the swarm stops granting the source's sender yamux credit, so a fast
+    sender slows to the pace of a slow receiver instead of filling our memory.
+    """
+
     conn: int
     stream: int
     data: bytes
+    source: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

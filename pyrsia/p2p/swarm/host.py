@@ -28,8 +28,11 @@ ours. `open_stream` to an unconnected peer dials its known addresses staggered
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
 its core), per-stream write backlog (writers block), yamux windows (readers that
-fall behind stop their sender), queued handlers. A `ProtocolViolation` or socket error
-closes only that connection and is logged with the peer id.
+fall behind stop their sender), queued handlers. A relay's splice (a behaviour's
+`Write` naming its `source` stream) stops crediting the source while the other leg's
+backlog is above `SPLICE_BACKLOG_BYTES_HIGH`, so the sender slows to the receiver's
+pace. A `ProtocolViolation` or socket error closes only that connection and is logged
+with the peer id.
 """
 
 from __future__ import annotations
@@ -100,6 +103,11 @@ HANDLER_PENDING_MAX = 64
 HANDLER_STREAMS_PER_PEER_MAX = 8
 # Bytes a behaviour may leave queued on one stream beyond the peer's window.
 BEHAVIOUR_BACKLOG_BYTES_MAX = 8 * 1024 * 1024
+# A splice (`Write.source`, a relay's circuit): above the high mark of backlog on the
+# receiving leg, the sending leg's yamux credit is held back; at the low mark it is
+# granted again. The sender can then add one window at most: far below the backlog max.
+SPLICE_BACKLOG_BYTES_HIGH = 1024 * 1024
+SPLICE_BACKLOG_BYTES_LOW = 256 * 1024
 BANNED_PEERS_MAX = 4096
 # Hole punches: dials made for one (each attempt, each side), punches that gave a direct
 # connection, punches given up.
@@ -109,6 +117,14 @@ PUNCH_CLIENTS_MAX = 256  # endpoints remembered as a punch's, for the Noise role
 # the last 5 distinct servers), and how soon a node with no verdict looks for servers again.
 AUTONAT_SERVERS_PER_ROUND_MAX = 5
 AUTONAT_RETRY_S = 5.0
+
+
+@dataclass(slots=True)
+class _Held:
+    """A splice's source stream whose credit waits for its sink (the other leg) to drain."""
+
+    sink: tuple[int, int]  # (conn id, stream id)
+    withheld: int = 0  # bytes read from the source and not yet granted back
 
 
 @dataclass(slots=True)
@@ -572,6 +588,7 @@ class Host:
         self._circuit_dials: dict[int, Future[str]] = {}
         self._circuit_tags = itertools.count(1)
         self._relay_stats: Counter[str] = Counter()
+        self._held: dict[tuple[int, int], _Held] = {}  # splice sources not credited, by (conn, stream)
         self._banned: dict[str, float] = {}  # peer -> refused until (selector thread)
         self.listen_port = 0
         self._timers_due = 0.0
@@ -976,6 +993,8 @@ class Host:
             self._run_commands()
             self._run_later()
             self._timers()
+            if self._held:
+                self._release_held()
             self._flush_dirty()
 
     def _run_commands(self) -> None:
@@ -1316,10 +1335,18 @@ class Host:
                         self._to_owner(behaviour, gone)
                         continue
                     conn.behaviour_opening[stream_id] = (behaviour, tag)
-                case sw.Write(stream=stream_id, data=data):
+                case sw.Write(stream=stream_id, data=data, source=source):
                     with contextlib.suppress(StreamClosed):
                         conn.core.write(stream_id, data)
-                    if conn.core.pending_bytes(stream_id) > BEHAVIOUR_BACKLOG_BYTES_MAX:
+                    pending = conn.core.pending_bytes(stream_id)
+                    if (
+                        source is not None
+                        and pending > SPLICE_BACKLOG_BYTES_HIGH
+                        and source not in self._held
+                    ):
+                        self._held[source] = _Held(sink=(conn.id, stream_id))
+                        self._relay_stats["splices_held"] += 1
+                    if pending > BEHAVIOUR_BACKLOG_BYTES_MAX:
                         # The reader at the far end is slower than what the behaviour passes on
                         # (a relay's circuit to a slow peer): the stream goes, not our memory.
                         self._resources.refuse("behaviour_backlog")
@@ -1904,7 +1931,11 @@ class Host:
         if stream is not None:
             stream._deliver(data)
             return
-        conn.core.consume(stream_id, len(data))
+        held = self._held.get((conn.id, stream_id)) if self._held else None
+        if held is not None:
+            held.withheld += len(data)  # granted when the splice's other leg drains
+        else:
+            conn.core.consume(stream_id, len(data))
         tunnel = conn.tunnels.get(stream_id)
         if tunnel is not None:
             if not tunnel.closed:
@@ -1913,6 +1944,20 @@ class Host:
         behaviour = conn.owned.get(stream_id)
         if behaviour is not None:
             self._to_owner(behaviour, sw.StreamData(conn=conn.id, stream=stream_id, data=bytes(data)))
+
+    def _release_held(self) -> None:
+        """Grant splice sources their withheld credit once the other leg's backlog is low
+        (a stream or connection that is gone has none)."""
+        for source, held in list(self._held.items()):
+            sink = self._by_id.get(held.sink[0])
+            core = sink.core if sink is not None and not sink.closed else None
+            if core is not None and core.pending_bytes(held.sink[1]) > SPLICE_BACKLOG_BYTES_LOW:
+                continue
+            del self._held[source]
+            conn = self._by_id.get(source[0])
+            if conn is not None and not conn.closed and conn.core is not None and held.withheld:
+                conn.core.consume(source[1], held.withheld)
+                self._dirty.add(conn)
 
     def _on_stream_ended(self, conn: _Conn, stream_id: int) -> None:
         assert conn.core is not None

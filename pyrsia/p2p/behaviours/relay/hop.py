@@ -7,10 +7,12 @@ renews it. CONNECT names a target holding a reservation; the relay opens
 `/libp2p/circuit/relay/0.2.0/stop` on the target's reserving connection, sends
 StopMessage CONNECT, and on the target's STATUS OK answers the initiator OK: from then
 on the hop stream and the stop stream are one circuit, and every `StreamData` on one
-leg is a `Write` on the other. A circuit is reset on both legs once either direction
-passes `circuit_bytes_max` bytes (the first `circuit_bytes_max` are delivered) or the
-circuit is `circuit_duration_s` old ("the relay should reset the stream to the source
-and the stream to the destination").
+leg is a `Write` on the other, naming the leg it came from (`Write.source`), so the
+swarm holds back the sender's yamux credit while the other leg's receiver is slower.
+A circuit is reset on both legs once either direction passes `circuit_bytes_max`
+bytes (the first `circuit_bytes_max` are delivered) or the circuit is
+`circuit_duration_s` old ("the relay should reset the stream to the source and the
+stream to the destination").
 
 Refusals, each with its spec status and counted by name in `refusals`:
 - over a relayed connection ("Implementations should not accept reservations [or
@@ -455,7 +457,9 @@ class Relay:
         self.counters["bytes_relayed"] += allowed
         effects: list[sw.Effect] = []
         if allowed:
-            effects.append(sw.Write(conn=other[0], stream=other[1], data=data[:allowed]))
+            # `source`: while the other leg's backlog is high, the swarm stops crediting this
+            # leg's sender (backpressure), rather than buffering or resetting the circuit.
+            effects.append(sw.Write(conn=other[0], stream=other[1], data=data[:allowed], source=leg))
         if allowed < len(data):
             self.refusals["relay_circuit_bytes"] += 1
             effects += self._reset_circuit(cid, "data limit")
