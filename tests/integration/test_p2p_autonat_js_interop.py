@@ -147,9 +147,8 @@ class Net:
         return node
 
     def host(self, machine: Machine, **changes: Any) -> Host:
-        config = HostConfig(
-            listen_host=machine.ip, listen_port=0, relay_service=False, hole_punching=False, **changes
-        )
+        settings: dict[str, Any] = {"relay_service": False, "hole_punching": False, **changes}
+        config = HostConfig(listen_host=machine.ip, listen_port=0, **settings)
         host = Host(Identity.from_seed(os.urandom(32)), config)
         with _inside(machine.namespace):
             host.start()  # its listener and its selector thread, which makes every dial

@@ -7,7 +7,8 @@
 // limits: 2 min and 128 KiB each way per circuit); --relay-client adds circuitRelayTransport,
 // so the node dials `/p2p-circuit` addresses and can `listen` on `/p2p/<relay>/p2p-circuit`
 // (a reservation on that relay). --autonat runs @libp2p/autonat (AutoNAT v1, client and
-// server), --autonat-v2 runs @libp2p/autonat-v2 (client and server); --listen=IP listens
+// server), --autonat-v2 runs @libp2p/autonat-v2 (client and server), --dcutr runs
+// @libp2p/dcutr (it dials only public addresses, and offers only verified ones); --listen=IP listens
 // on IP instead of 127.0.0.1 (in a network namespace, an address AutoNAT counts as public).
 
 // js-libp2p 3.x calls Promise.withResolvers, which Node 20 lacks.
@@ -40,6 +41,7 @@ const VOUCHER_DOMAIN = 'libp2p-relay-rsvp'
 
 const { autoNAT } = await import('@libp2p/autonat')
 const { autoNATv2 } = await import('@libp2p/autonat-v2')
+const { dcutr } = await import('@libp2p/dcutr')
 const { Message: AutonatV1Message } = await import('./node_modules/@libp2p/autonat/dist/src/pb/index.js')
 const { pbStream } = await import('@libp2p/utils')
 
@@ -63,7 +65,8 @@ const node = await createLibp2p({
     dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
     ...(relayServer ? { relay: circuitRelayServer() } : {}),
     ...(flags.has('--autonat') ? { autonat: autoNAT() } : {}),
-    ...(flags.has('--autonat-v2') ? { autonatV2: autoNATv2() } : {})
+    ...(flags.has('--autonat-v2') ? { autonatV2: autoNATv2() } : {}),
+    ...(flags.has('--dcutr') ? { dcutr: dcutr() } : {})
   }
 })
 
