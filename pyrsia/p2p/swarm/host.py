@@ -11,7 +11,8 @@ both ways, and pushes when our protocols change) and ping (`/ipfs/ping/1.0.0`;
 `ping()` measures RTT with the injected clock). The host keeps the yamux keep-alive
 pings itself. AutoNAT v2 (`behaviours/autonat`): every host answers dial-requests and
 dials the client back on a connection made for that alone; with reachability "auto"
-the host probes its direct addresses with up to 5 servers per `autonat_interval_s`,
+the host probes its direct addresses with up to 5 servers per `autonat_interval_s`
+(AutoNAT v1, `autonat/v1.py`, served too and asked of servers without v2),
 and the effective reachability (`stats().reachability`) decides whether it reserves
 on relays. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
@@ -1615,7 +1616,8 @@ class Host:
                 or autonat_v1.PROTOCOL in info.protocols
                 if info.peer_id not in self._autonat_asked
             )
-        for v2, server in reversed(servers):  # v2 servers first: their nonce proves the dial
+        servers.sort(key=lambda found: not found[0])  # v2 servers first: their nonce proves the dial
+        for v2, server in servers:
             if room <= 0:
                 break
             conn = self._live_conn(server)
