@@ -22,7 +22,6 @@ dialled the direct connection, and that the relayed connection is closed after i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +32,7 @@ from tests.integration.test_p2p_autonat_js_interop import VERDICT_S, Machine, Ne
 from tests.integration.test_p2p_js_interop import TIMEOUT_S, JsNode
 from tests.support.wait import eventually
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = pytest.mark.lab  # namespaces and iptables: needs root, and fails without it
 
 GRACE_S = 1.0
 DCUTR_LOG = "DEBUG=libp2p:dcutr*"
