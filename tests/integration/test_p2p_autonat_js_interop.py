@@ -290,7 +290,8 @@ def test_js_v2_servers_find_pyrsia_private(net: Net) -> None:
 # ("Cannot write to a stream that is closed" in its log). So pyrsia cannot get a v1 verdict
 # from js; what these tests show is that pyrsia's request is one js reads and acts on (its
 # log names pyrsia's peer id and address and the outcome of its dial), that pyrsia takes the
-# lost answer as no verdict, and, as a control, that a js client fares no better.
+# lost answer as no verdict (and does not ask that server again for a day), and, as a
+# control, that a js client fares no better.
 
 V1_LOG = "DEBUG=libp2p:auto-nat*"
 
@@ -313,6 +314,7 @@ def _no_v1_verdict(node: Host, js: JsNode) -> None:
     )
     assert set(client.results) == {"failed"}, client.results
     assert node.stats().reachability == "unknown"
+    assert not client.asks(js.peer_id, node._clock())  # not asked again: it would drop us again
     closed = "Cannot write to a stream that is closed"
     eventually(lambda: _logged(js, closed), lambda: "".join(js._stderr)[-2000:])
 

@@ -366,16 +366,45 @@ def test_a_server_sending_a_dial_or_garbage_is_reset() -> None:
         assert client.refusals["autonat_v1_malformed"] == 1
 
 
-def test_a_stream_closed_unanswered_or_a_silent_server_ends_the_probe() -> None:
+def test_a_stream_closed_unanswered_ends_the_probe_and_quiets_the_server() -> None:
     client = _client()
     _probe(client)
     effects = client.on_event(sw.StreamEnded(conn=1, stream=5), 1.0)
     assert [r.detail for r in _reports(effects, v1.V1ProbeResult)] == ["server closed the stream unanswered"]
+    assert client.refusals["autonat_v1_unanswered"] == 1
+    assert not client.asks(SERVER, 2.0) and client.probe(1, HOME, 2.0) == []
+    later = 1.0 + v1.UNANSWERED_QUIET_S
+    assert client.asks(SERVER, later) and client.probe(1, HOME, later)
+
+
+def test_a_connection_closed_mid_probe_quiets_the_server() -> None:
+    client = _client()
+    _probe(client)
+    effects = client.on_event(sw.ConnectionDown(conn=1, peer=SERVER, reason="closed"), 1.0)
+    assert [r.detail for r in _reports(effects, v1.V1ProbeResult)] == ["connection closed"]
+    assert not client.asks(SERVER, 2.0)
+
+
+def test_quiet_servers_are_bounded() -> None:
+    client = v1.AutonatV1Client(CLIENT)
+    peers = [Identity.from_seed(i.to_bytes(32, "big")).peer_id for i in range(v1.QUIET_SERVERS_MAX + 1)]
+    for conn, peer in enumerate(peers, start=1):
+        remote = Multiaddr.parse("/ip4/30.0.0.2/tcp/4001")
+        client.on_event(sw.ConnectionUp(conn=conn, peer=peer, direction="outbound", remote=remote), 0.0)
+        assert client.probe(conn, HOME, 0.0)
+        client.on_event(sw.ConnectionDown(conn=conn, peer=peer, reason="closed"), 0.0)
+    assert client.asks(peers[0], 1.0)  # the oldest was forgotten
+    assert not any(client.asks(peer, 1.0) for peer in peers[1:])
+
+
+def test_a_silent_server_times_out() -> None:
+    client = _client()
     _probe(client)
     assert client.tick(v1.PROBE_TIMEOUT_S - 1) == []
     effects = client.tick(v1.PROBE_TIMEOUT_S + 1)
     assert sw.ResetStream(conn=1, stream=5) in effects
     assert [r.detail for r in _reports(effects, v1.V1ProbeResult)] == ["timed out"]
+    assert client.asks(SERVER, v1.PROBE_TIMEOUT_S + 2)  # slow is not quiet: asked again later
 
 
 def test_one_probe_per_connection_and_none_on_unknown_connections() -> None:

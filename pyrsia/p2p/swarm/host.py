@@ -1618,6 +1618,8 @@ class Host:
             )
         servers.sort(key=lambda found: not found[0])  # v2 servers first: their nonce proves the dial
         for v2, server in servers:
+            if not v2 and not self._autonat_v1_client.asks(server, now):
+                continue  # it dropped our last v1 request unanswered
             if room <= 0:
                 break
             conn = self._live_conn(server)

@@ -25,7 +25,12 @@ malformed message resets the stream. Every refusal is counted by name in `refusa
 `AutonatV1Client` asks one server to dial one address of ours (`probe`). One address
 per request, as js-libp2p's client does, because v1's error answer need not say which
 address failed: with one, `OK` means that address is reachable and `E_DIAL_ERROR`
-that it is not; every other status is no verdict. v1 has no nonce, so an `OK` is the
+that it is not; every other status is no verdict. A server that ends the request
+without an answer, closing the stream or the whole connection (js-libp2p's v1 server,
+as of `@libp2p/autonat` 3.0.28, closes the requester's connection before it writes its
+answer), is not asked again for `UNANSWERED_QUIET_S` (`asks(peer, now_s)` says so; at
+most `QUIET_SERVERS_MAX` remembered): asking would only cost us the connection again.
+v1 has no nonce, so an `OK` is the
 server's word alone; the host asks v1 only of servers that do not speak v2, and a
 verdict is one vote in the same tally as v2's (`reachability.py`: 3 agreeing of the
 last 5 distinct servers), so a lone liar cannot decide it.
@@ -40,7 +45,7 @@ second. Pure.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +72,8 @@ REQUEST_TIMEOUT_S = 15.0
 DIAL_TIMEOUT_S = 30.0  # all of one request's dials
 PROBES_CONCURRENT_MAX = 8
 PROBE_TIMEOUT_S = 45.0  # js-libp2p's server may take 30 s
+UNANSWERED_QUIET_S = 24 * 3600.0  # a server that dropped our request unanswered is not asked again
+QUIET_SERVERS_MAX = 256
 WINDOW_S = 60.0
 
 DIAL = 0
@@ -490,12 +497,28 @@ class AutonatV1Client:
         self._next_id = 0
         self.refusals: Counter[str] = Counter()
         self.results: Counter[str] = Counter()  # probes ended, by result
+        self._quiet: OrderedDict[str, float] = OrderedDict()  # server -> not asked until
+
+    def asks(self, peer: str, now_s: float) -> bool:
+        """Whether `peer` is worth a v1 request (it has not dropped one unanswered lately)."""
+        until = self._quiet.get(peer)
+        if until is not None and now_s >= until:
+            del self._quiet[peer]
+            return True
+        return until is None
+
+    def _unanswered(self, probe: _Probe, now_s: float) -> None:
+        self.refusals["autonat_v1_unanswered"] += 1
+        self._quiet.pop(probe.server, None)
+        self._quiet[probe.server] = now_s + UNANSWERED_QUIET_S
+        while len(self._quiet) > QUIET_SERVERS_MAX:
+            self._quiet.popitem(last=False)
 
     def probe(self, conn: int, address: Multiaddr, now_s: float) -> list[sw.Effect]:
         """Ask the server on `conn` to dial `address`; nothing when that connection is
         unknown, already probing, or `probes_concurrent_max` probes are under way."""
         known = self._conns.get(conn)
-        if known is None or len(self._probes) >= self._probes_max:
+        if known is None or len(self._probes) >= self._probes_max or not self.asks(known[0], now_s):
             return []
         if any(p.conn == conn for p in self._probes.values()):
             return []
@@ -519,6 +542,7 @@ class AutonatV1Client:
                 self._conns.pop(conn, None)
                 effects: list[sw.Effect] = []
                 for lost in [p for p in self._probes.values() if p.conn == conn]:
+                    self._unanswered(lost, now_s)
                     effects += self._end(lost, RESULT_FAILED, "connection closed")
                 return effects
             case sw.InboundStream(conn=conn, stream=stream):
@@ -535,6 +559,7 @@ class AutonatV1Client:
                     return self._data(probe, data)
             case sw.StreamEnded(conn=conn, stream=stream):
                 if (probe := self._on(conn, stream)) is not None:
+                    self._unanswered(probe, now_s)
                     return [
                         sw.CloseStream(conn=conn, stream=stream),
                         *self._end(probe, RESULT_FAILED, "server closed the stream unanswered"),
