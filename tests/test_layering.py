@@ -83,6 +83,7 @@ PURE_MODULES = [
     "p2p/behaviours/autonat/messages.py",
     "p2p/behaviours/autonat/reachability.py",
     "p2p/behaviours/autonat/server.py",
+    "p2p/behaviours/autonat/v1.py",
     "p2p/wire/protobuf.py",
     "p2p/ratelimit.py",
     "p2p/behaviours/requests.py",

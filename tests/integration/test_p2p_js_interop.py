@@ -15,7 +15,7 @@ import queue
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,16 @@ TIMEOUT_S = 30.0
 
 
 class JsNode:
-    """The js-libp2p harness as a child process speaking JSON lines (`flags`: node.mjs's)."""
+    """The js-libp2p harness as a child process speaking JSON lines (`flags`: node.mjs's;
+    `prefix` runs it elsewhere, e.g. `nsenter --net=…` into a network namespace)."""
 
-    def __init__(self, *flags: str) -> None:
+    def __init__(self, *flags: str, prefix: Sequence[str] = ()) -> None:
         node = shutil.which("node")
         assert node is not None, "node is not installed: run .ci/install-tools"
         installed = (INTEROP / "node_modules" / "libp2p").is_dir()
         assert installed, "js-libp2p is not installed: run .ci/install-tools"
         self.process = subprocess.Popen(
-            [node, str(INTEROP / "node.mjs"), *flags],
+            [*prefix, node, str(INTEROP / "node.mjs"), *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

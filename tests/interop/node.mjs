@@ -6,7 +6,10 @@
 // Flags: --relay-server runs circuit relay v2's hop service (circuitRelayServer, its default
 // limits: 2 min and 128 KiB each way per circuit); --relay-client adds circuitRelayTransport,
 // so the node dials `/p2p-circuit` addresses and can `listen` on `/p2p/<relay>/p2p-circuit`
-// (a reservation on that relay).
+// (a reservation on that relay). --autonat runs @libp2p/autonat (AutoNAT v1, client and
+// server), --autonat-v2 runs @libp2p/autonat-v2 (client and server), --dcutr runs
+// @libp2p/dcutr (it dials only public addresses, and offers only verified ones); --listen=IP listens
+// on IP instead of 127.0.0.1 (in a network namespace, an address AutoNAT counts as public).
 
 // js-libp2p 3.x calls Promise.withResolvers, which Node 20 lacks.
 Promise.withResolvers ??= function () {
@@ -36,14 +39,22 @@ const { ReservationVoucherRecord } = await import('./node_modules/@libp2p/circui
 const { ReservationVoucher } = await import('./node_modules/@libp2p/circuit-relay-v2/dist/src/pb/index.js')
 const VOUCHER_DOMAIN = 'libp2p-relay-rsvp'
 
+const { autoNAT } = await import('@libp2p/autonat')
+const { autoNATv2 } = await import('@libp2p/autonat-v2')
+const { dcutr } = await import('@libp2p/dcutr')
+const { Message: AutonatV1Message } = await import('./node_modules/@libp2p/autonat/dist/src/pb/index.js')
+const { pbStream } = await import('@libp2p/utils')
+
 const flags = new Set(process.argv.slice(2))
 const relayServer = flags.has('--relay-server')
 const relayClient = flags.has('--relay-client')
+const listenIp = process.argv.slice(2).find(f => f.startsWith('--listen='))?.slice('--listen='.length) ?? '127.0.0.1'
+const AUTONAT_V1 = '/libp2p/autonat/1.0.0'
 
 const JS_ECHO = '/interop/js-echo/1.0.0'
 
 const node = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  addresses: { listen: [`/ip4/${listenIp}/tcp/0`] },
   transports: relayClient ? [tcp(), circuitRelayTransport()] : [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
@@ -52,7 +63,10 @@ const node = await createLibp2p({
     // js-libp2p's connection monitor pings too: room for its stream beside the tests' own.
     ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
     dht: kadDHT({ protocol: '/pyrsia/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
-    ...(relayServer ? { relay: circuitRelayServer() } : {})
+    ...(relayServer ? { relay: circuitRelayServer() } : {}),
+    ...(flags.has('--autonat') ? { autonat: autoNAT() } : {}),
+    ...(flags.has('--autonat-v2') ? { autonatV2: autoNATv2() } : {}),
+    ...(flags.has('--dcutr') ? { dcutr: dcutr() } : {})
   }
 })
 
@@ -157,6 +171,40 @@ const ops = {
       relay: idOf(voucher.relay),
       peer: idOf(voucher.peer),
       expiration: Number(voucher.expiration)
+    }
+  },
+  async autonat () {
+    // What AutoNAT made of our addresses: the address manager's verdicts, and each
+    // service's tally of answers for addresses still under test (js deletes an entry once
+    // it decides, so a confirmed address shows only as verified).
+    const tally = (service) => service == null
+      ? null
+      : [...service.dialResults.values()].map(r => ({ addr: r.multiaddr.toString(), success: r.success, failure: r.failure }))
+    return {
+      addrs: node.components.addressManager.getAddressesWithMetadata()
+        .map(a => ({ addr: a.multiaddr.toString(), verified: a.verified, type: a.type })),
+      v1: tally(node.services.autonat),
+      v2: tally(node.services.autonatV2?.client)
+    }
+  },
+  async autonatV1Dial ({ peer, addrs }) {
+    // One AutoNAT v1 request by hand, in js-libp2p's own message codec: DIAL with our peer
+    // id and `addrs`, and the server's DIAL_RESPONSE as it came.
+    const stream = await node.dialProtocol(peerIdFromString(peer), AUTONAT_V1)
+    const signal = AbortSignal.timeout(40000)
+    const messages = pbStream(stream).pb(AutonatV1Message)
+    await messages.write({
+      type: AutonatV1Message.MessageType.DIAL,
+      dial: { peer: { id: node.peerId.toMultihash().bytes, addrs: addrs.map(a => multiaddr(a).bytes) } }
+    }, { signal })
+    const response = await messages.read({ signal })
+    await stream.close()
+    const answer = response.dialResponse
+    return {
+      type: response.type,
+      status: answer?.status,
+      statusText: answer?.statusText ?? '',
+      addr: answer?.addr == null ? null : multiaddr(answer.addr).toString()
     }
   },
   async routingTable () {

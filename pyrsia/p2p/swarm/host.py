@@ -11,7 +11,8 @@ both ways, and pushes when our protocols change) and ping (`/ipfs/ping/1.0.0`;
 `ping()` measures RTT with the injected clock). The host keeps the yamux keep-alive
 pings itself. AutoNAT v2 (`behaviours/autonat`): every host answers dial-requests and
 dials the client back on a connection made for that alone; with reachability "auto"
-the host probes its direct addresses with up to 5 servers per `autonat_interval_s`,
+the host probes its direct addresses with up to 5 servers per `autonat_interval_s`
+(AutoNAT v1, `autonat/v1.py`, served too and asked of servers without v2),
 and the effective reachability (`stats().reachability`) decides whether it reserves
 on relays. Other protocols (kad, sync, exchange, …) register with
 `set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
@@ -53,7 +54,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyrsia import __version__
 from pyrsia.errors import (
@@ -67,8 +68,10 @@ from pyrsia.errors import (
 from pyrsia.p2p.behaviours import dcutr, identify, ping
 from pyrsia.p2p.behaviours.autonat import messages as autonat_messages
 from pyrsia.p2p.behaviours.autonat import server as autonat_server
+from pyrsia.p2p.behaviours.autonat import v1 as autonat_v1
 from pyrsia.p2p.behaviours.autonat.client import AutonatClient, ProbeResult, ReachabilityChanged
-from pyrsia.p2p.behaviours.autonat.server import AutonatServer, DialBackRequested, DialBackTag
+from pyrsia.p2p.behaviours.autonat.server import AutonatServer, DialBackRequested
+from pyrsia.p2p.behaviours.autonat.v1 import AutonatV1Client, AutonatV1Server, V1DialRequested, V1ProbeResult
 from pyrsia.p2p.behaviours.relay import client as relay_client
 from pyrsia.p2p.behaviours.relay import hop
 from pyrsia.p2p.behaviours.relay import messages as relay_messages
@@ -574,6 +577,10 @@ class Host:
         self._autonat_server = AutonatServer(random_bytes)
         self._autonat_client = AutonatClient(random_bytes, reachability=config.reachability)
         self._behaviours += [self._autonat_server, self._autonat_client]
+        # AutoNAT v1 (js-libp2p's @libp2p/autonat): served always; asked of servers without v2.
+        self._autonat_v1_server = AutonatV1Server()
+        self._autonat_v1_client = AutonatV1Client(identity.peer_id)
+        self._behaviours += [self._autonat_v1_server, self._autonat_v1_client]
         self._reachability = "unknown" if config.reachability == "auto" else config.reachability
         self._autonat_asked: dict[str, float] = {}  # server peer -> when we last probed it
         self._autonat_due = 0.0
@@ -1544,7 +1551,18 @@ class Host:
         """What the AutoNAT behaviours report; False when the outcome is not theirs."""
         match outcome:
             case DialBackRequested():
-                self._autonat_dial_back(outcome)
+                self._autonat_dial_back(outcome, self._autonat_server)
+            case V1DialRequested():
+                self._autonat_dial_back(outcome, self._autonat_v1_server)
+            case V1ProbeResult() as probed:
+                log.debug(
+                    "p2p: autonat v1 probe by %s: %s %s %s",
+                    probed.server,
+                    probed.result,
+                    probed.address,
+                    probed.detail,
+                )
+                self._autonat_v1_vote(probed)
             case ReachabilityChanged(reachability=reachability, reachable=reachable):
                 if self.config.reachability != "auto" or reachability == self._reachability:
                     return True
@@ -1560,14 +1578,28 @@ class Host:
             case ProbeResult(server=server, result=result, address=address, detail=detail):
                 log.debug("p2p: autonat probe by %s: %s %s %s", server, result, address or "", detail)
             case _:
-                return isinstance(outcome, autonat_server.DialBackServed)
+                return isinstance(outcome, (autonat_server.DialBackServed, autonat_v1.V1DialServed))
         return True
 
-    def _autonat_dial_back(self, asked: DialBackRequested) -> None:
+    def _autonat_v1_vote(self, probed: V1ProbeResult) -> None:
+        """A v1 server's verdict is one vote in the v2 client's tally (v1.py says why)."""
+        verdict = probed.verdict
+        if verdict is None or self.config.reachability != "auto":
+            return
+        client = self._autonat_client
+        self._guarded(
+            client,
+            lambda now: client.record(
+                probed.address, probed.server_key, reachable=verdict, conn=sw.NO_CONN, now_s=now
+            ),
+        )
+
+    def _autonat_dial_back(
+        self, asked: DialBackRequested | V1DialRequested, server: AutonatServer | AutonatV1Server
+    ) -> None:
         """Dial a client back on a connection of its own (the server closes it when done):
         an existing connection to that peer proves nothing about the address."""
-        server = self._autonat_server
-        tag: DialBackTag = asked.tag
+        tag: Any = asked.tag
 
         def failed(reason: str) -> None:
             self._guarded(server, lambda now: server.dial_back_failed(tag, reason, now))
@@ -1616,12 +1648,16 @@ class Host:
             return
         with self._lock:
             servers = sorted(
-                info.peer_id
+                (autonat_messages.DIAL_REQUEST_PROTOCOL in info.protocols, info.peer_id)
                 for info in self._peers.values()
                 if autonat_messages.DIAL_REQUEST_PROTOCOL in info.protocols
-                and info.peer_id not in self._autonat_asked
+                or autonat_v1.PROTOCOL in info.protocols
+                if info.peer_id not in self._autonat_asked
             )
-        for server in servers:
+        servers.sort(key=lambda found: not found[0])  # v2 servers first: their nonce proves the dial
+        for v2, server in servers:
+            if not v2 and not self._autonat_v1_client.asks(server, now):
+                continue  # it dropped our last v1 request unanswered
             if room <= 0:
                 break
             conn = self._live_conn(server)
@@ -1629,7 +1665,12 @@ class Host:
                 continue  # through a relay every dial-back would cost dial data: direct servers only
             room -= 1
             self._autonat_asked[server] = now
-            self._apply(self._autonat_client, self._autonat_client.probe(conn.id, candidates, now))
+            if v2:
+                self._apply(self._autonat_client, self._autonat_client.probe(conn.id, candidates, now))
+            else:  # v1: one address a request, so its answer is about that address
+                self._apply(
+                    self._autonat_v1_client, self._autonat_v1_client.probe(conn.id, candidates[0], now)
+                )
 
     # -- hole punching (DCUtR) ------------------------------------------------------
 

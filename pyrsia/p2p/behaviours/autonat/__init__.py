@@ -4,8 +4,9 @@
 `/libp2p/autonat/2/dial-request` and dials clients back through the host;
 `client.AutonatClient` asks servers and answers `/libp2p/autonat/2/dial-back`;
 `reachability.Reachability` turns servers' answers into a verdict per address and the
-node's `public` / `private` / `unknown`. All pure: the host executes dials and calls
-`tick`.
+node's `public` / `private` / `unknown`; `v1` serves and asks AutoNAT v1
+(`/libp2p/autonat/1.0.0`, what js-libp2p's `@libp2p/autonat` speaks), its verdicts
+votes in the same tally. All pure: the host executes dials and calls `tick`.
 """
 
 from __future__ import annotations

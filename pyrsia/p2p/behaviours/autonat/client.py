@@ -145,6 +145,14 @@ class AutonatClient:
         """`reachable`, `unreachable` or `unknown` for one of our addresses."""
         return self._tally.status(address)
 
+    def record(
+        self, address: Multiaddr, server: str, *, reachable: bool, conn: int, now_s: float
+    ) -> list[sw.Effect]:
+        """Another version's verdict (AutoNAT v1, `v1.py`) as one server's vote in the tally;
+        `server` is its `server_key`, so a server speaking both versions counts once."""
+        self._tally.record(address.without_peer(), server, reachable=reachable, now_s=now_s)
+        return self._changed(conn)
+
     # -- inputs ------------------------------------------------------------------------
 
     def probe(self, conn: int, addresses: Sequence[Multiaddr], now_s: float) -> list[sw.Effect]:
