@@ -40,7 +40,6 @@ UNDO = typer.Option(False, "--undo", help="Put back the files as they were befor
 BACKUP_DIR = typer.Option(
     None,
     "--backup-dir",
-    file_okay=False,
     show_default=False,
     help="Where originals are kept for --undo (default: ~/.config/pyrsia/setup-backups).",
 )
@@ -246,7 +245,6 @@ def setup_containerd(
     config_path: Path | None = typer.Option(
         None,
         "--config-path",
-        file_okay=False,
         show_default=False,
         help="Directory of hosts.toml files (default: containerd's config_path, else "
         f"{containerd.DEFAULT_CONFIG_PATH}).",
@@ -254,7 +252,6 @@ def setup_containerd(
     containerd_config: Path = typer.Option(
         Path("/etc/containerd/config.toml"),
         "--containerd-config",
-        dir_okay=False,
         help="containerd's config.toml; its CRI config_path is set when it has none.",
     ),
     dry_run: bool = DRY_RUN,
@@ -306,7 +303,7 @@ def setup_containerd(
 def setup_docker(
     node: str | None = options.NODE,
     config_path: Path = typer.Option(
-        Path("/etc/docker/daemon.json"), "--config-path", dir_okay=False, help="dockerd's daemon.json."
+        Path("/etc/docker/daemon.json"), "--config-path", help="dockerd's daemon.json."
     ),
     dry_run: bool = DRY_RUN,
     undo_: bool = UNDO,
@@ -349,7 +346,6 @@ def setup_podman(
     config_path: Path | None = typer.Option(
         None,
         "--config-path",
-        dir_okay=False,
         show_default=False,
         help="registries.conf (default: $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf "
         "for root, ~/.config/containers/registries.conf otherwise).",
@@ -378,7 +374,6 @@ def setup_maven(
     config_path: Path | None = typer.Option(
         None,
         "--config-path",
-        dir_okay=False,
         show_default=False,
         help="settings.xml (default: ~/.m2/settings.xml).",
     ),
