@@ -295,6 +295,11 @@ def repositories(config: Config, environ: Mapping[str, str]) -> MavenRepositorie
             found = {k: v for k, v in servers(text, str(settings_file), environ).items() if k in wanted}
     for entry in config.maven_credentials:
         repository_id, _sep, file = entry.partition("=")
+        if repository_id.strip() not in wanted:
+            raise ConfigError(
+                f"maven_credentials: {repository_id.strip()[:100]!r} is not one of this node's Maven "
+                f"repositories ({', '.join(sorted(wanted))})"
+            )
         path = Path(file.strip()).expanduser()
         text = _read_text(path, f"maven_credentials {repository_id}")
         if text is None:

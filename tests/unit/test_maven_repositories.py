@@ -185,6 +185,14 @@ def test_repositories_from_config_in_order_with_credentials(tmp_path: Path) -> N
         repos.close()
 
 
+def test_credentials_for_a_repository_the_node_lacks_are_refused(tmp_path: Path) -> None:
+    cfg = config.Config(home=tmp_path, maven_settings="", maven_credentials=("compnay=/f",))
+    with pytest.raises(
+        ConfigError, match=r"'compnay' is not one of this node's Maven repositories \(central\)"
+    ):
+        repositories(cfg, {})
+
+
 def test_an_encrypted_password_for_a_configured_repository_is_refused(tmp_path: Path) -> None:
     settings = tmp_path / "settings.xml"
     settings.write_text(SETTINGS_XML)
@@ -202,7 +210,8 @@ def test_an_encrypted_password_for_a_configured_repository_is_refused(tmp_path: 
         ({"maven_repositories": ("x=ftp://a",)}, "http:// or https://"),
         ({"maven_repositories": ("central=http://a",)}, "given twice"),
         ({"maven_repositories": ("bad id=http://a",)}, "letters, digits"),
-        ({"maven_credentials": ("nobody=/f",)}, "must name a configured repository id"),
+        ({"maven_credentials": ("nobody",)}, "is not ID=FILE"),
+        ({"maven_credentials": ("=/f",)}, "is not ID=FILE"),
     ],
 )
 def test_bad_repository_settings_are_refused(tmp_path: Path, values: dict[str, object], message: str) -> None:
