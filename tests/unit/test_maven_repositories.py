@@ -11,9 +11,14 @@ import pytest
 
 from pyrsia import config
 from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.maven import MavenArtifacts
+from pyrsia.artifacts.records import RecordStore
+from pyrsia.artifacts.vouch import MemoryArtifactLog, NewArtifact
 from pyrsia.errors import ConfigError, MavenFileUnknown, UpstreamError, UpstreamUnavailable
-from pyrsia.formats.maven_layout import CHECKSUMS
+from pyrsia.formats.maven_layout import CHECKSUMS, parse_path
 from pyrsia.formats.maven_settings import Credentials, credentials_file, servers
+from pyrsia.translog.chunks import CHUNK_BYTES
+from pyrsia.translog.tx import AddArtifact
 from pyrsia.upstream.maven import MavenClient, MavenRepositories, repositories
 
 JAR = b"PK\x03\x04 a jar" * 50
@@ -217,3 +222,58 @@ def test_an_encrypted_password_for_a_configured_repository_is_refused(tmp_path: 
 def test_bad_repository_settings_are_refused(tmp_path: Path, values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.Config(home=tmp_path, **values)  # type: ignore[arg-type]
+
+
+# ---- the artifacts service: records name the repository, authorities verify against it ----------
+
+
+def _service(tmp_path: Path, repos: list[Repo], published: list[NewArtifact]) -> MavenArtifacts:
+    class Capturing(MemoryArtifactLog):
+        def publish(self, artifacts: list[NewArtifact]) -> None:
+            published.extend(artifacts)
+            super().publish(artifacts)
+
+    return MavenArtifacts(
+        BlobStore(tmp_path / "blobs"),
+        RecordStore(tmp_path / "refs"),
+        Capturing(),
+        MavenRepositories([repo.client() for repo in repos]),
+        metadata_ttl_s=60,
+    )
+
+
+def _record(new: NewArtifact) -> AddArtifact:
+    return AddArtifact(
+        package_type=new.package_type,
+        package_id=new.package_id,
+        path=new.path,
+        digest=new.digest,
+        size=new.size,
+        chunk_size=CHUNK_BYTES,
+        chunk_root=new.chunk_root,
+        media_type=new.media_type,
+        source=new.source,
+        author=new.author,
+        dependencies=new.dependencies,
+    )
+
+
+def test_the_record_names_the_repository_and_other_authorities_verify_against_it(tmp_path: Path) -> None:
+    published: list[NewArtifact] = []
+    first = _service(tmp_path / "a", [Repo("central", {}), Repo("google", {PATH: JAR})], published)
+    served = first.file(parse_path(PATH))
+    assert served.blob.read_bytes() == JAR
+    (new,) = published
+    assert new.source == f"https://google.test/google/{PATH}"
+    record = _record(new)
+
+    # Another authority whose central has other bytes at that path: it checks google, and agrees.
+    central = Repo("central", {PATH: b"a different artifact, same coordinates"})
+    google = Repo("google", {PATH: JAR})
+    assert _service(tmp_path / "b", [central, google], []).verify_record(record) is None
+    assert central.seen == [] and google.seen
+
+    # One whose google serves other bytes refuses, naming the repository.
+    liar = _service(tmp_path / "c", [Repo("central", {}), Repo("google", {PATH: b"tampered"})], [])
+    problem = liar.verify_record(record)
+    assert problem is not None and "google (https://google.test/google)" in problem
