@@ -33,6 +33,7 @@ setup_app = typer.Typer(
     no_args_is_help=True,
 )
 JOURNAL = "journal.json"
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
 FILE_BYTES_MAX = 16 * 1024 * 1024
 
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the changes as a diff; write nothing.")
@@ -333,7 +334,7 @@ def _podman_default() -> Path:
     if env := os.environ.get("CONTAINERS_REGISTRIES_CONF"):
         return Path(env)
     if os.geteuid() == 0:
-        return Path("/etc/containers/registries.conf")
+        return SYSTEM_REGISTRIES_CONF
     return Path.home() / ".config" / "containers" / "registries.conf"
 
 
@@ -363,7 +364,12 @@ def setup_podman(
     path = config_path or _podman_default()
     where = str(path)
     before = read_text(path)
-    after = podman.with_mirrors(before, _registries(registry), target, where)
+    base = before
+    if before is None and config_path is None and path != SYSTEM_REGISTRIES_CONF:
+        # A user's registries.conf replaces the system's: start from the system's, so its
+        # search registries and the like still apply.
+        base = read_text(SYSTEM_REGISTRIES_CONF)
+    after = podman.with_mirrors(base, _registries(registry), target, where)
     change = FileChange(path=os.path.abspath(where), before=before, after=after)
     run(Plan(tool="podman", changes=(change,)), journal, dry_run=dry_run)
 

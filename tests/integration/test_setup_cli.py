@@ -225,3 +225,20 @@ def test_bad_node_and_registry_are_one_line(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     one_line_error(pyrsia(tmp_path, "setup", *_podman(etc), "--node", "127.0.0.1:7888"), 2, "--node")
     one_line_error(pyrsia(tmp_path, "setup", "podman", "-r", "library", "--node", NODE), 2, "'library'")
+
+
+def test_a_new_podman_file_starts_from_the_systems(tmp_path: Path) -> None:
+    """A registries.conf of one's own replaces the system's: it starts as a copy of it."""
+    conf = tmp_path / "user" / "registries.conf"
+    env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    result = subprocess.run(
+        [*PYRSIA, "setup", "podman", "--node", NODE], capture_output=True, text=True, timeout=60, env=env
+    )
+    ok(result)
+    system = Path("/etc/containers/registries.conf").read_text()
+    assert conf.read_text().startswith(system) and "127.0.0.1:7888" in conf.read_text()
+    undo = subprocess.run(
+        [*PYRSIA, "setup", "podman", "--undo"], capture_output=True, text=True, timeout=60, env=env
+    )
+    ok(undo)
+    assert not conf.parent.exists()
