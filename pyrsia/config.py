@@ -164,6 +164,26 @@ class Config:
     maven_upstream: str = _setting(
         MAVEN_CENTRAL, "Maven repository to pull artifacts through from.", url=True
     )
+    maven_upstream_id: str = _setting(
+        "central",
+        "Repository id of maven_upstream: the <server> id whose credentials it uses.",
+    )
+    maven_repositories: tuple[str, ...] = _setting(
+        (),
+        "Further Maven repository as ID=URL, tried in order after maven_upstream for a file it "
+        "does not have (404); repeatable.",
+    )
+    maven_settings: str = _setting(
+        "~/.m2/settings.xml",
+        "Maven settings.xml whose <servers> give credentials to repositories by id; a missing "
+        "file gives none; empty reads none.",
+        empty_ok=True,
+    )
+    maven_credentials: tuple[str, ...] = _setting(
+        (),
+        "ID=FILE: a file holding user:password (or a bearer token) for that Maven repository; "
+        "wins over maven_settings; repeatable.",
+    )
     maven_metadata_ttl_s: float = _setting(
         600.0,
         "Seconds a maven-metadata.xml is served before it is fetched from the upstream again.",
@@ -414,6 +434,7 @@ class Config:
             if not isinstance(value, setting.kind) or (isinstance(value, bool) and setting.kind is not bool):
                 raise ConfigError(f"{setting.name} must be {setting.kind.__name__}, not {value!r}")
             setting.check(value)
+        maven_repositories(self)
         for name in ("p2p_limits_allow", "kad_ip_group_exempt"):
             for prefix in getattr(self, name):
                 try:
@@ -424,6 +445,31 @@ class Config:
     @property
     def http_url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
+
+
+_REPOSITORY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def maven_repositories(config: Config) -> tuple[tuple[str, str], ...]:
+    """`(id, url)` of every Maven repository, in the order they are tried: maven_upstream first."""
+    found = [(config.maven_upstream_id, config.maven_upstream)]
+    for entry in config.maven_repositories:
+        repository_id, sep, url = entry.partition("=")
+        if not sep:
+            raise ConfigError(f"maven_repositories: {entry[:200]!r} is not ID=URL")
+        found.append((repository_id.strip(), check_url(f"maven_repositories {repository_id}", url.strip())))
+    seen: set[str] = set()
+    for repository_id, _url in found:
+        if not _REPOSITORY_ID.match(repository_id):
+            raise ConfigError(f"maven repository id {repository_id[:100]!r} must be letters, digits, . _ -")
+        if repository_id in seen:
+            raise ConfigError(f"maven repository id {repository_id!r} is given twice")
+        seen.add(repository_id)
+    for entry in config.maven_credentials:
+        repository_id, sep, file = entry.partition("=")
+        if not sep or not repository_id.strip() or not file.strip():
+            raise ConfigError(f"maven_credentials: {entry[:100]!r} is not ID=FILE")
+    return tuple(found)
 
 
 def check_url(key: str, value: str) -> str:

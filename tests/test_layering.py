@@ -3,7 +3,7 @@
 Layers, lowest first: a package may import its own modules and those of lower
 layers, never a peer or a higher one, so no two packages can form a cycle:
 
-    errors, pyrsia  <  durable, formats  <  config  <  translog, http  <  upstream, p2p
+    errors, pyrsia  <  durable, formats, setup  <  config  <  translog, http  <  upstream, p2p
         <  consensus  <  artifacts  <  registry  <  node  <  cli  <  __main__
 
 Pure cores (the modules listed below) also import nothing that touches sockets,
@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "pyrsia"
 LAYERS = [
     {"errors", "__init__"},
-    {"durable", "formats"},
+    {"durable", "formats", "setup"},
     {"config"},
     {"translog", "http"},
     {"upstream", "p2p"},
@@ -41,6 +41,12 @@ PURE_MODULES = [
     "formats/maven_listing.py",
     "formats/peer_id.py",
     "formats/reference.py",
+    "setup/__init__.py",
+    "setup/containerd.py",
+    "setup/docker.py",
+    "setup/maven.py",
+    "setup/plan.py",
+    "setup/podman.py",
     "artifacts/provenance.py",
     "consensus/core.py",
     "consensus/mempool.py",

@@ -38,7 +38,7 @@ from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS, MavenPath, parse_path
 from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.tx import AddArtifact
-from pyrsia.upstream.maven import FetchedFile, MavenClient
+from pyrsia.upstream.maven import FetchedFile, MavenClient, MavenRepositories
 
 log = logging.getLogger("pyrsia.artifacts")
 
@@ -61,7 +61,7 @@ class MavenArtifacts:
         blobs: BlobStore,
         records: RecordStore,
         translog: ArtifactLog,
-        upstream: MavenClient,
+        upstream: MavenClient | MavenRepositories,
         metadata_ttl_s: float,
         clock: Callable[[], float] = time.time,
         authority: Authority | None = None,
@@ -72,7 +72,8 @@ class MavenArtifacts:
         self._blobs = blobs
         self._records = records
         self._translog = translog
-        self._upstream = upstream
+        # Tried in order per file; a record names the repository that served it.
+        self._upstream = MavenRepositories([upstream]) if isinstance(upstream, MavenClient) else upstream
         self._metadata_ttl_s = metadata_ttl_s
         self._clock = clock
         self._flights = SingleFlight()
@@ -131,7 +132,7 @@ class MavenArtifacts:
         if vouched is not None and vouched.digest != str(fetched.digest) and not target.is_metadata:
             # A released file never changes: the log's digest stands, the upstream's new bytes do not.
             raise DigestMismatch(
-                expected=vouched.digest, calculated=str(fetched.digest), source=self._upstream.base_url
+                expected=vouched.digest, calculated=str(fetched.digest), source=fetched.base_url
             )
         if self._authority is None and (vouched is None or vouched.digest != str(fetched.digest)):
             # new, or metadata that changed: an authority commits it
@@ -146,7 +147,7 @@ class MavenArtifacts:
                         size=fetched.size,
                         chunk_root=_stored(fetched).chunk_root,
                         media_type=target.content_type,
-                        source=f"{self._upstream.base_url}/{path}",
+                        source=f"{fetched.base_url}/{path}",
                         author=who.author,
                         dependencies=who.dependencies,
                     )
@@ -162,7 +163,7 @@ class MavenArtifacts:
         }
         self._records.put(path + "@", record)
         checked = fetched.verified_with or "nothing published"
-        log.info("pulled %s from upstream (checked with %s)", path, checked)
+        log.info("pulled %s from upstream %s (checked with %s)", path, fetched.repository, checked)
         modified = now if fetched.last_modified is None else fetched.last_modified
         return MavenFile(self._blobs.path(fetched.digest), fetched.size, fetched.checksums, now, modified)
 
@@ -172,9 +173,11 @@ class MavenArtifacts:
         root. The bytes are kept and served from here on."""
         path = record.path.removeprefix("/maven2/")
         target = parse_path(path)
-        fetched = self._upstream.fetch(path, self._blobs.opener(None, self._upstream.base_url, CHECKSUMS))
+        # Checked at the repository the record names (by its URL) when this node has it.
+        opener = self._blobs.opener(None, record.source, CHECKSUMS)
+        fetched = self._upstream.fetch_from(record.source, path, opener)
         stored = _stored(fetched)
-        base = self._upstream.base_url
+        base = f"{fetched.repository} ({fetched.base_url})"
         problem = None
         if str(fetched.digest) != record.digest:
             problem = f"{base} serves {fetched.digest} for {path}, not {record.digest}"

@@ -24,7 +24,7 @@ from pyrsia.artifacts.vouch import MAVEN, ArtifactLog
 from pyrsia.errors import MavenFileUnknown, UpstreamError
 from pyrsia.formats.maven_layout import MavenDirectory
 from pyrsia.formats.maven_listing import ENTRIES_MAX, entry_of, read_listing, with_checksums
-from pyrsia.upstream.maven import MavenClient
+from pyrsia.upstream.maven import MavenClient, MavenRepositories
 
 log = logging.getLogger("pyrsia.artifacts")
 # Appended to a directory child `x/`, a key that sorts after every path under it.
@@ -32,9 +32,9 @@ _PAST_CHILDREN = "\U0010ffff"
 
 
 class MavenListings:
-    def __init__(self, translog: ArtifactLog, upstream: MavenClient) -> None:
+    def __init__(self, translog: ArtifactLog, upstream: MavenClient | MavenRepositories) -> None:
         self._translog = translog
-        self._upstream = upstream
+        self._upstream = MavenRepositories([upstream]) if isinstance(upstream, MavenClient) else upstream
 
     def entries(self, directory: MavenDirectory) -> list[str]:
         """Child names (`1.0/`, `lib-1.0.jar`) of `directory`, sorted."""

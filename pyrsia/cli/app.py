@@ -25,6 +25,7 @@ from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.peers import peers, ping
 from pyrsia.cli.pull import pull_app
+from pyrsia.cli.setup import setup_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
 
@@ -66,6 +67,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(log_app, name="log")
 app.add_typer(inspect_app, name="inspect-log")
 app.add_typer(devnet_app, name="devnet")
+app.add_typer(setup_app, name="setup")
 
 
 def _show_version(value: bool) -> None:

@@ -68,7 +68,9 @@ def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
         console.line(f"p2p        {address}")
     console.line(f"home       {cfg.home}")
     console.line(f"docker     {cfg.docker_upstream}")
-    console.line(f"maven      {cfg.maven_upstream}")
+    console.line(f"maven      {cfg.maven_upstream_id}={cfg.maven_upstream}")
+    for repository in cfg.maven_repositories:
+        console.line(f"maven      {repository}")
     console.line(f"ready {info.http_url}")
     try:
         node.wait()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,7 +75,7 @@ from pyrsia.translog.tx import (
     Transaction,
     check_peer_id,
 )
-from pyrsia.upstream.maven import MavenClient
+from pyrsia.upstream.maven import repositories as maven_repositories
 from pyrsia.upstream.registry import RegistryClient
 
 log = logging.getLogger("pyrsia.node")
@@ -126,14 +127,7 @@ class Node:
             deadline_s=config.upstream_deadline_s,
             rate_min_bytes_s=config.upstream_rate_min_bytes_s,
         )
-        self._maven_upstream = MavenClient(
-            config.maven_upstream,
-            timeout_s=config.upstream_timeout_s,
-            retries_max=config.upstream_retries_max,
-            deadline_s=config.upstream_deadline_s,
-            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
-            file_bytes_max=config.maven_file_bytes_max,
-        )
+        self._maven_upstream = maven_repositories(config, os.environ)
         self.host = host_for(config, self.identity)
         self.host.start()
         try:

@@ -8,21 +8,35 @@ A file is cut off past `file_bytes_max` (refused before reading when its
 like every upstream fetch (`upstream.http`). The upstream's `Last-Modified` comes back
 with the file, as epoch seconds, for the node to serve on.
 A directory's HTML listing (`listing`) is read, bounded, for the node's own listings.
+
+A node has one or more repositories, each with an id (`MavenRepositories`), tried in
+order per file: a 404 moves on to the next, and a file no repository has is a 404.
+Any other failure (5xx or a timeout after the retries, a refused login, a bad checksum)
+is an error for that file, and the repositories after it are not asked: the order
+says which repository owns a coordinate, and a file the log vouches for is never
+replaced, so an outage of the first must not let a later one answer for its
+coordinates (the path dependency confusion takes). A repository's credentials
+(`Credentials`) go only to its own base URL: httpx drops `Authorization` on a redirect
+to another origin. A refused login is one line naming the repository and the user,
+never the password.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 
-from pyrsia.errors import DigestMismatch, MavenFileUnknown
+from pyrsia.config import Config, maven_repositories
+from pyrsia.errors import ConfigError, DigestMismatch, MavenFileUnknown, UpstreamError
 from pyrsia.formats.digest import Digest
+from pyrsia.formats.maven_settings import Credentials, credentials_file, servers
 from pyrsia.upstream.http import (
     DEADLINE_S,
     RATE_MIN_BYTES_S,
@@ -50,6 +64,8 @@ class FetchedFile:
     verified_with: str | None
     committed: object  # what the sink's commit() returned
     last_modified: float | None = None  # epoch seconds of the upstream's Last-Modified, if it sent one
+    repository: str = ""  # the id of the repository that served it
+    base_url: str = ""  # and its base URL
 
 
 class MavenClient:
@@ -57,6 +73,8 @@ class MavenClient:
         self,
         base_url: str,
         *,
+        repository_id: str = "central",
+        credentials: Credentials | None = None,
         timeout_s: float = TIMEOUT_S,
         retries_max: int = RETRIES_MAX,
         deadline_s: float = DEADLINE_S,
@@ -82,6 +100,10 @@ class MavenClient:
         )
         self.base_url = self._http.base_url
         self.file_bytes_max = file_bytes_max
+        self.repository_id = repository_id
+        self._credentials = credentials
+        if credentials is not None:
+            self._http.client.headers["Authorization"] = credentials.authorization()
 
     def close(self) -> None:
         self._http.close()
@@ -101,7 +123,7 @@ class MavenClient:
                 with self._http.stream("GET", url, {}, deadline) as response:
                     if response.status_code == 404:
                         raise MavenFileUnknown(f"{self._http.where} has no {path}")
-                    self._http.check_status(response, url)
+                    self._check_status(response, url)
                     length = response.headers.get("Content-Length", "")
                     if length.isascii() and length.isdigit():  # a big file gets the time its size needs
                         deadline.stretch(
@@ -133,6 +155,8 @@ class MavenClient:
                 published[0] if published else None,
                 committed,
                 modified,
+                self.repository_id,
+                self.base_url,
             )
 
         return self._http.with_retries(attempt, deadline)
@@ -148,7 +172,7 @@ class MavenClient:
             with self._http.stream("GET", url, {"Accept": "text/html"}, deadline) as response:
                 if response.status_code == 404:
                     return None
-                self._http.check_status(response, url)
+                self._check_status(response, url)
                 if "html" not in response.headers.get("Content-Type", "text/html").lower():
                     return None
                 body = self._http.read_bounded(response, LISTING_BYTES_MAX, url, deadline)
@@ -156,6 +180,24 @@ class MavenClient:
                 return body.decode("utf-8", "replace"), str(response.url)
 
         return self._http.with_retries(attempt, deadline)
+
+    def _check_status(self, response: httpx.Response, url: str) -> None:
+        if response.status_code in (401, 403):
+            raise UpstreamError(self.refusal(response.status_code))
+        self._http.check_status(response, url)
+
+    def refusal(self, status: int) -> str:
+        """One line on a refused request: which repository, whose login; never the secret."""
+        where = f"maven repository {self.repository_id!r} ({self.base_url})"
+        if self._credentials is None:
+            return (
+                f"{where} refused anonymous access (HTTP {status}): give it credentials, a <server> "
+                f"with id {self.repository_id!r} in settings.xml or maven_credentials"
+            )
+        return (
+            f"{where} refused the credentials of {self._credentials.who} from "
+            f"{self._credentials.source} (HTTP {status}): check the password"
+        )
 
     def _published_checksum(self, path: str) -> tuple[str, str] | None:
         for algorithm in PUBLISHED_CHECKSUMS:
@@ -166,7 +208,7 @@ class MavenClient:
                 with self._http.stream("GET", url, {}, deadline) as response:
                     if response.status_code == 404:
                         return None
-                    self._http.check_status(response, url)
+                    self._check_status(response, url)
                     return self._http.read_bounded(response, CHECKSUM_BYTES_MAX, url, deadline)
 
             body = self._http.with_retries(attempt, deadline)
@@ -195,3 +237,102 @@ def _parse_checksum(body: bytes, algorithm: str, url: str) -> str:
         if len(token) == _HEX[algorithm] and all(c in "0123456789abcdef" for c in token):
             return token
     raise DigestMismatch(expected=f"{algorithm} sidecar", calculated=f"unreadable {text[:80]!r}", source=url)
+
+
+class MavenRepositories:
+    """A node's Maven repositories, tried in order per file (see the module's rules)."""
+
+    def __init__(self, clients: Sequence[MavenClient]) -> None:
+        if not clients:
+            raise ConfigError("a node needs at least one Maven repository")
+        self.clients = tuple(clients)
+        self.base_url = self.clients[0].base_url
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(client.repository_id for client in self.clients)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    def fetch(self, path: str, open_sink: OpenSink) -> FetchedFile:
+        for client in self.clients:
+            try:
+                return client.fetch(path, open_sink)
+            except MavenFileUnknown:
+                continue
+        raise MavenFileUnknown(f"no Maven repository of this node has {path} ({', '.join(self.ids)})")
+
+    def client_for(self, source: str) -> MavenClient | None:
+        """The repository a record's `source` URL names, by its base URL; None when none does."""
+        for client in self.clients:
+            if source.startswith(client.base_url + "/"):
+                return client
+        return None
+
+    def fetch_from(self, source: str, path: str, open_sink: OpenSink) -> FetchedFile:
+        """`path` from the repository `source` names, else (another node's URL for it) in order."""
+        client = self.client_for(source)
+        return client.fetch(path, open_sink) if client is not None else self.fetch(path, open_sink)
+
+    def listing(self, directory: str) -> tuple[str, str] | None:
+        for client in self.clients:
+            if (page := client.listing(directory)) is not None:
+                return page
+        return None
+
+
+def repositories(config: Config, environ: Mapping[str, str]) -> MavenRepositories:
+    """The node's repositories from its settings, each with its credentials, if any."""
+    specs = maven_repositories(config)
+    wanted = {repository_id for repository_id, _url in specs}
+    found: dict[str, Credentials] = {}
+    if config.maven_settings:
+        settings_file = Path(config.maven_settings).expanduser()
+        text = _read_text(settings_file, "maven_settings")
+        if text is not None:
+            found = {k: v for k, v in servers(text, str(settings_file), environ).items() if k in wanted}
+    for entry in config.maven_credentials:
+        repository_id, _sep, file = entry.partition("=")
+        if repository_id.strip() not in wanted:
+            raise ConfigError(
+                f"maven_credentials: {repository_id.strip()[:100]!r} is not one of this node's Maven "
+                f"repositories ({', '.join(sorted(wanted))})"
+            )
+        path = Path(file.strip()).expanduser()
+        text = _read_text(path, f"maven_credentials {repository_id}")
+        if text is None:
+            raise ConfigError(f"maven_credentials: {path} does not exist")
+        found[repository_id.strip()] = credentials_file(text, str(path))
+    for credentials in found.values():
+        if credentials.encrypted:
+            raise ConfigError(
+                f"{credentials.source}: the password is encrypted (settings-security.xml), which "
+                "pyrsia cannot read; give it in plain text or through maven_credentials"
+            )
+    return MavenRepositories(
+        [
+            MavenClient(
+                url,
+                repository_id=repository_id,
+                credentials=found.get(repository_id),
+                timeout_s=config.upstream_timeout_s,
+                retries_max=config.upstream_retries_max,
+                deadline_s=config.upstream_deadline_s,
+                rate_min_bytes_s=config.upstream_rate_min_bytes_s,
+                file_bytes_max=config.maven_file_bytes_max,
+            )
+            for repository_id, url in specs
+        ]
+    )
+
+
+def _read_text(path: Path, setting: str) -> str | None:
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{setting}: cannot read {path}: {reason}") from None

@@ -23,6 +23,7 @@ file must come through the mirror under test.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import subprocess
@@ -218,21 +219,47 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _admitted(self) -> bool:
+        """Records a request that carried credentials; answers 401 unless they are the login."""
+        given = self.headers.get("Authorization")
+        if given is not None:
+            with self.server.lock:
+                self.server.authorized.append(self.path)
+        if self.server.login is None or given == self.server.login:
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="maven"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def do_GET(self) -> None:
+        if self._admitted():
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        if self._admitted():
+            super().do_HEAD()
+
 
 class _RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, login: str | None) -> None:
         super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
         self.lock = threading.Lock()
         self.requests: list[tuple[str, int]] = []
+        self.authorized: list[str] = []  # paths of requests that carried an Authorization header
+        self.login = login
 
 
 class MavenServer:
     """Serves a directory over HTTP on a free loopback port, from `start()` until `stop()`."""
 
-    def __init__(self, root: Path) -> None:
-        self._server = _RecordingServer(root)
+    def __init__(self, root: Path, *, login: tuple[str, str] | None = None) -> None:
+        """`login`: a user and password every request must carry (HTTP Basic), else 401."""
+        header = None if login is None else "Basic " + base64.b64encode(":".join(login).encode()).decode()
+        self._server = _RecordingServer(root, header)
         self._thread = threading.Thread(target=self._server.serve_forever, name="maven-upstream", daemon=True)
         self._stopped = False
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -245,6 +272,11 @@ class MavenServer:
         """`(path, status)` of every request answered so far, in order."""
         with self._server.lock:
             return list(self._server.requests)
+
+    def authorized(self) -> list[str]:
+        """Paths of the requests that carried credentials, in order."""
+        with self._server.lock:
+            return list(self._server.authorized)
 
     def stop(self) -> None:
         """Stops serving and closes the listening socket: later connections are refused."""
