@@ -64,6 +64,7 @@ from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
 from pyrsia.translog.block import quorum
+from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
@@ -76,6 +77,8 @@ from pyrsia.translog.tx import (
 )
 from pyrsia.upstream.maven import MavenClient
 from pyrsia.upstream.registry import RegistryClient
+from pyrsia.web.site import StaticSite
+from pyrsia.web.traffic import TrafficHistory, counters_of
 
 log = logging.getLogger("pyrsia.node")
 CONSENSUS_DIR = "consensus"
@@ -205,6 +208,7 @@ class Node:
                 DockerRegistry(docker),
                 MavenRepository(maven, MavenListings(vouched, self._maven_upstream)),
                 api,
+                StaticSite(),
             ),
             config.http_host,
             config.http_port,
@@ -212,6 +216,12 @@ class Node:
         )
         self._started = time.monotonic()
         self._stop = threading.Event()
+        self._traffic = TrafficHistory(
+            samples_max=config.traffic_samples_max, interval_s=config.traffic_sample_interval_s
+        )
+        self._traffic_lock = threading.Lock()
+        self._traffic_stop = threading.Event()
+        self._traffic_thread = threading.Thread(target=self._sample_traffic, name="traffic", daemon=True)
 
     def _open_log(self, config: Config) -> Ledger:
         """Open the log, or start it: from a genesis file, from the bootstrap peers' network,
@@ -244,7 +254,37 @@ class Node:
         self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
         self._started = time.monotonic()
+        self._traffic_thread.start()
         return self.info
+
+    def _sample_traffic(self) -> None:
+        """Reads the byte counters every `traffic_sample_interval_s` for the dashboard's chart."""
+        while True:
+            snapshot = self.exchange.snapshot()
+            counters = counters_of(snapshot.bytes_by_source, snapshot.served_bytes_by_peer)
+            with self._traffic_lock:
+                self._traffic.record(time.time(), counters)
+            if self._traffic_stop.wait(self.config.traffic_sample_interval_s):
+                return
+
+    def traffic(self) -> dict[str, object]:
+        with self._traffic_lock:
+            return self._traffic.to_json()
+
+    def transfers(self) -> list[dict[str, object]]:
+        """Blob downloads from peers in progress: chunks verified so far and their bytes."""
+        return [
+            {
+                "digest": t.digest,
+                "size": t.size,
+                "chunks": t.chunks,
+                "verified_chunks": t.verified,
+                "verified_bytes": min(t.size, t.verified * CHUNK_BYTES),
+                "providers": list(t.providers),
+                "source": "peers",
+            }
+            for t in self.exchange.snapshot().transfers
+        ]
 
     def _serve_request(self, request: PublishRequest) -> Verdicts:
         """A publish request from another node, served as a pull through this one would be;
@@ -578,6 +618,7 @@ class Node:
             pass
 
     def close(self) -> None:
+        self._traffic_stop.set()
         self._server.shutdown(SHUTDOWN_GRACE_S)
         self.consensus.stop()
         self.network.stop()
