@@ -175,6 +175,8 @@ def test_every_page_renders_live_data(devnet: Devnet, browser: webdriver.Chrome,
         browser, lambda: len(texts(browser, "tr.peer-row")) == 2 and texts(browser, "tr.peer-row"), "peers"
     )
     assert all("direct" in row and "pyrsia/" in row for row in rows), rows
+    # RTTs come from the connections' keep-alive pings; the page shows them once measured.
+    wait_for(browser, lambda: all(" ms" in row for row in texts(browser, "tr.peer-row")), "RTTs shown")
     shown = {e.get_attribute("title") for e in browser.find_elements(By.CSS_SELECTOR, "tr.peer-row code")}
     assert peer_ids <= shown
     screenshot(browser, shots, "peers")
@@ -216,10 +218,10 @@ def search(driver: webdriver.Chrome, field: str, value: str) -> list[str]:
     wait_for(
         driver,
         lambda: (
-            driver.find_elements(By.ID, "search-count")
-            or driver.find_elements(By.CSS_SELECTOR, "#search-results .empty")
+            driver.find_element(By.ID, "search-results").get_attribute("data-for")
+            == driver.execute_script("return location.hash")
         ),
-        "results",
+        "the results of this search",
     )
     return [
         e.get_attribute("title")

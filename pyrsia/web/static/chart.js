@@ -50,11 +50,16 @@ export function ratesOf(traffic) {
   return out;
 }
 
+// A round top for the y axis in the unit the labels use (B, KiB, MiB, … per second),
+// so its quarters read as round numbers too.
 function niceCeiling(value) {
   if (value <= 0) return 1024;
-  const exp = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= value) return m * exp;
-  return 10 * exp;
+  let unit = 1;
+  while (value / unit >= 1024) unit *= 1024;
+  const scaled = value / unit;
+  const exp = Math.pow(10, Math.floor(Math.log10(scaled)));
+  for (const m of [1, 2, 4, 8, 10]) if (m * exp >= scaled) return m * exp * unit;
+  return 10 * exp * unit;
 }
 
 export function trafficChart(traffic, series) {
@@ -79,7 +84,8 @@ export function trafficChart(traffic, series) {
   for (let i = 0; i <= 4; i++) {
     const t = t0 + ((t1 - t0) * i) / 4;
     const label = new Date(t * 1000).toLocaleTimeString(undefined, { hour12: false });
-    svg.append(s("text", { x: x(t), y: H - 8, "text-anchor": "middle", class: "axis" }, label));
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    svg.append(s("text", { x: x(t), y: H - 8, "text-anchor": anchor, class: "axis" }, label));
   }
   series.forEach((name, index) => {
     const d = points.map((p, i) => `${i ? "L" : "M"}${x(p.at).toFixed(1)},${y(p.rates[name] ?? 0).toFixed(1)}`).join(" ");

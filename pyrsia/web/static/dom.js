@@ -60,10 +60,11 @@ export function when(unixSeconds) {
 }
 
 // A long id shortened in the middle, the whole value in its title and copyable.
-export function mono(text, keep = 0) {
+export function mono(text, keep = 0, shorten = null) {
   const value = String(text ?? "");
-  const shown = keep && value.length > keep * 2 + 1 ? `${value.slice(0, keep)}…${value.slice(-keep)}` : value;
-  return h("code", { class: "mono", title: value }, shown);
+  let shown = keep && value.length > keep * 2 + 1 ? `${value.slice(0, keep)}…${value.slice(-keep)}` : value;
+  if (shorten) shown = shorten(shown);
+  return h("code", { class: shown === value ? "mono" : "mono short", title: value }, shown);
 }
 
 export function badge(text, kind = "") {

@@ -27,6 +27,11 @@ function stateBadge(state) {
   return badge(state, STATE_KIND[state] ?? "");
 }
 
+// Paths that repeat a digest show it shortened; the title keeps the whole path.
+function shortDigests(path) {
+  return path.replace(/sha256:([0-9a-f]{12})[0-9a-f]{40}([0-9a-f]{12})/, "sha256:$1…$2");
+}
+
 function recordLink(digest, text) {
   return h("a", { href: `#/record/${encodeURIComponent(digest)}`, class: "record-link" }, text ?? mono(digest, 12));
 }
@@ -203,9 +208,9 @@ export const log = {
     this.results = h("div", { id: "search-results" }, h("p", { class: "empty" }, "Searching…"));
     this.head = h("div", { class: "log-head" });
     replace(root, card("Search the log", form, this.head, this.results));
-    this.search(params);
+    this.search(params, location.hash);
   },
-  async search(params) {
+  async search(params, hash) {
     const query = new URLSearchParams();
     for (const [name] of SEARCH_FIELDS) if (params.get(name)) query.set(name, params.get(name));
     if (params.get("type")) query.set("type", params.get("type"));
@@ -223,7 +228,7 @@ export const log = {
         "tr",
         { class: "record-row" },
         h("td", {}, searchLink("package", r.package_id)),
-        h("td", {}, mono(r.path, 0)),
+        h("td", {}, mono(r.path, 0, shortDigests)),
         h("td", {}, recordLink(r.digest)),
         h("td", { class: "num" }, bytes(r.size)),
         h("td", {}, r.author ? searchLink("author", r.author) : "–"),
@@ -237,6 +242,8 @@ export const log = {
       h("p", { class: "muted", id: "search-count" }, filtered ? `${found.count} matching record${found.count === 1 ? "" : "s"}` : `The ${found.count} newest records`),
       table(["Package", "Path", "Digest", "Size", "Author", "Height", "Committed", ""], rows, "No record matches."),
     );
+    this.results.dataset.for = hash; // which search these results answer
+
   },
   async refresh() {},
 };
@@ -368,6 +375,35 @@ export const builds = {
   },
   async refresh() {
     const [{ builds: list }, auth] = await Promise.all([getJSON("/api/v1/builds"), getJSON("/api/v1/authorities")]);
+    const verdictTable = (b) =>
+      table(
+        ["Authority", "Verdict", "Reason"],
+        b.verdicts.map((v) =>
+          h("tr", { class: "verdict-row" }, h("td", {}, mono(v.authority, 10)), h("td", {}, stateBadge(v.verdict)), h("td", {}, v.reason || "–")),
+        ),
+        "No verdict yet.",
+      );
+    const txTable = (b) =>
+      table(
+        ["Path", "Digest", "State"],
+        b.transactions.map((t) =>
+          h("tr", {}, h("td", {}, mono(t.path, 0, shortDigests)), h("td", {}, recordLink(t.digest)), h("td", {}, stateBadge(t.state))),
+        ),
+        "None yet.",
+      );
+    const meta = (b) =>
+      h(
+        "ul",
+        { class: "meta" },
+        [
+          ["kind", b.kind],
+          ["build", mono(b.id)],
+          ["through", b.via],
+          ["started", when(b.started_at)],
+          ["finished", b.finished_at ? when(b.finished_at) : "–"],
+          ["height", String(b.height ?? "–")],
+        ].map(([name, value]) => h("li", {}, `${name} `, h("strong", {}, value))),
+      );
     const buildCards = list
       .slice()
       .sort((a, b) => b.started_at - a.started_at)
@@ -376,26 +412,13 @@ export const builds = {
           "section",
           { class: "card build", "data-build": b.id },
           h("h2", {}, mono(b.target), " ", stateBadge(b.state)),
-          facts([
-            ["Kind", b.kind],
-            ["Build id", mono(b.id)],
-            ["Through", b.via],
-            ["Started", when(b.started_at)],
-            ["Finished", b.finished_at ? when(b.finished_at) : "–"],
-            ["Height", b.height ?? "–"],
-            ...(b.error ? [["Error", h("span", { class: "error-text" }, b.error)]] : []),
-          ]),
-          h("h3", {}, "Verdicts"),
-          table(
-            ["Authority", "Verdict", "Reason"],
-            b.verdicts.map((v) => h("tr", { class: "verdict-row" }, h("td", {}, mono(v.authority, 10)), h("td", {}, stateBadge(v.verdict)), h("td", {}, v.reason || "–"))),
-            "No verdict yet.",
-          ),
-          h("h3", {}, `Transactions (${b.transactions.length})`),
-          table(
-            ["Path", "Digest", "State"],
-            b.transactions.map((t) => h("tr", {}, h("td", {}, mono(t.path)), h("td", {}, recordLink(t.digest)), h("td", {}, stateBadge(t.state)))),
-            "None yet.",
+          meta(b),
+          b.error ? h("p", { class: "error-text" }, b.error) : null,
+          h(
+            "div",
+            { class: "columns" },
+            h("div", {}, h("h3", {}, "Verdicts"), verdictTable(b)),
+            h("div", {}, h("h3", {}, `Transactions (${b.transactions.length})`), txTable(b)),
           ),
         ),
       );
