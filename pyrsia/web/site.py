@@ -13,6 +13,7 @@ and never runs a stale page against a newer node.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -50,6 +51,7 @@ SECURITY_HEADERS = (
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
 )
+log = logging.getLogger("pyrsia.web")
 NAME_CHARS_MAX = 100
 SITE_BYTES_MAX = 4 * 1024 * 1024
 
@@ -97,9 +99,19 @@ def packaged_static() -> Traversable:
     return resources.files("pyrsia.web").joinpath("static")
 
 
+def packaged_assets() -> dict[str, Asset]:
+    """The files shipped in the package; none (and a warning) when a build left them out,
+    so a node without its dashboard still serves registries and the API."""
+    root = packaged_static()
+    if not root.is_dir():
+        log.warning("the dashboard's files are missing from this installation (%s)", root)
+        return {}
+    return load_assets(root)
+
+
 class StaticSite:
     def __init__(self, assets: dict[str, Asset] | None = None) -> None:
-        self._assets = load_assets(packaged_static()) if assets is None else assets
+        self._assets = packaged_assets() if assets is None else assets
 
     def serves(self, path: str) -> bool:
         return path == "/" or path.startswith(STATIC_PREFIX)
@@ -108,7 +120,8 @@ class StaticSite:
         name = asset_name(request.path)
         asset = self._assets.get(name) if name is not None else None
         if asset is None:
-            raise PathUnknown("no such page", detail=request.path[:300])
+            missing = "the dashboard is not installed" if not self._assets else "no such page"
+            raise PathUnknown(missing, detail=request.path[:300])
         if request.method not in ("GET", "HEAD"):
             raise Unsupported(f"{request.method} is not supported on {request.path}")
         return Response(

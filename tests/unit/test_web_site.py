@@ -152,3 +152,8 @@ def test_no_page_script_writes_html_from_data() -> None:
             "new Function",
         ):
             assert sink not in text, (path.name, sink)
+
+
+def test_a_site_without_files_says_the_dashboard_is_missing() -> None:
+    with pytest.raises(PathUnknown, match="not installed"):
+        get(StaticSite({}), "/")

@@ -208,7 +208,7 @@ export const log = {
     this.results = h("div", { id: "search-results" }, h("p", { class: "empty" }, "Searching…"));
     this.head = h("div", { class: "log-head" });
     replace(root, card("Search the log", form, this.head, this.results));
-    this.search(params, location.hash);
+    return this.search(params, location.hash);
   },
   async search(params, hash) {
     const query = new URLSearchParams();
@@ -257,7 +257,7 @@ export const record = {
     this.root = root;
     this.digest = arg;
     replace(root, h("p", { class: "empty" }, "Loading…"));
-    this.load();
+    return this.load();
   },
   async load() {
     const [proof, head] = await Promise.all([
