@@ -296,6 +296,12 @@ def test_a_record_proof_verifies_in_the_browser(
     assert outcomes == expected
     assert console_errors(browser) == []
 
+    # A digest the log lacks: the page says so; the browser logs only that 404 itself.
+    browser.get(a.url + "/#/record/sha256:" + "0" * 64)
+    missing = wait_for(browser, lambda: browser.find_elements(By.ID, "no-record"), "the record is missing")
+    assert "no artifact with digest" in missing[0].text
+    assert [e["message"] for e in console_errors(browser) if "/api/v1/log/proof/" not in e["message"]] == []
+
 
 def flip_hex(text: str) -> str:
     return ("1" if text[0] == "0" else "0") + text[1:]

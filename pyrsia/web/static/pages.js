@@ -2,7 +2,7 @@
 // `mount` builds what stays (forms keep their input), `refresh` redraws the live parts
 // and is called again every `every_ms` while the page is shown.
 
-import { getJSON } from "./api.js";
+import { ApiError, getJSON } from "./api.js";
 import { LABELS, colorOf, legend, ratesOf, trafficChart } from "./chart.js";
 import { badge, bytes, card, duration, facts, h, mono, rate, replace, table, when } from "./dom.js";
 import { ed25519Supported, verifyProof } from "./merkle.js";
@@ -218,7 +218,7 @@ export const log = {
     const [head, found] = await Promise.all([getJSON("/api/v1/log"), getJSON(`/api/v1/log/search?${query}`)]);
     replace(
       this.head,
-      `Height ${head.height} · ${head.size} records · origin `,
+      `Height ${head.height} · ${head.size} record${head.size === 1 ? "" : "s"} · origin `,
       mono(head.origin),
       ` · ${head.authorities.length} authorit${head.authorities.length === 1 ? "y" : "ies"}`,
     );
@@ -260,10 +260,21 @@ export const record = {
     return this.load();
   },
   async load() {
-    const [proof, head] = await Promise.all([
-      getJSON(`/api/v1/log/proof/${encodeURIComponent(this.digest)}`),
-      getJSON("/api/v1/log"),
-    ]);
+    let proof, head;
+    try {
+      [proof, head] = await Promise.all([
+        getJSON(`/api/v1/log/proof/${encodeURIComponent(this.digest)}`),
+        getJSON("/api/v1/log"),
+      ]);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+      replace(
+        this.root,
+        h("p", {}, h("a", { href: "#/log" }, "← Back to the log")),
+        card("No such record", h("p", { class: "empty", id: "no-record" }, error.message)),
+      );
+      return;
+    }
     const r = proof.record;
     const verdict = h("div", { id: "proof-verdict", class: "verdict busy" }, "Verifying in this browser…");
     const steps = h("ol", { class: "steps", id: "proof-steps" });
