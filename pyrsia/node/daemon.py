@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
@@ -101,6 +102,14 @@ class NodeInfo:
 def http_limits(config: Config) -> Limits:
     """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
     return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
+
+
+def _host_of(source: str) -> str:
+    """`host[:port]` of a writer's source label (`upstream URL` or a bare URL), never its
+    path or user info, so a page shows where bytes come from and nothing more."""
+    parts = urlsplit(source.rpartition(" ")[2])
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict: str, reason: str) -> None:
@@ -272,8 +281,10 @@ class Node:
             return self._traffic.to_json()
 
     def transfers(self) -> list[dict[str, object]]:
-        """Blob downloads from peers in progress: chunks verified so far and their bytes."""
-        return [
+        """Blob downloads in progress: from peers (chunks verified so far, an upper bound of
+        their bytes while the short last chunk is among them) and from upstreams (bytes
+        written so far, in order, checked against the digest at the end)."""
+        peers: list[dict[str, object]] = [
             {
                 "digest": t.digest,
                 "size": t.size,
@@ -285,6 +296,14 @@ class Node:
             }
             for t in self.exchange.snapshot().transfers
         ]
+        upstream: list[dict[str, object]] = [
+            {"digest": w.digest, "size": w.size, "written_bytes": w.written, "source": "upstream",
+             "upstream": _host_of(w.source)}
+            for w in self.blobs.writes_in_progress()
+            if w.source != PeerSource.label and w.written > 0
+        ]  # fmt: skip
+        upstream.sort(key=lambda t: str(t["digest"]))
+        return peers + upstream
 
     def _serve_request(self, request: PublishRequest) -> Verdicts:
         """A publish request from another node, served as a pull through this one would be;

@@ -6,8 +6,9 @@
                             <home>/pyrsia.toml; takes effect at the next start
     GET  /metrics           open: Prometheus text (bytes per peer and source, transfers)
     GET  /api/v1/peers      open: connected p2p peers (address, direction, RTT, bytes, agent)
-    GET  /api/v1/transfers  open: blob downloads from peers in progress (the `transfers` of
-                            `status.exchange`, with bytes verified so far)
+    GET  /api/v1/transfers  open: blob downloads in progress: from peers (the `transfers`
+                            of `status.exchange`, with bytes verified so far) and from
+                            upstreams (bytes written so far, the upstream's host)
     GET  /api/v1/traffic    open: a short history of the byte counters `/metrics` shows
                             (received by source, served to peers), sampled every few seconds
     POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)

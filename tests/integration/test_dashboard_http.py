@@ -1,19 +1,24 @@
 """The dashboard over a real daemon's HTTP port: pages, headers, traversal, the new endpoints.
 
 One `pyrsia daemon` for the module, sampling its byte counters every 0.2 s into a
-history of at most four samples. Requests that try to leave the static directory are
-sent on a raw socket, exactly as written (no client normalises the path first).
+history of at most four samples; one more, behind a scripted upstream that drips a
+layer, shows a pull from the upstream on `/api/v1/transfers` while it runs. Requests
+that try to leave the static directory are sent on a raw socket, exactly as written
+(no client normalises the path first).
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.support import images
 from tests.support.node import NodeProcess
+from tests.support.scripted_upstream import Reply, ScriptedUpstream
 from tests.support.wait import eventually
 
 SAMPLES_MAX = 4
@@ -120,3 +125,48 @@ def test_writes_to_the_dashboard_endpoints_are_refused(node: NodeProcess) -> Non
 def test_the_data_directory_is_never_a_static_root(node: NodeProcess) -> None:
     (node.home / "probe.js").write_text("// in the home, not in the package")
     assert httpx.get(node.url + "/static/probe.js", timeout=30).status_code == 404
+
+
+def test_a_pull_from_the_upstream_shows_its_bytes_while_it_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    image = images.large("library/slow", "1.0", 6000)
+    layer = image.layers_of(image.top)[0]
+    with ScriptedUpstream() as upstream:
+        upstream.serve_image(image)
+        upstream.route(f"/v2/{image.name}/blobs/{layer}", Reply(body=image.blobs[layer], drip_s=0.002))
+        home = tmp_path_factory.mktemp("upstream-node")
+        flags = ("--docker-upstream", upstream.url, "--upstream-rate-min", "0")
+        with NodeProcess(home, *flags) as node:
+            manifest = httpx.get(
+                f"{node.url}/v2/{image.name}/manifests/{image.tag}",
+                headers={"Accept": images.DOCKER_MANIFEST},
+                timeout=60,
+            )
+            assert manifest.status_code == 200
+            pulled: list[httpx.Response] = []
+            puller = threading.Thread(
+                target=lambda: pulled.append(
+                    httpx.get(f"{node.url}/v2/{image.name}/blobs/{layer}", timeout=120)
+                )
+            )
+            puller.start()
+            seen: list[int] = []
+
+            def advancing() -> bool:
+                for t in httpx.get(node.url + "/api/v1/transfers", timeout=30).json()["transfers"]:
+                    if t["digest"] == layer and t["source"] == "upstream":
+                        assert t["size"] == len(image.blobs[layer])
+                        assert t["upstream"] == upstream.url.removeprefix("http://")
+                        if not seen or t["written_bytes"] > seen[-1]:
+                            seen.append(t["written_bytes"])
+                return len(seen) >= 2
+
+            eventually(advancing, "the upstream download's bytes grew on /api/v1/transfers", within_s=60)
+            puller.join(120)
+            assert pulled and pulled[0].status_code == 200 and pulled[0].content == image.blobs[layer]
+            assert 0 < seen[0] < seen[-1] <= len(image.blobs[layer])
+            eventually(
+                lambda: httpx.get(node.url + "/api/v1/transfers", timeout=30).json() == {"transfers": []},
+                "the finished download left the list",
+            )

@@ -342,25 +342,33 @@ export const transfers = {
     const now = performance.now() / 1000;
     const seen = new Map();
     const rows = list.map((t) => {
-      const before = this.seen.get(t.digest);
-      const speed = before && now > before.at ? Math.max(0, (t.verified_bytes - before.bytes) / (now - before.at)) : null;
+      const fromPeers = t.source === "peers";
+      const done = fromPeers ? t.verified_bytes : t.written_bytes;
+      const id = `${t.source} ${t.digest ?? t.upstream}`;
+      const before = this.seen.get(id);
+      const speed = before && now > before.at ? Math.max(0, (done - before.bytes) / (now - before.at)) : null;
       const smoothed = speed === null ? before?.speed ?? null : before?.speed ? 0.6 * before.speed + 0.4 * speed : speed;
-      seen.set(t.digest, { at: now, bytes: t.verified_bytes, speed: smoothed });
-      const pct = t.chunks ? (100 * t.verified_chunks) / t.chunks : 100;
-      const bar = h("div", { class: "bar-fill" });
-      bar.style.width = `${pct.toFixed(1)}%`;
-      const left = t.size - t.verified_bytes;
+      seen.set(id, { at: now, bytes: done, speed: smoothed });
+      const known = typeof t.size === "number" && t.size > 0;
+      const pct = fromPeers ? (t.chunks ? (100 * t.verified_chunks) / t.chunks : 100) : known ? Math.min(100, (100 * done) / t.size) : null;
+      const bar = h("div", { class: pct === null ? "bar-fill unknown" : "bar-fill" });
+      bar.style.width = pct === null ? "100%" : `${pct.toFixed(1)}%`;
+      const left = known ? t.size - done : null;
+      const facts = fromPeers
+        ? `${bytes(done)} of ${bytes(t.size)} · ${t.verified_chunks} of ${t.chunks} chunks verified`
+        : `${bytes(done)}${known ? ` of ${bytes(t.size)}` : ""} received, checked against the digest at the end`;
+      const origin = fromPeers ? `from ${t.providers.length} peer${t.providers.length === 1 ? "" : "s"}` : `from upstream ${t.upstream}`;
       return h(
         "div",
-        { class: "transfer", "data-digest": t.digest },
-        h("div", { class: "transfer-head" }, mono(t.digest, 16), h("span", { class: "pct" }, `${pct.toFixed(1)} %`)),
-        h("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct.toFixed(1) }, bar),
+        { class: "transfer", "data-digest": t.digest ?? "", "data-source": t.source },
+        h("div", { class: "transfer-head" }, mono(t.digest ?? "(a file asked for by path)", 16), h("span", { class: "pct" }, pct === null ? "" : `${pct.toFixed(1)} %`)),
+        h("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct === null ? null : pct.toFixed(1) }, bar),
         h(
           "div",
           { class: "transfer-facts muted" },
-          `${bytes(t.verified_bytes)} of ${bytes(t.size)} · ${t.verified_chunks} of ${t.chunks} chunks verified · `,
-          smoothed ? `${rate(smoothed)} · ${duration(left / smoothed)} left · ` : "",
-          `from ${t.providers.length} peer${t.providers.length === 1 ? "" : "s"}`,
+          `${facts} · `,
+          smoothed ? `${rate(smoothed)}${left !== null ? ` · ${duration(left / smoothed)} left` : ""} · ` : "",
+          origin,
         ),
       );
     });
@@ -368,8 +376,8 @@ export const transfers = {
     replace(
       this.root,
       card(
-        `Downloads from peers in progress (${list.length})`,
-        rows.length ? h("div", { class: "transfers" }, rows) : h("p", { class: "empty", id: "no-transfers" }, "No download in progress. A pull that fetches blobs from peers shows here, chunk by chunk."),
+        `Downloads in progress (${list.length})`,
+        rows.length ? h("div", { class: "transfers" }, rows) : h("p", { class: "empty", id: "no-transfers" }, "No download in progress. A pull that fetches blobs from peers or an upstream shows here as it goes."),
       ),
     );
   },
