@@ -2,11 +2,12 @@
 
 One network for the module: two authorities that pull through a real docker-registry
 and a regular node whose downloads from peers are held to a slow rate, so a pull is
-seen in progress. Both images are published by builds on the first authority, so the
-log holds records with authors and dependencies and each build has both authorities'
-verdicts. Every page must render live data without a console error; a search by each
+seen in progress. Two images and a Maven artifact are published by builds on the first
+authority, so the log holds records with authors and dependencies and each build has
+both authorities' verdicts. Every page must render live data without a console error; a search by each
 field finds its record; a record's inclusion proof verifies in the browser (and a
-tampered one does not); the regular node's transfers page shows a pull advancing.
+tampered one does not); the regular node's transfers page shows a pull advancing, and
+so does a node of its own whose upstream drips a layer.
 The JavaScript verifier is also checked against the Python Merkle tree and signed
 notes over many sizes. Screenshots go to `test-artifacts/dashboard/` (git-ignored),
 whose path the test prints.
@@ -43,7 +44,9 @@ from pyrsia.translog import checkpoint
 from pyrsia.translog.merkle import Tree
 from tests.support import images, maven_repo
 from tests.support.bft import Member, eventually, start_network
+from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
+from tests.support.scripted_upstream import Reply, ScriptedUpstream
 
 pytestmark = pytest.mark.e2e
 
@@ -447,3 +450,46 @@ def test_the_pages_need_no_token_and_use_only_open_endpoints(devnet: Devnet) -> 
     assert isinstance(exchange, dict)
     assert transfers == [] and exchange["transfers"] == []
     assert json.loads(httpx.get(a.url + "/api/v1/traffic", timeout=10).text)["samples"]
+
+
+def test_a_pull_from_an_upstream_shows_progress(
+    browser: webdriver.Chrome, shots: Path, tmp_path: Path
+) -> None:
+    """A node of its own, behind an upstream that drips a layer: the page shows the bytes grow."""
+    image = images.large("library/slow", "1.0", 6000)
+    layer = image.layers_of(image.top)[0]
+    with ScriptedUpstream() as upstream:
+        upstream.serve_image(image)
+        upstream.route(f"/v2/{image.name}/blobs/{layer}", Reply(body=image.blobs[layer], drip_s=0.002))
+        flags = ("--docker-upstream", upstream.url, "--upstream-rate-min", "0")
+        with NodeProcess(tmp_path / "node", *flags) as node:
+            accept = {"Accept": images.DOCKER_MANIFEST}
+            manifest = httpx.get(
+                f"{node.url}/v2/{image.name}/manifests/{image.tag}", headers=accept, timeout=60
+            )
+            assert manifest.status_code == 200
+            open_page(browser, node.url + "/#/transfers")
+            pulled: list[httpx.Response] = []
+            url = f"{node.url}/v2/{image.name}/blobs/{layer}"
+            puller = threading.Thread(target=lambda: pulled.append(httpx.get(url, timeout=DEADLINE_S)))
+            puller.start()
+            seen: list[float] = []
+            selector = f".transfer[data-digest='{layer}'][data-source='upstream']"
+
+            def progressed() -> bool:
+                bars = browser.find_elements(By.CSS_SELECTOR, f"{selector} .bar")
+                if bars:
+                    value = float(bars[0].get_attribute("aria-valuenow") or "0")
+                    if 0 < value < 100 and (not seen or value > seen[-1]):
+                        seen.append(value)
+                        if len(seen) == 2:
+                            screenshot(browser, shots, "transfers-upstream")
+                return len(seen) >= 2
+
+            wait_for(browser, progressed, "the upstream pull's progress advanced on the page")
+            facts = browser.find_element(By.CSS_SELECTOR, f"{selector} .transfer-facts").text
+            assert f"from upstream {upstream.url.removeprefix('http://')}" in facts, facts
+            puller.join(DEADLINE_S)
+            assert pulled and pulled[0].content == image.blobs[layer]
+            wait_for(browser, lambda: browser.find_elements(By.ID, "no-transfers"), "the pull left the page")
+    assert console_errors(browser) == []
