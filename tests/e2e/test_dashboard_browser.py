@@ -232,6 +232,45 @@ def search(driver: webdriver.Chrome, field: str, value: str) -> list[str]:
     ]
 
 
+def test_the_browser_checks_that_the_log_only_grows(devnet: Devnet, browser: webdriver.Chrome) -> None:
+    """The overview keeps the first signed checkpoint it saw and proves each later one extends it."""
+    a = devnet.authorities[0]
+    open_page(browser, a.url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.refresh()
+
+    def witness() -> tuple[str, str]:
+        element = browser.find_element(By.ID, "witness")
+        return element.get_attribute("data-state") or "", element.text
+
+    start = a.get("/api/v1/log")["size"]
+    wait_for(
+        browser, lambda: witness() == ("ok", f"✓ checked here watching from {start} entries"), "watching"
+    )
+    build = a.finished_build(a.build("maven", "com.example:lib-b:1.0"), DEADLINE_S)
+    assert build["state"] == "committed", build
+    grown = a.get("/api/v1/log")["size"]
+    assert isinstance(grown, int) and isinstance(start, int) and grown > start
+    wait_for(
+        browser, lambda: f"grew from {start} to {grown} entries" in witness()[1], "the growth was proven"
+    )
+    assert witness()[0] == "ok"
+
+    # What the tab kept is its own: a node that answered with a shorter or another log is caught.
+    kept = json.loads(browser.execute_script("return sessionStorage.getItem('pyrsia.witness')"))
+    for lie, expected in (
+        ({**kept, "size": grown + 5}, f"the log shrank from {grown + 5} to {grown} entries"),
+        ({**kept, "root": base64.b64encode(bytes(32)).decode()}, f"another tree of {grown} entries"),
+        ({**kept, "size": grown - 1}, "does not extend"),
+    ):
+        browser.execute_script("sessionStorage.setItem('pyrsia.witness', arguments[0])", json.dumps(lie))
+        browser.refresh()
+        wait_for(browser, lambda expected=expected: expected in witness()[1], expected)
+        assert witness()[0] == "bad"
+    browser.execute_script("sessionStorage.clear()")
+    assert console_errors(browser) == []
+
+
 def test_search_finds_records_by_each_field(devnet: Devnet, browser: webdriver.Chrome, shots: Path) -> None:
     a = devnet.authorities[0]
     records = a.get("/api/v1/log/search", package=devnet.small.name)["results"]
@@ -389,6 +428,40 @@ def test_the_javascript_verifier_agrees_with_the_python_tree(
     assert result["size"] == 37 and result["root"] == tree.root().hex()
     assert console_errors(browser) == []
 
+    # Consistency proofs between every pair of sizes, and each one spoiled in one hash.
+    consistency = [
+        {"old": m, "size": n, "old_root": tree.root(m).hex(), "root": tree.root(n).hex(),
+         "proof": [h.hex() for h in tree.consistency_proof(m, n)]}
+        for n in range(1, 21)
+        for m in range(1, n + 1)
+    ]  # fmt: skip
+    checked = browser.execute_async_script(
+        """
+        const [cases, done] = arguments;
+        import("/static/merkle.js").then(async (m) => {
+          const flip = (hex) => (hex[0] === "0" ? "1" : "0") + hex.slice(1);
+          const run = async (c, proof, oldRoot) => {
+            try {
+              await m.verifyConsistency(c.old, c.size, m.hexToBytes(oldRoot), m.hexToBytes(c.root),
+                                        proof.map(m.hexToBytes));
+              return true;
+            } catch (e) { return false; }
+          };
+          const honest = [], spoiled = [];
+          for (const c of cases) {
+            honest.push(await run(c, c.proof, c.old_root));
+            spoiled.push(c.proof.length ? await run(c, [flip(c.proof[0]), ...c.proof.slice(1)], c.old_root)
+                                        : await run(c, c.proof, flip(c.old_root)));
+          }
+          done({ honest, spoiled });
+        }, (e) => done({ error: String(e) }));
+        """,
+        consistency,
+    )
+    assert checked["honest"] == [True] * len(consistency)
+    assert checked["spoiled"] == [False] * len(consistency)
+    assert console_errors(browser) == []
+
 
 def test_a_pull_in_progress_shows_progress(devnet: Devnet, browser: webdriver.Chrome, shots: Path) -> None:
     b = devnet.regular
@@ -492,4 +565,6 @@ def test_a_pull_from_an_upstream_shows_progress(
             puller.join(DEADLINE_S)
             assert pulled and pulled[0].content == image.blobs[layer]
             wait_for(browser, lambda: browser.find_elements(By.ID, "no-transfers"), "the pull left the page")
-    assert console_errors(browser) == []
+            errors = console_errors(browser)
+            browser.get("about:blank")  # the page stops polling before its node stops
+    assert errors == []

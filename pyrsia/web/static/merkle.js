@@ -86,6 +86,51 @@ export async function rootFromInclusion(leaf, index, size, proof) {
   return r;
 }
 
+// RFC 9162 §2.1.4.2: the tree of `size` with `root` extends the one of `oldSize` with
+// `oldRoot`; throws ProofError when it does not.
+export async function verifyConsistency(oldSize, size, oldRoot, root, proof) {
+  if (!(Number.isSafeInteger(oldSize) && Number.isSafeInteger(size) && oldSize >= 0 && oldSize <= size)) {
+    throw new ProofError(`consistency from size ${oldSize} to ${size}`);
+  }
+  if (oldSize === size) {
+    if (proof.length || !equal(oldRoot, root)) throw new ProofError("the same size with another root");
+    return;
+  }
+  if (oldSize === 0) {
+    if (proof.length) throw new ProofError("consistency from the empty tree takes no hashes");
+    return;
+  }
+  if (!proof.length) throw new ProofError("consistency proof is empty");
+  const m = BigInt(oldSize);
+  const path = (m & (m - 1n)) === 0n ? [oldRoot, ...proof] : [...proof];
+  let fn = m - 1n;
+  let sn = BigInt(size - 1);
+  while ((fn & 1n) === 1n) {
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) throw new ProofError("consistency proof is too long");
+    if ((fn & 1n) === 1n || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      while ((fn & 1n) === 0n && fn !== 0n) {
+        fn >>= 1n;
+        sn >>= 1n;
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  if (sn !== 0n || !equal(fr, oldRoot) || !equal(sr, root)) {
+    throw new ProofError("the newer tree does not extend the older one");
+  }
+}
+
 export function base58Decode(text) {
   let n = 0n;
   for (const c of text) {
@@ -111,7 +156,7 @@ export function publicKeyOf(peerId) {
   return raw.slice(PEER_KEY_PREFIX.length);
 }
 
-function b64decode(text) {
+export function b64decode(text) {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) throw new ProofError("not base64");
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }

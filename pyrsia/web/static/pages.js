@@ -6,6 +6,7 @@ import { ApiError, getJSON } from "./api.js";
 import { LABELS, colorOf, legend, ratesOf, trafficChart } from "./chart.js";
 import { badge, bytes, card, duration, facts, h, mono, rate, replace, table, when } from "./dom.js";
 import { ed25519Supported, verifyProof } from "./merkle.js";
+import { witness } from "./witness.js";
 
 const SEARCH_FIELDS = [
   ["package", "Package"],
@@ -78,6 +79,7 @@ export const overview = {
       getJSON("/api/v1/traffic"),
     ]);
     const p2p = status.p2p ?? {};
+    const watched = await witness(p2p.authorities ?? []);
     const exchange = status.exchange ?? {};
     const sources = exchange.bytes_by_source ?? {};
     replace(
@@ -116,6 +118,16 @@ export const overview = {
             ["Latest block", mono(tip.hash, 10)],
             ["Committed", when(tip.time)],
             ["Signed by", `${tip.certificate.length} authorit${tip.certificate.length === 1 ? "y" : "ies"}`],
+            [
+              "Append-only",
+              h(
+                "span",
+                { id: "witness", "data-state": watched.state },
+                badge(watched.state === "ok" ? "✓ checked here" : watched.state === "bad" ? "✗ broken" : "not checked", watched.state === "ok" ? "ok" : watched.state === "bad" ? "bad" : "busy"),
+                " ",
+                watched.text,
+              ),
+            ],
           ]),
         ),
         card(
