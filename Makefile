@@ -38,7 +38,7 @@ typecheck:
 binary: install
 	$(BIN)/pyinstaller --onefile --noconfirm --clean --log-level WARN --name pyrsia \
 	  --distpath dist --workpath build/pyinstaller --specpath build \
-	  --paths $(CURDIR) --hidden-import _cffi_backend --collect-submodules shellingham \
+	  --paths $(CURDIR) --hidden-import _cffi_backend --collect-submodules shellingham --collect-data pyrsia.web \
 	  $(CURDIR)/packaging/pyinstaller/pyrsia_main.py
 
 ## completions: regenerate completions/ (bash, zsh, fish) from the CLI

@@ -375,6 +375,18 @@ class Config:
         minimum=0.5,
         maximum=3600,
     )
+    traffic_sample_interval_s: float = _setting(
+        2.0,
+        "Seconds between samples of the byte counters kept for the dashboard's traffic chart.",
+        minimum=0.1,
+        maximum=3600,
+    )
+    traffic_samples_max: int = _setting(
+        1800,
+        "Samples of the byte counters kept in memory for the dashboard (oldest dropped first).",
+        minimum=1,
+        maximum=100_000,
+    )
     request_rate: float = _setting(
         10.0,
         "Publish and build requests per second an authority serves to one peer; 0 is unlimited.",

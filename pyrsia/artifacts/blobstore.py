@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,16 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_size, st.st_ctime_ns
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobWrite:
+    """A blob being written now: from which source, bytes so far, the size it should have."""
+
+    digest: str | None  # None for a Maven file asked for by path
+    source: str
+    written: int
+    size: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +221,15 @@ class BlobWriter:
         self.size = 0
         self.digest: Digest | None = None
         self._tmp, self._file = self._open_temp()
+        store._writer_opened(self)
+
+    def progress_now(self) -> BlobWrite:
+        return BlobWrite(
+            digest=None if self._expected is None else str(self._expected),
+            source=self._source,
+            written=self.size,
+            size=self._size_expected,
+        )
 
     def _open_temp(self) -> tuple[Path, BinaryIO]:
         fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, suffix=".part")
@@ -339,6 +359,7 @@ class BlobWriter:
             self.abort()
             raise StorageError(f"cannot store blob {calculated}: {exc.strerror}") from exc
         self._store.mark_verified(calculated, root)
+        self._store._writer_closed(self)
         for listener in self._store._listeners:
             listener(calculated)
         return StoredBlob(
@@ -346,6 +367,7 @@ class BlobWriter:
         )
 
     def abort(self) -> None:
+        self._store._writer_closed(self)
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
@@ -493,6 +515,7 @@ class ResumableBlobWriter(BlobWriter):
     def suspend(self) -> None:
         """Stop for now: keep the verified chunks for the next attempt (if there are any)."""
         self._unannounce("stopped before every chunk arrived")
+        self._store._writer_closed(self)
         if not self._chunks_written:
             self.abort()
             return
@@ -540,6 +563,10 @@ class BlobStore:
         # Peer downloads in progress, for readers that stream them (`BlobProgress`).
         self.downloads_changed = threading.Condition()
         self._downloads: dict[Digest, BlobProgress] = {}
+        # Every writer open now, for status pages; weak, so a writer dropped without
+        # commit or abort is forgotten with it.
+        self._writers: weakref.WeakSet[BlobWriter] = weakref.WeakSet()
+        self._writers_lock = threading.Lock()
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -647,6 +674,20 @@ class BlobStore:
         chunk_root: bytes | None = None,
     ) -> BlobWriter:
         return BlobWriter(self, expected, source, also, size=size, chunk_root=chunk_root)
+
+    def writes_in_progress(self) -> list[BlobWrite]:
+        """Blobs being written now, from any source, oldest first is not promised."""
+        with self._writers_lock:
+            writers = list(self._writers)
+        return [w.progress_now() for w in writers]
+
+    def _writer_opened(self, writer: BlobWriter) -> None:
+        with self._writers_lock:
+            self._writers.add(writer)
+
+    def _writer_closed(self, writer: BlobWriter) -> None:
+        with self._writers_lock:
+            self._writers.discard(writer)
 
     def download_progress(self, digest: Digest) -> BlobProgress | None:
         """The peer download of `digest` in progress, if one is."""

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyrsia import __version__
 from pyrsia.artifacts.blobstore import BlobStore
@@ -65,6 +66,7 @@ from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
 from pyrsia.translog.block import quorum
+from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
@@ -77,6 +79,8 @@ from pyrsia.translog.tx import (
 )
 from pyrsia.upstream.maven import repositories as maven_repositories
 from pyrsia.upstream.registry import RegistryClient
+from pyrsia.web.site import StaticSite
+from pyrsia.web.traffic import TrafficHistory, counters_of
 
 log = logging.getLogger("pyrsia.node")
 CONSENSUS_DIR = "consensus"
@@ -99,6 +103,14 @@ class NodeInfo:
 def http_limits(config: Config) -> Limits:
     """The HTTP server's limits: each `Limits` field `x` is the setting `http_x`."""
     return Limits(**{f.name: getattr(config, f"http_{f.name}") for f in dataclasses.fields(Limits)})
+
+
+def _host_of(source: str) -> str:
+    """`host[:port]` of a writer's source label (`upstream URL` or a bare URL), never its
+    path or user info, so a page shows where bytes come from and nothing more."""
+    parts = urlsplit(source.rpartition(" ")[2])
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict: str, reason: str) -> None:
@@ -199,6 +211,7 @@ class Node:
                 DockerRegistry(docker),
                 MavenRepository(maven, MavenListings(vouched, self._maven_upstream)),
                 api,
+                StaticSite(),
             ),
             config.http_host,
             config.http_port,
@@ -206,6 +219,12 @@ class Node:
         )
         self._started = time.monotonic()
         self._stop = threading.Event()
+        self._traffic = TrafficHistory(
+            samples_max=config.traffic_samples_max, interval_s=config.traffic_sample_interval_s
+        )
+        self._traffic_lock = threading.Lock()
+        self._traffic_stop = threading.Event()
+        self._traffic_thread = threading.Thread(target=self._sample_traffic, name="traffic", daemon=True)
 
     def _open_log(self, config: Config) -> Ledger:
         """Open the log, or start it: from a genesis file, from the bootstrap peers' network,
@@ -238,7 +257,47 @@ class Node:
         self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
         self._started = time.monotonic()
+        self._traffic_thread.start()
         return self.info
+
+    def _sample_traffic(self) -> None:
+        """Reads the byte counters every `traffic_sample_interval_s` for the dashboard's chart."""
+        while True:
+            snapshot = self.exchange.snapshot()
+            counters = counters_of(snapshot.bytes_by_source, snapshot.served_bytes_by_peer)
+            with self._traffic_lock:
+                self._traffic.record(time.time(), counters)
+            if self._traffic_stop.wait(self.config.traffic_sample_interval_s):
+                return
+
+    def traffic(self) -> dict[str, object]:
+        with self._traffic_lock:
+            return self._traffic.to_json()
+
+    def transfers(self) -> list[dict[str, object]]:
+        """Blob downloads in progress: from peers (chunks verified so far, an upper bound of
+        their bytes while the short last chunk is among them) and from upstreams (bytes
+        written so far, in order, checked against the digest at the end)."""
+        peers: list[dict[str, object]] = [
+            {
+                "digest": t.digest,
+                "size": t.size,
+                "chunks": t.chunks,
+                "verified_chunks": t.verified,
+                "verified_bytes": min(t.size, t.verified * CHUNK_BYTES),
+                "providers": list(t.providers),
+                "source": "peers",
+            }
+            for t in self.exchange.snapshot().transfers
+        ]
+        upstream: list[dict[str, object]] = [
+            {"digest": w.digest, "size": w.size, "written_bytes": w.written, "source": "upstream",
+             "upstream": _host_of(w.source)}
+            for w in self.blobs.writes_in_progress()
+            if w.source != PeerSource.label and w.written > 0
+        ]  # fmt: skip
+        upstream.sort(key=lambda t: str(t["digest"]))
+        return peers + upstream
 
     def _serve_request(self, request: PublishRequest) -> Verdicts:
         """A publish request from another node, served as a pull through this one would be;
@@ -572,6 +631,7 @@ class Node:
             pass
 
     def close(self) -> None:
+        self._traffic_stop.set()
         self._server.shutdown(SHUTDOWN_GRACE_S)
         self.consensus.stop()
         self.network.stop()

@@ -6,6 +6,11 @@
                             <home>/pyrsia.toml; takes effect at the next start
     GET  /metrics           open: Prometheus text (bytes per peer and source, transfers)
     GET  /api/v1/peers      open: connected p2p peers (address, direction, RTT, bytes, agent)
+    GET  /api/v1/transfers  open: blob downloads in progress: from peers (the `transfers`
+                            of `status.exchange`, with bytes verified so far) and from
+                            upstreams (bytes written so far, the upstream's host)
+    GET  /api/v1/traffic    open: a short history of the byte counters `/metrics` shows
+                            (received by source, served to peers), sampled every few seconds
     POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)
     GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
     POST /api/v1/builds     admin: {"kind": "docker"|"maven", "target": …} → 202, the build
@@ -71,6 +76,10 @@ class NodeControl(Protocol):
 
     def builds(self) -> list[Mapping[str, object]]: ...
 
+    def transfers(self) -> list[dict[str, object]]: ...
+
+    def traffic(self) -> Mapping[str, object]: ...
+
     def authorize(self, peer_id: str, remove: bool) -> Mapping[str, object]: ...
 
     def authorities(self) -> Mapping[str, object]: ...
@@ -110,6 +119,10 @@ class NodeApi:
                 return Response(headers=(("Content-Type", METRICS_CONTENT_TYPE),), body=body)
             case ("GET" | "HEAD", "/api/v1/peers"):
                 return _json({"peers": self._node.peers()})
+            case ("GET" | "HEAD", "/api/v1/transfers"):
+                return _json({"transfers": self._node.transfers()})
+            case ("GET" | "HEAD", "/api/v1/traffic"):
+                return _json(self._node.traffic())
             case ("POST", "/api/v1/ping"):
                 target = request.query.get("peer", "")
                 if not target or len(target) > 1000:
@@ -130,6 +143,8 @@ class NodeApi:
             case ("GET" | "HEAD", "/api/v1/authorities"):
                 return _json(self._node.authorities())
             case (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/peers" | "/api/v1/ping"):
+                raise Unsupported(f"{request.method} is not supported on {request.path}")
+            case (_, "/api/v1/transfers" | "/api/v1/traffic"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
             case (_, "/api/v1/builds" | "/api/v1/authorities"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")

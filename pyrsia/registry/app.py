@@ -15,13 +15,17 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.docker import API_VERSION_HEADER, DockerRegistry
 from pyrsia.registry.maven import PREFIX as MAVEN_PREFIX
 from pyrsia.registry.maven import MavenRepository
+from pyrsia.web.site import StaticSite
 
 
 class NodeApp:
-    def __init__(self, docker: DockerRegistry, maven: MavenRepository, api: NodeApi) -> None:
+    def __init__(
+        self, docker: DockerRegistry, maven: MavenRepository, api: NodeApi, site: StaticSite | None = None
+    ) -> None:
         self._docker = docker
         self._maven = maven
         self._api = api
+        self._site = site
 
     def handle(self, request: Request) -> Response:
         path = request.path
@@ -31,6 +35,8 @@ class NodeApp:
             return self._maven.handle(request)
         if path.startswith("/api/v1/") or path == "/metrics":
             return self._api.handle(request)
+        if self._site is not None and self._site.serves(path):
+            return self._site.handle(request)
         raise PathUnknown("no such endpoint", detail=path[:300])
 
     def render_error(self, request: Request | None, error: PyrsiaError) -> Response:

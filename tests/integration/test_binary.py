@@ -45,6 +45,9 @@ def test_daemon_serves_and_stops_on_sigterm(binary: Path, tmp_path: Path) -> Non
         response = httpx.get(f"{url}/v2/", timeout=10)
         assert response.status_code == 200
         assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+        page = httpx.get(f"{url}/", timeout=10)  # the dashboard's files are in the binary
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        assert httpx.get(f"{url}/static/merkle.js", timeout=10).status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert "stopped" in process.stderr.read()
