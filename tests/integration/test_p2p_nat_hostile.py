@@ -21,8 +21,9 @@ victim still serves an honest peer afterwards.
   too long addresses, or only addresses the node must not dial (through a relay on
   the LAN, loopback ones too), and a dcutr stream on a direct connection;
 - identify: one lying observer (many peer ids, one network group) never gets its
-  address advertised, nor crowds the few addresses a DCUtR CONNECT offers (identify to a third peer; `listen_addrs` and `address_kinds`,
-  which are what `pyrsia status` shows);
+  address advertised (identify to a third peer; `listen_addrs` and `address_kinds`,
+  which are what `pyrsia status` shows), nor crowds the few addresses a DCUtR CONNECT
+  offers;
 - reachability turning private → public drops the reservations and the circuit
   addresses; public → private reserves again (verdicts from real AutoNAT servers).
 """
