@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test modules run side by side: most of the suite waits on daemons, not on the CPU.
+TEST_WORKERS ?= 3
 
 .PHONY: node install tools test check lint typecheck check-completions completions binary deb clean
 
@@ -23,7 +25,7 @@ tools:
 
 ## test: everything CI runs — tools, lint, types, the single executable, all tests
 test: tools install check binary
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 check: lint typecheck check-completions
 

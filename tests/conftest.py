@@ -7,5 +7,23 @@ node started by a test without `--p2p-port` takes a free port instead of the def
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("PYRSIA_P2P_PORT", "0")
+
+
+# The longest modules start first, so that with several workers (`make test` runs
+# `pytest -n`, one module per worker at a time) none of them is left running alone
+# at the end while the other workers sit idle.
+_FIRST = ("lab", "sim", "e2e", "integration", "interop")
+
+
+def _rank(item: pytest.Item) -> int:
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    return _FIRST.index(parts[0]) if parts and parts[0] in _FIRST else len(_FIRST)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)
