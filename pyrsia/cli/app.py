@@ -3,7 +3,8 @@
 Each command group lives in its own module and is registered here. Heavy imports
 (the daemon, httpx) happen inside command bodies so `pyrsia --help` stays fast.
 Every `PyrsiaError` ends here as one red line and its exit code (2 for usage and
-config, 1 otherwise); a traceback is shown only with `--debug`.
+config, 1 otherwise); a traceback is shown only with `--debug`. Ctrl-C ends here too
+(`pyrsia.cli.interrupt`): partial files removed, exit code 130.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import typer
 
 from pyrsia import __version__
-from pyrsia.cli import console
+from pyrsia.cli import console, interrupt
 from pyrsia.cli.authorities import authorities, authorize, authorize_node, deauthorize_node
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.build import build_app
@@ -85,8 +86,12 @@ def root(
 
 
 def main() -> None:
+    interrupt.install()
     try:
         app()
+    except interrupt.Interrupted:
+        console.error("interrupted")
+        interrupt.abort()
     except PyrsiaError as error:
         if "--debug" in sys.argv:
             raise

@@ -25,6 +25,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pyrsia.cli import interrupt
+
+REDRAWS_PER_S_MAX = 10  # progress bars redraw on a timer, never per chunk
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -66,6 +70,7 @@ class Bar:
         self._progress, self._task, self._label, self._overall = progress, task, label, overall
 
     def __call__(self, count: int, total: int | None = None) -> None:
+        interrupt.check()  # a download thread stops at its next chunk after Ctrl-C
         self._progress.update(self._task, advance=count, total=total)
         if self._overall is not None:
             self._progress.update(self._overall, advance=count)
@@ -88,14 +93,25 @@ def _transfer_columns() -> tuple[ProgressColumn, ...]:
 def transfer(label: str) -> Iterator[Bar]:
     """A progress bar on stderr (bytes, speed, time left); yields it, `bar(bytes, total)` to advance."""
     columns = _transfer_columns()
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as progress:
+    with Progress(
+        *columns,
+        console=err,
+        transient=False,
+        refresh_per_second=REDRAWS_PER_S_MAX,
+        disable=not err.is_terminal,
+    ) as progress:
         yield Bar(progress, progress.add_task(label, total=None), label)
 
 
 @contextmanager
 def transfers(title: str) -> Iterator[Callable[[str, int], Bar]]:
     """One bar per item plus a total line with the overall speed; yields `start(label, total)`."""
-    with Progress(*_transfer_columns(), console=err, disable=not err.is_terminal) as progress:
+    with Progress(
+        *_transfer_columns(),
+        console=err,
+        refresh_per_second=REDRAWS_PER_S_MAX,
+        disable=not err.is_terminal,
+    ) as progress:
         overall = progress.add_task(title, total=0)
 
         def start(label: str, total: int) -> Bar:
