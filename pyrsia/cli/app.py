@@ -32,11 +32,11 @@ from pyrsia.errors import PyrsiaError
 app = typer.Typer(
     name="pyrsia",
     help="pyrsia: Docker images and Maven artifacts from a peer-to-peer network, vouched for by a "
-    "transparency log.\n\nStart a node with [bold]pyrsia daemon[/bold], then point docker, podman, "
+    "transparency log.\n\nStart a node with `pyrsia daemon`, then point docker, podman, "
     "skopeo or mvn at http://localhost:7888.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)

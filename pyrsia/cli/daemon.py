@@ -22,18 +22,27 @@ from pyrsia.cli import console, options
 from pyrsia.config import SETTINGS, Setting
 
 
+def _metavar(setting: Setting) -> str:
+    """What the value looks like: a bool setting takes `true` or `false`, as in pyrsia.toml."""
+    if setting.kind is bool:
+        return "true|false"
+    return "<str>" if setting.kind is tuple else f"<{setting.kind.__name__}>"
+
+
 def _option(setting: Setting) -> Any:
     """The `pyrsia daemon` option of one setting, with its variable, default and bounds."""
     numeric = setting.kind in (int, float)
     choices = f" One of {', '.join(setting.choices)}." if setting.choices else ""
-    listed = setting.kind is tuple
     return typer.Option(
         None,
         setting.flag,
         envvar=setting.env,
-        help=f"{setting.help}{choices} (default: {setting.default_text})",
+        # The variable is written here, not by click: its `[env var: NAME]` breaks a long name
+        # in two at 80 columns (44 columns of help), where NAME alone, up to 44 long, fits.
+        help=f"{setting.help}{choices} (default: {setting.default_text})  env var: {setting.env}",
         show_default=False,
-        metavar="<str>" if listed else f"<{setting.kind.__name__}>",  # bool: true or false
+        show_envvar=False,
+        metavar=_metavar(setting),
         min=setting.minimum if numeric else None,
         max=setting.maximum if numeric else None,
     )

@@ -75,7 +75,7 @@ def _search(node: str | None, **params: str | None) -> list[dict[str, Any]]:
 def search(
     author: str | None = typer.Option(None, "--author", help="Author, or the start of it."),
     package: str | None = typer.Option(
-        None, "--package", help="library/alpine, library/alpine:3.18, g:a:v …"
+        None, "--package", help="library/alpine, library/alpine:3.18 or com.example:lib:1.0."
     ),
     depends_on: str | None = typer.Option(
         None, "--depends-on", help="A dependency, e.g. com.example:lib:1.0."
@@ -172,7 +172,8 @@ def verify(home: Path | None = options.HOME, json_output: bool | None = options.
 
 @log_app.command(
     "proof",
-    epilog="Example: pyrsia log proof sha256:4bcff63911fcb4448bd4fdacec207030997caf25e9bea4045fa6c8c44de31",
+    epilog="Example: pyrsia log proof "
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 )
 def proof(
     digest: str = typer.Argument(..., help="Digest of a logged file, sha256:…"),

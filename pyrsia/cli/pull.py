@@ -226,7 +226,7 @@ def image(
     label = f"{short}:{ref}" if ":" not in ref else f"{short}@{ref}"
     default_name = short.replace("/", "-") + ("-" + ref if ":" not in ref else "")
     chosen_platform = Platform.parse(platform) if platform else Platform.host()
-    client = RegistryClient(node, retries_max=1)
+    client = RegistryClient(node, retries_max=1, role="pyrsia node")
     archive = output_format == "docker-archive"
     target = output or Path(default_name + (".tar" if archive else ""))
     layout = Path(tempfile.mkdtemp(prefix=".pyrsia-pull-", dir=target.parent)) if archive else target

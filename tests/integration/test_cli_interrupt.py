@@ -114,7 +114,7 @@ def test_pulled_files_follow_the_umask(
         text=True,
         timeout=120,
         env=_env(tmp_path),
-        preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509 (the child's own umask, set before exec)
+        preexec_fn=lambda: os.umask(umask),  # the child's own umask, set before exec
     )
     assert result.returncode == 0, result.stderr
     files = [p for p in out.rglob("*") if p.is_file()]
