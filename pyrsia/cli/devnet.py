@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 from pyrsia.errors import ListenError, PyrsiaError, UsageError
 
 if TYPE_CHECKING:
@@ -664,7 +664,13 @@ def up(
 def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
     console.table(
         f"pyrsia devnet in {directory}",
-        ["node", "role", "peer id", "HTTP", "p2p"],
+        [
+            layout.fixed("node"),
+            layout.fixed("role"),
+            layout.id_column("peer id"),
+            layout.fixed("HTTP"),
+            layout.Column(header="p2p", drop=1),
+        ],
         [[n.name, n.role, n.peer_id, n.http_url, n.p2p] for n in nodes],
     )
     client = next((n for n in nodes if n.role == REGULAR), nodes[0])
@@ -701,7 +707,16 @@ def status(directory: Path | None = DIR, json_output: bool | None = options.JSON
         return
     console.table(
         f"pyrsia devnet in {directory} ({state})",
-        ["node", "role", "pid", "process", "peer id", "HTTP", "log height", "peers"],
+        [
+            layout.fixed("node"),
+            layout.fixed("role"),
+            layout.fixed("pid", drop=2),
+            layout.fixed("process"),
+            layout.id_column("peer id"),
+            "HTTP",
+            layout.fixed("log height"),
+            layout.fixed("peers", drop=1),
+        ],
         [
             [
                 r["name"],

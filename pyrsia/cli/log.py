@@ -16,15 +16,23 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 
 log_app = typer.Typer(help="Search, show, prove and verify the transparency log.", no_args_is_help=True)
 inspect_app = typer.Typer(
     help="Transparency log records of one image or Maven artifact (JSON or CSV).", no_args_is_help=True
 )
 SEARCH_COLUMNS = (
-    "height", "time", "package_type", "package_id", "path", "digest", "chunk_size", "chunk_root", "author",
-)  # fmt: skip
+    layout.fixed("height"),
+    layout.fixed("time", drop=3),
+    layout.fixed("package_type", drop=4),
+    layout.Column(header="package_id"),
+    layout.Column(header="path"),
+    layout.id_column("digest"),
+    layout.fixed("chunk_size", drop=5),
+    layout.id_column("chunk_root", drop=6),
+    layout.Column(header="author", drop=2),
+)
 
 
 def _client(node: str | None) -> Any:
@@ -86,6 +94,7 @@ def search(
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Most records to show, newest first."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
+    wide: bool = options.WIDE,
 ) -> None:
     """Find committed artifacts by author, package, dependency, digest, type or time."""
     found = _search(
@@ -108,14 +117,14 @@ def search(
             r["package_type"],
             r["package_id"],
             r["path"],
-            r["digest"][:19],
+            r["digest"],
             _bytes(r["chunk_size"]),
-            r["chunk_root"][:16],
+            r["chunk_root"],
             r["author"],
         )
         for r in found
     ]
-    console.table(f"{len(found)} records", SEARCH_COLUMNS, rows)
+    console.table(f"{len(found)} records", SEARCH_COLUMNS, rows, wide=wide)
 
 
 @log_app.command("show", epilog="Example: pyrsia log show 12")
@@ -123,6 +132,7 @@ def show(
     height: int | None = typer.Argument(None, help="Block height (default: the newest block)."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
+    wide: bool = options.WIDE,
 ) -> None:
     """Show one block: its header and transactions."""
     block = _client(node).get_json(f"/api/v1/log/blocks/{'latest' if height is None else height}")
@@ -143,10 +153,11 @@ def show(
     )
     rows = [
         (t["leaf"], t["type"], t["payload"].get("package_id", t["payload"].get("peer_id", "")),
-         t["payload"].get("path", ""), t["payload"].get("digest", "")[:19])
+         t["payload"].get("path", ""), t["payload"].get("digest", ""))
         for t in block["transactions"]
     ]  # fmt: skip
-    console.table("transactions", ("leaf", "type", "package", "path", "digest"), rows)
+    columns = (layout.fixed("leaf"), layout.fixed("type"), "package", "path", layout.id_column("digest"))
+    console.table("transactions", columns, rows, wide=wide)
 
 
 @log_app.command("verify", epilog="Example: pyrsia log verify --home /var/lib/pyrsia")
