@@ -258,6 +258,16 @@ def render(doc: dict[str, Any], *, wide: bool = False) -> None:
         )
     else:
         console.line("no verdicts yet")
+    answers = doc.get("answers") or []
+    if answers:  # a build through a regular node: what each authority it asked answered
+        console.table(
+            f"answers of {len(answers)} authorities asked",
+            (layout.id_column("authority"), layout.fixed("answer"), "detail"),
+            ((a["authority"], a["answer"], a["detail"] or "-") for a in answers),
+            wide=wide,
+        )
+    elif doc["via"] != "this node" and doc["state"] == RUNNING:
+        console.line("no authority has answered yet")
     console.line(f"state {doc['state']}")
 
 

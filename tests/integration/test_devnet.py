@@ -316,14 +316,14 @@ def test_up_with_four_authorities_starts_one_connected_network(tmp_path: Path) -
 
         # Stopped and started again, the devnet keeps its network: same genesis, logs still valid.
         ok(devnet("down", "--dir", str(directory)))
-        assert_nothing_left(directory, pids)
+        assert_nothing_left(directory, pids, recorded=True)
         ok(devnet("up", "--authorities", "4", "--nodes", "5", "--dir", str(directory)))
         pids = [n["pid"] for n in record(directory)["nodes"]]
         assert Block.decode(Path(doc["genesis"]).read_bytes()) == genesis
     finally:
         devnet("down", "--dir", str(directory))
         kill_leftovers(directory)
-    assert_nothing_left(directory, pids)
+    assert_nothing_left(directory, pids, recorded=True)
 
 
 def test_fewer_nodes_than_authorities_is_refused_before_anything_starts(tmp_path: Path) -> None:
