@@ -19,7 +19,7 @@ from pyrsia.cli.authorities import authorities, authorize, authorize_node, deaut
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.build import build_app
 from pyrsia.cli.configure import config_app
-from pyrsia.cli.daemon import daemon
+from pyrsia.cli.daemon import DaemonCommand, daemon
 from pyrsia.cli.devnet import devnet_app
 from pyrsia.cli.genesis import genesis
 from pyrsia.cli.identity import identity
@@ -39,7 +39,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
+app.command(cls=DaemonCommand, epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
 app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
 app.command(epilog="Example: pyrsia peers --json")(peers)

@@ -12,14 +12,37 @@ import inspect
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import typer
+from typer import _click  # the click typer vendors: its help formatter is what prints --help
+from typer.core import TyperCommand
 
 from pyrsia.cli import console, options
 from pyrsia.config import SETTINGS, Setting
+
+OPTION_COLUMN_MAX = 26
+
+
+class _Formatter(_click.HelpFormatter):
+    """Help with a narrower option column: at 80 columns click leaves 44 for the text, which
+    cuts `PYRSIA_KAD_PROVIDER_RECORDS_PER_IP_GROUP_MAX]` in two; this leaves 48."""
+
+    def write_dl(self, rows: Sequence[tuple[str, str]], col_max: int = 30, col_spacing: int = 2) -> None:
+        super().write_dl(rows, col_max=min(col_max, OPTION_COLUMN_MAX), col_spacing=col_spacing)
+
+
+class _Context(_click.Context):
+    formatter_class = _Formatter
+
+
+class DaemonCommand(TyperCommand):
+    """`pyrsia daemon`'s command: a typer command whose help has room for long variable names."""
+
+    context_class = _Context
 
 
 def _metavar(setting: Setting) -> str:
@@ -37,11 +60,8 @@ def _option(setting: Setting) -> Any:
         None,
         setting.flag,
         envvar=setting.env,
-        # The variable is written here, not by click: its `[env var: NAME]` breaks a long name
-        # in two at 80 columns (44 columns of help), where NAME alone, up to 44 long, fits.
-        help=f"{setting.help}{choices} (default: {setting.default_text})  env var: {setting.env}",
+        help=f"{setting.help}{choices} (default: {setting.default_text})",
         show_default=False,
-        show_envvar=False,
         metavar=_metavar(setting),
         min=setting.minimum if numeric else None,
         max=setting.maximum if numeric else None,

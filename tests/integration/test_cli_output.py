@@ -192,7 +192,7 @@ def test_every_help_page_fits_80_columns_with_no_bool_metavar() -> None:
 def test_daemon_help_at_80_columns_names_every_variable_whole() -> None:
     from pyrsia.config import SETTINGS
 
-    words = set(shown(cli("daemon", "--help", columns=80)).split())
+    words = set(re.split(r"[\s\[\];]+", shown(cli("daemon", "--help", columns=80))))
     missing = [s.env for s in SETTINGS.values() if s.env not in words]
     assert missing == []
 
