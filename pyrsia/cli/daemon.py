@@ -79,6 +79,9 @@ def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
     from pyrsia import config
     from pyrsia.node.daemon import Node
 
+    # A node shuts down in its own time (`stop` below); while it starts, Ctrl-C unwinds
+    # it as Python does, with no watchdog cutting its cleanup short.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = config.load(home, flags=flags)
     _setup_logging(cfg.log_level)
     node = Node(cfg)

@@ -28,6 +28,8 @@ from types import FrameType
 EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 GRACE_S = 0.3  # the unwinding gets this long before the watchdog exits for it
 
+SHOW_CURSOR = "\x1b[?25h"
+
 cancelled = threading.Event()
 _partials: list[Path] = []
 _lock = threading.Lock()
@@ -87,6 +89,9 @@ def abort() -> None:
         _partials.clear()
     for path in pending:
         _remove(path)
+    with suppress(OSError, ValueError):
+        if sys.stderr.isatty():
+            sys.stderr.write(SHOW_CURSOR)  # a progress bar cut short leaves it hidden
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a closed or broken pipe must not stop the exit
             stream.flush()
