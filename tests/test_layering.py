@@ -97,6 +97,7 @@ PURE_MODULES = [
     "p2p/behaviours/sync/core.py",
     "p2p/wire/varint.py",
     "p2p/wire/yamux.py",
+    "cli/layout.py",
 ]
 FORBIDDEN_IMPORTS = {
     "socket",

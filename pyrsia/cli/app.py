@@ -3,7 +3,8 @@
 Each command group lives in its own module and is registered here. Heavy imports
 (the daemon, httpx) happen inside command bodies so `pyrsia --help` stays fast.
 Every `PyrsiaError` ends here as one red line and its exit code (2 for usage and
-config, 1 otherwise); a traceback is shown only with `--debug`.
+config, 1 otherwise); a traceback is shown only with `--debug`. Ctrl-C ends here too
+(`pyrsia.cli.interrupt`): partial files removed, exit code 130.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import sys
 import typer
 
 from pyrsia import __version__
-from pyrsia.cli import console
+from pyrsia.cli import console, interrupt
 from pyrsia.cli.authorities import authorities, authorize, authorize_node, deauthorize_node
 from pyrsia.cli.bench import bench_app
 from pyrsia.cli.build import build_app
 from pyrsia.cli.configure import config_app
-from pyrsia.cli.daemon import daemon
+from pyrsia.cli.daemon import DaemonCommand, daemon
 from pyrsia.cli.devnet import devnet_app
 from pyrsia.cli.genesis import genesis
 from pyrsia.cli.identity import identity
@@ -32,14 +33,14 @@ from pyrsia.errors import PyrsiaError
 app = typer.Typer(
     name="pyrsia",
     help="pyrsia: Docker images and Maven artifacts from a peer-to-peer network, vouched for by a "
-    "transparency log.\n\nStart a node with [bold]pyrsia daemon[/bold], then point docker, podman, "
+    "transparency log.\n\nStart a node with `pyrsia daemon`, then point docker, podman, "
     "skopeo or mvn at http://localhost:7888.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command(epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
+app.command(cls=DaemonCommand, epilog="Example: pyrsia daemon --home /tmp/node1 --http-port 7888")(daemon)
 app.command(epilog="Example: pyrsia status --json")(status)
 app.command("id", epilog="Example: pyrsia id --home /tmp/node1")(identity)
 app.command(epilog="Example: pyrsia peers --json")(peers)
@@ -87,8 +88,12 @@ def root(
 
 
 def main() -> None:
+    interrupt.install()
     try:
         app()
+    except interrupt.Interrupted:
+        console.error("interrupted")
+        interrupt.abort()
     except PyrsiaError as error:
         if "--debug" in sys.argv:
             raise

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 
 SHORT_CHARS = 20
 PEER_ARGUMENT = typer.Argument(..., metavar="PEER_ID", help="Peer id of the node (`pyrsia id` on it).")
@@ -110,19 +110,25 @@ def render(doc: dict[str, Any]) -> None:
     me = doc["me"]
     console.table(
         f"{len(members)} authorities at height {doc['height']}, quorum {doc['quorum']}",
-        ("peer id", "this node"),
+        (layout.id_column("peer id"), layout.fixed("this node")),
         ((peer, "yes" if peer == me else "") for peer in members),
     )
     approvals = doc["approvals"]
     console.table(
         f"approved by this node's admin ({len(approvals)})",
-        ("peer id", "action"),
+        (layout.id_column("peer id"), layout.fixed("action")),
         ((a["peer_id"], a["action"]) for a in approvals),
     )
     pending = doc["pending"]
     console.table(
         f"pending authority changes ({len(pending)})",
-        ("peer id", "action", "endorsed by", "submitter", "tx id"),
+        (
+            layout.id_column("peer id"),
+            layout.fixed("action"),
+            layout.Column(header="endorsed by", drop=3),
+            layout.fixed("submitter", drop=2),
+            layout.fixed("tx id", drop=1),
+        ),
         (
             (
                 p["peer_id"],

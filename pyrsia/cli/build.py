@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 
 build_app = typer.Typer(
     help="Publish an image or Maven artifact through the authorities, and follow its build.",
@@ -126,6 +126,7 @@ def status(
     timeout_s: float = TIMEOUT,
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
+    wide: bool = options.WIDE,
 ) -> None:
     """Show a build: its transactions, each authority's verdict and reason, its state.
 
@@ -136,13 +137,15 @@ def status(
     client = _client(node)
     doc = client.get_json(f"{BUILDS}/{check_build_id(build_id)}")
     if wait:
-        _follow(client, doc, timeout_s, json_output)
+        _follow(client, doc, timeout_s, json_output, wide=wide)
     else:
-        _finish(doc, json_output, waited=False)
+        _finish(doc, json_output, waited=False, wide=wide)
 
 
 @build_app.command("list", epilog="Example: pyrsia build list --json")
-def list_(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
+def list_(
+    node: str | None = options.NODE, json_output: bool | None = options.JSON, wide: bool = options.WIDE
+) -> None:
     """List the builds this node knows, newest first."""
     from pyrsia.registry.api import BUILDS
 
@@ -153,7 +156,15 @@ def list_(node: str | None = options.NODE, json_output: bool | None = options.JS
         return
     console.table(
         f"{len(found)} builds on {node}",
-        ("id", "kind", "target", "state", "height", "started", "via"),
+        (
+            layout.fixed("id"),
+            layout.fixed("kind"),
+            "target",
+            layout.fixed("state"),
+            layout.fixed("height"),
+            layout.fixed("started", drop=1),
+            layout.Column(header="via", drop=2),
+        ),
         (
             (
                 b["id"],
@@ -166,10 +177,13 @@ def list_(node: str | None = options.NODE, json_output: bool | None = options.JS
             )
             for b in found
         ),
+        wide=wide,
     )
 
 
-def _follow(client: Any, doc: dict[str, Any], timeout_s: float, json_output: bool | None) -> None:
+def _follow(
+    client: Any, doc: dict[str, Any], timeout_s: float, json_output: bool | None, *, wide: bool = False
+) -> None:
     """Polls the build until it leaves `running` or `timeout_s` passes, then shows it."""
     from pyrsia.registry.api import BUILDS
 
@@ -179,17 +193,24 @@ def _follow(client: Any, doc: dict[str, Any], timeout_s: float, json_output: boo
         while doc["state"] == RUNNING and time.monotonic() < deadline:
             time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0.0)))
             doc = client.get_json(f"{BUILDS}/{build_id}")
-    _finish(doc, json_output, waited=True, timeout_s=timeout_s)
+    _finish(doc, json_output, waited=True, timeout_s=timeout_s, wide=wide)
 
 
-def _finish(doc: dict[str, Any], json_output: bool | None, *, waited: bool, timeout_s: float = 0.0) -> None:
+def _finish(
+    doc: dict[str, Any],
+    json_output: bool | None,
+    *,
+    waited: bool,
+    timeout_s: float = 0.0,
+    wide: bool = False,
+) -> None:
     """Shows the build; raises (exit 1) when it ended refused or failed, or outlived --wait."""
     from pyrsia.errors import PyrsiaError
 
     if settings.wants_json(json_output):
         console.as_json(doc)
     else:
-        render(doc)
+        render(doc, wide=wide)
     state, build_id = doc["state"], doc["id"]
     if state == RUNNING and waited:
         raise PyrsiaError(
@@ -203,7 +224,7 @@ def _finish(doc: dict[str, Any], json_output: bool | None, *, waited: bool, time
         console.success(f"build {build_id} committed at height {doc['height']}")
 
 
-def render(doc: dict[str, Any]) -> None:
+def render(doc: dict[str, Any], *, wide: bool = False) -> None:
     """A build for people: a summary, its transactions, each authority's verdict."""
     console.key_values(
         f"build {doc['id']}",
@@ -221,8 +242,9 @@ def render(doc: dict[str, Any]) -> None:
     if transactions:
         console.table(
             f"{len(transactions)} transactions",
-            ("path", "digest", "tx id", "state"),
+            ("path", layout.id_column("digest"), layout.id_column("tx id", drop=1), layout.fixed("state")),
             ((t["path"], t["digest"], t["tx_id"], t["state"]) for t in transactions),
+            wide=wide,
         )
     else:
         console.line("no transactions yet")
@@ -230,11 +252,22 @@ def render(doc: dict[str, Any]) -> None:
     if verdicts:
         console.table(
             f"verdicts of {len(verdicts)} authorities",
-            ("authority", "verdict", "reason"),
+            (layout.id_column("authority"), layout.fixed("verdict"), "reason"),
             ((v["authority"], v["verdict"], v["reason"] or "-") for v in verdicts),
+            wide=wide,
         )
     else:
         console.line("no verdicts yet")
+    answers = doc.get("answers") or []
+    if answers:  # a build through a regular node: what each authority it asked answered
+        console.table(
+            f"answers of {len(answers)} authorities asked",
+            (layout.id_column("authority"), layout.fixed("answer"), "detail"),
+            ((a["authority"], a["answer"], a["detail"] or "-") for a in answers),
+            wide=wide,
+        )
+    elif doc["via"] != "this node" and doc["state"] == RUNNING:
+        console.line("no authority has answered yet")
     console.line(f"state {doc['state']}")
 
 

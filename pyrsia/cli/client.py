@@ -93,13 +93,26 @@ class NodeClient:
 
 
 def _failure(response: httpx.Response) -> PyrsiaError:
-    """The node's own message; a 400 means the request was wrong, so it counts as a usage error."""
+    """The node's own message; a 400 means the request was wrong, so it counts as a usage error.
+
+    An answer without pyrsia's `Server` header or error document comes from something
+    that is not a pyrsia node (another server on that port, a proxy): its body is not
+    shown, but what answered and what to check."""
+    message = _error_message(response)
+    if message is None or not response.headers.get("Server", "").startswith("pyrsia/"):
+        where = f"{response.url.scheme}://{response.url.netloc.decode()}"
+        return NodeUnreachable(
+            f"{where} answered {response.status_code} {response.reason_phrase} to {response.url.path}, "
+            "which a pyrsia node would not: is it a pyrsia node? (--node / PYRSIA_NODE)"
+        )
     kind = UsageError if response.status_code == 400 else PyrsiaError
-    return kind(f"node answered {response.status_code}: {_error_message(response)}")
+    return kind(f"node answered {response.status_code}: {message}")
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: httpx.Response) -> str | None:
+    """The message of a pyrsia error document (`{"errors": [{"message": …}]}`), else None."""
     try:
-        return str(response.json()["errors"][0]["message"])
+        message = response.json()["errors"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError, json.JSONDecodeError):
-        return response.text[:200] or response.reason_phrase
+        return None
+    return message if isinstance(message, str) else None

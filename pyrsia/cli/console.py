@@ -7,6 +7,7 @@ happened go to stderr, errors as one red line. Nothing else in pyrsia prints.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,10 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from pyrsia.cli import interrupt, layout
+
+REDRAWS_PER_S_MAX = 10  # progress bars redraw on a timer, never per chunk
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -66,6 +71,7 @@ class Bar:
         self._progress, self._task, self._label, self._overall = progress, task, label, overall
 
     def __call__(self, count: int, total: int | None = None) -> None:
+        interrupt.check()  # a download thread stops at its next chunk after Ctrl-C
         self._progress.update(self._task, advance=count, total=total)
         if self._overall is not None:
             self._progress.update(self._overall, advance=count)
@@ -88,14 +94,25 @@ def _transfer_columns() -> tuple[ProgressColumn, ...]:
 def transfer(label: str) -> Iterator[Bar]:
     """A progress bar on stderr (bytes, speed, time left); yields it, `bar(bytes, total)` to advance."""
     columns = _transfer_columns()
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as progress:
+    with Progress(
+        *columns,
+        console=err,
+        transient=False,
+        refresh_per_second=REDRAWS_PER_S_MAX,
+        disable=not err.is_terminal,
+    ) as progress:
         yield Bar(progress, progress.add_task(label, total=None), label)
 
 
 @contextmanager
 def transfers(title: str) -> Iterator[Callable[[str, int], Bar]]:
     """One bar per item plus a total line with the overall speed; yields `start(label, total)`."""
-    with Progress(*_transfer_columns(), console=err, disable=not err.is_terminal) as progress:
+    with Progress(
+        *_transfer_columns(),
+        console=err,
+        refresh_per_second=REDRAWS_PER_S_MAX,
+        disable=not err.is_terminal,
+    ) as progress:
         overall = progress.add_task(title, total=0)
 
         def start(label: str, total: int) -> Bar:
@@ -106,13 +123,27 @@ def transfers(title: str) -> Iterator[Callable[[str, int], Bar]]:
         yield start
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    view = Table(title=title, title_justify="left")
-    for column in columns:
-        view.add_column(column, justify="left" if column == columns[0] else "right")
-    for row in rows:
-        view.add_row(*(_cell(v) for v in row))
-    out.print(view)
+def table(
+    title: str,
+    columns: Sequence[str | layout.Column],
+    rows: Iterable[Sequence[object]],
+    *,
+    wide: bool = False,
+) -> None:
+    """A table that fits the terminal (`pyrsia.cli.layout`): long values cut in the middle,
+    the least needed columns hidden (said on stderr); `wide` shows all of everything, as
+    does output to a pipe, which has no width of its own."""
+    specs = [layout.column(c) for c in columns]
+    cells = [[_flat(v) for v in row] for row in rows]
+    whole = wide or not (out.is_terminal or os.environ.get("COLUMNS"))
+    fitted = layout.fit(specs, cells, out.width, wide=whole)
+    header, *lines = layout.render(specs, cells, fitted)
+    out.print(Text(title, style="italic"), soft_wrap=True)
+    out.print(Text(header, style="bold"), soft_wrap=True)
+    for text in lines:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+    if fitted.hidden:
+        info(f"not shown at this width: {', '.join(fitted.hidden)} (--wide shows every column)")
 
 
 @contextmanager
@@ -132,6 +163,15 @@ def key_values(title: str, rows: Iterable[tuple[str, object]]) -> None:
     for key, value in rows:
         table.add_row(key, _cell(value))
     out.print(table)
+
+
+def _flat(value: object) -> str:
+    """A table cell on one line: lists joined with commas."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
 
 
 def _cell(value: object) -> str:

@@ -12,28 +12,57 @@ import inspect
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import typer
+from typer import _click  # the click typer vendors: its help formatter is what prints --help
+from typer.core import TyperCommand
 
 from pyrsia.cli import console, options
 from pyrsia.config import SETTINGS, Setting
+
+OPTION_COLUMN_MAX = 26
+
+
+class _Formatter(_click.HelpFormatter):
+    """Help with a narrower option column: at 80 columns click leaves 44 for the text, which
+    cuts `PYRSIA_KAD_PROVIDER_RECORDS_PER_IP_GROUP_MAX]` in two; this leaves 48."""
+
+    def write_dl(self, rows: Sequence[tuple[str, str]], col_max: int = 30, col_spacing: int = 2) -> None:
+        super().write_dl(rows, col_max=min(col_max, OPTION_COLUMN_MAX), col_spacing=col_spacing)
+
+
+class _Context(_click.Context):
+    formatter_class = _Formatter
+
+
+class DaemonCommand(TyperCommand):
+    """`pyrsia daemon`'s command: a typer command whose help has room for long variable names."""
+
+    context_class = _Context
+
+
+def _metavar(setting: Setting) -> str:
+    """What the value looks like: a bool setting takes `true` or `false`, as in pyrsia.toml."""
+    if setting.kind is bool:
+        return "true|false"
+    return "<str>" if setting.kind is tuple else f"<{setting.kind.__name__}>"
 
 
 def _option(setting: Setting) -> Any:
     """The `pyrsia daemon` option of one setting, with its variable, default and bounds."""
     numeric = setting.kind in (int, float)
     choices = f" One of {', '.join(setting.choices)}." if setting.choices else ""
-    listed = setting.kind is tuple
     return typer.Option(
         None,
         setting.flag,
         envvar=setting.env,
         help=f"{setting.help}{choices} (default: {setting.default_text})",
         show_default=False,
-        metavar="<str>" if listed else f"<{setting.kind.__name__}>",  # bool: true or false
+        metavar=_metavar(setting),
         min=setting.minimum if numeric else None,
         max=setting.maximum if numeric else None,
     )
@@ -50,6 +79,9 @@ def daemon(home: Path | None = options.HOME, **flags: Any) -> None:
     from pyrsia import config
     from pyrsia.node.daemon import Node
 
+    # A node shuts down in its own time (`stop` below); while it starts, Ctrl-C unwinds
+    # it as Python does, with no watchdog cutting its cleanup short.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = config.load(home, flags=flags)
     _setup_logging(cfg.log_level)
     node = Node(cfg)

@@ -7,8 +7,11 @@ A` > 1, node0 … node{A-1} are the authorities: their peer ids (read from the i
 keys `up` makes in their homes) go into DIR/genesis.blk, signed with node0's key, and
 every node starts with `--genesis` that file. Authorities start one after another,
 each bootstrapping to all those before it, so they end up connected pairwise; regular
-nodes bootstrap to node0. A later `up` in the same DIR reuses the genesis file while
-it names the same authorities, so the nodes' logs stay valid. Each node is a detached
+nodes bootstrap to node0. `down` keeps DIR/devnet.json (state `stopped`) with the
+network's plan (authorities, upstreams), so a later `up` starts that same network
+again: same nodes, roles, ports and keys; flags asking for another network are refused
+unless `--fresh`, which deletes the old nodes' data and builds anew. The genesis file
+is reused while it names the same authorities, so the nodes' logs stay valid. Each node is a detached
 `pyrsia daemon` in a session of its own (so a Ctrl-C meant for the shell never reaches
 it), bound to 127.0.0.1 only, its output appended to DIR/nodeI/daemon.log.
 
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 from pyrsia.errors import ListenError, PyrsiaError, UsageError
 
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ GENESIS_FILE = "genesis.blk"
 LOG_FILE = "daemon.log"
 STATE_FORMAT = 1
 AUTHORITY, REGULAR = "authority", "regular"
-STARTING, RUNNING = "starting", "running"
+STARTING, RUNNING, STOPPED = "starting", "running", "stopped"
 LOOPBACK = "127.0.0.1"
 NODES_MAX = 32
 REGULAR_NODES_DEFAULT = 2
@@ -163,8 +166,39 @@ def _directory(given: Path | None) -> Path:
     return (given if given is not None else default_dir()).expanduser().absolute()
 
 
-def _load(directory: Path) -> tuple[str, list[DevnetNode]] | None:
-    """(state, nodes) from devnet.json, or None when there is none."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """What a devnet is beyond its processes, kept in devnet.json so a later `up` rebuilds
+    the same network: how many of its nodes are authorities, and the upstreams."""
+
+    authorities: int
+    docker_upstream: str | None = None
+    maven_upstream: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "authorities": self.authorities,
+            "docker_upstream": self.docker_upstream,
+            "maven_upstream": self.maven_upstream,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, nodes: Sequence[DevnetNode]) -> Plan:
+        """The recorded plan; a record without one (older pyrsia) tells its authorities by role."""
+        if doc is None:
+            return cls(authorities=sum(n.role == AUTHORITY for n in nodes))
+        if not isinstance(doc, dict):
+            raise ValueError("plan is not an object")
+        upstreams = [doc.get(key) for key in ("docker_upstream", "maven_upstream")]
+        if any(u is not None and not isinstance(u, str) for u in upstreams):
+            raise ValueError("an upstream is not a string")
+        return cls(
+            authorities=_number(doc, "authorities"), docker_upstream=upstreams[0], maven_upstream=upstreams[1]
+        )
+
+
+def _load(directory: Path) -> tuple[str, list[DevnetNode], Plan] | None:
+    """(state, nodes, plan) from devnet.json, or None when there is none."""
     path = directory / STATE_FILE
     try:
         doc = json.loads(path.read_bytes())
@@ -178,17 +212,25 @@ def _load(directory: Path) -> tuple[str, list[DevnetNode]] | None:
         if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
             raise ValueError(f"not a devnet record of format {STATE_FORMAT}")
         state, nodes = doc.get("state"), doc.get("nodes")
-        if state not in (STARTING, RUNNING) or not isinstance(nodes, list):
+        if state not in (STARTING, RUNNING, STOPPED) or not isinstance(nodes, list):
             raise ValueError("no state or no node list")
-        return str(state), [DevnetNode.from_json(node) for node in nodes]
+        found = [DevnetNode.from_json(node) for node in nodes]
+        return str(state), found, Plan.from_json(doc.get("plan"), found)
     except ValueError as exc:
         raise PyrsiaError(f"{path} is damaged ({exc}); stop its daemons by hand and remove it") from exc
 
 
-def _save(directory: Path, state: str, nodes: Sequence[DevnetNode], genesis: Path | None = None) -> None:
+def _save(
+    directory: Path, state: str, nodes: Sequence[DevnetNode], plan: Plan, genesis: Path | None = None
+) -> None:
     from pyrsia.durable import write_atomic
 
-    doc: dict[str, object] = {"format": STATE_FORMAT, "state": state, "nodes": [n.to_json() for n in nodes]}
+    doc: dict[str, object] = {
+        "format": STATE_FORMAT,
+        "state": state,
+        "plan": plan.to_json(),
+        "nodes": [n.to_json() for n in nodes],
+    }
     if genesis is not None:
         doc["genesis"] = str(genesis)
     write_atomic(directory / STATE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
@@ -516,6 +558,102 @@ def _ports(count: int, base_port: int | None) -> list[tuple[int, int]]:
     return pairs
 
 
+# --- which nodes: new ones, or the recorded network again ------------------------------
+
+
+def _new_nodes(
+    directory: Path, authorities: int, nodes: int | None, base_port: int | None
+) -> list[DevnetNode]:
+    from pyrsia.node.home import ensure_home, load_identity
+
+    if nodes is None:
+        nodes = min(authorities + REGULAR_NODES_DEFAULT, NODES_MAX)
+    if nodes < authorities:
+        raise UsageError(
+            f"--nodes {nodes} counts every node, so it cannot be fewer than --authorities {authorities}"
+        )
+    planned = []
+    for index, (http_port, p2p_port) in enumerate(_ports(nodes, base_port)):
+        home = directory / f"node{index}"
+        ensure_home(home)
+        planned.append(
+            DevnetNode(
+                name=f"node{index}",
+                role=AUTHORITY if index < authorities else REGULAR,
+                home=home,
+                http_port=http_port,
+                p2p_port=p2p_port,
+                peer_id=load_identity(home).peer_id,  # as the daemon will load it, and `pyrsia id` shows it
+            )
+        )
+    return planned
+
+
+def _reuse(
+    directory: Path,
+    recorded: Sequence[DevnetNode],
+    plan: Plan,
+    asked: Plan,
+    nodes: int | None,
+    base_port: int | None,
+) -> tuple[Plan, list[DevnetNode]]:
+    """The recorded network, checked: flags that ask for another one are refused (that is
+    `--fresh`), and so are a node whose key changed or a port now taken."""
+    from pyrsia.node.home import IDENTITY_FILE, load_identity
+
+    differs = [
+        f"{flag} {wanted} (it has {had})"
+        for flag, wanted, had in (
+            ("--nodes", nodes, len(recorded)),
+            ("--authorities", asked.authorities, plan.authorities),
+            ("--docker-upstream", asked.docker_upstream, plan.docker_upstream),
+            ("--maven-upstream", asked.maven_upstream, plan.maven_upstream),
+            ("--base-port", base_port, recorded[0].http_port if recorded else None),
+        )
+        if wanted is not None and wanted != had
+    ]
+    if differs:
+        raise UsageError(
+            f"{directory} holds a devnet built otherwise: {'; '.join(differs)}. Leave those flags out to "
+            "start it again, or add --fresh to build a new one"
+        )
+    for node in recorded:
+        if not (node.home / IDENTITY_FILE).exists() or load_identity(node.home).peer_id != node.peer_id:
+            raise PyrsiaError(
+                f"{node.name} in {node.home} no longer has the key devnet.json records; "
+                "pyrsia devnet up --fresh builds a new network"
+            )
+        for port in (node.http_port, node.p2p_port):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError as exc:
+                    raise ListenError(
+                        f"port {port} of {node.name} is taken ({exc.strerror}); free it, or "
+                        "pyrsia devnet up --fresh builds a new network on other ports"
+                    ) from exc
+    return plan, [replace(n, pid=0, http_url="", p2p="") for n in recorded]
+
+
+def _purge(directory: Path, homes: Sequence[Path]) -> None:
+    """Delete nodes' data, the genesis block and the record: nothing of the old network is left."""
+    import shutil
+
+    for home in homes:
+        try:
+            shutil.rmtree(home)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise PyrsiaError(f"cannot delete {home}: {exc.strerror}") from exc
+    try:
+        (directory / GENESIS_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        raise PyrsiaError(f"cannot delete {directory / GENESIS_FILE}: {exc.strerror}") from exc
+    _forget(directory)
+
+
 # --- commands -------------------------------------------------------------------------
 
 
@@ -534,12 +672,14 @@ def up(
         help="Nodes to start, authorities included "
         f"(default: the authorities and {REGULAR_NODES_DEFAULT} regular nodes).",
     ),
-    authorities: int = typer.Option(
-        1,
+    authorities: int | None = typer.Option(
+        None,
         "--authorities",
         min=1,
         max=NODES_MAX,
-        help="How many of the nodes (node0, node1, …) are authorities, sharing one genesis block.",
+        show_default=False,
+        help="How many of the nodes (node0, node1, …) are authorities, sharing one genesis block "
+        "(default: 1).",
     ),
     directory: Path | None = DIR,
     docker_upstream: str | None = typer.Option(
@@ -560,6 +700,12 @@ def up(
     timeout_s: float = typer.Option(
         READY_TIMEOUT_S, "--timeout", min=1, max=3600, help="Seconds each node has to become ready."
     ),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Build a new network even if DIR/devnet.json records one: the recorded nodes' data "
+        "(keys, logs, blobs) is deleted first.",
+    ),
 ) -> None:
     """Start a network of pyrsia nodes on 127.0.0.1: the first --authorities are its authorities,
     the others regular nodes joining through node0.
@@ -567,37 +713,39 @@ def up(
     Each node is a detached `pyrsia daemon` with its home in DIR/nodeI and its output in
     DIR/nodeI/daemon.log; DIR/devnet.json records them for `status` and `down`. With
     several authorities, DIR/genesis.blk names them and every node starts from it.
+
+    After `pyrsia devnet down`, `up` starts the same network again (its nodes, roles,
+    ports and upstreams, as devnet.json records them); --fresh builds a new one.
     """
     from pyrsia.config import check_url
-    from pyrsia.node.home import ensure_home, load_identity
+    from pyrsia.node.home import load_identity
 
-    if nodes is None:
-        nodes = min(authorities + REGULAR_NODES_DEFAULT, NODES_MAX)
-    if nodes < authorities:
-        raise UsageError(
-            f"--nodes {nodes} counts every node, so it cannot be fewer than --authorities {authorities}"
-        )
     directory = _directory(directory)
     docker_upstream = check_url("--docker-upstream", docker_upstream) if docker_upstream else None
     maven_upstream = check_url("--maven-upstream", maven_upstream) if maven_upstream else None
     previous = _load(directory)
     if previous is not None and any(_Daemon(n).alive() for n in previous[1]):
         raise PyrsiaError(f"a devnet is already running in {directory}; run pyrsia devnet down")
-
-    planned = []
-    for index, (http_port, p2p_port) in enumerate(_ports(nodes, base_port)):
-        home = directory / f"node{index}"
-        ensure_home(home)
-        planned.append(
-            DevnetNode(
-                name=f"node{index}",
-                role=AUTHORITY if index < authorities else REGULAR,
-                home=home,
-                http_port=http_port,
-                p2p_port=p2p_port,
-                peer_id=load_identity(home).peer_id,  # as the daemon will load it, and `pyrsia id` shows it
-            )
+    if previous is not None and fresh:
+        _purge(directory, [n.home for n in previous[1]])
+        previous = None
+    if previous is not None and previous[0] == STARTING:
+        previous = None  # an `up` killed half way recorded only some nodes: plan them anew
+    reused = previous is not None
+    if previous is not None:
+        asked = Plan(
+            authorities=authorities or previous[2].authorities,
+            docker_upstream=docker_upstream or previous[2].docker_upstream,
+            maven_upstream=maven_upstream or previous[2].maven_upstream,
         )
+        plan, planned = _reuse(directory, previous[1], previous[2], asked, nodes, base_port)
+    else:
+        plan = Plan(
+            authorities=authorities or 1, docker_upstream=docker_upstream, maven_upstream=maven_upstream
+        )
+        planned = _new_nodes(directory, plan.authorities, nodes, base_port)
+    authorities, nodes = plan.authorities, len(planned)
+    docker_upstream, maven_upstream = plan.docker_upstream, plan.maven_upstream
     genesis = None
     if authorities > 1:
         founder = load_identity(planned[0].home).signing_key
@@ -608,7 +756,7 @@ def up(
 
     def record(state: str) -> None:
         done = {started.node.name: started.node for started in launches}
-        _save(directory, state, [done[n.name] for n in planned if n.name in done], genesis)
+        _save(directory, state, [done[n.name] for n in planned if n.name in done], plan, genesis)
 
     def start(node: DevnetNode, bootstrap: Sequence[str]) -> None:
         log = node.home / LOG_FILE
@@ -653,24 +801,42 @@ def up(
         except BaseException as exc:
             with interrupts.held(deliver=False):
                 _stop([_Daemon(s.node, s.popen) for s in launches])
-                _forget(directory)
+                if reused:  # the network stays recorded, to be started again
+                    _save(directory, STOPPED, previous[1] if previous else planned, plan, genesis)
+                else:
+                    _forget(directory)
             if isinstance(exc, KeyboardInterrupt):
                 console.error(f"interrupted; stopped the {len(launches)} node(s) started in {directory}")
                 raise typer.Exit(130) from None
             raise
-    _show_network(directory, [s.node for s in launches])
+    _show_network(directory, [s.node for s in launches], reused=reused)
 
 
-def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
+def _show_network(directory: Path, nodes: Sequence[DevnetNode], *, reused: bool = False) -> None:
     console.table(
         f"pyrsia devnet in {directory}",
-        ["node", "role", "peer id", "HTTP", "p2p"],
+        [
+            layout.fixed("node"),
+            layout.fixed("role"),
+            layout.id_column("peer id"),
+            layout.fixed("HTTP"),
+            layout.Column(header="p2p", drop=1),
+        ],
         [[n.name, n.role, n.peer_id, n.http_url, n.p2p] for n in nodes],
     )
+    authorities = [n.name for n in nodes if n.role == AUTHORITY]
+    regulars = [n.name for n in nodes if n.role == REGULAR]
+    dir_flag = "" if directory == _directory(None) else f" --dir {directory}"
+    if reused:
+        console.info(
+            f"started the devnet recorded in {directory / STATE_FILE} again (--fresh builds a new one)"
+        )
     client = next((n for n in nodes if n.role == REGULAR), nodes[0])
     where = "a regular node" if client.role == REGULAR else "an authority"
-    dir_flag = "" if directory == _directory(None) else f" --dir {directory}"
+    author = nodes[0]
     for text in (
+        f"{len(nodes)} nodes: {_counted(authorities, 'authority', 'authorities')}"
+        + (f", {_counted(regulars, 'regular node', 'regular nodes')}" if regulars else ""),
         "",
         f"Pull through {client.name}, {where}:",
         f"  podman pull --tls-verify=false {client.address}/{EXAMPLE_IMAGE}",
@@ -679,11 +845,20 @@ def _show_network(directory: Path, nodes: Sequence[DevnetNode]) -> None:
         "Maven, in ~/.m2/settings.xml:",
         f"  <settings><mirrors><mirror><id>pyrsia</id><mirrorOf>*</mirrorOf>"
         f"<url>{client.http_url}/maven2/</url></mirror></mirrors></settings>",
-        f"Publish through {nodes[0].name}, an authority, and follow each authority's verdict:",
-        f"  pyrsia build docker {EXAMPLE_IMAGE} --wait --node {nodes[0].http_url} --home {nodes[0].home}",
+        f"Look at {client.name} (every pyrsia command takes --node):",
+        f"  pyrsia status --node {client.http_url}",
+        f"  pyrsia peers --node {client.http_url}",
+        f"  pyrsia log search --node {client.http_url}",
+        f"Publish through {author.name}, an authority, and follow each authority's verdict:",
+        f"  pyrsia build docker {EXAMPLE_IMAGE} --wait --node {author.http_url} --home {author.home}",
         f"Check it with `pyrsia devnet status{dir_flag}`, stop it with `pyrsia devnet down{dir_flag}`.",
     ):
         console.line(text)
+
+
+def _counted(names: Sequence[str], one: str, many: str) -> str:
+    """`1 authority (node0)`, `2 regular nodes (node1, node2)`."""
+    return f"{len(names)} {one if len(names) == 1 else many} ({', '.join(names)})"
 
 
 @devnet_app.command("status", epilog="Example: pyrsia devnet status --json")
@@ -694,14 +869,23 @@ def status(directory: Path | None = DIR, json_output: bool | None = options.JSON
     loaded = _load(directory)
     if loaded is None:
         raise PyrsiaError(f"no devnet in {directory}; start one with pyrsia devnet up")
-    state, nodes = loaded
+    state, nodes, _plan = loaded
     rows = [_probe(node) for node in nodes]
     if json_output:
         console.as_json({"dir": str(directory), "state": state, "nodes": rows})
         return
     console.table(
         f"pyrsia devnet in {directory} ({state})",
-        ["node", "role", "pid", "process", "peer id", "HTTP", "log height", "peers"],
+        [
+            layout.fixed("node"),
+            layout.fixed("role"),
+            layout.fixed("pid", drop=2),
+            layout.fixed("process"),
+            layout.id_column("peer id"),
+            "HTTP",
+            layout.fixed("log height"),
+            layout.fixed("peers", drop=1),
+        ],
         [
             [
                 r["name"],
@@ -769,26 +953,25 @@ def down(
     directory: Path | None = DIR,
     purge: bool = typer.Option(False, "--purge", help="Also delete the nodes' data (keys, logs, blobs)."),
 ) -> None:
-    """Stop every node of the devnet (SIGTERM, then SIGKILL after a deadline); keeps their data."""
-    import shutil
-
+    """Stop every node of the devnet (SIGTERM, then SIGKILL after a deadline); keeps their data,
+    and devnet.json, so `pyrsia devnet up` starts the same network again (not with --purge)."""
     directory = _directory(directory)
     loaded = _load(directory)
-    if loaded is None:
+    if loaded is None or (loaded[0] == STOPPED and not any(_Daemon(n).alive() for n in loaded[1])):
         console.info(f"no devnet running in {directory}")
     else:
-        nodes = loaded[1]
+        state, nodes, plan = loaded
         outcome = _stop([_Daemon(node) for node in nodes])
-        _forget(directory)
+        genesis = directory / GENESIS_FILE if plan.authorities > 1 else None
+        if state == STARTING:
+            _forget(directory)  # an `up` that never finished: nothing worth starting again
+        else:
+            _save(directory, STOPPED, nodes, plan, genesis)
         for node in nodes:
             console.line(f"{node.name} ({node.role}, pid {node.pid}): {outcome[node.name]}")
     if purge:
         homes = sorted(p for p in directory.glob("node*") if p.is_dir() and p.name[4:].isdigit())
-        for home in homes:
-            try:
-                shutil.rmtree(home)
-            except OSError as exc:
-                raise PyrsiaError(f"cannot delete {home}: {exc.strerror}") from exc
+        _purge(directory, homes)
         with suppress(OSError):  # not empty (something else lives there) or already gone
             directory.rmdir()
         console.line(f"deleted the data of {len(homes)} node(s) in {directory}")

@@ -16,15 +16,23 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 
 log_app = typer.Typer(help="Search, show, prove and verify the transparency log.", no_args_is_help=True)
 inspect_app = typer.Typer(
     help="Transparency log records of one image or Maven artifact (JSON or CSV).", no_args_is_help=True
 )
 SEARCH_COLUMNS = (
-    "height", "time", "package_type", "package_id", "path", "digest", "chunk_size", "chunk_root", "author",
-)  # fmt: skip
+    layout.fixed("height"),
+    layout.fixed("time", drop=3),
+    layout.fixed("package_type", drop=4),
+    layout.Column(header="package_id"),
+    layout.Column(header="path"),
+    layout.id_column("digest"),
+    layout.fixed("chunk_size", drop=5),
+    layout.id_column("chunk_root", drop=6),
+    layout.Column(header="author", drop=2),
+)
 
 
 def _client(node: str | None) -> Any:
@@ -75,7 +83,7 @@ def _search(node: str | None, **params: str | None) -> list[dict[str, Any]]:
 def search(
     author: str | None = typer.Option(None, "--author", help="Author, or the start of it."),
     package: str | None = typer.Option(
-        None, "--package", help="library/alpine, library/alpine:3.18, g:a:v …"
+        None, "--package", help="library/alpine, library/alpine:3.18 or com.example:lib:1.0."
     ),
     depends_on: str | None = typer.Option(
         None, "--depends-on", help="A dependency, e.g. com.example:lib:1.0."
@@ -86,6 +94,7 @@ def search(
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Most records to show, newest first."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
+    wide: bool = options.WIDE,
 ) -> None:
     """Find committed artifacts by author, package, dependency, digest, type or time."""
     found = _search(
@@ -108,14 +117,14 @@ def search(
             r["package_type"],
             r["package_id"],
             r["path"],
-            r["digest"][:19],
+            r["digest"],
             _bytes(r["chunk_size"]),
-            r["chunk_root"][:16],
+            r["chunk_root"],
             r["author"],
         )
         for r in found
     ]
-    console.table(f"{len(found)} records", SEARCH_COLUMNS, rows)
+    console.table(f"{len(found)} records", SEARCH_COLUMNS, rows, wide=wide)
 
 
 @log_app.command("show", epilog="Example: pyrsia log show 12")
@@ -123,6 +132,7 @@ def show(
     height: int | None = typer.Argument(None, help="Block height (default: the newest block)."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
+    wide: bool = options.WIDE,
 ) -> None:
     """Show one block: its header and transactions."""
     block = _client(node).get_json(f"/api/v1/log/blocks/{'latest' if height is None else height}")
@@ -143,10 +153,11 @@ def show(
     )
     rows = [
         (t["leaf"], t["type"], t["payload"].get("package_id", t["payload"].get("peer_id", "")),
-         t["payload"].get("path", ""), t["payload"].get("digest", "")[:19])
+         t["payload"].get("path", ""), t["payload"].get("digest", ""))
         for t in block["transactions"]
     ]  # fmt: skip
-    console.table("transactions", ("leaf", "type", "package", "path", "digest"), rows)
+    columns = (layout.fixed("leaf"), layout.fixed("type"), "package", "path", layout.id_column("digest"))
+    console.table("transactions", columns, rows, wide=wide)
 
 
 @log_app.command("verify", epilog="Example: pyrsia log verify --home /var/lib/pyrsia")
@@ -172,7 +183,8 @@ def verify(home: Path | None = options.HOME, json_output: bool | None = options.
 
 @log_app.command(
     "proof",
-    epilog="Example: pyrsia log proof sha256:4bcff63911fcb4448bd4fdacec207030997caf25e9bea4045fa6c8c44de31",
+    epilog="Example: pyrsia log proof "
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 )
 def proof(
     digest: str = typer.Argument(..., help="Digest of a logged file, sha256:…"),

@@ -34,3 +34,9 @@ JSON = typer.Option(
     show_default=False,
     help="Print JSON for scripts, or a table for people (default: client setting `output`, else table).",
 )
+WIDE = typer.Option(
+    False,
+    "--wide",
+    "-w",
+    help="Show every column and every value whole, however wide the table gets.",
+)

@@ -6,10 +6,12 @@ from urllib.parse import quote
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, layout, options, settings
 
 
-def peers(node: str | None = options.NODE, json_output: bool | None = options.JSON) -> None:
+def peers(
+    node: str | None = options.NODE, json_output: bool | None = options.JSON, wide: bool = options.WIDE
+) -> None:
     """List the peers a node is connected to: id, address, direction (direct or relayed), RTT, bytes."""
     node, json_output = settings.node_url(node), settings.wants_json(json_output)
     from pyrsia.cli.client import NodeClient
@@ -20,7 +22,17 @@ def peers(node: str | None = options.NODE, json_output: bool | None = options.JS
         return
     console.table(
         f"{len(found)} peers of {node}",
-        ("peer id", "address", "direction", "path", "rtt ms", "in", "out", "height", "agent"),
+        (
+            layout.id_column("peer id"),
+            layout.Column(header="address", drop=3),
+            layout.fixed("direction", drop=5),
+            layout.fixed("path"),
+            layout.fixed("rtt ms"),
+            layout.fixed("in", drop=4),
+            layout.fixed("out", drop=4),
+            layout.fixed("height", drop=2),
+            layout.Column(header="agent", drop=6),
+        ),
         (
             (
                 p["peer_id"],
@@ -35,6 +47,7 @@ def peers(node: str | None = options.NODE, json_output: bool | None = options.JS
             )
             for p in found
         ),
+        wide=wide,
     )
 
 

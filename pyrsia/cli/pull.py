@@ -5,6 +5,10 @@ While progress bars run, `PeerWatch` polls the node's `/api/v1/status` (its
 fetching from its peers; a blob the node serves from its store or its upstream gets no
 note. Nothing is polled when the bars are off (no terminal), so `--json` and piped
 output stay as they were, with an optional `peers` field when a count was seen.
+
+What a pull writes is registered with `interrupt.partial`, so a failed or interrupted
+pull leaves no partial file, and pulled files get the mode `open()` would give them
+(0644 under umask 022), not the blob store's 0600.
 """
 
 from __future__ import annotations
@@ -18,9 +22,28 @@ from types import TracebackType
 
 import typer
 
-from pyrsia.cli import console, options, settings
+from pyrsia.cli import console, interrupt, options, settings
 
 STATUS_POLL_S = 0.5
+
+
+def file_mode() -> int:
+    """0666 less this process's umask: what `open()` would give a new file (0644 under umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def publish(layout: Path, mode: int) -> None:
+    """Give every file of a pulled layout `mode`: the blob store writes its files 0600."""
+    from pyrsia.errors import StorageError
+
+    try:
+        for path in layout.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(mode)
+    except OSError as exc:
+        raise StorageError(f"cannot set the mode of the files in {layout}: {exc.strerror}") from exc
 
 
 def peers_by_digest(status: object) -> dict[str, int]:
@@ -125,11 +148,13 @@ def artifact(
     url_path = f"/maven2/{coords.path}"
     expected = client.get_text(url_path + ".sha256").strip()
     hasher = hashlib.sha256()
+    mode = file_mode()
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", suffix=".part")
+        os.fchmod(fd, mode)  # mkstemp makes 0600; a pulled file is as readable as any other
     except OSError as exc:
         raise StorageError(f"cannot write to {target.parent}: {exc.strerror}") from exc
-    try:
+    with interrupt.partial(Path(tmp_name)):
         with (
             os.fdopen(fd, "wb") as file,
             PeerWatch(node, enabled=console.err.is_terminal) as watch,
@@ -145,9 +170,6 @@ def artifact(
                 expected=f"sha256:{expected}", calculated=f"sha256:{hasher.hexdigest()}", source=node
             )
         os.replace(tmp_name, target)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     result: dict[str, object] = {
         "path": str(target),
         "sha256": hasher.hexdigest(),
@@ -204,12 +226,17 @@ def image(
     label = f"{short}:{ref}" if ":" not in ref else f"{short}@{ref}"
     default_name = short.replace("/", "-") + ("-" + ref if ":" not in ref else "")
     chosen_platform = Platform.parse(platform) if platform else Platform.host()
-    client = RegistryClient(node, retries_max=1)
+    client = RegistryClient(node, retries_max=1, role="pyrsia node")
     archive = output_format == "docker-archive"
     target = output or Path(default_name + (".tar" if archive else ""))
     layout = Path(tempfile.mkdtemp(prefix=".pyrsia-pull-", dir=target.parent)) if archive else target
+    # What this pull creates goes again if it fails or is interrupted; a directory that was
+    # there before keeps what it had (its blobs are whole: each is placed only once verified).
+    made = layout if archive or not target.exists() else layout / ".tmp"
+    mode = file_mode()
     try:
         with (
+            interrupt.partial(made),
             PeerWatch(node, enabled=console.err.is_terminal) as watch,
             console.transfers(f"pulling {label}") as start_bar,
         ):
@@ -220,8 +247,11 @@ def image(
                 return bar
 
             pulled = pull_to_layout(client, name, ref, layout, chosen_platform, start)
-        if archive:
-            write_docker_archive(pulled, label if ":" not in ref else f"{short}:latest", target)
+            if archive:
+                with interrupt.partial(target):
+                    write_docker_archive(pulled, label if ":" not in ref else f"{short}:latest", target)
+            else:
+                publish(layout, mode)
     except UpstreamUnavailable as exc:
         raise NodeUnreachable(f"cannot pull {label} from the node at {node}: {exc.message}") from exc
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyrsia.config import DEFAULT_NODE_URL, check_url, dump_toml
 from pyrsia.durable import write_atomic
-from pyrsia.errors import ConfigError
+from pyrsia.errors import ConfigError, UsageError
 
 OUTPUTS = ("table", "json")
 
@@ -64,7 +64,12 @@ def save(key: str, value: str, environ: Mapping[str, str] = os.environ) -> str:
 
 
 def node_url(flag: str | None) -> str:
-    return flag or load()["node"]
+    """The node to talk to; `--node HOST:PORT` (no scheme) is refused with the URL it meant."""
+    if not flag:
+        return load()["node"]
+    if "://" not in flag:
+        raise UsageError(f"--node takes a URL, not {flag!r}: did you mean http://{flag}?")
+    return check_url("--node", flag)
 
 
 def wants_json(flag: bool | None) -> bool:

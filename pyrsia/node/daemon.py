@@ -67,6 +67,7 @@ from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
 from pyrsia.translog.block import quorum
 from pyrsia.translog.chunks import CHUNK_BYTES
+from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
@@ -88,6 +89,7 @@ APPROVALS_FILE = "approvals.json"
 THIS_NODE = "this node"
 VIA_AUTHORITIES = "authorities"
 BUILD_FETCHES_MAX = 4
+LOGGED_RECORDS_MAX = 1000  # records of one build target shown by a regular node (an image: its files)
 SHUTDOWN_GRACE_S = 30.0
 PARTIALS_KEPT_S = 7 * 86400.0  # a peer download older than this is not resumed
 
@@ -504,12 +506,32 @@ class Node:
                 and build.state == "running"
                 and self.network.sync.wait_for_height(answer.height, left)
             ):
-                build.finish("committed", time.time(), height=answer.height)
+                # The authority's answer carries its log height when it answered, which can be
+                # past the build's block; what this node's log holds of the target says where.
+                logged = self._logged(build)
+                with build.lock:
+                    build.committed = logged
+                height = max((c.height for c in logged), default=answer.height)
+                build.finish("committed", time.time(), height=height)
         if build.state == "running":
             errors = "; ".join(f"{a}: {d}" for a, (_, d) in sorted(build.answers.items()))
             build.finish(
                 "refused" if refused else "failed", time.time(), error=errors or "no authority answered"
             )
+
+    def _logged(self, build: Build) -> list[Committed]:
+        """The records this node's log holds of a build's target, as committed transactions."""
+        if build.kind == "maven":
+            package = build.target
+        else:
+            name, reference = parse_image_reference(build.target)
+            package = f"{name}{'@' if looks_like_digest(reference) else ':'}{reference}"
+        records = self.ledger.search(Query(package=package, limit=LOGGED_RECORDS_MAX))
+        return [
+            Committed(tx_id=r.tx_id, path=r.path, digest=r.digest, height=r.height, submitter=r.submitter)
+            for r in sorted(records, key=lambda r: r.leaf)
+            if r.package_id == package
+        ]
 
     def _verdicts_of(self, build: Build) -> list[tuple[str, str, str]]:
         """Each authority's verdict over the build's transactions (a refusal wins, then pending)."""

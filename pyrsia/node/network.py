@@ -489,7 +489,9 @@ class Network:
                 address = Multiaddr.parse(target)
             except PyrsiaError as exc:
                 raise ConfigError(f"{target[:200]!r} is not a multiaddr: {exc.message}") from exc
-            peer = self.host.connect(address, timeout=DIAL_TIMEOUT_S)
+            # A new connection to that very address: reusing one already up to the peer
+            # would answer for another address, and a wrong port would seem to work.
+            peer = self.host.connect(address, timeout=DIAL_TIMEOUT_S, fresh=True)
         else:
             peer = target
         rtt_s = self.host.ping(peer, timeout=DIAL_TIMEOUT_S)

@@ -117,9 +117,11 @@ class UpstreamHttp:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock = time.monotonic,
+        role: str = "upstream",
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.where = f"upstream {self.base_url}"
+        # Errors name what was asked: the node's upstream, or (from the CLI) the node itself.
+        self.where = f"{role} {self.base_url}"
         self.timeout_s = timeout_s
         self.retries_max = retries_max
         self.deadline_s = deadline_s

@@ -92,6 +92,7 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock = time.monotonic,
+        role: str = "upstream",
     ) -> None:
         self._http = UpstreamHttp(
             base_url,
@@ -104,6 +105,7 @@ class RegistryClient:
             transport=transport,
             sleep=sleep,
             clock=clock,
+            role=role,
         )
         self.base_url = self._http.base_url
         self._origin = _origin(httpx.URL(self.base_url))

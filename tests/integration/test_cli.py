@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -261,7 +262,8 @@ def test_every_setting_is_a_daemon_flag_with_its_variable_and_default() -> None:
             continue
         setting = SETTINGS[f.name]
         assert f" {setting.flag} " in text, setting.flag
-        assert f"[env var: {setting.env}]" in text, setting.env
+        # Plain help puts a numeric setting's bounds after its variable: [env var: X; 1<=x<=9].
+        assert re.search(rf"\[env var: {setting.env}[;\]]", text), setting.env
         assert f"(default: {setting.default_text})" in text, setting.name
 
 

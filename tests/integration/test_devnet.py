@@ -127,10 +127,14 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def assert_nothing_left(directory: Path, pids: list[int]) -> None:
+def assert_nothing_left(directory: Path, pids: list[int], *, recorded: bool = False) -> None:
+    """No process left; the record gone, or (after `down`) kept as a stopped network."""
     assert [pid for pid in pids if running(pid)] == []
     assert daemons_under(directory) == {}
-    assert not (directory / "devnet.json").exists()
+    if recorded:
+        assert record(directory)["state"] == "stopped"
+    else:
+        assert not (directory / "devnet.json").exists()
 
 
 def fetch_manifest(url: str) -> httpx.Response:
@@ -247,12 +251,13 @@ def test_down_stops_every_node_and_is_idempotent(tmp_path: Path) -> None:
         stopped = ok(devnet("down", "--dir", str(directory)))
         assert "node0 (authority, pid" in stopped and "node2 (regular" in stopped
         assert "was not running" in stopped.splitlines()[2]
-        assert_nothing_left(directory, pids)
+        assert_nothing_left(directory, pids, recorded=True)
         assert (directory / "node0" / "identity.key").exists()  # data stays without --purge
 
         again = devnet("down", "--dir", str(directory))
         assert ok(again) == "" and "no devnet running" in again.stderr
-        one_line_error(devnet("status", "--dir", str(directory)), "no devnet in")
+        status = json.loads(ok(devnet("status", "--dir", str(directory), "--json")))
+        assert status["state"] == "stopped" and not any(n["alive"] for n in status["nodes"])
 
         ok(devnet("down", "--dir", str(directory), "--purge"))
         assert not directory.exists()
@@ -311,14 +316,14 @@ def test_up_with_four_authorities_starts_one_connected_network(tmp_path: Path) -
 
         # Stopped and started again, the devnet keeps its network: same genesis, logs still valid.
         ok(devnet("down", "--dir", str(directory)))
-        assert_nothing_left(directory, pids)
+        assert_nothing_left(directory, pids, recorded=True)
         ok(devnet("up", "--authorities", "4", "--nodes", "5", "--dir", str(directory)))
         pids = [n["pid"] for n in record(directory)["nodes"]]
         assert Block.decode(Path(doc["genesis"]).read_bytes()) == genesis
     finally:
         devnet("down", "--dir", str(directory))
         kill_leftovers(directory)
-    assert_nothing_left(directory, pids)
+    assert_nothing_left(directory, pids, recorded=True)
 
 
 def test_fewer_nodes_than_authorities_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -441,3 +446,49 @@ def test_devnet_help_imports_nothing_heavy() -> None:
     modules = imported("-m", "pyrsia", "devnet", "up", "--help")
     assert "pyrsia.cli.devnet" in modules
     assert not heavy(modules)
+
+
+def test_up_after_down_starts_the_same_network_and_says_who_is_an_authority(
+    tmp_path: Path, upstream: RegistryProcess
+) -> None:
+    """`up` twice (with a `down` between) reuses devnet.json: the same nodes, roles, ports,
+    keys and upstream, although the second `up` names none of them; `--fresh` rebuilds."""
+    directory = tmp_path / "net"
+    try:
+        first = ok(devnet("up", "--authorities", "2", "--nodes", "3", "--dir", str(directory),
+                          "--docker-upstream", upstream.url))  # fmt: skip
+        before = record(directory)
+        assert "3 nodes: 2 authorities (node0, node1), 1 regular node (node2)" in first
+        client = before["nodes"][2]["http_url"]
+        for command in ("status", "peers", "log search"):
+            assert f"pyrsia {command} --node {client}" in first
+        ok(devnet("down", "--dir", str(directory)))
+
+        second = devnet("up", "--dir", str(directory))
+        ok(second)
+        after = record(directory)
+        assert "started the devnet recorded in" in second.stderr
+        same = ("name", "role", "peer_id", "http_port", "p2p_port", "home")
+        assert [{k: n[k] for k in same} for n in after["nodes"]] == [
+            {k: n[k] for k in same} for n in before["nodes"]
+        ]
+        assert after["plan"] == before["plan"] == {
+            "authorities": 2, "docker_upstream": upstream.url, "maven_upstream": None,
+        }  # fmt: skip
+        # The regular node still pulls through the recorded upstream, from the same authorities.
+        assert_upstream_manifest(fetch_manifest(after["nodes"][2]["http_url"]))
+        assert "--docker-upstream" in cmdline(after["nodes"][2]["pid"])
+        ok(devnet("down", "--dir", str(directory)))
+
+        # Asking for another network is refused, naming --fresh; --fresh builds one.
+        refused = devnet("up", "--nodes", "2", "--dir", str(directory))
+        one_line_error(refused, "--nodes 2 (it has 3)", "--fresh")
+        assert record(directory)["state"] == "stopped"
+        ok(devnet("up", "--nodes", "2", "--fresh", "--dir", str(directory)))
+        rebuilt = record(directory)
+        assert [n["role"] for n in rebuilt["nodes"]] == ["authority", "regular"]
+        assert {n["peer_id"] for n in rebuilt["nodes"]}.isdisjoint({n["peer_id"] for n in before["nodes"]})
+        assert not (directory / "genesis.blk").exists() and not (directory / "node2").exists()
+    finally:
+        devnet("down", "--dir", str(directory))
+        kill_leftovers(directory)

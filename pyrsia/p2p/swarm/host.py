@@ -824,8 +824,11 @@ class Host:
         with self._lock:
             return self._book.addresses(peer_id, now_s=self._clock())
 
-    def dial(self, address: Multiaddr | str, timeout_s: float | None = None) -> Future[str]:
-        """Connect (or reuse a connection) to `address`; the future gives the remote peer id."""
+    def dial(
+        self, address: Multiaddr | str, timeout_s: float | None = None, *, fresh: bool = False
+    ) -> Future[str]:
+        """Connect (or reuse a connection) to `address`; the future gives the remote peer id.
+        `fresh` dials `address` even when a connection to its peer is up (it proves the address)."""
         target = Multiaddr.parse(address) if isinstance(address, str) else address
         future: Future[str] = Future()
         if target.is_relayed:
@@ -844,7 +847,7 @@ class Host:
         remote = (str(sockaddr[0]), int(sockaddr[1]))
 
         def start() -> None:
-            self._start_dial(target, family, remote, future, timeout_s)
+            self._start_dial(target, family, remote, future, timeout_s, fresh=fresh)
 
         self._post(start)
         return future
@@ -884,9 +887,9 @@ class Host:
         self._circuit_dials[tag] = future
         self._apply(self._relay_client, self._relay_client.connect(conn.id, peer, tag, self._clock()))
 
-    def connect(self, address: Multiaddr | str, timeout: float = 15.0) -> str:
+    def connect(self, address: Multiaddr | str, timeout: float = 15.0, *, fresh: bool = False) -> str:
         """Blocking `dial`: the remote peer id, or PeerUnreachable/ProtocolViolation."""
-        return _result(self.dial(address), timeout, f"connecting to {address}")
+        return _result(self.dial(address, fresh=fresh), timeout, f"connecting to {address}")
 
     def open_stream(self, peer_id: str, protocols: Sequence[str], timeout: float = 15.0) -> Stream:
         """A stream to `peer_id` speaking the first of `protocols` it accepts; dials if needed."""
