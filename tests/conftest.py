@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PYRSIA_P2P_PORT", "0")
+# Workers of `pytest -n` inherit COLUMNS=80 and LINES=24 from the test runner, which a
+# console reads once at import; the CLI under test should see what a pipe sees.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 
 # The longest modules start first, so that with several workers (`make test` runs
