@@ -628,3 +628,16 @@ def test_a_leg_reset_or_a_connection_down_resets_the_other_leg() -> None:
     assert at_a2 in wire2.gone and _relay(wire2).circuits == 0
     (done,) = wire2.outcomes("r", hop.CircuitRelayed)
     assert done.reason == "connection closed"
+
+
+def test_relays_to_reserve_skips_relayed_ones_before_counting_the_places() -> None:
+    # "a" sorts first but is reached only through a relay: it must not take "b"'s place.
+    pick = rc.relays_to_reserve(
+        wanted=2, held=(), asking=(), candidates=[("a", False), ("c", True), ("b", True)]
+    )
+    assert pick == ("b", "c")
+    assert rc.relays_to_reserve(wanted=2, held=("b",), asking=(), candidates=[("b", True), ("c", True)]) == (
+        "c",
+    )
+    assert rc.relays_to_reserve(wanted=2, held=("b",), asking=("c",), candidates=[("d", True)]) == ()
+    assert rc.relays_to_reserve(wanted=2, held=(), asking=(), candidates=[("b", True)], exclude="b") == ()

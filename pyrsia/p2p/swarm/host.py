@@ -1402,22 +1402,23 @@ class Host:
         """A private node keeps reservations on `relay_reservations_wanted` relays among its peers."""
         if self._reachability != "private":
             return
-        wanted = self.config.relay_reservations_wanted - len(self._circuit_addrs) - len(self._reserving)
-        if wanted <= 0:
-            return
         with self._lock:
-            candidates = [
+            hop_peers = [
                 info.peer_id
                 for info in self._peers.values()
                 if relay_messages.HOP_PROTOCOL_ID in info.protocols
-                and info.peer_id not in self._circuit_addrs
-                and info.peer_id not in self._reserving
-                and info.peer_id != exclude
             ]
-        for relay in sorted(candidates)[:wanted]:
-            conn = self._live_conn(relay)
-            if conn is None or conn.carrier is not None:
-                continue  # libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection
+        live = {peer: self._live_conn(peer) for peer in hop_peers}
+        chosen = relay_client.relays_to_reserve(
+            wanted=self.config.relay_reservations_wanted,
+            held=self._circuit_addrs.keys(),
+            asking=self._reserving,
+            candidates=[(peer, c is not None and c.carrier is None) for peer, c in live.items()],
+            exclude=exclude,
+        )
+        for relay in chosen:
+            conn = live[relay]
+            assert conn is not None
             self._reserving.add(relay)
             self._apply(self._relay_client, self._relay_client.reserve(conn.id, self._clock()))
 

@@ -30,7 +30,7 @@ Pure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
@@ -414,6 +414,35 @@ class RelayClient:
             initial=reader.rest,
         )
         return [sw.Write(conn=conn, stream=stream, data=m.frame(reply)), sw.Report(conn=conn, outcome=opened)]
+
+
+def relays_to_reserve(
+    *,
+    wanted: int,
+    held: Collection[str],
+    asking: Collection[str],
+    candidates: Iterable[tuple[str, bool]],
+    exclude: str = "",
+) -> tuple[str, ...]:
+    """The relays to ask for a reservation now, so that `wanted` are held or being asked.
+
+    `candidates` are the peers speaking hop with whether we hold a direct connection to
+    each. libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection, so
+    only directly connected ones qualify; they are filtered before the count is taken,
+    so a peer reached only through a relay never uses up a place another could fill.
+    `exclude` is the relay that just refused or was lost. Sorted, so the choice is stable.
+    """
+    room = wanted - len(held) - len(asking)
+    if room <= 0:
+        return ()
+    eligible = sorted(
+        {
+            peer
+            for peer, direct in candidates
+            if direct and peer not in held and peer not in asking and peer != exclude
+        }
+    )
+    return tuple(eligible[:room])
 
 
 def _ask_of(tag: object) -> int | None:
