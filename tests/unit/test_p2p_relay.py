@@ -641,3 +641,16 @@ def test_relays_to_reserve_skips_relayed_ones_before_counting_the_places() -> No
     )
     assert rc.relays_to_reserve(wanted=2, held=("b",), asking=("c",), candidates=[("d", True)]) == ()
     assert rc.relays_to_reserve(wanted=2, held=(), asking=(), candidates=[("b", True)], exclude="b") == ()
+
+
+def test_a_connection_lost_with_a_renewal_in_flight_names_the_relay_once() -> None:
+    wire = _reserved(hop.RelayLimits(reservation_ttl_s=100))
+    a = wire.nodes["a"]
+    assert isinstance(a, rc.RelayClient)
+    asked = a.tick(76.0)  # the renewal goes out; the relay vanishes before it answers
+    assert [type(e) for e in asked] == [sw.OpenStream]
+    effects = a.on_event(sw.ConnectionDown(conn=1, peer=R.peer_id, reason="keep-alive timed out"), 90.0)
+    assert [e.outcome for e in effects if isinstance(e, sw.Report)] == [
+        rc.ReservationLost(relay=R.peer_id, reason="connection closed")
+    ]
+    assert a.reservation(1) is None

@@ -264,14 +264,16 @@ class RelayClient:
         return ()
 
     def _connection_down(self, conn: int) -> list[sw.Effect]:
+        effects: list[sw.Effect] = []
+        # Asks first, while the connection still names its relay: a renewal in flight ends
+        # as the loss of that relay's reservation, and the swarm must know which relay.
+        for n in [n for n, a in self._asks.items() if a.conn == conn]:
+            effects += self._ask_failed(n, None, "connection closed")
         info = self._conns.pop(conn, None)
         self._relayed.discard(conn)
         for key in [k for k in self._stops if k[0] == conn]:
             del self._stops[key]
         self._circuits = {c for c in self._circuits if c[0] != conn}
-        effects: list[sw.Effect] = []
-        for n in [n for n, a in self._asks.items() if a.conn == conn]:
-            effects += self._ask_failed(n, None, "connection closed")
         if self._held.pop(conn, None) is not None and info is not None:
             lost = ReservationLost(relay=info.peer, reason="connection closed")
             effects.append(sw.Report(conn=conn, outcome=lost))
