@@ -6,9 +6,10 @@ that plays the node's traffic. It owns connections and streams, executes the cor
 effects and turns what happens into their events, and does what the host does around
 them: AutoNAT rounds (up to `AUTONAT_SERVERS_PER_ROUND_MAX` direct servers per
 `autonat_interval_s`, retried every `AUTONAT_RETRY_S`), dialling AutoNAT dial-backs on
-a fresh connection, reserving on relays (`relay.client.relays_to_reserve`, the host's
-own choice) when the node is private, dialling a hole punch's addresses from the listen
-port at the punch's time, closing the relayed connection `relayed_grace_s` after a
+a fresh connection, reserving on relays when the node is private (the host's own
+choice, `relay.client.relays_to_reserve`, with relays that refused resting
+`RESERVE_REST_S`), dialling a hole punch's addresses from the listen port at the
+punch's time, closing the relayed connection `relayed_grace_s` after a
 direct one came, closing the connections a relay's connection carried when it goes.
 
 `Internet` is the network under them. Every node has an IP and listens on
@@ -57,6 +58,7 @@ SYN_RETRIES_S = (1.0, 2.0, 4.0, 8.0)  # gaps between SYNs of one dial
 ECHO = "/pyrsia-sim/echo"
 ECHO_INTERVAL_S = 2.0
 REDIAL_S = 30.0  # a lost bootstrap connection (to a relay or server) is dialled again
+CIRCUIT_RETRY_S = 20.0  # after a circuit was refused, the next CONNECT waits this long
 UNIX_OFFSET_S = 1_700_000_000.0
 DEFAULTS = HostConfig()
 DIAL_TIMEOUT_S = DEFAULTS.dial_address_timeout_s
@@ -317,6 +319,7 @@ class SimHost:
         self.dials: dict[int, Dial] = {}
         self.circuit_addrs: dict[str, tuple[Multiaddr, ...]] = {}
         self.reserving: set[str] = set()
+        self.reserve_resting: dict[str, float] = {}
         self.bootstrap: list[SimHost] = []
         self.echo_target: SimHost | None = None
         self.echo_sent = 0
@@ -644,7 +647,9 @@ class SimHost:
                 if outcome.initial:
                     self._carried(carried.id, outcome.initial)
             case relay_client.CircuitFailed():
-                self.circuit_dialing_until = 0.0
+                # Back off: every CONNECT counts against the relay's per-peer request rate,
+                # which our own reservation renewals share.
+                self.circuit_dialing_until = now + CIRCUIT_RETRY_S
             case relay_client.Reserved(relay=relay, addrs=addrs):
                 self.reserving.discard(relay)
                 self.circuit_addrs[relay] = addrs
@@ -654,6 +659,7 @@ class SimHost:
                 | relay_client.ReservationLost(relay=relay, reason=reason)
             ):
                 self.reserving.discard(relay)
+                self.reserve_resting[relay] = now + relay_client.RESERVE_REST_S
                 self.circuit_addrs.pop(relay, None)
                 self.log.lost.append((now, relay, reason))
                 self._reserve_more(exclude=relay)
@@ -685,17 +691,20 @@ class SimHost:
     # -- what the host does around the cores --------------------------------------------
 
     def _reserve_more(self, exclude: str = "") -> None:
-        if self.reachability != "private":
+        wanted = DEFAULTS.relay_reservations_wanted
+        if self.reachability != "private" or len(self.circuit_addrs) + len(self.reserving) >= wanted:
             return
+        self.reserve_resting = {r: until for r, until in self.reserve_resting.items() if until > self._now}
         hop_peers = sorted(
             {c.peer for c in self.conns.values() if self.internet.hosts[c.peer].relay is not None}
         )
         live = {peer: self.live_conn(peer) for peer in hop_peers}
         chosen = relay_client.relays_to_reserve(
-            wanted=DEFAULTS.relay_reservations_wanted,
+            wanted=wanted,
             held=self.circuit_addrs.keys(),
             asking=self.reserving,
             candidates=[(peer, c is not None and not c.relayed) for peer, c in live.items()],
+            resting=self.reserve_resting.keys(),
             exclude=exclude,
         )
         for relay in chosen:
@@ -759,6 +768,7 @@ class SimHost:
                     self.dial((peer.public_ip, LISTEN_PORT))
         if self.mode == "auto" and now >= self.autonat_due:
             self._autonat_round(now)
+        self._reserve_more()
         if self.echo_target is not None:
             self._echo_round(now)
 

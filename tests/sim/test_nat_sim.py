@@ -165,6 +165,11 @@ def run_reservations(seed: int) -> None:
             assert relay.relay is not None
             assert relay.relay.reservations(now) <= limits.reservations_max
             assert relay.relay.circuits <= limits.circuits_max
+        nodes = (*privates, *([hidden] if hidden else []))
+        for node in nodes:  # what a node counts as held, the relay holds (it expires later)
+            for relay in alive:
+                if relay.name in node.circuit_addrs:
+                    assert relay.relay.reserved(node.name, now), "held by the node, expired at the relay"  # type: ignore[union-attr]
         if tight:
             continue
         for node in (*privates, *([hidden] if hidden else [])):
@@ -179,7 +184,9 @@ def run_reservations(seed: int) -> None:
     for node in (*privates, *([hidden] if hidden else [])):
         assert node.relay_client.refusals["relay_reserve_over_relayed"] == 0
         assert node.log.reserve_asks_relayed == 0
-        assert not [x for x in node.log.lost if x[2] == "expired"], "a reservation expired unrenewed"
+        # A vanished relay's reservation may run out before the keep-alive notices; a live one's never.
+        expired = [x for x in node.log.lost if x[2] == "expired" and net.alive(x[1])]
+        assert not expired, "a reservation on a live relay expired unrenewed"
         if hidden is not None and node is not hidden:
             assert hidden.name not in node.circuit_addrs and hidden.name not in node.reserving
         if not tight:
@@ -187,10 +194,6 @@ def run_reservations(seed: int) -> None:
             assert renewals >= (end_s - 90.0) // ttl_s, f"only {renewals} reservations made or renewed"
     for relay in relays:
         assert relay.relay is not None and relay.relay.refusals["relay_over_relayed"] == 0
-        live = {p.name for p in (*privates, *([hidden] if hidden else []))}
-        assert not [x for x in relay.log.expired_at_relay if x[1] in live and net.alive(relay.name)], (
-            "a live client's reservation expired at the relay"
-        )
 
 
 @pytest.mark.parametrize("seed", seeds(60, first=20_001))

@@ -654,3 +654,10 @@ def test_a_connection_lost_with_a_renewal_in_flight_names_the_relay_once() -> No
         rc.ReservationLost(relay=R.peer_id, reason="connection closed")
     ]
     assert a.reservation(1) is None
+    # Relays that refused a moment ago rest: with every relay full, nothing is asked.
+    assert (
+        rc.relays_to_reserve(
+            wanted=2, held=(), asking=(), candidates=[("b", True), ("c", True)], resting=("c",), exclude="b"
+        )
+        == ()
+    )

@@ -44,6 +44,7 @@ RENEW_FRACTION = 0.75
 RESERVATION_S_MAX = 24 * 3600.0  # a relay promising more is believed for a day
 CIRCUITS_MAX = 16
 PENDING_PER_CONN_MAX = 8  # stop streams still waiting for the relay's CONNECT, per connection
+RESERVE_REST_S = 60.0  # a relay that refused (or lost) our reservation is not asked again before this
 
 
 # -- outcomes reported to the swarm ----------------------------------------------------
@@ -424,6 +425,7 @@ def relays_to_reserve(
     held: Collection[str],
     asking: Collection[str],
     candidates: Iterable[tuple[str, bool]],
+    resting: Collection[str] = (),
     exclude: str = "",
 ) -> tuple[str, ...]:
     """The relays to ask for a reservation now, so that `wanted` are held or being asked.
@@ -432,7 +434,9 @@ def relays_to_reserve(
     each. libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection, so
     only directly connected ones qualify; they are filtered before the count is taken,
     so a peer reached only through a relay never uses up a place another could fill.
-    `exclude` is the relay that just refused or was lost. Sorted, so the choice is stable.
+    `resting` are relays that refused or lost a reservation less than `RESERVE_REST_S`
+    ago, `exclude` the one that just did: asking them again at once would turn relays
+    that are full into a loop of requests at network speed. Sorted, so the choice is stable.
     """
     room = wanted - len(held) - len(asking)
     if room <= 0:
@@ -441,7 +445,7 @@ def relays_to_reserve(
         {
             peer
             for peer, direct in candidates
-            if direct and peer not in held and peer not in asking and peer != exclude
+            if direct and peer not in held and peer not in asking and peer not in resting and peer != exclude
         }
     )
     return tuple(eligible[:room])
