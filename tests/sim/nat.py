@@ -21,15 +21,16 @@ direct one came, closing the connections a relay's connection carried when it go
   inside host has sent to (address-and-port-dependent); anything else is dropped
   silently, which is how a NAT drops unsolicited inbound connections.
 
-A dial sends SYNs (again after 1, 2, 4 … s, as TCP does, until its timeout); a SYN may
-be lost (`Internet.syn_loss`). When both sides' SYNs cross (a hole punch), the first
-let through makes the one connection of that 4-tuple. Established connections carry
-frames reliably and in order (the simulated network with `reorder=False` and no loss);
-a connection to a node that vanished is noticed only after the keep-alive timeout
-(`HostConfig.keepalive_*`, drawn per connection). Streams are multiplexed per
-connection with a few frames (open / accept / refuse / data / end / reset / close); a
-relayed connection's frames cross the relay pickled as bytes on the circuit stream,
-spliced by the real relay core, so its limits and resets apply to them.
+A dial sends SYNs (again after 1, 2, 4 … s, as TCP does, until its timeout); a hole
+punch's SYN may be lost (`Internet.punch_syn_loss`), which is what DCUtR retries for.
+When both sides' SYNs cross (a hole punch), the first let through makes the one
+connection of that 4-tuple. Established connections carry frames reliably and in
+order (the simulated network with `reorder=False` and no loss); a connection to a node
+that vanished is noticed only after the keep-alive timeout (`HostConfig.keepalive_*`,
+drawn per connection). Streams are multiplexed per connection with a few frames
+(open / accept / refuse / data / end / reset / close); a relayed connection's frames
+cross the relay pickled as bytes on the circuit stream, spliced by the real relay
+core, so its limits and resets apply to them.
 """
 
 from __future__ import annotations
@@ -102,9 +103,9 @@ class Link:
 class Internet:
     """IPs, NATs and direct links; the place a vanished node's peers learn it is gone."""
 
-    def __init__(self, sim: Simulation, *, syn_loss: float = 0.0) -> None:
+    def __init__(self, sim: Simulation, *, punch_syn_loss: float = 0.0) -> None:
         self.sim = sim
-        self.syn_loss = syn_loss
+        self.punch_syn_loss = punch_syn_loss
         self.rng = random.Random(f"{sim.seed}/internet")
         self.hosts: dict[str, SimHost] = {}
         self.owner_of_ip: dict[str, str] = {}
@@ -417,7 +418,8 @@ class SimHost:
             return
         owner = self.internet.owner_of_ip.get(dial.target[0])
         src_ep = self.internet.public_endpoint(self, dial.port, dial.target)  # opens our pinhole
-        if owner is not None and self.internet.rng.random() >= self.internet.syn_loss:
+        lost = dial.port == LISTEN_PORT and self.internet.rng.random() < self.internet.punch_syn_loss
+        if owner is not None and not lost:
             self._out.append(Outgoing(owner, ("syn", dial.id, src_ep, dial.target)))
         if sent < len(SYN_RETRIES_S):
             self.later(self._now + SYN_RETRIES_S[sent], lambda: self._send_syn(dial, sent + 1))

@@ -149,11 +149,11 @@ def run_reservations(seed: int) -> None:
             node.echo_target = hidden
     for host in (*relays, *privates, *([hidden] if hidden else [])):
         net.add(host)
-    vanish_at = sorted(rng.uniform(100.0, 900.0) for _ in range(rng.randint(0, relay_count - 1)))
+    vanish_at = sorted(rng.uniform(100.0, 750.0) for _ in range(rng.randint(0, relay_count - 1)))
     doomed = rng.sample(relays, len(vanish_at))
     bound_s = KEEPALIVE_S_MAX + 15.0
     short_since: dict[str, float] = {}
-    end_s = 1200.0
+    end_s = 900.0
     while sim.now_s < end_s:
         if vanish_at and sim.now_s >= vanish_at[0]:
             vanish_at.pop(0)
@@ -196,7 +196,7 @@ def run_reservations(seed: int) -> None:
         assert relay.relay is not None and relay.relay.refusals["relay_over_relayed"] == 0
 
 
-@pytest.mark.parametrize("seed", seeds(60, first=20_001))
+@pytest.mark.parametrize("seed", seeds(24, first=20_001))
 def test_private_nodes_keep_two_reservations(seed: int) -> None:
     with replayable(seed):
         run_reservations(seed)
@@ -208,7 +208,7 @@ def test_private_nodes_keep_two_reservations(seed: int) -> None:
 def run_direct(seed: int) -> None:
     sim = _sim(seed)
     rng = sim.rng
-    net = Internet(sim, syn_loss=rng.choice([0.0, 0.2, 0.5]))
+    net = Internet(sim, punch_syn_loss=rng.choice([0.0, 0.2, 0.5, 0.75]))
     relay_count = rng.randint(2, 3)
     ips = public_ips(rng, relay_count + 2)
     relays = [
@@ -226,7 +226,8 @@ def run_direct(seed: int) -> None:
     a.echo_target = b
     for host in (*relays, a, b):
         net.add(host)
-    punchable = a_kind != "random-port" and b_kind == "port-preserving"
+    # B dials out to a public A whatever its NAT; two NATs meet only if both keep the port.
+    punchable = a_kind == "public" or a_kind == b_kind == "port-preserving"
     assert sim.run_until(lambda: len(a.echo.replies) > 0, within_s=60.0), "no traffic at all"
     vanish_s = rng.uniform(20.0, 200.0) if not punchable and rng.random() < 0.6 else None
     vanished = None
@@ -243,7 +244,12 @@ def run_direct(seed: int) -> None:
         sim.run_for(1.0)
     replies = a.echo.replies
     gaps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(replies)]
-    if punchable:
+    if punchable and not b.log.direct and net.punch_syn_loss > 0.5:
+        # Three attempts may all lose every SYN at this loss: then B gave up after the
+        # third, and traffic went on over the relay.
+        assert [f for f in b.log.punch_failed if f[3] and f[2] == dcutr.ATTEMPTS_MAX], b.log.punch_failed
+        assert replies[-1][1] > end_s - 10.0, "traffic stopped"
+    elif punchable:
         assert b.log.direct, f"no direct connection; punches failed: {b.log.punch_failed}"
         at_s, peer, attempts = b.log.direct[0]
         assert peer == a.name and 1 <= attempts <= dcutr.ATTEMPTS_MAX
@@ -271,7 +277,7 @@ def run_direct(seed: int) -> None:
         assert relay.relay is not None and relay.relay.circuits <= relay.relay.limits.circuits_max
 
 
-@pytest.mark.parametrize("seed", seeds(120, first=40_001))
+@pytest.mark.parametrize("seed", seeds(80, first=40_001))
 def test_hole_punching_goes_direct_or_stays_relayed(seed: int) -> None:
     with replayable(seed):
         run_direct(seed)
