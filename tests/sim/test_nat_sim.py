@@ -208,7 +208,7 @@ def test_private_nodes_keep_two_reservations(seed: int) -> None:
 def run_direct(seed: int) -> None:
     sim = _sim(seed)
     rng = sim.rng
-    net = Internet(sim, punch_syn_loss=rng.choice([0.0, 0.2, 0.5, 0.75]))
+    net = Internet(sim, punch_syn_loss=rng.choice([0.0, 0.2, 0.5, 0.75, 0.9]))
     relay_count = rng.randint(2, 3)
     ips = public_ips(rng, relay_count + 2)
     relays = [
