@@ -158,6 +158,7 @@ def run_reservations(seed: int) -> None:
         if vanish_at and sim.now_s >= vanish_at[0]:
             vanish_at.pop(0)
             net.vanish(doomed.pop(0).name)
+            short_since.clear()  # the bound runs from the latest vanishing: two close together add up
         sim.run_for(1.0)
         now = sim.now_s
         alive = [r for r in relays if net.alive(r.name)]
