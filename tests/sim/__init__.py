@@ -11,4 +11,7 @@ exactly that run, and `PYRSIA_SIM_SEEDS=M` runs M seeds where the suite runs few
     driver.py   Simulation: an event queue that delivers messages to cores and ticks
                 them at their deadlines; seeds() and replayable() for tests
     kad.py      KadNode: the Kademlia core behind the driver's node interface
+    nat.py      SimHost and Internet: the AutoNAT, relay and DCUtR cores behind a
+                simulated host, over NATs that map ports or not and drop what they
+                were not asked for
 """

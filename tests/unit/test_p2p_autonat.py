@@ -631,10 +631,11 @@ def test_the_dial_back_connection_closing_early_is_a_dial_back_error() -> None:
 def _client(**limits: int) -> tuple[cl.AutonatClient, int, int]:
     """A client with a probe under way on conn 1, stream 3; returns it, its nonce, and stream."""
     client = cl.AutonatClient(_random(4), **limits)  # type: ignore[arg-type]
-    for conn, ip in ((1, "8.0.0.1"), (2, "8.0.1.1")):
+    # conn 1: ours to the server; conn 2: the server's dial-back connection to us.
+    for conn, ip, direction in ((1, "8.0.0.1", "outbound"), (2, "8.0.1.1", "inbound")):
         client.on_event(
             sw.ConnectionUp(
-                conn=conn, peer=f"srv{conn}", direction="outbound", remote=_addr(f"/ip4/{ip}/tcp/1")
+                conn=conn, peer=f"srv{conn}", direction=direction, remote=_addr(f"/ip4/{ip}/tcp/1")
             ),
             0,
         )
@@ -836,3 +837,22 @@ def test_two_lying_servers_of_seven_never_decide_the_verdict(seed: int) -> None:
     assert me.client.refusals["autonat_unverified_dial_ok"] == sum(
         isinstance(s.server, _ClaimsSuccess) for s in liars
     )
+
+
+def test_a_nonce_on_a_connection_we_dialled_or_a_relayed_one_proves_nothing() -> None:
+    client, nonce, _ = _client()  # the probe went out on conn 1, which we dialled
+    relayed = _addr("/ip4/9.9.9.9/tcp/4001/p2p/" + Identity.from_seed(b"r" * 32).peer_id + "/p2p-circuit")
+    client.on_event(sw.ConnectionUp(conn=5, peer="s", direction="inbound", remote=relayed, relayed=True), 0)
+    for conn, stream in ((1, 8), (5, 10)):
+        opened = client.on_event(sw.InboundStream(conn=conn, stream=stream, protocol=m.DIAL_BACK_PROTOCOL), 0)
+        assert list(opened) == [sw.ResetStream(conn=conn, stream=stream)]
+        assert (
+            client.on_event(sw.StreamData(conn=conn, stream=stream, data=m.encode_dial_back(nonce)), 0) == ()
+        )
+    assert client.refusals["autonat_dial_back_not_inbound"] == 2
+    result = _respond(client, m.DIAL_OK)
+    assert result.result == "failed" and client.refusals["autonat_unverified_dial_ok"] == 1
+    # The same nonce on a connection the server made to us counts.
+    client, nonce, _ = _client()
+    assert sw.CloseStream(conn=2, stream=8) in list(_dial_back(client, 2, 8, nonce))
+    assert _respond(client, m.DIAL_OK).result == "reachable"

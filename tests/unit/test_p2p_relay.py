@@ -686,3 +686,36 @@ def test_only_usable_relay_addresses_make_circuit_addresses_and_few_of_them() ->
         f"/ip4/203.0.113.5/tcp/{4001 + i}{suffix}" for i in range(rc.CIRCUIT_ADDRS_PER_RELAY_MAX)
     ]
     assert a.refusals["relay_reservation_addrs"] == len(offered) - rc.CIRCUIT_ADDRS_PER_RELAY_MAX
+
+
+def test_relays_to_reserve_skips_relayed_ones_before_counting_the_places() -> None:
+    # "a" sorts first but is reached only through a relay: it must not take "b"'s place.
+    pick = rc.relays_to_reserve(
+        wanted=2, held=(), asking=(), candidates=[("a", False), ("c", True), ("b", True)]
+    )
+    assert pick == ("b", "c")
+    assert rc.relays_to_reserve(wanted=2, held=("b",), asking=(), candidates=[("b", True), ("c", True)]) == (
+        "c",
+    )
+    assert rc.relays_to_reserve(wanted=2, held=("b",), asking=("c",), candidates=[("d", True)]) == ()
+    assert rc.relays_to_reserve(wanted=2, held=(), asking=(), candidates=[("b", True)], exclude="b") == ()
+
+
+def test_a_connection_lost_with_a_renewal_in_flight_names_the_relay_once() -> None:
+    wire = _reserved(hop.RelayLimits(reservation_ttl_s=100))
+    a = wire.nodes["a"]
+    assert isinstance(a, rc.RelayClient)
+    asked = a.tick(76.0)  # the renewal goes out; the relay vanishes before it answers
+    assert [type(e) for e in asked] == [sw.OpenStream]
+    effects = a.on_event(sw.ConnectionDown(conn=1, peer=R.peer_id, reason="keep-alive timed out"), 90.0)
+    assert [e.outcome for e in effects if isinstance(e, sw.Report)] == [
+        rc.ReservationLost(relay=R.peer_id, reason="connection closed")
+    ]
+    assert a.reservation(1) is None
+    # Relays that refused a moment ago rest: with every relay full, nothing is asked.
+    assert (
+        rc.relays_to_reserve(
+            wanted=2, held=(), asking=(), candidates=[("b", True), ("c", True)], resting=("c",), exclude="b"
+        )
+        == ()
+    )

@@ -592,6 +592,7 @@ class Host:
         self._by_protocol = {p: b for b in self._behaviours for p in b.protocols}
         self._circuit_addrs: dict[str, tuple[Multiaddr, ...]] = {}  # by relay: swapped whole
         self._reserving: set[str] = set()  # relays asked, not yet answered
+        self._reserve_resting: dict[str, float] = {}  # relays that refused or lost ours -> until when
         self._circuit_dials: dict[int, Future[str]] = {}
         self._circuit_tags = itertools.count(1)
         self._relay_stats: Counter[str] = Counter()
@@ -1417,6 +1418,8 @@ class Host:
                 | relay_client.ReservationLost(relay=relay, reason=reason)
             ):
                 self._reserving.discard(relay)
+                if reason != "released":  # we gave it up; it refused nothing
+                    self._reserve_resting[relay] = now + relay_client.RESERVE_REST_S
                 if relay in self._circuit_addrs:
                     self._circuit_addrs = {r: a for r, a in self._circuit_addrs.items() if r != relay}
                     self._apply(self._identify, self._identify.push_all())
@@ -1437,24 +1440,29 @@ class Host:
 
     def _reserve_more(self, exclude: str = "") -> None:
         """A private node keeps reservations on `relay_reservations_wanted` relays among its peers."""
-        if self._reachability != "private":
-            return
-        wanted = self.config.relay_reservations_wanted - len(self._circuit_addrs) - len(self._reserving)
-        if wanted <= 0:
+        wanted = self.config.relay_reservations_wanted
+        if self._reachability != "private" or len(self._circuit_addrs) + len(self._reserving) >= wanted:
             return
         with self._lock:
-            candidates = [
+            hop_peers = [
                 info.peer_id
                 for info in self._peers.values()
                 if relay_messages.HOP_PROTOCOL_ID in info.protocols
-                and info.peer_id not in self._circuit_addrs
-                and info.peer_id not in self._reserving
-                and info.peer_id != exclude
             ]
-        for relay in sorted(candidates)[:wanted]:
-            conn = self._live_conn(relay)
-            if conn is None or conn.carrier is not None:
-                continue  # libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection
+        live = {peer: self._live_conn(peer) for peer in hop_peers}
+        now = self._clock()
+        self._reserve_resting = {r: until for r, until in self._reserve_resting.items() if until > now}
+        chosen = relay_client.relays_to_reserve(
+            wanted=wanted,
+            held=self._circuit_addrs.keys(),
+            asking=self._reserving,
+            candidates=[(peer, c is not None and c.carrier is None) for peer, c in live.items()],
+            resting=self._reserve_resting.keys(),
+            exclude=exclude,
+        )
+        for relay in chosen:
+            conn = live[relay]
+            assert conn is not None
             self._reserving.add(relay)
             self._apply(self._relay_client, self._relay_client.reserve(conn.id, self._clock()))
 
@@ -2153,6 +2161,7 @@ class Host:
         for behaviour in list(self._behaviours):
             self._guarded(behaviour, behaviour.tick)
         self._autonat_round(now)
+        self._reserve_more()  # relays that rested after a refusal are asked again
         for conn in list(self._conns):
             if conn.deadline is not None and now > conn.deadline:
                 self._close(

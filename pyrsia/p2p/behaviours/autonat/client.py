@@ -8,7 +8,10 @@ ask for dial data first (`DialDataRequest`): we pay up to `dial_data_bytes_max`
 refuse more by resetting the stream, as the spec says. Meanwhile the server's dial-back
 arrives on a new connection as an inbound `/libp2p/autonat/2/dial-back` stream carrying
 the nonce: a known nonce is answered `DialBackResponse{OK}` and the stream closed (the
-client MUST close it); an unknown nonce is ignored (the stream reset, counted). The
+client MUST close it); an unknown nonce is ignored (the stream reset, counted). A
+dial-back stream on a connection we dialled, or on a relayed one, is reset and counted
+(`autonat_dial_back_not_inbound`): a lying server could otherwise send the nonce over
+the request's own connection and claim an address reachable that it never dialled. The
 `DialResponse` then says which address was dialled and how it went:
 
 * `OK` + `OK`: reachable, but only if our nonce came back on a dial-back first (the spec:
@@ -130,6 +133,7 @@ class AutonatClient:
         self._dial_backs_max = dial_back_streams_max
         self._timeout_s = probe_timeout_s
         self._conns: dict[int, tuple[str, Multiaddr]] = {}
+        self._not_dial_back: set[int] = set()  # outbound or relayed: a dial-back cannot come on them
         self._probes: dict[int, _Probe] = {}
         self._by_nonce: dict[int, int] = {}
         self._dial_backs: dict[tuple[int, int], varint.LengthPrefixedReader] = {}
@@ -190,10 +194,13 @@ class AutonatClient:
 
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:
-            case sw.ConnectionUp(conn=conn, peer=peer, remote=remote):
+            case sw.ConnectionUp(conn=conn, peer=peer, remote=remote, direction=direction, relayed=relayed):
                 self._conns[conn] = (peer, remote)
+                if direction != "inbound" or relayed or remote.is_relayed:
+                    self._not_dial_back.add(conn)
             case sw.ConnectionDown(conn=conn):
                 self._conns.pop(conn, None)
+                self._not_dial_back.discard(conn)
                 for key in [k for k in self._dial_backs if k[0] == conn]:
                     del self._dial_backs[key]
                 effects: list[sw.Effect] = []
@@ -201,6 +208,11 @@ class AutonatClient:
                     effects += self._end(lost, RESULT_FAILED, detail="connection closed")
                 return effects
             case sw.InboundStream(conn=conn, stream=stream):
+                if conn in self._not_dial_back:
+                    # A dial-back proves an address only on a connection the server made to
+                    # it; a nonce on one we dialled (or one through a relay) proves nothing.
+                    self.refusals["autonat_dial_back_not_inbound"] += 1
+                    return [sw.ResetStream(conn=conn, stream=stream)]
                 if len(self._dial_backs) >= self._dial_backs_max:
                     self.refusals["autonat_dial_back_streams"] += 1
                     return [sw.ResetStream(conn=conn, stream=stream)]

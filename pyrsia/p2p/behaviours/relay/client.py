@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
@@ -56,6 +56,7 @@ CIRCUITS_MAX = 16
 PENDING_PER_CONN_MAX = 8  # stop streams still waiting for the relay's CONNECT, per connection
 CIRCUIT_ADDRS_PER_RELAY_MAX = 4  # circuit addresses made from one reservation
 CIRCUIT_ADDRESS_BYTES_MAX = 200  # ip6/tcp/p2p/p2p-circuit/p2p is ~100 bytes; a long name fits too
+RESERVE_REST_S = 60.0  # a relay that refused (or lost) our reservation is not asked again before this
 
 
 # -- outcomes reported to the swarm ----------------------------------------------------
@@ -289,14 +290,16 @@ class RelayClient:
         return ()
 
     def _connection_down(self, conn: int) -> list[sw.Effect]:
+        effects: list[sw.Effect] = []
+        # Asks first, while the connection still names its relay: a renewal in flight ends
+        # as the loss of that relay's reservation, and the swarm must know which relay.
+        for n in [n for n, a in self._asks.items() if a.conn == conn]:
+            effects += self._ask_failed(n, None, "connection closed")
         info = self._conns.pop(conn, None)
         self._relayed.discard(conn)
         for key in [k for k in self._stops if k[0] == conn]:
             del self._stops[key]
         self._circuits = {c for c in self._circuits if c[0] != conn}
-        effects: list[sw.Effect] = []
-        for n in [n for n, a in self._asks.items() if a.conn == conn]:
-            effects += self._ask_failed(n, None, "connection closed")
         if self._held.pop(conn, None) is not None and info is not None:
             lost = ReservationLost(relay=info.peer, reason="connection closed")
             effects.append(sw.Report(conn=conn, outcome=lost))
@@ -459,6 +462,38 @@ class RelayClient:
             initial=reader.rest,
         )
         return [sw.Write(conn=conn, stream=stream, data=m.frame(reply)), sw.Report(conn=conn, outcome=opened)]
+
+
+def relays_to_reserve(
+    *,
+    wanted: int,
+    held: Collection[str],
+    asking: Collection[str],
+    candidates: Iterable[tuple[str, bool]],
+    resting: Collection[str] = (),
+    exclude: str = "",
+) -> tuple[str, ...]:
+    """The relays to ask for a reservation now, so that `wanted` are held or being asked.
+
+    `candidates` are the peers speaking hop with whether we hold a direct connection to
+    each. libp2p/specs relay/circuit-v2.md: never reserve over a relayed connection, so
+    only directly connected ones qualify; they are filtered before the count is taken,
+    so a peer reached only through a relay never uses up a place another could fill.
+    `resting` are relays that refused or lost a reservation less than `RESERVE_REST_S`
+    ago, `exclude` the one that just did: asking them again at once would turn relays
+    that are full into a loop of requests at network speed. Sorted, so the choice is stable.
+    """
+    room = wanted - len(held) - len(asking)
+    if room <= 0:
+        return ()
+    eligible = sorted(
+        {
+            peer
+            for peer, direct in candidates
+            if direct and peer not in held and peer not in asking and peer not in resting and peer != exclude
+        }
+    )
+    return tuple(eligible[:room])
 
 
 def _ask_of(tag: object) -> int | None:

@@ -196,6 +196,10 @@ class Relay:
     def reserved(self, peer: str, now_s: float) -> bool:
         return any(p == peer and r.expire_s > now_s for (p, _), r in self._reservations.items())
 
+    def reservations(self, now_s: float) -> int:
+        """Reservations live now (at most `limits.reservations_max`)."""
+        return sum(1 for r in self._reservations.values() if r.expire_s > now_s)
+
     @property
     def circuits(self) -> int:
         return len(self._circuits)
