@@ -2,13 +2,15 @@
 
 The shell around `formats.docker_config` (which parses): it finds the file — the
 `docker_config` setting, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`,
-as the Docker CLI does — and maps `OSError` to one `CredentialsInvalid` line. A default
-file that does not exist means no credentials; a file named by the setting must exist.
-Nothing here logs or quotes a secret.
+as the Docker CLI does — and maps `OSError` to one `CredentialsInvalid` line. A file
+that does not exist means no logins (as for the Docker CLI); when the setting named it,
+one warning says so, and a pull that then needs a login names the file. Nothing here
+logs or quotes a secret.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 from pyrsia.errors import CredentialsInvalid
 from pyrsia.formats.docker_config import CONFIG_BYTES_MAX, Credential, DockerCredentials, bearer_token, parse
 
+log = logging.getLogger("pyrsia.upstream")
 TOKEN_FILE_BYTES_MAX = 64 * 1024
 
 
@@ -34,7 +37,7 @@ def load_docker_config(setting: str, environ: Mapping[str, str] = os.environ) ->
             data = file.read(CONFIG_BYTES_MAX + 1)
     except FileNotFoundError:
         if setting:
-            raise CredentialsInvalid(f"docker_config: {path} does not exist") from None
+            log.warning("docker_config: %s does not exist; no registry logins are read", path)
         return DockerCredentials(origin=str(path))
     except OSError as exc:
         raise CredentialsInvalid(f"cannot read {path}: {exc.strerror}") from None

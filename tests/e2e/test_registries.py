@@ -175,6 +175,17 @@ def test_records_name_their_registry(setup: Setup) -> None:
     assert {r["registry"] for r in json.loads(inspected.stdout)} == {"quay.io"}
 
 
+def test_pyrsia_pull_image_takes_a_registry_host(setup: Setup, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrsia", "pull", "image", f"ghcr.io/{GHCR_IMAGE.reference}",
+         "-o", str(tmp_path / "layout"), "--node", setup.node.url, "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["manifest_digest"] == GHCR_IMAGE.top
+    assert f"/v2/ghcr.io/{GHCR_IMAGE.name}/manifests/{GHCR_IMAGE.tag}" in setup.node.output()
+
+
 def test_bad_names_get_one_clear_answer(setup: Setup) -> None:
     url = setup.node.url
     unknown_ns = httpx.get(f"{url}/v2/org/app/manifests/1.0?ns=unknown.example", headers=ACCEPT, timeout=30)

@@ -138,11 +138,16 @@ def test_garbage_config_json_is_one_line_without_secrets(data: bytes, says: str)
     assert "/c/config.json" in caught.value.message
 
 
-def test_a_named_config_json_must_exist_and_the_default_may_not(tmp_path: Path) -> None:
-    with pytest.raises(CredentialsInvalid, match="does not exist"):
-        load_docker_config(str(tmp_path / "missing.json"))
-    empty = load_docker_config("", environ={"DOCKER_CONFIG": str(tmp_path)})
-    assert empty.auths == {}
+def test_a_missing_config_json_means_no_logins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    named = load_docker_config(str(tmp_path / "missing.json"))
+    assert named.auths == {} and "missing.json does not exist" in caplog.text
+    caplog.clear()
+    default = load_docker_config("", environ={"DOCKER_CONFIG": str(tmp_path)})
+    assert default.auths == {} and default.origin == str(tmp_path / "config.json") and caplog.text == ""
+    unreadable = tmp_path / "dir.json"
+    unreadable.mkdir()
+    with pytest.raises(CredentialsInvalid, match="cannot read"):
+        load_docker_config(str(unreadable))
 
 
 # --- where a login goes ----------------------------------------------------------------
