@@ -107,6 +107,12 @@ def qualify(path_name: str, ns: str | None) -> Qualified:
         else:
             registry, name = DOCKER_IO, path_name
     if registry == DOCKER_IO:
+        if looks_like_host(name.partition("/")[0]) and "/" in name:
+            # No Docker Hub namespace looks like a host; as a key it would name that host's
+            # repository (`?ns=docker.io` with `/v2/ghcr.io/…` must not be served ghcr.io's).
+            raise NameInvalid(
+                "a Docker Hub repository name cannot begin with a registry host", detail=name[:200]
+            )
         return Qualified(registry=registry, name=parse_name(name))  # `alpine` is `library/alpine`
     if ":" in registry or not _HOST.fullmatch(registry):
         # Still a registry host by docker's rule, but not one a key can carry.

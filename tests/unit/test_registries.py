@@ -92,6 +92,15 @@ def test_bad_names_are_refused(path: str) -> None:
         qualify(path, None)
 
 
+def test_a_docker_hub_name_cannot_pass_for_another_registry_s_key() -> None:
+    with pytest.raises(NameInvalid, match="Docker Hub"):
+        qualify("ghcr.io/org/app", "docker.io")
+    with pytest.raises(NameInvalid):
+        qualify("docker.io/ghcr.io/org/app", None)
+    # Under another registry the host-like component is just part of the name.
+    assert split_key(qualify("quay.io/x", "ghcr.io").key) == Qualified(registry="ghcr.io", name="quay.io/x")
+
+
 # --- config.json ---------------------------------------------------------------------
 
 
