@@ -406,6 +406,13 @@ class RegistryClient:
         return realm.scheme == "https" and realm.host in self._realm_hosts
 
     def _login_needed(self) -> UpstreamAuthFailed:
+        if self._credential is not None and self._warned_realms:
+            realm = sorted(self._warned_realms)[0]
+            return UpstreamAuthFailed(
+                f"{self.registry} ({self.base_url}) needs a login, and its token realm {realm} is not its own"
+                f" host, so pyrsia did not send it the login for {self.registry}: list {realm} in"
+                f" upstreams.{self.registry}.realm_hosts to allow it"
+            )
         if self._helper:
             return UpstreamAuthFailed(
                 f"{self.registry} needs a login, and its credentials are kept by credential helper"

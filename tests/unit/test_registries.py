@@ -240,6 +240,20 @@ def test_a_realm_on_another_host_is_asked_anonymously() -> None:
     assert "authorization" not in token_request.headers and token_request.url.host == "auth.elsewhere.test"
 
 
+def test_a_login_withheld_from_a_foreign_realm_says_how_to_allow_it() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(401)
+        challenge = 'Bearer realm="https://auth.elsewhere.test/token",service="reg.test"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    client, seen = _client(route, BASIC)
+    with pytest.raises(UpstreamAuthFailed, match=r"upstreams\.reg\.test\.realm_hosts") as caught:
+        client.get_manifest("org/app", "1")
+    assert "auth.elsewhere.test" in caught.value.message and PASSWORD not in caught.value.message
+    assert all("authorization" not in r.headers for r in seen)
+
+
 def test_a_realm_host_listed_for_the_registry_gets_its_login() -> None:
     route = _token_route("https://auth.elsewhere.test/token", BASIC_HEADER)
     client, _ = _client(route, BASIC, realm_hosts=("auth.elsewhere.test",))
