@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pyrsia.durable import write_atomic
-from pyrsia.errors import ConfigError
+from pyrsia.errors import ConfigError, NameInvalid
 from pyrsia.formats.peer_id import base58btc_decode
+from pyrsia.formats.registry_host import BUILTIN_REGISTRIES, DOCKER_IO, REGISTRIES_MAX, check_host
 
 CONFIG_FILE = "pyrsia.toml"
 ENV_PREFIX = "PYRSIA_"
@@ -40,6 +41,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 STRING_CHARS_MAX = 2048
 LIST_ITEMS_MAX = 64
 GIB = 1024 * 1024 * 1024
+UPSTREAMS = "upstreams"  # the `[upstreams."HOST"]` tables of pyrsia.toml
+UPSTREAM_KEYS = ("url", "token_file", "realm_hosts")
+# Docker Hub's token realm is on its own host, not the registry's.
+_BUILTIN_REALM_HOSTS = {DOCKER_IO: ("auth.docker.io",)}
 
 
 def default_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -145,6 +150,85 @@ def _setting(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    """A Docker registry the node pulls through: `[upstreams."HOST"]` in pyrsia.toml.
+
+    `host` is the registry as clients name it (`ghcr.io`); `url` where the node reaches
+    it; `token_file` a file holding a bearer token for it (else config.json's login for
+    `host`, if any); `realm_hosts` hosts other than the registry's own its token realm
+    may be on and still be sent its credential (Docker Hub: `auth.docker.io`).
+    """
+
+    host: str
+    url: str
+    token_file: str = ""
+    realm_hosts: tuple[str, ...] = ()
+
+
+def parse_upstreams(raw: object, source: str) -> tuple[Upstream, ...]:
+    """The `upstreams` tables of a pyrsia.toml, checked; `ConfigError` naming the entry."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{source}: {UPSTREAMS} must be tables, [{UPSTREAMS}."HOST"] url = "…"')
+    if len(raw) > REGISTRIES_MAX:
+        raise ConfigError(f"{source}: at most {REGISTRIES_MAX} {UPSTREAMS}")
+    out: dict[str, Upstream] = {}
+    for name, table in raw.items():
+        where = f"{source}: {UPSTREAMS}.{str(name)[:100]}"
+        try:
+            host = check_host(str(name))
+        except NameInvalid as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        if host in out:
+            raise ConfigError(f"{where}: {host} is configured twice")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with url = …")
+        unknown = sorted(set(table) - set(UPSTREAM_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0][:100]!r} (known: {', '.join(UPSTREAM_KEYS)})"
+            )
+        url = table.get("url", "")
+        if host == DOCKER_IO and url:
+            raise ConfigError(f"{where}: Docker Hub's url is the docker_upstream setting")
+        if not isinstance(url, str) or (not url and host not in BUILTIN_REGISTRIES):
+            raise ConfigError(f'{where} needs url = "https://…"')
+        token_file = table.get("token_file", "")
+        if (
+            not isinstance(token_file, str)
+            or len(token_file) > STRING_CHARS_MAX
+            or not token_file.isprintable()
+        ):
+            raise ConfigError(f"{where}: token_file must be a file name")
+        realm_hosts = table.get("realm_hosts", [])
+        if not isinstance(realm_hosts, list) or len(realm_hosts) > LIST_ITEMS_MAX:
+            raise ConfigError(f"{where}: realm_hosts must be a list of host names")
+        for realm in realm_hosts:
+            if not isinstance(realm, str) or not _HOSTNAME.match(realm):
+                raise ConfigError(f"{where}: realm_hosts: {str(realm)[:100]!r} is not a host name")
+        out[host] = Upstream(
+            host=host,
+            url=check_url(f"{where}.url", url) if url else "",
+            token_file=token_file,
+            realm_hosts=tuple(r.lower() for r in realm_hosts),
+        )
+    return tuple(out.values())
+
+
+def dump_upstreams(upstreams: Iterable[Upstream]) -> str:
+    """The `[upstreams."HOST"]` tables as TOML (JSON's string escapes are valid TOML)."""
+    text = ""
+    for up in upstreams:
+        text += f"\n[{UPSTREAMS}.{json.dumps(up.host)}]\n"
+        if up.url:
+            text += f"url = {json.dumps(up.url)}\n"
+        if up.token_file:
+            text += f"token_file = {json.dumps(up.token_file)}\n"
+        if up.realm_hosts:
+            text += f"realm_hosts = {json.dumps(list(up.realm_hosts))}\n"
+    return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Everything a node needs to start; immutable once loaded.
 
@@ -153,6 +237,8 @@ class Config:
     """
 
     home: Path
+    # `[upstreams."HOST"]` tables (file only): registries beyond, or settings of, the built-in ones.
+    upstreams: tuple[Upstream, ...] = ()
     http_host: str = _setting("127.0.0.1", "Address the HTTP API binds to.")
     http_port: int = _setting(
         7888,
@@ -160,7 +246,15 @@ class Config:
         minimum=0,
         maximum=65535,
     )
-    docker_upstream: str = _setting(DOCKER_HUB, "Registry to pull images through from.", url=True)
+    docker_upstream: str = _setting(
+        DOCKER_HUB, "Docker Hub (docker.io): the registry to pull its images through from.", url=True
+    )
+    docker_config: str = _setting(
+        "",
+        "Docker config.json to read registry logins from (auths: auth or identitytoken); "
+        "empty: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.",
+        empty_ok=True,
+    )
     maven_upstream: str = _setting(
         MAVEN_CENTRAL, "Maven repository to pull artifacts through from.", url=True
     )
@@ -458,6 +552,28 @@ class Config:
     def http_url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
 
+    @property
+    def docker_registries(self) -> dict[str, Upstream]:
+        """Every registry the node pulls through, by host: the built-in ones (Docker Hub's
+        url is `docker_upstream`) overlaid with the `upstreams` tables."""
+        out = {
+            host: Upstream(
+                host=host,
+                url=self.docker_upstream if host == DOCKER_IO else url,
+                realm_hosts=_BUILTIN_REALM_HOSTS.get(host, ()),
+            )
+            for host, url in BUILTIN_REGISTRIES.items()
+        }
+        for up in self.upstreams:
+            held = out.get(up.host)
+            out[up.host] = Upstream(
+                host=up.host,
+                url=up.url or (held.url if held else ""),
+                token_file=up.token_file,
+                realm_hosts=up.realm_hosts or (held.realm_hosts if held else ()),
+            )
+        return out
+
 
 _REPOSITORY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -656,10 +772,14 @@ def read_file(path: Path) -> dict[str, Any]:
         parsed = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    upstreams = parsed.pop(UPSTREAMS, None)
     unknown = sorted(set(parsed) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}")
-    return {k: _coerce(k, v, str(path)) for k, v in parsed.items()}
+    values = {k: _coerce(k, v, str(path)) for k, v in parsed.items()}
+    if upstreams is not None:
+        values[UPSTREAMS] = parse_upstreams(upstreams, str(path))
+    return values
 
 
 def dump_toml(values: Mapping[str, object]) -> str:
@@ -685,11 +805,13 @@ def set_in_file(home: Path, key: str, raw: object) -> object:
     values = read_file(path)
     values[key] = _coerce(key, raw, key)
     Config(home=home, **values)
-    text = dump_toml(values)
+    upstreams = values.pop(UPSTREAMS, ())
+    text = dump_toml(values) + dump_upstreams(upstreams)
     # What lands must read back as itself, or the node could not start again.
-    if {
-        k: _coerce(k, v, key) for k, v in tomllib.loads(text).items()
-    } != values:  # pragma: no cover - the checks above make this unreachable
+    reread = tomllib.loads(text)
+    if {k: _coerce(k, v, key) for k, v in reread.items() if k != UPSTREAMS} != values or parse_upstreams(
+        reread.get(UPSTREAMS, {}), key
+    ) != upstreams:  # pragma: no cover - the checks above make this unreachable
         raise ConfigError(f"{key}: value cannot be written to {CONFIG_FILE}")
     write_atomic(path, text.encode())
     return values[key]

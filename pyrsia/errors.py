@@ -8,6 +8,7 @@ status code.
     PyrsiaError                      exit 1, HTTP 500
     ├── UsageError                   exit 2, HTTP 400 (bad flags, bad arguments)
     ├── ConfigError                  exit 2, HTTP 400 (bad pyrsia.toml / PYRSIA_* value)
+    │   └── CredentialsInvalid       a docker config.json that cannot be read (never quotes a secret)
     ├── NodeUnreachable              exit 1 (client cannot reach a node)
     ├── ListenError                  exit 1 (a port cannot be bound)
     ├── Unauthorized                 HTTP 401 UNAUTHORIZED (admin token missing/wrong)
@@ -17,6 +18,8 @@ status code.
     │   ├── DigestInvalid            400 DIGEST_INVALID
     │   ├── ManifestInvalid          400 MANIFEST_INVALID
     │   ├── NameUnknown              404 NAME_UNKNOWN
+    │   │   └── RegistryUnknown      404 NAME_UNKNOWN (no upstream for the registry host a request names)
+    │   ├── RegistryRefused          403 DENIED (a registry outside the network's genesis list)
     │   ├── ManifestUnknown          404 MANIFEST_UNKNOWN
     │   ├── BlobUnknown              404 BLOB_UNKNOWN
     │   ├── PaginationInvalid        400 PAGINATION_NUMBER_INVALID
@@ -38,6 +41,7 @@ status code.
     │   │   └── UpstreamTimeout      504 UPSTREAM_TIMEOUT (deadline passed, or transfer too slow)
     │   ├── DigestMismatch           502 (bytes do not hash to what was asked)
     │   ├── UpstreamManifestInvalid  502 MANIFEST_INVALID (the upstream's manifest is malformed)
+    │   ├── UpstreamAuthFailed       502 UPSTREAM_AUTH (a login is needed, refused, or cannot be read)
     │   └── UpstreamSizeInvalid      502 SIZE_INVALID (more or fewer bytes than declared)
     ├── StorageError                 500 (the local disk failed us)
     ├── PeerError                    a p2p peer failed us or misbehaved (closes that session only)
@@ -89,6 +93,10 @@ class ConfigError(PyrsiaError):
     http_status = 400
 
 
+class CredentialsInvalid(ConfigError):
+    """A docker `config.json` (or token file) that cannot be used; the message never quotes it."""
+
+
 class NodeUnreachable(PyrsiaError):
     http_status = 503
 
@@ -129,6 +137,17 @@ class ManifestInvalid(RegistryError):
 class NameUnknown(RegistryError):
     http_status = 404
     code = "NAME_UNKNOWN"
+
+
+class RegistryUnknown(NameUnknown):
+    """A request names a registry host (`?ns=`, or a first path component) no upstream serves."""
+
+
+class RegistryRefused(RegistryError):
+    """A registry outside the network's agreed list (its genesis): nothing from it is vouched for."""
+
+    http_status = 403
+    code = "DENIED"
 
 
 class ManifestUnknown(RegistryError):
@@ -238,6 +257,13 @@ class UpstreamManifestInvalid(UpstreamError):
     """The upstream's manifest (or index) does not parse or validate: its fault, not the client's."""
 
     code = "MANIFEST_INVALID"
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream wants a login this node lacks, refused the one it sent, or keeps it in a
+    credential helper pyrsia does not run. The message names the registry, never a secret."""
+
+    code = "UPSTREAM_AUTH"
 
 
 class UpstreamSizeInvalid(UpstreamError):

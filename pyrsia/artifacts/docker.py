@@ -19,6 +19,15 @@ not move it here.
 
 Concurrent requests for the same missing item share one fetch (`SingleFlight`).
 
+Registries (`formats.registry_host`): a repository is named by its key — Docker Hub's
+names as they are, any other registry's prefixed with its host (`ghcr.io/org/app`) —
+and fetched from that registry's upstream client, never another's. Each record names
+its registry (`registry`). An authority publishes, and vouches for another's record,
+only from a registry its network's genesis lists (`RegistryRefused` otherwise, one
+line); it checks a record against the registry the record names, whose name must
+agree with the record's path. A request for a registry that neither has an upstream
+here nor is in the genesis list is `RegistryUnknown`.
+
 A blob the log vouches for (size and chunk root recorded) but the node lacks can be
 served while peers deliver it (`blob_or_download`): the fetch runs in the background
 and, once its first chunk verified, the caller gets the download's `BlobProgress`,
@@ -48,15 +57,18 @@ from pyrsia.errors import (
     ManifestUnknown,
     NameUnknown,
     PyrsiaError,
+    RegistryRefused,
+    RegistryUnknown,
     UpstreamError,
     UpstreamManifestInvalid,
 )
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.manifest import Descriptor
+from pyrsia.formats.registry_host import DOCKER_IO, Qualified, qualify, split_key
 from pyrsia.translog.chunks import chunk_hashes, chunk_root
 from pyrsia.translog.tx import AddArtifact
-from pyrsia.upstream.registry import FetchedManifest, RegistryClient
+from pyrsia.upstream.registry import FetchedManifest, RegistryClient, RegistryClients
 from pyrsia.upstream.sink import OpenSink
 
 log = logging.getLogger("pyrsia.artifacts")
@@ -83,16 +95,24 @@ def blob_path(name: str, digest: str) -> str:
     return f"/v2/{name}/blobs/{digest}"
 
 
-class RegistrySource:
-    """The upstream registry as a blob source: a blob by repository name and digest."""
+def _clients(upstream: RegistryClient | RegistryClients) -> RegistryClients:
+    """A lone client is Docker Hub's (what a node had before registries were named)."""
+    return upstream if isinstance(upstream, RegistryClients) else RegistryClients({DOCKER_IO: upstream})
 
-    def __init__(self, client: RegistryClient) -> None:
-        self._client = client
-        self.label = f"upstream {client.base_url}"
+
+class RegistrySource:
+    """The upstream registries as a blob source: a blob by repository key and digest, from
+    the registry the key names."""
+
+    def __init__(self, upstream: RegistryClient | RegistryClients) -> None:
+        self._clients = _clients(upstream)
+        self.label = "upstream"
 
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
+        repo = split_key(wanted.name)
+        client = self._clients.get(repo.registry)
         # The declared size bounds the download (and its deadline) in the client too.
-        self._client.fetch_blob(wanted.name, wanted.digest, open_sink, size_bytes=wanted.size)
+        client.fetch_blob(repo.name, wanted.digest, open_sink, size_bytes=wanted.size)
 
 
 class DockerArtifacts:
@@ -100,18 +120,22 @@ class DockerArtifacts:
         self,
         blobs: BlobStore,
         translog: ArtifactLog,
-        upstream: RegistryClient,
+        upstream: RegistryClient | RegistryClients,
         expected: RecordStore,
         sources: Sequence[BlobSource] | None = None,
         authority: Authority | None = None,
         observe: Callable[[str, int], None] | None = None,
+        agreed: Callable[[], Sequence[str]] | None = None,
     ) -> None:
-        """`authority` is set on a node that is not one: what its log lacks, it asks for."""
+        """`authority` is set on a node that is not one: what its log lacks, it asks for.
+        `agreed` gives the registries the network vouches for (its genesis list; unset,
+        every registry with an upstream here)."""
         self._blobs = blobs
         self._translog = translog
-        self._upstream = upstream
+        self._upstreams = _clients(upstream)
+        self._agreed = agreed
         self._expected = expected
-        chosen = [RegistrySource(upstream)] if sources is None else sources
+        chosen = [RegistrySource(self._upstreams)] if sources is None else sources
         self._sources = Sources(blobs, chosen, observe)
         # Manifests come from the registry's manifest endpoint, so only the other sources
         # (peers) can stand in for it.
@@ -120,7 +144,31 @@ class DockerArtifacts:
         )
         self._flights = SingleFlight()
         self._authority = authority
-        self._upstream_only = Sources(blobs, [RegistrySource(upstream)])
+        self._upstream_only = Sources(blobs, [RegistrySource(self._upstreams)])
+
+    # -- registries -----------------------------------------------------------------
+
+    def agreed_registries(self) -> frozenset[str]:
+        return frozenset(self._agreed() if self._agreed is not None else self._upstreams.hosts)
+
+    def resolve(self, path_name: str, ns: str | None) -> str:
+        """The key of the repository a request names (see `formats.registry_host`), when
+        its registry is one this node has an upstream for or its network agreed to."""
+        repo = qualify(path_name, ns)
+        if repo.registry not in self._upstreams.hosts | self.agreed_registries():
+            self._upstreams.get(repo.registry)  # raises RegistryUnknown, naming what is known
+        return repo.key
+
+    def _check_agreed(self, registry: str) -> None:
+        if registry not in self.agreed_registries():
+            raise RegistryRefused(
+                f"registry {registry[:100]} is not one this network vouches for (its genesis lists"
+                f" {', '.join(sorted(self.agreed_registries()))})"
+            )
+
+    def _client(self, name: str) -> tuple[RegistryClient, Qualified]:
+        repo = split_key(name)
+        return self._upstreams.get(repo.registry), repo
 
     def manifest(self, name: str, reference: str | Digest, accept: Sequence[str]) -> StoredManifest:
         """The manifest for a tag or digest, negotiated against the client's Accept list."""
@@ -179,7 +227,12 @@ class DockerArtifacts:
         prefix = f"{name}:"
         local = [i.removeprefix(prefix) for i in self._translog.package_ids(DOCKER, prefix)]
         try:
-            remote = self._upstream.list_tags(name)
+            client, repo = self._client(name)
+            remote = client.list_tags(repo.name)
+        except RegistryUnknown:
+            if not local:
+                raise
+            remote = []
         except NameUnknown:
             if not local:
                 raise
@@ -206,24 +259,33 @@ class DockerArtifacts:
         have the record's digest, size and chunk root; the bytes are kept (this node will
         serve them). Failures of the upstream raise, and are a refusal too.
         """
+        registry = record.registry_or_default
         head, sep, ref = record.path.rpartition("/manifests/")
-        if sep and head.startswith("/v2/"):
-            name = head.removeprefix("/v2/")
-            fetched = self._upstream.get_manifest(name, ref)  # checks a digest reference
+        if not (sep and head.startswith("/v2/")):
+            head, sep, ref = record.path.rpartition("/blobs/")
+            if not (sep and head.startswith("/v2/")) or ref != record.digest:
+                return f"{record.path} is not a Docker path for {record.digest}"
+        name = head.removeprefix("/v2/")
+        if split_key(name).registry != registry:
+            return f"{record.path} is not in registry {registry[:100]}, which the record names"
+        try:
+            self._check_agreed(registry)
+        except RegistryRefused as exc:
+            return exc.message
+        client, repo = self._client(name)
+        if "/manifests/" in record.path:
+            fetched = client.get_manifest(repo.name, ref)  # checks a digest reference
             found = (str(fetched.digest), len(fetched.body), chunk_root(chunk_hashes(fetched.body)))
-            problem = _disagreement(record, found, f"{name}:{ref}", self._upstream.base_url)
+            problem = _disagreement(record, found, f"{repo}:{ref}", client.base_url)
             if problem is None:
-                self._blobs.put(fetched.digest, fetched.body, source=self._upstream.base_url)
+                self._blobs.put(fetched.digest, fetched.body, source=client.base_url)
             return problem
-        head, sep, ref = record.path.rpartition("/blobs/")
-        if not (sep and head.startswith("/v2/")) or ref != record.digest:
-            return f"{record.path} is not a Docker path for {record.digest}"
-        name, digest = head.removeprefix("/v2/"), Digest.parse(ref)
+        digest = Digest.parse(ref)
         stored = self._blobs.stored(digest) or self._upstream_only.obtain(
             Wanted(digest=digest, name=name, size=record.size)
         )
         return _disagreement(
-            record, (str(stored.digest), stored.size, stored.chunk_root), ref, self._upstream.base_url
+            record, (str(stored.digest), stored.size, stored.chunk_root), ref, client.base_url
         )
 
     # -- manifests ------------------------------------------------------------------
@@ -263,8 +325,9 @@ class DockerArtifacts:
                     return body
             except PyrsiaError as exc:
                 log.info("manifest %s not from peers: %s", digest, exc.message)
-        fetched = self._upstream.get_manifest(name, str(digest))  # checks the digest
-        self._blobs.put(fetched.digest, fetched.body, source=self._upstream.base_url)
+        client, repo = self._client(name)
+        fetched = client.get_manifest(repo.name, str(digest))  # checks the digest
+        self._blobs.put(fetched.digest, fetched.body, source=client.base_url)
         return fetched.body
 
     def _publish(self, name: str, reference: str) -> StoredManifest:
@@ -274,6 +337,7 @@ class DockerArtifacts:
         asks one instead, and serves what then reaches its log."""
         if self._authority is not None:
             return self._requested_manifest(name, reference)
+        self._check_agreed(split_key(name).registry)
         fresh: list[Digest] = []
         try:
             return self._publish_tree(name, reference, fresh)
@@ -295,8 +359,9 @@ class DockerArtifacts:
         done = None if ":" in reference else self._translog.committed(DOCKER, manifest_path(name, reference))
         if done is not None:
             return self._vouched_manifest(name, Digest.parse(done.digest))
-        source = self._upstream.base_url
-        top = self._upstream.get_manifest(name, reference)
+        client, repo = self._client(name)
+        source = client.base_url
+        top = client.get_manifest(repo.name, reference)
         package_id = f"{name}:{reference}" if ":" not in reference else f"{name}@{reference}"
         children = manifest.children(top.body) if top.media_type in manifest.INDEX_TYPES else []
         with ThreadPoolExecutor(FETCHES_PARALLEL_MAX) as pool:
@@ -311,12 +376,15 @@ class DockerArtifacts:
             for platform, config in zip(platforms, configs, strict=True)
         ]
         for platform, parts, config, found in zip(platforms, parts_of, configs, provenances, strict=True):
-            record = _Recorder(package_id, source, found)
+            record = _Recorder(package_id, source, found, repo.registry)
             if platform is not top:
                 files.append(record.of_body(manifest_path(name, str(platform.digest)), platform))
             files.append(record(blob_path(name, parts[0].digest), parts[0].media_type, config))
         files.insert(
-            0, _Recorder(package_id, source, provenances[0]).of_body(manifest_path(name, reference), top)
+            0,
+            _Recorder(package_id, source, provenances[0], repo.registry).of_body(
+                manifest_path(name, reference), top
+            ),
         )
         try:
             for fetched_manifest in (top, *platforms):
@@ -335,10 +403,11 @@ class DockerArtifacts:
         return StoredManifest(top.digest, top.media_type, top.body)
 
     def _child_manifest(self, name: str, child: Descriptor) -> FetchedManifest:
-        fetched = self._upstream.get_manifest(name, child.digest)
+        client, repo = self._client(name)
+        fetched = client.get_manifest(repo.name, child.digest)
         if len(fetched.body) != child.size:
             raise ManifestInvalid(
-                f"{self._upstream.base_url}: manifest {child.digest} of {name} is {len(fetched.body)} bytes,"
+                f"{client.base_url}: manifest {child.digest} of {name} is {len(fetched.body)} bytes,"
                 f" its index says {child.size}"
             )
         return fetched
@@ -418,7 +487,8 @@ class DockerArtifacts:
             author=str(expected.get("author", "")),
             dependencies=tuple(str(d) for d in expected.get("dependencies", [])),
         )
-        record = _Recorder(str(expected.get("package_id", name)), self._upstream.base_url, provenance)
+        client, repo = self._client(record_name)
+        record = _Recorder(str(expected.get("package_id", name)), client.base_url, provenance, repo.registry)
         self._translog.publish(
             [record(blob_path(record_name, str(digest)), str(expected.get("media_type", "")), stored)]
         )
@@ -454,6 +524,7 @@ class _Recorder:
     package_id: str
     source: str
     provenance: Provenance
+    registry: str
 
     def __call__(self, path: str, media_type: str, stored: StoredBlob) -> NewArtifact:
         return NewArtifact(
@@ -467,6 +538,7 @@ class _Recorder:
             source=self.source,
             author=self.provenance.author,
             dependencies=self.provenance.dependencies,
+            registry=self.registry,
         )
 
     def of_body(self, path: str, fetched: FetchedManifest) -> NewArtifact:
@@ -482,6 +554,7 @@ class _Recorder:
             source=self.source,
             author=self.provenance.author,
             dependencies=self.provenance.dependencies,
+            registry=self.registry,
         )
 
 

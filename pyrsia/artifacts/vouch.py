@@ -43,6 +43,7 @@ class NewArtifact:
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
+    registry: str = ""  # the registry host (Docker) or repository id (Maven) it came from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +59,7 @@ class Vouched:
     author: str
     dependencies: tuple[str, ...] = ()
     height: int = 0
+    registry: str = ""
 
     @classmethod
     def of(cls, found: _Described, height: int) -> Vouched:
@@ -71,6 +73,7 @@ class Vouched:
             author=found.author,
             dependencies=found.dependencies,
             height=height,
+            registry=found.registry,
         )
 
 
@@ -93,6 +96,8 @@ class _Described(Protocol):
     def author(self) -> str: ...
     @property
     def dependencies(self) -> tuple[str, ...]: ...
+    @property
+    def registry(self) -> str: ...
 
 
 class ArtifactLog(Protocol):
@@ -208,6 +213,7 @@ class LedgerArtifactLog:
                     source=a.source,
                     author=a.author,
                     dependencies=a.dependencies,
+                    registry=a.registry,
                 )
                 for a in artifacts
             ]

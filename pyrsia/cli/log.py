@@ -26,6 +26,7 @@ SEARCH_COLUMNS = (
     layout.fixed("height"),
     layout.fixed("time", drop=3),
     layout.fixed("package_type", drop=4),
+    layout.fixed("registry", drop=7),
     layout.Column(header="package_id"),
     layout.Column(header="path"),
     layout.id_column("digest"),
@@ -77,7 +78,7 @@ def _search(node: str | None, **params: str | None) -> list[dict[str, Any]]:
 
 @log_app.command(
     "search",
-    epilog="Examples: pyrsia log search --package library/alpine;  "
+    epilog="Examples: pyrsia log search --package library/alpine;  pyrsia log search --registry ghcr.io;  "
     "pyrsia log search --author 'Ada' --type maven --since 2026-01-01 --json",
 )
 def search(
@@ -90,13 +91,16 @@ def search(
     ),
     digest: str | None = typer.Option(None, "--digest", help="sha256:… of a file."),
     package_type: str | None = typer.Option(None, "--type", help="docker or maven."),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Registry host (docker.io, ghcr.io …) or Maven repository id."
+    ),
     since: str | None = typer.Option(None, "--since", help="Unix seconds or ISO date."),
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Most records to show, newest first."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
     wide: bool = options.WIDE,
 ) -> None:
-    """Find committed artifacts by author, package, dependency, digest, type or time."""
+    """Find committed artifacts by author, package, dependency, digest, type, registry or time."""
     found = _search(
         node,
         author=author,
@@ -104,6 +108,7 @@ def search(
         depends_on=depends_on,
         digest=digest,
         type=package_type,
+        registry=registry,
         since=_since(since),
         limit=str(limit),
     )
@@ -115,6 +120,7 @@ def search(
             r["height"],
             _when(r["time"]),
             r["package_type"],
+            r.get("registry", ""),
             r["package_id"],
             r["path"],
             r["digest"],

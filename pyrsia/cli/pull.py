@@ -191,7 +191,10 @@ def artifact(
 )
 def image(
     reference: str = typer.Argument(
-        ..., metavar="NAME[:TAG|@DIGEST]", help="Image to pull, e.g. alpine:3.18."
+        ...,
+        metavar="[HOST/]NAME[:TAG|@DIGEST]",
+        help="Image to pull, e.g. alpine:3.18 or ghcr.io/org/app:1.0 (a registry host other than docker.io"
+        " picks that registry's upstream).",
     ),
     output: Path | None = typer.Option(
         None,

@@ -35,12 +35,16 @@ def parse_tag(raw: str) -> str:
 
 
 def parse_image_reference(text: str) -> tuple[str, str]:
-    """`NAME[:TAG|@DIGEST]` as docker writes it → (repository name, tag or digest).
+    """`[HOST/]NAME[:TAG|@DIGEST]` as docker writes it → (the node's repository name, tag
+    or digest).
 
-    A `docker.io/` prefix is dropped (pyrsia serves Docker Hub's namespace); the tag
-    defaults to `latest`.
+    Docker Hub's host (`docker.io/`, `index.docker.io/`) is dropped: its names are the
+    node's names as they are. Any other registry host stays as the first component
+    (`ghcr.io/org/app`), which is how the node names that registry's repositories
+    (`formats.registry_host`). The tag defaults to `latest`.
     """
-    text = text.removeprefix("docker.io/")
+    for hub in ("docker.io/", "index.docker.io/"):
+        text = text.removeprefix(hub)
     name, at, digest = text.partition("@")
     if at:
         return parse_name(name), str(Digest.parse(digest))

@@ -53,7 +53,7 @@ from pyrsia.formats.build_target import maven_paths
 from pyrsia.formats.digest import Digest, looks_like_digest
 from pyrsia.formats.manifest import INDEX_TYPES, children, image_parts
 from pyrsia.formats.maven_layout import parse_path
-from pyrsia.formats.reference import parse_image_reference, parse_name, parse_tag
+from pyrsia.formats.reference import parse_image_reference, parse_tag
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.approvals import Approvals
 from pyrsia.node.builds import Build, Builds, Committed
@@ -65,7 +65,7 @@ from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
-from pyrsia.translog.block import quorum
+from pyrsia.translog.block import DEFAULT_REGISTRIES, quorum
 from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import Ledger
@@ -78,8 +78,9 @@ from pyrsia.translog.tx import (
     Transaction,
     check_peer_id,
 )
+from pyrsia.upstream.credentials import docker_config_path, load_docker_config, load_token_file
 from pyrsia.upstream.maven import repositories as maven_repositories
-from pyrsia.upstream.registry import RegistryClient
+from pyrsia.upstream.registry import RegistryClient, RegistryClients
 from pyrsia.web.site import StaticSite
 from pyrsia.web.traffic import TrafficHistory, counters_of
 
@@ -123,6 +124,33 @@ def _merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict
         verdicts[authority] = (verdict, reason)
 
 
+def docker_upstreams(config: Config) -> RegistryClients:
+    """One client per registry host, each with only its own login: its token file, else
+    its `auths` entry in docker's config.json (read once, at start)."""
+    logins = load_docker_config(config.docker_config)
+    where = docker_config_path(config.docker_config)
+    clients = {}
+    for host, upstream in config.docker_registries.items():
+        credential = (
+            load_token_file(upstream.token_file, host) if upstream.token_file else logins.for_host(host)
+        )
+        clients[host] = RegistryClient(
+            upstream.url,
+            timeout_s=config.upstream_timeout_s,
+            retries_max=config.upstream_retries_max,
+            deadline_s=config.upstream_deadline_s,
+            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
+            registry=host,
+            credential=credential,
+            helper="" if credential is not None else logins.helper_for(host),
+            realm_hosts=upstream.realm_hosts,
+            login_hint=f'add its login to {where} (docker login {host}) or [upstreams."{host}"] token_file',
+        )
+        if credential is not None:
+            log.info("registry %s: using the login from %s", host, credential.origin)
+    return RegistryClients(clients)
+
+
 class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -134,13 +162,7 @@ class Node:
         removed += self.blobs.remove_stale_partials(PARTIALS_KEPT_S, time.time())
         if removed:
             log.info("removed %d unfinished blob writes from an earlier run", removed)
-        self._docker_upstream = RegistryClient(
-            config.docker_upstream,
-            timeout_s=config.upstream_timeout_s,
-            retries_max=config.upstream_retries_max,
-            deadline_s=config.upstream_deadline_s,
-            rate_min_bytes_s=config.upstream_rate_min_bytes_s,
-        )
+        self._docker_upstream = docker_upstreams(config)
         self._maven_upstream = maven_repositories(config, os.environ)
         self.host = host_for(config, self.identity)
         self.host.start()
@@ -195,6 +217,7 @@ class Node:
             sources=[peers, RegistrySource(self._docker_upstream)],
             authority=authority,
             observe=self.exchange.obtained,
+            agreed=lambda: self.ledger.registries,
         )
         self._maven = MavenArtifacts(
             self.blobs,
@@ -238,7 +261,9 @@ class Node:
         bootstrap = bootstrap_addresses(config)
         if fresh and genesis is None and bootstrap:
             genesis = join(self.host, bootstrap, None)
-        return Ledger.open(root, self.identity.signing_key, genesis=genesis)
+        # The embedded network's genesis agrees to the built-in registries and those configured.
+        registries = sorted(set(DEFAULT_REGISTRIES) | set(config.docker_registries))
+        return Ledger.open(root, self.identity.signing_key, genesis=genesis, registries=registries)
 
     @property
     def info(self) -> NodeInfo:
@@ -322,12 +347,12 @@ class Node:
             )
         match request.kind:
             case "docker_manifest":
-                name, ref = parse_name(request.name), request.reference
+                name, ref = self._docker.resolve(request.name, None), request.reference
                 self._docker.manifest(
                     name, Digest.parse(ref) if looks_like_digest(ref) else parse_tag(ref), ()
                 )
             case "docker_blob":
-                self._docker.blob(parse_name(request.name), Digest.parse(request.reference))
+                self._docker.blob(self._docker.resolve(request.name, None), Digest.parse(request.reference))
             case "maven":
                 self._maven.file(parse_path(request.name))
         return ()
@@ -682,7 +707,12 @@ class Node:
             "p2p": self.network.status(),
             "consensus": self.consensus.status(),
             "exchange": self.exchange_status(),
-            "upstreams": {"docker": self.config.docker_upstream, "maven": self.config.maven_upstream},
+            "upstreams": {
+                "docker": self.config.docker_upstream,
+                "maven": self.config.maven_upstream,
+                "registries": {h: u.url for h, u in sorted(self.config.docker_registries.items())},
+                "agreed_registries": list(self.ledger.registries),
+            },
         }
 
     def settings(self) -> dict[str, object]:

@@ -9,8 +9,11 @@ Routes, all under `/v2/`:
 Push routes answer 405 UNSUPPORTED: a node is pull-only; artifacts enter through
 the build and consensus flows. Names, tags and digests are parsed (and so checked
 against the spec grammar) before anything reaches the artifact service or the disk.
-Query parameters other than `n`/`last` are ignored, which is what lets containerd's
-mirror requests (`?ns=docker.io`) through. Both lists page the same way
+The registry a repository belongs to is containerd's `?ns=HOST` when a mirror request
+carries one, else a first path component that is a registry host
+(`/v2/ghcr.io/org/app/…`), else Docker Hub (`formats.registry_host`); a registry this
+node neither pulls through nor its network agreed to is 404 NAME_UNKNOWN with one
+line. Other query parameters than `ns`, `n` and `last` are ignored. Both lists page the same way
 (distribution-spec "content discovery", Docker's catalog API): sorted, entries after
 `last`, at most `n` of them, and a `Link: <…?last=…&n=…>; rel="next"` header while
 more remain. `_catalog` cannot be a repository (names start with a letter or digit).
@@ -25,7 +28,7 @@ from pyrsia.artifacts.blobstore import BlobProgress
 from pyrsia.artifacts.docker import DockerArtifacts
 from pyrsia.errors import PaginationInvalid, PathUnknown, Unsupported
 from pyrsia.formats.digest import Digest, looks_like_digest
-from pyrsia.formats.reference import parse_name, parse_tag
+from pyrsia.formats.reference import parse_tag
 from pyrsia.http.message import Body, FileBody, Request, Response, StreamBody, json_response
 from pyrsia.registry.params import whole_number
 
@@ -55,14 +58,19 @@ class DockerRegistry:
         if rest == CATALOG:
             names, link = _page(request, self._artifacts.repositories(), f"/v2/{CATALOG}")
             return json_response(200, json.dumps({"repositories": names}).encode(), *link)
+        ns = request.query.get("ns")
         if rest.endswith("/tags/list"):
-            return self._tags(request, parse_name(rest.removesuffix("/tags/list")))
+            path_name = rest.removesuffix("/tags/list")
+            key = self._artifacts.resolve(path_name, ns)
+            # Named as the client named it: with `ns`, the name in that registry.
+            return self._tags(request, key, path_name if ns is not None else key)
         for kind in ("/manifests/", "/blobs/"):
             name, sep, reference = rest.rpartition(kind)
             if sep:
+                key = self._artifacts.resolve(name, ns)
                 if kind == "/blobs/":
-                    return self._blob(request, parse_name(name), Digest.parse(reference))
-                return self._manifest(request, parse_name(name), reference)
+                    return self._blob(request, key, Digest.parse(reference))
+                return self._manifest(request, key, reference)
         raise PathUnknown("no such registry endpoint", detail=request.path[:300])
 
     def _manifest(self, request: Request, name: str, reference: str) -> Response:
@@ -102,9 +110,9 @@ class DockerRegistry:
             ranges=True,
         )
 
-    def _tags(self, request: Request, name: str) -> Response:
-        tags, link = _page(request, self._artifacts.tags(name), f"/v2/{name}/tags/list")
-        return json_response(200, json.dumps({"name": name, "tags": tags}).encode(), *link)
+    def _tags(self, request: Request, key: str, path_name: str) -> Response:
+        tags, link = _page(request, self._artifacts.tags(key), f"/v2/{path_name}/tags/list")
+        return json_response(200, json.dumps({"name": path_name, "tags": tags}).encode(), *link)
 
 
 def _page(request: Request, items: list[str], path: str) -> tuple[list[str], tuple[tuple[str, str], ...]]:

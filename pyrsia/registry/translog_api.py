@@ -73,6 +73,7 @@ def query_from(params: dict[str, str]) -> Query:
         depends_on=params.get("depends_on") or None,
         digest=params.get("digest") or None,
         package_type=kind,
+        registry=(params.get("registry") or "").strip().lower() or None,
         since=since,
         limit=limit,
     )

@@ -1,7 +1,9 @@
 """Blocks: ordered batches of transactions, chained by hash and certified by authorities.
 
 Header `{height, prev_hash, tx_root, log_size, log_root, time, proposer,
-authorities_hash}` (DESIGN §3), and in a genesis block optionally `origin`. `tx_root`
+authorities_hash}` (DESIGN §3), and in a genesis block optionally `origin` and
+`registries` (the Docker registry hosts the network agrees to vouch for; absent: the
+built-in list, `DEFAULT_REGISTRIES`). `tx_root`
 is the RFC 6962 root over this block's transaction ids, `log_root` over every id so
 far, so each header is a signed tree head. The block hash is SHA-256 of the canonical
 header. The certificate holds, per authority, an Ed25519 signature over the block hash
@@ -48,6 +50,35 @@ BLOCK_BYTES_MAX = codec.DECODED_BYTES_MAX
 BLOCK_TXS_BYTES_MAX = BLOCK_BYTES_MAX - (4 << 20)
 
 
+# What a genesis without `registries` agrees to: the registries pyrsia has built in.
+DEFAULT_REGISTRIES = ("docker.io", "gcr.io", "ghcr.io", "quay.io", "registry.k8s.io")
+REGISTRIES_MAX = 64
+REGISTRY_CHARS_MAX = 253
+
+
+def check_registries(registries: object) -> tuple[str, ...]:
+    """A genesis registry list: distinct, sorted host names, at most `REGISTRIES_MAX`."""
+    if not isinstance(registries, tuple):
+        raise TxInvalid("registries must be a list")
+    if len(registries) > REGISTRIES_MAX:
+        raise TxInvalid(f"more than {REGISTRIES_MAX} registries")
+    for host in registries:
+        if not isinstance(host, str) or not 0 < len(host) <= REGISTRY_CHARS_MAX or not _host_ok(host):
+            raise TxInvalid(f"registry {str(host)[:100]!r} is not a lowercase host name")
+    if list(registries) != sorted(set(registries)):
+        raise TxInvalid("registries must be distinct and sorted")
+    return registries
+
+
+def _host_ok(host: str) -> bool:
+    labels = host.split(".")
+    return all(
+        0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+        and all(c.isdigit() or "a" <= c <= "z" or c == "-" for c in label)
+        for label in labels
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlockHeader:
     height: int
@@ -61,6 +92,9 @@ class BlockHeader:
     # The log's name in checkpoints, chosen by a genesis block's creator; omitted from
     # the encoding when empty (every later block, and a genesis that derives its name).
     origin: str = ""
+    # The registries the network vouches for, fixed by a genesis block's creator; omitted
+    # from the encoding when empty (every later block, and a genesis of the built-in list).
+    registries: tuple[str, ...] = ()
     _hash: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +105,7 @@ class BlockHeader:
         check_peer_id("proposer", self.proposer)
         if not isinstance(self.origin, str) or (self.origin and not checkpoint.valid_origin(self.origin)):
             raise TxInvalid(f"origin must be 1 to {checkpoint.ORIGIN_CHARS_MAX} printable characters")
+        check_registries(self.registries)
         object.__setattr__(self, "_hash", hashlib.sha256(codec.encode(self.to_map())).digest())
 
     def to_map(self) -> dict[str, Any]:
@@ -86,6 +121,8 @@ class BlockHeader:
         }
         if self.origin:
             doc["origin"] = self.origin
+        if self.registries:
+            doc["registries"] = list(self.registries)
         return doc
 
     @property
@@ -104,6 +141,7 @@ class BlockHeader:
             proposer=codec.field(doc, "proposer", str),
             authorities_hash=codec.field(doc, "authorities_hash", bytes),
             origin=codec.field(doc, "origin", str) if "origin" in doc else "",
+            registries=tuple(codec.field(doc, "registries", list)) if "registries" in doc else (),
         )
 
 

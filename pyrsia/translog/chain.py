@@ -7,6 +7,8 @@ committed by this node, synced from a peer or agreed by consensus. It checks, in
 order of cost:
 
 - the link: height, previous hash, non-decreasing time, log size;
+- a genesis block alone may name the log's origin and the registries the network
+  vouches for (`registries`; absent, the built-in list);
 - the authority set: `authorities_hash` names the set in force at this height, and
   the proposer is in it;
 - every transaction: distinct ids, the submitter's signature and each endorsement's
@@ -45,6 +47,7 @@ from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import (
     AUTHORITIES_MAX,
+    DEFAULT_REGISTRIES,
     ZERO_HASH,
     Block,
     BlockHeader,
@@ -90,6 +93,8 @@ class Chain:
         self.tree = merkle.Tree()
         self.authorities: frozenset[str] = frozenset()  # in force for the next height
         self.origin = ""
+        # The Docker registries the network vouches for (its genesis says; until then none).
+        self.registries: tuple[str, ...] = ()
 
     @property
     def height(self) -> int:
@@ -132,6 +137,8 @@ class Chain:
             raise fail("log size does not add up")
         if prev is not None and header.origin:
             raise fail("only a genesis block names the log's origin")
+        if prev is not None and header.registries:
+            raise fail("only a genesis block names the network's registries")
         if prev is None:
             authorities = _genesis_set(block.transactions, header.proposer, fail)
             certifiers = frozenset({header.proposer})
@@ -165,6 +172,8 @@ class Chain:
             self.tree.truncate(first)
             raise fail("log root does not match the transactions so far")
         self.tip, self.authorities, self.origin = block, following, origin
+        if prev is None:
+            self.registries = header.registries or DEFAULT_REGISTRIES
         return first
 
     def check_proposal(self, block: Block) -> None:
@@ -177,7 +186,12 @@ class Chain:
     # -- proposing --------------------------------------------------------------------
 
     def propose(
-        self, transactions: Sequence[Transaction], now: int, proposer: str, origin: str = ""
+        self,
+        transactions: Sequence[Transaction],
+        now: int,
+        proposer: str,
+        origin: str = "",
+        registries: tuple[str, ...] = (),
     ) -> BlockHeader:
         """The header of the next block holding `transactions`, proposed at `now`
         (`origin`: the log's name, for a genesis block only)."""
@@ -207,6 +221,7 @@ class Chain:
             proposer=proposer,
             authorities_hash=authorities_hash(authorities),
             origin=origin,
+            registries=registries,
         )
 
     def certify(self, header: BlockHeader, key: SigningKey) -> CommitSignature:
@@ -226,16 +241,24 @@ class Chain:
         return Block(header=header, transactions=endorsed, certificate=(self.certify(header, key),))
 
 
-def genesis_block(key: SigningKey, now: int, authorities: Sequence[str] = (), origin: str = "") -> Block:
+def genesis_block(
+    key: SigningKey,
+    now: int,
+    authorities: Sequence[str] = (),
+    origin: str = "",
+    registries: Sequence[str] = (),
+) -> Block:
     """Height 0 of a new log, created by `key`: its authorities are `authorities`, or
-    `key`'s own peer alone (the embedded one-authority network)."""
+    `key`'s own peer alone (the embedded one-authority network); `registries` the Docker
+    registry hosts it vouches for (none given: the built-in list)."""
     me = peer_id_of(bytes(key.verify_key))
     members = list(dict.fromkeys(authorities)) or [me]
     txs = [
         sign(key, type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=peer), time=now, nonce=i)
         for i, peer in enumerate(members)
     ]
-    header = Chain().propose(txs, now, me, origin)
+    agreed = tuple(sorted(set(registries)))
+    header = Chain().propose(txs, now, me, origin, () if agreed == DEFAULT_REGISTRIES else agreed)
     certificate = (commit_signature(key, header, origin_of(header)),)
     return Block(header=header, transactions=tuple(txs), certificate=certificate)
 

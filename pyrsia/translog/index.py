@@ -13,7 +13,9 @@ One writer connection (`Index`, the ledger's writer thread); readers each open t
 own read-only connection (`IndexReader`), so in WAL mode they read the last committed
 state and never wait behind a write. Queries are parameterized only. Package search
 matches `package_id` exactly or as the name before `:` or `@` (`library/alpine` finds
-`library/alpine:3.18`); author search matches a prefix. Both use range scans on
+`library/alpine:3.18`); author search matches a prefix; registry search matches the
+record's registry (a record without one is indexed under its package type's default,
+`docker.io`). Both use range scans on
 indexes, never `LIKE '%…'`, to stay fast at millions of rows.
 """
 
@@ -32,7 +34,7 @@ from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
 
 log = logging.getLogger("pyrsia.translog")
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -42,12 +44,13 @@ CREATE TABLE IF NOT EXISTS artifact (
     package_type TEXT NOT NULL, package_id TEXT NOT NULL, path TEXT NOT NULL,
     digest TEXT NOT NULL, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
     chunk_root BLOB NOT NULL, media_type TEXT NOT NULL,
-    source TEXT NOT NULL, author TEXT NOT NULL
+    source TEXT NOT NULL, author TEXT NOT NULL, registry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifact_path ON artifact (package_type, path, leaf);
 CREATE INDEX IF NOT EXISTS artifact_digest ON artifact (digest, package_type);
 CREATE INDEX IF NOT EXISTS artifact_package ON artifact (package_id);
 CREATE INDEX IF NOT EXISTS artifact_author ON artifact (author);
+CREATE INDEX IF NOT EXISTS artifact_registry ON artifact (registry);
 CREATE INDEX IF NOT EXISTS artifact_time ON artifact (time);
 CREATE INDEX IF NOT EXISTS artifact_tx ON artifact (tx_id);
 CREATE TABLE IF NOT EXISTS dependency (leaf INTEGER NOT NULL, name TEXT NOT NULL);
@@ -56,7 +59,7 @@ CREATE INDEX IF NOT EXISTS dependency_leaf ON dependency (leaf);
 """
 _COLUMNS = (
     "leaf, height, tx_id, time, submitter, package_type, package_id, path, digest, size, chunk_size, "
-    "chunk_root, media_type, source, author"
+    "chunk_root, media_type, source, author, registry"
 )
 _PLACES = ",".join("?" * len(_COLUMNS.split(",")))
 
@@ -79,6 +82,7 @@ class ArtifactRecord:
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
+    registry: str = ""  # the record's registry, or its package type's default (never empty once indexed)
 
     def to_json(self) -> dict[str, object]:
         doc = {f: getattr(self, f) for f in self.__slots__}
@@ -92,6 +96,7 @@ class Query:
     depends_on: str | None = None
     digest: str | None = None
     package_type: str | None = None
+    registry: str | None = None
     since: int | None = None
     limit: int = 100
 
@@ -254,6 +259,7 @@ class Index:
                 (
                     leaf, header.height, tx.id, tx.time, tx.submitter, p.package_type, p.package_id,
                     p.path, p.digest, p.size, p.chunk_size, p.chunk_root, p.media_type, p.source, p.author,
+                    p.registry_or_default,
                 )
             )  # fmt: skip
             deps += [(leaf, d) for d in p.dependencies]
@@ -298,7 +304,7 @@ class IndexReader:
                     leaf=row[0], height=row[1], tx_id=bytes(row[2]).hex(), time=row[3], submitter=row[4],
                     package_type=row[5], package_id=row[6], path=row[7], digest=row[8], size=row[9],
                     chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12],
-                    source=row[13], author=row[14],
+                    source=row[13], author=row[14], registry=row[15],
                     dependencies=tuple(str(d) for (d,) in deps),
                 )
             )  # fmt: skip
@@ -356,6 +362,9 @@ class IndexReader:
         if query.package_type:
             where.append("package_type = ?")
             params.append(query.package_type)
+        if query.registry:
+            where.append("registry = ?")
+            params.append(query.registry)
         if query.since is not None:
             where.append("time >= ?")
             params.append(query.since)

@@ -181,6 +181,7 @@ class Ledger:
         self._listeners: list[Callable[[Block], None]] = []
         self._genesis_hash = b""
         self.origin = ""
+        self.registries: tuple[str, ...] = ()  # the Docker registries its genesis agrees to
         self._queue: queue.Queue[_Request] = queue.Queue(QUEUE_REQUESTS_MAX)
         self._writer = threading.Thread(target=self._run, name="translog-writer", daemon=True)
         self._closed = False
@@ -202,12 +203,14 @@ class Ledger:
         files: BlockFiles | None = None,
         index: Index | None = None,
         genesis: Block | None = None,
+        registries: Sequence[str] = (),
     ) -> Ledger:
         """Open (or start) the log under `root`: chain verified, index whole, writer running.
 
         A log with no blocks yet starts from `genesis` (a network's first block, verified
         in full here) when one is given, else from a genesis of its own (the embedded
-        one-authority network). A log that has blocks must begin with `genesis` if given.
+        one-authority network, vouching for `registries`, else the built-in ones). A log
+        that has blocks must begin with `genesis` if given.
         """
         files = files or BlockFiles(root)
         files.check_format(create=True)
@@ -217,7 +220,7 @@ class Ledger:
         index = index or Index(root / INDEX_FILE)
         ledger = cls(root, key, files, index, clock)
         try:
-            ledger._load(genesis)
+            ledger._load(genesis, tuple(registries))
         except BaseException:
             index.close()
             raise
@@ -240,7 +243,7 @@ class Ledger:
 
     # -- opening --------------------------------------------------------------------
 
-    def _load(self, genesis: Block | None) -> None:
+    def _load(self, genesis: Block | None, registries: tuple[str, ...] = ()) -> None:
         chain, files = self._chain, self._files
         heights = files.heights()
         if heights:
@@ -262,7 +265,11 @@ class Ledger:
                     height=height, hash=block.header.hash, artifacts=artifacts, dependencies=dependencies
                 )
         if not heights:
-            first = genesis if genesis is not None else genesis_block(self._key, int(self._clock()))
+            first = (
+                genesis
+                if genesis is not None
+                else genesis_block(self._key, int(self._clock()), registries=registries)
+            )
             chain.apply(first)
             files.write(0, first.encode())
             at_index_tip = None
@@ -270,6 +277,7 @@ class Ledger:
             raise ChainBroken(0, "this log belongs to another network than the genesis given")
         assert chain.tip is not None
         self.origin = chain.origin
+        self.registries = chain.registries
         self._genesis_hash = self._read(0).header.hash
         self._head = Head(tip=chain.tip, size=chain.size, authorities=chain.authorities)
         self._sync_index(indexed, at_index_tip)

@@ -49,6 +49,14 @@ PEER_ID_CHARS_MAX = 100  # an Ed25519 peer id is 52
 ENDORSEMENT_DOMAIN = b"pyrsia endorsement v1\n"
 _TEXT_FIELDS = ("package_type", "package_id", "path", "digest", "media_type", "source", "author")
 _REQUIRED_TEXT = ("package_id", "path", "digest")
+REGISTRY_CHARS_MAX = 253
+# What a record without a `registry` means (every record written before the field).
+DEFAULT_REGISTRIES = {"docker": "docker.io", "maven": "central"}
+
+
+def registry_of(package_type: str, registry: str) -> str:
+    """A record's registry: its own, else its package type's default."""
+    return registry or DEFAULT_REGISTRIES.get(package_type, "")
 
 
 def check_int(name: str, value: object, low: int = 0, high: int = INTEGER_MAX) -> int:
@@ -120,11 +128,20 @@ class AddArtifact:
     source: str
     author: str
     dependencies: tuple[str, ...] = ()
+    # Where the artifact comes from, by name: a Docker registry host (`ghcr.io`) or a Maven
+    # repository id. Omitted from the encoding when empty, so records written before it
+    # existed keep their ids; empty means the package type's default (`docker.io`, see
+    # `registry_of`). `source` stays the URL the bytes were fetched from.
+    registry: str = ""
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.check()
         object.__setattr__(self, "_encoded", codec.encode(self.to_map()))
+
+    @property
+    def registry_or_default(self) -> str:
+        return registry_of(self.package_type, self.registry)
 
     def encoded(self) -> bytes:
         """The canonical encoding of `to_map()`, made once when built."""
@@ -147,9 +164,12 @@ class AddArtifact:
             raise TxInvalid(f"{len(deps)} dependencies, more than {DEPENDENCIES_MAX}")
         for dep in deps:
             check_text("a dependency", dep, required=True)
+        check_text("registry", self.registry)
+        if len(self.registry) > REGISTRY_CHARS_MAX:
+            raise TxInvalid(f"registry is longer than {REGISTRY_CHARS_MAX} characters")
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        doc = {
             "package_type": self.package_type,
             "package_id": self.package_id,
             "path": self.path,
@@ -162,6 +182,9 @@ class AddArtifact:
             "author": self.author,
             "dependencies": list(self.dependencies),
         }
+        if self.registry:
+            doc["registry"] = self.registry
+        return doc
 
     @classmethod
     def from_map(cls, doc: Any) -> AddArtifact:
@@ -175,6 +198,7 @@ class AddArtifact:
             chunk_size=codec.field(doc, "chunk_size", int),
             chunk_root=codec.field(doc, "chunk_root", bytes),
             dependencies=tuple(dependencies),
+            registry=codec.field(doc, "registry", str) if "registry" in doc else "",
         )
 
 

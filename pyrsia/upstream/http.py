@@ -154,13 +154,20 @@ class UpstreamHttp:
 
     @contextmanager
     def stream(
-        self, method: str, url: str, headers: dict[str, str], deadline: Deadline
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        deadline: Deadline,
+        content: bytes | None = None,
     ) -> Iterator[httpx.Response]:
         """One request; httpx errors raised while it (or its body) is read are mapped here."""
         wait_s = min(self.timeout_s, deadline.left())
         timeout = httpx.Timeout(wait_s, connect=min(wait_s, CONNECT_TIMEOUT_S_MAX))
         try:
-            with self.client.stream(method, url, headers=headers, timeout=timeout) as response:
+            with self.client.stream(
+                method, url, headers=headers, content=content, timeout=timeout
+            ) as response:
                 yield response
         except httpx.TransportError as exc:  # connect, timeouts, resets, truncation, bad Location
             raise Retryable(f"{url}: {type(exc).__name__}: {exc}") from exc

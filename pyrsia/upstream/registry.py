@@ -1,11 +1,24 @@
 """Client for an upstream Docker Registry v2 (Docker Hub, or any distribution-spec registry).
 
 What it owns:
-- the anonymous bearer-token flow: a 401 carrying `WWW-Authenticate: Bearer
-  realm=…,service=…,scope=…` is answered by fetching a token from the realm and
-  retrying once; tokens are cached per scope until they expire. The token endpoint's
-  answer is checked like any upstream input (a JSON object, a header-safe string
-  token, a sane lifetime);
+- authentication, per the distribution token spec and HTTP basic auth. A 401 carrying
+  `WWW-Authenticate: Bearer realm=…,service=…,scope=…` is answered by fetching a token
+  from the realm and retrying once; tokens are cached per scope until they expire. A
+  `Basic` challenge is answered with the registry's user and password. The token
+  endpoint's answer is checked like any upstream input (a JSON object, a header-safe
+  string token, a sane lifetime);
+- where a credential may go. A registry's credential (from a docker `config.json` or
+  its token file) is for that registry only: basic credentials and identity tokens go
+  to the registry's own origin, and to its token realm only when the realm is on the
+  registry's own host (or a host its configuration lists in `realm_hosts`, as Docker
+  Hub's `auth.docker.io`) and no less secure than the registry (https, or http only on
+  the registry's own http host). The token spec has the registry name its realm; a
+  realm elsewhere could be anyone's (a tampered or misconfigured challenge), so the
+  token flow there goes on anonymously and the password is never sent (one warning
+  says so). A token file's bearer token goes to the registry's origin only. Secrets
+  are never logged and never part of an error message;
+- a login that fails is one line (`UpstreamAuthFailed`): needed but absent, refused
+  (wrong password), or kept by a credential helper pyrsia does not run;
 - the token goes only to the registry's own origin: httpx drops `Authorization` on a
   redirect to another origin (Docker Hub sends layers from a CDN), and tag-list `Link`
   pages on another origin are not followed at all;
@@ -23,6 +36,7 @@ client error; httpx errors never leave this package.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import threading
@@ -40,13 +54,16 @@ from pyrsia.errors import (
     ManifestInvalid,
     ManifestUnknown,
     NameUnknown,
+    RegistryUnknown,
     TagInvalid,
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamManifestInvalid,
     UpstreamSizeInvalid,
 )
 from pyrsia.formats import manifest
 from pyrsia.formats.digest import Digest, looks_like_digest
+from pyrsia.formats.docker_config import BASIC, BEARER, IDENTITY, Credential
 from pyrsia.formats.manifest import ALL_TYPES, MANIFEST_BYTES_MAX
 from pyrsia.formats.reference import parse_tag
 from pyrsia.upstream.http import (
@@ -61,6 +78,7 @@ from pyrsia.upstream.http import (
 )
 from pyrsia.upstream.sink import OpenSink
 
+log = logging.getLogger("pyrsia.upstream")
 TAG_PAGES_MAX = 100
 TOKEN_BYTES_MAX = 64 * 1024
 TOKEN_LIFETIME_S_DEFAULT = 60.0  # Docker registry token spec: when expires_in is absent
@@ -93,7 +111,16 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock = time.monotonic,
         role: str = "upstream",
+        registry: str = "",
+        credential: Credential | None = None,
+        helper: str = "",
+        realm_hosts: Sequence[str] = (),
+        login_hint: str = "",
     ) -> None:
+        """`registry` is the host clients name (for messages); `credential` its login, if
+        any; `helper` the credential helper said to hold it when config.json has none;
+        `realm_hosts` further hosts its token realm may be on; `login_hint` where a login
+        would go (shown when one is needed)."""
         self._http = UpstreamHttp(
             base_url,
             timeout_s=timeout_s,
@@ -112,6 +139,13 @@ class RegistryClient:
         self._where = self._http.where
         self._tokens: dict[str, tuple[str, float]] = {}
         self._tokens_lock = threading.Lock()
+        self.registry = registry or httpx.URL(self.base_url).host
+        self._credential = credential
+        self._helper = helper
+        self._realm_hosts = frozenset(h.lower() for h in realm_hosts)
+        self._login_hint = login_hint
+        self._basic = False  # the registry asked for basic auth: send it up front from now on
+        self._warned_realms: set[str] = set()
 
     def close(self) -> None:
         self._http.close()
@@ -257,32 +291,62 @@ class RegistryClient:
     def _stream(
         self, url: str, name: str, headers: dict[str, str], deadline: Deadline
     ) -> Iterator[httpx.Response]:
-        """GET with the cached token for the repository; on a bearer challenge, get one and retry once."""
+        """GET with what authenticated last time; on a challenge, answer it and retry once."""
         scope = f"repository:{name}:pull"
-        token = self._cached_token(scope)
-        auth = {"Authorization": f"Bearer {token}"} if token else {}
-        with self._http.stream("GET", url, {**headers, **auth}, deadline) as response:
-            if response.status_code != 401 or token is not None:
+        sent = self._auth_header(scope)
+        with self._http.stream("GET", url, {**headers, **sent}, deadline) as response:
+            if response.status_code != 401:
                 yield response
                 return
             challenge = response.headers.get("WWW-Authenticate", "")
-        token = self._fetch_token(challenge, scope, deadline)
-        with self._http.stream(
-            "GET", url, {**headers, "Authorization": f"Bearer {token}"}, deadline
-        ) as retry:
+        with self._tokens_lock:
+            self._tokens.pop(scope, None)  # expired or revoked early: it is no use again
+        answer, used_credential = self._answer(challenge, scope, deadline, sent)
+        with self._http.stream("GET", url, {**headers, **answer}, deadline) as retry:
+            if retry.status_code == 401:
+                raise self._refused() if used_credential else self._login_needed()
             yield retry
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        credential = self._credential
+        if credential is not None and credential.kind == BEARER:
+            return {"Authorization": f"Bearer {credential.secret}"}
+        token = self._cached_token(scope)
+        if token is not None:
+            return {"Authorization": f"Bearer {token}"}
+        if self._basic and credential is not None and credential.kind == BASIC:
+            return {"Authorization": credential.basic_header()}
+        return {}
+
+    def _answer(
+        self, challenge: str, scope: str, deadline: Deadline, sent: dict[str, str]
+    ) -> tuple[dict[str, str], bool]:
+        """The header answering a 401's challenge, and whether it carries our credential."""
+        scheme = challenge.split(" ", 1)[0].lower()
+        credential = self._credential
+        if scheme == "basic":
+            if credential is None or credential.kind != BASIC:
+                raise self._login_needed()
+            if sent and self._basic:
+                raise self._refused()  # the same password, refused once already
+            self._basic = True
+            return {"Authorization": credential.basic_header()}, True
+        if scheme == "bearer":
+            if credential is not None and credential.kind == BEARER:
+                raise self._refused()  # the token file's token was sent, and refused
+            token, used = self._fetch_token(challenge, scope, deadline)
+            return {"Authorization": f"Bearer {token}"}, used
+        raise UpstreamError(f"{self._where} asks for authentication pyrsia cannot give: {challenge[:200]!r}")
 
     def _cached_token(self, scope: str) -> str | None:
         with self._tokens_lock:
             token, expires = self._tokens.get(scope, ("", 0.0))
         return token if token and self._http.clock() < expires else None
 
-    def _fetch_token(self, challenge: str, scope: str, deadline: Deadline) -> str:
-        """Anonymous token flow of the Docker registry auth spec."""
-        if not challenge.lower().startswith("bearer "):
-            raise UpstreamError(
-                f"{self._where} asks for authentication pyrsia cannot give: {challenge[:200]!r}"
-            )
+    def _fetch_token(self, challenge: str, scope: str, deadline: Deadline) -> tuple[str, bool]:
+        """The token flow of the distribution auth spec: with the registry's credential when
+        the realm may have it, else anonymous. Returns the token and whether the
+        credential was used."""
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.pop("realm", "")
         params["scope"] = scope
@@ -293,14 +357,80 @@ class RegistryClient:
             raise UpstreamError(f"{self._where} sent an unusable token realm {realm[:200]!r}") from exc
         if realm_url.scheme not in _DEFAULT_PORTS or not realm_url.host:
             raise UpstreamError(f"{self._where} sent a bearer challenge without an http(s) realm")
-        with self._http.stream("GET", url, {"Accept": "application/json"}, deadline) as response:
-            self._http.check_status(response, realm)
-            body = self._http.read_bounded(response, TOKEN_BYTES_MAX, realm, deadline)
-        token, lifetime = _parse_token(body, realm)
+        credential = self._credential
+        headers = {"Accept": "application/json"}
+        method, content, used = "GET", None, False
+        if credential is not None and credential.kind in (BASIC, IDENTITY):
+            if self._may_have_credential(realm_url):
+                used = True
+                if credential.kind == BASIC:
+                    headers["Authorization"] = credential.basic_header()
+                else:
+                    # OAuth2 refresh-token grant, as docker does with an identity token.
+                    method = "POST"
+                    form = {
+                        "grant_type": "refresh_token",
+                        "refresh_token": credential.secret,
+                        "service": params.get("service", ""),
+                        "scope": scope,
+                        "client_id": "pyrsia",
+                    }
+                    content = str(httpx.QueryParams(form)).encode()
+                    headers["Content-Type"] = "application/x-www-form-urlencoded"
+                    url = str(realm_url)
+            elif realm_url.host not in self._warned_realms:
+                self._warned_realms.add(realm_url.host)
+                log.warning(
+                    "%s: not sending the credentials for %s to token realm %s (not the registry's own"
+                    " host; list it in upstreams.%s.realm_hosts to allow it); asking anonymously",
+                    self._where,
+                    self.registry,
+                    realm_url.host,
+                    self.registry,
+                )
+        shown = str(realm_url.copy_with(query=None))
+        with self._http.stream(method, url, headers, deadline, content) as response:
+            if response.status_code in (401, 403):
+                raise self._refused() if used else self._login_needed()
+            self._http.check_status(response, shown)
+            body = self._http.read_bounded(response, TOKEN_BYTES_MAX, shown, deadline)
+        token, lifetime = _parse_token(body, shown)
         with self._tokens_lock:
             # Renew a little early so a token never expires mid-request.
             self._tokens[scope] = (token, self._http.clock() + max(lifetime - 10, 1))
-        return token
+        return token, used
+
+    def _may_have_credential(self, realm: httpx.URL) -> bool:
+        """Whether the registry's credential may go to this token realm (see the module doc)."""
+        own = httpx.URL(self.base_url)
+        if realm.host == own.host:
+            return realm.scheme == "https" or own.scheme == "http"
+        return realm.scheme == "https" and realm.host in self._realm_hosts
+
+    def _login_needed(self) -> UpstreamAuthFailed:
+        if self._credential is not None and self._warned_realms:
+            realm = sorted(self._warned_realms)[0]
+            return UpstreamAuthFailed(
+                f"{self.registry} ({self.base_url}) needs a login, and its token realm {realm} is not its own"
+                f" host, so pyrsia did not send it the login for {self.registry}: list {realm} in"
+                f" upstreams.{self.registry}.realm_hosts to allow it"
+            )
+        if self._helper:
+            return UpstreamAuthFailed(
+                f"{self.registry} needs a login, and its credentials are kept by credential helper"
+                f" docker-credential-{self._helper}, which pyrsia does not run: put them in config.json"
+                f" auths or in a token_file for upstreams.{self.registry}"
+            )
+        hint = f": {self._login_hint}" if self._login_hint else ""
+        return UpstreamAuthFailed(f"{self.registry} ({self.base_url}) needs a login{hint}")
+
+    def _refused(self) -> UpstreamAuthFailed:
+        origin = self._credential.origin if self._credential is not None else ""
+        source = f" from {origin}" if origin else ""
+        return UpstreamAuthFailed(
+            f"{self.registry} ({self.base_url}) refused the credentials for {self.registry}{source}:"
+            " wrong user name, password or token"
+        )
 
 
 def _parse_token(body: bytes, realm: str) -> tuple[str, float]:
@@ -334,3 +464,28 @@ def _is_tag(text: str) -> bool:
     except TagInvalid:
         return False
     return True
+
+
+class RegistryClients:
+    """One client per registry host the node pulls through, by host (`docker.io`, `ghcr.io`)."""
+
+    def __init__(self, clients: dict[str, RegistryClient]) -> None:
+        self._clients = dict(clients)
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(self._clients)
+
+    def get(self, registry: str) -> RegistryClient:
+        client = self._clients.get(registry)
+        if client is None:
+            known = ", ".join(sorted(self._clients))
+            raise RegistryUnknown(
+                f"no upstream is configured for registry {registry[:100]!r} (this node knows {known});"
+                f' add [upstreams."{registry[:100]}"] url = … to pyrsia.toml'
+            )
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()

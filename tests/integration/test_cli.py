@@ -258,7 +258,7 @@ def test_every_setting_is_a_daemon_flag_with_its_variable_and_default() -> None:
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.replace("│", " ").split())
     for f in fields(Config):
-        if f.name == "home":
+        if f.name not in SETTINGS:  # home; the upstreams tables (file only)
             continue
         setting = SETTINGS[f.name]
         assert f" {setting.flag} " in text, setting.flag

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyrsia.translog.block import AUTHORITIES_MAX, Block, quorum
+from pyrsia.translog.block import AUTHORITIES_MAX, DEFAULT_REGISTRIES, Block, quorum
 from pyrsia.translog.chain import Chain, origin_of
 from pyrsia.translog.tx import ADD_AUTHORIZED_NODE, AuthorizedNode
 from tests.support.cli import ok, one_line_error, run
@@ -68,7 +68,9 @@ def test_genesis_json_and_a_derived_origin(tmp_path: Path) -> None:
     assert doc == {
         "file": str(target), "genesis": header.hash.hex(), "origin": origin_of(header),
         "creator": header.proposer, "authorities": peers, "quorum": quorum(1),
+        "registries": list(DEFAULT_REGISTRIES),
     }  # fmt: skip
+    assert header.registries == ()  # the built-in list is what a genesis without one means
     assert doc["origin"] == f"pyrsia.log/{header.hash.hex()[:16]}"
 
 

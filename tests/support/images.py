@@ -179,9 +179,9 @@ def nested(name: str = "team/tools/hello", tag: str = "v3") -> Image:
     return image
 
 
-def push(registry_url: str, image: Image) -> None:
+def push(registry_url: str, image: Image, auth: tuple[str, str] | None = None) -> None:
     """Uploads every blob, then child manifests by digest, then the tag."""
-    with httpx.Client(base_url=registry_url, timeout=60) as client:
+    with httpx.Client(base_url=registry_url, timeout=60, auth=auth) as client:
         for digest, data in image.blobs.items():
             push_blob(client, image.name, digest, data)
         for digest, (media_type, data) in image.manifests.items():

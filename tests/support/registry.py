@@ -1,7 +1,9 @@
 """A real CNCF `docker-registry` (distribution) on a free loopback port.
 
 It is the upstream a node pulls through in end-to-end tests and benchmarks: storage in
-a directory of the test's, no auth, ready once `GET /v2/` answers.
+a directory of the test's, ready once `GET /v2/` answers; no auth, or with `login`
+(user, password) the registry's htpasswd basic auth (bcrypt at its lowest cost, so a
+request does not spend a second hashing).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -32,8 +35,10 @@ class RegistryProcess:
         port: int | None = None,
         binary: str = "docker-registry",
         prefix: list[str] | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.login = login
         self.prefix = prefix or []  # e.g. nsenter into a namespace
         self.port = port or free_port()
         self.binary = binary
@@ -57,7 +62,7 @@ class RegistryProcess:
             "storage:\n"
             f"  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n" + self._auth_config()
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -74,12 +79,26 @@ class RegistryProcess:
             time.sleep(0.05)
         raise RuntimeError(f"docker-registry did not start:\n{self.log_path.read_text()}")
 
+    def _auth_config(self) -> str:
+        if self.login is None:
+            return ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # glibc's bcrypt; the registry reads `$2b$` hashes
+
+            user, password = self.login
+            hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+        htpasswd = self.root / "htpasswd"
+        htpasswd.write_text(f"{user}:{hashed}\n")
+        return f"auth:\n  htpasswd:\n    realm: pyrsia-test\n    path: {htpasswd}\n"
+
     def _answers(self) -> bool:
         if self.prefix:  # our own sockets live outside the namespace; ask from inside it
             probe = [*self.prefix, "curl", "-sf", "-o", "/dev/null", f"{self.url}/v2/"]
             return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
         try:
-            return httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200
+            status = httpx.get(f"{self.url}/v2/", timeout=1).status_code
+            return status == 200 or (self.login is not None and status == 401)
         except httpx.TransportError:
             return False
 

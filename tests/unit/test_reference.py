@@ -128,3 +128,10 @@ def test_a_maven_path_with_a_newline_is_refused(path: str) -> None:
 def test_maven_coordinates_with_a_newline_are_refused(text: str) -> None:
     with pytest.raises(MavenPathInvalid):
         Coordinates.parse(text)
+
+
+def test_image_references_keep_a_registry_host_other_than_docker_hub() -> None:
+    assert parse_image_reference("ghcr.io/org/app:1.0") == ("ghcr.io/org/app", "1.0")
+    assert parse_image_reference("quay.io/app") == ("quay.io/app", "latest")  # no library/ there
+    assert parse_image_reference("docker.io/alpine:3") == ("library/alpine", "3")
+    assert parse_image_reference("index.docker.io/myorg/app") == ("myorg/app", "latest")

@@ -31,6 +31,7 @@ from pyrsia.translog.tx import (
     TEXT_FIELD_CHARS_MAX,
     AddArtifact,
     Transaction,
+    registry_of,
     sign,
 )
 
@@ -52,6 +53,7 @@ def valid(**changes: Any) -> dict[str, Any]:
         "source": "https://repo.maven.apache.org/maven2",
         "author": "Ada",
         "dependencies": ("com.example:base:2.0",),
+        "registry": "",
         **changes,
     }
 
@@ -152,7 +154,10 @@ hostile_text = st.one_of(
     st.sampled_from([b"bytes", 7, None, ["list"]]),
 )
 hostile_values: dict[str, st.SearchStrategy[Any]] = {
-    **{name: hostile_text for name in ("package_id", "path", "digest", "media_type", "source", "author")},
+    **{
+        name: hostile_text
+        for name in ("package_id", "path", "digest", "media_type", "source", "author", "registry")
+    },
     "package_type": st.one_of(st.sampled_from(["docker", "maven", "npm", ""]), hostile_text),
     "size": hostile_ints,
     "chunk_size": hostile_ints,
@@ -221,6 +226,8 @@ def test_a_ledger_given_hostile_payloads_stores_only_what_it_reads_back(tmp_path
             **fields,
             "chunk_root": payload.chunk_root.hex(),
             "dependencies": list(payload.dependencies),
+            # The index holds a record without a registry under its type's default one.
+            "registry": registry_of(payload.package_type, payload.registry),
         }
         assert stored == expected
 

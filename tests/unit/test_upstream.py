@@ -21,6 +21,7 @@ from pyrsia.errors import (
     DigestMismatch,
     ManifestInvalid,
     ManifestUnknown,
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamManifestInvalid,
     UpstreamSizeInvalid,
@@ -165,9 +166,15 @@ def test_tag_list_follows_link_pagination() -> None:
     assert len(seen) == 2
 
 
-def test_non_bearer_challenge_is_a_clear_error() -> None:
-    client, _ = _client(lambda r: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'}))
+def test_unknown_challenge_is_a_clear_error() -> None:
+    client, _ = _client(lambda r: httpx.Response(401, headers={"WWW-Authenticate": 'Negotiate realm="x"'}))
     with pytest.raises(UpstreamError, match="authentication"):
+        client.get_manifest("library/alpine", "1")
+
+
+def test_basic_challenge_without_a_login_says_one_is_needed() -> None:
+    client, _ = _client(lambda r: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'}))
+    with pytest.raises(UpstreamAuthFailed, match="needs a login"):
         client.get_manifest("library/alpine", "1")
 
 
