@@ -148,6 +148,7 @@ class MavenArtifacts:
                         chunk_root=_stored(fetched).chunk_root,
                         media_type=target.content_type,
                         source=f"{fetched.base_url}/{path}",
+                        registry=fetched.repository,
                         author=who.author,
                         dependencies=who.dependencies,
                     )

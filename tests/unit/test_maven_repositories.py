@@ -253,6 +253,7 @@ def _record(new: NewArtifact) -> AddArtifact:
         chunk_root=new.chunk_root,
         media_type=new.media_type,
         source=new.source,
+        registry=new.registry,
         author=new.author,
         dependencies=new.dependencies,
     )
@@ -265,7 +266,9 @@ def test_the_record_names_the_repository_and_other_authorities_verify_against_it
     assert served.blob.read_bytes() == JAR
     (new,) = published
     assert new.source == f"https://google.test/google/{PATH}"
+    assert new.registry == "google"
     record = _record(new)
+    assert record.registry == "google"
 
     # Another authority whose central has other bytes at that path: it checks google, and agrees.
     central = Repo("central", {PATH: b"a different artifact, same coordinates"})
