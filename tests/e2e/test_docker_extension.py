@@ -140,5 +140,5 @@ def test_backend_is_this_image_running_the_node(
     assert re.search(rf"^\s+- pyrsia-data:{re.escape(home)}$", compose, re.M), compose
     assert re.search(r"^\s+- \"127\.0\.0\.1:7888:7888\"$", compose, re.M) and "7888/tcp" in node["ExposedPorts"]
     page = (EXTENSION / "ui" / metadata["ui"]["dashboard-tab"]["src"]).read_text()
-    assert '"http://localhost:7888"' in page
+    assert '"http://localhost:7888"' in page and "openExternal" in page
     assert (image_root / "usr" / "bin" / "pyrsia").is_file()
