@@ -261,15 +261,17 @@ def share_tarball_bytes(version: str, files: dict[str, bytes]) -> bytes:
 # --- shell: pip, the index, files ----------------------------------------------------
 
 
-def pip_report(project: Path) -> dict[str, object]:
+def pip_report(project: Path, no_binary: frozenset[str] = frozenset()) -> dict[str, object]:
     """What `pip install PROJECT` would install here, resolved against PyPI alone (no local
-    wheel directories or mirrors from pip's configuration)."""
+    wheel directories or mirrors from pip's configuration); `no_binary` names projects
+    pip must take as sdists (so it picks a release that has one)."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_CONSTRAINT": ""}
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-             "--index-url", INDEX, "--report", str(report), str(project)],
+             "--index-url", INDEX, "--report", str(report), str(project),
+             *(["--no-binary", ",".join(sorted(no_binary))] if no_binary else [])],
             check=True, env=env,
         )  # fmt: skip
         loaded: dict[str, object] = json.loads(report.read_text())
@@ -285,12 +287,26 @@ def index_page(name: str) -> dict[str, object]:
         return loaded
 
 
-def resources_for(project: Path) -> list[Resource]:
-    out = []
-    for name, version in resolved(pip_report(project)):
-        url, sha256 = sdist_file(index_page(name), name, version)
-        out.append(Resource(name=name, version=version, url=url, sha256=sha256))
-    return out
+def resources_for(project: Path, attempts_max: int = 5) -> list[Resource]:
+    """One resource per release pip resolves. A release published only as wheels (it
+    happens: a `.post1` wheel-only fix) cannot be a resource; pip then resolves again
+    with `--no-binary` for that project, which picks its newest release with an sdist."""
+    no_binary: frozenset[str] = frozenset()
+    pages: dict[str, dict[str, object]] = {}
+    for _ in range(attempts_max):
+        out, wheel_only = [], set()
+        for name, version in resolved(pip_report(project, no_binary)):
+            page = pages.setdefault(canonical(name), index_page(name))
+            try:
+                url, sha256 = sdist_file(page, name, version)
+            except LookupError:
+                wheel_only.add(canonical(name))
+                continue
+            out.append(Resource(name=name, version=version, url=url, sha256=sha256))
+        if not wheel_only:
+            return out
+        no_binary |= wheel_only
+    raise LookupError(f"pip keeps resolving releases without an sdist: {sorted(no_binary)}")
 
 
 def version_of_sdist(sdist: Path) -> str:

@@ -44,8 +44,9 @@ class Container:
         podman.run(
             "run", "-d", "--name", self.name, *ULIMITS, "--network", "host",
             "-v", f"{volume}:/var/lib/pyrsia", "-e", "PYRSIA_P2P_PORT=0",
-            image, "daemon", "--http-host", "127.0.0.1", "--http-port", str(self.port),
-            "--docker-upstream", upstream,
+            # The port by variable, not flag, so the image's healthcheck follows it.
+            "-e", f"PYRSIA_HTTP_PORT={self.port}",
+            image, "daemon", "--http-host", "127.0.0.1", "--docker-upstream", upstream,
         )  # fmt: skip
 
     def state(self) -> dict[str, object]:
@@ -116,6 +117,7 @@ def test_image_metadata(podman: Podman, node_image: str) -> None:
     assert config["User"] == "pyrsia:pyrsia"
     assert "/var/lib/pyrsia" in config["Volumes"] and "7888/tcp" in config["ExposedPorts"]
     assert "PYRSIA_HOME=/var/lib/pyrsia" in config["Env"]
+    assert "pyrsia status" in " ".join(config["Healthcheck"]["Test"])  # kept: built in docker format
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "pyrsia"
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
@@ -136,7 +138,7 @@ def test_run_pull_restart_keeps_data(
         assert pulled["ManifestDigest"] == THREE.top and pulled["Layers"] == THREE.layers_of(THREE.top)
         # The healthcheck (`pyrsia status` inside the container) passes on a live node.
         health = podman.run("healthcheck", "run", container.name, check=False)
-        assert health.returncode == 0, health.stdout + health.stderr
+        assert health.returncode == 0, health.stdout + health.stderr + container.logs()
 
         podman.run("stop", "--time", "60", container.name, timeout_s=120)
         stopped = container.state()
