@@ -340,7 +340,9 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             # Resolve the sdist's own metadata: what the release declares, not the checkout.
             resources = resources_for(unpacked(args.sdist, Path(scratch)))
-        sys.stdout.write(render_source(version=version, sdist_sha256=sha256_of(args.sdist), resources=resources))
+        sys.stdout.write(
+            render_source(version=version, sdist_sha256=sha256_of(args.sdist), resources=resources)
+        )
     elif args.command == "share":
         version = args.version or _checkout_version()
         files = {name: (ROOT / source_path).read_bytes() for source_path, name in SHARE_FILES}

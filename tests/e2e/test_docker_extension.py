@@ -45,13 +45,17 @@ SCREENSHOT_SIZE = (2400, 1600)  # what the Marketplace displays without scaling
 
 @pytest.fixture(scope="module")
 def extension_image(podman: Podman, node_image: str) -> str:
-    podman.build(EXTENSION_IMAGE, EXTENSION / "Dockerfile", EXTENSION, "--build-arg", f"PYRSIA_IMAGE={node_image}")
+    podman.build(
+        EXTENSION_IMAGE, EXTENSION / "Dockerfile", EXTENSION, "--build-arg", f"PYRSIA_IMAGE={node_image}"
+    )
     return EXTENSION_IMAGE
 
 
 @pytest.fixture(scope="module")
 def labels(podman: Podman, extension_image: str) -> dict[str, str]:
-    shown: dict[str, str] = json.loads(podman.out("image", "inspect", "--format", "{{json .Labels}}", extension_image))
+    shown: dict[str, str] = json.loads(
+        podman.out("image", "inspect", "--format", "{{json .Labels}}", extension_image)
+    )
     return shown
 
 
@@ -138,7 +142,9 @@ def test_backend_is_this_image_running_the_node(
     # Its data volume is the node's home, and the published port the one the UI tab opens.
     (home,) = node["Volumes"]
     assert re.search(rf"^\s+- pyrsia-data:{re.escape(home)}$", compose, re.M), compose
-    assert re.search(r"^\s+- \"127\.0\.0\.1:7888:7888\"$", compose, re.M) and "7888/tcp" in node["ExposedPorts"]
+    assert (
+        re.search(r"^\s+- \"127\.0\.0\.1:7888:7888\"$", compose, re.M) and "7888/tcp" in node["ExposedPorts"]
+    )
     page = (EXTENSION / "ui" / metadata["ui"]["dashboard-tab"]["src"]).read_text()
     assert '"http://localhost:7888"' in page and "openExternal" in page
     assert (image_root / "usr" / "bin" / "pyrsia").is_file()

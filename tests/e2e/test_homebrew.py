@@ -34,7 +34,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GENERATE = ROOT / "packaging" / "homebrew" / "generate.py"
 FORMULA = ROOT / "packaging" / "homebrew" / "pyrsia.rb"
-RESOURCE = re.compile(r'^  resource "([^"]+)" do\n    url "([^"]+)"\n    sha256 "([0-9a-f]{64})"\n  end$', re.M)
+RESOURCE = re.compile(
+    r'^  resource "([^"]+)" do\n    url "([^"]+)"\n    sha256 "([0-9a-f]{64})"\n  end$', re.M
+)
 SDIST_NAME = re.compile(r"^(?P<name>.+?)-(?P<version>[0-9][^-]*)\.(?:tar\.gz|zip)$")
 VERSION = pyrsia.__version__
 
@@ -51,7 +53,8 @@ def resources() -> list[tuple[str, str, str]]:
 
 def generate(*args: str, timeout_s: float = 600) -> str:
     result = subprocess.run(
-        [sys.executable, str(GENERATE), *args], capture_output=True, text=True, timeout=timeout_s, check=False,
+        [sys.executable, str(GENERATE), *args],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -101,7 +104,10 @@ def test_source_formula_carries_the_built_sdists_hash(sdist: Path) -> None:  # n
     formula = generate("source", "--sdist", str(sdist))
     expected = hashlib.sha256(sdist.read_bytes()).hexdigest()
     assert re.findall(r'^  sha256 "(\w+)"$', formula, re.M) == [expected]
-    assert f'url "https://github.com/pyrsia/pyrsia/releases/download/v{VERSION}/pyrsia-{VERSION}.tar.gz"' in formula
+    assert (
+        f'url "https://github.com/pyrsia/pyrsia/releases/download/v{VERSION}/pyrsia-{VERSION}.tar.gz"'
+        in formula
+    )
     # The same dependencies as the committed formula (versions may have moved on PyPI since).
     assert {name for name, _, _ in RESOURCE.findall(formula)} == {name for name, _, _ in resources()}
 

@@ -27,8 +27,19 @@ pytestmark = pytest.mark.e2e
 
 PAGE = ROOT / "packaging" / "man" / "pyrsia.1"
 GENERATOR = ROOT / "packaging" / "man" / "generate.py"
-MAN_ENV = {"MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "80", "LC_ALL": "C.UTF-8", "MAN_KEEP_FORMATTING": ""}
-SHIPPED = ("packaging/man/pyrsia.1", "completions/pyrsia.bash", "completions/_pyrsia", "completions/pyrsia.fish")
+MAN_ENV = {
+    "MANPAGER": "cat",
+    "PAGER": "cat",
+    "MANWIDTH": "80",
+    "LC_ALL": "C.UTF-8",
+    "MAN_KEEP_FORMATTING": "",
+}
+SHIPPED = (
+    "packaging/man/pyrsia.1",
+    "completions/pyrsia.bash",
+    "completions/_pyrsia",
+    "completions/pyrsia.fish",
+)
 
 
 def render(page: Path) -> subprocess.CompletedProcess[str]:
@@ -55,11 +66,22 @@ def test_committed_page_is_what_the_cli_generates(tmp_path: Path) -> None:
 
 
 def test_man_renders_the_page_without_warnings(tmp_path: Path) -> None:
-    assert shutil.which("man") and shutil.which("groff"), "man-db and groff-base are missing: run `make tools`"
+    assert shutil.which("man") and shutil.which("groff"), (
+        "man-db and groff-base are missing: run `make tools`"
+    )
     result = render(PAGE)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     page = result.stdout
-    for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "ENVIRONMENT", "FILES", "SEE ALSO"):
+    for heading in (
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "COMMANDS",
+        "ENVIRONMENT",
+        "FILES",
+        "SEE ALSO",
+    ):
         assert f"\n{heading}\n" in page, heading
     assert f"pyrsia {pyrsia.__version__}" in page and "pyrsia log search" in page and "PYRSIA_NODE" in page
     assert all(len(line) <= 80 for line in page.splitlines()), "lines wider than MANWIDTH"
@@ -82,15 +104,18 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert installed.returncode == 0, installed.stderr
     tracked = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, timeout=60, check=True,
+        capture_output=True,
+        timeout=60,
+        check=True,
     ).stdout.split(b"\0")
     source = work / "source"
     for name in filter(None, (t.decode() for t in tracked)):
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
+    script = f"from setuptools import build_meta; print(build_meta.build_sdist({str(work)!r}))"
     built = subprocess.run(
-        [sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_sdist({str(work)!r}))"],
+        [sys.executable, "-c", script],
         cwd=source, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "PYTHONPATH": str(backend)},
     )  # fmt: skip

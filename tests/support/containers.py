@@ -127,7 +127,9 @@ def frozen_binary() -> Path:
 
 
 def _version(binary: Path) -> str:
-    result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=120, check=False
+    )
     return result.stdout.strip()
 
 
@@ -154,13 +156,17 @@ class Podman:
             "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
         }
 
-    def run(self, *argv: str | Path, timeout_s: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str | Path, timeout_s: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             ["podman", *(str(a) for a in argv)],
             capture_output=True, text=True, timeout=timeout_s, env=self.env, check=False,
         )  # fmt: skip
         if check:
-            assert result.returncode == 0, f"podman {' '.join(map(str, argv))}\n{result.stdout}\n{result.stderr}"
+            assert result.returncode == 0, (
+                f"podman {' '.join(map(str, argv))}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def out(self, *argv: str | Path, timeout_s: float = 300) -> str:
@@ -172,7 +178,9 @@ class Podman:
     def build(self, tag: str, dockerfile: Path, context: Path, *args: str) -> str:
         """Builds offline (no network, never pulls); returns the image id."""
         self.run(
-            "build", "--format", "docker", "--network", "none", "--pull=never", *ULIMITS, "-f", dockerfile, "-t", tag, *args, context,
+            # docker format: OCI images drop HEALTHCHECK.
+            "build", "--format", "docker", "--network", "none", "--pull=never", *ULIMITS,
+            "-f", dockerfile, "-t", tag, *args, context,
             timeout_s=BUILD_TIMEOUT_S,
         )  # fmt: skip
         return self.out("image", "inspect", "--format", "{{.Id}}", tag)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("homebrew_generate", ROOT / "packaging" / "homebrew" / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "homebrew_generate", ROOT / "packaging" / "homebrew" / "generate.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
@@ -38,9 +40,8 @@ def blocks_balance(formula: str) -> bool:
         words = line.split("#")[0].split()
         if words[:1] in (["class"], ["def"]) or words[-1:] == ["do"]:
             stack.append(indent)
-        elif words == ["end"]:
-            if not stack or stack.pop() != indent:
-                return False
+        elif words == ["end"] and (not stack or stack.pop() != indent):
+            return False
     return not stack
 
 
@@ -80,18 +81,26 @@ def test_sdist_file_picks_the_sdist_of_that_version_only() -> None:
 
 def test_source_formula_has_one_resource_per_dependency() -> None:
     resources = [
-        gen.Resource(name="PyNaCl", version="1.6.2", url="https://files.example/pynacl-1.6.2.tar.gz", sha256=SHA_A),
-        gen.Resource(name="typer", version="0.29.2", url="https://files.example/typer-0.29.2.tar.gz", sha256=SHA_B),
+        gen.Resource(
+            name="PyNaCl", version="1.6.2", url="https://files.example/pynacl-1.6.2.tar.gz", sha256=SHA_A
+        ),
+        gen.Resource(
+            name="typer", version="0.29.2", url="https://files.example/typer-0.29.2.tar.gz", sha256=SHA_B
+        ),
     ]
     formula = gen.render_source(version="1.2.3", sdist_sha256=SHA_C, resources=resources)
     assert 'url "https://github.com/pyrsia/pyrsia/releases/download/v1.2.3/pyrsia-1.2.3.tar.gz"' in formula
     assert re.findall(r'^  sha256 "(\w+)"$', formula, re.M) == [SHA_C]  # the sdist's, at the top level
-    stanzas = re.findall(r'^  resource "([^"]+)" do\n    url "([^"]+)"\n    sha256 "(\w+)"\n  end$', formula, re.M)
+    stanzas = re.findall(
+        r'^  resource "([^"]+)" do\n    url "([^"]+)"\n    sha256 "(\w+)"\n  end$', formula, re.M
+    )
     assert stanzas == [
         ("pynacl", "https://files.example/pynacl-1.6.2.tar.gz", SHA_A),
         ("typer", "https://files.example/typer-0.29.2.tar.gz", SHA_B),
     ]
-    assert "include Language::Python::Virtualenv" in formula and "virtualenv_install_with_resources" in formula
+    assert (
+        "include Language::Python::Virtualenv" in formula and "virtualenv_install_with_resources" in formula
+    )
     assert 'man1.install "packaging/man/pyrsia.1"' in formula
     assert 'depends_on "libsodium"' in formula and 'ENV["SODIUM_INSTALL"] = "system"' in formula
     assert 'depends_on "rust"' not in formula  # only pydantic-core's sdist needs it
@@ -99,7 +108,9 @@ def test_source_formula_has_one_resource_per_dependency() -> None:
 
 
 def test_binary_formula_lists_only_the_platforms_built() -> None:
-    formula = gen.render_binary(version="1.2.3", assets={"linux-x86_64": SHA_A, "darwin-arm64": SHA_B}, share_sha256=SHA_C)
+    formula = gen.render_binary(
+        version="1.2.3", assets={"linux-x86_64": SHA_A, "darwin-arm64": SHA_B}, share_sha256=SHA_C
+    )
     assert 'version "1.2.3"' in formula
     macos = formula[formula.index("on_macos do") : formula.index("on_linux do")]
     assert "on_arm do" in macos and "on_intel do" not in macos and SHA_B in macos
@@ -122,7 +133,10 @@ def test_share_tarball_is_reproducible_and_laid_out_for_homebrew() -> None:
     assert first != gen.share_tarball_bytes("1.2.4", files)
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["pyrsia-1.2.3-share", *(f"pyrsia-1.2.3-share/{n}" for n in sorted(files))]
+        assert [m.name for m in members] == [
+            "pyrsia-1.2.3-share",
+            *(f"pyrsia-1.2.3-share/{n}" for n in sorted(files)),
+        ]
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
         extracted = tar.extractfile("pyrsia-1.2.3-share/pyrsia.1")
         assert extracted is not None and extracted.read() == files["pyrsia.1"]
