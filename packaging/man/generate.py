@@ -28,7 +28,7 @@ from pyrsia.cli.app import app
 # The only markup our help strings use is rich's inline styles; `[default: …]` and
 # `[env var: …]` in help records must survive, so only these tags are removed.
 RICH_STYLE = re.compile(r"\[/?(?:bold|b|italic|i|underline|u|dim|code)\]")
-ENV_VAR = re.compile(r"\[env var: ([A-Z0-9_]+)\]")
+ENV_VAR = re.compile(r"\[env var: ([A-Z0-9_]+)[;\]]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
