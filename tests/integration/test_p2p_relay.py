@@ -97,3 +97,27 @@ def test_no_circuit_to_a_peer_without_a_reservation(network: tuple[Host, Host, H
     stranger = f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{public.peer_id}"
     with pytest.raises(PeerError, match="no circuit"):
         private.connect(stranger, timeout=10)
+
+
+def test_a_private_node_offers_no_relay_service_and_nobody_reserves_on_it() -> None:
+    hop = "/libp2p/circuit/relay/0.2.0/hop"
+    relaying_private = _host(reachability="private", hole_punching=False)  # relay_service on
+    other_private = _host(reachability="private", relay_service=False, hole_punching=False)
+    public_relay = _host()
+    hosts = (public_relay, relaying_private, other_private)
+    for host in hosts:
+        host.start()
+    try:
+        assert hop not in relaying_private.protocols
+        assert hop in public_relay.protocols
+        for host in (relaying_private, public_relay):
+            other_private.connect(str(host.listen_addrs[0].with_peer(host.peer_id)))
+        info = other_private.wait_identified(relaying_private.peer_id)
+        assert hop not in info.protocols
+        # The other private node reserves on the public relay only.
+        eventually(lambda: bool(other_private.address_kinds()["relayed"]))
+        assert all(public_relay.peer_id in a for a in other_private.address_kinds()["relayed"])
+        assert relaying_private.stats().relay.get("reservations_granted", 0) == 0
+    finally:
+        for host in hosts:
+            host.stop()

@@ -590,6 +590,7 @@ class Host:
         self._later_heap: list[tuple[float, int, Callable[[], None]]] = []
         self._later_seq = itertools.count()
         self._by_protocol = {p: b for b in self._behaviours for p in b.protocols}
+        self._offer_relay()
         self._circuit_addrs: dict[str, tuple[Multiaddr, ...]] = {}  # by relay: swapped whole
         self._reserving: set[str] = set()  # relays asked, not yet answered
         self._reserve_resting: dict[str, float] = {}  # relays that refused or lost ours -> until when
@@ -1466,6 +1467,27 @@ class Host:
             self._reserving.add(relay)
             self._apply(self._relay_client, self._relay_client.reserve(conn.id, self._clock()))
 
+    def _offer_relay(self) -> bool:
+        """Offer the hop protocol only while we are not known to be private: a reservation
+        on a node nobody can dial would be of no use to the one who holds it (go-libp2p's
+        relay service follows reachability the same way). Circuits and reservations already
+        granted run out on their own. True when the offer changed."""
+        hop_id = relay_messages.HOP_PROTOCOL_ID
+        offered = self._relay is not None and self._reachability != "private"
+        if offered == (hop_id in self._by_protocol):
+            return False
+        if offered:
+            assert self._relay is not None
+            self._by_protocol = {**self._by_protocol, hop_id: self._relay}
+        else:
+            self._by_protocol = {p: b for p, b in self._by_protocol.items() if p != hop_id}
+        log.info(
+            "p2p: relay service %s (reachability %s)",
+            "offered" if offered else "withdrawn",
+            self._reachability,
+        )
+        return True
+
     def _release_reservations(self) -> None:
         """A node found reachable needs no relay: give up every reservation (and any asked
         for), so its circuit addresses leave what it advertises."""
@@ -1585,6 +1607,8 @@ class Host:
                 self._reachability = reachability
                 if reachability == "public":
                     self._release_reservations()
+                if self._offer_relay():
+                    self._apply(self._identify, self._identify.push_all())
                 self._reserve_more()
             case ProbeResult(server=server, result=result, address=address, detail=detail):
                 log.debug("p2p: autonat probe by %s: %s %s %s", server, result, address or "", detail)
