@@ -63,6 +63,12 @@ class ScriptedNode:
     def metrics(self) -> str:
         return ""
 
+    def transfers(self) -> list[dict[str, object]]:
+        return []
+
+    def traffic(self) -> Mapping[str, object]:
+        return {}
+
     def start_build(self, kind: str, target: str) -> Mapping[str, object]:
         build_id = REFUSES if target.endswith(":refused") else RUNS if target.endswith(":slow") else COMMITS
         with self.lock:
