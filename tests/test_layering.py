@@ -65,6 +65,7 @@ PURE_MODULES = [
     "p2p/behaviours/exchange/scheduler.py",
     "p2p/behaviours/exchange/wire.py",
     "p2p/behaviours/identify.py",
+    "p2p/behaviours/kad/behaviour.py",
     "p2p/behaviours/kad/core.py",
     "p2p/behaviours/kad/addresses.py",
     "p2p/wire/multiaddr.py",

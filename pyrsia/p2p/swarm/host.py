@@ -1426,9 +1426,10 @@ class Host:
         live = self._live_conn(dial.peer)
         if live is not None and live.carrier is None:
             return
-        remaining = [a for a in dial.addrs if a.tcp_endpoint() is not None][
-            : addresses.BOOK_ADDRESSES_PER_PEER_MAX
-        ]
+        # Direct TCP addresses first, then circuits through a relay (`dial` reaches those).
+        direct = [a for a in dial.addrs if a.tcp_endpoint() is not None]
+        relayed = [a for a in dial.addrs if a.is_relayed]
+        remaining = [*direct, *relayed][: addresses.BOOK_ADDRESSES_PER_PEER_MAX]
         errors: list[str] = []
 
         def next_address() -> None:
@@ -1439,6 +1440,10 @@ class Host:
                 self._to_owner(behaviour, failed)
                 return
             address = remaining.pop(0)
+            if address.is_relayed:
+                circuit = self.dial(address.without_peer().with_peer(dial.peer))
+                circuit.add_done_callback(lambda f: self._post(lambda: done(f, address)))
+                return
             endpoint = address.tcp_endpoint()
             assert endpoint is not None
             try:  # an IP literal resolves without a look-up; a name would block: refuse it here
@@ -1815,6 +1820,8 @@ class Host:
         if opening is not None:
             behaviour, tag = opening
             conn.owned[stream_id] = behaviour
+            if getattr(behaviour, "application", False):
+                self._resources.used(conn.id, self._clock())
             opened = sw.StreamOpened(conn=conn.id, stream=stream_id, protocol=protocol, tag=tag)
             self._to_owner(behaviour, opened)
             return
@@ -1832,6 +1839,8 @@ class Host:
         behaviour = self._by_protocol.get(protocol)
         if behaviour is not None:
             conn.owned[stream_id] = behaviour
+            if getattr(behaviour, "application", False):
+                self._resources.used(conn.id, self._clock())
             self._to_owner(behaviour, sw.InboundStream(conn=conn.id, stream=stream_id, protocol=protocol))
         else:
             self._start_handler(conn, stream_id, protocol)
