@@ -241,7 +241,9 @@ class Kad:
         return found[0].remote_ip if found else ""
 
     def publish(self) -> None:
-        """Refresh `published`, the snapshot other threads read (`counts` are read live)."""
+        """Refresh `published`, the snapshot other threads read (`counts` are read live).
+
+        Cheap (lengths and the core's refusal counts), so it runs after every input."""
         core = self.core
         if core is None:
             return
@@ -284,6 +286,11 @@ class Kad:
         return effects
 
     def on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
+        effects = self._on_event(event, now_s)
+        self.publish()  # a few lengths: readers see every input's outcome at once
+        return effects
+
+    def _on_event(self, event: sw.Event, now_s: float) -> Sequence[sw.Effect]:
         match event:
             case sw.ConnectionUp(conn=conn, peer=peer, remote=remote, relayed=relayed):
                 self._conns[conn] = _Conn(peer=peer, remote_ip=_ip_of(remote), relayed=relayed)
@@ -530,7 +537,6 @@ class Kad:
                     self.counts["lookups_done"] += 1
                     tag = self._tags.pop(lookup_id, None)
                     if tag is not None:
-                        self.publish()
                         out.append(sw.Report(conn=sw.NO_CONN, outcome=Finished(tag=tag, done=effect)))
         return out
 

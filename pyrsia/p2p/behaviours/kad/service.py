@@ -344,6 +344,8 @@ class KadService:
             except Exception as exc:
                 future.set_exception(exc)
                 return ()
+            finally:
+                self._behaviour.publish()
             future.set_result(result)
             return effects
 
