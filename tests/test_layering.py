@@ -87,6 +87,7 @@ PURE_MODULES = [
     "p2p/wire/protobuf.py",
     "p2p/ratelimit.py",
     "p2p/behaviours/requests.py",
+    "p2p/behaviours/sync/behaviour.py",
     "p2p/behaviours/sync/core.py",
     "p2p/wire/varint.py",
     "p2p/wire/yamux.py",
