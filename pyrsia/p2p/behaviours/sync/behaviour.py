@@ -309,6 +309,7 @@ class Sync:
                     out += self._open(pending, now_s)
                 case Penalize():
                     out += self._penalize(effect)
+        self.publish(now_s)  # a ban is seen by the shell's handler at once
         return out
 
     def _penalize(self, effect: Penalize) -> list[sw.Effect]:
