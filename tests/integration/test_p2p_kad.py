@@ -349,7 +349,7 @@ def test_streams_past_a_peers_share_are_refused_and_counted(tmp_path: Path) -> N
         results = [raw_exchange(client, host.peer_id, ping) for _ in range(3)]
         assert results == [([], True)] * 3
         assert kad.stats().requests_dropped == 3
-        assert host.stats().refusals["kad_streams_per_peer"] == 3
+        assert host.stats().refusals[f"streams_per_peer:{PROTOCOL_ID}"] == 3
         # The held streams are still served, and once one closes, a new stream is too.
         held[0].write(dm.encode_framed(ping[0]))
         reply = held[0].read_message(dm.MESSAGE_BYTES_MAX, timeout=TIMEOUT_S)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import random
 
 from pyrsia.p2p.behaviours.kad import messages as dm
-from pyrsia.p2p.behaviours.kad.behaviour import PROTOCOL_ID, Finished, Kad, KadLimits, SnapshotDue
+from pyrsia.p2p.behaviours.kad.behaviour import (
+    MALFORMED,
+    PROTOCOL_ID,
+    REQUESTS_OUT,
+    STREAMS,
+    STREAMS_PER_PEER,
+    Finished,
+    Kad,
+    KadLimits,
+    SnapshotDue,
+)
 from pyrsia.p2p.behaviours.kad.core import KadConfig, Kademlia, LookupDone, LookupEnd, ProvideDone
 from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
 from pyrsia.p2p.identity import Identity
@@ -118,7 +128,7 @@ def test_garbage_and_oversized_frames_reset_the_stream() -> None:
     kad.on_event(sw.InboundStream(conn=1, stream=4, protocol=PROTOCOL_ID), 0.0)
     huge = kad.on_event(sw.StreamData(conn=1, stream=4, data=b"\xff\xff\xff\x7f"), 0.0)
     assert huge == [sw.ResetStream(conn=1, stream=4)]
-    assert kad.refusals["kad_malformed"] == 2
+    assert kad.refusals[MALFORMED] == 2
     # Forgotten: later data on those streams is ignored.
     assert kad.on_event(sw.StreamData(conn=1, stream=2, data=b"\x00"), 0.0) == []
 
@@ -157,7 +167,7 @@ def test_streams_past_a_peers_share_or_the_total_are_refused_and_counted() -> No
     assert kad.on_event(sw.InboundStream(conn=2, stream=4, protocol=PROTOCOL_ID), 0.0) == [
         sw.ResetStream(conn=2, stream=4)
     ]
-    assert kad.refusals == {"kad_streams_per_peer": 1, "kad_streams": 1}
+    assert kad.refusals == {STREAMS_PER_PEER: 1, STREAMS: 1}
     assert kad.counts["requests_dropped"] == 2
     # A stream that ends makes room again.
     kad.on_event(sw.StreamEnded(conn=1, stream=2), 0.0)
@@ -309,7 +319,7 @@ def test_outbound_requests_past_the_bound_fail_at_once() -> None:
     kad.add_peer(OTHER, (Multiaddr.parse("/ip4/10.0.0.8/tcp/44000").to_bytes(),), 0.0)
     effects = kad.find_node(dm.peer_id_to_bytes(ME.peer_id)[::-1], "t", 0.0)
     assert len([e for e in effects if isinstance(e, sw.OpenStream)]) == 1
-    assert kad.refusals["kad_requests_out"] >= 1
+    assert kad.refusals[REQUESTS_OUT] >= 1
 
 
 def test_the_table_is_handed_out_for_saving_every_interval() -> None:

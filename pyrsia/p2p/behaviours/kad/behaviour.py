@@ -62,6 +62,12 @@ log = logging.getLogger("pyrsia.p2p.kad")
 
 PROTOCOL_ID = dm.PROTOCOL_ID
 _DIAL = "kad-dial"
+# Refusal names as the swarm's resource manager writes them (`limit:protocol`), so
+# `pyrsia_p2p_refusals_total` reads as it did while kad ran on a handler pool.
+STREAMS_PER_PEER = f"streams_per_peer:{PROTOCOL_ID}"
+STREAMS = f"handlers_busy:{PROTOCOL_ID}"
+MALFORMED = f"malformed:{PROTOCOL_ID}"
+REQUESTS_OUT = f"requests_out:{PROTOCOL_ID}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,11 +345,11 @@ class Kad:
         limits = self.limits
         refusal = None
         if len(self._inbound) >= limits.inbound_streams_max:
-            refusal = "kad_streams"
+            refusal = STREAMS
         elif sum(1 for held in self._inbound.values() if held.peer == known.peer) >= (
             limits.inbound_streams_per_peer_max
         ):
-            refusal = "kad_streams_per_peer"
+            refusal = STREAMS_PER_PEER
         if refusal is not None:
             self.refusals[refusal] += 1
             self.counts["requests_dropped"] += 1
@@ -361,7 +367,7 @@ class Kad:
                 message = None if raw is None else dm.decode(raw)
             except ProtocolViolation as exc:
                 log.debug("kad: malformed request from %s: %s", held.peer, exc)
-                self.refusals["kad_malformed"] += 1
+                self.refusals[MALFORMED] += 1
                 del self._inbound[(conn, stream)]
                 return [*effects, sw.ResetStream(conn=conn, stream=stream)]
             if message is None:
@@ -411,7 +417,7 @@ class Kad:
     def _send(self, send: Send, now_s: float) -> list[sw.Effect]:
         self.counts["requests_out"] += 1
         if len(self._out) >= self.limits.outbound_streams_max:
-            self.refusals["kad_requests_out"] += 1
+            self.refusals[REQUESTS_OUT] += 1
             return self._failed_send(send, "too many kad requests in flight", now_s)
         request_id = send.request_id
         if request_id in self._out:  # the core never reuses an id; a stale one is replaced
@@ -558,4 +564,16 @@ def busy(done: LookupDone | ProvideDone) -> bool:
     return isinstance(done, LookupDone) and done.end is LookupEnd.BUSY
 
 
-__all__ = ["PROTOCOL_ID", "Finished", "Kad", "KadLimits", "KadStats", "SnapshotDue", "busy"]
+__all__ = [
+    "MALFORMED",
+    "PROTOCOL_ID",
+    "REQUESTS_OUT",
+    "STREAMS",
+    "STREAMS_PER_PEER",
+    "Finished",
+    "Kad",
+    "KadLimits",
+    "KadStats",
+    "SnapshotDue",
+    "busy",
+]
