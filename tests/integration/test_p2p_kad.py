@@ -25,6 +25,7 @@ from pyrsia.p2p.behaviours.kad.core import KadConfig
 from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
 from pyrsia.p2p.behaviours.kad.service import PROTOCOL_ID, KadService, KadServiceLimits
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.addresses import AddressFilter
 from pyrsia.p2p.swarm.host import Host, HostConfig
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
@@ -361,3 +362,44 @@ def test_streams_past_a_peers_share_are_refused_and_counted(tmp_path: Path) -> N
         client.stop()
         kad.stop()
         host.stop()
+
+
+def test_a_peer_advertised_only_behind_a_relay_is_reached_through_it(tmp_path: Path) -> None:
+    # The private node advertises no direct address, only its circuit through the relay:
+    # a lookup that must ask it dials the circuit (the behaviour's Dial), not a socket.
+    def node(**changes: object) -> tuple[Host, KadService]:
+        identity = Identity.from_seed(os.urandom(32))
+        config = HostConfig(listen_host="127.0.0.1", listen_port=0, **changes)  # type: ignore[arg-type]
+        host = Host(identity, config).start()
+        return host, KadService(host, identity, config=KadConfig(request_timeout_s=5.0)).start()
+
+    relay, relay_kad = node()
+    private, private_kad = node(
+        reachability="private",
+        relay_service=False,
+        hole_punching=False,
+        no_announce=(AddressFilter.parse("127.0.0.0/8"),),
+    )
+    seeker, seeker_kad = node(relay_service=False, hole_punching=False)
+    relay_address = str(relay.listen_addrs[0].with_peer(relay.peer_id))
+    try:
+        private.connect(relay_address, timeout=TIMEOUT_S)
+        wait_until(lambda: bool(private.address_kinds()["relayed"]), "a reservation on the relay")
+        (circuit,) = private.listen_addrs
+        assert circuit.is_relayed
+        assert private_kad.bootstrap([relay_address], timeout=TIMEOUT_S) == 1
+        wait_until(
+            lambda: private.peer_id in {p for p, _ in relay_kad.peers()},
+            "the relay to table the private node",
+        )
+        assert seeker_kad.bootstrap([relay_address], timeout=TIMEOUT_S) >= 1
+        found = seeker_kad.find_peer(private.peer_id, timeout=TIMEOUT_S)
+        assert [str(a) for a in found] == [str(circuit.without_peer())]
+        info = seeker.peer_info(private.peer_id)
+        assert info is not None and info.relayed
+        assert private.peer_id in {p for p, _ in seeker_kad.peers()}
+    finally:
+        for kad in (seeker_kad, private_kad, relay_kad):
+            kad.stop()
+        for host in (seeker, private, relay):
+            host.stop()

@@ -13,9 +13,10 @@ pings itself. AutoNAT v2 (`behaviours/autonat`): every host answers dial-request
 dials the client back on a connection made for that alone; with reachability "auto"
 the host probes its direct addresses with up to 5 servers per `autonat_interval_s`,
 and the effective reachability (`stats().reachability`) decides whether it reserves
-on relays. Other protocols (kad, sync, exchange, …) register with
-`set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
-bounded worker pool with a blocking `Stream` (read/write/close).
+on relays. Services add behaviours of their own (`add_behaviour`: kad, sync) and
+call into them with `run`; other protocols (sync's inbound streams, exchange, …)
+register with `set_handler(protocol, handler)`; each inbound stream runs
+`handler(stream)` on a bounded worker pool with a blocking `Stream` (read/write/close).
 
 Addresses (rules in `swarm/addresses.py`): a listener on `0.0.0.0` or `::` (dual-stack
 when the system allows) is expanded to the interface addresses, re-read every
@@ -1441,6 +1442,10 @@ class Host:
                 return
             address = remaining.pop(0)
             if address.is_relayed:
+                if not address.components or address.components[0][0] not in ("ip4", "ip6"):
+                    errors.append(f"{address}: the relay is not at an IP address")  # a name would block
+                    next_address()
+                    return
                 circuit = self.dial(address.without_peer().with_peer(dial.peer))
                 circuit.add_done_callback(lambda f: self._post(lambda: done(f, address)))
                 return
