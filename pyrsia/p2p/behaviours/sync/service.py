@@ -5,15 +5,15 @@ thread: every peer whose identify lists the sync protocol is told our status; a
 status exchange is one stream (we send ours, it answers with its own), so both sides
 learn each other's height from one round trip. A fetch is one stream too: `get_blocks`
 out, one `blocks` message back, bounded in count and bytes. The behaviour hands the
-reply, still encoded, to this shell, and one worker thread (`pyrsia-sync-append`, fed
-by a queue of `APPEND_QUEUE_MAX`; the core has at most `fetches_max + 1` fetches in
-flight, and a reply that finds the queue full fails its request) decodes it and puts
-the batch through the chain (`SyncedChain.append_encoded`: each block verified by the
-chain core before it is stored); the outcome — how many blocks came and where our log
-stands after them — goes back to the core through `Host.run`, in the order the
-appends happened, and the core judges the peer. A peer the core drops is
-disconnected, and while its ban lasts it is asked nothing, served no blocks, and its
-statuses are answered but ignored.
+reply, still encoded, to this shell, and one worker thread (`pyrsia-sync-append`,
+started with the first batch, fed by a queue of `APPEND_QUEUE_MAX`; the core has at
+most `fetches_max + 1` fetches in flight, and a reply that finds the queue full fails
+its request) decodes it and puts the batch through the chain
+(`SyncedChain.append_encoded`: each block verified by the chain core before it is
+stored); the outcome — how many blocks came and where our log stands after them —
+goes back to the core through `Host.run`, in the order the appends happened, and the
+core judges the peer. A peer the core drops is disconnected, and while its ban lasts
+it is asked nothing, served no blocks, and its statuses are answered but ignored.
 
 Inbound sync streams (a peer's status, or its `get_blocks`, answered with up to
 `BLOCKS_REPLY_BYTES_MAX` read from disk) are served on the Host's handler pool for
@@ -110,8 +110,6 @@ class SyncService:
             return
         self._running = True
         self._behaviour.start(self._core)  # before the Host drives it
-        self._worker = threading.Thread(target=self._append_loop, name="pyrsia-sync-append", daemon=True)
-        self._worker.start()
         self._host.add_behaviour(self._behaviour, self._on_report)
         self._host.set_handler(sync.PROTOCOL_ID, self._serve, workers=4, streams_per_peer_max=2)
         self._host.subscribe(self._on_peer_event)
@@ -126,15 +124,19 @@ class SyncService:
         self._host.remove_handler(sync.PROTOCOL_ID)
         behaviour = self._behaviour
         self._host.run(behaviour, lambda _now: behaviour.stop())
+        with self._lock:
+            worker = self._worker
+        if worker is None:
+            return
         while True:  # the worker ends after the appends already queued
             try:
                 self._jobs.put(None, timeout=1.0)
                 break
             except queue.Full:
-                if self._worker is None or not self._worker.is_alive():
+                if not worker.is_alive():
                     break
-        if self._worker is not None and threading.current_thread() is not self._worker:
-            self._worker.join(5.0)
+        if threading.current_thread() is not worker:
+            worker.join(5.0)
 
     # -- what the node tells us and asks ---------------------------------------------
 
@@ -194,6 +196,12 @@ class SyncService:
     def _on_report(self, _peer: str | None, outcome: object) -> None:
         if not isinstance(outcome, Fetched):
             return
+        with self._lock:  # started with the first batch: a node that never syncs never has it
+            if self._worker is None and self._running:
+                self._worker = threading.Thread(
+                    target=self._append_loop, name="pyrsia-sync-append", daemon=True
+                )
+                self._worker.start()
         try:
             self._jobs.put_nowait(outcome)
         except queue.Full:
