@@ -26,11 +26,13 @@ read). The asker's listen addrs go to the core only when identify lists kad
 that of the connection, never an address it advertises.
 
 Bounds, each refusal counted by name in `refusals` (the host adds them to
-`pyrsia_p2p_refusals_total`) and in `counts["requests_dropped"]`: inbound kad streams
-per peer (`inbound_streams_per_peer_max`) and in all (`inbound_streams_max`); outbound
-requests in flight (`outbound_streams_max`; one more fails at once); one message's
-size (`messages.MESSAGE_BYTES_MAX`, checked by the framing before it is buffered); and
-the core's own limits. Every `snapshot_interval_s` it reports `SnapshotDue` with the
+`pyrsia_p2p_refusals_total`, named as its resource manager names them): inbound kad
+streams per peer (`inbound_streams_per_peer_max`, `streams_per_peer:…`) and in all
+(`inbound_streams_max`, `handlers_busy:…`), both also in `counts["requests_dropped"]`;
+outbound requests in flight (`outbound_streams_max`, `requests_out:…`; one more fails
+at once); one message's size (`messages.MESSAGE_BYTES_MAX`, checked by the framing
+before it is buffered; `malformed:…` with undecodable ones); and the core's own
+limits. Every `snapshot_interval_s` it reports `SnapshotDue` with the
 table as plain data, for the shell to write off this thread. Pure: no sockets,
 threads, clocks or files.
 """
