@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pyrsia.p2p.behaviours.kad.core import KadConfig
 from pyrsia.p2p.behaviours.kad.messages import Message, MessageType, Peer
 from pyrsia.p2p.behaviours.kad.service import PROTOCOL_ID, KadService, KadServiceLimits
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.addresses import AddressFilter
 from pyrsia.p2p.swarm.host import Host, HostConfig
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
@@ -333,45 +333,73 @@ def test_stopped_service_refuses_calls(tmp_path: Path) -> None:
         host.stop()
 
 
-def test_a_full_input_queue_refuses_inbound_requests(tmp_path: Path) -> None:
-    # The injected clock is the seam: closing the gate stalls the core thread at its
-    # next input, so the one-slot queue fills and further requests must be refused.
-    gate = threading.Event()
-    gate.set()
-
-    def clock() -> float:
-        gate.wait()
-        return time.monotonic()
-
+def test_streams_past_a_peers_share_are_refused_and_counted(tmp_path: Path) -> None:
+    # The kad behaviour holds at most `inbound_streams_per_peer_max` inbound streams of
+    # one peer; more are reset at once and counted, never queued.
     identity = Identity.from_seed(os.urandom(32))
     host = Host(identity, HostConfig(listen_host="127.0.0.1", listen_port=0)).start()
-    limits = KadServiceLimits(inputs_max=1)
-    kad = KadService(host, identity, config=KadConfig(request_timeout_s=20.0), clock=clock, limits=limits)
+    limits = KadServiceLimits(inbound_streams_per_peer_max=2, stream_idle_timeout_s=TIMEOUT_S)
+    kad = KadService(host, identity, config=KadConfig(request_timeout_s=20.0), limits=limits)
     kad.start()
     client = Host(Identity.from_seed(os.urandom(32)), HostConfig(listen_host="127.0.0.1", listen_port=0))
     client.start()
     try:
         client.connect(str(host.listen_addrs[0].with_peer(host.peer_id)), timeout=TIMEOUT_S)
-        gate.clear()
-        results: list[tuple[list[Message], bool]] = []
+        held = [client.open_stream(host.peer_id, [PROTOCOL_ID], timeout=TIMEOUT_S) for _ in range(2)]
         ping = [Message(type=MessageType.PING)]
-        workers = [
-            threading.Thread(target=lambda: results.append(raw_exchange(client, host.peer_id, ping)))
-            for _ in range(4)  # the most streams one peer may hold on the kad protocol
-        ]
-        for worker in workers:
-            worker.start()
-        # One request reaches the stalled core thread, one waits in the queue: 2 are refused.
-        wait_until(lambda: kad.stats().requests_dropped >= 2, "requests to be refused")
-        gate.set()
-        for worker in workers:
-            worker.join(TIMEOUT_S)
-        answered = [replies for replies, _ in results if replies]
-        assert len(results) == 4
-        assert len(answered) == 4 - kad.stats().requests_dropped >= 1
-        assert raw_exchange(client, host.peer_id, ping)[0][0].type is MessageType.PING
+        results = [raw_exchange(client, host.peer_id, ping) for _ in range(3)]
+        assert results == [([], True)] * 3
+        assert kad.stats().requests_dropped == 3
+        assert host.stats().refusals[f"streams_per_peer:{PROTOCOL_ID}"] == 3
+        # The held streams are still served, and once one closes, a new stream is too.
+        held[0].write(dm.encode_framed(ping[0]))
+        reply = held[0].read_message(dm.MESSAGE_BYTES_MAX, timeout=TIMEOUT_S)
+        assert reply is not None and dm.decode(reply).type is MessageType.PING
+        held[0].close()
+        wait_until(lambda: raw_exchange(client, host.peer_id, ping)[0] != [], "a stream to be answered again")
+        assert kad.stats().requests_in >= 2
     finally:
-        gate.set()
         client.stop()
         kad.stop()
         host.stop()
+
+
+def test_a_peer_advertised_only_behind_a_relay_is_reached_through_it(tmp_path: Path) -> None:
+    # The private node advertises no direct address, only its circuit through the relay:
+    # a lookup that must ask it dials the circuit (the behaviour's Dial), not a socket.
+    def node(**changes: object) -> tuple[Host, KadService]:
+        identity = Identity.from_seed(os.urandom(32))
+        config = HostConfig(listen_host="127.0.0.1", listen_port=0, **changes)  # type: ignore[arg-type]
+        host = Host(identity, config).start()
+        return host, KadService(host, identity, config=KadConfig(request_timeout_s=5.0)).start()
+
+    relay, relay_kad = node()
+    private, private_kad = node(
+        reachability="private",
+        relay_service=False,
+        hole_punching=False,
+        no_announce=(AddressFilter.parse("127.0.0.0/8"),),
+    )
+    seeker, seeker_kad = node(relay_service=False, hole_punching=False)
+    relay_address = str(relay.listen_addrs[0].with_peer(relay.peer_id))
+    try:
+        private.connect(relay_address, timeout=TIMEOUT_S)
+        wait_until(lambda: bool(private.address_kinds()["relayed"]), "a reservation on the relay")
+        (circuit,) = private.listen_addrs
+        assert circuit.is_relayed
+        assert private_kad.bootstrap([relay_address], timeout=TIMEOUT_S) == 1
+        wait_until(
+            lambda: private.peer_id in {p for p, _ in relay_kad.peers()},
+            "the relay to table the private node",
+        )
+        assert seeker_kad.bootstrap([relay_address], timeout=TIMEOUT_S) >= 1
+        found = seeker_kad.find_peer(private.peer_id, timeout=TIMEOUT_S)
+        assert [str(a) for a in found] == [str(circuit.without_peer())]
+        info = seeker.peer_info(private.peer_id)
+        assert info is not None and info.relayed
+        assert private.peer_id in {p for p, _ in seeker_kad.peers()}
+    finally:
+        for kad in (seeker_kad, private_kad, relay_kad):
+            kad.stop()
+        for host in (seeker, private, relay):
+            host.stop()

@@ -213,6 +213,8 @@ class Behaviour(Protocol):
     """What the swarm drives. `protocols` are the inbound protocols it answers.
 
     `tick` is called about every `TICK_S` seconds: deadlines, renewals and retries.
+    A behaviour whose class sets `application = True` (kad, sync) carries the node's own
+    traffic: its streams keep a connection from counting as idle, as handlers' streams do.
     """
 
     @property

@@ -14,9 +14,10 @@ dials the client back on a connection made for that alone; with reachability "au
 the host probes its direct addresses with up to 5 servers per `autonat_interval_s`
 (AutoNAT v1, `autonat/v1.py`, served too and asked of servers without v2),
 and the effective reachability (`stats().reachability`) decides whether it reserves
-on relays. Other protocols (kad, sync, exchange, …) register with
-`set_handler(protocol, handler)`; each inbound stream runs `handler(stream)` on a
-bounded worker pool with a blocking `Stream` (read/write/close).
+on relays. Services add behaviours of their own (`add_behaviour`: kad, sync) and
+call into them with `run`; other protocols (sync's inbound streams, exchange, …)
+register with `set_handler(protocol, handler)`; each inbound stream runs
+`handler(stream)` on a bounded worker pool with a blocking `Stream` (read/write/close).
 
 Addresses (rules in `swarm/addresses.py`): a listener on `0.0.0.0` or `::` (dual-stack
 when the system allows) is expanded to the interface addresses, re-read every
@@ -1502,9 +1503,10 @@ class Host:
         live = self._live_conn(dial.peer)
         if live is not None and live.carrier is None:
             return
-        remaining = [a for a in dial.addrs if a.tcp_endpoint() is not None][
-            : addresses.BOOK_ADDRESSES_PER_PEER_MAX
-        ]
+        # Direct TCP addresses first, then circuits through a relay (`dial` reaches those).
+        direct = [a for a in dial.addrs if a.tcp_endpoint() is not None]
+        relayed = [a for a in dial.addrs if a.is_relayed]
+        remaining = [*direct, *relayed][: addresses.BOOK_ADDRESSES_PER_PEER_MAX]
         errors: list[str] = []
 
         def next_address() -> None:
@@ -1515,6 +1517,14 @@ class Host:
                 self._to_owner(behaviour, failed)
                 return
             address = remaining.pop(0)
+            if address.is_relayed:
+                if not address.components or address.components[0][0] not in ("ip4", "ip6"):
+                    errors.append(f"{address}: the relay is not at an IP address")  # a name would block
+                    next_address()
+                    return
+                circuit = self.dial(address.without_peer().with_peer(dial.peer))
+                circuit.add_done_callback(lambda f: self._post(lambda: done(f, address)))
+                return
             endpoint = address.tcp_endpoint()
             assert endpoint is not None
             try:  # an IP literal resolves without a look-up; a name would block: refuse it here
@@ -1931,6 +1941,8 @@ class Host:
         if opening is not None:
             behaviour, tag = opening
             conn.owned[stream_id] = behaviour
+            if getattr(behaviour, "application", False):
+                self._resources.used(conn.id, self._clock())
             opened = sw.StreamOpened(conn=conn.id, stream=stream_id, protocol=protocol, tag=tag)
             self._to_owner(behaviour, opened)
             return
@@ -1948,6 +1960,8 @@ class Host:
         behaviour = self._by_protocol.get(protocol)
         if behaviour is not None:
             conn.owned[stream_id] = behaviour
+            if getattr(behaviour, "application", False):
+                self._resources.used(conn.id, self._clock())
             self._to_owner(behaviour, sw.InboundStream(conn=conn.id, stream=stream_id, protocol=protocol))
         else:
             self._start_handler(conn, stream_id, protocol)

@@ -639,6 +639,10 @@ class Kademlia:
     def provided_keys(self) -> list[bytes]:
         return list(self._provided)
 
+    @property
+    def provided_count(self) -> int:
+        return len(self._provided)
+
     def refusals(self) -> dict[str, int]:
         """Every refusal of the table and the provider store, by name; addresses withheld."""
         table, store = self.table.refused, self.providers.refused
