@@ -198,6 +198,8 @@ class _Reader:
             self.pos += 1
         if self.peek() == "#":
             self.skip_comment()
+        elif self.peek() in tuple(";&|<>()`"):
+            raise self.refuse(f"{self.peek()!r} is shell syntax; a buildspec is read as data, never run")
         elif self.peek() not in ("\n", ""):
             raise self.refuse(f"{name}= must be a single word (quote it), not followed by {self.peek()!r}")
 
@@ -246,8 +248,10 @@ class _Reader:
         text = self.text
         out: list[str] = []
         size = 0
+        opened_on = self.line
         while True:
             if self.pos >= len(text):
+                self.line = opened_on
                 raise self.refuse(f"{name}= has an unterminated double quote")
             char = text[self.pos]
             if char == '"':
