@@ -114,7 +114,8 @@ def _maven_version(maven_home: Path) -> str:
 # -- the work directory -----------------------------------------------------------------
 
 
-def _prepare(work_dir: Path, *, uid: int, drop_privileges: bool, mirror: bool) -> SandboxLayout:
+def prepare_work_dir(work_dir: Path, *, uid: int, drop_privileges: bool, mirror: bool) -> SandboxLayout:
+    """Create WORK's tree (see `plan.py`): home owned by `uid`, settings.xml written."""
     layout = SandboxLayout(work=PurePosixPath(work_dir))
     try:
         work_dir.mkdir(mode=0o755, parents=False, exist_ok=True)
@@ -456,7 +457,7 @@ def run_source_build(
     drop_privileges = os.geteuid() == 0
     if not drop_privileges:
         uid = os.geteuid()
-    layout = _prepare(work_dir, uid=uid, drop_privileges=drop_privileges, mirror=mirror is not None)
+    layout = prepare_work_dir(work_dir, uid=uid, drop_privileges=drop_privileges, mirror=mirror is not None)
     started = time.monotonic()
     try:
         checkout = fetch_source(spec, layout, limits=limits, uid=uid, drop_privileges=drop_privileges)
