@@ -133,6 +133,7 @@ class SourceBuildResult:
     output_dir: str
     builder: BuilderFacts
     log_tail: str
+    log_path: str  # the whole log, capped by RLIMIT_FSIZE; in WORK, removed with it
     wall_time_s: float
 
 

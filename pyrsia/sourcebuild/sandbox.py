@@ -491,5 +491,6 @@ def run_source_build(
             jdk_major=jdk.major, jdk_version=jdk.version, maven_version=toolchain.maven_version
         ),
         log_tail=outcome.log_tail,
+        log_path=str(layout.log),
         wall_time_s=time.monotonic() - started,
     )
