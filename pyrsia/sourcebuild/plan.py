@@ -16,7 +16,9 @@ The sandbox (bubblewrap under `setpriv` and `prlimit`): every namespace unshared
 the network holds only `lo`; `/usr` and `/etc` read-only, `/tmp` a size-capped tmpfs,
 `/` remounted read-only last; a cleared environment with `HOME`, `PATH`, `LANG`,
 `TZ`, `SOURCE_DATE_EPOCH` (the commit's time: every authority derives the same one),
-`JAVA_HOME` and `MAVEN_OPTS` (`-Duser.home=/build`: the uid has no passwd entry);
+`JAVA_HOME` and `MAVEN_OPTS` (`-Duser.home=/build`: the uid has no passwd entry),
+and for `newline=crlf` `JAVA_TOOL_OPTIONS` with `-Dline.separator` (as Reproducible
+Central's Windows-built releases need);
 an unprivileged uid (root inside a sandbox ignores RLIMIT_NPROC); `--die-with-parent`
 so that killing bwrap kills the build (`--new-session` leaves the process group).
 Inside, bash starts socat from `127.0.0.1:MIRROR_PORT_INSIDE` to the bound unix socket,
@@ -245,6 +247,10 @@ def sandbox_argv(
         "MALLOC_ARENA_MAX": "2",
         "PYRSIA_MIRROR": "1" if mirror else "0",
     }
+    if spec.newline == "crlf":
+        # Every JVM of the build reads it (Maven's, surefire's forks), and the JVM's own
+        # parser keeps the quoted CR LF: the mvn script's word splitting never sees it.
+        env["JAVA_TOOL_OPTIONS"] = '-Dline.separator="\r\n"'
     privileges: tuple[str, ...] = ()
     if drop_privileges:
         privileges = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--")

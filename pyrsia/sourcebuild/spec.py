@@ -135,7 +135,7 @@ class Toolchain:
 
     maven_version: str
     jdks: tuple[Jdk, ...]
-    newlines: frozenset[str] = field(default_factory=lambda: frozenset({"lf"}))
+    newlines: frozenset[str] = field(default_factory=lambda: frozenset(NEWLINES))
 
 
 # -- the .buildspec reader ----------------------------------------------------------

@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,6 +226,20 @@ def test_wall_clock_in_a_resource_is_named_as_the_differing_entry(
     assert [entry.name for entry in diff.entries] == ["build-time.properties"]
     assert "build-time.properties" in comparison.reason()
     assert 'koFiles="clock-1.0.jar"' in comparison.buildcompare()
+
+
+def test_crlf_newline_reaches_the_jvm(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    result = run_source_build(
+        _spec(daemon.url("hello"), newline="crlf"),
+        work_dir=scratch / "crlf",
+        mirror=_address(mirror),
+        toolchain=toolchain,
+    )
+    with zipfile.ZipFile(Path(result.output_dir) / "hello-1.0.jar") as jar:
+        properties = jar.read("META-INF/maven/com.example/hello/pom.properties")
+    assert b"\r\n" in properties and properties.count(b"\n") == properties.count(b"\r\n")
 
 
 # -- bad sources ------------------------------------------------------------------------

@@ -3,6 +3,7 @@ sandbox plan (argv, environment, tag resolution), driven directly."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from pathlib import PurePosixPath
@@ -152,6 +153,23 @@ def test_sandbox_argv_drops_privileges_limits_and_isolates() -> None:
     assert argv[inner - 1] == "/usr/bin/bash" and argv[inner + 2 :] == ("bash", *maven_argv(SPEC))
     assert "mvn" not in argv[inner + 1]
     assert f"TCP-LISTEN:{MIRROR_PORT_INSIDE}" in argv[inner + 1] and "umask 022" in argv[inner + 1]
+    assert "JAVA_TOOL_OPTIONS" not in env  # lf is the JVM's own default here
+
+
+def test_crlf_sets_the_line_separator_of_every_jvm() -> None:
+    crlf = dataclasses.replace(SPEC, newline="crlf")
+    argv = sandbox_argv(
+        spec=crlf,
+        jdk=JDK,
+        layout=LAYOUT,
+        limits=SandboxLimits(),
+        uid=4300,
+        source_date_epoch=0,
+        mirror=False,
+        drop_privileges=True,
+    )
+    env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
+    assert env["JAVA_TOOL_OPTIONS"] == '-Dline.separator="\r\n"'
 
 
 def test_without_root_the_uid_is_kept() -> None:

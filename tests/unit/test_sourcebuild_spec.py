@@ -273,10 +273,13 @@ def test_toolchain_support() -> None:
         ({"jdk": "11"}, "jdk 11: this node has JDK 17"),
         ({"tool": "gradle"}, "mvn only"),
         ({"tool": "mvn-3.6.3"}, "Maven 3.8.7 only"),
-        ({"newline": "crlf"}, "newline crlf"),
     ):
         with pytest.raises(ToolchainUnavailable, match=needle):
             require_supported(parse_buildspec(_spec(**change)), TOOLCHAIN)
+    assert require_supported(parse_buildspec(_spec(newline="crlf")), TOOLCHAIN).major == 17
+    lf_only = Toolchain(maven_version="3.8.7", jdks=TOOLCHAIN.jdks, newlines=frozenset({"lf"}))
+    with pytest.raises(ToolchainUnavailable, match="newline crlf: this node builds with lf"):
+        require_supported(parse_buildspec(_spec(newline="crlf")), lf_only)
 
 
 def test_command_is_argv_never_shell_text() -> None:
