@@ -27,6 +27,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -144,7 +145,9 @@ def prepare_work_dir(work_dir: Path, *, uid: int, drop_privileges: bool, mirror:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Git:
-    """Runs git for one build: as the build uid, with the spec's umask, bounded in time and size."""
+    """Runs git for one build: as the build uid, with the spec's umask, under the same
+    watch as the build (time, bytes under WORK); its output goes to files capped by
+    RLIMIT_FSIZE, so a hostile server cannot make the node buffer without bound."""
 
     spec: BuildSpec
     layout: SandboxLayout
@@ -152,38 +155,48 @@ class _Git:
     uid: int
     drop_privileges: bool
 
-    def __call__(self, *args: str, cwd: PurePosixPath) -> str:
+    def __call__(self, *args: str, cwd: PurePosixPath, output_bytes_max: int = LS_REMOTE_BYTES_MAX) -> str:
         limits, repo = self.limits, self.spec.git_repo
-        argv = ("prlimit", f"--fsize={limits.file_bytes_max}", f"--nproc={limits.processes_max}", "--")
+        rlimits = ("prlimit", f"--fsize={limits.file_bytes_max}", f"--nproc={limits.processes_max}", "--")
         user = self.uid if self.drop_privileges else None
         try:
-            done = subprocess.run(
-                (*argv, "git", *args),
-                env=git_environment(self.layout),
-                cwd=str(cwd),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=limits.fetch_time_s_max,
-                umask=self.spec.umask,
-                check=False,
-                user=user,
-                group=user,
-                extra_groups=[] if user is not None else None,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SourceUnavailable(
-                f"{repo}: git {args[0]} took longer than {limits.fetch_time_s_max:g} s"
-            ) from exc
+            with (
+                tempfile.TemporaryFile(dir=self.layout.work) as out,
+                tempfile.TemporaryFile(dir=self.layout.work) as err,
+            ):
+                process = subprocess.Popen(
+                    (*rlimits, "git", *args),
+                    env=git_environment(self.layout),
+                    cwd=str(cwd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    umask=self.spec.umask,
+                    user=user,
+                    group=user,
+                    extra_groups=[] if user is not None else None,
+                )
+                killed_for = _supervise(
+                    process, layout=self.layout, limits=limits, time_s_max=limits.fetch_time_s_max
+                )
+                out.seek(0)
+                answer = out.read(output_bytes_max + 1)
+                err.seek(0, os.SEEK_END)
+                err.seek(max(0, err.tell() - _STDERR_TAIL_CHARS))
+                stderr = err.read().decode(errors="replace").strip().splitlines()
         except OSError as exc:
             raise SourceUnavailable(f"{repo}: cannot run git: {exc}") from exc
-        if len(done.stdout) > LS_REMOTE_BYTES_MAX:
-            raise SourceUnavailable(f"{repo}: git {args[0]} answered more than {LS_REMOTE_BYTES_MAX} bytes")
-        if done.returncode != 0:
-            stderr = done.stderr.decode(errors="replace").strip().splitlines()
-            why = stderr[-1][-_STDERR_TAIL_CHARS:] if stderr else f"exit {done.returncode}"
+        if killed_for == "timeout":
+            raise SourceUnavailable(f"{repo}: git {args[0]} took longer than {limits.fetch_time_s_max:g} s")
+        if killed_for == "output_size":
+            raise SourceUnavailable(f"{repo}: git {args[0]} wrote more than {limits.output_bytes_max} bytes")
+        if len(answer) > output_bytes_max:
+            raise SourceUnavailable(f"{repo}: git {args[0]} answered more than {output_bytes_max} bytes")
+        if process.returncode != 0:
+            why = stderr[-1] if stderr else f"exit {process.returncode}"
             raise SourceUnavailable(f"{repo}: git {args[0]} failed: {why}")
-        out: bytes = done.stdout
-        return out.decode(errors="replace")
+        return answer.decode(errors="replace")
 
 
 def fetch_source(
@@ -276,6 +289,33 @@ def _start_forwarder(layout: SandboxLayout, mirror: MirrorAddress, uid: int) -> 
     return forwarder
 
 
+def _supervise(
+    process: subprocess.Popen[bytes], *, layout: SandboxLayout, limits: SandboxLimits, time_s_max: float
+) -> str:
+    """Wait for `process`; kill its whole group past `time_s_max` or `limits.output_bytes_max`
+    bytes under WORK. Returns what it was killed for: `""`, `timeout` or `output_size`."""
+    started = time.monotonic()
+    killed_for = ""
+    try:
+        while True:
+            try:
+                process.wait(timeout=limits.poll_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - started > time_s_max:
+                killed_for = "timeout"
+            elif disk_usage_bytes(Path(layout.work)) > limits.output_bytes_max:
+                killed_for = "output_size"
+            if killed_for:
+                _kill_group(process)
+                break
+    finally:
+        if process.returncode is None:
+            _kill_group(process)
+    return killed_for
+
+
 def _execute(argv: Sequence[str], *, layout: SandboxLayout, limits: SandboxLimits) -> SandboxOutcome:
     started = time.monotonic()
     try:
@@ -290,24 +330,7 @@ def _execute(argv: Sequence[str], *, layout: SandboxLayout, limits: SandboxLimit
             )
     except OSError as exc:
         raise BuildFailed(f"cannot start the sandbox: {exc}", reason="sandbox") from exc
-    killed_for = ""
-    try:
-        while True:
-            try:
-                process.wait(timeout=limits.poll_s)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() - started > limits.wall_time_s_max:
-                killed_for = "timeout"
-            elif disk_usage_bytes(Path(layout.work)) > limits.output_bytes_max:
-                killed_for = "output_size"
-            if killed_for:
-                _kill_group(process)
-                break
-    finally:
-        if process.returncode is None:
-            _kill_group(process)
+    killed_for = _supervise(process, layout=layout, limits=limits, time_s_max=limits.wall_time_s_max)
     elapsed = time.monotonic() - started
     tail = _log_tail(layout.log, limits.log_tail_bytes_max)
     if killed_for == "timeout":
