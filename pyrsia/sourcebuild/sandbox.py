@@ -10,7 +10,9 @@ Everything decided is decided in `plan.py`; this module runs it. Rules:
 - the wall clock and the bytes under WORK are watched every `limits.poll_s`; past
   either, the whole process group is killed with SIGKILL (bwrap's `--die-with-parent`
   and the pid namespace take every process of the build with it) and the build's
-  home is removed: `BuildFailed(reason="timeout" | "output_size")`;
+  home is removed: `BuildFailed(reason="timeout" | "output_size")`. The byte watch is
+  reactive: a fast writer overshoots by what it writes in one poll (RLIMIT_FSIZE
+  still caps each file); a hard cap would need a filesystem per build;
 - outputs are read from the tree the build controlled without following symlinks
   (`O_NOFOLLOW` on every path component, regular files only, at most
   `limits.file_bytes_max` bytes) and copied to WORK/out;
@@ -423,7 +425,11 @@ def collect_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimit
         for name in names:
             outputs.append(_copy_out(layout, f"src/target/{name}", name, limits))
         outputs.append(_copy_out(layout, "src/pom.xml", pom, limits))
-    except OSError as exc:
+    except (OSError, BuildFailed) as exc:
+        for copied in Path(layout.out).iterdir():  # all outputs or none
+            copied.unlink()
+        if isinstance(exc, BuildFailed):
+            raise
         raise BuildFailed(f"cannot collect the build's outputs: {exc}", reason="no_output") from exc
     return tuple(sorted(outputs, key=lambda f: f.name))
 
