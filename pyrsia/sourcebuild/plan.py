@@ -13,7 +13,8 @@ testable without running anything. A build's directory on the host:
       out/                the collected outputs, copied out without following links
 
 The sandbox (bubblewrap under `setpriv` and `prlimit`): every namespace unshared, so
-the network holds only `lo`; `/usr` and `/etc` read-only, `/tmp` a size-capped tmpfs,
+the network holds only `lo`; `/usr` and the few `/etc` entries a JDK and Maven need
+(`ETC_ALLOWED`) read-only, `/tmp` a size-capped tmpfs,
 `/` remounted read-only last; a cleared environment with `HOME`, `PATH`, `LANG`,
 `TZ`, `SOURCE_DATE_EPOCH` (the commit's time: every authority derives the same one),
 `JAVA_HOME` and `MAVEN_OPTS` (`-Duser.home=/build`: the uid has no passwd entry),
@@ -31,6 +32,7 @@ and the total bytes of WORK. Pure.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -46,6 +48,27 @@ MIRROR_PORT_INSIDE = 8081
 BUILD_UID_DEFAULT = 4242
 GIT_PROTOCOLS = "file:git:http:https"
 LS_REMOTE_BYTES_MAX = 16 * 1024 * 1024
+# What a JDK and Maven need from /etc; the rest of the host's configuration (a node's own
+# config, daemons' settings, /etc/mavenrc that would make one authority's build differ)
+# stays out. `java*` covers each JDK's conf links (/etc/java-17-openjdk).
+ETC_ALLOWED = (
+    "alternatives",
+    "java*",
+    "maven",
+    "ssl",
+    "ca-certificates",
+    "localtime",
+    "timezone",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "passwd",
+    "group",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+)
+ETC_ENTRIES = tuple(name for name in ETC_ALLOWED if "*" not in name)
 _GIB = 1024 * 1024 * 1024
 _MIB = 1024 * 1024
 
@@ -230,9 +253,13 @@ def sandbox_argv(
     source_date_epoch: int,
     mirror: bool,
     drop_privileges: bool,
+    etc_entries: tuple[str, ...] = ETC_ENTRIES,
     argv: tuple[str, ...] | None = None,
 ) -> tuple[str, ...]:
-    """setpriv + prlimit + bwrap + the inner script + the build's argv (`maven_argv` unless given)."""
+    """setpriv + prlimit + bwrap + the inner script + the build's argv (`maven_argv` unless given).
+
+    `etc_entries` are the names under /etc the sandbox sees (`etc_visible` picks them
+    from a listing of the host's /etc)."""
     maven_opts = " ".join(
         (f"-Duser.home={SANDBOX_HOME}", f"-Xmx{limits.heap_bytes_max // _MIB}m", *spec.maven_opts)
     )
@@ -274,9 +301,7 @@ def sandbox_argv(
         "--ro-bind",
         "/usr",
         "/usr",
-        "--ro-bind",
-        "/etc",
-        "/etc",
+        *(arg for name in etc_entries for arg in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")),
         "--symlink",
         "usr/lib",
         "/lib",
@@ -314,6 +339,11 @@ def sandbox_argv(
     inner = _INNER.format(port=MIRROR_PORT_INSIDE, socket=f"{SANDBOX_RUN}/mirror.sock", umask=spec.umask)
     command = argv if argv is not None else maven_argv(spec)
     return (*privileges, *rlimits, *bwrap, "/usr/bin/bash", "-c", inner, "bash", *command)
+
+
+def etc_visible(listing: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The names of a host /etc listing that `ETC_ALLOWED` lets into the sandbox, sorted."""
+    return tuple(sorted(name for name in listing if any(fnmatch.fnmatchcase(name, p) for p in ETC_ALLOWED)))
 
 
 def mirror_forwarder_argv(layout: SandboxLayout, *, uid: int, host: str, port: int) -> tuple[str, ...]:

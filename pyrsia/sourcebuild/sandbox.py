@@ -47,6 +47,7 @@ from pyrsia.sourcebuild.plan import (
     SourceBuildResult,
     SourceCheckout,
     clone_argv,
+    etc_visible,
     git_environment,
     maven_argv,
     maven_settings,
@@ -434,6 +435,13 @@ def collect_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimit
     return tuple(sorted(outputs, key=lambda f: f.name))
 
 
+def _etc_listing() -> list[str]:
+    try:
+        return os.listdir("/etc")
+    except OSError:
+        return []
+
+
 def run_in_sandbox(
     argv: Sequence[str],
     *,
@@ -458,6 +466,7 @@ def run_in_sandbox(
             source_date_epoch=source_date_epoch,
             mirror=mirror is not None,
             drop_privileges=drop_privileges,
+            etc_entries=etc_visible(_etc_listing()),
             argv=tuple(argv),
         )
         return _execute(full, layout=layout, limits=limits)

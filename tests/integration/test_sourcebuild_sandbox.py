@@ -343,6 +343,7 @@ def test_writes_outside_the_build_directory_fail(scratch: Path, toolchain: Toolc
         for target in targets
     )
     script += f"echo inside > /build/{token} && echo 'wrote home'\n"
+    script += "test -e /etc/hostname && echo 'sees /etc/hostname' || echo 'no /etc/hostname'\n"
     layout, outcome = _sandbox(scratch, "writes", 4262, ["bash", "-c", script], toolchain)
     assert outcome.exit_code == 0, outcome.log_tail
     for target in targets[:4]:
@@ -350,6 +351,7 @@ def test_writes_outside_the_build_directory_fail(scratch: Path, toolchain: Toolc
         assert not Path(target).exists()
     assert not Path(f"/tmp/{token}").exists()  # the sandbox's /tmp is its own tmpfs
     assert (Path(layout.home) / token).read_text() == "inside\n"  # its own directory is writable
+    assert "no /etc/hostname" in outcome.log_tail  # host configuration outside ETC_ALLOWED is not there
 
 
 def test_an_unbounded_fork_is_capped_and_killed(scratch: Path, toolchain: Toolchain) -> None:

@@ -17,6 +17,7 @@ from pyrsia.sourcebuild.plan import (
     SandboxLayout,
     SandboxLimits,
     clone_argv,
+    etc_visible,
     git_environment,
     maven_argv,
     maven_settings,
@@ -143,6 +144,8 @@ def test_sandbox_argv_drops_privileges_limits_and_isolates() -> None:
     assert max(i for i, a in enumerate(argv) if a in ("--bind", "--ro-bind", "--tmpfs")) < remount
     binds = [argv[i + 1 : i + 3] for i, a in enumerate(argv) if a == "--bind"]
     assert binds == [(str(LAYOUT.home), "/build")]
+    read_only = [argv[i + 1] for i, a in enumerate(argv) if a in ("--ro-bind", "--ro-bind-try")]
+    assert "/etc" not in read_only and "/etc/maven" in read_only and "/etc/alternatives" in read_only
     env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
     assert env["SOURCE_DATE_EPOCH"] == "1704067200"
     assert env["TZ"] == "America/New_York"
@@ -184,6 +187,21 @@ def test_without_root_the_uid_is_kept() -> None:
         drop_privileges=False,
     )
     assert argv[0] == "prlimit" and "setpriv" not in argv
+
+
+def test_only_what_a_jdk_and_maven_need_from_etc_is_visible() -> None:
+    listing = [
+        "java-17-openjdk",
+        "java",
+        "maven",
+        "mavenrc",
+        "pyrsia",
+        "docker",
+        "shadow",
+        "passwd",
+        "hostname",
+    ]
+    assert etc_visible(listing) == ("java", "java-17-openjdk", "maven", "passwd")
 
 
 def test_maven_argv_puts_the_sandbox_settings_first() -> None:
