@@ -32,7 +32,8 @@ compare: SHA-256 over the canonical msgpack (`translog.codec`) of the map in
 `umask`, `timezone`, `mavenOpts`; `command` and `mavenOpts` as arrays of argv
 strings, `buildinfo` `""` when absent — written `sha256:<hex>`. Both spellings of one
 spec have one digest; cosmetic variables (`display`, `issue`, `diffoscope`) are not
-part of it. Pure.
+part of it; `spec_from_canonical` reads that map back (an authority re-checks a
+peer's spec field by field) and `spec_from_flags` builds a spec from the CLI's flags. Pure.
 """
 
 from __future__ import annotations
@@ -410,6 +411,29 @@ def spec_from_fields(fields: Mapping[str, Any]) -> BuildSpec:
     )
 
 
+def spec_from_flags(
+    *, git: str, tag: str, gav: str, jdk: str | int, command: str, tool: str = "mvn", newline: str = "lf"
+) -> BuildSpec:
+    """`pyrsia build source --git URL --tag TAG --gav G:A:V --jdk N --command "…"` as a spec."""
+    parts = gav.split(":")
+    if len(parts) != 3:
+        raise BuildSpecInvalid(f"{gav[:200]!r} is not GROUP:ARTIFACT:VERSION")
+    group_id, artifact_id, version = parts
+    return spec_from_fields(
+        {
+            "groupId": group_id,
+            "artifactId": artifact_id,
+            "version": version,
+            "gitRepo": git,
+            "gitTag": tag,
+            "tool": tool,
+            "jdk": jdk,
+            "newline": newline,
+            "command": command,
+        }
+    )
+
+
 def _jdk(value: Any) -> int:
     if value is None or value == "":
         raise BuildSpecInvalid("spec has no jdk")
@@ -587,6 +611,37 @@ def canonical_fields(spec: BuildSpec) -> dict[str, Any]:
         "timezone": spec.timezone,
         "mavenOpts": list(spec.maven_opts),
     }
+
+
+def spec_from_canonical(fields: Mapping[str, Any]) -> BuildSpec:
+    """`canonical_fields` back into a spec, every field checked again: what an authority
+    does with a spec that arrived from a peer."""
+    if fields.get("format") != SPEC_FORMAT:
+        raise BuildSpecInvalid(f"spec format must be {SPEC_FORMAT}, not {str(fields.get('format'))[:40]!r}")
+    unknown = sorted(set(fields) - set(canonical_fields_keys()))
+    if unknown:
+        raise BuildSpecInvalid(f"spec has unknown keys: {', '.join(unknown)[:200]}")
+    options = fields.get("mavenOpts", [])
+    if not isinstance(options, list | tuple) or not all(isinstance(o, str) for o in options):
+        raise BuildSpecInvalid("spec mavenOpts must be a list of strings")
+    umask = fields.get("umask", 0o022)
+    if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+        raise BuildSpecInvalid("spec umask must be an integer mode")
+    spec = spec_from_fields(
+        {
+            **{name: fields.get(name) for name in FIELDS},
+            "umask": f"{umask:03o}",
+            "timezone": fields.get("timezone"),
+            "MAVEN_OPTS": " ".join(shlex.quote(option) for option in options),
+        }
+    )
+    if list(spec.maven_opts) != list(options):
+        raise BuildSpecInvalid("spec mavenOpts must be -Dname=value and -X options without spaces")
+    return spec
+
+
+def canonical_fields_keys() -> tuple[str, ...]:
+    return ("format", *FIELDS, "umask", "timezone", "mavenOpts")
 
 
 def spec_digest(spec: BuildSpec) -> str:

@@ -21,6 +21,8 @@ from pyrsia.sourcebuild.spec import (
     read_buildspec,
     require_supported,
     spec_digest,
+    spec_from_canonical,
+    spec_from_flags,
 )
 
 # The shape of a real Reproducible Central spec (commons-lang3 3.17.0), with a
@@ -302,3 +304,30 @@ def test_shellish_text_parses_or_refuses_cleanly(text: str) -> None:
     except BuildSpecInvalid:
         return
     assert all(len(v) <= VALUE_CHARS_MAX for v in values.values())
+
+
+def test_canonical_fields_round_trip_and_are_checked_again() -> None:
+    spec = parse_buildspec(_spec() + b"umask=002\nMAVEN_OPTS='-Duser.country=US'\n")
+    fields = canonical_fields(spec)
+    assert spec_from_canonical(fields) == spec
+    assert spec_digest(spec_from_canonical(fields)) == spec_digest(spec)
+    for change, needle in (
+        ({"format": "other/1"}, "format must be"),
+        ({"command": ["mvn", "package;id"]}, "shell syntax"),
+        ({"gitTag": "refs/heads/main"}, "names a branch"),
+        ({"mavenOpts": ["-Dx=a b"]}, "MAVEN_OPTS"),
+        ({"umask": "022"}, "umask must be"),
+        ({"extra": 1}, "unknown keys: extra"),
+    ):
+        with pytest.raises(BuildSpecInvalid, match=needle):
+            spec_from_canonical({**fields, **change})
+
+
+def test_cli_flags_make_the_same_spec() -> None:
+    flags = spec_from_flags(
+        git="git://127.0.0.1:9418/hello.git", tag="v1.0", gav="com.example:hello:1.0", jdk="17",
+        command="mvn package -DskipTests",
+    )  # fmt: skip
+    assert flags == parse_buildspec(_spec())
+    with pytest.raises(BuildSpecInvalid, match="GROUP:ARTIFACT:VERSION"):
+        spec_from_flags(git="git://h/x.git", tag="v1", gav="com.example:hello", jdk=17, command="mvn package")
