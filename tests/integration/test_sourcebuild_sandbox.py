@@ -244,6 +244,28 @@ def test_crlf_newline_reaches_the_jvm(
     assert b"\r\n" in properties and properties.count(b"\n") == properties.count(b"\r\n")
 
 
+def test_another_jdk_major_builds_and_its_difference_is_named(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    majors = sorted(jdk.major for jdk in toolchain.jdks if jdk.major >= 17)
+    if len(majors) < 2:
+        pytest.skip("needs two JDK majors of 17 or later under /usr/lib/jvm")
+    builds = [
+        run_source_build(
+            _spec(daemon.url("hello"), jdk=str(major)),
+            work_dir=scratch / f"jdk-{major}",
+            mirror=_address(mirror),
+            toolchain=toolchain,
+        )
+        for major in majors[:2]
+    ]
+    assert [b.builder.jdk_major for b in builds] == majors[:2]
+    comparison = compare_outputs(builds[0].outputs, builds[1].outputs)
+    (diff,) = comparison.ko_files
+    assert diff.name == "hello-1.0.jar"
+    assert "META-INF/MANIFEST.MF" in [entry.name for entry in diff.entries]  # Build-Jdk-Spec
+
+
 # -- bad sources ------------------------------------------------------------------------
 
 
