@@ -56,6 +56,11 @@ status code.
     │   ├── NotAnAuthority           403 only an authorized node may do this (authorize-node, verify)
     │   └── PublishRefused           422 the authorities refused a transaction (names each reason)
     ├── BuildUnknown                 404 no build with that id on this node
+    ├── SourceBuildError             a build from source was refused or failed
+    │   ├── BuildSpecInvalid         400 (exit 2) a spec that cannot be read or is refused (names the field)
+    │   │   └── ToolchainUnavailable 422 a tool or JDK this node cannot provide
+    │   ├── SourceUnavailable        502 clone failed, no such tag, or the ref names a branch
+    │   └── BuildFailed              500 the sandboxed build failed; `reason` names the limit or exit
     └── TranslogError                500 (the transparency log)
         ├── ChainBroken              500 (a block does not verify; names its height)
         ├── TxInvalid                400 (a transaction is malformed or its signature fails)
@@ -400,3 +405,43 @@ class StreamClosed(PeerError):
 
 class ExchangeFailed(PeerError):
     """Every provider of a blob was evicted (bad chunk, stall, refusal) or left; names them."""
+
+
+class SourceBuildError(PyrsiaError):
+    """A build from source was refused or failed; only that build is affected."""
+
+    code = "SOURCE_BUILD_ERROR"
+
+
+class BuildSpecInvalid(SourceBuildError):
+    """A build spec that cannot be read, or that asks for something pyrsia refuses to run."""
+
+    http_status = 400
+    exit_code = 2
+    code = "BUILDSPEC_INVALID"
+
+
+class ToolchainUnavailable(BuildSpecInvalid):
+    """The spec needs a build tool or JDK that this node does not have."""
+
+    http_status = 422
+    code = "TOOLCHAIN_UNAVAILABLE"
+
+
+class SourceUnavailable(SourceBuildError):
+    """The source repository cannot be cloned, lacks the tag, or the ref is a branch."""
+
+    http_status = 502
+    code = "SOURCE_UNAVAILABLE"
+
+
+class BuildFailed(SourceBuildError):
+    """The sandboxed build ended without outputs: `reason` is `exit`, `timeout`, `output_size`,
+    `no_output` or `sandbox`; `log_tail` holds the end of its output."""
+
+    code = "BUILD_FAILED"
+
+    def __init__(self, message: str, *, reason: str, log_tail: str = "") -> None:
+        super().__init__(message, detail={"reason": reason, "log_tail": log_tail})
+        self.reason = reason
+        self.log_tail = log_tail

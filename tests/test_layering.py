@@ -3,7 +3,7 @@
 Layers, lowest first: a package may import its own modules and those of lower
 layers, never a peer or a higher one, so no two packages can form a cycle:
 
-    errors, pyrsia  <  durable, formats, setup  <  config  <  translog, http  <  upstream, p2p
+    errors, pyrsia  <  durable, formats, setup  <  config  <  translog, http  <  upstream, p2p, web, sourcebuild
         <  consensus  <  artifacts  <  registry  <  node  <  cli  <  __main__
 
 Pure cores (the modules listed below) also import nothing that touches sockets,
@@ -24,7 +24,7 @@ LAYERS = [
     {"durable", "formats", "setup"},
     {"config"},
     {"translog", "http"},
-    {"upstream", "p2p", "web"},
+    {"upstream", "p2p", "web", "sourcebuild"},
     {"consensus"},
     {"artifacts"},
     {"registry"},
@@ -102,6 +102,10 @@ PURE_MODULES = [
     "p2p/wire/varint.py",
     "p2p/wire/yamux.py",
     "cli/layout.py",
+    "sourcebuild/__init__.py",
+    "sourcebuild/compare.py",
+    "sourcebuild/plan.py",
+    "sourcebuild/spec.py",
 ]
 FORBIDDEN_IMPORTS = {
     "socket",

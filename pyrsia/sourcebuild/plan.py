@@ -1,0 +1,361 @@
+"""The sandbox plan: every path, argv, environment variable and limit of one build.
+
+`sandbox.py` executes what this module decides; keeping the decisions here makes them
+testable without running anything. A build's directory on the host:
+
+    WORK/                 the caller's, 0755 root; removed by the caller
+      build.log           mvn's stdout and stderr (opened by the node, capped by RLIMIT_FSIZE)
+      run/mirror.sock     the node's Maven mirror, forwarded by socat (mode 0600, the build uid)
+      home/               → /build in the sandbox, owned by the build uid
+        src/              the clone (umask from the spec, 022 by default)
+        m2/               the build's own writable local Maven repository
+        settings.xml      one mirror for `*`: http://127.0.0.1:MIRROR_PORT_INSIDE/…
+      out/                the collected outputs, copied out without following links
+
+The sandbox (bubblewrap under `setpriv` and `prlimit`): every namespace unshared, so
+the network holds only `lo`; `/usr` and the few `/etc` entries a JDK and Maven need
+(`ETC_ALLOWED`) read-only, `/tmp` a size-capped tmpfs,
+`/` remounted read-only last; a cleared environment with `HOME`, `PATH`, `LANG`,
+`TZ`, `SOURCE_DATE_EPOCH` (the commit's time: every authority derives the same one),
+`JAVA_HOME` and `MAVEN_OPTS` (`-Duser.home=/build`: the uid has no passwd entry),
+and for `newline=crlf` `JAVA_TOOL_OPTIONS` with `-Dline.separator` (as Reproducible
+Central's Windows-built releases need);
+an unprivileged uid (root inside a sandbox ignores RLIMIT_NPROC); `--die-with-parent`
+so that killing bwrap kills the build (`--new-session` leaves the process group).
+Inside, bash starts socat from `127.0.0.1:MIRROR_PORT_INSIDE` to the bound unix socket,
+waits for it, sets the spec's umask and `exec`s the spec's mvn argv — passed as
+arguments, never as shell text. Limits: RLIMIT_NPROC (counts every thread of the uid,
+so concurrent builds need distinct uids), RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE (any one
+file, the log included), RLIMIT_NOFILE, no core dumps; the shell adds the wall clock
+and the total bytes of WORK. Pure.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+from xml.sax.saxutils import escape
+
+from pyrsia.errors import SourceUnavailable
+from pyrsia.sourcebuild.compare import OutputFile
+from pyrsia.sourcebuild.spec import BuildSpec, Jdk
+
+SANDBOX_HOME = "/build"
+SANDBOX_RUN = "/run/pyrsia"
+MIRROR_PORT_INSIDE = 8081
+BUILD_UID_DEFAULT = 4242
+GIT_PROTOCOLS = "file:git:http:https"
+LS_REMOTE_BYTES_MAX = 16 * 1024 * 1024
+# What a JDK and Maven need from /etc; the rest of the host's configuration (a node's own
+# config, daemons' settings, /etc/mavenrc that would make one authority's build differ)
+# stays out. `java*` covers each JDK's conf links (/etc/java-17-openjdk).
+ETC_ALLOWED = (
+    "alternatives",
+    "java*",
+    "maven",
+    "ssl",
+    "ca-certificates",
+    "localtime",
+    "timezone",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "passwd",
+    "group",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+)
+ETC_ENTRIES = tuple(name for name in ETC_ALLOWED if "*" not in name)
+_GIB = 1024 * 1024 * 1024
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxLimits:
+    """What one build may use; a normal release build stays far below each."""
+
+    wall_time_s_max: float = 1800.0
+    fetch_time_s_max: float = 600.0
+    cpu_time_s_max: int = 3600
+    memory_bytes_max: int = 8 * _GIB  # RLIMIT_AS: the JVM reserves far more than it touches
+    heap_bytes_max: int = 2 * _GIB  # -Xmx, so the JVM fits under RLIMIT_AS
+    processes_max: int = 512  # RLIMIT_NPROC of the build uid: processes and threads
+    file_bytes_max: int = 1 * _GIB  # RLIMIT_FSIZE: any one file
+    output_bytes_max: int = 4 * _GIB  # disk used by WORK, checked every poll
+    tmp_bytes_max: int = 256 * _MIB  # the sandbox's /tmp tmpfs
+    open_files_max: int = 4096
+    log_tail_bytes_max: int = 16 * 1024
+    poll_s: float = 0.25
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxLayout:
+    """The host paths of one build (see the module docstring)."""
+
+    work: PurePosixPath
+
+    @property
+    def log(self) -> PurePosixPath:
+        return self.work / "build.log"
+
+    @property
+    def run(self) -> PurePosixPath:
+        return self.work / "run"
+
+    @property
+    def mirror_socket(self) -> PurePosixPath:
+        return self.run / "mirror.sock"
+
+    @property
+    def home(self) -> PurePosixPath:
+        return self.work / "home"
+
+    @property
+    def source(self) -> PurePosixPath:
+        return self.home / "src"
+
+    @property
+    def settings(self) -> PurePosixPath:
+        return self.home / "settings.xml"
+
+    @property
+    def out(self) -> PurePosixPath:
+        return self.work / "out"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceCheckout:
+    """The source as cloned: `commit` is the full hash every authority must agree on."""
+
+    git_repo: str
+    ref: str
+    commit: str
+    commit_time: int  # seconds since the epoch; the build's SOURCE_DATE_EPOCH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuilderFacts:
+    jdk_major: int
+    jdk_version: str
+    maven_version: str
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"jdk": self.jdk_version, "jdkMajor": self.jdk_major, "maven": self.maven_version}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceBuildResult:
+    """A finished build: its outputs (in `output_dir`), the commit, the builder, the log tail."""
+
+    spec_digest: str
+    git_repo: str
+    commit: str
+    source_date_epoch: int
+    outputs: tuple[OutputFile, ...]
+    output_dir: str
+    builder: BuilderFacts
+    log_tail: str
+    log_path: str  # the whole log, capped by RLIMIT_FSIZE; in WORK, removed with it
+    wall_time_s: float
+
+
+def resolve_tag(ls_remote: str, tag: str, *, git_repo: str) -> str:
+    """The commit a tag names, from `git ls-remote --tags --heads` output.
+
+    A name the remote lists only under refs/heads is a branch and is refused; an
+    annotated tag resolves to its peeled commit (`refs/tags/T^{}`)."""
+    refs: dict[str, str] = {}
+    for line in ls_remote.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref:
+            refs[ref.strip()] = sha.strip()
+    peeled = refs.get(f"refs/tags/{tag}^{{}}") or refs.get(f"refs/tags/{tag}")
+    if peeled is not None:
+        return peeled
+    if f"refs/heads/{tag}" in refs:
+        raise SourceUnavailable(
+            f"{git_repo}: {tag!r} is a branch, not a tag; a tag or a full commit is built"
+        )
+    raise SourceUnavailable(f"{git_repo} has no tag {tag!r}")
+
+
+def git_environment(layout: SandboxLayout) -> dict[str, str]:
+    """git's whole environment: no system or user config, no prompts, four protocols only."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(layout.home),
+        "LANG": "C",
+        "TZ": "UTC",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+    }
+
+
+def clone_argv(spec: BuildSpec, layout: SandboxLayout) -> tuple[str, ...]:
+    common = ("git", "-c", "advice.detachedHead=false", "-c", "core.symlinks=true", "clone", "-q")
+    if spec.pins_commit:
+        return (*common, "--no-checkout", "--", spec.git_repo, str(layout.source))
+    return (*common, "--depth", "1", "--branch", spec.git_tag, "--", spec.git_repo, str(layout.source))
+
+
+def maven_settings(*, mirror: bool) -> str:
+    """settings.xml: every repository through the node's mirror, or none at all (offline)."""
+    mirrors = ""
+    if mirror:
+        url = escape(f"http://127.0.0.1:{MIRROR_PORT_INSIDE}/maven2/")
+        mirrors = f"<mirrors><mirror><id>pyrsia</id><mirrorOf>*</mirrorOf><url>{url}</url></mirror></mirrors>"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<settings xmlns="http://maven.apache.org/SETTINGS/1.0.0">'
+        f"<localRepository>{SANDBOX_HOME}/m2</localRepository><interactiveMode>false</interactiveMode>"
+        f"{mirrors}</settings>\n"
+    )
+
+
+def maven_argv(spec: BuildSpec) -> tuple[str, ...]:
+    """The spec's argv with the sandbox's settings and local repository put first."""
+    return (
+        spec.command[0],
+        "-B",
+        "-s",
+        f"{SANDBOX_HOME}/settings.xml",
+        f"-Dmaven.repo.local={SANDBOX_HOME}/m2",
+        *spec.command[1:],
+    )
+
+
+# Runs inside the sandbox as bash's -c text; the build's argv arrives as "$@".
+_INNER = (
+    "set -u\n"
+    'if [ "$PYRSIA_MIRROR" = 1 ]; then\n'
+    "  socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{socket} 2>/dev/null &\n"
+    "  for _ in $(seq 200); do (: >/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.05; done\n"
+    "fi\n"
+    "unset PYRSIA_MIRROR\n"
+    "umask {umask:03o}\n"
+    'exec "$@"\n'
+)
+
+
+def sandbox_argv(
+    *,
+    spec: BuildSpec,
+    jdk: Jdk,
+    layout: SandboxLayout,
+    limits: SandboxLimits,
+    uid: int,
+    source_date_epoch: int,
+    mirror: bool,
+    drop_privileges: bool,
+    etc_entries: tuple[str, ...] = ETC_ENTRIES,
+    argv: tuple[str, ...] | None = None,
+) -> tuple[str, ...]:
+    """setpriv + prlimit + bwrap + the inner script + the build's argv (`maven_argv` unless given).
+
+    `etc_entries` are the names under /etc the sandbox sees (`etc_visible` picks them
+    from a listing of the host's /etc)."""
+    maven_opts = " ".join(
+        (f"-Duser.home={SANDBOX_HOME}", f"-Xmx{limits.heap_bytes_max // _MIB}m", *spec.maven_opts)
+    )
+    env = {
+        "HOME": SANDBOX_HOME,
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TZ": spec.timezone,
+        "SOURCE_DATE_EPOCH": str(source_date_epoch),
+        "JAVA_HOME": jdk.home,
+        "MAVEN_OPTS": maven_opts,
+        "MALLOC_ARENA_MAX": "2",
+        "PYRSIA_MIRROR": "1" if mirror else "0",
+    }
+    if spec.newline == "crlf":
+        # Every JVM of the build reads it (Maven's, surefire's forks), and the JVM's own
+        # parser keeps the quoted CR LF: the mvn script's word splitting never sees it.
+        env["JAVA_TOOL_OPTIONS"] = '-Dline.separator="\r\n"'
+    privileges: tuple[str, ...] = ()
+    if drop_privileges:
+        privileges = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--")
+    rlimits = (
+        "prlimit",
+        f"--nproc={limits.processes_max}",
+        f"--as={limits.memory_bytes_max}",
+        f"--cpu={limits.cpu_time_s_max}",
+        f"--fsize={limits.file_bytes_max}",
+        f"--nofile={limits.open_files_max}",
+        "--core=0",
+        "--",
+    )
+    bwrap = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        *(arg for name in etc_entries for arg in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")),
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(limits.tmp_bytes_max),
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        str(layout.home),
+        SANDBOX_HOME,
+        "--ro-bind",
+        str(layout.run),
+        SANDBOX_RUN,
+        "--chdir",
+        f"{SANDBOX_HOME}/src",
+        "--remount-ro",
+        "/",  # last: a later mount point could not be created on a read-only root
+        "--clearenv",
+    ]
+    for name, value in env.items():
+        bwrap += ["--setenv", name, value]
+    inner = _INNER.format(port=MIRROR_PORT_INSIDE, socket=f"{SANDBOX_RUN}/mirror.sock", umask=spec.umask)
+    command = argv if argv is not None else maven_argv(spec)
+    return (*privileges, *rlimits, *bwrap, "/usr/bin/bash", "-c", inner, "bash", *command)
+
+
+def etc_visible(listing: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The names of a host /etc listing that `ETC_ALLOWED` lets into the sandbox, sorted."""
+    return tuple(sorted(name for name in listing if any(fnmatch.fnmatchcase(name, p) for p in ETC_ALLOWED)))
+
+
+def mirror_forwarder_argv(layout: SandboxLayout, *, uid: int, host: str, port: int) -> tuple[str, ...]:
+    """The host side of the mirror bridge: the unix socket the sandbox sees, to the node's port."""
+    return (
+        "socat",
+        f"UNIX-LISTEN:{layout.mirror_socket},fork,max-children=32,user={uid},group={uid},mode=600",
+        f"TCP:{host}:{port}",
+    )
+
+
+def output_names(spec: BuildSpec) -> tuple[str, str]:
+    """The file names a single-module build publishes: the jar and the pom."""
+    base = f"{spec.artifact_id}-{spec.version}"
+    return f"{base}.jar", f"{base}.pom"

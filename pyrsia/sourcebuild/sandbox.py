@@ -1,0 +1,534 @@
+"""The shell of a source build: clone, run the sandbox, watch its limits, collect outputs.
+
+Everything decided is decided in `plan.py`; this module runs it. Rules:
+
+- git and the build run as the unprivileged build uid (when the node runs as root;
+  otherwise as the node's own uid, and bubblewrap's user namespace is the fence);
+  git gets no config, no prompts and four protocols (`plan.git_environment`);
+- a tag is resolved with `git ls-remote` before cloning, and the clone's `HEAD` must be
+  that commit: a branch, a missing tag or a tag that moved is `SourceUnavailable`;
+- the wall clock and the bytes under WORK are watched every `limits.poll_s`; past
+  either, the whole process group is killed with SIGKILL (bwrap's `--die-with-parent`
+  and the pid namespace take every process of the build with it) and the build's
+  home is removed: `BuildFailed(reason="timeout" | "output_size")`. The byte watch is
+  reactive: a fast writer overshoots by what it writes in one poll (RLIMIT_FSIZE
+  still caps each file); a hard cap would need a filesystem per build;
+- outputs are read from the tree the build controlled without following symlinks
+  (`O_NOFOLLOW` on every path component, regular files only, at most
+  `limits.file_bytes_max` bytes) and copied to WORK/out;
+- foreign errors (`OSError`, `subprocess` timeouts) become `SourceUnavailable` or
+  `BuildFailed` here, never further up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pyrsia.errors import BuildFailed, SourceUnavailable
+from pyrsia.sourcebuild.compare import OutputFile, describe_output
+from pyrsia.sourcebuild.plan import (
+    BUILD_UID_DEFAULT,
+    LS_REMOTE_BYTES_MAX,
+    BuilderFacts,
+    SandboxLayout,
+    SandboxLimits,
+    SourceBuildResult,
+    SourceCheckout,
+    clone_argv,
+    etc_visible,
+    git_environment,
+    maven_argv,
+    maven_settings,
+    mirror_forwarder_argv,
+    output_names,
+    resolve_tag,
+    sandbox_argv,
+)
+from pyrsia.sourcebuild.spec import BuildSpec, Jdk, Toolchain, require_supported, spec_digest
+
+JVM_DIR = Path("/usr/lib/jvm")
+MAVEN_HOME = Path("/usr/share/maven")
+_STDERR_TAIL_CHARS = 400
+_FORWARDER_READY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MirrorAddress:
+    """The node's Maven repository on the host (`http://HOST:PORT/maven2/`)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxOutcome:
+    exit_code: int
+    wall_time_s: float
+    log_tail: str
+
+
+# -- toolchain --------------------------------------------------------------------------
+
+
+def probe_toolchain(jvm_dir: Path = JVM_DIR, maven_home: Path = MAVEN_HOME) -> Toolchain:
+    """The JDKs under `jvm_dir` (by their `release` file) and the Maven under `maven_home`."""
+    jdks: dict[int, Jdk] = {}
+    for home in sorted(jvm_dir.glob("*")):
+        if home.is_symlink() or not (home / "bin/java").exists():
+            continue
+        try:
+            release = (home / "release").read_text(errors="replace")
+        except OSError:
+            continue
+        match = re.search(r'^JAVA_VERSION="([0-9][0-9._+a-z-]*)"', release, re.MULTILINE)
+        if match is None:
+            continue
+        version = match.group(1)
+        parts = re.split(r"[._+-]", version)
+        major = int(parts[1]) if parts[0] == "1" and len(parts) > 1 and parts[1].isdigit() else int(parts[0])
+        jdks.setdefault(major, Jdk(major=major, version=version, home=str(home)))
+    return Toolchain(maven_version=_maven_version(maven_home), jdks=tuple(jdks[m] for m in sorted(jdks)))
+
+
+def _maven_version(maven_home: Path) -> str:
+    for jar in sorted((maven_home / "lib").glob("maven-core*.jar")):
+        try:
+            with zipfile.ZipFile(jar) as archive:
+                props = archive.read("META-INF/maven/org.apache.maven/maven-core/pom.properties").decode()
+        except (OSError, KeyError, zipfile.BadZipFile):
+            continue
+        match = re.search(r"^version=(\S+)", props, re.MULTILINE)
+        if match:
+            return match.group(1)
+    return "unknown"
+
+
+# -- the work directory -----------------------------------------------------------------
+
+
+def prepare_work_dir(work_dir: Path, *, uid: int, drop_privileges: bool, mirror: bool) -> SandboxLayout:
+    """Create WORK's tree (see `plan.py`): home owned by `uid`, settings.xml written."""
+    layout = SandboxLayout(work=PurePosixPath(work_dir))
+    try:
+        work_dir.mkdir(mode=0o755, parents=False, exist_ok=True)
+        if any(work_dir.iterdir()):
+            raise BuildFailed(
+                f"{work_dir} is not empty; each build needs a fresh directory", reason="sandbox"
+            )
+        os.chmod(work_dir, 0o755)
+        if drop_privileges:
+            for parent in work_dir.resolve().parents:
+                if not parent.stat().st_mode & stat.S_IXOTH:
+                    raise BuildFailed(
+                        f"{parent} is not searchable by others (o+x), so uid {uid} cannot reach {work_dir}",
+                        reason="sandbox",
+                    )
+        for directory in (layout.home, layout.run, layout.out):
+            os.mkdir(directory, 0o755)
+        Path(layout.settings).write_text(maven_settings(mirror=mirror))
+        os.chmod(layout.settings, 0o644)
+        if drop_privileges:
+            os.chown(layout.home, uid, uid)
+    except OSError as exc:
+        raise BuildFailed(f"cannot prepare {work_dir}: {exc}", reason="sandbox") from exc
+    return layout
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Git:
+    """Runs git for one build: as the build uid, with the spec's umask, under the same
+    watch as the build (time, bytes under WORK); its output goes to files capped by
+    RLIMIT_FSIZE, so a hostile server cannot make the node buffer without bound."""
+
+    spec: BuildSpec
+    layout: SandboxLayout
+    limits: SandboxLimits
+    uid: int
+    drop_privileges: bool
+
+    def __call__(self, *args: str, cwd: PurePosixPath, output_bytes_max: int = LS_REMOTE_BYTES_MAX) -> str:
+        limits, repo = self.limits, self.spec.git_repo
+        rlimits = ("prlimit", f"--fsize={limits.file_bytes_max}", f"--nproc={limits.processes_max}", "--")
+        user = self.uid if self.drop_privileges else None
+        try:
+            with (
+                tempfile.TemporaryFile(dir=self.layout.work) as out,
+                tempfile.TemporaryFile(dir=self.layout.work) as err,
+            ):
+                process = subprocess.Popen(
+                    (*rlimits, "git", *args),
+                    env=git_environment(self.layout),
+                    cwd=str(cwd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    umask=self.spec.umask,
+                    user=user,
+                    group=user,
+                    extra_groups=[] if user is not None else None,
+                )
+                killed_for = _supervise(
+                    process, layout=self.layout, limits=limits, time_s_max=limits.fetch_time_s_max
+                )
+                out.seek(0)
+                answer = out.read(output_bytes_max + 1)
+                err.seek(0, os.SEEK_END)
+                err.seek(max(0, err.tell() - _STDERR_TAIL_CHARS))
+                stderr = err.read().decode(errors="replace").strip().splitlines()
+        except OSError as exc:
+            raise SourceUnavailable(f"{repo}: cannot run git: {exc}") from exc
+        if killed_for == "timeout":
+            raise SourceUnavailable(f"{repo}: git {args[0]} took longer than {limits.fetch_time_s_max:g} s")
+        if killed_for == "output_size":
+            raise SourceUnavailable(f"{repo}: git {args[0]} wrote more than {limits.output_bytes_max} bytes")
+        if len(answer) > output_bytes_max:
+            raise SourceUnavailable(f"{repo}: git {args[0]} answered more than {output_bytes_max} bytes")
+        if process.returncode != 0:
+            why = stderr[-1] if stderr else f"exit {process.returncode}"
+            raise SourceUnavailable(f"{repo}: git {args[0]} failed: {why}")
+        return answer.decode(errors="replace")
+
+
+def fetch_source(
+    spec: BuildSpec,
+    layout: SandboxLayout,
+    *,
+    limits: SandboxLimits,
+    uid: int,
+    drop_privileges: bool,
+) -> SourceCheckout:
+    """Clone `spec`'s tag or commit into `layout.source` and say which commit it is."""
+    git = _Git(spec=spec, layout=layout, limits=limits, uid=uid, drop_privileges=drop_privileges)
+    if spec.pins_commit:
+        expected = spec.git_tag
+    else:
+        listing = git("ls-remote", "--tags", "--heads", "--", spec.git_repo, cwd=layout.home)
+        expected = resolve_tag(listing, spec.git_tag, git_repo=spec.git_repo)
+    git(*clone_argv(spec, layout)[1:], cwd=layout.home)
+    if spec.pins_commit:
+        try:
+            git("checkout", "-q", "--detach", expected, cwd=layout.source)
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(f"{spec.git_repo} has no commit {expected}") from exc
+    head = git("rev-parse", "HEAD", cwd=layout.source).strip()
+    if head != expected:
+        raise SourceUnavailable(
+            f"{spec.git_repo}: {spec.git_tag!r} checked out {head[:12]}, but the remote lists {expected[:12]}"
+        )
+    when = git("log", "-1", "--format=%ct", "HEAD", cwd=layout.source).strip()
+    return SourceCheckout(git_repo=spec.git_repo, ref=spec.git_tag, commit=head, commit_time=int(when))
+
+
+# -- the sandbox ------------------------------------------------------------------------
+
+
+def disk_usage_bytes(root: Path) -> int:
+    """Bytes allocated under `root`, without following links; entries that vanish are skipped."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+def _log_tail(path: PurePosixPath, limit: int) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - limit))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _start_forwarder(layout: SandboxLayout, mirror: MirrorAddress, uid: int) -> subprocess.Popen[bytes]:
+    try:
+        forwarder = subprocess.Popen(
+            mirror_forwarder_argv(layout, uid=uid, host=mirror.host, port=mirror.port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+    except OSError as exc:
+        raise BuildFailed(f"cannot start the mirror bridge (socat): {exc}", reason="sandbox") from exc
+    deadline = time.monotonic() + _FORWARDER_READY_S
+    while not os.path.exists(layout.mirror_socket):
+        if forwarder.poll() is not None or time.monotonic() > deadline:
+            _kill_group(forwarder)
+            raise BuildFailed("the mirror bridge (socat) did not start", reason="sandbox")
+        time.sleep(0.01)
+    return forwarder
+
+
+def _supervise(
+    process: subprocess.Popen[bytes], *, layout: SandboxLayout, limits: SandboxLimits, time_s_max: float
+) -> str:
+    """Wait for `process`; kill its whole group past `time_s_max` or `limits.output_bytes_max`
+    bytes under WORK. Returns what it was killed for: `""`, `timeout` or `output_size`."""
+    started = time.monotonic()
+    killed_for = ""
+    try:
+        while True:
+            try:
+                process.wait(timeout=limits.poll_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - started > time_s_max:
+                killed_for = "timeout"
+            elif disk_usage_bytes(Path(layout.work)) > limits.output_bytes_max:
+                killed_for = "output_size"
+            if killed_for:
+                _kill_group(process)
+                break
+    finally:
+        if process.returncode is None:
+            _kill_group(process)
+    return killed_for
+
+
+def _execute(argv: Sequence[str], *, layout: SandboxLayout, limits: SandboxLimits) -> SandboxOutcome:
+    started = time.monotonic()
+    try:
+        with open(layout.log, "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={"PATH": "/usr/bin:/bin"},
+            )
+    except OSError as exc:
+        raise BuildFailed(f"cannot start the sandbox: {exc}", reason="sandbox") from exc
+    killed_for = _supervise(process, layout=layout, limits=limits, time_s_max=limits.wall_time_s_max)
+    elapsed = time.monotonic() - started
+    tail = _log_tail(layout.log, limits.log_tail_bytes_max)
+    if killed_for == "timeout":
+        raise BuildFailed(
+            f"the build ran past its {limits.wall_time_s_max:g} s limit and was killed",
+            reason="timeout",
+            log_tail=tail,
+        )
+    if killed_for == "output_size":
+        raise BuildFailed(
+            f"the build wrote more than {limits.output_bytes_max} bytes and was killed",
+            reason="output_size",
+            log_tail=tail,
+        )
+    return SandboxOutcome(exit_code=process.returncode, wall_time_s=elapsed, log_tail=tail)
+
+
+def _remove(path: PurePosixPath) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_beneath(root: PurePosixPath, relative: str) -> int:
+    """An fd for a regular file under `root`, following no symlink on the way."""
+    parts = [part for part in relative.split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        raise OSError(f"bad output path {relative!r}")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{relative} is not a regular file")
+    return fd
+
+
+def _copy_out(layout: SandboxLayout, relative: str, name: str, limits: SandboxLimits) -> OutputFile:
+    fd = _open_beneath(layout.home, relative)
+    target = Path(layout.out) / name
+    with os.fdopen(fd, "rb") as source, open(target, "xb") as sink:
+        copied = 0
+        while chunk := source.read(1024 * 1024):
+            copied += len(chunk)
+            if copied > limits.file_bytes_max:
+                raise BuildFailed(
+                    f"{relative} is larger than {limits.file_bytes_max} bytes", reason="output_size"
+                )
+            sink.write(chunk)
+    os.chmod(target, 0o644)
+    with open(target, "rb") as stream:
+        return describe_output(name, stream)
+
+
+def _list_target(layout: SandboxLayout) -> list[str]:
+    try:
+        fd = _open_directory_beneath(layout.home, "src/target")
+    except OSError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def _open_directory_beneath(root: PurePosixPath, relative: str) -> int:
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    for part in relative.split("/"):
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+        finally:
+            os.close(directory)
+        directory = inner
+    return directory
+
+
+def collect_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimits) -> tuple[OutputFile, ...]:
+    """The jar (and `-classifier.jar`s) from src/target and the pom, copied to WORK/out."""
+    jar, pom = output_names(spec)
+    base = jar.removesuffix(".jar")
+    names = [n for n in _list_target(layout) if n == jar or (n.startswith(base + "-") and n.endswith(".jar"))]
+    if jar not in names:
+        raise BuildFailed(f"the build produced no target/{jar}", reason="no_output")
+    outputs = []
+    try:
+        for name in names:
+            outputs.append(_copy_out(layout, f"src/target/{name}", name, limits))
+        outputs.append(_copy_out(layout, "src/pom.xml", pom, limits))
+    except (OSError, BuildFailed) as exc:
+        for copied in Path(layout.out).iterdir():  # all outputs or none
+            copied.unlink()
+        if isinstance(exc, BuildFailed):
+            raise
+        raise BuildFailed(f"cannot collect the build's outputs: {exc}", reason="no_output") from exc
+    return tuple(sorted(outputs, key=lambda f: f.name))
+
+
+def _etc_listing() -> list[str]:
+    try:
+        return os.listdir("/etc")
+    except OSError:
+        return []
+
+
+def run_in_sandbox(
+    argv: Sequence[str],
+    *,
+    spec: BuildSpec,
+    jdk: Jdk,
+    layout: SandboxLayout,
+    limits: SandboxLimits,
+    uid: int,
+    source_date_epoch: int,
+    mirror: MirrorAddress | None,
+    drop_privileges: bool,
+) -> SandboxOutcome:
+    """Run `argv` in the sandbox of `layout` (the clone must already be in `layout.source`)."""
+    forwarder = _start_forwarder(layout, mirror, uid) if mirror is not None else None
+    try:
+        full = sandbox_argv(
+            spec=spec,
+            jdk=jdk,
+            layout=layout,
+            limits=limits,
+            uid=uid,
+            source_date_epoch=source_date_epoch,
+            mirror=mirror is not None,
+            drop_privileges=drop_privileges,
+            etc_entries=etc_visible(_etc_listing()),
+            argv=tuple(argv),
+        )
+        return _execute(full, layout=layout, limits=limits)
+    finally:
+        if forwarder is not None:
+            _kill_group(forwarder)
+
+
+def run_source_build(
+    spec: BuildSpec,
+    *,
+    work_dir: Path,
+    mirror: MirrorAddress | None,
+    toolchain: Toolchain | None = None,
+    limits: SandboxLimits | None = None,
+    uid: int = BUILD_UID_DEFAULT,
+) -> SourceBuildResult:
+    """Clone, build in the sandbox and collect: the outputs end in `work_dir/out`.
+
+    `work_dir` must be new or empty and reachable (o+x) by `uid`; the caller removes
+    it. Raises `ToolchainUnavailable`, `SourceUnavailable` or `BuildFailed`; on every
+    failure the build's home (clone, local repository, target) is removed."""
+    limits = limits or SandboxLimits()
+    toolchain = toolchain or probe_toolchain()
+    jdk = require_supported(spec, toolchain)
+    drop_privileges = os.geteuid() == 0
+    if not drop_privileges:
+        uid = os.geteuid()
+    layout = prepare_work_dir(work_dir, uid=uid, drop_privileges=drop_privileges, mirror=mirror is not None)
+    started = time.monotonic()
+    try:
+        checkout = fetch_source(spec, layout, limits=limits, uid=uid, drop_privileges=drop_privileges)
+        outcome = run_in_sandbox(
+            maven_argv(spec),
+            spec=spec,
+            jdk=jdk,
+            layout=layout,
+            limits=limits,
+            uid=uid,
+            source_date_epoch=checkout.commit_time,
+            mirror=mirror,
+            drop_privileges=drop_privileges,
+        )
+        if outcome.exit_code != 0:
+            raise BuildFailed(
+                f"{spec.command[0]} exited with {outcome.exit_code}", reason="exit", log_tail=outcome.log_tail
+            )
+        outputs = collect_outputs(spec, layout, limits)
+    finally:
+        _remove(layout.home)
+        _remove(layout.run)
+    return SourceBuildResult(
+        spec_digest=spec_digest(spec),
+        git_repo=spec.git_repo,
+        commit=checkout.commit,
+        source_date_epoch=checkout.commit_time,
+        outputs=outputs,
+        output_dir=str(layout.out),
+        builder=BuilderFacts(
+            jdk_major=jdk.major, jdk_version=jdk.version, maven_version=toolchain.maven_version
+        ),
+        log_tail=outcome.log_tail,
+        log_path=str(layout.log),
+        wall_time_s=time.monotonic() - started,
+    )

@@ -1,0 +1,514 @@
+"""The sandboxed Maven builder with real tools: git daemon, bubblewrap, setpriv,
+prlimit, socat and Debian's Maven, dependencies through an HTTP mirror over Debian's
+Maven repository.
+
+- the same tag built twice, in other directories, timezones and uids: byte-identical;
+- a project that embeds the wall-clock build time: the comparison names the entry;
+- bad sources: a branch, a missing tag, a missing commit, a URL that is not git;
+- escapes fail cleanly and leave the calling process unharmed: a socket to another
+  address, writes outside the build's directory, an unbounded fork, a disk filled past
+  the output limit, a build that runs past its time limit; and a Maven build whose unit
+  test tries the network and the host's files.
+
+Needs root (the build drops to an unprivileged uid) and the tools `.ci/install-tools`
+installs. Each escape test uses its own uid, since RLIMIT_NPROC counts per uid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrsia.errors import BuildFailed, SourceUnavailable
+from pyrsia.sourcebuild.compare import compare_outputs
+from pyrsia.sourcebuild.plan import SandboxLayout, SandboxLimits
+from pyrsia.sourcebuild.sandbox import (
+    MirrorAddress,
+    SandboxOutcome,
+    collect_outputs,
+    disk_usage_bytes,
+    fetch_source,
+    prepare_work_dir,
+    probe_toolchain,
+    run_in_sandbox,
+    run_source_build,
+)
+from pyrsia.sourcebuild.spec import BuildSpec, Toolchain, require_supported, spec_from_fields
+from tests.support.source_repo import GitDaemon, MavenMirror, git, hello_project, make_repository
+from tests.support.wait import eventually
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops to an unprivileged uid: needs root"),
+    pytest.mark.skipif(
+        not all(shutil.which(tool) for tool in ("bwrap", "setpriv", "prlimit", "socat", "mvn", "git")),
+        reason="needs bubblewrap, util-linux, socat, maven and git (.ci/install-tools)",
+    ),
+]
+
+# A unit test that tries to leave the sandbox; it records what happened and passes.
+ESCAPE_TEST = """package com.example.hello;
+
+import java.io.File;
+import java.io.FileWriter;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import org.junit.Test;
+
+public class EscapeTest {
+    private static String attempt(String host, int port) {
+        try (Socket socket = new Socket()) {
+            socket.connect(new InetSocketAddress(host, port), 3000);
+            return "connected";
+        } catch (Exception e) {
+            return e.getClass().getSimpleName();
+        }
+    }
+
+    private static String write(String path) {
+        try (FileWriter writer = new FileWriter(new File(path))) {
+            writer.write("escaped");
+            return "written";
+        } catch (Exception e) {
+            return e.getClass().getSimpleName();
+        }
+    }
+
+    @Test
+    public void tryToEscape() throws Exception {
+        StringBuilder report = new StringBuilder();
+        report.append("loopback ").append(attempt("127.0.0.1", @PORT@)).append('\\n');
+        report.append("host ").append(attempt("@HOST@", @PORT@)).append('\\n');
+        report.append("outside ").append(attempt("10.0.0.1", @PORT@)).append('\\n');
+        report.append("etc ").append(write("/etc/pyrsia-escape")).append('\\n');
+        report.append("hostpath ").append(write("@HOSTPATH@")).append('\\n');
+        System.out.println("ESCAPE REPORT\\n" + report);
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[Path]:
+    # Under /tmp, not pytest's 0700 tmp_path: the build uid must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="pyrsia-srcbuild-", dir="/tmp"))
+    root.chmod(0o755)
+    (root / "git").mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(scratch: Path) -> Iterator[GitDaemon]:
+    make_repository(scratch / "git", "hello", hello_project(), branch="release")
+    make_repository(scratch / "git", "clock", hello_project("clock", with_build_time=True))
+    with GitDaemon(scratch / "git") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Iterator[MavenMirror]:
+    with MavenMirror() as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def toolchain() -> Toolchain:
+    return probe_toolchain()
+
+
+def _spec(url: str, artifact: str = "hello", **extra: str) -> BuildSpec:
+    fields = {
+        "groupId": "com.example",
+        "artifactId": artifact,
+        "version": "1.0",
+        "gitRepo": url,
+        "gitTag": "v1.0",
+        "tool": "mvn",
+        "jdk": "17",
+        "newline": "lf",
+        "command": "mvn package -DskipTests",
+    }
+    fields.update(extra)
+    return spec_from_fields(fields)
+
+
+def _address(mirror: MavenMirror) -> MirrorAddress:
+    return MirrorAddress(host="127.0.0.1", port=mirror.port)
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+def _host_address() -> str:
+    """A non-loopback address of this host (the sandbox must not reach it either)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            address = "127.0.0.1"
+    return address if not address.startswith("127.") else "127.0.0.2"
+
+
+# -- reproducible builds ----------------------------------------------------------------
+
+
+def test_same_tag_in_other_directories_timezones_and_uids_is_byte_identical(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    requests_before = mirror.requests
+    first = run_source_build(
+        _spec(daemon.url("hello")), work_dir=scratch / "a", mirror=_address(mirror), toolchain=toolchain
+    )
+    (scratch / "deeper/still").mkdir(parents=True)
+    (scratch / "deeper").chmod(0o755)
+    (scratch / "deeper/still").chmod(0o755)
+    second = run_source_build(
+        _spec(daemon.url("hello"), timezone="America/New_York"),
+        work_dir=scratch / "deeper/still/b",
+        mirror=_address(mirror),
+        toolchain=toolchain,
+        uid=4251,
+    )
+    assert compare_outputs(first.outputs, second.outputs).identical
+    assert [f.name for f in first.outputs] == ["hello-1.0.jar", "hello-1.0.pom"]
+    jar = Path(first.output_dir) / "hello-1.0.jar"
+    assert jar.read_bytes() == (Path(second.output_dir) / "hello-1.0.jar").read_bytes()
+    tagged = git("rev-parse", "v1.0^{commit}", cwd=scratch / "git/hello.git").strip()
+    assert first.commit == second.commit == tagged
+    assert first.source_date_epoch == 1704067200  # the commit's time (2024-01-01)
+    assert first.builder.jdk_major == 17 and first.builder.maven_version == toolchain.maven_version
+    assert first.spec_digest != second.spec_digest  # the timezone is part of the spec
+    # commons-lang3 and the plugins came through the mirror: the sandbox has no other way out
+    assert mirror.requests > requests_before
+    assert "BUILD SUCCESS" in first.log_tail
+    for result in (first, second):  # the clone, local repository and target are gone
+        assert not (Path(result.output_dir).parent / "home").exists()
+
+
+def test_wall_clock_in_a_resource_is_named_as_the_differing_entry(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    builds = [
+        run_source_build(
+            _spec(daemon.url("clock"), "clock"),
+            work_dir=scratch / f"clock-{n}",
+            mirror=_address(mirror),
+            toolchain=toolchain,
+        )
+        for n in range(2)
+    ]
+    comparison = compare_outputs(builds[0].outputs, builds[1].outputs)
+    assert comparison.ok_files == ("clock-1.0.pom",)
+    (diff,) = comparison.ko_files
+    assert diff.name == "clock-1.0.jar"
+    assert [entry.name for entry in diff.entries] == ["build-time.properties"]
+    assert "build-time.properties" in comparison.reason()
+    assert 'koFiles="clock-1.0.jar"' in comparison.buildcompare()
+
+
+def test_crlf_newline_reaches_the_jvm(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    result = run_source_build(
+        _spec(daemon.url("hello"), newline="crlf"),
+        work_dir=scratch / "crlf",
+        mirror=_address(mirror),
+        toolchain=toolchain,
+    )
+    with zipfile.ZipFile(Path(result.output_dir) / "hello-1.0.jar") as jar:
+        properties = jar.read("META-INF/maven/com.example/hello/pom.properties")
+    assert b"\r\n" in properties and properties.count(b"\n") == properties.count(b"\r\n")
+
+
+def test_another_jdk_major_builds_and_its_difference_is_named(
+    scratch: Path, daemon: GitDaemon, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    majors = sorted(jdk.major for jdk in toolchain.jdks if jdk.major >= 17)
+    if len(majors) < 2:
+        pytest.skip("needs two JDK majors of 17 or later under /usr/lib/jvm")
+    builds = [
+        run_source_build(
+            _spec(daemon.url("hello"), jdk=str(major)),
+            work_dir=scratch / f"jdk-{major}",
+            mirror=_address(mirror),
+            toolchain=toolchain,
+        )
+        for major in majors[:2]
+    ]
+    assert [b.builder.jdk_major for b in builds] == majors[:2]
+    comparison = compare_outputs(builds[0].outputs, builds[1].outputs)
+    (diff,) = comparison.ko_files
+    assert diff.name == "hello-1.0.jar"
+    assert "META-INF/MANIFEST.MF" in [entry.name for entry in diff.entries]  # Build-Jdk-Spec
+
+
+# -- bad sources ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"gitTag": "release"}, "'release' is a branch, not a tag"),
+        ({"gitTag": "v9.9"}, "has no tag 'v9.9'"),
+        ({"gitTag": "0" * 40}, "has no commit " + "0" * 40),
+    ],
+)
+def test_bad_refs_are_refused_and_cleaned(
+    scratch: Path, daemon: GitDaemon, toolchain: Toolchain, change: dict[str, str], needle: str
+) -> None:
+    work = scratch / f"bad-{change['gitTag'][:8]}"
+    with pytest.raises(SourceUnavailable) as caught:
+        run_source_build(
+            _spec(daemon.url("hello"), **change), work_dir=work, mirror=None, toolchain=toolchain
+        )
+    assert needle in caught.value.message
+    assert not (work / "home").exists()
+
+
+def test_a_url_that_is_not_git_is_refused(scratch: Path, mirror: MavenMirror, toolchain: Toolchain) -> None:
+    url = f"http://127.0.0.1:{mirror.port}/maven2/org/apache/commons/"
+    with pytest.raises(SourceUnavailable, match="git ls-remote failed"):
+        run_source_build(_spec(url), work_dir=scratch / "not-git", mirror=None, toolchain=toolchain)
+
+
+def test_a_pinned_commit_is_cloned_and_checked_out(scratch: Path, daemon: GitDaemon) -> None:
+    commit = git("rev-parse", "v1.0^{commit}", cwd=scratch / "git/hello.git").strip()
+    spec = _spec(daemon.url("hello"), gitTag=commit)
+    layout = prepare_work_dir(scratch / "pinned", uid=4252, drop_privileges=True, mirror=False)
+    checkout = fetch_source(spec, layout, limits=SandboxLimits(), uid=4252, drop_privileges=True)
+    assert checkout.commit == commit
+    # the clone ran as the build uid under umask 022: group and others may read, not write
+    pom = Path(layout.source) / "pom.xml"
+    assert pom.stat().st_uid == 4252 and pom.stat().st_mode & 0o777 == 0o644
+
+
+# -- escapes ----------------------------------------------------------------------------
+
+
+def _sandbox(
+    scratch: Path, name: str, uid: int, argv: list[str], toolchain: Toolchain, **limits: float
+) -> tuple[SandboxLayout, SandboxOutcome]:
+    spec = _spec("git://127.0.0.1/unused.git")
+    layout = prepare_work_dir(scratch / name, uid=uid, drop_privileges=True, mirror=False)
+    os.mkdir(layout.source, 0o755)
+    os.chown(layout.source, uid, uid)
+    outcome = run_in_sandbox(
+        argv,
+        spec=spec,
+        jdk=require_supported(spec, toolchain),
+        layout=layout,
+        limits=SandboxLimits(**limits),  # type: ignore[arg-type]
+        uid=uid,
+        source_date_epoch=0,
+        mirror=None,
+        drop_privileges=True,
+    )
+    return layout, outcome
+
+
+def _no_connection(listener: socket.socket) -> bool:
+    readable, _, _ = select.select([listener], [], [], 0)
+    return not readable
+
+
+def test_a_socket_to_another_address_fails(scratch: Path, toolchain: Toolchain) -> None:
+    host = _host_address()
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        script = (
+            "import socket\n"
+            f"for host in ('127.0.0.1', '{host}', '10.0.0.1', '1.1.1.1'):\n"
+            "    try:\n"
+            f"        socket.create_connection((host, {port}), timeout=3).close(); print(host, 'connected')\n"
+            "    except OSError as exc:\n"
+            "        print(host, type(exc).__name__, exc.errno)\n"
+            "print(sorted(n for _, n in socket.if_nameindex()))\n"
+        )
+        _, outcome = _sandbox(scratch, "socket", 4261, ["python3", "-c", script], toolchain)
+        assert outcome.exit_code == 0, outcome.log_tail
+        assert "connected" not in outcome.log_tail
+        assert f"{host} " in outcome.log_tail and "['lo']" in outcome.log_tail
+        assert _no_connection(listener)
+
+
+def test_writes_outside_the_build_directory_fail(scratch: Path, toolchain: Toolchain) -> None:
+    token = f"pyrsia-escape-{os.getpid()}"
+    targets = ["/etc/" + token, "/usr/" + token, f"/{token}", str(scratch / token), f"/tmp/{token}"]
+    script = "".join(
+        f"(echo x > {target}) 2>/dev/null && echo 'wrote {target}' || echo 'refused {target}'\n"
+        for target in targets
+    )
+    script += f"echo inside > /build/{token} && echo 'wrote home'\n"
+    script += "test -e /etc/hostname && echo 'sees /etc/hostname' || echo 'no /etc/hostname'\n"
+    layout, outcome = _sandbox(scratch, "writes", 4262, ["bash", "-c", script], toolchain)
+    assert outcome.exit_code == 0, outcome.log_tail
+    for target in targets[:4]:
+        assert f"refused {target}" in outcome.log_tail
+        assert not Path(target).exists()
+    assert not Path(f"/tmp/{token}").exists()  # the sandbox's /tmp is its own tmpfs
+    assert (Path(layout.home) / token).read_text() == "inside\n"  # its own directory is writable
+    assert "no /etc/hostname" in outcome.log_tail  # host configuration outside ETC_ALLOWED is not there
+
+
+def test_an_unbounded_fork_is_capped_and_killed(scratch: Path, toolchain: Toolchain) -> None:
+    uid = 4263
+    bomb = (
+        "import os, time\n"
+        "children, refused = 0, False\n"
+        "while True:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError as exc:\n"
+        "        if not refused:\n"
+        "            print('fork refused after', children, exc.strerror, flush=True)\n"
+        "            refused = True\n"
+        "        time.sleep(0.01)\n"
+        "        continue\n"
+        "    if pid == 0:\n"
+        "        time.sleep(1000)\n"
+        "        os._exit(0)\n"
+        "    children += 1\n"
+    )
+    with pytest.raises(BuildFailed) as caught:
+        _sandbox(
+            scratch, "fork", uid, ["python3", "-c", bomb], toolchain, processes_max=64, wall_time_s_max=15
+        )
+    assert caught.value.reason == "timeout"
+    refusal = caught.value.log_tail.split("fork refused after ", 1)[1].split("\n", 1)[0]
+    assert int(refusal.split()[0]) < 64 and "Resource temporarily unavailable" in refusal
+    eventually(lambda: not _processes_of(uid), f"every process of uid {uid} gone", within_s=60)
+    assert subprocess.run(["true"], check=False).returncode == 0  # the caller can still fork
+
+
+def test_filling_the_disk_past_the_output_limit_is_killed(scratch: Path, toolchain: Toolchain) -> None:
+    uid = 4264
+    writer = (
+        "import itertools, os\n"
+        "block = os.urandom(1 << 20)\n"
+        "for n in itertools.count():\n"
+        "    with open(f'/build/fill-{n}', 'wb') as f:\n"
+        "        for _ in range(4): f.write(block)\n"
+    )
+    output_max = 64 << 20
+    with pytest.raises(BuildFailed) as caught:
+        _sandbox(
+            scratch,
+            "fill",
+            uid,
+            ["python3", "-c", writer],
+            toolchain,
+            output_bytes_max=output_max,
+            file_bytes_max=8 << 20,
+        )
+    assert caught.value.reason == "output_size"
+    eventually(lambda: not _processes_of(uid), f"every process of uid {uid} gone", within_s=60)
+    # The watchdog is reactive (every poll), so the writer overshoots by what it writes in
+    # one poll; what matters is that it was past the limit and that nothing writes any more.
+    after_kill = disk_usage_bytes(scratch / "fill")
+    assert after_kill > output_max
+    assert disk_usage_bytes(scratch / "fill") == after_kill
+
+
+def test_one_file_past_the_file_limit_fails(scratch: Path, toolchain: Toolchain) -> None:
+    writer = (
+        "import os\n"
+        "with open('/build/big', 'wb') as f:\n"
+        "    for _ in range(64): f.write(os.urandom(1 << 20))\n"
+    )
+    layout, outcome = _sandbox(
+        scratch, "bigfile", 4265, ["python3", "-c", writer], toolchain, file_bytes_max=8 << 20
+    )
+    assert outcome.exit_code != 0
+    assert (Path(layout.home) / "big").stat().st_size <= 8 << 20
+
+
+def test_running_past_the_time_limit_is_killed_with_its_children(scratch: Path, toolchain: Toolchain) -> None:
+    uid = 4266
+    script = "sleep 1000 & setsid sleep 1000 & echo started; sleep 1000"
+    with pytest.raises(BuildFailed) as caught:
+        _sandbox(scratch, "slow", uid, ["bash", "-c", script], toolchain, wall_time_s_max=3)
+    assert caught.value.reason == "timeout"
+    assert "started" in caught.value.log_tail
+    eventually(lambda: not _processes_of(uid), f"every process of uid {uid} gone", within_s=60)
+
+
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "mkdir target && ln -s /etc/shadow target/hello-1.0.jar && echo '<project/>' > pom.xml",
+        "ln -s /etc target && echo '<project/>' > pom.xml",
+        "mkdir target && echo jar > target/hello-1.0.jar && ln -s /etc/shadow pom.xml",
+        "mkdir target && mkfifo target/hello-1.0.jar && echo '<project/>' > pom.xml",
+    ],
+)
+def test_outputs_are_collected_without_following_links(
+    scratch: Path, toolchain: Toolchain, trick: str
+) -> None:
+    name = "links-" + hashlib.sha256(trick.encode()).hexdigest()[:8]
+    layout, outcome = _sandbox(scratch, name, 4268, ["bash", "-c", trick], toolchain)
+    assert outcome.exit_code == 0, outcome.log_tail
+    with pytest.raises(BuildFailed) as caught:
+        collect_outputs(_spec("git://127.0.0.1/unused.git"), layout, SandboxLimits())
+    assert caught.value.reason == "no_output"
+    assert list(Path(layout.out).iterdir()) == []
+
+
+def test_a_maven_unit_test_cannot_reach_the_network_or_the_host(
+    scratch: Path, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    host = _host_address()
+    token = scratch / f"escaped-{os.getpid()}"
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        test = (
+            ESCAPE_TEST.replace("@PORT@", str(port)).replace("@HOSTPATH@", str(token)).replace("@HOST@", host)
+        )
+        files = hello_project("escape", extra_files={"src/test/java/com/example/hello/EscapeTest.java": test})
+        make_repository(scratch / "git", "escape", files)
+        with GitDaemon(scratch / "git") as served:
+            result = run_source_build(
+                _spec(served.url("escape"), "escape", command="mvn package"),
+                work_dir=scratch / "escape",
+                mirror=_address(mirror),
+                toolchain=toolchain,
+                uid=4267,
+            )
+        log = Path(result.log_path).read_text(errors="replace")
+        report = log.split("ESCAPE REPORT\n", 1)[1].split("\n\n", 1)[0]
+        assert report.splitlines() == [
+            "loopback ConnectException",  # nothing listens on the sandbox's own loopback
+            "host ConnectException" if host.startswith("127.") else "host SocketException",
+            "outside SocketException",  # Network is unreachable: only lo exists
+            "etc FileNotFoundException",  # read-only
+            "hostpath FileNotFoundException",  # the host's directories are not there
+        ], report
+        assert _no_connection(listener)
+    assert not token.exists() and not Path("/etc/pyrsia-escape").exists()
