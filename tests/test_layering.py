@@ -4,7 +4,8 @@ Layers, lowest first: a package may import its own modules and those of lower
 layers, never a peer or a higher one, so no two packages can form a cycle:
 
     errors, pyrsia  <  durable, formats, setup  <  config  <  translog, http
-        <  upstream, p2p, web, sourcebuild  <  consensus  <  artifacts  <  registry  <  node  <  cli  <  __main__
+        <  upstream, p2p, web, sourcebuild  <  consensus  <  artifacts  <  registry
+        <  node  <  cli  <  __main__
 
 Pure cores (the modules listed below) also import nothing that touches sockets,
 threads, clocks, randomness or files: a core that grows a dependency on the outside
