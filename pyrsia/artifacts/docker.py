@@ -108,6 +108,12 @@ class RegistrySource:
         self._clients = _clients(upstream)
         self.label = "upstream"
 
+    def origin(self, wanted: Wanted) -> str:
+        try:
+            return f"upstream {self._clients.get(split_key(wanted.name).registry).base_url}"
+        except PyrsiaError:  # no such registry: `fetch` says so
+            return self.label
+
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
         repo = split_key(wanted.name)
         client = self._clients.get(repo.registry)

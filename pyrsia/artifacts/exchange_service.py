@@ -496,6 +496,9 @@ class PeerSource:
         self._clock = clock
         self._download = _SharedBucket(config.max_download_rate, clock, sleep)
 
+    def origin(self, wanted: Wanted) -> str:
+        return self.label
+
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
         """Download, verify and commit `wanted` from its providers, or raise (progress is kept)."""
         del open_sink  # chunks go to a resumable writer of our own, checked the same way

@@ -36,6 +36,11 @@ class Wanted:
 class BlobSource(Protocol):
     label: str
 
+    def origin(self, wanted: Wanted) -> str:
+        """Where `wanted` would come from, as its writer is labelled (what a transfer
+        list shows): for the upstream, which registry's URL."""
+        ...
+
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
         """Deliver the bytes into sinks from `open_sink` and commit one, or raise."""
         ...
@@ -68,7 +73,7 @@ class Sources:
         failures: list[PyrsiaError] = []
         for source in self._sources:
             opener = self._store.opener(
-                wanted.digest, source.label, size=wanted.size, chunk_root=wanted.chunk_root
+                wanted.digest, source.origin(wanted), size=wanted.size, chunk_root=wanted.chunk_root
             )
             try:
                 source.fetch(wanted, opener)

@@ -106,6 +106,9 @@ class Scripted:
     def __init__(self, label: str, data: bytes | None, error: Exception | None = None) -> None:
         self.label, self.data, self.error, self.calls = label, data, error, 0
 
+    def origin(self, wanted: Wanted) -> str:
+        return self.label
+
     def fetch(self, wanted: Wanted, open_sink: OpenSink) -> None:
         self.calls += 1
         if self.error is not None:
