@@ -28,6 +28,7 @@ def search_rows(count: int) -> list[list[str]]:
             str(100 + i),
             "2026-12-06 23:25:55",
             "maven",
+            "central",
             f"org.apache.commons:commons-lang3:3.{i}.0",
             f"org/apache/commons/commons-lang3/3.{i}.0/commons-lang3-3.{i}.0-sources.jar",
             digest(i),
@@ -48,8 +49,8 @@ def test_log_search_fits_and_keeps_a_copyable_digest_prefix(width: int) -> None:
     shown = [SEARCH_COLUMNS[i].header for i in fitted.shown]
     assert {"height", "package_id", "path", "digest"} <= set(shown)
     for row, line in zip(rows, lines[1:], strict=True):
-        assert row[5][:18] in line  # sha256: and 11 hex digits, to search by
-        assert row[3][:8] in line
+        assert row[6][:18] in line  # sha256: and 11 hex digits, to search by
+        assert row[4][:8] in line
 
 
 def test_at_120_columns_more_is_shown_than_at_80() -> None:
