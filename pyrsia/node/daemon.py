@@ -187,6 +187,7 @@ class Node:
             sources=[peers, RegistrySource(self._docker_upstream)],
             authority=authority,
             observe=self.exchange.obtained,
+            manifest_cache_bytes_max=config.manifest_cache_bytes_max,
         )
         self._maven = MavenArtifacts(
             self.blobs,
