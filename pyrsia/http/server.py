@@ -174,6 +174,9 @@ class HttpServer:
         self._returned: queue.SimpleQueue[_Connection | _Lingering] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._poller_open = True
+        # A wake-up byte is on its way to the poller and the poller has not yet taken
+        # back what was returned: a worker handing a connection back need not send another.
+        self._wake_pending = False
         self._busy = 0
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
@@ -289,6 +292,9 @@ class HttpServer:
             self._park(_Connection(sock, f"{addr[0]}:{addr[1]}"))
 
     def _take_back(self) -> None:
+        # Cleared before the queue is read: a connection returned after this line sends a
+        # new wake-up; one returned before it is taken below.
+        self._wake_pending = False
         while True:
             try:
                 returned = self._returned.get_nowait()
@@ -447,22 +453,26 @@ class HttpServer:
             except Exception:
                 log.exception("connection %s failed", conn.peer)
             finally:
-                with self._lock:
-                    self._busy -= 1
-            if then is None:
-                _close(conn.sock)
-            else:
-                self._hand_back(then)
+                self._hand_back(conn, then)
 
-    def _hand_back(self, conn: _Connection | _Lingering) -> None:
+    def _hand_back(self, conn: _Connection, then: _Connection | _Lingering | None) -> None:
         """Park a connection between requests (or after an error reply): the poller
-        watches it from now on."""
+        watches it from now on. Closed instead when there is nothing more to do on it
+        or the poller has stopped.
+
+        Per request, so kept cheap: one lock taken (never held across a system call,
+        so workers do not queue behind one that is), and a wake-up sent only when
+        none is pending already."""
         with self._lock:
-            if self._poller_open:
-                self._returned.put(conn)
-                self._wake_poller()
-                return
-        _close(conn.sock)
+            self._busy -= 1
+            parked = then is not None and self._poller_open
+            if parked:
+                self._returned.put(cast(_Connection | _Lingering, then))
+        if not parked:
+            _close(conn.sock)
+        elif not self._wake_pending:
+            self._wake_pending = True
+            self._wake_poller()
 
     def _serve(self, conn: _Connection) -> _Connection | _Lingering | None:
         """Serve requests while their bytes are at hand.
@@ -622,7 +632,7 @@ class HttpServer:
         headers = list(response.headers)
         if response.status not in _NO_CONTENT_STATUSES:
             headers.append(("Content-Length", str(len(response.body))))
-        headers += [("Date", formatdate(usegmt=True)), ("Server", f"pyrsia/{__version__}")]
+        headers += [("Date", _http_date()), ("Server", _SERVER)]
         if self._stopping.is_set() and not any(name.lower() == "connection" for name, _ in headers):
             headers.append(("Connection", "close"))
         return h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
@@ -687,6 +697,21 @@ class HttpServer:
             response.status,
             len(response.body),
         )
+
+
+_SERVER = f"pyrsia/{__version__}"
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """RFC 9110 §6.6.1 Date, formatted once per second rather than once per response."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
 
 
 def _parked_max(limits: Limits) -> int:
