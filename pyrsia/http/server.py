@@ -77,6 +77,8 @@ SEND_TIMEOUT_S = 60.0
 BACKLOG = 128
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 1024 * 1024
+# Bodies up to this size are sent with the response head in one write.
+COALESCE_BYTES_MAX = 64 * 1024
 # Connections accepted per wake-up of the poller, so a connect flood cannot starve
 # parked connections that have requests to hand over.
 ACCEPT_BATCH_MAX = 64
@@ -644,15 +646,27 @@ class HttpServer:
         sock.settimeout(SEND_TIMEOUT_S)
         write: Callable[[bytes], None] = sock.sendall
         try:
-            write(h11conn.send(head) or b"")
-            if method != "HEAD" and response.status not in _NO_CONTENT_STATUSES and len(response.body):
-                if isinstance(response.body, FileBody):
-                    self._send_file(h11conn, sock, response.body)
-                elif isinstance(response.body, StreamBody):
-                    self._send_stream(h11conn, sock, response.body)
+            out = h11conn.send(head) or b""
+            body = response.body
+            if method != "HEAD" and response.status not in _NO_CONTENT_STATUSES and len(body):
+                if isinstance(body, FileBody):
+                    write(out)
+                    out = b""
+                    self._send_file(h11conn, sock, body)
+                elif isinstance(body, StreamBody):
+                    write(out)
+                    out = b""
+                    self._send_stream(h11conn, sock, body)
+                elif len(body) <= COALESCE_BYTES_MAX and h11conn.our_state is h11.SEND_BODY:
+                    # A small answer (a manifest, an error) leaves in one write: one segment
+                    # (TCP_NODELAY sends each write at once) and one wake-up of the client.
+                    out += h11conn.send(h11.Data(data=body)) or b""
                 else:
-                    write(h11conn.send(h11.Data(data=response.body)) or b"")
-            write(h11conn.send(h11.EndOfMessage()) or b"")
+                    write(out)
+                    out = h11conn.send(h11.Data(data=body)) or b""
+            out += h11conn.send(h11.EndOfMessage()) or b""
+            if out:
+                write(out)
         except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
             raise _Closed() from exc
 
