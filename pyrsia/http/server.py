@@ -172,7 +172,10 @@ class HttpServer:
         self._lingering: OrderedDict[_Lingering, float] = OrderedDict()
         self._accept_paused_until: float | None = None
         # Shared: the worker queue, connections workers hand back, and counters.
-        self._queue: queue.Queue[_Connection | None] = queue.Queue(maxsize=limits.workers_max)
+        # Connections with a request to read, for the workers: at most `workers_max` wait.
+        # A SimpleQueue (its put and get are a few C calls, no Python condition) bounded
+        # by the poller, its one producer, which checks the length before each put.
+        self._queue: queue.SimpleQueue[_Connection | None] = queue.SimpleQueue()
         self._returned: queue.SimpleQueue[_Connection | _Lingering] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._poller_open = True
@@ -215,11 +218,8 @@ class HttpServer:
         else:
             self._wake_poller()
             self._poller.join(max(0.0, deadline - time.monotonic()))
-        for _ in self._workers:
-            try:
-                self._queue.put(None, timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Full:
-                break
+        for _ in self._workers:  # after the connections already queued: those are closed unserved
+            self._queue.put(None)
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         # Connections that had a request ready as we stopped never reached a worker.
@@ -343,10 +343,10 @@ class HttpServer:
         except OSError:
             _close(conn.sock)
             return
-        try:
-            self._queue.put_nowait(conn)
-        except queue.Full:
+        if self._queue.qsize() >= self._limits.workers_max:
             self._refuse_busy(conn.sock)
+        else:
+            self._queue.put(conn)
 
     def _forget(self, conn: _Connection) -> None:
         with contextlib.suppress(KeyError, ValueError):
