@@ -1,7 +1,7 @@
 """Small requests: manifest GETs per second, pyrsia vs docker-registry serving the same image.
 
     python benchmarks/manifest_get.py [--runs 3] [--duration-s 10] [--connections 32]
-                                      [--layers 5] [--py-spy BIN --profile-out DIR]
+                                      [--layers 5] [--before REF] [--py-spy BIN --profile-out DIR]
 
 One image (a Docker schema 2 manifest naming a config and `--layers` small layers) is
 pushed to docker-registry and pulled through a fresh pyrsia node once, so both serve
@@ -13,6 +13,8 @@ keep-alive connections for `--duration-s` seconds, several targets per round:
     pyrsia digest     GET /v2/<repo>/manifests/sha256:…
     registry digest   the same from docker-registry
     pyrsia /v2/       the version check: what the HTTP server alone costs per request
+    before tag        with `--before REF`: the tag GET from a second daemon running REF's
+                      code (exported with `git archive`), pulled through the same way
 
 Targets are interleaved (A B A B …) and the order rotates each round, so drift from
 other work on the machine hits all alike; the ratio is taken per round, then the
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.blob_serve import cpu_s, process_tree, registry
 from tests.support.node import NodeProcess
 
+TREE = Path(__file__).resolve().parent.parent
 REPO = "bench/small"
 TAG = "bench"
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -111,6 +115,17 @@ def push_image(registry_url: str, layers: int) -> tuple[str, int]:
             f"/v2/{REPO}/manifests/{TAG}", content=manifest, headers={"Content-Type": MEDIA_MANIFEST}
         ).raise_for_status()
     return "sha256:" + hashlib.sha256(manifest).hexdigest(), len(manifest)
+
+
+def export_tree(ref: str, root: Path) -> Path:
+    """REF's `pyrsia` package, exported from this repository into `root`."""
+    target = root / "before-tree"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(TREE), "archive", "--format=tar", ref, "pyrsia"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 def wrk(url: str, headers: tuple[str, ...], seconds: int, connections: int, threads: int) -> float:
@@ -214,20 +229,34 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--before", default="", help="a git ref: also measure a daemon of that code")
     parser.add_argument("--py-spy", default="", help="py-spy binary: profile the daemon during one run")
     parser.add_argument("--profile-out", type=Path, default=Path("."))
+    parser.add_argument("--profile-target", default="pyrsia tag", help="which target: `before tag` too")
     parser.add_argument("--only-profile", action="store_true", help="skip the comparison rounds")
     args = parser.parse_args()
     console = Console()
     accept = (f"Accept: {ACCEPT}",)
     with tempfile.TemporaryDirectory(prefix="pyrsia-bench-") as tmp:
         root = Path(tmp)
-        with (
-            registry(root / "registry") as (registry_url, registry_pid),
-            NodeProcess(root / "node", "--docker-upstream", registry_url, "--log-level", "warning") as node,
-        ):
+        with contextlib.ExitStack() as stack:
+            registry_url, registry_pid = stack.enter_context(registry(root / "registry"))
+            flags = ("--docker-upstream", registry_url, "--log-level", "warning")
+            node = stack.enter_context(NodeProcess(root / "node", *flags))
+            before = None
+            if args.before:
+                tree = export_tree(args.before, root)
+                before = stack.enter_context(
+                    NodeProcess(
+                        root / "before-node",
+                        *flags,
+                        command=[sys.executable, "-P", "-m", "pyrsia"],  # -P: the tree alone, not the cwd
+                        env={"PYTHONPATH": str(tree)},
+                    )
+                )
             digest, size = push_image(registry_url, args.layers)
-            for url in (f"{node.url}/v2/{REPO}/manifests/{TAG}", f"{registry_url}/v2/{REPO}/manifests/{TAG}"):
+            urls = [f"{n.url}/v2/{REPO}/manifests/{TAG}" for n in (node, before) if n is not None]
+            for url in [*urls, f"{registry_url}/v2/{REPO}/manifests/{TAG}"]:
                 got = httpx.get(url, headers={"Accept": ACCEPT}, timeout=60)
                 got.raise_for_status()
                 if "sha256:" + hashlib.sha256(got.content).hexdigest() != digest:
@@ -251,11 +280,15 @@ def main() -> None:
                 ),
                 Target(name="pyrsia /v2/", url=f"{node.url}/v2/", pid=node.pid),
             ]
+            if before is not None:
+                url = f"{before.url}/v2/{REPO}/manifests/{TAG}"
+                targets.append(Target(name="before tag", url=url, pid=before.pid, headers=accept))
             for target in targets:  # warm-up, and every target answers 200
                 wrk(target.url, target.headers, 1, args.connections, args.threads)
             if args.py_spy:
                 with console.status("profiling the daemon under wrk"):
-                    raw = profile(args.py_spy, targets[0], args, args.profile_out)
+                    chosen = next(t for t in targets if t.name == args.profile_target)
+                    raw = profile(args.py_spy, chosen, args, args.profile_out)
                 summarize_profile(raw, console)
             if args.only_profile:
                 return
@@ -289,6 +322,9 @@ def report(
             f"pyrsia / docker-registry, manifest by {kind}: median {statistics.median(per_round):.2f}"
             f" (rounds: {', '.join(f'{x:.2f}' for x in per_round)})"
         )
+    if "before tag" in samples:
+        per_round = [a / b for a, b in zip(samples["pyrsia tag"].rps, samples["before tag"].rps, strict=True)]
+        print(f"pyrsia / before, manifest by tag: median {statistics.median(per_round):.2f}")
 
 
 if __name__ == "__main__":
