@@ -11,9 +11,11 @@ the index would store them.
 Rules:
 - Only the ledger's writer changes what an entry says, with `apply(records)` for
   each block it commits or appends, after the index holds that block and before any
-  caller learns of the commit. Every key the block touches is set to the block's
-  record (the newest wins within the block), whether it was cached, missing or
-  "none": so no entry is older than the log once a commit has returned.
+  caller learns of the commit. Every held key the block touches, "none" answers
+  included, is set to the block's record (the newest wins within the block): so no
+  entry is older than the log once a commit has returned. Keys not held stay so (the
+  next lookup reads the index, which already has the block): a sync of many blocks
+  neither costs an entry per record nor pushes the hot keys out.
 - Readers fill misses from the index with `fill(token, key, record)`, where `token`
   is the `generation` they read before querying. A block applied meanwhile bumps the
   generation and the fill is dropped: an answer read from the index before a block
@@ -133,9 +135,14 @@ class LookupView:
     def apply(self, records: Iterable[ArtifactRecord]) -> None:
         """A committed block's records, in log order: each is now the newest of its keys."""
         self._generation += 1
+        entries = self._entries
         for record in records:
-            self._put(path_key(record.package_type, record.path), record)
-            self._put(digest_key(record.package_type, record.digest), record)
+            for key in (
+                path_key(record.package_type, record.path),
+                digest_key(record.package_type, record.digest),
+            ):
+                if key in entries:
+                    entries[key] = record
 
     def _put(self, key: Key, record: ArtifactRecord | None) -> None:
         entries = self._entries

@@ -50,15 +50,23 @@ def test_a_fill_read_before_a_block_is_dropped() -> None:
     token = view.generation  # a reader looks, finds nothing in the index ...
     view.apply([record(1, "/v2/a/manifests/1", "sha256:1")])  # ... the writer commits the tag ...
     assert not view.fill(token, key, None)  # ... and the reader's stale "none" is not stored
-    assert view.get(key)[1] == record(1, "/v2/a/manifests/1", "sha256:1")
+    assert view.get(key) == (False, None)  # the next lookup reads the index, which has the block
 
 
 def test_the_newest_record_of_a_block_wins() -> None:
     view = LookupView()
+    path, digest = path_key("docker", "/v2/a/manifests/1"), digest_key("docker", "sha256:1")
+    for key in (path, digest):
+        view.fill(view.generation, key, None)
     older, newer = record(1, "/v2/a/manifests/1", "sha256:1"), record(2, "/v2/a/manifests/1", "sha256:2")
     view.apply([older, newer])
-    assert view.get(path_key("docker", "/v2/a/manifests/1")) == (True, newer)
-    assert view.get(digest_key("docker", "sha256:1")) == (True, older)
+    assert view.get(path) == (True, newer) and view.get(digest) == (True, older)
+
+
+def test_a_block_adds_no_entries_for_keys_not_held() -> None:
+    view = LookupView()
+    view.apply([record(n, f"/q/{n}", f"sha256:{n}") for n in range(10)])
+    assert len(view) == 0 and view.get(path_key("docker", "/q/1")) == (False, None)
 
 
 def test_entries_are_bounded_and_the_least_recently_used_go_first() -> None:
@@ -70,8 +78,8 @@ def test_entries_are_bounded_and_the_least_recently_used_go_first() -> None:
     view.fill(view.generation, keys[3], None)
     assert len(view) == 3
     assert [view.get(k)[0] for k in keys] == [True, False, True, True]
-    view.apply([record(n, f"/q/{n}", f"sha256:{n}") for n in range(10)])
-    assert len(view) == 3
+    view.apply([record(n, f"/p/{n}", f"sha256:{n}") for n in range(10)])
+    assert len(view) == 3 and [view.get(k)[0] for k in keys] == [True, False, True, True]
 
 
 def test_a_view_of_no_entries_holds_nothing() -> None:
