@@ -10,9 +10,9 @@ and the index through a read-only SQLite connection of their own thread.
 
 Hot lookups. The newest record of a path (a tag) and of a digest (the vouch decision)
 come from a bounded in-memory view (`view.LookupView`) in front of the index: readers
-fill it from the index, and the writer sets every key a block touches once the index
-holds the block and before the block's callers are told, so a GET right after a
-commit sees it, and a fill that raced a block is dropped (see `view`).
+fill it from the index, and the writer corrects every held key a block touches once
+the index holds the block and before the block's callers are told, so a GET right
+after a commit sees it, and a fill that raced a block is dropped (see `view`).
 
 Group commit. The writer takes every publish waiting in the queue, up to a block's
 limits, into one block (when fewer wait than the last block held, it first waits up
