@@ -38,6 +38,7 @@ import errno
 import logging
 import queue
 import resource
+import select
 import selectors
 import socket
 import threading
@@ -506,8 +507,9 @@ class HttpServer:
             if h11conn.our_state is not h11.DONE or h11conn.their_state is not h11.DONE:
                 return None
             h11conn.start_next_cycle()
-            if not h11conn.trailing_data[0]:
-                # Nothing pipelined: wait for the next request in the poller, not here.
+            if not h11conn.trailing_data[0] and not _readable_now(conn.sock):
+                # Nothing pipelined or arrived yet: wait for the next request in the
+                # poller, not here. One that is already here is served at once.
                 return None if self._stopping.is_set() else conn
         return None
 
@@ -726,6 +728,14 @@ def _http_date() -> str:
         text = formatdate(now, usegmt=True)
         _date_cache = (now, text)
     return text
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether bytes (or EOF) wait on `sock`, without waiting for any."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _parked_max(limits: Limits) -> int:
