@@ -4,7 +4,9 @@ Rules it keeps:
 - An idle connection costs no thread. Between requests, and before the first byte
   of the first one, a connection is parked in a selector watched by one poller
   thread (which also accepts), and is handed to a worker only when it has bytes to
-  read. Parked connections are closed after the idle timeout, and there are at most
+  read (a next request that has already arrived when a response is done is served by
+  the same worker, without the round trip through the poller). Parked connections
+  are closed after the idle timeout, and there are at most
   `idle_connections_max` of them (further capped by the process's file-descriptor
   limit): past that the oldest idle one is closed.
 - A fixed number of workers serve requests; when all are busy and the short queue is
@@ -731,9 +733,12 @@ def _http_date() -> str:
 
 
 def _readable_now(sock: socket.socket) -> bool:
-    """Whether bytes (or EOF) wait on `sock`, without waiting for any."""
+    """Whether bytes (or EOF) wait on `sock`, without waiting for any. (poll, not
+    select: a descriptor past FD_SETSIZE is fine.)"""
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return False
 
