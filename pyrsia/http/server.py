@@ -80,6 +80,9 @@ SEND_TIMEOUT_S = 60.0
 BACKLOG = 128
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 1024 * 1024
+# Requests one connection may have served in a row by one worker when each has
+# arrived by the time the last is answered; then it goes back to the poller's queue.
+TURN_REQUESTS_MAX = 32
 # Bodies up to this size are sent with the response head in one write.
 COALESCE_BYTES_MAX = 64 * 1024
 # Connections accepted per wake-up of the poller, so a connect flood cannot starve
@@ -486,6 +489,7 @@ class HttpServer:
         its next request), a lingering close after an error reply, or None to close.
         """
         h11conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.header_bytes_max)
+        served = 0
         while not self._stopping.is_set():
             try:
                 request = self._read_request(h11conn, conn)
@@ -509,9 +513,11 @@ class HttpServer:
             if h11conn.our_state is not h11.DONE or h11conn.their_state is not h11.DONE:
                 return None
             h11conn.start_next_cycle()
-            if not h11conn.trailing_data[0] and not _readable_now(conn.sock):
+            served += 1
+            if not h11conn.trailing_data[0] and (served >= TURN_REQUESTS_MAX or not _readable_now(conn.sock)):
                 # Nothing pipelined or arrived yet: wait for the next request in the
-                # poller, not here. One that is already here is served at once.
+                # poller, not here. One that is already here is served at once, up to a
+                # turn's worth, so a busy client cannot keep a worker from the others.
                 return None if self._stopping.is_set() else conn
         return None
 

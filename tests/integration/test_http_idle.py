@@ -217,3 +217,36 @@ def test_idle_clients_leaving_at_once_never_turn_a_new_client_away(opened: list[
     finally:
         handler.release.set()
         server.shutdown(5)
+
+
+def test_a_request_waiting_when_a_response_is_done_is_served_and_others_still_are(
+    opened: list[socket.socket],
+) -> None:
+    """The next request on a keep-alive connection arrives while the one before it is
+    still being answered (so it waits in the socket, unread): the same worker answers
+    it at once, and a client queued meanwhile is answered too."""
+    handler = Held()
+    server = HttpServer(handler, "127.0.0.1", 0, Limits(workers_max=1))
+    server.start()
+    try:
+        busy = connect(server, opened, request=False)
+        busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: server.stats().workers_busy == 1)
+        busy.sendall(REQUEST)  # unread by the server until /hold is answered
+        other = connect(server, opened, request=False)
+        other.sendall(REQUEST)
+        wait_for(lambda: server.stats().connections_queued == 1)
+        handler.release.set()
+        both = b""
+        while both.count(b"\r\n\r\nhello") < 2:
+            chunk = busy.recv(65536)
+            assert chunk, f"connection closed after {both!r}"
+            both += chunk
+        assert both.startswith(b"HTTP/1.1 200") and both.count(b"HTTP/1.1 200") == 2
+        assert one_response(other).startswith(b"HTTP/1.1 200")
+        busy.sendall(REQUEST)  # and the connection is still kept alive after both
+        assert one_response(busy).startswith(b"HTTP/1.1 200")
+        wait_for(lambda: server.stats().workers_busy == 0 and server.stats().connections_idle == 2)
+    finally:
+        handler.release.set()
+        server.shutdown(5)
