@@ -127,9 +127,15 @@ def test_idle_connections_are_closed_after_the_idle_timeout(opened: list[socket.
 def test_past_the_maximum_the_oldest_idle_connection_is_closed(opened: list[socket.socket]) -> None:
     server = _serve(workers_max=2, idle_timeout_s=600, idle_connections_max=5)
     try:
-        for _ in range(8):
+        for n in range(8):
             connect(server, opened)
-            wait_for(lambda: server.stats().connections_idle + server.stats().workers_busy <= 5)
+            # Parked again before the next one connects (a worker hands a connection back
+            # just after its response), so the order of parking is the order of opening.
+            wait_for(
+                lambda n=n: (
+                    server.stats().workers_busy == 0 and server.stats().connections_idle == min(n + 1, 5)
+                )
+            )
         assert all(is_closed(sock) for sock in opened[:3])
         for sock in opened[3:]:
             sock.sendall(REQUEST)
