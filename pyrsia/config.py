@@ -309,6 +309,12 @@ class Config:
     http_idle_timeout_s: float = _setting(
         60.0, "Seconds an idle keep-alive connection stays open.", minimum=0.05, maximum=86400
     )
+    manifest_cache_bytes_max: int = _setting(
+        16 * 1024 * 1024,
+        "Bytes of manifests served from memory; 0 reads every manifest from disk.",
+        minimum=0,
+        maximum=64 * GIB,
+    )
     upstream_timeout_s: float = _setting(
         60.0, "Seconds an upstream may stay silent (connect, or between bytes).", minimum=0.05, maximum=3600
     )

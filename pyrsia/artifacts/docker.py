@@ -28,6 +28,10 @@ line); it checks a record against the registry the record names, whose name must
 agree with the record's path. A request for a registry that neither has an upstream
 here nor is in the genesis list is `RegistryUnknown`.
 
+Manifests served are kept in memory, bounded (`ManifestCache`): once the log vouches
+for a digest, its bytes come from there, without reading, hashing and parsing the file
+again; their expected layers were noted when they were first read.
+
 A blob the log vouches for (size and chunk root recorded) but the node lacks can be
 served while peers deliver it (`blob_or_download`): the fetch runs in the background
 and, once its first chunk verified, the caller gets the download's `BlobProgress`,
@@ -46,11 +50,13 @@ from functools import partial
 from typing import Any
 
 from pyrsia.artifacts.blobstore import BlobProgress, BlobStore, StoredBlob
+from pyrsia.artifacts.manifest_cache import ManifestCache
 from pyrsia.artifacts.provenance import Provenance, of_image
 from pyrsia.artifacts.records import RecordStore
 from pyrsia.artifacts.singleflight import SingleFlight
 from pyrsia.artifacts.sources import BlobSource, Sources, Wanted
 from pyrsia.artifacts.vouch import DOCKER, ArtifactLog, Authority, NewArtifact, Vouched
+from pyrsia.config import default_of
 from pyrsia.errors import (
     BlobUnknown,
     ManifestInvalid,
@@ -132,6 +138,7 @@ class DockerArtifacts:
         authority: Authority | None = None,
         observe: Callable[[str, int], None] | None = None,
         agreed: Callable[[], Sequence[str]] | None = None,
+        manifest_cache_bytes_max: int = default_of("manifest_cache_bytes_max"),
     ) -> None:
         """`authority` is set on a node that is not one: what its log lacks, it asks for.
         `agreed` gives the registries the network vouches for (its genesis list; unset,
@@ -151,6 +158,8 @@ class DockerArtifacts:
         self._flights = SingleFlight()
         self._authority = authority
         self._upstream_only = Sources(blobs, [RegistrySource(self._upstreams)])
+        self._manifests = ManifestCache(manifest_cache_bytes_max)
+        self._manifests_lock = threading.Lock()
 
     # -- registries -----------------------------------------------------------------
 
@@ -308,6 +317,11 @@ class DockerArtifacts:
         return self._flights.run(f"publish {name}@{digest}", lambda: self._publish(name, str(digest)))
 
     def _vouched_manifest(self, name: str, digest: Digest) -> StoredManifest:
+        """The bytes of a manifest the log vouches for (the caller has asked it)."""
+        with self._manifests_lock:
+            cached = self._manifests.get(digest)
+        if cached is not None:
+            return StoredManifest(digest, cached.media_type, cached.body)
         body = self._blobs.read_checked(digest)
         if body is None:  # vouched for, but not (or no longer) held: fetch it again
             body = self._flights.run(f"manifest {digest}", lambda: self._fetch_manifest(name, digest))
@@ -317,6 +331,8 @@ class DockerArtifacts:
             self._note_layers(
                 name, found, record.package_id if record else f"{name}@{digest}", only_missing=True
             )
+        with self._manifests_lock:
+            self._manifests.put(digest, found.media_type, body)
         return found
 
     def _fetch_manifest(self, name: str, digest: Digest) -> bytes:

@@ -186,8 +186,8 @@ class LedgerArtifactLog:
         return None if record is None else Vouched.of(record, record.height)
 
     def record(self, package_type: str, digest: str) -> Vouched | None:
-        found = [r for r in self._ledger.by_digest(digest) if r.package_type == package_type]
-        return Vouched.of(found[0], found[0].height) if found else None
+        found = self._ledger.newest_by_digest(package_type, digest)
+        return None if found is None else Vouched.of(found, found.height)
 
     def vouches(self, package_type: str, digest: str) -> bool:
         return self._ledger.has_digest(package_type, digest)

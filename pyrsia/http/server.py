@@ -4,7 +4,9 @@ Rules it keeps:
 - An idle connection costs no thread. Between requests, and before the first byte
   of the first one, a connection is parked in a selector watched by one poller
   thread (which also accepts), and is handed to a worker only when it has bytes to
-  read. Parked connections are closed after the idle timeout, and there are at most
+  read (a next request that has already arrived when a response is done is served by
+  the same worker, without the round trip through the poller). Parked connections
+  are closed after the idle timeout, and there are at most
   `idle_connections_max` of them (further capped by the process's file-descriptor
   limit): past that the oldest idle one is closed.
 - A fixed number of workers serve requests; when all are busy and the short queue is
@@ -38,6 +40,7 @@ import errno
 import logging
 import queue
 import resource
+import select
 import selectors
 import socket
 import threading
@@ -77,6 +80,11 @@ SEND_TIMEOUT_S = 60.0
 BACKLOG = 128
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 1024 * 1024
+# Requests one connection may have served in a row by one worker when each has
+# arrived by the time the last is answered; then it goes back to the poller's queue.
+TURN_REQUESTS_MAX = 32
+# Bodies up to this size are sent with the response head in one write.
+COALESCE_BYTES_MAX = 64 * 1024
 # Connections accepted per wake-up of the poller, so a connect flood cannot starve
 # parked connections that have requests to hand over.
 ACCEPT_BATCH_MAX = 64
@@ -170,10 +178,16 @@ class HttpServer:
         self._lingering: OrderedDict[_Lingering, float] = OrderedDict()
         self._accept_paused_until: float | None = None
         # Shared: the worker queue, connections workers hand back, and counters.
-        self._queue: queue.Queue[_Connection | None] = queue.Queue(maxsize=limits.workers_max)
+        # Connections with a request to read, for the workers: at most `workers_max` wait.
+        # A SimpleQueue (its put and get are a few C calls, no Python condition) bounded
+        # by the poller, its one producer, which checks the length before each put.
+        self._queue: queue.SimpleQueue[_Connection | None] = queue.SimpleQueue()
         self._returned: queue.SimpleQueue[_Connection | _Lingering] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._poller_open = True
+        # A wake-up byte is on its way to the poller and the poller has not yet taken
+        # back what was returned: a worker handing a connection back need not send another.
+        self._wake_pending = False
         self._busy = 0
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
@@ -210,11 +224,8 @@ class HttpServer:
         else:
             self._wake_poller()
             self._poller.join(max(0.0, deadline - time.monotonic()))
-        for _ in self._workers:
-            try:
-                self._queue.put(None, timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Full:
-                break
+        for _ in self._workers:  # after the connections already queued: those are closed unserved
+            self._queue.put(None)
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         # Connections that had a request ready as we stopped never reached a worker.
@@ -289,6 +300,9 @@ class HttpServer:
             self._park(_Connection(sock, f"{addr[0]}:{addr[1]}"))
 
     def _take_back(self) -> None:
+        # Cleared before the queue is read: a connection returned after this line sends a
+        # new wake-up; one returned before it is taken below.
+        self._wake_pending = False
         while True:
             try:
                 returned = self._returned.get_nowait()
@@ -335,10 +349,10 @@ class HttpServer:
         except OSError:
             _close(conn.sock)
             return
-        try:
-            self._queue.put_nowait(conn)
-        except queue.Full:
+        if self._queue.qsize() >= self._limits.workers_max:
             self._refuse_busy(conn.sock)
+        else:
+            self._queue.put(conn)
 
     def _forget(self, conn: _Connection) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -447,22 +461,26 @@ class HttpServer:
             except Exception:
                 log.exception("connection %s failed", conn.peer)
             finally:
-                with self._lock:
-                    self._busy -= 1
-            if then is None:
-                _close(conn.sock)
-            else:
-                self._hand_back(then)
+                self._hand_back(conn, then)
 
-    def _hand_back(self, conn: _Connection | _Lingering) -> None:
+    def _hand_back(self, conn: _Connection, then: _Connection | _Lingering | None) -> None:
         """Park a connection between requests (or after an error reply): the poller
-        watches it from now on."""
+        watches it from now on. Closed instead when there is nothing more to do on it
+        or the poller has stopped.
+
+        Per request, so kept cheap: one lock taken (never held across a system call,
+        so workers do not queue behind one that is), and a wake-up sent only when
+        none is pending already."""
         with self._lock:
-            if self._poller_open:
-                self._returned.put(conn)
-                self._wake_poller()
-                return
-        _close(conn.sock)
+            self._busy -= 1
+            parked = then is not None and self._poller_open
+            if parked:
+                self._returned.put(cast(_Connection | _Lingering, then))
+        if not parked:
+            _close(conn.sock)
+        elif not self._wake_pending:
+            self._wake_pending = True
+            self._wake_poller()
 
     def _serve(self, conn: _Connection) -> _Connection | _Lingering | None:
         """Serve requests while their bytes are at hand.
@@ -471,6 +489,7 @@ class HttpServer:
         its next request), a lingering close after an error reply, or None to close.
         """
         h11conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.header_bytes_max)
+        served = 0
         while not self._stopping.is_set():
             try:
                 request = self._read_request(h11conn, conn)
@@ -494,8 +513,11 @@ class HttpServer:
             if h11conn.our_state is not h11.DONE or h11conn.their_state is not h11.DONE:
                 return None
             h11conn.start_next_cycle()
-            if not h11conn.trailing_data[0]:
-                # Nothing pipelined: wait for the next request in the poller, not here.
+            served += 1
+            if not h11conn.trailing_data[0] and (served >= TURN_REQUESTS_MAX or not _readable_now(conn.sock)):
+                # Nothing pipelined or arrived yet: wait for the next request in the
+                # poller, not here. One that is already here is served at once, up to a
+                # turn's worth, so a busy client cannot keep a worker from the others.
                 return None if self._stopping.is_set() else conn
         return None
 
@@ -622,7 +644,7 @@ class HttpServer:
         headers = list(response.headers)
         if response.status not in _NO_CONTENT_STATUSES:
             headers.append(("Content-Length", str(len(response.body))))
-        headers += [("Date", formatdate(usegmt=True)), ("Server", f"pyrsia/{__version__}")]
+        headers += [("Date", _http_date()), ("Server", _SERVER)]
         if self._stopping.is_set() and not any(name.lower() == "connection" for name, _ in headers):
             headers.append(("Connection", "close"))
         return h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
@@ -634,15 +656,27 @@ class HttpServer:
         sock.settimeout(SEND_TIMEOUT_S)
         write: Callable[[bytes], None] = sock.sendall
         try:
-            write(h11conn.send(head) or b"")
-            if method != "HEAD" and response.status not in _NO_CONTENT_STATUSES and len(response.body):
-                if isinstance(response.body, FileBody):
-                    self._send_file(h11conn, sock, response.body)
-                elif isinstance(response.body, StreamBody):
-                    self._send_stream(h11conn, sock, response.body)
+            out = h11conn.send(head) or b""
+            body = response.body
+            if method != "HEAD" and response.status not in _NO_CONTENT_STATUSES and len(body):
+                if isinstance(body, FileBody):
+                    write(out)
+                    out = b""
+                    self._send_file(h11conn, sock, body)
+                elif isinstance(body, StreamBody):
+                    write(out)
+                    out = b""
+                    self._send_stream(h11conn, sock, body)
+                elif len(body) <= COALESCE_BYTES_MAX and h11conn.our_state is h11.SEND_BODY:
+                    # A small answer (a manifest, an error) leaves in one write: one segment
+                    # (TCP_NODELAY sends each write at once) and one wake-up of the client.
+                    out += h11conn.send(h11.Data(data=body)) or b""
                 else:
-                    write(h11conn.send(h11.Data(data=response.body)) or b"")
-            write(h11conn.send(h11.EndOfMessage()) or b"")
+                    write(out)
+                    out = h11conn.send(h11.Data(data=body)) or b""
+            out += h11conn.send(h11.EndOfMessage()) or b""
+            if out:
+                write(out)
         except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
             raise _Closed() from exc
 
@@ -687,6 +721,32 @@ class HttpServer:
             response.status,
             len(response.body),
         )
+
+
+_SERVER = f"pyrsia/{__version__}"
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """RFC 9110 §6.6.1 Date, formatted once per second rather than once per response."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether bytes (or EOF) wait on `sock`, without waiting for any. (poll, not
+    select: a descriptor past FD_SETSIZE is fine.)"""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _parked_max(limits: Limits) -> int:

@@ -218,6 +218,7 @@ class Node:
             authority=authority,
             observe=self.exchange.obtained,
             agreed=lambda: self.ledger.registries,
+            manifest_cache_bytes_max=config.manifest_cache_bytes_max,
         )
         self._maven = MavenArtifacts(
             self.blobs,

@@ -32,6 +32,9 @@ from typing import Any
 from pyrsia.errors import StorageError
 from pyrsia.translog.block import Block
 from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
+from pyrsia.translog.view import ArtifactRecord
+
+__all__ = ["ArtifactRecord", "Index", "IndexReader", "IndexTip", "Query", "rows_of"]
 
 log = logging.getLogger("pyrsia.translog")
 SCHEMA_VERSION = "4"
@@ -62,31 +65,6 @@ _COLUMNS = (
     "chunk_root, media_type, source, author, registry"
 )
 _PLACES = ",".join("?" * len(_COLUMNS.split(",")))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ArtifactRecord:
-    leaf: int
-    height: int
-    tx_id: str
-    time: int
-    submitter: str
-    package_type: str
-    package_id: str
-    path: str
-    digest: str
-    size: int
-    chunk_size: int
-    chunk_root: bytes
-    media_type: str
-    source: str
-    author: str
-    dependencies: tuple[str, ...] = ()
-    registry: str = ""  # the record's registry, or its package type's default (never empty once indexed)
-
-    def to_json(self) -> dict[str, object]:
-        doc = {f: getattr(self, f) for f in self.__slots__}
-        return {**doc, "chunk_root": self.chunk_root.hex(), "dependencies": list(self.dependencies)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,6 +296,10 @@ class IndexReader:
         if package_type is None:
             return self._records("digest = ?", [digest], SEARCH_LIMIT_MAX)
         return self._records("digest = ? AND package_type = ?", [digest, package_type], SEARCH_LIMIT_MAX)
+
+    def newest_by_digest(self, package_type: str, digest: str) -> ArtifactRecord | None:
+        found = self._records("digest = ? AND package_type = ?", [digest, package_type], 1)
+        return found[0] if found else None
 
     def has_digest(self, package_type: str, digest: str) -> bool:
         rows = self._rows(

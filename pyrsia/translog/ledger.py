@@ -8,6 +8,12 @@ authorities) that the writer swaps in once a block is durable, the Merkle tree u
 that head's size (the tree only grows past it), block files (immutable once renamed),
 and the index through a read-only SQLite connection of their own thread.
 
+Hot lookups. The newest record of a path (a tag) and of a digest (the vouch decision)
+come from a bounded in-memory view (`view.LookupView`) in front of the index: readers
+fill it from the index, and the writer corrects every held key a block touches once
+the index holds the block and before the block's callers are told, so a GET right
+after a commit sees it, and a fill that raced a block is dropped (see `view`).
+
 Group commit. The writer takes every publish waiting in the queue, up to a block's
 limits, into one block (when fewer wait than the last block held, it first waits up
 to about a millisecond for callers still resubmitting): each payload signed, with its
@@ -62,6 +68,7 @@ from pyrsia.translog.chain import Chain, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
+from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key, records_of
 
 log = logging.getLogger("pyrsia.translog")
 T = TypeVar("T")
@@ -168,7 +175,13 @@ def verify_chain(root: Path) -> VerifyReport:
 
 class Ledger:
     def __init__(
-        self, root: Path, key: SigningKey, files: BlockFiles, index: Index, clock: Callable[[], float]
+        self,
+        root: Path,
+        key: SigningKey,
+        files: BlockFiles,
+        index: Index,
+        clock: Callable[[], float],
+        view_entries_max: int = VIEW_ENTRIES_MAX,
     ) -> None:
         self.root = root
         self._key = key
@@ -192,6 +205,8 @@ class Ledger:
         # Weak: a reader thread that ends takes its connection with it.
         self._readers: weakref.WeakSet[IndexReader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
+        self._view = LookupView(view_entries_max)
+        self._view_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -204,6 +219,7 @@ class Ledger:
         index: Index | None = None,
         genesis: Block | None = None,
         registries: Sequence[str] = (),
+        view_entries_max: int = VIEW_ENTRIES_MAX,
     ) -> Ledger:
         """Open (or start) the log under `root`: chain verified, index whole, writer running.
 
@@ -218,7 +234,7 @@ class Ledger:
         if removed:
             log.info("removed %d block writes a crash interrupted", removed)
         index = index or Index(root / INDEX_FILE)
-        ledger = cls(root, key, files, index, clock)
+        ledger = cls(root, key, files, index, clock, view_entries_max)
         try:
             ledger._load(genesis, tuple(registries))
         except BaseException:
@@ -522,13 +538,19 @@ class Ledger:
         request.future.set_result(request.block)
 
     def _committed(self, block: Block, first_leaf: int) -> None:
-        """The block is durable: readers see it, then the index learns it, then listeners."""
+        """The block is durable: readers see it, then the index and the lookup view learn
+        it, then listeners."""
         chain = self._chain
         self._head = Head(tip=block, size=chain.size, authorities=chain.authorities)
         try:
             self._index.apply([(block, first_leaf)])
         except Exception as exc:
             self._index_failed(block.header.height, exc)
+        # After the index: a reader that misses the view from now on finds the block there.
+        # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
+        records = records_of(block, first_leaf)
+        with self._view_lock:
+            self._view.apply(records)
         for listener in self._listeners:
             listener(block)
 
@@ -624,14 +646,35 @@ class Ledger:
         return head.tip if height == head.tip.header.height else self._read(height)
 
     def latest(self, package_type: str, path: str) -> ArtifactRecord | None:
-        return self._reader().latest(package_type, path)
+        """The newest committed record of a path."""
+        return self._lookup(path_key(package_type, path), lambda r: r.latest(package_type, path))
+
+    def newest_by_digest(self, package_type: str, digest: str) -> ArtifactRecord | None:
+        """The newest committed record of a digest of this package type."""
+        return self._lookup(
+            digest_key(package_type, digest), lambda r: r.newest_by_digest(package_type, digest)
+        )
+
+    def _lookup(
+        self, key: Key, query: Callable[[IndexReader], ArtifactRecord | None]
+    ) -> ArtifactRecord | None:
+        reader = self._reader()  # refuses while the index lacks a committed block
+        with self._view_lock:
+            held, record = self._view.get(key)
+            token = self._view.generation
+        if held:
+            return record
+        record = query(reader)
+        with self._view_lock:
+            self._view.fill(token, key, record)
+        return record
 
     def by_digest(self, digest: str) -> list[ArtifactRecord]:
         """Every committed record of `digest`, newest first."""
         return self._reader().by_digest(digest)
 
     def has_digest(self, package_type: str, digest: str) -> bool:
-        return self._reader().has_digest(package_type, digest)
+        return self.newest_by_digest(package_type, digest) is not None
 
     def package_ids(self, package_type: str, prefix: str) -> list[str]:
         return self._reader().package_ids(package_type, prefix)

@@ -127,9 +127,15 @@ def test_idle_connections_are_closed_after_the_idle_timeout(opened: list[socket.
 def test_past_the_maximum_the_oldest_idle_connection_is_closed(opened: list[socket.socket]) -> None:
     server = _serve(workers_max=2, idle_timeout_s=600, idle_connections_max=5)
     try:
-        for _ in range(8):
+        for n in range(8):
             connect(server, opened)
-            wait_for(lambda: server.stats().connections_idle + server.stats().workers_busy <= 5)
+            # Parked again before the next one connects (a worker hands a connection back
+            # just after its response), so the order of parking is the order of opening.
+            wait_for(
+                lambda n=n: (
+                    server.stats().workers_busy == 0 and server.stats().connections_idle == min(n + 1, 5)
+                )
+            )
         assert all(is_closed(sock) for sock in opened[:3])
         for sock in opened[3:]:
             sock.sendall(REQUEST)
@@ -214,6 +220,39 @@ def test_idle_clients_leaving_at_once_never_turn_a_new_client_away(opened: list[
         wait_for(lambda: server.stats().connections_queued == 1)
         handler.release.set()
         assert one_response(newcomer).startswith(b"HTTP/1.1 200")
+    finally:
+        handler.release.set()
+        server.shutdown(5)
+
+
+def test_a_request_waiting_when_a_response_is_done_is_served_and_others_still_are(
+    opened: list[socket.socket],
+) -> None:
+    """The next request on a keep-alive connection arrives while the one before it is
+    still being answered (so it waits in the socket, unread): the same worker answers
+    it at once, and a client queued meanwhile is answered too."""
+    handler = Held()
+    server = HttpServer(handler, "127.0.0.1", 0, Limits(workers_max=1))
+    server.start()
+    try:
+        busy = connect(server, opened, request=False)
+        busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: server.stats().workers_busy == 1)
+        busy.sendall(REQUEST)  # unread by the server until /hold is answered
+        other = connect(server, opened, request=False)
+        other.sendall(REQUEST)
+        wait_for(lambda: server.stats().connections_queued == 1)
+        handler.release.set()
+        both = b""
+        while both.count(b"\r\n\r\nhello") < 2:
+            chunk = busy.recv(65536)
+            assert chunk, f"connection closed after {both!r}"
+            both += chunk
+        assert both.startswith(b"HTTP/1.1 200") and both.count(b"HTTP/1.1 200") == 2
+        assert one_response(other).startswith(b"HTTP/1.1 200")
+        busy.sendall(REQUEST)  # and the connection is still kept alive after both
+        assert one_response(busy).startswith(b"HTTP/1.1 200")
+        wait_for(lambda: server.stats().workers_busy == 0 and server.stats().connections_idle == 2)
     finally:
         handler.release.set()
         server.shutdown(5)
