@@ -10,14 +10,18 @@ counts; it cannot change its mind.
 Two transactions may publish the same thing (several authorities asked to build one
 image): they share a *key* — (package type, path, digest) for an artifact, the peer
 id and the change for an authority — and only the first ready one per key is proposed;
-when one commits, the others are settled with it. Bounded by count; entries older than
-`ttl_s` expire. Pure: time is an argument.
+when one commits, the others are settled with it. One that comes after its twin has
+committed (an authority that looked at its log before the twin's block arrived, then
+fetched and submitted) is settled at once with the twin's height (`committed_height`),
+never proposed again. Bounded by count; entries older than `ttl_s` expire. Pure: time is
+an argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pyrsia.consensus.wire import Verdict
 from pyrsia.translog.block import quorum
@@ -35,6 +39,27 @@ def key_of(tx: Transaction) -> tuple[str, str, str]:
         return (payload.package_type, payload.path, payload.digest)
     assert isinstance(payload, AuthorizedNode), "tx.py pairs every other type with this payload"
     return ("authority", tx.type, payload.peer_id)
+
+
+class Committed(Protocol):
+    """What the log says of a path: its newest record's digest and height."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def height(self) -> int: ...
+
+
+def committed_height(tx: Transaction, latest: Callable[[str, str], Committed | None]) -> int | None:
+    """The height at which the log already holds what `tx` publishes — the newest record
+    of its path has its digest — or None. `latest(package_type, path)` reads the log. Only
+    artifacts: an authority change is judged by the chain's own rules."""
+    payload = tx.payload
+    if not isinstance(payload, AddArtifact):
+        return None
+    record = latest(payload.package_type, payload.path)
+    return record.height if record is not None and record.digest == payload.digest else None
 
 
 @dataclass(slots=True)

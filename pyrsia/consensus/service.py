@@ -55,7 +55,7 @@ from nacl.signing import SigningKey
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
 from pyrsia.consensus.core import Broadcast, Config, Core, HardState, Ready, SendTo, Step
-from pyrsia.consensus.mempool import Entry, Mempool
+from pyrsia.consensus.mempool import Entry, Mempool, committed_height
 from pyrsia.durable import write_atomic
 from pyrsia.errors import (
     ChainBroken,
@@ -561,7 +561,18 @@ class ConsensusService:
                     if self.me not in entry.endorsements and self.me not in entry.refusals:
                         self._start_verify(entry)
 
+    def _already_committed(self, tx: Transaction) -> int | None:
+        try:
+            return committed_height(tx, self.ledger.latest)
+        except PyrsiaError:  # the index behind its blocks: no answer, so no shortcut
+            return None
+
     def _on_local(self, tx: Transaction) -> None:
+        height = self._already_committed(tx)
+        if height is not None:  # a twin committed since we looked: that is our publication
+            log.info("transaction %s already committed at height %d", tx.id.hex()[:16], height)
+            self._finish(tx.id, "committed", height)
+            return
         entry = self.mempool.add(tx, self._clock(), local=True)
         if entry is None:
             return
@@ -584,7 +595,9 @@ class ConsensusService:
             if tx.submitter not in authorities:
                 raise TxInvalid(f"submitted by {tx.submitter}, not an authority")
             check(tx)
-            if tx.type == ADD_ARTIFACT and self.ledger.has_tx(tx.id):
+            if tx.type == ADD_ARTIFACT and (
+                self.ledger.has_tx(tx.id) or self._already_committed(tx) is not None
+            ):
                 raise TxInvalid("already committed")
         except PyrsiaError as exc:
             self.stats.messages_rejected += 1

@@ -11,7 +11,7 @@ from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
-from pyrsia.consensus.mempool import Mempool, key_of
+from pyrsia.consensus.mempool import Mempool, committed_height, key_of
 from pyrsia.errors import MessageRejected
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
@@ -190,3 +190,38 @@ def test_the_pool_is_bounded() -> None:
     pool = Mempool(txs_max=3)
     added = [pool.add(artifact(n), 0.0) for n in range(5)]
     assert [a is not None for a in added] == [True, True, True, False, False]
+
+
+# -- a twin that comes after the first committed ----------------------------------------
+
+
+class Record:
+    def __init__(self, digest: str, height: int) -> None:
+        self.digest, self.height = digest, height
+
+
+def test_a_twin_of_what_the_log_holds_is_committed_at_that_height() -> None:
+    first, twin = artifact(3, submitter=0), artifact(3, submitter=1, nonce=7)
+    assert first.id != twin.id and key_of(first) == key_of(twin)
+    log = {("docker", "/v2/library/app/manifests/3"): Record(f"sha256:{3:064x}", 42)}
+    asked: list[tuple[str, str]] = []
+
+    def latest(package_type: str, path: str) -> Record | None:
+        asked.append((package_type, path))
+        return log.get((package_type, path))
+
+    assert committed_height(twin, latest) == 42
+    assert asked == [("docker", "/v2/library/app/manifests/3")]
+    # The path moved on to another digest (a tag updated upstream): a new publication.
+    assert committed_height(artifact(3, digest=9, submitter=1), latest) is None
+    # Nothing at that path yet.
+    assert committed_height(artifact(4), latest) is None
+
+
+def test_authority_changes_are_never_taken_for_twins() -> None:
+    change = sign(KEYS[0], type=ADD_AUTHORIZED_NODE, payload=AuthorizedNode(peer_id=IDS[4]), time=T0, nonce=1)
+
+    def latest(package_type: str, path: str) -> Record | None:
+        raise AssertionError("an authority change does not read the artifact log")
+
+    assert committed_height(change, latest) is None
