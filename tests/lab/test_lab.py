@@ -39,8 +39,23 @@ def lab_links_in_root() -> list[str]:
     return sorted(name for name in names if re.fullmatch(r"h\d+|br0", name))
 
 
-def namespaces_of(lab: Lab) -> list[str]:
-    return sorted(p.name for p in NETNS_DIR.glob(f"{lab.switch}*")) if NETNS_DIR.exists() else []
+def namespaces_of(lab: Lab) -> dict[str, int]:
+    """The lab's namespaces by name, each with the inode that identifies the namespace:
+    once a lab is gone another (a test running beside this one) may take the same name."""
+    found = NETNS_DIR.glob(f"{lab.switch}*") if NETNS_DIR.exists() else []
+    return {p.name: p.stat().st_ino for p in sorted(found)}
+
+
+def still_there(names: dict[str, int]) -> list[str]:
+    """Those of `names` whose very namespace still exists (not a newer one of that name)."""
+    left = []
+    for name, inode in names.items():
+        try:
+            if (NETNS_DIR / name).stat().st_ino == inode:
+                left.append(name)
+        except FileNotFoundError:
+            pass
+    return left
 
 
 def exchange(server: LabHost, client: LabHost, port: int) -> str:
@@ -65,9 +80,9 @@ def test_two_labs_at_once_have_their_own_subnets_and_hosts_reach_each_other() ->
         unreachable = other.run(sys.executable, "-c", CLIENT, a.ip, "9000", timeout_s=30)
         assert unreachable.returncode != 0
         assert not lab_links_in_root()
-        names = namespaces_of(first) + namespaces_of(second)
+        names = namespaces_of(first) | namespaces_of(second)
         assert len(names) == 5  # two switches, three hosts
-    assert not any((NETNS_DIR / name).exists() for name in names)
+    assert not still_there(names)
     assert not lab_links_in_root()
 
 
@@ -80,7 +95,7 @@ def test_leaving_by_an_exception_kills_what_ran_and_deletes_everything() -> None
         raise RuntimeError("the test failed")
     assert tracked.wait(timeout=10) != 0
     assert untracked.wait(timeout=10) != 0
-    assert not any((NETNS_DIR / name).exists() for name in names)
+    assert not still_there(names)
     assert not lab_links_in_root()
 
 
@@ -94,7 +109,7 @@ def test_a_host_that_fails_halfway_through_setup_is_deleted_too() -> None:
             lab.add_host("b")
         names = namespaces_of(lab)
         assert f"{lab.switch}-b" in names  # created before the failing step
-    assert not any((NETNS_DIR / name).exists() for name in names)
+    assert not still_there(names)
 
 
 def test_a_missing_tool_fails_and_names_the_installer() -> None:
