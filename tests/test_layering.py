@@ -71,6 +71,7 @@ PURE_MODULES = [
     "registry/metrics.py",
     "web/traffic.py",
     "p2p/identity.py",
+    "p2p/ipnet.py",
     "p2p/swarm/behaviour.py",
     "p2p/wire/connection.py",
     "p2p/behaviours/kad/messages.py",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+from pyrsia.p2p.behaviours.kad.addresses import ip_group
+from pyrsia.p2p.ipnet import SITE_V6_PREFIX, network_of
 from pyrsia.p2p.swarm import limits
 from pyrsia.p2p.swarm.limits import Limits, ResourceManager, subnet_of
 
@@ -96,3 +100,10 @@ def test_streams_per_peer_per_protocol() -> None:
 def test_reserved_room_must_leave_room_for_others() -> None:
     with pytest.raises(ValueError):
         Limits(connections_inbound_max=4, reserved_known=4)
+
+
+def test_every_grouping_counts_an_ipv4_mapped_address_as_its_ipv4_network() -> None:
+    mapped = ipaddress.ip_address("::ffff:198.51.100.9")
+    assert network_of(mapped, v6_prefix=SITE_V6_PREFIX) == "198.51.100.0/24"
+    assert ip_group(mapped) == "198.51.100.0/24"
+    assert network_of(ipaddress.ip_address("2001:db8:1:2::9"), v6_prefix=SITE_V6_PREFIX) == "2001:db8:1::/48"

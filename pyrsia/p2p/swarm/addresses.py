@@ -55,6 +55,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyrsia.errors import ConfigError, ProtocolViolation
+from pyrsia.p2p.ipnet import SITE_V6_PREFIX, network_of
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
 ADVERTISED_MAX = 32  # addresses in one identify message (identify accepts 64)
@@ -63,8 +64,6 @@ OBSERVERS_MIN = 2
 OBSERVED_TTL_S = 30 * 60.0
 OBSERVER_GROUPS_MAX = 256
 OBSERVED_ADDRESSES_MAX = 4
-IPV4_GROUP_PREFIX = 24
-IPV6_GROUP_PREFIX = 48  # as the DHT's peer groups (kad/addresses.py): one IPv6 site
 BOOK_PEERS_MAX = 4096
 BOOK_ADDRESSES_PER_PEER_MAX = 16
 BOOK_IDENTIFY_TTL_S = 60 * 60.0
@@ -305,10 +304,7 @@ def observer_group(observer: Multiaddr) -> str | None:
     ip = ip_of(observer)
     if ip is None:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = IPV4_GROUP_PREFIX if ip.version == 4 else IPV6_GROUP_PREFIX
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    return network_of(ip, v6_prefix=SITE_V6_PREFIX)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -26,6 +26,8 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pyrsia.p2p.ipnet import LAN_V6_PREFIX, network_of
+
 # Limit names, as counted and shown on /metrics.
 PER_IP = "connections_per_ip"
 PER_SUBNET = "connections_per_subnet"
@@ -53,12 +55,8 @@ class Limits:
 
 
 def subnet_of(ip: str) -> str:
-    """The subnet an address is counted in: /24 for IPv4, /64 for IPv6."""
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    bits = 24 if address.version == 4 else 64
-    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+    """The subnet an address is counted in: /24 for IPv4, /64 (one LAN) for IPv6."""
+    return network_of(ipaddress.ip_address(ip), v6_prefix=LAN_V6_PREFIX)
 
 
 @dataclass(slots=True)

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pyrsia.errors import ProtocolViolation
+from pyrsia.p2p.ipnet import SITE_V6_PREFIX, IpAddress, network_of
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
-IPV4_GROUP_PREFIX_BITS = 24
-IPV6_GROUP_PREFIX_BITS = 48
 CACHE_ENTRIES_MAX = 4096
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -85,8 +83,7 @@ def ip_group(ip: IpAddress | None, exempt: tuple[IpNetwork, ...] = ()) -> str | 
     """
     if ip is None or any(ip.version == net.version and ip in net for net in exempt):
         return None
-    bits = IPV4_GROUP_PREFIX_BITS if ip.version == 4 else IPV6_GROUP_PREFIX_BITS
-    return str(ipaddress.ip_network((ip, bits), strict=False))
+    return network_of(ip, v6_prefix=SITE_V6_PREFIX)
 
 
 @functools.lru_cache(maxsize=CACHE_ENTRIES_MAX)
