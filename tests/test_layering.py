@@ -93,6 +93,7 @@ PURE_MODULES = [
     "p2p/behaviours/relay/voucher.py",
     "p2p/behaviours/dcutr.py",
     "p2p/behaviours/autonat/__init__.py",
+    "p2p/behaviours/autonat/admission.py",
     "p2p/behaviours/autonat/client.py",
     "p2p/behaviours/autonat/messages.py",
     "p2p/behaviours/autonat/reachability.py",

@@ -18,9 +18,15 @@ LAN_V6_PREFIX = 64
 SITE_V6_PREFIX = 48
 
 
+def unmapped(ip: IpAddress | None) -> IpAddress | None:
+    """The IPv4 address an IPv4-mapped IPv6 address carries; any other address as it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def network_of(ip: IpAddress, *, v6_prefix: int) -> str:
     """`ip`'s network in CIDR form: its IPv4 /24, or its IPv6 network of `v6_prefix` bits."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = unmapped(ip) or ip
     bits = IPV4_PREFIX if ip.version == 4 else v6_prefix
     return str(ipaddress.ip_network((ip, bits), strict=False))

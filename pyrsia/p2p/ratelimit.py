@@ -11,13 +11,25 @@ percent of the cap.
 `PeerSlots` enforces `max_upload_peers`: how many distinct peers are served at once
 (0 = unlimited). A peer holding a slot may open more streams without taking another.
 
+`prune_window` keeps a sliding window of event times (requests per minute and the
+like), as every per-peer request rate of the behaviours counts them.
+
 Neither class locks; the shell that shares one between threads does.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 BURST_S = 0.1  # default burst: a tenth of a second of traffic
 BURST_BYTES_MIN = 64 * 1024
+
+
+def prune_window(stamps: deque[float], now_s: float, window_s: float) -> deque[float]:
+    """Drop the times older than `window_s` from the left of `stamps` (oldest first); returns it."""
+    while stamps and now_s - stamps[0] > window_s:
+        stamps.popleft()
+    return stamps
 
 
 class TokenBucket:

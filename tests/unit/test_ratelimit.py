@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrsia.p2p.ratelimit import PeerSlots, TokenBucket
+from pyrsia.p2p.behaviours.autonat.admission import RequestAdmission
+from pyrsia.p2p.ratelimit import PeerSlots, TokenBucket, prune_window
 
 
 def test_unlimited_never_waits() -> None:
@@ -70,3 +73,22 @@ def test_peer_slots_count_peers_not_streams() -> None:
     slots.release("a")
     assert slots.acquire("c") and slots.serving == 2
     assert PeerSlots(0).acquire("anyone")
+
+
+def test_prune_window_keeps_only_the_times_inside_the_window() -> None:
+    stamps = deque([1.0, 5.0, 61.5, 70.0])
+    assert list(prune_window(stamps, 71.0, 60.0)) == [61.5, 70.0]
+    assert list(prune_window(deque(), 71.0, 60.0)) == []
+
+
+def test_autonat_admission_refuses_in_order_and_forgets_quiet_peers() -> None:
+    admission = RequestAdmission(rate_max=3, peer_rate_max=2, concurrent_max=2)
+    assert admission.refusal("a", ["a"], 0.0) == "peer_concurrent"
+    assert admission.refusal("a", ["b", "c"], 0.0) == "concurrent"
+    for t in (0.0, 1.0):
+        assert admission.refusal("a", [], t) is None
+        admission.accept("a", t)
+    assert admission.refusal("a", [], 2.0) == "peer_rate"
+    admission.accept("b", 2.0)
+    assert admission.refusal("c", [], 3.0) == "rate"
+    assert admission.refusal("a", [], 62.0) is None  # a minute later both windows moved on

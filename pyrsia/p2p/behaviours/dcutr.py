@@ -69,6 +69,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyrsia.errors import ProtocolViolation
+from pyrsia.p2p.ratelimit import prune_window
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.addresses import kind_of
 from pyrsia.p2p.wire import protobuf, varint
@@ -441,9 +442,7 @@ class Dcutr:
             while len(self._answered) > PEERS_REMEMBERED_MAX:
                 self._answered.popitem(last=False)
         self._answered.move_to_end(peer)
-        while answered and now_s - answered[0] > ATTEMPT_WINDOW_S:
-            answered.popleft()
-        return answered
+        return prune_window(answered, now_s, ATTEMPT_WINDOW_S)
 
     def _open(self, punch: _Punch, now_s: float) -> list[sw.Effect]:
         punch.attempt += 1

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.p2p.ratelimit import prune_window
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.wire import protobuf, varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
@@ -219,15 +220,11 @@ class Identify:
         return [sw.Write(conn=conn, stream=stream, data=message), sw.CloseStream(conn=conn, stream=stream)]
 
     def _accept_push(self, conn: int, stream: int, now_s: float) -> list[sw.Effect]:
-        recent = self._pushes.setdefault(conn, deque())
-        while recent and now_s - recent[0] > PUSH_WINDOW_S:
-            recent.popleft()
+        recent = prune_window(self._pushes.setdefault(conn, deque()), now_s, PUSH_WINDOW_S)
         busy = any(k[0] == conn for k in self._push_readers)
         if busy or len(recent) >= self._pushes_max:
             self.refusals["identify_push_rate" if not busy else "identify_push_concurrent"] += 1
-            refused = self._push_refusals.setdefault(conn, deque())
-            while refused and now_s - refused[0] > PUSH_WINDOW_S:
-                refused.popleft()
+            refused = prune_window(self._push_refusals.setdefault(conn, deque()), now_s, PUSH_WINDOW_S)
             refused.append(now_s)
             if len(refused) > PUSH_REFUSALS_PER_MINUTE_MAX:
                 self.refusals["identify_push_flood"] += 1

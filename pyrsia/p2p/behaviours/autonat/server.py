@@ -40,13 +40,14 @@ Pure.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.p2p.behaviours.autonat import messages as m
+from pyrsia.p2p.behaviours.autonat.admission import RequestAdmission, prune
+from pyrsia.p2p.ipnet import unmapped
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.addresses import IPAddress, ip_of, kind_of
 from pyrsia.p2p.wire import varint
@@ -63,7 +64,6 @@ DIAL_BACKS_CONCURRENT_MAX = 4
 REQUEST_TIMEOUT_S = 15.0
 DIAL_BACK_TIMEOUT_S = 15.0
 REFUSALS_PER_MINUTE_MAX = 30  # then the client asks in a loop: its connection closes
-WINDOW_S = 60.0
 
 # What a client may ask us to dial, by where it connects from.
 _ALLOWED_KINDS = {
@@ -143,10 +143,13 @@ class AutonatServer:
     ) -> None:
         self._random = random_bytes
         self._families = families
-        self._rate_max = requests_per_minute_max
-        self._peer_rate_max = requests_per_peer_per_minute_max
+        self._admission = RequestAdmission(
+            rate_max=requests_per_minute_max,
+            peer_rate_max=requests_per_peer_per_minute_max,
+            concurrent_max=requests_concurrent_max,
+            peer_concurrent_max=REQUESTS_PER_PEER_CONCURRENT_MAX,
+        )
         self._data_rate_max = dial_data_requests_per_minute_max
-        self._concurrent_max = requests_concurrent_max
         self._dial_backs_max = dial_backs_concurrent_max
         self._request_timeout_s = request_timeout_s
         self._dial_back_timeout_s = dial_back_timeout_s
@@ -154,8 +157,6 @@ class AutonatServer:
         self._requests: dict[int, _Request] = {}
         self._by_stream: dict[tuple[int, int], int] = {}
         self._by_dial_stream: dict[tuple[int, int], int] = {}
-        self._accepted: deque[float] = deque()
-        self._accepted_by_peer: dict[str, deque[float]] = {}
         self._dial_data_asked: deque[float] = deque()
         self._refused_by_conn: dict[int, deque[float]] = {}
         self._next_id = 0
@@ -246,28 +247,10 @@ class AutonatServer:
         if known is None:
             return [sw.ResetStream(conn=conn, stream=stream)]
         peer = known[0]
-        _prune(self._accepted, now_s)
-        if len(self._accepted_by_peer) > self._rate_max:  # only peers heard from in the last minute
-            for stale, stamps in list(self._accepted_by_peer.items()):
-                _prune(stamps, now_s)
-                if not stamps:
-                    del self._accepted_by_peer[stale]
-        peer_recent = self._accepted_by_peer.get(peer, deque())
-        _prune(peer_recent, now_s)
-        live = [r for r in self._requests.values() if not r.orphan]
-        reason = ""
-        if sum(1 for r in live if r.peer == peer) >= REQUESTS_PER_PEER_CONCURRENT_MAX:
-            reason = "autonat_peer_concurrent"
-        elif len(live) >= self._concurrent_max:
-            reason = "autonat_concurrent"
-        elif len(peer_recent) >= self._peer_rate_max:
-            reason = "autonat_peer_rate"
-        elif len(self._accepted) >= self._rate_max:
-            reason = "autonat_rate"
-        if reason:
-            return self._reject(conn, stream, reason, now_s)
-        self._accepted.append(now_s)
-        self._accepted_by_peer.setdefault(peer, deque()).append(now_s)
+        live = [r.peer for r in self._requests.values() if not r.orphan]
+        if (reason := self._admission.refusal(peer, live, now_s)) is not None:
+            return self._reject(conn, stream, f"autonat_{reason}", now_s)
+        self._admission.accept(peer, now_s)
         self._next_id += 1
         request = _Request(id=self._next_id, conn=conn, stream=stream, peer=peer, opened_s=now_s)
         self._requests[request.id] = request
@@ -277,7 +260,7 @@ class AutonatServer:
     def _reject(self, conn: int, stream: int, reason: str, now_s: float) -> list[sw.Effect]:
         self.refusals[reason] += 1
         refused = self._refused_by_conn.setdefault(conn, deque())
-        _prune(refused, now_s)
+        prune(refused, now_s)
         refused.append(now_s)
         if len(refused) > REFUSALS_PER_MINUTE_MAX:
             self.refusals["autonat_flood"] += 1
@@ -326,10 +309,10 @@ class AutonatServer:
         if self._dial_slots_taken() >= self._dial_backs_max:
             self._forget(request)
             return self._reject(request.conn, request.stream, "autonat_dial_backs_busy", now_s)
-        if _client_ip(remote) == _normal(ip_of(request.address)):
+        if _client_ip(remote) == unmapped(ip_of(request.address)):
             return self._dial(request, now_s)
         # libp2p/specs autonat-v2.md "Amplification Attack Prevention": another IP costs dial data.
-        _prune(self._dial_data_asked, now_s)
+        prune(self._dial_data_asked, now_s)
         if len(self._dial_data_asked) >= self._data_rate_max:
             self._forget(request)
             return self._reject(request.conn, request.stream, "autonat_dial_data_rate", now_s)
@@ -348,7 +331,7 @@ class AutonatServer:
                 address = Multiaddr.from_bytes(raw)
             except ProtocolViolation:
                 continue  # a transport we do not speak
-            ip, endpoint = _normal(ip_of(address)), address.tcp_endpoint()
+            ip, endpoint = unmapped(ip_of(address)), address.tcp_endpoint()
             if address.is_relayed or endpoint is None or ip is None or endpoint[1] == 0:
                 continue
             if address.peer_id not in (None, peer):
@@ -449,17 +432,6 @@ def _answer(conn: int, stream: int, response: m.DialResponse) -> list[sw.Effect]
     ]
 
 
-def _prune(stamps: deque[float], now_s: float) -> None:
-    while stamps and now_s - stamps[0] > WINDOW_S:
-        stamps.popleft()
-
-
-def _normal(ip: IPAddress | None) -> IPAddress | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def _client_ip(remote: Multiaddr) -> IPAddress | None:
     """The IP the client connects from; none through a relay (every dial then costs dial data)."""
-    return None if remote.is_relayed else _normal(ip_of(remote))
+    return None if remote.is_relayed else unmapped(ip_of(remote))

@@ -44,17 +44,18 @@ second. Pure.
 
 from __future__ import annotations
 
-import ipaddress
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyrsia.errors import ProtocolViolation
 from pyrsia.formats.peer_id import base58btc_decode
+from pyrsia.p2p.behaviours.autonat.admission import RequestAdmission
 from pyrsia.p2p.behaviours.autonat.messages import _BYTES, _VARINT, _fields, _repeated_bytes, _uint32
 from pyrsia.p2p.behaviours.autonat.reachability import server_key
+from pyrsia.p2p.ipnet import unmapped
 from pyrsia.p2p.swarm import behaviour as sw
-from pyrsia.p2p.swarm.addresses import IPAddress, ip_of
+from pyrsia.p2p.swarm.addresses import ip_of
 from pyrsia.p2p.wire import varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
@@ -74,7 +75,6 @@ PROBES_CONCURRENT_MAX = 8
 PROBE_TIMEOUT_S = 45.0  # js-libp2p's server may take 30 s
 UNANSWERED_QUIET_S = 24 * 3600.0  # a server that dropped our request unanswered is not asked again
 QUIET_SERVERS_MAX = 256
-WINDOW_S = 60.0
 
 DIAL = 0
 DIAL_RESPONSE = 1
@@ -167,17 +167,6 @@ def _peer_bytes(peer: str) -> bytes:
     return base58btc_decode(peer)
 
 
-def _normal(ip: IPAddress | None) -> IPAddress | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _prune(stamps: deque[float], now_s: float) -> None:
-    while stamps and now_s - stamps[0] > WINDOW_S:
-        stamps.popleft()
-
-
 # -- server -------------------------------------------------------------------------------
 
 
@@ -237,17 +226,17 @@ class AutonatV1Server:
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         dial_timeout_s: float = DIAL_TIMEOUT_S,
     ) -> None:
-        self._rate_max = requests_per_minute_max
-        self._peer_rate_max = requests_per_peer_per_minute_max
-        self._concurrent_max = requests_concurrent_max
+        self._admission = RequestAdmission(
+            rate_max=requests_per_minute_max,
+            peer_rate_max=requests_per_peer_per_minute_max,
+            concurrent_max=requests_concurrent_max,
+        )
         self._dials_max = dials_concurrent_max
         self._request_timeout_s = request_timeout_s
         self._dial_timeout_s = dial_timeout_s
         self._conns: dict[int, tuple[str, Multiaddr, bool]] = {}
         self._requests: dict[int, _Request] = {}
         self._by_stream: dict[tuple[int, int], int] = {}
-        self._accepted: deque[float] = deque()
-        self._accepted_by_peer: dict[str, deque[float]] = {}
         self._next_id = 0
         self.refusals: Counter[str] = Counter()
 
@@ -321,29 +310,11 @@ class AutonatV1Server:
         if known is None:
             return [sw.ResetStream(conn=conn, stream=stream)]
         peer = known[0]
-        _prune(self._accepted, now_s)
-        if len(self._accepted_by_peer) > self._rate_max:  # only peers heard from within the window
-            for stale, stamps in list(self._accepted_by_peer.items()):
-                _prune(stamps, now_s)
-                if not stamps:
-                    del self._accepted_by_peer[stale]
-        recent = self._accepted_by_peer.get(peer, deque())
-        _prune(recent, now_s)
-        live = [r for r in self._requests.values() if not r.orphan]
-        reason = ""
-        if any(r.peer == peer for r in live):
-            reason = "autonat_v1_peer_concurrent"
-        elif len(live) >= self._concurrent_max:
-            reason = "autonat_v1_concurrent"
-        elif len(recent) >= self._peer_rate_max:
-            reason = "autonat_v1_peer_rate"
-        elif len(self._accepted) >= self._rate_max:
-            reason = "autonat_v1_rate"
-        if reason:
-            self.refusals[reason] += 1
+        live = [r.peer for r in self._requests.values() if not r.orphan]
+        if (reason := self._admission.refusal(peer, live, now_s)) is not None:
+            self.refusals[f"autonat_v1_{reason}"] += 1
             return _reply(conn, stream, DialResponse(status=E_DIAL_REFUSED, status_text="too many requests"))
-        self._accepted.append(now_s)
-        self._accepted_by_peer.setdefault(peer, deque()).append(now_s)
+        self._admission.accept(peer, now_s)
         self._next_id += 1
         request = _Request(id=self._next_id, conn=conn, stream=stream, peer=peer, opened_s=now_s)
         self._requests[request.id] = request
@@ -376,7 +347,7 @@ class AutonatV1Server:
 
     def _dial_request(self, request: _Request, message: Dial, now_s: float) -> list[sw.Effect]:
         peer, remote, relayed = self._conns[request.conn]
-        observed = None if relayed else _normal(ip_of(remote))
+        observed = None if relayed else unmapped(ip_of(remote))
         candidates: list[Multiaddr] = []
         for raw in message.addrs:
             try:
@@ -386,7 +357,7 @@ class AutonatV1Server:
             endpoint = address.tcp_endpoint()
             if address.is_relayed or endpoint is None or endpoint[1] == 0:
                 continue
-            if address.peer_id not in (None, peer) or _normal(ip_of(address)) != observed:
+            if address.peer_id not in (None, peer) or unmapped(ip_of(address)) != observed:
                 continue
             if (plain := address.without_peer()) not in candidates:
                 candidates.append(plain)

@@ -54,6 +54,7 @@ from pyrsia.errors import ProtocolViolation
 from pyrsia.p2p.behaviours.relay import messages as m
 from pyrsia.p2p.behaviours.relay import voucher
 from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.ratelimit import prune_window
 from pyrsia.p2p.swarm import behaviour as sw
 from pyrsia.p2p.swarm.addresses import ip_of
 from pyrsia.p2p.swarm.limits import subnet_of
@@ -317,9 +318,7 @@ class Relay:
         return self._connect(conn, stream, info, request, rest, now_s)
 
     def _within_rate(self, peer: str, now_s: float) -> bool:
-        recent = self._requests.setdefault(peer, deque())
-        while recent and now_s - recent[0] > RATE_WINDOW_S:
-            recent.popleft()
+        recent = prune_window(self._requests.setdefault(peer, deque()), now_s, RATE_WINDOW_S)
         if len(recent) >= self.limits.rate_per_minute_max:
             return False
         recent.append(now_s)
