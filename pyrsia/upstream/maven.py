@@ -19,6 +19,10 @@ coordinates (the path dependency confusion takes). A repository's credentials
 (`Credentials`) go only to its own base URL: httpx drops `Authorization` on a redirect
 to another origin. A refused login is one line naming the repository and the user,
 never the password.
+
+`maven-metadata.xml` is the exception to "the first that has it": as Maven's resolver
+does, every repository is asked and the G:A metadata merged (`formats.maven_metadata`);
+one whose file is no metadata, or that fails, is skipped and counted, not a 500.
 """
 
 from __future__ import annotations
