@@ -303,7 +303,7 @@ class MavenRepositories:
             raise ConfigError("a node needs at least one Maven repository")
         self.clients = tuple(clients)
         self.base_url = self.clients[0].base_url
-        # maven-metadata.xml files left out of a merge, by repository id (bad XML, a failure).
+        # maven-metadata.xml files left out of a merge: `invalid:ID` (no metadata), `failed:ID`.
         self.metadata_skipped: dict[str, int] = {}
 
     @property
@@ -377,7 +377,9 @@ class MavenRepositories:
         return self._store(merged, origin, open_sink)
 
     def _skip(self, client: MavenClient, path: str, exc: UpstreamError) -> None:
-        self.metadata_skipped[client.repository_id] = self.metadata_skipped.get(client.repository_id, 0) + 1
+        kind = "invalid" if isinstance(exc, UpstreamMetadataInvalid) else "failed"
+        key = f"{kind}:{client.repository_id}"
+        self.metadata_skipped[key] = self.metadata_skipped.get(key, 0) + 1
         log.warning("maven-metadata.xml of %s skipped: %s", client.repository_id, exc.message)
 
     @staticmethod

@@ -188,7 +188,7 @@ def test_bad_xml_from_one_repository_is_skipped_and_counted(tmp_path: Path) -> N
     broken = Repo("broken", {META: b"<html>proxy error page"})
     repositories, body = fetch_metadata(tmp_path, central, broken)
     assert body == good  # nothing to merge: the one good file, byte for byte
-    assert repositories.metadata_skipped == {"broken": 1}
+    assert repositories.metadata_skipped == {"invalid:broken": 1}
 
 
 def test_an_outage_of_one_repository_skips_it_for_metadata(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_an_outage_of_one_repository_skips_it_for_metadata(tmp_path: Path) -> No
     company = Repo("company", {META: metadata(["2.0"])})
     repositories, body = fetch_metadata(tmp_path, down, company)
     assert parsed(body).versions == ("2.0",)
-    assert repositories.metadata_skipped == {"down": 1}
+    assert repositories.metadata_skipped == {"failed:down": 1}
 
 
 def test_metadata_nobody_can_give_is_an_upstream_error_not_a_500(tmp_path: Path) -> None:
