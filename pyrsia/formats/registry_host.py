@@ -18,7 +18,10 @@ default applies only to Docker Hub. A host may carry a port (`localhost:5000`,
 `registry.example.com:5443`): the port is part of the registry's name, as in docker's
 references and containerd's `?ns=`, so a key's first component may hold one `:` (the
 only place it can: the name grammar has none), and the tag still follows the last `:`
-after the last `/`.
+after the last `/`. A client that can only name a registry by a path component (podman's
+mirror `location`, which must stay a valid reference) writes the port after `--`
+(`NODE/localhost--5000/app`, `path_component`); no Docker Hub namespace has a `--`, and
+the host before it must look like a host, so this too is unambiguous.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ BUILTIN_REGISTRIES: dict[str, str] = {
 # Docker Hub's other names, as clients and config.json files write them.
 _DOCKER_IO_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 HOST_CHARS_MAX = 253
+# `host--port` as a path component: a registry with a port where `:` cannot be written.
+_PORT_IN_PATH = re.compile(r"(?P<host>[a-z0-9.-]+?)--(?P<port>[0-9]{1,5})")
 REGISTRIES_MAX = 64
 # A DNS name of lowercase labels (registry hosts are case-insensitive; the key is lowercase).
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -74,6 +79,11 @@ def check_host(raw: str) -> str:
     if not looks_like_host(host):
         raise NameInvalid(f"{raw[:100]!r} is not a registry host: it needs a dot, a port, or to be localhost")
     return host
+
+
+def path_component(registry: str) -> str:
+    """`registry` as a path component: its port, if any, after `--` (`localhost--5000`)."""
+    return registry.replace(":", "--")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +123,10 @@ def qualify(path_name: str, ns: str | None) -> Qualified:
         name = path_name
     else:
         first, slash, rest = path_name.partition("/")
-        if slash and looks_like_host(first):
+        ported = _PORT_IN_PATH.fullmatch(first)
+        if slash and ported is not None and looks_like_host(ported["host"]):
+            registry, name = f"{ported['host']}:{ported['port']}", rest
+        elif slash and looks_like_host(first):
             registry, name = normalize_host(first), rest
         else:
             registry, name = DOCKER_IO, path_name

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pyrsia.formats.registry_host import path_component
 from tests.e2e.test_registry_clients import assert_upstream_down, podman_env, run
 from tests.integration.test_p2p_network import eventually, height
 from tests.support import images
@@ -135,10 +136,10 @@ def test_podman_pulls_every_registry_by_its_name_after_pyrsia_setup_podman(
         run("podman", "pull", reference, env=env, timeout_s=300)
         digest = run("podman", "image", "inspect", "--format", "{{.Digest}}", reference, env=env).strip()
         assert digest == image.top
-    # The mirror requests named the registry as a path component (host:port too).
+    # The mirror requests named the registry as a path component (a port after `--`).
     log = setup.node.output()
     for host, image in setup.images():
-        assert f"/v2/{host}/{image.name}/manifests/" in log
+        assert f"/v2/{path_component(host)}/{image.name}/manifests/" in log
     pyrsia_setup("podman", tmp_path / "backups", "--undo")
     assert conf.read_bytes() == original
 

@@ -17,7 +17,7 @@ from pyrsia.artifacts.vouch import MemoryArtifactLog
 from pyrsia.errors import ConfigError, NameInvalid, RegistryUnknown, TxInvalid
 from pyrsia.formats.manifest import ALL_TYPES
 from pyrsia.formats.reference import parse_image_reference
-from pyrsia.formats.registry_host import Qualified, check_host, qualify, split_key
+from pyrsia.formats.registry_host import Qualified, check_host, path_component, qualify, split_key
 from pyrsia.setup import containerd, podman
 from pyrsia.setup.plan import node_of, registry_of
 from pyrsia.translog.block import check_registries
@@ -40,6 +40,9 @@ CORP = "registry.example.com:5443"
         ("app", LOCAL, Qualified(registry=LOCAL, name="app")),  # no library/ outside Docker Hub
         ("127.0.0.1:5000/team/tool", None, Qualified(registry="127.0.0.1:5000", name="team/tool")),
         (f"{CORP.upper()}/org/app", None, Qualified(registry=CORP, name="org/app")),
+        # Where `:` cannot be written (podman's mirror location): the port after `--`.
+        ("localhost--5000/app", None, Qualified(registry=LOCAL, name="app")),
+        ("registry.example.com--5443/org/app", None, Qualified(registry=CORP, name="org/app")),
     ],
 )
 def test_a_host_with_a_port_names_its_registry(path: str, ns: str | None, expected: Qualified) -> None:
@@ -47,6 +50,16 @@ def test_a_host_with_a_port_names_its_registry(path: str, ns: str | None, expect
     assert found == expected
     assert found.key == f"{expected.registry}/{expected.name}"
     assert split_key(found.key) == expected
+
+
+@pytest.mark.parametrize("path", ["myorg--5000/app", "a--b/app", "team--1/x/y"])
+def test_a_port_after_a_namespace_that_is_no_host_stays_docker_hub(path: str) -> None:
+    assert qualify(path, None) == Qualified(registry="docker.io", name=path)
+
+
+def test_path_components_round_trip() -> None:
+    for registry in (LOCAL, CORP, "ghcr.io"):
+        assert qualify(f"{path_component(registry)}/org/app", None).registry == registry
 
 
 def test_the_same_host_on_another_port_is_another_registry() -> None:
@@ -150,7 +163,8 @@ def test_setup_files_for_a_registry_with_a_port() -> None:
     conf = tomllib.loads(podman.with_mirrors(None, [CORP], node, "registries.conf"))
     (entry,) = conf["registry"]
     assert entry["prefix"] == CORP and entry["location"] == CORP
-    assert entry["mirror"] == [{"location": f"127.0.0.1:7888/{CORP}", "insecure": True}]
+    # A mirror location must stay a valid reference, whose path has no `:`.
+    assert entry["mirror"] == [{"location": "127.0.0.1:7888/registry.example.com--5443", "insecure": True}]
 
 
 def test_a_genesis_may_list_a_registry_with_a_port() -> None:
