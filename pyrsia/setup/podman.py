@@ -5,10 +5,11 @@ each chosen registry with the node as its `[[registry.mirror]]`: containers/imag
 the mirror first and the registry itself after it. A registry other than docker.io is
 mirrored under a path naming it (`NODE/ghcr.io`; `NODE/localhost--5000` for a
 registry with a port), so the node sees which registry a name belongs to. The block
-is replaced where it stands on a later run and appended at the end the first time; nothing else in the file is touched. A registry the file
-already configures outside the block is refused (containers/image rejects one prefix
-configured twice), and so is the version 1 format (`[registries.search]`), which
-cannot be mixed with `[[registry]]` tables.
+is replaced where it stands on a later run and appended at the end the first time;
+nothing else in the file is touched. A registry the file already configures outside the
+block is refused (containers/image rejects one prefix configured twice), and so is the
+version 1 format (`[registries.search]`), which cannot be mixed with `[[registry]]`
+tables.
 """
 
 from __future__ import annotations
