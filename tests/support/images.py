@@ -188,7 +188,7 @@ def one_layer(name: str, tag: str, files: dict[str, bytes]) -> Image:
     return image
 
 
-def push(registry_url: str, image: Image, auth: tuple[str, str] | None = None) -> None:
+def push(registry_url: str, image: Image, auth: tuple[str, str] | httpx.Auth | None = None) -> None:
     """Uploads every blob, then child manifests by digest, then the tag."""
     with httpx.Client(base_url=registry_url, timeout=60, auth=auth) as client:
         for digest, data in image.blobs.items():
