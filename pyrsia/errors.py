@@ -41,6 +41,7 @@ status code.
     │   │   └── UpstreamTimeout      504 UPSTREAM_TIMEOUT (deadline passed, or transfer too slow)
     │   ├── DigestMismatch           502 (bytes do not hash to what was asked)
     │   ├── UpstreamManifestInvalid  502 MANIFEST_INVALID (the upstream's manifest is malformed)
+    │   ├── UpstreamMetadataInvalid  502 METADATA_INVALID (a maven-metadata.xml that is no metadata)
     │   ├── UpstreamAuthFailed       502 UPSTREAM_AUTH (a login is needed, refused, or cannot be read)
     │   └── UpstreamSizeInvalid      502 SIZE_INVALID (more or fewer bytes than declared)
     ├── StorageError                 500 (the local disk failed us)
@@ -262,6 +263,12 @@ class UpstreamManifestInvalid(UpstreamError):
     """The upstream's manifest (or index) does not parse or validate: its fault, not the client's."""
 
     code = "MANIFEST_INVALID"
+
+
+class UpstreamMetadataInvalid(UpstreamError):
+    """An upstream's `maven-metadata.xml` does not parse as metadata: its fault, not the client's."""
+
+    code = "METADATA_INVALID"
 
 
 class UpstreamAuthFailed(UpstreamError):

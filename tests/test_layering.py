@@ -41,6 +41,7 @@ PURE_MODULES = [
     "formats/manifest.py",
     "formats/maven_layout.py",
     "formats/maven_listing.py",
+    "formats/maven_metadata.py",
     "formats/peer_id.py",
     "formats/reference.py",
     "formats/registry_host.py",

@@ -97,6 +97,12 @@ def manifest_path(name: str, reference: str) -> str:
     return f"/v2/{name}/manifests/{reference}"
 
 
+def _repository_of(package_id: str) -> str:
+    name = package_id.partition("@")[0]
+    head, colon, _tag = name.rpartition(":")
+    return head if colon and "/" not in _tag else name
+
+
 def blob_path(name: str, digest: str) -> str:
     return f"/v2/{name}/blobs/{digest}"
 
@@ -261,9 +267,10 @@ class DockerArtifacts:
 
     def repositories(self) -> list[str]:
         """Every repository the log holds a committed manifest of, sorted (`/v2/_catalog`)."""
-        # Each record's package id is `name:tag` or `name@digest`; neither ':' nor '@' is in a name.
+        # Each record's package id is `name:tag` or `name@digest`; a name holds no '@', and
+        # its only ':' is a registry's port, before its first '/'.
         ids = self._translog.package_ids(DOCKER, "")
-        return sorted({i.partition("@")[0].partition(":")[0] for i in ids})
+        return sorted({_repository_of(i) for i in ids})
 
     # -- endorsing ------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ _NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 # distribution-spec: <reference> as a tag = [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 NAME_LENGTH_MAX = 255
+# A registry host with a port, as a reference's first component (`localhost:5000`).
+_HOST_PORT = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?:[0-9]{1,5}")
 
 
 def parse_name(raw: str) -> str:
@@ -47,9 +49,28 @@ def parse_image_reference(text: str) -> tuple[str, str]:
         text = text.removeprefix(hub)
     name, at, digest = text.partition("@")
     if at:
-        return parse_name(name), str(Digest.parse(digest))
+        return _key_name(name), str(Digest.parse(digest))
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
-        return parse_name(name[:colon]), parse_tag(name[colon + 1 :])
-    return parse_name(name), "latest"
+        return _key_name(name[:colon]), parse_tag(name[colon + 1 :])
+    return _key_name(name), "latest"
+
+
+def _key_name(name: str) -> str:
+    """A name whose first component may be a registry host with a port (`localhost:5000/app`):
+    the port is the one `:` a key may hold, so it is checked apart from the name grammar."""
+    first, slash, rest = name.partition("/")
+    if slash and _HOST_PORT.fullmatch(first):
+        key = f"{first}/{_checked_plain(rest)}"
+        if len(key) > NAME_LENGTH_MAX:
+            raise NameInvalid("repository name too long", detail=key[:NAME_LENGTH_MAX])
+        return key
+    return parse_name(name)
+
+
+def _checked_plain(name: str) -> str:
+    """The name grammar without Docker Hub's `library/` default (another registry's name)."""
+    if len(name) > NAME_LENGTH_MAX or not _NAME.fullmatch(name):
+        raise NameInvalid("invalid repository name", detail=name[:NAME_LENGTH_MAX])
+    return name

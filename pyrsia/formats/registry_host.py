@@ -14,8 +14,14 @@ were (`library/alpine`), every other registry's are prefixed with its host
 splits back unambiguously, a log written before registries were named reads as Docker
 Hub, and `ghcr.io/org/app` and `docker.io/org/app` are different things everywhere a
 key is used (records, requests to authorities, the catalog). Docker Hub's `library/`
-default applies only to Docker Hub. Hosts with a port are recognised as hosts but
-cannot (yet) be configured: a key must stay a valid repository name, which has no `:`.
+default applies only to Docker Hub. A host may carry a port (`localhost:5000`,
+`registry.example.com:5443`): the port is part of the registry's name, as in docker's
+references and containerd's `?ns=`, so a key's first component may hold one `:` (the
+only place it can: the name grammar has none), and the tag still follows the last `:`
+after the last `/`. A client that can only name a registry by a path component (podman's
+mirror `location`, which must stay a valid reference) writes the port after `--`
+(`NODE/localhost--5000/app`, `path_component`); no Docker Hub namespace has a `--`, and
+the host before it must look like a host, so this too is unambiguous.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ BUILTIN_REGISTRIES: dict[str, str] = {
 # Docker Hub's other names, as clients and config.json files write them.
 _DOCKER_IO_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 HOST_CHARS_MAX = 253
+# `host--port` as a path component: a registry with a port where `:` cannot be written.
+_PORT_IN_PATH = re.compile(r"(?P<host>[a-z0-9.-]+?)--(?P<port>[0-9]{1,5})")
 REGISTRIES_MAX = 64
 # A DNS name of lowercase labels (registry hosts are case-insensitive; the key is lowercase).
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -55,14 +63,27 @@ def normalize_host(raw: str) -> str:
     return DOCKER_IO if host in _DOCKER_IO_ALIASES else host
 
 
+def _valid_host(host: str) -> bool:
+    """A DNS name, optionally with a port in 1..65535."""
+    name, colon, port = host.partition(":")
+    if colon and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        return False
+    return len(host) <= HOST_CHARS_MAX and _HOST.fullmatch(name) is not None
+
+
 def check_host(raw: str) -> str:
-    """A configurable registry host (a DNS name, no port), normalized, or `NameInvalid`."""
+    """A configurable registry host (a DNS name, with a port or not), normalized, or `NameInvalid`."""
     host = normalize_host(raw)
-    if len(host) > HOST_CHARS_MAX or not _HOST.fullmatch(host):
-        raise NameInvalid(f"{raw[:100]!r} is not a registry host name (a DNS name without a port)")
+    if not _valid_host(host):
+        raise NameInvalid(f"{raw[:100]!r} is not a registry host name (a DNS name, and a port if any)")
     if not looks_like_host(host):
-        raise NameInvalid(f"{raw[:100]!r} is not a registry host: it needs a dot, or to be localhost")
+        raise NameInvalid(f"{raw[:100]!r} is not a registry host: it needs a dot, a port, or to be localhost")
     return host
+
+
+def path_component(registry: str) -> str:
+    """`registry` as a path component: its port, if any, after `--` (`localhost--5000`)."""
+    return registry.replace(":", "--")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +123,10 @@ def qualify(path_name: str, ns: str | None) -> Qualified:
         name = path_name
     else:
         first, slash, rest = path_name.partition("/")
-        if slash and looks_like_host(first):
+        ported = _PORT_IN_PATH.fullmatch(first)
+        if slash and ported is not None and looks_like_host(ported["host"]):
+            registry, name = f"{ported['host']}:{ported['port']}", rest
+        elif slash and looks_like_host(first):
             registry, name = normalize_host(first), rest
         else:
             registry, name = DOCKER_IO, path_name
@@ -114,8 +138,9 @@ def qualify(path_name: str, ns: str | None) -> Qualified:
                 "a Docker Hub repository name cannot begin with a registry host", detail=name[:200]
             )
         return Qualified(registry=registry, name=parse_name(name))  # `alpine` is `library/alpine`
-    if ":" in registry or not _HOST.fullmatch(registry):
-        # Still a registry host by docker's rule, but not one a key can carry.
+    if not _valid_host(registry):
+        # Still a registry host by docker's rule, but not one a key can carry: no upstream
+        # can be configured for it, so the caller refuses it as unknown.
         return Qualified(registry=registry, name=_checked(name))
     qualified = Qualified(registry=registry, name=_checked(name))
     if len(qualified.key) > NAME_LENGTH_MAX:

@@ -662,6 +662,11 @@ class Node:
                 "Publish and build requests refused or answered from the negative cache, by reason.",
                 self.network.request_refusals(),
             ),
+            refusals_family(
+                "pyrsia_maven_metadata_skipped_total",
+                "maven-metadata.xml files left out of a merge, by `invalid:REPO` or `failed:REPO`.",
+                dict(self._maven_upstream.metadata_skipped),
+            ),
         ]
         return render(families)
 

@@ -3,12 +3,13 @@
 One block, between `BEGIN` and `END` marker comments, holds a `[[registry]]` table for
 each chosen registry with the node as its `[[registry.mirror]]`: containers/image tries
 the mirror first and the registry itself after it. A registry other than docker.io is
-mirrored under a path naming it (`NODE/ghcr.io`), so the node sees which registry a
-name belongs to. The block is replaced where it stands on a later run and appended at
-the end the first time; nothing else in the file is touched. A registry the file
-already configures outside the block is refused (containers/image rejects one prefix
-configured twice), and so is the version 1 format (`[registries.search]`), which
-cannot be mixed with `[[registry]]` tables.
+mirrored under a path naming it (`NODE/ghcr.io`; `NODE/localhost--5000` for a
+registry with a port), so the node sees which registry a name belongs to. The block
+is replaced where it stands on a later run and appended at the end the first time;
+nothing else in the file is touched. A registry the file already configures outside the
+block is refused (containers/image rejects one prefix configured twice), and so is the
+version 1 format (`[registries.search]`), which cannot be mixed with `[[registry]]`
+tables.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ END = "# <<< pyrsia setup podman"
 
 
 def mirror_location(registry: str, node: Node) -> str:
-    return node.hostport if registry == DOCKER_IO else f"{node.hostport}/{registry}"
+    """containers/image parses `location` + the rest of the name as a reference, whose path
+    cannot hold `:`: a registry's port goes after `--` (`NODE/localhost--5000`), which the
+    node reads back as `localhost:5000` (`formats.registry_host`)."""
+    return node.hostport if registry == DOCKER_IO else f"{node.hostport}/{registry.replace(':', '--')}"
 
 
 def block(registries: Sequence[str], node: Node) -> str:

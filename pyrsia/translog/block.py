@@ -64,13 +64,17 @@ def check_registries(registries: object) -> tuple[str, ...]:
         raise TxInvalid(f"more than {REGISTRIES_MAX} registries")
     for host in registries:
         if not isinstance(host, str) or not 0 < len(host) <= REGISTRY_CHARS_MAX or not _host_ok(host):
-            raise TxInvalid(f"registry {str(host)[:100]!r} is not a lowercase host name")
+            raise TxInvalid(f"registry {str(host)[:100]!r} is not a lowercase host name (and port)")
     if list(registries) != sorted(set(registries)):
         raise TxInvalid("registries must be distinct and sorted")
     return registries
 
 
 def _host_ok(host: str) -> bool:
+    """A lowercase DNS name, with a port (`localhost:5000`) or not."""
+    host, colon, port = host.partition(":")
+    if colon and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        return False
     labels = host.split(".")
     return all(
         0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"

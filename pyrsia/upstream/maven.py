@@ -19,10 +19,17 @@ coordinates (the path dependency confusion takes). A repository's credentials
 (`Credentials`) go only to its own base URL: httpx drops `Authorization` on a redirect
 to another origin. A refused login is one line naming the repository and the user,
 never the password.
+
+`maven-metadata.xml` is the exception to "the first that has it": as Maven's resolver
+does, every repository is asked and the G:A metadata merged (`formats.maven_metadata`);
+one whose file is no metadata, or that fails, is skipped and counted, not a 500.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +41,14 @@ from pathlib import Path
 import httpx
 
 from pyrsia.config import Config, maven_repositories
-from pyrsia.errors import ConfigError, DigestMismatch, MavenFileUnknown, UpstreamError
+from pyrsia.errors import (
+    ConfigError,
+    DigestMismatch,
+    MavenFileUnknown,
+    UpstreamError,
+    UpstreamMetadataInvalid,
+)
+from pyrsia.formats import maven_metadata
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_settings import Credentials, credentials_file, servers
 from pyrsia.upstream.http import (
@@ -54,6 +68,48 @@ LISTING_BYTES_MAX = 8 * 1024 * 1024
 # Checked in order; the first one the upstream publishes decides.
 PUBLISHED_CHECKSUMS = ("sha256", "sha1")
 _HEX = {"sha1": 40, "md5": 32, "sha256": 64, "sha512": 128}
+METADATA_FILE = "maven-metadata.xml"
+log = logging.getLogger(__name__)
+
+
+class MemorySink:
+    """A bounded in-memory sink, for a file read whole before it is stored (metadata to merge)."""
+
+    def __init__(self, bytes_max: int, where: str) -> None:
+        self._bytes_max = bytes_max
+        self._where = where
+        self.reset()
+
+    def reset(self) -> MemorySink:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._hashes = {name: hashlib.new(name) for name in _HEX}
+        return self
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+    def write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._bytes_max:
+            raise UpstreamMetadataInvalid(f"{self._where} is larger than {self._bytes_max} bytes")
+        self._parts.append(data)
+        for digest in self._hashes.values():
+            digest.update(data)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: digest.hexdigest() for name, digest in self._hashes.items()}
+
+    def commit(self) -> object:
+        return None
+
+    def abort(self) -> None:
+        self._parts = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +303,8 @@ class MavenRepositories:
             raise ConfigError("a node needs at least one Maven repository")
         self.clients = tuple(clients)
         self.base_url = self.clients[0].base_url
+        # maven-metadata.xml files left out of a merge: `invalid:ID` (no metadata), `failed:ID`.
+        self.metadata_skipped: dict[str, int] = {}
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -257,12 +315,90 @@ class MavenRepositories:
             client.close()
 
     def fetch(self, path: str, open_sink: OpenSink) -> FetchedFile:
+        if len(self.clients) > 1 and path.rsplit("/", 1)[-1] == METADATA_FILE:
+            return self._merged_metadata(path, open_sink)
         for client in self.clients:
             try:
                 return client.fetch(path, open_sink)
             except MavenFileUnknown:
                 continue
         raise MavenFileUnknown(f"no Maven repository of this node has {path} ({', '.join(self.ids)})")
+
+    def _merged_metadata(self, path: str, open_sink: OpenSink) -> FetchedFile:
+        """`maven-metadata.xml` from every repository that has it, merged as Maven's resolver
+        merges it (`formats.maven_metadata`). A repository whose file is no metadata is
+        skipped (counted in `metadata_skipped`); so is one that fails, while another
+        answers. The record names the first repository that contributed."""
+        found: list[tuple[MavenClient, FetchedFile, bytes]] = []
+        failures: list[UpstreamError] = []
+        for client in self.clients:
+            sink = MemorySink(maven_metadata.METADATA_BYTES_MAX, f"{client.repository_id}: {path}")
+            try:
+                fetched = client.fetch(path, sink.reset)
+            except MavenFileUnknown:
+                continue
+            except UpstreamError as exc:
+                failures.append(exc)
+                self._skip(client, path, exc)
+                continue
+            found.append((client, fetched, sink.data))
+        if not found:
+            if failures:
+                raise failures[0]
+            raise MavenFileUnknown(f"no Maven repository of this node has {path} ({', '.join(self.ids)})")
+        parsed: list[tuple[FetchedFile, bytes, maven_metadata.ArtifactMetadata]] = []
+        for client, fetched, data in found:
+            try:
+                metadata = maven_metadata.parse(data, f"{client.repository_id} ({client.base_url})")
+                if metadata is None:  # not a G:A's versions: the first repository's file stands
+                    return self._store(data, fetched, open_sink)
+                if parsed and (metadata.group_id, metadata.artifact_id) != (
+                    parsed[0][2].group_id,
+                    parsed[0][2].artifact_id,
+                ):
+                    raise UpstreamMetadataInvalid(
+                        f"{client.repository_id}: {path} names {metadata.group_id}:{metadata.artifact_id}"
+                    )
+            except UpstreamMetadataInvalid as exc:
+                self._skip(client, path, exc)
+                continue
+            parsed.append((fetched, data, metadata))
+        if not parsed:
+            raise UpstreamMetadataInvalid(
+                f"no Maven repository of this node has valid metadata at {path} ({', '.join(self.ids)})"
+            )
+        if len(parsed) == 1:  # nothing to merge: the repository's own bytes
+            return self._store(parsed[0][1], parsed[0][0], open_sink)
+        merged = maven_metadata.render(maven_metadata.merge([metadata for _f, _d, metadata in parsed]))
+        modified = [fetched.last_modified for fetched, _d, _m in parsed if fetched.last_modified is not None]
+        origin = dataclasses.replace(
+            parsed[0][0], verified_with=None, last_modified=max(modified, default=None)
+        )
+        return self._store(merged, origin, open_sink)
+
+    def _skip(self, client: MavenClient, path: str, exc: UpstreamError) -> None:
+        kind = "invalid" if isinstance(exc, UpstreamMetadataInvalid) else "failed"
+        key = f"{kind}:{client.repository_id}"
+        self.metadata_skipped[key] = self.metadata_skipped.get(key, 0) + 1
+        log.warning("maven-metadata.xml of %s skipped: %s", client.repository_id, exc.message)
+
+    @staticmethod
+    def _store(data: bytes, origin: FetchedFile, open_sink: OpenSink) -> FetchedFile:
+        sink = open_sink()
+        try:
+            sink.write(data)
+            sums = sink.hexdigests()
+            committed = sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        return dataclasses.replace(
+            origin,
+            digest=Digest("sha256", sums["sha256"]),
+            size=len(data),
+            checksums=sums,
+            committed=committed,
+        )
 
     def client_for(self, source: str) -> MavenClient | None:
         """The repository a record's `source` URL names, by its base URL; None when none does."""
@@ -272,8 +408,11 @@ class MavenRepositories:
         return None
 
     def fetch_from(self, source: str, path: str, open_sink: OpenSink) -> FetchedFile:
-        """`path` from the repository `source` names, else (another node's URL for it) in order."""
+        """`path` from the repository `source` names, else (another node's URL for it) in order.
+        Metadata is always the merge of every repository, as it was when recorded."""
         client = self.client_for(source)
+        if len(self.clients) > 1 and path.rsplit("/", 1)[-1] == METADATA_FILE:
+            client = None
         return client.fetch(path, open_sink) if client is not None else self.fetch(path, open_sink)
 
     def listing(self, directory: str) -> tuple[str, str] | None:

@@ -12,10 +12,12 @@ the node's log. A missing `mvn` or JDK fails these tests; it never skips them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.e2e
 USER = "builder"
 PASSWORD = "pa55-w0rd-company"
 APP_DIR = "com/example/app"
+LIB_B_METADATA = "com/example/lib-b/maven-metadata.xml"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,14 @@ def roots(repo: MavenRepo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     shutil.copytree(repo.root, central, dirs_exist_ok=True)
     shutil.rmtree(central / APP_DIR)
     shutil.copytree(repo.root / APP_DIR, company / APP_DIR)
+    # company also publishes lib-b versions of its own: the node's metadata merges both.
+    (company / LIB_B_METADATA).parent.mkdir(parents=True)
+    (company / LIB_B_METADATA).write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<metadata><groupId>com.example</groupId>'
+        "<artifactId>lib-b</artifactId><versioning><latest>2.0-company</latest><release>2.0-company</release>"
+        "<versions><version>1.1</version><version>2.0-company</version></versions>"
+        "<lastUpdated>20260301000000</lastUpdated></versioning></metadata>\n"
+    )
     return central, company
 
 
@@ -142,6 +153,19 @@ def test_an_artifact_only_in_the_second_repository_resolves_through_the_node(
         # Central was asked for app first, and said 404: the order held.
         assert (f"/{app_jar}", 404) in central.requests()
         assert PASSWORD not in node.output()
+
+        # maven-metadata.xml is the merge of both repositories', as Maven's resolver makes it.
+        merged = httpx.get(f"{node.url}/maven2/{LIB_B_METADATA}", timeout=60)
+        assert merged.status_code == 200, merged.text
+        versioning = ET.fromstring(merged.content).find("versioning")
+        assert versioning is not None
+        assert [v.text for v in versioning.findall("versions/version")] == ["1.0", "1.1", "2.0-company"]
+        assert versioning.findtext("latest") == versioning.findtext("release") == "2.0-company"
+        assert versioning.findtext("lastUpdated") == "20260301000000"
+        sha1 = httpx.get(f"{node.url}/maven2/{LIB_B_METADATA}.sha1", timeout=60).text.strip()
+        assert sha1 == hashlib.sha1(merged.content).hexdigest()
+        assert (f"/{LIB_B_METADATA}", 200) in central.requests()
+        assert (f"/{LIB_B_METADATA}", 200) in company.requests()
 
 
 def test_a_wrong_password_is_one_line_without_the_password(

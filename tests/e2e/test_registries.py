@@ -1,17 +1,20 @@
-"""Two registries besides Docker Hub, one behind a login, through one node and then over p2p.
+"""Registries besides Docker Hub, one behind a login and one named by host:port, through
+one node and then over p2p.
 
-Two CNCF docker-registry upstreams are configured for node A as `ghcr.io` (anonymous,
-behind a logging proxy that records every request's headers) and `quay.io` (htpasswd
-basic auth; the login is in a docker `config.json` under `quay.io`). podman pulls
-`ghcr.io/…` and `quay.io/…` names with the node as each registry's mirror
-(`registries.conf`), and containerd's `ctr` with a hand-written `hosts.toml` per
-registry, which sends `?ns=HOST`. Checked: every digest is the upstream's; the login
-reached the second upstream and nothing carrying a credential reached the first; the
-log records name their registry, and `pyrsia log search --registry` filters by it; a
-wrong password is one line that names the registry and not the password; a second
-node gets both images over p2p once the upstreams are gone; and the bad names (an
-unknown `?ns=`, an unknown host as first path component, a namespace that only looks
-like one) get the answers they should.
+Three CNCF docker-registry upstreams are configured for node A: `ghcr.io` (anonymous,
+behind a logging proxy that records every request's headers), `quay.io` (htpasswd
+basic auth; the login is in a docker `config.json` under `quay.io`) and a registry
+named by its host and port (`localhost:PORT`, `[upstreams."localhost:PORT"]`). podman
+pulls each by its ordinary name after `pyrsia setup podman` made the node each
+registry's mirror in its `registries.conf`, and containerd's `ctr` with the
+`hosts.toml` files `pyrsia setup containerd` wrote (one directory per registry, named
+`host:port` for the third), which sends `?ns=HOST`. Checked: every digest is the
+upstream's; the login reached the second upstream and nothing carrying a credential
+reached the first; the log records name their registry, and `pyrsia log search
+--registry` filters by it; a wrong password is one line that names the registry and not
+the password; a second node gets all three images over p2p once the upstreams are gone;
+and the bad names (an unknown `?ns=`, an unknown host as first path component, a
+namespace that only looks like one) get the answers they should.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from pyrsia.formats.registry_host import path_component
 from tests.e2e.test_registry_clients import assert_upstream_down, podman_env, run
 from tests.integration.test_p2p_network import eventually, height
 from tests.support import images
+from tests.support.cli import PYRSIA, ok
 from tests.support.containerd import Containerd
 from tests.support.logging_proxy import LoggingProxy
 from tests.support.node import NodeProcess
@@ -42,6 +48,7 @@ pytestmark = pytest.mark.e2e
 
 GHCR_IMAGE = images.three_layer("org/app", "1.0")
 QUAY_IMAGE = images.nested("team/tool", "2.0")
+PORT_IMAGE = images.one_layer("local/thing", "3.0", {"port.txt": b"from a registry named by host:port\n"})
 LOGIN = ("alice", "s3cret-pw-4711")
 WRONG = ("alice", "not-the-pw-0815")
 ACCEPT = {"Accept": ", ".join([images.DOCKER_MANIFEST, images.OCI_MANIFEST, images.OCI_INDEX])}
@@ -53,12 +60,13 @@ def docker_config(path: Path, user: str, password: str) -> Path:
     return path
 
 
-def write_toml(home: Path, ghcr_url: str, quay_url: str, config_json: Path) -> None:
+def write_toml(home: Path, ghcr_url: str, quay_url: str, config_json: Path, *more: tuple[str, str]) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "pyrsia.toml").write_text(
         f'docker_config = "{config_json}"\n'
         f'[upstreams."ghcr.io"]\nurl = "{ghcr_url}"\n'
         f'[upstreams."quay.io"]\nurl = "{quay_url}"\n'
+        + "".join(f'[upstreams."{host}"]\nurl = "{url}"\n' for host, url in more)
     )
 
 
@@ -66,9 +74,17 @@ def write_toml(home: Path, ghcr_url: str, quay_url: str, config_json: Path) -> N
 class Setup:
     ghcr: RegistryProcess
     quay: RegistryProcess
+    port: RegistryProcess  # named by host:port
     proxy: LoggingProxy
     node: NodeProcess
     root: Path
+
+    @property
+    def port_host(self) -> str:
+        return f"localhost:{self.port.port}"
+
+    def images(self) -> tuple[tuple[str, images.Image], ...]:
+        return (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE), (self.port_host, PORT_IMAGE))
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +93,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with ExitStack() as stack:
         ghcr = stack.enter_context(RegistryProcess(root / "ghcr"))
         quay = stack.enter_context(RegistryProcess(root / "quay", login=LOGIN))
+        port = stack.enter_context(RegistryProcess(root / "port"))
         images.push(ghcr.url, GHCR_IMAGE)
         images.push(quay.url, QUAY_IMAGE, auth=LOGIN)
+        images.push(port.url, PORT_IMAGE)
         proxy = stack.enter_context(LoggingProxy(ghcr.url))
-        write_toml(root / "a", proxy.url, quay.url, docker_config(root / "config.json", *LOGIN))
+        config_json = docker_config(root / "config.json", *LOGIN)
+        write_toml(root / "a", proxy.url, quay.url, config_json, (f"localhost:{port.port}", port.url))
         node = stack.enter_context(NodeProcess(root / "a"))
-        yield Setup(ghcr=ghcr, quay=quay, proxy=proxy, node=node, root=root)
+        yield Setup(ghcr=ghcr, quay=quay, port=port, proxy=proxy, node=node, root=root)
 
 
 def manifest_digest(node: NodeProcess, path: str) -> str:
@@ -91,45 +110,61 @@ def manifest_digest(node: NodeProcess, path: str) -> str:
     return response.headers["Docker-Content-Digest"]
 
 
-def podman_mirrors(root: Path, node: NodeProcess) -> dict[str, str]:
-    """podman confined to `root`, pulling ghcr.io and quay.io names from the node."""
-    env = podman_env(root, node)
-    mirrors = "".join(
-        f'\n[[registry]]\nprefix = "{host}"\nlocation = "{host}"\n'
-        f'[[registry.mirror]]\nlocation = "{node.address}/{host}"\ninsecure = true\n'
-        for host in ("ghcr.io", "quay.io")
+def pyrsia_setup(tool: str, backups: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`pyrsia setup TOOL ARGS…`; what it said on stderr."""
+    result = subprocess.run(
+        [*PYRSIA, "setup", tool, *args, "--backup-dir", str(backups)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {}), "XDG_CONFIG_HOME": str(backups / "xdg")},
+    )  # fmt: skip
+    ok(result)
+    return result.stderr
+
+
+def test_podman_pulls_every_registry_by_its_name_after_pyrsia_setup_podman(
+    setup: Setup, tmp_path: Path
+) -> None:
+    env = podman_env(tmp_path / "podman", setup.node)
+    conf = Path(env["CONTAINERS_REGISTRIES_CONF"])
+    original = conf.read_bytes()
+    registries = [arg for host, _ in setup.images() for arg in ("-r", host)]
+    said = pyrsia_setup(
+        "podman", tmp_path / "backups", *registries, "--config-path", str(conf), "--node", setup.node.url
     )
-    with open(env["CONTAINERS_REGISTRIES_CONF"], "a") as conf:
-        conf.write(mirrors)
-    return env
-
-
-def test_podman_pulls_both_registries_by_their_names(setup: Setup, tmp_path: Path) -> None:
-    env = podman_mirrors(tmp_path / "podman", setup.node)
-    for host, image in (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE)):
+    assert f"wrote {conf}" in said
+    for host, image in setup.images():
         reference = f"{host}/{image.reference}"
         run("podman", "pull", reference, env=env, timeout_s=300)
         digest = run("podman", "image", "inspect", "--format", "{{.Digest}}", reference, env=env).strip()
         assert digest == image.top
-    # The mirror requests named the registry as a path component.
+    # The mirror requests named the registry as a path component (a port after `--`).
     log = setup.node.output()
-    assert f"/v2/ghcr.io/{GHCR_IMAGE.name}/manifests/" in log
-    assert f"/v2/quay.io/{QUAY_IMAGE.name}/manifests/" in log
+    for host, image in setup.images():
+        assert f"/v2/{path_component(host)}/{image.name}/manifests/" in log
+    pyrsia_setup("podman", tmp_path / "backups", "--undo")
+    assert conf.read_bytes() == original
 
 
 @pytest.mark.skipif(shutil.which("ctr") is None, reason="containerd is not installed")
-def test_ctr_pulls_both_registries_with_ns(setup: Setup) -> None:
+def test_ctr_pulls_every_registry_with_hosts_toml_from_pyrsia_setup(setup: Setup, tmp_path: Path) -> None:
     with Containerd() as containerd:
-        for host in ("ghcr.io", "quay.io"):
-            containerd.mirror(host, f"https://{host}", setup.node.url)
-        for host, image in (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE)):
+        registries = [arg for host, _ in setup.images() for arg in ("-r", host)]
+        pyrsia_setup(
+            "containerd", tmp_path / "backups", *registries, "--node", setup.node.url,
+            "--containerd-config", str(containerd.config_path), "--config-path", str(containerd.hosts_dir),
+        )  # fmt: skip
+        # containerd's directory for a registry with a port is named `host:port` (docs/hosts.md).
+        written = sorted(p.parent.name for p in containerd.hosts_dir.glob("*/hosts.toml"))
+        assert written == sorted(host for host, _ in setup.images())
+        for host, image in setup.images():
             reference = f"{host}/{image.reference}"
             containerd.pull(reference)
             assert containerd.images()[reference].digest == image.top
             assert set(image.layers_of(image.top)) <= set(containerd.content())
     log = setup.node.output()
-    assert f"/v2/{GHCR_IMAGE.name}/manifests/{GHCR_IMAGE.tag}?ns=ghcr.io" in log
-    assert f"/v2/{QUAY_IMAGE.name}/manifests/{QUAY_IMAGE.tag}?ns=quay.io" in log
+    for host, image in setup.images():
+        # containerd escapes the query (`ns=localhost%3A5000`).
+        assert f"/v2/{image.name}/manifests/{image.tag}?{urlencode({'ns': host})}" in log
 
 
 def test_the_login_reaches_only_its_own_registry(setup: Setup) -> None:
@@ -148,9 +183,9 @@ def test_the_login_reaches_only_its_own_registry(setup: Setup) -> None:
 
 
 def test_records_name_their_registry(setup: Setup) -> None:
-    manifest_digest(setup.node, f"/v2/ghcr.io/{GHCR_IMAGE.name}/manifests/1.0")
-    manifest_digest(setup.node, f"/v2/quay.io/{QUAY_IMAGE.name}/manifests/2.0")
-    for host, image in (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE)):
+    for host, image in setup.images():
+        manifest_digest(setup.node, f"/v2/{host}/{image.name}/manifests/{image.tag}")
+    for host, image in setup.images():
         found = httpx.get(f"{setup.node.url}/api/v1/log/search", params={"registry": host}, timeout=30).json()
         ids = {r["package_id"] for r in found["results"]}
         assert f"{host}/{image.name}:{image.tag}" in ids, found
@@ -176,14 +211,15 @@ def test_records_name_their_registry(setup: Setup) -> None:
 
 
 def test_pyrsia_pull_image_takes_a_registry_host(setup: Setup, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pyrsia", "pull", "image", f"ghcr.io/{GHCR_IMAGE.reference}",
-         "-o", str(tmp_path / "layout"), "--node", setup.node.url, "--json"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["manifest_digest"] == GHCR_IMAGE.top
-    assert f"/v2/ghcr.io/{GHCR_IMAGE.name}/manifests/{GHCR_IMAGE.tag}" in setup.node.output()
+    for host, image in (("ghcr.io", GHCR_IMAGE), (setup.port_host, PORT_IMAGE)):
+        result = subprocess.run(
+            [sys.executable, "-m", "pyrsia", "pull", "image", f"{host}/{image.reference}",
+             "-o", str(tmp_path / host), "--node", setup.node.url, "--json"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["manifest_digest"] == image.top
+        assert f"/v2/{host}/{image.name}/manifests/{image.tag}" in setup.node.output()
 
 
 def test_bad_names_get_one_clear_answer(setup: Setup) -> None:
@@ -216,11 +252,10 @@ def test_a_wrong_password_is_one_clear_line(setup: Setup, tmp_path: Path) -> Non
         assert WRONG[1] not in answer.text and WRONG[1] not in node.output()
 
 
-def test_a_second_node_gets_both_over_p2p_with_the_upstreams_gone(setup: Setup, tmp_path: Path) -> None:
+def test_a_second_node_gets_all_over_p2p_with_the_upstreams_gone(setup: Setup, tmp_path: Path) -> None:
     a = setup.node
-    assert manifest_digest(a, f"/v2/ghcr.io/{GHCR_IMAGE.name}/manifests/1.0") == GHCR_IMAGE.top
-    assert manifest_digest(a, f"/v2/quay.io/{QUAY_IMAGE.name}/manifests/2.0") == QUAY_IMAGE.top
-    for host, image in (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE)):
+    for host, image in setup.images():
+        assert manifest_digest(a, f"/v2/{host}/{image.name}/manifests/{image.tag}") == image.top
         for digest in image.blobs:
             assert httpx.get(f"{a.url}/v2/{host}/{image.name}/blobs/{digest}", timeout=60).status_code == 200
     with NodeProcess(tmp_path / "b", "--bootstrap", a.p2p_address) as b:
@@ -228,9 +263,10 @@ def test_a_second_node_gets_both_over_p2p_with_the_upstreams_gone(setup: Setup, 
         setup.proxy.stop()
         setup.ghcr.stop()
         setup.quay.stop()
-        assert_upstream_down(setup.ghcr)
-        assert_upstream_down(setup.quay)
-        for host, image in (("ghcr.io", GHCR_IMAGE), ("quay.io", QUAY_IMAGE)):
+        setup.port.stop()
+        for upstream in (setup.ghcr, setup.quay, setup.port):
+            assert_upstream_down(upstream)
+        for host, image in setup.images():
             assert manifest_digest(b, f"/v2/{host}/{image.name}/manifests/{image.tag}") == image.top
             for digest, data in image.blobs.items():
                 served = httpx.get(f"{b.url}/v2/{host}/{image.name}/blobs/{digest}", timeout=120)

@@ -83,6 +83,15 @@ def _podman(etc: Path) -> list[str]:
     return ["podman", "--config-path", str(conf), "-r", "docker.io", "-r", "quay.io"]
 
 
+def _with_a_port(etc: Path) -> list[str]:
+    """Registries named by host:port: containerd's directory is `host:port` (docs/hosts.md)."""
+    return [*_containerd_debian(etc), "-r", "localhost:5000", "-r", "registry.example.com:5443"]
+
+
+def _podman_with_a_port(etc: Path) -> list[str]:
+    return [*_podman(etc), "-r", "registry.example.com:5443"]
+
+
 def _maven(etc: Path) -> list[str]:
     return ["maven", "--config-path", str(copy("settings.xml", etc / "m2" / "settings.xml"))]
 
@@ -98,6 +107,8 @@ TOOLS = {
     "docker-absent": _docker_absent,
     "docker-empty": _docker_empty,
     "podman": _podman,
+    "containerd-host-port": _with_a_port,
+    "podman-host-port": _podman_with_a_port,
     "maven": _maven,
     "maven-absent": _maven_absent,
 }
@@ -126,6 +137,13 @@ def test_dry_run_apply_reapply_undo(tmp_path: Path, case: str) -> None:
     assert after != original
     changed = {name for name in after if after[name] != original.get(name)}
     assert changed, after
+    if case == "containerd-host-port":
+        assert {
+            "certs.d/localhost:5000/hosts.toml",
+            "certs.d/registry.example.com:5443/hosts.toml",
+        } <= changed
+    if case == "podman-host-port":
+        assert f'location = "{NODE.removeprefix("http://")}/registry.example.com--5443"' in str(after)
 
     again = pyrsia(tmp_path, "setup", *args, *common)
     ok(again)

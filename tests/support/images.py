@@ -179,7 +179,16 @@ def nested(name: str = "team/tools/hello", tag: str = "v3") -> Image:
     return image
 
 
-def push(registry_url: str, image: Image, auth: tuple[str, str] | None = None) -> None:
+def one_layer(name: str, tag: str, files: dict[str, bytes]) -> Image:
+    """An OCI image of one layer holding `files` (distinct files, distinct digests)."""
+    image = Image(name, tag)
+    image.top = _single(image, [files])
+    image.top_media_type = OCI_MANIFEST
+    image.platforms["linux/amd64"] = image.top
+    return image
+
+
+def push(registry_url: str, image: Image, auth: tuple[str, str] | httpx.Auth | None = None) -> None:
     """Uploads every blob, then child manifests by digest, then the tag."""
     with httpx.Client(base_url=registry_url, timeout=60, auth=auth) as client:
         for digest, data in image.blobs.items():

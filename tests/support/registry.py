@@ -3,7 +3,9 @@
 It is the upstream a node pulls through in end-to-end tests and benchmarks: storage in
 a directory of the test's, ready once `GET /v2/` answers; no auth, or with `login`
 (user, password) the registry's htpasswd basic auth (bcrypt at its lowest cost, so a
-request does not spend a second hashing).
+request does not spend a second hashing), or with `auth` an `auth:` section of its own
+(a token realm: `tests.support.token_server`). `host` is the loopback address it
+listens on.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import httpx
 READY_TIMEOUT_S = 20.0
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -36,11 +38,15 @@ class RegistryProcess:
         binary: str = "docker-registry",
         prefix: list[str] | None = None,
         login: tuple[str, str] | None = None,
+        auth: str = "",
+        host: str = "127.0.0.1",
     ) -> None:
         self.root = root
         self.login = login
+        self.auth = auth
+        self.host = host
         self.prefix = prefix or []  # e.g. nsenter into a namespace
-        self.port = port or free_port()
+        self.port = port or free_port(host)
         self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
@@ -49,11 +55,11 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> RegistryProcess:
         self.config_path.write_text(
@@ -62,7 +68,7 @@ class RegistryProcess:
             "storage:\n"
             f"  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n" + self._auth_config()
+            f"http:\n  addr: {self.host}:{self.port}\n" + (self.auth or self._auth_config())
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -98,7 +104,7 @@ class RegistryProcess:
             return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
         try:
             status = httpx.get(f"{self.url}/v2/", timeout=1).status_code
-            return status == 200 or (self.login is not None and status == 401)
+            return status == 200 or ((self.login is not None or bool(self.auth)) and status == 401)
         except httpx.TransportError:
             return False
 

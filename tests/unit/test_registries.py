@@ -333,7 +333,7 @@ def test_upstreams_tables_add_and_adjust_registries(tmp_path: Path) -> None:
     ("table", "says"),
     [
         ('[upstreams."myorg"]\nurl = "https://x.test"\n', "not a registry host"),
-        ('[upstreams."localhost:5000"]\nurl = "https://x.test"\n', "without a port"),
+        ('[upstreams."localhost:99999"]\nurl = "https://x.test"\n', "a port if any"),
         ('[upstreams."reg.example"]\n', "needs url"),
         ('[upstreams."reg.example"]\nurl = "ftp://x"\n', "http"),
         ('[upstreams."reg.example"]\nurl = "https://x.test"\npassword = "x"\n', "unknown key"),
