@@ -296,7 +296,10 @@ class Ledger:
         self.origin = chain.origin
         self._genesis_hash = self._read(0).header.hash
         self._head = Head(
-            tip=chain.tip, size=chain.size, authorities=chain.authorities, registries_since=chain.registries_since
+            tip=chain.tip,
+            size=chain.size,
+            authorities=chain.authorities,
+            registries_since=chain.registries_since,
         )
         self._sync_index(indexed, at_index_tip)
 
