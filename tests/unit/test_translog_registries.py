@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pyrsia.cli import registries as registries_cli
 from pyrsia.consensus.mempool import key_of
 from pyrsia.errors import StorageError, TxInvalid, UsageError
 from pyrsia.node.approvals import Approvals
@@ -246,3 +247,32 @@ def test_random_changes_match_a_model_and_replay_to_the_same_list(seed: int) -> 
             broken(chain, block, "")
         assert chain.registries_since == tuple(sorted(model.items())), f"seed={seed}"
     assert replayed(blocks).registries_since == chain.registries_since, f"seed={seed}"
+
+
+def test_the_registries_render_as_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    peer = me(key(1))
+    registries_cli.render(
+        {
+            "height": 7,
+            "quorum": 3,
+            "registries": [{"host": "docker.io", "since": 0}, {"host": "ghcr.io", "since": 5}],
+            "upstreams": {"ghcr.io": "http://127.0.0.1:5000"},
+            "me": peer,
+            "is_authority": True,
+            "approvals": [{"registry": "quay.io", "action": "add"}],
+            "pending": [
+                {
+                    "tx_id": "ab" * 32,
+                    "action": "add",
+                    "host": "quay.io",
+                    "submitter": peer,
+                    "endorsed_by": [peer],
+                }
+            ],
+        }
+    )
+    out = capsys.readouterr().out
+    assert "2 registries agreed at height 7, quorum 3" in out
+    assert ["ghcr.io", "5", "http://127.0.0.1:5000"] in [line.split() for line in out.splitlines()]
+    assert "approved by this node's admin (1)" in out and "pending registry changes (1)" in out
+    assert "1 of 3 needed" in out
