@@ -51,6 +51,10 @@ def test_the_one_authority_changes_the_list_at_once(tmp_path: Path) -> None:
         refused = httpx.get(f"{node.url}/v2/quay.io/org/app/manifests/1.0", headers=ACCEPT, timeout=60)
         assert refused.status_code == 403 and "quay.io" in refused.json()["errors"][0]["message"]
         one_line_error(run("registries", "remove", "quay.io", *admin), 2, "quay.io is not agreed")
+        shown = ok(run("log", "show", str(added["height"]), "--node", node.url))
+        assert ["AddRegistry", "registry.corp.example"] in [line.split()[1:3] for line in shown.splitlines()]
         node.stop()
+        verified = run("log", "verify", "--home", str(home))
+        ok(verified)
         node.start()
         assert agreed(node.url) == after
