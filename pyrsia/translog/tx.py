@@ -12,6 +12,11 @@ back. Integers fit SQLite's signed 64-bit INTEGER (0 ≤ x ≤ 2**63-1); text is
 `TEXT_FIELD_CHARS_MAX` characters of encodable UTF-8; a transaction encodes to at
 most `TX_BYTES_MAX` bytes.
 
+Types: AddArtifact (a record of one file), AddAuthorizedNode/RemoveAuthorizedNode (the
+authority set) and AddRegistry/RemoveRegistry (the Docker registries the network
+vouches for; the host exactly as records and image names write it). What each change
+may do is the chain core's to judge (`chain.py`); here only its shape.
+
 An endorsement is an authority's signature over a domain-separated message naming a
 transaction id. It travels with the transaction inside a block but is no part of the
 transaction's id or of its submitter's signature; consensus adds endorsements (and
