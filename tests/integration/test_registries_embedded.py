@@ -50,6 +50,8 @@ def test_the_one_authority_changes_the_list_at_once(tmp_path: Path) -> None:
         assert f"{len(after)} registries agreed" in table
         refused = httpx.get(f"{node.url}/v2/quay.io/org/app/manifests/1.0", headers=ACCEPT, timeout=60)
         assert refused.status_code == 403 and "quay.io" in refused.json()["errors"][0]["message"]
+        pulled = run("pull", "image", "quay.io/org/app:1.0", "-o", str(tmp_path / "out"), "--node", node.url)
+        one_line_error(pulled, 1, "quay.io", "not one this network vouches for")
         one_line_error(run("registries", "remove", "quay.io", *admin), 2, "quay.io is not agreed")
         shown = ok(run("log", "show", str(added["height"]), "--node", node.url))
         assert ["AddRegistry", "registry.corp.example"] in [line.split()[1:3] for line in shown.splitlines()]

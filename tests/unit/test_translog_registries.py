@@ -9,6 +9,7 @@ import json
 import random
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pyrsia.cli import registries as registries_cli
@@ -28,6 +29,7 @@ from pyrsia.translog.tx import (
     Transaction,
     sign,
 )
+from pyrsia.upstream.http import DENIAL_BYTES_MAX, _denial_reason
 from tests.unit.test_translog_chain_core import T0, broken, key, made, me
 
 
@@ -276,3 +278,17 @@ def test_the_registries_render_as_tables(capsys: pytest.CaptureFixture[str]) -> 
     assert ["ghcr.io", "5", "http://127.0.0.1:5000"] in [line.split() for line in out.splitlines()]
     assert "approved by this node's admin (1)" in out and "pending registry changes (1)" in out
     assert "1 of 3 needed" in out
+
+
+def test_a_refusal_says_why_in_one_line_and_reads_a_bounded_body() -> None:
+    denied = {
+        "errors": [{"code": "DENIED", "message": "registry quay.io is not one\\nthis network vouches for"}]
+    }
+    reason = _denial_reason(httpx.Response(403, content=json.dumps(denied).encode()))
+    assert reason == ": registry quay.io is not one\\nthis network vouches for"
+    spread = {"errors": [{"message": "two\nlines"}]}
+    assert _denial_reason(httpx.Response(403, json=spread)) == ": two lines"
+    assert _denial_reason(httpx.Response(403, content=b"<html>no</html>")) == ""
+    assert _denial_reason(httpx.Response(403, json={"errors": []})) == ""
+    huge = {"errors": [{"message": "x" * (DENIAL_BYTES_MAX + 1)}]}
+    assert _denial_reason(httpx.Response(403, json=huge)) == ""
