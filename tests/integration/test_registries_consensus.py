@@ -4,9 +4,9 @@ docker.io alone, a CNCF docker-registry on loopback standing in for ghcr.io. Eve
 admin command runs as `python -m pyrsia …`, exactly as typed in a shell.
 
 The tests share the network and run in file order: bad input first (it changes
-nothing), then the story of ghcr.io (two approvals change nothing, a third adds it; a
-regular node then publishes from it; removed, new records are refused while the old
-ones still serve; a restarted node rebuilds the list from its log)."""
+nothing), then the story of ghcr.io: two approvals change nothing, a third adds it; a
+restarted regular node rebuilds the list from its log and then publishes from it;
+removed, new records are refused while the old ones still serve."""
 
 from __future__ import annotations
 
