@@ -147,7 +147,7 @@ class DockerArtifacts:
         manifest_cache_bytes_max: int = default_of("manifest_cache_bytes_max"),
     ) -> None:
         """`authority` is set on a node that is not one: what its log lacks, it asks for.
-        `agreed` gives the registries the network vouches for (its genesis list; unset,
+        `agreed` gives the registries the network vouches for (at the log's tip; unset,
         every registry with an upstream here)."""
         self._blobs = blobs
         self._translog = translog
@@ -183,8 +183,8 @@ class DockerArtifacts:
     def _check_agreed(self, registry: str) -> None:
         if registry not in self.agreed_registries():
             raise RegistryRefused(
-                f"registry {registry[:100]} is not one this network vouches for (its genesis lists"
-                f" {', '.join(sorted(self.agreed_registries()))})"
+                f"registry {registry[:100]} is not one this network vouches for (it agrees to"
+                f" {', '.join(sorted(self.agreed_registries()))}; see `pyrsia registries`)"
             )
 
     def _client(self, name: str) -> tuple[RegistryClient, Qualified]:
@@ -364,9 +364,10 @@ class DockerArtifacts:
         removed unless the log vouches for them, and a manifest tree that does not parse
         is the upstream's fault (502), not the client's. A node that is not an authority
         asks one instead, and serves what then reaches its log."""
+        # The list in force at this node's tip: a regular node refuses before asking.
+        self._check_agreed(split_key(name).registry)
         if self._authority is not None:
             return self._requested_manifest(name, reference)
-        self._check_agreed(split_key(name).registry)
         fresh: list[Digest] = []
         try:
             return self._publish_tree(name, reference, fresh)

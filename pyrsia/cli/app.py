@@ -26,6 +26,7 @@ from pyrsia.cli.identity import identity
 from pyrsia.cli.log import inspect_app, log_app
 from pyrsia.cli.peers import peers, ping
 from pyrsia.cli.pull import pull_app
+from pyrsia.cli.registries import registries_app
 from pyrsia.cli.setup import setup_app
 from pyrsia.cli.status import status
 from pyrsia.errors import PyrsiaError
@@ -69,6 +70,11 @@ app.add_typer(log_app, name="log")
 app.add_typer(inspect_app, name="inspect-log")
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(setup_app, name="setup")
+app.add_typer(
+    registries_app,
+    name="registries",
+    epilog="Examples: pyrsia registries;  pyrsia registries add ghcr.io;  pyrsia registries remove quay.io",
+)
 
 
 def _show_version(value: bool) -> None:

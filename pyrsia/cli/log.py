@@ -158,7 +158,7 @@ def show(
         ],
     )
     rows = [
-        (t["leaf"], t["type"], t["payload"].get("package_id", t["payload"].get("peer_id", "")),
+        (t["leaf"], t["type"], _subject(t["payload"]),
          t["payload"].get("path", ""), t["payload"].get("digest", ""))
         for t in block["transactions"]
     ]  # fmt: skip
@@ -288,3 +288,11 @@ def inspect_maven(
     if gav.count(":") != 2 or not all(gav.split(":")):
         raise UsageError(f"--gav takes GROUP:ARTIFACT:VERSION, not {gav!r}")
     _inspect(gav, fmt, fields, latest, node)
+
+
+def _subject(payload: dict[str, Any]) -> str:
+    """What a transaction is about: an artifact's package, an authority's peer id or a registry host."""
+    for key in ("package_id", "peer_id", "host"):
+        if key in payload:
+            return str(payload[key])
+    return ""

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from pyrsia.consensus.wire import Verdict
 from pyrsia.translog.block import quorum
-from pyrsia.translog.tx import AddArtifact, AuthorizedNode, Endorsement, Transaction
+from pyrsia.translog.tx import AddArtifact, AuthorizedNode, Endorsement, Registry, Transaction
 
 TXS_MAX = 10_000
 TTL_S = 600.0
@@ -37,6 +37,8 @@ def key_of(tx: Transaction) -> tuple[str, str, str]:
     payload = tx.payload
     if isinstance(payload, AddArtifact):
         return (payload.package_type, payload.path, payload.digest)
+    if isinstance(payload, Registry):
+        return ("registry", tx.type, payload.host)
     assert isinstance(payload, AuthorizedNode), "tx.py pairs every other type with this payload"
     return ("authority", tx.type, payload.peer_id)
 

@@ -7,8 +7,8 @@ the core's timers. Nothing else touches either, so neither needs a lock.
 
 Endorsement. A transaction submitted by an authority is gossiped to every authority;
 each verifies it on its own (`verify`: re-fetch the artifact from its own upstream and
-compare digest, size and chunk root; for an authority change, whether its own admin
-approved it) on a small worker pool, and gossips its signed verdict. The submitter
+compare digest, size and chunk root; for an authority or registry change, whether its
+own admin approved it) on a small worker pool, and gossips its signed verdict. The submitter
 endorses its own at once (it fetched and verified the bytes to submit them). Once
 endorsements from a quorum of the authorities in force back a transaction, it may be
 proposed; once more than n - quorum refuse it, it never can be, and its waiters hear
@@ -79,9 +79,11 @@ from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
     ADD_AUTHORIZED_NODE,
+    ADD_REGISTRY,
     REMOVE_AUTHORIZED_NODE,
     AddArtifact,
     AuthorizedNode,
+    Registry,
     Transaction,
     check,
     sign,
@@ -288,7 +290,7 @@ class ConsensusService:
 
     # -- callers' side ---------------------------------------------------------------
 
-    def sign(self, type: str, payload: AddArtifact | AuthorizedNode) -> Transaction:
+    def sign(self, type: str, payload: AddArtifact | AuthorizedNode | Registry) -> Transaction:
         """A transaction of this node's, with a random nonce (ids stay unique across authorities)."""
         return sign(self._key, type=type, payload=payload, time=int(self._wall()), nonce=secrets.randbits(62))
 
@@ -352,6 +354,21 @@ class ConsensusService:
                     }
                 )
         return out
+
+    def pending_registry_changes(self) -> list[dict[str, object]]:
+        with self._outcomes_lock:
+            outcomes = [o for o in self._outcomes.values() if o.state == "pending"]
+        return [
+            {
+                "tx_id": o.tx.id.hex(),
+                "action": "add" if o.tx.type == ADD_REGISTRY else "remove",
+                "host": o.tx.payload.host,
+                "submitter": o.tx.submitter,
+                "endorsed_by": sorted(p for p, (v, _) in o.verdicts.items() if v == "endorsed"),
+            }
+            for o in outcomes
+            if isinstance(o.tx.payload, Registry)
+        ]
 
     def status(self) -> dict[str, object]:
         core = self._core
@@ -1036,6 +1053,8 @@ def _describe(tx: Transaction) -> str:
     payload = tx.payload
     if isinstance(payload, AddArtifact):
         return f"{payload.path} ({payload.digest})"
+    if isinstance(payload, Registry):
+        return f"{'adding' if tx.type == ADD_REGISTRY else 'removing'} registry {payload.host}"
     verb = "adding" if tx.type == ADD_AUTHORIZED_NODE else "removing"
     assert tx.type in (ADD_AUTHORIZED_NODE, REMOVE_AUTHORIZED_NODE)
     return f"{verb} authority {getattr(payload, 'peer_id', '?')}"

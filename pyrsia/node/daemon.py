@@ -65,16 +65,20 @@ from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
-from pyrsia.translog.block import DEFAULT_REGISTRIES, quorum
+from pyrsia.translog.block import DEFAULT_REGISTRIES, REGISTRIES_MAX, quorum
+from pyrsia.translog.chain import PERMANENT_REGISTRY
 from pyrsia.translog.chunks import CHUNK_BYTES
 from pyrsia.translog.index import Query
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
     ADD_AUTHORIZED_NODE,
+    ADD_REGISTRY,
     REMOVE_AUTHORIZED_NODE,
+    REMOVE_REGISTRY,
     AddArtifact,
     AuthorizedNode,
+    Registry,
     Transaction,
     check_peer_id,
 )
@@ -391,6 +395,14 @@ class Node:
         if isinstance(payload, AddArtifact):
             service = self._docker if payload.package_type == DOCKER else self._maven
             return service.verify_record(payload)
+        if isinstance(payload, Registry):
+            remove = tx.type == REMOVE_REGISTRY
+            problem = self._registry_change_problem(payload.host, remove)
+            if problem is not None:
+                return problem
+            return (
+                None if self._approvals.has_registry(payload.host, "remove" if remove else "add") else PENDING
+            )
         assert isinstance(payload, AuthorizedNode)
         action = "add" if tx.type == ADD_AUTHORIZED_NODE else "remove"
         return None if self._approvals.has(payload.peer_id, action) else PENDING
@@ -442,6 +454,66 @@ class Node:
             "is_authority": self.identity.peer_id in authorities,
             "approvals": self._approvals.entries(),
             "pending": self.consensus.pending_authority_changes(),
+        }
+
+    # -- the agreed registries ------------------------------------------------------------
+
+    def _registry_change_problem(self, host: str, remove: bool) -> str | None:
+        """Why the chain would refuse this change at the tip (the chain's rules, as one line), or None."""
+        agreed = self.ledger.registries
+        if not remove and host in agreed:
+            return f"registry {host} is agreed already"
+        if not remove and len(agreed) >= REGISTRIES_MAX:
+            return f"the network agrees to {REGISTRIES_MAX} registries, the most it may"
+        if remove and host == PERMANENT_REGISTRY:
+            return f"registry {host} cannot be removed: every name without a registry host is its"
+        if remove and host not in agreed:
+            return f"registry {host} is not agreed, so it cannot be removed"
+        if remove and agreed == (host,):
+            return "the last registry cannot be removed"
+        return None
+
+    def change_registry(self, host: str, remove: bool) -> dict[str, object]:
+        """This node's admin approves adding (removing) `host` to the agreed Docker
+        registries, and the change is submitted (or an equal pending one endorsed)."""
+        me = self.identity.peer_id
+        authorities = self.ledger.authorities
+        if me not in authorities:
+            raise NotAnAuthority("this node is not an authority: run this on an authorized node")
+        try:
+            payload = Registry(host=host)
+        except TxInvalid as exc:
+            raise UsageError(exc.message) from exc
+        problem = self._registry_change_problem(host, remove)
+        if problem is not None:
+            raise UsageError(problem)
+        action = "remove" if remove else "add"
+        self._approvals.approve_registry(host, action)
+        answer: dict[str, object] = {"host": host, "action": action, "approved": True}
+        tx = self.consensus.sign(REMOVE_REGISTRY if remove else ADD_REGISTRY, payload)
+        if authorities == {me}:
+            block = self.ledger.commit_signed([tx])
+            return {**answer, "tx_id": tx.id.hex(), "state": "committed", "height": block.header.height}
+        pending = [
+            p for p in self.consensus.pending_registry_changes() if (p["host"], p["action"]) == (host, action)
+        ]
+        if pending:
+            self.consensus.reverify()  # endorse the one already going round
+            return {**answer, "tx_id": pending[0]["tx_id"], "state": "pending", "height": None}
+        self.consensus.submit([tx])
+        return {**answer, "tx_id": tx.id.hex(), "state": "pending", "height": None}
+
+    def registries(self) -> dict[str, object]:
+        authorities = self.ledger.authorities
+        return {
+            "height": self.ledger.height,
+            "quorum": quorum(len(authorities)),
+            "registries": [{"host": h, "since": since} for h, since in self.ledger.registries_since],
+            "upstreams": {h: u.url for h, u in sorted(self.config.docker_registries.items())},
+            "me": self.identity.peer_id,
+            "is_authority": self.identity.peer_id in authorities,
+            "approvals": self._approvals.registry_entries(),
+            "pending": self.consensus.pending_registry_changes(),
         }
 
     # -- builds -------------------------------------------------------------------------

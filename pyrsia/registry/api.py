@@ -19,6 +19,11 @@
     POST /api/v1/authorities  admin: {"peer_id": …, "action": "add"|"remove"}: this node's
                             admin approves the change and the node submits it
     GET  /api/v1/authorities  open: the set in force, its quorum, approvals, pending changes
+    POST /api/v1/registries  admin: {"host": …, "action": "add"|"remove"}: this node's admin
+                            approves the change to the agreed Docker registries and the
+                            node submits it
+    GET  /api/v1/registries  open: the registries in force (each with the height that added
+                            it), approvals, pending changes
 
 A build (`NodeControl.build`) is `{"id": 16 hex, "kind", "target", "state":
 running|committed|refused|failed, "error", "height", "started_at", "finished_at", "via":
@@ -43,6 +48,7 @@ from pyrsia.errors import (
     BuildUnknown,
     ConfigError,
     PathUnknown,
+    TxInvalid,
     Unauthorized,
     Unsupported,
     UsageError,
@@ -55,6 +61,7 @@ from pyrsia.registry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pyrsia.registry.translog_api import PREFIX as LOG_PREFIX
 from pyrsia.registry.translog_api import TranslogApi
 from pyrsia.translog.ledger import Ledger
+from pyrsia.translog.tx import check_registry_host
 
 
 class NodeControl(Protocol):
@@ -84,9 +91,14 @@ class NodeControl(Protocol):
 
     def authorities(self) -> Mapping[str, object]: ...
 
+    def change_registry(self, host: str, remove: bool) -> Mapping[str, object]: ...
+
+    def registries(self) -> Mapping[str, object]: ...
+
 
 BUILDS = "/api/v1/builds"
 AUTHORITIES = "/api/v1/authorities"
+REGISTRIES = "/api/v1/registries"
 BUILD_ID_CHARS = 16
 TARGET_CHARS_MAX = 512
 PEER_ID_CHARS_MAX = 100
@@ -142,11 +154,17 @@ class NodeApi:
                 return _json(self._node.authorize(peer_id, remove))
             case ("GET" | "HEAD", "/api/v1/authorities"):
                 return _json(self._node.authorities())
+            case ("POST", "/api/v1/registries"):
+                self._require_admin(request)
+                host, remove = registry_change_from(request.body)
+                return _json(self._node.change_registry(host, remove))
+            case ("GET" | "HEAD", "/api/v1/registries"):
+                return _json(self._node.registries())
             case (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/peers" | "/api/v1/ping"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
             case (_, "/api/v1/transfers" | "/api/v1/traffic"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
-            case (_, "/api/v1/builds" | "/api/v1/authorities"):
+            case (_, "/api/v1/builds" | "/api/v1/authorities" | "/api/v1/registries"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
             case (_, path) if path.startswith(BUILDS + "/"):
                 raise Unsupported(f"{request.method} is not supported on {request.path}")
@@ -214,6 +232,27 @@ def authority_change_from(body: bytes) -> tuple[str, bool]:
     if action not in AUTHORITY_ACTIONS:
         raise UsageError(f"action must be add or remove, not {action[:40]!r}")
     return check_peer_id(peer_id), action == "remove"
+
+
+def registry_change_from(body: bytes) -> tuple[str, bool]:
+    """`{"host": …, "action": "add"|"remove"}` → (registry host, whether it is a removal)."""
+    shape = '{"host": REGISTRY_HOST, "action": "add"|"remove"}'
+    doc = _object_from(body, shape)
+    host, action = doc.get("host"), doc.get("action")
+    if not isinstance(host, str) or not isinstance(action, str):
+        raise UsageError(f"request body must be JSON: {shape}")
+    if action not in AUTHORITY_ACTIONS:
+        raise UsageError(f"action must be add or remove, not {action[:40]!r}")
+    return check_registry(host), action == "remove"
+
+
+def check_registry(text: str) -> str:
+    """Raises `UsageError` unless `text` is a registry host as the log writes it
+    (`ghcr.io`: lowercase, no scheme, port, path or whitespace)."""
+    try:
+        return check_registry_host("registry host", text)
+    except TxInvalid as exc:
+        raise UsageError(exc.message) from exc
 
 
 def check_peer_id(text: str) -> str:

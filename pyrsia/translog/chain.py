@@ -32,6 +32,16 @@ AddAuthorizedNode/RemoveAuthorizedNode must be submitted by an authority in forc
 may not add a member or remove a stranger, and may not leave the set empty or larger
 than `AUTHORITIES_MAX`; the new set is in force from the next height on.
 
+Registry rules. The Docker registries the network vouches for start as its genesis
+lists them (absent: the built-in list). Later, AddRegistry/RemoveRegistry must be
+submitted by an authority in force, may not add a listed host or remove an unlisted
+one, may not remove `docker.io` (every name without a host is Docker Hub's) or the
+last registry, nor make more than `REGISTRIES_MAX`; like the authority set, the new
+list is in force from the next height on, and each host remembers the height that
+added it. A Docker AddArtifact must name a registry in force at its height: records
+of a registry logged before its removal stay valid (the chain never looks back), new
+ones are refused. So the list in force at a height is a pure function of the log.
+
 Pure: no clock (`now` is an argument), no files, no lock; one owner drives it.
 """
 
@@ -48,6 +58,7 @@ from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import (
     AUTHORITIES_MAX,
     DEFAULT_REGISTRIES,
+    REGISTRIES_MAX,
     ZERO_HASH,
     Block,
     BlockHeader,
@@ -58,9 +69,14 @@ from pyrsia.translog.block import (
     tx_root,
 )
 from pyrsia.translog.tx import (
+    ADD_ARTIFACT,
     ADD_AUTHORIZED_NODE,
+    ADD_REGISTRY,
     REMOVE_AUTHORIZED_NODE,
+    REMOVE_REGISTRY,
+    AddArtifact,
     AuthorizedNode,
+    Registry,
     Transaction,
     check,
     endorse,
@@ -69,6 +85,8 @@ from pyrsia.translog.tx import (
 )
 
 _Fail = Callable[[str], ChainBroken]
+# Docker Hub is where every name without a registry host goes: it is never removed.
+PERMANENT_REGISTRY = "docker.io"
 
 
 def origin_of(genesis: BlockHeader) -> str:
@@ -85,6 +103,7 @@ class Mark:
     authorities: frozenset[str]
     origin: str
     size: int
+    registries_since: tuple[tuple[str, int], ...]
 
 
 class Chain:
@@ -93,8 +112,14 @@ class Chain:
         self.tree = merkle.Tree()
         self.authorities: frozenset[str] = frozenset()  # in force for the next height
         self.origin = ""
-        # The Docker registries the network vouches for (its genesis says; until then none).
-        self.registries: tuple[str, ...] = ()
+        # The Docker registries the network vouches for, in force for the next height, each
+        # with the height that added it (its genesis, then AddRegistry; until genesis none).
+        self.registries_since: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The registry hosts in force for the next height, sorted."""
+        return tuple(host for host, _ in self.registries_since)
 
     @property
     def height(self) -> int:
@@ -106,10 +131,17 @@ class Chain:
         return self.tree.size
 
     def mark(self) -> Mark:
-        return Mark(tip=self.tip, authorities=self.authorities, origin=self.origin, size=self.tree.size)
+        return Mark(
+            tip=self.tip,
+            authorities=self.authorities,
+            origin=self.origin,
+            size=self.tree.size,
+            registries_since=self.registries_since,
+        )
 
     def rewind(self, mark: Mark) -> None:
         self.tip, self.authorities, self.origin = mark.tip, mark.authorities, mark.origin
+        self.registries_since = mark.registries_since
         self.tree.truncate(mark.size)
 
     # -- applying ---------------------------------------------------------------------
@@ -160,6 +192,12 @@ class Chain:
         if prev is not None:
             _check_endorsed(block.transactions, authorities, fail)
         following = authorities if prev is None else _authorities_after(authorities, block.transactions, fail)
+        if prev is None:
+            registries_since = tuple((host, 0) for host in header.registries or DEFAULT_REGISTRIES)
+        else:
+            registries_since = _registries_after(
+                self.registries_since, height, authorities, block.transactions, fail
+            )
         if header.tx_root != merkle.root_of(ids):
             raise fail("transaction root does not match its transactions")
         origin = self.origin or origin_of(header)
@@ -172,8 +210,7 @@ class Chain:
             self.tree.truncate(first)
             raise fail("log root does not match the transactions so far")
         self.tip, self.authorities, self.origin = block, following, origin
-        if prev is None:
-            self.registries = header.registries or DEFAULT_REGISTRIES
+        self.registries_since = registries_since
         return first
 
     def check_proposal(self, block: Block) -> None:
@@ -317,6 +354,51 @@ def _authorities_after(
     if len(current) > AUTHORITIES_MAX:
         raise fail(f"the block would make more than {AUTHORITIES_MAX} authorities")
     return frozenset(current)
+
+
+def _registries_after(
+    since: tuple[tuple[str, int], ...],
+    height: int,
+    authorities: frozenset[str],
+    transactions: Sequence[Transaction],
+    fail: _Fail,
+) -> tuple[tuple[str, int], ...]:
+    """The registry list after this block's changes; its Docker records checked against
+    the list in force at this height (`since`)."""
+    in_force = {host for host, _ in since}
+    current = dict(since)
+    for tx in transactions:
+        if tx.type == ADD_ARTIFACT:
+            assert isinstance(tx.payload, AddArtifact), "tx.py pairs this type with this payload"
+            if tx.payload.package_type == "docker":
+                registry = tx.payload.registry_or_default
+                if registry not in in_force:
+                    raise fail(
+                        f"transaction {tx.id.hex()[:16]} names registry {registry[:100]}, "
+                        "which the network does not vouch for at this height"
+                    )
+            continue
+        if tx.type not in (ADD_REGISTRY, REMOVE_REGISTRY):
+            continue
+        assert isinstance(tx.payload, Registry), "tx.py pairs these types with this payload"
+        host = tx.payload.host
+        if tx.submitter not in authorities:
+            raise fail(f"{tx.type} submitted by {tx.submitter}, not an authority")
+        if tx.type == ADD_REGISTRY:
+            if host in current:
+                raise fail(f"registry {host} is agreed already")
+            current[host] = height
+        else:
+            if host not in current:
+                raise fail(f"registry {host} is not agreed, so cannot be removed")
+            if host == PERMANENT_REGISTRY:
+                raise fail(f"registry {host} cannot be removed: names without a host are its")
+            del current[host]
+    if not current:
+        raise fail("the block would remove every registry")
+    if len(current) > REGISTRIES_MAX:
+        raise fail(f"the block would make more than {REGISTRIES_MAX} registries")
+    return tuple(sorted(current.items()))
 
 
 def _check_certificate(

@@ -113,6 +113,8 @@ class Head:
     tip: Block
     size: int
     authorities: frozenset[str]
+    # The Docker registries in force for the next height, each with the height that added it.
+    registries_since: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,6 @@ class Ledger:
         self._listeners: list[Callable[[Block], None]] = []
         self._genesis_hash = b""
         self.origin = ""
-        self.registries: tuple[str, ...] = ()  # the Docker registries its genesis agrees to
         self._queue: queue.Queue[_Request] = queue.Queue(QUEUE_REQUESTS_MAX)
         self._writer = threading.Thread(target=self._run, name="translog-writer", daemon=True)
         self._closed = False
@@ -293,9 +294,13 @@ class Ledger:
             raise ChainBroken(0, "this log belongs to another network than the genesis given")
         assert chain.tip is not None
         self.origin = chain.origin
-        self.registries = chain.registries
         self._genesis_hash = self._read(0).header.hash
-        self._head = Head(tip=chain.tip, size=chain.size, authorities=chain.authorities)
+        self._head = Head(
+            tip=chain.tip,
+            size=chain.size,
+            authorities=chain.authorities,
+            registries_since=chain.registries_since,
+        )
         self._sync_index(indexed, at_index_tip)
 
     def _sync_index(self, indexed: IndexTip | None, expected: IndexTip | None) -> None:
@@ -541,7 +546,9 @@ class Ledger:
         """The block is durable: readers see it, then the index and the lookup view learn
         it, then listeners."""
         chain = self._chain
-        self._head = Head(tip=block, size=chain.size, authorities=chain.authorities)
+        self._head = Head(
+            tip=block, size=chain.size, authorities=chain.authorities, registries_since=chain.registries_since
+        )
         try:
             self._index.apply([(block, first_leaf)])
         except Exception as exc:
@@ -619,6 +626,16 @@ class Ledger:
     @property
     def authorities(self) -> frozenset[str]:
         return self.head.authorities
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The Docker registries the network vouches for at the tip (genesis, then changes)."""
+        return tuple(host for host, _ in self.head.registries_since)
+
+    @property
+    def registries_since(self) -> tuple[tuple[str, int], ...]:
+        """Each registry in force at the tip with the height that added it."""
+        return self.head.registries_since
 
     def _reader(self) -> IndexReader:
         """This thread's index connection, unless the index lacks a committed block."""

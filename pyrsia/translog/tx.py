@@ -12,6 +12,11 @@ back. Integers fit SQLite's signed 64-bit INTEGER (0 ≤ x ≤ 2**63-1); text is
 `TEXT_FIELD_CHARS_MAX` characters of encodable UTF-8; a transaction encodes to at
 most `TX_BYTES_MAX` bytes.
 
+Types: AddArtifact (a record of one file), AddAuthorizedNode/RemoveAuthorizedNode (the
+authority set) and AddRegistry/RemoveRegistry (the Docker registries the network
+vouches for; the host exactly as records and image names write it). What each change
+may do is the chain core's to judge (`chain.py`); here only its shape.
+
 An endorsement is an authority's signature over a domain-separated message naming a
 transaction id. It travels with the transaction inside a block but is no part of the
 transaction's id or of its submitter's signature; consensus adds endorsements (and
@@ -28,13 +33,16 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from pyrsia.errors import TxInvalid
+from pyrsia.errors import NameInvalid, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of, public_key_of
+from pyrsia.formats.registry_host import check_host
 from pyrsia.translog import codec
 
 ADD_ARTIFACT = "AddArtifact"
 ADD_AUTHORIZED_NODE = "AddAuthorizedNode"
 REMOVE_AUTHORIZED_NODE = "RemoveAuthorizedNode"
+ADD_REGISTRY = "AddRegistry"
+REMOVE_REGISTRY = "RemoveRegistry"
 PACKAGE_TYPES = ("docker", "maven")
 TEXT_FIELD_CHARS_MAX = 4096
 DEPENDENCIES_MAX = 1000
@@ -225,11 +233,54 @@ class AuthorizedNode:
         return cls(peer_id=codec.field(doc, "peer_id", str))
 
 
-Payload = AddArtifact | AuthorizedNode
-_PAYLOADS: dict[str, type[AddArtifact] | type[AuthorizedNode]] = {
+def check_registry_host(name: str, value: object) -> str:
+    """A Docker registry host as the log names it: already normalized (lowercase DNS
+    labels, a dot or `localhost`, no port, no path, no scheme), at most
+    `REGISTRY_CHARS_MAX` characters."""
+    if not isinstance(value, str):
+        raise TxInvalid(f"{name} must be text, not {type(value).__name__}")
+    if len(value) > REGISTRY_CHARS_MAX:
+        raise TxInvalid(f"{name} is {len(value)} characters, more than {REGISTRY_CHARS_MAX}")
+    try:
+        host = check_host(value)
+    except NameInvalid as exc:
+        raise TxInvalid(f"{name}: {exc.message}") from exc
+    if host != value:
+        raise TxInvalid(f"{name} {value[:100]!r} is not written as the host {host!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registry:
+    """Payload of AddRegistry and RemoveRegistry: a Docker registry host the network
+    starts (stops) vouching for."""
+
+    host: str
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def encoded(self) -> bytes:
+        return codec.encode(self.to_map())
+
+    def check(self) -> None:
+        check_registry_host("registry host", self.host)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"host": self.host}
+
+    @classmethod
+    def from_map(cls, doc: Any) -> Registry:
+        return cls(host=codec.field(doc, "host", str))
+
+
+Payload = AddArtifact | AuthorizedNode | Registry
+_PAYLOADS: dict[str, type[AddArtifact] | type[AuthorizedNode] | type[Registry]] = {
     ADD_ARTIFACT: AddArtifact,
     ADD_AUTHORIZED_NODE: AuthorizedNode,
     REMOVE_AUTHORIZED_NODE: AuthorizedNode,
+    ADD_REGISTRY: Registry,
+    REMOVE_REGISTRY: Registry,
 }
 
 
@@ -383,7 +434,7 @@ class Transaction:
 
 def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int) -> Transaction:
     """A signed transaction; `TxInvalid` if anything in it could not be read back."""
-    if not isinstance(payload, AddArtifact | AuthorizedNode):
+    if not isinstance(payload, AddArtifact | AuthorizedNode | Registry):
         raise TxInvalid(f"cannot sign a {payload.__class__.__name__} payload")
     if getattr(payload, "_encoded", None) is None:  # not built through __init__: check it now
         payload.check()

@@ -19,6 +19,7 @@ exhausted) or `UpstreamError` (redirect loops, undecodable bodies, bad URLs).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ log = logging.getLogger("pyrsia.upstream")
 T = TypeVar("T")
 Clock = Callable[[], float]
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DENIAL_BYTES_MAX = 4096  # a refusal's error JSON worth reading; a longer one is not shown
+DENIAL_CHARS_MAX = 300
 BACKOFF_S_FIRST = 0.2
 BACKOFF_S_MAX = 2.0
 CONNECT_TIMEOUT_S_MAX = 10.0
@@ -181,6 +184,8 @@ class UpstreamHttp:
             raise Retryable(f"{url}: HTTP {response.status_code}")
         if response.status_code == 401:
             raise UpstreamError(f"{url}: upstream refused anonymous access (401)")
+        if response.status_code == 403:  # DENIED: the spec's error JSON says why, in one line
+            raise UpstreamError(f"{url}: refused (403){_denial_reason(response)}")
         if response.status_code != 200:
             raise UpstreamError(f"{url}: unexpected HTTP {response.status_code}")
 
@@ -258,3 +263,19 @@ def _content_length(response: httpx.Response) -> int | None:
 
 def _encoded(response: httpx.Response) -> bool:
     return response.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+
+
+def _denial_reason(response: httpx.Response) -> str:
+    """`: MESSAGE` from a refusal's distribution-spec error JSON (`{"errors": [{"message"}]}`),
+    read no further than `DENIAL_BYTES_MAX` and flattened to one line; else nothing."""
+    body = b""
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > DENIAL_BYTES_MAX:
+                return ""
+        message = json.loads(body)["errors"][0]["message"]
+    except (httpx.HTTPError, httpx.StreamError, ValueError, KeyError, IndexError, TypeError):
+        return ""
+    text = " ".join(str(message).split())[:DENIAL_CHARS_MAX]
+    return f": {text}" if text else ""
