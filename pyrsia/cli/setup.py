@@ -25,8 +25,9 @@ import typer
 from pyrsia.cli import console, options, settings
 from pyrsia.durable import write_atomic
 from pyrsia.errors import ConfigError, StorageError
+from pyrsia.formats.registry_host import DOCKER_IO
 from pyrsia.setup import containerd, docker, maven, podman
-from pyrsia.setup.plan import DOCKER_IO, FileChange, Plan, diff, node_of, registry_of
+from pyrsia.setup.plan import FileChange, Plan, diff, node_of, registry_of
 
 setup_app = typer.Typer(
     help="Point containerd, Docker, podman or Maven at a pyrsia node (with backups; --undo restores).",

@@ -19,7 +19,8 @@ import tomllib
 from typing import Any
 
 from pyrsia.errors import ConfigError
-from pyrsia.setup.plan import DOCKER_IO, Node
+from pyrsia.formats.registry_host import DOCKER_IO
+from pyrsia.setup.plan import Node
 
 DEFAULT_CONFIG_PATH = "/etc/containerd/certs.d"
 RESTART = "systemctl restart containerd"

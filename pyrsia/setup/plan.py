@@ -7,18 +7,14 @@ a change whose text is already the file's is no change and is never written.
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pyrsia.errors import ConfigError
+from pyrsia.errors import ConfigError, NameInvalid
+from pyrsia.formats.registry_host import BUILTIN_REGISTRIES, check_host
 
-DOCKER_IO = "docker.io"
 # The registries a client can choose by name; any other host is taken as given.
-KNOWN_REGISTRIES = ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io")
-REGISTRY_CHARS_MAX = 253
-_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
-_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?")
+KNOWN_REGISTRIES = tuple(BUILTIN_REGISTRIES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +90,7 @@ def node_of(url: str) -> Node:
 
 def registry_of(name: str) -> str:
     """A registry host as clients name it (`docker.io`, `ghcr.io`, `registry.example.com:5000`)."""
-    host = name.strip().lower()
-    if host in ("index.docker.io", "registry-1.docker.io"):
-        return DOCKER_IO
-    if len(host) > REGISTRY_CHARS_MAX or not _HOST.fullmatch(host):
-        raise ConfigError(f"{name[:100]!r} is not a registry host such as docker.io or ghcr.io")
-    if "." not in host and ":" not in host and host != "localhost":
-        raise ConfigError(f"{name[:100]!r} is not a registry host (a host has a dot or a port, as ghcr.io)")
-    return host
+    try:
+        return check_host(name)
+    except NameInvalid as exc:
+        raise ConfigError(f"{exc.message}, such as docker.io or ghcr.io") from None

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyrsia.errors import ConfigError
-from pyrsia.setup.plan import DOCKER_IO, Node
+from pyrsia.formats.registry_host import DOCKER_IO
+from pyrsia.setup.plan import Node
 
 BEGIN = "# >>> pyrsia setup podman: mirrors through a pyrsia node (remove with `pyrsia setup podman --undo`)"
 END = "# <<< pyrsia setup podman"

@@ -37,6 +37,7 @@ from pyrsia.translog.tx import (
     check_bytes,
     check_int,
     check_peer_id,
+    check_registry_host,
 )
 
 ZERO_HASH = bytes(HASH_BYTES)
@@ -53,7 +54,6 @@ BLOCK_TXS_BYTES_MAX = BLOCK_BYTES_MAX - (4 << 20)
 # What a genesis without `registries` agrees to: the registries pyrsia has built in.
 DEFAULT_REGISTRIES = ("docker.io", "gcr.io", "ghcr.io", "quay.io", "registry.k8s.io")
 REGISTRIES_MAX = 64
-REGISTRY_CHARS_MAX = 253
 
 
 def check_registries(registries: object) -> tuple[str, ...]:
@@ -63,24 +63,10 @@ def check_registries(registries: object) -> tuple[str, ...]:
     if len(registries) > REGISTRIES_MAX:
         raise TxInvalid(f"more than {REGISTRIES_MAX} registries")
     for host in registries:
-        if not isinstance(host, str) or not 0 < len(host) <= REGISTRY_CHARS_MAX or not _host_ok(host):
-            raise TxInvalid(f"registry {str(host)[:100]!r} is not a lowercase host name (and port)")
+        check_registry_host("registry", host)
     if list(registries) != sorted(set(registries)):
         raise TxInvalid("registries must be distinct and sorted")
     return registries
-
-
-def _host_ok(host: str) -> bool:
-    """A lowercase DNS name, with a port (`localhost:5000`) or not."""
-    host, colon, port = host.partition(":")
-    if colon and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
-        return False
-    labels = host.split(".")
-    return all(
-        0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
-        and all(c.isdigit() or "a" <= c <= "z" or c == "-" for c in label)
-        for label in labels
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -235,7 +235,7 @@ class AuthorizedNode:
 
 def check_registry_host(name: str, value: object) -> str:
     """A Docker registry host as the log names it: already normalized (lowercase DNS
-    labels, a dot or `localhost`, no port, no path, no scheme), at most
+    labels, a dot, a port or `localhost`; no path, no scheme), at most
     `REGISTRY_CHARS_MAX` characters."""
     if not isinstance(value, str):
         raise TxInvalid(f"{name} must be text, not {type(value).__name__}")

@@ -131,7 +131,7 @@ def test_bad_input_is_refused_in_one_line(network: Network) -> None:
     first = network.authorities[0]
     home = ("--node", first.url, "--home", str(first.node.home))
     before = first.height()
-    for host in ("ghcr.io/org/app", "https://ghcr.io", " ghcr.io", "ghcr.io ", "a" * 300, "ghcr.io:443"):
+    for host in ("ghcr.io/org/app", "https://ghcr.io", " ghcr.io", "ghcr.io ", "a" * 300, "ghcr.io:70000"):
         one_line_error(run("registries", "add", host, *home), 2, "registry host")
     one_line_error(run("registries", "remove", "docker.io", *home), 2, "docker.io cannot be removed")
     one_line_error(run("registries", "remove", "quay.io", *home), 2, "quay.io is not agreed")

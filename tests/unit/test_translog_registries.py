@@ -164,7 +164,8 @@ def test_a_proposal_check_leaves_the_list_as_it_was() -> None:
         "a" * 300,  # too long
         "x." * 126 + "io",  # too long, though every label is fine
         "GHCR.io",  # not as the log writes it
-        "localhost:5000",  # a port
+        "localhost:70000",  # no port
+        "ghcr.io:",
         "myorg",  # a namespace, not a host
         "index.docker.io",  # Docker Hub by another name
         "",
@@ -292,3 +293,8 @@ def test_a_refusal_says_why_in_one_line_and_reads_a_bounded_body() -> None:
     assert _denial_reason(httpx.Response(403, json={"errors": []})) == ""
     huge = {"errors": [{"message": "x" * (DENIAL_BYTES_MAX + 1)}]}
     assert _denial_reason(httpx.Response(403, json=huge)) == ""
+
+
+def test_a_registry_with_a_port_is_a_host_of_its_own() -> None:
+    assert Registry(host="localhost:5000").host == "localhost:5000"
+    assert Registry.from_map({"host": "registry.example.com:5443"}).host == "registry.example.com:5443"
