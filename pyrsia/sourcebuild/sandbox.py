@@ -253,6 +253,7 @@ class _Git:
 
     def __call__(self, *args: str, cwd: PurePosixPath, output_bytes_max: int = LS_REMOTE_BYTES_MAX) -> str:
         limits, repo = self.limits, self.spec.git_repo
+        verb = _git_verb(args)
         rlimits = ("prlimit", f"--fsize={limits.file_bytes_max}", f"--nproc={limits.processes_max}", "--")
         user = self.uid if self.drop_privileges else None
         try:
@@ -284,15 +285,26 @@ class _Git:
         except OSError as exc:
             raise SourceUnavailable(f"{repo}: cannot run git: {exc}") from exc
         if killed_for == "timeout":
-            raise SourceUnavailable(f"{repo}: git {args[0]} took longer than {limits.fetch_time_s_max:g} s")
+            raise SourceUnavailable(f"{repo}: git {verb} took longer than {limits.fetch_time_s_max:g} s")
         if killed_for == "output_size" or (process.returncode != 0 and _filesystem_full(self.layout)):
-            raise SourceUnavailable(f"{repo}: git {args[0]} wrote more than {limits.output_bytes_max} bytes")
+            raise SourceUnavailable(f"{repo}: git {verb} wrote more than {limits.output_bytes_max} bytes")
         if len(answer) > output_bytes_max:
-            raise SourceUnavailable(f"{repo}: git {args[0]} answered more than {output_bytes_max} bytes")
+            raise SourceUnavailable(f"{repo}: git {verb} answered more than {output_bytes_max} bytes")
         if process.returncode != 0:
             why = stderr[-1] if stderr else f"exit {process.returncode}"
-            raise SourceUnavailable(f"{repo}: git {args[0]} failed: {why}")
+            raise SourceUnavailable(f"{repo}: git {verb} failed: {why}")
         return answer.decode(errors="replace")
+
+
+def _git_verb(args: Sequence[str]) -> str:
+    """The git command in an argv (`clone` in `-c k=v clone …`), for messages."""
+    rest = iter(args)
+    for arg in rest:
+        if arg == "-c":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return "git"
 
 
 def fetch_source(

@@ -316,6 +316,28 @@ def test_a_url_that_is_not_git_is_refused(scratch: Path, mirror: MavenMirror, to
         run_source_build(_spec(url), work_dir=scratch / "not-git", mirror=None, toolchain=toolchain)
 
 
+def test_a_clone_larger_than_the_output_limit_fails_and_is_cleaned(
+    scratch: Path, toolchain: Toolchain
+) -> None:
+    # Random text does not compress: the packed repository alone is past the cap.
+    bulk = {f"data/blob-{n}.txt": os.urandom(1 << 20).hex() for n in range(24)}
+    make_repository(scratch / "git", "bulky", {**hello_project(), **bulk})
+    work = scratch / "bulky"
+    output_max = 16 << 20
+    with GitDaemon(scratch / "git") as served, pytest.raises(SourceUnavailable) as caught:
+        run_source_build(
+            _spec(served.url("bulky")),
+            work_dir=work,
+            mirror=None,
+            toolchain=toolchain,
+            limits=SandboxLimits(output_bytes_max=output_max),
+            uid=4274,
+        )
+    assert caught.value.message.endswith(f"git clone wrote more than {output_max} bytes")
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert not _mounts_under(work)
+
+
 def test_a_pinned_commit_is_cloned_and_checked_out(scratch: Path, daemon: GitDaemon) -> None:
     commit = git("rev-parse", "v1.0^{commit}", cwd=scratch / "git/hello.git").strip()
     spec = _spec(daemon.url("hello"), gitTag=commit)
