@@ -143,9 +143,18 @@ def check_module_path(path: str, *, where: str) -> str:
     return "/".join(parts)
 
 
-def resolve_module(pom: Pom, *, path: str, parent: Module | None, pom_path: str = "") -> Module:
+def resolve_module(
+    pom: Pom,
+    *,
+    path: str,
+    parent: Module | None,
+    pom_path: str = "",
+    user_properties: Mapping[str, str] | None = None,
+) -> Module:
     """`pom`'s coordinates with inheritance from `parent` (the module that lists it) and
-    `${…}` references expanded; refuses what stays unresolved or is not a coordinate."""
+    `${…}` references expanded; refuses what stays unresolved or is not a coordinate.
+    `user_properties` are the command's `-Dname=value`: as in Maven, they win over the
+    poms' own (`mvn -Drevision=2.1 package`)."""
     where = pom_path or (f"{path}/pom.xml" if path else "pom.xml")
     group_id = pom.group_id or pom.parent_group_id or (parent.group_id if parent else "")
     version = pom.version or pom.parent_version or (parent.version if parent else "")
@@ -153,6 +162,7 @@ def resolve_module(pom: Pom, *, path: str, parent: Module | None, pom_path: str 
     properties = {**inherited, **pom.properties}
     values = {
         **properties,
+        **(user_properties or {}),
         "project.groupId": group_id,
         "project.artifactId": pom.artifact_id,
         "project.version": version,
@@ -191,6 +201,16 @@ def _expand(value: str, values: Mapping[str, str], *, where: str, what: str) -> 
     if "${" in value:
         raise _refuse(f"{where}: {what} {value[:80]!r} refers to a property the pom does not define")
     return value
+
+
+def command_properties(argv: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The `-Dname=value` user properties of a Maven command line (`-Dname` alone is "true")."""
+    found: dict[str, str] = {}
+    for arg in argv:
+        if arg.startswith("-D") and len(arg) > 2:
+            name, _, value = arg[2:].partition("=")
+            found[name] = value if "=" in arg else "true"
+    return found
 
 
 def child_location(parent_dir: str, module: str) -> tuple[str, str]:

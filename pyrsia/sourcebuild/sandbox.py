@@ -44,7 +44,7 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -600,8 +600,11 @@ def _open_directory_beneath(root: PurePosixPath, relative: str) -> int:
     return directory
 
 
-def read_modules(layout: SandboxLayout) -> tuple[pom_modules.Module, ...]:
-    """The project's modules, root first, from the poms in the built tree (no links followed)."""
+def read_modules(
+    layout: SandboxLayout, *, user_properties: Mapping[str, str] | None = None
+) -> tuple[pom_modules.Module, ...]:
+    """The project's modules, root first, from the poms in the built tree (no links followed);
+    `user_properties`: the command's `-D` values, which win over the poms' (as in Maven)."""
     found: list[pom_modules.Module] = []
     queue: list[tuple[str, str, pom_modules.Module | None, int]] = [("", "pom.xml", None, 0)]
     while queue:
@@ -617,7 +620,9 @@ def read_modules(layout: SandboxLayout) -> tuple[pom_modules.Module, ...]:
                 reason="modules",
             )
         pom = pom_modules.parse_pom(data, where=pom_path)
-        module = pom_modules.resolve_module(pom, path=directory, pom_path=pom_path, parent=parent)
+        module = pom_modules.resolve_module(
+            pom, path=directory, pom_path=pom_path, parent=parent, user_properties=user_properties
+        )
         found.append(module)
         for child in pom.modules:
             child_dir, child_pom = pom_modules.child_location(directory, child)
@@ -662,7 +667,7 @@ def collect_build_outputs(spec: BuildSpec, layout: SandboxLayout, limits: Sandbo
     """Every module's pom and artifacts (see the module docstring), copied to WORK/out,
     checked against the spec's `.buildinfo` when it names one. All outputs or none."""
     try:
-        modules = read_modules(layout)
+        modules = read_modules(layout, user_properties=pom_modules.command_properties(spec.command))
         if not any(
             (m.group_id, m.artifact_id, m.version) == (spec.group_id, spec.artifact_id, spec.version)
             for m in modules

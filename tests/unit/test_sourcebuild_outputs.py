@@ -23,6 +23,7 @@ from pyrsia.sourcebuild.modules import (
     POM_BYTES_MAX,
     check_unique,
     child_location,
+    command_properties,
     parse_pom,
     resolve_module,
 )
@@ -209,6 +210,16 @@ def test_bad_poms_are_refused(data: bytes, needle: str) -> None:
     with pytest.raises(BuildFailed) as caught:
         parse_pom(data)
     assert caught.value.reason == "modules" and needle in caught.value.message
+
+
+def test_command_line_properties_win_over_the_poms() -> None:
+    argv = ("mvn", "-Drevision=3.0", "-DskipTests", "package")
+    assert command_properties(argv) == {"revision": "3.0", "skipTests": "true"}
+    given = command_properties(argv)
+    root = resolve_module(parse_pom(PARENT), path="", parent=None, user_properties=given)
+    assert root.version == "3.0"
+    core = resolve_module(parse_pom(CHILD), path="core", parent=root, user_properties=given)
+    assert core.gav == "com.example:core:3.0"
 
 
 def test_unresolved_or_odd_coordinates_are_refused() -> None:
