@@ -366,7 +366,10 @@ def check_source_tree(layout: SandboxLayout) -> None:
                 tree.check_link(path, target)
                 resolved = os.path.realpath(entry.path)
                 if resolved != real_root and not resolved.startswith(real_root + "/"):
-                    tree.check_link(path, "/" + target)  # resolves outside through other links
+                    raise BuildFailed(  # inside by its text, outside through other links
+                        f"the source has a symlink {path[:200]} -> {target[:200]} that resolves outside it",
+                        reason="source",
+                    )
             elif entry.is_dir(follow_symlinks=False):
                 stack.append(path)
     for name, check in (

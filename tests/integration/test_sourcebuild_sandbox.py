@@ -731,6 +731,7 @@ def test_a_missing_buildinfo_fails_the_build(scratch: Path, toolchain: Toolchain
             {"docs/notes": "../../../../etc/passwd"},
             "symlink docs/notes -> ../../../../etc/passwd",
         ),
+        ("through", {}, {"here": ".", "up": "here/.."}, "symlink up -> here/.. that resolves outside it"),
         ("agent", {".mvn/jvm.config": "-Xss4m -javaagent:agent.jar\n"}, {}, "'-javaagent:agent.jar'"),
         ("bootcp", {".mvn/jvm.config": "-Xbootclasspath/a:x.jar\n"}, {}, "boot class paths"),
         ("home", {".mvn/jvm.config": "-Duser.home=/tmp/x\n"}, {}, "sets '-Duser.home=/tmp/x'"),
