@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -491,7 +491,7 @@ def test_filling_the_disk_past_the_output_limit_is_stopped_at_the_cap(
     written = disk_usage_bytes(work / "home")
     assert output_max // 2 < written <= output_max
     assert disk_usage_bytes(work / "home/.tmp") > 0  # /tmp counted against the same cap
-    release_work_dir(SandboxLayout(work=work))  # type: ignore[arg-type]
+    release_work_dir(SandboxLayout(work=PurePosixPath(work)))
     assert not (work / "home").exists() and not (work / "home.img").exists()
     assert not _mounts_under(scratch / "fill")
 

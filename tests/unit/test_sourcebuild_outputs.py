@@ -336,9 +336,13 @@ def test_the_capped_filesystem_is_an_image_mounted_on_home() -> None:
         "/var/lib/pyrsia/builds/b1/home",
     )  # fmt: skip
     jdk = Jdk(major=17, version="17.0.15", home="/usr/lib/jvm/java-17-openjdk-amd64")
-    common = {"spec": SPEC, "jdk": jdk, "layout": LAYOUT, "limits": SandboxLimits(), "uid": 4242}
-    capped = sandbox_argv(**common, source_date_epoch=0, mirror=False, drop_privileges=True, tmp_in_home=True)
-    plain = sandbox_argv(**common, source_date_epoch=0, mirror=False, drop_privileges=True)
+    capped, plain = (
+        sandbox_argv(
+            spec=SPEC, jdk=jdk, layout=LAYOUT, limits=SandboxLimits(), uid=4242, source_date_epoch=0,
+            mirror=False, drop_privileges=True, tmp_in_home=in_home,
+        )
+        for in_home in (True, False)
+    )  # fmt: skip
     assert capped[capped.index("/tmp") - 2 :][:3] == ("--bind", "/var/lib/pyrsia/builds/b1/home/.tmp", "/tmp")
     assert "--tmpfs" not in capped and "--tmpfs" in plain
 
