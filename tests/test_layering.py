@@ -109,9 +109,12 @@ PURE_MODULES = [
     "p2p/wire/yamux.py",
     "cli/layout.py",
     "sourcebuild/__init__.py",
+    "sourcebuild/buildinfo.py",
     "sourcebuild/compare.py",
+    "sourcebuild/modules.py",
     "sourcebuild/plan.py",
     "sourcebuild/spec.py",
+    "sourcebuild/tree.py",
 ]
 FORBIDDEN_IMPORTS = {
     "socket",

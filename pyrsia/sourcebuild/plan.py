@@ -4,17 +4,21 @@
 testable without running anything. A build's directory on the host:
 
     WORK/                 the caller's, 0755 root; removed by the caller
+      home.img            the output cap: a sparse ext4 image of `output_bytes_max` bytes,
+                          loop-mounted (nosuid, nodev) on home/ when the node runs as root
       build.log           mvn's stdout and stderr (opened by the node, capped by RLIMIT_FSIZE)
       run/mirror.sock     the node's Maven mirror, forwarded by socat (mode 0600, the build uid)
       home/               → /build in the sandbox, owned by the build uid
         src/              the clone (umask from the spec, 022 by default)
         m2/               the build's own writable local Maven repository
         settings.xml      one mirror for `*`: http://127.0.0.1:MIRROR_PORT_INSIDE/…
+        .tmp/             → /tmp in the sandbox, when home is the capped filesystem
       out/                the collected outputs, copied out without following links
 
 The sandbox (bubblewrap under `setpriv` and `prlimit`): every namespace unshared, so
 the network holds only `lo`; `/usr` and the few `/etc` entries a JDK and Maven need
-(`ETC_ALLOWED`) read-only, `/tmp` a size-capped tmpfs,
+(`ETC_ALLOWED`) read-only, `/tmp` the build's own `home/.tmp` (or, without the
+capped filesystem, a size-capped tmpfs),
 `/` remounted read-only last; a cleared environment with `HOME`, `PATH`, `LANG`,
 `TZ`, `SOURCE_DATE_EPOCH` (the commit's time: every authority derives the same one),
 `JAVA_HOME` and `MAVEN_OPTS` (`-Duser.home=/build`: the uid has no passwd entry),
@@ -26,8 +30,21 @@ Inside, bash starts socat from `127.0.0.1:MIRROR_PORT_INSIDE` to the bound unix 
 waits for it, sets the spec's umask and `exec`s the spec's mvn argv — passed as
 arguments, never as shell text. Limits: RLIMIT_NPROC (counts every thread of the uid,
 so concurrent builds need distinct uids), RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE (any one
-file, the log included), RLIMIT_NOFILE, no core dumps; the shell adds the wall clock
-and the total bytes of WORK. Pure.
+file, the log included), RLIMIT_NOFILE, no core dumps; the shell adds the wall clock.
+
+The total output cap is a filesystem, not a watch: the clone, the local repository,
+`target/` and `/tmp` all live on home/, an ext4 image of `output_bytes_max` bytes
+(sparse: the node's disk holds only what was written, never more than the cap), so a
+write past the cap fails with ENOSPC in the build, however fast it writes. Measured
+here before choosing: a 4 GiB image is made and mounted in about half a second; a
+tmpfs would hold the bytes in memory (no swap on a typical node), and `prlimit
+--fsize` caps one file, not their sum, so a watcher alone overshoots by what the build
+writes between two polls. Without root (no mount) the shell falls back to that watch.
+
+git runs with no system or user config and `GIT_CONFIG_COUNT` settings that switch
+off hooks (`core.hooksPath=/dev/null`), `core.fsmonitor` and submodule recursion, for
+the clone and every later git command in it; it may speak only the spec URL's own
+protocol (`GIT_ALLOW_PROTOCOL`), and the clone copies no templates. Pure.
 """
 
 from __future__ import annotations
@@ -39,7 +56,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from pyrsia.errors import SourceUnavailable
-from pyrsia.sourcebuild.compare import OutputFile
+from pyrsia.sourcebuild.compare import ZIP_SUFFIXES, OutputFile
 from pyrsia.sourcebuild.spec import BuildSpec, Jdk
 
 SANDBOX_HOME = "/build"
@@ -84,8 +101,8 @@ class SandboxLimits:
     heap_bytes_max: int = 2 * _GIB  # -Xmx, so the JVM fits under RLIMIT_AS
     processes_max: int = 512  # RLIMIT_NPROC of the build uid: processes and threads
     file_bytes_max: int = 1 * _GIB  # RLIMIT_FSIZE: any one file
-    output_bytes_max: int = 4 * _GIB  # disk used by WORK, checked every poll
-    tmp_bytes_max: int = 256 * _MIB  # the sandbox's /tmp tmpfs
+    output_bytes_max: int = 4 * _GIB  # the capped filesystem of home/ (clone, m2, target, /tmp)
+    tmp_bytes_max: int = 256 * _MIB  # the sandbox's /tmp tmpfs, without the capped filesystem
     open_files_max: int = 4096
     log_tail_bytes_max: int = 16 * 1024
     poll_s: float = 0.25
@@ -100,6 +117,14 @@ class SandboxLayout:
     @property
     def log(self) -> PurePosixPath:
         return self.work / "build.log"
+
+    @property
+    def image(self) -> PurePosixPath:
+        return self.work / "home.img"
+
+    @property
+    def tmp(self) -> PurePosixPath:
+        return self.home / ".tmp"
 
     @property
     def run(self) -> PurePosixPath:
@@ -147,6 +172,22 @@ class BuilderFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleOutputs:
+    """One module of the build and the names of its files in `SourceBuildResult.outputs`."""
+
+    group_id: str
+    artifact_id: str
+    version: str
+    packaging: str
+    path: str  # its directory in the source tree, "" for the root
+    files: tuple[str, ...]
+
+    @property
+    def gav(self) -> str:
+        return f"{self.group_id}:{self.artifact_id}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceBuildResult:
     """A finished build: its outputs (in `output_dir`), the commit, the builder, the log tail."""
 
@@ -160,6 +201,12 @@ class SourceBuildResult:
     log_tail: str
     log_path: str  # the whole log, capped by RLIMIT_FSIZE; in WORK, removed with it
     wall_time_s: float
+    modules: tuple[ModuleOutputs, ...] = ()  # every module's coordinates and files
+    buildinfo_files: tuple[str, ...] = ()  # the outputs the spec's `.buildinfo` vouched for
+
+    def coordinates_of(self, name: str) -> ModuleOutputs | None:
+        """The module an output file belongs to."""
+        return next((module for module in self.modules if name in module.files), None)
 
 
 def resolve_tag(ls_remote: str, tag: str, *, git_repo: str) -> str:
@@ -182,9 +229,28 @@ def resolve_tag(ls_remote: str, tag: str, *, git_repo: str) -> str:
     raise SourceUnavailable(f"{git_repo} has no tag {tag!r}")
 
 
-def git_environment(layout: SandboxLayout) -> dict[str, str]:
-    """git's whole environment: no system or user config, no prompts, four protocols only."""
-    return {
+# Settings every git command of a build runs with (through GIT_CONFIG_COUNT, so they
+# hold for commands inside the clone too, whatever its .git/config says): nothing the
+# repository or a config file names is run on the node.
+GIT_SAFE_CONFIG = (
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("submodule.recurse", "false"),
+    ("fetch.recurseSubmodules", "false"),
+    ("protocol.file.allow", "user"),
+    ("core.symlinks", "true"),
+    ("advice.detachedHead", "false"),
+)
+
+
+def git_environment(layout: SandboxLayout, *, git_repo: str | None = None) -> dict[str, str]:
+    """git's whole environment: no system or user config, no prompts, no hooks; only the
+    protocol of `git_repo` (all four of `GIT_PROTOCOLS` when not given)."""
+    protocols = GIT_PROTOCOLS
+    if git_repo is not None:
+        scheme = git_repo.split("://", 1)[0]
+        protocols = scheme if scheme in GIT_PROTOCOLS.split(":") else ""
+    env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(layout.home),
         "LANG": "C",
@@ -192,17 +258,54 @@ def git_environment(layout: SandboxLayout) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+        "GIT_ALLOW_PROTOCOL": protocols,
         "GIT_ASKPASS": "/bin/false",
         "SSH_ASKPASS": "/bin/false",
+        "GIT_CONFIG_COUNT": str(len(GIT_SAFE_CONFIG)),
     }
+    for index, (key, value) in enumerate(GIT_SAFE_CONFIG):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 def clone_argv(spec: BuildSpec, layout: SandboxLayout) -> tuple[str, ...]:
-    common = ("git", "-c", "advice.detachedHead=false", "-c", "core.symlinks=true", "clone", "-q")
+    common = (
+        "git",
+        "-c",
+        "advice.detachedHead=false",
+        "-c",
+        "core.symlinks=true",
+        "clone",
+        "-q",
+        "--template=",  # no hook samples, no info/ files from the host's templates
+        "--no-recurse-submodules",
+        "--no-local",
+    )
     if spec.pins_commit:
         return (*common, "--no-checkout", "--", spec.git_repo, str(layout.source))
     return (*common, "--depth", "1", "--branch", spec.git_tag, "--", spec.git_repo, str(layout.source))
+
+
+def mkfs_argv(layout: SandboxLayout) -> tuple[str, ...]:
+    """ext4 on the (already truncated) image: no journal (nothing survives a crash anyway),
+    no reserved blocks, lazy inode tables, root of the filesystem owned later by the shell."""
+    return (
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-m",
+        "0",
+        "-O",
+        "^has_journal",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+        str(layout.image),
+    )
+
+
+def mount_argv(layout: SandboxLayout) -> tuple[str, ...]:
+    return ("mount", "-o", "loop,nosuid,nodev,noatime", str(layout.image), str(layout.home))
 
 
 def maven_settings(*, mirror: bool) -> str:
@@ -255,11 +358,13 @@ def sandbox_argv(
     drop_privileges: bool,
     etc_entries: tuple[str, ...] = ETC_ENTRIES,
     argv: tuple[str, ...] | None = None,
+    tmp_in_home: bool = False,
 ) -> tuple[str, ...]:
     """setpriv + prlimit + bwrap + the inner script + the build's argv (`maven_argv` unless given).
 
     `etc_entries` are the names under /etc the sandbox sees (`etc_visible` picks them
-    from a listing of the host's /etc)."""
+    from a listing of the host's /etc). `tmp_in_home`: `/tmp` is `layout.tmp` (on the
+    capped filesystem) instead of a tmpfs of `limits.tmp_bytes_max`."""
     maven_opts = " ".join(
         (f"-Duser.home={SANDBOX_HOME}", f"-Xmx{limits.heap_bytes_max // _MIB}m", *spec.maven_opts)
     )
@@ -318,10 +423,11 @@ def sandbox_argv(
         "/proc",
         "--dev",
         "/dev",
-        "--size",
-        str(limits.tmp_bytes_max),
-        "--tmpfs",
-        "/tmp",
+        *(
+            ("--bind", str(layout.tmp), "/tmp")
+            if tmp_in_home
+            else ("--size", str(limits.tmp_bytes_max), "--tmpfs", "/tmp")
+        ),
         "--bind",
         str(layout.home),
         SANDBOX_HOME,
@@ -353,6 +459,26 @@ def mirror_forwarder_argv(layout: SandboxLayout, *, uid: int, host: str, port: i
         f"UNIX-LISTEN:{layout.mirror_socket},fork,max-children=32,user={uid},group={uid},mode=600",
         f"TCP:{host}:{port}",
     )
+
+
+PACKAGING_EXTENSIONS = {"jar": "jar", "bundle": "jar", "maven-plugin": "jar", "war": "war", "ear": "ear"}
+
+
+def module_output_names(
+    *, artifact_id: str, version: str, packaging: str, target_listing: list[str]
+) -> tuple[str, ...]:
+    """A module's files in its target/ listing, by Maven's names: `A-V.ext` for the main
+    artifact (the extension from the packaging) and `A-V-classifier.jar` (`-sources`,
+    `-tests`, `-javadoc`); its pom is added by the caller. The main artifact first."""
+    base = f"{artifact_id}-{version}"
+    extension = PACKAGING_EXTENSIONS.get(packaging, "jar")
+    main = f"{base}.{extension}"
+    others = sorted(
+        name
+        for name in target_listing
+        if name != main and name.startswith(base + "-") and name.endswith(ZIP_SUFFIXES) and "/" not in name
+    )
+    return (main, *others)
 
 
 def output_names(spec: BuildSpec) -> tuple[str, str]:

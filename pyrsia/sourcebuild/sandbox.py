@@ -7,15 +7,26 @@ Everything decided is decided in `plan.py`; this module runs it. Rules:
   git gets no config, no prompts and four protocols (`plan.git_environment`);
 - a tag is resolved with `git ls-remote` before cloning, and the clone's `HEAD` must be
   that commit: a branch, a missing tag or a tag that moved is `SourceUnavailable`;
-- the wall clock and the bytes under WORK are watched every `limits.poll_s`; past
+- as root, the build's home is its own filesystem (`plan.mkfs_argv`, `mount_argv`): a
+  sparse ext4 image of `limits.output_bytes_max` bytes holding the clone, the local
+  repository, `target/` and the sandbox's `/tmp`. A write past it fails with ENOSPC,
+  so the cap is hard; the watch below then sees the filesystem full and ends the
+  build with `BuildFailed(reason="output_size")`. Without root, the bytes under WORK
+  are counted each poll instead (a fast writer overshoots by one poll's writes);
+- the wall clock (and the output bytes) are watched every `limits.poll_s`; past
   either, the whole process group is killed with SIGKILL (bwrap's `--die-with-parent`
   and the pid namespace take every process of the build with it) and the build's
-  home is removed: `BuildFailed(reason="timeout" | "output_size")`. The byte watch is
-  reactive: a fast writer overshoots by what it writes in one poll (RLIMIT_FSIZE
-  still caps each file); a hard cap would need a filesystem per build;
-- outputs are read from the tree the build controlled without following symlinks
-  (`O_NOFOLLOW` on every path component, regular files only, at most
-  `limits.file_bytes_max` bytes) and copied to WORK/out;
+  home is unmounted and removed (`release_work_dir`):
+  `BuildFailed(reason="timeout" | "output_size")`;
+- after the clone, the tree is checked before anything reads or builds it
+  (`check_source_tree`, rules in `tree.py`): symlinks pointing out of it and
+  `.mvn/` configuration that overrides the sandbox are refused (`reason="source"`);
+- outputs are found from the poms (`modules.py`: every module's pom, and its jar and
+  classifier jars such as `-sources.jar` unless it is `pom`-packaged), read from the
+  tree the build controlled without following symlinks (`O_NOFOLLOW` on every path
+  component, regular files only, at most `limits.file_bytes_max` bytes) and copied to
+  WORK/out under Maven's names (`artifactId-version[-classifier].ext`); when the spec
+  names a `buildinfo`, that file is parsed (`buildinfo.py`) and must agree with them;
 - foreign errors (`OSError`, `subprocess` timeouts) become `SourceUnavailable` or
   `BuildFailed` here, never further up.
 """
@@ -23,6 +34,7 @@ Everything decided is decided in `plan.py`; this module runs it. Rules:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -32,16 +44,20 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pyrsia.errors import BuildFailed, SourceUnavailable
+from pyrsia.sourcebuild import modules as pom_modules
+from pyrsia.sourcebuild import tree
+from pyrsia.sourcebuild.buildinfo import BUILDINFO_BYTES_MAX, FileFacts, check_buildinfo, parse_buildinfo
 from pyrsia.sourcebuild.compare import OutputFile, describe_output
 from pyrsia.sourcebuild.plan import (
     BUILD_UID_DEFAULT,
     LS_REMOTE_BYTES_MAX,
     BuilderFacts,
+    ModuleOutputs,
     SandboxLayout,
     SandboxLimits,
     SourceBuildResult,
@@ -52,7 +68,9 @@ from pyrsia.sourcebuild.plan import (
     maven_argv,
     maven_settings,
     mirror_forwarder_argv,
-    output_names,
+    mkfs_argv,
+    module_output_names,
+    mount_argv,
     resolve_tag,
     sandbox_argv,
 )
@@ -62,6 +80,11 @@ JVM_DIR = Path("/usr/lib/jvm")
 MAVEN_HOME = Path("/usr/share/maven")
 _STDERR_TAIL_CHARS = 400
 _FORWARDER_READY_S = 10.0
+_MOUNT_TIME_S_MAX = 120.0
+# The capped filesystem counts as full below this many free bytes, or 1/256 of its size
+# if more: ext4 keeps some blocks back for its own metadata (a writer here got ENOSPC
+# with 450 KiB still counted free), and a build this close to its cap is past it.
+_FULL_SLACK_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,8 +141,67 @@ def _maven_version(maven_home: Path) -> str:
 # -- the work directory -----------------------------------------------------------------
 
 
-def prepare_work_dir(work_dir: Path, *, uid: int, drop_privileges: bool, mirror: bool) -> SandboxLayout:
-    """Create WORK's tree (see `plan.py`): home owned by `uid`, settings.xml written."""
+def _run_tool(argv: Sequence[str], what: str) -> None:
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            timeout=_MOUNT_TIME_S_MAX,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildFailed(f"cannot {what}: {exc}", reason="sandbox") from exc
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise BuildFailed(f"cannot {what}: {why[-1] if why else f'exit {done.returncode}'}", reason="sandbox")
+
+
+def _mount_capped_home(layout: SandboxLayout, limits: SandboxLimits) -> None:
+    """home/ becomes a sparse ext4 image of `limits.output_bytes_max` bytes (see `plan.py`)."""
+    try:
+        with open(layout.image, "xb") as image:
+            os.chmod(layout.image, 0o600)
+            image.truncate(limits.output_bytes_max)
+    except OSError as exc:
+        raise BuildFailed(
+            f"cannot create the build's {limits.output_bytes_max}-byte filesystem: {exc}", reason="sandbox"
+        ) from exc
+    _run_tool(mkfs_argv(layout), f"make the build's {limits.output_bytes_max}-byte filesystem")
+    _run_tool(mount_argv(layout), "mount the build's size-limited filesystem")
+    with contextlib.suppress(OSError):
+        os.rmdir(Path(layout.home) / "lost+found")
+
+
+def is_capped(layout: SandboxLayout) -> bool:
+    """True when home/ is the build's own size-limited filesystem."""
+    return os.path.ismount(layout.home)
+
+
+def release_work_dir(layout: SandboxLayout) -> None:
+    """Unmount and remove the build's home, its image and its run directory (WORK/out and
+    the log stay for the caller). Safe to call twice and after a failed `prepare_work_dir`."""
+    if is_capped(layout):
+        try:
+            _run_tool(("umount", str(layout.home)), "unmount the build's filesystem")
+        except BuildFailed:
+            # A process that still holds it open cannot stop the detach; the loop device
+            # is freed when the last reference goes (mount -o loop sets autoclear).
+            subprocess.run(("umount", "-l", str(layout.home)), check=False, capture_output=True)
+    _remove(layout.home)
+    _remove(layout.run)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.image)
+
+
+def prepare_work_dir(
+    work_dir: Path, *, uid: int, drop_privileges: bool, mirror: bool, limits: SandboxLimits | None = None
+) -> SandboxLayout:
+    """Create WORK's tree (see `plan.py`): home owned by `uid`, settings.xml written.
+
+    With `limits` and root, home/ is a filesystem of `limits.output_bytes_max` bytes
+    (release it with `release_work_dir`)."""
     layout = SandboxLayout(work=PurePosixPath(work_dir))
     try:
         work_dir.mkdir(mode=0o755, parents=False, exist_ok=True)
@@ -137,11 +219,22 @@ def prepare_work_dir(work_dir: Path, *, uid: int, drop_privileges: bool, mirror:
                     )
         for directory in (layout.home, layout.run, layout.out):
             os.mkdir(directory, 0o755)
+        if drop_privileges and limits is not None:
+            try:
+                _mount_capped_home(layout, limits)
+            except BuildFailed:
+                release_work_dir(layout)
+                raise
+            os.mkdir(layout.tmp, 0o700)
+            os.chmod(layout.home, 0o755)
         Path(layout.settings).write_text(maven_settings(mirror=mirror))
         os.chmod(layout.settings, 0o644)
         if drop_privileges:
             os.chown(layout.home, uid, uid)
+            if is_capped(layout):
+                os.chown(layout.tmp, uid, uid)
     except OSError as exc:
+        release_work_dir(layout)
         raise BuildFailed(f"cannot prepare {work_dir}: {exc}", reason="sandbox") from exc
     return layout
 
@@ -160,6 +253,7 @@ class _Git:
 
     def __call__(self, *args: str, cwd: PurePosixPath, output_bytes_max: int = LS_REMOTE_BYTES_MAX) -> str:
         limits, repo = self.limits, self.spec.git_repo
+        verb = _git_verb(args)
         rlimits = ("prlimit", f"--fsize={limits.file_bytes_max}", f"--nproc={limits.processes_max}", "--")
         user = self.uid if self.drop_privileges else None
         try:
@@ -169,7 +263,7 @@ class _Git:
             ):
                 process = subprocess.Popen(
                     (*rlimits, "git", *args),
-                    env=git_environment(self.layout),
+                    env=git_environment(self.layout, git_repo=repo),
                     cwd=str(cwd),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -191,15 +285,26 @@ class _Git:
         except OSError as exc:
             raise SourceUnavailable(f"{repo}: cannot run git: {exc}") from exc
         if killed_for == "timeout":
-            raise SourceUnavailable(f"{repo}: git {args[0]} took longer than {limits.fetch_time_s_max:g} s")
-        if killed_for == "output_size":
-            raise SourceUnavailable(f"{repo}: git {args[0]} wrote more than {limits.output_bytes_max} bytes")
+            raise SourceUnavailable(f"{repo}: git {verb} took longer than {limits.fetch_time_s_max:g} s")
+        if killed_for == "output_size" or (process.returncode != 0 and _filesystem_full(self.layout)):
+            raise SourceUnavailable(f"{repo}: git {verb} wrote more than {limits.output_bytes_max} bytes")
         if len(answer) > output_bytes_max:
-            raise SourceUnavailable(f"{repo}: git {args[0]} answered more than {output_bytes_max} bytes")
+            raise SourceUnavailable(f"{repo}: git {verb} answered more than {output_bytes_max} bytes")
         if process.returncode != 0:
             why = stderr[-1] if stderr else f"exit {process.returncode}"
-            raise SourceUnavailable(f"{repo}: git {args[0]} failed: {why}")
+            raise SourceUnavailable(f"{repo}: git {verb} failed: {why}")
         return answer.decode(errors="replace")
+
+
+def _git_verb(args: Sequence[str]) -> str:
+    """The git command in an argv (`clone` in `-c k=v clone …`), for messages."""
+    rest = iter(args)
+    for arg in rest:
+        if arg == "-c":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return "git"
 
 
 def fetch_source(
@@ -229,7 +334,71 @@ def fetch_source(
             f"{spec.git_repo}: {spec.git_tag!r} checked out {head[:12]}, but the remote lists {expected[:12]}"
         )
     when = git("log", "-1", "--format=%ct", "HEAD", cwd=layout.source).strip()
+    check_source_tree(layout)
     return SourceCheckout(git_repo=spec.git_repo, ref=spec.git_tag, commit=head, commit_time=int(when))
+
+
+def check_source_tree(layout: SandboxLayout) -> None:
+    """Refuse a clone with symlinks out of the tree or `.mvn/` files that override the
+    sandbox (rules in `tree.py`); `BuildFailed(reason="source")`."""
+    root = str(layout.source)
+    real_root = os.path.realpath(root)
+    seen = 0
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, relative) if relative else root))
+        except OSError as exc:
+            raise BuildFailed(f"cannot read the source tree: {exc}", reason="source") from exc
+        for entry in entries:
+            seen += 1
+            if seen > tree.TREE_ENTRIES_MAX:
+                raise BuildFailed(
+                    f"the source has more than {tree.TREE_ENTRIES_MAX} files and directories", reason="source"
+                )
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_symlink():
+                try:
+                    target = os.readlink(entry.path)
+                except OSError as exc:
+                    raise BuildFailed(f"cannot read the symlink {path}: {exc}", reason="source") from exc
+                tree.check_link(path, target)
+                resolved = os.path.realpath(entry.path)
+                if resolved != real_root and not resolved.startswith(real_root + "/"):
+                    raise BuildFailed(  # inside by its text, outside through other links
+                        f"the source has a symlink {path[:200]} -> {target[:200]} that resolves outside it",
+                        reason="source",
+                    )
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+    for name, check in (
+        (tree.MAVEN_CONFIG, tree.check_maven_config),
+        (tree.JVM_CONFIG, tree.check_jvm_config),
+    ):
+        data = _read_beneath(layout.source, name, tree.MVN_CONFIG_BYTES_MAX, missing_ok=True)
+        if data is not None:
+            check(data)
+
+
+def _read_beneath(
+    root: PurePosixPath, relative: str, bytes_max: int, *, missing_ok: bool = False
+) -> bytes | None:
+    """A small regular file under `root`, following no symlink; `BuildFailed(reason="source")`
+    when it is not one or is larger than `bytes_max`; None when absent and `missing_ok`."""
+    try:
+        fd = _open_beneath(root, relative)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    except OSError as exc:
+        raise BuildFailed(f"{relative} is not a regular file in the source: {exc}", reason="source") from exc
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(bytes_max + 1)
+    if len(data) > bytes_max:
+        raise BuildFailed(f"{relative} is larger than {bytes_max} bytes", reason="source")
+    return data
 
 
 # -- the sandbox ------------------------------------------------------------------------
@@ -253,6 +422,18 @@ def disk_usage_bytes(root: Path) -> int:
         except OSError:
             continue
     return total
+
+
+def _filesystem_full(layout: SandboxLayout) -> bool:
+    """True when home/ is the capped filesystem and (almost) no byte of it is left."""
+    if not is_capped(layout):
+        return False
+    try:
+        info = os.statvfs(layout.home)
+    except OSError:
+        return False
+    slack = max(_FULL_SLACK_BYTES, info.f_blocks * info.f_frsize // 256)
+    return info.f_bavail * info.f_frsize < slack or info.f_favail == 0
 
 
 def _log_tail(path: PurePosixPath, limit: int) -> str:
@@ -299,6 +480,7 @@ def _supervise(
     bytes under WORK. Returns what it was killed for: `""`, `timeout` or `output_size`."""
     started = time.monotonic()
     killed_for = ""
+    capped = is_capped(layout)
     try:
         while True:
             try:
@@ -308,7 +490,11 @@ def _supervise(
                 pass
             if time.monotonic() - started > time_s_max:
                 killed_for = "timeout"
-            elif disk_usage_bytes(Path(layout.work)) > limits.output_bytes_max:
+            elif (
+                _filesystem_full(layout)
+                if capped
+                else disk_usage_bytes(Path(layout.work)) > limits.output_bytes_max
+            ):
                 killed_for = "output_size"
             if killed_for:
                 _kill_group(process)
@@ -334,6 +520,8 @@ def _execute(argv: Sequence[str], *, layout: SandboxLayout, limits: SandboxLimit
     except OSError as exc:
         raise BuildFailed(f"cannot start the sandbox: {exc}", reason="sandbox") from exc
     killed_for = _supervise(process, layout=layout, limits=limits, time_s_max=limits.wall_time_s_max)
+    if not killed_for and process.returncode != 0 and _filesystem_full(layout):
+        killed_for = "output_size"
     elapsed = time.monotonic() - started
     tail = _log_tail(layout.log, limits.log_tail_bytes_max)
     if killed_for == "timeout":
@@ -344,7 +532,8 @@ def _execute(argv: Sequence[str], *, layout: SandboxLayout, limits: SandboxLimit
         )
     if killed_for == "output_size":
         raise BuildFailed(
-            f"the build wrote more than {limits.output_bytes_max} bytes and was killed",
+            f"the build filled its {limits.output_bytes_max}-byte output limit "
+            "(its directory, local Maven repository and /tmp) and was stopped",
             reason="output_size",
             log_tail=tail,
         )
@@ -392,9 +581,9 @@ def _copy_out(layout: SandboxLayout, relative: str, name: str, limits: SandboxLi
         return describe_output(name, stream)
 
 
-def _list_target(layout: SandboxLayout) -> list[str]:
+def _list_directory(layout: SandboxLayout, relative: str) -> list[str]:
     try:
-        fd = _open_directory_beneath(layout.home, "src/target")
+        fd = _open_directory_beneath(layout.home, relative)
     except OSError:
         return []
     try:
@@ -414,25 +603,131 @@ def _open_directory_beneath(root: PurePosixPath, relative: str) -> int:
     return directory
 
 
-def collect_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimits) -> tuple[OutputFile, ...]:
-    """The jar (and `-classifier.jar`s) from src/target and the pom, copied to WORK/out."""
-    jar, pom = output_names(spec)
-    base = jar.removesuffix(".jar")
-    names = [n for n in _list_target(layout) if n == jar or (n.startswith(base + "-") and n.endswith(".jar"))]
-    if jar not in names:
-        raise BuildFailed(f"the build produced no target/{jar}", reason="no_output")
-    outputs = []
+def read_modules(
+    layout: SandboxLayout, *, user_properties: Mapping[str, str] | None = None
+) -> tuple[pom_modules.Module, ...]:
+    """The project's modules, root first, from the poms in the built tree (no links followed);
+    `user_properties`: the command's `-D` values, which win over the poms' (as in Maven)."""
+    found: list[pom_modules.Module] = []
+    queue: list[tuple[str, str, pom_modules.Module | None, int]] = [("", "pom.xml", None, 0)]
+    while queue:
+        directory, pom_path, parent, depth = queue.pop(0)
+        try:
+            data = _read_beneath(layout.source, pom_path, pom_modules.POM_BYTES_MAX)
+        except BuildFailed as exc:
+            raise BuildFailed(f"cannot read {pom_path}: {exc.message}", reason="no_output") from exc
+        assert data is not None
+        if depth > pom_modules.MODULE_DEPTH_MAX:
+            raise BuildFailed(
+                f"{pom_path} nests modules more than {pom_modules.MODULE_DEPTH_MAX} levels deep",
+                reason="modules",
+            )
+        pom = pom_modules.parse_pom(data, where=pom_path)
+        module = pom_modules.resolve_module(
+            pom, path=directory, pom_path=pom_path, parent=parent, user_properties=user_properties
+        )
+        found.append(module)
+        for child in pom.modules:
+            child_dir, child_pom = pom_modules.child_location(directory, child)
+            queue.append((child_dir, child_pom, module, depth + 1))
+        if len(found) + len(queue) > pom_modules.MODULES_MAX:
+            raise BuildFailed(
+                f"the project has more than {pom_modules.MODULES_MAX} modules", reason="modules"
+            )
+    pom_modules.check_unique(found)
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectedOutputs:
+    files: tuple[OutputFile, ...]
+    modules: tuple[ModuleOutputs, ...]
+    buildinfo_files: tuple[str, ...] = ()
+
+
+def _module_files(layout: SandboxLayout, module: pom_modules.Module) -> list[tuple[str, str]]:
+    """(path under home, output name) of one module's files; its pom last."""
+    prefix = f"src/{module.path}" if module.path else "src"
+    files = []
+    if module.publishes_jar:
+        listing = _list_directory(layout, f"{prefix}/target")
+        names = module_output_names(
+            artifact_id=module.artifact_id,
+            version=module.version,
+            packaging=module.packaging,
+            target_listing=listing,
+        )
+        if names[0] not in listing:
+            where = f"{module.path}/target" if module.path else "target"
+            raise BuildFailed(f"the build produced no {where}/{names[0]}", reason="no_output")
+        files = [(f"{prefix}/target/{name}", name) for name in names]
+    pom_name = f"{module.file_base()}.pom"
+    files.append((f"src/{module.pom_path}", pom_name))
+    return files
+
+
+def collect_build_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimits) -> CollectedOutputs:
+    """Every module's pom and artifacts (see the module docstring), copied to WORK/out,
+    checked against the spec's `.buildinfo` when it names one. All outputs or none."""
     try:
-        for name in names:
-            outputs.append(_copy_out(layout, f"src/target/{name}", name, limits))
-        outputs.append(_copy_out(layout, "src/pom.xml", pom, limits))
+        modules = read_modules(layout, user_properties=pom_modules.command_properties(spec.command))
+        if not any(
+            (m.group_id, m.artifact_id, m.version) == (spec.group_id, spec.artifact_id, spec.version)
+            for m in modules
+        ):
+            raise BuildFailed(f"the project has no module {spec.gav}", reason="no_output")
+        outputs: list[OutputFile] = []
+        described: list[ModuleOutputs] = []
+        for module in modules:
+            files = _module_files(layout, module)
+            for relative, name in files:
+                outputs.append(_copy_out(layout, relative, name, limits))
+            described.append(
+                ModuleOutputs(
+                    group_id=module.group_id,
+                    artifact_id=module.artifact_id,
+                    version=module.version,
+                    packaging=module.packaging,
+                    path=module.path,
+                    files=tuple(name for _, name in files),
+                )
+            )
+        vouched: tuple[str, ...] = ()
+        if spec.buildinfo:
+            vouched = _check_buildinfo(spec.buildinfo, layout, outputs)
     except (OSError, BuildFailed) as exc:
         for copied in Path(layout.out).iterdir():  # all outputs or none
             copied.unlink()
         if isinstance(exc, BuildFailed):
             raise
         raise BuildFailed(f"cannot collect the build's outputs: {exc}", reason="no_output") from exc
-    return tuple(sorted(outputs, key=lambda f: f.name))
+    return CollectedOutputs(
+        files=tuple(sorted(outputs, key=lambda f: f.name)), modules=tuple(described), buildinfo_files=vouched
+    )
+
+
+def _check_buildinfo(path: str, layout: SandboxLayout, outputs: list[OutputFile]) -> tuple[str, ...]:
+    try:
+        data = _read_beneath(layout.source, path, BUILDINFO_BYTES_MAX, missing_ok=True)
+    except BuildFailed as exc:
+        raise BuildFailed(exc.message, reason="buildinfo") from exc
+    if data is None:
+        raise BuildFailed(
+            f"the spec names buildinfo {path}, but the build did not write it", reason="buildinfo"
+        )
+    facts = {}
+    for output in outputs:
+        digest = hashlib.sha512()
+        with open(Path(layout.out) / output.name, "rb") as stream:
+            while chunk := stream.read(1024 * 1024):
+                digest.update(chunk)
+        facts[output.name] = FileFacts(length=output.size, sha512=digest.hexdigest())
+    return check_buildinfo(parse_buildinfo(data), facts)
+
+
+def collect_outputs(spec: BuildSpec, layout: SandboxLayout, limits: SandboxLimits) -> tuple[OutputFile, ...]:
+    """The outputs of `collect_build_outputs`, sorted by name."""
+    return collect_build_outputs(spec, layout, limits).files
 
 
 def _etc_listing() -> list[str]:
@@ -468,6 +763,7 @@ def run_in_sandbox(
             drop_privileges=drop_privileges,
             etc_entries=etc_visible(_etc_listing()),
             argv=tuple(argv),
+            tmp_in_home=is_capped(layout),
         )
         return _execute(full, layout=layout, limits=limits)
     finally:
@@ -495,7 +791,9 @@ def run_source_build(
     drop_privileges = os.geteuid() == 0
     if not drop_privileges:
         uid = os.geteuid()
-    layout = prepare_work_dir(work_dir, uid=uid, drop_privileges=drop_privileges, mirror=mirror is not None)
+    layout = prepare_work_dir(
+        work_dir, uid=uid, drop_privileges=drop_privileges, mirror=mirror is not None, limits=limits
+    )
     started = time.monotonic()
     try:
         checkout = fetch_source(spec, layout, limits=limits, uid=uid, drop_privileges=drop_privileges)
@@ -514,16 +812,15 @@ def run_source_build(
             raise BuildFailed(
                 f"{spec.command[0]} exited with {outcome.exit_code}", reason="exit", log_tail=outcome.log_tail
             )
-        outputs = collect_outputs(spec, layout, limits)
+        collected = collect_build_outputs(spec, layout, limits)
     finally:
-        _remove(layout.home)
-        _remove(layout.run)
+        release_work_dir(layout)
     return SourceBuildResult(
         spec_digest=spec_digest(spec),
         git_repo=spec.git_repo,
         commit=checkout.commit,
         source_date_epoch=checkout.commit_time,
-        outputs=outputs,
+        outputs=collected.files,
         output_dir=str(layout.out),
         builder=BuilderFacts(
             jdk_major=jdk.major, jdk_version=jdk.version, maven_version=toolchain.maven_version
@@ -531,4 +828,6 @@ def run_source_build(
         log_tail=outcome.log_tail,
         log_path=str(layout.log),
         wall_time_s=time.monotonic() - started,
+        modules=collected.modules,
+        buildinfo_files=collected.buildinfo_files,
     )

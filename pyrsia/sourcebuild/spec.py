@@ -561,12 +561,19 @@ def check_command_argv(argv: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
             raise BuildSpecInvalid("spec command holds control characters")
     if argv[0] != "mvn":
         raise BuildSpecInvalid(f"spec command must start with mvn, not {str(argv[0])[:40]!r}")
-    for arg in argv[1:]:
-        if arg in _OWNED_OPTIONS or arg.startswith(("--settings=", "--global-settings=")):
-            raise BuildSpecInvalid(f"spec command may not set {arg}: the sandbox supplies Maven's settings")
-        if arg.split("=", 1)[0] in _OWNED_PROPERTIES:
-            raise BuildSpecInvalid(f"spec command may not set {arg.split('=', 1)[0]}: each build has its own")
+    check_owned_options(argv[1:])
     return tuple(argv)
+
+
+def check_owned_options(args: list[str] | tuple[str, ...], *, what: str = "spec command") -> None:
+    """Refuse Maven arguments that set what the sandbox owns: settings files (`-s`, `-gs`,
+    also glued as `-sFILE`) and the local repository (`-Dmaven.repo.local`)."""
+    for arg in args:
+        glued = arg.startswith(("-s", "-gs")) and not arg.startswith("--")
+        if arg in _OWNED_OPTIONS or glued or arg.startswith(("--settings=", "--global-settings=")):
+            raise BuildSpecInvalid(f"{what} may not set {arg[:80]}: the sandbox supplies Maven's settings")
+        if arg.split("=", 1)[0] in _OWNED_PROPERTIES:
+            raise BuildSpecInvalid(f"{what} may not set {arg.split('=', 1)[0]}: each build has its own")
 
 
 # -- support and digest ----------------------------------------------------------------

@@ -7,8 +7,12 @@ Maven repository.
 - bad sources: a branch, a missing tag, a missing commit, a URL that is not git;
 - escapes fail cleanly and leave the calling process unharmed: a socket to another
   address, writes outside the build's directory, an unbounded fork, a disk filled past
-  the output limit, a build that runs past its time limit; and a Maven build whose unit
-  test tries the network and the host's files.
+  the output limit (a hard cap: the build's own filesystem), a build that runs past its
+  time limit; and a Maven build whose unit test tries the network and the host's files;
+- hostile trees: symlinks out of the clone, `.mvn/` files that override the sandbox,
+  hooks and config from the node's environment, submodules, `mvnw`;
+- outputs: every module's jar, classifier jars and pom of a multi-module project, named
+  by their coordinates; a `.buildinfo` checked against them.
 
 Needs root (the build drops to an unprivileged uid) and the tools `.ci/install-tools`
 installs. Each escape test uses its own uid, since RLIMIT_NPROC counts per uid.
@@ -25,7 +29,7 @@ import subprocess
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -35,16 +39,25 @@ from pyrsia.sourcebuild.plan import SandboxLayout, SandboxLimits
 from pyrsia.sourcebuild.sandbox import (
     MirrorAddress,
     SandboxOutcome,
+    collect_build_outputs,
     collect_outputs,
     disk_usage_bytes,
     fetch_source,
     prepare_work_dir,
     probe_toolchain,
+    release_work_dir,
     run_in_sandbox,
     run_source_build,
 )
 from pyrsia.sourcebuild.spec import BuildSpec, Toolchain, require_supported, spec_from_fields
-from tests.support.source_repo import GitDaemon, MavenMirror, git, hello_project, make_repository
+from tests.support.source_repo import (
+    GitDaemon,
+    MavenMirror,
+    git,
+    hello_project,
+    make_repository,
+    multi_module_project,
+)
 from tests.support.wait import eventually
 
 pytestmark = [
@@ -105,7 +118,15 @@ def scratch() -> Iterator[Path]:
     root.chmod(0o755)
     (root / "git").mkdir()
     yield root
+    for mount in _mounts_under(root):  # builds driven piecewise below keep theirs mounted
+        subprocess.run(["umount", "-l", mount], check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return sorted((p for p in points if p.startswith(f"{root}/")), reverse=True)
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +316,28 @@ def test_a_url_that_is_not_git_is_refused(scratch: Path, mirror: MavenMirror, to
         run_source_build(_spec(url), work_dir=scratch / "not-git", mirror=None, toolchain=toolchain)
 
 
+def test_a_clone_larger_than_the_output_limit_fails_and_is_cleaned(
+    scratch: Path, toolchain: Toolchain
+) -> None:
+    # Random text does not compress: the packed repository alone is past the cap.
+    bulk = {f"data/blob-{n}.txt": os.urandom(1 << 20).hex() for n in range(24)}
+    make_repository(scratch / "git", "bulky", {**hello_project(), **bulk})
+    work = scratch / "bulky"
+    output_max = 16 << 20
+    with GitDaemon(scratch / "git") as served, pytest.raises(SourceUnavailable) as caught:
+        run_source_build(
+            _spec(served.url("bulky")),
+            work_dir=work,
+            mirror=None,
+            toolchain=toolchain,
+            limits=SandboxLimits(output_bytes_max=output_max),
+            uid=4274,
+        )
+    assert caught.value.message.endswith(f"git clone wrote more than {output_max} bytes")
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert not _mounts_under(work)
+
+
 def test_a_pinned_commit_is_cloned_and_checked_out(scratch: Path, daemon: GitDaemon) -> None:
     commit = git("rev-parse", "v1.0^{commit}", cwd=scratch / "git/hello.git").strip()
     spec = _spec(daemon.url("hello"), gitTag=commit)
@@ -308,12 +351,26 @@ def test_a_pinned_commit_is_cloned_and_checked_out(scratch: Path, daemon: GitDae
 
 # -- escapes ----------------------------------------------------------------------------
 
+HELLO_POM = (
+    "<project><groupId>com.example</groupId><artifactId>hello</artifactId><version>1.0</version></project>"
+)
+MULTI_POM = (
+    "<project><groupId>com.example</groupId><artifactId>hello</artifactId><version>1.0</version>"
+    "<modules><module>sub</module></modules></project>"
+)
+
 
 def _sandbox(
     scratch: Path, name: str, uid: int, argv: list[str], toolchain: Toolchain, **limits: float
 ) -> tuple[SandboxLayout, SandboxOutcome]:
     spec = _spec("git://127.0.0.1/unused.git")
-    layout = prepare_work_dir(scratch / name, uid=uid, drop_privileges=True, mirror=False)
+    layout = prepare_work_dir(
+        scratch / name,
+        uid=uid,
+        drop_privileges=True,
+        mirror=False,
+        limits=SandboxLimits(**limits),  # type: ignore[arg-type]
+    )
     os.mkdir(layout.source, 0o755)
     os.chown(layout.source, uid, uid)
     outcome = run_in_sandbox(
@@ -371,7 +428,7 @@ def test_writes_outside_the_build_directory_fail(scratch: Path, toolchain: Toolc
     for target in targets[:4]:
         assert f"refused {target}" in outcome.log_tail
         assert not Path(target).exists()
-    assert not Path(f"/tmp/{token}").exists()  # the sandbox's /tmp is its own tmpfs
+    assert not Path(f"/tmp/{token}").exists()  # the sandbox's /tmp is its own, on its filesystem
     assert (Path(layout.home) / token).read_text() == "inside\n"  # its own directory is writable
     assert "no /etc/hostname" in outcome.log_tail  # host configuration outside ETC_ALLOWED is not there
 
@@ -406,33 +463,82 @@ def test_an_unbounded_fork_is_capped_and_killed(scratch: Path, toolchain: Toolch
     assert subprocess.run(["true"], check=False).returncode == 0  # the caller can still fork
 
 
-def test_filling_the_disk_past_the_output_limit_is_killed(scratch: Path, toolchain: Toolchain) -> None:
+def test_filling_the_disk_past_the_output_limit_is_stopped_at_the_cap(
+    scratch: Path, toolchain: Toolchain
+) -> None:
     uid = 4264
+    # Files fill the build's directory, then /tmp: both are on its one capped filesystem.
     writer = (
         "import itertools, os\n"
         "block = os.urandom(1 << 20)\n"
         "for n in itertools.count():\n"
-        "    with open(f'/build/fill-{n}', 'wb') as f:\n"
+        "    with open(f'/build/fill-{n}' if n % 2 else f'/tmp/fill-{n}', 'wb') as f:\n"
         "        for _ in range(4): f.write(block)\n"
     )
     output_max = 64 << 20
+    work = scratch / "fill"
     with pytest.raises(BuildFailed) as caught:
         _sandbox(
-            scratch,
-            "fill",
-            uid,
-            ["python3", "-c", writer],
-            toolchain,
-            output_bytes_max=output_max,
+            scratch, "fill", uid, ["python3", "-c", writer], toolchain, output_bytes_max=output_max,
             file_bytes_max=8 << 20,
+        )  # fmt: skip
+    assert caught.value.reason == "output_size"
+    assert str(output_max) in caught.value.message and "\n" not in caught.value.message
+    eventually(lambda: not _processes_of(uid), f"every process of uid {uid} gone", within_s=60)
+    # Hard: the node's disk holds the sparse image, and the image is never larger than the cap.
+    allocated = os.stat(work / "home.img").st_blocks * 512
+    assert allocated <= output_max
+    written = disk_usage_bytes(work / "home")
+    assert output_max // 2 < written <= output_max
+    assert disk_usage_bytes(work / "home/.tmp") > 0  # /tmp counted against the same cap
+    release_work_dir(SandboxLayout(work=PurePosixPath(work)))
+    assert not (work / "home").exists() and not (work / "home.img").exists()
+    assert not _mounts_under(scratch / "fill")
+
+
+FILL_TEST = """package com.example.hello;
+
+import java.io.FileOutputStream;
+import org.junit.Test;
+
+public class FillTest {
+    @Test
+    public void fill() throws Exception {
+        byte[] block = new byte[1 << 20];
+        for (int n = 0; ; n++) {
+            try (FileOutputStream out = new FileOutputStream("/build/src/target/fill-" + n)) {
+                out.write(block);
+            }
+        }
+    }
+}
+"""
+
+
+def test_a_maven_build_that_fills_its_cap_fails_cleanly_and_is_cleaned(
+    scratch: Path, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    files = hello_project("fill", extra_files={"src/test/java/com/example/hello/FillTest.java": FILL_TEST})
+    make_repository(scratch / "git", "fill", files)
+    work = scratch / "fill-mvn"
+    output_max = 160 << 20  # the clone and the dependencies fit; the test's files do not
+    with GitDaemon(scratch / "git") as served, pytest.raises(BuildFailed) as caught:
+        run_source_build(
+            _spec(served.url("fill"), "fill", command="mvn package"),
+            work_dir=work,
+            mirror=_address(mirror),
+            toolchain=toolchain,
+            limits=SandboxLimits(output_bytes_max=output_max),
+            uid=4269,
         )
     assert caught.value.reason == "output_size"
-    eventually(lambda: not _processes_of(uid), f"every process of uid {uid} gone", within_s=60)
-    # The watchdog is reactive (every poll), so the writer overshoots by what it writes in
-    # one poll; what matters is that it was past the limit and that nothing writes any more.
-    after_kill = disk_usage_bytes(scratch / "fill")
-    assert after_kill > output_max
-    assert disk_usage_bytes(scratch / "fill") == after_kill
+    assert caught.value.message == (
+        f"the build filled its {output_max}-byte output limit "
+        "(its directory, local Maven repository and /tmp) and was stopped"
+    )
+    assert sorted(p.name for p in work.iterdir()) == ["build.log", "out"]  # home and image gone
+    assert not _mounts_under(work)
+    eventually(lambda: not _processes_of(4269), "every process of uid 4269 gone", within_s=60)
 
 
 def test_one_file_past_the_file_limit_fails(scratch: Path, toolchain: Toolchain) -> None:
@@ -461,10 +567,12 @@ def test_running_past_the_time_limit_is_killed_with_its_children(scratch: Path, 
 @pytest.mark.parametrize(
     "trick",
     [
-        "mkdir target && ln -s /etc/shadow target/hello-1.0.jar && echo '<project/>' > pom.xml",
-        "ln -s /etc target && echo '<project/>' > pom.xml",
+        f"mkdir target && ln -s /etc/shadow target/hello-1.0.jar && echo '{HELLO_POM}' > pom.xml",
+        f"ln -s /etc target && echo '{HELLO_POM}' > pom.xml",
         "mkdir target && echo jar > target/hello-1.0.jar && ln -s /etc/shadow pom.xml",
-        "mkdir target && mkfifo target/hello-1.0.jar && echo '<project/>' > pom.xml",
+        f"mkdir target && mkfifo target/hello-1.0.jar && echo '{HELLO_POM}' > pom.xml",
+        f"mkdir -p target && echo jar > target/hello-1.0.jar && echo '{MULTI_POM}' > pom.xml "
+        "&& mkdir sub && ln -s /etc/passwd sub/pom.xml",
     ],
 )
 def test_outputs_are_collected_without_following_links(
@@ -512,3 +620,214 @@ def test_a_maven_unit_test_cannot_reach_the_network_or_the_host(
         ], report
         assert _no_connection(listener)
     assert not token.exists() and not Path("/etc/pyrsia-escape").exists()
+
+
+# -- outputs ----------------------------------------------------------------------------
+
+
+def test_a_multi_module_build_publishes_every_module_by_its_coordinates(
+    scratch: Path, mirror: MavenMirror, toolchain: Toolchain
+) -> None:
+    make_repository(scratch / "git", "multi", multi_module_project())
+    with GitDaemon(scratch / "git") as served:
+        builds = [
+            run_source_build(
+                _spec(served.url("multi"), "multi-app", version="2.1"),
+                work_dir=scratch / f"multi-{n}",
+                mirror=_address(mirror),
+                toolchain=toolchain,
+                uid=4270 + n,
+            )
+            for n in range(2)
+        ]
+    first = builds[0]
+    assert [f.name for f in first.outputs] == [
+        "multi-app-2.1.jar",
+        "multi-app-2.1.pom",
+        "multi-core-2.1-sources.jar",
+        "multi-core-2.1.jar",
+        "multi-core-2.1.pom",
+        "multi-parent-2.1.pom",
+    ]
+    assert [(m.gav, m.packaging, m.path, m.files) for m in first.modules] == [
+        ("com.example:multi-parent:2.1", "pom", "", ("multi-parent-2.1.pom",)),
+        (
+            "com.example:multi-core:2.1",
+            "jar",
+            "core",
+            ("multi-core-2.1.jar", "multi-core-2.1-sources.jar", "multi-core-2.1.pom"),
+        ),
+        ("com.example:multi-app:2.1", "jar", "app", ("multi-app-2.1.jar", "multi-app-2.1.pom")),
+    ]
+    coordinates = first.coordinates_of("multi-core-2.1-sources.jar")
+    assert coordinates is not None and coordinates.gav == "com.example:multi-core:2.1"
+    with zipfile.ZipFile(Path(first.output_dir) / "multi-core-2.1-sources.jar") as sources:
+        assert "com/example/hello/Hello.java" in sources.namelist()
+    with zipfile.ZipFile(Path(first.output_dir) / "multi-app-2.1.jar") as app:
+        assert "com/example/app/App.class" in app.namelist()
+    assert compare_outputs(first.outputs, builds[1].outputs).identical
+
+
+def _buildinfo(files: dict[str, bytes], *, lie: str | None = None) -> str:
+    lines = ["# https://reproducible-builds.org/docs/jvm/", "buildinfo.version=1.0-SNAPSHOT"]
+    for n, (name, data) in enumerate(files.items()):
+        sha512 = hashlib.sha512(data).hexdigest()
+        length = len(data) + (1 if name == lie else 0)
+        lines += [f"outputs.0.{n}.filename={name}", f"outputs.0.{n}.length={length}"]
+        lines.append(f"outputs.0.{n}.checksums.sha512={sha512}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("lie", [None, "hello-1.0.jar", "hello-1.0.pom"])
+def test_a_buildinfo_is_checked_against_the_collected_files(
+    scratch: Path, toolchain: Toolchain, lie: str | None
+) -> None:
+    jar = b"PK\x05\x06" + b"\x00" * 18  # an empty zip
+    files = {"hello-1.0.jar": jar, "hello-1.0.pom": (HELLO_POM + "\n").encode()}
+    script = (
+        "mkdir target && python3 -c "
+        '\'open("target/hello-1.0.jar", "wb").write(b"PK\\x05\\x06" + bytes(18))\' '
+        f"&& echo '{HELLO_POM}' > pom.xml && cat > target/hello-1.0.buildinfo <<'END'\n"
+        f"{_buildinfo(files, lie=lie)}END\n"
+    )
+    name = f"buildinfo-{lie or 'true'}"
+    layout, outcome = _sandbox(scratch, name, 4272, ["bash", "-c", script], toolchain)
+    assert outcome.exit_code == 0, outcome.log_tail
+    spec = _spec("git://127.0.0.1/unused.git", buildinfo="target/hello-1.0.buildinfo")
+    if lie is None:
+        collected = collect_build_outputs(spec, layout, SandboxLimits())
+        assert collected.buildinfo_files == ("hello-1.0.jar", "hello-1.0.pom")
+        assert (Path(layout.out) / "hello-1.0.jar").read_bytes() == jar
+        return
+    with pytest.raises(BuildFailed) as caught:
+        collect_build_outputs(spec, layout, SandboxLimits())
+    assert caught.value.reason == "buildinfo"
+    assert caught.value.message == (
+        f"the build's .buildinfo says {lie} has {len(files[lie]) + 1} bytes; it has {len(files[lie])}"
+    )
+    assert list(Path(layout.out).iterdir()) == []
+
+
+def test_a_missing_buildinfo_fails_the_build(scratch: Path, toolchain: Toolchain) -> None:
+    script = f"mkdir target && echo jar > target/hello-1.0.jar && echo '{HELLO_POM}' > pom.xml"
+    layout, _ = _sandbox(scratch, "no-buildinfo", 4272, ["bash", "-c", script], toolchain)
+    spec = _spec("git://127.0.0.1/unused.git", buildinfo="target/hello-1.0.buildinfo")
+    with pytest.raises(BuildFailed) as caught:
+        collect_build_outputs(spec, layout, SandboxLimits())
+    assert caught.value.reason == "buildinfo"
+    assert "buildinfo target/hello-1.0.buildinfo, but the build did not write it" in caught.value.message
+
+
+# -- hostile source trees ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "links", "needle"),
+    [
+        ("shadow", {}, {"pom.xml": "/etc/shadow"}, "symlink pom.xml -> /etc/shadow that points outside it"),
+        (
+            "climb",
+            {},
+            {"docs/notes": "../../../../etc/passwd"},
+            "symlink docs/notes -> ../../../../etc/passwd",
+        ),
+        ("through", {}, {"here": ".", "up": "here/.."}, "symlink up -> here/.. that resolves outside it"),
+        ("agent", {".mvn/jvm.config": "-Xss4m -javaagent:agent.jar\n"}, {}, "'-javaagent:agent.jar'"),
+        ("bootcp", {".mvn/jvm.config": "-Xbootclasspath/a:x.jar\n"}, {}, "boot class paths"),
+        ("home", {".mvn/jvm.config": "-Duser.home=/tmp/x\n"}, {}, "sets '-Duser.home=/tmp/x'"),
+        ("settings", {".mvn/maven.config": "-B -s evil.xml\n"}, {}, ".mvn/maven.config may not set -s"),
+        ("repo", {".mvn/maven.config": "-Dmaven.repo.local=/usr\n"}, {}, "may not set -Dmaven.repo.local"),
+        ("cfglink", {}, {".mvn/jvm.config": "../pom.xml"}, ".mvn/jvm.config is not a regular file"),
+    ],
+)
+def test_a_hostile_tree_is_refused_before_it_is_built(
+    scratch: Path,
+    toolchain: Toolchain,
+    name: str,
+    extra: dict[str, str],
+    links: dict[str, str],
+    needle: str,
+) -> None:
+    files = {**hello_project(), **extra}
+    if "pom.xml" in links:
+        del files["pom.xml"]
+    make_repository(scratch / "git", f"hostile-{name}", files, symlinks=links)
+    work = scratch / f"hostile-{name}"
+    with GitDaemon(scratch / "git") as served, pytest.raises(BuildFailed) as caught:
+        run_source_build(
+            _spec(served.url(f"hostile-{name}")), work_dir=work, mirror=None, toolchain=toolchain
+        )
+    assert caught.value.reason == "source"
+    assert needle in caught.value.message, caught.value.message
+    assert "\n" not in caught.value.message
+    assert sorted(p.name for p in work.iterdir()) == ["out"]  # nothing built, home removed
+
+
+def test_node_environment_hooks_and_submodules_do_not_reach_git_or_the_build(
+    scratch: Path, mirror: MavenMirror, toolchain: Toolchain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = scratch / f"hook-ran-{os.getpid()}"
+    templates = scratch / "templates"
+    (templates / "hooks").mkdir(parents=True)
+    for hook in ("post-checkout", "post-merge", "reference-transaction"):
+        (templates / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (templates / "hooks" / hook).chmod(0o755)
+    templates.chmod(0o755)
+    (templates / "hooks").chmod(0o755)
+    # What a node's environment could carry into git and the build if it leaked.
+    monkeypatch.setenv("GIT_TEMPLATE_DIR", str(templates))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'core.hooksPath'='{templates}/hooks'")
+    monkeypatch.setenv("PYRSIA_SECRET_TOKEN", "do-not-leak")
+    monkeypatch.setenv("MAVEN_OPTS", "-javaagent:/nonexistent.jar")
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-javaagent:/nonexistent.jar")
+    # A submodule that would be fetched from the node's own file system, and a wrapper
+    # that would leave a mark if anything ran it.
+    inner = make_repository(scratch / "git", "inner", {"secret.txt": "from the node\n"})
+    inner_commit = git("rev-parse", "v1.0^{commit}", cwd=inner).strip()
+    files = hello_project(
+        "subs",
+        extra_files={
+            ".gitmodules": f'[submodule "vendor"]\n\tpath = vendor\n\turl = file://{inner}\n',
+            "mvnw": f"#!/bin/sh\ntouch /build/mvnw-ran {marker}\n",
+            ".mvn/wrapper/maven-wrapper.properties": "distributionUrl=http://192.0.2.1/maven.zip\n",
+            ".mvn/jvm.config": "-Xss4m\n",  # ordinary options are kept
+            "src/test/java/com/example/hello/EnvTest.java": ENV_TEST,
+        },
+    )
+    make_repository(scratch / "git", "subs", files, gitlinks={"vendor": inner_commit})
+    with GitDaemon(scratch / "git") as served:
+        result = run_source_build(
+            _spec(served.url("subs"), "subs", command="mvn package"),
+            work_dir=scratch / "subs",
+            mirror=_address(mirror),
+            toolchain=toolchain,
+            uid=4273,
+        )
+    log = Path(result.log_path).read_text(errors="replace")
+    report = log.split("ENV REPORT\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "secret absent" in report and "agent absent" in report, report
+    assert "vendor empty" in report, report  # the submodule was not fetched
+    assert "mvnw not run" in report, report
+    assert not marker.exists()  # no hook, template or wrapper ran on the node
+
+
+ENV_TEST = """package com.example.hello;
+
+import java.io.File;
+import org.junit.Test;
+
+public class EnvTest {
+    @Test
+    public void report() {
+        StringBuilder out = new StringBuilder("ENV REPORT\\n");
+        boolean secret = System.getenv("PYRSIA_SECRET_TOKEN") != null;
+        out.append(secret ? "secret LEAKED" : "secret absent").append('\\n');
+        String options = String.valueOf(System.getenv("JAVA_TOOL_OPTIONS")) + System.getenv("MAVEN_OPTS");
+        out.append(options.contains("javaagent") ? "agent LEAKED" : "agent absent").append('\\n');
+        String[] vendor = new File("/build/src/vendor").list();
+        out.append(vendor != null && vendor.length == 0 ? "vendor empty" : "vendor FETCHED").append('\\n');
+        out.append(new File("/build/mvnw-ran").exists() ? "mvnw RAN" : "mvnw not run").append('\\n');
+        System.out.println(out);
+    }
+}
+"""

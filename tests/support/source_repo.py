@@ -119,23 +119,116 @@ def hello_project(
     return files
 
 
+def _module_pom(
+    artifact: str,
+    *,
+    parent: bool,
+    modules: tuple[str, ...] = (),
+    packaging: str = "jar",
+    dependencies: str = "",
+    sources: bool = False,
+) -> str:
+    plugins = "".join(
+        f"<plugin><groupId>org.apache.maven.plugins</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></plugin>"
+        for a, v in _PLUGINS.items()
+    )
+    head = (
+        "<parent><groupId>com.example</groupId><artifactId>multi-parent</artifactId>"
+        "<version>${revision}</version></parent>"
+        if parent
+        else "<groupId>com.example</groupId><version>${revision}</version>"
+    )
+    listed = "".join(f"<module>{m}</module>" for m in modules)
+    # A second jar-plugin execution packs the Java sources as `-sources.jar`: Debian
+    # ships no maven-source-plugin, and the output is the same kind of classifier jar.
+    source_jar = (
+        "<build><plugins><plugin><groupId>org.apache.maven.plugins</groupId>"
+        "<artifactId>maven-jar-plugin</artifactId><executions><execution><id>sources</id>"
+        "<phase>package</phase><goals><goal>jar</goal></goals><configuration>"
+        "<classifier>sources</classifier><classesDirectory>${project.basedir}/src/main/java"
+        "</classesDirectory></configuration></execution></executions></plugin></plugins></build>"
+        if sources
+        else ""
+    )
+    management = (
+        f"<build><pluginManagement><plugins>{plugins}</plugins></pluginManagement></build>"
+        if not parent
+        else ""
+    )
+    properties = (
+        "<properties><revision>2.1</revision>"
+        "<project.build.outputTimestamp>2024-01-01T00:00:00Z</project.build.outputTimestamp>"
+        "<project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>"
+        "<maven.compiler.release>17</maven.compiler.release></properties>"
+        if not parent
+        else ""
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<project xmlns="http://maven.apache.org/POM/4.0.0">'
+        f"<modelVersion>4.0.0</modelVersion>{head}<artifactId>{artifact}</artifactId>"
+        f"<packaging>{packaging}</packaging>{properties}"
+        f"<modules>{listed}</modules><dependencies>{dependencies}</dependencies>{management}{source_jar}"
+        "</project>\n"
+    )
+
+
+def multi_module_project() -> dict[str, str]:
+    """A parent (`pom`, version `${revision}` = 2.1) with two jar modules: `multi-core`
+    (commons-lang3, and a `-sources.jar`) and `multi-app` depending on it."""
+    lang3 = (
+        "<dependency><groupId>org.apache.commons</groupId><artifactId>commons-lang3</artifactId>"
+        "<version>3.12.0</version></dependency>"
+    )
+    core = (
+        "<dependency><groupId>com.example</groupId><artifactId>multi-core</artifactId>"
+        "<version>${project.version}</version></dependency>"
+    )
+    return {
+        "pom.xml": _module_pom("multi-parent", parent=False, modules=("core", "app"), packaging="pom"),
+        "core/pom.xml": _module_pom("multi-core", parent=True, dependencies=lang3, sources=True),
+        "core/src/main/java/com/example/hello/Hello.java": HELLO_JAVA,
+        "app/pom.xml": _module_pom("multi-app", parent=True, dependencies=core),
+        "app/src/main/java/com/example/app/App.java": (
+            "package com.example.app;\n\npublic final class App {\n"
+            '    public static String run() { return com.example.hello.Hello.greet("app"); }\n}\n'
+        ),
+    }
+
+
 def git(*args: str, cwd: Path) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, check=True, text=True)
     return done.stdout
 
 
 def make_repository(
-    root: Path, name: str, files: dict[str, str], *, tag: str = "v1.0", branch: str | None = None
+    root: Path,
+    name: str,
+    files: dict[str, str],
+    *,
+    tag: str = "v1.0",
+    branch: str | None = None,
+    symlinks: dict[str, str] | None = None,
+    gitlinks: dict[str, str] | None = None,
 ) -> Path:
     """A bare repository `root/name.git` holding one commit of `files`, tagged `tag`
-    (annotated); `branch`, when given, is an extra branch name at the same commit."""
+    (annotated); `branch`, when given, is an extra branch name at the same commit.
+    `symlinks` maps paths to link targets; `gitlinks` maps paths to submodule commits
+    (with no `.gitmodules` written: add one to `files`)."""
     work = root / f"{name}-work"
+    work.mkdir(parents=True)
     for relative, text in files.items():
         path = work / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    for relative, target in (symlinks or {}).items():
+        path = work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target)
     git("init", "-q", "-b", "main", cwd=work)
     git("add", "-A", cwd=work)
+    for relative, commit in (gitlinks or {}).items():
+        git("update-index", "--add", "--cacheinfo", f"160000,{commit},{relative}", cwd=work)
     git("commit", "-q", "-m", "release", cwd=work)
     git("tag", "-a", tag, "-m", tag, cwd=work)
     if branch:

@@ -211,6 +211,8 @@ def test_expansion_cannot_grow_without_bound() -> None:
         ({"command": '"gradle build"'}, "must start with mvn"),
         ({"command": '"mvn -s /tmp/evil.xml package"'}, "supplies Maven's settings"),
         ({"command": '"mvn --settings=/x package"'}, "supplies Maven's settings"),
+        ({"command": '"mvn -s/tmp/evil.xml package"'}, "supplies Maven's settings"),
+        ({"command": '"mvn -gs/tmp/evil.xml package"'}, "supplies Maven's settings"),
         ({"command": '"mvn -Dmaven.repo.local=/ package"'}, "each build has its own"),
         ({"command": '"mvn \'unterminated"'}, "does not split"),
         ({"jdk": "seventeen"}, "JDK major version"),
