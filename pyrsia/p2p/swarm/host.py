@@ -253,7 +253,7 @@ class Stream:
         self.protocol = protocol
         self.peer_id = conn.peer_id or ""
         self._cond = threading.Condition()
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()  # views of opened Noise messages
         self._eof = False
         self._error: PeerError | None = None
         self._unapplied = 0  # handed to the selector, not yet given to the core
@@ -280,14 +280,15 @@ class Stream:
         return chunk
 
     def _take(self, size: int) -> bytes:
-        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB)."""
+        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB); the
+        copy out of the received messages happens here, on the reader's thread."""
         chunks = self._chunks
         first = chunks.popleft()
         if len(first) >= size or not chunks:
             if len(first) > size:
                 chunks.appendleft(first[size:])
-                return first[:size]
-            return first
+                return bytes(first[:size])
+            return bytes(first)
         parts, got = [first], len(first)
         while chunks and got < size:
             chunk = chunks.popleft()
@@ -393,10 +394,12 @@ class Stream:
 
     # -- selector side --------------------------------------------------------------
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         with self._cond:
+            # A reader waits only on an empty queue; writers never wait for data.
+            if not self._chunks:
+                self._cond.notify_all()
             self._chunks.append(data)
-            self._cond.notify_all()
 
     def _end(self) -> None:
         with self._cond:
@@ -454,7 +457,7 @@ class _Conn:
         self.dial_future: Future[str] | None = None
         self.connecting = False
         self.deadline: float | None = None
-        self.wbuf: deque[bytes | memoryview] = deque()
+        self.wbuf: deque[bytes | bytearray | memoryview] = deque()
         self.wbuf_bytes = 0
         self.registered_mask = 0
         self.closed = False
@@ -474,7 +477,8 @@ class _Conn:
     # Commands the Stream posts (run on the selector thread).
     def consume(self, stream_id: int, size: int) -> None:
         if self.core is not None and not self.closed:
-            self.core.consume(stream_id, size)
+            # A Stream's reader took these bytes: if it keeps up, its window may grow.
+            self.core.consume(stream_id, size, grow=True)
             self.host._dirty.add(self)
 
     def write(self, stream: Stream, data: bytes) -> None:
@@ -2015,7 +2019,7 @@ class Host:
             service.pending -= 1
         self._post(lambda: self._resources.close_stream(stream.peer_id, stream.protocol))
 
-    def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes) -> None:
+    def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes | memoryview) -> None:
         assert conn.core is not None
         stream = conn.streams.get(stream_id)
         if stream is not None:
