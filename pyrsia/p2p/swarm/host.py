@@ -93,7 +93,7 @@ log = logging.getLogger("pyrsia.p2p")
 T = TypeVar("T")
 
 DEFAULT_PORT = 44000
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 1024 * 1024  # one recv takes up to 16 full Noise messages
 SEND_BUFFERS_MAX = 64  # buffers per sendmsg call
 STREAM_WRITE_PIECE_BYTES = 256 * 1024
 TIMER_PERIOD_S = 0.25
@@ -394,12 +394,16 @@ class Stream:
 
     # -- selector side --------------------------------------------------------------
 
-    def _deliver(self, data: bytes | memoryview) -> None:
+    def _deliver(self, data: bytes | memoryview) -> bool:
+        """Queue `data`; True if the queue was empty (a reader may wait: `_wake_reader`).
+        The selector wakes readers once per batch of received bytes, not per frame."""
         with self._cond:
-            # A reader waits only on an empty queue; writers never wait for data.
-            if not self._chunks:
-                self._cond.notify_all()
             self._chunks.append(data)
+            return len(self._chunks) == 1
+
+    def _wake_reader(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _end(self) -> None:
         with self._cond:
@@ -416,13 +420,19 @@ class Stream:
         with self._cond:
             self._unapplied -= size
             self._core_pending = core_pending
-            self._cond.notify_all()
+            self._wake_writer()
 
     def _set_core_pending(self, core_pending: int) -> None:
         with self._cond:
             if core_pending != self._core_pending:
                 self._core_pending = core_pending
-                self._cond.notify_all()
+                self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # A writer blocked on a full backlog is woken once half of it has gone, so it
+        # queues several pieces per wake-up rather than one (readers wait on data only).
+        if self._unapplied + self._core_pending <= self._host.config.stream_backlog_bytes_max // 2:
+            self._cond.notify_all()
 
 
 class _Conn:
@@ -536,6 +546,7 @@ class Host:
         self._conns: set[_Conn] = set()
         self._by_peer: dict[str, list[_Conn]] = {}
         self._dirty: set[_Conn] = set()
+        self._readers_due: list[Stream] = []  # streams given data since their reader was woken
         self._lock = threading.Condition()
         self._peers: dict[str, PeerInfo] = {}
         self._book = addresses.AddressBook()  # under _lock
@@ -1007,6 +1018,10 @@ class Host:
                         self._on_writable(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._on_readable(conn)
+            if self._readers_due:
+                readers, self._readers_due = self._readers_due, []
+                for stream in readers:
+                    stream._wake_reader()
             self._run_commands()
             self._run_later()
             self._timers()
@@ -2023,7 +2038,8 @@ class Host:
         assert conn.core is not None
         stream = conn.streams.get(stream_id)
         if stream is not None:
-            stream._deliver(data)
+            if stream._deliver(data):
+                self._readers_due.append(stream)
             return
         held = self._held.get((conn.id, stream_id)) if self._held else None
         if held is not None:
