@@ -1,6 +1,7 @@
 """Stream throughput: Noise + yamux between two pyrsia Hosts vs a plain TCP copy and js-libp2p.
 
     python benchmarks/p2p_stream.py [--size-mib 256] [--runs 3] [--window-kib 256] [--no-js]
+                                    [--receiver-process]
 
 Both in one process on loopback, interleaved runs: a plain TCP socket (sendall of
 1 MiB buffers, recv_into on the other end) sets the ceiling of this machine; then one
@@ -10,7 +11,9 @@ and the receiving handler hashes nothing, only counts. In the same runs, js-libp
 pinned `tests/interop` packages, `node` on PATH) sends the same bytes over one stream
 between two js nodes in one Node process (`tests/interop/stream_bench.mjs`), and a js
 node sends them to the pyrsia receiver (js -> pyrsia, the same wire from another
-implementation). `--window-kib` is the window each stream opens with; a stream whose
+implementation). With `--receiver-process` the receiving Host runs in a child process,
+as a pyrsia node does (no interpreter lock shared with the sender); its CPU is that
+whole process's. `--window-kib` is the window each stream opens with; a stream whose
 reader keeps up grows its window by itself. CPU seconds per side are the selector
 thread's plus the application thread's (writer or counting handler). Also shown:
 libsodium's raw ChaCha20-Poly1305 seal rate on 64 KiB messages, the cost no stream can avoid.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -27,6 +31,7 @@ import statistics
 import subprocess
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from nacl import bindings
@@ -87,10 +92,57 @@ def _selector_cpu(host: Host) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
-def p2p_stream(sender: Host, receiver: Host, size: int) -> tuple[float, float, float]:
+def _receiver_host(window_bytes: int) -> Host:
+    config = HostConfig(listen_host="127.0.0.1", listen_port=0, window_bytes=window_bytes)
+    receiver = Host(Identity.from_seed(os.urandom(32)), config).start()
+    receiver.set_handler("/bench/count/1.0.0", _count)
+    return receiver
+
+
+def _serve(pipe: Connection, window_bytes: int) -> None:
+    """The child process: a receiving Host; answers "cpu" with this process's CPU seconds."""
+    receiver = _receiver_host(window_bytes)
+    pipe.send(str(receiver.listen_addrs[0].with_peer(receiver.peer_id)))
+    while pipe.recv() != "stop":
+        pipe.send(time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID))
+    receiver.stop()
+
+
+class Receiver:
+    """The receiving side, in this process or a child: its address and CPU seconds so far."""
+
+    def __init__(self, window_bytes: int, *, process: bool) -> None:
+        self.host: Host | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
+        if process:
+            context = multiprocessing.get_context("spawn")
+            self.pipe, child = context.Pipe()
+            self.process = context.Process(target=_serve, args=(child, window_bytes), daemon=True)
+            self.process.start()
+            self.addr = str(self.pipe.recv())
+        else:
+            self.host = _receiver_host(window_bytes)
+            self.addr = str(self.host.listen_addrs[0].with_peer(self.host.peer_id))
+        self.peer_id = self.addr.rsplit("/", 1)[1]
+
+    def cpu(self) -> float:
+        if self.host is not None:
+            return _selector_cpu(self.host) + sum(HANDLER_CPU)
+        self.pipe.send("cpu")
+        return float(self.pipe.recv())
+
+    def stop(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+        if self.process is not None:
+            self.pipe.send("stop")
+            self.process.join(30)
+
+
+def p2p_stream(sender: Host, receiver: Receiver, size: int) -> tuple[float, float, float]:
     """MiB/s, then CPU seconds of the sending and the receiving side."""
     stream = sender.open_stream(receiver.peer_id, ["/bench/count/1.0.0"])
-    selectors_before = _selector_cpu(sender), _selector_cpu(receiver)
+    selectors_before = _selector_cpu(sender), receiver.cpu()
     writer_before = time.thread_time()
     started = time.perf_counter()
     for _ in range(size // MIB):
@@ -101,7 +153,7 @@ def p2p_stream(sender: Host, receiver: Host, size: int) -> tuple[float, float, f
     writer = time.thread_time() - writer_before
     assert got == size, (got, size)
     send_cpu = writer + _selector_cpu(sender) - selectors_before[0]
-    receive_cpu = HANDLER_CPU[-1] + _selector_cpu(receiver) - selectors_before[1]
+    receive_cpu = receiver.cpu() - selectors_before[1]
     return size / MIB / elapsed, send_cpu, receive_cpu
 
 
@@ -141,14 +193,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window-kib", type=int, default=256, help="yamux window a stream opens with")
     parser.add_argument("--no-js", action="store_true", help="skip the js-libp2p runs")
+    parser.add_argument(
+        "--receiver-process", action="store_true", help="the receiving Host in a child process"
+    )
     args = parser.parse_args()
     size = args.size_mib * MIB
     config = HostConfig(listen_host="127.0.0.1", listen_port=0, window_bytes=args.window_kib * 1024)
     sender = Host(Identity.from_seed(os.urandom(32)), config).start()
-    receiver = Host(Identity.from_seed(os.urandom(32)), config).start()
-    receiver.set_handler("/bench/count/1.0.0", _count)
-    sender.connect(receiver.listen_addrs[0].with_peer(receiver.peer_id))
-    receiver_addr = str(receiver.listen_addrs[0].with_peer(receiver.peer_id))
+    receiver = Receiver(config.window_bytes, process=args.receiver_process)
+    sender.connect(receiver.addr)
     plain: list[float] = []
     p2p: list[float] = []
     cpu: list[tuple[float, float]] = []
@@ -163,7 +216,7 @@ def main() -> None:
             if not args.no_js:
                 if (js_rate := js_stream(args.size_mib)) is not None:
                     js.append(js_rate)
-                if (js_rate := js_stream(args.size_mib, receiver_addr)) is not None:
+                if (js_rate := js_stream(args.size_mib, receiver.addr)) is not None:
                     js_to_pyrsia.append(js_rate)
     finally:
         sender.stop()
@@ -171,7 +224,8 @@ def main() -> None:
     tcp_mibs, p2p_mibs = statistics.median(plain), statistics.median(p2p)
     send_cpu = statistics.median(c[0] for c in cpu) / args.size_mib * 1000
     receive_cpu = statistics.median(c[1] for c in cpu) / args.size_mib * 1000
-    window = f"yamux window opens at {args.window_kib} KiB"
+    where = "a child process" if args.receiver_process else "this process"
+    window = f"yamux window opens at {args.window_kib} KiB, receiver in {where}"
     print(f"transfer: {args.size_mib} MiB x {args.runs} runs, {window}, median")
     print(f"plain TCP copy           {tcp_mibs:9.1f} MiB/s   runs: {_runs(plain)}")
     print(f"noise+yamux p2p stream   {p2p_mibs:9.1f} MiB/s   runs: {_runs(p2p)}")
