@@ -354,12 +354,9 @@ class Stream:
         """Queue `data`; blocks while the stream's backlog is full (the peer reads slowly)."""
         data = data if isinstance(data, bytes) else bytes(data)
         limit = self._host.config.stream_backlog_bytes_max
+        whole = memoryview(data)  # pieces are views of the caller's bytes, sealed from there
         for start in range(0, len(data), STREAM_WRITE_PIECE_BYTES):
-            piece = (
-                data
-                if len(data) <= STREAM_WRITE_PIECE_BYTES
-                else data[start : start + STREAM_WRITE_PIECE_BYTES]
-            )
+            piece = whole[start : start + STREAM_WRITE_PIECE_BYTES]
             with self._cond:
                 if self._error is not None:
                     raise self._error
@@ -491,7 +488,7 @@ class _Conn:
             self.core.consume(stream_id, size, grow=True)
             self.host._dirty.add(self)
 
-    def write(self, stream: Stream, data: bytes) -> None:
+    def write(self, stream: Stream, data: bytes | memoryview) -> None:
         if self.closed or self.core is None:
             stream._applied(len(data), 0)
             return
@@ -2396,7 +2393,9 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _bind(function: Callable[[Stream, bytes], None], stream: Stream, data: bytes) -> Callable[[], None]:
+def _bind(
+    function: Callable[[Stream, bytes | memoryview], None], stream: Stream, data: bytes | memoryview
+) -> Callable[[], None]:
     return lambda: function(stream, data)
 
 

@@ -208,8 +208,11 @@ class Session:
         stream = self._writable(stream_id)
         if not data:
             return
-        # Kept as a view until sent: only immutable bytes are safe to keep.
-        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        # Kept as a view until sent: only immutable bytes (or a view of them) are safe to keep.
+        if isinstance(data, memoryview) and isinstance(data.obj, bytes):
+            view = data
+        else:
+            view = memoryview(data if isinstance(data, bytes) else bytes(data))
         stream.pending.append(view)
         stream.pending_size += len(view)
         self._flush(stream_id, stream)
