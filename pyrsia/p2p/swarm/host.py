@@ -355,8 +355,8 @@ class Stream:
         data = data if isinstance(data, bytes) else bytes(data)
         limit = self._host.config.stream_backlog_bytes_max
         whole = memoryview(data)  # pieces are views of the caller's bytes, sealed from there
-        for start in range(0, len(data), STREAM_WRITE_PIECE_BYTES):
-            piece = whole[start : start + STREAM_WRITE_PIECE_BYTES]
+        start = 0
+        while start < len(whole):
             with self._cond:
                 if self._error is not None:
                     raise self._error
@@ -371,7 +371,12 @@ class Stream:
                     )
                 if self._error is not None:
                     raise self._error
+                # What the backlog has room for, at least one piece: a write into an
+                # empty backlog is one hand-off to the selector, not one per piece.
+                room = limit - self._unapplied - self._core_pending
+                piece = whole[start : start + max(room, STREAM_WRITE_PIECE_BYTES)]
                 self._unapplied += len(piece)
+            start += len(piece)
             self._host._post(_bind(self._conn.write, self, piece))
 
     def close(self) -> None:
