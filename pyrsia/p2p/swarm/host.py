@@ -30,7 +30,16 @@ ours. `open_stream` to an unconnected peer dials its known addresses staggered
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
 its core), per-stream write backlog (writers block), yamux windows (readers that
-fall behind stop their sender), queued handlers. A relay's splice (a behaviour's
+fall behind stop their sender; a `Stream` whose reader keeps up has its window grown,
+to `yamux.STREAM_WINDOW_BYTES_MAX` per stream within `SESSION_GROWTH_BYTES_MAX` per
+connection, while streams behaviours own keep theirs), queued handlers.
+
+I/O path: one `recv_into` takes up to 1 MiB; the core opens each whole Noise message
+into a buffer of its own and hands stream data out as views of it; a stream's reader is
+woken once per such batch (not per frame) and copies the bytes out on its own thread.
+A write hands the selector views of the caller's bytes (as much as the backlog has room
+for at once), which stay views until sealed into full Noise messages; the writer is
+woken when half its backlog has gone. A relay's splice (a behaviour's
 `Write` naming its `source` stream) stops crediting the source while the other leg's
 backlog is above `SPLICE_BACKLOG_BYTES_HIGH`, so the sender slows to the receiver's
 pace. A `ProtocolViolation` or socket error closes only that connection and is logged
