@@ -54,6 +54,7 @@ NONCE_MAX = 2**64 - 1  # reserved by the Noise spec, §5.1
 ED25519_KEY_TYPE = 1
 _NONCE = struct.Struct("<4xQ")
 _LENGTH = struct.Struct(">H")
+_TAG_ROOM = bytes(TAG_BYTES)
 
 
 def x25519_public(private_key: bytes) -> bytes:
@@ -439,26 +440,26 @@ class SecureChannel:
             sizes.append(fill)
         if not sizes:
             return []
-        out = bytearray(sum(sizes) + len(sizes) * (2 + TAG_BYTES))
-        # Copy every piece to its place, leaving room for each message's prefix and tag.
-        index, at, room = 0, 2, sizes[0]
+        # Lay out prefix, plaintext and room for the tag of every message, joined in one
+        # pass into one buffer (no zero fill), then seal each message where it lies.
+        parts: list[bytes | bytearray | memoryview] = [_LENGTH.pack(sizes[0] + TAG_BYTES)]
+        index, room = 0, sizes[0]
         for frame in frames:
             for piece in frame:
-                view = memoryview(piece)
-                taken, size = 0, len(view)
+                taken, size = 0, len(piece)
                 while taken < size:
                     if room == 0:
-                        at += TAG_BYTES + 2
                         index += 1
                         room = sizes[index]
+                        parts += (_TAG_ROOM, _LENGTH.pack(room + TAG_BYTES))
                     step = min(room, size - taken)
-                    out[at : at + step] = view[taken : taken + step]
+                    parts.append(piece if step == size else memoryview(piece)[taken : taken + step])
                     taken += step
-                    at += step
                     room -= step
+        parts.append(_TAG_ROOM)
+        out = bytearray().join(parts)
         at = 0
         for size in sizes:
-            _LENGTH.pack_into(out, at, size + TAG_BYTES)
             self._send.seal_in_place(out, at + 2, size)
             at += 2 + size + TAG_BYTES
         return [out]
