@@ -287,6 +287,8 @@ class Connection:
             initiator=self.initiator,
             window_bytes=self.config.window_bytes,
             streams_max=self.config.streams_max,
+            stream_window_bytes_max=self.config.stream_window_bytes_max,
+            session_growth_bytes_max=self.config.session_growth_bytes_max,
         )
         self._state = _OPEN
         assert self.remote_peer_id is not None
