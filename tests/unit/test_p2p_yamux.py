@@ -262,6 +262,13 @@ def test_received_payloads_are_views_and_split_frames_are_joined() -> None:
     wire = b"".join(pair.dialer.data_to_send())
     events = pair.listener.receive_data(wire)
     assert [type(e.data) for e in events if isinstance(e, yamux.StreamData)] == [memoryview]
+    # A byte of data among other frames is copied: it must not pin the whole buffer.
+    pair.dialer.write(stream_id, b"z")
+    for opaque in range(100):
+        pair.dialer.ping(opaque)
+    events = pair.listener.receive_data(b"".join(pair.dialer.data_to_send()))
+    (small,) = [e for e in events if isinstance(e, yamux.StreamData)]
+    assert isinstance(small.data, bytes) and small.data == b"z"
     pair.dialer.write(stream_id, b"y" * 1000)
     wire = b"".join(pair.dialer.data_to_send())
     assert pair.listener.receive_data(wire[:500]) == []

@@ -21,7 +21,9 @@ Copies: written bytes are kept as views of the caller's `bytes` until the window
 them go, and leave as frames (header + views) that `frames_to_send` hands over whole,
 so the Noise layer can seal each frame into one message. Received DATA payloads are
 views of the bytes given to `receive_data` (the caller must not change those bytes
-afterwards); only a frame split across calls is joined.
+afterwards) when they are at least half of those bytes; smaller ones are copied, so
+buffered stream data never holds more than twice its size alive. Only a frame split
+across calls is joined.
 
 Bounds: a peer that overruns a window, reuses or misnumbers an id, sends a bad version
 or type, or keeps opening streams past `streams_max` after being refused is a
@@ -357,6 +359,10 @@ class Session:
                         break
                     start = offset + HEADER_BYTES
                     payload = view[start : start + length]
+                    if length * 2 < end:
+                        # A view keeps all of `data` alive: small payloads are copied, so
+                        # a peer cannot pin a large buffer with a byte of stream data.
+                        payload = bytes(payload)
                     offset = start + length
                     self._on_stream_frame(events, DATA, flags, stream_id, length, payload)
                 else:
