@@ -199,3 +199,11 @@ def test_a_tampered_message_in_a_batch_is_a_violation() -> None:
     wire[-1] ^= 1
     with pytest.raises(ProtocolViolation, match="decrypt"):
         receiver.decrypt(bytes(wire))
+
+
+def test_an_empty_transport_message_opens_to_nothing() -> None:
+    sender, receiver = _secured()
+    empty = b"".join(sender.encrypt(b""))  # nothing to seal: nothing sent
+    assert empty == b""
+    sealed = sender._send.encrypt(b"", b"")  # as another implementation may send one
+    assert [bytes(p) for p in receiver.decrypt(len(sealed).to_bytes(2, "big") + sealed)] == [b""]

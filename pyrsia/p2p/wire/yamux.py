@@ -358,7 +358,7 @@ class Session:
                     if end - offset - HEADER_BYTES < length:
                         break
                     start = offset + HEADER_BYTES
-                    payload = view[start : start + length]
+                    payload: bytes | memoryview = view[start : start + length]
                     if length * 2 < end:
                         # A view keeps all of `data` alive: small payloads are copied, so
                         # a peer cannot pin a large buffer with a byte of stream data.
