@@ -465,21 +465,41 @@ class SecureChannel:
         return [out]
 
     def decrypt(self, data: bytes | bytearray | memoryview) -> list[bytearray]:
-        """Plaintexts of every whole frame now buffered or given."""
+        """Plaintexts of every whole frame now buffered or given.
+
+        A message left partial by the last call is completed from the first bytes of
+        `data` alone; the rest is opened where it lies (no copy of the whole batch)."""
         out: list[bytearray] = []
-        buffer = self._buffer
-        if not buffer:
-            view = memoryview(data)
-            offset = self._open_all(view, out)
-            if offset < len(view):
-                buffer += view[offset:]
+        view = memoryview(data)
+        offset = self._complete_partial(view, out) if self._buffer else 0
+        if offset < 0:
             return out
-        buffer += data
-        with memoryview(buffer) as view:
-            offset = self._open_all(view, out)
-        if offset:
-            del buffer[:offset]
+        offset += self._open_all(view[offset:], out)
+        if offset < len(view):
+            self._buffer += view[offset:]
         return out
+
+    def _complete_partial(self, view: memoryview, out: list[bytearray]) -> int:
+        """Bytes of `view` taken to complete the buffered message, -1 if all were."""
+        buffer = self._buffer
+        taken = 0
+        if len(buffer) < 2:
+            taken = min(2 - len(buffer), len(view))
+            buffer += view[:taken]
+            if len(buffer) < 2:
+                return -1
+        length = buffer[0] << 8 | buffer[1]
+        if length < TAG_BYTES:
+            raise ProtocolViolation(f"noise frame of {length} bytes is shorter than its tag")
+        need = 2 + length - len(buffer)
+        step = min(need, len(view) - taken)
+        buffer += view[taken : taken + step]
+        if step < need:
+            return -1
+        with memoryview(buffer) as whole, whole[2:] as sealed:
+            out.append(self._receive.open(sealed))
+        buffer.clear()
+        return taken + step
 
     def _open_all(self, view: memoryview, out: list[bytearray]) -> int:
         offset = 0
