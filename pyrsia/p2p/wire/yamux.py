@@ -22,8 +22,8 @@ them go, and leave as frames (header + views) that `frames_to_send` hands over w
 so the Noise layer can seal each frame into one message. Received DATA payloads are
 views of the bytes given to `receive_data` (the caller must not change those bytes
 afterwards) when they are at least half of those bytes; smaller ones are copied, so
-buffered stream data never holds more than twice its size alive. Only a frame split
-across calls is joined.
+buffered stream data never holds more than twice its size alive. A frame split across
+calls is completed from the first bytes of the next call alone and copied once.
 
 Bounds: a peer that overruns a window, reuses or misnumbers an id, sends a bad version
 or type, or keeps opening streams past `streams_max` after being refused is a
@@ -331,67 +331,78 @@ class Session:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Events of every whole frame; DATA payloads are views of `data` (keep it unchanged)."""
-        buffer = self._buffer
         events: list[Event] = []
-        if buffer:
-            buffer += data
-            try:
-                if not self._whole_frame_buffered():
-                    return events
-            except ProtocolViolation:
-                self.go_away(GO_AWAY_PROTOCOL_ERROR)
-                raise
-            data = bytes(buffer)
-            buffer.clear()
         view = memoryview(data)
         offset = 0
-        end = len(view)
-        unpack = HEADER.unpack_from
         try:
-            while end - offset >= HEADER_BYTES:
-                version, frame_type, flags, stream_id, length = unpack(view, offset)
-                if version != VERSION or frame_type > GO_AWAY:
-                    _check_header(version, frame_type)
-                if frame_type == DATA:
-                    # Checked on the header, so a frame beyond the window is never buffered.
-                    self._check_data_length(flags, stream_id, length)
-                    if end - offset - HEADER_BYTES < length:
-                        break
-                    start = offset + HEADER_BYTES
-                    payload: bytes | memoryview = view[start : start + length]
-                    if length * 2 < end:
-                        # A view keeps all of `data` alive: small payloads are copied, so
-                        # a peer cannot pin a large buffer with a byte of stream data.
-                        payload = bytes(payload)
-                    offset = start + length
-                    self._on_stream_frame(events, DATA, flags, stream_id, length, payload)
-                else:
-                    offset += HEADER_BYTES
-                    if frame_type == WINDOW_UPDATE:
-                        self._on_stream_frame(events, WINDOW_UPDATE, flags, stream_id, length, b"")
-                    elif frame_type == PING:
-                        self._on_ping(events, flags, stream_id, length)
-                    else:
-                        self._on_go_away(events, stream_id, length)
+            if self._buffer:
+                offset = self._complete_buffered(view, events)
+                if offset < 0:
+                    return events
+            offset = self._parse(view, offset, events)
         except ProtocolViolation:
             self.go_away(GO_AWAY_PROTOCOL_ERROR)
             raise
-        finally:
-            if offset < end:
-                buffer += view[offset:]
+        if offset < len(view):
+            self._buffer += view[offset:]
         return events
 
-    def _whole_frame_buffered(self) -> bool:
-        """Whether the buffer holds the first frame whole (checked on its header first)."""
+    def _complete_buffered(self, view: memoryview, events: list[Event]) -> int:
+        """Complete the frame begun in the buffer from the first bytes of `view` (checked on
+        its header first, so a frame beyond the window is never buffered) and handle it.
+        Returns the bytes of `view` taken, or -1 when all of them were."""
         buffer = self._buffer
+        taken = 0
         if len(buffer) < HEADER_BYTES:
-            return False
+            taken = min(HEADER_BYTES - len(buffer), len(view))
+            buffer += view[:taken]
+            if len(buffer) < HEADER_BYTES:
+                return -1
         version, frame_type, flags, stream_id, length = HEADER.unpack_from(buffer)
         _check_header(version, frame_type)
-        if frame_type != DATA:
-            return True
-        self._check_data_length(flags, stream_id, length)
-        return len(buffer) >= HEADER_BYTES + int(length)
+        size = HEADER_BYTES
+        if frame_type == DATA:
+            self._check_data_length(flags, stream_id, length)
+            size += int(length)
+        step = min(size - len(buffer), len(view) - taken)
+        buffer += view[taken : taken + step]
+        if len(buffer) < size:
+            return -1
+        frame = bytes(buffer)
+        buffer.clear()
+        self._parse(memoryview(frame), 0, events)
+        return taken + step
+
+    def _parse(self, view: memoryview, offset: int, events: list[Event]) -> int:
+        """Handle the whole frames of `view` from `offset`; the offset of the first partial one."""
+        end = len(view)
+        unpack = HEADER.unpack_from
+        while end - offset >= HEADER_BYTES:
+            version, frame_type, flags, stream_id, length = unpack(view, offset)
+            if version != VERSION or frame_type > GO_AWAY:
+                _check_header(version, frame_type)
+            if frame_type == DATA:
+                # Checked on the header, so a frame beyond the window is never buffered.
+                self._check_data_length(flags, stream_id, length)
+                if end - offset - HEADER_BYTES < length:
+                    break
+                start = offset + HEADER_BYTES
+                payload: bytes | memoryview = view[start : start + length]
+                if length * 2 < end:
+                    # A view keeps all of `data` alive: small payloads are copied, so
+                    # a peer cannot pin a large buffer with a byte of stream data.
+                    payload = bytes(payload)
+                offset = start + length
+                self._on_stream_frame(events, DATA, flags, stream_id, length, payload)
+            else:
+                offset += HEADER_BYTES
+                if frame_type == WINDOW_UPDATE:
+                    self._on_stream_frame(events, WINDOW_UPDATE, flags, stream_id, length, b"")
+                elif frame_type == PING:
+                    self._on_ping(events, flags, stream_id, length)
+                else:
+                    self._on_go_away(events, stream_id, length)
+        return offset
 
     def _check_data_length(self, flags: int, stream_id: int, length: int) -> None:
         stream = self._streams.get(stream_id)
