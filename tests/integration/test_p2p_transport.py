@@ -16,6 +16,7 @@ import pytest
 from pyrsia.errors import PeerError, PeerTimeout, PeerUnreachable, StreamClosed
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig, PeerConnected, PeerEvent, PeerIdentified, Stream
+from pyrsia.p2p.wire import yamux
 from pyrsia.p2p.wire.multiaddr import tcp
 
 LOOPBACK = HostConfig(listen_host="127.0.0.1", listen_port=0)
@@ -187,6 +188,45 @@ def test_slow_reader_stops_the_writer(pair: tuple[Host, Host]) -> None:
     buffered = sum(len(chunk) for chunk in received[0]._chunks)
     assert buffered <= listener.config.window_bytes
     release.set()
+
+
+def test_a_window_grown_by_a_fast_reader_still_bounds_it_when_it_stalls(pair: tuple[Host, Host]) -> None:
+    dialer, listener = pair
+    stalled = threading.Event()
+    release = threading.Event()
+    received: list[Stream] = []
+    total: list[int] = []
+
+    def fast_then_stalled(stream: Stream) -> None:
+        received.append(stream)
+        got = 0
+        while got < 16 << 20 and (data := stream.read(1 << 20)):
+            got += len(data)
+        stalled.set()
+        release.wait(60)
+        while data := stream.read(1 << 20):
+            got += len(data)
+        total.append(got)
+
+    listener.set_handler("/test/stall/1.0.0", fast_then_stalled)
+    _connect(dialer, listener)
+    stream = dialer.open_stream(listener.peer_id, ["/test/stall/1.0.0"])
+    block = os.urandom(1 << 20)
+    for _ in range(16):
+        stream.write(block, timeout=60.0)
+    written = 16 << 20
+    _poll(stalled.is_set, timeout=60)
+    with pytest.raises(PeerTimeout):
+        for _ in range(112):
+            stream.write(block, timeout=3.0)
+            written += len(block)
+    # Whatever the window grew to, the stalled reader holds at most the stream's maximum.
+    buffered = sum(len(chunk) for chunk in received[0]._chunks)
+    assert buffered <= yamux.STREAM_WINDOW_BYTES_MAX
+    release.set()
+    stream.close()
+    _poll(lambda: bool(total), timeout=60)
+    assert written <= total[0] <= written + (1 << 20)
 
 
 @pytest.mark.parametrize(

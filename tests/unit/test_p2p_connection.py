@@ -303,3 +303,13 @@ def test_fuzz_after_handshake_only_violations(garbage: bytes) -> None:
     pair.pump()
     with contextlib.suppress(ProtocolViolation):
         pair.listener.receive_data(garbage)
+
+
+def test_window_growth_limits_reach_the_session() -> None:
+    config = conn.ConnectionConfig(stream_window_bytes_max=1 << 20, session_growth_bytes_max=1 << 19)
+    pair = ConnectionPair(dialer_config=config, listener_config=config)
+    pair.pump()
+    session = pair.listener._session
+    assert session is not None
+    assert session.stream_window_bytes_max == 1 << 20
+    assert session.session_growth_bytes_max == 1 << 19

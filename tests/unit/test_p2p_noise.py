@@ -169,3 +169,41 @@ def test_fuzz_handshake_only_violations(data: bytes) -> None:
             handshake.start()
         with contextlib.suppress(ProtocolViolation):
             handshake.receive_data(data)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=70_000), min_size=1, max_size=12))
+def test_sealed_frames_stay_whole_in_one_message_where_they_fit(sizes: list[int]) -> None:
+    sender, receiver = _secured()
+    frames = [[bytes([n % 251]) * 12, bytes([n % 7]) * (size - 1)] for n, size in enumerate(sizes)]
+    wire = b"".join(sender.seal_frames(frames))
+    messages = receiver.decrypt(wire)
+    assert b"".join(messages) == b"".join(b"".join(frame) for frame in frames)
+    assert all(len(message) <= noise.PLAINTEXT_BYTES_MAX for message in messages)
+    # No message boundary falls inside a frame that fits in one message.
+    boundaries = set()
+    end = 0
+    for message in messages:
+        end += len(message)
+        boundaries.add(end)
+    at = 0
+    for frame in frames:
+        size = len(frame[0]) + len(frame[1])
+        if size <= noise.PLAINTEXT_BYTES_MAX:
+            assert not any(at < boundary < at + size for boundary in boundaries)
+        at += size
+
+
+def test_a_tampered_message_in_a_batch_is_a_violation() -> None:
+    sender, receiver = _secured()
+    wire = bytearray(b"".join(sender.seal_frames([[b"a" * 65519], [b"b" * 100]])))
+    wire[-1] ^= 1
+    with pytest.raises(ProtocolViolation, match="decrypt"):
+        receiver.decrypt(bytes(wire))
+
+
+def test_an_empty_transport_message_opens_to_nothing() -> None:
+    sender, receiver = _secured()
+    empty = b"".join(sender.encrypt(b""))  # nothing to seal: nothing sent
+    assert empty == b""
+    sealed = sender._send.encrypt(b"", b"")  # as another implementation may send one
+    assert [bytes(p) for p in receiver.decrypt(len(sealed).to_bytes(2, "big") + sealed)] == [b""]

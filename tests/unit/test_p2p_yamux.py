@@ -180,3 +180,116 @@ def test_fuzz_only_violations(data: bytes) -> None:
     for initiator in (True, False):
         with contextlib.suppress(ProtocolViolation):
             yamux.Session(initiator=initiator).receive_data(data)
+
+
+def _window_update_deltas(session: yamux.Session, stream_id: int) -> list[int]:
+    deltas = []
+    for frame in session.frames_to_send():
+        frame_type, flags, sid, length = yamux.decode_header(bytes(frame[0]))
+        if frame_type == yamux.WINDOW_UPDATE and sid == stream_id and not flags:
+            deltas.append(length)
+    return deltas
+
+
+def _bulk(pair: Pair, stream_id: int, size: int, *, grow: bool, unread: int = 0) -> list[int]:
+    """`size` bytes dialer -> listener; the listener consumes all but `unread` bytes of
+    what it holds each round, returning credit with `grow`. Deltas of the listener's updates."""
+    pair.dialer.write(stream_id, bytes(size))
+    deltas: list[int] = []
+    held = 0
+    for _ in range(10_000):
+        wire = b"".join(pair.dialer.data_to_send())
+        if not wire:
+            break
+        for event in pair.listener.receive_data(wire):
+            if isinstance(event, yamux.StreamData):
+                held += len(event.data)
+        taken = max(0, held - unread)
+        held -= taken
+        pair.listener.consume(stream_id, taken, grow=grow)
+        updates = pair.listener.frames_to_send()
+        for frame in updates:
+            frame_type, flags, sid, length = yamux.decode_header(bytes(frame[0]))
+            if frame_type == yamux.WINDOW_UPDATE and sid == stream_id and not flags:
+                deltas.append(length)
+        pair.dialer.receive_data(b"".join(piece for frame in updates for piece in frame))
+    assert pair.dialer.pending_bytes(stream_id) == 0
+    return deltas
+
+
+def _opened_pair(**options: int) -> tuple[Pair, int]:
+    pair = Pair(**options)
+    stream_id = pair.dialer.open_stream()
+    pair.pump()
+    return pair, stream_id
+
+
+def test_a_reader_that_keeps_up_grows_its_window_to_the_stream_max() -> None:
+    pair, stream_id = _opened_pair(stream_window_bytes_max=2 * 1024 * 1024)
+    deltas = _bulk(pair, stream_id, 16 * 1024 * 1024, grow=True)
+    # Doubling from 256 KiB: each update returns the consumed half plus the growth.
+    assert max(deltas) > yamux.INITIAL_WINDOW_BYTES
+    listener_stream = pair.listener._streams[stream_id]
+    assert listener_stream.window == 2 * 1024 * 1024
+    # Credit never exceeds the grown window: the peer can have no more in flight.
+    assert listener_stream.receive_window <= listener_stream.window
+
+
+def test_a_slow_reader_or_no_grow_keeps_the_window() -> None:
+    pair, stream_id = _opened_pair()
+    _bulk(pair, stream_id, 4 * 1024 * 1024, grow=False)
+    assert pair.listener._streams[stream_id].window == yamux.INITIAL_WINDOW_BYTES
+    pair, stream_id = _opened_pair()
+    # A reader that always leaves 100 KiB unread (over a quarter of the window) is slow.
+    _bulk(pair, stream_id, 4 * 1024 * 1024, grow=True, unread=100 * 1024)
+    assert pair.listener._streams[stream_id].window == yamux.INITIAL_WINDOW_BYTES
+
+
+def test_grown_windows_stay_within_the_session_budget() -> None:
+    budget = 1024 * 1024
+    pair = Pair(stream_window_bytes_max=4 * 1024 * 1024, session_growth_bytes_max=budget)
+    streams = [pair.dialer.open_stream() for _ in range(3)]
+    pair.pump()
+    for stream_id in streams:
+        _bulk(pair, stream_id, 8 * 1024 * 1024, grow=True)
+    grown = sum(pair.listener._streams[s].window - yamux.INITIAL_WINDOW_BYTES for s in streams)
+    assert 0 < grown <= budget
+
+
+def test_received_payloads_are_views_and_split_frames_are_joined() -> None:
+    pair, stream_id = _opened_pair()
+    pair.dialer.write(stream_id, b"x" * 1000)
+    wire = b"".join(pair.dialer.data_to_send())
+    events = pair.listener.receive_data(wire)
+    assert [type(e.data) for e in events if isinstance(e, yamux.StreamData)] == [memoryview]
+    # A byte of data among other frames is copied: it must not pin the whole buffer.
+    pair.dialer.write(stream_id, b"z")
+    for opaque in range(100):
+        pair.dialer.ping(opaque)
+    events = pair.listener.receive_data(b"".join(pair.dialer.data_to_send()))
+    (small,) = [e for e in events if isinstance(e, yamux.StreamData)]
+    assert isinstance(small.data, bytes) and small.data == b"z"
+    pair.dialer.write(stream_id, b"y" * 1000)
+    wire = b"".join(pair.dialer.data_to_send())
+    assert pair.listener.receive_data(wire[:500]) == []
+    (event,) = pair.listener.receive_data(wire[500:])
+    assert isinstance(event, yamux.StreamData) and bytes(event.data) == b"y" * 1000
+
+
+def test_a_frame_beyond_the_window_is_refused_on_its_header_when_split() -> None:
+    pair, stream_id = _opened_pair()
+    header = yamux.encode_header(yamux.DATA, 0, stream_id, yamux.INITIAL_WINDOW_BYTES + 1)
+    pair.listener.receive_data(b"\x00")  # a partial header is buffered first
+    with pytest.raises(ProtocolViolation, match="window"):
+        pair.listener.receive_data(header[1:] + b"z" * 10)
+
+
+def test_written_bytes_leave_as_whole_frames_without_copies() -> None:
+    pair, stream_id = _opened_pair()
+    payload = bytes(range(256)) * 1024  # 256 KiB: the whole initial window
+    pair.dialer.write(stream_id, payload)
+    frames = pair.dialer.frames_to_send()
+    assert all(len(b"".join(frame)) <= 65519 for frame in frames)
+    pieces = [piece for frame in frames for piece in frame[1:]]
+    assert all(isinstance(piece, memoryview) and piece.obj is payload for piece in pieces)
+    assert b"".join(pieces) == payload

@@ -30,7 +30,16 @@ ours. `open_stream` to an unconnected peer dials its known addresses staggered
 Limits: inbound connections, handshake deadline, keep-alive timeout, per-connection
 write buffer (a full buffer stops reading that socket and stops pulling output from
 its core), per-stream write backlog (writers block), yamux windows (readers that
-fall behind stop their sender), queued handlers. A relay's splice (a behaviour's
+fall behind stop their sender; a `Stream` whose reader keeps up has its window grown,
+to `yamux.STREAM_WINDOW_BYTES_MAX` per stream within `SESSION_GROWTH_BYTES_MAX` per
+connection, while streams behaviours own keep theirs), queued handlers.
+
+I/O path: one `recv_into` takes up to 1 MiB; the core opens each whole Noise message
+into a buffer of its own and hands stream data out as views of it; a stream's reader is
+woken once per such batch (not per frame) and copies the bytes out on its own thread.
+A write hands the selector views of the caller's bytes (as much as the backlog has room
+for at once), which stay views until sealed into full Noise messages; the writer is
+woken when half its backlog has gone. A relay's splice (a behaviour's
 `Write` naming its `source` stream) stops crediting the source while the other leg's
 backlog is above `SPLICE_BACKLOG_BYTES_HIGH`, so the sender slows to the receiver's
 pace. A `ProtocolViolation` or socket error closes only that connection and is logged
@@ -93,7 +102,7 @@ log = logging.getLogger("pyrsia.p2p")
 T = TypeVar("T")
 
 DEFAULT_PORT = 44000
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 1024 * 1024  # one recv takes up to 16 full Noise messages
 SEND_BUFFERS_MAX = 64  # buffers per sendmsg call
 STREAM_WRITE_PIECE_BYTES = 256 * 1024
 TIMER_PERIOD_S = 0.25
@@ -253,7 +262,7 @@ class Stream:
         self.protocol = protocol
         self.peer_id = conn.peer_id or ""
         self._cond = threading.Condition()
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()  # views of opened Noise messages
         self._eof = False
         self._error: PeerError | None = None
         self._unapplied = 0  # handed to the selector, not yet given to the core
@@ -280,14 +289,15 @@ class Stream:
         return chunk
 
     def _take(self, size: int) -> bytes:
-        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB)."""
+        """Up to `size` bytes from the queued chunks, joined (fewer calls per MiB); the
+        copy out of the received messages happens here, on the reader's thread."""
         chunks = self._chunks
         first = chunks.popleft()
         if len(first) >= size or not chunks:
             if len(first) > size:
                 chunks.appendleft(first[size:])
-                return first[:size]
-            return first
+                return bytes(first[:size])
+            return bytes(first)
         parts, got = [first], len(first)
         while chunks and got < size:
             chunk = chunks.popleft()
@@ -353,12 +363,9 @@ class Stream:
         """Queue `data`; blocks while the stream's backlog is full (the peer reads slowly)."""
         data = data if isinstance(data, bytes) else bytes(data)
         limit = self._host.config.stream_backlog_bytes_max
-        for start in range(0, len(data), STREAM_WRITE_PIECE_BYTES):
-            piece = (
-                data
-                if len(data) <= STREAM_WRITE_PIECE_BYTES
-                else data[start : start + STREAM_WRITE_PIECE_BYTES]
-            )
+        whole = memoryview(data)  # pieces are views of the caller's bytes, sealed from there
+        start = 0
+        while start < len(whole):
             with self._cond:
                 if self._error is not None:
                     raise self._error
@@ -373,7 +380,12 @@ class Stream:
                     )
                 if self._error is not None:
                     raise self._error
+                # What the backlog has room for, at least one piece: a write into an
+                # empty backlog is one hand-off to the selector, not one per piece.
+                room = limit - self._unapplied - self._core_pending
+                piece = whole[start : start + max(room, STREAM_WRITE_PIECE_BYTES)]
                 self._unapplied += len(piece)
+            start += len(piece)
             self._host._post(_bind(self._conn.write, self, piece))
 
     def close(self) -> None:
@@ -393,9 +405,15 @@ class Stream:
 
     # -- selector side --------------------------------------------------------------
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> bool:
+        """Queue `data`; True if the queue was empty (a reader may wait: `_wake_reader`).
+        The selector wakes readers once per batch of received bytes, not per frame."""
         with self._cond:
             self._chunks.append(data)
+            return len(self._chunks) == 1
+
+    def _wake_reader(self) -> None:
+        with self._cond:
             self._cond.notify_all()
 
     def _end(self) -> None:
@@ -413,13 +431,19 @@ class Stream:
         with self._cond:
             self._unapplied -= size
             self._core_pending = core_pending
-            self._cond.notify_all()
+            self._wake_writer()
 
     def _set_core_pending(self, core_pending: int) -> None:
         with self._cond:
             if core_pending != self._core_pending:
                 self._core_pending = core_pending
-                self._cond.notify_all()
+                self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # A writer blocked on a full backlog is woken once half of it has gone, so it
+        # queues several pieces per wake-up rather than one (readers wait on data only).
+        if self._unapplied + self._core_pending <= self._host.config.stream_backlog_bytes_max // 2:
+            self._cond.notify_all()
 
 
 class _Conn:
@@ -454,7 +478,7 @@ class _Conn:
         self.dial_future: Future[str] | None = None
         self.connecting = False
         self.deadline: float | None = None
-        self.wbuf: deque[bytes | memoryview] = deque()
+        self.wbuf: deque[bytes | bytearray | memoryview] = deque()
         self.wbuf_bytes = 0
         self.registered_mask = 0
         self.closed = False
@@ -474,10 +498,11 @@ class _Conn:
     # Commands the Stream posts (run on the selector thread).
     def consume(self, stream_id: int, size: int) -> None:
         if self.core is not None and not self.closed:
-            self.core.consume(stream_id, size)
+            # A Stream's reader took these bytes: if it keeps up, its window may grow.
+            self.core.consume(stream_id, size, grow=True)
             self.host._dirty.add(self)
 
-    def write(self, stream: Stream, data: bytes) -> None:
+    def write(self, stream: Stream, data: bytes | memoryview) -> None:
         if self.closed or self.core is None:
             stream._applied(len(data), 0)
             return
@@ -532,6 +557,7 @@ class Host:
         self._conns: set[_Conn] = set()
         self._by_peer: dict[str, list[_Conn]] = {}
         self._dirty: set[_Conn] = set()
+        self._readers_due: list[Stream] = []  # streams given data since their reader was woken
         self._lock = threading.Condition()
         self._peers: dict[str, PeerInfo] = {}
         self._book = addresses.AddressBook()  # under _lock
@@ -1003,6 +1029,10 @@ class Host:
                         self._on_writable(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._on_readable(conn)
+            if self._readers_due:
+                readers, self._readers_due = self._readers_due, []
+                for stream in readers:
+                    stream._wake_reader()
             self._run_commands()
             self._run_later()
             self._timers()
@@ -2015,11 +2045,12 @@ class Host:
             service.pending -= 1
         self._post(lambda: self._resources.close_stream(stream.peer_id, stream.protocol))
 
-    def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes) -> None:
+    def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes | memoryview) -> None:
         assert conn.core is not None
         stream = conn.streams.get(stream_id)
         if stream is not None:
-            stream._deliver(data)
+            if stream._deliver(data):
+                self._readers_due.append(stream)
             return
         held = self._held.get((conn.id, stream_id)) if self._held else None
         if held is not None:
@@ -2376,7 +2407,9 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _bind(function: Callable[[Stream, bytes], None], stream: Stream, data: bytes) -> Callable[[], None]:
+def _bind(
+    function: Callable[[Stream, bytes | memoryview], None], stream: Stream, data: bytes | memoryview
+) -> Callable[[], None]:
     return lambda: function(stream, data)
 
 

@@ -40,6 +40,8 @@ class ConnectionConfig:
     early_muxer: bool = True  # offer yamux in the Noise payload
     window_bytes: int = yamux.INITIAL_WINDOW_BYTES
     streams_max: int = yamux.STREAMS_MAX
+    stream_window_bytes_max: int = yamux.STREAM_WINDOW_BYTES_MAX
+    session_growth_bytes_max: int = yamux.SESSION_GROWTH_BYTES_MAX
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +125,7 @@ class Connection:
         self._protocols: dict[int, str] = {}
         self._state = _SECURITY
         self._raw_out: list[bytes] = []
-        self._plain_out: list[bytes] = []
+        self._plain_out: list[yamux.Frame] = []
         self.remote_peer_id: str | None = None
         if initiator:
             assert isinstance(self._security, multistream.Dialer)
@@ -151,15 +153,16 @@ class Connection:
 
     # -- output ---------------------------------------------------------------------
 
-    def data_to_send(self) -> list[bytes]:
-        """Bytes for the wire, in order: handshake bytes, then Noise frames."""
-        out = [piece for piece in self._raw_out if piece]
+    def data_to_send(self) -> list[bytes | bytearray]:
+        """Bytes for the wire, in order: handshake bytes, then Noise frames (each yamux
+        frame sealed whole into one Noise message where it fits)."""
+        out: list[bytes | bytearray] = [piece for piece in self._raw_out if piece]
         self._raw_out = []
         if self._session is not None and self._session.has_output:
-            self._plain_out += self._session.data_to_send()
+            self._plain_out += self._session.frames_to_send()
         if self._plain_out and self._channel is not None:
             plain, self._plain_out = self._plain_out, []
-            out += self._channel.encrypt(plain[0] if len(plain) == 1 else b"".join(plain))
+            out += self._channel.seal_frames(plain)
         return out
 
     # -- calls from the application --------------------------------------------------
@@ -175,7 +178,7 @@ class Connection:
         session.write(stream_id, dialer.initial())
         return stream_id
 
-    def write(self, stream_id: int, data: bytes) -> None:
+    def write(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
         session = self._open_session()
         if stream_id not in self._protocols:
             raise StreamClosed(f"stream {stream_id} is not open")
@@ -192,10 +195,11 @@ class Connection:
         if self._session is not None and self._state == _OPEN:
             self._session.reset(stream_id)
 
-    def consume(self, stream_id: int, size: int) -> None:
-        """The application has taken `size` bytes of the stream: the peer may send more."""
+    def consume(self, stream_id: int, size: int, *, grow: bool = False) -> None:
+        """The application has taken `size` bytes of the stream: the peer may send more
+        (with `grow`, a reader that keeps up may be granted a larger window)."""
         if self._session is not None and self._state == _OPEN:
-            self._session.consume(stream_id, size)
+            self._session.consume(stream_id, size, grow=grow)
 
     def ping(self, opaque: int) -> None:
         self._open_session().ping(opaque)
@@ -274,7 +278,7 @@ class Connection:
         if self.initiator:
             dialer = multistream.Dialer([yamux.PROTOCOL_ID])
             self._muxer_negotiation = dialer
-            self._plain_out.append(dialer.initial())
+            self._plain_out.append((dialer.initial(),))
         else:
             self._muxer_negotiation = multistream.Listener(lambda p: p == yamux.PROTOCOL_ID)
 
@@ -283,6 +287,8 @@ class Connection:
             initiator=self.initiator,
             window_bytes=self.config.window_bytes,
             streams_max=self.config.streams_max,
+            stream_window_bytes_max=self.config.stream_window_bytes_max,
+            session_growth_bytes_max=self.config.session_growth_bytes_max,
         )
         self._state = _OPEN
         assert self.remote_peer_id is not None
@@ -290,13 +296,13 @@ class Connection:
             Established(remote_peer_id=self.remote_peer_id, muxer=yamux.PROTOCOL_ID, early_muxer=early)
         )
 
-    def _on_plaintext(self, plaintext: bytes, events: list[Event]) -> None:
+    def _on_plaintext(self, plaintext: bytes | bytearray, events: list[Event]) -> None:
         if self._state == _MUXER:
             negotiation = self._muxer_negotiation
             assert negotiation is not None
-            reply = negotiation.receive_data(plaintext)
+            reply = negotiation.receive_data(bytes(plaintext))
             if reply:
-                self._plain_out.append(reply)
+                self._plain_out.append((reply,))
             if isinstance(negotiation, multistream.Dialer) and negotiation.refused:
                 raise ProtocolViolation("peer does not speak /yamux/1.0.0")
             if not negotiation.done:
@@ -325,7 +331,7 @@ class Connection:
                     if stream_id in self._protocols:
                         events.append(event)
                     return
-                self._negotiate_stream(stream_id, negotiation, data, events)
+                self._negotiate_stream(stream_id, negotiation, bytes(data), events)
             case yamux.StreamOpened(stream_id=stream_id):
                 self._negotiating[stream_id] = multistream.Listener(self._supports)
             case yamux.StreamEnded(stream_id=stream_id):
