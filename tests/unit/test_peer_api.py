@@ -28,7 +28,9 @@ def app(tmp_path: Path) -> PeerBlobApp:
     return PeerBlobApp(store, lambda d: d == DIGEST, gate=gate, stats=ExchangeStats())
 
 
-def get(app: PeerBlobApp, path: str, *headers: tuple[str, str], method: str = "GET", peer: str = "10.1.1.1:5"):
+def get(
+    app: PeerBlobApp, path: str, *headers: tuple[str, str], method: str = "GET", peer: str = "10.1.1.1:5"
+):
     request = Request(method=method, target=path, path=path, headers=headers, peer=peer)
     return app.handle(request)
 
@@ -80,8 +82,14 @@ def test_unvouched_unknown_and_traversing_paths_are_404(app: PeerBlobApp) -> Non
 
 @pytest.mark.parametrize(
     "value",
-    [f"bytes={len(BLOB)}-", f"bytes={len(BLOB) + 10}-{len(BLOB) + 20}", "bytes=abc", "bytes=5-2", "items=0-1",
-     "bytes=0-1,5-6"],
+    [
+        f"bytes={len(BLOB)}-",
+        f"bytes={len(BLOB) + 10}-{len(BLOB) + 20}",
+        "bytes=abc",
+        "bytes=5-2",
+        "items=0-1",
+        "bytes=0-1,5-6",
+    ],
 )
 def test_bad_ranges_are_416_with_the_size(app: PeerBlobApp, value: str) -> None:
     response = get(app, blob_path(DIGEST), ("range", value))
@@ -96,9 +104,7 @@ def test_a_flood_from_one_address_gets_429_while_another_is_served(tmp_path: Pat
     store = BlobStore(tmp_path / "blobs")
     store.put(DIGEST, BLOB, "test")
     now = [0.0]
-    app = PeerBlobApp(
-        store, lambda d: d == DIGEST, gate=GateConfig(request_rate=5.0), clock=lambda: now[0]
-    )
+    app = PeerBlobApp(store, lambda d: d == DIGEST, gate=GateConfig(request_rate=5.0), clock=lambda: now[0])
     statuses = [get(app, blob_path(DIGEST), method="HEAD", peer="10.0.0.9:1").status for _ in range(20)]
     assert statuses.count(200) == 5 and statuses.count(429) == 15
     refused = get(app, blob_path(DIGEST), peer="10.0.0.9:2")
