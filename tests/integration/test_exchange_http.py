@@ -26,11 +26,10 @@ from pyrsia.artifacts.exchange_service import (
     ServeConfig,
 )
 from pyrsia.artifacts.sources import Sources
-from pyrsia.formats.digest import Digest
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.p2p.behaviours.exchange import wire
 from pyrsia.p2p.behaviours.exchange.scheduler import ExchangeConfig
-from pyrsia.p2p.swarm.host import Host, Stream
+from pyrsia.p2p.swarm.host import Host
 from pyrsia.registry.peer_api import PeerBlobApp
 from pyrsia.translog.chunks import CHUNK_BYTES
 from tests.integration.test_exchange import BLOB, DIGEST, HASHES, ROOT, WANTED, _host, _serve
@@ -243,14 +242,3 @@ def test_a_lying_or_stalling_http_provider_is_evicted_and_the_download_completes
     assert snapshot.evictions >= 1
     assert snapshot.received_bytes_by_peer_path.get((liar.peer_id, "http"), 0) == 0
     assert snapshot.received_bytes_by_peer_path[(honest.peer_id, "http")] == len(BLOB)
-
-
-def test_a_digest_unknown_to_the_listener_is_404_over_a_real_socket(net: HttpNet) -> None:
-    import http.client
-
-    _, app = net.provider()
-    port = net.servers[-1].address[1]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", f"/peer/v1/blobs/{Digest.of(b'nope')}")
-    assert conn.getresponse().status == 404
-    conn.close()
