@@ -10,6 +10,7 @@ The downloader is the real `PeerSource`.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -242,3 +243,48 @@ def test_a_lying_or_stalling_http_provider_is_evicted_and_the_download_completes
     assert snapshot.evictions >= 1
     assert snapshot.received_bytes_by_peer_path.get((liar.peer_id, "http"), 0) == 0
     assert snapshot.received_bytes_by_peer_path[(honest.peer_id, "http")] == len(BLOB)
+
+
+def test_a_provider_reached_only_through_a_relay_serves_over_the_p2p_exchange(tmp_path: Path) -> None:
+    """A NATed provider advertises its HTTP port, but the downloader's only connection to it
+    rides a relay's circuit: that address is the relay's, so the p2p exchange carries it all."""
+    from pyrsia.p2p.behaviours.relay.hop import RelayLimits
+    from pyrsia.p2p.identity import Identity
+    from pyrsia.p2p.swarm.host import HostConfig
+    from tests.support.wait import eventually
+
+    def host(**changes: object) -> Host:
+        config = HostConfig(listen_host="127.0.0.1", listen_port=0, **changes)  # type: ignore[arg-type]
+        return Host(Identity.from_seed(os.urandom(32)), config).start()
+
+    relay = host(relay_limits=RelayLimits(circuit_bytes_max=4 * len(BLOB)))
+    # No hole punching: on loopback it would succeed, and this is about the relayed path.
+    private = host(reachability="private", relay_service=False, hole_punching=False)
+    downloader = host(relay_service=False, hole_punching=False)
+    server: HttpServer | None = None
+    try:
+        store = BlobStore(tmp_path / "private")
+        store.put(DIGEST, BLOB, "test")
+        app = PeerBlobApp(store, lambda d: d == DIGEST)
+        server = HttpServer(app, "127.0.0.1", 0, Limits())
+        server.start()
+        config = ServeConfig(http_port=server.address[1])
+        ExchangeServer(store, lambda d: d == DIGEST, config=config).register(private)
+        for end in (private, downloader):
+            end.connect(str(relay.listen_addrs[0].with_peer(relay.peer_id)))
+        eventually(lambda: bool(private.address_kinds()["relayed"]))
+        (circuit,) = private.address_kinds()["relayed"]
+        assert downloader.connect(circuit) == private.peer_id
+        info = downloader.wait_identified(private.peer_id)
+        assert info.relayed
+        local = BlobStore(tmp_path / "downloader")
+        source = PeerSource(downloader, local, lambda d: [private.peer_id], config=FAST_STALL)
+        _obtain(local, source)
+        assert source.stats.snapshot().received_bytes_by_peer_path == {(private.peer_id, "p2p"): len(BLOB)}
+        assert app.stats.snapshot().served_bytes_by_peer_path == {}
+        assert relay.stats().circuits_relayed >= 1
+    finally:
+        if server is not None:
+            server.shutdown(5.0)
+        for end in (downloader, private, relay):
+            end.stop()
