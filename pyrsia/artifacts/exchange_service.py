@@ -18,17 +18,34 @@ open the protocol.
 Downloading (`PeerSource`, a `BlobSource` labelled "peers"): ask one provider for the
 chunk list and check it against the logged size and chunk root (`expect_chunks`); a
 list that disagrees is that provider's fault, and the next is asked. Then the pure
-scheduler (`p2p.exchange.ExchangeCore`) runs on this thread, with one reader thread
-and one stream per provider: the reader verifies each chunk against the list and
-writes it at its offset (`write_chunk`), then reports; requests are pipelined on the
-stream. A bad chunk, a refusal, a stream error or a stall evicts that provider for
-this blob (logged with its peer id) and its chunks go elsewhere. `commit()` checks the
-whole digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next
-attempt starts from the chunks that still verify. `max_download_rate` is one token
-bucket shared by every download.
+scheduler (`p2p.exchange.ExchangeCore`) runs on this thread, with one reader per
+provider. Each further provider is asked for its chunk list too (it must equal the
+checked one) to learn its `http_port`. Two paths, chosen per provider:
 
-Counters (`ExchangeStats`): bytes served and received per peer, bytes obtained per
-source (local, peer, upstream), peers being served, transfers in progress.
+- HTTP (DESIGN §3): the provider advertises a peer HTTP port and our connection to it
+  is direct. The port is taken at the IP of that connection (no address is ever
+  taken from the provider's word), and each run the core asks for becomes one `Range`
+  GET on one of `http_connections_per_peer` keep-alive connections. The bytes need no
+  transport security: each chunk is checked against the list that came over the
+  authenticated p2p stream. A wrong status or `Content-Range`, a short body, a
+  refusal (429/503) or a reset is that provider's failure.
+- p2p: relayed connections (the address is the relay's) and providers with no HTTP
+  port get `GetChunks` requests pipelined on their exchange stream.
+
+Either way readers only read: each chunk goes to a bounded queue
+(`verify_queue_chunks_max` chunks; a full queue stops the reader, so its socket
+applies backpressure) served by `verify_workers` threads that hash it against the
+list and `pwrite` it at its offset (`write_chunk`; hashlib and pwrite release the
+GIL, so chunks are verified in parallel), then report. A bad chunk, a refusal, a
+failed stream or connection, or a stall evicts that provider for this blob (logged
+with its peer id, counted) and its chunks go elsewhere. `commit()` checks the whole
+digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next attempt
+starts from the chunks that still verify. `max_download_rate` is one token bucket
+shared by every download and both paths.
+
+Counters (`ExchangeStats`): bytes served and received per peer (and per peer and
+path, "p2p" or "http"; on the serving side an HTTP client is its address), bytes
+obtained per source (local, peer, upstream), peers being served, transfers in progress.
 """
 
 from __future__ import annotations
