@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,14 +167,16 @@ http {{
         process.wait(timeout=10)
 
 
-def download(addrs: list[str], wanted: Wanted, root: Path) -> tuple[float, float, dict[tuple[str, str], int]]:
+def download(
+    addrs: list[str], wanted: Wanted, root: Path, config: DownloadConfig
+) -> tuple[float, float, dict[tuple[str, str], int]]:
     """(seconds, receiver CPU seconds, bytes by (peer, path)) for PeerSource to obtain the blob."""
     home = Path(tempfile.mkdtemp(dir=root, prefix="downloader-"))
     host = Host(Identity.from_seed(os.urandom(32)), LOOPBACK).start()
     try:
         ids = [host.connect(Multiaddr.parse(text)) for text in addrs]
         store = BlobStore(home / "blobs")
-        source = PeerSource(host, store, lambda d: ids, config=DownloadConfig(), stats=ExchangeStats())
+        source = PeerSource(host, store, lambda d: ids, config=config, stats=ExchangeStats())
         cpu_before = _cpu_s()
         started = time.perf_counter()
         source.fetch(wanted, store.opener(wanted.digest, "peers"))
@@ -188,6 +191,40 @@ def download(addrs: list[str], wanted: Wanted, root: Path) -> tuple[float, float
     finally:
         host.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+class Split:
+    """CPU seconds of the receiver's threads by role, measured with `time.thread_time`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: type, name: str, role: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with self.lock:
+                    self.seconds[role] = self.seconds.get(role, 0.0) + spent
+
+        setattr(owner, name, timed)
+
+
+def profile_receiver() -> Split:
+    """Count the receiver's CPU by role: reading sockets, verifying+writing, the commit pass."""
+    from pyrsia.artifacts import blobstore, exchange_service
+
+    split = Split()
+    split.wrap(exchange_service._Download, "_http_loop", "read sockets (http.client)")
+    split.wrap(blobstore.BlobWriter, "write_chunk", "verify (sha256) + pwrite per chunk")
+    split.wrap(blobstore.ResumableBlobWriter, "save_progress", "progress file per chunk")
+    split.wrap(blobstore.ResumableBlobWriter, "commit", "commit: re-read, whole digest + chunk root")
+    return split
 
 
 def _cpu_s() -> float:
@@ -218,12 +255,17 @@ def main() -> None:
     )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=DownloadConfig().http_connections_per_peer)
+    parser.add_argument("--verify-workers", type=int, default=DownloadConfig().verify_workers)
+    parser.add_argument("--profile", action="store_true", help="split the receiver's CPU by role")
+    parser.add_argument("--only", default="", help="run only the setups whose name contains this")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         blob, digest, home, http = args.serve
         serve(Path(blob), digest, Path(home), http)
         return
+    split = profile_receiver() if args.profile else None
     with tempfile.TemporaryDirectory(prefix="http-plane-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # nginx workers run unprivileged and must read the blob
@@ -245,10 +287,20 @@ def main() -> None:
                 ("pyrsia, 1 provider", 1, "pyrsia"),
                 ("pyrsia, 4 providers", 4, "pyrsia"),
             ]
+            config = DownloadConfig(
+                http_connections_per_peer=args.connections, verify_workers=args.verify_workers
+            )
             for name, count, http in setups:
+                if args.only not in name and not name.startswith("nginx"):
+                    continue
                 with providers(count, blob, digest, http, root) as addrs:
                     for _ in range(args.runs):
-                        seconds, cpu, by_path = download(addrs, wanted, root)
+                        if split is not None:
+                            split.seconds.clear()
+                        seconds, cpu, by_path = download(addrs, wanted, root, config)
+                        if split is not None:
+                            roles = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(split.seconds.items()))
+                            print(f"    receiver CPU {cpu:.2f} s: {roles}")
                         rows.setdefault(name, []).append((size / seconds / MIB, cpu / (size / (1024 * MIB))))
                         shares = sorted((round(v / MIB) for v in by_path.values()), reverse=True)
                         print(f"  {name}: {size / seconds / MIB:.0f} MiB/s, MiB per provider {shares}")
@@ -260,8 +312,9 @@ def main() -> None:
                 f"{name}: median {median:.0f} MiB/s  ({median / anchor:.2f}x nginx)  "
                 f"receiver CPU {cpus[name]:.2f} s per GiB"
             )
-        one, four = medians["pyrsia, 1 provider"], medians["pyrsia, 4 providers"]
-        print(f"4 providers / 1 provider: {four / one:.2f}x")
+        if "pyrsia, 1 provider" in medians and "pyrsia, 4 providers" in medians:
+            one, four = medians["pyrsia, 1 provider"], medians["pyrsia, 4 providers"]
+            print(f"4 providers / 1 provider: {four / one:.2f}x")
         hash_s, write_s = baselines(blob, root)
         print(
             f"receiver floor on one core per GiB: sha256 {hash_s:.2f} s (done twice: chunks, then "
