@@ -607,8 +607,11 @@ class _HttpPeer:
     def ask(self, request: Request) -> None:
         self.requests.put(request)
 
-    def connect(self, timeout_s: float) -> http.client.HTTPConnection | None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+    def connect(
+        self, timeout_s: float, conn: http.client.HTTPConnection | None = None
+    ) -> http.client.HTTPConnection | None:
+        """A keep-alive connection of this provider's (`conn` when one is open already)."""
+        conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
         with self._lock:
             if self.closed.is_set():
                 return None
@@ -826,9 +829,11 @@ class _Download:
             if http_port is None:
                 http_port = self._http_port_of(stream) if self.source.config.http else 0
             endpoint = self.source._http_endpoint(peer, http_port)
-            if endpoint is not None:
+            first = self._http_connect(peer, endpoint) if endpoint is not None else None
+            if endpoint is not None and first is not None:
                 stream.close()
-                self._serve_http(_HttpPeer(peer, *endpoint, self.source.config.http_connections_per_peer))
+                http_peer = _HttpPeer(peer, *endpoint, self.source.config.http_connections_per_peer)
+                self._serve_http(http_peer, first)
                 return
             self.events.put(_Opened(peer, stream))
             reader = wire.ReplyReader()
@@ -860,7 +865,28 @@ class _Download:
 
     # -- the HTTP path ---------------------------------------------------------------
 
-    def _serve_http(self, peer: _HttpPeer) -> None:
+    def _http_connect(self, peer: str, endpoint: tuple[str, int]) -> http.client.HTTPConnection | None:
+        """A first connection to the provider's HTTP port, or None to stay on the p2p path.
+
+        The IP is that of our connection to it, which may be a NAT's that forwards only
+        its p2p port (it dialled us): then the p2p exchange serves, nothing is evicted.
+        """
+        config = self.source.config
+        conn = http.client.HTTPConnection(*endpoint, timeout=config.open_timeout_s)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            log.info(
+                "exchange: peer %s's HTTP port %s:%d cannot be reached (%s); using the p2p exchange",
+                peer, endpoint[0], endpoint[1], exc,
+            )  # fmt: skip
+            return None
+        if conn.sock is not None:
+            conn.sock.settimeout(config.read_timeout_s)
+        return conn
+
+    def _serve_http(self, peer: _HttpPeer, first: http.client.HTTPConnection) -> None:
         """Announce the provider's HTTP path, then fetch its runs on its connections."""
         self.events.put(_Opened(peer.peer, None, peer))
         others = [
@@ -869,11 +895,11 @@ class _Download:
         ]
         for thread in others:
             thread.start()
-        self._http_loop(peer)
+        self._http_loop(peer, first)
         for thread in others:
             thread.join()
 
-    def _http_loop(self, peer: _HttpPeer) -> None:
+    def _http_loop(self, peer: _HttpPeer, first: http.client.HTTPConnection | None = None) -> None:
         """One keep-alive connection: runs of chunks by Range, each chunk to the verifier."""
         config = self.source.config
         size = self.wanted.size or 0
@@ -885,9 +911,10 @@ class _Download:
                 if request is None:
                     return
                 if conn is None:
-                    conn = peer.connect(config.read_timeout_s)
+                    conn = peer.connect(config.read_timeout_s, first)
                     if conn is None:
                         return
+                    first = None
                 start = request.first * CHUNK_BYTES
                 end = min(size, (request.first + request.count) * CHUNK_BYTES) - 1
                 conn.request("GET", target, headers={"Range": f"bytes={start}-{end}"})
@@ -911,8 +938,9 @@ class _Download:
                 reason = str(exc) or type(exc).__name__
                 self.events.put(_Gone(peer.peer, f"http {peer.host}:{peer.port}: {reason}"))
         finally:
-            if conn is not None:
-                conn.close()
+            for opened in (conn, first):
+                if opened is not None:
+                    opened.close()
 
     # -- the core's loop -------------------------------------------------------------
 

@@ -288,3 +288,22 @@ def test_a_provider_reached_only_through_a_relay_serves_over_the_p2p_exchange(tm
             server.shutdown(5.0)
         for end in (downloader, private, relay):
             end.stop()
+
+
+def test_an_http_port_that_cannot_be_reached_leaves_the_provider_on_the_p2p_exchange(
+    net: HttpNet,
+) -> None:
+    """A provider behind a NAT that forwards only its p2p port (it dialled us): no eviction."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        host = _host()
+        net.hosts.append(host)
+        store = BlobStore(net.root / "unreachable")
+        store.put(DIGEST, BLOB, "test")
+        ExchangeServer(store, lambda d: d == DIGEST, config=ServeConfig(http_port=port)).register(host)
+        local, source = net.downloader([host])
+        _obtain(local, source)
+    snapshot = source.stats.snapshot()
+    assert snapshot.received_bytes_by_peer_path == {(host.peer_id, "p2p"): len(BLOB)}
+    assert snapshot.evictions == 0
