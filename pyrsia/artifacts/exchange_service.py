@@ -475,6 +475,9 @@ class DownloadConfig:
     # connected directly (never through a relay).
     http: bool = True
     http_connections_per_peer: int = 2  # keep-alive connections, one run outstanding on each
+    # ... and per download: with many providers each gets fewer (never none), since the
+    # receiver, not the providers, is the limit and every connection costs it wake-ups.
+    http_connections_max: int = 4
     # Chunks are hashed and written by a small pool, off the threads that read sockets;
     # at most this many received chunks wait for it (memory: that many MiB).
     verify_workers: int = 3
@@ -832,7 +835,7 @@ class _Download:
             first = self._http_connect(peer, endpoint) if endpoint is not None else None
             if endpoint is not None and first is not None:
                 stream.close()
-                http_peer = _HttpPeer(peer, *endpoint, self.source.config.http_connections_per_peer)
+                http_peer = _HttpPeer(peer, *endpoint, self._http_connections())
                 self._serve_http(http_peer, first)
                 return
             self.events.put(_Opened(peer, stream))
@@ -864,6 +867,11 @@ class _Download:
                 return False
 
     # -- the HTTP path ---------------------------------------------------------------
+
+    def _http_connections(self) -> int:
+        config = self.source.config
+        share = config.http_connections_max // max(1, len(self.peers))
+        return max(1, min(config.http_connections_per_peer, share))
 
     def _http_connect(self, peer: str, endpoint: tuple[str, int]) -> http.client.HTTPConnection | None:
         """A first connection to the provider's HTTP port, or None to stay on the p2p path.
