@@ -462,6 +462,26 @@ class Config:
     max_upload_peers: int = _setting(
         32, "Peers served at once.", flag="--max-upload-peers", minimum=1, maximum=4096
     )
+    peer_http_port: int = _setting(
+        44001,
+        "Port of the peer-facing HTTP data plane (blobs the log vouches for, by digest, with "
+        "Range), on the p2p listener's address; 0 turns it off (peers then use the p2p exchange).",
+        minimum=0,
+        maximum=65535,
+    )
+    peer_http_requests_per_ip_max: int = _setting(
+        16,
+        "Requests one address may have in progress at once on the peer HTTP data plane.",
+        minimum=1,
+        maximum=4096,
+    )
+    peer_http_request_rate: float = _setting(
+        500.0,
+        "Requests per second one address may make of the peer HTTP data plane (burst as many); "
+        "beyond it the address gets 429 with Retry-After.",
+        minimum=0.1,
+        maximum=1_000_000,
+    )
     max_upload_streams_per_peer: int = _setting(
         4,
         "Exchange streams served to one peer at once (of the 8 served in all).",

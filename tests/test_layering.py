@@ -70,6 +70,7 @@ PURE_MODULES = [
     "http/message.py",
     "http/ranges.py",
     "registry/metrics.py",
+    "registry/peer_gate.py",
     "web/traffic.py",
     "p2p/identity.py",
     "p2p/ipnet.py",

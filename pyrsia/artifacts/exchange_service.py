@@ -18,24 +18,44 @@ open the protocol.
 Downloading (`PeerSource`, a `BlobSource` labelled "peers"): ask one provider for the
 chunk list and check it against the logged size and chunk root (`expect_chunks`); a
 list that disagrees is that provider's fault, and the next is asked. Then the pure
-scheduler (`p2p.exchange.ExchangeCore`) runs on this thread, with one reader thread
-and one stream per provider: the reader verifies each chunk against the list and
-writes it at its offset (`write_chunk`), then reports; requests are pipelined on the
-stream. A bad chunk, a refusal, a stream error or a stall evicts that provider for
-this blob (logged with its peer id) and its chunks go elsewhere. `commit()` checks the
-whole digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next
-attempt starts from the chunks that still verify. `max_download_rate` is one token
-bucket shared by every download.
+scheduler (`p2p.exchange.ExchangeCore`) runs on this thread, with one reader per
+provider. Each further provider is asked for its chunk list too (it must equal the
+checked one) to learn its `http_port`. Two paths, chosen per provider:
 
-Counters (`ExchangeStats`): bytes served and received per peer, bytes obtained per
-source (local, peer, upstream), peers being served, transfers in progress.
+- HTTP (DESIGN §3): the provider advertises a peer HTTP port and our connection to it
+  is direct. The port is taken at the IP of that connection (no address is ever
+  taken from the provider's word), and each run the core asks for becomes one `Range`
+  GET on one of `http_connections_per_peer` keep-alive connections. The bytes need no
+  transport security: each chunk is checked against the list that came over the
+  authenticated p2p stream. A wrong status or `Content-Range`, a short body, a
+  refusal (429/503) or a reset is that provider's failure.
+- p2p: relayed connections (the address is the relay's) and providers with no HTTP
+  port get `GetChunks` requests pipelined on their exchange stream.
+
+Either way readers only read: each chunk goes to a bounded queue
+(`verify_queue_chunks_max` chunks; a full queue stops the reader, so its socket
+applies backpressure) served by `verify_workers` threads that hash it against the
+list and `pwrite` it at its offset (`write_chunk`; hashlib and pwrite release the
+GIL, so chunks are verified in parallel), then report. A bad chunk, a refusal, a
+failed stream or connection, or a stall evicts that provider for this blob (logged
+with its peer id, counted) and its chunks go elsewhere. `commit()` checks the whole
+digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next attempt
+starts from the chunks that still verify. `max_download_rate` is one token bucket
+shared by every download and both paths.
+
+Counters (`ExchangeStats`): bytes served and received per peer (and per peer and
+path, "p2p" or "http"; on the serving side an HTTP client is its address), bytes
+obtained per source (local, peer, upstream), peers being served, transfers in progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -75,6 +95,10 @@ log = logging.getLogger("pyrsia.exchange")
 SEND_PIECE_BYTES = 256 * 1024
 LIMITED_PIECE_BYTES = 64 * 1024  # smaller pieces when a rate cap is set, so the cap is smooth
 SOURCES = ("local", "peer", "upstream")
+# How chunk bytes moved: the p2p exchange protocol, or the peer HTTP data plane.
+P2P = "p2p"
+HTTP = "http"
+PATHS = (P2P, HTTP)
 # Serving refusals, as counted (`pyrsia_exchange_refused_total{reason=…}`).
 STREAMS_BUSY = "streams_max"
 PEERS_BUSY = "peers_max"
@@ -105,6 +129,9 @@ class ExchangeSnapshot:
     evictions: int
     transfers: tuple[Transfer, ...]
     refused: dict[str, int] = field(default_factory=dict)  # serving refusals by reason
+    # The same bytes by (peer, path): path is "p2p" or "http"; an HTTP client is its address.
+    served_bytes_by_peer_path: dict[tuple[str, str], int] = field(default_factory=dict)
+    received_bytes_by_peer_path: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -122,6 +149,8 @@ class ExchangeStats:
         self._lock = threading.Lock()
         self._served: dict[str, int] = {}
         self._received: dict[str, int] = {}
+        self._served_paths: dict[tuple[str, str], int] = {}
+        self._received_paths: dict[tuple[str, str], int] = {}
         self._sources: dict[str, int] = dict.fromkeys(SOURCES, 0)
         self._serving = 0
         self._evictions = 0
@@ -132,13 +161,15 @@ class ExchangeStats:
         with self._lock:
             self._refused[reason] = self._refused.get(reason, 0) + 1
 
-    def served(self, peer: str, size: int) -> None:
+    def served(self, peer: str, size: int, *, path: str = P2P) -> None:
         with self._lock:
             self._served[peer] = self._served.get(peer, 0) + size
+            self._served_paths[peer, path] = self._served_paths.get((peer, path), 0) + size
 
-    def received(self, peer: str, size: int) -> None:
+    def received(self, peer: str, size: int, *, path: str = P2P) -> None:
         with self._lock:
             self._received[peer] = self._received.get(peer, 0) + size
+            self._received_paths[peer, path] = self._received_paths.get((peer, path), 0) + size
             self._sources["peer"] += size
 
     def obtained(self, source: str, size: int) -> None:
@@ -185,10 +216,12 @@ class ExchangeStats:
                     for d, t in sorted(self._transfers.items())
                 ),
                 refused=dict(self._refused),
+                served_bytes_by_peer_path=dict(self._served_paths),
+                received_bytes_by_peer_path=dict(self._received_paths),
             )
 
 
-class _SharedBucket:
+class SharedBucket:
     """A token bucket behind a lock, with the clock and the sleep of the shell."""
 
     def __init__(self, rate_bytes_s: int, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
@@ -245,12 +278,14 @@ class ExchangeServer:
         stats: ExchangeStats | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        upload: SharedBucket | None = None,
     ) -> None:
         self._store = store
         self._vouched = vouched
         self.config = config
         self.stats = stats or ExchangeStats()
-        self._upload = _SharedBucket(config.max_upload_rate, clock, sleep)
+        # `max_upload_rate`: one bucket, shared with the peer HTTP data plane when given.
+        self._upload = upload or SharedBucket(config.max_upload_rate, clock, sleep)
         self._slots = PeerSlots(config.max_upload_peers)
         self._slots_lock = threading.Lock()
         self._streams = 0
@@ -436,12 +471,24 @@ class DownloadConfig:
     open_timeout_s: float = 10.0
     chunk_list_timeout_s: float = 15.0
     read_timeout_s: float = 60.0  # a reader's own bound; the core's stall deadline is shorter
+    # The peer HTTP data plane: used for a provider that advertises a port and is
+    # connected directly (never through a relay).
+    http: bool = True
+    http_connections_per_peer: int = 2  # keep-alive connections, one run outstanding on each
+    # ... and per download: with many providers each gets fewer (never none), since the
+    # receiver, not the providers, is the limit and every connection costs it wake-ups.
+    http_connections_max: int = 4
+    # Chunks are hashed and written by a small pool, off the threads that read sockets;
+    # at most this many received chunks wait for it (memory: that many MiB).
+    verify_workers: int = 3
+    verify_queue_chunks_max: int = 16
 
 
 @dataclass(frozen=True, slots=True)
 class _Opened:
     peer: str
-    stream: Stream
+    stream: Stream | None  # the p2p path
+    http: _HttpPeer | None = None  # or the HTTP path
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +541,7 @@ class PeerSource:
         self.config = config
         self.stats = stats or ExchangeStats()
         self._clock = clock
-        self._download = _SharedBucket(config.max_download_rate, clock, sleep)
+        self._download = SharedBucket(config.max_download_rate, clock, sleep)
 
     def origin(self, wanted: Wanted) -> str:
         return self.label
@@ -532,6 +579,132 @@ class PeerSource:
         info = self._host.peer_info(peer)
         return info.rtt_s if info is not None else None
 
+    def _http_endpoint(self, peer: str, http_port: int) -> tuple[str, int] | None:
+        """The provider's HTTP data plane: the IP of our direct connection to it, its port.
+
+        None when it offers none, or every connection to it rides a relay (the relay's
+        address is not the provider's, and a NATed provider cannot be reached anyway).
+        """
+        if not self.config.http or not 0 < http_port <= 65535:
+            return None
+        info = self._host.peer_info(peer)
+        if info is None or info.relayed:
+            return None
+        endpoint = info.address.tcp_endpoint()
+        return None if endpoint is None else (endpoint[0], http_port)
+
+
+class _HttpPeer:
+    """One provider's HTTP endpoint for one blob: the runs asked of it, its connections."""
+
+    def __init__(self, peer: str, host: str, port: int, connections: int) -> None:
+        self.peer = peer
+        self.host = host
+        self.port = port
+        self.connections = connections
+        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self.closed = threading.Event()
+        self._open: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+
+    def ask(self, request: Request) -> None:
+        self.requests.put(request)
+
+    def connect(
+        self, timeout_s: float, conn: http.client.HTTPConnection | None = None
+    ) -> http.client.HTTPConnection | None:
+        """A keep-alive connection of this provider's (`conn` when one is open already)."""
+        conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        with self._lock:
+            if self.closed.is_set():
+                return None
+            self._open.add(conn)
+        return conn
+
+    def close(self) -> None:
+        """Wake and end its connections (a thread blocked in a read gets an error)."""
+        self.closed.set()
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        for _ in range(self.connections):
+            self.requests.put(None)
+
+
+class _Verifier:
+    """Hashes and writes received chunks on a few threads, off the socket readers.
+
+    The queue is bounded: a reader whose chunks cannot be taken waits (and stops
+    reading its socket), so memory stays at `verify_queue_chunks_max` chunks.
+    """
+
+    def __init__(self, download: _Download, workers: int, queued_max: int) -> None:
+        self._download = download
+        self._queue: queue.Queue[tuple[str, int, bytes, str] | None] = queue.Queue(maxsize=max(1, queued_max))
+        self._threads = [
+            threading.Thread(target=self._work, name=f"exchange-verify-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, peer: str, index: int, data: bytes, path: str) -> bool:
+        """Queue a chunk; False once the download is stopping."""
+        stopping = self._download.stopping
+        while not stopping.is_set():
+            try:
+                self._queue.put((peer, index, data, path), timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            while True:
+                try:
+                    self._queue.put(None, timeout=0.25)
+                    break
+                except queue.Full:
+                    self._drop_one()
+        for thread in self._threads:
+            thread.join(timeout=10.0)
+
+    def _drop_one(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._queue.get_nowait()
+
+    def _work(self) -> None:
+        download = self._download
+        while (item := self._queue.get()) is not None:
+            peer, index, data, path = item
+            if download.stopping.is_set() or peer in download.evicted or index in download.done:
+                continue  # a copy that lost the race (cancelled, resumed), or a dropped peer's
+            download.source._download.take(len(data))
+            try:
+                download.writer.write_chunk(index, data)
+            except DigestMismatch as exc:
+                download.events.put(_Bad(peer, index, exc.calculated))
+                continue
+            except StorageError as exc:
+                download.events.put(_Broken(exc))
+                continue
+            with download.counted_lock:
+                first_copy = index not in download.counted
+                download.counted.add(index)
+            if first_copy:
+                download.source.stats.received(peer, len(data), path=path)
+            download.events.put(_Verified(peer, index, len(data)))
+
+
+class _HttpRefused(Exception):
+    """A provider's HTTP answer was not the range asked for."""
+
 
 class _Download:
     """One blob: the chunk list, then the core on this thread and a reader per provider."""
@@ -544,8 +717,10 @@ class _Download:
         self.digest = wanted.digest
         self.writer = writer
         self.peers = peers
+        self.hashes: tuple[bytes, ...] = ()
         self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self.streams: dict[str, Stream] = {}
+        self.http_peers: dict[str, _HttpPeer] = {}
         self.pending: dict[str, list[Request]] = {p: [] for p in peers}
         self.done: set[int] = set()
         # Chunks whose bytes were counted: two copies can both be written before `done`
@@ -555,6 +730,8 @@ class _Download:
         self.evicted: set[str] = set()
         self.stopping = threading.Event()
         self.readers: list[threading.Thread] = []
+        config = source.config
+        self.verifier = _Verifier(self, config.verify_workers, config.verify_queue_chunks_max)
 
     def run(self) -> None:
         source, size = self.source, self.wanted.size or 0
@@ -566,9 +743,13 @@ class _Download:
             chunk_count=count, chunk_bytes=CHUNK_BYTES, size=size, have=resumed, config=source.config.exchange
         )
         source.stats.transfer(self.digest, size, count, len(resumed), self.peers)
+        self.verifier.start()
         try:
             for peer in self.peers:
-                self._start_reader(peer, first[1] if first is not None and first[0] == peer else None)
+                if first[0] == peer:
+                    self._start_reader(peer, first[1], first[2])
+                else:
+                    self._start_reader(peer, None, None)
             effects = core.add_peers([(p, source._rtt_s(p)) for p in self.peers], source._clock())
             outcome = self._execute(core, effects)
             while outcome is None:
@@ -580,10 +761,14 @@ class _Download:
             raise ExchangeFailed(f"blob {self.digest} from peers: {outcome.reason}")
         self.writer.commit()
         log.info(
-            "exchange: blob %s from %d peers (%d chunks resumed)", self.digest, len(self.peers), len(resumed)
+            "exchange: blob %s from %d peers (%d chunks resumed; over http: %s)",
+            self.digest,
+            len(self.peers),
+            len(resumed),
+            ", ".join(sorted(self.http_peers)) or "none",
         )
 
-    def _chunk_list(self) -> tuple[str, Stream] | None:
+    def _chunk_list(self) -> tuple[str, Stream, int]:
         """Ask providers in turn until one's chunk list matches the logged root; keep its stream."""
         failures: list[str] = []
         for peer in list(self.peers):
@@ -598,7 +783,8 @@ class _Download:
                     and reply.size == self.wanted.size
                 ):
                     self.writer.expect_chunks(reply.hashes)
-                    return peer, stream
+                    self.hashes = reply.hashes
+                    return peer, stream, reply.http_port
                 reason = f"answered {_describe(reply)}"
             except DigestMismatch as exc:
                 reason = f"its chunk list disagrees with the logged chunk root: {exc.message}"
@@ -621,18 +807,37 @@ class _Download:
             reader.receive_data(data)
         return event
 
-    def _start_reader(self, peer: str, stream: Stream | None) -> None:
+    def _start_reader(self, peer: str, stream: Stream | None, http_port: int | None) -> None:
         thread = threading.Thread(
-            target=self._read, args=(peer, stream), name=f"exchange-{peer[-6:]}", daemon=True
+            target=self._read, args=(peer, stream, http_port), name=f"exchange-{peer[-6:]}", daemon=True
         )
         self.readers.append(thread)
         thread.start()
 
-    def _read(self, peer: str, stream: Stream | None) -> None:
-        """A provider's replies, verified and written as they arrive; runs on its own thread."""
+    def _http_port_of(self, stream: Stream) -> int:
+        """A further provider's advertised HTTP port, from its chunk list (which must be ours)."""
+        stream.write(wire.encode(wire.GetChunkList(digest=self.digest)))
+        reply = self._read_reply(stream)
+        if not isinstance(reply, wire.ChunkList) or reply.digest != self.digest:
+            raise ProtocolViolation(f"answered {_describe(reply)}")
+        if reply.hashes != self.hashes or reply.size != self.wanted.size:
+            raise ProtocolViolation("its chunk list disagrees with the one checked against the log")
+        return reply.http_port
+
+    def _read(self, peer: str, stream: Stream | None, http_port: int | None) -> None:
+        """A provider's replies, handed to the verifier as they arrive; runs on its own thread."""
         try:
             if stream is None:
                 stream = self.source._open(peer)
+            if http_port is None:
+                http_port = self._http_port_of(stream) if self.source.config.http else 0
+            endpoint = self.source._http_endpoint(peer, http_port)
+            first = self._http_connect(peer, endpoint) if endpoint is not None else None
+            if endpoint is not None and first is not None:
+                stream.close()
+                http_peer = _HttpPeer(peer, *endpoint, self._http_connections())
+                self._serve_http(http_peer, first)
+                return
             self.events.put(_Opened(peer, stream))
             reader = wire.ReplyReader()
             timeout = self.source.config.read_timeout_s
@@ -651,24 +856,7 @@ class _Download:
     def _take(self, peer: str, event: wire.Reply | wire.ChunkData) -> bool:
         match event:
             case wire.ChunkData(index=index, data=data):
-                self.source._download.take(len(data))
-                if index in self.done:
-                    return True  # a copy that lost the race (cancelled, or resumed)
-                try:
-                    self.writer.write_chunk(index, data)
-                except DigestMismatch as exc:
-                    self.events.put(_Bad(peer, index, exc.calculated))
-                    return False
-                except StorageError as exc:
-                    self.events.put(_Broken(exc))
-                    return False
-                with self.counted_lock:
-                    first_copy = index not in self.counted
-                    self.counted.add(index)
-                if first_copy:
-                    self.source.stats.received(peer, len(data))
-                self.events.put(_Verified(peer, index, len(data)))
-                return True
+                return self.verifier.submit(peer, index, data, P2P)
             case wire.Chunks(digest=digest):
                 if digest != self.digest:
                     self.events.put(_Gone(peer, f"answered with chunks of {digest}"))
@@ -677,6 +865,92 @@ class _Download:
             case _:
                 self.events.put(_Gone(peer, f"answered {_describe(event)}"))
                 return False
+
+    # -- the HTTP path ---------------------------------------------------------------
+
+    def _http_connections(self) -> int:
+        config = self.source.config
+        share = config.http_connections_max // max(1, len(self.peers))
+        return max(1, min(config.http_connections_per_peer, share))
+
+    def _http_connect(self, peer: str, endpoint: tuple[str, int]) -> http.client.HTTPConnection | None:
+        """A first connection to the provider's HTTP port, or None to stay on the p2p path.
+
+        The IP is that of our connection to it, which may be a NAT's that forwards only
+        its p2p port (it dialled us): then the p2p exchange serves, nothing is evicted.
+        """
+        config = self.source.config
+        conn = http.client.HTTPConnection(*endpoint, timeout=config.open_timeout_s)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            log.info(
+                "exchange: peer %s's HTTP port %s:%d cannot be reached (%s); using the p2p exchange",
+                peer, endpoint[0], endpoint[1], exc,
+            )  # fmt: skip
+            return None
+        if conn.sock is not None:
+            conn.sock.settimeout(config.read_timeout_s)
+        return conn
+
+    def _serve_http(self, peer: _HttpPeer, first: http.client.HTTPConnection) -> None:
+        """Announce the provider's HTTP path, then fetch its runs on its connections."""
+        self.events.put(_Opened(peer.peer, None, peer))
+        others = [
+            threading.Thread(target=self._http_loop, args=(peer,), name=f"exchange-http-{i}", daemon=True)
+            for i in range(1, peer.connections)
+        ]
+        for thread in others:
+            thread.start()
+        self._http_loop(peer, first)
+        for thread in others:
+            thread.join()
+
+    def _http_loop(self, peer: _HttpPeer, first: http.client.HTTPConnection | None = None) -> None:
+        """One keep-alive connection: runs of chunks by Range, each chunk to the verifier."""
+        config = self.source.config
+        size = self.wanted.size or 0
+        target = f"/peer/v1/blobs/{self.digest}"
+        conn: http.client.HTTPConnection | None = None
+        try:
+            while not self.stopping.is_set() and not peer.closed.is_set():
+                request = peer.requests.get()
+                if request is None:
+                    return
+                if conn is None:
+                    conn = peer.connect(config.read_timeout_s, first)
+                    if conn is None:
+                        return
+                    first = None
+                start = request.first * CHUNK_BYTES
+                end = min(size, (request.first + request.count) * CHUNK_BYTES) - 1
+                conn.request("GET", target, headers={"Range": f"bytes={start}-{end}"})
+                response = conn.getresponse()
+                if response.status != 206:
+                    raise _HttpRefused(f"answered {response.status} {response.reason}"[:200])
+                content_range = response.getheader("Content-Range", "")
+                if content_range != f"bytes {start}-{end}/{size}":
+                    raise _HttpRefused(f"answered the range {content_range[:100]!r}")
+                for index in range(request.first, request.first + request.count):
+                    length = min(CHUNK_BYTES, size - index * CHUNK_BYTES)
+                    data = response.read(length)
+                    if len(data) != length:
+                        raise _HttpRefused(f"sent {len(data)} of chunk {index}'s {length} bytes")
+                    if not self.verifier.submit(peer.peer, index, data, HTTP):
+                        return
+                if response.read(1):
+                    raise _HttpRefused("sent more than the range")
+        except (OSError, http.client.HTTPException, _HttpRefused) as exc:
+            if not self.stopping.is_set() and not peer.closed.is_set():
+                reason = str(exc) or type(exc).__name__
+                self.events.put(_Gone(peer.peer, f"http {peer.host}:{peer.port}: {reason}"))
+        finally:
+            for opened in (conn, first):
+                if opened is not None:
+                    opened.close()
+
+    # -- the core's loop -------------------------------------------------------------
 
     def _step(self, core: ExchangeCore) -> Done | Failed | None:
         clock = self.source._clock
@@ -688,11 +962,17 @@ class _Download:
             return self._execute(core, core.tick(clock()))
         now = clock()
         match event:
-            case _Opened(peer=peer, stream=stream):
+            case _Opened(peer=peer, stream=stream, http=http_peer):
                 if peer in self.evicted:
-                    stream.reset()
+                    if stream is not None:
+                        stream.reset()
+                    if http_peer is not None:
+                        http_peer.close()
                     return None
-                self.streams[peer] = stream
+                if http_peer is not None:
+                    self.http_peers[peer] = http_peer
+                elif stream is not None:
+                    self.streams[peer] = stream
                 effects: list[Effect] = []
                 for request in self.pending.pop(peer, []):
                     effects += self._send(core, request)
@@ -715,12 +995,12 @@ class _Download:
             effect, effects = effects[0], effects[1:]
             match effect:
                 case Request(peer=peer):
-                    if peer in self.streams:
+                    if peer in self.streams or peer in self.http_peers:
                         effects += self._send(core, effect)
                     else:
                         self.pending.setdefault(peer, []).append(effect)
                 case Cancel():
-                    pass  # the stream answers in order: the copy is dropped when it arrives
+                    pass  # answers come in order: the copy is dropped when it arrives
                 case Evict(peer=peer, reason=reason):
                     log.warning("exchange: evicting peer %s for blob %s: %s", peer, self.digest, reason)
                     self.source.stats.evicted()
@@ -729,11 +1009,18 @@ class _Download:
                     stream = self.streams.pop(peer, None)
                     if stream is not None:
                         stream.reset()
+                    http_peer = self.http_peers.pop(peer, None)
+                    if http_peer is not None:
+                        http_peer.close()
                 case Done() | Failed():
                     outcome = effect
         return outcome
 
     def _send(self, core: ExchangeCore, request: Request) -> list[Effect]:
+        http_peer = self.http_peers.get(request.peer)
+        if http_peer is not None:
+            http_peer.ask(request)
+            return []
         message = wire.GetChunks(digest=self.digest, first=request.first, count=request.count)
         try:
             self.streams[request.peer].write(wire.encode(message), timeout=self.source.config.open_timeout_s)
@@ -742,24 +1029,31 @@ class _Download:
         return []
 
     def _stop(self) -> None:
-        """Reset every stream (readers blocked on one wake up with an error), then join the readers."""
+        """Reset every stream and close every HTTP path (blocked readers wake with an error),
+        then join the readers and the verifier."""
         self.stopping.set()
         self._reset_unclaimed()
         for stream in self.streams.values():
             stream.reset()
+        for http_peer in self.http_peers.values():
+            http_peer.close()
         for thread in self.readers:
             thread.join(timeout=5.0)
         self._reset_unclaimed()
+        self.verifier.stop()
 
     def _reset_unclaimed(self) -> None:
-        """Streams whose readers opened them after the last event we took."""
+        """Streams and HTTP paths whose readers opened them after the last event we took."""
         while True:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
             if isinstance(event, _Opened):
-                event.stream.reset()
+                if event.stream is not None:
+                    event.stream.reset()
+                if event.http is not None:
+                    event.http.close()
 
 
 def _describe(reply: object) -> str:

@@ -31,6 +31,7 @@ from pyrsia.artifacts.exchange_service import (
     ExchangeStats,
     PeerSource,
     ServeConfig,
+    SharedBucket,
 )
 from pyrsia.artifacts.maven import MavenArtifacts
 from pyrsia.artifacts.maven_listing import MavenListings
@@ -40,6 +41,7 @@ from pyrsia.config import CONFIG_FILE, Config, set_in_file
 from pyrsia.consensus.service import PENDING, ConsensusService, VerifyResult
 from pyrsia.errors import (
     ConsensusTimeout,
+    ListenError,
     MavenFileUnknown,
     NotAnAuthority,
     PeerError,
@@ -65,6 +67,8 @@ from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
+from pyrsia.registry.peer_api import PeerBlobApp
+from pyrsia.registry.peer_gate import GateConfig
 from pyrsia.translog.block import DEFAULT_REGISTRIES, REGISTRIES_MAX, quorum
 from pyrsia.translog.chain import PERMANENT_REGISTRY
 from pyrsia.translog.chunks import CHUNK_BYTES
@@ -193,6 +197,9 @@ class Node:
         authority = None if self.network.is_authority else self.network
         vouched = LedgerArtifactLog(self.ledger, commit=self._commit)
         self.exchange = ExchangeStats()
+        upload = SharedBucket(config.max_upload_rate, time.monotonic, time.sleep)
+        self._peer_http = self._peer_http_server(config, vouched, upload)
+        peer_http_port = self._peer_http.address[1] if self._peer_http is not None else 0
         self._exchange_server = ExchangeServer(
             self.blobs,
             lambda d: vouched.vouches(DOCKER, str(d)) or vouched.vouches(MAVEN, str(d)),
@@ -202,8 +209,10 @@ class Node:
                 max_upload_peers=config.max_upload_peers,
                 streams_per_peer_max=config.max_upload_streams_per_peer,
                 request_deadline_s=config.upload_request_deadline_s,
+                http_port=peer_http_port,
             ),
             stats=self.exchange,
+            upload=upload,
         )
         peers = PeerSource(
             self.host,
@@ -256,6 +265,33 @@ class Node:
         self._traffic_stop = threading.Event()
         self._traffic_thread = threading.Thread(target=self._sample_traffic, name="traffic", daemon=True)
 
+    def _peer_http_server(
+        self, config: Config, vouched: LedgerArtifactLog, upload: SharedBucket
+    ) -> HttpServer | None:
+        """The peer HTTP data plane's listener, bound like the p2p one; None when off.
+
+        A port that cannot be bound leaves the node serving peers over the p2p exchange
+        only (its chunk lists then advertise no port), rather than not starting.
+        """
+        if not config.serve_artifacts or config.peer_http_port == 0:
+            return None
+        app = PeerBlobApp(
+            self.blobs,
+            lambda d: vouched.vouches(DOCKER, str(d)) or vouched.vouches(MAVEN, str(d)),
+            gate=GateConfig(
+                request_rate=config.peer_http_request_rate,
+                requests_per_ip_max=config.peer_http_requests_per_ip_max,
+                peers_max=config.max_upload_peers,
+            ),
+            upload=upload,
+            stats=self.exchange,
+        )
+        try:
+            return HttpServer(app, config.p2p_host, config.peer_http_port, http_limits(config))
+        except ListenError as exc:
+            log.warning("peer HTTP data plane off: %s", exc.message)
+            return None
+
     def _open_log(self, config: Config) -> Ledger:
         """Open the log, or start it: from a genesis file, from the bootstrap peers' network,
         or (neither given) as this node's own one-authority network. Opening verifies the
@@ -288,6 +324,8 @@ class Node:
         self.consensus.start()
         self.network.start(self._serve_request, self.blobs.digests())
         self._server.start()
+        if self._peer_http is not None:
+            self._peer_http.start()
         self._started = time.monotonic()
         self._traffic_thread.start()
         return self.info
@@ -700,6 +738,7 @@ class Node:
                 for t in snapshot.transfers
             ],
             "serve_artifacts": self.config.serve_artifacts,
+            "peer_http_port": self._peer_http.address[1] if self._peer_http is not None else 0,
         }  # fmt: skip
 
     def metrics(self) -> str:
@@ -758,6 +797,8 @@ class Node:
     def close(self) -> None:
         self._traffic_stop.set()
         self._server.shutdown(SHUTDOWN_GRACE_S)
+        if self._peer_http is not None:
+            self._peer_http.shutdown(SHUTDOWN_GRACE_S)
         self.consensus.stop()
         self.network.stop()
         self.host.stop()

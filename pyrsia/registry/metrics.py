@@ -84,6 +84,12 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
     def by(label: str, values: dict[str, int]) -> tuple[Sample, ...]:
         return tuple(Sample(value=v, labels=((label, k),)) for k, v in sorted(values.items()))
 
+    def by_path(values: dict[tuple[str, str], int]) -> tuple[Sample, ...]:
+        return tuple(
+            Sample(value=v, labels=(("peer", peer), ("path", path)))
+            for (peer, path), v in sorted(values.items())
+        )
+
     transfers = snapshot.transfers
     return [
         Family(
@@ -97,6 +103,18 @@ def exchange_families(snapshot: ExchangeSnapshot) -> list[Family]:
             help="Verified chunk bytes received from each peer.",
             kind="counter",
             samples=by("peer", snapshot.received_bytes_by_peer),
+        ),
+        Family(
+            name="pyrsia_exchange_served_bytes_by_path_total",
+            help="Blob bytes sent, by peer (an address on the HTTP path) and path: p2p or http.",
+            kind="counter",
+            samples=by_path(snapshot.served_bytes_by_peer_path),
+        ),
+        Family(
+            name="pyrsia_exchange_received_bytes_by_path_total",
+            help="Verified chunk bytes received, by peer and path: p2p or http.",
+            kind="counter",
+            samples=by_path(snapshot.received_bytes_by_peer_path),
         ),
         Family(
             name="pyrsia_blob_bytes_total",

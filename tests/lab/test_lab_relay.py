@@ -55,6 +55,7 @@ CIRCUIT_BYTES_MAX = 512 * 1024
 LARGE = images.large(name="lab/reset-mid-transfer", tag="1.0", layer_bytes=4_000_000)
 LARGE_BLOB_BYTES = sum(len(blob) for blob in LARGE.blobs.values())
 EXCHANGE_RECEIVED = "pyrsia_exchange_received_bytes_total"
+EXCHANGE_RECEIVED_BY_PATH = "pyrsia_exchange_received_bytes_by_path_total"
 P2P_REFUSALS = "pyrsia_p2p_refusals_total"
 
 
@@ -234,6 +235,9 @@ def test_with_the_authority_gone_a_public_node_pulls_from_the_private_one_throug
     entry = peer_entry(p, n.peer_id)
     assert entry is not None and entry["relayed"] is True, entry
     assert received_from(p, n.peer_id) > 0, f"p's exchange got nothing from n; p's log:\n{p2p_log(p)}"
+    # N advertises its peer HTTP port, but P reaches N only through R: the p2p exchange carried it.
+    assert metric(p, EXCHANGE_RECEIVED_BY_PATH, f'peer="{n.peer_id}",path="p2p"') > 0
+    assert metric(p, EXCHANGE_RECEIVED_BY_PATH, f'peer="{n.peer_id}",path="http"') == 0
     # P dialled N through R: a circuit P opened, that R carries now.
     assert relay_counters(p)["circuits_opened"] >= 1
     assert relay_counters(r)["circuits_relayed_now"] >= 1

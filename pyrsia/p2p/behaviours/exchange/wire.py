@@ -53,7 +53,7 @@ class ChunkList:
     size: int
     chunk_size: int
     hashes: tuple[bytes, ...]
-    http_port: int = 0  # the provider's registry port for HTTP Range reads; 0 = none
+    http_port: int = 0  # the provider's peer HTTP data plane port (Range reads); 0 = none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,327 @@
+"""The peer HTTP data plane: one and four uncapped providers against nginx, same client.
+
+    python benchmarks/http_plane.py [--size-mib 1024] [--runs 3]
+
+Each provider is its own process: a `Host` with an `ExchangeServer` (chunk lists over
+the p2p exchange, advertising the HTTP port) and the peer listener (`HttpServer` with
+`PeerBlobApp`, sendfile). The nginx figure uses the *same downloader*: a provider
+process whose chunk lists advertise nginx's port, nginx serving the same file at
+`/peer/v1/blobs/<digest>` with Range (sendfile on, keep-alive). So the only thing that
+differs between the rows is the server; the client is pyrsia's `PeerSource`, which
+fetches aligned 4 MiB runs by Range on keep-alive connections, verifies every chunk
+against the chunk list on a small pool off the socket threads, writes it with pwrite,
+and checks the whole digest at commit. The time includes all of that.
+
+Printed side by side in one run: MiB/s for nginx → downloader, pyrsia 1 provider,
+pyrsia 4 providers, the ratios, and where the receiver's time goes: its CPU seconds
+(user + system) per GiB, split by role with `--profile`, against what hashing 1 GiB
+and writing 1 GiB cost on one core here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.blob_serve import free_port, make_blob
+from pyrsia.artifacts.blobstore import BlobStore
+from pyrsia.artifacts.exchange_service import (
+    DownloadConfig,
+    ExchangeServer,
+    ExchangeStats,
+    PeerSource,
+    ServeConfig,
+)
+from pyrsia.artifacts.sources import Wanted
+from pyrsia.formats.digest import Digest
+from pyrsia.http.server import HttpServer, Limits
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.host import Host, HostConfig
+from pyrsia.p2p.wire.multiaddr import Multiaddr
+from pyrsia.registry.peer_api import PeerBlobApp
+from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher
+
+MIB = 1 << 20
+LOOPBACK = HostConfig(listen_host="127.0.0.1", listen_port=0)
+
+
+def serve(blob: Path, digest: str, home: Path, http: str) -> None:
+    """Child mode: a provider until stdin closes; `http` is "pyrsia" or nginx's port."""
+    store = BlobStore(home / "blobs")
+    target = store.path(Digest.parse(digest))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(blob, target)
+    vouched = lambda d: str(d) == digest  # noqa: E731
+    server: HttpServer | None = None
+    if http == "pyrsia":
+        server = HttpServer(PeerBlobApp(store, vouched), "127.0.0.1", 0, Limits())
+        server.start()
+        port = server.address[1]
+    else:
+        port = int(http)
+    exchange = ExchangeServer(store, vouched, config=ServeConfig(http_port=port))
+    host = Host(Identity.from_seed(os.urandom(32)), LOOPBACK).start()
+    exchange.register(host)
+    store.stored(Digest.parse(digest))  # hash once before the clock starts
+    exchange._listed(Digest.parse(digest))
+    print(host.listen_addrs[0].with_peer(host.peer_id), flush=True)
+    sys.stdin.read()
+    host.stop()
+    if server is not None:
+        server.shutdown(5.0)
+
+
+@contextmanager
+def providers(count: int, blob: Path, digest: str, http: str, root: Path) -> Iterator[list[str]]:
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for i in range(count):
+            home = root / f"provider-{i}-{time.monotonic_ns()}"
+            home.mkdir(parents=True)
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--serve", str(blob), digest, str(home), http],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        addrs = []
+        for process in processes:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            if not line:
+                raise SystemExit("a provider did not start")
+            addrs.append(line)
+        yield addrs
+    finally:
+        for process in processes:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def nginx(root: Path, blob: Path, digest: str) -> Iterator[int]:
+    """nginx serving `blob` at the peer plane's path, with Range and keep-alive."""
+    port = free_port()
+    site = root / "site"
+    target = site / "peer" / "v1" / "blobs" / digest
+    target.parent.mkdir(parents=True)
+    os.link(blob, target)
+    (root / "tmp").mkdir()
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+daemon off;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  sendfile on;
+  keepalive_requests 100000;
+  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
+  uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    root {site};
+    default_type application/octet-stream;
+  }}
+}}
+"""
+    )
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("nginx did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def download(
+    addrs: list[str], wanted: Wanted, root: Path, config: DownloadConfig
+) -> tuple[float, float, dict[tuple[str, str], int]]:
+    """(seconds, receiver CPU seconds, bytes by (peer, path)) for PeerSource to obtain the blob."""
+    home = Path(tempfile.mkdtemp(dir=root, prefix="downloader-"))
+    host = Host(Identity.from_seed(os.urandom(32)), LOOPBACK).start()
+    try:
+        ids = [host.connect(Multiaddr.parse(text)) for text in addrs]
+        store = BlobStore(home / "blobs")
+        source = PeerSource(host, store, lambda d: ids, config=config, stats=ExchangeStats())
+        cpu_before = _cpu_s()
+        started = time.perf_counter()
+        source.fetch(wanted, store.opener(wanted.digest, "peers"))
+        seconds = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_before
+        if store.stored(wanted.digest) is None:
+            raise SystemExit("download did not commit")
+        by_path = source.stats.snapshot().received_bytes_by_peer_path
+        if {path for _, path in by_path} != {"http"}:
+            raise SystemExit(f"not all over http: {by_path}")
+        return seconds, cpu, by_path
+    finally:
+        host.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+class Split:
+    """CPU seconds of the receiver's threads by role, measured with `time.thread_time`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: type, name: str, role: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with self.lock:
+                    self.seconds[role] = self.seconds.get(role, 0.0) + spent
+
+        setattr(owner, name, timed)
+
+
+def profile_receiver() -> Split:
+    """Count the receiver's CPU by role: reading sockets, verifying+writing, the commit pass."""
+    from pyrsia.artifacts import blobstore, exchange_service
+
+    split = Split()
+    split.wrap(exchange_service._Download, "_http_loop", "read sockets (http.client)")
+    split.wrap(blobstore.BlobWriter, "write_chunk", "verify (sha256) + pwrite per chunk")
+    split.wrap(blobstore.ResumableBlobWriter, "save_progress", "progress file per chunk")
+    split.wrap(blobstore.ResumableBlobWriter, "commit", "commit: re-read, whole digest + chunk root")
+    return split
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def baselines(blob: Path, root: Path) -> tuple[float, float]:
+    """Seconds per GiB on one core: sha256 of the bytes, and writing them with pwrite."""
+    data = blob.open("rb").read(256 * MIB)
+    started = time.perf_counter()
+    hashlib.sha256(data).digest()
+    hash_s = (time.perf_counter() - started) * (1024 * MIB / len(data))
+    out = root / "write-baseline"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    started = time.perf_counter()
+    for offset in range(0, len(data), CHUNK_BYTES):
+        os.pwrite(fd, data[offset : offset + CHUNK_BYTES], offset)
+    write_s = (time.perf_counter() - started) * (1024 * MIB / len(data))
+    os.close(fd)
+    out.unlink()
+    return hash_s, write_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=DownloadConfig().http_connections_per_peer)
+    parser.add_argument("--verify-workers", type=int, default=DownloadConfig().verify_workers)
+    parser.add_argument("--profile", action="store_true", help="split the receiver's CPU by role")
+    parser.add_argument("--only", default="", help="run only the setups whose name contains this")
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        blob, digest, home, http = args.serve
+        serve(Path(blob), digest, Path(home), http)
+        return
+    split = profile_receiver() if args.profile else None
+    with tempfile.TemporaryDirectory(prefix="http-plane-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)  # nginx workers run unprivileged and must read the blob
+        blob = root / "blob"
+        digest = make_blob(blob, args.size_mib)
+        blob.chmod(0o644)
+        size = blob.stat().st_size
+        hasher = ChunkHasher()
+        with blob.open("rb") as file:
+            while piece := file.read(CHUNK_BYTES):
+                hasher.update(piece)
+        wanted = Wanted(digest=Digest.parse(digest), name="bench", size=size, chunk_root=hasher.root())
+        os.sync()
+        print(f"blob: {args.size_mib} MiB, {len(hasher.hashes)} chunks; {os.cpu_count()} cores")
+        rows: dict[str, list[tuple[float, float]]] = {}
+        with nginx(root / "nginx", blob, digest) as port:
+            setups = [
+                ("nginx -> pyrsia downloader", 1, str(port)),
+                ("pyrsia, 1 provider", 1, "pyrsia"),
+                ("pyrsia, 4 providers", 4, "pyrsia"),
+            ]
+            config = DownloadConfig(
+                http_connections_per_peer=args.connections, verify_workers=args.verify_workers
+            )
+            for name, count, http in setups:
+                if args.only not in name and not name.startswith("nginx"):
+                    continue
+                with providers(count, blob, digest, http, root) as addrs:
+                    for _ in range(args.runs):
+                        if split is not None:
+                            split.seconds.clear()
+                        seconds, cpu, by_path = download(addrs, wanted, root, config)
+                        if split is not None:
+                            roles = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(split.seconds.items()))
+                            print(f"    receiver CPU {cpu:.2f} s: {roles}")
+                        rows.setdefault(name, []).append((size / seconds / MIB, cpu / (size / (1024 * MIB))))
+                        shares = sorted((round(v / MIB) for v in by_path.values()), reverse=True)
+                        print(f"  {name}: {size / seconds / MIB:.0f} MiB/s, MiB per provider {shares}")
+        medians = {name: statistics.median(r for r, _ in runs) for name, runs in rows.items()}
+        cpus = {name: statistics.median(c for _, c in runs) for name, runs in rows.items()}
+        anchor = medians["nginx -> pyrsia downloader"]
+        for name, median in medians.items():
+            print(
+                f"{name}: median {median:.0f} MiB/s  ({median / anchor:.2f}x nginx)  "
+                f"receiver CPU {cpus[name]:.2f} s per GiB"
+            )
+        if "pyrsia, 1 provider" in medians and "pyrsia, 4 providers" in medians:
+            one, four = medians["pyrsia, 1 provider"], medians["pyrsia, 4 providers"]
+            print(f"4 providers / 1 provider: {four / one:.2f}x")
+        hash_s, write_s = baselines(blob, root)
+        print(
+            f"receiver floor on one core per GiB: sha256 {hash_s:.2f} s (the receiver does it three "
+            f"times: each chunk on arrival, then the whole digest and the chunk root again at "
+            f"commit), pwrite {write_s:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
