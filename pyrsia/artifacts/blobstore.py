@@ -218,6 +218,10 @@ class BlobWriter:
         self._chunks = ChunkHasher()
         self._chunk_list: list[bytes] | None = None
         self._chunks_written: set[int] = set()
+        # Chunk mode: the whole-blob digests are taken over the contiguous prefix of
+        # verified chunks as it grows, so commit need not read the file again.
+        self._prefix_chunks = 0
+        self._prefix_lock = threading.Lock()
         self.size = 0
         self.digest: Digest | None = None
         self._tmp, self._file = self._open_temp()
@@ -288,6 +292,35 @@ class BlobWriter:
         except OSError as exc:
             raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
         self._chunks_written.add(index)
+        self._extend_prefix(index, data)
+
+    def _extend_prefix(self, index: int, data: bytes | None = None) -> None:
+        """Feed the whole-blob hashers every verified chunk now contiguous from the start.
+
+        `data` is chunk `index`'s bytes when the caller holds them; chunks that came
+        ahead of the prefix are read back from the file (the page cache, usually). One
+        thread hashes at a time; another finding it busy leaves its chunk to it, and
+        the outer loop looks again after each release so no chunk is left behind.
+        """
+        size = self._size_expected
+        if self._chunk_list is None or size is None:
+            return
+        while self._prefix_chunks in self._chunks_written and self._prefix_lock.acquire(blocking=False):
+            try:
+                while (at := self._prefix_chunks) in self._chunks_written:
+                    chunk = data if at == index and data is not None else self._read_chunk(at, size)
+                    for hasher in self._hashers.values():
+                        hasher.update(chunk)
+                    self._prefix_chunks = at + 1
+            finally:
+                self._prefix_lock.release()
+
+    def _read_chunk(self, index: int, size: int) -> bytes:
+        length = min(CHUNK_BYTES, size - index * CHUNK_BYTES)
+        try:
+            return os.pread(self._file.fileno(), length, index * CHUNK_BYTES)
+        except OSError as exc:
+            raise StorageError(f"cannot read blob from {self._source}: {exc.strerror}") from exc
 
     def verified_chunks(self) -> frozenset[int]:
         """Chunks written and verified so far (chunk mode)."""
@@ -302,29 +335,29 @@ class BlobWriter:
         """Every digest computed so far, by algorithm name."""
         return {alg: hasher.hexdigest() for alg, hasher in self._hashers.items()}
 
-    def _rehash(self) -> None:
-        """Chunks came at any offset: hash the assembled file once, in order."""
+    def _finish_chunks(self) -> None:
+        """Chunks came at any offset; every one verified against the root-checked list.
+
+        The whole-blob digests were taken over the prefix as it grew; the chunk root is
+        the list's, which `expect_chunks` checked against the logged one.
+        """
         if self.missing_chunks():
             raise DigestMismatch(
                 expected="every chunk",
                 calculated=f"{len(self.missing_chunks())} missing",
                 source=self._source,
             )
-        self._file.flush()
-        self._hashers = {alg: hashlib.new(alg) for alg in self._hashers}
-        self._chunks = ChunkHasher()
-        self.size = 0
-        with open(self._tmp, "rb") as file:
-            while block := file.read(CHUNK_BYTES):
-                for hasher in self._hashers.values():
-                    hasher.update(block)
-                self._chunks.update(block)
-                self.size += len(block)
+        with self._prefix_lock:
+            pass  # a writer still hashing the prefix finishes first
+        self._extend_prefix(-1)
+        if self._chunk_list is None or self._prefix_chunks != len(self._chunk_list):
+            raise RuntimeError("the whole-blob hash fell behind the verified chunks")
+        self.size = self._size_expected or 0
 
     def commit(self) -> StoredBlob:
         try:
             if self._chunk_list is not None:
-                self._rehash()
+                self._finish_chunks()
             calculated = Digest(self._algorithm, self._hashers[self._algorithm].hexdigest())
             if self._expected is not None and calculated != self._expected:
                 raise DigestMismatch(
@@ -336,7 +369,7 @@ class BlobWriter:
                     calculated=f"{self.size} bytes",
                     source=self._source,
                 )
-            root = self._chunks.root()
+            root = self._chunks.root() if self._chunk_list is None else chunk_root(self._chunk_list)
             if self._chunk_root_expected is not None and root != self._chunk_root_expected:
                 raise DigestMismatch(
                     expected=f"chunk root {self._chunk_root_expected.hex()}",
@@ -401,7 +434,7 @@ class ResumableBlobWriter(BlobWriter):
 
     # After every chunk: a kill then loses at most the chunk being written, and the
     # list is a few bytes per MiB downloaded (a 10 GB blob's is 1.3 kB).
-    PROGRESS_EVERY_CHUNKS = 1
+    PROGRESS_EVERY_CHUNKS = 8  # a kill loses at most this many verified chunks' work
     MAGIC = b"pyrsia-chunks\x01"
 
     def __init__(
