@@ -119,7 +119,9 @@ def test_image_metadata(podman: Podman, node_image: str) -> None:
     assert config["Entrypoint"] == ["/usr/bin/pyrsia"]
     assert config["Cmd"] == ["daemon", "--http-host", "0.0.0.0"]
     assert config["User"] == "pyrsia:pyrsia"
-    assert "/var/lib/pyrsia" in config["Volumes"] and {"7888/tcp", "44000/tcp", "44001/tcp"} <= set(config["ExposedPorts"])
+    assert "/var/lib/pyrsia" in config["Volumes"] and {"7888/tcp", "44000/tcp", "44001/tcp"} <= set(
+        config["ExposedPorts"]
+    )
     assert "PYRSIA_HOME=/var/lib/pyrsia" in config["Env"]
     # Kept because podman builds in docker format (OCI image configs have no healthcheck).
     health = json.loads(podman.out("image", "inspect", "--format", "{{json .HealthCheck}}", node_image))
