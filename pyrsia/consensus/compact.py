@@ -159,9 +159,13 @@ class Assembly:
         if len(ids) > FETCH_IDS_MAX:
             self.dropped += 1
             return None
-        while len(self._held) >= self.held_max:
+        if len(self._held) >= self.held_max:
+            # Full: the value furthest ahead goes (the node needs the nearest heights first).
+            highest = max(self._held, key=lambda k: self._held[k].height)
             self.dropped += 1
-            del self._held[min(self._held, key=lambda k: self._held[k].height)]
+            if self._held[highest].height <= height:
+                return None
+            del self._held[highest]
         held = self._held[key] = _Held(sender=sender, message=message, height=height, missing=ids)
         return self._ask(held, sender, now_s)
 

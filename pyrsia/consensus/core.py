@@ -360,6 +360,16 @@ class Core:
             self._on_signed(message)
         self._evaluate()
 
+    def forget_invalid(self) -> None:
+        """Ask `validate` again about values it refused at this height.
+
+        For a shell whose validate can refuse for want of data it is fetching (a compact
+        value's transactions): once the data is here, the answer may change. Safe at any
+        time: validity only gates this node's own prevotes and decisions.
+        """
+        self._valid_cache = {value: True for value, valid in self._valid_cache.items() if valid}
+        self._evaluate()
+
     def ready(self) -> Ready:
         state = self.hard_state()
         persist = state if state != self._persisted else None

@@ -805,7 +805,11 @@ class ConsensusService:
         if not self.is_authority:
             return
         height = message.height if not isinstance(message, m.Decision) else message.certificate.height
-        if isinstance(message, m.Proposal | m.Decision) and height > self.ledger.height:
+        ahead = height - self.ledger.height
+        if (
+            isinstance(message, m.Proposal | m.Decision)
+            and 0 < ahead <= 1 + self._core_config.heights_ahead_max
+        ):
             try:
                 missing = self._missing(message.proposal, height)
             except ConsensusError as exc:
@@ -1021,8 +1025,12 @@ class ConsensusService:
                 continue
             self._on_submit(peer, tx)
             got.append(tx.id)
-        for sender, message in self._assembly.arrived(got):
-            self._on_core_message(sender, message)
+        complete = self._assembly.arrived(got)
+        if complete and self._core is not None:
+            self._core.forget_invalid()  # what validate lacked may be here now
+        for sender, message in complete:
+            if message is not None:  # None: only validate was waiting
+                self._on_core_message(sender, message)
 
     def _keep_block(self, digest: bytes, block: Block) -> None:
         if digest in self._decoded:
@@ -1050,6 +1058,22 @@ class ConsensusService:
         return result
 
     def _validate(self, height: int, proposal: bytes) -> bool:
+        if height == self.ledger.height + 1 and m.value_hash(proposal) not in self._decoded:
+            try:
+                missing = self._missing(proposal, height)
+            except ConsensusError:
+                missing = []  # refused below, with its reason
+            if missing:
+                # Not refused: asked for (a value resumed after a restart, say); the core
+                # asks again once they arrive (`forget_invalid`).
+                others = sorted(self.ledger.authorities - {self.me})
+                if others:
+                    fetch = self._assembly.hold(
+                        m.value_hash(proposal), others[0], None, height, missing, self._clock()
+                    )
+                    if fetch is not None:
+                        self._send_fetch(fetch)
+                return False
         try:
             block = self._block(proposal)
             header = block.header
