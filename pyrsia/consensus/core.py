@@ -367,7 +367,8 @@ class Core:
         value's transactions): once the data is here, the answer may change. Safe at any
         time: validity only gates this node's own prevotes and decisions.
         """
-        self._valid_cache = {value: True for value, valid in self._valid_cache.items() if valid}
+        for value in [v for v, valid in self._valid_cache.items() if not valid]:
+            del self._valid_cache[value]
         self._evaluate()
 
     def ready(self) -> Ready:

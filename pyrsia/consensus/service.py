@@ -77,6 +77,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.swarm.host import Host, Stream
+from pyrsia.p2p.wire import varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog import codec
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
@@ -105,6 +106,9 @@ VERIFY_WORKERS = 4
 STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
+# Messages already queued for one peer go out in one write (one Noise and yamux frame
+# for many small votes and verdicts), up to this many bytes.
+OUTBOX_BATCH_BYTES_MAX = 60 * 1024
 # The core's timeouts, in ticks of TICK_S: a proposal must be built, sent and checked
 # within the propose timeout, and a block of thousands of transactions takes a while.
 CORE_TIMEOUTS = {
@@ -777,15 +781,22 @@ class ConsensusService:
             if now - entry.received_s < REBROADCAST_S * (2 ** (entry.resends + 1) - 1):
                 continue
             entry.resends = min(entry.resends + 1, RESENDS_MAX)
+            # Only to the authorities that have said nothing of it yet (a verdict shows the
+            # submit arrived; a proposal naming our endorsement is fetched whole anyway);
+            # from the third re-send on, to all (a peer that restarted has forgotten it).
+            heard = entry.endorsements.keys() | entry.refusals.keys()
+            targets = sorted(authorities - {self.me} - (heard if entry.resends < 3 else set()))
             if entry.local:  # keep gossiping our own until it settles: peers may have restarted
-                self._broadcast(wire.Submit(tx=entry.endorsed(authorities)))
+                submit = wire.Submit(tx=entry.endorsed(authorities))
+                for peer in targets:
+                    self._send(peer, submit)
             own = entry.endorsements.get(self.me)
             if own is not None:
-                self._broadcast(
-                    wire.Verdict(
-                        tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
-                    )
+                verdict = wire.Verdict(
+                    tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
                 )
+                for peer in targets:
+                    self._send(peer, verdict)
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
@@ -1252,18 +1263,49 @@ class _Outbox:
                 continue
             backoff = 0.5
             try:
-                while data is not None:
-                    stream.write_message(data, STREAM_TIMEOUT_S)
-                    try:
-                        data = self._queue.get(timeout=OUTBOX_LINGER_S)
-                    except queue.Empty:
+                stopping = False
+                pending: bytes | None = data
+                while pending is not None:
+                    pending = self._write_batch(stream, pending)
+                    if pending == b"":  # stop() came while batching
+                        stopping = True
                         break
+                    if pending is None:
+                        try:
+                            pending = self._queue.get(timeout=OUTBOX_LINGER_S)
+                        except queue.Empty:
+                            break
+                        stopping = pending is None
                 stream.close()
-                if data is None:
+                if stopping:
                     return
             except PeerError as exc:
                 log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
                 stream.reset()
+
+    def _write_batch(self, stream: Stream, first: bytes) -> bytes | None:
+        """Write `first` and whatever else is queued, within a batch's bytes, in one write.
+
+        Returns a message that did not fit (the next batch's first), b"" if stop() was
+        queued, or None once the queue is empty."""
+        parts = [varint.prefixed(first)]
+        size = len(parts[0])
+        left: bytes | None = None
+        while size < OUTBOX_BATCH_BYTES_MAX:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                left = b""
+                break
+            if size + len(more) > OUTBOX_BATCH_BYTES_MAX:
+                left = more
+                break
+            parts.append(varint.prefixed(more))
+            size += len(parts[-1])
+        stream.write(b"".join(parts), STREAM_TIMEOUT_S)
+        return left
 
     def _open(self) -> Stream:
         if not self._host.is_connected(self._peer) and self._find_peer is not None:
