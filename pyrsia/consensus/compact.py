@@ -31,6 +31,7 @@ from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_TXS_MAX, Block, BlockHe
 from pyrsia.translog.tx import HASH_BYTES, Endorsement, Transaction
 
 COMPACT_TXS_MAX = BLOCK_TXS_MAX
+MASK_BYTES_MAX = (AUTHORITIES_MAX + 7) // 8
 # Messages held for missing transactions, and ids asked for at once.
 HELD_MAX = 32
 FETCH_IDS_MAX = BLOCK_TXS_MAX
@@ -46,7 +47,9 @@ class CompactBlock:
     txs: tuple[tuple[bytes, int], ...]
 
     def encode(self) -> bytes:
-        return codec.encode({"header": self.header.to_map(), "txs": [[i, mask] for i, mask in self.txs]})
+        # The bit set as little-endian bytes: up to AUTHORITIES_MAX bits, past msgpack's 64.
+        txs = [[i, mask.to_bytes((mask.bit_length() + 7) // 8, "little")] for i, mask in self.txs]
+        return codec.encode({"header": self.header.to_map(), "txs": txs})
 
     @classmethod
     def decode(cls, data: bytes) -> CompactBlock:
@@ -63,9 +66,9 @@ class CompactBlock:
                 tx_id, mask = entry
                 if not isinstance(tx_id, bytes) or len(tx_id) != HASH_BYTES:
                     raise MessageRejected("a compact block entry's id is not a hash")
-                if not isinstance(mask, int) or isinstance(mask, bool) or not 0 < mask < 1 << AUTHORITIES_MAX:
-                    raise MessageRejected("a compact block entry names no endorsers")
-                txs.append((tx_id, mask))
+                if not isinstance(mask, bytes) or len(mask) > MASK_BYTES_MAX:
+                    raise MessageRejected("a compact block entry's endorsers are not a bit set")
+                txs.append((tx_id, int.from_bytes(mask, "little")))
             return cls(header=BlockHeader.from_map(codec.field(doc, "header", dict)), txs=tuple(txs))
         except TxInvalid as exc:
             raise MessageRejected(exc.message) from exc

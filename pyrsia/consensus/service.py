@@ -68,6 +68,7 @@ from pyrsia.errors import (
     ChainBroken,
     ConsensusError,
     ConsensusTimeout,
+    MessageRejected,
     PeerError,
     ProtocolViolation,
     PublishRefused,
@@ -822,6 +823,7 @@ class ConsensusService:
             and 0 < ahead <= 1 + self._core_config.heights_ahead_max
         ):
             try:
+                self._check_signed(message)
                 missing = self._missing(message.proposal, height)
             except ConsensusError as exc:
                 self.stats.messages_rejected += 1
@@ -994,6 +996,19 @@ class ConsensusService:
                 return []
             return result
         return [tx_id for tx_id in value.ids if self.mempool.get(tx_id) is None]  # a later height
+
+    def _check_signed(self, message: m.Proposal | m.Decision) -> None:
+        """Before holding a value (and fetching for it): signed by its height's proposer, or
+        certified by a quorum; `MessageRejected`/`CertificateInvalid` otherwise. The core
+        checks again, against the authority set of the height, once the value is whole."""
+        authorities = self.ledger.authorities
+        if isinstance(message, m.Decision):
+            m.verify_certificate(message.certificate, authorities, self._core_config.genesis_hash)
+            return
+        if message.signer not in authorities:
+            raise MessageRejected(f"{message.signer[:60]} is not an authority at height {message.height}")
+        if not m.is_signed(message, self._core_config.genesis_hash):
+            raise MessageRejected(f"bad proposal signature from {message.signer[:60]}")
 
     def _hold(self, peer: str, message: m.Proposal | m.Decision, height: int, missing: list[bytes]) -> None:
         fetch = self._assembly.hold(
