@@ -1,7 +1,7 @@
 """Hostile consensus input against four real authority daemons: refused, nothing commits.
 
 The genesis names five authorities; four run daemons, the fifth runs none. Only an
-authority may speak `/pyrsia/consensus/1.0.0`, so the input comes from two in-process
+authority may speak `/pyrsia/consensus/2.0.0`, so the input comes from two in-process
 p2p hosts, each writing varint-framed messages as `wire.encode` writes them:
 
 - a stranger (a key of its own, in no authority set): every consensus stream it opens
@@ -18,8 +18,8 @@ daemons. What the insider sends:
 - decisions whose certificate has too few signers, a repeated one, or the outsider;
 - an authority's vote replayed from a committed height or an earlier round, verbatim
   (ignored: its signature binds it to where it was cast) or relabelled (bad signature);
-- a proposal signed by the right proposer whose block holds a transaction with no
-  endorsements: every authority refuses it and prevotes nil;
+- a proposal signed by the right proposer whose (compact) block names a transaction,
+  submitted first, with no endorsements: every authority refuses it and prevotes nil;
 - a transaction submitted by the outsider, or with a broken signature; verdicts with
   forged signatures; garbage, an unknown message type, messages longer than their type
   may be, an oversized length prefix.
@@ -46,6 +46,7 @@ from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
+from pyrsia.consensus.compact import compact
 from pyrsia.consensus.service import MALFORMED, NOT_AUTHORITY, OVERSIZED, PEER_STREAMS
 from pyrsia.errors import PeerTimeout, StreamClosed
 from pyrsia.node.home import load_identity
@@ -634,11 +635,13 @@ def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_aut
         network.genesis_hash,
         height=height,
         round=0,
-        proposal=block.encode(),
+        proposal=compact(block, network.ordered).encode(),  # names the tx by id
         valid_round=-1,
     )
     for receiver in receivers:
-        insider.send(receiver, proposal)
+        # The proposal names the transaction by id, so receivers hold it first (as they
+        # would from its submit); their own verification refuses it meanwhile.
+        insider.send(receiver, wire.Submit(tx=tx), proposal)
     needed = quorum(len(network.ordered))
     assert needed == 4
     for receiver in receivers:

@@ -17,7 +17,7 @@ from pyrsia.consensus import compact as c
 from pyrsia.consensus import wire
 from pyrsia.consensus.mempool import Mempool
 from pyrsia.consensus.state_file import StateFile, last_record, record
-from pyrsia.errors import MessageRejected
+from pyrsia.errors import MessageRejected, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
 from pyrsia.translog.block import Block, BlockHeader, tx_root
@@ -218,3 +218,14 @@ def test_the_file_is_replaced_once_it_grows_and_old_files_still_load(tmp_path: P
     path.write_bytes(legacy)
     assert StateFile(path).load() == legacy
     assert last_record(b"PHS1" + bytes(3)) == (None, 0)
+
+
+def test_with_endorsements_keeps_the_signed_transaction_and_checks_the_endorsements() -> None:
+    tx = artifact(1)
+    endorsed_tx = tx.with_endorsements((endorse(KEYS[1], tx.id),))
+    assert endorsed_tx.id == tx.id and endorsed_tx.encoded() == tx.encoded()
+    assert endorsed_tx == Transaction.from_map(tx.to_map(), endorsed_tx.endorsements)
+    with pytest.raises(TxInvalid):
+        tx.with_endorsements((endorse(KEYS[1], artifact(2).id),))
+    with pytest.raises(TxInvalid):
+        tx.with_endorsements((endorse(KEYS[1], tx.id),) * 2)
