@@ -18,8 +18,10 @@ daemons. What the insider sends:
 - decisions whose certificate has too few signers, a repeated one, or the outsider;
 - an authority's vote replayed from a committed height or an earlier round, verbatim
   (ignored: its signature binds it to where it was cast) or relabelled (bad signature);
-- a proposal signed by the right proposer whose (compact) block names a transaction,
-  submitted first, with no endorsements: every authority refuses it and prevotes nil;
+- a proposal signed by the right proposer whose (compact) block names a transaction the
+  authorities never saw: each holds the proposal and asks the insider for exactly that
+  transaction; once the insider sends it (with no endorsements), every authority
+  refuses the proposal and prevotes nil;
 - a transaction submitted by the outsider, or with a broken signature; verdicts with
   forged signatures; garbage, an unknown message type, messages longer than their type
   may be, an oversized length prefix.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -619,7 +622,7 @@ def test_replayed_votes_from_an_earlier_height_or_round_are_refused_or_ignored(
     still_works(network, "hostile/after-replays")
 
 
-def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_authority(
+def test_a_proposal_naming_an_unseen_transaction_is_fetched_then_refused_for_its_endorsements(
     network: Network, insider: Peer
 ) -> None:
     before = quiet(network)
@@ -638,10 +641,29 @@ def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_aut
         proposal=compact(block, network.ordered).encode(),  # names the tx by id
         valid_round=-1,
     )
+    asked: queue.Queue[tuple[str, tuple[bytes, ...]]] = queue.Queue()
+
+    def serve(stream: Stream) -> None:  # the daemons' outbound consensus streams to the insider
+        while (raw := stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)) is not None:
+            message = wire.decode(raw)
+            if isinstance(message, wire.FetchTxs):
+                asked.put((stream.peer_id, message.ids))
+        stream.close()
+
+    insider.host.set_handler(wire.PROTOCOL_ID, serve, workers=4, pending_max=16, streams_per_peer_max=4)
     for receiver in receivers:
-        # The proposal names the transaction by id, so receivers hold it first (as they
-        # would from its submit); their own verification refuses it meanwhile.
-        insider.send(receiver, wire.Submit(tx=tx), proposal)
+        insider.send(receiver, proposal)
+    # Each receiver lacks the transaction: it holds the proposal (refusing nothing yet)
+    # and asks the sender for exactly that id.
+    askers: set[str] = set()
+    while askers != {r.peer_id for r in receivers}:
+        peer, ids = asked.get(timeout=DEADLINE_S)
+        assert ids == (tx.id,), "a node asked for something the proposal does not name"
+        askers.add(peer)
+    for receiver in receivers:
+        assert before.grew(receiver, "proposals_refused") == 0
+        assert int(consensus(receiver)["txs_fetched"]) >= 1
+        insider.send(receiver, wire.Txs(txs=(tx,)))
     needed = quorum(len(network.ordered))
     assert needed == 4
     for receiver in receivers:
