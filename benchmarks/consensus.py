@@ -38,7 +38,8 @@ Latency rows (ms, p50 / p99 over files):
 
 Where the time goes: CPU ms per committed transaction of all daemons together, of nginx
 and of this client process (from /proc), and the cores busy over the run; p2p bytes
-sent per transaction by all nodes (`/api/v1/peers`); how many heights needed a round
+sent per transaction by all nodes (`/api/v1/peers`), and the consensus messages'
+share of it by type (`sent_bytes` in each node's consensus status); how many heights needed a round
 after the first (every node's `/api/v1/status` polled at 10 Hz: each extra round costs
 at least a propose timeout); proposals refused and peer messages rejected. The upstream
 is measured alone first, with the same client against the same files, and its request
@@ -396,11 +397,13 @@ def status(url: str) -> dict[str, int]:
 
     doc = httpx.get(f"{url}/api/v1/status", timeout=30).json()
     translog, consensus = doc["translog"], doc["consensus"]
+    sent = consensus.get("sent_bytes") or {}
     return {
         "height": int(translog["height"]),
         "size": int(translog["size"]),
         "proposals_refused": int(consensus["proposals_refused"]),
         "messages_rejected": int(consensus["messages_rejected"]),
+        **{f"sent:{kind}": int(size) for kind, size in sent.items()},
     }
 
 
@@ -542,7 +545,7 @@ def measure(
     wait_heights(net.urls, final)
     after = status(net.urls[0])
     time.sleep(0.5)
-    counted = {k: v - counted[k] for k, v in counters(net.urls).items()}
+    counted = {k: v - counted.get(k, 0) for k, v in counters(net.urls).items()}
     fetches = web.fetches(offset)
     in_window = sum(1 for when, _, _ in fetches if when <= started + wall)
     return (
@@ -574,6 +577,9 @@ def counters(urls: Sequence[str]) -> dict[str, int]:
         doc = status(url)
         out["proposals_refused"] += doc["proposals_refused"]
         out["messages_rejected"] += doc["messages_rejected"]
+        for key, size in doc.items():
+            if key.startswith("sent:"):  # consensus messages by type, as encoded
+                out[key] = out.get(key, 0) + size
         found = httpx.get(f"{url}/api/v1/peers", timeout=30).json()["peers"]
         out["p2p_bytes_out"] += sum(int(p["bytes_out"]) for p in found)
     return out
@@ -846,6 +852,15 @@ def report(
         "p2p KiB sent/tx (all nodes)",
         [f"{h.counters['p2p_bytes_out'] / max(h.ok, 1) / 1024:.1f}" for h in heavy],
     )
+
+    def by_type(h: Heavy) -> str:
+        sent = sorted(
+            ((k.removeprefix("sent:"), v) for k, v in h.counters.items() if k.startswith("sent:") and v > 0),
+            key=lambda kv: -kv[1],
+        )
+        return " ".join(f"{k} {v / max(h.ok, 1) / 1024:.1f}" for k, v in sent[:4]) or "-"
+
+    row("  consensus KiB/tx by type", [by_type(h) for h in heavy])
     refused = [f"{h.counters['proposals_refused']} / {h.counters['messages_rejected']}" for h in heavy]
     row("proposals refused / msgs rejected", refused)
     console.print(table)

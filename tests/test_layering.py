@@ -53,6 +53,7 @@ PURE_MODULES = [
     "setup/podman.py",
     "artifacts/manifest_cache.py",
     "artifacts/provenance.py",
+    "consensus/compact.py",
     "consensus/core.py",
     "consensus/mempool.py",
     "consensus/messages.py",

@@ -50,7 +50,9 @@ What the shell injects, all pure:
 Messages for the next few heights wait in a bounded buffer until the node gets
 there. The paper assumes that after GST every message between correct nodes arrives
 (§2, gossip); over a lossy network without gossip relays the core gets there by:
-  - re-sending what it signed in the current round every `rebroadcast_ticks`;
+  - re-sending what it signed in the current round after `rebroadcast_ticks`, then
+    with backoff (doubling, at most `rebroadcast_backoff_max` times that), starting
+    over in each new round;
   - voting nil in a round it leaves (by its precommit timeout or a round skip)
     before it voted there, so that peers still in that round can get a quorum;
   - answering a peer still in an earlier round of this height with what it signed
@@ -130,6 +132,7 @@ class Config:
     timeout_precommit_delta_ticks: int = 5
     timeout_ticks_max: int = 1000
     rebroadcast_ticks: int = 50
+    rebroadcast_backoff_max: int = 4
     rounds_ahead_max: int = 256
     heights_ahead_max: int = 4
     future_messages_max: int = 4096
@@ -320,6 +323,7 @@ class Core:
         self._recent: dict[int, tuple[m.Decision, frozenset[str]]] = {}
         self._answered: dict[tuple[str, str], int] = {}
         self._catch_up_sent = (-1, 0)
+        self._rebroadcasts = 0
         self._last_decision = state.last_decision if state is not None else None
         if self._last_decision is not None:
             # Kept across a restart: peers still at that height may need it to get past it.
@@ -354,6 +358,17 @@ class Core:
             self._on_catch_up(message)
         else:
             self._on_signed(message)
+        self._evaluate()
+
+    def forget_invalid(self) -> None:
+        """Ask `validate` again about values it refused at this height.
+
+        For a shell whose validate can refuse for want of data it is fetching (a compact
+        value's transactions): once the data is here, the answer may change. Safe at any
+        time: validity only gates this node's own prevotes and decisions.
+        """
+        for value in [v for v, valid in self._valid_cache.items() if not valid]:
+            del self._valid_cache[value]
         self._evaluate()
 
     def ready(self) -> Ready:
@@ -477,6 +492,7 @@ class Core:
         self.round = round_
         self.current_step = Step.PROPOSE
         self._own = []
+        self._rebroadcasts = 0
         if self._is_authority and self._sorted[(self.height + round_) % len(self._sorted)] == self.peer_id:
             value: bytes | None = self._valid_value
             valid_round = self.valid_round
@@ -810,8 +826,14 @@ class Core:
 
     def _on_timeout(self, kind: str, height: int, round_: int) -> None:
         if kind == "rebroadcast":
+            # Backoff: the k-th re-send in one round waits rebroadcast_ticks * 2**k, at most
+            # rebroadcast_backoff_max times that; a new round or height starts over. A peer
+            # that missed something and says so (a vote of an earlier round or height, a
+            # catch-up) is answered at once instead.
             self._out_messages.extend(Broadcast(message=own) for own in self._own)
-            self._schedule_at(self._now + self.config.rebroadcast_ticks, "rebroadcast", -1, -1)
+            self._rebroadcasts += 1
+            factor = min(2**self._rebroadcasts, self.config.rebroadcast_backoff_max)
+            self._schedule_at(self._now + self.config.rebroadcast_ticks * factor, "rebroadcast", -1, -1)
             return
         if height != self.height or round_ != self.round:
             return

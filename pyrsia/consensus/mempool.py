@@ -72,6 +72,7 @@ class Entry:
     local: bool
     endorsements: dict[str, Endorsement] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)
+    resends: int = 0  # how often the shell re-sent it (or its verdict): its backoff
 
     def verdicts(self, authorities: Iterable[str]) -> dict[str, tuple[str, str]]:
         """Per authority: ("endorsed", ""), ("refused", reason) or ("pending", "")."""

@@ -17,13 +17,19 @@ the reasons (`PublishRefused`).
 Ordering. The core (`core.py`) runs only while there is something to agree on: it is
 started when a transaction becomes ready or a peer's consensus message for the next
 height arrives, and dropped after a commit that leaves nothing ready (an idle network
-sends nothing). Its value is the next block without its certificate; `validate` puts a
-peer's proposal through the chain core (`Chain.check_proposal`: links, signatures,
-each transaction endorsed by a quorum) and refuses replays and stale transactions;
+sends nothing). Its value is the next block without its certificate, in compact form
+(`compact.py`: the header and the transaction ids with their endorsers; every authority
+holds the transactions from their submits, and one that lacks some holds the proposal
+and fetches exactly those, from the proposer, then from other authorities with
+backoff); `validate` rebuilds the block and puts it through the chain core
+(`Chain.check_proposal`: links, signatures, each transaction endorsed by a quorum) and
+refuses replays and stale transactions;
 every precommit carries this authority's commit signature (over the block hash and the
 C2SP checkpoint) as a vote extension, so the decision's quorum of precommits is the
 block's certificate. The decided block goes through `Ledger.append` like a synced one.
-The core's hard state is written (fsync) before anything it signed is sent.
+The core's hard state is appended (`state_file.py`, one fdatasync) before anything it
+signed is sent. Pending transactions and this node's verdicts on them are re-sent with
+backoff (2 s, then 4, 8, …) until they settle, not every 2 s.
 
 Inbound streams defend the authority: a stream from a peer that is not an authority
 of the current set is reset before anything is read; a peer has at most
@@ -54,13 +60,15 @@ from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
+from pyrsia.consensus.compact import Assembly, CompactBlock, Fetch, compact, rebuild
 from pyrsia.consensus.core import Broadcast, Config, Core, HardState, Ready, SendTo, Step
 from pyrsia.consensus.mempool import Entry, Mempool, committed_height
-from pyrsia.durable import write_atomic
+from pyrsia.consensus.state_file import StateFile
 from pyrsia.errors import (
     ChainBroken,
     ConsensusError,
     ConsensusTimeout,
+    MessageRejected,
     PeerError,
     ProtocolViolation,
     PublishRefused,
@@ -70,6 +78,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.swarm.host import Host, Stream
+from pyrsia.p2p.wire import varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog import codec
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
@@ -83,6 +92,7 @@ from pyrsia.translog.tx import (
     REMOVE_AUTHORIZED_NODE,
     AddArtifact,
     AuthorizedNode,
+    Endorsement,
     Registry,
     Transaction,
     check,
@@ -99,6 +109,9 @@ VERIFY_WORKERS = 4
 STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
+# Messages already queued for one peer go out in one write (one Noise and yamux frame
+# for many small votes and verdicts), up to this many bytes.
+OUTBOX_BATCH_BYTES_MAX = 60 * 1024
 # The core's timeouts, in ticks of TICK_S: a proposal must be built, sent and checked
 # within the propose timeout, and a block of thousands of transactions takes a while.
 CORE_TIMEOUTS = {
@@ -126,6 +139,9 @@ STREAMS_PER_PEER_MAX = 4
 # What one peer's messages may hold on the event queue: two of the largest.
 INBOUND_BYTES_PER_PEER_MAX = 2 * wire.FRAME_BYTES_MAX
 DECODED_KEPT = 64
+COMPACT_KEPT = 64
+# Re-sends of a pending transaction (and of our verdict on it): after 2, 6, 14, 30, … s.
+RESENDS_MAX = 6
 DECODED_BYTES_MAX = 4 * wire.PROPOSED_BLOCK_BYTES_MAX
 REFUSALS_LOGGED_MAX = 1024
 # Inbound refusals, as counted (`pyrsia_consensus_refused_total{reason=…}`).
@@ -134,7 +150,8 @@ PEER_STREAMS = "peer_streams"
 OVERSIZED = "oversized"
 MALFORMED = "malformed"
 INBOUND_FULL = "inbound_full"
-REFUSAL_REASONS = (NOT_AUTHORITY, PEER_STREAMS, OVERSIZED, MALFORMED, INBOUND_FULL)
+UNASKED_TXS = "unasked_txs"
+REFUSAL_REASONS = (NOT_AUTHORITY, PEER_STREAMS, OVERSIZED, MALFORMED, INBOUND_FULL, UNASKED_TXS)
 
 
 class _Pending:
@@ -167,6 +184,11 @@ class Stats:
     evidence: int = 0
     last_refusal: str = ""
     refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSAL_REASONS, 0))
+    # Encoded bytes handed to peers' outboxes, by message type.
+    sent_bytes: dict[str, int] = field(default_factory=dict)
+    # Transactions asked for (a compact value named them, this node lacked them) and answered.
+    txs_fetched: int = 0
+    txs_served: int = 0
 
 
 # -- events ------------------------------------------------------------------------------
@@ -224,7 +246,7 @@ class ConsensusService:
         self.ledger = ledger
         self._key = key
         self.me = peer_id_of(bytes(key.verify_key))
-        self._state_path = state_dir / STATE_FILE
+        self._state_file = StateFile(state_dir / STATE_FILE)
         self._state_dir = state_dir
         self._verify = verify
         self._find_peer = find_peer
@@ -242,6 +264,8 @@ class ConsensusService:
         self._core: Core | None = None
         self._decoded: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
         self._decoded_bytes = 0
+        self._compact: OrderedDict[bytes, CompactBlock] = OrderedDict()
+        self._assembly = Assembly()
         self._verifying: set[bytes] = set()
         self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
         self._last_rebroadcast = 0.0
@@ -280,6 +304,7 @@ class ConsensusService:
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
         self._verifiers.shutdown(wait=False, cancel_futures=True)
+        self._state_file.close()
         with self._outboxes_lock:
             for outbox in self._outboxes.values():
                 outbox.stop()
@@ -382,6 +407,9 @@ class ConsensusService:
             "messages_rejected": self.stats.messages_rejected,
             "evidence": self.stats.evidence,
             "last_refusal": self.stats.last_refusal,
+            "sent_bytes": dict(self.stats.sent_bytes),
+            "txs_fetched": self.stats.txs_fetched,
+            "txs_served": self.stats.txs_served,
             "refused": self.refusals(),
         }
 
@@ -514,7 +542,10 @@ class ConsensusService:
             outbox = self._outboxes.get(peer)
             if outbox is None:
                 outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
-        outbox.put(wire.encode(message))
+        data = wire.encode(message)
+        kind = _type_of(message)
+        self.stats.sent_bytes[kind] = self.stats.sent_bytes.get(kind, 0) + len(data)
+        outbox.put(data)
 
     def _broadcast(self, message: wire.Message) -> None:
         for peer in self.ledger.authorities:
@@ -564,6 +595,10 @@ class ConsensusService:
                 self._on_submit(peer, tx)
             case _Inbound(peer=peer, message=wire.Verdict() as verdict):
                 self._on_verdict(peer, verdict)
+            case _Inbound(peer=peer, message=wire.FetchTxs(ids=ids)):
+                self._on_fetch_txs(peer, ids)
+            case _Inbound(peer=peer, message=wire.Txs(txs=txs)):
+                self._on_txs(peer, txs)
             case _Inbound(peer=peer, message=message):
                 self._on_core_message(peer, message)  # type: ignore[arg-type]
             case _Local(txs=txs):
@@ -745,6 +780,11 @@ class ConsensusService:
 
     def _housekeeping(self) -> None:
         now = self._clock()
+        if len(self._assembly):
+            self._assembly.forget_below(self.ledger.height + 1)
+            holders = sorted(self.ledger.authorities - {self.me})
+            for fetch in self._assembly.due(now, holders):
+                self._send_fetch(fetch)
         if now - self._last_rebroadcast < REBROADCAST_S:
             return
         self._last_rebroadcast = now
@@ -754,17 +794,27 @@ class ConsensusService:
             return
         authorities = self.ledger.authorities
         for entry in self.mempool.entries():
-            if now - entry.received_s < REBROADCAST_S:
+            # Backoff: a peer that lost a submit or a verdict gets it again after 2, 6, 14, …
+            # s; one that lacks a transaction a proposal names fetches it at once anyway.
+            if now - entry.received_s < REBROADCAST_S * (2 ** (entry.resends + 1) - 1):
                 continue
+            entry.resends = min(entry.resends + 1, RESENDS_MAX)
+            # Only to the authorities that have said nothing of it yet (a verdict shows the
+            # submit arrived; a proposal naming our endorsement is fetched whole anyway);
+            # from the third re-send on, to all (a peer that restarted has forgotten it).
+            heard = entry.endorsements.keys() | entry.refusals.keys()
+            targets = sorted(authorities - {self.me} - (heard if entry.resends < 3 else set()))
             if entry.local:  # keep gossiping our own until it settles: peers may have restarted
-                self._broadcast(wire.Submit(tx=entry.endorsed(authorities)))
+                submit = wire.Submit(tx=entry.endorsed(authorities))
+                for peer in targets:
+                    self._send(peer, submit)
             own = entry.endorsements.get(self.me)
             if own is not None:
-                self._broadcast(
-                    wire.Verdict(
-                        tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
-                    )
+                verdict = wire.Verdict(
+                    tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
                 )
+                for peer in targets:
+                    self._send(peer, verdict)
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
@@ -784,6 +834,21 @@ class ConsensusService:
         if not self.is_authority:
             return
         height = message.height if not isinstance(message, m.Decision) else message.certificate.height
+        ahead = height - self.ledger.height
+        if (
+            isinstance(message, m.Proposal | m.Decision)
+            and 0 < ahead <= 1 + self._core_config.heights_ahead_max
+        ):
+            try:
+                self._check_signed(message)
+                missing = self._missing(message.proposal, height)
+            except ConsensusError as exc:
+                self.stats.messages_rejected += 1
+                log.info("consensus message from %s refused: %s", peer, exc.message)
+                return
+            if missing:
+                self._hold(peer, message, height, missing)
+                return
         woken = self._core is None
         if woken:
             if height <= self.ledger.height:
@@ -819,6 +884,13 @@ class ConsensusService:
             # and never start that height again, which could sign something else there.
             self._apply(decided.certificate.height, decided.proposal, decided.certificate)
             if self.ledger.height < decided.certificate.height:
+                # Its transactions left with the restart: ask the authorities (sync may
+                # bring the block first); this height is not started again meanwhile.
+                with contextlib.suppress(ConsensusError):
+                    missing = self._missing(decided.proposal, decided.certificate.height)
+                    others = sorted(self.ledger.authorities - {self.me})
+                    if missing and others:
+                        self._hold(others[0], decided, decided.certificate.height, missing)
                 self._core = None
                 return
         height = self.ledger.height + 1
@@ -880,7 +952,11 @@ class ConsensusService:
         """The agreed block, its certificate made of the precommits' commit signatures."""
         if height <= self.ledger.height:
             return  # sync was faster
-        block = self._block(proposal)
+        try:
+            block = self._block(proposal)
+        except (ConsensusError, TxInvalid) as exc:
+            log.error("the block agreed at height %d cannot be rebuilt yet: %s", height, exc.message)
+            return
         signatures = (_commit_signature(s.signer, s.extension) for s in certificate.signatures)
         certified = Block(
             header=block.header,
@@ -895,17 +971,14 @@ class ConsensusService:
             log.error("the block agreed at height %d does not apply: %s", height, exc.message)
 
     def _persist(self, state: HardState) -> None:
-        write_atomic(self._state_path, state.encode())
+        if state == self._persisted:
+            return
+        self._state_file.write(state.encode())
         self._persisted = state
 
     def _load_state(self) -> HardState | None:
-        try:
-            data = self._state_path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError(f"cannot read {self._state_path}: {exc.strerror}") from exc
-        return HardState.decode(data)
+        data = self._state_file.load()
+        return None if data is None else HardState.decode(data)
 
     # -- what the core asks of the chain ---------------------------------------------
 
@@ -914,21 +987,136 @@ class ConsensusService:
         # the height after that before the block is applied, and is rebuilt once it is.
         return self.ledger.authorities if height > self.ledger.height else None
 
-    def _block(self, proposal: bytes) -> Block:
+    def _compact_of(self, proposal: bytes) -> CompactBlock:
+        """The compact block in proposal bytes (`MessageRejected` if it is none), cached."""
         digest = m.value_hash(proposal)
-        found = self._decoded.get(digest)
-        if found is not None:
-            return found[0]
-        block = Block.decode(proposal)
-        self._decoded[digest] = (block, len(proposal))
-        self._decoded_bytes += len(proposal)
+        found = self._compact.get(digest)
+        if found is None:
+            found = self._compact[digest] = CompactBlock.decode(proposal)
+            while len(self._compact) > COMPACT_KEPT:
+                self._compact.popitem(last=False)
+        return found
+
+    def _lookup(self, tx_id: bytes) -> tuple[Transaction, dict[str, Endorsement]] | None:
+        entry = self.mempool.get(tx_id)
+        return None if entry is None else (entry.tx, entry.endorsements)
+
+    def _missing(self, proposal: bytes, height: int) -> list[bytes]:
+        """The ids of a compact value's transactions (or endorsements) this node lacks."""
+        if m.value_hash(proposal) in self._decoded:
+            return []
+        value = self._compact_of(proposal)
+        if height == self.ledger.height + 1:
+            result = rebuild(value, self.ledger.authorities, self._lookup)
+            if isinstance(result, Block):
+                self._keep_block(m.value_hash(proposal), result)
+                return []
+            return result
+        return [tx_id for tx_id in value.ids if self.mempool.get(tx_id) is None]  # a later height
+
+    def _check_signed(self, message: m.Proposal | m.Decision) -> None:
+        """Before holding a value (and fetching for it): signed by its height's proposer, or
+        certified by a quorum; `MessageRejected`/`CertificateInvalid` otherwise. The core
+        checks again, against the authority set of the height, once the value is whole."""
+        authorities = self.ledger.authorities
+        if isinstance(message, m.Decision):
+            m.verify_certificate(message.certificate, authorities, self._core_config.genesis_hash)
+            return
+        if message.signer not in authorities:
+            raise MessageRejected(f"{message.signer[:60]} is not an authority at height {message.height}")
+        if not m.is_signed(message, self._core_config.genesis_hash):
+            raise MessageRejected(f"bad proposal signature from {message.signer[:60]}")
+
+    def _hold(self, peer: str, message: m.Proposal | m.Decision, height: int, missing: list[bytes]) -> None:
+        fetch = self._assembly.hold(
+            m.value_hash(message.proposal), peer, message, height, missing, self._clock()
+        )
+        if fetch is not None:
+            self._send_fetch(fetch)
+
+    def _send_fetch(self, fetch: Fetch) -> None:
+        self.stats.txs_fetched += len(fetch.ids)
+        log.debug("asking %s for %d transactions a proposal names", fetch.peer, len(fetch.ids))
+        self._send(fetch.peer, wire.FetchTxs(ids=fetch.ids))
+
+    def _on_fetch_txs(self, peer: str, ids: tuple[bytes, ...]) -> None:
+        """An authority lacks transactions a value names: send those we hold, within a block's bytes."""
+        authorities = self.ledger.authorities
+        held = {t.id: t for block, _ in self._decoded.values() for t in block.transactions}
+        out: list[Transaction] = []
+        size = 0
+        for tx_id in ids:
+            entry = self.mempool.get(tx_id)
+            tx = entry.endorsed(authorities) if entry is not None else held.get(tx_id)
+            if tx is None:
+                continue
+            size += len(tx.encoded()) + 256 * len(tx.endorsements)
+            if size > wire.PROPOSED_BLOCK_BYTES_MAX:
+                break
+            out.append(tx)
+        if out:
+            self.stats.txs_served += len(out)
+            self._send(peer, wire.Txs(txs=tuple(out)))
+
+    def _on_txs(self, peer: str, txs: tuple[Transaction, ...]) -> None:
+        """Transactions we asked for: into the mempool like submits, then step what waited."""
+        got = []
+        for tx in txs:
+            if not self._assembly.wanted(tx.id):
+                with self._inbound:
+                    self.stats.refused[UNASKED_TXS] += 1
+                continue
+            self._on_submit(peer, tx)
+            got.append(tx.id)
+        complete = self._assembly.arrived(got)
+        if complete and self._core is not None:
+            self._core.forget_invalid()  # what validate lacked may be here now
+        for sender, message in complete:
+            if message is not None:  # None: only validate was waiting
+                self._on_core_message(sender, message)
+
+    def _keep_block(self, digest: bytes, block: Block) -> None:
+        if digest in self._decoded:
+            return
+        size = sum(len(tx.encoded()) + 256 * len(tx.endorsements) for tx in block.transactions)
+        self._decoded[digest] = (block, size)
+        self._decoded_bytes += size
         while len(self._decoded) > 1 and (
             len(self._decoded) > DECODED_KEPT or self._decoded_bytes > DECODED_BYTES_MAX
         ):
             self._decoded_bytes -= self._decoded.popitem(last=False)[1][1]
-        return block
+
+    def _block(self, proposal: bytes) -> Block:
+        """The block a compact value stands for, rebuilt from the mempool; `TxInvalid` if
+        this node lacks some of its transactions."""
+        digest = m.value_hash(proposal)
+        found = self._decoded.get(digest)
+        if found is not None:
+            return found[0]
+        value = self._compact_of(proposal)
+        result = rebuild(value, self.ledger.authorities, self._lookup)
+        if not isinstance(result, Block):
+            raise TxInvalid(f"{len(result)} of the proposal's transactions are not here")
+        self._keep_block(digest, result)
+        return result
 
     def _validate(self, height: int, proposal: bytes) -> bool:
+        if height == self.ledger.height + 1 and m.value_hash(proposal) not in self._decoded:
+            try:
+                missing = self._missing(proposal, height)
+            except ConsensusError:
+                missing = []  # refused below, with its reason
+            if missing:
+                # Not refused: asked for (a value resumed after a restart, say); the core
+                # asks again once they arrive (`forget_invalid`).
+                others = sorted(self.ledger.authorities - {self.me})
+                if others:
+                    fetch = self._assembly.hold(
+                        m.value_hash(proposal), others[0], None, height, missing, self._clock()
+                    )
+                    if fetch is not None:
+                        self._send_fetch(fetch)
+                return False
         try:
             block = self._block(proposal)
             header = block.header
@@ -971,7 +1159,10 @@ class ConsensusService:
             return None
         now = int(self._wall())
         header = self.ledger.call(lambda chain: chain.propose(txs, now, self.me))
-        return Block(header=header, transactions=tuple(txs), certificate=()).encode()
+        block = Block(header=header, transactions=tuple(txs), certificate=())
+        value = compact(block, authorities).encode()
+        self._keep_block(m.value_hash(value), block)
+        return value
 
     def _valid_for_chain(self, txs: list[Transaction]) -> list[Transaction]:
         """The transactions the chain would take, in order; one it refuses is dropped."""
@@ -1006,7 +1197,7 @@ class ConsensusService:
 
     def _extend(self, height: int, round_: int, proposal: bytes) -> bytes:
         """This authority's commit signature for the block, carried on its precommit."""
-        signature = commit_signature(self._key, self._block(proposal).header, self.ledger.origin)
+        signature = commit_signature(self._key, self._compact_of(proposal).header, self.ledger.origin)
         return codec.encode({"block": signature.block, "checkpoint": signature.checkpoint})
 
     def _verify_extension(
@@ -1015,11 +1206,20 @@ class ConsensusService:
         signature = _commit_signature(signer, extension)
         if signature is None:
             return False
-        header = self._block(proposal).header
+        try:
+            header = self._compact_of(proposal).header
+        except ConsensusError:
+            return False
         point = Checkpoint(origin=self.ledger.origin, size=header.log_size, root=header.log_root).body()
         return verify_signature(signer, header.hash, signature.block) and verify_signature(
             signer, point, signature.checkpoint
         )
+
+
+def _type_of(message: wire.Message) -> str:
+    if isinstance(message, m.Prevote | m.Precommit | m.CatchUp):
+        return message.kind
+    return type(message).__name__.lower()
 
 
 def _carries_value(message: m.Message) -> bool:
@@ -1097,18 +1297,49 @@ class _Outbox:
                 continue
             backoff = 0.5
             try:
-                while data is not None:
-                    stream.write_message(data, STREAM_TIMEOUT_S)
-                    try:
-                        data = self._queue.get(timeout=OUTBOX_LINGER_S)
-                    except queue.Empty:
+                stopping = False
+                pending: bytes | None = data
+                while pending is not None:
+                    pending = self._write_batch(stream, pending)
+                    if pending == b"":  # stop() came while batching
+                        stopping = True
                         break
+                    if pending is None:
+                        try:
+                            pending = self._queue.get(timeout=OUTBOX_LINGER_S)
+                        except queue.Empty:
+                            break
+                        stopping = pending is None
                 stream.close()
-                if data is None:
+                if stopping:
                     return
             except PeerError as exc:
                 log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
                 stream.reset()
+
+    def _write_batch(self, stream: Stream, first: bytes) -> bytes | None:
+        """Write `first` and whatever else is queued, within a batch's bytes, in one write.
+
+        Returns a message that did not fit (the next batch's first), b"" if stop() was
+        queued, or None once the queue is empty."""
+        parts = [varint.prefixed(first)]
+        size = len(parts[0])
+        left: bytes | None = None
+        while size < OUTBOX_BATCH_BYTES_MAX:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                left = b""
+                break
+            if size + len(more) > OUTBOX_BATCH_BYTES_MAX:
+                left = more
+                break
+            parts.append(varint.prefixed(more))
+            size += len(parts[-1])
+        stream.write(b"".join(parts), STREAM_TIMEOUT_S)
+        return left
 
     def _open(self) -> Stream:
         if not self._host.is_connected(self._peer) and self._find_peer is not None:

@@ -9,7 +9,18 @@ unsigned-varint length (DESIGN §3):
                 signature is the `Endorsement` the block will carry) or a refusal with
                 its reason (signed over the refusal domain, the id and the reason)
     proposal, prevote, precommit, catch_up, decision
-                the consensus core's own messages (`messages.py`)
+                the consensus core's own messages (`messages.py`); the value in a
+                proposal or decision is a compact block (`compact.py`): header and
+                transaction ids, not the transactions again
+    fetch_txs   "send me these transactions": ids a compact value names that this
+                node lacks (unsigned: the stream is an authority's, by its peer id)
+    txs         the answer: those of them the sender holds, each with its endorsements
+                (their lists sit under keys that sort after "type", "want" and
+                "wanted", so `check_size` finds the type without stepping over them)
+
+Version 2 of the protocol (`/pyrsia/consensus/2.0.0`): a value is a compact block, so
+nodes of version 1 (whose values were whole blocks) cannot take part in one network
+with these; the protocol id differs, so the two never exchange a message.
 
 Pure: decoding bounds every field and raises `MessageRejected`; nothing here knows who
 the authorities are (the service checks that).
@@ -31,7 +42,7 @@ from pyrsia.consensus import messages as m
 from pyrsia.errors import MessageRejected, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
-from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_BYTES_MAX
+from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_BYTES_MAX, BLOCK_TXS_MAX
 from pyrsia.translog.tx import (
     ENDORSEMENTS_MAX,
     HASH_BYTES,
@@ -44,7 +55,7 @@ from pyrsia.translog.tx import (
     verify_signature,
 )
 
-PROTOCOL_ID = "/pyrsia/consensus/1.0.0"
+PROTOCOL_ID = "/pyrsia/consensus/2.0.0"
 MESSAGE_BYTES_MAX = m.MESSAGE_BYTES_MAX
 REASON_CHARS_MAX = 1024
 REFUSAL_DOMAIN = b"pyrsia refusal v1\n"
@@ -68,6 +79,10 @@ DECISION_BYTES_MAX = (
     + AUTHORITIES_MAX * (SIGNATURE_ENTRY_BYTES_MAX + m.EXTENSION_BYTES_MAX)
     + FIELDS_BYTES_MAX
 )
+# At most a block's transactions are asked for, or sent, in one message.
+FETCH_IDS_MAX = BLOCK_TXS_MAX
+FETCH_TXS_BYTES_MAX = FIELDS_BYTES_MAX + FETCH_IDS_MAX * (HASH_BYTES + 4)
+TXS_BYTES_MAX = PROPOSED_BLOCK_BYTES_MAX + FIELDS_BYTES_MAX
 BYTES_MAX_BY_TYPE = {
     "submit": SUBMIT_BYTES_MAX,
     "verdict": VERDICT_BYTES_MAX,
@@ -76,6 +91,8 @@ BYTES_MAX_BY_TYPE = {
     "precommit": PRECOMMIT_BYTES_MAX,
     "catch_up": VOTE_BYTES_MAX,
     "decision": DECISION_BYTES_MAX,
+    "fetch_txs": FETCH_TXS_BYTES_MAX,
+    "txs": TXS_BYTES_MAX,
 }
 # The largest message of any type: what a stream reader may take before `check_size`.
 FRAME_BYTES_MAX = max(BYTES_MAX_BY_TYPE.values())
@@ -106,7 +123,17 @@ class Verdict:
         return verify_signature(self.signer, refusal_message(self.tx_id, self.reason), self.signature)
 
 
-Message = Submit | Verdict | m.Message
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchTxs:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Txs:
+    txs: tuple[Transaction, ...]  # each with the endorsements its sender holds
+
+
+Message = Submit | Verdict | FetchTxs | Txs | m.Message
 
 
 def refusal_message(tx_id: bytes, reason: str) -> bytes:
@@ -146,6 +173,15 @@ def encode(message: Message) -> bytes:
                 "reason": message.reason,
                 "signature": message.signature,
             }
+        case FetchTxs(ids=ids):
+            doc = {"type": "fetch_txs", "want": list(ids)}
+        case Txs(txs=txs):
+            doc = {
+                "type": "txs",
+                "wanted": [
+                    {"tx": tx.to_map(), "endorsements": [e.to_map() for e in tx.endorsements]} for tx in txs
+                ],
+            }
         case _:
             return m.encode(message)
     return codec.encode(doc)
@@ -159,11 +195,19 @@ def decode(data: bytes) -> Message:
         doc = codec.decode(data)
         kind = codec.field(doc, "type", str)
         if kind == "submit":
-            entries = codec.field(doc, "endorsements", list)
-            if len(entries) > ENDORSEMENTS_MAX:
-                raise MessageRejected(f"more than {ENDORSEMENTS_MAX} endorsements")
-            endorsements = tuple(Endorsement.from_map(e) for e in entries)
-            return Submit(tx=Transaction.from_map(codec.field(doc, "tx", dict), endorsements))
+            return Submit(tx=_endorsed_tx(doc))
+        if kind == "fetch_txs":
+            ids = codec.field(doc, "want", list)
+            if len(ids) > FETCH_IDS_MAX:
+                raise MessageRejected(f"more than {FETCH_IDS_MAX} transactions asked for")
+            if not all(isinstance(i, bytes) and len(i) == HASH_BYTES for i in ids):
+                raise MessageRejected("a transaction id asked for is not a hash")
+            return FetchTxs(ids=tuple(ids))
+        if kind == "txs":
+            entries = codec.field(doc, "wanted", list)
+            if len(entries) > FETCH_IDS_MAX:
+                raise MessageRejected(f"more than {FETCH_IDS_MAX} transactions sent")
+            return Txs(txs=tuple(_endorsed_tx(e) for e in entries))
         if kind == "verdict":
             tx_id = codec.field(doc, "tx_id", bytes)
             signature = codec.field(doc, "signature", bytes)
@@ -178,6 +222,14 @@ def decode(data: bytes) -> Message:
         return m.from_map(doc)
     except TxInvalid as exc:
         raise MessageRejected(exc.message) from exc
+
+
+def _endorsed_tx(doc: Any) -> Transaction:
+    entries = codec.field(doc, "endorsements", list)
+    if len(entries) > ENDORSEMENTS_MAX:
+        raise MessageRejected(f"more than {ENDORSEMENTS_MAX} endorsements")
+    endorsements = tuple(Endorsement.from_map(e) for e in entries)
+    return Transaction.from_map(codec.field(doc, "tx", dict), endorsements)
 
 
 def check_size(data: bytes) -> str:

@@ -356,6 +356,9 @@ def _encoded_unsigned(
     return encoded, len(head)
 
 
+_SIGNED_FIELDS = ("type", "payload", "submitter", "time", "nonce", "signature", "_id", "_unsigned", "_split")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transaction:
     type: str
@@ -376,7 +379,10 @@ class Transaction:
         object.__setattr__(self, "_id", tx_id)
         object.__setattr__(self, "_unsigned", encoded)
         object.__setattr__(self, "_split", split)
-        endorsements = self.endorsements
+        self._check_endorsements()
+
+    def _check_endorsements(self) -> None:
+        endorsements, tx_id = self.endorsements, self._id
         if not isinstance(endorsements, tuple) or len(endorsements) > ENDORSEMENTS_MAX:
             raise TxInvalid(f"endorsements must be a tuple of at most {ENDORSEMENTS_MAX}")
         signers = set()
@@ -405,15 +411,14 @@ class Transaction:
         return b"\x86" + unsigned[1:split] + signature + unsigned[split:]
 
     def with_endorsements(self, endorsements: tuple[Endorsement, ...]) -> Transaction:
-        return Transaction(
-            type=self.type,
-            payload=self.payload,
-            submitter=self.submitter,
-            time=self.time,
-            nonce=self.nonce,
-            signature=self.signature,
-            endorsements=endorsements,
-        )
+        """The same signed transaction with other endorsements: its id and encoding are
+        reused (they do not cover endorsements), only the endorsements are checked."""
+        clone = object.__new__(Transaction)
+        for name in _SIGNED_FIELDS:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "endorsements", endorsements)
+        clone._check_endorsements()
+        return clone
 
     @classmethod
     def from_map(cls, doc: Any, endorsements: tuple[Endorsement, ...] = ()) -> Transaction:

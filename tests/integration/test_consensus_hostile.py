@@ -1,7 +1,7 @@
 """Hostile consensus input against four real authority daemons: refused, nothing commits.
 
 The genesis names five authorities; four run daemons, the fifth runs none. Only an
-authority may speak `/pyrsia/consensus/1.0.0`, so the input comes from two in-process
+authority may speak `/pyrsia/consensus/2.0.0`, so the input comes from two in-process
 p2p hosts, each writing varint-framed messages as `wire.encode` writes them:
 
 - a stranger (a key of its own, in no authority set): every consensus stream it opens
@@ -18,8 +18,10 @@ daemons. What the insider sends:
 - decisions whose certificate has too few signers, a repeated one, or the outsider;
 - an authority's vote replayed from a committed height or an earlier round, verbatim
   (ignored: its signature binds it to where it was cast) or relabelled (bad signature);
-- a proposal signed by the right proposer whose block holds a transaction with no
-  endorsements: every authority refuses it and prevotes nil;
+- a proposal signed by the right proposer whose (compact) block names a transaction the
+  authorities never saw: each holds the proposal and asks the insider for exactly that
+  transaction; once the insider sends it (with no endorsements), every authority
+  refuses the proposal and prevotes nil;
 - a transaction submitted by the outsider, or with a broken signature; verdicts with
   forged signatures; garbage, an unknown message type, messages longer than their type
   may be, an oversized length prefix.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -46,6 +49,7 @@ from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
+from pyrsia.consensus.compact import compact
 from pyrsia.consensus.service import MALFORMED, NOT_AUTHORITY, OVERSIZED, PEER_STREAMS
 from pyrsia.errors import PeerTimeout, StreamClosed
 from pyrsia.node.home import load_identity
@@ -618,7 +622,7 @@ def test_replayed_votes_from_an_earlier_height_or_round_are_refused_or_ignored(
     still_works(network, "hostile/after-replays")
 
 
-def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_authority(
+def test_a_proposal_naming_an_unseen_transaction_is_fetched_then_refused_for_its_endorsements(
     network: Network, insider: Peer
 ) -> None:
     before = quiet(network)
@@ -634,11 +638,32 @@ def test_a_proposal_whose_transaction_lacks_endorsements_is_refused_by_every_aut
         network.genesis_hash,
         height=height,
         round=0,
-        proposal=block.encode(),
+        proposal=compact(block, network.ordered).encode(),  # names the tx by id
         valid_round=-1,
     )
+    asked: queue.Queue[tuple[str, tuple[bytes, ...]]] = queue.Queue()
+
+    def serve(stream: Stream) -> None:  # the daemons' outbound consensus streams to the insider
+        while (raw := stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)) is not None:
+            message = wire.decode(raw)
+            if isinstance(message, wire.FetchTxs):
+                asked.put((stream.peer_id, message.ids))
+        stream.close()
+
+    insider.host.set_handler(wire.PROTOCOL_ID, serve, workers=4, pending_max=16, streams_per_peer_max=4)
     for receiver in receivers:
         insider.send(receiver, proposal)
+    # Each receiver lacks the transaction: it holds the proposal (refusing nothing yet)
+    # and asks the sender for exactly that id.
+    askers: set[str] = set()
+    while askers != {r.peer_id for r in receivers}:
+        peer, ids = asked.get(timeout=DEADLINE_S)
+        assert ids == (tx.id,), "a node asked for something the proposal does not name"
+        askers.add(peer)
+    for receiver in receivers:
+        assert before.grew(receiver, "proposals_refused") == 0
+        assert int(consensus(receiver)["txs_fetched"]) >= 1
+        insider.send(receiver, wire.Txs(txs=(tx,)))
     needed = quorum(len(network.ordered))
     assert needed == 4
     for receiver in receivers:

@@ -24,6 +24,13 @@ precommits with garbage or another signer's extension, or honest precommits with
 their extension swapped. `SafetyChecker` checks each commit as it happens
 (agreement, contiguity, an independently verified certificate and its extensions, a
 quorum of valid endorsements on every transaction, no false transaction).
+
+With a `TxBook`, values are compact as in the daemon (`pyrsia.consensus.compact`): the
+proposer's transactions are gossiped to the others out of band, each copy lost with
+the book's probability (and a node's pool is lost when it restarts), and a proposal
+or decision names them by id. A node that lacks some holds the message in a real
+`Assembly`, asks the sender (then others, with backoff) over the simulated network,
+and steps the message once they arrive.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
+from pyrsia.consensus.compact import Assembly, Fetch
 from pyrsia.consensus.core import Broadcast, Commit, Config, Core, HardState, SendTo
 from pyrsia.errors import CertificateInvalid, ConsensusError, MessageRejected, TxInvalid
 from pyrsia.translog import codec
@@ -147,11 +155,59 @@ class Endorsers:
         return tuple((signer, self.keys[signer].sign(body).signature) for signer in sorted(chosen))
 
 
+def tx_id(tx: SimTx) -> bytes:
+    return hashlib.sha256(codec.encode([tx.body, [[s, sig] for s, sig in tx.endorsements]])).digest()
+
+
+class TxBook:
+    """Compact values: every transaction proposed, by id, and who got a copy of it."""
+
+    def __init__(self, rng: random.Random, loss: float, *, deaf: frozenset[str] = frozenset()) -> None:
+        self.rng = rng
+        self.loss = loss
+        self.deaf = deaf  # nodes whose copies are always lost: they fetch everything
+        self.all: dict[bytes, SimTx] = {}
+        self.pools: dict[str, dict[bytes, SimTx]] = {}
+
+    def publish(self, proposer: str, txs: tuple[SimTx, ...]) -> None:
+        for tx in txs:
+            key = tx_id(tx)
+            self.all[key] = tx
+            for name, pool in self.pools.items():
+                if name == proposer or (name not in self.deaf and self.rng.random() >= self.loss):
+                    pool[key] = tx
+
+    @staticmethod
+    def compact(block: SimBlock) -> bytes:
+        return codec.encode({"height": block.height, "ids": [tx_id(tx) for tx in block.txs]})
+
+    @staticmethod
+    def ids_of(value: bytes) -> tuple[int, list[bytes]] | None:
+        try:
+            doc = codec.decode(value)
+            ids = codec.field(doc, "ids", list)
+            if not all(isinstance(i, bytes) for i in ids):
+                return None
+            return codec.field(doc, "height", int), ids
+        except (TxInvalid, TypeError, ValueError):
+            return None
+
+    def rebuild(self, value: bytes, pool: dict[bytes, SimTx]) -> SimBlock | list[bytes] | None:
+        """The block, the ids missing from `pool`, or None if `value` is no compact block."""
+        found = self.ids_of(value)
+        if found is None:
+            return None
+        height, ids = found
+        missing = [i for i in ids if i not in pool]
+        return missing or SimBlock(height=height, txs=tuple(pool[i] for i in ids))
+
+
 class SafetyChecker:
     """Invariants checked at every commit of every honest node (DESIGN §5)."""
 
-    def __init__(self, authorities: AuthoritiesAt) -> None:
+    def __init__(self, authorities: AuthoritiesAt, book: TxBook | None = None) -> None:
         self.authorities = authorities
+        self.book = book
         self.decided: dict[int, bytes] = {}
         self.commits = 0
         # Transactions in the decided blocks, each height counted once.
@@ -178,7 +234,11 @@ class SafetyChecker:
             assert verify_cached(s.signer, extension_bytes(commit.proposal), s.extension), (
                 f"certificate carries a bad extension from {s.signer[-6:]}"
             )
-        block = SimBlock.decode(commit.proposal)
+        if self.book is None:
+            block = SimBlock.decode(commit.proposal)
+        else:
+            rebuilt = self.book.rebuild(commit.proposal, self.book.all)
+            block = rebuilt if isinstance(rebuilt, SimBlock) else None
         assert block is not None and block.height == height, "a proposal that is no block was committed"
         for tx in block.txs:
             assert not is_false(tx.body), f"a false transaction committed: {tx.body!r}"
@@ -207,6 +267,10 @@ class NodeStats:
     evidence: int = 0
     restarts: int = 0
     sent: int = 0
+    # Compact values: transactions asked for, and messages held until they came.
+    txs_fetched: int = 0
+    held: int = 0
+    validate_lacked: int = 0
 
 
 class ConsensusNode:
@@ -223,8 +287,16 @@ class ConsensusNode:
         txs_per_block: int = 2,
         config: Config = CONFIG,
         verify: m.Verifier = verify_cached,
+        book: TxBook | None = None,
     ) -> None:
         self.key = key
+        self.book = book
+        self.assembly = Assembly()
+        self.own_values: set[bytes] = set()  # value hashes this node proposed
+        self._now_s = now_s
+        self._fetching: list[Fetch] = []  # asked for by validate, sent with the next drain
+        if book is not None:
+            book.pools[m.signer_of(key)] = {}
         self.name = m.signer_of(key)
         self.peers = peers
         self.authorities = authorities
@@ -263,15 +335,45 @@ class ConsensusNode:
             b"h%d:%s:%d:%d" % (height, self.name[-8:].encode(), self._proposed, index)
             for index in range(self.txs_per_block)
         ]
+        if self.book is not None:
+            block = SimBlock(
+                height=height,
+                txs=tuple(SimTx(body=b, endorsements=self.endorsers.endorse(height, b)) for b in bodies),
+            )
+            self.book.publish(self.name, block.txs)
+            value = TxBook.compact(block)
+            self.own_values.add(m.value_hash(value))
+            return value
         return self.block_of(height, bodies)
 
     def block_of(self, height: int, bodies: list[bytes]) -> bytes:
         txs = tuple(SimTx(body=body, endorsements=self.endorsers.endorse(height, body)) for body in bodies)
         return SimBlock(height=height, txs=txs).encode()
 
+    @property
+    def pool(self) -> dict[bytes, SimTx]:
+        assert self.book is not None
+        return self.book.pools[self.name]
+
+    def _decode_block(self, proposal: bytes) -> SimBlock | None:
+        if self.book is None:
+            return SimBlock.decode(proposal)
+        rebuilt = self.book.rebuild(proposal, self.pool)
+        return rebuilt if isinstance(rebuilt, SimBlock) else None
+
     def _validate(self, height: int, proposal: bytes) -> bool:
         """The chain's rule, in miniature: every transaction endorsed by a quorum of the height."""
-        block = SimBlock.decode(proposal)
+        if self.book is not None:
+            rebuilt = self.book.rebuild(proposal, self.pool)
+            others = [p for p in self.peers() if p != self.name]
+            if isinstance(rebuilt, list) and rebuilt and others:
+                # Lacking, not invalid (a value resumed after a restart): fetch, ask again later.
+                self.stats.validate_lacked += 1
+                key = m.value_hash(proposal)
+                fetch = self.assembly.hold(key, others[0], None, height, rebuilt, self._now_s)
+                self._fetching += [fetch] if fetch else []
+                return False
+        block = self._decode_block(proposal)
         authorities = self.authorities(height)
         needed = quorum(len(authorities))
         valid = (
@@ -302,10 +404,25 @@ class ConsensusNode:
     # -- the driver's node interface ------------------------------------------------------
 
     def receive(self, src: str, payload: object, now_s: float) -> list[Outgoing]:
+        self._now_s = now_s
+        if isinstance(payload, tuple):
+            return self._on_fetch_message(src, payload, now_s)
         assert isinstance(payload, bytes)
         self.core.tick(self.ticks(now_s))
         try:
-            self.core.step(m.decode(payload))
+            message = m.decode(payload)
+            if (
+                self.book is not None
+                and isinstance(message, m.Proposal | m.Decision)
+                and self.height <= message.height <= self.height + self.config.heights_ahead_max
+            ):
+                rebuilt = self.book.rebuild(message.proposal, self.pool)
+                if isinstance(rebuilt, list) and rebuilt:
+                    self.stats.held += 1
+                    key = m.value_hash(message.proposal)
+                    fetch = self.assembly.hold(key, src, message, message.height, rebuilt, now_s)
+                    return self.drain() + self._fetches([fetch] if fetch else [])
+            self.core.step(message)
         except (MessageRejected, CertificateInvalid) as exc:
             self.stats.rejected += 1
             if "extension" in exc.reason:
@@ -315,8 +432,41 @@ class ConsensusNode:
         return self.drain()
 
     def tick(self, now_s: float) -> list[Outgoing]:
+        self._now_s = now_s
         self.core.tick(self.ticks(now_s))
-        return self.drain()
+        self.assembly.forget_below(self.height)
+        fetches = self.assembly.due(now_s, [p for p in self.peers() if p != self.name])
+        return self.drain() + self._fetches(fetches)
+
+    def _fetches(self, fetches: list[Fetch]) -> list[Outgoing]:
+        self.stats.txs_fetched += sum(len(f.ids) for f in fetches)
+        return [Outgoing(f.peer, ("fetch", f.ids)) for f in fetches]
+
+    def _on_fetch_message(self, src: str, payload: tuple[object, ...], now_s: float) -> list[Outgoing]:
+        """("fetch", ids) from a peer that lacks them, or ("txs", [SimTx]) answering ours."""
+        if self.book is None or len(payload) != 2:
+            return []
+        kind, body = payload
+        if kind == "fetch" and isinstance(body, tuple):
+            held = tuple(self.pool[i] for i in body if isinstance(i, bytes) and i in self.pool)
+            return [Outgoing(src, ("txs", held))] if held else []
+        if kind != "txs" or not isinstance(body, tuple):
+            return []
+        got = []
+        for tx in body:
+            key = tx_id(tx)
+            if self.assembly.wanted(key):  # only what we asked for goes into the pool
+                self.pool[key] = tx
+                got.append(key)
+        complete = self.assembly.arrived(got)
+        if not complete:
+            return []
+        self.core.forget_invalid()  # what validate lacked may be here now
+        out = self.drain()
+        for sender, message in complete:
+            if message is not None:  # None: only validate was waiting
+                out += self.receive(sender, m.encode(message), now_s)
+        return out
 
     def next_deadline_s(self) -> float | None:
         deadline = self.core.next_deadline_ticks()
@@ -341,7 +491,8 @@ class ConsensusNode:
                 self.checker.on_commit(self, commit)
         self.stats.evidence += len(ready.evidence)
         self.core.advance()
-        return out
+        fetching, self._fetching = self._fetching, []
+        return out + self._fetches(fetching)
 
     def send(self, messages: tuple[Broadcast | SendTo, ...]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -367,6 +518,9 @@ class ConsensusNode:
                 )
             )
         self.stats.restarts += 1
+        if self.book is not None:
+            self.pool.clear()  # the mempool does not survive a restart
+            self.assembly = Assembly()
         self.core = self._new_core(now_s)
 
 
@@ -551,14 +705,20 @@ def build(
     verify: m.Verifier = verify_cached,
     txs_per_block: int = 2,
     lies: Lies | None = None,
+    submit_loss: float | None = None,
 ) -> tuple[list[ConsensusNode], list[ByzantineNode], SafetyChecker]:
     """Nodes with keys from the scenario rng; `authorities(everyone)` gives the per-height sets."""
     keys = [SigningKey(sim.rng.randbytes(32)) for _ in range(honest + byzantine)]
     everyone = frozenset(m.signer_of(k) for k in keys)
     per_height = authorities(everyone) if authorities is not None else (lambda _height: everyone)
-    checker = SafetyChecker(per_height)
-    endorsers = Endorsers(keys[:honest], per_height)
     names = sorted(everyone)
+    book = None
+    if submit_loss is not None:
+        # Compact values; one node never gets a submit, so it fetches every transaction.
+        deaf = frozenset({m.signer_of(keys[0])})
+        book = TxBook(random.Random(sim.rng.getrandbits(64)), submit_loss, deaf=deaf)
+    checker = SafetyChecker(per_height, book)
+    endorsers = Endorsers(keys[:honest], per_height)
 
     def clock() -> NodeClock:
         if not skew:
@@ -578,6 +738,7 @@ def build(
             "verify": verify,
             "endorsers": endorsers,
             "txs_per_block": txs_per_block,
+            "book": book,
         }
         if index < honest:
             node = ConsensusNode(checker=checker, **common)  # type: ignore[arg-type]

@@ -132,6 +132,22 @@ def test_four_authorities_partitions_and_restarts(seed: int) -> None:
         stabilise_and_demand_progress(sim, honest, checker, restart=crashing)
 
 
+@pytest.mark.parametrize("seed", seeds(200))
+def test_compact_proposals_with_lost_submits(seed: int) -> None:
+    """Values name transactions by id; submits are lost (one node gets none at all, and a
+    restart loses a node's pool), so nodes hold proposals and fetch what they lack."""
+    with replayable(seed):
+        sim = Simulation(seed, LOSSY)
+        honest, _, checker = build(sim, honest=4, submit_loss=sim.rng.uniform(0.0, 0.5))
+        crashing = sim.rng.sample(honest[1:], sim.rng.randint(0, 1))
+        chaos(sim, honest, duration_s=sim.rng.uniform(0.3, 1.5), crash=crashing, restart=True)
+        stabilise_and_demand_progress(sim, honest, checker, restart=crashing)
+        deaf = honest[0]
+        proposed_elsewhere = any(c.certificate.value not in deaf.own_values for c in deaf.log)
+        assert not proposed_elsewhere or deaf.stats.txs_fetched > 0, "the deaf node never fetched"
+        assert sum(n.stats.invalid_blocks for n in honest) == 0, "an honest proposal was refused"
+
+
 @pytest.mark.parametrize("seed", seeds(100))
 def test_authority_set_changes_per_height(seed: int) -> None:
     """Five nodes; at each height one of them (rotating) is not an authority, four are."""

@@ -65,7 +65,16 @@ def every_kind() -> dict[str, wire.Message]:
             KEYS[0], GENESIS, height=5, round=1, proposal=proposal, valid_round=0, proof=prevotes
         ),
         "decision": m.Decision(proposal=proposal, certificate=certificate),
+        "fetch_txs": wire.FetchTxs(ids=tuple(os.urandom(32) for _ in range(wire.FETCH_IDS_MAX))),
+        "txs": largest_txs(),
     }
+
+
+def largest_txs() -> wire.Txs:
+    """As many of the largest transactions as the service's answer to a fetch may hold."""
+    tx = largest_tx_submit().tx
+    each = len(tx.encoded()) + 256 * len(tx.endorsements)
+    return wire.Txs(txs=(tx,) * (wire.PROPOSED_BLOCK_BYTES_MAX // each))
 
 
 def test_the_largest_real_message_of_each_type_fits_its_bound() -> None:
