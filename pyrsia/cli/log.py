@@ -94,13 +94,19 @@ def search(
     registry: str | None = typer.Option(
         None, "--registry", help="Registry host (docker.io, ghcr.io …) or Maven repository id."
     ),
+    source: str | None = typer.Option(
+        None, "--source", help="Git URL: files rebuilt from source from that repository."
+    ),
+    reproducible: bool = typer.Option(
+        False, "--reproducible", help="Only rebuilt files byte-identical to the upstream's published file."
+    ),
     since: str | None = typer.Option(None, "--since", help="Unix seconds or ISO date."),
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Most records to show, newest first."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
     wide: bool = options.WIDE,
 ) -> None:
-    """Find committed artifacts by author, package, dependency, digest, type, registry or time."""
+    """Find committed artifacts by author, package, dependency, digest, type, registry, source or time."""
     found = _search(
         node,
         author=author,
@@ -109,6 +115,8 @@ def search(
         digest=digest,
         type=package_type,
         registry=registry,
+        build_source=source,
+        reproduces_upstream="yes" if reproducible else None,
         since=_since(since),
         limit=str(limit),
     )
