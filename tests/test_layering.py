@@ -109,6 +109,7 @@ PURE_MODULES = [
     "sourcebuild/compare.py",
     "sourcebuild/plan.py",
     "sourcebuild/spec.py",
+    "sourcebuild/status.py",
 ]
 FORBIDDEN_IMPORTS = {
     "socket",

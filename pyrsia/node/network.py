@@ -436,7 +436,7 @@ class Network:
                 ok=False, status=exc.http_status, error=exc.message, verdicts=_verdicts_in(exc.detail)
             )
         if isinstance(answer, SourceStatus):  # `source_status`: this authority's build of a spec
-            return PublishReply(ok=True, height=self.ledger.height, source=answer)
+            return PublishReply(ok=True, height=self.ledger.height, source=answer.to_fields())
         log.info("published %s %s for %s", request.kind, request.name, peer)
         return PublishReply(ok=True, height=self.ledger.height, verdicts=tuple(answer))
 

@@ -49,6 +49,7 @@ from pyrsia.errors import (
     ConsensusTimeout,
     MavenFileUnknown,
     PeerError,
+    ProtocolViolation,
     PublishRefused,
     PyrsiaError,
     SourceBuildError,
@@ -56,7 +57,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS
-from pyrsia.p2p.behaviours.requests import PublishRequest
+from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
 from pyrsia.sourcebuild.compare import OutputFile
 from pyrsia.sourcebuild.plan import SandboxLayout, SandboxLimits, SourceBuildResult
 from pyrsia.sourcebuild.sandbox import MirrorAddress, probe_toolchain, run_source_build
@@ -271,6 +272,16 @@ def _tail(path: Path, limit: int) -> str:
         return ""
 
 
+def _status_in(reply: PublishReply) -> SourceStatus | str:
+    """The build status a `source_status` reply carries, checked; else why there is none."""
+    if reply.source is None:
+        return reply.error or "no status in the answer"
+    try:
+        return SourceStatus.from_fields(reply.source)
+    except ProtocolViolation as exc:
+        return exc.message
+
+
 def output_bytes(result: SourceBuildResult, output: OutputFile) -> bytes:
     return (Path(result.output_dir) / output.name).read_bytes()
 
@@ -398,10 +409,11 @@ class SourceBuildService:
     def serve(self, request: PublishRequest) -> Sequence[tuple[str, str, str]] | SourceStatus:
         """A source request from a peer (`pyrsia.p2p.behaviours.requests`)."""
         if request.kind == "source_status":
-            status = self.builder.status(request.name)
-            if status is None:
-                raise BuildUnknown(f"no build from source of {request.name[:80]} here")
-            return status
+            # Not known yet (its `source_rebuild` may still be on its way): queued, not
+            # missing, so nothing remembers it as a 404.
+            return self.builder.status(request.name) or SourceStatus(
+                state=QUEUED, detail="not asked to build this spec yet"
+            )
         spec = spec_of_json(request.reference)
         if request.kind == "source_rebuild":
             self.builder.toolchain()  # probed before answering, off the build worker
@@ -474,7 +486,7 @@ class SourceBuildService:
                 except PyrsiaError as exc:
                     heard: SourceStatus | str = f"unreachable: {exc.message}"
                 else:
-                    heard = reply.source if reply.source is not None else reply.error or "no status"
+                    heard = _status_in(reply)
                 with build.lock:
                     build.heard[authority] = heard
                 if isinstance(heard, SourceStatus) and not heard.running:
@@ -607,8 +619,8 @@ class SourceBuildService:
             )
         except PyrsiaError:
             return None
-        source: SourceStatus | None = reply.source
-        return source
+        status = _status_in(reply)
+        return status if isinstance(status, SourceStatus) else None
 
     # -- showing -------------------------------------------------------------------
 

@@ -9,17 +9,17 @@ requester knows how far to sync. Canonical msgpack behind a varint length; bound
 
 Builds (`build_docker`, `build_maven`: `pyrsia build` on a regular node) make an
 authority fetch and publish whole images or Maven versions, so only authorities and
-peers the admin listed may ask for them.
+peers the admin listed may ask for them. `RequestGuard` holds what an authority checks
+before serving anything: a request rate per peer, who may build, and what its
+upstream said is missing (a bounded, expiring negative cache).
 
 Builds from source (`pyrsia build source`) use three more kinds, each carrying the spec
 as its canonical JSON in `reference` (name: the G:A:V): `build_source` makes the
 authority that receives it the proposer (it asks the others to rebuild, builds, proposes
 one AddArtifact per output, and answers when consensus ended); `source_rebuild` makes an
 authority queue its own build of the spec, to verify a proposal with, and answer at
-once; `source_status` (name: the spec digest) answers with that authority's build as a
-`SourceStatus` (the reply's `source`). `RequestGuard` holds what an authority checks
-before serving anything: a request rate per peer, who may build, and what its
-upstream said is missing (a bounded, expiring negative cache).
+once; `source_status` (name: the spec digest) answers with that authority's build (the
+reply's `source`: a map the caller checks with `SourceStatus.from_fields`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrsia.errors import ProtocolViolation, TxInvalid
-from pyrsia.sourcebuild.status import SourceStatus
 from pyrsia.translog import codec
 
 PROTOCOL_ID = "/pyrsia/request/1.0.0"
@@ -67,8 +66,9 @@ class PublishReply:
     # What each authority said of the transactions, as the answering one saw it:
     # (authority, "endorsed" | "refused" | "pending", reason).
     verdicts: tuple[tuple[str, str, str], ...] = ()
-    # The answer to `source_status`: that authority's build of the spec (None: none known).
-    source: SourceStatus | None = None
+    # The answer to `source_status`: that authority's build of the spec, as a map the
+    # caller checks (`SourceStatus.from_fields`); None otherwise.
+    source: dict[str, Any] | None = None
 
 
 def encode(message: PublishRequest | PublishReply) -> bytes:
@@ -85,7 +85,7 @@ def encode(message: PublishRequest | PublishReply) -> bytes:
             "verdicts": [[a, v, r[:REASON_CHARS_MAX]] for a, v, r in message.verdicts[:VERDICTS_MAX]],
         }
         if message.source is not None:
-            doc["source"] = message.source.to_fields()
+            doc["source"] = message.source
     return codec.encode(doc)
 
 
@@ -114,7 +114,7 @@ def decode(data: bytes) -> PublishRequest | PublishReply:
                 status=codec.field(doc, "status", int),
                 error=codec.field(doc, "error", str),
                 verdicts=_verdicts(doc.get("verdicts", [])),
-                source=SourceStatus.from_fields(doc["source"]) if "source" in doc else None,
+                source=codec.field(doc, "source", dict) if "source" in doc else None,
             )
             if not -1 <= reply.height < 2**63 or not 0 <= reply.status < 1000:
                 raise ProtocolViolation("publish reply out of range")
