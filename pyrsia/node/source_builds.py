@@ -29,13 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import secrets
 import shutil
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -146,7 +146,15 @@ class SourceBuilder:
         self._jdks = frozenset(int(major) for major in jdks if major.strip().isdigit())
         self._limits = limits or SandboxLimits()
         self._on_done = on_done
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pyrsia-source-build")
+        # Daemon threads: a node that stops does not wait for a build; the sandbox dies
+        # with the node (bubblewrap's --die-with-parent).
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"pyrsia-source-build-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self._started = False
+        self._closed = False
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._lock = threading.Lock()
         self._toolchain: Toolchain | None = None
@@ -182,10 +190,15 @@ class SourceBuilder:
             job = _Job(spec=spec, digest=digest, work_dir=work_dir)
             self._jobs[digest] = job
             self._evict()
-        try:
-            self._pool.submit(self._run, job)
-        except RuntimeError:  # shutting down
-            self._finish(job, FAILED, "the node is stopping")
+        with self._lock:
+            if self._closed:
+                self._finish(job, FAILED, "the node is stopping")
+                return job
+            if not self._started:
+                self._started = True
+                for worker in self._workers:
+                    worker.start()
+        self._queue.put(job)
         return job
 
     def job(self, digest: str) -> _Job | None:
@@ -212,7 +225,17 @@ class SourceBuilder:
         return SourceStatus(state=state, detail=job.detail, log_tail=job.log_tail[-LOG_TAIL_SHOWN_CHARS:])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+        for _ in self._workers:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._closed:
+                self._finish(job, FAILED, "the node is stopping")
+                continue
+            self._run(job)
 
     def _run(self, job: _Job) -> None:
         job.state = FETCHING_SOURCE

@@ -2,7 +2,12 @@
 regular node, a git repository served by `git daemon` on loopback, the authorities'
 Maven upstream a plain HTTP server over Debian's repository.
 
-One set of daemons (module fixture) for every test, in order:
+One set of daemons (module fixture) for every test. Before the daemons start, a
+reference build runs outside the network against the Maven mirror, which notes every
+file Maven asked for; once they run, those plugins and dependencies are published
+through the authorities all at once (`build maven` of each, batched into few blocks),
+so the rebuilds below resolve through each authority's `/maven2/` without one
+consensus round per file. Then, in order:
 
 - a small Maven project (one dependency, commons-lang3, resolved through each
   authority's own `/maven2/` from inside the sandbox) is rebuilt by all four from its
@@ -24,15 +29,20 @@ installs; JDK 25 for the disagreement test.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +52,15 @@ from pyrsia.sourcebuild.sandbox import MirrorAddress, run_source_build
 from pyrsia.sourcebuild.spec import canonical_fields, spec_from_fields
 from tests.support.bft import Member, eventually, start_network
 from tests.support.cli import one_line_error, run
-from tests.support.source_repo import GitDaemon, MavenMirror, hello_project, make_repository, pom
+from tests.support.source_repo import (
+    DEBIAN_MAVEN_REPO,
+    GitDaemon,
+    MavenMirror,
+    _Handler,
+    hello_project,
+    make_repository,
+    pom,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,6 +83,36 @@ class Net:
     mirror: MavenMirror
     authorities: list[Member]
     regular: Member
+    reference_jar: bytes
+
+
+class _Recording(_Handler):
+    def log_message(self, format: str, *args: Any) -> None:
+        super().log_message(format, *args)
+        self.server.paths.add(self.path)  # type: ignore[attr-defined]
+
+
+class RecordingMirror(MavenMirror):
+    """The Maven mirror over Debian's repository, noting each path asked for."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), partial(_Recording, directory=str(DEBIAN_MAVEN_REPO))
+        )
+        self.server.requests = 0  # type: ignore[attr-defined]
+        self.server.paths = set()  # type: ignore[attr-defined]
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def coordinates(self) -> set[str]:
+        """G:A:V of every file asked for (checksums and metadata aside)."""
+        found = set()
+        for path in self.server.paths:  # type: ignore[attr-defined]
+            parts = path.removeprefix("/maven2/").split("/")
+            if len(parts) >= 4 and parts[-1].endswith((".pom", ".jar")):
+                found.add(f"{'.'.join(parts[:-3])}:{parts[-3]}:{parts[-2]}")
+        return found
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +130,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     try:
         with ExitStack() as stack:
             served = stack.enter_context(GitDaemon(scratch / "git"))
-            mirror = stack.enter_context(MavenMirror())
+            mirror = stack.enter_context(RecordingMirror())
+            reference = run_source_build(
+                spec_from_fields(spec_fields(served.url("hello"), "hello")),
+                work_dir=scratch / "reference",
+                mirror=MirrorAddress(host="127.0.0.1", port=mirror.port),
+                uid=4350,
+            )
+            reference_jar = (Path(reference.output_dir) / "hello-1.0.jar").read_bytes()
             upstream = f"http://127.0.0.1:{mirror.port}/maven2/"
 
             def flags(role: str, i: int) -> tuple[str, ...]:
@@ -102,9 +157,26 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             authorities, regular, _ = start_network(
                 stack, tmp_path_factory.mktemp("net"), authorities=4, regular=1, flags=flags
             )
-            yield Net(scratch=scratch, git=served, mirror=mirror, authorities=authorities, regular=regular[0])
+            prewarm(authorities[0], mirror.coordinates())
+            yield Net(
+                scratch=scratch,
+                git=served,
+                mirror=mirror,
+                authorities=authorities,
+                regular=regular[0],
+                reference_jar=reference_jar,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def prewarm(member: Member, coordinates: set[str]) -> None:
+    """Publish what the builds will resolve, every version at once (one consensus, few blocks)."""
+    assert len(coordinates) > 10, coordinates
+    ids = [member.build("maven", gav) for gav in sorted(coordinates)]
+    for build_id in ids:
+        done = member.finished_build(build_id, within_s=BUILD_S)
+        assert done["state"] == "committed", done
 
 
 def spec_fields(url: str, artifact: str, **extra: str) -> dict[str, str]:
@@ -173,14 +245,8 @@ def test_four_authorities_rebuild_a_release_and_a_regular_node_serves_it_to_mvn(
             if tx["payload"].get("build"):
                 assert set(tx["endorsements"]) <= every and len(tx["endorsements"]) >= 3
 
-    # A reference build outside the network, then mvn -C through the regular node.
-    reference = run_source_build(
-        spec_from_fields(fields),
-        work_dir=net.scratch / "reference",
-        mirror=MirrorAddress(host="127.0.0.1", port=net.mirror.port),
-        uid=4350,
-    )
-    expected = (Path(reference.output_dir) / "hello-1.0.jar").read_bytes()
+    # mvn -C through the regular node: the jar, byte-identical to the reference build.
+    expected = net.reference_jar
     height = int(done["height"])  # type: ignore[arg-type]
     eventually(lambda: net.regular.height() >= height, "the regular node synced the build")
     consumer = net.scratch / "consumer"
@@ -306,4 +372,4 @@ def test_one_authority_down_still_commits(net: Net) -> None:
     block = proposer.block(record["height"])
     assert set(block["certificate"]) == live  # type: ignore[arg-type]
     jar = httpx.get(f"{proposer.url}/maven2/com/example/later/1.0/later-1.0.jar", timeout=60)
-    assert jar.status_code == 200 and zip_entries(__import__("io").BytesIO(jar.content))
+    assert jar.status_code == 200 and zip_entries(io.BytesIO(jar.content))
