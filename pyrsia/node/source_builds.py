@@ -499,10 +499,12 @@ class SourceBuildService:
             build.answers[authority] = ("queued", "") if reply.ok else ("failed", reply.error)
 
     def _poll(self, build: SourceBuild, others: Sequence[str]) -> None:
-        """Follows the other authorities' builds until each finished or this build ended."""
+        """Follows the other authorities' builds until each finished (also after the commit:
+        `build status` shows every authority's result), within the build time limit."""
         waiting = set(others)
         request = PublishRequest(kind="source_status", name=build.spec_digest)
-        while waiting and not build.done.is_set():
+        deadline = time.monotonic() + self.builder.timeout_s
+        while waiting and time.monotonic() < deadline:
             for authority in sorted(waiting):
                 try:
                     reply = self._network.ask(authority, request, STATUS_ASK_TIMEOUT_S)
@@ -514,7 +516,8 @@ class SourceBuildService:
                     build.heard[authority] = heard
                 if isinstance(heard, SourceStatus) and not heard.running:
                     waiting.discard(authority)
-            build.done.wait(STATUS_POLL_S)
+            if waiting:
+                time.sleep(STATUS_POLL_S)
 
     def _record(self, spec: BuildSpec, result: SourceBuildResult, output: OutputFile) -> AddArtifact:
         """Store one output and describe it as a log record (compared with the upstream's file)."""

@@ -49,6 +49,7 @@ LOG_TAIL_CHARS_MAX = 4096
 VERSION_CHARS_MAX = 100
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GOAL = re.compile(r"^\[INFO\] --- ", re.MULTILINE)
+_FINISHED = re.compile(r"^\[INFO\] BUILD (?:SUCCESS|FAILURE)", re.MULTILINE)
 _DOWNLOAD = re.compile(r"^(?:\[INFO\] )?Download(?:ing|ed) from ", re.MULTILINE)
 
 
@@ -128,7 +129,7 @@ def phase_of(log_text: str) -> str:
     download = max((m.start() for m in _DOWNLOAD.finditer(log_text)), default=-1)
     if not log_text.strip():
         return FETCHING_SOURCE
-    if goal > download:
+    if goal > download or _FINISHED.search(log_text):  # Maven is done: its outputs are being collected
         return BUILDING
     return RESOLVING_DEPENDENCIES
 

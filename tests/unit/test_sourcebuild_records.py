@@ -217,6 +217,10 @@ def test_the_phase_is_read_from_the_maven_log() -> None:
     assert phase_of(compiling + "Downloaded from node: http://127.0.0.1:8081/maven2/y.jar\n") == (
         RESOLVING_DEPENDENCIES
     )
+    finished = (
+        compiling + "[INFO] Downloaded from node: http://127.0.0.1:8081/maven2/z.jar\n[INFO] BUILD SUCCESS\n"
+    )
+    assert phase_of(finished) == BUILDING
 
 
 def test_a_status_round_trips_and_a_peers_bad_status_is_refused() -> None:
