@@ -2,6 +2,7 @@
 
     GET /api/v1/log                     height, size, origin, authorities
     GET /api/v1/log/search?author=&package=&depends_on=&digest=&type=&since=&limit=
+                                        &build_source=GIT_URL&reproduces_upstream=yes|no|absent
     GET /api/v1/log/blocks/<height>     one block, `latest` for the tip
     GET /api/v1/log/checkpoint          the C2SP signed note of the current tree head
     GET /api/v1/log/proof/<digest>      inclusion proof of the newest record of a digest
