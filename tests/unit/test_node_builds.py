@@ -32,7 +32,7 @@ def test_maven_targets_are_coordinates() -> None:
 
 
 def test_a_running_build_of_one_target_is_joined_not_repeated() -> None:
-    builds = Builds(kept=2)
+    builds = Publications(kept=2)
     first, new = builds.start("docker", "alpine:3.18", "this node", 1.0)
     again, joined_new = builds.start("docker", "alpine:3.18", "this node", 2.0)
     assert new and not joined_new and again is first
