@@ -616,10 +616,9 @@ class SourceBuildService:
         ours = self.builder.status(payload.build_spec)
         assert ours is not None
         filename = payload.path.rsplit("/", 1)[-1]
-        proposed: SourceStatus | None = None
         own = {o.name: o for o in ours.outputs}.get(filename)
-        if ours.state == BUILT and (own is None or f"sha256:{own.sha256}" != payload.digest):
-            proposed = self._status_of(tx.submitter, payload.build_spec)
+        # The proposer's whole build, so a release is judged whole (all its files or none).
+        proposed = self._status_of(tx.submitter, payload.build_spec) if ours.state == BUILT else None
         reason = verdict_on_record(
             ours=ours,
             commit=payload.build_commit,

@@ -172,22 +172,25 @@ def verdict_on_record(
     proposed: SourceStatus | None = None,
 ) -> str | None:
     """The verifier's answer to one proposed rebuilt file, given this authority's own
-    finished build of the same spec: `None` to endorse, else the refusal reason. With the
-    proposer's whole status (`proposed`), a difference names the jar entries."""
+    finished build of the same spec: `None` to endorse, else the refusal reason.
+
+    With the proposer's whole build (`proposed`) the build is judged whole: a release
+    commits all its files or none, so even an identical pom is refused when the jar
+    beside it differs, and the reason names the differing files and jar entries."""
     if ours.state == FAILED:
         return f"our build failed: {ours.detail}"
     if ours.state != BUILT:
         raise ValueError("our build has not finished")
     if commit != ours.commit:
         return f"commit differs: the tag is {ours.commit} here, the record says {commit}"
-    mine = {o.name: o for o in ours.outputs}
-    own = mine.get(filename)
-    if own is not None and f"sha256:{own.sha256}" == digest and own.size == size:
-        return None
     if proposed is not None and proposed.state == BUILT:
         comparison = compare_outputs(ours.outputs, proposed.outputs)
         if not comparison.identical:
             return comparison.reason()
+    mine = {o.name: o for o in ours.outputs}
+    own = mine.get(filename)
+    if own is not None and f"sha256:{own.sha256}" == digest and own.size == size:
+        return None
     if own is None:
         return f"differs: {filename}: our build did not produce it"
     return (

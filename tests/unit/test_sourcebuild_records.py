@@ -279,6 +279,26 @@ def test_the_verifier_endorses_only_the_same_commit_and_bytes() -> None:
         proposed=proposed,
     )  # fmt: skip
     assert named is not None and named.startswith("differs: hello-1.0.jar: t (size")
+    # The pom beside a differing jar is identical, and refused all the same: all files or none.
+    pom = describe_output("hello-1.0.pom", io.BytesIO(b"<project/>"))
+    ours_both = dataclasses.replace(ours, outputs=(jar, pom))
+    theirs_both = dataclasses.replace(proposed, outputs=(theirs, pom))
+    whole = verdict_on_record(
+        ours=ours_both, commit=COMMIT, digest=f"sha256:{pom.sha256}", filename=pom.name, size=pom.size,
+        proposed=theirs_both,
+    )  # fmt: skip
+    assert whole is not None and "hello-1.0.jar: t (size" in whole
+    assert (
+        verdict_on_record(
+            ours=ours_both,
+            commit=COMMIT,
+            digest=f"sha256:{pom.sha256}",
+            filename=pom.name,
+            size=pom.size,
+            proposed=ours_both,
+        )
+        is None
+    )
     bare = verdict_on_record(ours=ours, commit=COMMIT, digest="sha256:" + "0" * 64, **common)  # type: ignore[arg-type]
     assert bare is not None and "ours sha256:" in bare
     missing = verdict_on_record(ours=ours, commit=COMMIT, digest=digest, filename="x.jar", size=1)
