@@ -21,7 +21,8 @@ consensus round per file. Then, in order:
   names the JDK), and with two of four refusing nothing commits;
 - bad input through the CLI: a branch, a missing tag, a URL that is not git, a command
   with shell metacharacters, an enormous spec: one line, non-zero exit;
-- one authority down: a rebuild still commits.
+- one authority down: a rebuild asked for on the regular node (`pyrsia build source
+  --wait` there, handed to one authority) still commits, signed by the three alive.
 
 Needs root (builds drop to an unprivileged uid) and the tools `.ci/install-tools`
 installs; JDK 25 for the disagreement test.
@@ -50,7 +51,7 @@ import pytest
 from pyrsia.sourcebuild.compare import zip_entries
 from pyrsia.sourcebuild.sandbox import MirrorAddress, run_source_build
 from pyrsia.sourcebuild.spec import canonical_fields, spec_from_fields
-from tests.support.bft import Member, eventually, start_network
+from tests.support.bft import Member, eventually, prepare, start_network
 from tests.support.cli import one_line_error, run
 from tests.support.source_repo import (
     DEBIAN_MAVEN_REPO,
@@ -139,6 +140,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             )
             reference_jar = (Path(reference.output_dir) / "hello-1.0.jar").read_bytes()
             upstream = f"http://127.0.0.1:{mirror.port}/maven2/"
+            root = tmp_path_factory.mktemp("net")
+            requester = prepare(root / "node-0")  # the regular node may ask for builds
 
             def flags(role: str, i: int) -> tuple[str, ...]:
                 if role != "authority":
@@ -152,11 +155,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                     "--source-build-uid", str(4300 + i),
                     *(arg for major in jdks for arg in ("--source-build-jdks", major)),
                     "--request-timeout", "600",
+                    "--build-requesters", requester,
                 )  # fmt: skip
 
-            authorities, regular, _ = start_network(
-                stack, tmp_path_factory.mktemp("net"), authorities=4, regular=1, flags=flags
-            )
+            authorities, regular, _ = start_network(stack, root, authorities=4, regular=1, flags=flags)
             prewarm(authorities[0], mirror.coordinates())
             yield Net(
                 scratch=scratch,
@@ -367,15 +369,19 @@ def test_bad_input_through_the_cli_is_one_line_and_a_non_zero_exit(net: Net, tmp
         assert "failed" in line or "refused" in line
 
 
-def test_one_authority_down_still_commits(net: Net) -> None:
+def test_one_authority_down_still_commits_asked_through_a_regular_node(net: Net) -> None:
     net.authorities[3].node.stop()
-    proposer = net.authorities[0]
-    build_id = start(proposer, spec_fields(net.git.url("later"), "later"))
-    done = proposer.finished_build(build_id, within_s=BUILD_S)
-    assert done["state"] == "committed", json.dumps(done, indent=1)
+    # `pyrsia build source` on the regular node: it hands the build to one authority.
+    flags = ("--git", net.git.url("later"), "--tag", "v1.0", "--gav", "com.example:later:1.0", "--jdk", "17")
+    result = run(
+        "build", "source", *flags, "--command", "mvn package -DskipTests", *on(net.regular), "--json",
+        "--wait", "--timeout", str(BUILD_S), timeout_s=BUILD_S + 60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = json.loads(result.stdout)
+    assert done["state"] == "committed" and done["via"] == "authorities", done
     live = {a.peer_id for a in net.authorities[:3]}
-    for tx in done["transactions"]:  # type: ignore[union-attr]
-        assert tx["state"] == "committed"
+    proposer = net.authorities[0]
     record = proposer.get("/api/v1/log/search", build_source=net.git.url("later"))["results"][0]  # type: ignore[index]
     block = proposer.block(record["height"])
     assert set(block["certificate"]) == live  # type: ignore[arg-type]
