@@ -46,6 +46,7 @@ from pyrsia.consensus.service import PENDING, ConsensusService, Outcome, VerifyR
 from pyrsia.errors import (
     BuildSpecInvalid,
     BuildUnknown,
+    ConfigError,
     ConsensusTimeout,
     MavenFileUnknown,
     PeerError,
@@ -143,7 +144,10 @@ class SourceBuilder:
         self._root = root
         self._mirror = mirror
         self._uid = uid
-        self._jdks = frozenset(int(major) for major in jdks if major.strip().isdigit())
+        bad = [major for major in jdks if not major.strip().isdigit()]
+        if bad:
+            raise ConfigError(f"source_build_jdks: {bad[0][:40]!r} is not a JDK major version such as 17")
+        self._jdks = frozenset(int(major) for major in jdks)
         self._limits = limits or SandboxLimits()
         self._on_done = on_done
         # Daemon threads: a node that stops does not wait for a build; the sandbox dies
