@@ -169,7 +169,7 @@ class AddArtifact:
     @property
     def rebuilt(self) -> bool:
         """Whether this records a file rebuilt from source (not mirrored from an upstream)."""
-        return bool(self.build_source)
+        return bool(getattr(self, "build_source", ""))
 
     def encoded(self) -> bytes:
         """The canonical encoding of `to_map()`, made once when built."""
@@ -195,7 +195,7 @@ class AddArtifact:
         check_text("registry", self.registry)
         if len(self.registry) > REGISTRY_CHARS_MAX:
             raise TxInvalid(f"registry is longer than {REGISTRY_CHARS_MAX} characters")
-        check_build_fields({name: getattr(self, name) for name in _BUILD_KEYS})
+        check_build_fields(self._build_fields())
 
     def to_map(self) -> dict[str, Any]:
         doc = {
@@ -213,9 +213,14 @@ class AddArtifact:
         }
         if self.registry:
             doc["registry"] = self.registry
-        if self.build_source:
-            doc["build"] = {key: getattr(self, name) for name, key in _BUILD_KEYS.items()}
+        build = self._build_fields()
+        if build["build_source"]:
+            doc["build"] = {key: build[name] for name, key in _BUILD_KEYS.items()}
         return doc
+
+    def _build_fields(self) -> dict[str, object]:
+        # getattr: a value made around __init__ (as hostile-input tests do) may lack them.
+        return {name: getattr(self, name, "") for name in _BUILD_KEYS}
 
     @classmethod
     def from_map(cls, doc: Any) -> AddArtifact:
