@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import threading
@@ -89,6 +90,7 @@ STATUS_POLL_S = 2.0
 STATUS_ASK_TIMEOUT_S = 10.0
 LOG_TAIL_SHOWN_CHARS = 2000
 BUILD_TIMEOUT_MARGIN_S = 120.0
+_WORK_DIR = re.compile(r"[0-9a-f]{16}-[0-9a-f]{8}")
 MEDIA_TYPES = {".jar": "application/java-archive", ".pom": "application/xml"}
 
 
@@ -162,6 +164,17 @@ class SourceBuilder:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._lock = threading.Lock()
         self._toolchain: Toolchain | None = None
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Build directories an earlier run left (a crash, a kill): only this module's names."""
+        try:
+            entries = list(self._root.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if _WORK_DIR.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
 
     @property
     def timeout_s(self) -> float:
@@ -185,8 +198,11 @@ class SourceBuilder:
         digest = spec_digest(spec)
         with self._lock:
             job = self._jobs.get(digest)
+            if job is not None and not (job.done.is_set() and job.state == FAILED):
+                return job  # running or built; a failed one is tried again (a tag pushed since)
             if job is not None:
-                return job
+                shutil.rmtree(job.work_dir, ignore_errors=True)
+                del self._jobs[digest]
             waiting = sum(1 for j in self._jobs.values() if not j.done.is_set())
             if waiting >= QUEUED_MAX:
                 raise SourceBuildError(f"{waiting} builds from source are waiting here already; try later")
