@@ -26,6 +26,7 @@ of authorities built identically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -567,8 +568,6 @@ class SourceBuildService:
 
     def hold(self, path: str, digest: Digest, data: bytes, source: str) -> None:
         """Keep a built file so this node serves it under `/maven2/` once the log holds it."""
-        import hashlib
-
         self._blobs.put(digest, data, source)
         checksums = {algorithm: hashlib.new(algorithm, data).hexdigest() for algorithm in CHECKSUMS}
         now = time.time()
