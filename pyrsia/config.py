@@ -530,6 +530,29 @@ class Config:
         (),
         "Peer id besides the authorities allowed to request builds from this authority; repeatable.",
     )
+    source_build_workers: int = _setting(
+        1,
+        "Builds from source an authority runs at once; more wait in its queue.",
+        minimum=1,
+        maximum=16,
+    )
+    source_build_dir: str = _setting(
+        "",
+        "Directory the builds from source run in (empty: <home>/source-builds); every directory "
+        "above it must be searchable by others (o+x), since the build drops to source_build_uid.",
+        empty_ok=True,
+    )
+    source_build_uid: int = _setting(
+        4242,
+        "Unprivileged uid (and gid) a build from source runs as when the node runs as root.",
+        minimum=1,
+        maximum=2**31 - 2,
+    )
+    source_build_jdks: tuple[str, ...] = _setting(
+        (),
+        "JDK major version this authority builds from source with (e.g. 17); repeatable; "
+        "empty: every JDK found under /usr/lib/jvm.",
+    )
     kad_ip_group_peers_per_bucket_max: int = _setting(
         16,
         "DHT routing-table peers from one IPv4 /24 or IPv6 /48 in one k-bucket (of 20).",

@@ -116,6 +116,7 @@ PURE_MODULES = [
     "sourcebuild/modules.py",
     "sourcebuild/plan.py",
     "sourcebuild/spec.py",
+    "sourcebuild/status.py",
     "sourcebuild/tree.py",
 ]
 FORBIDDEN_IMPORTS = {

@@ -1,4 +1,5 @@
-"""`pyrsia build docker|maven|status|list`: ask the authorities to publish an artifact.
+"""`pyrsia build docker|maven|source|status|list`: publish an artifact through the
+authorities, or have them rebuild a release from source.
 
 `build docker IMAGE` and `build maven G:A:V` start a build on a node (admin token):
 on an authority it starts the verification round itself, on a regular node the request
@@ -7,6 +8,14 @@ shows its transactions, each authority's verdict with its reason and the final s
 and with `--wait` polls (against a deadline) until the build is no longer running. A
 build that ends refused or failed exits 1, so scripts can `pyrsia build … --wait &&`.
 Calls go to `/api/v1/builds` (see `pyrsia.registry.api`).
+
+`build source SPEC` (a Reproducible Central `.buildspec` or pyrsia's TOML form) or
+`build source --git URL --tag TAG --gav G:A:V --jdk N --command "…"` is different: every
+authority rebuilds the release from its tag in a sandbox and the log takes its files
+only if a quorum built them byte for byte. The spec is read and checked here (one
+clear line when it is refused) and sent as its canonical fields; `build status` then
+shows each authority's build: queued, fetching source, resolving dependencies,
+building (with its log tail), matched, differed (naming files and jar entries), failed.
 """
 
 from __future__ import annotations
@@ -112,6 +121,93 @@ def maven(
         "maven", coordinates, wait=wait, timeout_s=timeout_s, node=node, home=home,
         admin_token=admin_token, json_output=json_output,
     )  # fmt: skip
+
+
+@build_app.command(
+    "source",
+    epilog="Examples: pyrsia build source hello-1.0.buildspec --wait;  "
+    "pyrsia build source --git https://github.com/example/hello.git --tag v1.0 "
+    '--gav com.example:hello:1.0 --jdk 17 --command "mvn package -DskipTests"',
+)
+def source(
+    spec_file: Path | None = typer.Argument(
+        None, metavar="[SPEC]", help="A .buildspec file, or a .toml file of the same fields."
+    ),
+    git: str | None = typer.Option(None, "--git", help="Git repository URL (without a SPEC file)."),
+    tag: str | None = typer.Option(None, "--tag", help="Release tag or full commit hash."),
+    gav: str | None = typer.Option(None, "--gav", help="GROUP:ARTIFACT:VERSION the build produces."),
+    jdk: int | None = typer.Option(None, "--jdk", min=1, max=999, help="JDK major version."),
+    command: str | None = typer.Option(
+        None, "--command", help='Build command, e.g. "mvn package -DskipTests".'
+    ),
+    wait: bool = WAIT,
+    timeout_s: float = typer.Option(
+        1800.0, "--timeout", min=0.1, max=86400, help="Seconds --wait follows the build before giving up."
+    ),
+    node: str | None = options.NODE,
+    home: Path | None = options.HOME,
+    admin_token: str | None = options.ADMIN_TOKEN,
+    json_output: bool | None = options.JSON,
+) -> None:
+    """Rebuild a Maven release from its git tag on every authority (admin token).
+
+    Committed only if a quorum of authorities built byte-identical files.
+
+    Prints the build id; --wait follows it like `pyrsia build status ID --wait`.
+    """
+    from pyrsia.registry.api import BUILDS
+    from pyrsia.sourcebuild.spec import canonical_fields
+
+    spec = _read_spec(spec_file, git=git, tag=tag, gav=gav, jdk=jdk, command=command)
+    client = _client(node, home, admin_token)
+    doc = client.post_json(BUILDS, {"kind": "source", "spec": canonical_fields(spec)}, admin=True)
+    if wait:
+        _follow(client, doc, timeout_s, json_output)
+        return
+    if settings.wants_json(json_output):
+        console.as_json(doc)
+        return
+    console.line(str(doc["id"]))
+    console.info(
+        f"build from source of {spec.gav} ({spec.git_repo} {spec.git_tag}) started; "
+        f"follow it with: pyrsia build status {doc['id']} --wait"
+    )
+
+
+def _read_spec(
+    spec_file: Path | None,
+    *,
+    git: str | None,
+    tag: str | None,
+    gav: str | None,
+    jdk: int | None,
+    command: str | None,
+) -> Any:
+    from pyrsia.errors import BuildSpecInvalid, UsageError
+    from pyrsia.sourcebuild.spec import SPEC_SIZE_BYTES_MAX, load_spec, spec_from_flags
+
+    flags = {"--git": git, "--tag": tag, "--gav": gav, "--jdk": jdk, "--command": command}
+    if spec_file is not None:
+        given = [name for name, value in flags.items() if value is not None]
+        if given:
+            raise UsageError(f"give a SPEC file or the flags, not both ({', '.join(given)})")
+        try:
+            with spec_file.open("rb") as stream:
+                data = stream.read(SPEC_SIZE_BYTES_MAX + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read {spec_file}: {exc.strerror}") from exc
+        if len(data) > SPEC_SIZE_BYTES_MAX:
+            raise BuildSpecInvalid(
+                f"{spec_file} is larger than {SPEC_SIZE_BYTES_MAX} bytes: not a build spec"
+            )
+        return load_spec(data, filename=spec_file.name)
+    missing = [name for name, value in flags.items() if value is None]
+    if missing:
+        raise UsageError(
+            f"give a SPEC file, or all of --git --tag --gav --jdk --command (missing {' '.join(missing)})"
+        )
+    assert git is not None and tag is not None and gav is not None and jdk is not None and command is not None
+    return spec_from_flags(git=git, tag=tag, gav=gav, jdk=jdk, command=command)
 
 
 @build_app.command(
@@ -258,6 +354,17 @@ def render(doc: dict[str, Any], *, wide: bool = False) -> None:
         )
     else:
         console.line("no verdicts yet")
+    authorities = doc.get("authorities") or []
+    if authorities:  # a build from source: each authority's own build
+        console.table(
+            f"builds of {len(authorities)} authorities",
+            (layout.id_column("authority"), layout.fixed("build"), "detail"),
+            ((a["authority"], a["state"].replace("_", " "), a["detail"] or "-") for a in authorities),
+            wide=wide,
+        )
+        for a in authorities:
+            if a["state"] == "building" and a.get("log_tail"):
+                console.line(f"log of {a['authority'][:16]}…:\n" + str(a["log_tail"]).rstrip()[-800:])
     answers = doc.get("answers") or []
     if answers:  # a build through a regular node: what each authority it asked answered
         console.table(
@@ -272,9 +379,15 @@ def render(doc: dict[str, Any], *, wide: bool = False) -> None:
 
 
 def _refusals(doc: dict[str, Any]) -> str:
-    return "; ".join(
+    refused = [
         f"{v['authority'][:16]}… refused: {v['reason']}" for v in doc["verdicts"] if v["verdict"] == "refused"
-    )
+    ]
+    refused += [
+        f"{a['authority'][:16]}… {a['state']}: {a['detail']}"
+        for a in doc.get("authorities") or []
+        if a["state"] in ("differed", "failed")
+    ]
+    return "; ".join(refused)
 
 
 def _or_dash(value: object) -> str:

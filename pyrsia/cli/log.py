@@ -94,13 +94,19 @@ def search(
     registry: str | None = typer.Option(
         None, "--registry", help="Registry host (docker.io, ghcr.io …) or Maven repository id."
     ),
+    source: str | None = typer.Option(
+        None, "--source", help="Git URL: files rebuilt from source from that repository."
+    ),
+    reproducible: bool = typer.Option(
+        False, "--reproducible", help="Only rebuilt files byte-identical to the upstream's published file."
+    ),
     since: str | None = typer.Option(None, "--since", help="Unix seconds or ISO date."),
     limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Most records to show, newest first."),
     node: str | None = options.NODE,
     json_output: bool | None = options.JSON,
     wide: bool = options.WIDE,
 ) -> None:
-    """Find committed artifacts by author, package, dependency, digest, type, registry or time."""
+    """Find committed artifacts by author, package, dependency, digest, type, registry, source or time."""
     found = _search(
         node,
         author=author,
@@ -109,6 +115,8 @@ def search(
         digest=digest,
         type=package_type,
         registry=registry,
+        build_source=source,
+        reproduces_upstream="yes" if reproducible else None,
         since=_since(since),
         limit=str(limit),
     )
@@ -235,6 +243,7 @@ def _inspect(package: str, fmt: str, fields: str | None, latest: bool, node: str
     if latest and records:
         top = max(r["height"] for r in records)
         records = [r for r in records if r["height"] == top]
+    _add_builders(records, node)
     columns = [f.strip() for f in fields.split(",")] if fields else list(records[0]) if records else []
     unknown = [c for c in columns if records and c not in records[0]]
     if unknown:
@@ -248,6 +257,22 @@ def _inspect(package: str, fmt: str, fields: str | None, latest: bool, node: str
     writer.writeheader()
     writer.writerows({k: ";".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
     console.line(out.getvalue().rstrip("\n"))
+
+
+def _add_builders(records: list[dict[str, Any]], node: str | None) -> None:
+    """`builders` of each record: for a file rebuilt from source, the authorities that
+    endorsed it (each built the same bytes); empty for a mirrored file."""
+    blocks: dict[int, dict[str, Any]] = {}
+    for record in records:
+        record["builders"] = []
+        if not record.get("build_source"):
+            continue
+        height = int(record["height"])
+        if height not in blocks:
+            blocks[height] = _client(node).get_json(f"/api/v1/log/blocks/{height}")
+        for tx in blocks[height]["transactions"]:
+            if tx["id"] == record["tx_id"]:
+                record["builders"] = sorted(tx["endorsements"])
 
 
 FORMAT = typer.Option("json", "--format", help="json or csv.")
@@ -282,7 +307,8 @@ def inspect_maven(
     latest: bool = LATEST,
     node: str | None = options.NODE,
 ) -> None:
-    """Log records of every file of a Maven artifact version."""
+    """Log records of every file of a Maven artifact version; a rebuilt file shows its
+    source, commit, spec digest, builder and the authorities that built it (`builders`)."""
     from pyrsia.errors import UsageError
 
     if gav.count(":") != 2 or not all(gav.split(":")):

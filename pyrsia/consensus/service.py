@@ -1245,7 +1245,17 @@ def _checked_fields(tx: Transaction) -> tuple[object, ...]:
     """What verifying an artifact compares: two transactions equal in these get one verdict."""
     p = tx.payload
     if isinstance(p, AddArtifact):
-        return (p.package_type, p.path, p.digest, p.size, p.chunk_size, p.chunk_root)
+        # A rebuilt file is vouched for by a rebuild, a mirrored one by a re-fetch: never one for the other.
+        return (
+            p.package_type,
+            p.path,
+            p.digest,
+            p.size,
+            p.chunk_size,
+            p.chunk_root,
+            p.build_spec,
+            p.build_commit,
+        )
     return (tx.id,)  # an authority change is decided by approvals, which may change
 
 

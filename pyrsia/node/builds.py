@@ -1,11 +1,12 @@
-"""Build requests (`pyrsia build`): what was asked, and how far each got.
+"""Publications (`pyrsia build docker|maven`): what was asked, and how far each got.
 
-A build publishes one image or one Maven version through the authorities and ends
+Publishing through the authorities is not rebuilding from source (`node/source_builds.py`,
+`pyrsia build source`): a publication one image or one Maven version through the authorities and ends
 committed, refused (the authorities' verdicts say why) or failed (the upstream, the
 network or a timeout). On an authority it runs here, and every transaction it submits
 is followed through consensus (`Outcome`s: the verdict of each authority); a regular
 node sends it to all authorities and records each one's answer. Kept in memory, the
-newest `BUILDS_KEPT`: a build id names work of this node's current run.
+newest `PUBLICATIONS_KEPT`: a build id names work of this node's current run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pyrsia.consensus.service import Outcome
 from pyrsia.errors import BuildUnknown
 from pyrsia.formats.build_target import check_target
 
-BUILDS_KEPT = 1000
+PUBLICATIONS_KEPT = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +36,7 @@ class Committed:
 
 
 @dataclass(slots=True)
-class Build:
+class Publication:
     id: str
     kind: str
     target: str
@@ -59,32 +60,32 @@ class Build:
         self.done.set()
 
 
-class Builds:
-    def __init__(self, kept: int = BUILDS_KEPT) -> None:
+class Publications:
+    def __init__(self, kept: int = PUBLICATIONS_KEPT) -> None:
         self._kept = kept
-        self._builds: OrderedDict[str, Build] = OrderedDict()
+        self._builds: OrderedDict[str, Publication] = OrderedDict()
         self._lock = threading.Lock()
 
-    def start(self, kind: str, target: str, via: str, now: float) -> tuple[Build, bool]:
+    def start(self, kind: str, target: str, via: str, now: float) -> tuple[Publication, bool]:
         """A new build, or the running one for the same target (joined); and whether it is new."""
         check_target(kind, target)
         with self._lock:
             for build in self._builds.values():
                 if build.kind == kind and build.target == target and build.state == "running":
                     return build, False
-            build = Build(id=secrets.token_hex(8), kind=kind, target=target, via=via, started_at=now)
+            build = Publication(id=secrets.token_hex(8), kind=kind, target=target, via=via, started_at=now)
             self._builds[build.id] = build
             while len(self._builds) > self._kept:
                 self._builds.popitem(last=False)
             return build, True
 
-    def get(self, build_id: str) -> Build:
+    def get(self, build_id: str) -> Publication:
         with self._lock:
             build = self._builds.get(build_id)
         if build is None:
             raise BuildUnknown(f"no build {build_id[:40]!r} on this node (builds are kept while it runs)")
         return build
 
-    def all(self) -> Sequence[Build]:
+    def all(self) -> Sequence[Publication]:
         with self._lock:
             return list(self._builds.values())

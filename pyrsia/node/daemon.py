@@ -58,9 +58,10 @@ from pyrsia.formats.maven_layout import parse_path
 from pyrsia.formats.reference import parse_image_reference, parse_tag
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.approvals import Approvals
-from pyrsia.node.builds import Build, Builds, Committed
+from pyrsia.node.builds import Committed, Publication, Publications
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.node.network import Network, Verdicts, bootstrap_addresses, host_for, join, read_genesis
+from pyrsia.node.source_builds import SourceBuilder, SourceBuildService, spec_of_json
 from pyrsia.p2p.behaviours.requests import PublishRequest
 from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
@@ -69,6 +70,9 @@ from pyrsia.registry.maven import MavenRepository
 from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
 from pyrsia.registry.peer_api import PeerBlobApp
 from pyrsia.registry.peer_gate import GateConfig
+from pyrsia.sourcebuild.sandbox import MirrorAddress
+from pyrsia.sourcebuild.spec import BuildSpec
+from pyrsia.sourcebuild.status import SourceStatus
 from pyrsia.translog.block import DEFAULT_REGISTRIES, REGISTRIES_MAX, quorum
 from pyrsia.translog.chain import PERMANENT_REGISTRY
 from pyrsia.translog.chunks import CHUNK_BYTES
@@ -100,7 +104,12 @@ VIA_AUTHORITIES = "authorities"
 BUILD_FETCHES_MAX = 4
 LOGGED_RECORDS_MAX = 1000  # records of one build target shown by a regular node (an image: its files)
 SHUTDOWN_GRACE_S = 30.0
-PARTIALS_KEPT_S = 7 * 86400.0  # a peer download older than this is not resumed
+PARTIALS_KEPT_S = 7 * 86400.0
+SOURCE_REQUEST_KINDS = (
+    "build_source",
+    "source_rebuild",
+    "source_status",
+)  # a peer download older than this is not resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +200,7 @@ class Node:
             find_peer=lambda peer, timeout: self.network.kad.find_peer(peer, timeout=timeout),
         )
         self._approvals = Approvals(config.home / CONSENSUS_DIR / APPROVALS_FILE)
-        self._builds = Builds()
+        self._builds = Publications()
         self._build_context = threading.local()
         # A node that is not an authority never commits: it asks one (fixed at start).
         authority = None if self.network.is_authority else self.network
@@ -255,6 +264,30 @@ class Node:
             config.http_host,
             config.http_port,
             http_limits(config),
+        )
+        server_host, server_port = self._server.address
+        self._sources = SourceBuildService(
+            builder=SourceBuilder(
+                root=Path(config.source_build_dir)
+                if config.source_build_dir
+                else config.home / "source-builds",
+                # The sandbox reaches this node's own /maven2/ through its unix-socket bridge.
+                mirror=MirrorAddress(
+                    host="127.0.0.1" if server_host in ("0.0.0.0", "::") else server_host, port=server_port
+                ),
+                workers=config.source_build_workers,
+                uid=config.source_build_uid,
+                jdks=config.source_build_jdks,
+                on_done=self.consensus.reverify,
+            ),
+            network=self.network,
+            consensus=self.consensus,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            maven_records=RecordStore(config.home / "refs" / "maven"),
+            maven_upstream=self._maven_upstream,
+            me=self.identity.peer_id,
+            request_timeout_s=config.request_timeout_s,
         )
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -369,9 +402,11 @@ class Node:
         upstream.sort(key=lambda t: str(t["digest"]))
         return peers + upstream
 
-    def _serve_request(self, request: PublishRequest) -> Verdicts:
+    def _serve_request(self, request: PublishRequest) -> Verdicts | SourceStatus:
         """A publish request from another node, served as a pull through this one would be;
         a build request runs (or joins) that build here and answers once it ended."""
+        if request.kind in SOURCE_REQUEST_KINDS:
+            return self._sources.serve(request)
         if request.kind.startswith("build_"):
             build, new = self._builds.start(
                 request.kind.removeprefix("build_"), request.name, THIS_NODE, time.time()
@@ -404,7 +439,7 @@ class Node:
 
     def _commit(self, payloads: Sequence[AddArtifact]) -> None:
         """How the artifact services commit: alone as the one authority, else by consensus."""
-        build: Build | None = getattr(self._build_context, "build", None)
+        build: Publication | None = getattr(self._build_context, "build", None)
         if self.ledger.authorities == {self.identity.peer_id}:
             block = self.ledger.publish(payloads)
             if build is not None:
@@ -430,6 +465,8 @@ class Node:
     def _verify_tx(self, tx: Transaction) -> VerifyResult:
         """This authority's own check of another's transaction (the consensus verifier)."""
         payload = tx.payload
+        if isinstance(payload, AddArtifact) and payload.rebuilt:
+            return self._sources.verify(tx)
         if isinstance(payload, AddArtifact):
             service = self._docker if payload.package_type == DOCKER else self._maven
             return service.verify_record(payload)
@@ -566,9 +603,17 @@ class Node:
         return self.build(build.id)
 
     def builds(self) -> list[Mapping[str, object]]:
-        return [self.build(b.id) for b in self._builds.all()]
+        sources: list[Mapping[str, object]] = [self._sources.to_json(b) for b in self._sources.builds.all()]
+        return [self.build(b.id) for b in self._builds.all()] + sources
 
-    def _run_build(self, build: Build) -> None:
+    def start_source_build(self, spec: BuildSpec) -> dict[str, object]:
+        """`pyrsia build source`: rebuilt by every authority, committed if a quorum built the same bytes."""
+        return self._sources.to_json(self._sources.start(spec))
+
+    def source_spec(self, text: str) -> BuildSpec:
+        return spec_of_json(text)
+
+    def _run_build(self, build: Publication) -> None:
         try:
             if build.via == THIS_NODE:
                 self._build_here(build)
@@ -585,7 +630,7 @@ class Node:
             log.exception("build %s failed", build.id)
             build.finish("failed", time.time(), error=f"{type(exc).__name__}: {exc}")
 
-    def _build_here(self, build: Build) -> None:
+    def _build_here(self, build: Publication) -> None:
         """Publish every file of the target through this authority (with consensus among several)."""
 
         def within(step: Callable[[], object]) -> object:
@@ -619,7 +664,7 @@ class Node:
             ]:
                 done.result()
 
-    def _build_via_authorities(self, build: Build) -> None:
+    def _build_via_authorities(self, build: Publication) -> None:
         """Send the build to every authority; committed once one did and sync brought it here."""
         request = PublishRequest(kind=f"build_{build.kind}", name=build.target)
         deadline = time.monotonic() + self.config.request_timeout_s
@@ -655,7 +700,7 @@ class Node:
                 "refused" if refused else "failed", time.time(), error=errors or "no authority answered"
             )
 
-    def _logged(self, build: Build) -> list[Committed]:
+    def _logged(self, build: Publication) -> list[Committed]:
         """The records this node's log holds of a build's target, as committed transactions."""
         if build.kind == "maven":
             package = build.target
@@ -669,7 +714,7 @@ class Node:
             if r.package_id == package
         ]
 
-    def _verdicts_of(self, build: Build) -> list[tuple[str, str, str]]:
+    def _verdicts_of(self, build: Publication) -> list[tuple[str, str, str]]:
         """Each authority's verdict over the build's transactions (a refusal wins, then pending)."""
         with build.lock:
             verdicts = dict(build.reported)
@@ -682,6 +727,9 @@ class Node:
         return [(a, v, r) for a, (v, r) in sorted(verdicts.items())]
 
     def build(self, build_id: str) -> dict[str, object]:
+        source = self._sources.builds.find(build_id)
+        if source is not None:
+            return self._sources.to_json(source)
         build = self._builds.get(build_id)
         with build.lock:
             outcomes, committed, answers = list(build.outcomes), list(build.committed), dict(build.answers)
@@ -800,6 +848,7 @@ class Node:
         if self._peer_http is not None:
             self._peer_http.shutdown(SHUTDOWN_GRACE_S)
         self.consensus.stop()
+        self._sources.builder.close()
         self.network.stop()
         self.host.stop()
         self._docker_upstream.close()

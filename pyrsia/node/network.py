@@ -58,6 +58,7 @@ from pyrsia.p2p.swarm.addresses import AdvertisePolicy
 from pyrsia.p2p.swarm.host import Host, HostConfig, Stream
 from pyrsia.p2p.swarm.limits import Limits
 from pyrsia.p2p.wire.multiaddr import Multiaddr
+from pyrsia.sourcebuild.status import SourceStatus
 from pyrsia.translog.block import Block
 from pyrsia.translog.ledger import Ledger
 from pyrsia.translog.tx import check_peer_id
@@ -89,7 +90,7 @@ RELAY_COUNTERS = (
 
 
 Verdicts = Sequence[tuple[str, str, str]]  # (authority, endorsed | refused | pending, reason)
-ServeRequest = Callable[[PublishRequest], Verdicts]
+ServeRequest = Callable[[PublishRequest], Verdicts | SourceStatus]
 
 
 def _verdicts_in(detail: object) -> tuple[tuple[str, str, str], ...]:
@@ -348,6 +349,19 @@ class Network:
             waiting.discard(authority)
             yield authority, answer
 
+    def ask(self, authority: str, request: PublishRequest, timeout_s: float) -> PublishReply:
+        """Send `request` to one authority (found through the DHT when not connected)."""
+        try:
+            if not self.host.is_connected(authority):
+                self.host.add_addresses(
+                    authority, self.kad.find_peer(authority, timeout=min(timeout_s, 10.0))
+                )
+            return self._ask(authority, request, timeout_s)
+        except PeerError:
+            raise
+        except PyrsiaError as exc:
+            raise PeerError(exc.message) from exc
+
     def _ask(self, authority: str, request: PublishRequest, timeout_s: float) -> PublishReply:
         stream = self.host.open_stream(
             authority, [requests.PROTOCOL_ID], timeout=min(timeout_s, DIAL_TIMEOUT_S)
@@ -415,14 +429,16 @@ class Network:
         if not self.is_authority or self._serve_request is None:
             return PublishReply(ok=False, status=403, error="this node is not an authority")
         try:
-            verdicts = self._serve_request(request)
+            answer = self._serve_request(request)
         except PyrsiaError as exc:
             log.info("publish request from %s for %s failed: %s", peer, request.name, exc.message)
             return PublishReply(
                 ok=False, status=exc.http_status, error=exc.message, verdicts=_verdicts_in(exc.detail)
             )
-        log.info("published %s %s %s for %s", request.kind, request.name, request.reference, peer)
-        return PublishReply(ok=True, height=self.ledger.height, verdicts=tuple(verdicts))
+        if isinstance(answer, SourceStatus):  # `source_status`: this authority's build of a spec
+            return PublishReply(ok=True, height=self.ledger.height, source=answer.to_fields())
+        log.info("published %s %s for %s", request.kind, request.name, peer)
+        return PublishReply(ok=True, height=self.ledger.height, verdicts=tuple(answer))
 
     # -- status ----------------------------------------------------------------------
 

@@ -13,7 +13,10 @@
                             (received by source, served to peers), sampled every few seconds
     POST /api/v1/ping?peer= open: RTT to a peer id or a multiaddr (dialled first)
     GET  /api/v1/log/…      open: the transparency log (see `translog_api`)
-    POST /api/v1/builds     admin: {"kind": "docker"|"maven", "target": …} → 202, the build
+    POST /api/v1/builds     admin: {"kind": "docker"|"maven", "target": …} → 202, the build;
+                            or {"kind": "source", "spec": {canonical spec fields}}: a
+                            rebuild from source (`pyrsia build source`), with each
+                            authority's state under "authorities"
     GET  /api/v1/builds     open: {"builds": [build, …]}
     GET  /api/v1/builds/ID  open: one build: its transactions and each authority's verdict
     POST /api/v1/authorities  admin: {"peer_id": …, "action": "add"|"remove"}: this node's
@@ -42,7 +45,7 @@ import hmac
 import json
 import math
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyrsia.errors import (
     BuildUnknown,
@@ -78,6 +81,10 @@ class NodeControl(Protocol):
     def metrics(self) -> str: ...
 
     def start_build(self, kind: str, target: str) -> Mapping[str, object]: ...
+
+    def source_spec(self, text: str) -> object: ...
+
+    def start_source_build(self, spec: Any) -> Mapping[str, object]: ...
 
     def build(self, build_id: str) -> Mapping[str, object]: ...
 
@@ -140,6 +147,10 @@ class NodeApi:
                 if not target or len(target) > 1000:
                     raise UsageError("ping needs ?peer=PEER_ID or ?peer=MULTIADDR")
                 return _json(self._node.ping(target))
+            case ("POST", "/api/v1/builds") if _is_source_build(request.body):
+                self._require_admin(request)
+                spec = self._node.source_spec(source_spec_from(request.body))
+                return _json(self._node.start_source_build(spec), status=202)
             case ("POST", "/api/v1/builds"):
                 self._require_admin(request)
                 kind, target = build_request_from(request.body)
@@ -213,6 +224,22 @@ def build_request_from(body: bytes) -> tuple[str, str]:
         raise UsageError(f"target must be 1 to {TARGET_CHARS_MAX} characters")
     check_target(kind, target)
     return kind, target
+
+
+SOURCE_SHAPE = '{"kind": "source", "spec": {groupId, artifactId, version, gitRepo, gitTag, …}}'
+
+
+def _is_source_build(body: bytes) -> bool:
+    return b'"source"' in body and b'"spec"' in body
+
+
+def source_spec_from(body: bytes) -> str:
+    """The canonical spec fields of a source build request, as JSON for the node to check."""
+    doc = _object_from(body, SOURCE_SHAPE)
+    spec = doc.get("spec")
+    if doc.get("kind") != "source" or not isinstance(spec, dict):
+        raise UsageError(f"request body must be JSON: {SOURCE_SHAPE}")
+    return json.dumps(spec)
 
 
 def check_build_id(text: str) -> str:

@@ -2,6 +2,7 @@
 
     GET /api/v1/log                     height, size, origin, authorities
     GET /api/v1/log/search?author=&package=&depends_on=&digest=&type=&since=&limit=
+                                        &build_source=GIT_URL&reproduces_upstream=yes|no|absent
     GET /api/v1/log/blocks/<height>     one block, `latest` for the tip
     GET /api/v1/log/checkpoint          the C2SP signed note of the current tree head
     GET /api/v1/log/proof/<digest>      inclusion proof of the newest record of a digest
@@ -25,7 +26,7 @@ from pyrsia.registry.params import INT64_MAX, whole_number
 from pyrsia.translog.block import Block
 from pyrsia.translog.index import SEARCH_LIMIT_MAX, Query
 from pyrsia.translog.ledger import Ledger
-from pyrsia.translog.tx import PACKAGE_TYPES
+from pyrsia.translog.tx import PACKAGE_TYPES, REPRODUCES_UPSTREAM
 
 PREFIX = "/api/v1/log"
 
@@ -67,6 +68,9 @@ def query_from(params: dict[str, str]) -> Query:
         raise UsageError(f"type must be one of {', '.join(PACKAGE_TYPES)}")
     since = whole_number(params["since"], "since", 0, INT64_MAX) if params.get("since") else None
     limit = whole_number(params["limit"], "limit", 1, SEARCH_LIMIT_MAX) if params.get("limit") else 100
+    reproduces = params.get("reproduces_upstream") or None
+    if reproduces is not None and reproduces not in REPRODUCES_UPSTREAM:
+        raise UsageError(f"reproduces_upstream must be one of {', '.join(REPRODUCES_UPSTREAM)}")
     return Query(
         author=params.get("author") or None,
         package=params.get("package") or None,
@@ -74,6 +78,8 @@ def query_from(params: dict[str, str]) -> Query:
         digest=params.get("digest") or None,
         package_type=kind,
         registry=(params.get("registry") or "").strip().lower() or None,
+        build_source=params.get("build_source") or None,
+        reproduces_upstream=reproduces,
         since=since,
         limit=limit,
     )

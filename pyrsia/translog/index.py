@@ -15,7 +15,8 @@ state and never wait behind a write. Queries are parameterized only. Package sea
 matches `package_id` exactly or as the name before `:` or `@` (`library/alpine` finds
 `library/alpine:3.18`); author search matches a prefix; registry search matches the
 record's registry (a record without one is indexed under its package type's default,
-`docker.io`). Both use range scans on
+`docker.io`). Records rebuilt from source are found by their git URL (`build_source`,
+exact) and by whether they reproduce the upstream's file (`reproduces_upstream`). All use range scans on
 indexes, never `LIKE '%…'`, to stay fast at millions of rows.
 """
 
@@ -37,7 +38,7 @@ from pyrsia.translog.view import ArtifactRecord
 __all__ = ["ArtifactRecord", "Index", "IndexReader", "IndexTip", "Query", "rows_of"]
 
 log = logging.getLogger("pyrsia.translog")
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 SEARCH_LIMIT_MAX = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -47,7 +48,9 @@ CREATE TABLE IF NOT EXISTS artifact (
     package_type TEXT NOT NULL, package_id TEXT NOT NULL, path TEXT NOT NULL,
     digest TEXT NOT NULL, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
     chunk_root BLOB NOT NULL, media_type TEXT NOT NULL,
-    source TEXT NOT NULL, author TEXT NOT NULL, registry TEXT NOT NULL
+    source TEXT NOT NULL, author TEXT NOT NULL, registry TEXT NOT NULL,
+    build_source TEXT NOT NULL, build_commit TEXT NOT NULL, build_spec TEXT NOT NULL,
+    builder_jdk TEXT NOT NULL, builder_maven TEXT NOT NULL, reproduces_upstream TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifact_path ON artifact (package_type, path, leaf);
 CREATE INDEX IF NOT EXISTS artifact_digest ON artifact (digest, package_type);
@@ -55,6 +58,8 @@ CREATE INDEX IF NOT EXISTS artifact_package ON artifact (package_id);
 CREATE INDEX IF NOT EXISTS artifact_author ON artifact (author);
 CREATE INDEX IF NOT EXISTS artifact_registry ON artifact (registry);
 CREATE INDEX IF NOT EXISTS artifact_time ON artifact (time);
+CREATE INDEX IF NOT EXISTS artifact_build_source ON artifact (build_source);
+CREATE INDEX IF NOT EXISTS artifact_reproduces ON artifact (reproduces_upstream);
 CREATE INDEX IF NOT EXISTS artifact_tx ON artifact (tx_id);
 CREATE TABLE IF NOT EXISTS dependency (leaf INTEGER NOT NULL, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS dependency_name ON dependency (name, leaf);
@@ -62,7 +67,8 @@ CREATE INDEX IF NOT EXISTS dependency_leaf ON dependency (leaf);
 """
 _COLUMNS = (
     "leaf, height, tx_id, time, submitter, package_type, package_id, path, digest, size, chunk_size, "
-    "chunk_root, media_type, source, author, registry"
+    "chunk_root, media_type, source, author, registry, build_source, build_commit, build_spec, "
+    "builder_jdk, builder_maven, reproduces_upstream"
 )
 _PLACES = ",".join("?" * len(_COLUMNS.split(",")))
 
@@ -75,6 +81,8 @@ class Query:
     digest: str | None = None
     package_type: str | None = None
     registry: str | None = None
+    build_source: str | None = None  # records rebuilt from this git URL
+    reproduces_upstream: str | None = None  # yes | no | absent
     since: int | None = None
     limit: int = 100
 
@@ -237,7 +245,8 @@ class Index:
                 (
                     leaf, header.height, tx.id, tx.time, tx.submitter, p.package_type, p.package_id,
                     p.path, p.digest, p.size, p.chunk_size, p.chunk_root, p.media_type, p.source, p.author,
-                    p.registry_or_default,
+                    p.registry_or_default, p.build_source, p.build_commit, p.build_spec, p.builder_jdk,
+                    p.builder_maven, p.reproduces_upstream,
                 )
             )  # fmt: skip
             deps += [(leaf, d) for d in p.dependencies]
@@ -282,7 +291,9 @@ class IndexReader:
                     leaf=row[0], height=row[1], tx_id=bytes(row[2]).hex(), time=row[3], submitter=row[4],
                     package_type=row[5], package_id=row[6], path=row[7], digest=row[8], size=row[9],
                     chunk_size=row[10], chunk_root=bytes(row[11]), media_type=row[12],
-                    source=row[13], author=row[14], registry=row[15],
+                    source=row[13], author=row[14], registry=row[15], build_source=row[16],
+                    build_commit=row[17], build_spec=row[18], builder_jdk=row[19], builder_maven=row[20],
+                    reproduces_upstream=row[21],
                     dependencies=tuple(str(d) for (d,) in deps),
                 )
             )  # fmt: skip
@@ -347,6 +358,12 @@ class IndexReader:
         if query.registry:
             where.append("registry = ?")
             params.append(query.registry)
+        if query.build_source:
+            where.append("build_source = ?")
+            params.append(query.build_source)
+        if query.reproduces_upstream:
+            where.append("reproduces_upstream = ?")
+            params.append(query.reproduces_upstream)
         if query.since is not None:
             where.append("time >= ?")
             params.append(query.since)

@@ -60,6 +60,20 @@ _REQUIRED_TEXT = ("package_id", "path", "digest")
 REGISTRY_CHARS_MAX = 253
 # What a record without a `registry` means (every record written before the field).
 DEFAULT_REGISTRIES = {"docker": "docker.io", "maven": "central"}
+# A record of a file rebuilt from source (`pyrsia build source`) says where from and with
+# what; a mirror record has none of these. All or none; encoded under "build" only when set.
+REPRODUCES_UPSTREAM = ("yes", "no", "absent")
+BUILD_FIELDS = ("build_source", "build_commit", "build_spec", "builder_jdk", "builder_maven")
+BUILDER_CHARS_MAX = 100
+_BUILD_KEYS = {
+    "build_source": "source",
+    "build_commit": "commit",
+    "build_spec": "spec",
+    "builder_jdk": "jdk",
+    "builder_maven": "maven",
+    "reproduces_upstream": "reproduces_upstream",
+}
+_HEX = frozenset("0123456789abcdef")
 
 
 def registry_of(package_type: str, registry: str) -> str:
@@ -141,6 +155,15 @@ class AddArtifact:
     # existed keep their ids; empty means the package type's default (`docker.io`, see
     # `registry_of`). `source` stays the URL the bytes were fetched from.
     registry: str = ""
+    # Rebuilt from source: the git URL, the full commit, the spec's digest, the builder's
+    # JDK and Maven versions, and whether the bytes equal the upstream's published file
+    # for the same coordinates. Empty on a mirror record (see `check_build_fields`).
+    build_source: str = ""
+    build_commit: str = ""
+    build_spec: str = ""
+    builder_jdk: str = ""
+    builder_maven: str = ""
+    reproduces_upstream: str = ""
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +173,11 @@ class AddArtifact:
     @property
     def registry_or_default(self) -> str:
         return registry_of(self.package_type, self.registry)
+
+    @property
+    def rebuilt(self) -> bool:
+        """Whether this records a file rebuilt from source (not mirrored from an upstream)."""
+        return bool(getattr(self, "build_source", ""))
 
     def encoded(self) -> bytes:
         """The canonical encoding of `to_map()`, made once when built."""
@@ -175,6 +203,7 @@ class AddArtifact:
         check_text("registry", self.registry)
         if len(self.registry) > REGISTRY_CHARS_MAX:
             raise TxInvalid(f"registry is longer than {REGISTRY_CHARS_MAX} characters")
+        check_build_fields(self._build_fields())
 
     def to_map(self) -> dict[str, Any]:
         doc = {
@@ -192,7 +221,14 @@ class AddArtifact:
         }
         if self.registry:
             doc["registry"] = self.registry
+        build = self._build_fields()
+        if build["build_source"]:
+            doc["build"] = {key: build[name] for name, key in _BUILD_KEYS.items()}
         return doc
+
+    def _build_fields(self) -> dict[str, object]:
+        # getattr: a value made around __init__ (as hostile-input tests do) may lack them.
+        return {name: getattr(self, name, "") for name in _BUILD_KEYS}
 
     @classmethod
     def from_map(cls, doc: Any) -> AddArtifact:
@@ -207,7 +243,41 @@ class AddArtifact:
             chunk_root=codec.field(doc, "chunk_root", bytes),
             dependencies=tuple(dependencies),
             registry=codec.field(doc, "registry", str) if "registry" in doc else "",
+            **_build_fields_of(doc),
         )
+
+
+def check_build_fields(fields: dict[str, object]) -> None:
+    """A rebuilt file's facts: all present and well-formed, or all empty (a mirror record)."""
+    for name, value in fields.items():
+        check_text(name, value)
+    if not any(fields.values()):
+        return
+    missing = [name for name, value in fields.items() if not value]
+    if missing:
+        raise TxInvalid(f"a rebuilt record needs every build field; missing {', '.join(missing)}")
+    commit = str(fields["build_commit"])
+    if len(commit) != 40 or not set(commit) <= _HEX:
+        raise TxInvalid(f"build_commit {commit[:60]!r} is not a full 40-hex git commit")
+    spec = str(fields["build_spec"])
+    if not spec.startswith("sha256:") or len(spec) != 71 or not set(spec[7:]) <= _HEX:
+        raise TxInvalid(f"build_spec {spec[:80]!r} is not a sha256: digest")
+    for name in ("builder_jdk", "builder_maven"):
+        if len(str(fields[name])) > BUILDER_CHARS_MAX:
+            raise TxInvalid(f"{name} is longer than {BUILDER_CHARS_MAX} characters")
+    if fields["reproduces_upstream"] not in REPRODUCES_UPSTREAM:
+        shown = str(fields["reproduces_upstream"])[:20]
+        raise TxInvalid(f"reproduces_upstream must be one of {', '.join(REPRODUCES_UPSTREAM)}, not {shown!r}")
+
+
+def _build_fields_of(doc: Any) -> dict[str, str]:
+    if "build" not in doc:
+        return {}
+    build = codec.field(doc, "build", dict)
+    unknown = sorted(str(k)[:40] for k in build if k not in _BUILD_KEYS.values())
+    if unknown:
+        raise TxInvalid(f"unknown build fields {', '.join(unknown)}")
+    return {name: codec.field(build, key, str) for name, key in _BUILD_KEYS.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

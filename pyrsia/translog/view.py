@@ -62,6 +62,13 @@ class ArtifactRecord:
     author: str
     dependencies: tuple[str, ...] = ()
     registry: str = ""  # the record's registry, or its package type's default (never empty once indexed)
+    # Rebuilt from source (`AddArtifact.build_*`); empty on a mirror record.
+    build_source: str = ""
+    build_commit: str = ""
+    build_spec: str = ""
+    builder_jdk: str = ""
+    builder_maven: str = ""
+    reproduces_upstream: str = ""
 
     def to_json(self) -> dict[str, object]:
         doc = {f: getattr(self, f) for f in self.__slots__}
@@ -96,6 +103,9 @@ def records_of(block: Block, first_leaf: int) -> list[ArtifactRecord]:
                 digest=p.digest, size=p.size, chunk_size=p.chunk_size, chunk_root=p.chunk_root,
                 media_type=p.media_type, source=p.source, author=p.author,
                 dependencies=tuple(p.dependencies), registry=p.registry_or_default,
+                build_source=p.build_source, build_commit=p.build_commit, build_spec=p.build_spec,
+                builder_jdk=p.builder_jdk, builder_maven=p.builder_maven,
+                reproduces_upstream=p.reproduces_upstream,
             )
         )  # fmt: skip
     return out

@@ -10,7 +10,7 @@ import pytest
 from pyrsia.errors import BuildUnknown, RegistryError, StorageError, UsageError
 from pyrsia.formats.build_target import check_target, maven_paths
 from pyrsia.node.approvals import Approvals
-from pyrsia.node.builds import Builds
+from pyrsia.node.builds import Publications
 
 
 @pytest.mark.parametrize("target", ["Alpine:1", "alpine:", "alpine@sha256:xyz", "alpine:bad tag", "../x:1"])
@@ -18,7 +18,7 @@ def test_bad_targets_are_refused_before_a_build_starts(target: str) -> None:
     with pytest.raises((UsageError, RegistryError)):
         check_target("docker", target)
     with pytest.raises((UsageError, RegistryError)):
-        Builds().start("docker", target, "this node", 0.0)
+        Publications().start("docker", target, "this node", 0.0)
 
 
 def test_maven_targets_are_coordinates() -> None:
@@ -32,7 +32,7 @@ def test_maven_targets_are_coordinates() -> None:
 
 
 def test_a_running_build_of_one_target_is_joined_not_repeated() -> None:
-    builds = Builds(kept=2)
+    builds = Publications(kept=2)
     first, new = builds.start("docker", "alpine:3.18", "this node", 1.0)
     again, joined_new = builds.start("docker", "alpine:3.18", "this node", 2.0)
     assert new and not joined_new and again is first

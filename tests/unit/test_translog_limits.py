@@ -54,6 +54,13 @@ def valid(**changes: Any) -> dict[str, Any]:
         "author": "Ada",
         "dependencies": ("com.example:base:2.0",),
         "registry": "",
+        # A mirrored file: no build-from-source fields.
+        "build_source": "",
+        "build_commit": "",
+        "build_spec": "",
+        "builder_jdk": "",
+        "builder_maven": "",
+        "reproduces_upstream": "",
         **changes,
     }
 
@@ -158,6 +165,8 @@ hostile_values: dict[str, st.SearchStrategy[Any]] = {
         name: hostile_text
         for name in ("package_id", "path", "digest", "media_type", "source", "author", "registry")
     },
+    "build_commit": st.one_of(hostile_text, st.just("a" * 40)),
+    "reproduces_upstream": st.one_of(hostile_text, st.sampled_from(["yes", "no", "absent"])),
     "package_type": st.one_of(st.sampled_from(["docker", "maven", "npm", ""]), hostile_text),
     "size": hostile_ints,
     "chunk_size": hostile_ints,

@@ -12,6 +12,14 @@ authority fetch and publish whole images or Maven versions, so only authorities 
 peers the admin listed may ask for them. `RequestGuard` holds what an authority checks
 before serving anything: a request rate per peer, who may build, and what its
 upstream said is missing (a bounded, expiring negative cache).
+
+Builds from source (`pyrsia build source`) use three more kinds, each carrying the spec
+as its canonical JSON in `reference` (name: the G:A:V): `build_source` makes the
+authority that receives it the proposer (it asks the others to rebuild, builds, proposes
+one AddArtifact per output, and answers when consensus ended); `source_rebuild` makes an
+authority queue its own build of the spec, to verify a proposal with, and answer at
+once; `source_status` (name: the spec digest) answers with that authority's build (the
+reply's `source`: a map the caller checks with `SourceStatus.from_fields`).
 """
 
 from __future__ import annotations
@@ -26,8 +34,18 @@ from pyrsia.translog import codec
 PROTOCOL_ID = "/pyrsia/request/1.0.0"
 MESSAGE_BYTES_MAX = 256 * 1024
 # Pull-driven publishes, and builds (`pyrsia build`: name is the image or G:A:V).
-KINDS = ("docker_manifest", "docker_blob", "maven", "build_docker", "build_maven")
+SOURCE_KINDS = ("build_source", "source_rebuild")
+KINDS = (
+    "docker_manifest",
+    "docker_blob",
+    "maven",
+    "build_docker",
+    "build_maven",
+    *SOURCE_KINDS,
+    "source_status",
+)
 FIELD_CHARS_MAX = 4096
+SPEC_CHARS_MAX = 96 * 1024  # a spec's canonical JSON (`reference` of SOURCE_KINDS)
 VERDICTS_MAX = 128
 REASON_CHARS_MAX = 1024
 
@@ -48,6 +66,9 @@ class PublishReply:
     # What each authority said of the transactions, as the answering one saw it:
     # (authority, "endorsed" | "refused" | "pending", reason).
     verdicts: tuple[tuple[str, str, str], ...] = ()
+    # The answer to `source_status`: that authority's build of the spec, as a map the
+    # caller checks (`SourceStatus.from_fields`); None otherwise.
+    source: dict[str, Any] | None = None
 
 
 def encode(message: PublishRequest | PublishReply) -> bytes:
@@ -63,6 +84,8 @@ def encode(message: PublishRequest | PublishReply) -> bytes:
             "error": message.error[:FIELD_CHARS_MAX],
             "verdicts": [[a, v, r[:REASON_CHARS_MAX]] for a, v, r in message.verdicts[:VERDICTS_MAX]],
         }
+        if message.source is not None:
+            doc["source"] = message.source
     return codec.encode(doc)
 
 
@@ -80,7 +103,8 @@ def decode(data: bytes) -> PublishRequest | PublishReply:
             )
             if request.kind not in KINDS or not request.name:
                 raise ProtocolViolation(f"unknown publish request {request.kind[:40]!r}")
-            if max(len(request.name), len(request.reference)) > FIELD_CHARS_MAX:
+            reference_max = SPEC_CHARS_MAX if request.kind in SOURCE_KINDS else FIELD_CHARS_MAX
+            if len(request.name) > FIELD_CHARS_MAX or len(request.reference) > reference_max:
                 raise ProtocolViolation("publish request field too long")
             return request
         if kind == "reply":
@@ -90,6 +114,7 @@ def decode(data: bytes) -> PublishRequest | PublishReply:
                 status=codec.field(doc, "status", int),
                 error=codec.field(doc, "error", str),
                 verdicts=_verdicts(doc.get("verdicts", [])),
+                source=codec.field(doc, "source", dict) if "source" in doc else None,
             )
             if not -1 <= reply.height < 2**63 or not 0 <= reply.status < 1000:
                 raise ProtocolViolation("publish reply out of range")
@@ -117,7 +142,7 @@ def _verdicts(entries: Any) -> tuple[tuple[str, str, str], ...]:
 
 # -- the serving side's guard ------------------------------------------------------------
 
-BUILD_KINDS = ("build_docker", "build_maven")
+BUILD_KINDS = ("build_docker", "build_maven", *SOURCE_KINDS)
 PEERS_TRACKED_MAX = 4096
 MISSING_KEPT_MAX = 4096
 MISSING_STATUS = 404
