@@ -111,8 +111,16 @@ def spec_of_json(text: str) -> BuildSpec:
     return spec_from_canonical(fields)
 
 
-def maven_path(spec: BuildSpec, filename: str) -> str:
-    return f"{spec.group_id.replace('.', '/')}/{spec.artifact_id}/{spec.version}/{filename}"
+def maven_path(spec: BuildSpec, filename: str, result: SourceBuildResult | None = None) -> str:
+    """Where a built file lives in the Maven layout: under its own module's coordinates
+    (a multi-module build), else the spec's."""
+    module = result.coordinates_of(filename) if result is not None else None
+    group, artifact, version = (
+        (module.group_id, module.artifact_id, module.version)
+        if module is not None
+        else (spec.group_id, spec.artifact_id, spec.version)
+    )
+    return f"{group.replace('.', '/')}/{artifact}/{version}/{filename}"
 
 
 # -- this authority's own builds ---------------------------------------------------------
@@ -546,12 +554,14 @@ class SourceBuildService:
         """Store one output and describe it as a log record (compared with the upstream's file)."""
         data = output_bytes(result, output)
         digest = Digest("sha256", output.sha256)
-        path = maven_path(spec, output.name)
+        path = maven_path(spec, output.name, result)
         self.hold(path, digest, data, spec.git_repo)
         suffix = Path(output.name).suffix
+        module = result.coordinates_of(output.name)
+        gav = spec.gav if module is None else f"{module.group_id}:{module.artifact_id}:{module.version}"
         return AddArtifact(
             package_type="maven",
-            package_id=spec.gav,
+            package_id=gav,
             path=f"/maven2/{path}",
             digest=str(digest),
             size=len(data),
@@ -648,6 +658,10 @@ class SourceBuildService:
             size=payload.size,
             proposed=proposed,
         )
+        if reason is None and job.result is not None:
+            expected = "/maven2/" + maven_path(job.spec, filename, job.result)
+            if payload.path != expected:
+                reason = f"differs: {filename} belongs at {expected}, not {payload.path[:200]}"
         if reason is None and job.result is not None and own is not None:
             data = output_bytes(job.result, own)
             self.hold(

@@ -12,10 +12,12 @@ import pytest
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ProtocolViolation, TxInvalid
+from pyrsia.node.source_builds import maven_path
 from pyrsia.p2p.behaviours import requests
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest, RequestGuard
 from pyrsia.sourcebuild.compare import OutputFile, describe_output
-from pyrsia.sourcebuild.plan import BuilderFacts
+from pyrsia.sourcebuild.plan import BuilderFacts, ModuleOutputs, SourceBuildResult
+from pyrsia.sourcebuild.spec import spec_from_flags
 from pyrsia.sourcebuild.status import (
     BUILDING,
     BUILT,
@@ -308,3 +310,20 @@ def test_the_verifier_endorses_only_the_same_commit_and_bytes() -> None:
     assert refused == "our build failed: spec jdk 25: this node has JDK 17"
     with pytest.raises(ValueError):
         verdict_on_record(ours=SourceStatus(state=BUILDING), commit=COMMIT, digest=digest, **common)  # type: ignore[arg-type]
+
+
+def test_a_built_file_lives_under_its_own_modules_coordinates() -> None:
+    spec = spec_from_flags(
+        git=URL, tag="v1.0", gav="org.example:parent:1.0", jdk=17, command="mvn -B package"
+    )
+    module = ModuleOutputs(
+        group_id="org.example.sub", artifact_id="core", version="1.0", packaging="jar", path="core",
+        files=("core-1.0.jar", "core-1.0.pom"),
+    )  # fmt: skip
+    result = SourceBuildResult(
+        spec_digest=SPEC, git_repo=URL, commit=COMMIT, source_date_epoch=0, outputs=(), output_dir="",
+        builder=BUILDER, log_tail="", log_path="", wall_time_s=0.0, modules=(module,),
+    )  # fmt: skip
+    assert maven_path(spec, "core-1.0.jar", result) == "org/example/sub/core/1.0/core-1.0.jar"
+    assert maven_path(spec, "parent-1.0.pom", result) == "org/example/parent/1.0/parent-1.0.pom"
+    assert maven_path(spec, "parent-1.0.pom") == "org/example/parent/1.0/parent-1.0.pom"
