@@ -16,9 +16,8 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, layout, options, settings
+from pyrsia.cli import changes, console, layout, options, settings
 
-SHORT_CHARS = 20
 PEER_ARGUMENT = typer.Argument(..., metavar="PEER_ID", help="Peer id of the node (`pyrsia id` on it).")
 
 
@@ -35,20 +34,8 @@ def _change(
 
 
 def _show_change(answer: dict[str, Any], json_output: bool | None) -> None:
-    if settings.wants_json(json_output):
-        console.as_json(answer)
-        return
-    verb = "removing" if answer["action"] == "remove" else "adding"
-    console.success(f"this node's admin approves {verb} {answer['peer_id']} as an authority")
-    if answer["state"] == "committed":
-        console.line(f"committed at height {answer['height']}; in force from the next height")
-    elif answer["tx_id"]:
-        console.line(
-            f"transaction {answer['tx_id']} is pending: it commits once a quorum of authorities "
-            "endorse it (each after its own admin approved the same peer); see `pyrsia authorities`"
-        )
-    else:
-        console.line("recorded: this node endorses the change when another authority submits it")
+    what = f"{answer['peer_id']} as an authority"
+    changes.show_change(answer, json_output, what=what, same="the same peer", listing="pyrsia authorities")
 
 
 def authorize_node(
@@ -113,37 +100,9 @@ def render(doc: dict[str, Any]) -> None:
         (layout.id_column("peer id"), layout.fixed("this node")),
         ((peer, "yes" if peer == me else "") for peer in members),
     )
-    approvals = doc["approvals"]
-    console.table(
-        f"approved by this node's admin ({len(approvals)})",
-        (layout.id_column("peer id"), layout.fixed("action")),
-        ((a["peer_id"], a["action"]) for a in approvals),
-    )
-    pending = doc["pending"]
-    console.table(
-        f"pending authority changes ({len(pending)})",
-        (
-            layout.id_column("peer id"),
-            layout.fixed("action"),
-            layout.Column(header="endorsed by", drop=3),
-            layout.fixed("submitter", drop=2),
-            layout.fixed("tx id", drop=1),
-        ),
-        (
-            (
-                p["peer_id"],
-                p["action"],
-                [f"{len(p['endorsed_by'])} of {doc['quorum']} needed", *map(_short, p["endorsed_by"])],
-                _short(p["submitter"]),
-                _short(p["tx_id"]),
-            )
-            for p in pending
-        ),
+    changes.approvals(layout.id_column("peer id"), "peer_id", doc["approvals"])
+    changes.pending(
+        "pending authority changes", layout.id_column("peer id"), "peer_id", doc["pending"], doc["quorum"]
     )
     role = "an authority" if doc["is_authority"] else "not an authority"
     console.line(f"this node {me} is {role}")
-
-
-def _short(text: str) -> str:
-    """A peer id or transaction id cut to what tells it apart in a table (`--json` has it whole)."""
-    return text if len(text) <= SHORT_CHARS else text[:SHORT_CHARS] + "…"

@@ -19,9 +19,8 @@ from typing import Any
 
 import typer
 
-from pyrsia.cli import console, layout, options, settings
+from pyrsia.cli import changes, console, layout, options, settings
 
-SHORT_CHARS = 20
 HOST_ARGUMENT = typer.Argument(..., metavar="HOST", help="Registry host, as in image names (ghcr.io).")
 
 registries_app = typer.Typer(
@@ -62,20 +61,8 @@ def _change(
 
 
 def _show_change(answer: dict[str, Any], json_output: bool | None) -> None:
-    if settings.wants_json(json_output):
-        console.as_json(answer)
-        return
-    verb = "removing" if answer["action"] == "remove" else "adding"
-    console.success(f"this node's admin approves {verb} registry {answer['host']}")
-    if answer["state"] == "committed":
-        console.line(f"committed at height {answer['height']}; in force from the next height")
-    elif answer["tx_id"]:
-        console.line(
-            f"transaction {answer['tx_id']} is pending: it commits once a quorum of authorities "
-            "endorse it (each after its own admin approved the same host); see `pyrsia registries`"
-        )
-    else:
-        console.line("recorded: this node endorses the change when another authority submits it")
+    what = f"registry {answer['host']}"
+    changes.show_change(answer, json_output, what=what, same="the same host", listing="pyrsia registries")
 
 
 @registries_app.command(epilog="Example: pyrsia registries add ghcr.io --home /var/lib/pyrsia")
@@ -119,35 +106,5 @@ def render(doc: dict[str, Any]) -> None:
         (layout.fixed("host"), layout.fixed("since height"), layout.Column(header="upstream here", drop=1)),
         ((r["host"], str(r["since"]), upstreams.get(r["host"], "")) for r in agreed),
     )
-    approvals = doc["approvals"]
-    console.table(
-        f"approved by this node's admin ({len(approvals)})",
-        (layout.fixed("host"), layout.fixed("action")),
-        ((a["registry"], a["action"]) for a in approvals),
-    )
-    pending = doc["pending"]
-    console.table(
-        f"pending registry changes ({len(pending)})",
-        (
-            layout.fixed("host"),
-            layout.fixed("action"),
-            layout.Column(header="endorsed by", drop=3),
-            layout.fixed("submitter", drop=2),
-            layout.fixed("tx id", drop=1),
-        ),
-        (
-            (
-                p["host"],
-                p["action"],
-                [f"{len(p['endorsed_by'])} of {doc['quorum']} needed", *map(_short, p["endorsed_by"])],
-                _short(p["submitter"]),
-                _short(p["tx_id"]),
-            )
-            for p in pending
-        ),
-    )
-
-
-def _short(text: str) -> str:
-    """A peer id or transaction id cut to what tells it apart in a table (`--json` has it whole)."""
-    return text if len(text) <= SHORT_CHARS else text[:SHORT_CHARS] + "…"
+    changes.approvals(layout.fixed("host"), "registry", doc["approvals"])
+    changes.pending("pending registry changes", layout.fixed("host"), "host", doc["pending"], doc["quorum"])
