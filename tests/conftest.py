@@ -31,3 +31,24 @@ def _rank(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)
+
+
+# Time per test module (setup, calls and teardown summed), shown after the run: with
+# one module per worker at a time, the longest modules decide how long the suite takes.
+_MODULE_SECONDS: dict[str, float] = {}
+MODULES_SHOWN = 15
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _MODULE_SECONDS:
+        return
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda item: item[1], reverse=True)[:MODULES_SHOWN]
+    total = sum(_MODULE_SECONDS.values())
+    terminalreporter.write_sep("=", f"slowest {len(slowest)} modules (of {total:.0f} s in all)")
+    for module, seconds in slowest:
+        terminalreporter.write_line(f"{seconds:8.1f}s  {module}")
