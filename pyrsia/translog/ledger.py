@@ -26,6 +26,17 @@ that still fails to sign fails its own caller alone, never the group.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
+
+Batches. `submit_blocks` (sync) takes many such blocks at once. In the caller's thread,
+off the writer, each block is encoded and its signatures are checked (`chain.
+check_signatures`, spread over `VERIFY_THREADS`): they depend on nothing but the
+log's origin. The writer then applies the blocks in order through the chain core (link,
+authorities, certificate quorum, roots; signatures again only for a block whose check
+failed, or if the origin it was checked against is not the chain's), writes the
+applied ones with one fsync pass and one directory fsync (`BlockFiles.write_many`),
+swaps the head, indexes them in one SQLite transaction, and then tells the caller. A
+block that fails stops the batch: the good prefix before it is stored as above and the
+caller gets the failure. A write that fails stores none of the batch.
 `call(fn)` runs `fn(chain)` on the writer thread, between blocks: how consensus proposes
 the next block and checks a peer's proposal against the chain it would follow.
 
@@ -52,7 +63,7 @@ import threading
 import time as _time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,7 +75,7 @@ from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, 
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
-from pyrsia.translog.chain import Chain, genesis_block
+from pyrsia.translog.chain import Chain, check_signatures, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
@@ -82,6 +93,8 @@ QUEUE_REQUESTS_MAX = 4096
 GROUP_WAIT_S = 0.0001
 GROUP_WAITS_MAX = 10
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
+VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
+BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +143,15 @@ class _Append:
 
 
 @dataclass(frozen=True, slots=True)
+class _AppendBatch:
+    blocks: tuple[Block, ...]
+    encoded: tuple[bytes, ...]
+    origin: str  # the origin their signatures were checked against
+    checked: int  # blocks[:checked] passed `check_signatures`
+    future: Future[int]
+
+
+@dataclass(frozen=True, slots=True)
 class _Call:
     fn: Callable[[Chain], object]
     future: Future[object]
@@ -143,7 +165,7 @@ class _Stop:
     pass
 
 
-_Request = _Publish | _Append | _Call | _Repair | _Stop
+_Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop
 
 
 def _decode(files: BlockFiles, height: int) -> Block:
@@ -207,6 +229,7 @@ class Ledger:
         self._readers_lock = threading.Lock()
         self._view = LookupView(view_entries_max)
         self._view_lock = threading.Lock()
+        self._verifiers: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(
@@ -252,6 +275,8 @@ class Ledger:
         self._queue.put(_Stop())
         self._writer.join()
         self._index.close()
+        if self._verifiers is not None:
+            self._verifiers.shutdown()
         with self._readers_lock:
             for reader in list(self._readers):
                 reader.close()
@@ -393,6 +418,51 @@ class Ledger:
         self._enqueue(_Append(block, future))
         return future.result()
 
+    def submit_blocks(self, blocks: Sequence[Block]) -> Future[int]:
+        """Store blocks proposed and certified elsewhere, in height order, as one batch (see
+        Batches); the future resolves with the log's height once they are durable and
+        indexed, or fails with the first bad block's `ChainBroken` after the good blocks
+        before it are stored. Blocks the log holds already are accepted as they are."""
+        blocks = tuple(blocks)
+        if not 0 < len(blocks) <= BATCH_BLOCKS_MAX or not all(isinstance(b, Block) for b in blocks):
+            raise TxInvalid(f"a batch holds 1 to {BATCH_BLOCKS_MAX} blocks")
+        origin = self.origin
+        checked, encoded = self._prepare(blocks, origin)
+        future: Future[int] = Future()
+        self._enqueue(_AppendBatch(blocks, encoded, origin, checked, future))
+        return future
+
+    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int, tuple[bytes, ...]]:
+        """(how many leading blocks have every signature valid, each block encoded)."""
+
+        def run(part: Sequence[Block]) -> tuple[int, list[bytes]]:
+            encoded = []
+            for i, block in enumerate(part):
+                try:
+                    check_signatures(block, origin)
+                    encoded.append(block.encode())
+                except TranslogError:
+                    return i, encoded
+            return len(part), encoded
+
+        if len(blocks) < 2 * VERIFY_THREADS:
+            good, out = run(blocks)
+            return good, tuple(out)
+        with self._close_lock:
+            if self._verifiers is None:
+                self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
+            pool = self._verifiers
+        step = -(-len(blocks) // VERIFY_THREADS)
+        parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+        checked = 0
+        encoded: list[bytes] = []
+        for part, (good, out) in zip(parts, pool.map(run, parts), strict=True):
+            checked += good
+            encoded += out
+            if good < len(part):
+                break
+        return checked, tuple(encoded)
+
     def _enqueue(self, request: _Request) -> None:
         if self._closed:
             raise StorageError("the transparency log is closed")
@@ -435,6 +505,11 @@ class Ledger:
                         group, txs, size = [], 0, 0
                         if request.future.set_running_or_notify_cancel():
                             self._guarded([request], partial(self._append, request))
+                    case _AppendBatch():
+                        self._commit_guarded(group)
+                        group, txs, size = [], 0, 0
+                        if request.future.set_running_or_notify_cancel():
+                            self._guarded([request], partial(self._append_batch, request))
                     case _Call():
                         self._commit_guarded(group)
                         group, txs, size = [], 0, 0
@@ -455,7 +530,7 @@ class Ledger:
             except queue.Empty:
                 return
             if (
-                isinstance(request, _Publish | _Append | _Call)
+                isinstance(request, _Publish | _Append | _AppendBatch | _Call)
                 and request.future.set_running_or_notify_cancel()
             ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
@@ -464,7 +539,9 @@ class Ledger:
         if group:
             self._guarded(group, lambda: self._commit(group))
 
-    def _guarded(self, requests: Sequence[_Publish | _Append], step: Callable[[], None]) -> None:
+    def _guarded(
+        self, requests: Sequence[_Publish | _Append | _AppendBatch], step: Callable[[], None]
+    ) -> None:
         """Run one writer step; whatever it raises reaches its callers, never the loop."""
         try:
             step()
@@ -537,22 +614,63 @@ class Ledger:
         self._committed(request.block, first)
         request.future.set_result(request.block)
 
-    def _committed(self, block: Block, first_leaf: int) -> None:
-        """The block is durable: readers see it, then the index and the lookup view learn
-        it, then listeners."""
+    def _append_batch(self, request: _AppendBatch) -> None:
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
         chain = self._chain
-        self._head = Head(tip=block, size=chain.size, authorities=chain.authorities)
+        mark = chain.mark()
+        applied: list[tuple[Block, int]] = []
+        writes: list[tuple[int, bytes]] = []
+        failure: TranslogError | None = None
+        for i, block in enumerate(request.blocks):
+            height = block.header.height
+            if 0 <= height <= chain.height:
+                fresh = height - (chain.height - len(applied) + 1)  # its place among `applied`
+                held = applied[fresh][0] if fresh >= 0 else chain.tip if height == chain.height else None
+                held = held or self._read(height)
+                if held.header.hash == block.header.hash:
+                    continue  # held already (an overlapping batch, or consensus brought it)
+            verified = i < request.checked and chain.origin == request.origin
+            try:
+                first = chain.apply(block, verify_signatures=not verified)
+            except TranslogError as exc:
+                failure = exc
+                break
+            applied.append((block, first))
+            writes.append((height, request.encoded[i] if i < len(request.encoded) else block.encode()))
+        if writes:
+            try:
+                self._files.write_many(writes)
+            except BaseException:
+                chain.rewind(mark)
+                raise
+            self._committed_many(applied)
+        if failure is not None:
+            raise failure
+        request.future.set_result(chain.height)
+
+    def _committed(self, block: Block, first_leaf: int) -> None:
+        self._committed_many([(block, first_leaf)])
+
+    def _committed_many(self, blocks: Sequence[tuple[Block, int]]) -> None:
+        """The blocks are durable: readers see them, then the index (one transaction) and
+        the lookup view learn them, then listeners, block by block."""
+        chain = self._chain
+        last = blocks[-1][0]
+        self._head = Head(tip=last, size=chain.size, authorities=chain.authorities)
         try:
-            self._index.apply([(block, first_leaf)])
+            self._index.apply(blocks)
         except Exception as exc:
-            self._index_failed(block.header.height, exc)
+            self._index_failed(last.header.height, exc)
         # After the index: a reader that misses the view from now on finds the block there.
         # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
-        records = records_of(block, first_leaf)
-        with self._view_lock:
-            self._view.apply(records)
-        for listener in self._listeners:
-            listener(block)
+        for block, first_leaf in blocks:
+            records = records_of(block, first_leaf)
+            with self._view_lock:
+                self._view.apply(records)
+        for block, _first in blocks:
+            for listener in self._listeners:
+                listener(block)
 
     def on_commit(self, listener: Callable[[Block], None]) -> None:
         """`listener(block)` runs on the writer thread after each durable block: keep it short."""
