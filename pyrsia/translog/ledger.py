@@ -14,15 +14,22 @@ fill it from the index, and the writer corrects every held key a block touches o
 the index holds the block and before the block's callers are told, so a GET right
 after a commit sees it, and a fill that raced a block is dropped (see `view`).
 
-Group commit. The writer takes every publish waiting in the queue, up to a block's
-limits, into one block (when fewer wait than the last block held, it first waits up
-to about a millisecond for callers still resubmitting): each payload signed, with its
-leaf index as nonce; the block proposed and certified by this node (the embedded
-network, where it is its own one authority), applied through the chain core, written
-as one block file with fsync, the head swapped, the index updated, and then each
-caller's future resolved with the block. Payloads were checked when built; `submit`
-refuses bad input in the caller's thread before anything is queued, and a payload
-that still fails to sign fails its own caller alone, never the group.
+Group commit, pipelined. `submit` signs and endorses each payload in the caller's
+thread (a random nonce keeps ids unique, as consensus does), so the writer never
+signs a transaction. The writer takes every publish waiting in the queue, up to a
+block's limits, into one block: proposed and certified by this node (the embedded
+network, where it is its own one authority), applied through the chain core, encoded,
+and handed to the disk thread (`translog-disk`), which writes it as one block file
+with fsync. At most one block is on its way to disk. While it is, the publishes that
+arrive gather for the next block, so a block holds what arrived during the previous
+fsync: groups grow with load and a lone publisher never waits. Once the file is
+durable the writer hands the next block to the disk at once, and only then swaps the
+head, updates the index and resolves the callers of the durable one (that work
+overlaps the next fsync). A write that fails rewinds the chain to before that block
+and fails exactly its callers; nothing after it was applied. Appends, calls and
+repairs first wait for the block on disk and commit what has gathered, so they see the
+chain as it is durable. `submit` refuses bad input in the caller's thread before
+anything is queued.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
@@ -57,8 +64,10 @@ block, and commits nothing new until it succeeds; a restart rebuilds it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import secrets
 import threading
 import time as _time
 import weakref
@@ -75,10 +84,10 @@ from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, 
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
-from pyrsia.translog.chain import Chain, check_signatures, genesis_block
+from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
-from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
+from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
 from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key, records_of
 
 log = logging.getLogger("pyrsia.translog")
@@ -86,12 +95,6 @@ T = TypeVar("T")
 INDEX_FILE = "index.sqlite3"
 PUBLISH_TXS_MAX = BLOCK_TXS_MAX
 QUEUE_REQUESTS_MAX = 4096
-# Commit delay: when fewer publishes wait than the last block held, the writer looks
-# again after GROUP_WAIT_S, at most GROUP_WAITS_MAX times (about a millisecond), for the
-# rest (its callers are resubmitting), so one fsync keeps serving them all instead of
-# the group splitting in two. A lone publisher never waits.
-GROUP_WAIT_S = 0.0001
-GROUP_WAITS_MAX = 10
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
 BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
@@ -130,10 +133,27 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class _Publish:
-    # AddArtifact payloads are signed by the writer; transactions arrive signed already.
-    payloads: tuple[AddArtifact | Transaction, ...]
+    txs: tuple[Transaction, ...]  # signed (and endorsed) in the caller's thread
     size_bytes: int
     future: Future[Block]
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A block applied to the chain and on its way to disk."""
+
+    block: Block
+    first_leaf: int
+    group: list[_Publish]
+    mark: Mark  # the chain before it
+    written: Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    """The disk thread finished a flight (its `written` says how)."""
+
+    flight: _Flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +185,7 @@ class _Stop:
     pass
 
 
-_Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop
+_Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop | _Flushed
 
 
 def _decode(files: BlockFiles, height: int) -> Block:
@@ -230,6 +250,10 @@ class Ledger:
         self._view = LookupView(view_entries_max)
         self._view_lock = threading.Lock()
         self._verifiers: ThreadPoolExecutor | None = None
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
+        self._flight: _Flight | None = None
+        self._group: list[_Publish] = []
+        self._group_txs = self._group_bytes = 0
 
     @classmethod
     def open(
@@ -274,6 +298,7 @@ class Ledger:
             self._closed = True
         self._queue.put(_Stop())
         self._writer.join()
+        self._disk.shutdown()
         self._index.close()
         if self._verifiers is not None:
             self._verifiers.shutdown()
@@ -358,7 +383,7 @@ class Ledger:
     def submit(self, payloads: Sequence[AddArtifact]) -> Future[Block]:
         """Queue one AddArtifact per payload, all in one block; the future resolves with
         that block once it is durable. Bad payloads raise `TxInvalid` here, before
-        anything is queued."""
+        anything is queued; each is signed and endorsed here too, off the writer."""
         payloads = tuple(payloads)
         if not 0 < len(payloads) <= PUBLISH_TXS_MAX:
             raise TxInvalid(f"a block holds 1 to {PUBLISH_TXS_MAX} transactions")
@@ -374,8 +399,13 @@ class Ledger:
             size += encoded
         if size > BLOCK_TXS_BYTES_MAX:
             raise TxInvalid(f"the payloads encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}")
+        now = int(self._clock())
+        txs = []
+        for p in payloads:
+            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=secrets.randbits(62))
+            txs.append(tx.with_endorsements((endorse(self._key, tx.id),)))
         future: Future[Block] = Future()
-        self._enqueue(_Publish(payloads, size, future))
+        self._enqueue(_Publish(tuple(txs), size, future))
         return future
 
     def publish(self, payloads: Sequence[AddArtifact]) -> Block:
@@ -472,58 +502,39 @@ class Ledger:
 
     def _run(self) -> None:
         stopping = False
-        last_group = 0
         while not stopping:
-            batch = [self._queue.get()]
-            waits = 0
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    if waits == GROUP_WAITS_MAX or len(batch) >= last_group:
-                        break
-                    waits += 1
-                    _time.sleep(GROUP_WAIT_S)
-            last_group = len(batch)
-            group: list[_Publish] = []
-            txs = size = 0
-            for request in batch:
-                match request:
-                    case _Publish():
-                        if not request.future.set_running_or_notify_cancel():
-                            continue
-                        if group and (
-                            txs + len(request.payloads) > BLOCK_TXS_MAX
-                            or size + request.size_bytes > BLOCK_TXS_BYTES_MAX
-                        ):
-                            self._commit_guarded(group)
-                            group, txs, size = [], 0, 0
-                        group.append(request)
-                        txs, size = txs + len(request.payloads), size + request.size_bytes
-                    case _Append():
-                        self._commit_guarded(group)
-                        group, txs, size = [], 0, 0
-                        if request.future.set_running_or_notify_cancel():
-                            self._guarded([request], partial(self._append, request))
-                    case _AppendBatch():
-                        self._commit_guarded(group)
-                        group, txs, size = [], 0, 0
-                        if request.future.set_running_or_notify_cancel():
-                            self._guarded([request], partial(self._append_batch, request))
-                    case _Call():
-                        self._commit_guarded(group)
-                        group, txs, size = [], 0, 0
-                        if request.future.set_running_or_notify_cancel():
-                            try:
-                                request.future.set_result(request.fn(self._chain))
-                            except BaseException as exc:  # the caller's to handle
-                                request.future.set_exception(exc)
-                    case _Repair():
-                        self._repair_queued.clear()
-                        self._repair()
-                    case _Stop():
-                        stopping = True
-            self._commit_guarded(group)
+            request = self._queue.get()
+            match request:
+                case _Publish():
+                    if request.future.set_running_or_notify_cancel():
+                        self._gather(request)
+                case _Flushed():
+                    if request.flight is self._flight:
+                        self._landed()
+                case _Append():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        self._guarded([request], partial(self._append, request))
+                case _AppendBatch():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        self._guarded([request], partial(self._append_batch, request))
+                case _Call():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        try:
+                            request.future.set_result(request.fn(self._chain))
+                        except BaseException as exc:  # the caller's to handle
+                            request.future.set_exception(exc)
+                case _Repair():
+                    self._quiesce()
+                    self._repair_queued.clear()
+                    self._repair()
+                case _Stop():
+                    self._quiesce()
+                    stopping = True
+            if self._flight is None and self._group and self._queue.empty():
+                self._launch()
         while True:  # requests queued while closing: refuse them rather than leave them waiting
             try:
                 request = self._queue.get_nowait()
@@ -535,9 +546,88 @@ class Ledger:
             ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
 
-    def _commit_guarded(self, group: list[_Publish]) -> None:
+    def _gather(self, request: _Publish) -> None:
+        """Add a publish to the next block; a full block is launched (or waits for the disk)."""
+        if self._group and (
+            self._group_txs + len(request.txs) > BLOCK_TXS_MAX
+            or self._group_bytes + request.size_bytes > BLOCK_TXS_BYTES_MAX
+        ):
+            if self._flight is not None:
+                self._land()
+            self._launch()
+        self._group.append(request)
+        self._group_txs += len(request.txs)
+        self._group_bytes += request.size_bytes
+
+    def _quiesce(self) -> None:
+        """Wait for the block on disk, then commit what has gathered: the chain is durable."""
+        while self._flight is not None or self._group:
+            if self._flight is not None:
+                self._land()
+            else:
+                self._launch()
+
+    def _land(self) -> None:
+        flight = self._flight
+        assert flight is not None
+        with contextlib.suppress(BaseException):
+            flight.written.result()  # its outcome is handled by `_landed`
+        self._landed()
+
+    def _launch(self) -> None:
+        """Propose the gathered publishes as the next block and hand it to the disk."""
+        group, self._group = self._group, []
+        self._group_txs = self._group_bytes = 0
         if group:
-            self._guarded(group, lambda: self._commit(group))
+            self._guarded(group, lambda: self._propose(group))
+
+    def _propose(self, group: list[_Publish]) -> None:
+        assert self._flight is None, "one block on its way to disk at a time"
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
+        chain = self._chain
+        if self._me not in chain.authorities or quorum(len(chain.authorities)) > 1:
+            raise TranslogError(
+                f"this node cannot commit blocks alone: {len(chain.authorities)} authorities are in force"
+                f" and {quorum(len(chain.authorities))} must certify"
+            )
+        txs = [tx for request in group for tx in request.txs]
+        mark = chain.mark()
+        try:
+            block = chain.propose_certified(txs, int(self._clock()), self._key)
+            encoded = block.encode()
+            first = chain.apply(block, verify_signatures=False)  # signed by us, just now
+        except BaseException:
+            chain.rewind(mark)
+            raise
+        written = self._disk.submit(self._files.write, block.header.height, encoded)
+        flight = self._flight = _Flight(block, first, group, mark, written)
+        written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
+
+    def _landed(self) -> None:
+        """The block on disk is written, or failed: the next block goes out, then its callers learn."""
+        flight = self._flight
+        assert flight is not None and flight.written.done()
+        self._flight = None
+        error = flight.written.exception()
+        if error is not None:
+            self._chain.rewind(flight.mark)
+            if not isinstance(error, PyrsiaError):
+                log.error("transparency log writer failed", exc_info=error)
+            for request in flight.group:
+                request.future.set_exception(error)
+            return
+        if self._group and self._index_problem is None:
+            self._launch()  # before the callers of this one are told: that overlaps its fsync
+        try:
+            self._committed(flight.block, flight.first_leaf)
+        except BaseException as exc:
+            log.exception("transparency log writer failed after a block was durable")
+            for request in flight.group:
+                request.future.set_exception(exc)
+            return
+        for request in flight.group:
+            request.future.set_result(flight.block)
 
     def _guarded(
         self, requests: Sequence[_Publish | _Append | _AppendBatch], step: Callable[[], None]
@@ -551,48 +641,6 @@ class Ledger:
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(exc)
-
-    def _commit(self, group: list[_Publish]) -> None:
-        if not self._repair():
-            raise StorageError(self._index_problem or "the log index is behind")
-        chain = self._chain
-        if self._me not in chain.authorities or quorum(len(chain.authorities)) > 1:
-            raise TranslogError(
-                f"this node cannot commit blocks alone: {len(chain.authorities)} authorities are in force"
-                f" and {quorum(len(chain.authorities))} must certify"
-            )
-        now = int(self._clock())
-        txs: list[Transaction] = []
-        signed: list[_Publish] = []
-        for request in group:  # signed here, so nonces are leaf indexes: unique in the log
-            try:
-                txs += [
-                    p
-                    if isinstance(p, Transaction)
-                    else sign(
-                        self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=chain.size + len(txs) + i
-                    )
-                    for i, p in enumerate(request.payloads)
-                ]
-            except TxInvalid as exc:  # fails this caller alone
-                request.future.set_exception(exc)
-                continue
-            signed.append(request)
-        if not signed:
-            return
-        group = signed
-        mark = chain.mark()
-        try:
-            block = chain.propose_certified(txs, now, self._key)
-            encoded = block.encode()
-            first = chain.apply(block, verify_signatures=False)  # signed by us, just now
-            self._files.write(block.header.height, encoded)
-        except BaseException:
-            chain.rewind(mark)
-            raise
-        self._committed(block, first)
-        for request in group:
-            request.future.set_result(block)
 
     def _append(self, request: _Append) -> None:
         if not self._repair():
@@ -658,10 +706,13 @@ class Ledger:
         chain = self._chain
         last = blocks[-1][0]
         self._head = Head(tip=last, size=chain.size, authorities=chain.authorities)
-        try:
-            self._index.apply(blocks)
-        except Exception as exc:
-            self._index_failed(last.header.height, exc)
+        if self._index_problem is not None:
+            pass  # it lacks an earlier block (the next block went to disk meanwhile): `_repair`
+        else:
+            try:
+                self._index.apply(blocks)
+            except Exception as exc:
+                self._index_failed(last.header.height, exc)
         # After the index: a reader that misses the view from now on finds the block there.
         # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
         for block, first_leaf in blocks:
