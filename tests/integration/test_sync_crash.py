@@ -39,7 +39,9 @@ CATCH_UP_S = 600.0
 
 
 def pyrsia(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyrsia", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pyrsia", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def height(node: NodeProcess) -> int:

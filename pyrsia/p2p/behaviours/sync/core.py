@@ -375,8 +375,10 @@ class SyncCore:
         elif state is not None:
             state.proven, state.strikes, state.failures = True, 0, 0
         if advanced > 0:
-            return effects + self.committed(status, now_s)
-        return effects + self._maybe_fetch(now_s)
+            effects += self.committed(status, now_s)
+        else:
+            effects += self._maybe_fetch(now_s)
+        return effects + self._pipeline(request.peer, now_s)  # a slot came free
 
     def blocks_received(self, request_id: int, received: int, now_s: float) -> list[Effect]:
         """A reply holding `received` blocks arrived and is being stored: a proven peer is
@@ -385,10 +387,15 @@ class SyncCore:
         if request is None or received <= 0:
             return []
         request.received = received
-        state = self._peers.get(request.peer)
-        if state is None or not state.proven or state.status is None:
+        return self._pipeline(request.peer, now_s)
+
+    def _pipeline(self, peer: str, now_s: float) -> list[Effect]:
+        """The range after the peer's batches being stored, if it is proven, claims it, has
+        none on the wire and fewer than `pipeline_depth` in flight."""
+        state = self._peers.get(peer)
+        mine = [r for r in self._inflight.values() if r.peer == peer]
+        if state is None or not state.proven or state.status is None or not mine:
             return []
-        mine = [r for r in self._inflight.values() if r.peer == request.peer]
         if len(mine) >= self.config.pipeline_depth or any(r.received < 0 for r in mine):
             return []
         start = max(r.start + r.received for r in mine)
@@ -397,8 +404,8 @@ class SyncCore:
         count = min(self.config.batch_blocks_max, state.status.height - start + 1)
         request_id, self._next_id = self._next_id, self._next_id + 1
         deadline_s = now_s + self.config.request_timeout_s
-        self._inflight[request_id] = _Request(request.peer, request_id, start, count, deadline_s)
-        return [Fetch(peer=request.peer, request_id=request_id, start=start, count=count)]
+        self._inflight[request_id] = _Request(peer, request_id, start, count, deadline_s)
+        return [Fetch(peer=peer, request_id=request_id, start=start, count=count)]
 
     def blocks_refused(self, request_id: int, reason: str, status: Status, now_s: float) -> list[Effect]:
         """The peer sent a block that does not verify (blocks before it may have been stored)."""
