@@ -205,7 +205,10 @@ class Network:
             LedgerChain(ledger),
             pinned_genesis=ledger.genesis_hash,
             config=SyncConfig(
-                peers_max=config.sync_peers_max, strikes_max=config.sync_strikes_max, ban_s=config.sync_ban_s
+                peers_max=config.sync_peers_max,
+                strikes_max=config.sync_strikes_max,
+                ban_s=config.sync_ban_s,
+                batch_blocks_max=config.sync_batch_blocks_max,
             ),
         )
         self.kad = KadService(
