@@ -63,14 +63,23 @@ def main() -> None:
             ) as fresh:
                 began = time.perf_counter()
                 deadline = began + 3600
-                while height(fresh) < args.blocks:
+                first: tuple[float, int] | None = None  # when the first batch was stored, and its height
+                while (now := height(fresh)) < args.blocks:
+                    if first is None and now > 0:
+                        first = (time.perf_counter(), now)
                     if time.perf_counter() > deadline:
                         raise SystemExit("sync did not finish within an hour")
                     time.sleep(0.2)
-                elapsed = time.perf_counter() - began
+                ended = time.perf_counter()
+                elapsed = ended - began
             table.add_row(
                 f"sync of {args.blocks} blocks", f"{args.blocks / elapsed:,.0f} blocks/s ({elapsed:.1f} s)"
             )
+            if first is not None and ended > first[0]:
+                rest = (args.blocks - first[1]) / (ended - first[0])
+                stored = f"{first[0] - began:.1f} s ({first[1]} blocks)"
+                table.add_row("  of which: until the first batch was stored", stored)
+                table.add_row("  then", f"{rest:,.0f} blocks/s")
 
             idle = rss_kib(authority.pid)
             hosts = [
