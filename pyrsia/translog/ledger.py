@@ -165,7 +165,7 @@ class _Append:
 @dataclass(frozen=True, slots=True)
 class _AppendBatch:
     blocks: tuple[Block, ...]
-    encoded: tuple[bytes, ...]
+    staged: tuple[str, ...]  # the file of each checked block, written under a temp name
     origin: str  # the origin their signatures were checked against
     checked: int  # blocks[:checked] passed `check_signatures`
     future: Future[int]
@@ -457,41 +457,57 @@ class Ledger:
         if not 0 < len(blocks) <= BATCH_BLOCKS_MAX or not all(isinstance(b, Block) for b in blocks):
             raise TxInvalid(f"a batch holds 1 to {BATCH_BLOCKS_MAX} blocks")
         origin = self.origin
-        checked, encoded = self._prepare(blocks, origin)
+        checked, staged = self._prepare(blocks, origin)
         future: Future[int] = Future()
-        self._enqueue(_AppendBatch(blocks, encoded, origin, checked, future))
+        try:
+            self._enqueue(_AppendBatch(blocks, staged, origin, checked, future))
+        except BaseException:
+            self._files.discard(staged)
+            raise
         return future
 
-    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int, tuple[bytes, ...]]:
-        """(how many leading blocks have every signature valid, each block encoded)."""
+    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int, tuple[str, ...]]:
+        """(how many leading blocks have every signature valid, the file of each of those
+        written under a temp name); `StorageError` (nothing left staged) if writing fails."""
 
-        def run(part: Sequence[Block]) -> tuple[int, list[bytes]]:
-            encoded = []
+        def run(part: Sequence[Block]) -> tuple[int, list[str], StorageError | None]:
+            staged: list[str] = []
             for i, block in enumerate(part):
                 try:
                     check_signatures(block, origin)
-                    encoded.append(block.encode())
+                    staged.append(self._files.stage(block.encode()))
                 except TranslogError:
-                    return i, encoded
-            return len(part), encoded
+                    return i, staged, None
+                except StorageError as exc:
+                    return i, staged, exc
+            return len(part), staged, None
 
         if len(blocks) < 2 * VERIFY_THREADS:
-            good, out = run(blocks)
-            return good, tuple(out)
-        with self._close_lock:
-            if self._verifiers is None:
-                self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
-            pool = self._verifiers
-        step = -(-len(blocks) // VERIFY_THREADS)
-        parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+            results = [run(blocks)]
+            parts: list[Sequence[Block]] = [blocks]
+        else:
+            with self._close_lock:
+                if self._verifiers is None:
+                    self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
+                pool = self._verifiers
+            step = -(-len(blocks) // VERIFY_THREADS)
+            parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+            results = list(pool.map(run, parts))
         checked = 0
-        encoded: list[bytes] = []
-        for part, (good, out) in zip(parts, pool.map(run, parts), strict=True):
-            checked += good
-            encoded += out
-            if good < len(part):
-                break
-        return checked, tuple(encoded)
+        whole = True  # every part so far checked in full
+        staged: list[str] = []
+        failed: StorageError | None = None
+        for part, (good, files, error) in zip(parts, results, strict=True):
+            if whole:
+                checked += good
+                whole = good == len(part)
+            staged += files
+            failed = failed or error
+        if failed is not None:
+            self._files.discard(staged)
+            raise failed
+        self._files.discard(staged[checked:])  # after the first bad block: never stored
+        return checked, tuple(staged[:checked])
 
     def _enqueue(self, request: _Request) -> None:
         if self._closed:
@@ -519,6 +535,8 @@ class Ledger:
                     self._quiesce()
                     if request.future.set_running_or_notify_cancel():
                         self._guarded([request], partial(self._append_batch, request))
+                    else:
+                        self._files.discard(request.staged)
                 case _Call():
                     self._quiesce()
                     if request.future.set_running_or_notify_cancel():
@@ -540,6 +558,8 @@ class Ledger:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(request, _AppendBatch):
+                self._files.discard(request.staged)
             if (
                 isinstance(request, _Publish | _Append | _AppendBatch | _Call)
                 and request.future.set_running_or_notify_cancel()
@@ -663,12 +683,19 @@ class Ledger:
         request.future.set_result(request.block)
 
     def _append_batch(self, request: _AppendBatch) -> None:
+        used: set[str] = set()
+        try:
+            self._store_batch(request, used)
+        finally:  # staged files of blocks not stored (held, refused, or the batch failed)
+            self._files.discard([tmp for tmp in request.staged if tmp not in used])
+
+    def _store_batch(self, request: _AppendBatch, used: set[str]) -> None:
         if not self._repair():
             raise StorageError(self._index_problem or "the log index is behind")
         chain = self._chain
         mark = chain.mark()
         applied: list[tuple[Block, int]] = []
-        writes: list[tuple[int, bytes]] = []
+        writes: list[tuple[int, str]] = []
         failure: TranslogError | None = None
         for i, block in enumerate(request.blocks):
             height = block.header.height
@@ -685,13 +712,21 @@ class Ledger:
                 failure = exc
                 break
             applied.append((block, first))
-            writes.append((height, request.encoded[i] if i < len(request.encoded) else block.encode()))
+            try:
+                staged = request.staged[i] if i < len(request.staged) else self._files.stage(block.encode())
+            except BaseException:
+                chain.rewind(mark)
+                self._files.discard([tmp for _height, tmp in writes if tmp not in request.staged])
+                raise
+            writes.append((height, staged))
         if writes:
             try:
-                self._files.write_many(writes)
+                self._files.commit(writes)  # on failure it leaves none of them
             except BaseException:
                 chain.rewind(mark)
                 raise
+            finally:
+                used.update(tmp for _height, tmp in writes)
             self._committed_many(applied)
         if failure is not None:
             raise failure

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyrsia.durable import write_atomic, write_new_files
+from pyrsia.durable import commit_staged, discard_staged, stage_file, write_atomic, write_new_files
 from pyrsia.errors import ChainBroken, FormatUnsupported, StorageError
 
 log = logging.getLogger("pyrsia.translog")
@@ -156,6 +156,18 @@ class BlockFiles:
         fsynced, then renamed into place in order, then the directory fsynced once (a crash
         leaves a prefix of them, each whole). On failure none is left."""
         write_new_files(self.dir, [(self.path(height).name, frame(payload)) for height, payload in blocks])
+
+    def stage(self, payload: bytes) -> str:
+        """A block's file written under a temp name, not durable yet (see `commit`)."""
+        return stage_file(self.dir, frame(payload))
+
+    def commit(self, staged: Sequence[tuple[int, str]]) -> None:
+        """Staged blocks `(height, temp path)` in height order made durable as `write_many`
+        does; on failure none is left."""
+        commit_staged(self.dir, [(tmp, self.path(height).name) for height, tmp in staged])
+
+    def discard(self, temps: Sequence[str]) -> None:
+        discard_staged(temps)
 
     def drop_torn(self, height: int) -> None:
         log.warning("removing torn block file %s: it never committed", self.path(height).name)

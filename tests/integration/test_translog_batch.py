@@ -120,15 +120,15 @@ class FailingFiles(BlockFiles):
         super().__init__(root)
         self.fail_next = False
 
-    def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+    def commit(self, staged: Sequence[tuple[int, str]]) -> None:
         if self.fail_next:
             self.fail_next = False
-            # As the real one fails: some files written, then all of them removed.
-            super().write_many(blocks[:1])
-            for height, _ in blocks[:1]:
-                self.path(height).unlink()
+            # As the real one fails: the first renamed into place, then every file removed.
+            super().commit(staged[:1])
+            self.path(staged[0][0]).unlink()
+            self.discard([tmp for _height, tmp in staged[1:]])
             raise StorageError("cannot write 20 file(s): No space left on device")
-        super().write_many(blocks)
+        super().commit(staged)
 
 
 def test_a_failed_batch_write_stores_none_and_the_log_goes_on(tmp_path: Path, chain: list[Block]) -> None:
@@ -140,8 +140,13 @@ def test_a_failed_batch_write_stores_none_and_the_log_goes_on(tmp_path: Path, ch
     with pytest.raises(StorageError, match="No space left"):
         ledger.submit_blocks(chain[6:26]).result(WAIT_S)
     assert (ledger.height, ledger.size, ledger.checkpoint(), sizes(ledger)) == before
-    assert files.heights() == list(range(6))
-    assert ledger.submit_blocks(chain[6:]).result(WAIT_S) == BLOCKS
+    assert files.heights() == list(range(6)) and not list(files.dir.glob(".*.part"))
+    # A batch whose signatures fail from its third block: nothing staged for it is left.
+    with pytest.raises(ChainBroken):
+        ledger.submit_blocks([*chain[6:8], forged(chain[8]), *chain[9:30]]).result(WAIT_S)
+    assert ledger.height == 7 and not list(files.dir.glob(".*.part"))
+    assert ledger.submit_blocks(chain[8:]).result(WAIT_S) == BLOCKS
+    assert not list(files.dir.glob(".*.part"))
     ledger.close()
     assert verify_chain(tmp_path).ok
 
