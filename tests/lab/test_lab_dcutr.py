@@ -134,7 +134,9 @@ def test_met_through_the_relay_they_punch_through_or_stay_relayed(punch_lab: Pun
 
         eventually(
             lambda: punched_and_failed(n1) or punched_and_failed(n2),
-            lambda: f"punches: n1 {holepunch(n1)}, n2 {holepunch(n2)} (before {before}):\n{p2p_log(n1)}",
+            lambda: (
+                f"punches: n1 {holepunch(n1)}, n2 {holepunch(n2)} (before {before}):\n{p2p_log(n1)}"
+            ),
             within_s=GIVE_UP_S,
         )
         assert holepunch(n1)["successes"] == 0 and holepunch(n2)["successes"] == 0
