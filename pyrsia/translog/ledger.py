@@ -59,7 +59,8 @@ file is durable. If indexing it fails (a full disk), the index stays whole as of
 block before, and lookups refuse with one `StorageError` line rather than answer from
 an index that lacks a committed block (a pull would otherwise publish it again). The
 writer retries the catch-up when a lookup finds the index behind and before the next
-block, and commits nothing new until it succeeds; a restart rebuilds it.
+block, and commits nothing new until it succeeds (but the one block already on its way
+to disk, which the catch-up then indexes too); a restart rebuilds it.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class _Flight:
     first_leaf: int
     group: list[_Publish]
     mark: Mark  # the chain before it
+    authorities: frozenset[str]  # in force after it
     written: Future[None]
 
 
@@ -621,7 +623,7 @@ class Ledger:
             chain.rewind(mark)
             raise
         written = self._disk.submit(self._files.write, block.header.height, encoded)
-        flight = self._flight = _Flight(block, first, group, mark, written)
+        flight = self._flight = _Flight(block, first, group, mark, chain.authorities, written)
         written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
 
     def _landed(self) -> None:
@@ -640,7 +642,8 @@ class Ledger:
         if self._group and self._index_problem is None:
             self._launch()  # before the callers of this one are told: that overlaps its fsync
         try:
-            self._committed(flight.block, flight.first_leaf)
+            # The chain may hold the next block already: the head is this one's own.
+            self._committed_many([(flight.block, flight.first_leaf)], flight.authorities)
         except BaseException as exc:
             log.exception("transparency log writer failed after a block was durable")
             for request in flight.group:
@@ -735,12 +738,15 @@ class Ledger:
     def _committed(self, block: Block, first_leaf: int) -> None:
         self._committed_many([(block, first_leaf)])
 
-    def _committed_many(self, blocks: Sequence[tuple[Block, int]]) -> None:
+    def _committed_many(
+        self, blocks: Sequence[tuple[Block, int]], authorities: frozenset[str] | None = None
+    ) -> None:
         """The blocks are durable: readers see them, then the index (one transaction) and
-        the lookup view learn them, then listeners, block by block."""
-        chain = self._chain
+        the lookup view learn them, then listeners, block by block. `authorities`: those in
+        force after the last block, when the chain has moved past it."""
         last = blocks[-1][0]
-        self._head = Head(tip=last, size=chain.size, authorities=chain.authorities)
+        in_force = self._chain.authorities if authorities is None else authorities
+        self._head = Head(tip=last, size=last.header.log_size, authorities=in_force)
         if self._index_problem is not None:
             pass  # it lacks an earlier block (the next block went to disk meanwhile): `_repair`
         else:

@@ -9,6 +9,7 @@ stores none of the batch and the log goes on from where it was.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,3 +162,34 @@ def test_write_many_leaves_nothing_behind_when_it_fails(tmp_path: Path) -> None:
         files.write_many([(2, b"two"), (3, b"three")])
     in_the_way.rmdir()
     assert files.heights() == [0, 1] and not list(files.dir.glob(".*.part"))
+
+
+def test_pipelined_appends_show_readers_each_durable_block_as_it_is(tmp_path: Path) -> None:
+    """While one block fsyncs the next is already on the chain: the head readers see is
+    always the durable block's own (its size, its authorities), never the chain's tip."""
+    ledger = Ledger.open(tmp_path, AUTHORITY)
+    seen: list[tuple[int, int, int, int]] = []
+    ledger.on_commit(
+        lambda block: seen.append((block.header.height, ledger.height, block.header.log_size, ledger.size))
+    )
+    errors: list[BaseException] = []
+
+    def publish(worker: int) -> None:
+        try:
+            for i in range(8):
+                ledger.publish([artifact(worker * 100 + i)])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(w,)) for w in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and ledger.size == 1 + 16 * 8
+    assert [h for h, *_ in seen] == list(range(1, ledger.height + 1))
+    assert all(h == head and size == head_size for h, head, size, head_size in seen), seen
+    proof = ledger.proof(artifact(1507).digest)
+    assert proof.tree_size == ledger.size
+    ledger.close()
+    assert verify_chain(tmp_path).ok
