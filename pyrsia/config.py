@@ -429,6 +429,13 @@ class Config:
         minimum=1,
         maximum=65536,
     )
+    sync_batch_blocks_max: int = _setting(
+        2048,
+        "Blocks asked of a peer in one sync request (and served in one reply), stored as one "
+        "batch: one fsync pass, one index transaction. A reply stays within 16 MiB whatever this says.",
+        minimum=1,
+        maximum=8192,
+    )
     sync_strikes_max: int = _setting(
         3,
         "Sync answers that do not advance the log (blocks held already or not asked for, fewer "

@@ -2,6 +2,14 @@
 
 Write to a temp file in the same directory, fsync it, rename it over the target,
 fsync the directory. Used for records, config files and (via `fsync_dir`) blobs.
+
+`write_new_files` does the same for many new files of one directory with one
+directory fsync: every temp file written (`stage_file`, which a caller may do ahead,
+on another thread), then fsynced (several at once, so the filesystem can commit them
+in one journal transaction), then renamed in order, then the directory fsynced once
+(`commit_staged`). A crash leaves each file absent or whole; the renames of
+one directory reach the journal in the order they were made (ext4, xfs), so what
+survives is a prefix of the list.
 """
 
 from __future__ import annotations
@@ -9,9 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pyrsia.errors import StorageError
+
+FSYNC_THREADS_MAX = 8  # fsyncs issued at once by `write_new_files`
 
 
 def fsync_dir(path: Path) -> None:
@@ -40,3 +52,74 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
+    """A temp file in `directory` holding `data`, not durable yet: `commit_staged` makes
+    it so under its name, `discard_staged` removes it (so does a restart's cleanup of
+    leftover `.*.part` files)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".part")
+    except OSError as exc:
+        raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    except OSError as exc:
+        os.close(fd)
+        discard_staged([tmp])
+        raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
+    os.close(fd)
+    return tmp
+
+
+def discard_staged(temps: Sequence[str]) -> None:
+    for tmp in temps:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_staged(directory: Path, staged: Sequence[tuple[str, str]]) -> None:
+    """Staged files `(temp path, name)` made durable under their names in `directory`:
+    each fsynced (several at once), renamed in order, then the directory fsynced once.
+    On failure none of them is left, under its name or as a temp file."""
+    renamed: list[str] = []
+    try:
+        if len(staged) == 1:
+            _fsync_path(staged[0][0])
+        elif staged:
+            with ThreadPoolExecutor(min(FSYNC_THREADS_MAX, len(staged))) as pool:
+                list(pool.map(_fsync_path, [tmp for tmp, _name in staged]))
+        for tmp, name in staged:
+            target = str(directory / name)
+            os.replace(tmp, target)
+            renamed.append(target)
+        fsync_dir(directory)
+    except OSError as exc:
+        discard_staged([tmp for tmp, _name in staged[len(renamed) :]] + renamed)
+        raise StorageError(f"cannot write {len(staged)} file(s) in {directory}: {exc.strerror}") from exc
+
+
+def write_new_files(directory: Path, items: Sequence[tuple[str, bytes]], mode: int = 0o644) -> None:
+    """Create the files `(name, data)` in `directory`, durable on return, with one
+    directory fsync for them all (`stage_file` each, then `commit_staged`). On failure
+    none of them is left behind (a name that already existed is replaced all the same:
+    callers pass new names)."""
+    staged: list[tuple[str, str]] = []
+    try:
+        for name, data in items:
+            staged.append((stage_file(directory, data, mode), name))
+    except StorageError:
+        discard_staged([tmp for tmp, _name in staged])
+        raise
+    commit_staged(directory, staged)

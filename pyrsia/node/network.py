@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from pyrsia.artifacts.singleflight import SingleFlight
@@ -168,9 +169,30 @@ class LedgerChain:
             out.append(data)
         return out
 
-    def append_encoded(self, blocks: Sequence[bytes]) -> None:
-        for data in blocks:  # one held already (an overlapping batch) is a no-op for the ledger
-            self._ledger.append(Block.decode(data))
+    def submit_encoded(self, blocks: Sequence[bytes]) -> Future[int]:
+        """Decoded here, stored as one batch by the ledger (held blocks are no-ops); a block
+        that does not decode ends the batch: those before it are stored, then it fails."""
+        decoded: list[Block] = []
+        error: TxInvalid | None = None
+        for data in blocks:
+            try:
+                decoded.append(Block.decode(data))
+            except TxInvalid as exc:
+                error = exc
+                break
+        if not decoded:
+            raise error or TxInvalid("no blocks to store")
+        stored = self._ledger.submit_blocks(decoded)
+        if error is None:
+            return stored
+        outcome: Future[int] = Future()
+
+        def settle(done: Future[int]) -> None:
+            exc = done.exception()
+            outcome.set_exception(exc if exc is not None else error)
+
+        stored.add_done_callback(settle)
+        return outcome
 
 
 class Network:
@@ -184,7 +206,10 @@ class Network:
             LedgerChain(ledger),
             pinned_genesis=ledger.genesis_hash,
             config=SyncConfig(
-                peers_max=config.sync_peers_max, strikes_max=config.sync_strikes_max, ban_s=config.sync_ban_s
+                peers_max=config.sync_peers_max,
+                strikes_max=config.sync_strikes_max,
+                ban_s=config.sync_ban_s,
+                batch_blocks_max=config.sync_batch_blocks_max,
             ),
         )
         self.kad = KadService(

@@ -420,9 +420,34 @@ def _check_certificate(
     if len(seen) < needed:
         raise fail(f"commit certificate has {len(seen)} signatures of {needed} needed")
     if verify_signatures:
-        point = checkpoint.Checkpoint(origin=origin, size=header.log_size, root=header.log_root).body()
-        for s in certificate:
-            if not verify_signature(s.signer, header.hash, s.block):
-                raise fail(f"commit signature of {s.signer} over the block does not verify")
-            if not verify_signature(s.signer, point, s.checkpoint):
-                raise fail(f"commit signature of {s.signer} over the checkpoint does not verify")
+        _verify_certificate(header, certificate, origin, fail)
+
+
+def _verify_certificate(
+    header: BlockHeader, certificate: Sequence[CommitSignature], origin: str, fail: _Fail
+) -> None:
+    point = checkpoint.Checkpoint(origin=origin, size=header.log_size, root=header.log_root).body()
+    for s in certificate:
+        if not verify_signature(s.signer, header.hash, s.block):
+            raise fail(f"commit signature of {s.signer} over the block does not verify")
+        if not verify_signature(s.signer, point, s.checkpoint):
+            raise fail(f"commit signature of {s.signer} over the checkpoint does not verify")
+
+
+def check_signatures(block: Block, origin: str) -> None:
+    """Every signature `apply` checks when `verify_signatures` (each transaction's and its
+    endorsements', the certificate's over the block and the checkpoint of `origin`), and
+    nothing else: `ChainBroken` for the first that does not verify. Depends on no chain
+    state but the origin, so a batch can be checked off the chain's owner, and then
+    applied with `verify_signatures=False` by a chain of that origin."""
+    height = block.header.height
+
+    def fail(reason: str) -> ChainBroken:
+        return ChainBroken(height, reason)
+
+    for tx in block.transactions:
+        try:
+            check(tx)
+        except TxInvalid as exc:
+            raise fail(exc.message) from exc
+    _verify_certificate(block.header, block.certificate, origin, fail)

@@ -14,18 +14,36 @@ fill it from the index, and the writer corrects every held key a block touches o
 the index holds the block and before the block's callers are told, so a GET right
 after a commit sees it, and a fill that raced a block is dropped (see `view`).
 
-Group commit. The writer takes every publish waiting in the queue, up to a block's
-limits, into one block (when fewer wait than the last block held, it first waits up
-to about a millisecond for callers still resubmitting): each payload signed, with its
-leaf index as nonce; the block proposed and certified by this node (the embedded
-network, where it is its own one authority), applied through the chain core, written
-as one block file with fsync, the head swapped, the index updated, and then each
-caller's future resolved with the block. Payloads were checked when built; `submit`
-refuses bad input in the caller's thread before anything is queued, and a payload
-that still fails to sign fails its own caller alone, never the group.
+Group commit, pipelined. `submit` signs and endorses each payload in the caller's
+thread (a random nonce keeps ids unique, as consensus does), so the writer never
+signs a transaction. The writer takes every publish waiting in the queue, up to a
+block's limits, into one block: proposed and certified by this node (the embedded
+network, where it is its own one authority), applied through the chain core, encoded,
+and handed to the disk thread (`translog-disk`), which writes it as one block file
+with fsync. At most one block is on its way to disk. While it is, the publishes that
+arrive gather for the next block, so a block holds what arrived during the previous
+fsync: groups grow with load and a lone publisher never waits. Once the file is
+durable the writer hands the next block to the disk at once, and only then swaps the
+head, updates the index and resolves the callers of the durable one (that work
+overlaps the next fsync). A write that fails rewinds the chain to before that block
+and fails exactly its callers; nothing after it was applied. Appends, calls and
+repairs first wait for the block on disk and commit what has gathered, so they see the
+chain as it is durable. `submit` refuses bad input in the caller's thread before
+anything is queued.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
+
+Batches. `submit_blocks` (sync) takes many such blocks at once. In the caller's thread,
+off the writer, each block is encoded and its signatures are checked (`chain.
+check_signatures`, spread over `VERIFY_THREADS`): they depend on nothing but the
+log's origin. The writer then applies the blocks in order through the chain core (link,
+authorities, certificate quorum, roots; signatures again only for a block whose check
+failed, or if the origin it was checked against is not the chain's), writes the
+applied ones with one fsync pass and one directory fsync (`BlockFiles.write_many`),
+swaps the head, indexes them in one SQLite transaction, and then tells the caller. A
+block that fails stops the batch: the good prefix before it is stored as above and the
+caller gets the failure. A write that fails stores none of the batch.
 `call(fn)` runs `fn(chain)` on the writer thread, between blocks: how consensus proposes
 the next block and checks a peer's proposal against the chain it would follow.
 
@@ -41,18 +59,21 @@ file is durable. If indexing it fails (a full disk), the index stays whole as of
 block before, and lookups refuse with one `StorageError` line rather than answer from
 an index that lacks a committed block (a pull would otherwise publish it again). The
 writer retries the catch-up when a lookup finds the index behind and before the next
-block, and commits nothing new until it succeeds; a restart rebuilds it.
+block, and commits nothing new until it succeeds (but the one block already on its way
+to disk, which the catch-up then indexes too); a restart rebuilds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import secrets
 import threading
 import time as _time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,10 +85,10 @@ from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, 
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
-from pyrsia.translog.chain import Chain, genesis_block
+from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
-from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, sign
+from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
 from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key, records_of
 
 log = logging.getLogger("pyrsia.translog")
@@ -75,13 +96,9 @@ T = TypeVar("T")
 INDEX_FILE = "index.sqlite3"
 PUBLISH_TXS_MAX = BLOCK_TXS_MAX
 QUEUE_REQUESTS_MAX = 4096
-# Commit delay: when fewer publishes wait than the last block held, the writer looks
-# again after GROUP_WAIT_S, at most GROUP_WAITS_MAX times (about a millisecond), for the
-# rest (its callers are resubmitting), so one fsync keeps serving them all instead of
-# the group splitting in two. A lone publisher never waits.
-GROUP_WAIT_S = 0.0001
-GROUP_WAITS_MAX = 10
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
+VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
+BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,16 +136,44 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class _Publish:
-    # AddArtifact payloads are signed by the writer; transactions arrive signed already.
-    payloads: tuple[AddArtifact | Transaction, ...]
+    txs: tuple[Transaction, ...]  # signed (and endorsed) in the caller's thread
     size_bytes: int
     future: Future[Block]
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A block applied to the chain and on its way to disk."""
+
+    block: Block
+    first_leaf: int
+    group: list[_Publish]
+    mark: Mark  # the chain before it
+    authorities: frozenset[str]  # in force after it
+    registries_since: tuple[tuple[str, int], ...]  # in force after it
+    written: Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    """The disk thread finished a flight (its `written` says how)."""
+
+    flight: _Flight
 
 
 @dataclass(frozen=True, slots=True)
 class _Append:
     block: Block
     future: Future[Block]
+
+
+@dataclass(frozen=True, slots=True)
+class _AppendBatch:
+    blocks: tuple[Block, ...]
+    staged: tuple[str, ...]  # the file of each checked block, written under a temp name
+    origin: str  # the origin their signatures were checked against
+    checked: int  # blocks[:checked] passed `check_signatures`
+    future: Future[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +190,7 @@ class _Stop:
     pass
 
 
-_Request = _Publish | _Append | _Call | _Repair | _Stop
+_Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop | _Flushed
 
 
 def _decode(files: BlockFiles, height: int) -> Block:
@@ -208,6 +253,11 @@ class Ledger:
         self._readers_lock = threading.Lock()
         self._view = LookupView(view_entries_max)
         self._view_lock = threading.Lock()
+        self._verifiers: ThreadPoolExecutor | None = None
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
+        self._flight: _Flight | None = None
+        self._group: list[_Publish] = []
+        self._group_txs = self._group_bytes = 0
 
     @classmethod
     def open(
@@ -252,7 +302,10 @@ class Ledger:
             self._closed = True
         self._queue.put(_Stop())
         self._writer.join()
+        self._disk.shutdown()
         self._index.close()
+        if self._verifiers is not None:
+            self._verifiers.shutdown()
         with self._readers_lock:
             for reader in list(self._readers):
                 reader.close()
@@ -338,7 +391,7 @@ class Ledger:
     def submit(self, payloads: Sequence[AddArtifact]) -> Future[Block]:
         """Queue one AddArtifact per payload, all in one block; the future resolves with
         that block once it is durable. Bad payloads raise `TxInvalid` here, before
-        anything is queued."""
+        anything is queued; each is signed and endorsed here too, off the writer."""
         payloads = tuple(payloads)
         if not 0 < len(payloads) <= PUBLISH_TXS_MAX:
             raise TxInvalid(f"a block holds 1 to {PUBLISH_TXS_MAX} transactions")
@@ -354,8 +407,13 @@ class Ledger:
             size += encoded
         if size > BLOCK_TXS_BYTES_MAX:
             raise TxInvalid(f"the payloads encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}")
+        now = int(self._clock())
+        txs = []
+        for p in payloads:
+            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=secrets.randbits(62))
+            txs.append(tx.with_endorsements((endorse(self._key, tx.id),)))
         future: Future[Block] = Future()
-        self._enqueue(_Publish(payloads, size, future))
+        self._enqueue(_Publish(tuple(txs), size, future))
         return future
 
     def publish(self, payloads: Sequence[AddArtifact]) -> Block:
@@ -398,6 +456,67 @@ class Ledger:
         self._enqueue(_Append(block, future))
         return future.result()
 
+    def submit_blocks(self, blocks: Sequence[Block]) -> Future[int]:
+        """Store blocks proposed and certified elsewhere, in height order, as one batch (see
+        Batches); the future resolves with the log's height once they are durable and
+        indexed, or fails with the first bad block's `ChainBroken` after the good blocks
+        before it are stored. Blocks the log holds already are accepted as they are."""
+        blocks = tuple(blocks)
+        if not 0 < len(blocks) <= BATCH_BLOCKS_MAX or not all(isinstance(b, Block) for b in blocks):
+            raise TxInvalid(f"a batch holds 1 to {BATCH_BLOCKS_MAX} blocks")
+        origin = self.origin
+        checked, staged = self._prepare(blocks, origin)
+        future: Future[int] = Future()
+        try:
+            self._enqueue(_AppendBatch(blocks, staged, origin, checked, future))
+        except BaseException:
+            self._files.discard(staged)
+            raise
+        return future
+
+    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int, tuple[str, ...]]:
+        """(how many leading blocks have every signature valid, the file of each of those
+        written under a temp name); `StorageError` (nothing left staged) if writing fails."""
+
+        def run(part: Sequence[Block]) -> tuple[int, list[str], StorageError | None]:
+            staged: list[str] = []
+            for i, block in enumerate(part):
+                try:
+                    check_signatures(block, origin)
+                    staged.append(self._files.stage(block.encode()))
+                except TranslogError:
+                    return i, staged, None
+                except StorageError as exc:
+                    return i, staged, exc
+            return len(part), staged, None
+
+        if len(blocks) < 2 * VERIFY_THREADS:
+            results = [run(blocks)]
+            parts: list[Sequence[Block]] = [blocks]
+        else:
+            with self._close_lock:
+                if self._verifiers is None:
+                    self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
+                pool = self._verifiers
+            step = -(-len(blocks) // VERIFY_THREADS)
+            parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+            results = list(pool.map(run, parts))
+        checked = 0
+        whole = True  # every part so far checked in full
+        staged: list[str] = []
+        failed: StorageError | None = None
+        for part, (good, files, error) in zip(parts, results, strict=True):
+            if whole:
+                checked += good
+                whole = good == len(part)
+            staged += files
+            failed = failed or error
+        if failed is not None:
+            self._files.discard(staged)
+            raise failed
+        self._files.discard(staged[checked:])  # after the first bad block: never stored
+        return checked, tuple(staged[:checked])
+
     def _enqueue(self, request: _Request) -> None:
         if self._closed:
             raise StorageError("the transparency log is closed")
@@ -407,69 +526,145 @@ class Ledger:
 
     def _run(self) -> None:
         stopping = False
-        last_group = 0
         while not stopping:
-            batch = [self._queue.get()]
-            waits = 0
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    if waits == GROUP_WAITS_MAX or len(batch) >= last_group:
-                        break
-                    waits += 1
-                    _time.sleep(GROUP_WAIT_S)
-            last_group = len(batch)
-            group: list[_Publish] = []
-            txs = size = 0
-            for request in batch:
-                match request:
-                    case _Publish():
-                        if not request.future.set_running_or_notify_cancel():
-                            continue
-                        if group and (
-                            txs + len(request.payloads) > BLOCK_TXS_MAX
-                            or size + request.size_bytes > BLOCK_TXS_BYTES_MAX
-                        ):
-                            self._commit_guarded(group)
-                            group, txs, size = [], 0, 0
-                        group.append(request)
-                        txs, size = txs + len(request.payloads), size + request.size_bytes
-                    case _Append():
-                        self._commit_guarded(group)
-                        group, txs, size = [], 0, 0
-                        if request.future.set_running_or_notify_cancel():
-                            self._guarded([request], partial(self._append, request))
-                    case _Call():
-                        self._commit_guarded(group)
-                        group, txs, size = [], 0, 0
-                        if request.future.set_running_or_notify_cancel():
-                            try:
-                                request.future.set_result(request.fn(self._chain))
-                            except BaseException as exc:  # the caller's to handle
-                                request.future.set_exception(exc)
-                    case _Repair():
-                        self._repair_queued.clear()
-                        self._repair()
-                    case _Stop():
-                        stopping = True
-            self._commit_guarded(group)
+            request = self._queue.get()
+            match request:
+                case _Publish():
+                    if request.future.set_running_or_notify_cancel():
+                        self._gather(request)
+                case _Flushed():
+                    if request.flight is self._flight:
+                        self._landed()
+                case _Append():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        self._guarded([request], partial(self._append, request))
+                case _AppendBatch():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        self._guarded([request], partial(self._append_batch, request))
+                    else:
+                        self._files.discard(request.staged)
+                case _Call():
+                    self._quiesce()
+                    if request.future.set_running_or_notify_cancel():
+                        try:
+                            request.future.set_result(request.fn(self._chain))
+                        except BaseException as exc:  # the caller's to handle
+                            request.future.set_exception(exc)
+                case _Repair():
+                    self._quiesce()
+                    self._repair_queued.clear()
+                    self._repair()
+                case _Stop():
+                    self._quiesce()
+                    stopping = True
+            if self._flight is None and self._group and self._queue.empty():
+                self._launch()
         while True:  # requests queued while closing: refuse them rather than leave them waiting
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(request, _AppendBatch):
+                self._files.discard(request.staged)
             if (
-                isinstance(request, _Publish | _Append | _Call)
+                isinstance(request, _Publish | _Append | _AppendBatch | _Call)
                 and request.future.set_running_or_notify_cancel()
             ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
 
-    def _commit_guarded(self, group: list[_Publish]) -> None:
-        if group:
-            self._guarded(group, lambda: self._commit(group))
+    def _gather(self, request: _Publish) -> None:
+        """Add a publish to the next block; a full block is launched (or waits for the disk)."""
+        if self._group and (
+            self._group_txs + len(request.txs) > BLOCK_TXS_MAX
+            or self._group_bytes + request.size_bytes > BLOCK_TXS_BYTES_MAX
+        ):
+            if self._flight is not None:
+                self._land()
+            self._launch()
+        self._group.append(request)
+        self._group_txs += len(request.txs)
+        self._group_bytes += request.size_bytes
 
-    def _guarded(self, requests: Sequence[_Publish | _Append], step: Callable[[], None]) -> None:
+    def _quiesce(self) -> None:
+        """Wait for the block on disk, then commit what has gathered: the chain is durable."""
+        while self._flight is not None or self._group:
+            if self._flight is not None:
+                self._land()
+            else:
+                self._launch()
+
+    def _land(self) -> None:
+        flight = self._flight
+        assert flight is not None
+        with contextlib.suppress(BaseException):
+            flight.written.result()  # its outcome is handled by `_landed`
+        self._landed()
+
+    def _launch(self) -> None:
+        """Propose the gathered publishes as the next block and hand it to the disk."""
+        group, self._group = self._group, []
+        self._group_txs = self._group_bytes = 0
+        if group:
+            self._guarded(group, lambda: self._propose(group))
+
+    def _propose(self, group: list[_Publish]) -> None:
+        assert self._flight is None, "one block on its way to disk at a time"
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
+        chain = self._chain
+        if self._me not in chain.authorities or quorum(len(chain.authorities)) > 1:
+            raise TranslogError(
+                f"this node cannot commit blocks alone: {len(chain.authorities)} authorities are in force"
+                f" and {quorum(len(chain.authorities))} must certify"
+            )
+        txs = [tx for request in group for tx in request.txs]
+        mark = chain.mark()
+        try:
+            block = chain.propose_certified(txs, int(self._clock()), self._key)
+            encoded = block.encode()
+            first = chain.apply(block, verify_signatures=False)  # signed by us, just now
+        except BaseException:
+            chain.rewind(mark)
+            raise
+        written = self._disk.submit(self._files.write, block.header.height, encoded)
+        flight = self._flight = _Flight(
+            block, first, group, mark, chain.authorities, chain.registries_since, written
+        )
+        written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
+
+    def _landed(self) -> None:
+        """The block on disk is written, or failed: the next block goes out, then its callers learn."""
+        flight = self._flight
+        assert flight is not None and flight.written.done()
+        self._flight = None
+        error = flight.written.exception()
+        if error is not None:
+            self._chain.rewind(flight.mark)
+            if not isinstance(error, PyrsiaError):
+                log.error("transparency log writer failed", exc_info=error)
+            for request in flight.group:
+                request.future.set_exception(error)
+            return
+        if self._group and self._index_problem is None:
+            self._launch()  # before the callers of this one are told: that overlaps its fsync
+        try:
+            # The chain may hold the next block already: the head is this one's own.
+            self._committed_many(
+                [(flight.block, flight.first_leaf)], (flight.authorities, flight.registries_since)
+            )
+        except BaseException as exc:
+            log.exception("transparency log writer failed after a block was durable")
+            for request in flight.group:
+                request.future.set_exception(exc)
+            return
+        for request in flight.group:
+            request.future.set_result(flight.block)
+
+    def _guarded(
+        self, requests: Sequence[_Publish | _Append | _AppendBatch], step: Callable[[], None]
+    ) -> None:
         """Run one writer step; whatever it raises reaches its callers, never the loop."""
         try:
             step()
@@ -479,48 +674,6 @@ class Ledger:
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(exc)
-
-    def _commit(self, group: list[_Publish]) -> None:
-        if not self._repair():
-            raise StorageError(self._index_problem or "the log index is behind")
-        chain = self._chain
-        if self._me not in chain.authorities or quorum(len(chain.authorities)) > 1:
-            raise TranslogError(
-                f"this node cannot commit blocks alone: {len(chain.authorities)} authorities are in force"
-                f" and {quorum(len(chain.authorities))} must certify"
-            )
-        now = int(self._clock())
-        txs: list[Transaction] = []
-        signed: list[_Publish] = []
-        for request in group:  # signed here, so nonces are leaf indexes: unique in the log
-            try:
-                txs += [
-                    p
-                    if isinstance(p, Transaction)
-                    else sign(
-                        self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=chain.size + len(txs) + i
-                    )
-                    for i, p in enumerate(request.payloads)
-                ]
-            except TxInvalid as exc:  # fails this caller alone
-                request.future.set_exception(exc)
-                continue
-            signed.append(request)
-        if not signed:
-            return
-        group = signed
-        mark = chain.mark()
-        try:
-            block = chain.propose_certified(txs, now, self._key)
-            encoded = block.encode()
-            first = chain.apply(block, verify_signatures=False)  # signed by us, just now
-            self._files.write(block.header.height, encoded)
-        except BaseException:
-            chain.rewind(mark)
-            raise
-        self._committed(block, first)
-        for request in group:
-            request.future.set_result(block)
 
     def _append(self, request: _Append) -> None:
         if not self._repair():
@@ -542,24 +695,88 @@ class Ledger:
         self._committed(request.block, first)
         request.future.set_result(request.block)
 
-    def _committed(self, block: Block, first_leaf: int) -> None:
-        """The block is durable: readers see it, then the index and the lookup view learn
-        it, then listeners."""
-        chain = self._chain
-        self._head = Head(
-            tip=block, size=chain.size, authorities=chain.authorities, registries_since=chain.registries_since
-        )
+    def _append_batch(self, request: _AppendBatch) -> None:
+        used: set[str] = set()
         try:
-            self._index.apply([(block, first_leaf)])
-        except Exception as exc:
-            self._index_failed(block.header.height, exc)
+            self._store_batch(request, used)
+        finally:  # staged files of blocks not stored (held, refused, or the batch failed)
+            self._files.discard([tmp for tmp in request.staged if tmp not in used])
+
+    def _store_batch(self, request: _AppendBatch, used: set[str]) -> None:
+        if not self._repair():
+            raise StorageError(self._index_problem or "the log index is behind")
+        chain = self._chain
+        mark = chain.mark()
+        applied: list[tuple[Block, int]] = []
+        writes: list[tuple[int, str]] = []
+        failure: TranslogError | None = None
+        for i, block in enumerate(request.blocks):
+            height = block.header.height
+            if 0 <= height <= chain.height:
+                fresh = height - (chain.height - len(applied) + 1)  # its place among `applied`
+                held = applied[fresh][0] if fresh >= 0 else chain.tip if height == chain.height else None
+                held = held or self._read(height)
+                if held.header.hash == block.header.hash:
+                    continue  # held already (an overlapping batch, or consensus brought it)
+            verified = i < request.checked and chain.origin == request.origin
+            try:
+                first = chain.apply(block, verify_signatures=not verified)
+            except TranslogError as exc:
+                failure = exc
+                break
+            applied.append((block, first))
+            try:
+                staged = request.staged[i] if i < len(request.staged) else self._files.stage(block.encode())
+            except BaseException:
+                chain.rewind(mark)
+                self._files.discard([tmp for _height, tmp in writes if tmp not in request.staged])
+                raise
+            writes.append((height, staged))
+        if writes:
+            try:
+                self._files.commit(writes)  # on failure it leaves none of them
+            except BaseException:
+                chain.rewind(mark)
+                raise
+            finally:
+                used.update(tmp for _height, tmp in writes)
+            self._committed_many(applied)
+        if failure is not None:
+            raise failure
+        request.future.set_result(chain.height)
+
+    def _committed(self, block: Block, first_leaf: int) -> None:
+        self._committed_many([(block, first_leaf)])
+
+    def _committed_many(
+        self,
+        blocks: Sequence[tuple[Block, int]],
+        in_force: tuple[frozenset[str], tuple[tuple[str, int], ...]] | None = None,
+    ) -> None:
+        """The blocks are durable: readers see them, then the index (one transaction) and
+        the lookup view learn them, then listeners, block by block. `in_force`: the
+        authorities and registries after the last block, when the chain has moved past it."""
+        last = blocks[-1][0]
+        authorities, registries = in_force or (self._chain.authorities, self._chain.registries_since)
+        self._head = Head(
+            tip=last, size=last.header.log_size, authorities=authorities, registries_since=registries
+        )
+        if self._index_problem is not None:
+            pass  # it lacks an earlier block (the next block went to disk meanwhile): `_repair`
+        else:
+            try:
+                self._index.apply(blocks)
+            except Exception as exc:
+                self._index_failed(last.header.height, exc)
         # After the index: a reader that misses the view from now on finds the block there.
         # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
-        records = records_of(block, first_leaf)
-        with self._view_lock:
-            self._view.apply(records)
-        for listener in self._listeners:
-            listener(block)
+        for block, first_leaf in blocks:
+            records = records_of(block, first_leaf)
+            with self._view_lock:
+                self._view.apply(records)
+        for block, _first in blocks:
+            for listener in self._listeners:
+                listener(block)
 
     def on_commit(self, listener: Callable[[Block], None]) -> None:
         """`listener(block)` runs on the writer thread after each durable block: keep it short."""

@@ -3,7 +3,9 @@
 Frame: magic, payload length (8 bytes, big-endian), SHA-256 of the payload, payload
 (the canonical block). A block is written to a temp file, fsynced, renamed into place
 and the directory fsynced, so a crash leaves the old chain or the old chain plus one
-whole block. A *torn* last file — shorter than its frame says, which only a disk that
+whole block. A batch (`write_many`, sync) fsyncs every file, renames them in height
+order and fsyncs the directory once: a crash leaves the old chain plus a prefix of
+the batch, each block whole. A *torn* last file — shorter than its frame says, which only a disk that
 lost acknowledged writes can produce — never committed and is removed on open; any
 other damage (a checksum mismatch, a gap) is reported by height and never repaired
 silently.
@@ -22,9 +24,10 @@ import contextlib
 import hashlib
 import logging
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
-from pyrsia.durable import write_atomic
+from pyrsia.durable import commit_staged, discard_staged, stage_file, write_atomic, write_new_files
 from pyrsia.errors import ChainBroken, FormatUnsupported, StorageError
 
 log = logging.getLogger("pyrsia.translog")
@@ -147,6 +150,24 @@ class BlockFiles:
 
     def write(self, height: int, payload: bytes) -> None:
         write_atomic(self.path(height), frame(payload))
+
+    def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+        """New blocks `(height, payload)` in height order, durable on return: each file
+        fsynced, then renamed into place in order, then the directory fsynced once (a crash
+        leaves a prefix of them, each whole). On failure none is left."""
+        write_new_files(self.dir, [(self.path(height).name, frame(payload)) for height, payload in blocks])
+
+    def stage(self, payload: bytes) -> str:
+        """A block's file written under a temp name, not durable yet (see `commit`)."""
+        return stage_file(self.dir, frame(payload))
+
+    def commit(self, staged: Sequence[tuple[int, str]]) -> None:
+        """Staged blocks `(height, temp path)` in height order made durable as `write_many`
+        does; on failure none is left."""
+        commit_staged(self.dir, [(tmp, self.path(height).name) for height, tmp in staged])
+
+    def discard(self, temps: Sequence[str]) -> None:
+        discard_staged(temps)
 
     def drop_torn(self, height: int) -> None:
         log.warning("removing torn block file %s: it never committed", self.path(height).name)

@@ -11,6 +11,11 @@ core). Payloads on the fake network are `("msg", bytes)` for a status or a reque
   and again; `claimer`: answers with what it has (its genesis) — all three claim a
   height far above everyone's;
 - `sybil`: claims 10^12 and never answers a request for blocks.
+
+Storing is pipelined as in the node: a reply is reported on arrival
+(`blocks_received`, so a proven peer is asked for the next range at once), then
+stored after a random delay, replies in the order they arrived, and reported again
+(`blocks_applied` / `blocks_refused`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class SyncNode:
         self.core = SyncCore(status=self.status(), config=config, rng=random.Random(self.rng.random()))
         self._fetches: dict[int, Fetch] = {}
         self._delayed: list[tuple[float, Outgoing]] = []
+        self._storing: list[tuple[float, Fetch, Blocks]] = []  # FIFO, due times non-decreasing
 
     @property
     def honest(self) -> bool:
@@ -123,15 +129,20 @@ class SyncNode:
         reply = sync.decode(body)
         assert isinstance(reply, Blocks)
         self.answered_by.add(src)
-        return self.execute(self._apply(fetch, reply, now_s))
+        after = self._storing[-1][0] if self._storing else now_s
+        self._storing.append((max(after, now_s + self.rng.uniform(0.0, 0.3)), fetch, reply))
+        return self.execute(self.core.blocks_received(fetch.request_id, len(reply.blocks), now_s))
 
     def tick(self, now_s: float) -> list[Outgoing]:
         due = [out for when, out in self._delayed if when <= now_s]
         self._delayed = [(when, out) for when, out in self._delayed if when > now_s]
+        while self._storing and self._storing[0][0] <= now_s:
+            _, fetch, reply = self._storing.pop(0)
+            due += self.execute(self._apply(fetch, reply, now_s))
         return due + self.execute(self.core.tick(now_s))
 
     def next_deadline_s(self) -> float | None:
-        deadlines = [when for when, _ in self._delayed]
+        deadlines = [when for when, _ in self._delayed] + [when for when, _, _ in self._storing[:1]]
         if (core_deadline := self.core.next_deadline_s()) is not None:
             deadlines.append(core_deadline)
         return min(deadlines) if deadlines else None

@@ -335,3 +335,50 @@ def test_random_bytes_decode_or_are_violations(raw: bytes) -> None:
     except ProtocolViolation:
         return
     assert isinstance(message, Status | GetBlocks | Blocks)
+
+
+def test_a_proven_peer_is_asked_for_the_next_range_while_a_batch_is_stored() -> None:
+    sync_core = core(at(0), pipeline_depth=3)
+    [first] = fetches(sync_core.status_received("a", at(100), 0.0))
+    assert sync_core.blocks_received(first.request_id, 10, 0.1) == []  # unproven: no pipelining yet
+    [second] = fetches(sync_core.blocks_applied(first.request_id, at(10), 0.2, received=10))
+    assert (second.start, second.count) == (11, 10)
+    # Proven now: on arrival of a batch the next range is asked for at once, one on the wire.
+    [third] = fetches(sync_core.blocks_received(second.request_id, 10, 0.3))
+    assert (third.peer, third.start, third.count) == ("a", 21, 10)
+    [fourth] = fetches(sync_core.blocks_received(third.request_id, 10, 0.4))
+    assert fourth.start == 31
+    assert sync_core.blocks_received(fourth.request_id, 10, 0.5) == []  # pipeline_depth in flight
+    # Stored in order and judged as before; a slot that comes free asks for the next range.
+    effects = sync_core.blocks_applied(second.request_id, at(20), 0.6, received=10)
+    assert penalties(effects) == []
+    [fifth] = fetches(effects)
+    assert (fifth.peer, fifth.start) == ("a", 41)
+    effects = sync_core.blocks_applied(third.request_id, at(30), 0.8, received=10)
+    assert penalties(effects) == [] and fetches(effects) == []  # fifth is on the wire
+    assert sync_core.best_known_height == 100
+
+
+def test_a_pipelined_batch_after_one_that_failed_to_store_costs_its_peer_nothing() -> None:
+    sync_core = core(at(0), pipeline_depth=3)
+    [first] = fetches(sync_core.status_received("a", at(100), 0.0))
+    [second] = fetches(sync_core.blocks_applied(first.request_id, at(10), 0.1, received=10))
+    [third] = fetches(sync_core.blocks_received(second.request_id, 10, 0.2))
+    sync_core.request_failed(second.request_id, 0.3)  # our disk failed to store it
+    # The next batch cannot link (it starts at 21, our log is at 10): stale, not the peer's fault.
+    effects = sync_core.blocks_refused(third.request_id, "height 21 follows 10", at(10), 0.4)
+    assert penalties(effects) == [] and sync_core.drops == {} and "a" in sync_core.peer_heights()
+    # Once its backoff is over, the same peer is asked from where our log stands.
+    [retry] = fetches(sync_core.tick(100.0))
+    assert (retry.peer, retry.start) == ("a", 11)
+
+
+def test_a_bad_block_in_a_pipelined_batch_drops_the_peer_and_forgets_what_followed() -> None:
+    sync_core = core(at(0), pipeline_depth=3)
+    [first] = fetches(sync_core.status_received("a", at(100), 0.0))
+    [second] = fetches(sync_core.blocks_applied(first.request_id, at(10), 0.1, received=10))
+    [third] = fetches(sync_core.blocks_received(second.request_id, 10, 0.2))
+    effects = sync_core.blocks_refused(second.request_id, "block 14 does not verify", at(13), 0.3)
+    assert [p.kind for p in penalties(effects)] == [sync.BAD_BLOCK] and penalties(effects)[0].disconnect
+    assert sync_core.blocks_applied(third.request_id, at(13), 0.4, received=10) == []  # forgotten
+    assert sync_core.drops == {sync.BAD_BLOCK: 1}

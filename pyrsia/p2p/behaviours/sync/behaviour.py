@@ -10,7 +10,9 @@ maps the core's effects to the swarm's:
     `Fetch`        open a stream, write `get_blocks`, read one framed reply within
                    `fetch_timeout_s`, and report it as `Fetched` (still encoded): decoding
                    and the chain append (disk, verification) are the shell's, on a
-                   worker, which feeds the outcome back (`applied`, `refused`, `failed`)
+                   worker, which feeds the reply's size back on arrival (`received`:
+                   the core may pipeline the next fetch) and the outcome once stored
+                   (`applied`, `refused`, `failed`)
     `Penalize`     log it, keep the newest `PENALTIES_KEPT`, and close every connection
                    to the peer when the core drops it
 
@@ -132,6 +134,12 @@ class Sync:
             return []
         effects = self.core.blocks_applied(request_id, status, now_s, received=received, full=full)
         return self._run(effects, now_s)
+
+    def received(self, request_id: int, count: int, now_s: float) -> list[sw.Effect]:
+        """A fetch's reply held `count` blocks; the shell is storing them."""
+        if self.core is None:
+            return []
+        return self._run(self.core.blocks_received(request_id, count, now_s), now_s)
 
     def refused(self, request_id: int, reason: str, status: Status, now_s: float) -> list[sw.Effect]:
         if self.core is None:

@@ -8,6 +8,14 @@ When a peer is higher, the core fetches the missing blocks, in batches of at mos
 the chain core (link, certificate by the authority set of that height, Merkle roots)
 and reports back how many blocks the peer sent and where our log stands after them.
 
+Pipelining. A fetch's reply is reported twice: when it arrives (`blocks_received`,
+how many blocks it holds) and when the shell has stored it (`blocks_applied`). On
+arrival, a proven peer is asked at once for the range after it, so the next batch
+crosses the network while this one is verified and written; at most
+`pipeline_depth` requests to one peer are in flight, and only one of them is on the
+wire. An answer that arrives for a range our log can no longer reach (an earlier batch
+failed to store) is stale: neither credited nor struck.
+
 A node with no log yet has height -1 and no genesis: it adopts the genesis of the
 first peer it hears from (or only `pinned_genesis`, when the operator gave one), by
 fetching from height 0; once the shell stored that block, the genesis is pinned and a
@@ -67,7 +75,8 @@ BAN_GROWTH_MAX = 16
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncConfig:
-    batch_blocks_max: int = 512
+    batch_blocks_max: int = 2048
+    pipeline_depth: int = 3
     request_timeout_s: float = 30.0
     backoff_s: float = 10.0
     status_interval_s: float = 30.0
@@ -214,6 +223,7 @@ class _Request:
     start: int
     count: int
     deadline_s: float
+    received: int = -1  # blocks its reply held, once it arrived (being stored)
 
 
 @dataclass(slots=True)
@@ -331,6 +341,8 @@ class SyncCore:
         if before >= request.start:  # overtaken by another answer: neither credited nor struck
             if advanced > 0 and state is not None:
                 state.proven, state.strikes, state.failures = True, 0, 0
+        elif request.start > before + 1 and advanced <= 0:
+            pass  # stale: an earlier batch failed to store, so its range was out of reach
         elif received == 0:
             claim = state.status.height if state is not None and state.status is not None else -1
             effects += self._strike(
@@ -363,14 +375,45 @@ class SyncCore:
         elif state is not None:
             state.proven, state.strikes, state.failures = True, 0, 0
         if advanced > 0:
-            return effects + self.committed(status, now_s)
-        return effects + self._maybe_fetch(now_s)
+            effects += self.committed(status, now_s)
+        else:
+            effects += self._maybe_fetch(now_s)
+        return effects + self._pipeline(request.peer, now_s)  # a slot came free
+
+    def blocks_received(self, request_id: int, received: int, now_s: float) -> list[Effect]:
+        """A reply holding `received` blocks arrived and is being stored: a proven peer is
+        asked for the range after it now (see Pipelining)."""
+        request = self._inflight.get(request_id)
+        if request is None or received <= 0:
+            return []
+        request.received = received
+        return self._pipeline(request.peer, now_s)
+
+    def _pipeline(self, peer: str, now_s: float) -> list[Effect]:
+        """The range after the peer's batches being stored, if it is proven, claims it, has
+        none on the wire and fewer than `pipeline_depth` in flight."""
+        state = self._peers.get(peer)
+        mine = [r for r in self._inflight.values() if r.peer == peer]
+        if state is None or not state.proven or state.status is None or not mine:
+            return []
+        if len(mine) >= self.config.pipeline_depth or any(r.received < 0 for r in mine):
+            return []
+        start = max(r.start + r.received for r in mine)
+        if start > state.status.height or state.backoff_until_s > now_s:
+            return []
+        count = min(self.config.batch_blocks_max, state.status.height - start + 1)
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        deadline_s = now_s + self.config.request_timeout_s
+        self._inflight[request_id] = _Request(peer, request_id, start, count, deadline_s)
+        return [Fetch(peer=peer, request_id=request_id, start=start, count=count)]
 
     def blocks_refused(self, request_id: int, reason: str, status: Status, now_s: float) -> list[Effect]:
         """The peer sent a block that does not verify (blocks before it may have been stored)."""
         request = self._inflight.pop(request_id, None)
         if request is None:
             return []
+        if request.start > max(self.status.height, status.height) + 1:
+            return self._maybe_fetch(now_s)  # stale: our log cannot reach its range (see Pipelining)
         effects = self._drop(request.peer, BAD_BLOCK, reason, now_s)
         if status.height > self.status.height:
             return effects + self.committed(status, now_s)

@@ -7,13 +7,17 @@ learn each other's height from one round trip. A fetch is one stream too: `get_b
 out, one `blocks` message back, bounded in count and bytes. The behaviour hands the
 reply, still encoded, to this shell, and one worker thread (`pyrsia-sync-append`,
 started with the first batch, fed by a queue of `APPEND_QUEUE_MAX`; the core has at
-most `fetches_max + 1` fetches in flight, and a reply that finds the queue full fails
-its request) decodes it and puts the batch through the chain
-(`SyncedChain.append_encoded`: each block verified by the chain core before it is
-stored); the outcome — how many blocks came and where our log stands after them —
-goes back to the core through `Host.run`, in the order the appends happened, and the
-core judges the peer. A peer the core drops is disconnected, and while its ban lasts
-it is asked nothing, served no blocks, and its statuses are answered but ignored.
+most `fetches_max + 1` fetches in flight, or `pipeline_depth` to one proven peer, and a
+reply that finds the queue full fails its request) decodes it, tells the core how
+many blocks came (`received`: it may ask for the next range at once) and hands the
+batch to the chain
+(`SyncedChain.submit_encoded`: signatures checked on this worker, each block then
+through the chain core and the batch stored with one fsync pass by the log's writer).
+While the writer stores one batch the worker prepares the next; the outcome of each —
+how many blocks came and where our log stands after them — goes back to the core
+through `Host.run`, in the order the batches were stored, and the core judges the
+peer. A peer the core drops is disconnected, and while its ban lasts it is asked
+nothing, served no blocks, and its statuses are answered but ignored.
 
 Inbound sync streams (a peer's status, or its `get_blocks`, answered with up to
 `BLOCKS_REPLY_BYTES_MAX` read from disk) are served on the Host's handler pool for
@@ -29,6 +33,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,9 +70,20 @@ class SyncedChain(Protocol):
         """Stored blocks from `start`, as many as fit in `bytes_max` (at least one if any)."""
         ...
 
-    def append_encoded(self, blocks: Sequence[bytes]) -> None:
-        """Verify and store each block in order; a bad one raises (those before it stay)."""
+    def submit_encoded(self, blocks: Sequence[bytes]) -> Future[int]:
+        """Decode the blocks and queue them to be verified and stored in order; the future
+        resolves once they are durable, or fails with the first bad block's error (a
+        `TranslogError`) after those before it are stored. May raise that error at once
+        when nothing can be stored."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Storing:
+    job: Fetched
+    received: int
+    full: bool
+    future: Future[int]
 
 
 class SyncService:
@@ -225,19 +241,32 @@ class SyncService:
     # -- the append worker -------------------------------------------------------------
 
     def _append_loop(self) -> None:
+        """Prepare batch n+1 (decode, signatures) while the log's writer stores batch n;
+        outcomes are reported in order."""
+        storing: _Storing | None = None
         while True:
-            job = self._jobs.get()
+            if storing is None:
+                job = self._jobs.get()
+            else:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:  # nothing to prepare meanwhile: wait for this one
+                    self._settle(storing)
+                    storing = None
+                    continue
             if job is None:
+                self._settle(storing)
                 return
             try:
-                self._append(job)
+                started = self._start(job)
             except Exception:  # a bug in one batch must not stop sync
                 log.exception("sync: storing a batch from %s failed", job.peer)
                 self._post(_failed(self._behaviour, job.request_id))
-            with self._changed:
-                self._changed.notify_all()
+                started = None
+            self._settle(storing)
+            storing = started
 
-    def _append(self, job: Fetched) -> None:
+    def _start(self, job: Fetched) -> _Storing | None:
         behaviour, request_id = self._behaviour, job.request_id
         try:
             reply = sync.decode(job.reply)
@@ -246,22 +275,43 @@ class SyncService:
         except PeerError as exc:
             log.info("sync: fetching blocks from %s failed: %s", job.peer, exc.message)
             self._post(_failed(behaviour, request_id))
-            return
+            return None
         received = len(reply.blocks)
         full = sum(len(b) for b in reply.blocks) >= BLOCKS_REPLY_BYTES_MAX // 2
+        self._post(lambda now: behaviour.received(request_id, received, now))
+        future: Future[int] = Future()
+        if not received:
+            future.set_result(self._chain.sync_status().height)
+        else:
+            try:
+                future = self._chain.submit_encoded(reply.blocks)
+            except PyrsiaError as exc:
+                future.set_exception(exc)
+        return _Storing(job=job, received=received, full=full, future=future)
+
+    def _settle(self, storing: _Storing | None) -> None:
+        """Wait for a batch to be stored and report how it went."""
+        if storing is None:
+            return
+        behaviour, request_id = self._behaviour, storing.job.request_id
+        received, full = storing.received, storing.full
         try:
-            self._chain.append_encoded(reply.blocks)
+            storing.future.result()
         except TranslogError as exc:
             reason = f"sent a block that does not verify: {exc.message}"
             status = self._chain.sync_status()
             self._post(lambda now: behaviour.refused(request_id, reason, status, now))
-            return
         except PyrsiaError as exc:  # our disk, not the peer: try again later
             log.warning("sync: storing blocks failed: %s", exc.message)
             self._post(_failed(behaviour, request_id))
-            return
-        status = self._chain.sync_status()
-        self._post(lambda now: behaviour.applied(request_id, status, now, received=received, full=full))
+        except Exception:  # a bug in one batch must not stop sync
+            log.exception("sync: storing a batch from %s failed", storing.job.peer)
+            self._post(_failed(behaviour, request_id))
+        else:
+            status = self._chain.sync_status()
+            self._post(lambda now: behaviour.applied(request_id, status, now, received=received, full=full))
+        with self._changed:
+            self._changed.notify_all()
 
     # -- inbound streams (the Host's handler pool) ---------------------------------------
 
