@@ -98,13 +98,14 @@ def fill_index(path: Path, records: int) -> Index:
             rows.append(
                 (i, i // 10, i.to_bytes(32, "big"), 1_700_000_000 + i, "12D3KooWBench", kind,
                  p.package_id, p.path, p.digest, p.size, p.chunk_size, p.chunk_root, p.media_type,
-                 p.source, p.author, p.registry_or_default)
+                 p.source, p.author, p.registry_or_default, "", "", "", "", "", "")
             )  # fmt: skip
             deps.append((i, p.dependencies[0]))
         db.executemany(
             "INSERT INTO artifact (leaf, height, tx_id, time, submitter, package_type, package_id, path,"
-            " digest, size, chunk_size, chunk_root, media_type, source, author, registry)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " digest, size, chunk_size, chunk_root, media_type, source, author, registry,"
+            " build_source, build_commit, build_spec, builder_jdk, builder_maven, reproduces_upstream)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
         db.executemany("INSERT INTO dependency (leaf, name) VALUES (?, ?)", deps)
