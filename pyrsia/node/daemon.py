@@ -752,6 +752,7 @@ class Node:
                 holepunch=host.holepunch,
                 relay=host.relay,
                 reservations=host.reservations,
+                protocol_bytes={"in": host.protocol_bytes_in, "out": host.protocol_bytes_out},
             ),
             refusals_family(
                 "pyrsia_consensus_refused_total",

@@ -462,6 +462,13 @@ class Network:
                 **host.relay,
             },
             "holepunch": host.holepunch,
+            "bytes_by_protocol": {
+                protocol: {
+                    "in": host.protocol_bytes_in.get(protocol, 0),
+                    "out": host.protocol_bytes_out.get(protocol, 0),
+                }
+                for protocol in sorted({*host.protocol_bytes_in, *host.protocol_bytes_out})
+            },
         }
 
     def peers(self) -> list[dict[str, object]]:
