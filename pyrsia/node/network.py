@@ -197,6 +197,7 @@ class Network:
         self._serve_request: ServeRequest | None = None
         self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
         self.announced = 0
+        self.held_unannounced = 0  # blobs verified for consensus: held, left to the republish
         self._build_requesters = _build_requesters(config)
         self._guard = RequestGuard(
             rate_per_s=config.request_rate,
@@ -249,6 +250,16 @@ class Network:
                 self.kad.hold(str(digest))
             with contextlib.suppress(queue.Full):
                 self._announce.put_nowait(digest)
+
+    def hold(self, digest: Digest) -> None:
+        """Answer for a held blob as its provider, without announcing it now: the DHT hears
+        of it at the next republish (or the next boot). For blobs this authority fetched
+        only to verify another's record: the submitter announced the same file, and in a
+        network of few authorities every one of them holds that provider record already."""
+        if digest.algorithm == "sha256" and self._config.serve_artifacts:
+            with contextlib.suppress(PyrsiaError):
+                self.kad.hold(str(digest))
+            self.held_unannounced += 1
 
     def _announcer(self) -> None:
         while not self._stop.is_set():
@@ -444,6 +455,7 @@ class Network:
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
             "provided_keys": kad.provided_keys,
+            "held_unannounced": self.held_unannounced,
             "dht_provider_records": kad.provider_records,
             "dht_refused": {
                 "table_bucket_group": kad.table_refused_bucket_group,
