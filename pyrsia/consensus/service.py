@@ -8,7 +8,9 @@ the core's timers. Nothing else touches either, so neither needs a lock.
 Endorsement. A transaction submitted by an authority is gossiped to every authority;
 each verifies it on its own (`verify`: re-fetch the artifact from its own upstream and
 compare digest, size and chunk root; for an authority or registry change, whether its
-own admin approved it) on a small worker pool, and gossips its signed verdict. The submitter
+own admin approved it) on a small worker pool, and gossips its signed verdict: the
+endorsements reached in one step of the service thread go to each authority as one
+`endorsements` message, refusals one by one with their reasons. The submitter
 endorses its own at once (it fetched and verified the bytes to submit them). Once
 endorsements from a quorum of the authorities in force back a transaction, it may be
 proposed; once more than n - quorum refuse it, it never can be, and its waiters hear
@@ -268,6 +270,9 @@ class ConsensusService:
         self._assembly = Assembly()
         self._verifying: set[bytes] = set()
         self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
+        # This node's endorsements reached since the last step, sent to every authority in
+        # one `endorsements` message at the end of the step (at most one per verification).
+        self._endorsed_out: list[tuple[bytes, bytes]] = []
         self._last_rebroadcast = 0.0
         self._persisted: HardState | None = None
         self._last_core_message = 0.0
@@ -568,6 +573,7 @@ class ConsensusService:
                         event = self._events.get_nowait()
                     except queue.Empty:
                         event = None
+                self._flush_endorsements()  # before any proposal that may name them
                 if self._core is not None:
                     self._core.tick(self._ticks())
                 self._drive()
@@ -595,6 +601,8 @@ class ConsensusService:
                 self._on_submit(peer, tx)
             case _Inbound(peer=peer, message=wire.Verdict() as verdict):
                 self._on_verdict(peer, verdict)
+            case _Inbound(peer=peer, message=wire.Endorsements() as batch):
+                self._on_endorsements(peer, batch)
             case _Inbound(peer=peer, message=wire.FetchTxs(ids=ids)):
                 self._on_fetch_txs(peer, ids)
             case _Inbound(peer=peer, message=wire.Txs(txs=txs)):
@@ -672,6 +680,21 @@ class ConsensusService:
             return
         self._apply_verdict(verdict)
 
+    def _on_endorsements(self, peer: str, batch: wire.Endorsements) -> None:
+        if batch.signer not in self.ledger.authorities:
+            self.stats.messages_rejected += 1
+            log.info("endorsements from %s refused: not signed by an authority", peer)
+            return
+        for verdict in batch.verdicts():
+            self._on_verdict(peer, verdict)
+
+    def _flush_endorsements(self) -> None:
+        """Send this step's endorsements to every authority, a block's worth a message."""
+        pairs, self._endorsed_out = self._endorsed_out, []
+        for start in range(0, len(pairs), wire.ENDORSEMENTS_BATCH_MAX):
+            batch = tuple(pairs[start : start + wire.ENDORSEMENTS_BATCH_MAX])
+            self._broadcast(wire.Endorsements(signer=self.me, pairs=batch))
+
     def _apply_verdict(self, verdict: wire.Verdict) -> None:
         entry = self.mempool.verdict(verdict)
         if entry is None:
@@ -725,9 +748,11 @@ class ConsensusService:
                 self._verified.popitem(last=False)
         if result is None:
             verdict = wire.endorsement_verdict(self._key, tx_id)
-        else:
-            log.info("refusing %s: %s", _describe(entry.tx), result)
-            verdict = wire.refusal_verdict(self._key, tx_id, result)
+            self._record_verdict(verdict)
+            self._endorsed_out.append((tx_id, verdict.signature))
+            return
+        log.info("refusing %s: %s", _describe(entry.tx), result)
+        verdict = wire.refusal_verdict(self._key, tx_id, result)
         self._record_verdict(verdict)
         self._broadcast(verdict)
 
@@ -793,6 +818,7 @@ class ConsensusService:
         if not self.is_authority:
             return
         authorities = self.ledger.authorities
+        endorsed_to: dict[str, list[tuple[bytes, bytes]]] = {}
         for entry in self.mempool.entries():
             # Backoff: a peer that lost a submit or a verdict gets it again after 2, 6, 14, …
             # s; one that lacks a transaction a proposal names fetches it at once anyway.
@@ -810,11 +836,12 @@ class ConsensusService:
                     self._send(peer, submit)
             own = entry.endorsements.get(self.me)
             if own is not None:
-                verdict = wire.Verdict(
-                    tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
-                )
                 for peer in targets:
-                    self._send(peer, verdict)
+                    endorsed_to.setdefault(peer, []).append((own.tx_id, own.signature))
+        for peer, pairs in endorsed_to.items():  # one message per peer, not one per transaction
+            for start in range(0, len(pairs), wire.ENDORSEMENTS_BATCH_MAX):
+                batch = tuple(pairs[start : start + wire.ENDORSEMENTS_BATCH_MAX])
+                self._send(peer, wire.Endorsements(signer=self.me, pairs=batch))
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):

@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
 from pyrsia.errors import MessageRejected
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
 from pyrsia.translog.block import AUTHORITIES_MAX
 from pyrsia.translog.tx import ADD_ARTIFACT, ENDORSEMENTS_MAX, AddArtifact, endorse, sign
@@ -65,6 +66,10 @@ def every_kind() -> dict[str, wire.Message]:
             KEYS[0], GENESIS, height=5, round=1, proposal=proposal, valid_round=0, proof=prevotes
         ),
         "decision": m.Decision(proposal=proposal, certificate=certificate),
+        "endorsements": wire.Endorsements(
+            signer=peer_id_of(bytes(KEYS[0].verify_key)),
+            pairs=tuple((os.urandom(32), os.urandom(64)) for _ in range(wire.ENDORSEMENTS_BATCH_MAX)),
+        ),
         "fetch_txs": wire.FetchTxs(ids=tuple(os.urandom(32) for _ in range(wire.FETCH_IDS_MAX))),
         "txs": largest_txs(),
     }
@@ -88,7 +93,7 @@ def test_the_largest_real_message_of_each_type_fits_its_bound() -> None:
         assert type(wire.decode(data)) is type(message)
 
 
-@pytest.mark.parametrize("kind", ["prevote", "precommit", "catch_up", "verdict", "submit"])
+@pytest.mark.parametrize("kind", ["prevote", "precommit", "catch_up", "verdict", "submit", "endorsements"])
 def test_a_small_type_padded_to_a_large_size_is_refused_undecoded(kind: str) -> None:
     padding = b"\0" * (wire.BYTES_MAX_BY_TYPE[kind] + 1)
     data = codec.encode({"type": kind, "height": 1, "padding": padding})

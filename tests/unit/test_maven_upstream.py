@@ -53,7 +53,9 @@ def test_fetch_without_sidecar_makes_one_request(tmp_path: Path) -> None:
     """A verifier holding the record's digest asks for the file alone: a wrong sidecar
     is never read, and nothing says the bytes were checked with one."""
     client, seen = _client({"a/b/1/b-1.jar": JAR, "a/b/1/b-1.jar.sha256": b"0" * 64})
-    fetched = client.fetch("a/b/1/b-1.jar", BlobStore(tmp_path).opener(None, "test", CHECKSUMS), sidecar=False)
+    fetched = client.fetch(
+        "a/b/1/b-1.jar", BlobStore(tmp_path).opener(None, "test", CHECKSUMS), sidecar=False
+    )
     assert seen == ["a/b/1/b-1.jar"]
     assert fetched.verified_with is None
     assert str(fetched.digest) == "sha256:" + hashlib.sha256(JAR).hexdigest()
