@@ -67,6 +67,11 @@ DIAL_TIMEOUT_S = 10.0
 KAD_TABLE_FILE = "kad-table.msgpack"
 PROVIDERS_TIMEOUT_S = 10.0
 ANNOUNCE_QUEUE_MAX = 100_000
+# An authority gets each block from consensus, about when its peers do: sync leaves a
+# block or two ahead to consensus this long (a peer's announcement that it committed
+# first would otherwise fetch the whole block again), then fetches.
+AUTHORITY_SYNC_NEAR_GAP_BLOCKS = 2
+AUTHORITY_SYNC_NEAR_WAIT_S = 2.0
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
@@ -178,12 +183,17 @@ class Network:
         self._identity = identity
         self.host = host
         self.ledger = ledger
+        authority = identity.peer_id in ledger.authorities  # at boot; the set may change later
         self.sync = SyncService(
             host,
             LedgerChain(ledger),
             pinned_genesis=ledger.genesis_hash,
             config=SyncConfig(
-                peers_max=config.sync_peers_max, strikes_max=config.sync_strikes_max, ban_s=config.sync_ban_s
+                peers_max=config.sync_peers_max,
+                strikes_max=config.sync_strikes_max,
+                ban_s=config.sync_ban_s,
+                near_gap_blocks=AUTHORITY_SYNC_NEAR_GAP_BLOCKS if authority else 0,
+                near_wait_s=AUTHORITY_SYNC_NEAR_WAIT_S if authority else 0.0,
             ),
         )
         self.kad = KadService(
