@@ -80,7 +80,6 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.swarm.host import Host, Stream
-from pyrsia.p2p.wire import varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog import codec
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
@@ -111,6 +110,7 @@ VERIFY_WORKERS = 4
 STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
+STREAM_READ_BYTES = 64 * 1024  # deflated bytes read at once from a consensus stream
 # Messages already queued for one peer go out in one write (one Noise and yamux frame
 # for many small votes and verdicts), up to this many bytes.
 OUTBOX_BATCH_BYTES_MAX = 60 * 1024
@@ -465,29 +465,37 @@ class ConsensusService:
 
     def _read_stream(self, stream: Stream) -> None:
         peer = stream.peer_id
+        inflater = wire.Inflater(wire.FRAME_BYTES_MAX)
+        partial_since: float | None = None  # a message begun and not finished: since when
         try:
             while True:
-                raw = stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)
-                if raw is None:
+                data = stream.read(STREAM_READ_BYTES, STREAM_TIMEOUT_S)
+                if not data:
+                    if inflater.partial:
+                        self._refuse(stream, MALFORMED, "stream closed inside a message")
+                        return
                     break
                 try:
-                    wire.check_size(raw)
+                    for raw in inflater.messages(data):
+                        wire.check_size(raw)
+                        message = wire.decode(raw)
+                        if not self._queue_inbound(_Inbound(peer, message, len(raw))):
+                            self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                            return
                 except ConsensusError as exc:
                     self.stats.messages_rejected += 1
                     self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
                     return
-                try:
-                    message = wire.decode(raw)
-                except ConsensusError as exc:
-                    self.stats.messages_rejected += 1
-                    self._refuse(stream, MALFORMED, exc.message)
+                except ProtocolViolation as exc:  # the stream's framing: deflate, length prefixes
+                    self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
                     return
-                if not self._queue_inbound(_Inbound(peer, message, len(raw))):
-                    self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                # A peer trickling one message forever: the whole message has the timeout.
+                now = time.monotonic()
+                partial_since = (partial_since or now) if inflater.partial else None
+                if partial_since is not None and now - partial_since > STREAM_TIMEOUT_S:
+                    self._refuse(stream, MALFORMED, f"one message took more than {STREAM_TIMEOUT_S:g} s")
                     return
             stream.close()
-        except ProtocolViolation as exc:  # a bad length prefix, or one beyond any message's
-            self._refuse(stream, OVERSIZED if "-byte message" in exc.message else MALFORMED, exc.message)
         except PeerError as exc:
             log.debug("consensus stream from %s ended: %s", peer, exc.message)
             stream.reset()
@@ -1323,11 +1331,12 @@ class _Outbox:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.5
+            deflater = wire.Deflater()  # one DEFLATE stream per consensus stream
             try:
                 stopping = False
                 pending: bytes | None = data
                 while pending is not None:
-                    pending = self._write_batch(stream, pending)
+                    pending = self._write_batch(stream, deflater, pending)
                     if pending == b"":  # stop() came while batching
                         stopping = True
                         break
@@ -1344,13 +1353,14 @@ class _Outbox:
                 log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
                 stream.reset()
 
-    def _write_batch(self, stream: Stream, first: bytes) -> bytes | None:
-        """Write `first` and whatever else is queued, within a batch's bytes, in one write.
+    def _write_batch(self, stream: Stream, deflater: wire.Deflater, first: bytes) -> bytes | None:
+        """Write `first` and whatever else is queued, within a batch's bytes, in one write
+        (one flushed piece of the stream's DEFLATE stream).
 
         Returns a message that did not fit (the next batch's first), b"" if stop() was
         queued, or None once the queue is empty."""
-        parts = [varint.prefixed(first)]
-        size = len(parts[0])
+        parts = [first]
+        size = len(first)
         left: bytes | None = None
         while size < OUTBOX_BATCH_BYTES_MAX:
             try:
@@ -1363,9 +1373,9 @@ class _Outbox:
             if size + len(more) > OUTBOX_BATCH_BYTES_MAX:
                 left = more
                 break
-            parts.append(varint.prefixed(more))
-            size += len(parts[-1])
-        stream.write(b"".join(parts), STREAM_TIMEOUT_S)
+            parts.append(more)
+            size += len(more)
+        stream.write(deflater.batch(parts), STREAM_TIMEOUT_S)
         return left
 
     def _open(self) -> Stream:

@@ -1,7 +1,11 @@
 """What authorities say to each other on `/pyrsia/consensus/1.0.0`.
 
 Three kinds of message share the protocol, each one canonical msgpack map behind an
-unsigned-varint length (DESIGN §3):
+unsigned-varint length (DESIGN §3), and the stream carrying them is one raw DEFLATE
+stream (RFC 1951), flushed (`Z_SYNC_FLUSH`) after each batch of messages the sender
+writes (`Deflater`, `Inflater`): transactions repeat their keys, URLs, media types and
+peer ids from one to the next, and a stream's window holds the ones before, so a
+submit travels in about 40% of its bytes:
 
     submit      a pending transaction, signed by the authority that submits it, with the
                 endorsements its sender holds
@@ -26,7 +30,12 @@ unsigned-varint length (DESIGN §3):
 Version 2 of the protocol (`/pyrsia/consensus/2.0.0`): a value is a compact block, so
 nodes of version 1 (whose values were whole blocks) cannot take part in one network
 with these; the protocol id differs, so the two never exchange a message. Version 3
-(`/pyrsia/consensus/3.0.0`) adds `endorsements`, which a version-2 node would refuse.
+(`/pyrsia/consensus/3.0.0`) adds `endorsements` and deflates its streams, which a
+version-2 node would not read.
+
+Inflating is bounded: at most one message (and its length prefix) beyond what the
+reader took is inflated at a time, so a few bytes that inflate to gigabytes are read a
+message at a time as the reader takes them, each checked against the largest message.
 
 Pure: decoding bounds every field and raises `MessageRejected`; nothing here knows who
 the authorities are (the service checks that).
@@ -39,14 +48,17 @@ limits), so a 16 MiB "prevote" is never decoded and a proposal never exceeds a b
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
-from pyrsia.errors import MessageRejected, TxInvalid
+from pyrsia.errors import MessageRejected, ProtocolViolation, TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_BYTES_MAX, BLOCK_TXS_MAX
 from pyrsia.translog.tx import (
@@ -390,3 +402,62 @@ def _skip(view: memoryview, pos: int, budget: list[int]) -> int:
         if pos > len(view):
             raise MessageRejected("message truncated")
     return pos
+
+
+# -- the stream: DEFLATE around varint-prefixed messages ------------------------------------
+
+DEFLATE_LEVEL = 1  # the messages are small: level 6 saves under 1% more, at twice the CPU
+_RAW_DEFLATE = -15  # wbits: a raw stream (no zlib header), a 32 KiB window
+
+
+class Deflater:
+    """One outbound stream's compressor: each batch of messages is one flushed piece."""
+
+    def __init__(self) -> None:
+        self._deflate = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, _RAW_DEFLATE)
+
+    def batch(self, messages: Sequence[bytes]) -> bytes:
+        return self.piece(b"".join(varint.prefixed(message) for message in messages))
+
+    def piece(self, data: bytes) -> bytes:
+        """`data` (already framed) deflated and flushed: the peer can inflate all of it."""
+        return self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+
+
+class Inflater:
+    """One inbound stream's messages, inflated no further ahead than one message."""
+
+    def __init__(self, message_bytes_max: int = FRAME_BYTES_MAX) -> None:
+        self._inflate = zlib.decompressobj(_RAW_DEFLATE)
+        self._reader = varint.LengthPrefixedReader(message_bytes_max)
+        self._room = message_bytes_max + varint.VARINT_BYTES_MAX
+
+    @property
+    def partial(self) -> bool:
+        """Part of a message is buffered (the stream may not end here)."""
+        return self._reader.buffered > 0
+
+    def messages(self, data: bytes) -> Iterator[bytes]:
+        """The whole messages `data` completes, in order. A stream that does not inflate,
+        or a length prefix that is malformed or beyond `message_bytes_max`, is a
+        `ProtocolViolation` (the stream's framing, not a message, is at fault).
+        Inflates lazily: take each message before the next is inflated."""
+        pending = data
+        while True:
+            while (message := self._reader.next_message()) is not None:
+                yield message
+            room = self._room - self._reader.buffered
+            if room <= 0:  # cannot happen: a whole message was taken above
+                raise ProtocolViolation("a message exceeds its bound")
+            try:
+                inflated = self._inflate.decompress(pending, room)
+            except zlib.error as exc:
+                raise ProtocolViolation(f"consensus stream does not inflate: {exc}") from exc
+            if self._inflate.eof:
+                raise ProtocolViolation("consensus stream ended its DEFLATE stream")
+            self._reader.feed(inflated)
+            pending = self._inflate.unconsumed_tail
+            if not pending and len(inflated) < room:
+                while (message := self._reader.next_message()) is not None:
+                    yield message
+                return
