@@ -71,7 +71,7 @@ ANNOUNCE_QUEUE_MAX = 100_000
 # block or two ahead to consensus this long (a peer's announcement that it committed
 # first would otherwise fetch the whole block again), then fetches.
 AUTHORITY_SYNC_NEAR_GAP_BLOCKS = 2
-AUTHORITY_SYNC_NEAR_WAIT_S = 2.0
+AUTHORITY_SYNC_NEAR_WAIT_S = 4.0
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
