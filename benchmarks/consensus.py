@@ -398,7 +398,9 @@ def status(url: str) -> dict[str, int]:
     doc = httpx.get(f"{url}/api/v1/status", timeout=30).json()
     translog, consensus = doc["translog"], doc["consensus"]
     sent = consensus.get("sent_bytes") or {}
+    by_protocol = (doc.get("p2p") or {}).get("bytes_by_protocol") or {}
     return {
+        **{f"proto:{protocol}": int(size["out"]) for protocol, size in by_protocol.items()},
         "height": int(translog["height"]),
         "size": int(translog["size"]),
         "proposals_refused": int(consensus["proposals_refused"]),
@@ -578,7 +580,7 @@ def counters(urls: Sequence[str]) -> dict[str, int]:
         out["proposals_refused"] += doc["proposals_refused"]
         out["messages_rejected"] += doc["messages_rejected"]
         for key, size in doc.items():
-            if key.startswith("sent:"):  # consensus messages by type, as encoded
+            if key.startswith(("sent:", "proto:")):  # consensus messages by type; stream bytes by protocol
                 out[key] = out.get(key, 0) + size
         found = httpx.get(f"{url}/api/v1/peers", timeout=30).json()["peers"]
         out["p2p_bytes_out"] += sum(int(p["bytes_out"]) for p in found)
@@ -861,6 +863,20 @@ def report(
         return " ".join(f"{k} {v / max(h.ok, 1) / 1024:.1f}" for k, v in sent[:4]) or "-"
 
     row("  consensus KiB/tx by type", [by_type(h) for h in heavy])
+
+    def by_protocol(h: Heavy) -> str:
+        sent = sorted(
+            (
+                (k.removeprefix("proto:"), v)
+                for k, v in h.counters.items()
+                if k.startswith("proto:") and v > 0
+            ),
+            key=lambda kv: -kv[1],
+        )
+        return " ".join(f"{k.rsplit('/', 2)[-2] if k.count('/') >= 2 else k} {v / max(h.ok, 1) / 1024:.1f}"
+                        for k, v in sent[:4]) or "-"  # fmt: skip
+
+    row("  stream KiB/tx by protocol", [by_protocol(h) for h in heavy])
     refused = [f"{h.counters['proposals_refused']} / {h.counters['messages_rejected']}" for h in heavy]
     row("proposals refused / msgs rejected", refused)
     console.print(table)

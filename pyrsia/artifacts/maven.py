@@ -171,12 +171,16 @@ class MavenArtifacts:
     def verify_record(self, record: AddArtifact) -> str | None:
         """Why this node would not vouch for another authority's `record`, or None: the
         file, fetched from this node's own upstream, must have its digest, size and chunk
-        root. The bytes are kept and served from here on."""
+        root. The bytes are kept and served from here on.
+
+        The upstream's checksum sidecar is not fetched: the bytes must equal the record's
+        digest, which is a stronger check than a checksum from the same upstream (the
+        proposer's own pull-through checked that one)."""
         path = record.path.removeprefix("/maven2/")
         target = parse_path(path)
         # Checked at the repository the record names (by its URL) when this node has it.
         opener = self._blobs.opener(None, record.source, CHECKSUMS)
-        fetched = self._upstream.fetch_from(record.source, path, opener)
+        fetched = self._upstream.fetch_from(record.source, path, opener, sidecar=False)
         stored = _stored(fetched)
         base = f"{fetched.repository} ({fetched.base_url})"
         problem = None
@@ -197,7 +201,7 @@ class MavenArtifacts:
                 "size": fetched.size,
                 "fetched_at": self._clock(),
                 "last_modified": fetched.last_modified,
-                "verified_with": fetched.verified_with,
+                "verified_with": "record",
             },
         )
         return None

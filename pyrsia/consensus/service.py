@@ -8,7 +8,9 @@ the core's timers. Nothing else touches either, so neither needs a lock.
 Endorsement. A transaction submitted by an authority is gossiped to every authority;
 each verifies it on its own (`verify`: re-fetch the artifact from its own upstream and
 compare digest, size and chunk root; for an authority or registry change, whether its
-own admin approved it) on a small worker pool, and gossips its signed verdict. The submitter
+own admin approved it) on a small worker pool, and gossips its signed verdict: the
+endorsements reached in one step of the service thread go to each authority as one
+`endorsements` message, refusals one by one with their reasons. The submitter
 endorses its own at once (it fetched and verified the bytes to submit them). Once
 endorsements from a quorum of the authorities in force back a transaction, it may be
 proposed; once more than n - quorum refuse it, it never can be, and its waiters hear
@@ -78,7 +80,6 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.swarm.host import Host, Stream
-from pyrsia.p2p.wire import varint
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 from pyrsia.translog import codec
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, Block, CommitSignature, commit_signature
@@ -109,6 +110,7 @@ VERIFY_WORKERS = 4
 STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
+STREAM_READ_BYTES = 64 * 1024  # deflated bytes read at once from a consensus stream
 # Messages already queued for one peer go out in one write (one Noise and yamux frame
 # for many small votes and verdicts), up to this many bytes.
 OUTBOX_BATCH_BYTES_MAX = 60 * 1024
@@ -268,6 +270,9 @@ class ConsensusService:
         self._assembly = Assembly()
         self._verifying: set[bytes] = set()
         self._verified: OrderedDict[tuple[object, ...], VerifyResult] = OrderedDict()
+        # This node's endorsements reached since the last step, sent to every authority in
+        # one `endorsements` message at the end of the step (at most one per verification).
+        self._endorsed_out: list[tuple[bytes, bytes]] = []
         self._last_rebroadcast = 0.0
         self._persisted: HardState | None = None
         self._last_core_message = 0.0
@@ -460,29 +465,37 @@ class ConsensusService:
 
     def _read_stream(self, stream: Stream) -> None:
         peer = stream.peer_id
+        inflater = wire.Inflater(wire.FRAME_BYTES_MAX)
+        partial_since: float | None = None  # a message begun and not finished: since when
         try:
             while True:
-                raw = stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)
-                if raw is None:
+                data = stream.read(STREAM_READ_BYTES, STREAM_TIMEOUT_S)
+                if not data:
+                    if inflater.partial:
+                        self._refuse(stream, MALFORMED, "stream closed inside a message")
+                        return
                     break
                 try:
-                    wire.check_size(raw)
+                    for raw in inflater.messages(data):
+                        wire.check_size(raw)
+                        message = wire.decode(raw)
+                        if not self._queue_inbound(_Inbound(peer, message, len(raw))):
+                            self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                            return
                 except ConsensusError as exc:
                     self.stats.messages_rejected += 1
                     self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
                     return
-                try:
-                    message = wire.decode(raw)
-                except ConsensusError as exc:
-                    self.stats.messages_rejected += 1
-                    self._refuse(stream, MALFORMED, exc.message)
+                except ProtocolViolation as exc:  # the stream's framing: deflate, length prefixes
+                    self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
                     return
-                if not self._queue_inbound(_Inbound(peer, message, len(raw))):
-                    self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                # A peer trickling one message forever: the whole message has the timeout.
+                now = time.monotonic()
+                partial_since = (partial_since or now) if inflater.partial else None
+                if partial_since is not None and now - partial_since > STREAM_TIMEOUT_S:
+                    self._refuse(stream, MALFORMED, f"one message took more than {STREAM_TIMEOUT_S:g} s")
                     return
             stream.close()
-        except ProtocolViolation as exc:  # a bad length prefix, or one beyond any message's
-            self._refuse(stream, OVERSIZED if "-byte message" in exc.message else MALFORMED, exc.message)
         except PeerError as exc:
             log.debug("consensus stream from %s ended: %s", peer, exc.message)
             stream.reset()
@@ -568,6 +581,7 @@ class ConsensusService:
                         event = self._events.get_nowait()
                     except queue.Empty:
                         event = None
+                self._flush_endorsements()  # before any proposal that may name them
                 if self._core is not None:
                     self._core.tick(self._ticks())
                 self._drive()
@@ -595,6 +609,8 @@ class ConsensusService:
                 self._on_submit(peer, tx)
             case _Inbound(peer=peer, message=wire.Verdict() as verdict):
                 self._on_verdict(peer, verdict)
+            case _Inbound(peer=peer, message=wire.Endorsements() as batch):
+                self._on_endorsements(peer, batch)
             case _Inbound(peer=peer, message=wire.FetchTxs(ids=ids)):
                 self._on_fetch_txs(peer, ids)
             case _Inbound(peer=peer, message=wire.Txs(txs=txs)):
@@ -672,6 +688,21 @@ class ConsensusService:
             return
         self._apply_verdict(verdict)
 
+    def _on_endorsements(self, peer: str, batch: wire.Endorsements) -> None:
+        if batch.signer not in self.ledger.authorities:
+            self.stats.messages_rejected += 1
+            log.info("endorsements from %s refused: not signed by an authority", peer)
+            return
+        for verdict in batch.verdicts():
+            self._on_verdict(peer, verdict)
+
+    def _flush_endorsements(self) -> None:
+        """Send this step's endorsements to every authority, a block's worth a message."""
+        pairs, self._endorsed_out = self._endorsed_out, []
+        for start in range(0, len(pairs), wire.ENDORSEMENTS_BATCH_MAX):
+            batch = tuple(pairs[start : start + wire.ENDORSEMENTS_BATCH_MAX])
+            self._broadcast(wire.Endorsements(signer=self.me, pairs=batch))
+
     def _apply_verdict(self, verdict: wire.Verdict) -> None:
         entry = self.mempool.verdict(verdict)
         if entry is None:
@@ -725,9 +756,11 @@ class ConsensusService:
                 self._verified.popitem(last=False)
         if result is None:
             verdict = wire.endorsement_verdict(self._key, tx_id)
-        else:
-            log.info("refusing %s: %s", _describe(entry.tx), result)
-            verdict = wire.refusal_verdict(self._key, tx_id, result)
+            self._record_verdict(verdict)
+            self._endorsed_out.append((tx_id, verdict.signature))
+            return
+        log.info("refusing %s: %s", _describe(entry.tx), result)
+        verdict = wire.refusal_verdict(self._key, tx_id, result)
         self._record_verdict(verdict)
         self._broadcast(verdict)
 
@@ -793,6 +826,7 @@ class ConsensusService:
         if not self.is_authority:
             return
         authorities = self.ledger.authorities
+        endorsed_to: dict[str, list[tuple[bytes, bytes]]] = {}
         for entry in self.mempool.entries():
             # Backoff: a peer that lost a submit or a verdict gets it again after 2, 6, 14, …
             # s; one that lacks a transaction a proposal names fetches it at once anyway.
@@ -810,11 +844,12 @@ class ConsensusService:
                     self._send(peer, submit)
             own = entry.endorsements.get(self.me)
             if own is not None:
-                verdict = wire.Verdict(
-                    tx_id=own.tx_id, signer=self.me, endorse=True, reason="", signature=own.signature
-                )
                 for peer in targets:
-                    self._send(peer, verdict)
+                    endorsed_to.setdefault(peer, []).append((own.tx_id, own.signature))
+        for peer, pairs in endorsed_to.items():  # one message per peer, not one per transaction
+            for start in range(0, len(pairs), wire.ENDORSEMENTS_BATCH_MAX):
+                batch = tuple(pairs[start : start + wire.ENDORSEMENTS_BATCH_MAX])
+                self._send(peer, wire.Endorsements(signer=self.me, pairs=batch))
         if self._core is None:
             self._maybe_start_core()
         elif now - self._last_core_message > CORE_IDLE_S and not self.mempool.ready(authorities, 1):
@@ -1306,11 +1341,12 @@ class _Outbox:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.5
+            deflater = wire.Deflater()  # one DEFLATE stream per consensus stream
             try:
                 stopping = False
                 pending: bytes | None = data
                 while pending is not None:
-                    pending = self._write_batch(stream, pending)
+                    pending = self._write_batch(stream, deflater, pending)
                     if pending == b"":  # stop() came while batching
                         stopping = True
                         break
@@ -1327,13 +1363,14 @@ class _Outbox:
                 log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
                 stream.reset()
 
-    def _write_batch(self, stream: Stream, first: bytes) -> bytes | None:
-        """Write `first` and whatever else is queued, within a batch's bytes, in one write.
+    def _write_batch(self, stream: Stream, deflater: wire.Deflater, first: bytes) -> bytes | None:
+        """Write `first` and whatever else is queued, within a batch's bytes, in one write
+        (one flushed piece of the stream's DEFLATE stream).
 
         Returns a message that did not fit (the next batch's first), b"" if stop() was
         queued, or None once the queue is empty."""
-        parts = [varint.prefixed(first)]
-        size = len(parts[0])
+        parts = [first]
+        size = len(first)
         left: bytes | None = None
         while size < OUTBOX_BATCH_BYTES_MAX:
             try:
@@ -1346,9 +1383,9 @@ class _Outbox:
             if size + len(more) > OUTBOX_BATCH_BYTES_MAX:
                 left = more
                 break
-            parts.append(varint.prefixed(more))
-            size += len(parts[-1])
-        stream.write(b"".join(parts), STREAM_TIMEOUT_S)
+            parts.append(more)
+            size += len(more)
+        stream.write(deflater.batch(parts), STREAM_TIMEOUT_S)
         return left
 
     def _open(self) -> Stream:

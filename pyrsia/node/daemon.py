@@ -175,6 +175,8 @@ class Node:
         self.identity = load_identity(config.home)
         self._admin_token = load_admin_token(config.home)
         self.blobs = BlobStore(config.home / "blobs")
+        # Set on a verifier thread while it fetches a file to check another authority's record.
+        self._verifying = threading.local()
         removed = self.blobs.remove_temp_files()
         removed += self.blobs.remove_stale_partials(PARTIALS_KEPT_S, time.time())
         if removed:
@@ -352,7 +354,7 @@ class Node:
         )
 
     def start(self) -> NodeInfo:
-        self.blobs.on_stored(self.network.provide)
+        self.blobs.on_stored(self._stored)
         self._exchange_server.register(self.host)
         self.consensus.start()
         self.network.start(self._serve_request, self.blobs.digests())
@@ -462,6 +464,14 @@ class Node:
                 build.outcomes += outcomes
         self.consensus.wait(outcomes, self.config.request_timeout_s)
 
+    def _stored(self, digest: Digest) -> None:
+        """A new blob: announced as provided, unless this thread stored it to verify
+        another authority's record (then held, and announced at the republish)."""
+        if getattr(self._verifying, "active", False):
+            self.network.hold(digest)
+        else:
+            self.network.provide(digest)
+
     def _verify_tx(self, tx: Transaction) -> VerifyResult:
         """This authority's own check of another's transaction (the consensus verifier)."""
         payload = tx.payload
@@ -469,7 +479,11 @@ class Node:
             return self._sources.verify(tx)
         if isinstance(payload, AddArtifact):
             service = self._docker if payload.package_type == DOCKER else self._maven
-            return service.verify_record(payload)
+            self._verifying.active = True
+            try:
+                return service.verify_record(payload)
+            finally:
+                self._verifying.active = False
         if isinstance(payload, Registry):
             remove = tx.type == REMOVE_REGISTRY
             problem = self._registry_change_problem(payload.host, remove)
@@ -800,6 +814,7 @@ class Node:
                 holepunch=host.holepunch,
                 relay=host.relay,
                 reservations=host.reservations,
+                protocol_bytes={"in": host.protocol_bytes_in, "out": host.protocol_bytes_out},
             ),
             refusals_family(
                 "pyrsia_consensus_refused_total",

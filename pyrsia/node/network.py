@@ -69,6 +69,11 @@ DIAL_TIMEOUT_S = 10.0
 KAD_TABLE_FILE = "kad-table.msgpack"
 PROVIDERS_TIMEOUT_S = 10.0
 ANNOUNCE_QUEUE_MAX = 100_000
+# An authority gets each block from consensus, about when its peers do: sync leaves a
+# block or two ahead to consensus this long (a peer's announcement that it committed
+# first would otherwise fetch the whole block again), then fetches.
+AUTHORITY_SYNC_NEAR_GAP_BLOCKS = 2
+AUTHORITY_SYNC_NEAR_WAIT_S = 4.0
 JOIN_TIMEOUT_S = 60.0
 BOOTSTRAP_RETRY_S_MAX = 30.0
 GENESIS_BYTES_MAX = 1024 * 1024
@@ -201,6 +206,7 @@ class Network:
         self._identity = identity
         self.host = host
         self.ledger = ledger
+        authority = identity.peer_id in ledger.authorities  # at boot; the set may change later
         self.sync = SyncService(
             host,
             LedgerChain(ledger),
@@ -210,6 +216,8 @@ class Network:
                 strikes_max=config.sync_strikes_max,
                 ban_s=config.sync_ban_s,
                 batch_blocks_max=config.sync_batch_blocks_max,
+                near_gap_blocks=AUTHORITY_SYNC_NEAR_GAP_BLOCKS if authority else 0,
+                near_wait_s=AUTHORITY_SYNC_NEAR_WAIT_S if authority else 0.0,
             ),
         )
         self.kad = KadService(
@@ -223,6 +231,7 @@ class Network:
         self._serve_request: ServeRequest | None = None
         self._announce: queue.Queue[Digest] = queue.Queue(ANNOUNCE_QUEUE_MAX)
         self.announced = 0
+        self.held_unannounced = 0  # blobs verified for consensus: held, left to the republish
         self._build_requesters = _build_requesters(config)
         self._guard = RequestGuard(
             rate_per_s=config.request_rate,
@@ -275,6 +284,16 @@ class Network:
                 self.kad.hold(str(digest))
             with contextlib.suppress(queue.Full):
                 self._announce.put_nowait(digest)
+
+    def hold(self, digest: Digest) -> None:
+        """Answer for a held blob as its provider, without announcing it now: the DHT hears
+        of it at the next republish (or the next boot). For blobs this authority fetched
+        only to verify another's record: the submitter announced the same file, and in a
+        network of few authorities every one of them holds that provider record already."""
+        if digest.algorithm == "sha256" and self._config.serve_artifacts:
+            with contextlib.suppress(PyrsiaError):
+                self.kad.hold(str(digest))
+            self.held_unannounced += 1
 
     def _announcer(self) -> None:
         while not self._stop.is_set():
@@ -485,6 +504,7 @@ class Network:
             "genesis": self.ledger.genesis_hash.hex(),
             "dht_peers": self.kad.routing_table_size,
             "provided_keys": kad.provided_keys,
+            "held_unannounced": self.held_unannounced,
             "dht_provider_records": kad.provider_records,
             "dht_refused": {
                 "table_bucket_group": kad.table_refused_bucket_group,
@@ -503,6 +523,13 @@ class Network:
                 **host.relay,
             },
             "holepunch": host.holepunch,
+            "bytes_by_protocol": {
+                protocol: {
+                    "in": host.protocol_bytes_in.get(protocol, 0),
+                    "out": host.protocol_bytes_out.get(protocol, 0),
+                }
+                for protocol in sorted({*host.protocol_bytes_in, *host.protocol_bytes_out})
+            },
         }
 
     def peers(self) -> list[dict[str, object]]:

@@ -164,11 +164,13 @@ def p2p_families(
     holepunch: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
     reservations: int = 0,
+    protocol_bytes: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[Family]:
     """Peers held, refusals (keyed `limit` or `limit:protocol` as the swarm counts them),
     hole punches by outcome (dials made, punches that went direct, punches given up), and
     the relay's counters (reservations granted, circuits opened, spliced and ended, bytes
-    relayed) with the reservations this node holds on relays."""
+    relayed) with the reservations this node holds on relays, and stream payload bytes
+    by direction and protocol id."""
 
     def refusal(key: str, value: int) -> Sample:
         limit, _, protocol = key.partition(":")
@@ -208,6 +210,16 @@ def p2p_families(
             help="Relays holding a reservation for this node now.",
             kind="gauge",
             samples=(Sample(value=reservations),),
+        ),
+        Family(
+            name="pyrsia_p2p_protocol_bytes_total",
+            help="Stream payload bytes (before yamux and Noise framing), by direction and protocol id.",
+            kind="counter",
+            samples=tuple(
+                Sample(value=v, labels=(("direction", direction), ("protocol", protocol)))
+                for direction, counts in sorted((protocol_bytes or {}).items())
+                for protocol, v in sorted(counts.items())
+            ),
         ),
     ]
 

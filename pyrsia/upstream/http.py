@@ -41,6 +41,10 @@ DENIAL_CHARS_MAX = 300
 BACKOFF_S_FIRST = 0.2
 BACKOFF_S_MAX = 2.0
 CONNECT_TIMEOUT_S_MAX = 10.0
+# Connections to one upstream, open and kept idle for reuse: as many as the node's HTTP
+# workers and verifiers fetch through at once (httpx keeps 20 idle by default, so under
+# load most fetches paid a new TCP connection, and the upstream a closed one).
+UPSTREAM_CONNECTIONS_MAX = 100
 # Defaults of the limits every client takes as constructor parameters (and a node as settings).
 TIMEOUT_S = 60.0
 RETRIES_MAX = 3
@@ -140,6 +144,9 @@ class UpstreamHttp:
             follow_redirects=True,
             headers={"User-Agent": f"pyrsia/{__version__}"},
             transport=transport,
+            limits=httpx.Limits(
+                max_connections=UPSTREAM_CONNECTIONS_MAX, max_keepalive_connections=UPSTREAM_CONNECTIONS_MAX
+            ),
         )
 
     def close(self) -> None:

@@ -164,12 +164,14 @@ class MavenClient:
     def close(self) -> None:
         self._http.close()
 
-    def fetch(self, path: str, open_sink: OpenSink) -> FetchedFile:
+    def fetch(self, path: str, open_sink: OpenSink, *, sidecar: bool = True) -> FetchedFile:
         """Download one file of the repository into a sink, checked against its published checksum.
 
         The sink must compute every algorithm of `CHECKSUMS`; it is stored under its sha256.
+        Without `sidecar` the published checksum is not asked for (one request, not two or
+        three): for a caller that checks the bytes against a digest it already holds.
         """
-        published = self._published_checksum(path)
+        published = self._published_checksum(path) if sidecar else None
         url = f"{self.base_url}/{path}"
         deadline = self._http.transfer_deadline(f"{self._http.where}: {path}", None)
 
@@ -314,12 +316,12 @@ class MavenRepositories:
         for client in self.clients:
             client.close()
 
-    def fetch(self, path: str, open_sink: OpenSink) -> FetchedFile:
+    def fetch(self, path: str, open_sink: OpenSink, *, sidecar: bool = True) -> FetchedFile:
         if len(self.clients) > 1 and path.rsplit("/", 1)[-1] == METADATA_FILE:
             return self._merged_metadata(path, open_sink)
         for client in self.clients:
             try:
-                return client.fetch(path, open_sink)
+                return client.fetch(path, open_sink, sidecar=sidecar)
             except MavenFileUnknown:
                 continue
         raise MavenFileUnknown(f"no Maven repository of this node has {path} ({', '.join(self.ids)})")
@@ -407,13 +409,15 @@ class MavenRepositories:
                 return client
         return None
 
-    def fetch_from(self, source: str, path: str, open_sink: OpenSink) -> FetchedFile:
+    def fetch_from(self, source: str, path: str, open_sink: OpenSink, *, sidecar: bool = True) -> FetchedFile:
         """`path` from the repository `source` names, else (another node's URL for it) in order.
         Metadata is always the merge of every repository, as it was when recorded."""
         client = self.client_for(source)
         if len(self.clients) > 1 and path.rsplit("/", 1)[-1] == METADATA_FILE:
             client = None
-        return client.fetch(path, open_sink) if client is not None else self.fetch(path, open_sink)
+        if client is not None:
+            return client.fetch(path, open_sink, sidecar=sidecar)
+        return self.fetch(path, open_sink, sidecar=sidecar)
 
     def listing(self, directory: str) -> tuple[str, str] | None:
         for client in self.clients:

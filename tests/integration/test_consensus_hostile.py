@@ -1,8 +1,9 @@
 """Hostile consensus input against four real authority daemons: refused, nothing commits.
 
 The genesis names five authorities; four run daemons, the fifth runs none. Only an
-authority may speak `/pyrsia/consensus/2.0.0`, so the input comes from two in-process
-p2p hosts, each writing varint-framed messages as `wire.encode` writes them:
+authority may speak `/pyrsia/consensus/3.0.0`, so the input comes from two in-process
+p2p hosts, each writing varint-framed messages as `wire.encode` writes them, deflated as
+the protocol's streams are (`wire.Deflater`):
 
 - a stranger (a key of its own, in no authority set): every consensus stream it opens
   is reset before a byte of it is read, whatever it carries;
@@ -140,9 +141,10 @@ class Peer:
     def send(self, member: Member, *messages: wire.Message | bytes) -> None:
         """Each message framed on one stream, then EOF; the node must close it, not reset it."""
         stream = self.stream(member)
+        deflater = wire.Deflater()
         for message in messages:
             raw = message if isinstance(message, bytes) else wire.encode(message)
-            stream.write_message(raw, STREAM_TIMEOUT_S)
+            stream.write(deflater.batch([raw]), STREAM_TIMEOUT_S)
         stream.close()
         assert stream.read(timeout=STREAM_TIMEOUT_S) == b"", "the node answered on a consensus stream"
 
@@ -151,17 +153,17 @@ class Peer:
         reading to our EOF and closing it)."""
         stream = self.stream(member)
         try:
-            stream.write_message(wire.encode(message), STREAM_TIMEOUT_S)
+            stream.write(wire.Deflater().batch([wire.encode(message)]), STREAM_TIMEOUT_S)
             stream.close()
             stream.read(timeout=STREAM_TIMEOUT_S)
         except StreamClosed:
             return True
         return False
 
-    def reset_by(self, member: Member, frame: bytes) -> bool:
-        """Writes `frame` and keeps the stream open: whether the node reset it."""
+    def reset_by(self, member: Member, frame: bytes, *, raw: bool = False) -> bool:
+        """Writes `frame` (deflated, unless `raw`) and keeps the stream open: whether the node reset it."""
         stream = self.stream(member)
-        stream.write(frame, STREAM_TIMEOUT_S)
+        stream.write(frame if raw else wire.Deflater().piece(frame), STREAM_TIMEOUT_S)
         try:
             stream.read(timeout=STREAM_TIMEOUT_S)
         except StreamClosed:
@@ -644,10 +646,12 @@ def test_a_proposal_naming_an_unseen_transaction_is_fetched_then_refused_for_its
     asked: queue.Queue[tuple[str, tuple[bytes, ...]]] = queue.Queue()
 
     def serve(stream: Stream) -> None:  # the daemons' outbound consensus streams to the insider
-        while (raw := stream.read_message(wire.FRAME_BYTES_MAX, STREAM_TIMEOUT_S)) is not None:
-            message = wire.decode(raw)
-            if isinstance(message, wire.FetchTxs):
-                asked.put((stream.peer_id, message.ids))
+        inflater = wire.Inflater()
+        while data := stream.read(65536, STREAM_TIMEOUT_S):
+            for raw in inflater.messages(data):
+                message = wire.decode(raw)
+                if isinstance(message, wire.FetchTxs):
+                    asked.put((stream.peer_id, message.ids))
         stream.close()
 
     insider.host.set_handler(wire.PROTOCOL_ID, serve, workers=4, pending_max=16, streams_per_peer_max=4)
@@ -784,8 +788,14 @@ def test_garbage_and_oversized_frames_reset_the_stream_and_the_node_serves_on(
         ("submit", wire.SUBMIT_BYTES_MAX),
     ):
         said(target, by, f"{kind} of {bound + 1} bytes exceeds {bound} (oversized)")
-    said(target, by, f"sent a {wire.FRAME_BYTES_MAX + 1}-byte message", "(oversized)")
+    said(
+        target, by, f"message of {wire.FRAME_BYTES_MAX + 1} bytes exceeds {wire.FRAME_BYTES_MAX} (oversized)"
+    )
     said(target, by, f"varint longer than {varint.VARINT_BYTES_MAX} bytes (malformed)")
+    # Bytes that are no DEFLATE stream: refused as the stream's framing, not as a message.
+    assert insider.reset_by(target, b"\xff\xfe not deflate", raw=True)
+    refused(target, before, read_whole)
+    said(target, by, "consensus stream does not inflate")
     assert target.node.process is not None and target.node.process.poll() is None
     # The same connection still speaks consensus, and a prevote at its type's bound is
     # decoded: the outsider's vote is read (the stream closed, not reset) and refused.

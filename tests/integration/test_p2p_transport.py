@@ -142,6 +142,30 @@ def test_many_concurrent_streams(pair: tuple[Host, Host]) -> None:
     assert errors == []
 
 
+def test_stream_payload_bytes_are_counted_per_protocol_both_ways(pair: tuple[Host, Host]) -> None:
+    dialer, listener = pair
+    _connect(dialer, listener)
+    stream = dialer.open_stream(listener.peer_id, ["/test/digest/1.0.0"])
+    stream.write(b"x" * 100_000)
+    stream.close()
+    assert len(stream.read_exactly(32)) == 32
+    echo = dialer.open_stream(listener.peer_id, ["/test/echo/1.0.0"])
+    echo.write(b"y" * 1000)
+    assert echo.read_exactly(1000) == b"y" * 1000
+    echo.close()
+    _poll(lambda: listener.stats().protocol_bytes_out.get("/test/echo/1.0.0") == 1000)
+    sent, received = dialer.stats(), listener.stats()
+    assert sent.protocol_bytes_out["/test/digest/1.0.0"] == 100_000
+    assert received.protocol_bytes_in["/test/digest/1.0.0"] == 100_000
+    assert received.protocol_bytes_out["/test/digest/1.0.0"] == 32
+    assert sent.protocol_bytes_in["/test/digest/1.0.0"] == 32
+    assert sent.protocol_bytes_out["/test/echo/1.0.0"] == 1000
+    assert sent.protocol_bytes_in["/test/echo/1.0.0"] == 1000
+    # Built-in behaviours (identify answers) are counted under their own ids too.
+    assert any("/ipfs/id/" in protocol for protocol in received.protocol_bytes_out)
+    assert "/test/missing/1.0.0" not in sent.protocol_bytes_out
+
+
 def test_unknown_protocol_fails_only_that_stream(pair: tuple[Host, Host]) -> None:
     dialer, listener = pair
     _connect(dialer, listener)

@@ -76,6 +76,26 @@ def test_submits_and_verdicts_round_trip_and_verify() -> None:
     assert wire.decode(wire.encode(vote)) == vote  # the core's messages share the protocol
 
 
+def test_endorsements_travel_in_one_message_and_each_verifies() -> None:
+    txs = [artifact(i) for i in range(3)]
+    verdicts = [wire.endorsement_verdict(KEYS[2], tx.id) for tx in txs]
+    batch = wire.Endorsements(signer=IDS[2], pairs=tuple((v.tx_id, v.signature) for v in verdicts))
+    data = wire.encode(batch)
+    assert wire.check_size(data) == "endorsements"
+    decoded = wire.decode(data)
+    assert isinstance(decoded, wire.Endorsements) and decoded == batch
+    assert decoded.verdicts() == verdicts and all(v.verify() for v in decoded.verdicts())
+    # Three endorsements in one message take fewer bytes than three verdicts.
+    assert len(data) < 0.7 * sum(len(wire.encode(v)) for v in verdicts)
+    # A pair moved under another signer's name does not verify.
+    forged = wire.Endorsements(signer=IDS[3], pairs=batch.pairs[:1])
+    assert not any(v.verify() for v in forged.verdicts())
+
+
+def endorsements_doc(**changes: object) -> dict[str, object]:
+    return {"type": "endorsements", "signer": IDS[0], "votes": [[bytes(32), bytes(64)]], **changes}
+
+
 def verdict_doc(**changes: object) -> dict[str, object]:
     doc = {"type": "verdict", "tx_id": bytes(32), "signer": IDS[0], "endorse": False, "reason": ""}
     return {**doc, "signature": bytes(64), **changes}
@@ -89,6 +109,12 @@ def verdict_doc(**changes: object) -> dict[str, object]:
         verdict_doc(signer="x"),
         verdict_doc(reason="r" * 2000),
         verdict_doc(signature=bytes(63)),
+        endorsements_doc(votes=[[bytes(31), bytes(64)]]),
+        endorsements_doc(votes=[[bytes(32), bytes(64), b""]]),
+        endorsements_doc(votes=[bytes(96)]),
+        endorsements_doc(votes=[[bytes(32), bytes(64)]] * (wire.ENDORSEMENTS_BATCH_MAX + 1)),
+        endorsements_doc(signer="x"),
+        endorsements_doc(votes=None),
         {"type": "submit", "tx": {"type": "Nope"}, "endorsements": []},
         {"type": "submit", "tx": artifact(1).to_map(), "endorsements": [{}] * 101},
         {"type": "gossip"},

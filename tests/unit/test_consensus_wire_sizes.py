@@ -4,13 +4,16 @@ longer than its type may be is refused before it is decoded."""
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.consensus import wire
-from pyrsia.errors import MessageRejected
+from pyrsia.errors import MessageRejected, ProtocolViolation
+from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.block import AUTHORITIES_MAX
 from pyrsia.translog.tx import ADD_ARTIFACT, ENDORSEMENTS_MAX, AddArtifact, endorse, sign
@@ -65,6 +68,10 @@ def every_kind() -> dict[str, wire.Message]:
             KEYS[0], GENESIS, height=5, round=1, proposal=proposal, valid_round=0, proof=prevotes
         ),
         "decision": m.Decision(proposal=proposal, certificate=certificate),
+        "endorsements": wire.Endorsements(
+            signer=peer_id_of(bytes(KEYS[0].verify_key)),
+            pairs=tuple((os.urandom(32), os.urandom(64)) for _ in range(wire.ENDORSEMENTS_BATCH_MAX)),
+        ),
         "fetch_txs": wire.FetchTxs(ids=tuple(os.urandom(32) for _ in range(wire.FETCH_IDS_MAX))),
         "txs": largest_txs(),
     }
@@ -88,7 +95,7 @@ def test_the_largest_real_message_of_each_type_fits_its_bound() -> None:
         assert type(wire.decode(data)) is type(message)
 
 
-@pytest.mark.parametrize("kind", ["prevote", "precommit", "catch_up", "verdict", "submit"])
+@pytest.mark.parametrize("kind", ["prevote", "precommit", "catch_up", "verdict", "submit", "endorsements"])
 def test_a_small_type_padded_to_a_large_size_is_refused_undecoded(kind: str) -> None:
     padding = b"\0" * (wire.BYTES_MAX_BY_TYPE[kind] + 1)
     data = codec.encode({"type": kind, "height": 1, "padding": padding})
@@ -141,3 +148,79 @@ def test_the_type_is_found_past_every_msgpack_format() -> None:
     }
     data = codec.encode(doc)
     assert wire.message_type(data) == "catch_up"
+
+
+# -- the stream: DEFLATE around varint-prefixed messages ------------------------------------
+
+
+def test_messages_cross_a_deflated_stream_in_pieces_of_any_size() -> None:
+    kinds = every_kind()
+    messages = [wire.encode(kinds[k]) for k in ("submit", "verdict", "endorsements", "prevote", "fetch_txs")]
+    deflater = wire.Deflater()
+    stream = deflater.batch(messages[:2]) + deflater.batch(messages[2:])
+    for piece_bytes in (1, 7, 4096, len(stream)):
+        inflater = wire.Inflater()
+        got = [
+            message
+            for start in range(0, len(stream), piece_bytes)
+            for message in inflater.messages(stream[start : start + piece_bytes])
+        ]
+        assert got == messages and not inflater.partial
+
+
+def maven_submit(n: int) -> bytes:
+    path = f"org/example/lib{n}/1.0/lib{n}-1.0.jar"
+    payload = AddArtifact(
+        package_type="maven",
+        package_id=f"org.example:lib{n}:1.0",
+        path="/maven2/" + path,
+        digest="sha256:" + os.urandom(32).hex(),
+        size=1024 + n,
+        chunk_size=1 << 20,
+        chunk_root=os.urandom(32),
+        media_type="application/java-archive",
+        source="https://repo.maven.apache.org/maven2/" + path,
+        author="org.example",
+        registry="central",
+    )
+    tx = sign(KEYS[0], type=ADD_ARTIFACT, payload=payload, time=1_765_000_000, nonce=n)
+    return wire.encode(wire.Submit(tx=tx.with_endorsements((endorse(KEYS[0], tx.id),))))
+
+
+def test_submits_of_a_stream_take_under_half_their_bytes() -> None:
+    """Keys, URLs, the media type and the submitter repeat from one to the next; the ids,
+    digests and signatures do not, and stay."""
+    deflater = wire.Deflater()
+    submits = [maven_submit(n) for n in range(20)]
+    pieces = [deflater.batch([submit]) for submit in submits]
+    assert sum(map(len, pieces[1:])) < 0.5 * sum(map(len, submits[1:]))
+    inflater = wire.Inflater()
+    assert [m for piece in pieces for m in inflater.messages(piece)] == submits
+
+
+def test_a_small_piece_that_inflates_to_much_is_read_one_message_at_a_time() -> None:
+    """A bomb of empty maps: each message is taken before the next is inflated, so the
+    reader never holds more than one message beyond what the caller took."""
+    count = 2_000_000
+    piece = wire.Deflater().piece(varint.prefixed(b"\x80") * count)
+    assert len(piece) < 20_000
+    inflater = wire.Inflater(message_bytes_max=1024)
+    messages = inflater.messages(piece)
+    for _ in range(10):
+        assert next(messages) == b"\x80"
+    assert inflater._reader.buffered <= 1024 + varint.VARINT_BYTES_MAX
+    assert sum(1 for _ in messages) == count - 10
+
+
+@pytest.mark.parametrize(
+    ("piece", "match"),
+    [
+        (b"\xff\xfe not deflate at all", "does not inflate"),
+        (wire.Deflater().piece(varint.encode(wire.FRAME_BYTES_MAX + 1)), "exceeds"),
+        (wire.Deflater().piece(b"\xff" * 10), "varint longer than"),
+        (zlib.compress(b"\x01\x80", wbits=-15), "ended its DEFLATE stream"),
+    ],
+)
+def test_a_stream_that_does_not_frame_is_a_protocol_violation(piece: bytes, match: str) -> None:
+    with pytest.raises(ProtocolViolation, match=match):
+        list(wire.Inflater().messages(piece))

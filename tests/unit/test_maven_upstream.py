@@ -49,6 +49,21 @@ def test_fetch_checks_published_checksum(
     assert str(fetched.digest) == "sha256:" + hashlib.sha256(JAR).hexdigest()
 
 
+def test_fetch_without_sidecar_makes_one_request(tmp_path: Path) -> None:
+    """A verifier holding the record's digest asks for the file alone: a wrong sidecar
+    is never read, and nothing says the bytes were checked with one."""
+    client, seen = _client({"a/b/1/b-1.jar": JAR, "a/b/1/b-1.jar.sha256": b"0" * 64})
+    fetched = client.fetch(
+        "a/b/1/b-1.jar", BlobStore(tmp_path).opener(None, "test", CHECKSUMS), sidecar=False
+    )
+    assert seen == ["a/b/1/b-1.jar"]
+    assert fetched.verified_with is None
+    assert str(fetched.digest) == "sha256:" + hashlib.sha256(JAR).hexdigest()
+    client2, seen2 = _client({"a/b/1/b-1.jar": JAR})
+    client2.fetch("a/b/1/b-1.jar", BlobStore(tmp_path / "2").opener(None, "test", CHECKSUMS))
+    assert seen2 == ["a/b/1/b-1.jar.sha256", "a/b/1/b-1.jar.sha1", "a/b/1/b-1.jar"]
+
+
 def test_mismatch_stores_nothing(tmp_path: Path) -> None:
     client, _ = _client({"a/b/1/b-1.jar": JAR, "a/b/1/b-1.jar.sha1": b"0" * 40})
     store = BlobStore(tmp_path)

@@ -90,3 +90,16 @@ def test_relay_counters_and_reservations_are_exported() -> None:
     assert 'pyrsia_p2p_relay_total{event="bytes_relayed"} 805306368' in text
     assert 'pyrsia_p2p_relay_total{event="circuits_spliced"} 3' in text
     assert "pyrsia_p2p_relay_reservations 2" in text
+
+
+def test_stream_bytes_are_exported_by_direction_and_protocol() -> None:
+    text = render(
+        p2p_families(
+            peers_by_direction={},
+            refusals={},
+            protocol_bytes={"in": {"/pyrsia/consensus/3.0.0": 2048}, "out": {"/ipfs/kad/1.0.0": 512}},
+        )
+    )
+    assert "# TYPE pyrsia_p2p_protocol_bytes_total counter" in text
+    assert 'pyrsia_p2p_protocol_bytes_total{direction="in",protocol="/pyrsia/consensus/3.0.0"} 2048' in text
+    assert 'pyrsia_p2p_protocol_bytes_total{direction="out",protocol="/ipfs/kad/1.0.0"} 512' in text

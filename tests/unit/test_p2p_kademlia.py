@@ -428,6 +428,61 @@ def test_provide_announces_to_the_closest_peers_and_republishes_on_schedule() ->
     assert sends(node.tick(44 * HOUR_S)) == []
 
 
+def kinds(effects: list[Effect]) -> list[MessageType]:
+    return [s.message.type for s in sends(effects)]
+
+
+def test_in_a_network_smaller_than_k_known_whole_a_provide_skips_its_lookup() -> None:
+    node = core(small_network_s=300.0, refresh_interval_s=1e9, provider_sweep_interval_s=1e9)
+    members = [peer(i) for i in range(1, 6)]
+    for member in members:
+        node.add_peer(member, (addr(member),), 0.0)
+    _, effects = node.provide(KEY, 0.0)
+    assert set(kinds(effects)) == {MessageType.FIND_NODE}  # nothing shows the network small yet
+    after = run_provide(node, 0.0, effects)  # every answer names no one beyond the table
+    assert [k for k in kinds(after) if k is not MessageType.FIND_NODE] == [MessageType.ADD_PROVIDER] * 5
+    key2 = dm.provider_key("sha256:" + "cd" * 32)
+    lookup_id, direct = node.provide(key2, 10.0)
+    assert kinds(direct) == [MessageType.ADD_PROVIDER] * 5  # no FIND_NODE round
+    done = one(direct, ProvideDone)
+    assert done.lookup_id == lookup_id and sorted(done.stored_at) == sorted(members)
+    assert node.small_network_provides == 1
+    # Past `small_network_s` without another lookup, a provide looks up again.
+    key3 = dm.provider_key("sha256:" + "ef" * 32)
+    assert set(kinds(node.provide(key3, 310.0)[1])) == {MessageType.FIND_NODE}
+
+
+def test_a_lookup_that_meets_a_peer_beyond_the_table_ends_the_shortcut() -> None:
+    node = core(small_network_s=300.0, refresh_interval_s=1e9, provider_sweep_interval_s=1e9)
+    for i in range(1, 4):
+        node.add_peer(peer(i), (addr(peer(i)),), 0.0)
+    run_provide(node, 0.0, node.provide(KEY, 0.0)[1])
+    assert (
+        kinds(node.provide(dm.provider_key("sha256:" + "01" * 32), 1.0)[1]) == [MessageType.ADD_PROVIDER] * 3
+    )
+    # A lookup hears of a stranger that never answers (so never joins the table).
+    _, effects = node.find_node(raw(peer(90)), 2.0)
+    queue = sends(effects)
+    stranger = peer(90)
+    while queue:
+        send = queue.pop(0)
+        if send.peer == stranger:
+            result = node.request_failed(send.request_id, 2.0)
+        else:
+            result = answer(node, send, closer=[stranger], now_s=2.0)
+        queue += sends(result)
+    assert node.table.get(raw(stranger)) is None
+    assert set(kinds(node.provide(dm.provider_key("sha256:" + "02" * 32), 3.0)[1])) == {MessageType.FIND_NODE}
+
+
+def test_a_table_of_k_peers_always_looks_up_before_providing() -> None:
+    node = core(k=3, small_network_s=300.0, refresh_interval_s=1e9, provider_sweep_interval_s=1e9)
+    for i in range(1, 4):
+        node.add_peer(peer(i), (addr(peer(i)),), 0.0)
+    run_provide(node, 0.0, node.provide(KEY, 0.0)[1])
+    assert set(kinds(node.provide(dm.provider_key("sha256:" + "03" * 32), 1.0)[1])) == {MessageType.FIND_NODE}
+
+
 def test_refresh_looks_up_ourselves_and_a_random_key_in_each_stale_bucket() -> None:
     node = core(refresh_interval_s=600.0, request_timeout_s=1.0)
     for i in range(1, 40):

@@ -58,6 +58,30 @@ def test_a_new_peer_is_told_our_status_and_a_higher_one_is_asked_in_batches() ->
     assert sync_core.best_known_height == 30  # a's claim, now that a delivered
 
 
+def test_an_authority_leaves_a_near_block_to_consensus_for_a_while_then_fetches() -> None:
+    sync_core = core(at(4), near_gap_blocks=2, near_wait_s=2.0)
+    sync_core.peer_connected("a", 0.0)
+    assert fetches(sync_core.status_received("a", at(5), 0.0)) == []  # one ahead: consensus brings it
+    assert sync_core.next_deadline_s() == 2.0  # and the core wakes when the wait ends
+    # Consensus delivered block 5 and the peer is at 6: the wait starts again at the new height.
+    assert fetches(sync_core.committed(at(5), 1.5)) == []
+    assert fetches(sync_core.status_received("a", at(6), 1.6)) == []
+    assert sync_core.next_deadline_s() == 3.6
+    assert fetches(sync_core.tick(3.5)) == []  # 1.9 s since a peer was seen ahead of height 5
+    [fetch] = fetches(sync_core.tick(3.6))  # 2 s: fetch it
+    assert (fetch.peer, fetch.start, fetch.count) == ("a", 6, 1)
+
+
+def test_a_node_far_behind_fetches_at_once_even_with_a_near_wait() -> None:
+    sync_core = core(at(4), near_gap_blocks=2, near_wait_s=2.0)
+    sync_core.peer_connected("a", 0.0)
+    [fetch] = fetches(sync_core.status_received("a", at(7), 0.0))
+    assert (fetch.start, fetch.count) == (5, 3)
+    plain = core(at(4))  # a regular node (no wait) fetches one block ahead at once
+    plain.peer_connected("a", 0.0)
+    assert len(fetches(plain.status_received("a", at(5), 0.0))) == 1
+
+
 def test_an_empty_node_adopts_the_first_network_it_hears_of_then_refuses_others() -> None:
     sync_core = core()
     [fetch] = fetches(sync_core.status_received("a", at(3), 0.0))

@@ -125,6 +125,11 @@ BANNED_PEERS_MAX = 4096
 # Hole punches: dials made for one (each attempt, each side), punches that gave a direct
 # connection, punches given up.
 HOLEPUNCH_COUNTERS = ("attempts", "successes", "failures")
+# Stream payload bytes are counted per protocol id; protocols are the ones this host
+# negotiated (its own handlers, or ones it proposed), so the set is small, but bounded
+# all the same: past this many ids the rest count under `PROTOCOL_OTHER`.
+PROTOCOL_COUNTERS_MAX = 64
+PROTOCOL_OTHER = "other"
 PUNCH_CLIENTS_MAX = 256  # endpoints remembered as a punch's, for the Noise role of an accept
 # AutoNAT (reachability "auto"): servers asked per `autonat_interval_s` (the tally is 3 of
 # the last 5 distinct servers), and how soon a node with no verdict looks for servers again.
@@ -230,6 +235,9 @@ class HostStats:
     circuits_relayed: int = 0  # circuits we relay for others now
     relay: dict[str, int] = field(default_factory=dict)  # reservations granted, circuits, bytes
     holepunch: dict[str, int] = field(default_factory=dict)  # attempts, successes, failures
+    # Stream payload bytes (before yamux and Noise framing) by protocol id, since start.
+    protocol_bytes_in: dict[str, int] = field(default_factory=dict)
+    protocol_bytes_out: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -510,6 +518,8 @@ class _Conn:
             self.core.write(stream.stream_id, data)
         except StreamClosed as exc:
             stream._fail(exc)
+        else:
+            _add_protocol_bytes(self.host._protocol_bytes_out, stream.protocol, len(data))
         stream._applied(len(data), self.core.pending_bytes(stream.stream_id))
         self.host._dirty.add(self)
 
@@ -600,6 +610,9 @@ class Host:
             self._dcutr = dcutr.Dcutr(self._punch_addrs)
             self._behaviours.append(self._dcutr)
         self._holepunch: Counter[str] = Counter()
+        # Written on the selector thread only; `stats` copies them.
+        self._protocol_bytes_in: dict[str, int] = {}
+        self._protocol_bytes_out: dict[str, int] = {}
         # AutoNAT v2: every node serves dial-backs and answers them; "auto" also probes.
         self._autonat_server = AutonatServer(random_bytes)
         self._autonat_client = AutonatClient(random_bytes, reachability=config.reachability)
@@ -829,6 +842,8 @@ class Host:
             circuits_relayed=self._relay.circuits if self._relay is not None else 0,
             relay={**self._relay_stats, **(self._relay.counters if self._relay is not None else {})},
             holepunch={name: self._holepunch[name] for name in HOLEPUNCH_COUNTERS},
+            protocol_bytes_in=self._protocol_bytes_in.copy(),
+            protocol_bytes_out=self._protocol_bytes_out.copy(),
         )
 
     def subscribe(self, callback: Callable[[PeerEvent], None]) -> None:
@@ -1381,6 +1396,9 @@ class Host:
                 case sw.Write(stream=stream_id, data=data, source=source):
                     with contextlib.suppress(StreamClosed):
                         conn.core.write(stream_id, data)
+                        _add_protocol_bytes(
+                            self._protocol_bytes_out, conn.core.protocol_of(stream_id), len(data)
+                        )
                     pending = conn.core.pending_bytes(stream_id)
                     if (
                         source is not None
@@ -2047,6 +2065,7 @@ class Host:
 
     def _on_stream_data(self, conn: _Conn, stream_id: int, data: bytes | memoryview) -> None:
         assert conn.core is not None
+        _add_protocol_bytes(self._protocol_bytes_in, conn.core.protocol_of(stream_id), len(data))
         stream = conn.streams.get(stream_id)
         if stream is not None:
             if stream._deliver(data):
@@ -2416,6 +2435,16 @@ def _bind(
 def _resolve(future: Future[T], value: T) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _add_protocol_bytes(counts: dict[str, int], protocol: str | None, size: int) -> None:
+    """Add `size` to `protocol`'s count; a stream still negotiating has none yet (its
+    multistream lines are framing, not payload), and past the bound ids share one key."""
+    if protocol is None or not size:
+        return
+    if protocol not in counts and len(counts) >= PROTOCOL_COUNTERS_MAX:
+        protocol = PROTOCOL_OTHER
+    counts[protocol] = counts.get(protocol, 0) + size
 
 
 def _reject(future: Future[T], error: BaseException) -> None:

@@ -106,6 +106,11 @@ class KadConfig:
     provided_keys_max: int = 1_000_000
     republish_per_tick_max: int = 16
     refresh_interval_s: float = 600.0
+    # A network smaller than k: once a lookup has answered with no peer beyond our table
+    # (every node is among the k closest to every key, and we know them all), a provide
+    # within this time stores at the table's peers without its FIND_NODE round. Any
+    # lookup that meets a peer beyond the table, or a table of k, ends the shortcut.
+    small_network_s: float = 300.0
     # While the table holds fewer than k peers (a join that lost its answers), sooner.
     sparse_refresh_interval_s: float = 60.0
     # Random keys for deeper buckets cost 2**(cpl+1) hashes to find; go-libp2p stops at 15.
@@ -624,6 +629,9 @@ class Kademlia:
         self._pending: dict[int, _Pending] = {}
         self._pinging: dict[int, int] = {}  # bucket -> request id of its eviction ping
         self._provided: dict[bytes, float] = {}  # our keys -> when to republish
+        # Until when a provide may skip its lookup (`small_network_s`), and how often it did.
+        self._small_network_until_s = 0.0
+        self.small_network_provides = 0
         self._republish_heap: list[tuple[float, bytes]] = []
         self._bucket_refreshed_s = [now_s] * KEY_BITS
         self._next_refresh_s = now_s + self.config.refresh_interval_s
@@ -702,7 +710,37 @@ class Kademlia:
         if key not in self._provided and len(self._provided) >= self.config.provided_keys_max:
             raise ValueError(f"already providing {self.config.provided_keys_max} keys")
         self._schedule_republish(key, now_s + self.config.republish_interval_s)
+        if self._small_network(now_s):
+            return self._provide_to_table(key, now_s)
         return self._start(MessageType.FIND_NODE, _Purpose.PROVIDE, key, now_s, wanted=0)
+
+    def _small_network(self, now_s: float) -> bool:
+        return now_s < self._small_network_until_s and 0 < len(self.table) < self.config.k
+
+    def _provide_to_table(self, key: bytes, now_s: float) -> tuple[int, list[Effect]]:
+        """ADD_PROVIDER straight to the table's peers: in a network of fewer than k nodes
+        that a recent lookup showed we know whole, they are the k closest to any key."""
+        lookup_id = self._next_lookup_id
+        self._next_lookup_id += 1
+        target = key_point(key)
+        lookup = _Lookup(
+            lookup_id=lookup_id,
+            kind=MessageType.FIND_NODE,
+            purpose=_Purpose.PROVIDE,
+            key=key,
+            target=target,
+            started_s=now_s,
+            deadline_s=now_s,
+            providers_wanted=0,
+            candidates={},
+            providers={},
+        )
+        answered = [
+            _Candidate(id=entry.id, distance=entry.point ^ target, addrs=entry.addrs, hop=1)
+            for entry in self.table.closest(target, self.config.k)
+        ]
+        self.small_network_provides += 1
+        return lookup_id, self._announce(lookup, answered)
 
     def hold(self, key: bytes, now_s: float) -> None:
         """We provide `key` from now on: GET_PROVIDERS answers name us at once, before the
@@ -930,7 +968,10 @@ class Kademlia:
             if self._provided.get(key) != due_s:
                 continue  # stale entry: rescheduled or no longer provided
             self._schedule_republish(key, now_s + self.config.republish_interval_s)
-            effects += self._start(MessageType.FIND_NODE, _Purpose.PROVIDE, key, now_s, wanted=0)[1]
+            if self._small_network(now_s):
+                effects += self._provide_to_table(key, now_s)[1]
+            else:
+                effects += self._start(MessageType.FIND_NODE, _Purpose.PROVIDE, key, now_s, wanted=0)[1]
             started += 1
         return effects
 
@@ -1157,6 +1198,11 @@ class Kademlia:
         )[: self.config.k]
         if answered and end is not LookupEnd.BUSY:
             self._bucket_refreshed_s[self.table.bucket_of(lookup.target)] = now_s
+        if end is LookupEnd.COMPLETE:
+            whole = len(self.table) < self.config.k and all(
+                self.table.get(peer) is not None for peer in lookup.candidates
+            )
+            self._small_network_until_s = now_s + self.config.small_network_s if whole else 0.0
         if lookup.purpose is _Purpose.REFRESH:
             if len(self.table) < self.config.k:
                 retry_s = now_s + self.config.sparse_refresh_interval_s

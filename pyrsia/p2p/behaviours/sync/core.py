@@ -85,6 +85,11 @@ class SyncConfig:
     strikes_max: int = 3
     ban_s: float = 600.0
     bans_max: int = 4096
+    # A node that gets blocks another way as well (an authority: consensus hands it each
+    # block it helped decide) waits `near_wait_s` at one height before fetching, while the
+    # peers ahead are at most `near_gap_blocks` ahead; 0 fetches at once (regular nodes).
+    near_gap_blocks: int = 0
+    near_wait_s: float = 0.0
 
 
 # -- messages ------------------------------------------------------------------------
@@ -251,6 +256,8 @@ class SyncCore:
     _inflight: dict[int, _Request] = field(default_factory=dict)
     _bans: dict[str, _Ban] = field(default_factory=dict)
     _next_id: int = 1
+    _near_height: int = -2  # the height at which the wait for near blocks last began
+    _near_until_s: float | None = None  # while waiting: when the wait ends
 
     @property
     def genesis(self) -> bytes | None:
@@ -448,6 +455,8 @@ class SyncCore:
 
     def next_deadline_s(self) -> float | None:
         deadlines = [s.status_sent_s + self.config.status_interval_s for s in self._peers.values()]
+        if self._near_until_s is not None:
+            deadlines.append(self._near_until_s)
         deadlines += [s.backoff_until_s for s in self._peers.values() if s.backoff_until_s > 0]
         deadlines += [r.deadline_s for r in self._inflight.values()]
         return min(deadlines) if deadlines else None
@@ -507,6 +516,22 @@ class SyncCore:
         del self._peers[victims[int(self.rng.random() * len(victims)) % len(victims)]]
         return True
 
+    def _waits_for_near_blocks(self, ours: int, now_s: float) -> bool:
+        """Whether to leave the next block to the other way a little longer: peers are
+        only `near_gap_blocks` ahead, and our height moved within `near_wait_s`."""
+        if self.config.near_gap_blocks <= 0:
+            return False
+        top = max((p.status.height for p in self._peers.values() if p.status is not None), default=ours)
+        if top <= ours or ours < 0 or top - ours > self.config.near_gap_blocks:
+            self._near_until_s = None
+            return False
+        if self._near_height != ours:  # the wait starts afresh at each height we reach
+            self._near_height, self._near_until_s = ours, now_s + self.config.near_wait_s
+        if self._near_until_s is not None and now_s < self._near_until_s:
+            return True
+        self._near_until_s = None  # waited long enough at this height: fetch
+        return False
+
     def _maybe_fetch(self, now_s: float) -> list[Effect]:
         """Ask the best candidates for our next batch: one proven peer, or else up to
         `fetches_max` unproven ones at once. A proven peer never waits for a slot that
@@ -516,6 +541,8 @@ class SyncCore:
             return []  # a peer that delivered before is being asked: wait for it
         genesis = self.genesis
         ours = self.status.height
+        if self._waits_for_near_blocks(ours, now_s):
+            return []
         claims = sorted((s.status.height for s in self._peers.values() if s.status is not None), reverse=True)
         top_alone = claims[0] if claims and (len(claims) == 1 or claims[1] < claims[0]) else None
         ranked = sorted(
