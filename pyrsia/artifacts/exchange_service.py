@@ -99,6 +99,10 @@ SOURCES = ("local", "peer", "upstream")
 P2P = "p2p"
 HTTP = "http"
 PATHS = (P2P, HTTP)
+# The first connect to a provider's HTTP port waits this many round trips of our p2p
+# connection to it, and at least HTTP_CONNECT_S_MIN: a dropped SYN falls back quickly.
+HTTP_CONNECT_RTTS = 4
+HTTP_CONNECT_S_MIN = 1.0
 # Serving refusals, as counted (`pyrsia_exchange_refused_total{reason=…}`).
 STREAMS_BUSY = "streams_max"
 PEERS_BUSY = "peers_max"
@@ -880,7 +884,12 @@ class _Download:
         its p2p port (it dialled us): then the p2p exchange serves, nothing is evicted.
         """
         config = self.source.config
-        conn = http.client.HTTPConnection(*endpoint, timeout=config.open_timeout_s)
+        # A NAT that forwards only the p2p port (or a punched hole) drops the SYN: waiting the
+        # whole open timeout would stall a download whose only provider sits behind one, so
+        # the connect gets a few round trips of the p2p connection, not seconds.
+        rtt_s = self.source._rtt_s(peer)
+        connect_s = min(config.open_timeout_s, max(HTTP_CONNECT_S_MIN, HTTP_CONNECT_RTTS * (rtt_s or 0.0)))
+        conn = http.client.HTTPConnection(*endpoint, timeout=connect_s)
         try:
             conn.connect()
         except OSError as exc:

@@ -286,7 +286,7 @@ def _values_to_try() -> dict[str, object]:
     # Ports stay 0 (free ones): the daemon must start, and it prints where. A genesis file
     # and bootstrap peers make a fresh node join a network before it serves: they are
     # tried where networks are started (tests/integration/test_p2p_network.py).
-    fixed = {"http_port": 0, "p2p_port": 0}
+    fixed = {"http_port": 0, "p2p_port": 0, "peer_http_port": 0}
     joining = ("genesis", "bootstrap")
     return {name: fixed.get(name, other_value(s)) for name, s in SETTINGS.items() if name not in joining}
 

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
@@ -130,6 +131,24 @@ class ScriptedNode:
             "pending": [{"tx_id": "34" * 32, "action": "add", "peer_id": CANDIDATE, "submitter": OTHER,
                          "endorsed_by": [OTHER, ME]}],
         }  # fmt: skip
+
+    def source_spec(self, text: str) -> object:
+        from pyrsia.node.source_builds import spec_of_json
+
+        return spec_of_json(text)
+
+    def start_source_build(self, spec: Any) -> Mapping[str, object]:
+        return self.start_build("source", spec.gav)
+
+    def change_registry(self, host: str, remove: bool) -> Mapping[str, object]:
+        with self.lock:
+            self.calls.append(("registry", host, remove))
+        return {"host": host, "action": "remove" if remove else "add", "approved": True, "tx_id": "56" * 32,
+                "state": "pending", "height": None}  # fmt: skip
+
+    def registries(self) -> Mapping[str, object]:
+        return {"height": 3, "quorum": 3, "registries": [{"host": "docker.io", "since": 0}],
+                "upstreams": {}, "approvals": [], "pending": []}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -62,7 +62,7 @@ def test_a_registry_outside_the_genesis_list_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("bad_registry", "says"),
-    [("localhost:5000", "--registry"), ("myorg", "--registry")],
+    [("localhost:70000", "--registry"), ("myorg", "--registry"), ("ghcr.io/org", "--registry")],
 )
 def test_genesis_refuses_a_registry_that_is_no_host(tmp_path: Path, bad_registry: str, says: str) -> None:
     me = ok(run("id", "--home", str(tmp_path / "a"))).strip()

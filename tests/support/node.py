@@ -54,7 +54,7 @@ class NodeProcess:
     def start(self) -> NodeProcess:
         # Free ports for HTTP and p2p, unless the flags choose (nodes run side by side).
         ports = [] if "--p2p-port" in self.flags else ["--p2p-port", "0"]
-        if "--peer-http-port" not in self.flags:
+        if "--peer-http-port" not in self.flags and "PYRSIA_PEER_HTTP_PORT" not in self.env:
             ports += ["--peer-http-port", str(free_port())]
         argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *ports, *self.flags]
         # A restarted node appends to the same file; only this run's ready line counts.

@@ -70,6 +70,8 @@ def other_value(setting: config.Setting) -> object:
         return ("google=/proc/sys/kernel/hostname",)
     if setting.name in ("p2p_limits_allow", "kad_ip_group_exempt"):
         return ("10.0.0.0/8", "fd00::/8")
+    if setting.name == "source_build_jdks":
+        return ("17", "21")
     if setting.kind is tuple:  # nothing listens there: a node dials, fails, and goes on
         return tuple(f"/ip4/127.0.0.1/tcp/9/p2p/{peer_id_of(bytes([i]) * 32)}" for i in (1, 2))
     step = 1 if setting.kind is int else 0.5

@@ -123,6 +123,9 @@ class Connection:
         self._session: yamux.Session | None = None
         self._negotiating: dict[int, multistream.Dialer | multistream.Listener] = {}
         self._protocols: dict[int, str] = {}
+        # Streams that finished in the last `receive_data`: their protocol is forgotten at
+        # the next call, so the caller can still name it for the events that call returned.
+        self._finished: list[int] = []
         self._state = _SECURITY
         self._raw_out: list[bytes] = []
         self._plain_out: list[yamux.Frame] = []
@@ -224,6 +227,9 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         if self._state == _DEAD:
             return []
+        for stream_id in self._finished:
+            self._protocols.pop(stream_id, None)
+        self._finished.clear()
         events: list[Event] = []
         try:
             self._receive(bytes(data) if self._channel is None else data, events)
@@ -318,8 +324,7 @@ class Connection:
 
     def _prune(self) -> None:
         assert self._session is not None
-        for stream_id in self._session.take_finished():
-            self._protocols.pop(stream_id, None)
+        self._finished.extend(self._session.take_finished())
 
     def _on_yamux(self, event: yamux.Event, events: list[Event]) -> None:
         session = self._session
