@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 # Test modules run side by side: most of the suite waits on daemons, not on the CPU.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 .PHONY: node install tools test check lint typecheck check-completions completions man check-man sdist binary deb clean
 

@@ -20,12 +20,22 @@ os.environ.pop("LINES", None)
 
 # The longest modules start first, so that with several workers (`make test` runs
 # `pytest -n`, one module per worker at a time) none of them is left running alone
-# at the end while the other workers sit idle.
+# at the end while the other workers sit idle: the few that take minutes (the run's
+# "slowest modules" list), then whole layers, longest first.
+_LONGEST = (
+    "integration/test_sourcebuild_sandbox.py",
+    "integration/test_sourcebuild_network.py",
+    "lab/test_lab_dcutr.py",
+    "integration/test_sync_crash.py",
+)
 _FIRST = ("lab", "sim", "e2e", "integration", "interop")
 
 
 def _rank(item: pytest.Item) -> int:
-    parts = item.path.relative_to(Path(__file__).parent).parts
+    relative = item.path.relative_to(Path(__file__).parent)
+    if relative.as_posix() in _LONGEST:
+        return _LONGEST.index(relative.as_posix()) - len(_LONGEST)
+    parts = relative.parts
     return _FIRST.index(parts[0]) if parts and parts[0] in _FIRST else len(_FIRST)
 
 
