@@ -1,7 +1,8 @@
 """Publications (`pyrsia build docker|maven`): what was asked, and how far each got.
 
 Publishing through the authorities is not rebuilding from source (`node/source_builds.py`,
-`pyrsia build source`): a publication one image or one Maven version through the authorities and ends
+`pyrsia build source`): a publication mirrors one image or one Maven version through the
+authorities and ends
 committed, refused (the authorities' verdicts say why) or failed (the upstream, the
 network or a timeout). On an authority it runs here, and every transaction it submits
 is followed through consensus (`Outcome`s: the verdict of each authority); a regular
@@ -35,11 +36,13 @@ class Committed:
     submitter: str
 
 
-@dataclass(slots=True)
-class Publication:
+@dataclass(slots=True, kw_only=True)
+class BuildRequest:
+    """What a publication and a source build share: how far it got, and each authority's say.
+
+    The first outcome `finish` is given stands."""
+
     id: str
-    kind: str
-    target: str
     via: str  # "this node" | "authorities"
     started_at: float
     state: str = "running"  # running | committed | refused | failed
@@ -47,7 +50,6 @@ class Publication:
     height: int | None = None
     finished_at: float | None = None
     outcomes: list[Outcome] = field(default_factory=list)
-    committed: list[Committed] = field(default_factory=list)
     # Asked of the authorities: each one's answer, and the verdicts they reported.
     answers: dict[str, tuple[str, str]] = field(default_factory=dict)
     reported: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -56,8 +58,44 @@ class Publication:
 
     def finish(self, state: str, now: float, *, height: int | None = None, error: str | None = None) -> None:
         with self.lock:
+            if self.state != "running":
+                return
             self.state, self.height, self.error, self.finished_at = state, height, error, now
         self.done.set()
+
+    def head(self, *, kind: str, target: str) -> dict[str, object]:
+        """The fields every build document starts with (call holding `lock`)."""
+        return {
+            "id": self.id,
+            "kind": kind,
+            "target": target,
+            "state": self.state,
+            "error": self.error,
+            "height": self.height,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "via": self.via,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class Publication(BuildRequest):
+    kind: str
+    target: str
+    committed: list[Committed] = field(default_factory=list)
+
+
+def merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict: str, reason: str) -> None:
+    """One authority's verdict over several transactions: a refusal wins, then pending."""
+    rank = {"refused": 2, "pending": 1, "endorsed": 0}
+    held = verdicts.get(authority)
+    if held is None or rank.get(verdict, 1) > rank.get(held[0], 1):
+        verdicts[authority] = (verdict, reason)
+
+
+def answers_doc(answers: dict[str, tuple[str, str]]) -> list[dict[str, str]]:
+    """Each authority's answer to a build sent to the authorities, as documents show it."""
+    return [{"authority": a, "answer": v, "detail": d} for a, (v, d) in sorted(answers.items())]
 
 
 class Publications:

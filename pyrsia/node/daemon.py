@@ -58,7 +58,7 @@ from pyrsia.formats.maven_layout import parse_path
 from pyrsia.formats.reference import parse_image_reference, parse_tag
 from pyrsia.http.server import HttpServer, Limits
 from pyrsia.node.approvals import Approvals
-from pyrsia.node.builds import Committed, Publication, Publications
+from pyrsia.node.builds import Committed, Publication, Publications, answers_doc, merge_verdict
 from pyrsia.node.home import ensure_home, load_admin_token, load_identity
 from pyrsia.node.network import Network, Verdicts, bootstrap_addresses, host_for, join, read_genesis
 from pyrsia.node.source_builds import SourceBuilder, SourceBuildService, spec_of_json
@@ -131,14 +131,6 @@ def _host_of(source: str) -> str:
     parts = urlsplit(source.rpartition(" ")[2])
     host = parts.hostname or ""
     return f"{host}:{parts.port}" if parts.port else host
-
-
-def _merge_verdict(verdicts: dict[str, tuple[str, str]], authority: str, verdict: str, reason: str) -> None:
-    """One authority's verdict over several transactions: a refusal wins, then pending."""
-    rank = {"refused": 2, "pending": 1, "endorsed": 0}
-    held = verdicts.get(authority)
-    if held is None or rank.get(verdict, 1) > rank.get(held[0], 1):
-        verdicts[authority] = (verdict, reason)
 
 
 def docker_upstreams(config: Config) -> RegistryClients:
@@ -735,9 +727,9 @@ class Node:
             outcomes, committed = list(build.outcomes), list(build.committed)
         for outcome in outcomes:
             for v in self.consensus.verdicts_of(outcome):
-                _merge_verdict(verdicts, v["authority"], v["verdict"], v["reason"])
+                merge_verdict(verdicts, v["authority"], v["verdict"], v["reason"])
         for c in committed:
-            _merge_verdict(verdicts, c.submitter, "endorsed", "")
+            merge_verdict(verdicts, c.submitter, "endorsed", "")
         return [(a, v, r) for a, (v, r) in sorted(verdicts.items())]
 
     def build(self, build_id: str) -> dict[str, object]:
@@ -747,17 +739,7 @@ class Node:
         build = self._builds.get(build_id)
         with build.lock:
             outcomes, committed, answers = list(build.outcomes), list(build.committed), dict(build.answers)
-            doc: dict[str, object] = {
-                "id": build.id,
-                "kind": build.kind,
-                "target": build.target,
-                "state": build.state,
-                "error": build.error,
-                "height": build.height,
-                "started_at": build.started_at,
-                "finished_at": build.finished_at,
-                "via": build.via,
-            }
+            doc = build.head(kind=build.kind, target=build.target)
         transactions: list[dict[str, object]] = []
         for outcome in outcomes:
             payload = outcome.tx.payload
@@ -777,9 +759,7 @@ class Node:
             {"authority": a, "verdict": v, "reason": r} for a, v, r in self._verdicts_of(build)
         ]
         if build.via == VIA_AUTHORITIES:
-            doc["answers"] = [
-                {"authority": a, "answer": v, "detail": d} for a, (v, d) in sorted(answers.items())
-            ]
+            doc["answers"] = answers_doc(answers)
         return doc
 
     def peers(self) -> list[dict[str, object]]:

@@ -44,7 +44,7 @@ from typing import Any
 
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.records import RecordStore
-from pyrsia.consensus.service import PENDING, ConsensusService, Outcome, VerifyResult
+from pyrsia.consensus.service import PENDING, ConsensusService, VerifyResult
 from pyrsia.errors import (
     BuildSpecInvalid,
     BuildUnknown,
@@ -60,6 +60,7 @@ from pyrsia.errors import (
 )
 from pyrsia.formats.digest import Digest
 from pyrsia.formats.maven_layout import CHECKSUMS
+from pyrsia.node.builds import BuildRequest, answers_doc, merge_verdict
 from pyrsia.p2p.behaviours.requests import PublishReply, PublishRequest
 from pyrsia.sourcebuild.compare import OutputFile
 from pyrsia.sourcebuild.plan import SandboxLayout, SandboxLimits, SourceBuildResult
@@ -343,33 +344,14 @@ def output_bytes(result: SourceBuildResult, output: OutputFile) -> bytes:
 # -- requests (`pyrsia build source`) ----------------------------------------------------
 
 
-@dataclass(slots=True)
-class SourceBuild:
+@dataclass(slots=True, kw_only=True)
+class SourceBuild(BuildRequest):
     """One `pyrsia build source` on this node."""
 
-    id: str
     spec: BuildSpec
     spec_digest: str
-    via: str  # "this node" (the proposer) | "authorities"
-    started_at: float
-    state: str = "running"  # running | committed | refused | failed
-    error: str | None = None
-    height: int | None = None
-    finished_at: float | None = None
-    outcomes: list[Outcome] = field(default_factory=list)
     # Each other authority's build, as last heard (`source_status`), or why not heard.
     heard: dict[str, SourceStatus | str] = field(default_factory=dict)
-    answers: dict[str, tuple[str, str]] = field(default_factory=dict)
-    reported: dict[str, tuple[str, str]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    done: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def finish(self, state: str, now: float, *, height: int | None = None, error: str | None = None) -> None:
-        with self.lock:
-            if self.state != "running":
-                return
-            self.state, self.height, self.error, self.finished_at = state, height, error, now
-        self.done.set()
 
 
 class SourceBuilds:
@@ -690,9 +672,7 @@ class SourceBuildService:
             outcomes = list(build.outcomes)
         for outcome in outcomes:
             for v in self._consensus.verdicts_of(outcome):
-                held = verdicts.get(v["authority"])
-                if held is None or held[0] != "refused":
-                    verdicts[v["authority"]] = (v["verdict"], v["reason"])
+                merge_verdict(verdicts, v["authority"], v["verdict"], v["reason"])
         return [(a, v, r) for a, (v, r) in sorted(verdicts.items())]
 
     def authority_views(self, build: SourceBuild) -> list[dict[str, object]]:
@@ -738,20 +718,10 @@ class SourceBuildService:
         with build.lock:
             outcomes = list(build.outcomes)
             answers = dict(build.answers)
-            doc: dict[str, object] = {
-                "id": build.id,
-                "kind": "source",
-                "target": build.spec.gav,
-                "state": build.state,
-                "error": build.error,
-                "height": build.height,
-                "started_at": build.started_at,
-                "finished_at": build.finished_at,
-                "via": build.via,
-                "spec_digest": build.spec_digest,
-                "git_repo": build.spec.git_repo,
-                "git_tag": build.spec.git_tag,
-            }
+            doc = build.head(kind="source", target=build.spec.gav)
+            doc.update(
+                spec_digest=build.spec_digest, git_repo=build.spec.git_repo, git_tag=build.spec.git_tag
+            )
         transactions: list[dict[str, object]] = []
         for outcome in outcomes:
             payload = outcome.tx.payload
@@ -770,7 +740,5 @@ class SourceBuildService:
         doc["verdicts"] = [{"authority": a, "verdict": v, "reason": r} for a, v, r in self.verdicts_of(build)]
         doc["authorities"] = self.authority_views(build)
         if build.via == self.VIA_AUTHORITIES:
-            doc["answers"] = [
-                {"authority": a, "answer": v, "detail": d} for a, (v, d) in sorted(answers.items())
-            ]
+            doc["answers"] = answers_doc(answers)
         return doc
