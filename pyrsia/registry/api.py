@@ -249,33 +249,33 @@ def check_build_id(text: str) -> str:
     return text
 
 
-def authority_change_from(body: bytes) -> tuple[str, bool]:
-    """`{"peer_id": …, "action": "add"|"remove"}` → (peer id, whether it is a removal)."""
-    shape = '{"peer_id": PEER_ID, "action": "add"|"remove"}'
+def _change_from(body: bytes, key: str, placeholder: str) -> tuple[str, bool]:
+    """`{KEY: …, "action": "add"|"remove"}` → (what changes, unchecked; whether it is a removal)."""
+    shape = f'{{"{key}": {placeholder}, "action": "add"|"remove"}}'
     doc = _object_from(body, shape)
-    peer_id, action = doc.get("peer_id"), doc.get("action")
-    if not isinstance(peer_id, str) or not isinstance(action, str):
+    subject, action = doc.get(key), doc.get("action")
+    if not isinstance(subject, str) or not isinstance(action, str):
         raise UsageError(f"request body must be JSON: {shape}")
     if action not in AUTHORITY_ACTIONS:
         raise UsageError(f"action must be add or remove, not {action[:40]!r}")
-    return check_peer_id(peer_id), action == "remove"
+    return subject, action == "remove"
+
+
+def authority_change_from(body: bytes) -> tuple[str, bool]:
+    """`{"peer_id": …, "action": "add"|"remove"}` → (peer id, whether it is a removal)."""
+    peer_id, remove = _change_from(body, "peer_id", "PEER_ID")
+    return check_peer_id(peer_id), remove
 
 
 def registry_change_from(body: bytes) -> tuple[str, bool]:
     """`{"host": …, "action": "add"|"remove"}` → (registry host, whether it is a removal)."""
-    shape = '{"host": REGISTRY_HOST, "action": "add"|"remove"}'
-    doc = _object_from(body, shape)
-    host, action = doc.get("host"), doc.get("action")
-    if not isinstance(host, str) or not isinstance(action, str):
-        raise UsageError(f"request body must be JSON: {shape}")
-    if action not in AUTHORITY_ACTIONS:
-        raise UsageError(f"action must be add or remove, not {action[:40]!r}")
-    return check_registry(host), action == "remove"
+    host, remove = _change_from(body, "host", "REGISTRY_HOST")
+    return check_registry(host), remove
 
 
 def check_registry(text: str) -> str:
     """Raises `UsageError` unless `text` is a registry host as the log writes it
-    (`ghcr.io`: lowercase, no scheme, port, path or whitespace)."""
+    (`ghcr.io`, `localhost:5000`: lowercase, no scheme, path or whitespace)."""
     try:
         return check_registry_host("registry host", text)
     except TxInvalid as exc:
