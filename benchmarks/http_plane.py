@@ -32,11 +32,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.blob_serve import free_port, make_blob
+from benchmarks.p2p_download import provider_processes
 from pyrsia.artifacts.blobstore import BlobStore
 from pyrsia.artifacts.exchange_service import (
     DownloadConfig,
@@ -84,38 +85,12 @@ def serve(blob: Path, digest: str, home: Path, http: str) -> None:
         server.shutdown(5.0)
 
 
-@contextmanager
-def providers(count: int, blob: Path, digest: str, http: str, root: Path) -> Iterator[list[str]]:
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        for i in range(count):
-            home = root / f"provider-{i}-{time.monotonic_ns()}"
-            home.mkdir(parents=True)
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, __file__, "--serve", str(blob), digest, str(home), http],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        addrs = []
-        for process in processes:
-            assert process.stdout is not None
-            line = process.stdout.readline().strip()
-            if not line:
-                raise SystemExit("a provider did not start")
-            addrs.append(line)
-        yield addrs
-    finally:
-        for process in processes:
-            if process.stdin is not None:
-                process.stdin.close()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def providers(
+    count: int, blob: Path, digest: str, http: str, root: Path
+) -> AbstractContextManager[list[str]]:
+    return provider_processes(
+        count, root, lambda home: [sys.executable, __file__, "--serve", str(blob), digest, str(home), http]
+    )
 
 
 @contextmanager

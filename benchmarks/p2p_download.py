@@ -31,8 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -74,19 +74,16 @@ def serve(blob: Path, digest: str, rate_bytes_s: int, home: Path) -> None:
 
 
 @contextmanager
-def providers(count: int, blob: Path, digest: str, rate_bytes_s: int, root: Path) -> Iterator[list[str]]:
+def provider_processes(count: int, root: Path, argv: Callable[[Path], list[str]]) -> Iterator[list[str]]:
+    """`count` provider processes, each started with `argv(its own home)`; yields the
+    address each printed, and stops them (stdin closed) on the way out."""
     processes: list[subprocess.Popen[str]] = []
     addrs: list[str] = []
     try:
         for i in range(count):
             home = root / f"provider-{i}-{time.monotonic_ns()}"
             home.mkdir(parents=True)
-            process = subprocess.Popen(
-                [sys.executable, __file__, "--serve", str(blob), digest, str(rate_bytes_s), str(home)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            process = subprocess.Popen(argv(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             processes.append(process)
         for process in processes:
             assert process.stdout is not None
@@ -104,6 +101,16 @@ def providers(count: int, blob: Path, digest: str, rate_bytes_s: int, root: Path
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def providers(
+    count: int, blob: Path, digest: str, rate_bytes_s: int, root: Path
+) -> AbstractContextManager[list[str]]:
+    return provider_processes(
+        count,
+        root,
+        lambda home: [sys.executable, __file__, "--serve", str(blob), digest, str(rate_bytes_s), str(home)],
+    )
 
 
 # -- the downloader ----------------------------------------------------------------------
