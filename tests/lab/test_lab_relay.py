@@ -91,8 +91,20 @@ def relay_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayLab]:
             str(CIRCUIT_BYTES_MAX),
         )
         # A third AutoNAT server for N (the verdict takes 3 agreeing servers) and a second
-        # provider of the larger image; no relay, so N's relays stay A and R.
-        s = start_node(stack, root, hosts["s"], "--bootstrap", a.multiaddr, "--relay-service", "false")
+        # provider of the larger image; no relay, so N's relays stay A and R. S serves over
+        # the p2p exchange only: over its HTTP port it finished a pull before P had asked N
+        # for a whole circuit's worth, and the reset mid-transfer never came.
+        s = start_node(
+            stack,
+            root,
+            hosts["s"],
+            "--bootstrap",
+            a.multiaddr,
+            "--relay-service",
+            "false",
+            "--peer-http-port",
+            "0",
+        )
         n = start_node(
             stack,
             root,
