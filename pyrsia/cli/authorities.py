@@ -24,13 +24,11 @@ PEER_ARGUMENT = typer.Argument(..., metavar="PEER_ID", help="Peer id of the node
 def _change(
     peer_id: str, *, remove: bool, node: str | None, home: Path | None, admin_token: str | None
 ) -> dict[str, Any]:
-    from pyrsia.cli.client import NodeClient
     from pyrsia.registry.api import AUTHORITIES, check_peer_id
 
     check_peer_id(peer_id)
-    client = NodeClient(node, admin_token=admin_token, home=home)
-    body = {"peer_id": peer_id, "action": "remove" if remove else "add"}
-    return dict(client.post_json(AUTHORITIES, body, admin=True))
+    key = {"peer_id": peer_id}
+    return changes.submit(AUTHORITIES, key, remove=remove, node=node, home=home, admin_token=admin_token)
 
 
 def _show_change(answer: dict[str, Any], json_output: bool | None) -> None:

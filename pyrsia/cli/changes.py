@@ -9,6 +9,7 @@ endorsements, keyed by what changes (a peer id, a registry host).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pyrsia.cli import console, layout, settings
@@ -19,6 +20,22 @@ SHORT_CHARS = 20
 def short(text: str) -> str:
     """A peer id or transaction id cut to what tells it apart in a table (`--json` has it whole)."""
     return text if len(text) <= SHORT_CHARS else text[:SHORT_CHARS] + "…"
+
+
+def submit(
+    path: str,
+    key: dict[str, str],
+    *,
+    remove: bool,
+    node: str | None,
+    home: Path | None,
+    admin_token: str | None,
+) -> dict[str, Any]:
+    """POST one approval (`key` names what changes) to `path` with the admin token; the answer as a dict."""
+    from pyrsia.cli.client import NodeClient
+
+    client = NodeClient(node, admin_token=admin_token, home=home)
+    return dict(client.post_json(path, {**key, "action": "remove" if remove else "add"}, admin=True))
 
 
 def show_change(

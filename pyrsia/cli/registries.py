@@ -51,13 +51,12 @@ def registries(
 def _change(
     host: str, *, remove: bool, node: str | None, home: Path | None, admin_token: str | None
 ) -> dict[str, Any]:
-    from pyrsia.cli.client import NodeClient
     from pyrsia.registry.api import REGISTRIES, check_registry
 
     host = check_registry(host.lower())  # case folds as in image names; nothing else is mended
-    client = NodeClient(node, admin_token=admin_token, home=home)
-    body = {"host": host, "action": "remove" if remove else "add"}
-    return dict(client.post_json(REGISTRIES, body, admin=True))
+    return changes.submit(
+        REGISTRIES, {"host": host}, remove=remove, node=node, home=home, admin_token=admin_token
+    )
 
 
 def _show_change(answer: dict[str, Any], json_output: bool | None) -> None:
