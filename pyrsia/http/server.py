@@ -19,8 +19,12 @@ Rules it keeps:
   the body limit nor take longer than the header timeout.
 - A request framed two ways (Content-Length and Transfer-Encoding) is refused with
   400 and the connection closed (RFC 9112 §6.3), so nothing smuggled after it runs.
-- File bodies go out with `socket.sendfile` through h11's
-  `send_with_data_passthrough`, so blob bytes never pass through Python.
+- File bodies go out with `os.sendfile` through h11's
+  `send_with_data_passthrough`, so blob bytes never pass through Python. The socket
+  is blocking for it, with a kernel send timeout (SO_SNDTIMEO): one call moves the
+  whole body while the reader keeps up, instead of one call and one poll per
+  socket buffer's worth, and a reader that takes nothing for the send timeout still
+  frees the worker.
 - A 200 answer to GET or HEAD goes through the conditional-request rules
   (`pyrsia.http.conditional`: 304, 412, If-Range) and then a single Range
   (`pyrsia.http.ranges`) when the front end marked it range-capable.
@@ -38,11 +42,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import queue
 import resource
 import select
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -77,6 +83,9 @@ log = logging.getLogger("pyrsia.http")
 
 RECV_BYTES = 64 * 1024
 SEND_TIMEOUT_S = 60.0
+# SO_SNDTIMEO for file bodies, a struct timeval: a blocking sendfile that moves no
+# byte for this long fails with EAGAIN.
+_SEND_TIMEVAL = struct.pack("@ll", int(SEND_TIMEOUT_S), int(SEND_TIMEOUT_S % 1 * 1_000_000))
 BACKLOG = 128
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 1024 * 1024
@@ -687,9 +696,7 @@ class HttpServer:
             pieces: list[object] = list(h11conn.send_with_data_passthrough(h11.Data(data=body)) or ())  # type: ignore[arg-type]
             for piece in pieces:
                 if isinstance(piece, FileBody):
-                    sent = sock.sendfile(file, piece.offset, piece.length)
-                    if sent != piece.length:
-                        raise _Closed()
+                    _send_file_blocking(sock, file.fileno(), piece.offset, piece.length)
                 else:
                     sock.sendall(cast(bytes, piece))
 
@@ -736,6 +743,30 @@ def _http_date() -> str:
         text = formatdate(now, usegmt=True)
         _date_cache = (now, text)
     return text
+
+
+def _send_file_blocking(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+    """`length` bytes of `fd` from `offset` with sendfile on the socket made blocking.
+
+    A blocking sendfile returns when the whole count is sent (or the send timeout cut
+    it short), so a fast reader costs a few system calls per body, not one sendfile and
+    one poll per socket buffer's worth. SO_SNDTIMEO bounds each call: one that sends
+    nothing for the send timeout fails (EAGAIN), and the connection is dropped.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
+    sock.settimeout(None)
+    try:
+        while length > 0:
+            try:
+                sent = os.sendfile(sock.fileno(), fd, offset, length)
+            except BlockingIOError as exc:  # the send timeout passed with nothing sent
+                raise _Closed() from exc
+            if sent == 0:  # the file is shorter than the response said
+                raise _Closed()
+            offset += sent
+            length -= sent
+    finally:
+        sock.settimeout(SEND_TIMEOUT_S)
 
 
 def _readable_now(sock: socket.socket) -> bool:

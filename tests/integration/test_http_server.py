@@ -7,8 +7,11 @@ shutdown that lets an in-flight response finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ import httpx
 import pytest
 
 from pyrsia.errors import PyrsiaError
+from pyrsia.http import server as server_module
 from pyrsia.http.message import FileBody, Request, Response, json_response
 from pyrsia.http.server import HttpServer, Limits
 
@@ -231,3 +235,74 @@ def test_shutdown_lets_in_flight_response_finish(blob: Path) -> None:
     idle.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(echo_url)
+
+
+def _read_response(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """One response with a Content-Length body off a keep-alive connection: (head, body)."""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the head"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    parts = [body]
+    got = len(body)
+    while got < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"connection closed after {got} of {length} body bytes"
+        parts.append(chunk)
+        got += len(chunk)
+    return head, b"".join(parts)
+
+
+def test_large_file_to_a_reader_that_pauses_arrives_whole_on_a_kept_connection(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(24 << 20))  # well past what the socket buffers hold
+    handler = Handler(big)
+    srv = _serve(handler)
+    try:
+        with socket.create_connection(srv.address, timeout=30) as sock:
+            sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = sock.recv(65536)
+            # The reader stops: the worker sits in a blocked sendfile until it reads again.
+            _wait_for(lambda: srv.stats().workers_busy == 1)
+            time.sleep(0.5)  # the pause under test, not a wait for readiness
+            assert srv.stats().workers_busy == 1
+            head, body = _read_response(sock, first)
+            assert head.startswith(b"HTTP/1.1 200") and body == big.read_bytes()
+            sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n")
+            head, body = _read_response(sock)
+            assert head.startswith(b"HTTP/1.1 206") and body == big.read_bytes()[100:200]
+    finally:
+        srv.shutdown(5)
+
+
+def test_a_stuck_reader_loses_its_worker_after_the_send_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "_SEND_TIMEVAL", struct.pack("@ll", 0, 300_000))
+    big = tmp_path / "big"
+    big.write_bytes(b"\x00" * (32 << 20))
+    handler = Handler(big)
+    srv = _serve(handler)
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(srv.address)
+            sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            _wait_for(lambda: srv.stats().workers_busy == 1)
+            # Never reads: the send times out and the worker is free again.
+            _wait_for(lambda: srv.stats().workers_busy == 0)
+            assert httpx.get(_url(srv, "/echo")).status_code == 200
+            received = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            assert received < big.stat().st_size  # the connection was dropped mid-body
+    finally:
+        srv.shutdown(5)
