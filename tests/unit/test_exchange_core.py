@@ -36,8 +36,18 @@ def test_windows_fill_from_the_lowest_chunks_and_refill_on_arrival() -> None:
     effects = core.add_peers([("a", 0.01), ("b", 0.02)], 0.0)
     assert effects == [Request(peer="a", first=0, count=2), Request(peer="b", first=2, count=2)]
     effects = core.chunk_verified("a", 0, 0.1)
-    # a is now the measured best: its window widens to the maximum (4), runs of at most 2
-    assert effects == [Request(peer="a", first=4, count=2), Request(peer="a", first=6, count=1)]
+    # a is now the measured best: its window widens to the maximum (4), whole runs of 2
+    assert effects == [Request(peer="a", first=4, count=2)]
+    # one more in: room for a whole run again
+    assert core.chunk_verified("a", 1, 0.2) == [Request(peer="a", first=6, count=2)]
+
+
+def test_a_window_with_room_for_less_than_a_run_waits_until_only_that_much_is_left() -> None:
+    core = _core(7)
+    assert _requested(core.add_peers([("a", 0.01)], 0.0)) == [0, 1]
+    assert _requested(core.chunk_verified("a", 0, 0.1)) == [2, 3]  # widened to 4; room for one run
+    assert _requested(core.chunk_verified("a", 1, 0.2)) == [4, 5]
+    assert core.chunk_verified("a", 2, 0.3) == [Request(peer="a", first=6, count=1)]  # the last chunk
 
 
 def test_the_faster_peer_gets_the_wider_window_and_most_chunks() -> None:
@@ -126,8 +136,8 @@ def test_no_providers_at_all_is_failed() -> None:
 def test_end_game_duplicates_a_straggler_and_the_first_copy_wins() -> None:
     core = _core(8)
     assert _requested(core.add_peers([("fast", 0.001), ("slow", 0.05)], 0.0)) == [0, 1, 2, 3]
-    assert _requested(core.chunk_verified("fast", 0, 0.01)) == [4, 5, 6]
-    assert _requested(core.chunk_verified("fast", 1, 0.02)) == [7]
+    assert _requested(core.chunk_verified("fast", 0, 0.01)) == [4, 5]
+    assert _requested(core.chunk_verified("fast", 1, 0.02)) == [6, 7]
     # nothing is left unrequested: fast, with room, re-requests what slow has not sent
     assert core.chunk_verified("fast", 4, 0.03) == [Request(peer="fast", first=2, count=1)]
     assert core.chunk_verified("fast", 5, 0.04) == [Request(peer="fast", first=3, count=1)]

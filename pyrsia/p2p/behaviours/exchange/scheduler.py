@@ -9,7 +9,8 @@ the blob.
 Rules:
 - Pull, pipelined: each provider has a window of outstanding chunks and gets a new
   request (a run of at most `request_chunks_max` consecutive missing chunks, lowest
-  first) whenever its window has room. A faster provider empties its window sooner and
+  first) whenever its window has room for a whole run (or for all that is left), so
+  a request is never a single chunk while runs remain. A faster provider empties its window sooner and
   so is asked more often; its window is also wider: `window_chunks_max` scaled by its
   measured throughput against the best one's, never below `window_chunks_min`.
 - Measured, not assumed: throughput is a moving average of chunk bytes over the time
@@ -315,10 +316,15 @@ class ExchangeCore:
         return max(self.config.window_chunks_min, min(self.config.window_chunks_max, scaled))
 
     def _fill(self, name: str, state: _Peer, now_s: float) -> list[Effect]:
-        room = self._window(state) - len(state.outstanding)
+        window = self._window(state)
+        room = window - len(state.outstanding)
+        # Whole runs only: a request waits until the next run (`request_chunks_max`
+        # chunks, fewer where the window is narrower or the missing chunks end) fits,
+        # so each costs one request, not one per chunk that came in.
+        run_max = min(self.config.request_chunks_max, window)
         effects: list[Effect] = []
-        while room > 0:
-            run = self._take_run(min(room, self.config.request_chunks_max))
+        while room > 0 and 0 < self._next_run_length(run_max) <= room:
+            run = self._take_run(run_max)
             if not run:
                 break
             effects.append(self._ask(name, state, run, now_s))
@@ -330,6 +336,17 @@ class ExchangeCore:
             effects.append(self._ask(name, state, [index], now_s))
             room -= 1
         return effects
+
+    def _next_run_length(self, count_max: int) -> int:
+        """How many chunks `_take_run(count_max)` would take now."""
+        while self._free and self._free[0] not in self._free_set:
+            heapq.heappop(self._free)  # verified meanwhile
+        if not self._free:
+            return 0
+        first, length = self._free[0], 1
+        while length < count_max and first + length in self._free_set:
+            length += 1
+        return length
 
     def _take_run(self, count_max: int) -> list[int]:
         run: list[int] = []
