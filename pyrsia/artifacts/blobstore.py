@@ -18,6 +18,7 @@ each blob once.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import functools
 import hashlib
@@ -40,6 +41,39 @@ from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count, chunk_
 from pyrsia.upstream.sink import OpenSink
 
 log = logging.getLogger("pyrsia.artifacts")
+
+# Chunk mode: chunks verified ahead of the whole-blob hash's prefix are kept in memory
+# (this many at most, the nearest to the prefix) so the prefix hashes them from there,
+# not read back from the file.
+AHEAD_CHUNKS_MAX = 32
+# Chunk mode: after this many chunks written, ask the kernel to start writing the file
+# back, so the commit's fsync finds little left to write and dirty pages do not pile up.
+WRITEBACK_EVERY_CHUNKS = 16
+_SYNC_FILE_RANGE_WRITE = 2
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _writeback_starter() -> Callable[[int], None]:
+    """`sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)` where the C library has it, else nothing.
+
+    Only a hint: it starts writeback without waiting for it, and its errors are ignored
+    (the commit's fsync is what makes the file durable, and reports them).
+    """
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return lambda fd: None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int) -> None:
+        call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+    return start
+
+
+_start_writeback = _writeback_starter()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -222,6 +256,10 @@ class BlobWriter:
         # verified chunks as it grows, so commit need not read the file again.
         self._prefix_chunks = 0
         self._prefix_lock = threading.Lock()
+        # Verified chunks ahead of the prefix, held for it: index -> (bytes, release).
+        self._ahead: dict[int, tuple[Buffer, Callable[[], None] | None]] = {}
+        self._ahead_lock = threading.Lock()
+        self._since_writeback = 0
         self.size = 0
         self.digest: Digest | None = None
         self._tmp, self._file = self._open_temp()
@@ -271,8 +309,21 @@ class BlobWriter:
             )
         self._chunk_list = list(hashes)
 
-    def write_chunk(self, index: int, data: bytes) -> None:
-        """One whole chunk at its place; refused unless it hashes to its entry in the list."""
+    def write_chunk(self, index: int, data: Buffer, release: Callable[[], None] | None = None) -> None:
+        """One whole chunk at its place; refused unless it hashes to its entry in the list.
+
+        `data` must not change until `release` is called, which happens exactly once,
+        when the writer no longer needs it (at once, or once the whole-blob hash took a
+        chunk held ahead of its prefix); without `release` the writer may keep `data`.
+        """
+        held = False
+        try:
+            held = self._write_chunk(index, data, release)
+        finally:
+            if not held and release is not None:
+                release()
+
+    def _write_chunk(self, index: int, data: Buffer, release: Callable[[], None] | None) -> bool:
         hashes, size = self._chunk_list, self._size_expected
         if hashes is None or size is None:
             raise RuntimeError("call expect_chunks first")
@@ -281,26 +332,41 @@ class BlobWriter:
                 expected=f"a chunk below {len(hashes)}", calculated=str(index), source=self._source
             )
         offset = index * CHUNK_BYTES
-        if len(data) != min(CHUNK_BYTES, size - offset) or hashlib.sha256(data).digest() != hashes[index]:
+        length = len(memoryview(data))
+        if length != min(CHUNK_BYTES, size - offset) or hashlib.sha256(data).digest() != hashes[index]:
             raise DigestMismatch(
                 expected=f"chunk {index} hashing to {hashes[index].hex()}",
-                calculated=f"{len(data)} bytes hashing to {hashlib.sha256(data).hexdigest()}",
+                calculated=f"{length} bytes hashing to {hashlib.sha256(data).hexdigest()}",
                 source=self._source,
             )
+        fd = self._file.fileno()
         try:
-            os.pwrite(self._file.fileno(), data, offset)
+            os.pwrite(fd, data, offset)
         except OSError as exc:
             raise StorageError(f"cannot write blob from {self._source}: {exc.strerror}") from exc
-        self._chunks_written.add(index)
+        with self._ahead_lock:
+            self._since_writeback += 1
+            writeback = self._since_writeback >= WRITEBACK_EVERY_CHUNKS
+            if writeback:
+                self._since_writeback = 0
+            prefix = self._prefix_chunks
+            held = index not in self._chunks_written and prefix < index < prefix + AHEAD_CHUNKS_MAX
+            if held:
+                self._ahead[index] = (data, release)
+            self._chunks_written.add(index)
+        if writeback:
+            _start_writeback(fd)
         self._extend_prefix(index, data)
+        return held
 
-    def _extend_prefix(self, index: int, data: bytes | None = None) -> None:
+    def _extend_prefix(self, index: int, data: Buffer | None = None) -> None:
         """Feed the whole-blob hashers every verified chunk now contiguous from the start.
 
         `data` is chunk `index`'s bytes when the caller holds them; chunks that came
-        ahead of the prefix are read back from the file (the page cache, usually). One
-        thread hashes at a time; another finding it busy leaves its chunk to it, and
-        the outer loop looks again after each release so no chunk is left behind.
+        ahead of the prefix were held in memory (the nearest `AHEAD_CHUNKS_MAX`), or
+        are read back from the file (the page cache, usually). One thread hashes at a
+        time; another finding it busy leaves its chunk to it, and the outer loop looks
+        again after each release so no chunk is left behind.
         """
         size = self._size_expected
         if self._chunk_list is None or size is None:
@@ -308,10 +374,18 @@ class BlobWriter:
         while self._prefix_chunks in self._chunks_written and self._prefix_lock.acquire(blocking=False):
             try:
                 while (at := self._prefix_chunks) in self._chunks_written:
-                    chunk = data if at == index and data is not None else self._read_chunk(at, size)
-                    for hasher in self._hashers.values():
-                        hasher.update(chunk)
-                    self._prefix_chunks = at + 1
+                    with self._ahead_lock:
+                        chunk, release = self._ahead.pop(at, (None, None))
+                    if chunk is None:
+                        chunk = data if at == index and data is not None else self._read_chunk(at, size)
+                    try:
+                        for hasher in self._hashers.values():
+                            hasher.update(chunk)
+                    finally:
+                        if release is not None:
+                            release()
+                    with self._ahead_lock:
+                        self._prefix_chunks = at + 1
             finally:
                 self._prefix_lock.release()
 
@@ -399,7 +473,16 @@ class BlobWriter:
             digest=calculated, path=final, size=self.size, chunk_root=root, hexdigests=self.hexdigests()
         )
 
+    def _release_ahead(self) -> None:
+        """Give back every chunk still held for the prefix (the writer is done with them)."""
+        with self._ahead_lock:
+            held, self._ahead = list(self._ahead.values()), {}
+        for _, release in held:
+            if release is not None:
+                release()
+
     def abort(self) -> None:
+        self._release_ahead()
         self._store._writer_closed(self)
         with contextlib.suppress(OSError):
             self._file.close()
@@ -421,10 +504,10 @@ class ResumableBlobWriter(BlobWriter):
 
     Chunks go to `<tmp>/<alg>-<hex>.partial` at their offsets; `<tmp>/<alg>-<hex>.chunks`
     lists the chunks verified so far (a bitmap behind the chunk root, replaced
-    atomically every `PROGRESS_EVERY_CHUNKS` chunks and on `suspend`). The next writer
-    for the blob re-hashes every chunk that list names against its own root-checked
-    chunk list in `expect_chunks` and keeps only those that match: the list saves
-    work, it is never trusted. A write cut short by a kill is caught the same way.
+    atomically every `PROGRESS_EVERY_CHUNKS` chunks or `PROGRESS_EVERY_S` seconds, and
+    on `suspend`). The next writer for the blob re-hashes every chunk that list names
+    against its own root-checked chunk list in `expect_chunks` and keeps only those
+    that match: the list saves work, it is never trusted. A write cut short by a kill is caught the same way.
     While one writer holds the partial file (flock), another for the same blob writes
     an ordinary temp file instead (`resumable` is False).
 
@@ -432,9 +515,11 @@ class ResumableBlobWriter(BlobWriter):
     delete it (bytes that verified chunk by chunk but not as a whole are not kept).
     """
 
-    # After every chunk: a kill then loses at most the chunk being written, and the
-    # list is a few bytes per MiB downloaded (a 10 GB blob's is 1.3 kB).
-    PROGRESS_EVERY_CHUNKS = 8  # a kill loses at most this many verified chunks' work
+    # The list is a few bytes per MiB downloaded (a 10 GB blob's is 1.3 kB), but each
+    # save is a file written and renamed: it is saved after this many chunks, or this
+    # long after the last save, whichever comes first. A kill loses at most that much work.
+    PROGRESS_EVERY_CHUNKS = 64
+    PROGRESS_EVERY_S = 1.0
     MAGIC = b"pyrsia-chunks\x01"
 
     def __init__(
@@ -447,6 +532,8 @@ class ResumableBlobWriter(BlobWriter):
         self.resumed_chunks = 0
         self._unsaved = 0
         self._progress_lock = threading.Lock()
+        self._clock: Callable[[], float] = time.monotonic
+        self._saved_at = self._clock()
         self.progress: BlobProgress | None = None
         super().__init__(store, expected, source, size=size, chunk_root=chunk_root)
 
@@ -517,15 +604,18 @@ class ResumableBlobWriter(BlobWriter):
             return []
         return [i for i in range(count) if bitmap[i // 8] >> (i % 8) & 1]
 
-    def write_chunk(self, index: int, data: bytes) -> None:
-        super().write_chunk(index, data)
+    def write_chunk(self, index: int, data: Buffer, release: Callable[[], None] | None = None) -> None:
+        super().write_chunk(index, data, release)
         if self.progress is not None:
             self.progress.chunk_verified(index)
         if not self.resumable:
             return
+        now = self._clock()
         with self._progress_lock:
             self._unsaved += 1
-            due = self._unsaved >= self.PROGRESS_EVERY_CHUNKS
+            due = self._unsaved >= self.PROGRESS_EVERY_CHUNKS or now - self._saved_at >= self.PROGRESS_EVERY_S
+            if due:
+                self._saved_at = now
         if due:
             self.save_progress()
 
@@ -547,6 +637,7 @@ class ResumableBlobWriter(BlobWriter):
 
     def suspend(self) -> None:
         """Stop for now: keep the verified chunks for the next attempt (if there are any)."""
+        self._release_ahead()
         self._unannounce("stopped before every chunk arrived")
         self._store._writer_closed(self)
         if not self._chunks_written:

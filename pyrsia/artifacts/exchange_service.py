@@ -36,7 +36,9 @@ Either way readers only read: each chunk goes to a bounded queue
 (`verify_queue_chunks_max` chunks; a full queue stops the reader, so its socket
 applies backpressure) served by `verify_workers` threads that hash it against the
 list and `pwrite` it at its offset (`write_chunk`; hashlib and pwrite release the
-GIL, so chunks are verified in parallel), then report. A bad chunk, a refusal, a
+GIL, so chunks are verified in parallel), then report. HTTP readers receive into
+kept chunk-sized buffers (`readinto`), given back once the writer is done with them
+(which, for a chunk ahead of the whole-blob hash, is when that hash takes it). A bad chunk, a refusal, a
 failed stream or connection, or a stall evicts that provider for this blob (logged
 with its peer id, counted) and its chunks go elsewhere. `commit()` checks the whole
 digest. Progress survives a stop or a kill (`ResumableBlobWriter`): the next attempt
@@ -51,6 +53,7 @@ obtained per source (local, peer, upstream), peers being served, transfers in pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import logging
 import os
@@ -62,7 +65,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pyrsia.artifacts.blobstore import BlobStore, ResumableBlobWriter
+from pyrsia.artifacts.blobstore import AHEAD_CHUNKS_MAX, BlobStore, Buffer, ResumableBlobWriter
 from pyrsia.artifacts.sources import Wanted
 from pyrsia.errors import (
     BlobUnknown,
@@ -638,16 +641,44 @@ class _HttpPeer:
             self.requests.put(None)
 
 
+class _Buffers:
+    """Chunk-sized buffers the HTTP readers receive into, given back once a chunk is written.
+
+    Reading into a kept buffer (`readinto`) spares a chunk's allocation and a copy of
+    its bytes on every chunk; at most `kept_max` free buffers are kept.
+    """
+
+    def __init__(self, kept_max: int) -> None:
+        self._free: list[bytearray] = []
+        self._kept_max = kept_max
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(CHUNK_BYTES)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self._kept_max:
+                self._free.append(buffer)
+
+
+_Item = tuple[str, int, Buffer, str, Callable[[], None] | None]
+
+
 class _Verifier:
     """Hashes and writes received chunks on a few threads, off the socket readers.
 
     The queue is bounded: a reader whose chunks cannot be taken waits (and stops
-    reading its socket), so memory stays at `verify_queue_chunks_max` chunks.
+    reading its socket), so memory stays at `verify_queue_chunks_max` chunks (plus
+    those the writer holds ahead of its whole-blob hash, `AHEAD_CHUNKS_MAX`).
     """
 
     def __init__(self, download: _Download, workers: int, queued_max: int) -> None:
         self._download = download
-        self._queue: queue.Queue[tuple[str, int, bytes, str] | None] = queue.Queue(maxsize=max(1, queued_max))
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max(1, queued_max))
         self._threads = [
             threading.Thread(target=self._work, name=f"exchange-verify-{i}", daemon=True)
             for i in range(max(1, workers))
@@ -657,16 +688,30 @@ class _Verifier:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, peer: str, index: int, data: bytes, path: str) -> bool:
-        """Queue a chunk; False once the download is stopping."""
+    def submit(
+        self, peer: str, index: int, data: Buffer, path: str, release: Callable[[], None] | None = None
+    ) -> bool:
+        """Queue a chunk (`release` is called once it is written or dropped); False once stopping."""
         stopping = self._download.stopping
         while not stopping.is_set():
             try:
-                self._queue.put((peer, index, data, path), timeout=0.25)
+                self._queue.put((peer, index, data, path, release), timeout=0.25)
                 return True
             except queue.Full:
                 continue
+        if release is not None:
+            release()
         return False
+
+    def drain(self) -> None:
+        """Drop the queued chunks, which wakes a reader waiting for room (it sees the stop)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[4] is not None:
+                item[4]()
 
     def stop(self) -> None:
         for _ in self._threads:
@@ -686,12 +731,15 @@ class _Verifier:
     def _work(self) -> None:
         download = self._download
         while (item := self._queue.get()) is not None:
-            peer, index, data, path = item
+            peer, index, data, path, release = item
             if download.stopping.is_set() or peer in download.evicted or index in download.done:
+                if release is not None:
+                    release()
                 continue  # a copy that lost the race (cancelled, resumed), or a dropped peer's
-            download.source._download.take(len(data))
+            size = len(data)
+            download.source._download.take(size)
             try:
-                download.writer.write_chunk(index, data)
+                download.writer.write_chunk(index, data, release)
             except DigestMismatch as exc:
                 download.events.put(_Bad(peer, index, exc.calculated))
                 continue
@@ -702,8 +750,8 @@ class _Verifier:
                 first_copy = index not in download.counted
                 download.counted.add(index)
             if first_copy:
-                download.source.stats.received(peer, len(data), path=path)
-            download.events.put(_Verified(peer, index, len(data)))
+                download.source.stats.received(peer, size, path=path)
+            download.events.put(_Verified(peer, index, size))
 
 
 class _HttpRefused(Exception):
@@ -736,6 +784,12 @@ class _Download:
         self.readers: list[threading.Thread] = []
         config = source.config
         self.verifier = _Verifier(self, config.verify_workers, config.verify_queue_chunks_max)
+        self.buffers = _Buffers(
+            config.verify_queue_chunks_max
+            + config.verify_workers
+            + config.http_connections_max
+            + AHEAD_CHUNKS_MAX
+        )
 
     def run(self) -> None:
         source, size = self.source, self.wanted.size or 0
@@ -943,10 +997,15 @@ class _Download:
                     raise _HttpRefused(f"answered the range {content_range[:100]!r}")
                 for index in range(request.first, request.first + request.count):
                     length = min(CHUNK_BYTES, size - index * CHUNK_BYTES)
-                    data = response.read(length)
-                    if len(data) != length:
-                        raise _HttpRefused(f"sent {len(data)} of chunk {index}'s {length} bytes")
-                    if not self.verifier.submit(peer.peer, index, data, HTTP):
+                    buffer = self.buffers.take()
+                    view = memoryview(buffer)[:length]
+                    got = 0
+                    while got < length and (n := response.readinto(view[got:])):
+                        got += n
+                    if got != length:
+                        raise _HttpRefused(f"sent {got} of chunk {index}'s {length} bytes")
+                    give = functools.partial(self.buffers.give, buffer)
+                    if not self.verifier.submit(peer.peer, index, view, HTTP, give):
                         return
                 if response.read(1):
                     raise _HttpRefused("sent more than the range")
@@ -1041,6 +1100,7 @@ class _Download:
         """Reset every stream and close every HTTP path (blocked readers wake with an error),
         then join the readers and the verifier."""
         self.stopping.set()
+        self.verifier.drain()
         self._reset_unclaimed()
         for stream in self.streams.values():
             stream.reset()
