@@ -12,7 +12,8 @@ fetches aligned 4 MiB runs by Range on keep-alive connections, verifies every ch
 against the chunk list on a small pool off the socket threads, writes it with pwrite,
 and hashes the whole digest over the verified prefix as it grows. The time includes all of that.
 
-Printed side by side in one run: MiB/s for nginx → downloader, pyrsia 1 provider,
+Printed side by side in one run (the setups take turns, run by run, so each sees the
+machine's load drift alike): MiB/s for nginx → downloader, pyrsia 1 provider,
 pyrsia 4 providers, the ratios, and where the receiver's time goes: its CPU seconds
 (user + system) per GiB, split by role with `--profile`, against what hashing 1 GiB
 and writing 1 GiB cost on one core here.
@@ -21,6 +22,7 @@ and writing 1 GiB cost on one core here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import resource
@@ -49,6 +51,7 @@ from pyrsia.artifacts.exchange_service import (
 from pyrsia.artifacts.sources import Wanted
 from pyrsia.formats.digest import Digest
 from pyrsia.http.server import HttpServer, Limits
+from pyrsia.p2p.behaviours.exchange import wire
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig
 from pyrsia.p2p.wire.multiaddr import Multiaddr
@@ -168,6 +171,28 @@ def download(
         shutil.rmtree(home, ignore_errors=True)
 
 
+def warm_up(addrs: list[str], digest: Digest) -> None:
+    """Ask each provider for the chunk list once before the clock runs.
+
+    A provider's first exchange stream costs it a few hundred ms that later ones do
+    not; without this the setup that happens to go first pays it.
+    """
+    host = Host(Identity.from_seed(os.urandom(32)), LOOPBACK).start()
+    try:
+        for text in addrs:
+            stream = host.open_stream(host.connect(Multiaddr.parse(text)), [wire.PROTOCOL_ID], timeout=10)
+            stream.write(wire.encode(wire.GetChunkList(digest=digest)))
+            reader = wire.ReplyReader()
+            while reader.next_event() is None:
+                data = stream.read(reader.wanted_bytes, timeout=10)
+                if not data:
+                    raise SystemExit(f"{text} closed the stream without a chunk list")
+                reader.receive_data(data)
+            stream.close()
+    finally:
+        host.stop()
+
+
 class Split:
     """CPU seconds of the receiver's threads by role, measured with `time.thread_time`."""
 
@@ -196,9 +221,9 @@ def profile_receiver() -> Split:
 
     split = Split()
     split.wrap(exchange_service._Download, "_http_loop", "read sockets (http.client)")
-    split.wrap(blobstore.BlobWriter, "write_chunk", "verify (sha256) + pwrite per chunk")
-    split.wrap(blobstore.ResumableBlobWriter, "save_progress", "progress file per chunk")
-    split.wrap(blobstore.ResumableBlobWriter, "commit", "commit: re-read, whole digest + chunk root")
+    split.wrap(blobstore.BlobWriter, "write_chunk", "verify (sha256) + pwrite + prefix hash per chunk")
+    split.wrap(blobstore.ResumableBlobWriter, "save_progress", "progress file")
+    split.wrap(blobstore.ResumableBlobWriter, "commit", "commit: rest of the prefix hash, fsync, rename")
     return split
 
 
@@ -256,29 +281,36 @@ def main() -> None:
         os.sync()
         print(f"blob: {args.size_mib} MiB, {len(hasher.hashes)} chunks; {os.cpu_count()} cores")
         rows: dict[str, list[tuple[float, float]]] = {}
-        with nginx(root / "nginx", blob, digest) as port:
+        config = DownloadConfig(
+            http_connections_per_peer=args.connections, verify_workers=args.verify_workers
+        )
+        with contextlib.ExitStack() as stack:
+            port = stack.enter_context(nginx(root / "nginx", blob, digest))
             setups = [
                 ("nginx -> pyrsia downloader", 1, str(port)),
                 ("pyrsia, 1 provider", 1, "pyrsia"),
                 ("pyrsia, 4 providers", 4, "pyrsia"),
             ]
-            config = DownloadConfig(
-                http_connections_per_peer=args.connections, verify_workers=args.verify_workers
-            )
-            for name, count, http in setups:
-                if args.only not in name and not name.startswith("nginx"):
-                    continue
-                with providers(count, blob, digest, http, root) as addrs:
-                    for _ in range(args.runs):
-                        if split is not None:
-                            split.seconds.clear()
-                        seconds, cpu, by_path = download(addrs, wanted, root, config)
-                        if split is not None:
-                            roles = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(split.seconds.items()))
-                            print(f"    receiver CPU {cpu:.2f} s: {roles}")
-                        rows.setdefault(name, []).append((size / seconds / MIB, cpu / (size / (1024 * MIB))))
-                        shares = sorted((round(v / MIB) for v in by_path.values()), reverse=True)
-                        print(f"  {name}: {size / seconds / MIB:.0f} MiB/s, MiB per provider {shares}")
+            chosen = [
+                (name, stack.enter_context(providers(count, blob, digest, http, root)))
+                for name, count, http in setups
+                if args.only in name or name.startswith("nginx")
+            ]
+            for _, addrs in chosen:
+                warm_up(addrs, wanted.digest)
+            # Run by run, each setup in turn: the machine's load drifts, and each setup
+            # should see the same drift.
+            for _ in range(args.runs):
+                for name, addrs in chosen:
+                    if split is not None:
+                        split.seconds.clear()
+                    seconds, cpu, by_path = download(addrs, wanted, root, config)
+                    rows.setdefault(name, []).append((size / seconds / MIB, cpu / (size / (1024 * MIB))))
+                    shares = sorted((round(v / MIB) for v in by_path.values()), reverse=True)
+                    print(f"  {name}: {size / seconds / MIB:.0f} MiB/s, MiB per provider {shares}")
+                    if split is not None:
+                        roles = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(split.seconds.items()))
+                        print(f"    receiver CPU {cpu:.2f} s: {roles}")
         medians = {name: statistics.median(r for r, _ in runs) for name, runs in rows.items()}
         cpus = {name: statistics.median(c for _, c in runs) for name, runs in rows.items()}
         anchor = medians["nginx -> pyrsia downloader"]
