@@ -549,6 +549,9 @@ class PeerSource:
         self.stats = stats or ExchangeStats()
         self._clock = clock
         self._download = SharedBucket(config.max_download_rate, clock, sleep)
+        # Kept across downloads: one download's worth (every chunk it may hold at once).
+        in_use = config.verify_queue_chunks_max + config.verify_workers + config.http_connections_max
+        self._buffers = _Buffers(in_use + AHEAD_CHUNKS_MAX)
 
     def origin(self, wanted: Wanted) -> str:
         return self.label
@@ -645,7 +648,8 @@ class _Buffers:
     """Chunk-sized buffers the HTTP readers receive into, given back once a chunk is written.
 
     Reading into a kept buffer (`readinto`) spares a chunk's allocation and a copy of
-    its bytes on every chunk; at most `kept_max` free buffers are kept.
+    its bytes on every chunk; at most `kept_max` free buffers are kept, shared by the
+    downloads of one `PeerSource` (a pull of several layers reuses them too).
     """
 
     def __init__(self, kept_max: int) -> None:
@@ -784,12 +788,7 @@ class _Download:
         self.readers: list[threading.Thread] = []
         config = source.config
         self.verifier = _Verifier(self, config.verify_workers, config.verify_queue_chunks_max)
-        self.buffers = _Buffers(
-            config.verify_queue_chunks_max
-            + config.verify_workers
-            + config.http_connections_max
-            + AHEAD_CHUNKS_MAX
-        )
+        self.buffers = source._buffers
 
     def run(self) -> None:
         source, size = self.source, self.wanted.size or 0
