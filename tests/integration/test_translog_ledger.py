@@ -76,7 +76,7 @@ class GatedFiles(BlockFiles):
         self.release = threading.Event()
         self.fail_next: StorageError | None = None
 
-    def write(self, height: int, payload: bytes) -> None:
+    def append(self, height: int, payload: bytes) -> None:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -84,7 +84,7 @@ class GatedFiles(BlockFiles):
             self.hold_next = False
             self.entered.set()
             assert self.release.wait(WAIT_S)
-        super().write(height, payload)
+        super().append(height, payload)
 
 
 class Disk:
