@@ -24,13 +24,16 @@ place with `O_DSYNC` (`BlockFiles.append`: no rename, no directory fsync; the st
 docstring says why that is durable). At most one block is on its way to disk. While it
 is, the publishes that arrive gather for the next block, so a block holds what arrived
 during the previous write: groups grow with load and a lone publisher never waits.
-Once the file is durable the writer hands the next block to the disk at once, and only
-then swaps the head, updates the index and resolves the callers of the durable one
-(that work overlaps the next fsync). A write that fails rewinds the chain to before
-that block and fails exactly its callers; nothing after it was applied. Appends, calls
-and repairs first wait for the block on disk and commit what has gathered, so they see
-the chain as it is durable. `submit` refuses bad input in the caller's thread before
-anything is queued.
+Once the file is durable the writer hands the next block to the disk at once, swaps
+the head (readers see the block) and passes the durable block to the index thread
+(`translog-index`), which indexes every durable block waiting for it in one SQLite
+transaction, then updates the lookup view, runs the listeners and only then resolves
+the blocks' callers: the writer goes on proposing meanwhile. A write that fails
+rewinds the chain to before that block and fails exactly its callers; nothing after it
+was applied. Appends, calls and repairs first wait for the block on disk, commit what
+has gathered and wait for the index thread to finish, so they see the chain as it is
+durable and indexed, and the writer alone uses the index. `submit` refuses bad input
+in the caller's thread before anything is queued.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
@@ -55,13 +58,14 @@ log verify`) checks every block in full. A torn last file is dropped. The index 
 compared with the chain (tip height and hash, and its row counts with both its own
 meta and the chain's transactions) and caught up, or rebuilt when anything differs.
 
-Index failures. The block files are the truth, and a block is committed once its
-file is durable. If indexing it fails (a full disk), the index stays whole as of the
-block before, and lookups refuse with one `StorageError` line rather than answer from
-an index that lacks a committed block (a pull would otherwise publish it again). The
-writer retries the catch-up when a lookup finds the index behind and before the next
-block, and commits nothing new until it succeeds (but the one block already on its way
-to disk, which the catch-up then indexes too); a restart rebuilds it.
+Index failures. The block files are the truth, and a block is committed once its file
+is durable. If indexing it fails (a full disk), the index stays whole as of the block
+before, and lookups refuse with one `StorageError` line rather than answer from an
+index that lacks a committed block (a pull would otherwise publish it again). The
+writer (once the index thread is idle) retries the catch-up when a lookup finds the
+index behind and before the next block, and commits nothing new until it succeeds (but
+the one block already on its way to disk, which the catch-up then indexes too); a
+restart rebuilds it.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
-from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key, records_of
+from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key
 
 log = logging.getLogger("pyrsia.translog")
 T = TypeVar("T")
@@ -156,6 +160,15 @@ class _Flight:
 
 
 @dataclass(frozen=True, slots=True)
+class _Durable:
+    """A block on disk whose rows, view entries, listeners and callers are still to come."""
+
+    block: Block
+    first_leaf: int
+    group: list[_Publish]
+
+
+@dataclass(frozen=True, slots=True)
 class _Flushed:
     """The disk thread finished a flight (its `written` says how)."""
 
@@ -188,6 +201,10 @@ class _Repair:
 
 
 class _Stop:
+    pass
+
+
+def _nothing() -> None:
     pass
 
 
@@ -263,6 +280,11 @@ class Ledger:
         self._view_lock = threading.Lock()
         self._verifiers: ThreadPoolExecutor | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
+        # Durable blocks of this node's own, indexed (several in one transaction when they
+        # queue up), then shown in the view, then told, off the writer (see Indexing).
+        self._indexer = ThreadPoolExecutor(1, thread_name_prefix="translog-index")
+        self._durable: list[_Durable] = []
+        self._durable_lock = threading.Lock()
         self._flight: _Flight | None = None
         self._group: list[_Publish] = []
         self._group_txs = self._group_bytes = 0
@@ -311,6 +333,7 @@ class Ledger:
         self._queue.put(_Stop())
         self._writer.join()
         self._disk.shutdown()
+        self._indexer.shutdown()
         self._index.close()
         if self._verifiers is not None:
             self._verifiers.shutdown()
@@ -596,12 +619,18 @@ class Ledger:
         self._group_bytes += request.size_bytes
 
     def _quiesce(self) -> None:
-        """Wait for the block on disk, then commit what has gathered: the chain is durable."""
+        """Wait for the block on disk, commit what has gathered, and wait until the index
+        holds it all: the chain is durable and the writer alone uses the index."""
         while self._flight is not None or self._group:
             if self._flight is not None:
                 self._land()
             else:
                 self._launch()
+        self._drain_index()
+
+    def _drain_index(self) -> None:
+        """Wait until the index thread has handled every durable block handed to it."""
+        self._indexer.submit(_nothing).result()
 
     def _land(self) -> None:
         flight = self._flight
@@ -657,18 +686,30 @@ class Ledger:
             return
         if self._group and self._index_problem is None:
             self._launch()  # before the callers of this one are told: that overlaps its fsync
+        # The chain may hold the next block already: the head is this one's own.
+        self._show(flight.block, (flight.authorities, flight.registries_since))
+        with self._durable_lock:
+            self._durable.append(_Durable(flight.block, flight.first_leaf, flight.group))
+        self._indexer.submit(self._index_durable)
+
+    def _index_durable(self) -> None:
+        """On the index thread: every durable block handed over so far, indexed in one
+        transaction, then learnt by the view and the listeners; then their callers are told."""
+        with self._durable_lock:
+            durable, self._durable = self._durable, []
+        if not durable:
+            return  # an earlier call took them
         try:
-            # The chain may hold the next block already: the head is this one's own.
-            self._committed_many(
-                [(flight.block, flight.first_leaf)], (flight.authorities, flight.registries_since)
-            )
+            self._index_and_tell([(d.block, d.first_leaf) for d in durable])
         except BaseException as exc:
             log.exception("transparency log writer failed after a block was durable")
-            for request in flight.group:
-                request.future.set_exception(exc)
+            for d in durable:
+                for request in d.group:
+                    request.future.set_exception(exc)
             return
-        for request in flight.group:
-            request.future.set_result(flight.block)
+        for d in durable:
+            for request in d.group:
+                request.future.set_result(d.block)
 
     def _guarded(
         self, requests: Sequence[_Publish | _Append | _AppendBatch], step: Callable[[], None]
@@ -756,19 +797,24 @@ class Ledger:
     def _committed(self, block: Block, first_leaf: int) -> None:
         self._committed_many([(block, first_leaf)])
 
-    def _committed_many(
-        self,
-        blocks: Sequence[tuple[Block, int]],
-        in_force: tuple[frozenset[str], tuple[tuple[str, int], ...]] | None = None,
-    ) -> None:
-        """The blocks are durable: readers see them, then the index (one transaction) and
-        the lookup view learn them, then listeners, block by block. `in_force`: the
-        authorities and registries after the last block, when the chain has moved past it."""
-        last = blocks[-1][0]
-        authorities, registries = in_force or (self._chain.authorities, self._chain.registries_since)
+    def _committed_many(self, blocks: Sequence[tuple[Block, int]]) -> None:
+        """The blocks (appended or a batch, on the writer thread, the index thread idle)
+        are durable: readers see them, then the index, the view and the listeners learn them."""
+        self._show(blocks[-1][0], (self._chain.authorities, self._chain.registries_since))
+        self._index_and_tell(blocks)
+
+    def _show(self, last: Block, in_force: tuple[frozenset[str], tuple[tuple[str, int], ...]]) -> None:
+        """Readers see the log up to `last`, a durable block, with the authorities and
+        registries in force after it."""
+        authorities, registries = in_force
         self._head = Head(
             tip=last, size=last.header.log_size, authorities=authorities, registries_since=registries
         )
+
+    def _index_and_tell(self, blocks: Sequence[tuple[Block, int]]) -> None:
+        """Durable blocks, in order, shown to readers already: the index learns them (one
+        transaction), then the lookup view, then listeners, block by block."""
+        last = blocks[-1][0]
         if self._index_problem is not None:
             pass  # it lacks an earlier block (the next block went to disk meanwhile): `_repair`
         else:
@@ -779,15 +825,15 @@ class Ledger:
         # After the index: a reader that misses the view from now on finds the block there.
         # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
         for block, first_leaf in blocks:
-            records = records_of(block, first_leaf)
             with self._view_lock:
-                self._view.apply(records)
+                self._view.apply_block(block, first_leaf)
         for block, _first in blocks:
             for listener in self._listeners:
                 listener(block)
 
     def on_commit(self, listener: Callable[[Block], None]) -> None:
-        """`listener(block)` runs on the writer thread after each durable block: keep it short."""
+        """`listener(block)` runs after each durable block, in height order, on the writer or
+        the index thread, once the index holds the block: keep it short."""
         self._listeners.append(listener)
 
     def block_bytes(self, height: int) -> bytes:
@@ -813,6 +859,7 @@ class Ledger:
         """Bring a lagging index up to the chain; whether it is whole now."""
         if self._index_problem is None:
             return True
+        self._drain_index()  # the index thread may have seen it fail: the writer repairs it alone
         height = self._chain.height
         try:
             indexed = self._index.tip()

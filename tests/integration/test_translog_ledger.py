@@ -18,7 +18,7 @@ from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import Block
 from pyrsia.translog.chain import Chain
-from pyrsia.translog.index import Index, Query
+from pyrsia.translog.index import CHECKPOINT_EVERY_COMMITS, Index, Query
 from pyrsia.translog.ledger import INDEX_FILE, Ledger, verify_chain
 from pyrsia.translog.store import FORMAT_FILE, BlockFiles
 from pyrsia.translog.tx import (
@@ -395,6 +395,21 @@ def _answers(ledger: Ledger) -> bool:
     except StorageError:
         return False
     return True
+
+
+def test_the_index_wal_is_copied_into_the_database_by_a_thread_of_its_own(tmp_path: Path) -> None:
+    ledger = opened(tmp_path)
+    database = tmp_path / INDEX_FILE
+    before = database.stat().st_size
+    for n in range(1, CHECKPOINT_EVERY_COMMITS + 2):
+        ledger.publish([artifact(n)])
+    # SQLite's automatic checkpoint is off: only the checkpoint thread grows the file now.
+    assert poll(lambda: database.stat().st_size > before)
+    assert "translog-checkpoint" in {t.name for t in threading.enumerate()}
+    assert len(everything(ledger)) == CHECKPOINT_EVERY_COMMITS + 1
+    ledger.close()
+    assert "translog-checkpoint" not in {t.name for t in threading.enumerate()}
+    assert len(everything(opened(tmp_path))) == CHECKPOINT_EVERY_COMMITS + 1
 
 
 def test_a_restart_with_the_disk_still_full_refuses_with_one_line_then_rebuilds(tmp_path: Path) -> None:
