@@ -35,6 +35,17 @@ has gathered and wait for the index thread to finish, so they see the chain as i
 durable and indexed, and the writer alone uses the index. `submit` refuses bad input
 in the caller's thread before anything is queued.
 
+Holding. With many closed-loop publishers, a block lands while the publishes that
+arrived during its write wait, and its own callers come back only after they are told:
+sent at once, the waiting ones would make the next block and the callers of the landed
+one the block after, two groups alternating with half the publishers in each block. So
+when a block lands and publishes wait, the next block is held until the callers of the
+landed block are back (as many transactions as it held have joined the waiting ones),
+for at most as long as the landed block took to write and never more than
+`HOLD_S_MAX`: blocks grow with load and each write carries more transactions. A lone
+publisher is never held (nothing waits when its block lands), and appends, calls,
+repairs and close end a hold at once.
+
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
 
@@ -104,6 +115,7 @@ QUEUE_REQUESTS_MAX = 4096
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
 BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
+HOLD_S_MAX = 0.05  # the longest the next block is held for the callers of the one that landed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +169,7 @@ class _Flight:
     authorities: frozenset[str]  # in force after it
     registries_since: tuple[tuple[str, int], ...]  # in force after it
     written: Future[None]
+    started: float  # time.monotonic() when it went to disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,7 @@ class Ledger:
         index: Index,
         clock: Callable[[], float],
         view_entries_max: int = VIEW_ENTRIES_MAX,
+        monotonic: Callable[[], float] = _time.monotonic,
     ) -> None:
         self.root = root
         self._key = key
@@ -261,6 +275,7 @@ class Ledger:
         self._files = files
         self._index = index
         self._clock = clock
+        self._monotonic = monotonic  # how long a write took, and a hold
         self._chain = Chain()
         self._head: Head | None = None
         self._listeners: list[Callable[[Block], None]] = []
@@ -288,6 +303,8 @@ class Ledger:
         self._flight: _Flight | None = None
         self._group: list[_Publish] = []
         self._group_txs = self._group_bytes = 0
+        self._hold_until: float | None = None  # see `_holding`
+        self._hold_txs = 0
 
     @classmethod
     def open(
@@ -301,6 +318,7 @@ class Ledger:
         genesis: Block | None = None,
         registries: Sequence[str] = (),
         view_entries_max: int = VIEW_ENTRIES_MAX,
+        monotonic: Callable[[], float] = _time.monotonic,
     ) -> Ledger:
         """Open (or start) the log under `root`: chain verified, index whole, writer running.
 
@@ -315,7 +333,7 @@ class Ledger:
         if removed:
             log.info("removed %d block writes a crash interrupted", removed)
         index = index or Index(root / INDEX_FILE)
-        ledger = cls(root, key, files, index, clock, view_entries_max)
+        ledger = cls(root, key, files, index, clock, view_entries_max, monotonic)
         try:
             ledger._load(genesis, tuple(registries))
         except BaseException:
@@ -558,7 +576,7 @@ class Ledger:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            request = self._queue.get()
+            request = self._next()
             match request:
                 case _Publish():
                     if request.future.set_running_or_notify_cancel():
@@ -590,7 +608,7 @@ class Ledger:
                 case _Stop():
                     self._quiesce()
                     stopping = True
-            if self._flight is None and self._group and self._queue.empty():
+            if self._flight is None and self._group and self._queue.empty() and not self._holding():
                 self._launch()
         while True:  # requests queued while closing: refuse them rather than leave them waiting
             try:
@@ -604,6 +622,24 @@ class Ledger:
                 and request.future.set_running_or_notify_cancel()
             ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
+
+    def _next(self) -> _Request | None:
+        """The next request; None when a hold ends before one comes."""
+        if self._hold_until is None:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=min(HOLD_S_MAX, max(0.0, self._hold_until - self._monotonic())))
+        except queue.Empty:
+            return None
+
+    def _holding(self) -> bool:
+        """Whether the gathered group waits a little longer (see Holding)."""
+        if self._hold_until is None:
+            return False
+        if self._group_txs >= self._hold_txs or self._monotonic() >= self._hold_until:
+            self._hold_until = None
+            return False
+        return True
 
     def _gather(self, request: _Publish) -> None:
         """Add a publish to the next block; a full block is launched (or waits for the disk)."""
@@ -643,6 +679,7 @@ class Ledger:
         """Propose the gathered publishes as the next block and hand it to the disk."""
         group, self._group = self._group, []
         self._group_txs = self._group_bytes = 0
+        self._hold_until = None
         if group:
             self._guarded(group, lambda: self._propose(group))
 
@@ -665,9 +702,10 @@ class Ledger:
         except BaseException:
             chain.rewind(mark)
             raise
+        started = self._monotonic()  # before the disk thread may begin
         written = self._disk.submit(self._files.append, block.header.height, encoded)
         flight = self._flight = _Flight(
-            block, first, group, mark, chain.authorities, chain.registries_since, written
+            block, first, group, mark, chain.authorities, chain.registries_since, written, started
         )
         written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
 
@@ -685,7 +723,10 @@ class Ledger:
                 request.future.set_exception(error)
             return
         if self._group and self._index_problem is None:
-            self._launch()  # before the callers of this one are told: that overlaps its fsync
+            # Held until the callers of this block are back, at most one write time.
+            self._hold_txs = self._group_txs + len(flight.block.transactions)
+            hold = min(self._monotonic() - flight.started, HOLD_S_MAX)
+            self._hold_until = self._monotonic() + hold
         # The chain may hold the next block already: the head is this one's own.
         self._show(flight.block, (flight.authorities, flight.registries_since))
         with self._durable_lock:
