@@ -296,7 +296,7 @@ class Ledger:
         self._verifiers: ThreadPoolExecutor | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
         # Durable blocks of this node's own, indexed (several in one transaction when they
-        # queue up), then shown in the view, then told, off the writer (see Indexing).
+        # queue up), then shown in the view, then told, off the writer (see Group commit).
         self._indexer = ThreadPoolExecutor(1, thread_name_prefix="translog-index")
         self._durable: list[_Durable] = []
         self._durable_lock = threading.Lock()
