@@ -84,6 +84,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import secrets
 import threading
 import time as _time
@@ -276,6 +277,9 @@ class Ledger:
         self._index = index
         self._clock = clock
         self._monotonic = monotonic  # how long a write took, and a hold
+        # Nonces only keep ids of equal payloads apart: a generator seeded once from the OS
+        # serves them without a system call (each would let go of the GIL) per transaction.
+        self._nonces = random.Random(secrets.randbits(256))
         self._chain = Chain()
         self._head: Head | None = None
         self._listeners: list[Callable[[Block], None]] = []
@@ -459,7 +463,7 @@ class Ledger:
         now = int(self._clock())
         txs = []
         for p in payloads:
-            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=secrets.randbits(62))
+            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=self._nonces.getrandbits(62))
             txs.append(tx.with_endorsements((endorse(self._key, tx.id),)))
         future: Future[Block] = Future()
         self._enqueue(_Publish(tuple(txs), size, future))

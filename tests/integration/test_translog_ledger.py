@@ -223,6 +223,19 @@ def test_a_held_group_goes_out_when_the_hold_ends(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_the_same_payload_published_twice_at_once_makes_two_transactions(tmp_path: Path) -> None:
+    ledger = opened(tmp_path)
+    block = ledger.publish([artifact(1), artifact(1)])  # one call: one time, so only nonces differ
+    assert len({tx.id for tx in block.transactions}) == 2
+    assert len({tx.nonce for tx in block.transactions}) == 2
+    ledger.close()
+    other = opened(tmp_path)  # a restart does not draw the same nonces again
+    again = other.publish([artifact(1), artifact(1)])
+    assert not {tx.nonce for tx in again.transactions} & {tx.nonce for tx in block.transactions}
+    other.close()
+    assert verify_chain(tmp_path).ok
+
+
 def test_many_threads_publishing_at_once_each_get_their_block(tmp_path: Path) -> None:
     ledger = opened(tmp_path)
     barrier = threading.Barrier(32)
