@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = ["ArtifactRecord", "Index", "IndexReader", "IndexTip", "Query", "rows_
 log = logging.getLogger("pyrsia.translog")
 SCHEMA_VERSION = "5"
 SEARCH_LIMIT_MAX = 10_000
+CHECKPOINT_EVERY_COMMITS = 32  # index transactions between WAL checkpoints (each ~100 pages)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS artifact (
@@ -108,11 +110,60 @@ def rows_of(block: Block) -> tuple[int, int]:
     return artifacts, dependencies
 
 
+class _Checkpointer:
+    """Copies the WAL into the database on a thread of its own (`translog-checkpoint`),
+    so the fsyncs of a checkpoint never stall an index update: SQLite's automatic
+    checkpoint would run them inside the COMMIT of every few updates. A PASSIVE
+    checkpoint never blocks the writer or readers; the next update after one that
+    completed starts the WAL over. The index is a cache of the blocks, so whatever a
+    checkpoint has not copied yet when the power goes is rebuilt from them on open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="translog-checkpoint", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread, self._stopping = None, False
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            log.warning("log index checkpoints stopped: cannot open %s: %s", self.path, exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # retried at the next poke; the index stays whole
+                    log.debug("log index checkpoint failed: %s", exc)
+        finally:
+            db.close()
+
+
 class Index:
     """The writer's connection: creates, updates and rebuilds the index."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._checkpointer = _Checkpointer(path)
+        self._commits = 0
         try:
             self._db = self._connect()
         except StorageError as exc:  # unreadable: it is only a cache of the blocks
@@ -125,17 +176,20 @@ class Index:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a lost tail is rebuilt from the blocks
+            db.execute("PRAGMA wal_autocheckpoint=0")  # `_Checkpointer` does it, off this thread
             db.executescript(_SCHEMA)
             return db
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open index {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._db.close()
 
     def reset(self) -> None:
         """Start over from an empty file (missing, corrupt or disagreeing index).
         Only while no reader has a connection open."""
+        self._checkpointer.close()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._remove_files()
@@ -212,6 +266,9 @@ class Index:
                      ("artifacts", tip.artifacts), ("dependencies", tip.dependencies)],
                 )  # fmt: skip
             db.execute("COMMIT")
+            self._commits += 1
+            if self._commits % CHECKPOINT_EVERY_COMMITS == 0:
+                self._checkpointer.poke()
             return tip
         except BaseException as exc:
             self._abandon()

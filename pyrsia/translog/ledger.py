@@ -15,21 +15,36 @@ the index holds the block and before the block's callers are told, so a GET righ
 after a commit sees it, and a fill that raced a block is dropped (see `view`).
 
 Group commit, pipelined. `submit` signs and endorses each payload in the caller's
-thread (a random nonce keeps ids unique, as consensus does), so the writer never
-signs a transaction. The writer takes every publish waiting in the queue, up to a
-block's limits, into one block: proposed and certified by this node (the embedded
-network, where it is its own one authority), applied through the chain core, encoded,
-and handed to the disk thread (`translog-disk`), which writes it as one block file
-with fsync. At most one block is on its way to disk. While it is, the publishes that
-arrive gather for the next block, so a block holds what arrived during the previous
-fsync: groups grow with load and a lone publisher never waits. Once the file is
-durable the writer hands the next block to the disk at once, and only then swaps the
-head, updates the index and resolves the callers of the durable one (that work
-overlaps the next fsync). A write that fails rewinds the chain to before that block
-and fails exactly its callers; nothing after it was applied. Appends, calls and
-repairs first wait for the block on disk and commit what has gathered, so they see the
-chain as it is durable. `submit` refuses bad input in the caller's thread before
-anything is queued.
+thread (a random nonce keeps ids unique, as consensus does), so the writer never signs
+a transaction. The writer takes every publish waiting in the queue, up to a block's
+limits, into one block: proposed and certified by this node (the embedded network,
+where it is its own one authority), applied through the chain core, encoded, and
+handed to the disk thread (`translog-disk`), which writes it as one block file in
+place with `O_DSYNC` (`BlockFiles.append`: no rename, no directory fsync; the store's
+docstring says why that is durable). At most one block is on its way to disk. While it
+is, the publishes that arrive gather for the next block, so a block holds what arrived
+during the previous write: groups grow with load and a lone publisher never waits.
+Once the file is durable the writer hands the next block to the disk at once, swaps
+the head (readers see the block) and passes the durable block to the index thread
+(`translog-index`), which indexes every durable block waiting for it in one SQLite
+transaction, then updates the lookup view, runs the listeners and only then resolves
+the blocks' callers: the writer goes on proposing meanwhile. A write that fails
+rewinds the chain to before that block and fails exactly its callers; nothing after it
+was applied. Appends, calls and repairs first wait for the block on disk, commit what
+has gathered and wait for the index thread to finish, so they see the chain as it is
+durable and indexed, and the writer alone uses the index. `submit` refuses bad input
+in the caller's thread before anything is queued.
+
+Holding. With many closed-loop publishers, a block lands while the publishes that
+arrived during its write wait, and its own callers come back only after they are told:
+sent at once, the waiting ones would make the next block and the callers of the landed
+one the block after, two groups alternating with half the publishers in each block. So
+when a block lands and publishes wait, the next block is held until the callers of the
+landed block are back (as many transactions as it held have joined the waiting ones),
+for at most as long as the landed block took to write and never more than
+`HOLD_S_MAX`: blocks grow with load and each write carries more transactions. A lone
+publisher is never held (nothing waits when its block lands), and appends, calls,
+repairs and close end a hold at once.
 
 `append` takes a block proposed and certified elsewhere (sync, consensus) through the
 same chain core, with every signature checked, then stores and indexes it the same way.
@@ -54,13 +69,14 @@ log verify`) checks every block in full. A torn last file is dropped. The index 
 compared with the chain (tip height and hash, and its row counts with both its own
 meta and the chain's transactions) and caught up, or rebuilt when anything differs.
 
-Index failures. The block files are the truth, and a block is committed once its
-file is durable. If indexing it fails (a full disk), the index stays whole as of the
-block before, and lookups refuse with one `StorageError` line rather than answer from
-an index that lacks a committed block (a pull would otherwise publish it again). The
-writer retries the catch-up when a lookup finds the index behind and before the next
-block, and commits nothing new until it succeeds (but the one block already on its way
-to disk, which the catch-up then indexes too); a restart rebuilds it.
+Index failures. The block files are the truth, and a block is committed once its file
+is durable. If indexing it fails (a full disk), the index stays whole as of the block
+before, and lookups refuse with one `StorageError` line rather than answer from an
+index that lacks a committed block (a pull would otherwise publish it again). The
+writer (once the index thread is idle) retries the catch-up when a lookup finds the
+index behind and before the next block, and commits nothing new until it succeeds (but
+the one block already on its way to disk, which the catch-up then indexes too); a
+restart rebuilds it.
 """
 
 from __future__ import annotations
@@ -68,6 +84,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import secrets
 import threading
 import time as _time
@@ -89,7 +106,7 @@ from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
-from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key, records_of
+from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key
 
 log = logging.getLogger("pyrsia.translog")
 T = TypeVar("T")
@@ -99,6 +116,7 @@ QUEUE_REQUESTS_MAX = 4096
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
 BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
+HOLD_S_MAX = 0.05  # the longest the next block is held for the callers of the one that landed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +170,16 @@ class _Flight:
     authorities: frozenset[str]  # in force after it
     registries_since: tuple[tuple[str, int], ...]  # in force after it
     written: Future[None]
+    started: float  # time.monotonic() when it went to disk
+
+
+@dataclass(frozen=True, slots=True)
+class _Durable:
+    """A block on disk whose rows, view entries, listeners and callers are still to come."""
+
+    block: Block
+    first_leaf: int
+    group: list[_Publish]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +218,10 @@ class _Stop:
     pass
 
 
+def _nothing() -> None:
+    pass
+
+
 _Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop | _Flushed
 
 
@@ -204,13 +236,20 @@ def _decode(files: BlockFiles, height: int) -> Block:
 
 def verify_chain(root: Path) -> VerifyReport:
     """Every block on disk in full, changing nothing; `FormatUnsupported` for a log
-    this version cannot read."""
+    this version cannot read. A torn last file (a write killed midway) never committed:
+    it is not counted, as open drops it."""
     files = BlockFiles(root, create=False)
     files.check_format(create=False)
     chain = Chain()
     count = txs = 0
     try:
-        for height in files.heights():
+        heights = files.heights()
+        for height in heights:
+            if height == heights[-1]:
+                try:
+                    files.read(height)
+                except Torn:
+                    break
             block = _decode(files, height)
             chain.apply(block)
             count += 1
@@ -229,6 +268,7 @@ class Ledger:
         index: Index,
         clock: Callable[[], float],
         view_entries_max: int = VIEW_ENTRIES_MAX,
+        monotonic: Callable[[], float] = _time.monotonic,
     ) -> None:
         self.root = root
         self._key = key
@@ -236,6 +276,10 @@ class Ledger:
         self._files = files
         self._index = index
         self._clock = clock
+        self._monotonic = monotonic  # how long a write took, and a hold
+        # Nonces only keep ids of equal payloads apart: a generator seeded once from the OS
+        # serves them without a system call (each would let go of the GIL) per transaction.
+        self._nonces = random.Random(secrets.randbits(256))
         self._chain = Chain()
         self._head: Head | None = None
         self._listeners: list[Callable[[Block], None]] = []
@@ -255,9 +299,16 @@ class Ledger:
         self._view_lock = threading.Lock()
         self._verifiers: ThreadPoolExecutor | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
+        # Durable blocks of this node's own, indexed (several in one transaction when they
+        # queue up), then shown in the view, then told, off the writer (see Group commit).
+        self._indexer = ThreadPoolExecutor(1, thread_name_prefix="translog-index")
+        self._durable: list[_Durable] = []
+        self._durable_lock = threading.Lock()
         self._flight: _Flight | None = None
         self._group: list[_Publish] = []
         self._group_txs = self._group_bytes = 0
+        self._hold_until: float | None = None  # see `_holding`
+        self._hold_txs = 0
 
     @classmethod
     def open(
@@ -271,6 +322,7 @@ class Ledger:
         genesis: Block | None = None,
         registries: Sequence[str] = (),
         view_entries_max: int = VIEW_ENTRIES_MAX,
+        monotonic: Callable[[], float] = _time.monotonic,
     ) -> Ledger:
         """Open (or start) the log under `root`: chain verified, index whole, writer running.
 
@@ -285,7 +337,7 @@ class Ledger:
         if removed:
             log.info("removed %d block writes a crash interrupted", removed)
         index = index or Index(root / INDEX_FILE)
-        ledger = cls(root, key, files, index, clock, view_entries_max)
+        ledger = cls(root, key, files, index, clock, view_entries_max, monotonic)
         try:
             ledger._load(genesis, tuple(registries))
         except BaseException:
@@ -303,6 +355,7 @@ class Ledger:
         self._queue.put(_Stop())
         self._writer.join()
         self._disk.shutdown()
+        self._indexer.shutdown()
         self._index.close()
         if self._verifiers is not None:
             self._verifiers.shutdown()
@@ -410,7 +463,7 @@ class Ledger:
         now = int(self._clock())
         txs = []
         for p in payloads:
-            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=secrets.randbits(62))
+            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=self._nonces.getrandbits(62))
             txs.append(tx.with_endorsements((endorse(self._key, tx.id),)))
         future: Future[Block] = Future()
         self._enqueue(_Publish(tuple(txs), size, future))
@@ -527,7 +580,7 @@ class Ledger:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            request = self._queue.get()
+            request = self._next()
             match request:
                 case _Publish():
                     if request.future.set_running_or_notify_cancel():
@@ -559,7 +612,7 @@ class Ledger:
                 case _Stop():
                     self._quiesce()
                     stopping = True
-            if self._flight is None and self._group and self._queue.empty():
+            if self._flight is None and self._group and self._queue.empty() and not self._holding():
                 self._launch()
         while True:  # requests queued while closing: refuse them rather than leave them waiting
             try:
@@ -573,6 +626,24 @@ class Ledger:
                 and request.future.set_running_or_notify_cancel()
             ):
                 request.future.set_exception(StorageError("the transparency log is closed"))
+
+    def _next(self) -> _Request | None:
+        """The next request; None when a hold ends before one comes."""
+        if self._hold_until is None:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=min(HOLD_S_MAX, max(0.0, self._hold_until - self._monotonic())))
+        except queue.Empty:
+            return None
+
+    def _holding(self) -> bool:
+        """Whether the gathered group waits a little longer (see Holding)."""
+        if self._hold_until is None:
+            return False
+        if self._group_txs >= self._hold_txs or self._monotonic() >= self._hold_until:
+            self._hold_until = None
+            return False
+        return True
 
     def _gather(self, request: _Publish) -> None:
         """Add a publish to the next block; a full block is launched (or waits for the disk)."""
@@ -588,12 +659,18 @@ class Ledger:
         self._group_bytes += request.size_bytes
 
     def _quiesce(self) -> None:
-        """Wait for the block on disk, then commit what has gathered: the chain is durable."""
+        """Wait for the block on disk, commit what has gathered, and wait until the index
+        holds it all: the chain is durable and the writer alone uses the index."""
         while self._flight is not None or self._group:
             if self._flight is not None:
                 self._land()
             else:
                 self._launch()
+        self._drain_index()
+
+    def _drain_index(self) -> None:
+        """Wait until the index thread has handled every durable block handed to it."""
+        self._indexer.submit(_nothing).result()
 
     def _land(self) -> None:
         flight = self._flight
@@ -606,6 +683,7 @@ class Ledger:
         """Propose the gathered publishes as the next block and hand it to the disk."""
         group, self._group = self._group, []
         self._group_txs = self._group_bytes = 0
+        self._hold_until = None
         if group:
             self._guarded(group, lambda: self._propose(group))
 
@@ -628,9 +706,10 @@ class Ledger:
         except BaseException:
             chain.rewind(mark)
             raise
-        written = self._disk.submit(self._files.write, block.header.height, encoded)
+        started = self._monotonic()  # before the disk thread may begin
+        written = self._disk.submit(self._files.append, block.header.height, encoded)
         flight = self._flight = _Flight(
-            block, first, group, mark, chain.authorities, chain.registries_since, written
+            block, first, group, mark, chain.authorities, chain.registries_since, written, started
         )
         written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
 
@@ -648,19 +727,34 @@ class Ledger:
                 request.future.set_exception(error)
             return
         if self._group and self._index_problem is None:
-            self._launch()  # before the callers of this one are told: that overlaps its fsync
+            # Held until the callers of this block are back, at most one write time.
+            self._hold_txs = self._group_txs + len(flight.block.transactions)
+            hold = min(self._monotonic() - flight.started, HOLD_S_MAX)
+            self._hold_until = self._monotonic() + hold
+        # The chain may hold the next block already: the head is this one's own.
+        self._show(flight.block, (flight.authorities, flight.registries_since))
+        with self._durable_lock:
+            self._durable.append(_Durable(flight.block, flight.first_leaf, flight.group))
+        self._indexer.submit(self._index_durable)
+
+    def _index_durable(self) -> None:
+        """On the index thread: every durable block handed over so far, indexed in one
+        transaction, then learnt by the view and the listeners; then their callers are told."""
+        with self._durable_lock:
+            durable, self._durable = self._durable, []
+        if not durable:
+            return  # an earlier call took them
         try:
-            # The chain may hold the next block already: the head is this one's own.
-            self._committed_many(
-                [(flight.block, flight.first_leaf)], (flight.authorities, flight.registries_since)
-            )
+            self._index_and_tell([(d.block, d.first_leaf) for d in durable])
         except BaseException as exc:
             log.exception("transparency log writer failed after a block was durable")
-            for request in flight.group:
-                request.future.set_exception(exc)
+            for d in durable:
+                for request in d.group:
+                    request.future.set_exception(exc)
             return
-        for request in flight.group:
-            request.future.set_result(flight.block)
+        for d in durable:
+            for request in d.group:
+                request.future.set_result(d.block)
 
     def _guarded(
         self, requests: Sequence[_Publish | _Append | _AppendBatch], step: Callable[[], None]
@@ -688,7 +782,7 @@ class Ledger:
         mark = chain.mark()
         first = chain.apply(request.block)  # raises, changing nothing, for a bad block
         try:
-            self._files.write(request.block.header.height, request.block.encode())
+            self._files.append(request.block.header.height, request.block.encode())
         except BaseException:
             chain.rewind(mark)
             raise
@@ -748,19 +842,24 @@ class Ledger:
     def _committed(self, block: Block, first_leaf: int) -> None:
         self._committed_many([(block, first_leaf)])
 
-    def _committed_many(
-        self,
-        blocks: Sequence[tuple[Block, int]],
-        in_force: tuple[frozenset[str], tuple[tuple[str, int], ...]] | None = None,
-    ) -> None:
-        """The blocks are durable: readers see them, then the index (one transaction) and
-        the lookup view learn them, then listeners, block by block. `in_force`: the
-        authorities and registries after the last block, when the chain has moved past it."""
-        last = blocks[-1][0]
-        authorities, registries = in_force or (self._chain.authorities, self._chain.registries_since)
+    def _committed_many(self, blocks: Sequence[tuple[Block, int]]) -> None:
+        """The blocks (appended or a batch, on the writer thread, the index thread idle)
+        are durable: readers see them, then the index, the view and the listeners learn them."""
+        self._show(blocks[-1][0], (self._chain.authorities, self._chain.registries_since))
+        self._index_and_tell(blocks)
+
+    def _show(self, last: Block, in_force: tuple[frozenset[str], tuple[tuple[str, int], ...]]) -> None:
+        """Readers see the log up to `last`, a durable block, with the authorities and
+        registries in force after it."""
+        authorities, registries = in_force
         self._head = Head(
             tip=last, size=last.header.log_size, authorities=authorities, registries_since=registries
         )
+
+    def _index_and_tell(self, blocks: Sequence[tuple[Block, int]]) -> None:
+        """Durable blocks, in order, shown to readers already: the index learns them (one
+        transaction), then the lookup view, then listeners, block by block."""
+        last = blocks[-1][0]
         if self._index_problem is not None:
             pass  # it lacks an earlier block (the next block went to disk meanwhile): `_repair`
         else:
@@ -771,15 +870,15 @@ class Ledger:
         # After the index: a reader that misses the view from now on finds the block there.
         # Even when indexing failed: the view follows the chain (lookups refuse meanwhile).
         for block, first_leaf in blocks:
-            records = records_of(block, first_leaf)
             with self._view_lock:
-                self._view.apply(records)
+                self._view.apply_block(block, first_leaf)
         for block, _first in blocks:
             for listener in self._listeners:
                 listener(block)
 
     def on_commit(self, listener: Callable[[Block], None]) -> None:
-        """`listener(block)` runs on the writer thread after each durable block: keep it short."""
+        """`listener(block)` runs after each durable block, in height order, on the writer or
+        the index thread, once the index holds the block: keep it short."""
         self._listeners.append(listener)
 
     def block_bytes(self, height: int) -> bytes:
@@ -805,6 +904,7 @@ class Ledger:
         """Bring a lagging index up to the chain; whether it is whole now."""
         if self._index_problem is None:
             return True
+        self._drain_index()  # the index thread may have seen it fail: the writer repairs it alone
         height = self._chain.height
         try:
             indexed = self._index.tip()

@@ -1,14 +1,32 @@
 """Block files: one per block, `<root>/blocks/<height:012d>.blk`, durable once written.
 
-Frame: magic, payload length (8 bytes, big-endian), SHA-256 of the payload, payload
-(the canonical block). A block is written to a temp file, fsynced, renamed into place
-and the directory fsynced, so a crash leaves the old chain or the old chain plus one
-whole block. A batch (`write_many`, sync) fsyncs every file, renames them in height
-order and fsyncs the directory once: a crash leaves the old chain plus a prefix of
-the batch, each block whole. A *torn* last file — shorter than its frame says, which only a disk that
-lost acknowledged writes can produce — never committed and is removed on open; any
-other damage (a checksum mismatch, a gap) is reported by height and never repaired
-silently.
+Frame: magic, payload length (8 bytes, big-endian, with its own CRC), SHA-256 of the
+payload, payload (the canonical block).
+
+Two ways in. The next block of the chain (`append`: this node's own blocks and single
+blocks from consensus) is written in place under its final name, with `O_DSYNC`: open,
+write, close, and the write returns once the data and the file size are on the disk.
+A batch (`write_many`, sync) is staged under temp names, every file fsynced, renamed
+in height order and the directory fsynced once: a crash leaves a prefix of the batch,
+each block whole.
+
+Why `append` needs no rename and no directory fsync. kill -9: the kernel keeps every
+completed write, so the chain is the old chain plus, at most, one last file that is
+shorter than its frame says (killed mid-write, or between open and write: empty). Its
+callers were never told, and open drops it (`Torn`); nothing after it exists, since
+the writer writes height n+1 only after n is durable. Power loss: `O_DSYNC` makes the
+write durable together with the metadata needed to read it back (the size); the
+file's directory entry was created in the same or an earlier journal transaction than
+that size change, and journaling filesystems (ext4, xfs, btrfs's log tree for a new
+inode) commit transactions in order, so the entry is durable with it. On a filesystem
+without a journal that order does not hold; such a disk could lose the newest block
+files on power loss (open then reports the gap, or drops a torn tail). The order the
+log relies on is unchanged: a block file is durable before its index row is written,
+and SQLite's own checkpoint comes after that.
+
+A *torn* last file — shorter than its frame says — never committed and is removed on
+open (and `verify` stops before it); any other damage (a checksum mismatch, a gap) is
+reported by height and never repaired silently.
 
 `<root>/FORMAT` names the on-disk format version, written atomically before the
 genesis block. A log without it (format 1, before this file existed) or with another
@@ -23,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,6 +169,33 @@ class BlockFiles:
 
     def write(self, height: int, payload: bytes) -> None:
         write_atomic(self.path(height), frame(payload))
+
+    def append(self, height: int, payload: bytes) -> None:
+        """The next block, durable on return, written in place (see the module docstring:
+        `O_DSYNC`, no rename, no directory fsync). A file left at `height` is a torn
+        leftover of a failed write (the chain is below it) and is replaced. On failure
+        the file is removed, best effort; open drops it as torn otherwise."""
+        path = self.path(height)
+        data = frame(payload)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DSYNC | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot write block {height}: {exc.strerror}") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise StorageError(f"cannot write block {height}: {exc.strerror}") from exc
+        try:
+            os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise StorageError(f"cannot write block {height}: {exc.strerror}") from exc
 
     def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
         """New blocks `(height, payload)` in height order, durable on return: each file

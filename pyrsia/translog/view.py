@@ -9,13 +9,14 @@ returns, is defined here too, and `records_of` makes a block's records exactly a
 the index would store them.
 
 Rules:
-- Only the ledger's writer changes what an entry says, with `apply(records)` for
-  each block it commits or appends, after the index holds that block and before any
-  caller learns of the commit. Every held key the block touches, "none" answers
-  included, is set to the block's record (the newest wins within the block): so no
-  entry is older than the log once a commit has returned. Keys not held stay so (the
-  next lookup reads the index, which already has the block): a sync of many blocks
-  neither costs an entry per record nor pushes the hot keys out.
+- Only the ledger's writer (or its index thread) changes what an entry says, with
+  `apply_block(block, first_leaf)` (or `apply(records)`) for each block it commits
+  or appends, after the index holds that block and before any caller learns of the
+  commit. Every held key the block touches, "none" answers included, is set to the
+  block's record (the newest wins within the block): so no entry is older than the
+  log once a commit has returned. Keys not held stay so (the next lookup reads the
+  index, which already has the block): a sync of many blocks neither costs an entry
+  per record nor pushes the hot keys out.
 - Readers fill misses from the index with `fill(token, key, record)`, where `token`
   is the `generation` they read before querying. A block applied meanwhile bumps the
   generation and the fill is dropped: an answer read from the index before a block
@@ -33,8 +34,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyrsia.translog.block import Block
-from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact
+from pyrsia.translog.block import Block, BlockHeader
+from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact, Transaction
 
 # 16,384 entries: about 8 KB of memory per image (a tag, its manifests, config and
 # layers, by path and digest) and at most some 16 MB in all.
@@ -90,25 +91,24 @@ def digest_key(package_type: str, digest: str) -> Key:
 def records_of(block: Block, first_leaf: int) -> list[ArtifactRecord]:
     """The block's AddArtifact records, in log order; `first_leaf` is the leaf index of
     its first transaction."""
-    header = block.header
-    out = []
-    for offset, tx in enumerate(block.transactions):
-        if tx.type != ADD_ARTIFACT or not isinstance(tx.payload, AddArtifact):
-            continue
-        p = tx.payload
-        out.append(
-            ArtifactRecord(
-                leaf=first_leaf + offset, height=header.height, tx_id=tx.id.hex(), time=tx.time,
-                submitter=tx.submitter, package_type=p.package_type, package_id=p.package_id, path=p.path,
-                digest=p.digest, size=p.size, chunk_size=p.chunk_size, chunk_root=p.chunk_root,
-                media_type=p.media_type, source=p.source, author=p.author,
-                dependencies=tuple(p.dependencies), registry=p.registry_or_default,
-                build_source=p.build_source, build_commit=p.build_commit, build_spec=p.build_spec,
-                builder_jdk=p.builder_jdk, builder_maven=p.builder_maven,
-                reproduces_upstream=p.reproduces_upstream,
-            )
-        )  # fmt: skip
-    return out
+    return [
+        _record(block.header, tx, tx.payload, first_leaf + offset)
+        for offset, tx in enumerate(block.transactions)
+        if tx.type == ADD_ARTIFACT and isinstance(tx.payload, AddArtifact)
+    ]
+
+
+def _record(header: BlockHeader, tx: Transaction, p: AddArtifact, leaf: int) -> ArtifactRecord:
+    return ArtifactRecord(
+        leaf=leaf, height=header.height, tx_id=tx.id.hex(), time=tx.time,
+        submitter=tx.submitter, package_type=p.package_type, package_id=p.package_id, path=p.path,
+        digest=p.digest, size=p.size, chunk_size=p.chunk_size, chunk_root=p.chunk_root,
+        media_type=p.media_type, source=p.source, author=p.author,
+        dependencies=tuple(p.dependencies), registry=p.registry_or_default,
+        build_source=p.build_source, build_commit=p.build_commit, build_spec=p.build_spec,
+        builder_jdk=p.builder_jdk, builder_maven=p.builder_maven,
+        reproduces_upstream=p.reproduces_upstream,
+    )  # fmt: skip
 
 
 class LookupView:
@@ -154,6 +154,27 @@ class LookupView:
             ):
                 if key in entries:
                     entries[key] = record
+
+    def apply_block(self, block: Block, first_leaf: int) -> None:
+        """`apply(records_of(block, first_leaf))`, building a record only for a key the
+        view holds: most of a block's records touch no held key."""
+        self._generation += 1
+        entries = self._entries
+        if not entries:
+            return
+        header = block.header
+        for offset, tx in enumerate(block.transactions):
+            p = tx.payload
+            if tx.type != ADD_ARTIFACT or not isinstance(p, AddArtifact):
+                continue
+            by_path, by_digest = (PATH, p.package_type, p.path), (DIGEST, p.package_type, p.digest)
+            held_path, held_digest = by_path in entries, by_digest in entries
+            if held_path or held_digest:
+                record = _record(header, tx, p, first_leaf + offset)
+                if held_path:
+                    entries[by_path] = record
+                if held_digest:
+                    entries[by_digest] = record
 
     def _put(self, key: Key, record: ArtifactRecord | None) -> None:
         entries = self._entries

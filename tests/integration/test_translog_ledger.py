@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import Block
 from pyrsia.translog.chain import Chain
-from pyrsia.translog.index import Index, Query
-from pyrsia.translog.ledger import INDEX_FILE, Ledger, verify_chain
+from pyrsia.translog.index import CHECKPOINT_EVERY_COMMITS, Index, Query
+from pyrsia.translog.ledger import HOLD_S_MAX, INDEX_FILE, Ledger, verify_chain
 from pyrsia.translog.store import FORMAT_FILE, BlockFiles
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
@@ -76,7 +77,7 @@ class GatedFiles(BlockFiles):
         self.release = threading.Event()
         self.fail_next: StorageError | None = None
 
-    def write(self, height: int, payload: bytes) -> None:
+    def append(self, height: int, payload: bytes) -> None:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -84,7 +85,7 @@ class GatedFiles(BlockFiles):
             self.hold_next = False
             self.entered.set()
             assert self.release.wait(WAIT_S)
-        super().write(height, payload)
+        super().append(height, payload)
 
 
 class Disk:
@@ -174,6 +175,65 @@ def test_publishes_waiting_behind_a_write_share_the_next_block(tmp_path: Path) -
     assert ledger.block(2) == block and len(everything(ledger)) == 24
     ledger.close()
     assert verify_chain(tmp_path).ok and opened(tmp_path).size == 25
+
+
+class Stopwatch:
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _landed_with_two_waiting(tmp_path: Path) -> tuple[Ledger, Stopwatch, list[Future[Block]]]:
+    """A ledger whose block 1 took a (stopwatch) second to write while two publishes
+    gathered; block 1 has landed and its caller has been told."""
+    files, watch = GatedFiles(tmp_path), Stopwatch()
+    ledger = opened(tmp_path, files=files, monotonic=watch)
+    files.hold_next = True
+    first = ledger.submit([artifact(1)])
+    assert files.entered.wait(WAIT_S)
+    waiting = [ledger.submit([artifact(n)]) for n in (2, 3)]  # queued before block 1 lands
+    watch.now += 1.0
+    files.release.set()
+    assert first.result(WAIT_S).header.height == 1
+    return ledger, watch, waiting
+
+
+def test_publishes_waiting_when_a_block_lands_are_held_for_its_callers(tmp_path: Path) -> None:
+    ledger, _watch, waiting = _landed_with_two_waiting(tmp_path)
+    # The stopwatch stands still, so the hold lasts until block 1's caller is back.
+    back = ledger.submit([artifact(4)])
+    blocks = [future.result(WAIT_S) for future in (*waiting, back)]
+    assert {b.header.height for b in blocks} == {2} and len(blocks[0].transactions) == 3
+    # A lone publisher is never held: nothing waits when its block lands.
+    for n in range(5, 8):
+        assert ledger.publish([artifact(n)]).header.height == n - 2
+    ledger.close()
+    assert verify_chain(tmp_path).ok
+
+
+def test_a_held_group_goes_out_when_the_hold_ends(tmp_path: Path) -> None:
+    ledger, watch, waiting = _landed_with_two_waiting(tmp_path)
+    watch.now += HOLD_S_MAX  # block 1's caller never came back
+    blocks = [future.result(WAIT_S) for future in waiting]
+    assert {b.header.height for b in blocks} == {2} and len(blocks[0].transactions) == 2
+    ledger.close()
+
+
+def test_the_same_payload_published_twice_at_once_makes_two_transactions(tmp_path: Path) -> None:
+    ledger = opened(tmp_path)
+    block = ledger.publish([artifact(1), artifact(1)])  # one call: one time, so only nonces differ
+    assert len({tx.id for tx in block.transactions}) == 2
+    assert len({tx.nonce for tx in block.transactions}) == 2
+    ledger.close()
+    other = opened(tmp_path)  # a restart does not draw the same nonces again
+    again = other.publish([artifact(1), artifact(1)])
+    assert not {tx.nonce for tx in again.transactions} & {tx.nonce for tx in block.transactions}
+    other.close()
+    assert verify_chain(tmp_path).ok
 
 
 def test_many_threads_publishing_at_once_each_get_their_block(tmp_path: Path) -> None:
@@ -395,6 +455,24 @@ def _answers(ledger: Ledger) -> bool:
     except StorageError:
         return False
     return True
+
+
+def test_the_index_wal_is_copied_into_the_database_by_a_thread_of_its_own(tmp_path: Path) -> None:
+    def checkpointers() -> int:  # other tests' ledgers left open may have theirs
+        return sum(t.name == "translog-checkpoint" for t in threading.enumerate())
+
+    ledger, running = opened(tmp_path), checkpointers()
+    database = tmp_path / INDEX_FILE
+    before = database.stat().st_size
+    for n in range(1, CHECKPOINT_EVERY_COMMITS + 2):
+        ledger.publish([artifact(n)])
+    # SQLite's automatic checkpoint is off: only the checkpoint thread grows the file now.
+    assert poll(lambda: database.stat().st_size > before)
+    assert checkpointers() == running + 1
+    assert len(everything(ledger)) == CHECKPOINT_EVERY_COMMITS + 1
+    ledger.close()
+    assert checkpointers() == running
+    assert len(everything(opened(tmp_path))) == CHECKPOINT_EVERY_COMMITS + 1
 
 
 def test_a_restart_with_the_disk_still_full_refuses_with_one_line_then_rebuilds(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from pyrsia.errors import ChainBroken, EntryUnknown, TxInvalid
+from pyrsia.errors import ChainBroken, EntryUnknown, StorageError, TxInvalid
 from pyrsia.translog import checkpoint, merkle
 from pyrsia.translog.block import Block
 from pyrsia.translog.index import Query
@@ -118,11 +118,35 @@ def test_torn_last_file_is_dropped_and_the_height_reused(tmp_path: Path, keep: s
         "all but one": len(data) - 1,
     }
     last.write_bytes(data[: cut[keep]])
+    before = verify_chain(tmp_path)  # as a kill -9 mid-write leaves it: it never committed
+    assert before.ok and before.blocks == 2
     ledger = opened(tmp_path)
     assert (ledger.height, ledger.size) == (1, 2) and not last.exists()
     assert [r.size for r in ledger.search(Query())] == [1]  # the index forgot the dropped block too
     ledger.publish([artifact(9)])
     assert ledger.height == 2 and verify_chain(tmp_path).ok
+
+
+def test_a_block_is_written_in_place_and_replaces_a_torn_leftover_at_its_height(tmp_path: Path) -> None:
+    chain_of(tmp_path, 1).close()
+    files = BlockFiles(tmp_path)
+    leftover = files.path(2)
+    leftover.write_bytes(MAGIC[:5])  # a write of height 2 that failed midway
+    block = Block.decode(files.read(1))
+    files.append(2, block.encode())
+    assert files.read(2) == block.encode() and files.heights() == [0, 1, 2]
+    assert not list(files.dir.glob(".*.part"))  # no temp file: written under its own name
+
+
+def test_a_failed_block_write_is_refused_with_one_line(tmp_path: Path) -> None:
+    ledger = chain_of(tmp_path, 1)
+    ledger.close()
+    files = BlockFiles(tmp_path)
+    shutil.rmtree(files.dir)
+    files.dir.write_bytes(b"not a directory")
+    with pytest.raises(StorageError, match="cannot write block 2"):
+        files.append(2, b"payload")
+    assert files.dir.read_bytes() == b"not a directory"
 
 
 def test_a_torn_file_that_is_not_the_last_is_damage(tmp_path: Path) -> None:

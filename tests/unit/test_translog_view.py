@@ -11,8 +11,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from nacl.signing import SigningKey
 
-from pyrsia.translog.view import ArtifactRecord, LookupView, digest_key, path_key
+from pyrsia.translog.block import Block
+from pyrsia.translog.chain import Chain, genesis_block
+from pyrsia.translog.tx import ADD_ARTIFACT, AddArtifact, endorse, sign
+from pyrsia.translog.view import ArtifactRecord, LookupView, digest_key, path_key, records_of
 
 SEEDS = range(300)
 
@@ -133,3 +137,40 @@ def test_simulated_readers_and_writer_never_leave_a_stale_entry(seed: int) -> No
     except AssertionError:
         print(f"seed={seed}")
         raise
+
+
+def _block_of_artifacts(paths_digests: list[tuple[str, str]]) -> tuple[Block, int]:
+    """A real block (height 1) holding one AddArtifact per (path, digest), and the leaf
+    index of its first transaction."""
+    key = SigningKey(bytes(range(32)))
+    chain = Chain()
+    chain.apply(genesis_block(key, 1))
+    txs = []
+    for n, (path, digest) in enumerate(paths_digests):
+        payload = AddArtifact(
+            package_type="docker", package_id="library/app:1", path=path, digest=digest, size=n,
+            chunk_size=1 << 20, chunk_root=bytes(32), media_type="application/json", source="upstream",
+            author="", dependencies=(f"dep{n}",),
+        )  # fmt: skip
+        tx = sign(key, type=ADD_ARTIFACT, payload=payload, time=2, nonce=n)
+        txs.append(tx.with_endorsements((endorse(key, tx.id),)))
+    return chain.propose_certified(txs, 2, key), chain.size
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_applying_a_block_sets_exactly_what_applying_its_records_does(seed: int) -> None:
+    rng = random.Random(seed)
+    items = [(f"/v2/app/manifests/{rng.randrange(4)}", f"sha256:{rng.randrange(4)}") for _ in range(6)]
+    block, first_leaf = _block_of_artifacts(items)
+    keys = [path_key("docker", f"/v2/app/manifests/{n}") for n in range(5)]
+    keys += [digest_key(t, f"sha256:{n}") for t in ("docker", "maven") for n in range(5)]
+    held = rng.sample(keys, rng.randrange(len(keys) + 1))
+    by_records, by_block = LookupView(), LookupView()
+    for view in (by_records, by_block):
+        for key in held:
+            view.fill(view.generation, key, None)
+    by_records.apply(records_of(block, first_leaf))
+    by_block.apply_block(block, first_leaf)
+    assert by_block.generation == by_records.generation == 1
+    assert [by_block.get(k) for k in keys] == [by_records.get(k) for k in keys]
+    assert len(by_block) == len(held)
