@@ -703,6 +703,13 @@ class Ledger:
             block = chain.propose_certified(txs, int(self._clock()), self._key)
             encoded = block.encode()
             first = chain.apply(block, verify_signatures=False)  # signed by us, just now
+        except ChainBroken as exc:
+            chain.rewind(mark)
+            kept = self._acceptable(group) if len(group) > 1 else group
+            if len(kept) == len(group):  # a refused publish, not a broken log
+                raise TxInvalid(exc.reason) from exc
+            self._propose(kept)
+            return
         except BaseException:
             chain.rewind(mark)
             raise
@@ -712,6 +719,25 @@ class Ledger:
             block, first, group, mark, chain.authorities, chain.registries_since, written, started
         )
         written.add_done_callback(lambda _done: self._queue.put(_Flushed(flight)))
+
+    def _acceptable(self, group: list[_Publish]) -> list[_Publish]:
+        """The publishes in `group` the chain takes each on its own; the others are refused
+        here, so one caller's record the chain refuses (a registry no longer vouched for)
+        does not fail the records gathered into the same block with it."""
+        chain, now, kept = self._chain, int(self._clock()), []
+        for request in group:
+            mark = chain.mark()
+            try:
+                chain.apply(chain.propose_certified(request.txs, now, self._key), verify_signatures=False)
+            except ChainBroken as exc:
+                request.future.set_exception(TxInvalid(exc.reason))
+            else:
+                kept.append(request)
+            finally:
+                chain.rewind(mark)
+        if not kept:
+            raise TxInvalid("the chain refused every transaction gathered for the block")
+        return kept
 
     def _landed(self) -> None:
         """The block on disk is written, or failed: the next block goes out, then its callers learn."""

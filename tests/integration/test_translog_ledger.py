@@ -4,6 +4,7 @@ version, and a restart plus `pyrsia log verify` after each failure."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -175,6 +176,34 @@ def test_publishes_waiting_behind_a_write_share_the_next_block(tmp_path: Path) -
     assert ledger.block(2) == block and len(everything(ledger)) == 24
     ledger.close()
     assert verify_chain(tmp_path).ok and opened(tmp_path).size == 25
+
+
+def test_a_record_the_chain_refuses_fails_alone_and_its_block_mates_commit(tmp_path: Path) -> None:
+    """A Docker record for a registry the network does not vouch for (removed while a
+    pull was in flight, say) is refused with the chain's reason; the publishes gathered
+    into the same block with it still commit."""
+    files = GatedFiles(tmp_path)
+    ledger = opened(tmp_path, files=files)
+    files.hold_next = True
+    first = ledger.submit([artifact(1)])
+    assert files.entered.wait(WAIT_S)
+    good = [ledger.submit([artifact(n)]) for n in (2, 3)]
+    stray = dataclasses.replace(artifact(4), registry="registry.example")
+    bad = ledger.submit([stray])
+    good.append(ledger.submit([artifact(5)]))
+    files.release.set()
+    assert first.result(WAIT_S).header.height == 1
+    with pytest.raises(TxInvalid, match=r"names registry registry\.example, which the network does not"):
+        bad.result(WAIT_S)
+    blocks = [future.result(WAIT_S) for future in good]
+    assert {b.header.height for b in blocks} == {2}, "the others still share one block"
+    assert payloads(blocks[0]) == [artifact(2), artifact(3), artifact(5)]
+    alone = ledger.submit([stray])  # alone, the same refusal; nothing is written
+    with pytest.raises(TxInvalid, match="does not vouch"):
+        alone.result(WAIT_S)
+    assert ledger.height == 2
+    ledger.close()
+    assert verify_chain(tmp_path).ok and opened(tmp_path).height == 2
 
 
 class Stopwatch:
