@@ -316,21 +316,30 @@ def test_a_url_that_is_not_git_is_refused(scratch: Path, mirror: MavenMirror, to
         run_source_build(_spec(url), work_dir=scratch / "not-git", mirror=None, toolchain=toolchain)
 
 
-def test_a_clone_larger_than_the_output_limit_fails_and_is_cleaned(
-    scratch: Path, toolchain: Toolchain
-) -> None:
-    # Random text does not compress: the packed repository alone is past the cap.
+@pytest.fixture(scope="module")
+def bulky(scratch: Path, daemon: GitDaemon) -> str:
+    """A repository whose pack alone is past a 16 MiB cap: random text does not compress."""
     bulk = {f"data/blob-{n}.txt": os.urandom(1 << 20).hex() for n in range(24)}
     make_repository(scratch / "git", "bulky", {**hello_project(), **bulk})
-    work = scratch / "bulky"
+    return daemon.url("bulky")
+
+
+# Watched during the clone, the filesystem is seen full while git writes; looked at only
+# after git exits, it no longer is (git removed its partial pack), and what git said
+# (ENOSPC) must name the cap all the same.
+@pytest.mark.parametrize(("when", "poll_s"), [("watched", 0.01), ("after-exit", 3600.0)])
+def test_a_clone_larger_than_the_output_limit_fails_and_is_cleaned(
+    scratch: Path, toolchain: Toolchain, bulky: str, when: str, poll_s: float
+) -> None:
+    work = scratch / f"bulky-{when}"
     output_max = 16 << 20
-    with GitDaemon(scratch / "git") as served, pytest.raises(SourceUnavailable) as caught:
+    with pytest.raises(SourceUnavailable) as caught:
         run_source_build(
-            _spec(served.url("bulky")),
+            _spec(bulky),
             work_dir=work,
             mirror=None,
             toolchain=toolchain,
-            limits=SandboxLimits(output_bytes_max=output_max),
+            limits=SandboxLimits(output_bytes_max=output_max, poll_s=poll_s),
             uid=4274,
         )
     assert caught.value.message.endswith(f"git clone wrote more than {output_max} bytes")
