@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -373,7 +374,10 @@ class RoutingTable:
         c = self.bucket_of(point)
         # Buckets past the deepest one ever filled are empty: of 256, a table of n peers
         # fills about log2(n), and this runs for every lookup step and every answer.
-        groups = [[c], range(c + 1, self._deepest + 1), *([i] for i in range(c - 1, -1, -1))]
+        deepest = self._deepest
+        groups = itertools.chain(
+            ((c,), range(c + 1, deepest + 1)), ((i,) for i in range(min(c - 1, deepest), -1, -1))
+        )
         found: list[_Entry] = []
         buckets = self._buckets
         for group in groups:
