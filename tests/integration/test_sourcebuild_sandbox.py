@@ -333,7 +333,7 @@ def bulky(scratch: Path, daemon: GitDaemon) -> str:
 # Watched during the clone, the filesystem is seen full while git writes; looked at only
 # after git exits, it no longer is (git removed its partial pack), and what git said
 # (ENOSPC) must name the cap all the same.
-@pytest.mark.parametrize(("when", "poll_s"), [("watched", 0.01), ("after-exit", 3600.0)])
+@pytest.mark.parametrize(("when", "poll_s"), [("watched", SandboxLimits().poll_s), ("after-exit", 3600.0)])
 def test_a_clone_larger_than_the_output_limit_fails_and_is_cleaned(
     scratch: Path, toolchain: Toolchain, bulky: str, when: str, poll_s: float
 ) -> None:
