@@ -243,6 +243,19 @@ GIT_SAFE_CONFIG = (
 )
 
 
+# strerror of ENOSPC and EDQUOT as git prints them (git runs with LANG=C).
+_OUT_OF_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def said_out_of_space(stderr: str) -> bool:
+    """True when git's stderr says a write failed for want of space.
+
+    A clone that fills the capped filesystem fails with ENOSPC, and git then removes
+    its partial pack: by the time anyone looks, the filesystem is no longer full, and
+    only git's own words still say that the cap was reached."""
+    return any(reason in stderr for reason in _OUT_OF_SPACE)
+
+
 def git_environment(layout: SandboxLayout, *, git_repo: str | None = None) -> dict[str, str]:
     """git's whole environment: no system or user config, no prompts, no hooks; only the
     protocol of `git_repo` (all four of `GIT_PROTOCOLS` when not given)."""

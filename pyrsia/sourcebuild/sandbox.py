@@ -11,8 +11,10 @@ Everything decided is decided in `plan.py`; this module runs it. Rules:
   sparse ext4 image of `limits.output_bytes_max` bytes holding the clone, the local
   repository, `target/` and the sandbox's `/tmp`. A write past it fails with ENOSPC,
   so the cap is hard; the watch below then sees the filesystem full and ends the
-  build with `BuildFailed(reason="output_size")`. Without root, the bytes under WORK
-  are counted each poll instead (a fast writer overshoots by one poll's writes);
+  build with `BuildFailed(reason="output_size")`. git, which removes the pack it was
+  writing when it fails, is judged by what it said too (`plan.said_out_of_space`).
+  Without root, the bytes under WORK are counted each poll instead (a fast writer
+  overshoots by one poll's writes);
 - the wall clock (and the output bytes) are watched every `limits.poll_s`; past
   either, the whole process group is killed with SIGKILL (bwrap's `--die-with-parent`
   and the pid namespace take every process of the build with it) and the build's
@@ -72,13 +74,15 @@ from pyrsia.sourcebuild.plan import (
     module_output_names,
     mount_argv,
     resolve_tag,
+    said_out_of_space,
     sandbox_argv,
 )
 from pyrsia.sourcebuild.spec import BuildSpec, Jdk, Toolchain, require_supported, spec_digest
 
 JVM_DIR = Path("/usr/lib/jvm")
 MAVEN_HOME = Path("/usr/share/maven")
-_STDERR_TAIL_CHARS = 400
+_STDERR_TAIL_CHARS = 400  # the part of git's stderr a failure quotes
+_STDERR_SCAN_CHARS = 4096  # the part searched for why it failed (ENOSPC is not always last)
 _FORWARDER_READY_S = 10.0
 _MOUNT_TIME_S_MAX = 120.0
 # The capped filesystem counts as full below this many free bytes, or 1/256 of its size
@@ -280,13 +284,15 @@ class _Git:
                 out.seek(0)
                 answer = out.read(output_bytes_max + 1)
                 err.seek(0, os.SEEK_END)
-                err.seek(max(0, err.tell() - _STDERR_TAIL_CHARS))
-                stderr = err.read().decode(errors="replace").strip().splitlines()
+                err.seek(max(0, err.tell() - _STDERR_SCAN_CHARS))
+                said = err.read().decode(errors="replace")
+                stderr = said[-_STDERR_TAIL_CHARS:].strip().splitlines()
         except OSError as exc:
             raise SourceUnavailable(f"{repo}: cannot run git: {exc}") from exc
         if killed_for == "timeout":
             raise SourceUnavailable(f"{repo}: git {verb} took longer than {limits.fetch_time_s_max:g} s")
-        if killed_for == "output_size" or (process.returncode != 0 and _filesystem_full(self.layout)):
+        out_of_space = process.returncode != 0 and (_filesystem_full(self.layout) or said_out_of_space(said))
+        if killed_for == "output_size" or out_of_space:
             raise SourceUnavailable(f"{repo}: git {verb} wrote more than {limits.output_bytes_max} bytes")
         if len(answer) > output_bytes_max:
             raise SourceUnavailable(f"{repo}: git {verb} answered more than {output_bytes_max} bytes")

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -310,15 +311,32 @@ def test_gzip_manifest_is_decoded(node: NodeProcess, upstream: ScriptedUpstream)
     assert got.status_code == 200 and got.content == body
 
 
-@pytest.fixture
-def token_upstream(tmp_path: Path) -> Iterator[tuple[ScriptedUpstream, NodeProcess]]:
-    """An upstream that demands Docker Hub's anonymous token flow, and a node of its own."""
+HONEST_TOKEN = Reply(body=b'{"token": "T0KEN", "expires_in": 3600}')
+
+
+@pytest.fixture(scope="module")
+def token_node(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ScriptedUpstream, NodeProcess]]:
+    """An upstream that demands Docker Hub's anonymous token flow, and a node of its own
+    that every token case shares: the node caches a token per repository scope, and
+    each case pulls a repository of its own, so each fetches its token afresh."""
     with ScriptedUpstream(bearer="T0KEN") as scripted:
         scripted.serve_image(HONEST)
-        scripted.route("/token", Reply(body=b'{"token": "T0KEN", "expires_in": 300}'))
-        with NodeProcess(tmp_path / "node", "--docker-upstream", scripted.url, env=NODE_ENV) as started:
+        scripted.route("/token", HONEST_TOKEN)
+        home = tmp_path_factory.mktemp("token-node")
+        with NodeProcess(home, "--docker-upstream", scripted.url, env=NODE_ENV) as started:
             still_serving(started)
             yield scripted, started
+
+
+@pytest.fixture
+def token_upstream(
+    token_node: tuple[ScriptedUpstream, NodeProcess],
+) -> tuple[ScriptedUpstream, NodeProcess]:
+    """The shared token upstream with its token endpoint honest again."""
+    token_node[0].route("/token", HONEST_TOKEN)
+    return token_node
 
 
 @pytest.mark.parametrize(
@@ -331,7 +349,7 @@ def test_token_endpoint_garbage_is_an_upstream_fault(
     token_upstream: tuple[ScriptedUpstream, NodeProcess], answer: bytes
 ) -> None:
     upstream, node = token_upstream
-    image, _ = honest_parts("token/victim")
+    image, _ = honest_parts(f"token/victim-{hashlib.sha256(answer).hexdigest()[:12]}")
     upstream.serve_image(image)
     upstream.route("/token", Reply(body=answer))
     refused(node, f"/v2/{image.name}/manifests/1")
@@ -343,11 +361,14 @@ def test_token_lifetime_garbage_still_gets_the_image(
 ) -> None:
     """`expires_in` only says how long to cache: a bad one is not worth failing a pull."""
     upstream, node = token_upstream
-    image, _ = honest_parts("token/lifetime")
+    image, _ = honest_parts(f"token/lifetime-{hashlib.sha256(expires).hexdigest()[:12]}")
     upstream.serve_image(image)
     upstream.route("/token", Reply(body=b'{"token": "T0KEN", "expires_in": ' + expires + b"}"))
     got = httpx.get(f"{node.url}/v2/{image.name}/manifests/1", headers={"Accept": images.OCI_MANIFEST})
     assert got.status_code == 200 and got.headers["docker-content-digest"] == image.top
+    # The node shares nothing cached with the other cases: it asked for this repository's token.
+    scope = urlencode({"scope": f"repository:{image.name}:pull"})
+    assert any(scope in seen.query for seen in upstream.requests_to("/token"))
 
 
 def test_token_never_reaches_another_origin(token_upstream: tuple[ScriptedUpstream, NodeProcess]) -> None:

@@ -55,12 +55,14 @@ from tests.support.bft import Member, eventually, prepare, start_network
 from tests.support.cli import one_line_error, run
 from tests.support.source_repo import (
     DEBIAN_MAVEN_REPO,
+    FAST_JVM,
     GitDaemon,
     MavenMirror,
     _Handler,
     hello_project,
     make_repository,
     pom,
+    spec_fields,
 )
 
 pytestmark = [
@@ -181,22 +183,6 @@ def prewarm(member: Member, coordinates: set[str]) -> None:
         assert done["state"] == "committed", done
 
 
-def spec_fields(url: str, artifact: str, **extra: str) -> dict[str, str]:
-    fields = {
-        "groupId": "com.example",
-        "artifactId": artifact,
-        "version": "1.0",
-        "gitRepo": url,
-        "gitTag": "v1.0",
-        "tool": "mvn",
-        "jdk": "17",
-        "newline": "lf",
-        "command": "mvn package -DskipTests",
-    }
-    fields.update(extra)
-    return fields
-
-
 def start(member: Member, fields: dict[str, str]) -> str:
     spec = canonical_fields(spec_from_fields(fields))
     response = member.post("/api/v1/builds", {"kind": "source", "spec": spec})
@@ -275,7 +261,7 @@ def test_four_authorities_rebuild_a_release_and_a_regular_node_serves_it_to_mvn(
         capture_output=True,
         text=True,
         timeout=BUILD_S,
-        env={**os.environ, "JAVA_HOME": "/usr/lib/jvm/java-17-openjdk-amd64"},
+        env={**os.environ, "JAVA_HOME": "/usr/lib/jvm/java-17-openjdk-amd64", "MAVEN_OPTS": FAST_JVM},
     )
     assert done_mvn.returncode == 0, done_mvn.stdout[-4000:]
     assert (local / "com/example/hello/1.0/hello-1.0.jar").read_bytes() == expected

@@ -11,6 +11,7 @@ peers: sybils that all come from one address.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 
@@ -30,11 +31,13 @@ from pyrsia.p2p.wire.multiaddr import tcp
 from tests.sim.driver import Outgoing, Simulation
 
 
+@functools.cache
 def node_ip(peer_id: str) -> str:
     digest = hashlib.sha256(peer_id.encode()).digest()
     return f"10.{digest[0]}.{digest[1]}.{digest[2] % 254 + 1}"
 
 
+@functools.cache
 def sim_addr(peer_id: str) -> bytes:
     return tcp(node_ip(peer_id), 4001).to_bytes()
 

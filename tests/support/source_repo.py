@@ -8,8 +8,19 @@ resolves through the mirror. `with_build_time=True` adds a filtered resource hol
 SOURCE_DATE_EPOCH says: two builds in different seconds differ in exactly that entry.
 `extra_files` add sources (e.g. a unit test that tries to escape the sandbox).
 
+Every project runs Maven's JVM with `-XX:TieredStopAtLevel=1` (`.mvn/jvm.config`, which
+the sandbox lets a project set) and its unit tests' forked JVM too (surefire's
+`argLine`): a build this small is over before the optimising compiler pays for itself,
+and several builds share two cores. The built bytes do not depend on it.
+
+`spec_fields` are the build spec's fields for one of these projects, as the tests
+that build them directly and through the network both write them.
+
 `MavenMirror` serves `/usr/share/maven-repo` under `/maven2/` with the standard
-library's threaded HTTP server (following Debian's symlinks), and counts requests.
+library's threaded HTTP server (following Debian's symlinks), and counts requests. It
+speaks HTTP/1.1 with keep-alive, as a real repository does: Maven then fetches a
+build's few hundred files over a few connections, not one connection (and, from the
+sandbox, one forwarder process) per file.
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ GIT_ENV = {
     "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
     "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
 }
+
+# Options for the JVMs of a test build: C1 only (see the module's docstring).
+JVM_CONFIG = "-XX:TieredStopAtLevel=1\n"
+FAST_JVM = "-XX:TieredStopAtLevel=1"
 
 _PLUGINS = {
     "maven-resources-plugin": "3.3.0",
@@ -81,6 +96,7 @@ def pom(artifact: str, *, version: str = "1.0", with_tests: bool = False, filter
     <project.build.outputTimestamp>2024-01-01T00:00:00Z</project.build.outputTimestamp>
     <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>
     <maven.compiler.release>17</maven.compiler.release>
+    <argLine>{FAST_JVM}</argLine>
   </properties>
   <dependencies>
     <dependency><groupId>org.apache.commons</groupId><artifactId>commons-lang3</artifactId>
@@ -108,6 +124,7 @@ def hello_project(
     artifact: str = "hello", *, with_build_time: bool = False, extra_files: dict[str, str] | None = None
 ) -> dict[str, str]:
     files = {
+        ".mvn/jvm.config": JVM_CONFIG,
         "src/main/java/com/example/hello/Hello.java": HELLO_JAVA,
         "src/main/resources/hello.properties": "greeting=hello\n",
     }
@@ -160,7 +177,7 @@ def _module_pom(
         "<properties><revision>2.1</revision>"
         "<project.build.outputTimestamp>2024-01-01T00:00:00Z</project.build.outputTimestamp>"
         "<project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>"
-        "<maven.compiler.release>17</maven.compiler.release></properties>"
+        f"<maven.compiler.release>17</maven.compiler.release><argLine>{FAST_JVM}</argLine></properties>"
         if not parent
         else ""
     )
@@ -185,6 +202,7 @@ def multi_module_project() -> dict[str, str]:
         "<version>${project.version}</version></dependency>"
     )
     return {
+        ".mvn/jvm.config": JVM_CONFIG,
         "pom.xml": _module_pom("multi-parent", parent=False, modules=("core", "app"), packaging="pom"),
         "core/pom.xml": _module_pom("multi-core", parent=True, dependencies=lang3, sources=True),
         "core/src/main/java/com/example/hello/Hello.java": HELLO_JAVA,
@@ -194,6 +212,23 @@ def multi_module_project() -> dict[str, str]:
             '    public static String run() { return com.example.hello.Hello.greet("app"); }\n}\n'
         ),
     }
+
+
+def spec_fields(url: str, artifact: str = "hello", **extra: str) -> dict[str, str]:
+    """A `.buildspec`'s fields for `artifact` 1.0 at tag v1.0 of `url`; `extra` overrides."""
+    fields = {
+        "groupId": "com.example",
+        "artifactId": artifact,
+        "version": "1.0",
+        "gitRepo": url,
+        "gitTag": "v1.0",
+        "tool": "mvn",
+        "jdk": "17",
+        "newline": "lf",
+        "command": "mvn package -DskipTests",
+    }
+    fields.update(extra)
+    return fields
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -286,6 +321,8 @@ class GitDaemon:
 
 
 class _Handler(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer carries its Content-Length
+
     def log_message(self, format: str, *args: Any) -> None:
         self.server.requests += 1  # type: ignore[attr-defined]
 

@@ -127,6 +127,15 @@ def test_servable_addresses_leave_out_what_the_asker_cannot_dial() -> None:
         localhost,
         dns,
     )
+    # Short lists go through the bounded cache and are judged the same, asked twice or not.
+    for to_loopback in (False, True):
+        long = addresses.servable(everything, to_loopback=to_loopback)
+        for _ in range(2):
+            short = tuple(
+                a for one in everything for a in addresses.servable((one,), to_loopback=to_loopback)
+            )
+            assert short == long
+    assert addresses._servable_cached.cache_info().maxsize == addresses.CACHE_ENTRIES_MAX
 
 
 # -- peer diversity in the routing table -----------------------------------------------

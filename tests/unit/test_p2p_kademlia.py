@@ -134,6 +134,11 @@ def test_closest_orders_by_xor_distance_to_the_key() -> None:
     assert node.table.closest(target, 20) == expected
     me_first = sorted(node.table.entries(), key=lambda e: e.point ^ key_point(raw(ME)))[:5]
     assert node.table.closest(key_point(raw(ME)), 5) == me_first
+    # Every bucket depth, whether or not a peer was ever put in it (the scan skips empty ones).
+    for bit in range(0, 256, 3):
+        point = key_point(raw(ME)) ^ (1 << bit)
+        nearest = sorted(node.table.entries(), key=lambda e: e.point ^ point)[:20]
+        assert node.table.closest(point, 20) == nearest
 
 
 def test_full_bucket_pings_its_least_recently_seen_peer_and_evicts_it_when_silent() -> None:

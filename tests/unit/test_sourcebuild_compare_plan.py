@@ -22,6 +22,7 @@ from pyrsia.sourcebuild.plan import (
     maven_argv,
     maven_settings,
     resolve_tag,
+    said_out_of_space,
     sandbox_argv,
 )
 from pyrsia.sourcebuild.spec import Jdk, spec_from_fields
@@ -243,3 +244,18 @@ def test_tag_resolution() -> None:
         resolve_tag(LS_REMOTE, "release", git_repo="r")
     with pytest.raises(SourceUnavailable, match=r"has no tag 'v2\.0'"):
         resolve_tag(LS_REMOTE, "v2.0", git_repo="r")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "full"),
+    [
+        ("fatal: write error: No space left on device\nfatal: fetch-pack: invalid index-pack output\n", True),
+        ("error: unable to write file pom.xml: Disk quota exceeded\n", True),
+        ("fatal: remote error: access denied or repository not exported: /x.git\n", False),
+        ("fatal: early EOF\nfatal: index-pack failed\n", False),
+        ("", False),
+    ],
+)
+def test_git_saying_it_ran_out_of_space_is_told_from_other_failures(stderr: str, full: bool) -> None:
+    # git removes its partial pack when a write fails: its words are what is left.
+    assert said_out_of_space(stderr) is full

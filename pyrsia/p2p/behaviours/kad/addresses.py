@@ -18,8 +18,8 @@ What it owns: two small judgements the Kademlia core makes about addresses.
   link-local addresses only to a peer that itself reaches us over loopback (RFC 6890:
   they mean "this host" and "this link", which differ at the asker's end).
 
-Parsing is cached (`cache_entries_max`), since the core judges the same few
-addresses on every answer.
+Parsing, groups and servable address lists are cached (bounded, `CACHE_ENTRIES_MAX`
+each), since the core judges the same few addresses and remote IPs on every message.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pyrsia.p2p.ipnet import SITE_V6_PREFIX, IpAddress, network_of
 from pyrsia.p2p.wire.multiaddr import Multiaddr
 
 CACHE_ENTRIES_MAX = 4096
+CACHED_LIST_ADDRS_MAX = 4
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,6 +51,7 @@ class AddressInfo:
     ip: IpAddress | None  # the first ip4/ip6 component; None for dns names and the like
 
 
+@functools.lru_cache(maxsize=CACHE_ENTRIES_MAX)
 def parse_ip(text: str) -> IpAddress | None:
     """An IP literal (IPv4-mapped IPv6 as IPv4); None when `text` is not one."""
     try:
@@ -76,6 +78,7 @@ def is_local_ip(ip: IpAddress) -> bool:
     return ip.is_loopback or ip.is_link_local
 
 
+@functools.lru_cache(maxsize=CACHE_ENTRIES_MAX)
 def ip_group(ip: IpAddress | None, exempt: tuple[IpNetwork, ...] = ()) -> str | None:
     """The diversity group of a peer whose connection comes from `ip`.
 
@@ -110,8 +113,19 @@ def address_info(addr: bytes) -> AddressInfo:
 
 def servable(addrs: tuple[bytes, ...], *, to_loopback: bool) -> tuple[bytes, ...]:
     """The addresses of `addrs` that may be handed to a peer; `to_loopback`: it is on loopback."""
+    if len(addrs) <= CACHED_LIST_ADDRS_MAX:
+        return _servable_cached(addrs, to_loopback)
+    return _servable(addrs, to_loopback)
+
+
+def _servable(addrs: tuple[bytes, ...], to_loopback: bool) -> tuple[bytes, ...]:
     allowed = (Scope.GLOBAL, Scope.LOCAL) if to_loopback else (Scope.GLOBAL,)
     return tuple(a for a in addrs if address_info(a).scope in allowed)
+
+
+# Only short lists (what honest peers advertise) are cached, so a peer sending long
+# lists of made-up addresses cannot make the cache hold more than a few per entry.
+_servable_cached = functools.lru_cache(maxsize=CACHE_ENTRIES_MAX)(_servable)
 
 
 def advertised_ip(addrs: tuple[bytes, ...]) -> IpAddress | None:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -271,6 +272,7 @@ class RoutingTable:
         self._buckets: list[OrderedDict[bytes, _Entry]] = [OrderedDict() for _ in range(KEY_BITS)]
         self._replacements: list[OrderedDict[bytes, _Entry]] = [OrderedDict() for _ in range(KEY_BITS)]
         self._where: dict[bytes, int] = {}  # peer -> its bucket
+        self._deepest = 0  # no bucket deeper than this has ever held a peer
         self._groups: dict[str, int] = {}  # group -> table peers in it
         self.refused = {"bucket_group": 0, "table_group": 0}
 
@@ -313,6 +315,7 @@ class RoutingTable:
     def _insert(self, index: int, entry: _Entry) -> None:
         self._buckets[index][entry.id] = entry
         self._where[entry.id] = index
+        self._deepest = max(self._deepest, index)
         if entry.group is not None:
             self._groups[entry.group] = self._groups.get(entry.group, 0) + 1
 
@@ -369,10 +372,18 @@ class RoutingTable:
         then buckets c-1, c-2, ... 0, each farther than the one before.
         """
         c = self.bucket_of(point)
-        groups = [[c], range(c + 1, KEY_BITS), *([i] for i in range(c - 1, -1, -1))]
+        # Buckets past the deepest one ever filled are empty: of 256, a table of n peers
+        # fills about log2(n), and this runs for every lookup step and every answer.
+        deepest = self._deepest
+        groups = itertools.chain(
+            ((c,), range(c + 1, deepest + 1)), ((i,) for i in range(min(c - 1, deepest), -1, -1))
+        )
         found: list[_Entry] = []
+        buckets = self._buckets
         for group in groups:
-            batch = [e for i in group for e in self._buckets[i].values() if e.id not in exclude]
+            batch = [e for i in group if buckets[i] for e in buckets[i].values() if e.id not in exclude]
+            if not batch:
+                continue
             batch.sort(key=lambda e: e.point ^ point)
             found += batch
             if len(found) >= count:
