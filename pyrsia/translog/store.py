@@ -23,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyrsia.durable import commit_staged, discard_staged, stage_file, write_atomic, write_new_files
+from pyrsia.durable import Watch, commit_staged, discard_staged, stage_file, write_atomic, write_new_files
 from pyrsia.errors import ChainBroken, FormatUnsupported, StorageError
 
 log = logging.getLogger("pyrsia.translog")
@@ -72,6 +73,8 @@ class BlockFiles:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
         self.dir = root / "blocks"
+        self._watch: Watch | None = None  # opened by the first `stage`: before any staged write
+        self._watch_lock = threading.Lock()
         if create:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
@@ -159,12 +162,26 @@ class BlockFiles:
 
     def stage(self, payload: bytes) -> str:
         """A block's file written under a temp name, not durable yet (see `commit`)."""
+        if self._watch is None:
+            with self._watch_lock:
+                if self._watch is None:
+                    try:
+                        self._watch = Watch(self.dir)
+                    except OSError as exc:
+                        raise StorageError(f"cannot open {self.dir}: {exc.strerror}") from exc
         return stage_file(self.dir, frame(payload))
 
     def commit(self, staged: Sequence[tuple[int, str]]) -> None:
         """Staged blocks `(height, temp path)` in height order made durable as `write_many`
-        does; on failure none is left."""
-        commit_staged(self.dir, [(tmp, self.path(height).name) for height, tmp in staged])
+        does, with one sync of the filesystem for them all (`durable.Watch`); on failure
+        none is left."""
+        commit_staged(self.dir, [(tmp, self.path(height).name) for height, tmp in staged], self._watch)
+
+    def close(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
 
     def discard(self, temps: Sequence[str]) -> None:
         discard_staged(temps)
