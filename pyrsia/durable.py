@@ -158,8 +158,9 @@ def commit_staged(directory: Path, staged: Sequence[tuple[str, str]], watch: Wat
         elif staged:
             with ThreadPoolExecutor(min(FSYNC_THREADS_MAX, len(staged))) as pool:
                 list(pool.map(_fsync_path, [tmp for tmp, _name in staged]))
+        base = os.fspath(directory)
         for tmp, name in staged:
-            target = str(directory / name)
+            target = os.path.join(base, name)
             os.replace(tmp, target)
             renamed.append(target)
         fsync_dir(directory)

@@ -47,6 +47,11 @@ def frame(payload: bytes) -> bytes:
     return MAGIC + length + zlib.crc32(length).to_bytes(4, "big") + hashlib.sha256(payload).digest() + payload
 
 
+def name_of(height: int) -> str:
+    """A block's file name (a string: sync names thousands a batch, pathlib costs)."""
+    return f"{height:012d}{SUFFIX}"
+
+
 class Torn(Exception):
     """The file ends before its (intact) frame says it does."""
 
@@ -82,7 +87,7 @@ class BlockFiles:
                 raise StorageError(f"cannot create {self.dir}: {exc.strerror}") from exc
 
     def path(self, height: int) -> Path:
-        return self.dir / f"{height:012d}{SUFFIX}"
+        return self.dir / name_of(height)
 
     def check_format(self, *, create: bool) -> None:
         """The directory holds a log in FORMAT_VERSION, or none yet (then, with `create`,
@@ -175,7 +180,7 @@ class BlockFiles:
         """Staged blocks `(height, temp path)` in height order made durable as `write_many`
         does, with one sync of the filesystem for them all (`durable.Watch`); on failure
         none is left."""
-        commit_staged(self.dir, [(tmp, self.path(height).name) for height, tmp in staged], self._watch)
+        commit_staged(self.dir, [(tmp, name_of(height)) for height, tmp in staged], self._watch)
 
     def close(self) -> None:
         with self._watch_lock:
