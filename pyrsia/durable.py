@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -109,14 +111,24 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+_TEMP_PREFIX = f".{secrets.token_hex(6)}-"
+_temps = itertools.count()  # next() is atomic: stage_file runs on several threads at once
+
+
 def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
     """A temp file in `directory` holding `data`, not durable yet: `commit_staged` makes
     it so under its name, `discard_staged` removes it (so does a restart's cleanup of
     leftover `.*.part` files)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".part")
-    except OSError as exc:
-        raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
+    base = os.fspath(directory)
+    while True:  # a name of this process's own (tempfile.mkstemp's random names cost more)
+        tmp = os.path.join(base, f"{_TEMP_PREFIX}{next(_temps)}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:  # left by a crashed process that drew the same prefix
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
     try:
         view = memoryview(data)
         while view:

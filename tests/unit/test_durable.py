@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,12 @@ def test_a_failed_rename_leaves_none_of_the_batch(tmp_path: Path) -> None:
         commit_staged(tmp_path, staged, watch)
     watch.close()
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_staged_files_from_many_threads_get_distinct_leftover_names(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        temps = list(pool.map(lambda i: stage_file(tmp_path, bytes([i % 256])), range(400)))
+    assert len(set(temps)) == 400
+    # What a restart's cleanup removes (`BlockFiles.remove_leftovers`): nothing else is there.
+    assert sorted(str(p) for p in tmp_path.glob(".*.part")) == sorted(temps)
+    assert Path(temps[7]).read_bytes() == bytes([7])
