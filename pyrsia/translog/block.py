@@ -86,6 +86,7 @@ class BlockHeader:
     # from the encoding when empty (every later block, and a genesis of the built-in list).
     registries: tuple[str, ...] = ()
     _hash: bytes = field(init=False, repr=False, compare=False)
+    _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("height", "log_size", "time"):
@@ -96,24 +97,31 @@ class BlockHeader:
         if not isinstance(self.origin, str) or (self.origin and not checkpoint.valid_origin(self.origin)):
             raise TxInvalid(f"origin must be 1 to {checkpoint.ORIGIN_CHARS_MAX} printable characters")
         check_registries(self.registries)
-        object.__setattr__(self, "_hash", hashlib.sha256(codec.encode(self.to_map())).digest())
+        encoded = codec.encode_sorted(self.to_map())
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(self, "_hash", hashlib.sha256(encoded).digest())
 
     def to_map(self) -> dict[str, Any]:
+        """The header as a map, its keys in sorted order (so `encoded` needs no sort)."""
         doc: dict[str, Any] = {
-            "height": self.height,
-            "prev_hash": self.prev_hash,
-            "tx_root": self.tx_root,
-            "log_size": self.log_size,
-            "log_root": self.log_root,
-            "time": self.time,
-            "proposer": self.proposer,
             "authorities_hash": self.authorities_hash,
+            "height": self.height,
+            "log_root": self.log_root,
+            "log_size": self.log_size,
         }
         if self.origin:
             doc["origin"] = self.origin
+        doc["prev_hash"] = self.prev_hash
+        doc["proposer"] = self.proposer
         if self.registries:
             doc["registries"] = list(self.registries)
+        doc["time"] = self.time
+        doc["tx_root"] = self.tx_root
         return doc
+
+    def encoded(self) -> bytes:
+        """The canonical encoding, made once when built (the hash is over it)."""
+        return self._encoded
 
     @property
     def hash(self) -> bytes:
@@ -200,7 +208,7 @@ class Block:
         ]
         encoded = codec.raw_map(
             {
-                "header": codec.encode(self.header.to_map()),
+                "header": self.header.encoded(),
                 "transactions": codec.raw_array(entries),
                 "certificate": codec.raw_array([codec.encode(s.to_map()) for s in self.certificate]),
             }

@@ -50,6 +50,18 @@ def encode(value: Any) -> bytes:
     return packed
 
 
+def encode_sorted(doc: dict[str, Any]) -> bytes:
+    """`encode(doc)` for a map built with its keys in sorted order whose values are
+    scalars or lists of scalars (a block header): msgpack writes such a map canonically
+    as it stands, so the walk that sorts and checks each value is skipped (hot paths)."""
+    assert list(doc) == sorted(doc), "keys must be inserted in sorted order"
+    try:
+        packed: bytes = msgpack.packb(doc, use_bin_type=True)
+    except (OverflowError, ValueError, UnicodeEncodeError) as exc:
+        raise TxInvalid(f"cannot encode: {exc}") from exc
+    return packed
+
+
 def scalar(value: str | int | bytes) -> bytes:
     """`encode` of one string, integer (64-bit) or bytes value, without the walk."""
     if type(value) not in _SCALARS:

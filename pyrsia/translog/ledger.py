@@ -357,6 +357,7 @@ class Ledger:
         self._disk.shutdown()
         self._indexer.shutdown()
         self._index.close()
+        self._files.close()
         if self._verifiers is not None:
             self._verifiers.shutdown()
         with self._readers_lock:

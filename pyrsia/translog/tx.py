@@ -536,9 +536,10 @@ _peer_id_of_key = functools.lru_cache(maxsize=64)(peer_id_of)
 VERIFIED_KEPT = 1 << 16
 
 
-@functools.lru_cache(maxsize=VERIFIED_KEPT)
-def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:
-    """Whether `signature` is `peer_id`'s Ed25519 signature over `message`."""
+def verify_signature_once(peer_id: str, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` is `peer_id`'s Ed25519 signature over `message`, not
+    remembered: for signatures met once (a synced block's), which would only push out
+    of `verify_signature`'s memory the ones that come back."""
     try:
         _verify_key(peer_id).verify(message, signature)
     except (ValueError, BadSignatureError):
@@ -546,16 +547,21 @@ def verify_signature(peer_id: str, message: bytes, signature: bytes) -> bool:
     return True
 
 
+verify_signature = functools.lru_cache(maxsize=VERIFIED_KEPT)(verify_signature_once)
+verify_signature.__doc__ = "Whether `signature` is `peer_id`'s Ed25519 signature over `message` (remembered)."
+
+
 @functools.lru_cache(maxsize=4096)
 def _verify_key(peer_id: str) -> VerifyKey:
     return VerifyKey(public_key_of(peer_id))
 
 
-def check(tx: Transaction) -> None:
+def check(tx: Transaction, *, remember: bool = True) -> None:
     """A transaction is well-signed by its submitter, and every endorsement by its signer;
-    or `TxInvalid`."""
-    if not verify_signature(tx.submitter, tx.id, tx.signature):
+    or `TxInvalid`. `remember=False`: the answers are not kept (`verify_signature_once`)."""
+    verify = verify_signature if remember else verify_signature_once
+    if not verify(tx.submitter, tx.id, tx.signature):
         raise TxInvalid(f"transaction {tx.id.hex()[:16]} is not signed by its submitter {tx.submitter[:60]}")
     for e in tx.endorsements:
-        if not e.verify():
+        if not verify(e.signer, endorsement_message(e.tx_id), e.signature):
             raise TxInvalid(f"endorsement of transaction {tx.id.hex()[:16]} by {e.signer} does not verify")

@@ -65,6 +65,46 @@ def forged(block: Block) -> Block:
     return dataclasses.replace(block, certificate=(bad,))
 
 
+def forged_kind(block: Block, kind: str) -> Block:
+    """The block with one signature of the given kind replaced; none of them is covered
+    by the block hash, so the block still links and its certificate still names it."""
+    [tx] = block.transactions
+    [signature] = block.certificate
+    match kind:
+        case "submitter":
+            return dataclasses.replace(block, transactions=(dataclasses.replace(tx, signature=bytes(64)),))
+        case "endorsement":
+            [endorsement] = tx.endorsements
+            bad = dataclasses.replace(endorsement, signature=bytes(64))
+            return dataclasses.replace(block, transactions=(tx.with_endorsements((bad,)),))
+        case "certificate over the block":
+            return forged(block)
+        case "certificate over the checkpoint":
+            bad_point = dataclasses.replace(signature, checkpoint=bytes(64))
+            return dataclasses.replace(block, certificate=(bad_point,))
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["submitter", "endorsement", "certificate over the block", "certificate over the checkpoint"]
+)
+@pytest.mark.parametrize("height", [3, 33])  # in the first and in the last part checked at once
+def test_every_forged_signature_in_a_batch_is_refused(
+    tmp_path: Path, chain: list[Block], kind: str, height: int
+) -> None:
+    ledger = follower(tmp_path, chain)
+    bad = forged_kind(chain[height], kind)
+    assert bad.header.hash == chain[height].header.hash
+    with pytest.raises(ChainBroken) as caught:
+        ledger.submit_blocks([*chain[1:height], bad, *chain[height + 1 :]]).result(WAIT_S)
+    assert caught.value.height == height
+    assert "does not verify" in caught.value.reason or "not signed" in caught.value.reason
+    assert ledger.height == height - 1 and sizes(ledger) == list(range(1, height))
+    assert not list((tmp_path / "blocks").glob(".*.part"))
+    ledger.close()
+    assert verify_chain(tmp_path).ok
+
+
 def test_a_batch_is_stored_indexed_and_verifies(tmp_path: Path, chain: list[Block]) -> None:
     ledger = follower(tmp_path, chain)
     seen: list[int] = []

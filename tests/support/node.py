@@ -36,8 +36,10 @@ class NodeProcess:
         *flags: str,
         command: list[str] | None = None,
         env: dict[str, str] | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.home = home
+        self.ready_timeout_s = ready_timeout_s  # a log of 100,000 blocks takes minutes to open
         self.flags = list(flags)
         self.command = command or self.default_command()
         self.env = {**os.environ, **(env or {})}
@@ -65,7 +67,7 @@ class NodeProcess:
         return self
 
     def _wait_ready(self) -> str:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + self.ready_timeout_s
         assert self.process is not None
         while time.monotonic() < deadline:
             with self.log_path.open("rb") as log:

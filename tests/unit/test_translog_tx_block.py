@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 from pyrsia.errors import TxInvalid
 from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
+from pyrsia.translog.block import BlockHeader
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
     ADD_AUTHORIZED_NODE,
@@ -101,6 +102,24 @@ def test_maps_and_arrays_of_encoded_parts_equal_the_canonical_encoding(count: in
     assert codec.raw_map({k: codec.scalar(v) for k, v in shuffled.items()}) == codec.encode(doc)
     items = [b"x" * (n % 3) for n in range(count)]
     assert codec.raw_array([codec.scalar(i) for i in items]) == codec.encode(items)
+
+
+@given(st.dictionaries(st.text(max_size=6), scalars | st.lists(scalars, max_size=4), max_size=8))
+def test_a_map_built_in_sorted_order_encodes_as_the_canonical_walk_does(doc: dict[str, Any]) -> None:
+    ordered = {k: doc[k] for k in sorted(doc)}
+    assert codec.encode_sorted(ordered) == codec.encode(doc)
+
+
+@pytest.mark.parametrize("origin", ["", ORIGIN])
+@pytest.mark.parametrize("registries", [(), ("docker.io", "ghcr.io")])
+def test_a_header_hashes_its_canonical_encoding(origin: str, registries: tuple[str, ...]) -> None:
+    header = BlockHeader(
+        height=7, prev_hash=bytes(32), tx_root=b"\x01" * 32, log_size=9, log_root=b"\x02" * 32, time=T0,
+        proposer=me(key(1)), authorities_hash=b"\x03" * 32, origin=origin, registries=registries,
+    )  # fmt: skip
+    canonical = codec.encode(header.to_map())
+    assert header.encoded() == canonical and header.hash == hashlib.sha256(canonical).digest()
+    assert BlockHeader.from_map(codec.decode(canonical)) == header
 
 
 def test_field_checks_presence_and_type() -> None:
