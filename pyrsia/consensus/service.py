@@ -53,7 +53,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,20 +549,28 @@ class ConsensusService:
         stream.reset()
 
     def _send(self, peer: str, message: wire.Message) -> None:
-        if peer == self.me or self._stopped.is_set():
-            return
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(peer)
-            if outbox is None:
-                outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
-        data = wire.encode(message)
-        kind = _type_of(message)
-        self.stats.sent_bytes[kind] = self.stats.sent_bytes.get(kind, 0) + len(data)
-        outbox.put(data)
+        self._send_to((peer,), message)
 
     def _broadcast(self, message: wire.Message) -> None:
-        for peer in self.ledger.authorities:
-            self._send(peer, message)
+        self._send_to(self.ledger.authorities, message)
+
+    def _send_to(self, peers: Iterable[str], message: wire.Message) -> None:
+        """`message`, encoded once, into each peer's outbox (never to this node)."""
+        if self._stopped.is_set():
+            return
+        data: bytes | None = None
+        kind = _type_of(message)
+        for peer in peers:
+            if peer == self.me:
+                continue
+            with self._outboxes_lock:
+                outbox = self._outboxes.get(peer)
+                if outbox is None:
+                    outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
+            if data is None:
+                data = wire.encode(message)
+            self.stats.sent_bytes[kind] = self.stats.sent_bytes.get(kind, 0) + len(data)
+            outbox.put(data)
 
     # -- the service thread ----------------------------------------------------------
 
@@ -839,9 +847,7 @@ class ConsensusService:
             heard = entry.endorsements.keys() | entry.refusals.keys()
             targets = sorted(authorities - {self.me} - (heard if entry.resends < 3 else set()))
             if entry.local:  # keep gossiping our own until it settles: peers may have restarted
-                submit = wire.Submit(tx=entry.endorsed(authorities))
-                for peer in targets:
-                    self._send(peer, submit)
+                self._send_to(targets, wire.Submit(tx=entry.endorsed(authorities)))
             own = entry.endorsements.get(self.me)
             if own is not None:
                 for peer in targets:
