@@ -962,9 +962,16 @@ class ConsensusService:
             if not ready:
                 return
             self._carry_out(core, ready)
-            core.advance()
+            core.advance()  # after a commit, the core enters the next height now
             if ready.commits:
-                self._rebuild_core()
+                if (
+                    self._core is core
+                    and core.height == self.ledger.height + 1
+                    and core.authorities == self.ledger.authorities
+                ):
+                    pass  # kept: what arrived for the next height is already in it
+                else:
+                    self._rebuild_core()  # the block did not apply, or changed the authorities
                 if self._core is not None and not self.mempool.ready(self.ledger.authorities, 1):
                     state = self._core.hard_state()
                     if not state.own and state.round == 0:
@@ -1142,6 +1149,8 @@ class ConsensusService:
         return result
 
     def _validate(self, height: int, proposal: bytes) -> bool:
+        if height <= self.ledger.height:
+            return False  # sync brought the block first: this core is rebuilt once that is handled
         if height == self.ledger.height + 1 and m.value_hash(proposal) not in self._decoded:
             try:
                 missing = self._missing(proposal, height)
