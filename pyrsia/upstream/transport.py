@@ -94,7 +94,7 @@ class _Connection:
         if (read_s, write_s) == self.timeouts:
             return
         if self.tls:
-            self.sock.settimeout(read_s if write_s is None else max(read_s or 0.0, write_s))
+            self.sock.settimeout(read_s)  # one timeout for both: the clients give them equal
         else:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read_s))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_s))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +23,12 @@ Pooled = tuple[httpx.Client, PooledTransport]
 
 
 class ScriptedServer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}"
         self.accepted = 0
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -38,8 +43,11 @@ class ScriptedServer:
             threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
     def _run(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            self.script(conn)
+        with contextlib.suppress(OSError):
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            with conn:
+                self.script(conn)
 
     def close(self) -> None:
         self.listener.close()
@@ -191,3 +199,48 @@ def test_connection_close_is_honoured(serve: Serve, client: Pooled) -> None:
     assert c.get(f"{server.url}/a").content == b"bye"
     assert c.get(f"{server.url}/b").content == b"bye"
     assert transport.opened == 2 and transport.idle() == 0
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_connections_are_kept_and_a_stalled_tls_body_times_out(
+    serve: Serve, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    def stalls_on_the_third(conn: socket.socket) -> None:
+        for _ in range(2):
+            read_request(conn)
+            conn.sendall(ok(b"secret"))
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+        time.sleep(3)
+
+    server = ScriptedServer(stalls_on_the_third, tls=server_context)
+    transport = PooledTransport(idle_max=4, ssl_context=ssl.create_default_context(cafile=str(cert)))
+    try:
+        with httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, read=0.5)) as c:
+            assert c.get(f"{server.url}/a").content == b"secret"
+            assert c.get(f"{server.url}/b").content == b"secret"
+            assert server.accepted == 1 and transport.opened == 1
+            with pytest.raises(httpx.ReadTimeout):
+                c.get(f"{server.url}/c")
+        untrusted = PooledTransport(idle_max=4, ssl_context=ssl.create_default_context())
+        with httpx.Client(transport=untrusted) as c, pytest.raises(httpx.ConnectError, match="CERTIFICATE"):
+            c.get(f"{server.url}/d")
+    finally:
+        server.close()
