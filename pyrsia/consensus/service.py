@@ -479,8 +479,7 @@ class ConsensusService:
                     break
                 try:
                     for raw in inflater.messages(data):
-                        if len(raw) > wire.FITS_ANY_TYPE_BYTES:  # votes and such need no walk
-                            wire.check_size(raw)
+                        wire.check_size(raw)
                         message = wire.decode(raw)
                         if not self._queue_inbound(_Inbound(peer, message, len(raw))):
                             self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")

@@ -118,9 +118,6 @@ BYTES_MAX_BY_TYPE = {
 }
 # The largest message of any type: what a stream reader may take before `check_size`.
 FRAME_BYTES_MAX = max(BYTES_MAX_BY_TYPE.values())
-# A message no longer than this fits every type's bound: `check_size` has nothing to find
-# out by walking it (decoding still refuses an unknown type).
-FITS_ANY_TYPE_BYTES = min(BYTES_MAX_BY_TYPE.values())
 # Values `message_type` steps over before it gives up: a real message has at most a few
 # per signature of its proof or certificate.
 PEEK_VALUES_MAX = 16 * 1024

@@ -236,13 +236,3 @@ def test_a_verdict_is_the_endorsement_or_refusal_its_key_signs() -> None:
     assert refusal.signer == verdict.signer and not refusal.endorse and refusal.verify()
     other = SigningKey.generate()
     assert m.signer_of(other) == peer_id_of(bytes(other.verify_key)) != verdict.signer
-
-
-def test_a_message_within_the_smallest_bound_fits_every_type() -> None:
-    """What the stream reader does not walk (`FITS_ANY_TYPE_BYTES`) no type could refuse."""
-    assert min(wire.BYTES_MAX_BY_TYPE.values()) == wire.FITS_ANY_TYPE_BYTES
-    for kind in wire.BYTES_MAX_BY_TYPE:
-        data = codec.encode({"type": kind, "padding": b""})
-        data = codec.encode({"type": kind, "padding": bytes(wire.FITS_ANY_TYPE_BYTES - len(data) - 2)})
-        assert len(data) <= wire.FITS_ANY_TYPE_BYTES
-        assert wire.check_size(data) == kind
