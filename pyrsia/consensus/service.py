@@ -996,6 +996,8 @@ class ConsensusService:
                 self._broadcast(out.message)
             elif isinstance(out, SendTo):
                 self._send(out.peer, out.message)
+        if ready.commits:
+            self._flush_out()  # on their way before the block's append waits for its fsync
         for commit in ready.commits:
             self._apply(commit.height, commit.proposal, commit.certificate)
         for evidence in ready.evidence:
