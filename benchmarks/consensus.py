@@ -40,8 +40,9 @@ Where the time goes: CPU ms per committed transaction of all daemons together, o
 and of this client process (from /proc), and the cores busy over the run; p2p bytes
 sent per transaction by all nodes (`/api/v1/peers`), and the consensus messages'
 share of it by type (`sent_bytes` in each node's consensus status); how many heights needed a round
-after the first (every node's `/api/v1/status` polled at 10 Hz: each extra round costs
-at least a propose timeout); proposals refused and peer messages rejected. The upstream
+after the first (read from the blocks' proposers after the run, so that nothing polls the
+daemons while their CPU is counted: each extra round costs at least a propose timeout);
+proposals refused (and the last reason each node gave) and peer messages rejected. The upstream
 is measured alone first, with the same client against the same files, and its request
 rate during each heavy run is shown: it must stay far from its own limit.
 
@@ -77,6 +78,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,6 +355,7 @@ class Network:
     nodes: list[object]  # NodeProcess
     urls: list[str]
     pids: list[int]
+    peer_ids: list[str]
 
 
 @contextmanager
@@ -389,13 +392,23 @@ def network(root: Path, upstream: str, n: int, *, baseline: bool, profile: Path 
                     if time.monotonic() > deadline:
                         raise SystemExit(f"{node.home.name} found no peer:\n{node.output()[-3000:]}")
                     time.sleep(0.1)
-        yield Network(list(nodes), [node.url for node in nodes], [node.pid for node in nodes])
+        yield Network(
+            list(nodes),
+            [node.url for node in nodes],
+            [node.pid for node in nodes],
+            [str(status_doc(node.url)["peer_id"]) for node in nodes],
+        )
+
+
+def status_doc(url: str) -> dict[str, Any]:
+    import httpx
+
+    doc: dict[str, Any] = httpx.get(f"{url}/api/v1/status", timeout=30).json()
+    return doc
 
 
 def status(url: str) -> dict[str, int]:
-    import httpx
-
-    doc = httpx.get(f"{url}/api/v1/status", timeout=30).json()
+    doc = status_doc(url)
     translog, consensus = doc["translog"], doc["consensus"]
     sent = consensus.get("sent_bytes") or {}
     by_protocol = (doc.get("p2p") or {}).get("bytes_by_protocol") or {}
@@ -407,6 +420,11 @@ def status(url: str) -> dict[str, int]:
         "messages_rejected": int(consensus["messages_rejected"]),
         **{f"sent:{kind}": int(size) for kind, size in sent.items()},
     }
+
+
+def last_refusal(url: str) -> str:
+    """Why the node last refused a proposal (its consensus status says)."""
+    return str(status_doc(url)["consensus"]["last_refusal"])
 
 
 def block_sizes(url: str, first: int, last: int) -> list[int]:
@@ -493,8 +511,9 @@ class Heavy:
     cpu: dict[str, float]
     upstream_requests: int
     counters: dict[str, int]  # `counters` over the heavy run
-    rounds: str  # `RoundWatch.summary`
+    rounds: str  # `late_rounds`
     timing: Breakdown
+    refusals: list[str] = field(default_factory=list)  # each node's last proposal refusal, if it grew
 
     @property
     def tx_s(self) -> float:
@@ -538,7 +557,7 @@ def measure(
     offset = web.log_offset()
     nginx_pids = [web.pid, *children(web.pid)]
     spying = spy.recording(net.pids[0]) if spy else contextlib.nullcontext()
-    with CpuMeter(net.pids, nginx_pids) as meter, RoundWatch(net.urls) as rounds, spying:
+    with CpuMeter(net.pids, nginx_pids) as meter, spying:
         started = time.time()
         samples = run_load(net.urls, heavy, clients)
         wall = max(s.end for s in samples) - started
@@ -548,7 +567,10 @@ def measure(
     after = status(net.urls[0])
     time.sleep(0.5)
     counted = {k: v - counted.get(k, 0) for k, v in counters(net.urls).items()}
+    refusals = [f"{url}: {last_refusal(url)}" for url in net.urls if counted.get(f"refused:{url}", 0) > 0]
+
     fetches = web.fetches(offset)
+    rounds = late_rounds(net.urls[0], before["height"] + 1, after["height"], net.peer_ids) if n > 1 else "-"
     in_window = sum(1 for when, _, _ in fetches if when <= started + wall)
     return (
         Heavy(
@@ -563,8 +585,9 @@ def measure(
             cpu=meter.used,
             upstream_requests=in_window,
             counters=counted,
-            rounds=rounds.summary() if n > 1 else "-",
+            rounds=rounds,
             timing=breakdown(samples, fetches, n),
+            refusals=refusals,
         ),
         light_result,
     )
@@ -578,6 +601,7 @@ def counters(urls: Sequence[str]) -> dict[str, int]:
     for url in urls:
         doc = status(url)
         out["proposals_refused"] += doc["proposals_refused"]
+        out[f"refused:{url}"] = doc["proposals_refused"]
         out["messages_rejected"] += doc["messages_rejected"]
         for key, size in doc.items():
             if key.startswith(("sent:", "proto:")):  # consensus messages by type; stream bytes by protocol
@@ -587,42 +611,23 @@ def counters(urls: Sequence[str]) -> dict[str, int]:
     return out
 
 
-class RoundWatch:
-    """Polls every node's consensus status (10 Hz) through a run: which heights needed a
-    round after the first (a silent or late proposer, or a lost vote: each costs at
-    least the propose timeout). A round shorter than the poll may go unseen."""
+def late_rounds(url: str, first: int, last: int, authorities: Sequence[str]) -> str:
+    """Which heights were decided past round 0, read from the blocks after the run (nothing
+    polls the nodes meanwhile): the proposer of round r at height h is
+    sorted(authorities)[(h + r) % n], so a block whose proposer is not round 0's took a
+    later round (a silent or late proposer, or a lost vote: each costs at least the
+    propose timeout). A value re-proposed in a later round keeps its first proposer, so
+    this is the round it was first proposed in: a lower bound."""
+    import httpx
 
-    def __init__(self, urls: Sequence[str]) -> None:
-        self._urls = urls
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.rounds: dict[int, int] = {}
-
-    def _run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=2) as http:
-            while not self._stop.wait(0.1):
-                for url in self._urls:
-                    with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-                        doc = http.get(f"{url}/api/v1/status").json()["consensus"]
-                        if doc["height"] is not None:
-                            height = int(doc["height"])
-                            self.rounds[height] = max(self.rounds.get(height, 0), int(doc["round"]))
-
-    def __enter__(self) -> RoundWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> str:
-        if not self.rounds:
-            return "none seen"
-        late = sum(1 for r in self.rounds.values() if r > 0)
-        return f"{late} of {len(self.rounds)} (max {max(self.rounds.values())})"
+    ordered = sorted(authorities)
+    rounds = []
+    with httpx.Client(timeout=30) as http:
+        for height in range(first, last + 1):
+            proposer = http.get(f"{url}/api/v1/log/blocks/{height}").json()["proposer"]
+            rounds.append((ordered.index(proposer) - height) % len(ordered))
+    late = sum(1 for r in rounds if r > 0)
+    return f"{late} of {len(rounds)} (max {max(rounds, default=0)})"
 
 
 def upstream_alone(
@@ -838,7 +843,7 @@ def report(
     row("blocks", [str(h.blocks) for h in heavy])
     row("tx/block mean / max", [f"{h.records / h.blocks:.1f} / {max(h.block_txs, default=0)}"
                                 if h.blocks else "-" for h in heavy])  # fmt: skip
-    row("heights past round 0 (seen)", [h.rounds for h in heavy])
+    row("heights past round 0", [h.rounds for h in heavy])
     row("GET (submit→commit) ms p50/p99", [ms(h.timing.get_ms) for h in heavy])
     row("  ÷ 1 node p50", [f"{pct(h.timing.get_ms, 0.5) / pct(base.timing.get_ms, 0.5):.1f}"
                            if base else "-" for h in heavy])  # fmt: skip
@@ -902,6 +907,9 @@ def report(
             f"target p50 commit latency <= {TARGET_P50_MS:.0f} ms at 4 authorities (light load): "
             f"{p50:.0f} ms, {verdict}"
         )
+    for h in heavy:
+        for refusal in h.refusals:
+            console.print(f"{h.label}: a proposal refused, the last at {refusal}")
     if four_heavy is not None:
         verdict = "met" if four_heavy.tx_s >= TARGET_TX_S else "NOT met"
         console.print(

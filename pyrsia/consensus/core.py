@@ -28,6 +28,13 @@ latest commit, so a crash between persisting and applying loses nothing. `timeou
 say when the shell must call `tick` next (also `next_deadline_ticks()`); `evidence`
 holds pairs of conflicting signed messages from one authority.
 
+After a decision the core enters the next height only at that `advance()`, once the
+shell applied the commit: `validate` and `get_value` of the next height need the
+decided block in the chain, and a proposal that arrived with the deciding precommits
+(buffered meanwhile) would otherwise be judged without it and prevoted nil. So an
+`advance()` after a commit may leave new output (the next height's first messages):
+the shell calls `ready()` again.
+
 What the shell injects, all pure:
     authorities(height)   the authority set in force at `height` (None while unknown,
                           for future heights); may change from height to height
@@ -335,6 +342,8 @@ class Core:
         self._out_timeouts: list[ScheduleTimeout] = []
         self._out_evidence: list[Evidence] = []
         self._handed: tuple[int, int, int, int, HardState | None] | None = None
+        # Decided: the height entered at the `advance()` after the commit is applied.
+        self._applying: int | None = None
         self._persisted: HardState | None = state
         self._schedule_at(self._now + config.rebroadcast_ticks, "rebroadcast", -1, -1)
         resume = state if state is not None and state.height == height else None
@@ -401,6 +410,10 @@ class Core:
         if persisted is not None:
             self._persisted = persisted
         self._handed = None
+        if self._applying is not None and not self._out_commits:  # the decision is applied
+            height, self._applying = self._applying, None
+            self._enter_height(height, None)
+            self._evaluate()
 
     # -- queries --------------------------------------------------------------------------
 
@@ -408,6 +421,19 @@ class Core:
         return self._timers[0][0] if self._timers else None
 
     def hard_state(self) -> HardState:
+        if self._applying is not None:  # the next height, entered with nothing signed yet
+            return HardState(
+                height=self._applying,
+                round=0,
+                step=Step.PROPOSE,
+                locked_value=None,
+                locked_round=-1,
+                valid_value=None,
+                valid_round=-1,
+                valid_proof=(),
+                own=(),
+                last_decision=self._last_decision,
+            )
         return HardState(
             height=self.height,
             round=self.round,
@@ -726,7 +752,7 @@ class Core:
     def _buffer(self, message: m.Proposal | m.Prevote | m.Precommit | m.Decision) -> None:
         """Keep a message for a later height, within bounds; check it now if we can."""
         height = message.height
-        if not isinstance(message, m.Decision):
+        if not isinstance(message, m.Decision) and self._applying is None:
             self._ask_to_catch_up(message.signer)
         if height > self.height + self.config.heights_ahead_max:
             return
@@ -835,7 +861,7 @@ class Core:
             factor = min(2**self._rebroadcasts, self.config.rebroadcast_backoff_max)
             self._schedule_at(self._now + self.config.rebroadcast_ticks * factor, "rebroadcast", -1, -1)
             return
-        if height != self.height or round_ != self.round:
+        if height != self.height or round_ != self.round or self._applying is not None:
             return
         if kind == "propose" and self.current_step == Step.PROPOSE:  # OnTimeoutPropose, lines 57-60
             self._prevote(None)
@@ -850,6 +876,8 @@ class Core:
     def _evaluate(self) -> None:
         """Fire enabled rules until none is: each changes state, so this ends."""
         for _ in range(100_000):
+            if self._applying is not None:  # decided: nothing more until the commit is applied
+                return
             if not (
                 self._upon_decide()
                 or self._upon_round_skip()
@@ -884,7 +912,7 @@ class Core:
             self._recent[self.height] = (decision, self._auth)
             while len(self._recent) > self.config.decisions_kept:
                 del self._recent[min(self._recent)]
-            self._enter_height(self.height + 1, None)
+            self._applying = self.height + 1
             return True
         return False
 

@@ -43,6 +43,7 @@ bounds every field and turns anything malformed into `MessageRejected`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -218,7 +219,12 @@ def vote_sign_bytes(genesis_hash: bytes, kind: str, height: int, round_: int, va
 
 
 def signer_of(key: SigningKey) -> str:
-    return peer_id_of(bytes(key.verify_key))
+    """The peer id of `key`: cached, since every vote and verdict a node signs names it
+    (base58 of the key is dozens of big-integer divisions)."""
+    return _peer_id_of(bytes(key.verify_key))
+
+
+_peer_id_of = functools.lru_cache(maxsize=64)(peer_id_of)
 
 
 def sign_proposal(

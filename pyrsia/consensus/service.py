@@ -53,7 +53,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +111,9 @@ STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
 STREAM_READ_BYTES = 64 * 1024  # deflated bytes read at once from a consensus stream
-# Messages already queued for one peer go out in one write (one Noise and yamux frame
-# for many small votes and verdicts), up to this many bytes.
+# What one step of the service thread sends a peer is handed to its outbox as one item,
+# and items already queued go out together in one write (one Noise and yamux frame for
+# many small votes and verdicts), up to this many bytes.
 OUTBOX_BATCH_BYTES_MAX = 60 * 1024
 # The core's timeouts, in ticks of TICK_S: a proposal must be built, sent and checked
 # within the propose timeout, and a block of thousands of transactions takes a while.
@@ -259,6 +260,7 @@ class ConsensusService:
         self._thread = threading.Thread(target=self._run, name="pyrsia-consensus", daemon=True)
         self._verifiers = ThreadPoolExecutor(VERIFY_WORKERS, thread_name_prefix="pyrsia-verify")
         self._outboxes: dict[str, _Outbox] = {}
+        self._out: dict[str, list[bytes]] = {}  # this step's messages by peer (service thread)
         self._outboxes_lock = threading.Lock()
         self._stopped = threading.Event()
         # Owned by the service thread:
@@ -549,20 +551,35 @@ class ConsensusService:
         stream.reset()
 
     def _send(self, peer: str, message: wire.Message) -> None:
-        if peer == self.me or self._stopped.is_set():
-            return
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(peer)
-            if outbox is None:
-                outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
-        data = wire.encode(message)
-        kind = _type_of(message)
-        self.stats.sent_bytes[kind] = self.stats.sent_bytes.get(kind, 0) + len(data)
-        outbox.put(data)
+        self._send_to((peer,), message)
 
     def _broadcast(self, message: wire.Message) -> None:
-        for peer in self.ledger.authorities:
-            self._send(peer, message)
+        self._send_to(self.ledger.authorities, message)
+
+    def _send_to(self, peers: Iterable[str], message: wire.Message) -> None:
+        """`message`, encoded once, into each peer's outbox (never to this node)."""
+        if self._stopped.is_set():
+            return
+        data: bytes | None = None
+        kind = _type_of(message)
+        for peer in peers:
+            if peer == self.me:
+                continue
+            if data is None:
+                data = wire.encode(message)
+            self.stats.sent_bytes[kind] = self.stats.sent_bytes.get(kind, 0) + len(data)
+            self._out.setdefault(peer, []).append(data)
+
+    def _flush_out(self) -> None:
+        """What this step sent each peer goes to its outbox at once: written together, in
+        one piece of the stream, rather than one write (and one wake-up) per message."""
+        out, self._out = self._out, {}
+        for peer, messages in out.items():
+            with self._outboxes_lock:
+                outbox = self._outboxes.get(peer)
+                if outbox is None:
+                    outbox = self._outboxes[peer] = _Outbox(self._host, peer, self._find_peer, self._stopped)
+            outbox.put(messages)
 
     # -- the service thread ----------------------------------------------------------
 
@@ -586,6 +603,7 @@ class ConsensusService:
                     self._core.tick(self._ticks())
                 self._drive()
                 self._housekeeping()
+                self._flush_out()
             except Exception:
                 log.exception("consensus service step failed; continuing")
 
@@ -839,9 +857,7 @@ class ConsensusService:
             heard = entry.endorsements.keys() | entry.refusals.keys()
             targets = sorted(authorities - {self.me} - (heard if entry.resends < 3 else set()))
             if entry.local:  # keep gossiping our own until it settles: peers may have restarted
-                submit = wire.Submit(tx=entry.endorsed(authorities))
-                for peer in targets:
-                    self._send(peer, submit)
+                self._send_to(targets, wire.Submit(tx=entry.endorsed(authorities)))
             own = entry.endorsements.get(self.me)
             if own is not None:
                 for peer in targets:
@@ -956,9 +972,16 @@ class ConsensusService:
             if not ready:
                 return
             self._carry_out(core, ready)
-            core.advance()
+            core.advance()  # after a commit, the core enters the next height now
             if ready.commits:
-                self._rebuild_core()
+                if (
+                    self._core is core
+                    and core.height == self.ledger.height + 1
+                    and core.authorities == self.ledger.authorities
+                ):
+                    pass  # kept: what arrived for the next height is already in it
+                else:
+                    self._rebuild_core()  # the block did not apply, or changed the authorities
                 if self._core is not None and not self.mempool.ready(self.ledger.authorities, 1):
                     state = self._core.hard_state()
                     if not state.own and state.round == 0:
@@ -973,6 +996,8 @@ class ConsensusService:
                 self._broadcast(out.message)
             elif isinstance(out, SendTo):
                 self._send(out.peer, out.message)
+        if ready.commits:
+            self._flush_out()  # on their way before the block's append waits for its fsync
         for commit in ready.commits:
             self._apply(commit.height, commit.proposal, commit.certificate)
         for evidence in ready.evidence:
@@ -1136,6 +1161,8 @@ class ConsensusService:
         return result
 
     def _validate(self, height: int, proposal: bytes) -> bool:
+        if height <= self.ledger.height:
+            return False  # sync brought the block first: this core is rebuilt once that is handled
         if height == self.ledger.height + 1 and m.value_hash(proposal) not in self._decoded:
             try:
                 missing = self._missing(proposal, height)
@@ -1315,13 +1342,14 @@ class _Outbox:
         self._peer = peer
         self._find_peer = find_peer
         self._stopped = stopped
-        self._queue: queue.Queue[bytes | None] = queue.Queue(OUTBOX_MAX)
+        # Each item: the messages one step of the service sent this peer; None: stop.
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(OUTBOX_MAX)
         self._thread = threading.Thread(target=self._run, name=f"consensus-out-{peer[-8:]}", daemon=True)
         self._thread.start()
 
-    def put(self, data: bytes) -> None:
+    def put(self, messages: list[bytes]) -> None:
         with contextlib.suppress(queue.Full):  # dropped: the core re-sends what matters
-            self._queue.put_nowait(data)
+            self._queue.put_nowait(messages)
 
     def stop(self) -> None:
         with contextlib.suppress(queue.Full):
@@ -1344,10 +1372,10 @@ class _Outbox:
             deflater = wire.Deflater()  # one DEFLATE stream per consensus stream
             try:
                 stopping = False
-                pending: bytes | None = data
+                pending: list[bytes] | None = data
                 while pending is not None:
                     pending = self._write_batch(stream, deflater, pending)
-                    if pending == b"":  # stop() came while batching
+                    if pending == []:  # stop() came while batching
                         stopping = True
                         break
                     if pending is None:
@@ -1363,28 +1391,30 @@ class _Outbox:
                 log.debug("consensus stream to %s failed: %s", self._peer, exc.message)
                 stream.reset()
 
-    def _write_batch(self, stream: Stream, deflater: wire.Deflater, first: bytes) -> bytes | None:
-        """Write `first` and whatever else is queued, within a batch's bytes, in one write
-        (one flushed piece of the stream's DEFLATE stream).
+    def _write_batch(self, stream: Stream, deflater: wire.Deflater, first: list[bytes]) -> list[bytes] | None:
+        """Write `first` and whatever else is queued, within a batch's bytes (a step's
+        messages are never split), in one write (one flushed piece of the stream's
+        DEFLATE stream).
 
-        Returns a message that did not fit (the next batch's first), b"" if stop() was
+        Returns messages that did not fit (the next batch's first), [] if stop() was
         queued, or None once the queue is empty."""
-        parts = [first]
-        size = len(first)
-        left: bytes | None = None
+        parts = list(first)
+        size = sum(len(part) for part in parts)
+        left: list[bytes] | None = None
         while size < OUTBOX_BATCH_BYTES_MAX:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
                 break
             if more is None:
-                left = b""
+                left = []
                 break
-            if size + len(more) > OUTBOX_BATCH_BYTES_MAX:
+            more_size = sum(len(part) for part in more)
+            if size + more_size > OUTBOX_BATCH_BYTES_MAX:
                 left = more
                 break
-            parts.append(more)
-            size += len(more)
+            parts += more
+            size += more_size
         stream.write(deflater.batch(parts), STREAM_TIMEOUT_S)
         return left
 

@@ -57,7 +57,6 @@ from nacl.signing import SigningKey
 
 from pyrsia.consensus import messages as m
 from pyrsia.errors import MessageRejected, ProtocolViolation, TxInvalid
-from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.p2p.wire import varint
 from pyrsia.translog import codec
 from pyrsia.translog.block import AUTHORITIES_MAX, BLOCK_BYTES_MAX, BLOCK_TXS_MAX
@@ -69,7 +68,7 @@ from pyrsia.translog.tx import (
     Endorsement,
     Transaction,
     check_peer_id,
-    endorse,
+    endorsement_message,
     verify_signature,
 )
 
@@ -178,15 +177,16 @@ def refusal_message(tx_id: bytes, reason: str) -> bytes:
 
 
 def endorsement_verdict(key: SigningKey, tx_id: bytes) -> Verdict:
-    e = endorse(key, tx_id)
-    return Verdict(tx_id=tx_id, signer=e.signer, endorse=True, reason="", signature=e.signature)
+    """This node's endorsement (the signature `tx.endorse` makes), its signer id cached."""
+    signature = key.sign(endorsement_message(tx_id)).signature
+    return Verdict(tx_id=tx_id, signer=m.signer_of(key), endorse=True, reason="", signature=signature)
 
 
 def refusal_verdict(key: SigningKey, tx_id: bytes, reason: str) -> Verdict:
     reason = reason[:REASON_CHARS_MAX]
     return Verdict(
         tx_id=tx_id,
-        signer=peer_id_of(bytes(key.verify_key)),
+        signer=m.signer_of(key),
         endorse=False,
         reason=reason,
         signature=key.sign(refusal_message(tx_id, reason)).signature,

@@ -30,6 +30,7 @@ import httpx
 
 from pyrsia import __version__
 from pyrsia.errors import UpstreamError, UpstreamSizeInvalid, UpstreamTimeout, UpstreamUnavailable
+from pyrsia.upstream.transport import pooled_transport
 
 log = logging.getLogger("pyrsia.upstream")
 
@@ -41,9 +42,9 @@ DENIAL_CHARS_MAX = 300
 BACKOFF_S_FIRST = 0.2
 BACKOFF_S_MAX = 2.0
 CONNECT_TIMEOUT_S_MAX = 10.0
-# Connections to one upstream, open and kept idle for reuse: as many as the node's HTTP
-# workers and verifiers fetch through at once (httpx keeps 20 idle by default, so under
-# load most fetches paid a new TCP connection, and the upstream a closed one).
+# Connections to one upstream kept idle for reuse: as many as the node's HTTP workers and
+# verifiers fetch through at once (httpx keeps 20 idle by default, so under load most
+# fetches paid a new TCP connection, and the upstream a closed one). `transport.py`.
 UPSTREAM_CONNECTIONS_MAX = 100
 # Defaults of the limits every client takes as constructor parameters (and a node as settings).
 TIMEOUT_S = 60.0
@@ -143,7 +144,8 @@ class UpstreamHttp:
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S_MAX)),
             follow_redirects=True,
             headers={"User-Agent": f"pyrsia/{__version__}"},
-            transport=transport,
+            # Ours unless a test gives one, or a proxy in the environment needs httpx's own.
+            transport=transport if transport is not None else pooled_transport(UPSTREAM_CONNECTIONS_MAX),
             limits=httpx.Limits(
                 max_connections=UPSTREAM_CONNECTIONS_MAX, max_keepalive_connections=UPSTREAM_CONNECTIONS_MAX
             ),

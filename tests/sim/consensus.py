@@ -480,17 +480,22 @@ class ConsensusNode:
     # -- the shell ------------------------------------------------------------------------
 
     def drain(self) -> list[Outgoing]:
-        """Carry out Ready: persist, then send, then apply; then advance."""
-        ready = self.core.ready()
-        if ready.hard_state is not None:
-            self.persisted = ready.hard_state
-        out = self.send(ready.messages)
-        for commit in ready.commits:
-            self.log.append(commit)
-            if self.checker is not None:
-                self.checker.on_commit(self, commit)
-        self.stats.evidence += len(ready.evidence)
-        self.core.advance()
+        """Carry out Ready: persist, then send, then apply; then advance. Again after a
+        commit: the next height starts at that advance, with output of its own."""
+        out: list[Outgoing] = []
+        while True:
+            ready = self.core.ready()
+            if ready.hard_state is not None:
+                self.persisted = ready.hard_state
+            out += self.send(ready.messages)
+            for commit in ready.commits:
+                self.log.append(commit)
+                if self.checker is not None:
+                    self.checker.on_commit(self, commit)
+            self.stats.evidence += len(ready.evidence)
+            self.core.advance()
+            if not ready.commits:
+                break
         fetching, self._fetching = self._fetching, []
         return out + self._fetches(fetching)
 

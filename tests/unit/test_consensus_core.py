@@ -74,6 +74,8 @@ class ClusterOf:
     # Vote extensions: each node's `extend` made from its key, and the common check.
     extend_of: Callable[[SigningKey], Extend] = lambda _key: no_extension
     verify_extension: VerifyExtension = any_extension
+    # validate(peer, height, proposal): the node's check of a value.
+    validate: Callable[[str, int, bytes], bool] = lambda _peer, height, proposal: valid(height, proposal)
 
     def __post_init__(self) -> None:
         for index in range(self.size):
@@ -94,7 +96,7 @@ class ClusterOf:
             key=self.keys[peer],
             config=CONFIG,
             authorities=self.authorities,
-            validate=valid,
+            validate=lambda h, v, p=peer: self.validate(p, h, v),
             get_value=lambda h, p=peer: b"h%d:from %s" % (h, p[-6:].encode()) if h < self.heights else None,
             height=height,
             now_ticks=self.now,
@@ -108,19 +110,23 @@ class ClusterOf:
         return ordered[(height + round_) % len(ordered)]
 
     def drain(self, peer: str) -> None:
-        """What the shell does with one core's Ready: persist, send, apply, advance."""
+        """What the shell does with one core's Ready: persist, send, apply, advance; again
+        after a commit, since the next height starts at that advance."""
         core = self.cores[peer]
-        ready = core.ready()
-        if ready.hard_state is not None:
-            self.persisted[peer] = ready.hard_state
-        for out in ready.messages:
-            self.sent[peer].append(out.message)
-            data = m.encode(out.message)
-            targets = [p for p in self.ids if p != peer] if isinstance(out, Broadcast) else [out.peer]
-            self.mailbox.extend(Mail(peer, target, data) for target in targets)
-        self.commits[peer].extend(ready.commits)
-        self.evidence.extend(ready.evidence)
-        core.advance()
+        while True:
+            ready = core.ready()
+            if ready.hard_state is not None:
+                self.persisted[peer] = ready.hard_state
+            for out in ready.messages:
+                self.sent[peer].append(out.message)
+                data = m.encode(out.message)
+                targets = [p for p in self.ids if p != peer] if isinstance(out, Broadcast) else [out.peer]
+                self.mailbox.extend(Mail(peer, target, data) for target in targets)
+            self.commits[peer].extend(ready.commits)
+            self.evidence.extend(ready.evidence)
+            core.advance()
+            if not ready.commits:
+                return
 
     def pump(self, deliver: Deliver | None = None, *, rounds_max: int = 1000) -> None:
         """Move messages until none is left that `deliver` lets through (the rest wait)."""
@@ -177,6 +183,40 @@ def only(kind: type, *, to: set[str] | None = None, src: set[str] | None = None)
         return not ((to is None or d in to) and (src is None or s in src))
 
     return deliver
+
+
+def test_the_next_height_starts_only_once_the_decision_is_applied() -> None:
+    """A proposal for height 1 that reaches a node together with the precommits deciding
+    height 0 is validated (and voted for) only after the shell applied height 0: a
+    validate that needs the decided block in the chain would refuse it before."""
+    seen: list[tuple[int, int]] = []  # (height validated, blocks x had applied then)
+    watched: list[str] = []
+
+    def validate(peer: str, height: int, proposal: bytes) -> bool:
+        if peer in watched:
+            seen.append((height, len(cluster.commits[peer])))
+        return valid(height, proposal)
+
+    cluster = ClusterOf(4, heights=2, validate=validate)
+    x = next(p for p in cluster.ids if p not in (cluster.proposer(0, 0), cluster.proposer(1, 0)))
+    watched.append(x)
+    cluster.pump(lambda s, d, message: d != x)  # the others decide height 0 and propose height 1
+    assert all(len(cluster.commits[p]) >= 1 for p in cluster.ids if p != x) and not cluster.commits[x]
+    assert any(isinstance(mail_message, m.Proposal) for mail_message in _held_for(cluster, x, height=1))
+    cluster.pump()  # all of it reaches x at once, height 1's proposal among it
+    assert [c.height for c in cluster.commits[x]] == [0, 1]
+    assert seen and all(height == applied for height, applied in seen), seen
+    nil = [v for v in cluster.sent[x] if isinstance(v, m.Prevote | m.Precommit) and v.value is None]
+    assert nil == []  # nothing refused for want of the block before it
+
+
+def _held_for(cluster: ClusterOf, peer: str, *, height: int) -> list[m.Message]:
+    out = []
+    for mail in cluster.mailbox:
+        message = m.decode(mail.data)
+        if mail.dst == peer and getattr(message, "height", None) == height:
+            out.append(message)
+    return out
 
 
 def test_happy_path_all_commit_the_round_zero_proposal_with_a_valid_certificate() -> None:

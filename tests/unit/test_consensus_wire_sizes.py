@@ -224,3 +224,15 @@ def test_a_small_piece_that_inflates_to_much_is_read_one_message_at_a_time() -> 
 def test_a_stream_that_does_not_frame_is_a_protocol_violation(piece: bytes, match: str) -> None:
     with pytest.raises(ProtocolViolation, match=match):
         list(wire.Inflater().messages(piece))
+
+
+def test_a_verdict_is_the_endorsement_or_refusal_its_key_signs() -> None:
+    key = SigningKey.generate()
+    tx_id = os.urandom(32)
+    verdict = wire.endorsement_verdict(key, tx_id)
+    assert verdict.endorsement() == endorse(key, tx_id) and verdict.verify()
+    assert verdict.signer == m.signer_of(key) == peer_id_of(bytes(key.verify_key))
+    refusal = wire.refusal_verdict(key, tx_id, "not at the upstream")
+    assert refusal.signer == verdict.signer and not refusal.endorse and refusal.verify()
+    other = SigningKey.generate()
+    assert m.signer_of(other) == peer_id_of(bytes(other.verify_key)) != verdict.signer

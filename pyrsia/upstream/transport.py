@@ -1,0 +1,307 @@
+"""Upstream connections: HTTP/1.1 keep-alive over plain sockets, pooled per origin, under httpx.
+
+httpx's own transport (httpcore) takes one pool lock per request and walks every
+connection under it to assign requests; with a hundred connections and the node's
+HTTP workers and verifiers fetching at once, that lock was the first item of the
+pull-through profile. The upstream clients need much less: HTTP/1.1 (h11 does the
+protocol), one request at a time per connection, and idle connections kept per
+origin for reuse. So this transport keeps, per origin, a stack of idle connections
+(the most recently used first, at most `idle_max`, none idle longer than
+`IDLE_S_MAX`) behind a lock held for a push or a pop, and opens a new connection
+whenever none is idle. Redirects, cookies, auth, content decoding and the
+`httpx.Response` API stay httpx's (`httpx.Client(transport=...)`).
+
+Deadlines. A request's read and write timeouts apply to each `recv` and `send`. On a
+plain connection they are set on the socket itself (SO_RCVTIMEO, SO_SNDTIMEO), so a
+blocking `recv` needs no `poll` before it; on TLS, where OpenSSL would retry past
+such a timeout, the socket's own timeout is used. A timeout is `httpx.ReadTimeout`
+(`WriteTimeout`, `ConnectTimeout`) and the connection is dropped.
+
+Reuse. An idle connection the upstream closed (or wrote to) while idle is readable;
+it is seen before reuse and closed. A GET or HEAD that fails on a reused connection
+before any byte of its response arrived (the upstream closed it as the request left)
+is sent once more on a new connection. Everything else fails as httpx's own
+`TransportError` subclasses, which `upstream.http` maps like httpx's.
+
+A proxy in the environment (`http_proxy`, `https_proxy`, `all_proxy`) is honoured by
+httpx only with its own transport, so `pooled_transport` returns None then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import h11
+import httpx
+
+IDLE_S_MAX = 30.0  # a connection idle longer is closed rather than reused
+RECV_BYTES = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_RETRIED_METHODS = frozenset({"GET", "HEAD"})
+_TIMED_OUT = (TimeoutError, BlockingIOError)  # a socket timeout; EAGAIN past SO_RCVTIMEO
+
+Origin = tuple[str, str, int]
+
+
+def pooled_transport(idle_max: int) -> httpx.BaseTransport | None:
+    """This module's transport, or None (httpx's own) when the environment names a proxy."""
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return PooledTransport(idle_max=idle_max)
+
+
+class _Stale(Exception):
+    """A reused connection failed before any byte of the response arrived."""
+
+    def __init__(self, error: httpx.TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _timeval(seconds: float | None) -> bytes:
+    if seconds is None:
+        return struct.pack("@ll", 0, 0)  # no timeout
+    micros = max(1, int(seconds * 1_000_000))  # 0 would mean none at all
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
+
+
+class _Connection:
+    """One socket and its h11 state machine; used by one request at a time."""
+
+    __slots__ = ("h11", "idle_since", "origin", "received", "sock", "timeouts", "tls", "used")
+
+    def __init__(self, sock: socket.socket, origin: Origin, tls: bool) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.origin = origin
+        self.tls = tls
+        self.timeouts: tuple[float | None, float | None] | None = None
+        self.idle_since = 0.0
+        self.used = False  # carried a request before: a failure may be its staleness
+        self.received = 0  # bytes of the current response read so far
+
+    def set_timeouts(self, read_s: float | None, write_s: float | None) -> None:
+        if (read_s, write_s) == self.timeouts:
+            return
+        if self.tls:
+            self.sock.settimeout(read_s)  # one timeout for both: the clients give them equal
+        else:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read_s))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_s))
+        self.timeouts = (read_s, write_s)
+
+    def idle_and_open(self, now: float) -> bool:
+        """Fit for another request: not idle too long, and nothing (an EOF) waiting to be read."""
+        if now - self.idle_since > IDLE_S_MAX:
+            return False
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except _TIMED_OUT as exc:
+            raise httpx.WriteTimeout(f"write timed out: {exc}") from exc
+        except OSError as exc:
+            raise httpx.WriteError(f"write failed: {exc}") from exc
+
+    def next_event(self) -> Any:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = self.sock.recv(RECV_BYTES)
+            except _TIMED_OUT as exc:
+                raise httpx.ReadTimeout(f"read timed out: {exc}") from exc
+            except OSError as exc:
+                raise httpx.ReadError(f"read failed: {exc}") from exc
+            self.received += len(data)
+            try:
+                self.h11.receive_data(data)
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class _Body(httpx.SyncByteStream):
+    """A response's body; the connection goes back to the pool once it was read to its end."""
+
+    def __init__(self, pool: PooledTransport, connection: _Connection) -> None:
+        self._pool = pool
+        self._connection: _Connection | None = connection
+
+    def __iter__(self) -> Iterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            while True:
+                event = connection.next_event()
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # a ConnectionClosed before the end, or something h11 should not produce
+                    raise httpx.RemoteProtocolError(f"response body ended with {type(event).__name__}")
+        except BaseException:
+            self.close()
+            raise
+        self._connection = None
+        self._pool.release(connection)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:  # not read to its end: the connection is in an unknown state
+            connection.close()
+
+
+class PooledTransport(httpx.BaseTransport):
+    def __init__(self, *, idle_max: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.idle_max = idle_max
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.opened = 0  # connections opened in all (for tests and metrics)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        timeouts = request.extensions.get("timeout", {})
+        body = request.read()  # the upstream clients send small bodies at most: a token request
+        for attempt in range(2):
+            connection = self._acquire(origin, timeouts.get("connect"))
+            try:
+                connection.set_timeouts(timeouts.get("read"), timeouts.get("write"))
+                return self._exchange(connection, request, body)
+            except _Stale as exc:
+                connection.close()
+                if attempt or request.method not in _RETRIED_METHODS:
+                    raise exc.error from exc
+            except BaseException:
+                connection.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _exchange(self, connection: _Connection, request: httpx.Request, body: bytes) -> httpx.Response:
+        reused = connection.used
+        connection.used = True
+        connection.received = 0
+        h = connection.h11
+        try:
+            head = h.send(
+                h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+            )
+            data = (head or b"") + ((h.send(h11.Data(data=body)) or b"") if body else b"")
+            data += h.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from exc
+        try:
+            connection.send(data)  # the whole request in one write
+            event = connection.next_event()
+        except httpx.TransportError as exc:
+            if reused and not connection.received:
+                raise _Stale(exc) from exc
+            raise
+        while isinstance(event, h11.InformationalResponse):
+            event = connection.next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            error = httpx.RemoteProtocolError("the upstream closed the connection without a response")
+            if reused:
+                raise _Stale(error)
+            raise error
+        if not isinstance(event, h11.Response):
+            raise httpx.RemoteProtocolError(f"expected a response, got {type(event).__name__}")
+        return httpx.Response(
+            event.status_code,
+            headers=event.headers.raw_items(),
+            stream=_Body(self, connection),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": event.reason},
+        )
+
+    def _acquire(self, origin: Origin, connect_s: float | None) -> _Connection:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                stack = self._idle.get(origin)
+                connection = stack.pop() if stack else None
+            if connection is None:
+                return self._open(origin, connect_s)
+            if connection.idle_and_open(now):
+                return connection
+            connection.close()
+
+    def _open(self, origin: Origin, connect_s: float | None) -> _Connection:
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_s)
+        except _TIMED_OUT as exc:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._context().wrap_socket(sock, server_hostname=host)  # handshake, connect timeout
+            sock.settimeout(None)  # blocking; each request sets its own read and write timeouts
+        except _TIMED_OUT as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from exc
+        except OSError as exc:  # ssl.SSLError included
+            sock.close()
+            raise httpx.ConnectError(f"TLS with {host}:{port} failed: {exc}") from exc
+        with self._lock:
+            self.opened += 1
+        return _Connection(sock, origin, tls=scheme == "https")
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
+
+    def release(self, connection: _Connection) -> None:
+        """A connection whose response was read whole: kept for the next request, or closed."""
+        h = connection.h11
+        if h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            connection.idle_since = time.monotonic()
+            with self._lock:
+                if not self._closed:
+                    stack = self._idle.setdefault(connection.origin, [])
+                    if len(stack) < self.idle_max:
+                        stack.append(connection)
+                        return
+        connection.close()
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(len(stack) for stack in self._idle.values())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            stacks, self._idle = list(self._idle.values()), {}
+        for stack in stacks:
+            for connection in stack:
+                connection.close()
