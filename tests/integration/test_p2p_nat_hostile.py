@@ -658,7 +658,9 @@ class _Forwarder:
             self._selector.register(a, selectors.EVENT_READ, self._pump)
 
     def _pump(self, sock: socket.socket) -> None:
-        other = self._peers[sock]
+        other = self._peers.get(sock)
+        if other is None:  # its pair closed both ends earlier in the same select batch
+            return
         try:
             data = sock.recv(65536)
             if data:
