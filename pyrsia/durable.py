@@ -111,6 +111,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`: `os.write` may write less than it was given."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 _TEMP_PREFIX = f".{secrets.token_hex(6)}-"
 _temps = itertools.count()  # next() is atomic: stage_file runs on several threads at once
 
@@ -130,9 +137,7 @@ def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
         except OSError as exc:
             raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fchmod(fd, mode)
     except OSError as exc:
         os.close(fd)

@@ -47,7 +47,15 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyrsia.durable import Watch, commit_staged, discard_staged, stage_file, write_atomic, write_new_files
+from pyrsia.durable import (
+    Watch,
+    commit_staged,
+    discard_staged,
+    stage_file,
+    write_all,
+    write_atomic,
+    write_new_files,
+)
 from pyrsia.errors import ChainBroken, FormatUnsupported, StorageError
 
 log = logging.getLogger("pyrsia.translog")
@@ -190,9 +198,7 @@ class BlockFiles:
         except OSError as exc:
             raise StorageError(f"cannot write block {height}: {exc.strerror}") from exc
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         except OSError as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
