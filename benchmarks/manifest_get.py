@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -235,6 +236,8 @@ def main() -> None:
     parser.add_argument("--profile-target", default="pyrsia tag", help="which target: `before tag` too")
     parser.add_argument("--only-profile", action="store_true", help="skip the comparison rounds")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("manifest_get: wrk is not installed (apt-get install wrk)")
     console = Console()
     accept = (f"Accept: {ACCEPT}",)
     with tempfile.TemporaryDirectory(prefix="pyrsia-bench-") as tmp:
