@@ -43,7 +43,6 @@ bounds every field and turns anything malformed into `MessageRejected`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,10 +51,9 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from pyrsia.errors import CertificateInvalid, MessageRejected, TxInvalid
-from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import codec
 from pyrsia.translog.block import quorum
-from pyrsia.translog.tx import verify_signature
+from pyrsia.translog.tx import signer_id, verify_signature
 
 DOMAIN = "pyrsia/consensus/1"
 HASH_BYTES = 32
@@ -219,12 +217,8 @@ def vote_sign_bytes(genesis_hash: bytes, kind: str, height: int, round_: int, va
 
 
 def signer_of(key: SigningKey) -> str:
-    """The peer id of `key`: cached, since every vote and verdict a node signs names it
-    (base58 of the key is dozens of big-integer divisions)."""
-    return _peer_id_of(bytes(key.verify_key))
-
-
-_peer_id_of = functools.lru_cache(maxsize=64)(peer_id_of)
+    """The peer id of `key` (cached: every vote and verdict a node signs names it)."""
+    return signer_id(key)
 
 
 def sign_proposal(

@@ -68,7 +68,7 @@ from pyrsia.translog.tx import (
     Endorsement,
     Transaction,
     check_peer_id,
-    endorsement_message,
+    endorse,
     verify_signature,
 )
 
@@ -177,9 +177,8 @@ def refusal_message(tx_id: bytes, reason: str) -> bytes:
 
 
 def endorsement_verdict(key: SigningKey, tx_id: bytes) -> Verdict:
-    """This node's endorsement (the signature `tx.endorse` makes), its signer id cached."""
-    signature = key.sign(endorsement_message(tx_id)).signature
-    return Verdict(tx_id=tx_id, signer=m.signer_of(key), endorse=True, reason="", signature=signature)
+    e = endorse(key, tx_id)
+    return Verdict(tx_id=tx_id, signer=e.signer, endorse=True, reason="", signature=e.signature)
 
 
 def refusal_verdict(key: SigningKey, tx_id: bytes, reason: str) -> Verdict:

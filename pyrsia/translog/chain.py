@@ -82,6 +82,7 @@ from pyrsia.translog.tx import (
     check,
     endorse,
     sign,
+    signer_id,
     verify_signature,
     verify_signature_once,
 )
@@ -272,7 +273,7 @@ class Chain:
     def propose_certified(self, transactions: Sequence[Transaction], now: int, key: SigningKey) -> Block:
         """The next block, endorsed, proposed and certified by `key` alone: the embedded
         network, where this node is the one authority and one signature is the quorum."""
-        me = peer_id_of(bytes(key.verify_key))
+        me = signer_id(key)
         endorsed = tuple(
             tx if any(e.signer == me for e in tx.endorsements)
             else tx.with_endorsements((*tx.endorsements, endorse(key, tx.id)))

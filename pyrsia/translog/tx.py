@@ -388,7 +388,7 @@ def endorsement_message(tx_id: bytes) -> bytes:
 
 def endorse(key: SigningKey, tx_id: bytes) -> Endorsement:
     return Endorsement(
-        signer=_peer_id_of_key(bytes(key.verify_key)),  # cached: base58 costs more than the signature
+        signer=signer_id(key),
         tx_id=tx_id,
         signature=key.sign(endorsement_message(tx_id)).signature,
     )
@@ -516,7 +516,7 @@ def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int)
     tx = Transaction(
         type=type,
         payload=payload,
-        submitter=_peer_id_of_key(bytes(key.verify_key)),
+        submitter=signer_id(key),
         time=time,
         nonce=nonce,
         signature=bytes(SIGNATURE_BYTES),
@@ -525,6 +525,12 @@ def sign(key: SigningKey, *, type: str, payload: Payload, time: int, nonce: int)
     # leaves every derived field true, and the id is computed once.
     object.__setattr__(tx, "signature", key.sign(tx.id).signature)
     return tx
+
+
+def signer_id(key: SigningKey) -> str:
+    """The peer id of `key`, cached: every transaction, endorsement and vote a node signs
+    names it, and base58 of the key costs more than the signature."""
+    return _peer_id_of_key(bytes(key.verify_key))
 
 
 _peer_id_of_key = functools.lru_cache(maxsize=64)(peer_id_of)
