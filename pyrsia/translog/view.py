@@ -167,7 +167,7 @@ class LookupView:
             p = tx.payload
             if tx.type != ADD_ARTIFACT or not isinstance(p, AddArtifact):
                 continue
-            by_path, by_digest = (PATH, p.package_type, p.path), (DIGEST, p.package_type, p.digest)
+            by_path, by_digest = path_key(p.package_type, p.path), digest_key(p.package_type, p.digest)
             held_path, held_digest = by_path in entries, by_digest in entries
             if held_path or held_digest:
                 record = _record(header, tx, p, first_leaf + offset)
