@@ -39,6 +39,7 @@ def block_json(block: Block) -> dict[str, Any]:
         "hash": header.hash.hex(),
         "prev_hash": header.prev_hash.hex(),
         "tx_root": header.tx_root.hex(),
+        "transactions_hash": header.transactions_hash.hex() or None,
         "log_size": header.log_size,
         "log_root": header.log_root.hex(),
         "time": header.time,

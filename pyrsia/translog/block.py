@@ -1,15 +1,25 @@
 """Blocks: ordered batches of transactions, chained by hash and certified by authorities.
 
 Header `{height, prev_hash, tx_root, log_size, log_root, time, proposer,
-authorities_hash}` (DESIGN §3), and in a genesis block optionally `origin` and
-`registries` (the Docker registry hosts the network agrees to vouch for; absent: the
-built-in list, `DEFAULT_REGISTRIES`). `tx_root`
-is the RFC 6962 root over this block's transaction ids, `log_root` over every id so
-far, so each header is a signed tree head. The block hash is SHA-256 of the canonical
-header. The certificate holds, per authority, an Ed25519 signature over the block hash
-and one over the C2SP checkpoint of `(log_size, log_root)`. Each transaction travels with its endorsements:
+authorities_hash}` (DESIGN §3), `transactions_hash` in every block proposed since it
+was added, and in a genesis block optionally `origin` and `registries` (the Docker
+registry hosts the network agrees to vouch for; absent: the built-in list,
+`DEFAULT_REGISTRIES`). `tx_root` is the RFC 6962 root over this block's transaction
+ids, `log_root` over every id so far, so each header is a signed tree head. The block
+hash is SHA-256 of the canonical header. The certificate holds, per authority, an
+Ed25519 signature over the block hash and one over the C2SP checkpoint of `(log_size,
+log_root)`. Each transaction travels with its endorsements, in signer order:
 
     {header, transactions: [{tx, endorsements: [{signer, tx_id, signature}]}], certificate}
+
+`transactions_hash` is SHA-256 of the canonical encoding of that `transactions` array.
+Transaction ids leave out signatures, so without it the certificate would vouch for
+which transactions a block holds but not for their signature bytes: whoever relays
+the block could swap them, and each reader had to check every submitter and
+endorsement signature again. With it the certificate covers the whole block but
+itself, and a node that checks the certificate checks every byte (sync: two
+signatures per authority per block instead of two more per transaction and
+endorsement). Blocks written before it carry none and are checked in full.
 
 This module is the format: values, their limits (checked when built, so whatever
 is built can be decoded), encoding and hashing. Whether a block may follow another
@@ -85,6 +95,9 @@ class BlockHeader:
     # The registries the network vouches for, fixed by a genesis block's creator; omitted
     # from the encoding when empty (every later block, and a genesis of the built-in list).
     registries: tuple[str, ...] = ()
+    # SHA-256 of the block's encoded transactions array (see the module docstring);
+    # omitted from the encoding when empty (blocks proposed before the field existed).
+    transactions_hash: bytes = b""
     _hash: bytes = field(init=False, repr=False, compare=False)
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
@@ -97,6 +110,8 @@ class BlockHeader:
         if not isinstance(self.origin, str) or (self.origin and not checkpoint.valid_origin(self.origin)):
             raise TxInvalid(f"origin must be 1 to {checkpoint.ORIGIN_CHARS_MAX} printable characters")
         check_registries(self.registries)
+        if self.transactions_hash != b"":
+            check_bytes("transactions_hash", self.transactions_hash, HASH_BYTES)
         encoded = codec.encode_sorted(self.to_map())
         object.__setattr__(self, "_encoded", encoded)
         object.__setattr__(self, "_hash", hashlib.sha256(encoded).digest())
@@ -116,6 +131,8 @@ class BlockHeader:
         if self.registries:
             doc["registries"] = list(self.registries)
         doc["time"] = self.time
+        if self.transactions_hash:
+            doc["transactions_hash"] = self.transactions_hash
         doc["tx_root"] = self.tx_root
         return doc
 
@@ -140,6 +157,9 @@ class BlockHeader:
             authorities_hash=codec.field(doc, "authorities_hash", bytes),
             origin=codec.field(doc, "origin", str) if "origin" in doc else "",
             registries=tuple(codec.field(doc, "registries", list)) if "registries" in doc else (),
+            transactions_hash=(
+                codec.field(doc, "transactions_hash", bytes) if "transactions_hash" in doc else b""
+            ),
         )
 
 
@@ -157,6 +177,11 @@ class CommitSignature:
     def to_map(self) -> dict[str, Any]:
         return {"signer": self.signer, "block": self.block, "checkpoint": self.checkpoint}
 
+    def encoded(self) -> bytes:
+        """`codec.encode(self.to_map())`, its keys written in sorted order (hot paths)."""
+        doc = {"block": self.block, "checkpoint": self.checkpoint, "signer": self.signer}
+        return codec.encode_sorted(doc)
+
     @classmethod
     def from_map(cls, doc: Any) -> CommitSignature:
         return cls(
@@ -171,6 +196,7 @@ class Block:
     header: BlockHeader
     transactions: tuple[Transaction, ...]
     certificate: tuple[CommitSignature, ...]
+    _transactions: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, BlockHeader):
@@ -194,23 +220,25 @@ class Block:
             "certificate": [s.to_map() for s in self.certificate],
         }
 
+    def transactions_encoded(self) -> bytes:
+        """The canonical encoding of the `transactions` array, made once."""
+        if self._transactions is None:
+            object.__setattr__(self, "_transactions", encode_transactions(self.transactions))
+        assert self._transactions is not None
+        return self._transactions
+
+    def transactions_hash(self) -> bytes:
+        """What a header's `transactions_hash` must be for this block."""
+        return hashlib.sha256(self.transactions_encoded()).digest()
+
     def encode(self) -> bytes:
         """Canonical bytes (`codec.encode(self.to_map())`, assembled from each part's
         cached encoding); `TxInvalid` if they would be too large to decode again."""
-        entries = [
-            codec.raw_map(
-                {
-                    "tx": tx.encoded(),
-                    "endorsements": codec.raw_array([codec.encode(e.to_map()) for e in tx.endorsements]),
-                }
-            )
-            for tx in self.transactions
-        ]
         encoded = codec.raw_map(
             {
                 "header": self.header.encoded(),
-                "transactions": codec.raw_array(entries),
-                "certificate": codec.raw_array([codec.encode(s.to_map()) for s in self.certificate]),
+                "transactions": self.transactions_encoded(),
+                "certificate": codec.raw_array([s.encoded() for s in self.certificate]),
             }
         )
         if len(encoded) > BLOCK_BYTES_MAX:
@@ -239,6 +267,26 @@ class Block:
             transactions=tuple(transactions),
             certificate=tuple(CommitSignature.from_map(s) for s in signatures),
         )
+
+
+def encode_transactions(transactions: Iterable[Transaction]) -> bytes:
+    """A block's `transactions` array, encoded: each signed transaction with its
+    endorsements (what `transactions_hash` is the hash of)."""
+    # Entry keys in sorted order ("endorsements" < "tx"): codec.raw_map unrolled.
+    return codec.raw_array(
+        [
+            b"\x82" + _KEY_ENDORSEMENTS + codec.raw_array([e.encoded() for e in tx.endorsements])
+            + _KEY_TX + tx.encoded()
+            for tx in transactions
+        ]
+    )  # fmt: skip
+
+
+_KEY_ENDORSEMENTS, _KEY_TX = codec.scalar("endorsements"), codec.scalar("tx")
+
+
+def transactions_hash(transactions: Iterable[Transaction]) -> bytes:
+    return hashlib.sha256(encode_transactions(transactions)).digest()
 
 
 def authorities_hash(authorities: Iterable[str]) -> bytes:

@@ -15,9 +15,11 @@ order of cost:
   (when `verify_signatures`), endorsements from a quorum of the authorities in force
   (after genesis: each authority verified the transaction on its own before it could be
   ordered), and the authority rules below;
-- `tx_root`, then the commit certificate: distinct signers, each an authority in
-  force, each signature over the block hash and over the C2SP checkpoint valid (when
-  `verify_signatures`), at least a quorum (more than two thirds) of them;
+- `tx_root` and `transactions_hash` (when the header has one: the block's
+  transactions and endorsements are the bytes the certificate covers), then the
+  commit certificate: distinct signers, each an authority in force, each signature
+  over the block hash and over the C2SP checkpoint valid (when `verify_signatures`),
+  at least a quorum (more than two thirds) of them;
 - `log_root` against the tree with this block's ids appended.
 
 Only then does the state advance; a block that fails raises `ChainBroken` naming its
@@ -67,6 +69,7 @@ from pyrsia.translog.block import (
     authorities_hash,
     commit_signature,
     quorum,
+    transactions_hash,
     tx_root,
 )
 from pyrsia.translog.tx import (
@@ -205,6 +208,8 @@ class Chain:
             )
         if header.tx_root != merkle.root_of(ids):
             raise fail("transaction root does not match its transactions")
+        if header.transactions_hash and header.transactions_hash != block.transactions_hash():
+            raise fail("transactions hash does not match the block's transactions and endorsements")
         origin = self.origin or origin_of(header)
         if certified:
             _check_certificate(header, block.certificate, certifiers, origin, verify_signatures, fail)
@@ -257,6 +262,7 @@ class Chain:
             height=self.height + 1,
             prev_hash=ZERO_HASH if prev is None else prev.hash,
             tx_root=tx_root(transactions),
+            transactions_hash=transactions_hash(transactions),
             log_size=size + len(transactions),
             log_root=log_root,
             time=now if prev is None else max(now, prev.time),
@@ -444,20 +450,23 @@ def _verify_certificate(
 
 
 def check_signatures(block: Block, origin: str) -> None:
-    """Every signature `apply` checks when `verify_signatures` (each transaction's and its
-    endorsements', the certificate's over the block and the checkpoint of `origin`), and
-    nothing else: `ChainBroken` for the first that does not verify. Depends on no chain
-    state but the origin, so a batch can be checked off the chain's owner, and then
-    applied with `verify_signatures=False` by a chain of that origin. The answers are
-    not remembered: a synced block's signatures are met once."""
+    """The signatures a certified block needs checked before `apply` with
+    `verify_signatures=False` takes it: `ChainBroken` for the first that does not
+    verify. The certificate's over the block and the checkpoint of `origin`, always;
+    each transaction's and its endorsements' only in a block without
+    `transactions_hash`: with one, the certificate covers their bytes (`apply` then
+    compares the hash). Depends on no chain state but the origin, so a batch can be
+    checked off the chain's owner, then applied by a chain of that origin. The answers
+    are not remembered: a synced block's signatures are met once."""
     height = block.header.height
 
     def fail(reason: str) -> ChainBroken:
         return ChainBroken(height, reason)
 
-    for tx in block.transactions:
-        try:
-            check(tx, remember=False)
-        except TxInvalid as exc:
-            raise fail(exc.message) from exc
+    if not block.header.transactions_hash:
+        for tx in block.transactions:
+            try:
+                check(tx, remember=False)
+            except TxInvalid as exc:
+                raise fail(exc.message) from exc
     _verify_certificate(block.header, block.certificate, origin, fail, verify_signature_once)

@@ -370,6 +370,10 @@ class Endorsement:
     def to_map(self) -> dict[str, Any]:
         return {"signer": self.signer, "tx_id": self.tx_id, "signature": self.signature}
 
+    def encoded(self) -> bytes:
+        """`codec.encode(self.to_map())`, its keys written in sorted order (hot paths)."""
+        return codec.encode_sorted({"signature": self.signature, "signer": self.signer, "tx_id": self.tx_id})
+
     @classmethod
     def from_map(cls, doc: Any) -> Endorsement:
         return cls(
@@ -452,16 +456,24 @@ class Transaction:
         self._check_endorsements()
 
     def _check_endorsements(self) -> None:
+        """Checked, and kept in signer order: a block's bytes (which its header's
+        `transactions_hash` covers) then depend on who endorsed, not on arrival order."""
         endorsements, tx_id = self.endorsements, self._id
         if not isinstance(endorsements, tuple) or len(endorsements) > ENDORSEMENTS_MAX:
             raise TxInvalid(f"endorsements must be a tuple of at most {ENDORSEMENTS_MAX}")
         signers = set()
+        previous = ""
+        ordered = True
         for e in endorsements:
             if not isinstance(e, Endorsement) or e.tx_id != tx_id:
                 raise TxInvalid(f"an endorsement of transaction {tx_id.hex()[:16]} names another one")
             if e.signer in signers:
                 raise TxInvalid(f"transaction {tx_id.hex()[:16]} is endorsed twice by {e.signer}")
             signers.add(e.signer)
+            ordered = ordered and previous < e.signer
+            previous = e.signer
+        if not ordered:
+            object.__setattr__(self, "endorsements", tuple(sorted(endorsements, key=lambda e: e.signer)))
 
     def unsigned_map(self) -> dict[str, Any]:
         return _unsigned_map(self.type, self.payload, self.submitter, self.time, self.nonce)

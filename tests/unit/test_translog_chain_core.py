@@ -20,7 +20,7 @@ from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import block as blocks
 from pyrsia.translog import codec, merkle
 from pyrsia.translog.block import Block, CommitSignature
-from pyrsia.translog.chain import Chain, genesis_block, origin_of
+from pyrsia.translog.chain import Chain, check_signatures, genesis_block, origin_of
 from pyrsia.translog.tx import (
     ADD_ARTIFACT,
     ADD_AUTHORIZED_NODE,
@@ -214,8 +214,8 @@ def test_without_signature_checks_structure_and_roots_still_count() -> None:
     chain = started()
     good = chain.propose_certified([artifact_tx(key(0), 1)], T0, key(0))
     forged = dataclasses.replace(good.transactions[0], signature=bytes(64))
-    unsigned = dataclasses.replace(
-        good,
+    unsigned = Block(
+        header=chain.propose([forged], T0, me(key(0))),
         transactions=(forged,),
         certificate=(CommitSignature(signer=me(key(0)), block=bytes(64), checkpoint=bytes(64)),),
     )
@@ -226,6 +226,49 @@ def test_without_signature_checks_structure_and_roots_still_count() -> None:
     wrong_root = dataclasses.replace(good, header=dataclasses.replace(good.header, log_root=bytes(32)))
     broken(chain, wrong_root, "log root", verify_signatures=False)
     assert chain.apply(unsigned, verify_signatures=False) == 1  # replay trusts what it verified before
+
+
+def test_the_transactions_hash_binds_every_signature_byte_of_the_transactions() -> None:
+    chain = four_authorities()
+    tx = endorsed(artifact_tx(key(0), 1), [key(0), key(1), key(2)])
+    good = made(chain, [tx], [key(0), key(1), key(2)], endorsers=())
+    encoded = codec.encode(good.to_map()["transactions"])
+    assert good.header.transactions_hash == hashlib.sha256(encoded).digest()
+    swapped_submitter = dataclasses.replace(tx, signature=artifact_tx(key(0), 2).signature)
+    *kept, last = tx.endorsements
+    garbled = dataclasses.replace(last, signature=endorse(key(3), tx.id).signature)
+    swapped_endorsement = tx.with_endorsements((*kept, garbled))
+    other_endorser = tx.with_endorsements((*kept, endorse(key(3), tx.id)))
+    for changed in (swapped_submitter, swapped_endorsement, other_endorser):
+        assert changed.id == tx.id  # ids leave signatures out: the header alone would not notice
+        relayed = dataclasses.replace(good, transactions=(changed,))
+        assert relayed.header.hash == good.header.hash
+        broken(chain, relayed, "transactions hash does not match", verify_signatures=False)
+        with pytest.raises(ChainBroken):
+            chain.apply(relayed)
+    chain.apply(good, verify_signatures=False)
+    assert chain.height == 2
+
+
+def test_check_signatures_leaves_covered_transactions_to_the_certificate() -> None:
+    """A block with `transactions_hash` needs its certificate checked alone (the hash,
+    compared by `apply`, binds the rest); a block written before the field, in full."""
+    chain = started()
+    tx = artifact_tx(key(0), 1)
+    forged = dataclasses.replace(endorsed(tx, [key(0)]), signature=bytes(64))
+    header = chain.propose([forged], T0, me(key(0)))
+    covered = Block(header=header, transactions=(forged,), certificate=(chain.certify(header, key(0)),))
+    check_signatures(covered, chain.origin)  # the authority certified these bytes
+    broken(chain, covered, "not signed by its submitter")  # yet a chain checking in full refuses them
+    legacy_header = dataclasses.replace(header, transactions_hash=b"")
+    legacy = Block(
+        header=legacy_header, transactions=(forged,), certificate=(chain.certify(legacy_header, key(0)),)
+    )
+    with pytest.raises(ChainBroken, match="not signed by its submitter"):
+        check_signatures(legacy, chain.origin)
+    garbled = dataclasses.replace(covered.certificate[0], block=bytes(64))
+    with pytest.raises(ChainBroken, match="does not verify"):
+        check_signatures(dataclasses.replace(covered, certificate=(garbled,)), chain.origin)
 
 
 # -- authorities change at runtime --------------------------------------------------------
@@ -347,9 +390,11 @@ def test_endorsements_survive_encoding_and_are_verified() -> None:
     assert block.encode() == codec.encode(block.to_map())  # spliced from cached parts, yet canonical
     again = Block.decode(block.encode())
     assert again == block
-    assert [e.signer for e in again.transactions[0].endorsements] == [me(key(n)) for n in (1, 2, 3)]
+    assert [e.signer for e in again.transactions[0].endorsements] == sorted(me(key(n)) for n in (1, 2, 3))
+    backwards = tx.with_endorsements(tuple(reversed(by_three.endorsements)))
+    assert backwards.endorsements == by_three.endorsements  # kept in signer order, so blocks agree
     forged = Endorsement(signer=me(key(3)), tx_id=tx.id, signature=endorse(key(4), tx.id).signature)
-    lying = tx.with_endorsements((*by_three.endorsements[:2], forged))
+    lying = tx.with_endorsements((*(e for e in by_three.endorsements if e.signer != me(key(3))), forged))
     bad = made(chain, [lying], [key(0), key(1), key(2)], endorsers=())
     broken(chain, bad, f"by {me(key(3))} does not verify")
     chain.apply(again)

@@ -112,14 +112,22 @@ def test_a_map_built_in_sorted_order_encodes_as_the_canonical_walk_does(doc: dic
 
 @pytest.mark.parametrize("origin", ["", ORIGIN])
 @pytest.mark.parametrize("registries", [(), ("docker.io", "ghcr.io")])
-def test_a_header_hashes_its_canonical_encoding(origin: str, registries: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("transactions_hash", [b"", b"\x04" * 32])
+def test_a_header_hashes_its_canonical_encoding(
+    origin: str, registries: tuple[str, ...], transactions_hash: bytes
+) -> None:
     header = BlockHeader(
         height=7, prev_hash=bytes(32), tx_root=b"\x01" * 32, log_size=9, log_root=b"\x02" * 32, time=T0,
         proposer=me(key(1)), authorities_hash=b"\x03" * 32, origin=origin, registries=registries,
+        transactions_hash=transactions_hash,
     )  # fmt: skip
     canonical = codec.encode(header.to_map())
     assert header.encoded() == canonical and header.hash == hashlib.sha256(canonical).digest()
     assert BlockHeader.from_map(codec.decode(canonical)) == header
+    # absent when empty, so headers from before the field hash as they did
+    assert ("transactions_hash" in codec.decode(canonical)) == bool(transactions_hash)
+    with pytest.raises(TxInvalid):
+        dataclasses.replace(header, transactions_hash=b"\x04" * 31)
 
 
 def test_field_checks_presence_and_type() -> None:
