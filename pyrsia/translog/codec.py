@@ -52,8 +52,9 @@ def encode(value: Any) -> bytes:
 
 def encode_sorted(doc: dict[str, Any]) -> bytes:
     """`encode(doc)` for a map built with its keys in sorted order whose values are
-    scalars or lists of scalars (a block header): msgpack writes such a map canonically
-    as it stands, so the walk that sorts and checks each value is skipped (hot paths)."""
+    scalars, lists of scalars or maps built the same way (a block header, a record):
+    msgpack writes such a map canonically as it stands, so the walk that sorts and
+    checks each value is skipped (hot paths)."""
     assert list(doc) == sorted(doc), "keys must be inserted in sorted order"
     try:
         packed: bytes = msgpack.packb(doc, use_bin_type=True)

@@ -73,6 +73,8 @@ _BUILD_KEYS = {
     "builder_maven": "maven",
     "reproduces_upstream": "reproduces_upstream",
 }
+# (key in the record's "build" map, field), in key order: how the canonical map is written.
+_BUILD_NAMES_BY_KEY = tuple(sorted((key, name) for name, key in _BUILD_KEYS.items()))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -168,7 +170,27 @@ class AddArtifact:
 
     def __post_init__(self) -> None:
         self.check()
-        object.__setattr__(self, "_encoded", codec.encode(self.to_map()))
+        object.__setattr__(self, "_encoded", self._encode_checked())
+
+    def _encode_checked(self) -> bytes:
+        """`codec.encode(self.to_map())` of a checked value, its map built in sorted key
+        order so the canonical walk is skipped: every record read or built passes here."""
+        doc: dict[str, Any] = {"author": self.author}
+        if self.build_source:
+            doc["build"] = {key: getattr(self, name) for key, name in _BUILD_NAMES_BY_KEY}
+        doc["chunk_root"] = self.chunk_root
+        doc["chunk_size"] = self.chunk_size
+        doc["dependencies"] = list(self.dependencies)
+        doc["digest"] = self.digest
+        doc["media_type"] = self.media_type
+        doc["package_id"] = self.package_id
+        doc["package_type"] = self.package_type
+        doc["path"] = self.path
+        if self.registry:
+            doc["registry"] = self.registry
+        doc["size"] = self.size
+        doc["source"] = self.source
+        return codec.encode_sorted(doc)
 
     @property
     def registry_or_default(self) -> str:
