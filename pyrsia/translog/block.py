@@ -272,17 +272,7 @@ class Block:
 def encode_transactions(transactions: Iterable[Transaction]) -> bytes:
     """A block's `transactions` array, encoded: each signed transaction with its
     endorsements (what `transactions_hash` is the hash of)."""
-    # Entry keys in sorted order ("endorsements" < "tx"): codec.raw_map unrolled.
-    return codec.raw_array(
-        [
-            b"\x82" + _KEY_ENDORSEMENTS + codec.raw_array([e.encoded() for e in tx.endorsements])
-            + _KEY_TX + tx.encoded()
-            for tx in transactions
-        ]
-    )  # fmt: skip
-
-
-_KEY_ENDORSEMENTS, _KEY_TX = codec.scalar("endorsements"), codec.scalar("tx")
+    return codec.raw_array([tx.entry_encoded() for tx in transactions])
 
 
 def transactions_hash(transactions: Iterable[Transaction]) -> bytes:

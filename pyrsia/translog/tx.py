@@ -452,6 +452,7 @@ def _encoded_unsigned(
     return encoded, len(head)
 
 
+_KEY_ENDORSEMENTS, _KEY_TX = codec.scalar("endorsements"), codec.scalar("tx")
 _SIGNED_FIELDS = ("type", "payload", "submitter", "time", "nonce", "signature", "_id", "_unsigned", "_split")
 
 
@@ -467,6 +468,7 @@ class Transaction:
     _id: bytes = field(init=False, repr=False, compare=False)
     _unsigned: bytes = field(init=False, repr=False, compare=False)
     _split: int = field(init=False, repr=False, compare=False)
+    _entry: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         encoded, split = _encoded_unsigned(self.type, self.payload, self.submitter, self.time, self.nonce)
@@ -513,6 +515,18 @@ class Transaction:
         unsigned, split = self._unsigned, self._split
         signature = _KEY_SIGNATURE + codec.scalar(self.signature)
         return b"\x86" + unsigned[1:split] + signature + unsigned[split:]
+
+    def entry_encoded(self) -> bytes:
+        """The canonical encoding of `{tx, endorsements}`, this transaction's entry in a
+        block, made once: a proposal's transactions are encoded for its header's
+        `transactions_hash` and again for its block file."""
+        entry: bytes | None = getattr(self, "_entry", None)  # unset in a with_endorsements clone
+        if entry is None:
+            # Keys in sorted order ("endorsements" < "tx"): codec.raw_map unrolled.
+            endorsements = codec.raw_array([e.encoded() for e in self.endorsements])
+            entry = b"\x82" + _KEY_ENDORSEMENTS + endorsements + _KEY_TX + self.encoded()
+            object.__setattr__(self, "_entry", entry)
+        return entry
 
     def with_endorsements(self, endorsements: tuple[Endorsement, ...]) -> Transaction:
         """The same signed transaction with other endorsements: its id and encoding are
