@@ -30,7 +30,7 @@ import httpx
 
 from pyrsia import __version__
 from pyrsia.errors import UpstreamError, UpstreamSizeInvalid, UpstreamTimeout, UpstreamUnavailable
-from pyrsia.upstream.transport import pooled_transport
+from pyrsia.upstream.transport import IDLE_S_MAX, pooled_transport
 
 log = logging.getLogger("pyrsia.upstream")
 
@@ -42,10 +42,17 @@ DENIAL_CHARS_MAX = 300
 BACKOFF_S_FIRST = 0.2
 BACKOFF_S_MAX = 2.0
 CONNECT_TIMEOUT_S_MAX = 10.0
-# Connections to one upstream kept idle for reuse: as many as the node's HTTP workers and
-# verifiers fetch through at once (httpx keeps 20 idle by default, so under load most
-# fetches paid a new TCP connection, and the upstream a closed one). `transport.py`.
+# Connections to one upstream, open at once and kept idle for reuse: as many as the node's
+# HTTP workers and verifiers fetch through at once (httpx keeps 20 idle by default, so under
+# load most fetches paid a new TCP connection, and the upstream a closed one). A fetch past
+# the cap waits for a connection, at most its read timeout. `transport.py` keeps these
+# bounds; httpx's own transport (with a proxy) is given the same.
 UPSTREAM_CONNECTIONS_MAX = 100
+UPSTREAM_LIMITS = httpx.Limits(
+    max_connections=UPSTREAM_CONNECTIONS_MAX,
+    max_keepalive_connections=UPSTREAM_CONNECTIONS_MAX,
+    keepalive_expiry=IDLE_S_MAX,
+)
 # Defaults of the limits every client takes as constructor parameters (and a node as settings).
 TIMEOUT_S = 60.0
 RETRIES_MAX = 3
@@ -145,10 +152,8 @@ class UpstreamHttp:
             follow_redirects=True,
             headers={"User-Agent": f"pyrsia/{__version__}"},
             # Ours unless a test gives one, or a proxy in the environment needs httpx's own.
-            transport=transport if transport is not None else pooled_transport(UPSTREAM_CONNECTIONS_MAX),
-            limits=httpx.Limits(
-                max_connections=UPSTREAM_CONNECTIONS_MAX, max_keepalive_connections=UPSTREAM_CONNECTIONS_MAX
-            ),
+            transport=transport if transport is not None else pooled_transport(UPSTREAM_LIMITS),
+            limits=UPSTREAM_LIMITS,  # binds httpx's own transport, when a proxy needs it
         )
 
     def close(self) -> None:

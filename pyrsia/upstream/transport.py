@@ -6,10 +6,21 @@ HTTP workers and verifiers fetching at once, that lock was the first item of the
 pull-through profile. The upstream clients need much less: HTTP/1.1 (h11 does the
 protocol), one request at a time per connection, and idle connections kept per
 origin for reuse. So this transport keeps, per origin, a stack of idle connections
-(the most recently used first, at most `idle_max`, none idle longer than
-`IDLE_S_MAX`) behind a lock held for a push or a pop, and opens a new connection
-whenever none is idle. Redirects, cookies, auth, content decoding and the
-`httpx.Response` API stay httpx's (`httpx.Client(transport=...)`).
+(the most recently used first, none idle longer than `idle_s_max`) behind a lock held
+for a push or a pop, and opens a new connection when none is idle. Redirects, cookies,
+auth, content decoding and the `httpx.Response` API stay httpx's
+(`httpx.Client(transport=...)`).
+
+Bounds, as `httpx.Limits` means them (the numbers come from one, so a proxy's httpx
+transport keeps the same ones): at most `connections_max` connections open in all,
+idle, busy or being opened, over every origin of the transport; a client's transport
+serves one upstream (its registry, token realm and blob host), so this bounds what the
+node asks of that upstream at once and the sockets it holds for it. A request that
+finds the cap reached takes an idle connection of another origin, closing it to open
+its own, or else waits for a connection to be released or closed, for at most its
+pool timeout: then `httpx.PoolTimeout`, as httpx's own pool raises. At most `idle_max`
+connections are kept idle in all; one released beyond that pushes out the one idle
+longest.
 
 Deadlines. A request's read and write timeouts apply to each `recv` and `send`. On a
 plain connection they are set on the socket itself (SO_RCVTIMEO, SO_SNDTIMEO), so a
@@ -30,6 +41,7 @@ httpx only with its own transport, so `pooled_transport` returns None then.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import ssl
@@ -52,12 +64,13 @@ _TIMED_OUT = (TimeoutError, BlockingIOError)  # a socket timeout; EAGAIN past SO
 Origin = tuple[str, str, int]
 
 
-def pooled_transport(idle_max: int) -> httpx.BaseTransport | None:
-    """This module's transport, or None (httpx's own) when the environment names a proxy."""
+def pooled_transport(limits: httpx.Limits) -> httpx.BaseTransport | None:
+    """This module's transport bounded by `limits`, or None (httpx's own, given the same
+    limits) when the environment names a proxy."""
     proxies = urllib.request.getproxies()
     if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
         return None
-    return PooledTransport(idle_max=idle_max)
+    return PooledTransport.bounded_by(limits)
 
 
 class _Stale(Exception):
@@ -78,7 +91,7 @@ def _timeval(seconds: float | None) -> bytes:
 class _Connection:
     """One socket and its h11 state machine; used by one request at a time."""
 
-    __slots__ = ("h11", "idle_since", "origin", "received", "sock", "timeouts", "tls", "used")
+    __slots__ = ("closed", "h11", "idle_since", "origin", "received", "sock", "timeouts", "tls", "used")
 
     def __init__(self, sock: socket.socket, origin: Origin, tls: bool) -> None:
         self.sock = sock
@@ -89,6 +102,7 @@ class _Connection:
         self.idle_since = 0.0
         self.used = False  # carried a request before: a failure may be its staleness
         self.received = 0  # bytes of the current response read so far
+        self.closed = False  # its place under the pool's cap was given back
 
     def set_timeouts(self, read_s: float | None, write_s: float | None) -> None:
         if (read_s, write_s) == self.timeouts:
@@ -100,9 +114,9 @@ class _Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_s))
         self.timeouts = (read_s, write_s)
 
-    def idle_and_open(self, now: float) -> bool:
+    def idle_and_open(self, now: float, idle_s_max: float) -> bool:
         """Fit for another request: not idle too long, and nothing (an EOF) waiting to be read."""
-        if now - self.idle_since > IDLE_S_MAX:
+        if now - self.idle_since > idle_s_max:
             return False
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
@@ -170,17 +184,47 @@ class _Body(httpx.SyncByteStream):
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:  # not read to its end: the connection is in an unknown state
-            connection.close()
+            self._pool.discard(connection)
 
 
 class PooledTransport(httpx.BaseTransport):
-    def __init__(self, *, idle_max: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        connections_max: int,
+        idle_max: int,
+        idle_s_max: float = IDLE_S_MAX,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if connections_max < 1 or not 0 <= idle_max <= connections_max:
+            raise ValueError(
+                f"need 1 <= connections_max and 0 <= idle_max <= connections_max, "
+                f"not {connections_max} and {idle_max}"
+            )
+        self.connections_max = connections_max
         self.idle_max = idle_max
+        self.idle_s_max = idle_s_max
         self._ssl_context = ssl_context
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._lock = threading.Lock()
+        self._idle_count = 0
+        self._counted = 0  # connections counted against the cap: idle, busy, or being opened
+        self._waiting = 0  # requests waiting for a place under the cap
+        # Held for a push, a pop or a count; notified whenever a place or an idle connection frees.
+        self._changed = threading.Condition(threading.Lock())
         self._closed = False
         self.opened = 0  # connections opened in all (for tests and metrics)
+
+    @classmethod
+    def bounded_by(cls, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> PooledTransport:
+        """The transport under the bounds httpx's own would keep with `limits`."""
+        if limits.max_connections is None or limits.max_keepalive_connections is None:
+            raise ValueError(f"the upstream pool needs bounded limits, not {limits}")
+        return cls(
+            connections_max=limits.max_connections,
+            idle_max=limits.max_keepalive_connections,
+            idle_s_max=math.inf if limits.keepalive_expiry is None else limits.keepalive_expiry,
+            ssl_context=ssl_context,
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -191,16 +235,16 @@ class PooledTransport(httpx.BaseTransport):
         timeouts = request.extensions.get("timeout", {})
         body = request.read()  # the upstream clients send small bodies at most: a token request
         for attempt in range(2):
-            connection = self._acquire(origin, timeouts.get("connect"))
+            connection = self._acquire(origin, timeouts.get("pool"), timeouts.get("connect"))
             try:
                 connection.set_timeouts(timeouts.get("read"), timeouts.get("write"))
                 return self._exchange(connection, request, body)
             except _Stale as exc:
-                connection.close()
+                self.discard(connection)
                 if attempt or request.method not in _RETRIED_METHODS:
                     raise exc.error from exc
             except BaseException:
-                connection.close()
+                self.discard(connection)
                 raise
         raise AssertionError("unreachable")
 
@@ -240,19 +284,81 @@ class PooledTransport(httpx.BaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": event.reason},
         )
 
-    def _acquire(self, origin: Origin, connect_s: float | None) -> _Connection:
-        now = time.monotonic()
+    def _acquire(self, origin: Origin, pool_s: float | None, connect_s: float | None) -> _Connection:
+        """An idle connection to `origin` fit for reuse, else a new one under the cap."""
+        deadline = None if pool_s is None else time.monotonic() + pool_s
         while True:
-            with self._lock:
-                stack = self._idle.get(origin)
-                connection = stack.pop() if stack else None
+            connection, evicted = self._claim(origin, deadline)
+            if evicted is not None:  # another origin's idle connection: its place is ours now
+                evicted.close()
             if connection is None:
                 return self._open(origin, connect_s)
-            if connection.idle_and_open(now):
+            if connection.idle_and_open(time.monotonic(), self.idle_s_max):
                 return connection
-            connection.close()
+            self.discard(connection)
+
+    def _claim(self, origin: Origin, deadline: float | None) -> tuple[_Connection | None, _Connection | None]:
+        """(an idle connection to `origin`, None), or (None, a connection to close or None)
+        with a place under the cap taken for a new connection; waits until `deadline`."""
+        with self._changed:
+            while True:
+                stack = self._idle.get(origin)
+                if stack:
+                    self._idle_count -= 1
+                    connection = stack.pop()
+                    if not stack:
+                        del self._idle[origin]  # the map holds only origins with idle connections
+                    return connection, None
+                if self._counted < self.connections_max:
+                    self._counted += 1
+                    return None, None
+                evicted = self._pop_oldest_idle()
+                if evicted is not None:
+                    evicted.closed = True  # its place passes to the new connection; _counted unchanged
+                    return None, evicted
+                # Checked after the state, so a wakeup that came with the timeout is not lost.
+                wait_s = None if deadline is None else deadline - time.monotonic()
+                if wait_s is not None and wait_s <= 0:
+                    _, host, port = origin
+                    raise httpx.PoolTimeout(
+                        f"no connection to {host}:{port} came free in time: "
+                        f"all {self.connections_max} of the pool are busy"
+                    )
+                self._waiting += 1
+                try:
+                    self._changed.wait(wait_s)
+                finally:
+                    self._waiting -= 1
+
+    def _pop_oldest_idle(self) -> _Connection | None:
+        """The connection idle longest over every origin, out of the pool (lock held)."""
+        oldest: list[_Connection] | None = None
+        for stack in self._idle.values():
+            if oldest is None or stack[0].idle_since < oldest[0].idle_since:
+                oldest = stack
+        if oldest is None:
+            return None
+        self._idle_count -= 1
+        connection = oldest.pop(0)
+        if not oldest:
+            del self._idle[connection.origin]
+        return connection
 
     def _open(self, origin: Origin, connect_s: float | None) -> _Connection:
+        """A new connection in the place under the cap the caller took; the place is given
+        back when this fails."""
+        try:
+            connection = self._connect(origin, connect_s)
+        except BaseException:
+            with self._changed:
+                self._counted -= 1
+                self._changed.notify()
+            raise
+        with self._changed:
+            self.opened += 1
+        return connection
+
+    def _connect(self, origin: Origin, connect_s: float | None) -> _Connection:
         scheme, host, port = origin
         try:
             sock = socket.create_connection((host, port), timeout=connect_s)
@@ -271,8 +377,6 @@ class PooledTransport(httpx.BaseTransport):
         except OSError as exc:  # ssl.SSLError included
             sock.close()
             raise httpx.ConnectError(f"TLS with {host}:{port} failed: {exc}") from exc
-        with self._lock:
-            self.opened += 1
         return _Connection(sock, origin, tls=scheme == "https")
 
     def _context(self) -> ssl.SSLContext:
@@ -283,25 +387,58 @@ class PooledTransport(httpx.BaseTransport):
     def release(self, connection: _Connection) -> None:
         """A connection whose response was read whole: kept for the next request, or closed."""
         h = connection.h11
-        if h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            connection.idle_since = time.monotonic()
-            with self._lock:
-                if not self._closed:
-                    stack = self._idle.setdefault(connection.origin, [])
-                    if len(stack) < self.idle_max:
-                        stack.append(connection)
-                        return
+        if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+            self.discard(connection)
+            return
+        h.start_next_cycle()
+        connection.idle_since = time.monotonic()
+        evicted: _Connection | None = None
+        with self._changed:
+            if self._closed or self.idle_max == 0:
+                kept = False
+            else:
+                if self._idle_count >= self.idle_max:
+                    evicted = self._pop_oldest_idle()
+                    if evicted is not None:
+                        self._forget(evicted)
+                self._idle.setdefault(connection.origin, []).append(connection)
+                self._idle_count += 1
+                self._changed.notify()
+                kept = True
+        if evicted is not None:
+            evicted.close()
+        if not kept:
+            self.discard(connection)
+
+    def discard(self, connection: _Connection) -> None:
+        """Closes a connection taken from the pool and gives its place under the cap back."""
+        with self._changed:
+            self._forget(connection)
         connection.close()
 
+    def _forget(self, connection: _Connection) -> None:
+        """Gives a connection's place back, once (lock held); a waiter may take it."""
+        if not connection.closed:
+            connection.closed = True
+            self._counted -= 1
+            self._changed.notify()
+
     def idle(self) -> int:
-        with self._lock:
-            return sum(len(stack) for stack in self._idle.values())
+        with self._changed:
+            return self._idle_count
+
+    def waiting(self) -> int:
+        """Requests waiting for a connection because the cap is reached."""
+        with self._changed:
+            return self._waiting
 
     def close(self) -> None:
-        with self._lock:
+        with self._changed:
             self._closed = True
-            stacks, self._idle = list(self._idle.values()), {}
+            stacks, self._idle, self._idle_count = list(self._idle.values()), {}, 0
+            for stack in stacks:
+                for connection in stack:
+                    self._forget(connection)
         for stack in stacks:
             for connection in stack:
                 connection.close()
