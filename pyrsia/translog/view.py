@@ -10,13 +10,13 @@ the index would store them.
 
 Rules:
 - Only the ledger's writer (or its index thread) changes what an entry says, with
-  `apply_block(block, first_leaf)` (or `apply(records)`) for each block it commits
-  or appends, after the index holds that block and before any caller learns of the
-  commit. Every held key the block touches, "none" answers included, is set to the
-  block's record (the newest wins within the block): so no entry is older than the
-  log once a commit has returned. Keys not held stay so (the next lookup reads the
-  index, which already has the block): a sync of many blocks neither costs an entry
-  per record nor pushes the hot keys out.
+  `apply_block(block, first_leaf)` for each block it commits or appends, after the
+  index holds that block and before any caller learns of the commit. Every held key
+  the block touches, "none" answers included, is set to the block's record (the
+  newest wins within the block): so no entry is older than the log once a commit has
+  returned. Keys not held stay so (the next lookup reads the index, which already has
+  the block): a sync of many blocks neither costs an entry per record nor pushes the
+  hot keys out.
 - Readers fill misses from the index with `fill(token, key, record)`, where `token`
   is the `generation` they read before querying. A block applied meanwhile bumps the
   generation and the fill is dropped: an answer read from the index before a block
@@ -31,7 +31,6 @@ No locks here: the ledger takes one around every call.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyrsia.translog.block import Block, BlockHeader
@@ -121,7 +120,7 @@ class LookupView:
 
     @property
     def generation(self) -> int:
-        """Bumped by every `apply`: the token a reader's `fill` must still match."""
+        """Bumped by every `apply_block`: the token a reader's `fill` must still match."""
         return self._generation
 
     def __len__(self) -> int:
@@ -143,21 +142,10 @@ class LookupView:
         self._put(key, record)
         return True
 
-    def apply(self, records: Iterable[ArtifactRecord]) -> None:
-        """A committed block's records, in log order: each is now the newest of its keys."""
-        self._generation += 1
-        entries = self._entries
-        for record in records:
-            for key in (
-                path_key(record.package_type, record.path),
-                digest_key(record.package_type, record.digest),
-            ):
-                if key in entries:
-                    entries[key] = record
-
     def apply_block(self, block: Block, first_leaf: int) -> None:
-        """`apply(records_of(block, first_leaf))`, building a record only for a key the
-        view holds: most of a block's records touch no held key."""
+        """A committed block: each of its records (`records_of(block, first_leaf)`, in log
+        order) is now the newest of its keys. A record is built only for a key the view
+        holds: most of a block's records touch none."""
         self._generation += 1
         entries = self._entries
         if not entries:
