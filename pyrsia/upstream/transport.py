@@ -18,9 +18,9 @@ serves one upstream (its registry, token realm and blob host), so this bounds wh
 node asks of that upstream at once and the sockets it holds for it. A request that
 finds the cap reached takes an idle connection of another origin, closing it to open
 its own, or else waits for a connection to be released or closed, for at most its
-pool timeout: then `httpx.PoolTimeout`, as httpx's own pool raises. At most `idle_max`
-connections are kept idle in all; one released beyond that pushes out the one idle
-longest.
+pool timeout: then `httpx.PoolTimeout`, as httpx's own pool raises. Waiters are served
+in the order they came, as in httpx's pool. At most `idle_max` connections are kept
+idle in all; one released beyond that pushes out the one idle longest.
 
 Deadlines. A request's read and write timeouts apply to each `recv` and `send`. On a
 plain connection they are set on the socket itself (SO_RCVTIMEO, SO_SNDTIMEO), so a
@@ -40,6 +40,7 @@ httpx only with its own transport, so `pooled_transport` returns None then.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import select
@@ -208,8 +209,9 @@ class PooledTransport(httpx.BaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
         self._idle_count = 0
         self._counted = 0  # connections counted against the cap: idle, busy, or being opened
-        self._waiting = 0  # requests waiting for a place under the cap
-        # Held for a push, a pop or a count; notified whenever a place or an idle connection frees.
+        self._queue: collections.deque[object] = collections.deque()  # requests waiting, in order
+        # Held for a push, a pop or a count; notified whenever a place or an idle connection
+        # frees (to all: only the first in line may take it).
         self._changed = threading.Condition(threading.Lock())
         self._closed = False
         self.opened = 0  # connections opened in all (for tests and metrics)
@@ -299,36 +301,54 @@ class PooledTransport(httpx.BaseTransport):
 
     def _claim(self, origin: Origin, deadline: float | None) -> tuple[_Connection | None, _Connection | None]:
         """(an idle connection to `origin`, None), or (None, a connection to close or None)
-        with a place under the cap taken for a new connection; waits until `deadline`."""
+        with a place under the cap taken for a new connection; waits until `deadline`.
+
+        Waiters are served in the order they came, and a request that finds others waiting
+        queues behind them: a connection freed while the first in line wakes goes to it, not
+        to a request that arrived later, so under load no request starves to its timeout."""
         with self._changed:
-            while True:
-                stack = self._idle.get(origin)
-                if stack:
-                    self._idle_count -= 1
-                    connection = stack.pop()
-                    if not stack:
-                        del self._idle[origin]  # the map holds only origins with idle connections
-                    return connection, None
-                if self._counted < self.connections_max:
-                    self._counted += 1
-                    return None, None
-                evicted = self._pop_oldest_idle()
-                if evicted is not None:
-                    evicted.closed = True  # its place passes to the new connection; _counted unchanged
-                    return None, evicted
-                # Checked after the state, so a wakeup that came with the timeout is not lost.
-                wait_s = None if deadline is None else deadline - time.monotonic()
-                if wait_s is not None and wait_s <= 0:
-                    _, host, port = origin
-                    raise httpx.PoolTimeout(
-                        f"no connection to {host}:{port} came free in time: "
-                        f"all {self.connections_max} of the pool are busy"
-                    )
-                self._waiting += 1
-                try:
+            ticket: object | None = None
+            try:
+                while True:
+                    if not self._queue or self._queue[0] is ticket:
+                        claimed = self._take(origin)
+                        if claimed is not None:
+                            return claimed
+                    # Checked after the state, so a wakeup that came with the timeout is not lost.
+                    wait_s = None if deadline is None else deadline - time.monotonic()
+                    if wait_s is not None and wait_s <= 0:
+                        _, host, port = origin
+                        raise httpx.PoolTimeout(
+                            f"no connection to {host}:{port} came free in time: "
+                            f"all {self.connections_max} of the pool are busy"
+                        )
+                    if ticket is None:
+                        ticket = object()
+                        self._queue.append(ticket)
                     self._changed.wait(wait_s)
-                finally:
-                    self._waiting -= 1
+            finally:
+                if ticket is not None:
+                    self._queue.remove(ticket)
+                    if self._queue:  # the next in line looks again: more may have come free
+                        self._changed.notify_all()
+
+    def _take(self, origin: Origin) -> tuple[_Connection | None, _Connection | None] | None:
+        """What `_claim` returns, if the pool has it now (lock held)."""
+        stack = self._idle.get(origin)
+        if stack:
+            self._idle_count -= 1
+            connection = stack.pop()
+            if not stack:
+                del self._idle[origin]  # the map holds only origins with idle connections
+            return connection, None
+        if self._counted < self.connections_max:
+            self._counted += 1
+            return None, None
+        evicted = self._pop_oldest_idle()
+        if evicted is not None:
+            evicted.closed = True  # its place passes to the new connection; _counted unchanged
+            return None, evicted
+        return None
 
     def _pop_oldest_idle(self) -> _Connection | None:
         """The connection idle longest over every origin, out of the pool (lock held)."""
@@ -352,7 +372,7 @@ class PooledTransport(httpx.BaseTransport):
         except BaseException:
             with self._changed:
                 self._counted -= 1
-                self._changed.notify()
+                self._changed.notify_all()
             raise
         with self._changed:
             self.opened += 1
@@ -403,7 +423,7 @@ class PooledTransport(httpx.BaseTransport):
                         self._forget(evicted)
                 self._idle.setdefault(connection.origin, []).append(connection)
                 self._idle_count += 1
-                self._changed.notify()
+                self._changed.notify_all()
                 kept = True
         if evicted is not None:
             evicted.close()
@@ -421,7 +441,7 @@ class PooledTransport(httpx.BaseTransport):
         if not connection.closed:
             connection.closed = True
             self._counted -= 1
-            self._changed.notify()
+            self._changed.notify_all()
 
     def idle(self) -> int:
         with self._changed:
@@ -430,7 +450,7 @@ class PooledTransport(httpx.BaseTransport):
     def waiting(self) -> int:
         """Requests waiting for a connection because the cap is reached."""
         with self._changed:
-            return self._waiting
+            return len(self._queue)
 
     def close(self) -> None:
         with self._changed:

@@ -213,6 +213,7 @@ class HeldServer:
         self.open = 0
         self.open_peak = 0
         self.closed = 0  # connections the client closed
+        self.paths: list[bytes] = []  # in the order they were read
         self.server = serve(self._script)
         self.url = self.server.url
 
@@ -224,6 +225,7 @@ class HeldServer:
             while request := read_request(conn):
                 with self._lock:
                     self.in_flight += 1
+                    self.paths.append(request.split(b" ")[1])
                 self.answer.wait(HELD_S_MAX)  # released by the test, long before this
                 with self._lock:
                     self.in_flight -= 1
@@ -315,6 +317,21 @@ def test_a_released_connection_serves_the_waiting_request(serve: Serve) -> None:
         held.answer.set()
         assert first.join() == [b"/first"] and second.join() == [b"/second"]
     assert held.server.accepted == 1 and transport.opened == 1  # the waiter rode the released one
+
+
+def test_waiting_requests_are_served_in_the_order_they_came(serve: Serve) -> None:
+    held = HeldServer(serve)
+    transport = capped(1)
+    with httpx.Client(transport=transport) as c:
+        fetches = [Fetches(c, [f"{held.url}/0"])]
+        poll(lambda: held.in_flight == 1, "the first request at the server")
+        for n in range(1, 6):
+            fetches.append(Fetches(c, [f"{held.url}/{n}"]))
+            poll(lambda n=n: transport.waiting() == n, f"{n} requests waiting for the pool")
+        held.answer.set()
+        assert [f.join() for f in fetches] == [[f"/{n}".encode()] for n in range(6)]
+    assert held.paths == [f"/{n}".encode() for n in range(6)]  # one connection, in arrival order
+    assert held.server.accepted == 1
 
 
 def test_a_closed_connection_makes_room_for_the_waiting_request(serve: Serve) -> None:
