@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,9 +158,10 @@ def storage_driver(root: Path) -> str:
 
 
 class Podman:
-    """podman with its storage, runtime settings and registries confined to `root`."""
+    """podman with its storage, runtime settings and registries confined to `root`;
+    `insecure_registries` are reached over plain HTTP (a node's or a test registry's port)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, insecure_registries: Sequence[str] = ()) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.driver = storage_driver(root)
@@ -173,7 +174,10 @@ class Podman:
             f'volume_path = "{root}/volumes"\n'
         )
         # No search registries: a short name is a local image or nothing, never a pull.
-        (root / "registries.conf").write_text("unqualified-search-registries = []\n")
+        registries = "".join(
+            f'[[registry]]\nlocation = "{location}"\ninsecure = true\n' for location in insecure_registries
+        )
+        (root / "registries.conf").write_text(f"unqualified-search-registries = []\n{registries}")
         self.env = {
             **os.environ,
             "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
@@ -214,7 +218,11 @@ class Podman:
         self.run("rm", "--all", "--force", "--time", "5", check=False)
         self.run("volume", "prune", "--force", check=False)
         self.run("rmi", "--all", "--force", check=False)
-        # overlay storage may keep its own directory mounted: nothing stays mounted under root.
+        self.unmount()
+
+    def unmount(self) -> None:
+        """Nothing stays mounted under root (overlay storage may keep its own directory
+        mounted), so the directory can be deleted; enough for a store that only pulled."""
         with open("/proc/self/mounts") as mounts:
             points = [line.split()[1] for line in mounts]
         for point in sorted((p for p in points if p.startswith(f"{self.root}/")), reverse=True):
