@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,3 +58,15 @@ def test_staged_files_from_many_threads_get_distinct_leftover_names(tmp_path: Pa
     # What a restart's cleanup removes (`BlockFiles.remove_leftovers`): nothing else is there.
     assert sorted(str(p) for p in tmp_path.glob(".*.part")) == sorted(temps)
     assert Path(temps[7]).read_bytes() == bytes([7])
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_staged_files_take_their_mode_less_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """As block files written in place do: a node run under umask 027 keeps its log from
+    other users."""
+    old = os.umask(umask)
+    try:
+        staged = stage_file(tmp_path, b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(staged).st_mode) == mode
