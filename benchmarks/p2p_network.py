@@ -17,8 +17,6 @@ rss    a daemon's resident memory (VmRSS) idle, then with `--peers` libp2p peers
        connected to it (Hosts in this process, identify done with each).
 
 `--dir` puts the data on a chosen filesystem (default: the system's temp directory).
-rss    a daemon's resident memory (VmRSS) idle, then with `--peers` libp2p peers
-       connected to it (Hosts in this process, identify done with each).
 """
 
 from __future__ import annotations
