@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from tests.support import images
-from tests.support.containers import Podman
 from tests.support.netns import LoopbackNamespace
 from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
@@ -102,21 +101,39 @@ def test_skopeo_copies_and_inspects_then_node_serves_alone(seeded_storage: Path,
 # --- podman -------------------------------------------------------------------------
 
 
+def podman_env(root: Path, node: NodeProcess) -> dict[str, str]:
+    """podman confined to `root`: vfs storage, cgroupfs, the node as an insecure registry."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\nrunroot = "{root}/run"\n'
+    )
+    (root / "containers.conf").write_text(
+        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        f'events_logfile_path = "{root}/events.log"\nruntime = "runc"\n'
+    )
+    (root / "registries.conf").write_text(
+        f'unqualified-search-registries = []\n[[registry]]\nlocation = "{node.address}"\ninsecure = true\n'
+    )
+    return {
+        "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+        "CONTAINERS_CONF": str(root / "containers.conf"),
+        "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
+    }
+
+
 def podman_pull_all(node: NodeProcess, root: Path) -> None:
-    # The node as an insecure registry; storage on overlay where the kernel allows (`Podman`).
-    podman = Podman(root, insecure_registries=(node.address,))
-    try:
-        three = f"{node.address}/{THREE.reference}"
-        podman.run("pull", "--tls-verify=false", three)
-        assert podman.out("image", "inspect", "--format", "{{.Digest}}", three) == THREE.top
-        multi = f"{node.address}/{MULTI.reference}"
-        podman.run("pull", "--tls-verify=false", "--arch", "arm64", multi)
-        shown = podman.out("image", "inspect", "--format", "{{.Architecture}} {{.Digest}} {{.Id}}", multi)
-        # The image is the arm64 variant (its config digest is the image id) of the upstream index.
-        arm64_config = MULTI.config_of(MULTI.platforms["linux/arm64"])
-        assert shown.split() == ["arm64", MULTI.top, arm64_config.removeprefix("sha256:")]
-    finally:
-        podman.unmount()
+    env = podman_env(root, node)
+    three = f"{node.address}/{THREE.reference}"
+    run("podman", "pull", "--tls-verify=false", three, env=env)
+    assert run("podman", "image", "inspect", "--format", "{{.Digest}}", three, env=env).strip() == THREE.top
+    multi = f"{node.address}/{MULTI.reference}"
+    run("podman", "pull", "--tls-verify=false", "--arch", "arm64", multi, env=env)
+    shown = run(
+        "podman", "image", "inspect", "--format", "{{.Architecture}} {{.Digest}} {{.Id}}", multi, env=env
+    )
+    # The image is the arm64 variant (its config digest is the image id) of the upstream index.
+    arm64_config = MULTI.config_of(MULTI.platforms["linux/arm64"])
+    assert shown.split() == ["arm64", MULTI.top, arm64_config.removeprefix("sha256:")]
 
 
 def test_podman_pulls_then_node_serves_alone(seeded_storage: Path, tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from tests.support import images
-from tests.support.containers import Podman
 from tests.support.lab import Lab, LabHost, require_tools
 from tests.support.node import NodeProcess
 from tests.support.registry import RegistryProcess
@@ -151,27 +150,38 @@ def test_no_node_lists_a_peer_at_a_loopback_address(network: Network) -> None:
     assert not any(loopback.values()), f"peers listed at a loopback address: {loopback}"
 
 
+def podman_env(root: Path, registry: str) -> dict[str, str]:
+    """podman confined to `root`: vfs storage, cgroupfs, `registry` as an insecure registry."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\nrunroot = "{root}/run"\n'
+    )
+    (root / "containers.conf").write_text(
+        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        f'events_logfile_path = "{root}/events.log"\nruntime = "runc"\n'
+    )
+    (root / "registries.conf").write_text(
+        f'unqualified-search-registries = []\n[[registry]]\nlocation = "{registry}"\ninsecure = true\n'
+    )
+    return {
+        "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+        "CONTAINERS_CONF": str(root / "containers.conf"),
+        "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
+    }
+
+
 def podman_pull(node: LabNode, image: images.Image, podman_root: Path) -> None:
     """podman inside the node's host pulls `image` through the node; digest and id must match."""
     registry = node.process.address  # the node's HTTP port on its host's own 127.0.0.1
     reference = f"{registry}/{image.reference}"
-    # nsenter enters the host's network namespace only: podman's overlay mounts (`Podman`
-    # picks overlay where the kernel allows) land in the test's mount namespace, as cleanup expects.
-    podman = Podman(podman_root, insecure_registries=(registry,))
-    try:
-        pulled = node.host.run(
-            "podman", "pull", "--tls-verify=false", reference, env=podman.env, timeout_s=90
-        )
-        assert pulled.returncode == 0, f"{pulled.stderr}\n--- {node.name}:\n{node.process.output()[-4000:]}"
-        shown = node.host.run(
-            "podman", "image", "inspect", "--format", "{{.Digest}} {{.Id}}", reference, env=podman.env
-        )
-        assert shown.returncode == 0, shown.stderr
-        digest, image_id = shown.stdout.split()
-        assert digest == image.top
-        assert f"sha256:{image_id}" == image.config_of(image.platforms["linux/amd64"])
-    finally:
-        podman.unmount()
+    env = podman_env(podman_root, registry)
+    pulled = node.host.run("podman", "pull", "--tls-verify=false", reference, env=env, timeout_s=90)
+    assert pulled.returncode == 0, f"{pulled.stderr}\n--- {node.name}:\n{node.process.output()[-4000:]}"
+    shown = node.host.run("podman", "image", "inspect", "--format", "{{.Digest}} {{.Id}}", reference, env=env)
+    assert shown.returncode == 0, shown.stderr
+    digest, image_id = shown.stdout.split()
+    assert digest == image.top
+    assert f"sha256:{image_id}" == image.config_of(image.platforms["linux/amd64"])
 
 
 def test_podman_in_the_authoritys_host_pulls_through_it(network: Network) -> None:

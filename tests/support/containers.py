@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,10 +158,9 @@ def storage_driver(root: Path) -> str:
 
 
 class Podman:
-    """podman with its storage, runtime settings and registries confined to `root`;
-    `insecure_registries` are reached over plain HTTP (a node's or a test registry's port)."""
+    """podman with its storage, runtime settings and registries confined to `root`."""
 
-    def __init__(self, root: Path, insecure_registries: Sequence[str] = ()) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.driver = storage_driver(root)
@@ -174,10 +173,7 @@ class Podman:
             f'volume_path = "{root}/volumes"\n'
         )
         # No search registries: a short name is a local image or nothing, never a pull.
-        registries = "".join(
-            f'[[registry]]\nlocation = "{location}"\ninsecure = true\n' for location in insecure_registries
-        )
-        (root / "registries.conf").write_text(f"unqualified-search-registries = []\n{registries}")
+        (root / "registries.conf").write_text("unqualified-search-registries = []\n")
         self.env = {
             **os.environ,
             "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
@@ -218,11 +214,7 @@ class Podman:
         self.run("rm", "--all", "--force", "--time", "5", check=False)
         self.run("volume", "prune", "--force", check=False)
         self.run("rmi", "--all", "--force", check=False)
-        self.unmount()
-
-    def unmount(self) -> None:
-        """Nothing stays mounted under root (overlay storage may keep its own directory
-        mounted), so the directory can be deleted; enough for a store that only pulled."""
+        # overlay storage may keep its own directory mounted: nothing stays mounted under root.
         with open("/proc/self/mounts") as mounts:
             points = [line.split()[1] for line in mounts]
         for point in sorted((p for p in points if p.startswith(f"{self.root}/")), reverse=True):
