@@ -51,6 +51,19 @@ def test_interrupted_write_leaves_only_a_temp_file_that_is_cleaned(tmp_path: Pat
     writer.abort()  # releases the file handle the "dead" writer held
 
 
+def test_writers_at_once_each_write_a_temp_file_of_their_own(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    datas = [bytes([i]) * 100 for i in range(8)]
+    writers = [store.writer(Digest.of(data), source="test") for data in datas]
+    temps = {p.name for p in store.tmp_dir.iterdir()}
+    assert len(temps) == len(writers) and all(name.endswith(".part") for name in temps)
+    for writer, data in zip(writers, datas, strict=True):
+        writer.write(data)
+        writer.commit()
+    assert [store.read(Digest.of(data)) for data in datas] == datas
+    assert list(store.tmp_dir.iterdir()) == []
+
+
 def test_exception_inside_writer_aborts(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     with pytest.raises(RuntimeError), store.writer(Digest.of(b"abc"), source="test") as writer:
