@@ -1,7 +1,8 @@
 """The consensus shell: an authority's part in verifying and ordering what enters the log.
 
 One thread (`pyrsia-consensus`) owns the mempool and the consensus core and takes
-events from one bounded queue: messages from peers, this node's own submissions,
+events from one bounded queue: messages from peers (those one read of a stream
+completes, together), this node's own submissions,
 verdicts its verifier reached, blocks the log committed (by consensus or by sync) and
 the core's timers. Nothing else touches either, so neither needs a lock.
 
@@ -111,6 +112,9 @@ STREAM_TIMEOUT_S = 10.0
 REBROADCAST_S = 2.0
 OUTBOX_LINGER_S = 0.5
 STREAM_READ_BYTES = 64 * 1024  # deflated bytes read at once from a consensus stream
+# A peer's messages completed by one read go to the service thread together, this many
+# encoded bytes at most (a larger message alone).
+INBOUND_BATCH_BYTES_MAX = 1 << 20
 # What one step of the service thread sends a peer is handed to its outbox as one item,
 # and items already queued go out together in one write (one Noise and yamux frame for
 # many small votes and verdicts), up to this many bytes.
@@ -199,9 +203,11 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class _Inbound:
+    """Messages of one peer read at once (one event, one wake-up of the service thread)."""
+
     peer: str
-    message: wire.Message
-    size: int = 0  # its encoded bytes, counted against the peer's inbound bound
+    messages: tuple[wire.Message, ...]
+    size: int = 0  # their encoded bytes, counted against the peer's inbound bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,12 +484,22 @@ class ConsensusService:
                         return
                     break
                 try:
+                    # What one read completes goes to the service thread as one event, in
+                    # batches of at most INBOUND_BATCH_BYTES_MAX (or one larger message).
+                    batch: list[wire.Message] = []
+                    size = 0
                     for raw in inflater.messages(data):
                         wire.check_size(raw)
-                        message = wire.decode(raw)
-                        if not self._queue_inbound(_Inbound(peer, message, len(raw))):
-                            self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
-                            return
+                        if batch and size + len(raw) > INBOUND_BATCH_BYTES_MAX:
+                            if not self._queue_inbound(_Inbound(peer, tuple(batch), size)):
+                                self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                                return
+                            batch, size = [], 0
+                        batch.append(wire.decode(raw))
+                        size += len(raw)
+                    if batch and not self._queue_inbound(_Inbound(peer, tuple(batch), size)):
+                        self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                        return
                 except ConsensusError as exc:
                     self.stats.messages_rejected += 1
                     self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
@@ -620,21 +636,11 @@ class ConsensusService:
 
     def _handle(self, event: _Event) -> None:
         match event:
-            case _Inbound(size=size) if size:
-                self._dequeued(event)
-                self._handle(_Inbound(event.peer, event.message))
-            case _Inbound(peer=peer, message=wire.Submit(tx=tx)):
-                self._on_submit(peer, tx)
-            case _Inbound(peer=peer, message=wire.Verdict() as verdict):
-                self._on_verdict(peer, verdict)
-            case _Inbound(peer=peer, message=wire.Endorsements() as batch):
-                self._on_endorsements(peer, batch)
-            case _Inbound(peer=peer, message=wire.FetchTxs(ids=ids)):
-                self._on_fetch_txs(peer, ids)
-            case _Inbound(peer=peer, message=wire.Txs(txs=txs)):
-                self._on_txs(peer, txs)
-            case _Inbound(peer=peer, message=message):
-                self._on_core_message(peer, message)  # type: ignore[arg-type]
+            case _Inbound(peer=peer, messages=messages, size=size):
+                if size:
+                    self._dequeued(event)
+                for message in messages:
+                    self._on_message(peer, message)
             case _Local(txs=txs):
                 for tx in txs:
                     self._on_local(tx)
@@ -646,6 +652,21 @@ class ConsensusService:
                 for entry in self.mempool.entries():
                     if self.me not in entry.endorsements and self.me not in entry.refusals:
                         self._start_verify(entry)
+
+    def _on_message(self, peer: str, message: wire.Message) -> None:
+        match message:
+            case wire.Submit(tx=tx):
+                self._on_submit(peer, tx)
+            case wire.Verdict():
+                self._on_verdict(peer, message)
+            case wire.Endorsements():
+                self._on_endorsements(peer, message)
+            case wire.FetchTxs(ids=ids):
+                self._on_fetch_txs(peer, ids)
+            case wire.Txs(txs=txs):
+                self._on_txs(peer, txs)
+            case _:
+                self._on_core_message(peer, message)
 
     def _already_committed(self, tx: Transaction) -> int | None:
         try:
