@@ -84,6 +84,10 @@ def test_dial_identify_and_ping_both_ways(pair: tuple[Host, Host]) -> None:
     assert listener.ping(dialer.peer_id) > 0
     info = dialer.peer_info(listener.peer_id)
     assert info is not None and info.rtt_s is not None and info.bytes_in > 0 and info.bytes_out > 0
+    # The counts keep growing with the traffic, in every snapshot handed out.
+    assert dialer.ping(listener.peer_id) > 0
+    grown = dialer.peers()[listener.peer_id]
+    assert grown.bytes_in > info.bytes_in and grown.bytes_out > info.bytes_out
     _poll(lambda: any(isinstance(e, PeerIdentified) for e in events))
     assert PeerConnected(peer_id=listener.peer_id) in events
 

@@ -570,6 +570,10 @@ class Host:
         self._readers_due: list[Stream] = []  # streams given data since their reader was woken
         self._lock = threading.Condition()
         self._peers: dict[str, PeerInfo] = {}
+        # Bytes in and out per connected peer, counted on the selector thread at every read
+        # and send and folded into `PeerInfo` only when one is handed out (a new frozen
+        # snapshot per socket read cost more than the read's bookkeeping).
+        self._traffic: dict[str, list[int]] = {}
         self._book = addresses.AddressBook()  # under _lock
         self._policy = addresses.AdvertisePolicy(announce=config.announce, no_announce=config.no_announce)
         self._interfaces = interfaces or _interface_ips
@@ -965,11 +969,16 @@ class Host:
 
     def peers(self) -> dict[str, PeerInfo]:
         with self._lock:
-            return dict(self._peers)
+            return {peer_id: self._with_traffic(info) for peer_id, info in self._peers.items()}
 
     def peer_info(self, peer_id: str) -> PeerInfo | None:
         with self._lock:
-            return self._peers.get(peer_id)
+            info = self._peers.get(peer_id)
+            return None if info is None else self._with_traffic(info)
+
+    def _with_traffic(self, info: PeerInfo) -> PeerInfo:
+        counts = self._traffic.get(info.peer_id)
+        return info if counts is None else replace(info, bytes_in=counts[0], bytes_out=counts[1])
 
     def wait_identified(self, peer_id: str, timeout: float = 15.0) -> PeerInfo:
         with self._lock:
@@ -978,7 +987,7 @@ class Host:
             )
             if not ok:
                 raise PeerTimeout(f"{peer_id} did not identify within {timeout} s")
-            return self._peers[peer_id]
+            return self._with_traffic(self._peers[peer_id])
 
     def _dial_known(self, peer_id: str, timeout: float) -> None:
         """Dial a peer's known addresses, staggered (RFC 8305 "happy eyeballs"): the next
@@ -1302,6 +1311,7 @@ class Host:
         self._by_peer.setdefault(conn.peer_id, []).append(conn)
         with self._lock:
             if conn.peer_id not in self._peers:
+                self._traffic[conn.peer_id] = [0, 0]
                 self._peers[conn.peer_id] = PeerInfo(
                     peer_id=conn.peer_id,
                     direction=conn.direction,
@@ -2168,15 +2178,14 @@ class Host:
             updated = replace(current, **changes)  # type: ignore[arg-type]
             self._peers[conn.peer_id] = updated
             self._lock.notify_all()
-            return updated
+            return self._with_traffic(updated)
 
     def _count(self, peer_id: str, *, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        with self._lock:
-            current = self._peers.get(peer_id)
-            if current is not None:
-                self._peers[peer_id] = replace(
-                    current, bytes_in=current.bytes_in + bytes_in, bytes_out=current.bytes_out + bytes_out
-                )
+        # Selector thread only; readers take the numbers through `_with_traffic`.
+        counts = self._traffic.get(peer_id)
+        if counts is not None:
+            counts[0] += bytes_in
+            counts[1] += bytes_out
 
     def _notify(self, event: PeerEvent) -> None:
         for callback in self._subscribers:
@@ -2417,6 +2426,7 @@ class Host:
             self._by_peer.pop(conn.peer_id, None)
             with self._lock:
                 self._peers.pop(conn.peer_id, None)
+                self._traffic.pop(conn.peer_id, None)
                 self._lock.notify_all()
             log.info("p2p: disconnected %s: %s", conn.peer_id, reason)
             self._notify(PeerDisconnected(peer_id=conn.peer_id, reason=reason))
