@@ -122,21 +122,29 @@ _TEMP_PREFIX = f".{secrets.token_hex(6)}-"
 _temps = itertools.count()  # next() is atomic: stage_file runs on several threads at once
 
 
-def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
-    """A temp file in `directory` holding `data`, not durable yet: `commit_staged` makes
-    it so under its name, `discard_staged` removes it (so does a restart's cleanup of
-    leftover `.*.part` files). Created with `mode` less the process umask, as block
-    files written in place are (no fchmod: sync stages thousands a batch)."""
+def new_temp(directory: Path, mode: int = 0o644) -> tuple[str, int]:
+    """A new `.*.part` file in `directory`, open for writing: (its path, its descriptor).
+    Created with `mode` less the process umask, under a name of this process's own (a
+    random prefix drawn once, then a counter, O_EXCL): tempfile.mkstemp draws a random
+    name per file, which sync (thousands of blocks a batch) and every blob and record
+    write paid for."""
     base = os.fspath(directory)
-    while True:  # a name of this process's own (tempfile.mkstemp's random names cost more)
+    while True:
         tmp = os.path.join(base, f"{_TEMP_PREFIX}{next(_temps)}.part")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            break
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:  # left by a crashed process that drew the same prefix
             continue
         except OSError as exc:
             raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
+
+
+def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
+    """A temp file in `directory` holding `data`, not durable yet: `commit_staged` makes
+    it so under its name, `discard_staged` removes it (so does a restart's cleanup of
+    leftover `.*.part` files). Its mode is `mode` less the umask, as block files written
+    in place have (no fchmod: sync stages thousands a batch)."""
+    tmp, fd = new_temp(directory, mode)
     try:
         write_all(fd, data)
     except OSError as exc:

@@ -22,10 +22,8 @@ import ctypes
 import fcntl
 import functools
 import hashlib
-import itertools
 import logging
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -35,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from pyrsia.durable import fsync_dir
+from pyrsia.durable import fsync_dir, new_temp
 from pyrsia.errors import DigestMismatch, ExchangeFailed, StorageError
 from pyrsia.formats.digest import Digest
 from pyrsia.translog.chunks import CHUNK_BYTES, ChunkHasher, chunk_count, chunk_root
@@ -51,11 +49,6 @@ AHEAD_CHUNKS_MAX = 32
 # back, so the commit's fsync finds little left to write and dirty pages do not pile up.
 WRITEBACK_EVERY_CHUNKS = 16
 _SYNC_FILE_RANGE_WRITE = 2
-# Temp files take names of this process's own: a random prefix drawn once, then a counter
-# (next() is atomic across threads), opened O_EXCL; tempfile.mkstemp draws a random name
-# per file, which cost a few per cent of a verifying authority's CPU.
-_TEMP_PREFIX = f"{secrets.token_hex(6)}-"
-_temps = itertools.count()
 
 Buffer = bytes | bytearray | memoryview
 
@@ -280,16 +273,7 @@ class BlobWriter:
         )
 
     def _open_temp(self) -> tuple[Path, BinaryIO]:
-        base = os.fspath(self._store.tmp_dir)
-        while True:
-            name = os.path.join(base, f"{_TEMP_PREFIX}{next(_temps)}.part")
-            try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                break
-            except FileExistsError:  # left by a crashed process that drew the same prefix
-                continue
-            except OSError as exc:
-                raise StorageError(f"cannot create a blob in {base}: {exc.strerror}") from exc
+        name, fd = new_temp(self._store.tmp_dir, 0o600)
         return Path(name), os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
