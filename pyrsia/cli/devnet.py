@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -518,14 +519,51 @@ class _Interrupts:
 # --- ports ----------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports, all held open at once while they are picked."""
-    sockets = []
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+QUIET_PORT_MIN = 10_000  # below it sit the well-known services a machine may run
+QUIET_PORTS_MIN = 1_000  # a stretch shorter than this is not worth picking from
+
+
+def quiet_ports(ephemeral: tuple[int, int] | None) -> range | None:
+    """Ports a devnet may take that the kernel never hands out by itself (outside its
+    ephemeral range, which every outgoing connection and every port-0 listener draws
+    from): below the range, else above it; None if neither leaves room."""
+    if ephemeral is None:
+        return None
+    low, high = ephemeral
+    below = range(QUIET_PORT_MIN, low)
+    above = range(max(high + 1, QUIET_PORT_MIN), 65536)
+    best = max(below, above, key=len)
+    return best if len(best) >= QUIET_PORTS_MIN else None
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
     try:
-        for _ in range(count):
+        low, high = (int(part) for part in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports, all held open at once while they are picked.
+    Taken at random outside the kernel's ephemeral range where it is known: a port picked
+    there could be taken by any outgoing connection before the node binds it, or by the
+    time the devnet comes up again on the same ports."""
+    quiet = quiet_ports(_ephemeral_range())
+    candidates = random.sample(quiet, min(len(quiet), 64 * count)) if quiet is not None else []
+    sockets: list[socket.socket] = []
+    try:
+        for port in [*candidates, *[0] * count]:  # port 0: the kernel's pick, if none are free
+            if len(sockets) == count:
+                break
             sock = socket.socket()
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                sock.close()
+                continue
             sockets.append(sock)
-            sock.bind((LOOPBACK, 0))
         return [int(s.getsockname()[1]) for s in sockets]
     finally:
         for sock in sockets:
