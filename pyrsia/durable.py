@@ -30,7 +30,6 @@ import itertools
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,19 +91,25 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """`data` under `path`, whole or not at all, durable on return, with exactly `mode`:
+    a temp file (`new_temp`) written, fsynced, renamed over `path`, the directory
+    fsynced. The directory is made first if it is missing."""
+    directory = path.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+        if not os.path.isdir(directory):
+            directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+    tmp, fd = new_temp(directory, 0o600)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
+        try:
+            write_all(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_dir(directory)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -9,11 +9,10 @@ record directories may use it for their own structure.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from pyrsia.durable import commit_staged, stage_file
+from pyrsia.durable import write_atomic
 from pyrsia.errors import StorageError
 
 
@@ -34,18 +33,7 @@ class RecordStore:
         return doc
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
-        """Durable on return, as `durable.write_atomic` makes it (temp file fsynced,
-        renamed, directory fsynced), with a temp name of this process's own rather than a
-        random draw per record, and no mkdir where the directory exists."""
-        path = self.root / key
-        directory = path.parent
-        try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
-        tmp = stage_file(directory, json.dumps(doc, sort_keys=True).encode())
-        commit_staged(directory, [(tmp, path.name)])
+        write_atomic(self.root / key, json.dumps(doc, sort_keys=True).encode())
 
     def keys(self, directory: str) -> list[str]:
         """Names of the records directly inside a directory, sorted."""
