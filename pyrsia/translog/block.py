@@ -196,7 +196,6 @@ class Block:
     header: BlockHeader
     transactions: tuple[Transaction, ...]
     certificate: tuple[CommitSignature, ...]
-    _transactions: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, BlockHeader):
@@ -220,24 +219,13 @@ class Block:
             "certificate": [s.to_map() for s in self.certificate],
         }
 
-    def transactions_encoded(self) -> bytes:
-        """The canonical encoding of the `transactions` array, made once."""
-        if self._transactions is None:
-            object.__setattr__(self, "_transactions", encode_transactions(self.transactions))
-        assert self._transactions is not None
-        return self._transactions
-
-    def transactions_hash(self) -> bytes:
-        """What a header's `transactions_hash` must be for this block."""
-        return hashlib.sha256(self.transactions_encoded()).digest()
-
     def encode(self) -> bytes:
         """Canonical bytes (`codec.encode(self.to_map())`, assembled from each part's
         cached encoding); `TxInvalid` if they would be too large to decode again."""
         encoded = codec.raw_map(
             {
                 "header": self.header.encoded(),
-                "transactions": self.transactions_encoded(),
+                "transactions": encode_transactions(self.transactions),
                 "certificate": codec.raw_array([s.encoded() for s in self.certificate]),
             }
         )
@@ -271,7 +259,8 @@ class Block:
 
 def encode_transactions(transactions: Iterable[Transaction]) -> bytes:
     """A block's `transactions` array, encoded: each signed transaction with its
-    endorsements (what `transactions_hash` is the hash of)."""
+    endorsements (what `transactions_hash` is the hash of), from each transaction's
+    cached entry."""
     return codec.raw_array([tx.entry_encoded() for tx in transactions])
 
 

@@ -208,7 +208,7 @@ class Chain:
             )
         if header.tx_root != merkle.root_of(ids):
             raise fail("transaction root does not match its transactions")
-        if header.transactions_hash and header.transactions_hash != block.transactions_hash():
+        if header.transactions_hash and header.transactions_hash != transactions_hash(block.transactions):
             raise fail("transactions hash does not match the block's transactions and endorsements")
         origin = self.origin or origin_of(header)
         if certified:
