@@ -98,9 +98,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         if not os.path.isdir(directory):
             directory.mkdir(parents=True, exist_ok=True)
+        tmp, fd = new_temp(directory, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
-    tmp, fd = new_temp(directory, 0o600)
     try:
         try:
             write_all(fd, data)
@@ -132,7 +132,7 @@ def new_temp(directory: Path, mode: int = 0o644) -> tuple[str, int]:
     Created with `mode` less the process umask, under a name of this process's own (a
     random prefix drawn once, then a counter, O_EXCL): tempfile.mkstemp draws a random
     name per file, which sync (thousands of blocks a batch) and every blob and record
-    write paid for."""
+    write paid for. `OSError` if it cannot be made: each caller names what it was writing."""
     base = os.fspath(directory)
     while True:
         tmp = os.path.join(base, f"{_TEMP_PREFIX}{next(_temps)}.part")
@@ -140,8 +140,6 @@ def new_temp(directory: Path, mode: int = 0o644) -> tuple[str, int]:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:  # left by a crashed process that drew the same prefix
             continue
-        except OSError as exc:
-            raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
 
 
 def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
@@ -149,7 +147,10 @@ def stage_file(directory: Path, data: bytes, mode: int = 0o644) -> str:
     it so under its name, `discard_staged` removes it (so does a restart's cleanup of
     leftover `.*.part` files). Its mode is `mode` less the umask, as block files written
     in place have (no fchmod: sync stages thousands a batch)."""
-    tmp, fd = new_temp(directory, mode)
+    try:
+        tmp, fd = new_temp(directory, mode)
+    except OSError as exc:
+        raise StorageError(f"cannot write in {directory}: {exc.strerror}") from exc
     try:
         write_all(fd, data)
     except OSError as exc:
