@@ -163,6 +163,9 @@ class LedgerChain:
             genesis=self._ledger.genesis_hash, height=head.tip.header.height, tip=head.tip.header.hash
         )
 
+    def lookup_height(self) -> int:
+        return self._ledger.lookup_height
+
     def encoded_blocks(self, start: int, count: int, bytes_max: int) -> list[bytes]:
         out: list[bytes] = []
         size = 0

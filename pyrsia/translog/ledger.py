@@ -282,6 +282,8 @@ class Ledger:
         self._nonces = random.Random(secrets.randbits(256))
         self._chain = Chain()
         self._head: Head | None = None
+        # The height lookups answer for: the head runs ahead of it while a block is indexed.
+        self._lookup_height = -1
         self._listeners: list[Callable[[Block], None]] = []
         self._genesis_hash = b""
         self.origin = ""
@@ -409,6 +411,7 @@ class Ledger:
             registries_since=chain.registries_since,
         )
         self._sync_index(indexed, at_index_tip)
+        self._lookup_height = chain.tip.header.height
 
     def _sync_index(self, indexed: IndexTip | None, expected: IndexTip | None) -> None:
         """Catch the index up, or rebuild it when it is not exactly what the chain says
@@ -899,6 +902,7 @@ class Ledger:
         for block, first_leaf in blocks:
             with self._view_lock:
                 self._view.apply_block(block, first_leaf)
+        self._lookup_height = last.header.height
         for block, _first in blocks:
             for listener in self._listeners:
                 listener(block)
@@ -962,6 +966,13 @@ class Ledger:
     @property
     def height(self) -> int:
         return self.head.tip.header.height
+
+    @property
+    def lookup_height(self) -> int:
+        """The height lookups answer for. Readers see a durable block (`height`) before the
+        index and the view learn it; who waits for a block in order to look it up waits
+        for this."""
+        return self._lookup_height
 
     @property
     def size(self) -> int:

@@ -10,6 +10,10 @@ from pathlib import Path
 import httpx
 from nacl.signing import SigningKey
 
+from pyrsia.node.network import LedgerChain
+from pyrsia.p2p.behaviours.sync.service import SyncService
+from pyrsia.p2p.identity import Identity
+from pyrsia.p2p.swarm.host import Host, HostConfig
 from pyrsia.translog.chain import Chain
 from pyrsia.translog.index import IndexReader
 from pyrsia.translog.ledger import INDEX_FILE, Ledger
@@ -84,6 +88,44 @@ def test_a_block_appended_from_elsewhere_updates_the_view(tmp_path: Path) -> Non
         assert found is not None and mine is not None and found.submitter != mine.submitter
         assert ledger.newest_by_digest("docker", a.digest) == found
     finally:
+        ledger.close()
+
+
+def test_who_waits_for_a_synced_block_can_look_it_up_once_the_wait_ends(tmp_path: Path) -> None:
+    """The head shows a synced block before the index and the view learn it: a publish
+    request that waited for the height and then looked up a cached "none" was refused."""
+    ledger = opened(tmp_path)
+    host = Host(Identity.from_seed(bytes(32)), HostConfig())  # never started: sync only waits here
+    held, release = threading.Event(), threading.Event()
+    index_apply = ledger._index.apply
+
+    def slow_apply(*args: object, **kwargs: object) -> object:
+        held.set()
+        release.wait(WAIT_S)
+        return index_apply(*args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        a = artifact(1)
+        assert ledger.latest("docker", a.path) is None  # "none", held in the view
+        chain = Chain()
+        chain.apply(ledger.block(0))
+        tx = sign(OTHER, type=ADD_ARTIFACT, payload=a, time=T0, nonce=chain.size)
+        block = chain.propose_certified([tx], T0 + 10, KEY)
+        sync = SyncService(host, LedgerChain(ledger))
+        ledger._index.apply = slow_apply  # type: ignore[method-assign]
+        stored = ledger.submit_blocks([block])
+        assert held.wait(WAIT_S), "the batch never reached the index"
+        assert ledger.height == 1 and ledger.lookup_height == 0
+        assert not sync.wait_for_height(1, 0.3)
+        assert ledger.latest("docker", a.path) is None
+        release.set()
+        assert sync.wait_for_height(1, WAIT_S)
+        found = ledger.latest("docker", a.path)
+        assert found is not None and found.digest == a.digest
+        assert stored.result(WAIT_S) == 1
+    finally:
+        release.set()
+        host.stop()
         ledger.close()
 
 

@@ -66,6 +66,10 @@ class SyncedChain(Protocol):
 
     def sync_status(self) -> Status: ...
 
+    def lookup_height(self) -> int:
+        """The height up to which lookups see the blocks (the status may run ahead)."""
+        ...
+
     def encoded_blocks(self, start: int, count: int, bytes_max: int) -> list[bytes]:
         """Stored blocks from `start`, as many as fit in `bytes_max` (at least one if any)."""
         ...
@@ -197,10 +201,10 @@ class SyncService:
         )
 
     def wait_for_height(self, height: int, timeout_s: float) -> bool:
-        """Block until the local log reaches `height`; False on timeout."""
+        """Block until the local log reaches `height` and lookups see it; False on timeout."""
         deadline = self._clock() + timeout_s
         with self._changed:
-            while self._chain.sync_status().height < height:
+            while self._chain.lookup_height() < height:
                 left = deadline - self._clock()
                 if left <= 0:
                     return False
