@@ -57,7 +57,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.node import NodeProcess
-from tests.support.registry import free_port
+from tests.support.ports import free_port
 
 REPO = "bench/blob"
 CHUNK = 1 << 20

@@ -545,11 +545,11 @@ def _ephemeral_range() -> tuple[int, int] | None:
     return low, high
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports, all held open at once while they are picked.
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct ports free on `host`, all held open at once while they are picked.
     Taken at random outside the kernel's ephemeral range where it is known: a port picked
-    there could be taken by any outgoing connection before the node binds it, or by the
-    time the devnet comes up again on the same ports."""
+    there could be taken by any outgoing connection before its listener binds it, or by
+    the time a devnet comes up again on the same ports."""
     quiet = quiet_ports(_ephemeral_range())
     candidates = random.sample(quiet, min(len(quiet), 64 * count)) if quiet is not None else []
     sockets: list[socket.socket] = []
@@ -559,7 +559,7 @@ def _free_ports(count: int) -> list[int]:
                 break
             sock = socket.socket()
             try:
-                sock.bind((LOOPBACK, port))
+                sock.bind((host, port))
             except OSError:
                 sock.close()
                 continue
@@ -585,7 +585,7 @@ def _check_free(port: int, base_port: int) -> None:
 def _ports(count: int, base_port: int | None) -> list[tuple[int, int]]:
     """(HTTP, p2p) port of each node: free ones, or base+2i and base+2i+1."""
     if base_port is None:
-        picked = _free_ports(2 * count)
+        picked = free_ports(2 * count)
         return [(picked[2 * i], picked[2 * i + 1]) for i in range(count)]
     if base_port + 2 * count - 1 > 65535:
         raise UsageError(f"--base-port {base_port} leaves no room for {count} nodes (2 ports each)")

@@ -23,7 +23,8 @@ import pytest
 import pyrsia
 from tests.support import images
 from tests.support.containers import ULIMITS, Podman
-from tests.support.registry import RegistryProcess, free_port
+from tests.support.ports import free_port
+from tests.support.registry import RegistryProcess
 from tests.support.wait import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ports import free_port
+
 PYRSIA = [sys.executable, "-m", "pyrsia"]
 
 
@@ -73,14 +75,8 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert "No such command" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_status_without_a_node() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(run("status", "--node", url), 1, "cannot reach the pyrsia node", url)
     assert_one_line_error(run("status", env={"PYRSIA_NODE": url}), 1, url)
 

@@ -26,7 +26,7 @@ from tests.integration.test_p2p_network import eventually, pull_manifest
 from tests.support import images
 from tests.support.cli import one_line_error
 from tests.support.node import PYRSIA, NodeProcess
-from tests.support.registry import free_port
+from tests.support.ports import free_port
 from tests.support.scripted_upstream import ScriptedUpstream
 
 IMAGE = images.three_layer("library/tables", "1.0")

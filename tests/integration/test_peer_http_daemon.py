@@ -19,6 +19,7 @@ import httpx
 from tests.integration.test_p2p_network import eventually, height, status
 from tests.support import images
 from tests.support.node import NodeProcess
+from tests.support.ports import free_port
 from tests.support.registry import RegistryProcess
 
 BY_PATH = re.compile(
@@ -127,8 +128,6 @@ def test_the_listener_refuses_bad_input_and_a_flooding_address_alone(tmp_path: P
 
 
 def test_a_node_that_does_not_serve_opens_no_peer_listener(tmp_path: Path) -> None:
-    from tests.support.node import free_port
-
     port = free_port()
     flags = ("--serve-artifacts", "false", "--peer-http-port", str(port))
     with NodeProcess(tmp_path / "quiet", *flags) as quiet:

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.ports import free_port
+
 PYRSIA = [sys.executable, "-m", "pyrsia"]
 READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port free on every interface now (for listeners whose 0 means "off")."""
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
 
 
 class NodeProcess:
@@ -57,7 +51,7 @@ class NodeProcess:
         # Free ports for HTTP and p2p, unless the flags choose (nodes run side by side).
         ports = [] if "--p2p-port" in self.flags else ["--p2p-port", "0"]
         if "--peer-http-port" not in self.flags and "PYRSIA_PEER_HTTP_PORT" not in self.env:
-            ports += ["--peer-http-port", str(free_port())]
+            ports += ["--peer-http-port", str(free_port("0.0.0.0"))]
         argv = [*self.command, "daemon", "--home", str(self.home), "--http-port", "0", *ports, *self.flags]
         # A restarted node appends to the same file; only this run's ready line counts.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0

@@ -10,7 +10,6 @@ listens on.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import warnings
@@ -19,13 +18,9 @@ from types import TracebackType
 
 import httpx
 
+from tests.support.ports import free_port
+
 READY_TIMEOUT_S = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class RegistryProcess:

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.support.ports import free_port
 from tests.support.wait import eventually
 
 DEBIAN_MAVEN_REPO = Path("/usr/share/maven-repo")
@@ -272,12 +273,6 @@ def make_repository(
     git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
     shutil.rmtree(work)
     return bare
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class GitDaemon:

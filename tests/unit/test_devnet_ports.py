@@ -27,7 +27,7 @@ def test_quiet_ports_lie_outside_the_ephemeral_range(
 
 def test_picked_ports_are_distinct_free_and_outside_the_ephemeral_range() -> None:
     low, high = (int(part) for part in devnet.EPHEMERAL_RANGE_FILE.read_text().split())
-    ports = devnet._free_ports(8)
+    ports = devnet.free_ports(8)
     assert len(set(ports)) == 8
     assert all(not low <= port <= high for port in ports), (ports, low, high)
     for port in ports:  # free once picked: the node can bind it
