@@ -104,7 +104,9 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run("daemon", "--home", str(tmp_path), "--http-port", str(port))
+        # No default p2p or peer HTTP port: another node on this machine may hold those.
+        flags = ("--http-port", str(port), "--p2p-port", "0", "--peer-http-port", "0")
+        result = run("daemon", "--home", str(tmp_path), *flags)
     assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{port}")
 
 
