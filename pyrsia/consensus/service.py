@@ -54,7 +54,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +235,22 @@ class _Stop:
 
 
 _Event = _Inbound | _Local | _Verified | _Committed | _Reverify | _Stop
+
+
+def _batched(raws: Iterable[bytes]) -> Iterator[tuple[tuple[wire.Message, ...], int]]:
+    """Decoded messages with their encoded size, in batches of at most
+    INBOUND_BATCH_BYTES_MAX bytes (or one larger message)."""
+    batch: list[wire.Message] = []
+    size = 0
+    for raw in raws:
+        wire.check_size(raw)
+        if batch and size + len(raw) > INBOUND_BATCH_BYTES_MAX:
+            yield tuple(batch), size
+            batch, size = [], 0
+        batch.append(wire.decode(raw))
+        size += len(raw)
+    if batch:
+        yield tuple(batch), size
 
 
 class ConsensusService:
@@ -484,27 +500,14 @@ class ConsensusService:
                         return
                     break
                 try:
-                    # What one read completes goes to the service thread as one event, in
-                    # batches of at most INBOUND_BATCH_BYTES_MAX (or one larger message).
-                    batch: list[wire.Message] = []
-                    size = 0
-                    for raw in inflater.messages(data):
-                        wire.check_size(raw)
-                        if batch and size + len(raw) > INBOUND_BATCH_BYTES_MAX:
-                            if not self._queue_inbound(_Inbound(peer, tuple(batch), size)):
-                                self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
-                                return
-                            batch, size = [], 0
-                        batch.append(wire.decode(raw))
-                        size += len(raw)
-                    if batch and not self._queue_inbound(_Inbound(peer, tuple(batch), size)):
-                        self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
-                        return
-                except ConsensusError as exc:
-                    self.stats.messages_rejected += 1
-                    self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
-                    return
-                except ProtocolViolation as exc:  # the stream's framing: deflate, length prefixes
+                    # What one read completes goes to the service thread as one event per batch.
+                    for batch, size in _batched(inflater.messages(data)):
+                        if not self._queue_inbound(_Inbound(peer, batch, size)):
+                            self._refuse(stream, INBOUND_FULL, "its messages wait unread; try later")
+                            return
+                except (ConsensusError, ProtocolViolation) as exc:  # a message, or the framing
+                    if isinstance(exc, ConsensusError):
+                        self.stats.messages_rejected += 1
                     self._refuse(stream, OVERSIZED if "exceeds" in exc.message else MALFORMED, exc.message)
                     return
                 # A peer trickling one message forever: the whole message has the timeout.
