@@ -67,7 +67,13 @@ from pyrsia.registry.api import NodeApi
 from pyrsia.registry.app import NodeApp
 from pyrsia.registry.docker import DockerRegistry
 from pyrsia.registry.maven import MavenRepository
-from pyrsia.registry.metrics import exchange_families, p2p_families, refusals_family, render
+from pyrsia.registry.metrics import (
+    exchange_families,
+    p2p_families,
+    refusals_family,
+    render,
+    upstream_families,
+)
 from pyrsia.registry.peer_api import PeerBlobApp
 from pyrsia.registry.peer_gate import GateConfig
 from pyrsia.sourcebuild.sandbox import MirrorAddress
@@ -821,6 +827,7 @@ class Node:
                 "maven-metadata.xml files left out of a merge, by `invalid:REPO` or `failed:REPO`.",
                 dict(self._maven_upstream.metadata_skipped),
             ),
+            *upstream_families(self._docker_upstream.pool_stats() | self._maven_upstream.pool_stats()),
         ]
         return render(families)
 

@@ -6,7 +6,8 @@ family, then one `name{label="value"} number` line per sample. Label values esca
 backslash, double quote and newline as the format requires; names are checked
 against the format's grammar, so a bad name is our bug and fails loudly.
 `exchange_families(snapshot)` maps the artifact exchange's counters to families;
-`p2p_families(...)` the swarm's connections and every refusal by the limit that made it.
+`p2p_families(...)` the swarm's connections and every refusal by the limit that made it;
+`upstream_families(pools)` each upstream's connections and the fetches waiting for one.
 `refusals_family` makes one counter family of refusals by reason (exchange serving,
 consensus streams, publish requests).
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyrsia.artifacts.exchange_service import ExchangeSnapshot
+    from pyrsia.upstream.transport import PoolStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -232,3 +234,28 @@ def refusals_family(name: str, help: str, counts: Mapping[str, int]) -> Family:
         kind="counter",
         samples=tuple(Sample(value=v, labels=(("reason", k),)) for k, v in sorted(counts.items())),
     )
+
+
+def upstream_families(pools: Mapping[str, PoolStats]) -> list[Family]:
+    """Connections to each upstream (by URL), busy and idle, and the fetches waiting for
+    one because the pool's cap is reached: a waiting count that stays up means the cap,
+    not the upstream, sets the pace."""
+    ordered = sorted(pools.items())
+    return [
+        Family(
+            name="pyrsia_upstream_connections",
+            help="Connections open to each upstream, by state.",
+            kind="gauge",
+            samples=tuple(
+                Sample(value=count, labels=(("upstream", url), ("state", state)))
+                for url, stats in ordered
+                for state, count in (("busy", stats.open - stats.idle), ("idle", stats.idle))
+            ),
+        ),
+        Family(
+            name="pyrsia_upstream_fetches_waiting",
+            help="Upstream requests waiting for a connection because the pool is at its cap.",
+            kind="gauge",
+            samples=tuple(Sample(value=stats.waiting, labels=(("upstream", url),)) for url, stats in ordered),
+        ),
+    ]

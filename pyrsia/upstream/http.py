@@ -30,7 +30,7 @@ import httpx
 
 from pyrsia import __version__
 from pyrsia.errors import UpstreamError, UpstreamSizeInvalid, UpstreamTimeout, UpstreamUnavailable
-from pyrsia.upstream.transport import IDLE_S_MAX, pooled_transport
+from pyrsia.upstream.transport import IDLE_S_MAX, PooledTransport, PoolStats, pooled_transport
 
 log = logging.getLogger("pyrsia.upstream")
 
@@ -147,17 +147,24 @@ class UpstreamHttp:
         self.rate_window_s = min(RATE_WINDOW_S_MAX, timeout_s) if rate_window_s is None else rate_window_s
         self._sleep = sleep
         self.clock = clock
+        if transport is None:
+            transport = pooled_transport(UPSTREAM_LIMITS)
+        self._pool = transport if isinstance(transport, PooledTransport) else None
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S_MAX)),
             follow_redirects=True,
             headers={"User-Agent": f"pyrsia/{__version__}"},
             # Ours unless a test gives one, or a proxy in the environment needs httpx's own.
-            transport=transport if transport is not None else pooled_transport(UPSTREAM_LIMITS),
+            transport=transport,
             limits=UPSTREAM_LIMITS,  # binds httpx's own transport, when a proxy needs it
         )
 
     def close(self) -> None:
         self.client.close()
+
+    def pool_stats(self) -> PoolStats | None:
+        """The connections to this upstream; None when httpx's own pool holds them (a proxy)."""
+        return None if self._pool is None else self._pool.stats()
 
     def request_deadline(self, what: str) -> Deadline:
         return Deadline(self.request_deadline_s, what, self.clock)

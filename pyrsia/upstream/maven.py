@@ -61,6 +61,7 @@ from pyrsia.upstream.http import (
     UpstreamHttp,
 )
 from pyrsia.upstream.sink import OpenSink
+from pyrsia.upstream.transport import PoolStats
 
 CHECKSUM_BYTES_MAX = 1024
 FILE_BYTES_MAX = 4 * 1024**3
@@ -311,6 +312,10 @@ class MavenRepositories:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(client.repository_id for client in self.clients)
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Each repository's connections, by its URL."""
+        return {c.base_url: s for c in self.clients if (s := c._http.pool_stats()) is not None}
 
     def close(self) -> None:
         for client in self.clients:

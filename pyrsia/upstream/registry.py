@@ -77,6 +77,7 @@ from pyrsia.upstream.http import (
     UpstreamHttp,
 )
 from pyrsia.upstream.sink import OpenSink
+from pyrsia.upstream.transport import PoolStats
 
 log = logging.getLogger("pyrsia.upstream")
 TAG_PAGES_MAX = 100
@@ -485,6 +486,10 @@ class RegistryClients:
                 f' add [upstreams."{registry[:100]}"] url = … to pyrsia.toml'
             )
         return client
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Each upstream's connections, by its URL."""
+        return {c.base_url: s for c in self._clients.values() if (s := c._http.pool_stats()) is not None}
 
     def close(self) -> None:
         for client in self._clients.values():

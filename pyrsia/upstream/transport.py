@@ -51,6 +51,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -72,6 +73,15 @@ def pooled_transport(limits: httpx.Limits) -> httpx.BaseTransport | None:
     if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
         return None
     return PooledTransport.bounded_by(limits)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A pool's connections at one moment, for `/metrics`."""
+
+    open: int  # counted against the cap: idle, busy or being opened
+    idle: int
+    waiting: int  # requests waiting for a connection because the cap is reached
 
 
 class _Stale(Exception):
@@ -443,14 +453,9 @@ class PooledTransport(httpx.BaseTransport):
             self._counted -= 1
             self._changed.notify_all()
 
-    def idle(self) -> int:
+    def stats(self) -> PoolStats:
         with self._changed:
-            return self._idle_count
-
-    def waiting(self) -> int:
-        """Requests waiting for a connection because the cap is reached."""
-        with self._changed:
-            return len(self._queue)
+            return PoolStats(open=self._counted, idle=self._idle_count, waiting=len(self._queue))
 
     def close(self) -> None:
         with self._changed:

@@ -127,6 +127,19 @@ def test_the_data_directory_is_never_a_static_root(node: NodeProcess) -> None:
     assert httpx.get(node.url + "/static/probe.js", timeout=30).status_code == 404
 
 
+def upstream_pool(node: NodeProcess, url: str) -> dict[str, int]:
+    """The node's `/metrics` of its connections to the upstream at `url`."""
+    found: dict[str, int] = {}
+    for line in httpx.get(node.url + "/metrics", timeout=30).text.splitlines():
+        for state in ("busy", "idle"):
+            if line.startswith(f'pyrsia_upstream_connections{{upstream="{url}",state="{state}"}} '):
+                found[state] = int(line.rsplit(" ", 1)[1])
+        if line.startswith(f'pyrsia_upstream_fetches_waiting{{upstream="{url}"}} '):
+            found["waiting"] = int(line.rsplit(" ", 1)[1])
+    assert sorted(found) == ["busy", "idle", "waiting"], found
+    return found
+
+
 def test_a_pull_from_the_upstream_shows_its_bytes_while_it_runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -163,6 +176,8 @@ def test_a_pull_from_the_upstream_shows_its_bytes_while_it_runs(
                 return len(seen) >= 2
 
             eventually(advancing, "the upstream download's bytes grew on /api/v1/transfers", within_s=60)
+            # The dripping blob holds a connection of the node's pool for its upstream.
+            assert upstream_pool(node, upstream.url)["busy"] >= 1
             puller.join(120)
             assert pulled and pulled[0].status_code == 200 and pulled[0].content == image.blobs[layer]
             assert 0 < seen[0] < seen[-1] <= len(image.blobs[layer])
@@ -170,3 +185,5 @@ def test_a_pull_from_the_upstream_shows_its_bytes_while_it_runs(
                 lambda: httpx.get(node.url + "/api/v1/transfers", timeout=30).json() == {"transfers": []},
                 "the finished download left the list",
             )
+            after = upstream_pool(node, upstream.url)  # the connection went back (or was closed)
+            assert after["busy"] == 0 and after["waiting"] == 0, after

@@ -160,7 +160,7 @@ def test_a_response_that_is_not_read_to_its_end_closes_its_connection(serve: Ser
     with c.stream("GET", f"{server.url}/partial") as response:
         assert response.status_code == 200  # body never read
     assert c.get(f"{server.url}/next").content == b"/next"
-    assert transport.opened == 2 and transport.idle() == 1
+    assert transport.opened == 2 and transport.stats().idle == 1
 
 
 def test_a_stalled_body_is_a_read_timeout_and_a_cut_one_a_protocol_error(serve: Serve) -> None:
@@ -179,7 +179,7 @@ def test_a_stalled_body_is_a_read_timeout_and_a_cut_one_a_protocol_error(serve: 
             c.get(f"{serve(stalls).url}/slow")
         with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
             c.get(f"{serve(cuts).url}/cut")
-        assert transport.idle() == 0
+        assert transport.stats().idle == 0
 
 
 def test_nothing_listening_is_a_connect_error(client: Pooled) -> None:
@@ -200,7 +200,7 @@ def test_connection_close_is_honoured(serve: Serve, client: Pooled) -> None:
     c, transport = client
     assert c.get(f"{server.url}/a").content == b"bye"
     assert c.get(f"{server.url}/b").content == b"bye"
-    assert transport.opened == 2 and transport.idle() == 0
+    assert transport.opened == 2 and transport.stats().idle == 0
 
 
 class HeldServer:
@@ -285,7 +285,7 @@ def test_concurrent_requests_past_the_cap_wait_and_never_open_more_connections(s
         fetches = Fetches(c, [f"{held.url}/slow-{i}" for i in range(5)])
         # Two requests at the server, three waiting in the pool: without the cap all five
         # would be at the server, each on a connection of its own.
-        poll(lambda: held.in_flight == 2 and transport.waiting() == 3, "2 at the server, 3 waiting")
+        poll(lambda: held.in_flight == 2 and transport.stats().waiting == 3, "2 at the server, 3 waiting")
         held.answer.set()
         assert fetches.join() == [f"/slow-{i}".encode() for i in range(5)]
     assert held.server.accepted == 2 and held.open_peak == 2 and transport.opened == 2
@@ -299,7 +299,7 @@ def test_a_request_waiting_past_its_pool_timeout_fails_with_pool_timeout(serve: 
         poll(lambda: held.in_flight == 2, "both connections held at the server")
         with pytest.raises(httpx.PoolTimeout, match="all 2 of the pool are busy"):
             c.get(f"{held.url}/late", timeout=httpx.Timeout(10.0, pool=0.2))
-        assert transport.waiting() == 0
+        assert transport.stats().waiting == 0
         held.answer.set()
         assert holders.join() == [b"/held-0", b"/held-1"]
         assert c.get(f"{held.url}/after").content == b"/after"  # the cap's places all came back
@@ -313,7 +313,7 @@ def test_a_released_connection_serves_the_waiting_request(serve: Serve) -> None:
         first = Fetches(c, [f"{held.url}/first"])
         poll(lambda: held.in_flight == 1, "the first request at the server")
         second = Fetches(c, [f"{held.url}/second"])
-        poll(lambda: transport.waiting() == 1, "the second request waiting for the pool")
+        poll(lambda: transport.stats().waiting == 1, "the second request waiting for the pool")
         held.answer.set()
         assert first.join() == [b"/first"] and second.join() == [b"/second"]
     assert held.server.accepted == 1 and transport.opened == 1  # the waiter rode the released one
@@ -327,7 +327,7 @@ def test_waiting_requests_are_served_in_the_order_they_came(serve: Serve) -> Non
         poll(lambda: held.in_flight == 1, "the first request at the server")
         for n in range(1, 6):
             fetches.append(Fetches(c, [f"{held.url}/{n}"]))
-            poll(lambda n=n: transport.waiting() == n, f"{n} requests waiting for the pool")
+            poll(lambda n=n: transport.stats().waiting == n, f"{n} requests waiting for the pool")
         held.answer.set()
         assert [f.join() for f in fetches] == [[f"/{n}".encode()] for n in range(6)]
     assert held.paths == [f"/{n}".encode() for n in range(6)]  # one connection, in arrival order
@@ -342,7 +342,7 @@ def test_a_closed_connection_makes_room_for_the_waiting_request(serve: Serve) ->
         with c.stream("GET", f"{held.url}/partial") as response:
             assert response.status_code == 200  # its body never read: the connection stays busy
             waiter = Fetches(c, [f"{held.url}/next"])
-            poll(lambda: transport.waiting() == 1, "the next request waiting for the pool")
+            poll(lambda: transport.stats().waiting == 1, "the next request waiting for the pool")
         # Closed unread, its connection is in an unknown state: closed, and its place taken.
         assert waiter.join() == [b"/next"]
     assert held.server.accepted == 2 and transport.opened == 2
@@ -356,7 +356,7 @@ def test_idle_connections_past_the_keep_alive_cap_are_closed(serve: Serve) -> No
         poll(lambda: held.in_flight == 3, "three requests at the server")
         held.answer.set()
         assert fetches.join() == [b"/a", b"/b", b"/c"]
-        assert transport.idle() == 1
+        assert transport.stats().idle == 1
         poll(lambda: held.closed == 2, "two of the three connections closed by the client")
         assert c.get(f"{held.url}/d").content == b"/d"  # on the one kept
     assert held.server.accepted == 3 and transport.opened == 3
@@ -369,10 +369,10 @@ def test_at_the_cap_an_idle_connection_to_another_origin_is_closed_for_a_new_one
     transport = capped(1)
     with httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, pool=0.5)) as c:
         assert c.get(f"{one.url}/x").content == b"/x"
-        assert transport.idle() == 1
+        assert transport.stats().idle == 1
         assert c.get(f"{other.url}/y").content == b"/y"  # no wait for the pool timeout
         poll(lambda: one.closed == 1, "the idle connection to the first origin closed")
-        assert transport.idle() == 1 and transport.opened == 2
+        assert transport.stats().idle == 1 and transport.opened == 2
 
 
 def test_the_client_takes_its_bounds_from_the_limits_httpx_would_apply() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pyrsia.artifacts.exchange_service import ExchangeSnapshot, Transfer
-from pyrsia.registry.metrics import Family, Sample, exchange_families, p2p_families, render
+from pyrsia.registry.metrics import Family, Sample, exchange_families, p2p_families, render, upstream_families
+from pyrsia.upstream.transport import PoolStats
 
 
 def test_families_render_as_help_type_and_samples() -> None:
@@ -103,3 +104,24 @@ def test_stream_bytes_are_exported_by_direction_and_protocol() -> None:
     assert "# TYPE pyrsia_p2p_protocol_bytes_total counter" in text
     assert 'pyrsia_p2p_protocol_bytes_total{direction="in",protocol="/pyrsia/consensus/3.0.0"} 2048' in text
     assert 'pyrsia_p2p_protocol_bytes_total{direction="out",protocol="/ipfs/kad/1.0.0"} 512' in text
+
+
+def test_upstream_pools_are_exported_by_url_and_state() -> None:
+    text = render(
+        upstream_families(
+            {
+                "https://repo.maven.apache.org/maven2": PoolStats(open=5, idle=2, waiting=0),
+                "https://registry-1.docker.io": PoolStats(open=100, idle=0, waiting=7),
+            }
+        )
+    )
+    assert "# TYPE pyrsia_upstream_connections gauge" in text
+    hub, central = (
+        'upstream="https://registry-1.docker.io"',
+        'upstream="https://repo.maven.apache.org/maven2"',
+    )
+    assert f'pyrsia_upstream_connections{{{central},state="busy"}} 3' in text
+    assert f'pyrsia_upstream_connections{{{central},state="idle"}} 2' in text
+    assert f'pyrsia_upstream_connections{{{hub},state="busy"}} 100' in text
+    assert f"pyrsia_upstream_fetches_waiting{{{hub}}} 7" in text
+    assert f"pyrsia_upstream_fetches_waiting{{{central}}} 0" in text
