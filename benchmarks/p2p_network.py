@@ -7,8 +7,9 @@ sync   an authority's log holds `--blocks` one-transaction blocks (written befor
        bootstraps from it and syncs them all. Blocks per second from the moment the new
        node printed `ready` until its log reached the height (every block verified
        through the chain core and fsynced before it counts), and the CPU time each
-       daemon spent per 1,000 blocks meanwhile (user + system): on a shared machine the
-       CPU figure moves less than the wall-clock one.
+       daemon (with its signature helper process) spent per 1,000 blocks meanwhile
+       (user + system): on a shared machine the CPU figure moves less than the
+       wall-clock one.
 floor  how fast this filesystem creates files and makes them durable in batches of
        2,048 the way sync stores blocks (written, one sync of the filesystem, renamed, one
        directory fsync), beside one fsync per file (8 at once): sync cannot store blocks
@@ -56,10 +57,16 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds the process has used so far."""
+    """(user, system) CPU seconds the process and its live child processes (the
+    daemon's signature helper) have used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
+    user, system = int(fields[11]) / ticks, int(fields[12]) / ticks
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            child_user, child_system = cpu_s(int(child))
+            user, system = user + child_user, system + child_system
+    return user, system
 
 
 def per_thousand(before: tuple[float, float], after: tuple[float, float], blocks: int) -> str:

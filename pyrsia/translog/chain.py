@@ -80,9 +80,11 @@ from pyrsia.translog.tx import (
     REMOVE_REGISTRY,
     AddArtifact,
     AuthorizedNode,
+    Claim,
     Registry,
     Transaction,
     check,
+    claims_of,
     endorse,
     sign,
     signer_id,
@@ -435,38 +437,40 @@ def _check_certificate(
 
 
 def _verify_certificate(
-    header: BlockHeader,
-    certificate: Sequence[CommitSignature],
-    origin: str,
-    fail: _Fail,
-    verify: Callable[[str, bytes, bytes], bool] = verify_signature,
+    header: BlockHeader, certificate: Sequence[CommitSignature], origin: str, fail: _Fail
 ) -> None:
+    for signer, message, signature, reason in _certificate_claims(header, certificate, origin):
+        if not verify_signature(signer, message, signature):
+            raise fail(reason)
+
+
+def _certificate_claims(
+    header: BlockHeader, certificate: Sequence[CommitSignature], origin: str
+) -> list[Claim]:
     point = checkpoint.Checkpoint(origin=origin, size=header.log_size, root=header.log_root).body()
+    claims: list[Claim] = []
     for s in certificate:
-        if not verify(s.signer, header.hash, s.block):
-            raise fail(f"commit signature of {s.signer} over the block does not verify")
-        if not verify(s.signer, point, s.checkpoint):
-            raise fail(f"commit signature of {s.signer} over the checkpoint does not verify")
+        over = f"commit signature of {s.signer} over the"
+        claims.append((s.signer, header.hash, s.block, f"{over} block does not verify"))
+        claims.append((s.signer, point, s.checkpoint, f"{over} checkpoint does not verify"))
+    return claims
+
+
+def signature_claims(block: Block, origin: str) -> list[Claim]:
+    """The signatures a certified block needs checked before `apply` with
+    `verify_signatures=False` takes it, in the order `check_signatures` checks them.
+    The certificate's over the block and the checkpoint of `origin`, always; each
+    transaction's and its endorsements' only in a block without `transactions_hash`:
+    with one, the certificate covers their bytes (`apply` then compares the hash).
+    Depends on no chain state but the origin, so a batch can be checked off the chain's
+    owner (even in another process), then applied by a chain of that origin."""
+    claims = [] if block.header.transactions_hash else [c for tx in block.transactions for c in claims_of(tx)]
+    return claims + _certificate_claims(block.header, block.certificate, origin)
 
 
 def check_signatures(block: Block, origin: str) -> None:
-    """The signatures a certified block needs checked before `apply` with
-    `verify_signatures=False` takes it: `ChainBroken` for the first that does not
-    verify. The certificate's over the block and the checkpoint of `origin`, always;
-    each transaction's and its endorsements' only in a block without
-    `transactions_hash`: with one, the certificate covers their bytes (`apply` then
-    compares the hash). Depends on no chain state but the origin, so a batch can be
-    checked off the chain's owner, then applied by a chain of that origin. The answers
-    are not remembered: a synced block's signatures are met once."""
-    height = block.header.height
-
-    def fail(reason: str) -> ChainBroken:
-        return ChainBroken(height, reason)
-
-    if not block.header.transactions_hash:
-        for tx in block.transactions:
-            try:
-                check(tx, remember=False)
-            except TxInvalid as exc:
-                raise fail(exc.message) from exc
-    _verify_certificate(block.header, block.certificate, origin, fail, verify_signature_once)
+    """`signature_claims` checked here: `ChainBroken` for the first that does not verify.
+    The answers are not remembered: a synced block's signatures are met once."""
+    for signer, message, signature, reason in signature_claims(block, origin):
+        if not verify_signature_once(signer, message, signature):
+            raise ChainBroken(block.header.height, reason)

@@ -51,11 +51,15 @@ same chain core, with every signature checked, then stores and indexes it the sa
 
 Batches. `submit_blocks` (sync) takes many such blocks at once. In the caller's thread,
 off the writer, each block is encoded and its signatures are checked (`chain.
-check_signatures`, spread over `VERIFY_THREADS`): they depend on nothing but the
-log's origin. The writer then applies the blocks in order through the chain core (link,
-authorities, certificate quorum, roots; signatures again only for a block whose check
-failed, or if the origin it was checked against is not the chain's), writes the
-applied ones with one fsync pass and one directory fsync (`BlockFiles.write_many`),
+signature_claims`): they depend on nothing but the log's origin. A batch of
+`HELPER_BLOCKS_MIN` blocks or more has them checked by a helper process (`sigcheck`)
+while the caller stages the block files and goes on (sync decodes its next batch); the
+writer takes the helper's count when it comes to the batch, and checks each block as it
+applies it if the helper could not answer. A smaller batch is checked over
+`VERIFY_THREADS` threads. The writer then applies the blocks in order through the chain
+core (link, authorities, certificate quorum, roots; signatures again only for a block
+whose check failed, or if the origin it was checked against is not the chain's), writes
+the applied ones with one fsync pass and one directory fsync (`BlockFiles.write_many`),
 swaps the head, indexes them in one SQLite transaction, and then tells the caller. A
 block that fails stops the batch: the good prefix before it is stored as above and the
 caller gets the failure. A write that fails stores none of the batch.
@@ -92,18 +96,19 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TypeVar, cast
 
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, TranslogError, TxInvalid
-from pyrsia.formats.peer_id import peer_id_of
+from pyrsia.formats.peer_id import peer_id_of, public_key_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
-from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block
+from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block, signature_claims
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
+from pyrsia.translog.sigcheck import Item, SignatureHelper
 from pyrsia.translog.store import BlockFiles, Torn
 from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
 from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key
@@ -115,6 +120,7 @@ PUBLISH_TXS_MAX = BLOCK_TXS_MAX
 QUEUE_REQUESTS_MAX = 4096
 TX_ENVELOPE_BYTES_MAX = 256  # what signing adds to a payload's encoding: keys, submitter, ints
 VERIFY_THREADS = 2  # signature checks of a batch at once (PyNaCl releases the GIL)
+HELPER_BLOCKS_MIN = 64  # a batch this large has its signatures checked by the helper process
 BATCH_BLOCKS_MAX = 8192  # blocks in one `submit_blocks`
 HOLD_S_MAX = 0.05  # the longest the next block is held for the callers of the one that landed
 
@@ -198,9 +204,9 @@ class _Append:
 @dataclass(frozen=True, slots=True)
 class _AppendBatch:
     blocks: tuple[Block, ...]
-    staged: tuple[str, ...]  # the file of each checked block, written under a temp name
+    staged: tuple[str, ...]  # the files of leading blocks, written under temp names
     origin: str  # the origin their signatures were checked against
-    checked: int  # blocks[:checked] passed `check_signatures`
+    checked: int | Future[int]  # blocks[:checked] have every signature valid (or will say)
     future: Future[int]
 
 
@@ -300,6 +306,7 @@ class Ledger:
         self._view = LookupView(view_entries_max)
         self._view_lock = threading.Lock()
         self._verifiers: ThreadPoolExecutor | None = None
+        self._helper = SignatureHelper()  # started at the first large batch
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="translog-disk")
         # Durable blocks of this node's own, indexed (several in one transaction when they
         # queue up), then shown in the view, then told, off the writer (see Group commit).
@@ -362,6 +369,7 @@ class Ledger:
         self._files.close()
         if self._verifiers is not None:
             self._verifiers.shutdown()
+        self._helper.close()
         with self._readers_lock:
             for reader in list(self._readers):
                 reader.close()
@@ -531,9 +539,11 @@ class Ledger:
             raise
         return future
 
-    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int, tuple[str, ...]]:
+    def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int | Future[int], tuple[str, ...]]:
         """(how many leading blocks have every signature valid, the file of each of those
         written under a temp name); `StorageError` (nothing left staged) if writing fails."""
+        if len(blocks) >= HELPER_BLOCKS_MIN:
+            return self._prepare_with_helper(blocks, origin)
 
         def run(part: Sequence[Block]) -> tuple[int, list[str], StorageError | None]:
             staged: list[str] = []
@@ -551,10 +561,7 @@ class Ledger:
             results = [run(blocks)]
             parts: list[Sequence[Block]] = [blocks]
         else:
-            with self._close_lock:
-                if self._verifiers is None:
-                    self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
-                pool = self._verifiers
+            pool = self._verifier_pool()
             step = -(-len(blocks) // VERIFY_THREADS)
             parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
             results = list(pool.map(run, parts))
@@ -573,6 +580,51 @@ class Ledger:
             raise failed
         self._files.discard(staged[checked:])  # after the first bad block: never stored
         return checked, tuple(staged[:checked])
+
+    def _prepare_with_helper(
+        self, blocks: tuple[Block, ...], origin: str
+    ) -> tuple[Future[int], tuple[str, ...]]:
+        """`_prepare` with the signatures sent to the helper process and every block
+        staged meanwhile; the count comes later, so this thread can decode the next batch
+        while the helper checks this one. When the helper cannot answer the count is 0:
+        the writer checks each block as it applies it."""
+        items: list[Item] = []
+        owners: list[int] = []  # the block of each item
+        listed = len(blocks)  # blocks before the first that names a signer with no Ed25519 key
+        for i, block in enumerate(blocks):
+            try:
+                claims = [
+                    (_public_key(signer), message, signature)
+                    for signer, message, signature, _ in signature_claims(block, origin)
+                ]
+            except ValueError:
+                listed = i
+                break
+            items += claims
+            owners += [i] * len(claims)
+        helper = self._helper
+
+        def count() -> int:
+            flags = helper.check(items)
+            if flags is None:
+                return 0
+            return next((owners[n] for n, ok in enumerate(flags) if not ok), listed)
+
+        checked = self._verifier_pool().submit(count)
+        staged: list[str] = []
+        try:
+            for block in blocks[:listed]:
+                staged.append(self._files.stage(block.encode()))
+        except BaseException:
+            self._files.discard(staged)
+            raise
+        return checked, tuple(staged)
+
+    def _verifier_pool(self) -> ThreadPoolExecutor:
+        with self._close_lock:
+            if self._verifiers is None:
+                self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="translog-verify")
+            return self._verifiers
 
     def _enqueue(self, request: _Request) -> None:
         if self._closed:
@@ -831,6 +883,7 @@ class Ledger:
             raise StorageError(self._index_problem or "the log index is behind")
         chain = self._chain
         mark = chain.mark()
+        checked = _resolved(request.checked)
         applied: list[tuple[Block, int]] = []
         writes: list[tuple[int, str]] = []
         failure: TranslogError | None = None
@@ -842,7 +895,7 @@ class Ledger:
                 held = held or self._read(height)
                 if held.header.hash == block.header.hash:
                     continue  # held already (an overlapping batch, or consensus brought it)
-            verified = i < request.checked and chain.origin == request.origin
+            verified = i < checked and chain.origin == request.origin
             try:
                 first = chain.apply(block, verify_signatures=not verified)
             except TranslogError as exc:
@@ -1094,3 +1147,18 @@ class Ledger:
         if not 0 < old_size <= head.size:
             raise EntryUnknown(f"no tree of size {old_size}; the log holds {head.size} entries")
         return self._chain.tree.consistency_proof(old_size, head.size), self._note(head.tip)
+
+
+_public_key = lru_cache(maxsize=64)(public_key_of)  # a batch names a few signers, many times
+
+
+def _resolved(checked: int | Future[int]) -> int:
+    """A batch's count of blocks with every signature valid; 0 (each block is checked as
+    it is applied) if counting them failed."""
+    if isinstance(checked, int):
+        return checked
+    try:
+        return checked.result()
+    except Exception:
+        log.exception("checking a batch's signatures failed; the writer checks them")
+        return 0

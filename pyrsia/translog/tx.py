@@ -610,12 +610,32 @@ def _verify_key(peer_id: str) -> VerifyKey:
     return VerifyKey(public_key_of(peer_id))
 
 
+# One signature to check: (signer's peer id, message, signature, why its holder is
+# refused when it does not verify). Listed apart from checking, so a batch's can be
+# checked all at once elsewhere (`sigcheck`).
+Claim = tuple[str, bytes, bytes, str]
+
+
+def claims_of(tx: Transaction) -> list[Claim]:
+    """The signatures that make `tx` well-signed: its submitter's, then each endorsement's."""
+    claims: list[Claim] = [
+        (
+            tx.submitter,
+            tx.id,
+            tx.signature,
+            f"transaction {tx.id.hex()[:16]} is not signed by its submitter {tx.submitter[:60]}",
+        )
+    ]
+    for e in tx.endorsements:
+        reason = f"endorsement of transaction {tx.id.hex()[:16]} by {e.signer} does not verify"
+        claims.append((e.signer, endorsement_message(e.tx_id), e.signature, reason))
+    return claims
+
+
 def check(tx: Transaction, *, remember: bool = True) -> None:
     """A transaction is well-signed by its submitter, and every endorsement by its signer;
     or `TxInvalid`. `remember=False`: the answers are not kept (`verify_signature_once`)."""
     verify = verify_signature if remember else verify_signature_once
-    if not verify(tx.submitter, tx.id, tx.signature):
-        raise TxInvalid(f"transaction {tx.id.hex()[:16]} is not signed by its submitter {tx.submitter[:60]}")
-    for e in tx.endorsements:
-        if not verify(e.signer, endorsement_message(e.tx_id), e.signature):
-            raise TxInvalid(f"endorsement of transaction {tx.id.hex()[:16]} by {e.signer} does not verify")
+    for signer, message, signature, reason in claims_of(tx):
+        if not verify(signer, message, signature):
+            raise TxInvalid(reason)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nacl.signing import SigningKey
 
 from pyrsia import __version__
+from pyrsia.translog import sigcheck
 
 BINARY = Path(os.environ.get("PYRSIA_BINARY", Path(__file__).resolve().parents[2] / "dist" / "pyrsia"))
 
@@ -27,6 +29,23 @@ def binary() -> Path:
 def test_version(binary: Path) -> None:
     result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == f"pyrsia {__version__}"
+
+
+def test_the_executable_runs_the_signature_helper(binary: Path) -> None:
+    """A daemon of the executable starts its signature helper as `pyrsia HELPER_ARG`
+    (it cannot use `python -m`)."""
+    key = SigningKey(bytes(range(32)))
+    good = (bytes(key.verify_key), b"block hash", key.sign(b"block hash").signature)
+    forged = (good[0], b"another block hash", good[2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    result = subprocess.run(
+        [str(binary), sigcheck.HELPER_ARG],
+        input=sigcheck.encode_request([good, forged]),
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0 and result.stdout == bytes([0, 0, 0, 2, 1, 0]), result.stderr
 
 
 def test_daemon_serves_and_stops_on_sigterm(binary: Path, tmp_path: Path) -> None:

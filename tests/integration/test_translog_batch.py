@@ -9,6 +9,7 @@ stores none of the batch and the log goes on from where it was.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, StorageError
+from pyrsia.translog import ledger as ledger_module
+from pyrsia.translog import sigcheck
 from pyrsia.translog.block import ZERO_HASH, Block, commit_signature
 from pyrsia.translog.chain import origin_of
 from pyrsia.translog.index import Query
@@ -65,6 +68,29 @@ def legacy_chain(chain: list[Block]) -> list[Block]:
     return out
 
 
+@pytest.fixture(params=["threads", "helper", "no helper"])
+def checker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who checks a batch's signatures: the node's threads (a batch below
+    `HELPER_BLOCKS_MIN`), the helper process, or, when the helper cannot start, the
+    writer as it applies each block."""
+    if request.param != "threads":
+        monkeypatch.setattr(ledger_module, "HELPER_BLOCKS_MIN", 2)
+    if request.param == "no helper":
+        monkeypatch.setattr(sigcheck, "helper_command", lambda: [sys.executable, "-c", ""])
+    return str(request.param)
+
+
+def helpers() -> list[int]:
+    """This process's child processes running the signature helper."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"pyrsia.translog.sigcheck" in f.read():
+                    found.append(int(child))
+    return found
+
+
 def follower(root: Path, chain: Sequence[Block], files: BlockFiles | None = None) -> Ledger:
     return Ledger.open(root, FOLLOWER, genesis=chain[0], files=files)
 
@@ -107,7 +133,13 @@ def forged_kind(block: Block, kind: str) -> Block:
 @pytest.mark.parametrize("height", [3, 33])  # in the first and in the last part checked at once
 @pytest.mark.parametrize("legacy", [False, True], ids=["covered", "legacy"])
 def test_every_forged_signature_in_a_batch_is_refused(
-    tmp_path: Path, chain: list[Block], legacy_chain: list[Block], kind: str, height: int, legacy: bool
+    tmp_path: Path,
+    chain: list[Block],
+    legacy_chain: list[Block],
+    kind: str,
+    height: int,
+    legacy: bool,
+    checker: str,
 ) -> None:
     """In a block whose header carries `transactions_hash`, a swapped transaction or
     endorsement signature breaks the hash; in one written before it, its own check."""
@@ -118,7 +150,7 @@ def test_every_forged_signature_in_a_batch_is_refused(
     with pytest.raises(ChainBroken) as caught:
         ledger.submit_blocks([*chain[1:height], bad, *chain[height + 1 :]]).result(WAIT_S)
     assert caught.value.height == height
-    if kind.startswith("certificate") or legacy:
+    if kind.startswith("certificate") or legacy or checker == "no helper":  # the writer checks all
         assert "does not verify" in caught.value.reason or "not signed" in caught.value.reason
     else:
         assert "transactions hash does not match" in caught.value.reason
@@ -145,7 +177,9 @@ def test_a_batch_is_stored_indexed_and_verifies(tmp_path: Path, chain: list[Bloc
         assert BlockFiles(tmp_path).read(h) == chain[h].encode()
 
 
-def test_a_bad_block_in_the_middle_keeps_the_good_prefix(tmp_path: Path, chain: list[Block]) -> None:
+def test_a_bad_block_in_the_middle_keeps_the_good_prefix(
+    tmp_path: Path, chain: list[Block], checker: str
+) -> None:
     ledger = follower(tmp_path, chain)
     batch = [*chain[1:15], forged(chain[15]), *chain[16:]]
     with pytest.raises(ChainBroken) as caught:
@@ -162,6 +196,24 @@ def test_a_bad_block_in_the_middle_keeps_the_good_prefix(tmp_path: Path, chain: 
     reopened = follower(tmp_path, chain)
     assert reopened.height == BLOCKS and sizes(reopened) == list(range(1, BLOCKS + 1))
     reopened.close()
+
+
+def test_a_large_batch_is_checked_by_one_helper_process(
+    tmp_path: Path, chain: list[Block], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "HELPER_BLOCKS_MIN", 10)
+    ledger = follower(tmp_path, chain)
+    try:
+        assert ledger.submit_blocks(chain[1:5]).result(WAIT_S) == 4
+        assert helpers() == []  # a small batch: checked on the node's threads
+        assert ledger.submit_blocks(chain[5:20]).result(WAIT_S) == 19
+        [helper] = helpers()
+        assert ledger.submit_blocks(chain[20:]).result(WAIT_S) == BLOCKS
+        assert helpers() == [helper]  # the same helper for every batch
+    finally:
+        ledger.close()
+    assert helpers() == [] and not Path(f"/proc/{helper}").exists()  # ended and reaped
+    assert verify_chain(tmp_path).ok
 
 
 def test_blocks_held_already_are_no_ops(tmp_path: Path, chain: list[Block]) -> None:
@@ -195,7 +247,9 @@ class FailingFiles(BlockFiles):
         super().commit(staged)
 
 
-def test_a_failed_batch_write_stores_none_and_the_log_goes_on(tmp_path: Path, chain: list[Block]) -> None:
+def test_a_failed_batch_write_stores_none_and_the_log_goes_on(
+    tmp_path: Path, chain: list[Block], checker: str
+) -> None:
     files = FailingFiles(tmp_path)
     ledger = follower(tmp_path, chain, files)
     assert ledger.submit_blocks(chain[1:6]).result(WAIT_S) == 5
