@@ -540,8 +540,9 @@ class Ledger:
         return future
 
     def _prepare(self, blocks: tuple[Block, ...], origin: str) -> tuple[int | Future[int], tuple[str, ...]]:
-        """(how many leading blocks have every signature valid, the file of each of those
-        written under a temp name); `StorageError` (nothing left staged) if writing fails."""
+        """(how many leading blocks have every signature valid, or a future of that count;
+        the files of leading blocks, written under temp names: at least those counted);
+        `StorageError` (nothing left staged) if writing fails."""
         if len(blocks) >= HELPER_BLOCKS_MIN:
             return self._prepare_with_helper(blocks, origin)
 
