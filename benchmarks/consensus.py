@@ -83,6 +83,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support.ports import free_port  # noqa: E402 (once the path is set)
 
 PROFILED = "profiled-daemon"  # argv[1] when this file runs a daemon under cProfile
 GROUP_PATH = "com/example/bench"
@@ -115,13 +116,6 @@ def write_repo(root: Path, files: Sequence[str], size_bytes: int) -> None:
         target.write_bytes(data)
         for algorithm in ("sha256", "sha1", "md5"):
             Path(f"{target}.{algorithm}").write_text(hashlib.new(algorithm, data).hexdigest())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
