@@ -13,8 +13,8 @@ single executable with `HELPER_ARG`): it imports PyNaCl and msgpack, nothing of 
 It reads requests on stdin and answers on stdout, ignores Ctrl-C (the node ends it by
 closing stdin) and exits when stdin closes, so a node killed with -9 leaves no helper
 behind. The node starts it at the first large batch; if it cannot be started, dies, or
-answers late or wrong, the caller checks the batch on its own threads instead, so the
-helper can only make a check faster, never change its answer.
+answers late or wrong, the log's writer checks that batch's blocks itself as it applies
+them: a helper that fails slows a batch down, never lets it through unchecked.
 
 Wire: each message is a 4-byte big-endian length and that many bytes. A request is a
 msgpack array of `[public key, message, signature]` arrays; the answer holds one byte per
