@@ -37,7 +37,8 @@ Latency rows (ms, p50 / p99 over files):
                                the transaction could be proposed
 
 Where the time goes: CPU ms per committed transaction of all daemons together, of nginx
-and of this client process (from /proc), and the cores busy over the run; p2p bytes
+and of this client process (from /proc), and the cores busy over the run, beside one
+core's speed just before and after it (`cpu_probe.py`); p2p bytes
 sent per transaction by all nodes (`/api/v1/peers`), and the consensus messages'
 share of it by type (`sent_bytes` in each node's consensus status); how many heights needed a round
 after the first (read from the blocks' proposers after the run, so that nothing polls the
@@ -83,7 +84,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.support.ports import free_port  # noqa: E402 (once the path is set)
+from benchmarks.cpu_probe import ed25519_check_us  # noqa: E402 (once the path is set)
+from tests.support.ports import free_port  # noqa: E402
 
 PROFILED = "profiled-daemon"  # argv[1] when this file runs a daemon under cProfile
 GROUP_PATH = "com/example/bench"
@@ -507,6 +509,7 @@ class Heavy:
     counters: dict[str, int]  # `counters` over the heavy run
     rounds: str  # `late_rounds`
     timing: Breakdown
+    probe: tuple[float, float]  # `cpu_probe` before and after the heavy run
     refusals: list[str] = field(default_factory=list)  # each node's last proposal refusal, if it grew
 
     @property
@@ -551,10 +554,12 @@ def measure(
     offset = web.log_offset()
     nginx_pids = [web.pid, *children(web.pid)]
     spying = spy.recording(net.pids[0]) if spy else contextlib.nullcontext()
+    probe_before = ed25519_check_us()
     with CpuMeter(net.pids, nginx_pids) as meter, spying:
         started = time.time()
         samples = run_load(net.urls, heavy, clients)
         wall = max(s.end for s in samples) - started
+    probe = probe_before, ed25519_check_us()
     ok = sum(s.status == 200 for s in samples)
     final = max(status(url)["height"] for url in net.urls)
     wait_heights(net.urls, final)
@@ -581,6 +586,7 @@ def measure(
             counters=counted,
             rounds=rounds,
             timing=breakdown(samples, fetches, n),
+            probe=probe,
             refusals=refusals,
         ),
         light_result,
@@ -848,6 +854,7 @@ def report(
     row("CPU ms/tx: nginx", [cpu(h, "nginx") for h in heavy])
     row("CPU ms/tx: this client", [cpu(h, "client") for h in heavy])
     row("cores busy (of " + str(cores) + ")", [f"{sum(h.cpu.values()) / h.wall_s:.2f}" for h in heavy])
+    row("cpu probe: µs per Ed25519 check", [f"{h.probe[0]:.0f} / {h.probe[1]:.0f}" for h in heavy])
     row("upstream requests/s", [f"{h.upstream_requests / h.wall_s:,.0f}" for h in heavy])
     row(
         "p2p KiB sent/tx (all nodes)",

@@ -16,6 +16,7 @@ floor  how fast this filesystem creates files and makes them durable in batches 
        faster than the first.
 rss    a daemon's resident memory (VmRSS) idle, then with `--peers` libp2p peers
        connected to it (Hosts in this process, identify done with each).
+probe  one core's speed before and after the sync (`cpu_probe.py`).
 
 `--dir` puts the data on a chosen filesystem (default: the system's temp directory).
 """
@@ -34,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.cpu_probe import ed25519_check_us, shown
 from pyrsia.durable import Watch, commit_staged, stage_file, write_new_files
 from pyrsia.p2p.identity import Identity
 from pyrsia.p2p.swarm.host import Host, HostConfig
@@ -109,6 +111,7 @@ def main() -> None:
         root = Path(tmp)
         floor = files_per_s(root / "probe", 2048, each=False)
         floor_each = files_per_s(root / "probe-each", 2048, each=True)
+        probe_before = ed25519_check_us()
         started = time.perf_counter()
         fill_fast(root / "a", args.blocks)
         console.print(f"wrote {args.blocks} blocks in {time.perf_counter() - started:.1f} s")
@@ -129,6 +132,7 @@ def main() -> None:
                 ended = time.perf_counter()
                 elapsed = ended - began
                 cpu_after = cpu_s(fresh.pid), cpu_s(authority.pid)
+            probe_after = ed25519_check_us()
             table.add_row(
                 f"sync of {args.blocks} blocks", f"{args.blocks / elapsed:,.0f} blocks/s ({elapsed:.1f} s)"
             )
@@ -140,6 +144,7 @@ def main() -> None:
             )
             table.add_row("  floor: files made durable here, one sync", f"{floor:,.0f} files/s")
             table.add_row("  (one fsync per file)", f"{floor_each:,.0f} files/s")
+            table.add_row("  cpu probe: one core", shown(probe_before, probe_after))
             if first is not None and ended > first[0]:
                 rest = (args.blocks - first[1]) / (ended - first[0])
                 stored = f"{first[0] - began:.1f} s ({first[1]} blocks)"
