@@ -192,10 +192,16 @@ def test_parked_connections_fit_the_file_limit(tmp_path: Path) -> None:
                 opened.append(connect(small))
                 assert statuses(ask_v2(opened[-1])) == [200]
             parked_max = 256 - 128 - 3 * 4
-            # The oldest go first. A worker hands a connection back just after its answer, so
-            # the next one may be parked before it: neighbours at the edge can swap places.
-            edge = 8
-            assert all(sock.recv(1) == b"" for sock in opened[: 300 - parked_max - edge])
+            # The oldest go first, in the order the node parked them. A worker hands a
+            # connection back just after its answer, so the next one may be parked before
+            # it: neighbours at the edge can swap places. A worker the host stalls between
+            # its answer and the hand-back parks its connection later still, as a newer idle
+            # one: a few such stragglers may outlive their neighbours.
+            edge, stragglers_max = 8, 8
+            oldest = opened[: 300 - parked_max - edge]
+            eventually(
+                lambda: sum(not closed_now(sock) for sock in oldest) <= stragglers_max, "the oldest closed"
+            )
             eventually(
                 lambda: sum(not closed_now(sock) for sock in opened) <= parked_max, "parked within the limit"
             )
