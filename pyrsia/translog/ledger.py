@@ -96,21 +96,29 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import TypeVar, cast
 
 from nacl.signing import SigningKey
 
 from pyrsia.errors import ChainBroken, EntryUnknown, PyrsiaError, StorageError, TranslogError, TxInvalid
-from pyrsia.formats.peer_id import peer_id_of, public_key_of
+from pyrsia.formats.peer_id import peer_id_of
 from pyrsia.translog import checkpoint
 from pyrsia.translog.block import BLOCK_TXS_BYTES_MAX, BLOCK_TXS_MAX, Block, quorum
 from pyrsia.translog.chain import Chain, Mark, check_signatures, genesis_block, signature_claims
 from pyrsia.translog.index import ArtifactRecord, Index, IndexReader, IndexTip, Query, rows_of
 from pyrsia.translog.sigcheck import Item, SignatureHelper
 from pyrsia.translog.store import BlockFiles, Torn
-from pyrsia.translog.tx import ADD_ARTIFACT, TX_BYTES_MAX, AddArtifact, Transaction, endorse, sign
+from pyrsia.translog.tx import (
+    ADD_ARTIFACT,
+    TX_BYTES_MAX,
+    AddArtifact,
+    Transaction,
+    endorse,
+    sign,
+    verify_key_of,
+)
 from pyrsia.translog.view import VIEW_ENTRIES_MAX, Key, LookupView, digest_key, path_key
 
 log = logging.getLogger("pyrsia.translog")
@@ -595,7 +603,7 @@ class Ledger:
         for i, block in enumerate(blocks):
             try:
                 claims = [
-                    (_public_key(signer), message, signature)
+                    (bytes(verify_key_of(signer)), message, signature)
                     for signer, message, signature, _ in signature_claims(block, origin)
                 ]
             except ValueError:
@@ -1148,9 +1156,6 @@ class Ledger:
         if not 0 < old_size <= head.size:
             raise EntryUnknown(f"no tree of size {old_size}; the log holds {head.size} entries")
         return self._chain.tree.consistency_proof(old_size, head.size), self._note(head.tip)
-
-
-_public_key = lru_cache(maxsize=64)(public_key_of)  # a batch names a few signers, many times
 
 
 def _resolved(checked: int | Future[int]) -> int:

@@ -595,7 +595,7 @@ def verify_signature_once(peer_id: str, message: bytes, signature: bytes) -> boo
     remembered: for signatures met once (a synced block's), which would only push out
     of `verify_signature`'s memory the ones that come back."""
     try:
-        _verify_key(peer_id).verify(message, signature)
+        verify_key_of(peer_id).verify(message, signature)
     except (ValueError, BadSignatureError):
         return False
     return True
@@ -606,7 +606,9 @@ verify_signature.__doc__ = "Whether `signature` is `peer_id`'s Ed25519 signature
 
 
 @functools.lru_cache(maxsize=4096)
-def _verify_key(peer_id: str) -> VerifyKey:
+def verify_key_of(peer_id: str) -> VerifyKey:
+    """The Ed25519 key a peer id names, remembered: a batch names a few signers many
+    times. Raises ValueError for a peer id that names no Ed25519 key."""
     return VerifyKey(public_key_of(peer_id))
 
 
