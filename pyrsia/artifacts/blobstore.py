@@ -22,6 +22,7 @@ import ctypes
 import fcntl
 import functools
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -274,7 +275,8 @@ class BlobWriter:
 
     def _open_temp(self) -> tuple[Path, BinaryIO]:
         name, fd = new_temp(self._store.tmp_dir, 0o600)
-        return Path(name), os.fdopen(fd, "wb")
+        # A buffer size given saves the kernel call asking whether the file is a terminal.
+        return Path(name), os.fdopen(fd, "wb", buffering=io.DEFAULT_BUFFER_SIZE)
 
     def write(self, data: bytes) -> None:
         """The next bytes in order."""

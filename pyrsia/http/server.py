@@ -12,6 +12,13 @@ Rules it keeps:
 - A fixed number of workers serve requests; when all are busy and the short queue is
   full, a connection with a request to read gets 503 and is closed, so load cannot
   grow threads or memory without bound.
+- A worker's socket stays blocking, with a kernel send timeout (SO_SNDTIMEO) set once
+  when it is accepted: a request's bytes are read with one `recv` when they are at hand
+  (they usually are: the poller hands a connection over once readable), a reply leaves
+  with one `send`, and a file body with one `sendfile`, with no `poll` before each call
+  and no change of the socket's mode between them. Every system call lets go of the
+  interpreter lock, and with dozens of busy workers each one costs a hand-over; a send
+  that moves nothing for the send timeout fails, and the connection is dropped.
 - Every read has a deadline: once a request has begun, the rest of its head must come
   within the header timeout (a slowloris client that trickles bytes loses its
   worker), the head may not exceed the header limit (h11's
@@ -20,11 +27,9 @@ Rules it keeps:
 - A request framed two ways (Content-Length and Transfer-Encoding) is refused with
   400 and the connection closed (RFC 9112 §6.3), so nothing smuggled after it runs.
 - File bodies go out with `os.sendfile` through h11's
-  `send_with_data_passthrough`, so blob bytes never pass through Python. The socket
-  is blocking for it, with a kernel send timeout (SO_SNDTIMEO): one call moves the
-  whole body while the reader keeps up, instead of one call and one poll per
-  socket buffer's worth, and a reader that takes nothing for the send timeout still
-  frees the worker.
+  `send_with_data_passthrough`, so blob bytes never pass through Python: one call
+  moves the whole body while the reader keeps up, and a reader that takes nothing for
+  the send timeout still frees the worker.
 - A 200 answer to GET or HEAD goes through the conditional-request rules
   (`pyrsia.http.conditional`: 304, 412, If-Range) and then a single Range
   (`pyrsia.http.ranges`) when the front end marked it range-capable.
@@ -42,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import queue
 import resource
@@ -83,8 +89,8 @@ log = logging.getLogger("pyrsia.http")
 
 RECV_BYTES = 64 * 1024
 SEND_TIMEOUT_S = 60.0
-# SO_SNDTIMEO for file bodies, a struct timeval: a blocking sendfile that moves no
-# byte for this long fails with EAGAIN.
+# SO_SNDTIMEO of every accepted connection, a struct timeval: a blocking send or
+# sendfile that moves no byte for this long fails with EAGAIN.
 _SEND_TIMEVAL = struct.pack("@ll", int(SEND_TIMEOUT_S), int(SEND_TIMEOUT_S % 1 * 1_000_000))
 BACKLOG = 128
 LINGER_S = 1.0
@@ -303,6 +309,7 @@ class HttpServer:
                 return
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
             except OSError:
                 _close(sock)
                 continue
@@ -596,7 +603,6 @@ class HttpServer:
                 raise PayloadTooLarge(f"request body over {limit} bytes")
         if h11conn.they_are_waiting_for_100_continue:
             # RFC 9110 §10.1.1: the client holds its body until we say we will read it.
-            conn.sock.settimeout(SEND_TIMEOUT_S)
             try:
                 conn.sock.sendall(
                     h11conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
@@ -630,16 +636,20 @@ class HttpServer:
             raise BadRequest(f"malformed request: {exc}") from exc
 
     def _recv(self, conn: _Connection, deadline: float, waiting_for: str | None) -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._timeout(waiting_for)
-        conn.sock.settimeout(remaining)
-        try:
-            return conn.sock.recv(RECV_BYTES)
-        except TimeoutError:
-            raise self._timeout(waiting_for) from None
-        except OSError as exc:
-            raise _Closed() from exc
+        """The next bytes, by `deadline`: one `recv` when they are at hand, else a `poll`
+        for them first."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout(waiting_for)
+            try:
+                return conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _Closed() from exc
+            if not _wait_readable(conn.sock, remaining):
+                raise self._timeout(waiting_for)
 
     @staticmethod
     def _timeout(waiting_for: str | None) -> Exception:
@@ -662,7 +672,6 @@ class HttpServer:
         self, h11conn: h11.Connection, conn: _Connection, method: str, head: h11.Response, response: Response
     ) -> None:
         sock = conn.sock
-        sock.settimeout(SEND_TIMEOUT_S)
         write: Callable[[bytes], None] = sock.sendall
         try:
             out = h11conn.send(head) or b""
@@ -686,19 +695,24 @@ class HttpServer:
             out += h11conn.send(h11.EndOfMessage()) or b""
             if out:
                 write(out)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
-            raise _Closed() from exc
+        except (BrokenPipeError, ConnectionResetError, BlockingIOError) as exc:
+            raise _Closed() from exc  # BlockingIOError: the send timeout passed with nothing sent
 
     @staticmethod
     def _send_file(h11conn: h11.Connection, sock: socket.socket, body: FileBody) -> None:
-        with body.path.open("rb") as file:
+        # A bare descriptor: a file object would ask the kernel three more things (stat,
+        # whether it is a terminal, its offset) that sendfile needs none of.
+        fd = os.open(body.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
             # h11 hands our FileBody back untouched where the body bytes belong.
             pieces: list[object] = list(h11conn.send_with_data_passthrough(h11.Data(data=body)) or ())  # type: ignore[arg-type]
             for piece in pieces:
                 if isinstance(piece, FileBody):
-                    _send_file_blocking(sock, file.fileno(), piece.offset, piece.length)
+                    _send_file_blocking(sock, fd, piece.offset, piece.length)
                 else:
                     sock.sendall(cast(bytes, piece))
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _send_stream(h11conn: h11.Connection, sock: socket.socket, body: StreamBody) -> None:
@@ -746,36 +760,36 @@ def _http_date() -> str:
 
 
 def _send_file_blocking(sock: socket.socket, fd: int, offset: int, length: int) -> None:
-    """`length` bytes of `fd` from `offset` with sendfile on the socket made blocking.
+    """`length` bytes of `fd` from `offset` with sendfile on the blocking socket.
 
     A blocking sendfile returns when the whole count is sent (or the send timeout cut
     it short), so a fast reader costs a few system calls per body, not one sendfile and
     one poll per socket buffer's worth. SO_SNDTIMEO bounds each call: one that sends
     nothing for the send timeout fails (EAGAIN), and the connection is dropped.
     """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
-    sock.settimeout(None)
-    try:
-        while length > 0:
-            try:
-                sent = os.sendfile(sock.fileno(), fd, offset, length)
-            except BlockingIOError as exc:  # the send timeout passed with nothing sent
-                raise _Closed() from exc
-            if sent == 0:  # the file is shorter than the response said
-                raise _Closed()
-            offset += sent
-            length -= sent
-    finally:
-        sock.settimeout(SEND_TIMEOUT_S)
+    while length > 0:
+        try:
+            sent = os.sendfile(sock.fileno(), fd, offset, length)
+        except BlockingIOError as exc:  # the send timeout passed with nothing sent
+            raise _Closed() from exc
+        if sent == 0:  # the file is shorter than the response said
+            raise _Closed()
+        offset += sent
+        length -= sent
 
 
 def _readable_now(sock: socket.socket) -> bool:
-    """Whether bytes (or EOF) wait on `sock`, without waiting for any. (poll, not
-    select: a descriptor past FD_SETSIZE is fine.)"""
+    """Whether bytes (or EOF) wait on `sock`, without waiting for any."""
+    return _wait_readable(sock, 0.0)
+
+
+def _wait_readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether bytes (or EOF) arrive on `sock` within `timeout_s`. (poll, not select:
+    a descriptor past FD_SETSIZE is fine.)"""
     try:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(poller.poll(math.ceil(timeout_s * 1000)))
     except (OSError, ValueError):
         return False
 

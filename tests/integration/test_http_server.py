@@ -35,6 +35,8 @@ class Handler:
     def handle(self, request: Request) -> Response:
         if request.path == "/blob":
             return Response(body=FileBody(self.blob, 0, self.blob.stat().st_size), ranges=True)
+        if request.path == "/bytes":  # the same bytes from memory: written, not sendfile'd
+            return Response(body=self.blob.read_bytes())
         if request.path == "/slow":
             self.entered.set()
             self.release.wait(10)
@@ -181,6 +183,22 @@ def test_slowloris_loses_its_worker(server: tuple[HttpServer, Handler]) -> None:
         assert time.monotonic() - started < 4
 
 
+def test_a_head_that_arrives_in_two_parts_within_the_timeout_is_served(
+    server: tuple[HttpServer, Handler],
+) -> None:
+    """The worker reads what is at hand, then waits for the rest (up to the header timeout)."""
+    srv, _ = server
+    with socket.create_connection(srv.address, timeout=5) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\n")
+        _wait_for(lambda: srv.stats().workers_busy == 1)  # a worker holds the half head
+        time.sleep(0.2)  # the pause is the point: well within the 0.5 s header timeout
+        sock.sendall(b"Host: x\r\nAccept: a/b\r\n\r\n")
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection lives on
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
 def test_busy_server_answers_503_instead_of_queueing_forever(blob: Path) -> None:
     handler = Handler(blob)
     srv = _serve(handler, workers_max=1, header_timeout_s=5)
@@ -281,9 +299,11 @@ def test_large_file_to_a_reader_that_pauses_arrives_whole_on_a_kept_connection(t
         srv.shutdown(5)
 
 
+@pytest.mark.parametrize("path", ["/blob", "/bytes"])
 def test_a_stuck_reader_loses_its_worker_after_the_send_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    """Whether the body goes out by sendfile or from memory, one send timeout bounds it."""
     monkeypatch.setattr(server_module, "_SEND_TIMEVAL", struct.pack("@ll", 0, 300_000))
     big = tmp_path / "big"
     big.write_bytes(b"\x00" * (32 << 20))
@@ -294,7 +314,7 @@ def test_a_stuck_reader_loses_its_worker_after_the_send_timeout(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.settimeout(10)
             sock.connect(srv.address)
-            sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             _wait_for(lambda: srv.stats().workers_busy == 1)
             # Never reads: the send times out and the worker is free again.
             _wait_for(lambda: srv.stats().workers_busy == 0)
