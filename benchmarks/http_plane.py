@@ -17,6 +17,13 @@ machine's load drift alike): MiB/s for nginx → downloader, pyrsia 1 provider,
 pyrsia 4 providers, the ratios, and where the receiver's time goes: its CPU seconds
 (user + system) per GiB, split by role with `--profile`, against what hashing 1 GiB
 and writing 1 GiB cost on one core here.
+
+Where the files live: everything is under one temporary directory, so `TMPDIR` picks
+the filesystem. On an ext4 disk that has just deleted the last round's gigabyte, the
+receiver's writes alternate round by round between two speeds (its CPU per GiB near
+2.0 s, then near 3.4 s, nginx's rounds alike), and the ratios then say which speed each
+setup drew. `TMPDIR=/dev/shm` keeps the write path steady, so the servers are what
+differs.
 """
 
 from __future__ import annotations
