@@ -14,9 +14,12 @@ fill it from the index, and the writer corrects every held key a block touches o
 the index holds the block and before the block's callers are told, so a GET right
 after a commit sees it, and a fill that raced a block is dropped (see `view`).
 
-Group commit, pipelined. `submit` signs and endorses each payload in the caller's
-thread (a random nonce keeps ids unique, as consensus does), so the writer never signs
-a transaction. The writer takes every publish waiting in the queue, up to a block's
+Group commit, pipelined. `submit` checks its payloads in the caller's thread and queues
+them for the signing thread (`translog-sign`), which takes every publish waiting, signs
+and endorses each payload (a random nonce keeps ids unique, as consensus does) and
+hands them all to the writer as one request, in the order submitted: many callers each
+signing would take turns at the GIL around every signature, and the writer never
+signs a transaction. The writer takes every publish waiting in the queue, up to a block's
 limits, into one block: proposed and certified by this node (the embedded network,
 where it is its own one authority), applied through the chain core, encoded, and
 handed to the disk thread (`translog-disk`), which writes it as one block file in
@@ -168,9 +171,26 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class _Publish:
-    txs: tuple[Transaction, ...]  # signed (and endorsed) in the caller's thread
+    txs: tuple[Transaction, ...]  # signed and endorsed
     size_bytes: int
     future: Future[Block]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsigned:
+    """A publish on its way to the signing thread."""
+
+    payloads: tuple[AddArtifact, ...]
+    size_bytes: int
+    time: int
+    future: Future[Block]
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """Publishes the signing thread signed together, in the order they were submitted."""
+
+    publishes: list[_Publish]
 
 
 @dataclass(slots=True)
@@ -236,7 +256,7 @@ def _nothing() -> None:
     pass
 
 
-_Request = _Publish | _Append | _AppendBatch | _Call | _Repair | _Stop | _Flushed
+_Request = _Signed | _Append | _AppendBatch | _Call | _Repair | _Stop | _Flushed
 
 
 def _decode(files: BlockFiles, height: int) -> Block:
@@ -303,6 +323,9 @@ class Ledger:
         self.origin = ""
         self._queue: queue.Queue[_Request] = queue.Queue(QUEUE_REQUESTS_MAX)
         self._writer = threading.Thread(target=self._run, name="translog-writer", daemon=True)
+        # Publishes go to the writer through the signing thread, in the order submitted.
+        self._signing: queue.Queue[_Unsigned | _Publish | None] = queue.Queue(QUEUE_REQUESTS_MAX)
+        self._signer = threading.Thread(target=self._sign_run, name="translog-sign", daemon=True)
         self._closed = False
         self._close_lock = threading.Lock()
         self._index_problem: str | None = None  # why lookups refuse; None while the index is whole
@@ -361,6 +384,7 @@ class Ledger:
             index.close()
             raise
         ledger._writer.start()
+        ledger._signer.start()
         return ledger
 
     def close(self) -> None:
@@ -369,6 +393,14 @@ class Ledger:
             if self._closed:
                 return
             self._closed = True
+        self._signing.put(None)
+        self._signer.join()
+        with contextlib.suppress(queue.Empty):  # submitted while closing: refused, not left waiting
+            while True:
+                if (
+                    item := self._signing.get_nowait()
+                ) is not None and item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(StorageError("the transparency log is closed"))
         self._queue.put(_Stop())
         self._writer.join()
         self._disk.shutdown()
@@ -480,13 +512,8 @@ class Ledger:
             size += encoded
         if size > BLOCK_TXS_BYTES_MAX:
             raise TxInvalid(f"the payloads encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}")
-        now = int(self._clock())
-        txs = []
-        for p in payloads:
-            tx = sign(self._key, type=ADD_ARTIFACT, payload=p, time=now, nonce=self._nonces.getrandbits(62))
-            txs.append(tx.with_endorsements((endorse(self._key, tx.id),)))
         future: Future[Block] = Future()
-        self._enqueue(_Publish(tuple(txs), size, future))
+        self._enqueue_publish(_Unsigned(payloads, size, int(self._clock()), future))
         return future
 
     def publish(self, payloads: Sequence[AddArtifact]) -> Block:
@@ -505,7 +532,7 @@ class Ledger:
                 f"the transactions encode to {size} bytes, more than a block's {BLOCK_TXS_BYTES_MAX}"
             )
         future: Future[Block] = Future()
-        self._enqueue(_Publish(txs, size, future))
+        self._enqueue_publish(_Publish(txs, size, future))
         return future.result()
 
     def call(self, fn: Callable[[Chain], T]) -> T:
@@ -629,6 +656,43 @@ class Ledger:
             raise
         return checked, tuple(staged)
 
+    def _sign_run(self) -> None:
+        """The signing thread: every publish waiting is signed and endorsed, then all of
+        them reach the writer as one request (see Signing)."""
+        stopping = False
+        while not stopping:
+            waiting = [self._signing.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    waiting.append(self._signing.get_nowait())
+            signed = []
+            for item in waiting:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, _Publish):
+                    signed.append(item)
+                elif (publish := self._signed(item)) is not None:
+                    signed.append(publish)
+            if signed:
+                self._queue.put(_Signed(signed))
+
+    def _signed(self, item: _Unsigned) -> _Publish | None:
+        """`item`'s payloads as transactions signed and endorsed by this node; None, with
+        the caller told, if signing failed."""
+        key, nonces = self._key, self._nonces
+        try:
+            txs = []
+            for p in item.payloads:
+                tx = sign(key, type=ADD_ARTIFACT, payload=p, time=item.time, nonce=nonces.getrandbits(62))
+                txs.append(tx.with_endorsements((endorse(key, tx.id),)))
+        except Exception as exc:
+            if not isinstance(exc, PyrsiaError):
+                log.exception("transparency log signer failed")
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(exc)
+            return None
+        return _Publish(tuple(txs), item.size_bytes, item.future)
+
     def _verifier_pool(self) -> ThreadPoolExecutor:
         with self._close_lock:
             if self._verifiers is None:
@@ -640,6 +704,11 @@ class Ledger:
             raise StorageError("the transparency log is closed")
         self._queue.put(request)
 
+    def _enqueue_publish(self, publish: _Unsigned | _Publish) -> None:
+        if self._closed:
+            raise StorageError("the transparency log is closed")
+        self._signing.put(publish)
+
     # -- writing (the writer thread) ------------------------------------------------
 
     def _run(self) -> None:
@@ -647,9 +716,10 @@ class Ledger:
         while not stopping:
             request = self._next()
             match request:
-                case _Publish():
-                    if request.future.set_running_or_notify_cancel():
-                        self._gather(request)
+                case _Signed():
+                    for publish in request.publishes:
+                        if publish.future.set_running_or_notify_cancel():
+                            self._gather(publish)
                 case _Flushed():
                     if request.flight is self._flight:
                         self._landed()
@@ -686,11 +756,13 @@ class Ledger:
                 return
             if isinstance(request, _AppendBatch):
                 self._files.discard(request.staged)
-            if (
-                isinstance(request, _Publish | _Append | _AppendBatch | _Call)
-                and request.future.set_running_or_notify_cancel()
-            ):
-                request.future.set_exception(StorageError("the transparency log is closed"))
+            waiting = request.publishes if isinstance(request, _Signed) else [request]
+            for each in waiting:
+                if (
+                    isinstance(each, _Publish | _Append | _AppendBatch | _Call)
+                    and each.future.set_running_or_notify_cancel()
+                ):
+                    each.future.set_exception(StorageError("the transparency log is closed"))
 
     def _next(self) -> _Request | None:
         """The next request; None when a hold ends before one comes."""

@@ -292,6 +292,67 @@ def test_many_threads_publishing_at_once_each_get_their_block(tmp_path: Path) ->
     assert verify_chain(tmp_path).ok
 
 
+def test_a_publish_whose_signing_fails_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyrsia.translog import ledger as ledger_module
+
+    def failing(key: SigningKey, **fields: object) -> Transaction:
+        if getattr(fields["payload"], "size", None) == 2:
+            raise TxInvalid("signing refused this payload")
+        return sign(key, **fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger_module, "sign", failing)
+    files = GatedFiles(tmp_path)
+    ledger = opened(tmp_path, files=files)
+    files.hold_next = True
+    first = ledger.submit([artifact(1)])
+    assert files.entered.wait(WAIT_S)
+    waiting = [ledger.submit([artifact(n)]) for n in (2, 3, 4)]  # signed together, behind the write
+    files.release.set()
+    with pytest.raises(TxInvalid, match="signing refused"):
+        waiting[0].result(WAIT_S)
+    assert first.result(WAIT_S).header.height == 1
+    assert {f.result(WAIT_S).header.height for f in waiting[1:]} == {2}
+    assert ledger.publish([artifact(5)]).header.height == 3  # the signing thread goes on
+    assert sorted(r["size"] for r in everything(ledger)) == [1, 3, 4, 5]  # type: ignore[type-var]
+    ledger.close()
+    assert verify_chain(tmp_path).ok
+
+
+def test_publishes_submitted_while_the_log_closes_are_committed_or_refused(tmp_path: Path) -> None:
+    ledger = opened(tmp_path)
+    submitted: list[tuple[int, Future[Block]]] = []
+    started = threading.Event()
+    refused: list[int] = []
+
+    def submit() -> None:
+        for n in range(1, 2001):
+            try:
+                submitted.append((n, ledger.submit([artifact(n)])))
+            except StorageError:
+                refused.append(n)
+                return
+            started.set()
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    assert started.wait(WAIT_S)
+    ledger.close()
+    thread.join(WAIT_S)
+    committed = []
+    for n, future in submitted:
+        try:
+            block = future.result(WAIT_S)  # never left waiting
+        except StorageError as exc:
+            assert "closed" in str(exc)
+        else:
+            assert artifact(n) in payloads(block)
+            committed.append(n)
+    assert committed and (refused or len(submitted) == 2000)
+    assert committed == [n for n, _f in submitted][: len(committed)]  # a prefix, in the order submitted
+    assert verify_chain(tmp_path).ok
+    assert sorted(r["size"] for r in everything(opened(tmp_path))) == committed  # type: ignore[type-var]
+
+
 def test_readers_do_not_wait_behind_a_block_being_written(tmp_path: Path) -> None:
     files = GatedFiles(tmp_path)
     ledger = opened(tmp_path, files=files)
