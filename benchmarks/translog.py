@@ -15,12 +15,16 @@ bulk (rows written straight into the SQLite schema the ledger uses; signing a mi
 transactions would only measure Ed25519) and queried the way `pyrsia log search`
 queries it. `verify` re-checks every block in full: checksums, signatures,
 certificates, roots. The CPU probe (`cpu_probe.py`) runs before the appends and after
-the concurrent publishers.
+the concurrent publishers. Beside them, the floor: the same publishers handing
+each publish to one thread that makes the transaction's two signatures (its own and
+the endorsement) and answers through a future, with no log at all; the log can come
+no closer to it than that.
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
 import random
 import resource
 import statistics
@@ -29,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -93,6 +98,41 @@ def concurrent(root: Path, publishers: int, publishes: int) -> tuple[float, int,
     ledger.close()
     total = publishers * publishes
     return total / elapsed, blocks, cpu / total
+
+
+def floor(publishers: int, publishes: int) -> float:
+    """Publishes per second the `concurrent` harness allows with no log behind it: each
+    publish handed to one signing thread (two Ed25519 signatures, what the log's signing
+    thread does per transaction) and answered through a future."""
+    key, message = SigningKey.generate(), bytes(300)
+    waiting: queue.SimpleQueue[Future[None] | None] = queue.SimpleQueue()
+    start = threading.Barrier(publishers + 1)
+
+    def signer() -> None:
+        while (future := waiting.get()) is not None:
+            key.sign(message)
+            key.sign(message)
+            future.set_result(None)
+
+    def publisher() -> None:
+        start.wait()
+        for _ in range(publishes):
+            future: Future[None] = Future()
+            waiting.put(future)
+            future.result()
+
+    threads = [threading.Thread(target=publisher) for _ in range(publishers)]
+    signing = threading.Thread(target=signer)
+    for thread in [signing, *threads]:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    waiting.put(None)
+    signing.join()
+    return publishers * publishes / elapsed
 
 
 def _cpu() -> float:
@@ -171,6 +211,11 @@ def main() -> None:
             f"{rate:,.0f} tx/s committed",
             f"{total:,} 1-tx publishes in {written:,} blocks ({total / written:.1f} per durable block);"
             f" CPU {cpu * 1e6:,.0f} µs per tx (process user + sys)",
+        )
+        table.add_row(
+            "  floor: signing alone",
+            f"{floor(args.publishers, args.publishes):,.0f} tx/s",
+            "the same publishers, one thread making each tx's two signatures, no log",
         )
         table.add_row("cpu probe: one core", shown(probe_before, ed25519_check_us()), "cpu_probe.py")
         started = time.perf_counter()
