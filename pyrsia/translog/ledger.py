@@ -700,14 +700,19 @@ class Ledger:
             return self._verifiers
 
     def _enqueue(self, request: _Request) -> None:
-        if self._closed:
-            raise StorageError("the transparency log is closed")
-        self._queue.put(request)
+        self._put(self._queue, request)
 
     def _enqueue_publish(self, publish: _Unsigned | _Publish) -> None:
-        if self._closed:
-            raise StorageError("the transparency log is closed")
-        self._signing.put(publish)
+        self._put(self._signing, publish)
+
+    def _put(self, into: queue.Queue[T], item: T) -> None:
+        """Queue `item` unless the log is closed. Under the close lock: once `close` has
+        marked the log closed, nothing more is queued, so what was queued is either
+        handled or refused by the drains that follow, never left waiting."""
+        with self._close_lock:
+            if self._closed:
+                raise StorageError("the transparency log is closed")
+            into.put(item)
 
     # -- writing (the writer thread) ------------------------------------------------
 

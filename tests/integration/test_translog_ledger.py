@@ -148,6 +148,12 @@ def poll(condition: Callable[[], bool]) -> bool:
     return False
 
 
+def gathered(ledger: Ledger, txs: int) -> bool:
+    """Wait until the writer has gathered `txs` transactions for its next block: a publish
+    reaches it through the signing thread, a moment after `submit` returns."""
+    return poll(lambda: ledger._group_txs == txs)
+
+
 # -- group commit ---------------------------------------------------------------------
 
 
@@ -163,6 +169,7 @@ def test_publishes_waiting_behind_a_write_share_the_next_block(tmp_path: Path) -
         ledger.submit([])
     with pytest.raises(TxInvalid):
         ledger.submit([AuthorizedNode(peer_id=me(KEY))])  # type: ignore[list-item]
+    assert gathered(ledger, 23)
     files.release.set()
     assert first.result(WAIT_S).header.height == 1
     blocks = {n: future.result(WAIT_S) for n, future in waiting.items()}
@@ -191,6 +198,7 @@ def test_a_record_the_chain_refuses_fails_alone_and_its_block_mates_commit(tmp_p
     stray = dataclasses.replace(artifact(4), registry="registry.example")
     bad = ledger.submit([stray])
     good.append(ledger.submit([artifact(5)]))
+    assert gathered(ledger, 4)
     files.release.set()
     assert first.result(WAIT_S).header.height == 1
     with pytest.raises(TxInvalid, match=r"names registry registry\.example, which the network does not"):
@@ -224,7 +232,8 @@ def _landed_with_two_waiting(tmp_path: Path) -> tuple[Ledger, Stopwatch, list[Fu
     files.hold_next = True
     first = ledger.submit([artifact(1)])
     assert files.entered.wait(WAIT_S)
-    waiting = [ledger.submit([artifact(n)]) for n in (2, 3)]  # queued before block 1 lands
+    waiting = [ledger.submit([artifact(n)]) for n in (2, 3)]
+    assert gathered(ledger, 2)  # before block 1 lands
     watch.now += 1.0
     files.release.set()
     assert first.result(WAIT_S).header.height == 1
@@ -306,13 +315,14 @@ def test_a_publish_whose_signing_fails_fails_alone(tmp_path: Path, monkeypatch: 
     files.hold_next = True
     first = ledger.submit([artifact(1)])
     assert files.entered.wait(WAIT_S)
-    waiting = [ledger.submit([artifact(n)]) for n in (2, 3, 4)]  # signed together, behind the write
+    waiting = [ledger.submit([artifact(n)]) for n in (2, 3, 4)]  # queued behind the write
     files.release.set()
     with pytest.raises(TxInvalid, match="signing refused"):
         waiting[0].result(WAIT_S)
     assert first.result(WAIT_S).header.height == 1
-    assert {f.result(WAIT_S).header.height for f in waiting[1:]} == {2}
-    assert ledger.publish([artifact(5)]).header.height == 3  # the signing thread goes on
+    for n, future in zip((3, 4), waiting[1:], strict=True):
+        assert artifact(n) in payloads(future.result(WAIT_S))
+    assert artifact(5) in payloads(ledger.publish([artifact(5)]))  # the signing thread goes on
     assert sorted(r["size"] for r in everything(ledger)) == [1, 3, 4, 5]  # type: ignore[type-var]
     ledger.close()
     assert verify_chain(tmp_path).ok
