@@ -393,14 +393,10 @@ class Ledger:
             if self._closed:
                 return
             self._closed = True
+        # Last in the signing queue (`_put` queues nothing once closed): the signing thread
+        # hands the writer every publish before it, then ends, before the writer is stopped.
         self._signing.put(None)
         self._signer.join()
-        with contextlib.suppress(queue.Empty):  # submitted while closing: refused, not left waiting
-            while True:
-                if (
-                    item := self._signing.get_nowait()
-                ) is not None and item.future.set_running_or_notify_cancel():
-                    item.future.set_exception(StorageError("the transparency log is closed"))
         self._queue.put(_Stop())
         self._writer.join()
         self._disk.shutdown()
@@ -658,7 +654,7 @@ class Ledger:
 
     def _sign_run(self) -> None:
         """The signing thread: every publish waiting is signed and endorsed, then all of
-        them reach the writer as one request (see Signing)."""
+        them reach the writer as one request (see Group commit)."""
         stopping = False
         while not stopping:
             waiting = [self._signing.get()]
