@@ -3,7 +3,7 @@
 Layers, lowest first: a package may import its own modules and those of lower
 layers, never a peer or a higher one, so no two packages can form a cycle:
 
-    errors, pyrsia  <  durable, formats  <  config, setup  <  translog, http
+    errors, pyrsia  <  durable, formats, sockets  <  config, setup  <  translog, http
         <  upstream, p2p, web, sourcebuild  <  consensus  <  artifacts  <  registry
         <  node  <  cli  <  __main__
 
@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "pyrsia"
 LAYERS = [
     {"errors", "__init__"},
-    {"durable", "formats"},
+    {"durable", "formats", "sockets"},
     {"config", "setup"},
     {"translog", "http"},
     {"upstream", "p2p", "web", "sourcebuild"},

@@ -47,14 +47,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import queue
 import resource
-import select
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -84,6 +81,7 @@ from pyrsia.errors import (
 from pyrsia.http import conditional
 from pyrsia.http.message import FileBody, Request, Response, StreamBody
 from pyrsia.http.ranges import parse_range
+from pyrsia.sockets import readable, timeval
 
 log = logging.getLogger("pyrsia.http")
 
@@ -91,7 +89,7 @@ RECV_BYTES = 64 * 1024
 SEND_TIMEOUT_S = 60.0
 # SO_SNDTIMEO of every accepted connection, a struct timeval: a blocking send or
 # sendfile that moves no byte for this long fails with EAGAIN.
-_SEND_TIMEVAL = struct.pack("@ll", int(SEND_TIMEOUT_S), int(SEND_TIMEOUT_S % 1 * 1_000_000))
+_SEND_TIMEVAL = timeval(SEND_TIMEOUT_S)
 BACKLOG = 128
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 1024 * 1024
@@ -784,12 +782,9 @@ def _readable_now(sock: socket.socket) -> bool:
 
 
 def _wait_readable(sock: socket.socket, timeout_s: float) -> bool:
-    """Whether bytes (or EOF) arrive on `sock` within `timeout_s`. (poll, not select:
-    a descriptor past FD_SETSIZE is fine.)"""
+    """Whether bytes (or EOF) arrive on `sock` within `timeout_s`; not for a closed socket."""
     try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(math.ceil(timeout_s * 1000)))
+        return readable(sock, timeout_s)
     except (OSError, ValueError):
         return False
 

@@ -43,10 +43,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import select
 import socket
 import ssl
-import struct
 import threading
 import time
 import urllib.request
@@ -56,6 +54,8 @@ from typing import Any
 
 import h11
 import httpx
+
+from pyrsia.sockets import readable, timeval
 
 IDLE_S_MAX = 30.0  # a connection idle longer is closed rather than reused
 RECV_BYTES = 64 * 1024
@@ -92,13 +92,6 @@ class _Stale(Exception):
         self.error = error
 
 
-def _timeval(seconds: float | None) -> bytes:
-    if seconds is None:
-        return struct.pack("@ll", 0, 0)  # no timeout
-    micros = max(1, int(seconds * 1_000_000))  # 0 would mean none at all
-    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
-
-
 class _Connection:
     """One socket and its h11 state machine; used by one request at a time."""
 
@@ -121,17 +114,15 @@ class _Connection:
         if self.tls:
             self.sock.settimeout(read_s)  # one timeout for both: the clients give them equal
         else:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read_s))
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_s))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(read_s))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(write_s))
         self.timeouts = (read_s, write_s)
 
     def idle_and_open(self, now: float, idle_s_max: float) -> bool:
         """Fit for another request: not idle too long, and nothing (an EOF) waiting to be read."""
         if now - self.idle_since > idle_s_max:
             return False
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return not poller.poll(0)
+        return not readable(self.sock, 0)
 
     def send(self, data: bytes) -> None:
         try:
