@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.support.lab import NETNS_DIR, Lab, LabError, LabHost, require_tools
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.lab
 
@@ -30,6 +31,11 @@ import socket, sys
 with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as conn:
     print(conn.recv(100).decode())
 """
+
+
+def pids_in(namespace: str) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=30)
+    return listed.stdout.split()
 
 
 def lab_links_in_root() -> list[str]:
@@ -91,6 +97,8 @@ def test_leaving_by_an_exception_kills_what_ran_and_deletes_everything() -> None
         host = lab.add_host("a")
         tracked = host.popen([sys.executable, "-c", "import time; time.sleep(600)"])
         untracked = subprocess.Popen([*host.prefix, "sleep", "600"])  # as NodeProcess starts one
+        # Running inside, as a started node is: nsenter joins the namespace a moment after it starts.
+        eventually(lambda: str(untracked.pid) in pids_in(host.namespace), "sleep inside the namespace")
         names = namespaces_of(lab)
         raise RuntimeError("the test failed")
     assert tracked.wait(timeout=10) != 0
