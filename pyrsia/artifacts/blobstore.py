@@ -549,7 +549,7 @@ class ResumableBlobWriter(BlobWriter):
             os.close(fd)
             self.resumable = False
             return super()._open_temp()
-        return self.partial_path, os.fdopen(fd, "r+b")
+        return self.partial_path, os.fdopen(fd, "r+b", buffering=io.DEFAULT_BUFFER_SIZE)
 
     def expect_chunks(self, hashes: Sequence[bytes]) -> None:
         super().expect_chunks(hashes)

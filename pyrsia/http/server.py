@@ -28,8 +28,7 @@ Rules it keeps:
   400 and the connection closed (RFC 9112 §6.3), so nothing smuggled after it runs.
 - File bodies go out with `os.sendfile` through h11's
   `send_with_data_passthrough`, so blob bytes never pass through Python: one call
-  moves the whole body while the reader keeps up, and a reader that takes nothing for
-  the send timeout still frees the worker.
+  moves the whole body while the reader keeps up.
 - A 200 answer to GET or HEAD goes through the conditional-request rules
   (`pyrsia.http.conditional`: 304, 412, If-Range) and then a single Range
   (`pyrsia.http.ranges`) when the front end marked it range-capable.

@@ -750,20 +750,8 @@ class Ledger:
                     stopping = True
             if self._flight is None and self._group and self._queue.empty() and not self._holding():
                 self._launch()
-        while True:  # requests queued while closing: refuse them rather than leave them waiting
-            try:
-                request = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(request, _AppendBatch):
-                self._files.discard(request.staged)
-            waiting = request.publishes if isinstance(request, _Signed) else [request]
-            for each in waiting:
-                if (
-                    isinstance(each, _Publish | _Append | _AppendBatch | _Call)
-                    and each.future.set_running_or_notify_cancel()
-                ):
-                    each.future.set_exception(StorageError("the transparency log is closed"))
+        # Nothing with a caller can follow the stop: `_put` queues nothing once the log is
+        # marked closed, and the signing thread has ended before `close` queues the stop.
 
     def _next(self) -> _Request | None:
         """The next request; None when a hold ends before one comes."""
